@@ -1,0 +1,30 @@
+"""diffprims: differentiable 2D primitives in JAX.
+
+Soft shape sets that render to images, separable filter banks, composable losses and
+one `fit()` for all of them. Images are `(H, W, C)` float in `[0, 1]` everywhere;
+functions are unbatched (batch with `jax.vmap`).
+"""
+
+from ._circles import Circles as Circles
+from ._fit import FitResult as FitResult, fit as fit
+from ._image import (
+    demo_image_path as demo_image_path,
+    load_image as load_image,
+    psnr as psnr,
+    save_image as save_image,
+)
+from ._losses import (
+    AbstractLoss as AbstractLoss,
+    AbstractPointwiseLoss as AbstractPointwiseLoss,
+    KeepZeros as KeepZeros,
+    L1 as L1,
+    L2 as L2,
+    NonNegative as NonNegative,
+    Scaled as Scaled,
+    Sum as Sum,
+    Weighted as Weighted,
+)
+from ._model import AbstractModel as AbstractModel, pixel_centres as pixel_centres
+from ._shapes import AbstractShapes as AbstractShapes, soft_edge as soft_edge
+
+__version__ = "0.1.0"

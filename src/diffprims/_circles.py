@@ -1,0 +1,101 @@
+"""Soft circles: the first shape type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._shapes import AbstractShapes, safe_norm, shared_values, soft_edge
+from ._validate import check_float_array, check_values, is_traced
+
+
+class Circles(AbstractShapes):
+    """`N` soft circles: centre, radius, colour and opacity each, over a background.
+
+    Parameters are stored unconstrained: `raw_centres` are the centres themselves (in
+    the diffprims frame: `y` in `[0, 1]` top to bottom, `x` in `[0, W/H]`), `raw_radii`
+    are log-radii. Build one with [`diffprims.Circles.init`][] (random) or
+    [`diffprims.Circles.from_values`][] (given values). Colour, opacity, soft edges and
+    compositing are those of [`diffprims.AbstractShapes`][].
+
+    ```python
+    model = dp.Circles.init(200, key=jax.random.key(0), target=target)
+    image = model.render_image((256, 256))   # (256, 256, 3)
+    ```
+    """
+
+    raw_centres: Float[Array, "N 2"]
+    raw_radii: Float[Array, " N"]
+
+    @property
+    def centres(self) -> Float[Array, "N 2"]:
+        """Centres `(x, y)` in the diffprims frame, `(N, 2)`."""
+        return self.raw_centres
+
+    @property
+    def radii(self) -> Float[Array, " N"]:
+        """Radii (> 0) in units of the image height, `(N,)`."""
+        return jnp.exp(self.raw_radii)
+
+    def coverage(self, points, edge_width):
+        distance = safe_norm(points[None, :, :] - self.centres[:, None, :])
+        return soft_edge(distance - self.radii[:, None], edge_width)
+
+    def bounds(self):
+        radii = self.radii[:, None]
+        return jnp.concatenate([self.centres - radii, self.centres + radii], axis=-1)
+
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key: PRNGKeyArray) -> dict[str, Array]:
+        del key
+        return {"raw_centres": centres, "raw_radii": jnp.log(sizes)}
+
+    @classmethod
+    def from_values(
+        cls,
+        centres: Any,
+        radii: Any,
+        colours: Any,
+        opacities: Any,
+        *,
+        background: Any = 1.0,
+        softness: float = 1.0,
+    ) -> Circles:
+        """Circles with the given (constrained) values.
+
+        **Arguments:**
+
+        - `centres`: `(N, 2)` centres `(x, y)` in the diffprims frame.
+        - `radii`: `(N,)` radii > 0 in units of the image height.
+        - `colours`: `(N, C)` colours in `[0, 1]`.
+        - `opacities`: `(N,)` opacities in `[0, 1]`.
+        - `background`: background colour in `[0, 1]`, `(C,)` or a scalar grey.
+        - `softness`: soft-edge width in pixels of the grid being rendered.
+
+        **Returns:**
+
+        A `Circles` whose properties give back these values (up to float rounding;
+        colours and opacities of exactly 0 or 1 come back within 1e-6).
+        """
+        centres = check_float_array(centres, "centres", ndim=2, last_dim=2)
+        radii = check_float_array(radii, "radii", ndim=1)
+        n = centres.shape[0]
+        if radii.shape != (n,):
+            raise ValueError(f"`radii` must have shape ({n},) to match `centres`; got {radii.shape}.")
+        if not is_traced(radii):
+            check_values(centres, "centres")
+            check_values(radii, "radii", lower=0.0)
+        raw_colours, raw_opacities, raw_background = shared_values(
+            colours, opacities, background, n
+        )
+        return cls(
+            raw_colours=raw_colours,
+            raw_opacities=raw_opacities,
+            raw_background=raw_background,
+            softness=softness,
+            raw_centres=jnp.asarray(centres, jnp.float32),
+            raw_radii=jnp.log(jnp.maximum(radii, 1e-30)).astype(jnp.float32),
+        )
+

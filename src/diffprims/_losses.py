@@ -1,0 +1,245 @@
+"""Composable losses: `(pred, target) -> scalar` modules that add and scale."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._validate import check_float_array, check_values, describe, is_traced
+
+LossLike = Callable[[Array, Array], Array]
+
+
+class AbstractLoss(eqx.Module):
+    """A loss: called as `loss(pred, target) -> scalar`.
+
+    `pred` and `target` have the same shape: a whole image `(H, W, C)`, or `(P, C)`
+    values at sampled pixels when [`diffprims.fit`][] minibatches. Losses compose:
+    `a + b` and `w * a` are losses too, and any plain function with the same signature
+    can join a sum (`dp.L2() + my_loss`).
+
+    ```python
+    loss = dp.L2() + 10.0 * dp.NonNegative() + 5.0 * dp.KeepZeros()
+    value = loss(pred, target)
+    ```
+    """
+
+    @abc.abstractmethod
+    def __call__(self, pred: Array, target: Array) -> Float[Array, ""]:
+        """The loss value, a scalar."""
+
+    def __add__(self, other: Any) -> AbstractLoss:
+        other = as_loss(other, "the right-hand side of `+`")
+        return Sum(_terms(self) + _terms(other))
+
+    def __radd__(self, other: Any) -> AbstractLoss:
+        if isinstance(other, int | float) and other == 0:  # lets `sum([...])` work
+            return self
+        return Sum(_terms(as_loss(other, "the left-hand side of `+`")) + _terms(self))
+
+    def __mul__(self, weight: Any) -> AbstractLoss:
+        if callable(weight) or isinstance(weight, eqx.Module):
+            raise TypeError(
+                "Losses can be scaled by a number (`2.0 * loss`), not multiplied by "
+                f"another loss; got {describe(weight)}."
+            )
+        return Scaled(weight, self)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, divisor: Any) -> AbstractLoss:
+        return Scaled(1.0 / jnp.asarray(divisor, jnp.float32), self)
+
+    def __neg__(self) -> AbstractLoss:
+        return Scaled(-1.0, self)
+
+    def __sub__(self, other: Any) -> AbstractLoss:
+        return self + (-as_loss(other, "the right-hand side of `-`"))
+
+
+class AbstractPointwiseLoss(AbstractLoss):
+    """A loss that is the mean of a per-element error: `mean(pointwise(pred, target))`.
+
+    Subclasses implement `pointwise`; pointwise losses can be weighted per pixel with
+    [`diffprims.Weighted`][].
+    """
+
+    @abc.abstractmethod
+    def pointwise(self, pred: Array, target: Array) -> Array:
+        """The per-element error, the shape of `pred`."""
+
+    def __call__(self, pred: Array, target: Array) -> Float[Array, ""]:
+        return jnp.mean(self.pointwise(pred, target))
+
+
+class L2(AbstractPointwiseLoss):
+    """Mean squared error: `mean((pred - target) ** 2)`."""
+
+    def pointwise(self, pred, target):
+        return jnp.square(pred - target)
+
+
+class L1(AbstractPointwiseLoss):
+    """Mean absolute error: `mean(|pred - target|)`. Its gradient at an exact match is 0."""
+
+    def pointwise(self, pred, target):
+        return jnp.abs(pred - target)
+
+
+class NonNegative(AbstractPointwiseLoss):
+    """Penalty on negative predictions: `mean(max(-pred, 0))`; `target` is ignored.
+
+    Use it to keep a fitted kernel free of negative lobes (which ring when applied).
+    """
+
+    def pointwise(self, pred, target):
+        del target
+        return jnp.maximum(-pred, 0.0)
+
+
+class KeepZeros(AbstractPointwiseLoss):
+    """Penalty where the target is exactly zero: `mean((target == 0) * |pred|)`.
+
+    Keeps the zero region of a target (the corners of a disk kernel) zero in the fit.
+    """
+
+    def pointwise(self, pred, target):
+        return jnp.where(target == 0, jnp.abs(pred), 0.0)
+
+
+class Weighted(AbstractPointwiseLoss):
+    """A pointwise loss weighted per pixel: `mean(weights * loss.pointwise(pred, target))`.
+
+    With all weights 1 this equals `loss`. Under minibatching, [`diffprims.fit`][]
+    samples the weights at the same pixels as the target.
+
+    **Arguments:**
+
+    - `loss`: a pointwise loss ([`diffprims.L2`][], [`diffprims.L1`][], ...).
+    - `weights`: non-negative `(H, W)`, `(H, W, 1)` or `(H, W, C)` weight map.
+
+    ```python
+    weights = 1.0 + 4.0 * face_mask               # (H, W)
+    loss = dp.Weighted(dp.L2(), weights)
+    ```
+    """
+
+    loss: AbstractPointwiseLoss
+    weights: Float[Array, "H W C"]
+
+    def __init__(self, loss: AbstractPointwiseLoss, weights: Any):
+        if not isinstance(loss, AbstractPointwiseLoss):
+            raise TypeError(
+                "`Weighted` needs a pointwise loss such as `dp.L2()` or `dp.L1()`; got "
+                f"{describe(loss)}. To weight a sum, weight each term."
+            )
+        weights = check_float_array(weights, "weights")
+        if weights.ndim == 2:
+            weights = weights[..., None]
+        if weights.ndim != 3:
+            raise ValueError(
+                f"`weights` must be an (H, W) or (H, W, C) map; got {describe(weights)}."
+            )
+        if not is_traced(weights):
+            check_values(weights, "weights", lower=0.0)
+        self.loss = loss
+        self.weights = weights
+
+    def pointwise(self, pred, target):
+        if self.weights.shape[:-1] != pred.shape[:-1] and self.weights.ndim == pred.ndim:
+            raise ValueError(
+                f"`Weighted` weights of shape {self.weights.shape} do not match the "
+                f"prediction of shape {pred.shape}; give one weight per pixel of the target."
+            )
+        return self.weights * self.loss.pointwise(pred, target)
+
+
+class Sum(AbstractLoss):
+    """The sum of losses: `sum(term(pred, target) for term in terms)`. Made by `+`."""
+
+    terms: tuple[AbstractLoss, ...]
+
+    def __call__(self, pred, target):
+        return sum((term(pred, target) for term in self.terms), jnp.zeros(()))
+
+
+class Scaled(AbstractLoss):
+    """A loss times a weight: `weight * loss(pred, target)`. Made by `weight * loss`.
+
+    The weight is stored as an array, so fits with other weights reuse the compilation
+    (and weights can be `vmap`ped over for a Pareto sweep).
+    """
+
+    weight: Float[Array, ""]
+    loss: AbstractLoss
+
+    def __init__(self, weight: Any, loss: AbstractLoss):
+        weight = check_float_array(weight, "loss weight")
+        if weight.ndim != 0:
+            raise ValueError(f"A loss weight must be a scalar; got {describe(weight)}.")
+        self.weight = weight.astype(jnp.float32) if not is_traced(weight) else weight
+        self.loss = loss
+
+    def __call__(self, pred, target):
+        return self.weight * self.loss(pred, target)
+
+
+class FunctionLoss(AbstractLoss):
+    """A plain function `(pred, target) -> scalar` wrapped as a loss, so it composes."""
+
+    fn: Callable[[Array, Array], Array] = eqx.field(static=True)
+
+    def __call__(self, pred, target):
+        return self.fn(pred, target)
+
+
+def _terms(loss: AbstractLoss) -> tuple[AbstractLoss, ...]:
+    # Sums stay flat, so a printed loss reads like the expression that built it.
+    return loss.terms if isinstance(loss, Sum) else (loss,)
+
+
+def as_loss(loss: Any, name: str = "loss") -> AbstractLoss:
+    """`loss` as an `AbstractLoss`: losses pass through, plain callables are wrapped."""
+    if isinstance(loss, AbstractLoss):
+        return loss
+    if callable(loss) and not isinstance(loss, type):
+        return FunctionLoss(loss)
+    hint = " Did you mean `dp.L2()` (an instance) instead of `dp.L2`?" if isinstance(loss, type) else ""
+    raise TypeError(
+        f"`{name}` must be a loss `(pred, target) -> scalar` such as `dp.L2()`; got "
+        f"{describe(loss)}.{hint}"
+    )
+
+
+def restrict_to_pixels(loss: AbstractLoss, indices: Array) -> AbstractLoss:
+    """The loss seen on the flat pixel `indices` only: per-pixel maps are sampled."""
+
+    def sample(node):
+        if isinstance(node, Weighted):
+            flat = node.weights.reshape(-1, node.weights.shape[-1])
+            return eqx.tree_at(lambda w: w.weights, node, flat[indices])
+        return node
+
+    return jax.tree.map(sample, loss, is_leaf=lambda node: isinstance(node, Weighted))
+
+
+def check_loss_output(loss: AbstractLoss, pred: Any, target: Any) -> None:
+    """Raise a clear error now if `loss` does not return a float scalar for these shapes."""
+    try:
+        out = jax.eval_shape(loss, pred, target)
+    except Exception as error:  # the user's loss failed; say so plainly
+        raise ValueError(
+            f"The loss failed on a prediction of shape {tuple(pred.shape)}: {error}"
+        ) from error
+    if not hasattr(out, "shape") or out.shape != () or not np.issubdtype(out.dtype, np.floating):
+        raise ValueError(
+            "The loss must return a float scalar; got "
+            f"{describe(out)}. Reduce it, e.g. with `jnp.mean`."
+        )

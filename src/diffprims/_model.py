@@ -1,0 +1,98 @@
+"""The model protocol: anything that renders values at points in one frame."""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ._validate import check_grid_shape
+
+
+def pixel_centres(shape: tuple[int, int]) -> Float[Array, "H W 2"]:
+    """The centres of the pixels of an `(H, W)` grid, in the diffprims frame.
+
+    The frame is resolution independent: `y` runs from 0 (top) to 1 (bottom) and `x`
+    from 0 (left) to `W / H` (right), so one unit is the image height. Pixel `(i, j)`
+    has centre `((j + 0.5) / H, (i + 0.5) / H)`; points are stored as `(x, y)`.
+
+    **Arguments:**
+
+    - `shape`: the grid's `(H, W)`.
+
+    **Returns:**
+
+    An `(H, W, 2)` float32 array of `(x, y)` points.
+
+    ```python
+    pts = dp.pixel_centres((64, 96)).reshape(-1, 2)   # (6144, 2)
+    ```
+    """
+    height, width = check_grid_shape(shape)
+    ys = (jnp.arange(height, dtype=jnp.float32) + 0.5) / height
+    xs = (jnp.arange(width, dtype=jnp.float32) + 0.5) / height
+    grid_y, grid_x = jnp.meshgrid(ys, xs, indexing="ij")
+    return jnp.stack([grid_x, grid_y], axis=-1)
+
+
+class AbstractModel(eqx.Module):
+    """The protocol every fittable thing in diffprims follows.
+
+    A model is an `eqx.Module` whose floating-point array leaves are its parameters,
+    stored unconstrained (constrained views are properties). It renders values at
+    sample points `(P, 2)` given in the diffprims frame (see
+    [`diffprims.pixel_centres`][]): `y` runs 0→1 from top to bottom, `x` runs 0→W/H from
+    left to right, and sizes use the same unit (the image height).
+
+    [`diffprims.fit`][] uses nothing but this protocol: `render` on a random subset of
+    pixel centres when minibatching, `render_image` on the whole grid otherwise.
+
+    Subclasses implement `render` and `num_channels`, and may replace `render_image` by
+    a faster path that gives the same values.
+    """
+
+    #: The range a target for this model must lie in; `fit` checks targets against it.
+    value_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+
+    @property
+    @abc.abstractmethod
+    def num_channels(self) -> int:
+        """The number of channels `C` the model renders."""
+
+    @abc.abstractmethod
+    def render(
+        self, points: Float[Array, "P 2"], *, pixel_size: float | Float[Array, ""]
+    ) -> Float[Array, "P C"]:
+        """Evaluate the model at sample points.
+
+        **Arguments:**
+
+        - `points`: `(P, 2)` points `(x, y)` in the diffprims frame.
+        - `pixel_size`: the size of one pixel of the grid the points come from, in frame
+          units (`1 / H` for an `(H, W)` grid). Soft edges are this wide, so a model
+          fitted at 128 px renders just as crisply at 1024 px.
+
+        **Returns:**
+
+        `(P, C)` values.
+        """
+
+    def render_image(self, shape: tuple[int, int]) -> Float[Array, "H W C"]:
+        """Render the model on the full pixel grid of `shape = (H, W)`.
+
+        **Arguments:**
+
+        - `shape`: the grid's `(H, W)`; the frame keeps its aspect ratio, so a
+          non-square grid shows more (or less) of the frame's width, never a stretch.
+
+        **Returns:**
+
+        An `(H, W, C)` image (float, in `[0, 1]` for image models).
+        """
+        height, width = check_grid_shape(shape)
+        points = pixel_centres((height, width)).reshape(-1, 2)
+        values = self.render(points, pixel_size=1.0 / height)
+        return values.reshape(height, width, -1)

@@ -1,0 +1,134 @@
+"""Checks at the public boundary: clear errors instead of tracebacks from inside JAX."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+
+
+def is_traced(x: Any) -> bool:
+    """Whether `x` is a tracer (we are inside `jit`/`vmap`/`grad`)."""
+    return isinstance(x, jax.core.Tracer)
+
+
+def describe(x: Any) -> str:
+    """A short description of a value for error messages: dtype and shape."""
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"{x.dtype} array of shape {tuple(x.shape)}"
+    return f"{type(x).__name__} {x!r}"[:120]
+
+
+def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    """`value` as a Python int >= `minimum`, else a `ValueError`/`TypeError`."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        try:
+            value = operator.index(value)
+        except TypeError:
+            raise TypeError(
+                f"`{name}` must be an int >= {minimum}; got {describe(value)}."
+            ) from None
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}; got {value}.")
+    return int(value)
+
+
+def check_grid_shape(shape: Any, name: str = "shape") -> tuple[int, int]:
+    """`shape` as a pair of positive ints `(H, W)`."""
+    try:
+        items = tuple(shape)
+    except TypeError:
+        items = None
+    if items is None or len(items) != 2:
+        raise ValueError(
+            f"`{name}` must be a pair (H, W) of positive ints; got {shape!r}. "
+            "For an image, pass `image.shape[:2]`."
+        )
+    return (
+        check_positive_int(items[0], f"{name}[0]"),
+        check_positive_int(items[1], f"{name}[1]"),
+    )
+
+
+def check_float_array(
+    x: Any,
+    name: str,
+    *,
+    ndim: int | None = None,
+    last_dim: int | None = None,
+    hint: str = "",
+) -> Array:
+    """`x` as a floating-point jax array of the expected rank, else a clear error."""
+    if isinstance(x, list | tuple):
+        x = np.asarray(x)
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+        if isinstance(x, float | int) and not isinstance(x, bool):
+            x = np.asarray(x, dtype=np.float32)
+        else:
+            raise TypeError(f"`{name}` must be a float array; got {describe(x)}.{hint}")
+    dtype = np.dtype(x.dtype)
+    if not np.issubdtype(dtype, np.floating):
+        raise TypeError(
+            f"`{name}` must be a float array; got {describe(x)}. "
+            f"Convert it, e.g. `x.astype(np.float32)` (divide uint8 images by 255).{hint}"
+        )
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"`{name}` must have {ndim} dimensions; got {describe(x)}.{hint}")
+    if last_dim is not None and (x.ndim == 0 or x.shape[-1] != last_dim):
+        raise ValueError(
+            f"`{name}` must have a last axis of size {last_dim}; got {describe(x)}.{hint}"
+        )
+    return jnp.asarray(x)
+
+
+def check_values(
+    x: Array,
+    name: str,
+    *,
+    lower: float = -np.inf,
+    upper: float = np.inf,
+    hint: str = "",
+) -> Array:
+    """Check `x` is finite and in `[lower, upper]`: eagerly, or with `eqx.error_if`."""
+    bad_range = (x < lower) | (x > upper)
+    range_text = f" and in [{lower}, {upper}]" if np.isfinite([lower, upper]).any() else ""
+    message = f"`{name}` must be finite{range_text}.{hint}"
+    if is_traced(x):
+        x = eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), message + " It holds NaN or inf.")
+        return eqx.error_if(x, jnp.any(bad_range), message)
+    values = np.asarray(x)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(message + f" It holds {int(np.sum(~np.isfinite(values)))} NaN/inf.")
+    if np.any(np.asarray(bad_range)):
+        raise ValueError(
+            message + f" Got values in [{float(values.min()):.4g}, {float(values.max()):.4g}]."
+        )
+    return x
+
+
+def check_points(points: Any, name: str = "points") -> Array:
+    """Sample points: a `(P, 2)` float array of `(x, y)` in the diffprims frame."""
+    return check_float_array(
+        points,
+        name,
+        ndim=2,
+        last_dim=2,
+        hint=" Points are (P, 2) rows of (x, y); see `diffprims.pixel_centres`.",
+    )
+
+
+def check_key(key: Any, name: str = "key") -> Array:
+    """A PRNG key: a typed key (`jax.random.key`) or a raw uint32 `(2,)` key."""
+    if isinstance(key, jax.Array) or is_traced(key):
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
+            return key
+        if key.dtype == jnp.uint32 and key.shape == (2,):
+            return jax.random.wrap_key_data(key)
+    raise TypeError(
+        f"`{name}` must be a PRNG key such as `jax.random.key(0)`; got {describe(key)}."
+    )
