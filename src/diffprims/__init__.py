@@ -6,7 +6,14 @@ functions are unbatched (batch with `jax.vmap`).
 """
 
 from ._circles import Circles as Circles
+from ._ellipses import Ellipses as Ellipses
+from ._errors import (
+    CheckpointError as CheckpointError,
+    FitDivergedError as FitDivergedError,
+    FitInterrupted as FitInterrupted,
+)
 from ._fit import FitResult as FitResult, fit as fit
+from ._gaussians import Gaussians as Gaussians
 from ._image import (
     demo_image_path as demo_image_path,
     load_image as load_image,
@@ -25,6 +32,8 @@ from ._losses import (
     Weighted as Weighted,
 )
 from ._model import AbstractModel as AbstractModel, pixel_centres as pixel_centres
+from ._rectangles import Rectangles as Rectangles
 from ._shapes import AbstractShapes as AbstractShapes, soft_edge as soft_edge
+from ._triangles import Triangles as Triangles
 
 __version__ = "0.1.0"

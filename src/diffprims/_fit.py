@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._checkpoint import load_checkpoint, save_checkpoint, target_fingerprint
+from ._errors import FitDivergedError, FitInterrupted
 from ._image import check_image
 from ._losses import L2, as_loss, check_loss_output, restrict_to_pixels
 from ._model import AbstractModel
@@ -51,27 +56,49 @@ def _prediction(model: AbstractModel, target: Array, loss: Any, batch: int | Non
     return pred, target.reshape(-1, channels)[indices], restrict_to_pixels(loss, indices)
 
 
+def _all_finite(tree: Any) -> Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 @eqx.filter_jit
-def _run_steps(params, static, opt_state, target, loss, optimizer, key, first, total, batch, length):
+def _run_steps(
+    params, static, opt_state, ok, target, loss, optimizer, key, first, total, batch, length
+):
     def objective(params, step_key):
         model = eqx.combine(params, static)
         pred, goal, step_loss = _prediction(model, target, loss, batch, step_key)
         return step_loss(pred, goal)
 
     def step(carry, index):
-        params, opt_state = carry
+        params, opt_state, ok = carry
         value, grads = jax.value_and_grad(objective)(params, jax.random.fold_in(key, index))
         updates, new_state = optimizer.update(grads, opt_state, params)
         new_params = eqx.apply_updates(params, updates)
+        # The first step whose loss or new parameters are not finite stops the fit for
+        # good (`ok` stays False): the carry keeps the last finite state, losses read NaN.
+        ok = ok & ((index >= total) | (jnp.isfinite(value) & _all_finite(new_params)))
         # Steps past `total` (the padding of the last dispatch) leave everything as is.
-        keep = index < total
-        carry = jax.tree.map(
-            lambda new, old: jnp.where(keep, new, old), (new_params, new_state), (params, opt_state)
+        keep = (index < total) & ok
+        params, opt_state = jax.tree.map(
+            lambda new, old: jnp.where(keep, new, old),
+            (new_params, new_state),
+            (params, opt_state),
         )
-        return carry, value
+        return (params, opt_state, ok), jnp.where(ok, value, jnp.nan)
 
-    (params, opt_state), values = jax.lax.scan(step, (params, opt_state), first + jnp.arange(length))
-    return params, opt_state, values
+    carry = (params, opt_state, ok)
+    (params, opt_state, ok), values = jax.lax.scan(step, carry, first + jnp.arange(length))
+    return params, opt_state, ok, values
+
+
+def _check_finite_model(params: Any) -> None:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if not bool(jnp.all(jnp.isfinite(leaf))):
+            raise ValueError(
+                f"`model` must have finite parameters; got NaN/inf in "
+                f"`model{jax.tree_util.keystr(path)}` ({describe(leaf)}). Build it with "
+                "finite values, or take `error.result.model` from a diverged fit."
+            )
 
 
 def _check_batch(batch: Any, num_pixels: int) -> int | None:
@@ -92,7 +119,8 @@ def _check_batch(batch: Any, num_pixels: int) -> int | None:
     else:
         if not 1 <= batch <= num_pixels:
             raise ValueError(
-                f"`batch` as a pixel count must be in [1, {num_pixels}] for this target; got {batch}."
+                f"`batch` as a pixel count must be in [1, {num_pixels}] for this target; "
+                f"got {batch}."
             )
         count = batch
     return None if count == num_pixels else count
@@ -109,6 +137,9 @@ def fit(
     batch: float | int | None = None,
     steps_per_dispatch: int = 100,
     progress: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: str | os.PathLike | bool | None = None,
 ) -> FitResult:
     """Fit any model of the protocol to a target by gradient descent with optax.
 
@@ -135,10 +166,29 @@ def fit(
     - `steps_per_dispatch`: steps run per compiled call (also how often the progress
       bar updates).
     - `progress`: show a progress bar with the current loss.
+    - `checkpoint`: a file to save the fit's state to (model, optimizer state, step, key
+      and losses; written atomically, no pickle), so a long fit survives interruption.
+    - `checkpoint_every`: save once at least this many steps have passed since the last
+      save (checked at the end of each dispatch, so use a multiple of
+      `steps_per_dispatch`); default every dispatch. The last step is always saved, and
+      so is the state reached when Ctrl-C stops the fit.
+    - `resume`: a checkpoint file to continue from, or `True` to continue from
+      `checkpoint` if that file exists (else start afresh). Pass the same model, target,
+      loss, optimizer, batch and key as the fit that wrote it (`key=None` takes the
+      checkpoint's); the result is bit-identical to a fit that was never interrupted, and
+      `steps` may be raised to fit for longer. A corrupt checkpoint or one written by a
+      different fit raises [`diffprims.CheckpointError`][].
 
     **Returns:**
 
     A [`diffprims.FitResult`][] with the fitted `model`, the `losses` and `seconds`.
+
+    **Raises:**
+
+    - [`diffprims.FitDivergedError`][] (a `ValueError`) at the first step whose loss or
+      updated parameters are NaN/inf; `error.result` holds the last finite model.
+    - [`diffprims.FitInterrupted`][] (a `KeyboardInterrupt`) on Ctrl-C; `error.result`
+      holds the model after the last finished dispatch.
 
     ```python
     result = dp.fit(model, target, loss=dp.L2(), optimizer=optax.adam(1e-2),
@@ -151,7 +201,8 @@ def fit(
     start_time = time.perf_counter()
     if not isinstance(model, AbstractModel):
         raise TypeError(
-            f"`model` must be a diffprims model (an `AbstractModel` such as `dp.Circles`); got {describe(model)}."
+            "`model` must be a diffprims model (an `AbstractModel` such as `dp.Circles`); "
+            f"got {describe(model)}."
         )
     low, high = model.value_range
     target = check_image(target, "target", channels=model.num_channels, check_range=False)
@@ -164,39 +215,144 @@ def fit(
         optimizer = optax.adam(1e-2)
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(
-            f"`optimizer` must be an optax transformation such as `optax.adam(1e-2)`; got {describe(optimizer)}."
+            "`optimizer` must be an optax transformation such as `optax.adam(1e-2)`; "
+            f"got {describe(optimizer)}."
         )
     loss = as_loss(L2() if loss is None else loss)
     height, width, channels = target.shape
     batch = _check_batch(batch, height * width)
+    key_given = key
     if key is None:
         if batch is not None:
-            raise ValueError("`key` is required when `batch` is given: pass `key=jax.random.key(0)`.")
+            raise ValueError(
+                f"`key` is required when `batch` is given; got `key=None` with `batch={batch}`. "
+                "Pass `key=jax.random.key(0)`."
+            )
         key = jax.random.key(0)
     key = check_key(key)
+    if checkpoint_every is not None:
+        checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    if resume is True and checkpoint is None:
+        raise ValueError(
+            "`resume=True` continues from `checkpoint`, but got `checkpoint=None`; pass "
+            "`checkpoint=PATH` too, or `resume=PATH`."
+        )
+    for name, value in (("checkpoint", checkpoint), ("resume", resume)):
+        if value is not None and not isinstance(value, str | os.PathLike | bool):
+            raise TypeError(f"`{name}` must be a file path; got {describe(value)}.")
     pred_shape = (height, width, channels) if batch is None else (batch, channels)
-    check_loss_output(loss, jax.ShapeDtypeStruct(pred_shape, target.dtype), jax.ShapeDtypeStruct(pred_shape, target.dtype))
+    check_loss_output(
+        loss,
+        jax.ShapeDtypeStruct(pred_shape, target.dtype),
+        jax.ShapeDtypeStruct(pred_shape, target.dtype),
+    )
 
     params, static = eqx.partition(model, eqx.is_inexact_array)
     opt_state = optimizer.init(params)
     length = min(steps, steps_per_dispatch)
     traced = is_traced(target) or any(is_traced(x) for x in jax.tree.leaves((params, key)))
+    if traced and (checkpoint is not None or resume not in (None, False)):
+        raise ValueError(
+            "`checkpoint`/`resume` need concrete values; got a fit traced under jit/vmap. "
+            "Call `fit` outside `jax.jit`/`jax.vmap` to checkpoint it."
+        )
+    if not traced:
+        _check_finite_model(params)
+    fit_info: dict[str, Any] = {
+        "model": type(model).__qualname__,
+        "target_shape": list(target.shape),
+        "target_sha256": "" if traced else target_fingerprint(target),
+        "batch": batch,
+    }
+    start, saved_losses = 0, jnp.zeros((0,), jnp.float32)
+    if resume is True:
+        assert checkpoint is not None
+        resume = checkpoint if Path(checkpoint).exists() else None
+    if resume not in (None, False):
+        params, opt_state, saved_losses, start, key = load_checkpoint(
+            resume,  # pyright: ignore[reportArgumentType]
+            params=params,
+            opt_state=opt_state,
+            key=None if key_given is None else key,
+            steps=steps,
+            fit_info=fit_info,
+        )
     bar = None
     if progress and not traced:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, unit="step", dynamic_ncols=True)
-    chunks = []
+    chunks = [saved_losses]
+    ok = jnp.asarray(True)
+    done = last_saved = start
+    if bar is not None:
+        bar.update(start)
+
+    def save(done: int) -> None:
+        if checkpoint is not None:
+            save_checkpoint(
+                checkpoint,
+                params=params,
+                opt_state=opt_state,
+                losses=jnp.concatenate(chunks)[:done],
+                step=done,
+                key=key,
+                fit_info=fit_info,
+            )
+
     try:
-        for first in range(0, steps, length):
-            params, opt_state, values = _run_steps(
-                params, static, opt_state, target, loss, optimizer, key,
+        for first in range(start, steps, length):
+            state = _run_steps(
+                params, static, opt_state, ok, target, loss, optimizer, key,
                 jnp.asarray(first), jnp.asarray(steps), batch, length,
             )  # fmt: skip
+            params, opt_state, ok, values = state
             chunks.append(values)
+            done = min(first + length, steps)
+            if not traced:
+                finite = np.isfinite(np.asarray(values[: done - first]))
+                if not finite.all():
+                    bad = first + int(np.argmin(finite))
+                    raise FitDivergedError(
+                        f"The fit diverged at step {bad} of {steps}: the loss or the updated "
+                        "parameters became NaN/inf. `error.result` holds the last finite "
+                        f"model (after {bad} steps). Lower the learning rate or clip the "
+                        "gradients (`optax.chain(optax.clip_by_global_norm(1.0), ...)`).",
+                        step=bad,
+                        result=FitResult(
+                            model=eqx.combine(params, static),
+                            losses=jnp.concatenate(chunks)[:bad],
+                            seconds=time.perf_counter() - start_time,
+                        ),
+                    )
+            if checkpoint is not None and (
+                done == steps or done - last_saved >= (checkpoint_every or 1)
+            ):
+                save(done)
+                last_saved = done
             if bar is not None:
-                bar.update(min(length, steps - first))
-                bar.set_postfix(loss=f"{float(values[min(length, steps - first) - 1]):.5g}")
+                bar.update(done - first)
+                bar.set_postfix(loss=f"{float(values[done - first - 1]):.5g}")
+    except KeyboardInterrupt:
+        if traced:
+            raise
+        if done > last_saved:
+            save(done)
+        raise FitInterrupted(
+            f"Fit interrupted after {done} of {steps} steps"
+            + (
+                f"; resume with `fit(..., resume={os.fspath(checkpoint)!r})`."
+                if checkpoint
+                else ""
+            )
+            + ". `error.result` holds the model so far.",
+            step=done,
+            result=FitResult(
+                model=eqx.combine(params, static),
+                losses=jnp.concatenate(chunks)[:done],
+                seconds=time.perf_counter() - start_time,
+            ),
+        ) from None
     finally:
         if bar is not None:
             bar.close()

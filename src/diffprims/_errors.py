@@ -1,0 +1,56 @@
+"""Exceptions `fit` raises when it cannot finish: each carries what it did finish."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FitDivergedError(ValueError):
+    """A fit whose loss or parameters became NaN/inf; raised by [`diffprims.fit`][].
+
+    The fit stops at the first step whose loss or updated parameters are not finite, so no
+    NaN ever reaches the returned model. Nothing is lost:
+
+    **Attributes:**
+
+    - `step`: the step that diverged (0-based).
+    - `result`: a [`diffprims.FitResult`][] with the last finite model (the one after
+      `step` updates) and the `step` finite losses before it.
+
+    ```python
+    try:
+        result = dp.fit(model, target, optimizer=optax.sgd(1e3), steps=500)
+    except dp.FitDivergedError as error:
+        result = error.result            # the last finite model
+    ```
+
+    Under `jax.jit`/`jax.vmap` a fit cannot raise on values; there the model freezes at
+    its last finite state and `losses` is NaN from the diverged step on.
+    """
+
+    def __init__(self, message: str, *, step: int, result: Any):
+        super().__init__(message)
+        self.step = step
+        self.result = result
+
+
+class FitInterrupted(KeyboardInterrupt):
+    """Ctrl-C during [`diffprims.fit`][]: a `KeyboardInterrupt` that keeps the progress.
+
+    **Attributes:**
+
+    - `step`: how many steps had finished.
+    - `result`: a [`diffprims.FitResult`][] with the model after those steps.
+
+    When `fit` was given a `checkpoint`, that checkpoint is written before this is raised,
+    so `fit(..., resume=PATH)` continues from here. Catch it as `KeyboardInterrupt`.
+    """
+
+    def __init__(self, message: str, *, step: int, result: Any):
+        super().__init__(message)
+        self.step = step
+        self.result = result
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: corrupt, truncated, or written by a different fit."""
