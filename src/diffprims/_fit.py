@@ -32,11 +32,29 @@ class FitResult(eqx.Module):
       on the sampled pixels when minibatching).
     - `seconds`: wall time of the whole fit, compilation included (NaN under `vmap`/`jit`,
       where it cannot be measured).
+    - `snapshots`: with `fit(..., snapshots=k)`, a tuple of `k` models taken at evenly
+      spaced steps (the first is the model passed in, the last the fitted one); render
+      any of them at any size, or write them all with [`diffprims.save_gif`][].
+      Empty otherwise.
+    - `snapshot_steps`: the number of steps each snapshot had taken, e.g.
+      `(0, 500, 1000)`.
     """
 
     model: AbstractModel
     losses: Float[Array, " steps"]
     seconds: float | Float[Array, ""]
+    snapshots: tuple[AbstractModel, ...] = ()
+    snapshot_steps: tuple[int, ...] = eqx.field(static=True, default=())
+
+
+def _snapshot_steps(snapshots: Any, steps: int) -> tuple[int, ...]:
+    """`k` step counts evenly spaced from 0 to `steps` (just `steps` when `k` is 1)."""
+    if snapshots is None:
+        return ()
+    k = check_positive_int(snapshots, "snapshots")
+    if k == 1:
+        return (steps,)
+    return tuple(round(j * steps / (k - 1)) for j in range(k))
 
 
 def _pixel_points(indices: Array, height: int, width: int) -> Array:
@@ -62,8 +80,9 @@ def _all_finite(tree: Any) -> Array:
 
 @eqx.filter_jit
 def _run_steps(
-    params, static, opt_state, ok, target, loss, optimizer, key, first, total, batch, length
-):
+    params, static, opt_state, ok, target, loss, optimizer, key, first, total, batch, length,
+    snaps=None, snap_steps=None,
+):  # fmt: skip
     def objective(params, step_key):
         model = eqx.combine(params, static)
         pred, goal, step_loss = _prediction(model, target, loss, batch, step_key)
@@ -86,9 +105,26 @@ def _run_steps(
         )
         return (params, opt_state, ok), jnp.where(ok, value, jnp.nan)
 
+    def step_and_snap(carry, index):
+        (params, opt_state, ok), snaps = carry
+        (params, opt_state, ok), value = step((params, opt_state, ok), index)
+        # Snapshot j holds the parameters after `snap_steps[j]` steps: a masked write
+        # each step costs O(k x parameters), nothing next to a render.
+        hit = snap_steps == index + 1
+        snaps = jax.tree.map(
+            lambda s, p: jnp.where(hit.reshape((-1,) + (1,) * p.ndim), p[None], s), snaps, params
+        )
+        return ((params, opt_state, ok), snaps), value
+
     carry = (params, opt_state, ok)
-    (params, opt_state, ok), values = jax.lax.scan(step, carry, first + jnp.arange(length))
-    return params, opt_state, ok, values
+    indices = first + jnp.arange(length)
+    if snaps is None:
+        (params, opt_state, ok), values = jax.lax.scan(step, carry, indices)
+    else:
+        ((params, opt_state, ok), snaps), values = jax.lax.scan(
+            step_and_snap, (carry, snaps), indices
+        )
+    return params, opt_state, ok, values, snaps
 
 
 def _check_finite_model(params: Any) -> None:
@@ -137,6 +173,7 @@ def fit(
     batch: float | int | None = None,
     steps_per_dispatch: int = 100,
     progress: bool = False,
+    snapshots: int | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: str | os.PathLike | bool | None = None,
@@ -166,6 +203,9 @@ def fit(
     - `steps_per_dispatch`: steps run per compiled call (also how often the progress
       bar updates).
     - `progress`: show a progress bar with the current loss.
+    - `snapshots`: keep this many models at evenly spaced steps (including the start and
+      the end) in `FitResult.snapshots`, for a progress animation
+      ([`diffprims.save_gif`][]). Models, not images: render them at any size.
     - `checkpoint`: a file to save the fit's state to (model, optimizer state, step, key
       and losses; written atomically, no pickle), so a long fit survives interruption.
     - `checkpoint_every`: save once at least this many steps have passed since the last
@@ -249,6 +289,7 @@ def fit(
 
     params, static = eqx.partition(model, eqx.is_inexact_array)
     opt_state = optimizer.init(params)
+    snap_steps = _snapshot_steps(snapshots, steps)
     length = min(steps, steps_per_dispatch)
     traced = is_traced(target) or any(is_traced(x) for x in jax.tree.leaves((params, key)))
     if traced and (checkpoint is not None or resume not in (None, False)):
@@ -277,6 +318,9 @@ def fit(
             steps=steps,
             fit_info=fit_info,
         )
+    snaps = None
+    if snap_steps:
+        snaps = jax.tree.map(lambda p: jnp.repeat(p[None], len(snap_steps), axis=0), params)
     bar = None
     if progress and not traced:
         from tqdm.auto import tqdm
@@ -305,8 +349,9 @@ def fit(
             state = _run_steps(
                 params, static, opt_state, ok, target, loss, optimizer, key,
                 jnp.asarray(first), jnp.asarray(steps), batch, length,
+                snaps, None if snaps is None else jnp.asarray(snap_steps),
             )  # fmt: skip
-            params, opt_state, ok, values = state
+            params, opt_state, ok, values, snaps = state
             chunks.append(values)
             done = min(first + length, steps)
             if not traced:
@@ -340,11 +385,7 @@ def fit(
             save(done)
         raise FitInterrupted(
             f"Fit interrupted after {done} of {steps} steps"
-            + (
-                f"; resume with `fit(..., resume={os.fspath(checkpoint)!r})`."
-                if checkpoint
-                else ""
-            )
+            + (f"; resume with `fit(..., resume={os.fspath(checkpoint)!r})`" if checkpoint else "")
             + ". `error.result` holds the model so far.",
             step=done,
             result=FitResult(
@@ -363,4 +404,15 @@ def fit(
     else:
         jax.block_until_ready((fitted, losses))
         seconds = time.perf_counter() - start_time
-    return FitResult(model=fitted, losses=losses, seconds=seconds)
+    frames = ()
+    if snaps is not None:
+        frames = tuple(
+            eqx.combine(jax.tree.map(lambda s: s[j], snaps), static) for j in range(len(snap_steps))
+        )
+    return FitResult(
+        model=fitted,
+        losses=losses,
+        seconds=seconds,
+        snapshots=frames,
+        snapshot_steps=snap_steps,
+    )
