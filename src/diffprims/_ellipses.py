@@ -1,0 +1,121 @@
+"""Soft rotated ellipses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._geometry import box, rotated_ellipse_extent, to_local
+from ._shapes import AbstractShapes, safe_norm, shape_values, soft_edge
+
+
+class Ellipses(AbstractShapes):
+    """`N` soft rotated ellipses: centre, two semi-axes and an angle each.
+
+    Stored unconstrained: `raw_centres` `(N, 2)` are the centres, `raw_radii` `(N, 2)`
+    the log semi-axes (along the ellipse's own x and y), `raw_angles` `(N,)` the
+    rotation in radians (counter-clockwise on screen is negative: y points down).
+    Colour, opacity, soft edges and compositing come from [`diffprims.AbstractShapes`][].
+
+    ```python
+    model = dp.Ellipses.init(200, key=jax.random.key(0), target=target)
+    ```
+    """
+
+    raw_centres: Float[Array, "N 2"]
+    raw_radii: Float[Array, "N 2"]
+    raw_angles: Float[Array, " N"]
+
+    @property
+    def centres(self) -> Float[Array, "N 2"]:
+        """Centres `(x, y)` in the diffprims frame, `(N, 2)`."""
+        return self.raw_centres
+
+    @property
+    def radii(self) -> Float[Array, "N 2"]:
+        """Semi-axes (> 0) in units of the image height, `(N, 2)`."""
+        return jnp.exp(self.raw_radii)
+
+    @property
+    def angles(self) -> Float[Array, " N"]:
+        """Rotation angles in radians, `(N,)`."""
+        return self.raw_angles
+
+    def coverage(self, points, edge_width):
+        local = to_local(points, self.centres, self.angles)
+        radii = self.radii[:, None, :]
+        # First-order signed distance (|q| - 1) / |grad |q||, exact on the boundary.
+        level = safe_norm(local / radii)
+        grad = safe_norm(local / radii**2)
+        return soft_edge((level - 1.0) * level / grad, edge_width)
+
+    def bounds(self):
+        return box(self.centres, rotated_ellipse_extent(self.radii, self.angles))
+
+    def svg_geometry(self, edge_width: float) -> list[str]:
+        soft = ' filter="url(#soft-edge)"' if edge_width > 0 else ""
+        return [
+            f'<ellipse cx="{x:.6g}" cy="{y:.6g}" rx="{a:.6g}" ry="{b:.6g}" '
+            f'transform="rotate({np.degrees(t):.6g} {x:.6g} {y:.6g})"{soft}/>'
+            for (x, y), (a, b), t in zip(
+                np.asarray(self.centres),
+                np.asarray(self.radii),
+                np.asarray(self.angles),
+                strict=True,
+            )
+        ]
+
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key: PRNGKeyArray) -> dict[str, Array]:
+        k_aspect, k_angle = jax.random.split(key)
+        stretch = jnp.exp(jax.random.uniform(k_aspect, sizes.shape, minval=-0.5, maxval=0.5))
+        radii = sizes[:, None] * jnp.stack([stretch, 1.0 / stretch], -1)
+        angles = jax.random.uniform(k_angle, sizes.shape, maxval=jnp.pi)
+        return {"raw_centres": centres, "raw_radii": jnp.log(radii), "raw_angles": angles}
+
+    @classmethod
+    def from_values(
+        cls,
+        centres: Any,
+        radii: Any,
+        angles: Any,
+        colours: Any,
+        opacities: Any,
+        *,
+        background: Any = 1.0,
+        softness: float = 1.0,
+        **options: Any,
+    ) -> Ellipses:
+        """Ellipses with the given (constrained) values.
+
+        **Arguments:**
+
+        - `centres`: `(N, 2)` centres `(x, y)` in the diffprims frame.
+        - `radii`: `(N, 2)` semi-axes > 0 in units of the image height.
+        - `angles`: `(N,)` rotations in radians.
+        - `colours`, `opacities`, `background`, `softness` and the keyword `options`
+          (`compositing`, `learn_background`): as for [`diffprims.Circles.from_values`][].
+
+        **Returns:**
+
+        An `Ellipses` whose properties give back these values.
+
+        ```python
+        model = dp.Ellipses.from_values([[0.5, 0.5]], [[0.3, 0.1]], [0.4], [[1, 0, 0]], [1.0])
+        ```
+        """
+        geometry = shape_values(
+            centres=(centres, (2,), None),
+            radii=(radii, (2,), 0.0),
+            angles=(angles, (), None),
+        )
+        return cls.from_parameters(
+            colours, opacities, background, softness, options,
+            raw_centres=geometry["centres"],
+            raw_radii=jnp.log(jnp.maximum(geometry["radii"], 1e-30)),
+            raw_angles=geometry["angles"],
+        )  # fmt: skip

@@ -1,0 +1,34 @@
+"""Small geometry helpers shared by the rotated shape types."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+
+def to_local(
+    points: Float[Array, "P 2"], centres: Float[Array, "N 2"], angles: Float[Array, " N"]
+) -> Float[Array, "N P 2"]:
+    """Points in each shape's frame: translated to its centre, rotated by `-angle`."""
+    d = points[None, :, :] - centres[:, None, :]
+    cos, sin = jnp.cos(angles)[:, None], jnp.sin(angles)[:, None]
+    return jnp.stack([cos * d[..., 0] + sin * d[..., 1], cos * d[..., 1] - sin * d[..., 0]], -1)
+
+
+def rotated_extent(half_sizes: Float[Array, "N 2"], angles: Float[Array, " N"]) -> Array:
+    """Half extents `(N, 2)` of the axis-aligned box around a rotated box or ellipse."""
+    cos, sin = jnp.abs(jnp.cos(angles)), jnp.abs(jnp.sin(angles))
+    hx, hy = half_sizes[:, 0], half_sizes[:, 1]
+    return jnp.stack([cos * hx + sin * hy, sin * hx + cos * hy], -1)
+
+
+def rotated_ellipse_extent(radii: Float[Array, "N 2"], angles: Float[Array, " N"]) -> Array:
+    """Half extents `(N, 2)` of the axis-aligned box around a rotated ellipse."""
+    cos2, sin2 = jnp.cos(angles) ** 2, jnp.sin(angles) ** 2
+    a2, b2 = radii[:, 0] ** 2, radii[:, 1] ** 2
+    return jnp.sqrt(jnp.stack([a2 * cos2 + b2 * sin2, a2 * sin2 + b2 * cos2], -1))
+
+
+def box(centres: Array, half: Array) -> Array:
+    """`(x_min, y_min, x_max, y_max)` boxes from centres and half extents."""
+    return jnp.concatenate([centres - half, centres + half], axis=-1)

@@ -1,0 +1,101 @@
+"""Soft triangles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._shapes import AbstractShapes, shape_values, soft_edge
+
+
+class Triangles(AbstractShapes):
+    """`N` soft triangles given by their three vertices (either winding).
+
+    Stored as `raw_vertices` `(N, 3, 2)`, the vertices themselves in the diffprims frame.
+    The signed distance is the largest of the distances to the three edge lines: exact
+    inside and along the edges, a little short of the true distance past a corner.
+    Colour, opacity, soft edges and compositing come from [`diffprims.AbstractShapes`][].
+
+    ```python
+    model = dp.Triangles.init(200, key=jax.random.key(0), target=target)
+    ```
+    """
+
+    raw_vertices: Float[Array, "N 3 2"]
+
+    @property
+    def vertices(self) -> Float[Array, "N 3 2"]:
+        """Vertices `(x, y)` in the diffprims frame, `(N, 3, 2)`."""
+        return self.raw_vertices
+
+    def coverage(self, points, edge_width):
+        v = self.vertices
+        edges = jnp.roll(v, -1, axis=1) - v  # (N, 3, 2)
+        lengths = jnp.sqrt(jnp.sum(edges * edges, -1) + 1e-12)
+        area2 = edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0]
+        # Outward normals for either winding; a degenerate triangle covers nothing.
+        sign = jnp.where(area2 >= 0, 1.0, -1.0)[:, None]
+        normals = sign[..., None] * jnp.stack([edges[..., 1], -edges[..., 0]], -1)
+        normals = normals / lengths[..., None]
+        offsets = points[None, None, :, :] - v[:, :, None, :]  # (N, 3, P, 2)
+        distances = jnp.sum(offsets * normals[:, :, None, :], -1)
+        return soft_edge(jnp.max(distances, axis=1), edge_width)
+
+    def bounds(self):
+        v = self.vertices
+        return jnp.concatenate([v.min(axis=1), v.max(axis=1)], axis=-1)
+
+    def svg_geometry(self, edge_width: float) -> list[str]:
+        soft = ' filter="url(#soft-edge)"' if edge_width > 0 else ""
+        return [
+            '<polygon points="' + " ".join(f"{x:.6g},{y:.6g}" for x, y in tri) + '"' + soft + "/>"
+            for tri in np.asarray(self.vertices)
+        ]
+
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key: PRNGKeyArray) -> dict[str, Array]:
+        k_angle, k_jitter = jax.random.split(key)
+        angles = jax.random.uniform(k_angle, sizes.shape, maxval=2 * jnp.pi)[:, None]
+        angles = angles + jnp.array([0.0, 2.0, 4.0]) * jnp.pi / 3
+        angles = angles + jax.random.uniform(k_jitter, angles.shape, minval=-0.4, maxval=0.4)
+        unit = jnp.stack([jnp.cos(angles), jnp.sin(angles)], -1)
+        # Equal area to a disc of radius `size`: an equilateral triangle of circumradius 1.56 r.
+        return {"raw_vertices": centres[:, None, :] + 1.56 * sizes[:, None, None] * unit}
+
+    @classmethod
+    def from_values(
+        cls,
+        vertices: Any,
+        colours: Any,
+        opacities: Any,
+        *,
+        background: Any = 1.0,
+        softness: float = 1.0,
+        **options: Any,
+    ) -> Triangles:
+        """Triangles with the given (constrained) values.
+
+        **Arguments:**
+
+        - `vertices`: `(N, 3, 2)` vertices `(x, y)` in the diffprims frame.
+        - `colours`, `opacities`, `background`, `softness` and the keyword `options`
+          (`compositing`, `learn_background`): as for [`diffprims.Circles.from_values`][].
+
+        **Returns:**
+
+        A `Triangles` whose properties give back these values.
+
+        ```python
+        tri = [[[0.2, 0.8], [0.8, 0.8], [0.5, 0.2]]]
+        model = dp.Triangles.from_values(tri, [[1, 0, 0]], [1.0])
+        ```
+        """
+        geometry = shape_values(vertices=(vertices, (3, 2), None))
+        return cls.from_parameters(
+            colours, opacities, background, softness, options,
+            raw_vertices=geometry["vertices"],
+        )  # fmt: skip
