@@ -63,17 +63,18 @@ def save_checkpoint(
     step: int,
     key: PRNGKeyArray,
     fit_info: dict[str, Any],
+    snapshots: Any = None,
 ) -> Path:
     """Write a checkpoint atomically (a temporary file renamed into place)."""
     buffer = io.BytesIO()
-    eqx.tree_serialise_leaves(buffer, (params, opt_state, losses))
+    eqx.tree_serialise_leaves(buffer, (params, opt_state, losses, snapshots))
     payload = buffer.getvalue()
     header = {
         "format": FORMAT,
         "version": VERSION,
         "step": int(step),
         "key": _key_record(key),
-        "structure": _structure((params, opt_state)),
+        "structure": _structure((params, opt_state, snapshots)),
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "payload_bytes": len(payload),
         **fit_info,
@@ -97,11 +98,12 @@ def load_checkpoint(
     key: PRNGKeyArray | None,
     steps: int,
     fit_info: dict[str, Any],
-) -> tuple[Any, Any, Array, int, PRNGKeyArray]:
-    """`(params, opt_state, losses, step, key)` from a checkpoint of this very fit.
+    snapshots: Any = None,
+) -> tuple[Any, Any, Array, int, PRNGKeyArray, Any]:
+    """`(params, opt_state, losses, step, key, snapshots)` from a checkpoint of this fit.
 
-    `params`/`opt_state` give the structure to read into; `key` (or None to take the
-    checkpoint's); `fit_info` must equal what the checkpoint recorded.
+    `params`/`opt_state`/`snapshots` give the structure to read into; `key` (or None to
+    take the checkpoint's); `fit_info` must equal what the checkpoint recorded.
     """
     name = f"`resume` checkpoint {os.fspath(path)!r}"
     try:
@@ -143,7 +145,7 @@ def load_checkpoint(
                 f"this fit's is {expected!r}. Call `fit` with the same model, target, loss, "
                 "optimizer and batch as the fit that wrote it."
             )
-    structure = _structure((params, opt_state))
+    structure = _structure((params, opt_state, snapshots))
     if header.get("structure") != structure:
         saved = header.get("structure") or []
         diff = next(
@@ -169,9 +171,11 @@ def load_checkpoint(
             f"there, {_key_record(key)['data']} here). Pass the same key, or `key=None` to "
             "use the checkpoint's."
         )
-    like = (params, opt_state, jnp.zeros((step,), jnp.float32))
+    like = (params, opt_state, jnp.zeros((step,), jnp.float32), snapshots)
     try:
-        params, opt_state, losses = eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
+        params, opt_state, losses, snapshots = eqx.tree_deserialise_leaves(
+            io.BytesIO(payload), like
+        )
     except Exception as error:  # a payload that hashes right but does not parse
         raise CheckpointError(f"{name} could not be read: {error}") from None
-    return params, opt_state, losses, step, saved_key
+    return params, opt_state, losses, step, saved_key, snapshots

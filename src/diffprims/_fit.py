@@ -304,23 +304,25 @@ def fit(
         "target_shape": list(target.shape),
         "target_sha256": "" if traced else target_fingerprint(target),
         "batch": batch,
+        "snapshot_steps": list(snap_steps),
     }
+    snaps = None
+    if snap_steps:
+        snaps = jax.tree.map(lambda p: jnp.repeat(p[None], len(snap_steps), axis=0), params)
     start, saved_losses = 0, jnp.zeros((0,), jnp.float32)
     if resume is True:
         assert checkpoint is not None
         resume = checkpoint if Path(checkpoint).exists() else None
     if resume not in (None, False):
-        params, opt_state, saved_losses, start, key = load_checkpoint(
+        params, opt_state, saved_losses, start, key, snaps = load_checkpoint(
             resume,  # pyright: ignore[reportArgumentType]
             params=params,
             opt_state=opt_state,
             key=None if key_given is None else key,
             steps=steps,
             fit_info=fit_info,
+            snapshots=snaps,
         )
-    snaps = None
-    if snap_steps:
-        snaps = jax.tree.map(lambda p: jnp.repeat(p[None], len(snap_steps), axis=0), params)
     bar = None
     if progress and not traced:
         from tqdm.auto import tqdm
@@ -342,6 +344,7 @@ def fit(
                 step=done,
                 key=key,
                 fit_info=fit_info,
+                snapshots=snaps,
             )
 
     try:
