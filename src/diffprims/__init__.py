@@ -14,12 +14,14 @@ from ._errors import (
 )
 from ._fit import FitResult as FitResult, fit as fit
 from ._gaussians import Gaussians as Gaussians
+from ._gif import save_gif as save_gif
 from ._image import (
     demo_image_path as demo_image_path,
     load_image as load_image,
     psnr as psnr,
     save_image as save_image,
 )
+from ._io import load as load, save as save
 from ._losses import (
     AbstractLoss as AbstractLoss,
     AbstractPointwiseLoss as AbstractPointwiseLoss,
@@ -34,6 +36,7 @@ from ._losses import (
 from ._model import AbstractModel as AbstractModel, pixel_centres as pixel_centres
 from ._rectangles import Rectangles as Rectangles
 from ._shapes import AbstractShapes as AbstractShapes, soft_edge as soft_edge
+from ._svg import save_svg as save_svg, to_svg as to_svg
 from ._triangles import Triangles as Triangles
 
 __version__ = "0.1.0"

@@ -410,7 +410,8 @@ def fit(
     frames = ()
     if snaps is not None:
         frames = tuple(
-            eqx.combine(jax.tree.map(lambda s: s[j], snaps), static) for j in range(len(snap_steps))
+            eqx.combine(jax.tree.map(lambda s: s[j], snaps), static)
+            for j in range(len(snap_steps))
         )
     return FitResult(
         model=fitted,

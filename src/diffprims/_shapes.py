@@ -168,6 +168,35 @@ class AbstractShapes(AbstractModel):
         Used by `init`; returns a dict from field name to array with leading axis `N`.
         """
 
+    @abc.abstractmethod
+    def svg_geometry(self, edge_width: float) -> list[str]:
+        """The shapes as SVG markup, for [`diffprims.to_svg`][].
+
+        **Arguments:**
+
+        - `edge_width`: the soft-edge width `w` in frame units (the model's coverage is
+          `sigmoid(-d / w)` at signed distance `d`), or `0.0` for hard edges.
+
+        **Returns:**
+
+        `N` strings (back to front), each the SVG markup of one shape in frame units
+        (`y` 0→1 top to bottom, `x` 0→W/H), with no colour or opacity: `to_svg` wraps
+        each in a group that sets `fill` and `color` to the shape's colour (use
+        `currentColor` for strokes and gradient stops) and its opacity. For a soft
+        edge, add `filter="url(#soft-edge)"` to the element when `edge_width > 0`: a
+        Gaussian blur with standard deviation `1.6 * edge_width` that `to_svg` defines
+        (close to the sigmoid for shapes much larger than `w`), or draw the edge
+        exactly, as `Circles` does with a radial gradient. Called on concrete arrays,
+        outside `jit`.
+
+        ```python
+        def svg_geometry(self, edge_width):
+            soft = ' filter="url(#soft-edge)"' if edge_width > 0 else ""
+            return [f'<circle cx="{x:.6g}" cy="{y:.6g}" r="{r:.6g}"{soft}/>'
+                    for (x, y), r in zip(np.asarray(self.centres), np.asarray(self.radii))]
+        ```
+        """
+
     # -- constrained views ----------------------------------------------------------
 
     @property

@@ -1,0 +1,86 @@
+"""Progress animations: render a fit's snapshots as an animated GIF."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import equinox as eqx
+from PIL import Image
+
+from ._image import atomic_write, to_uint8
+from ._model import AbstractModel
+from ._validate import check_grid_shape, describe
+
+
+@eqx.filter_jit
+def _render(model: AbstractModel, shape: tuple[int, int]):
+    return model.render_image(shape)
+
+
+def save_gif(
+    path: str | os.PathLike,
+    snapshots: Sequence[AbstractModel],
+    shape: tuple[int, int],
+    *,
+    seconds_per_frame: float = 0.1,
+    hold_last: float = 1.0,
+    loop: bool = True,
+) -> Path:
+    """Render models (e.g. a fit's snapshots) as the frames of an animated GIF.
+
+    Each model is rendered with `render_image(shape)` (compiled once for all frames),
+    so the animation can be made at any size, whatever size the fit ran at. The file
+    is written atomically.
+
+    **Arguments:**
+
+    - `path`: the `.gif` file to write.
+    - `snapshots`: a sequence of models with the same structure, e.g.
+      `FitResult.snapshots` from `fit(..., snapshots=k)`; one frame each.
+    - `shape`: the frames' `(H, W)`.
+    - `seconds_per_frame`: how long each frame shows.
+    - `hold_last`: how long the last frame shows, in seconds, before the loop restarts.
+    - `loop`: loop forever (`True`) or play once.
+
+    **Returns:**
+
+    The path written.
+
+    ```python
+    result = dp.fit(model, target, steps=2000, snapshots=30, batch=0.1, key=key)
+    dp.save_gif("progress.gif", result.snapshots, (256, 256))
+    ```
+    """
+    frames_in = list(snapshots) if isinstance(snapshots, list | tuple) else None
+    if not frames_in or not all(isinstance(m, AbstractModel) for m in frames_in):
+        raise ValueError(
+            "`snapshots` must be a non-empty list or tuple of models, such as the "
+            f"`snapshots` of `fit(..., snapshots=30)`; got {describe(snapshots)}."
+        )
+    height, width = check_grid_shape(shape)
+    for name, value in (("seconds_per_frame", seconds_per_frame), ("hold_last", hold_last)):
+        if not (isinstance(value, int | float) and value > 0):
+            raise ValueError(f"`{name}` must be a number of seconds > 0; got {value!r}.")
+    pictures = []
+    for model in frames_in:
+        pixels = to_uint8(_render(model, (height, width)))
+        picture = Image.fromarray(pixels)
+        pictures.append(picture.convert("RGB") if picture.mode != "RGB" else picture)
+    # GIF frame durations are in milliseconds (multiples of 10 in most viewers).
+    durations = [round(seconds_per_frame * 1000)] * len(pictures)
+    durations[-1] = round(max(hold_last, seconds_per_frame) * 1000)
+
+    def write(temp: str) -> None:
+        pictures[0].save(
+            temp,
+            format="GIF",
+            save_all=True,
+            append_images=pictures[1:],
+            duration=durations,
+            loop=0 if loop else 1,
+            optimize=False,
+        )
+
+    return atomic_write(path, write)
