@@ -132,3 +132,67 @@ def check_key(key: Any, name: str = "key") -> Array:
     raise TypeError(
         f"`{name}` must be a PRNG key such as `jax.random.key(0)`; got {describe(key)}."
     )
+
+
+def check_scalar(
+    value: Any,
+    name: str,
+    *,
+    lower: float | None = None,
+    upper: float | None = None,
+    hint: str = "",
+) -> Any:
+    """`value` as a finite real number in the open interval `(lower, upper)`.
+
+    A Python number comes back as a `float`; an array scalar is checked eagerly, or with
+    `eqx.error_if` under `jit`, and comes back as an array.
+    """
+    bounds = (
+        f" in ({lower}, {upper})"
+        if lower is not None and upper is not None
+        else (f" > {lower}" if lower is not None else (f" < {upper}" if upper is not None else ""))
+    )
+    message = f"`{name}` must be a finite number{bounds}"
+    if isinstance(value, bool) or not (
+        isinstance(value, int | float | np.integer | np.floating)
+        or (hasattr(value, "dtype") and hasattr(value, "shape"))
+    ):
+        raise TypeError(f"{message}; got {describe(value)}.{hint}")
+    if hasattr(value, "shape") and not isinstance(value, np.generic):
+        if value.shape != () or not (
+            np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)
+        ):
+            raise TypeError(f"{message}; got {describe(value)}.{hint}")
+        bad = ~jnp.isfinite(value)
+        if lower is not None:
+            bad = bad | (value <= lower)
+        if upper is not None:
+            bad = bad | (value >= upper)
+        if is_traced(value):
+            return eqx.error_if(value, bad, f"{message}.{hint}")
+        if bool(bad):
+            raise ValueError(f"{message}; got {float(value)!r}.{hint}")
+        return value
+    number = float(value)
+    if (
+        not np.isfinite(number)
+        or (lower is not None and number <= lower)
+        or (upper is not None and number >= upper)
+    ):
+        raise ValueError(f"{message}; got {value!r}.{hint}")
+    return number
+
+
+def check_indices(indices: Any, size: int, name: str = "indices") -> Array:
+    """Integer indices into an axis of length `size`, all in `[0, size)`."""
+    if not hasattr(indices, "dtype"):
+        indices = np.asarray(indices)
+    if not jnp.issubdtype(indices.dtype, jnp.integer):
+        raise TypeError(f"`{name}` must be an integer array; got {describe(indices)}.")
+    message = f"`{name}` must lie in [0, {size}) for a set of {size} shapes"
+    if is_traced(indices):
+        return eqx.error_if(indices, jnp.any((indices < 0) | (indices >= size)), message + ".")
+    values = np.asarray(indices)
+    if values.size and (values.min() < 0 or values.max() >= size):
+        raise ValueError(f"{message}; got values in [{values.min()}, {values.max()}].")
+    return jnp.asarray(indices)
