@@ -144,8 +144,10 @@ def to_uint8(image: Any) -> np.ndarray:
         raise TypeError("`save_image` needs a concrete array, not one traced under jit/vmap.")
     if image.ndim == 2:
         image = image[..., None]
-    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"`image` must be (H, W) or (H, W, 1|3|4); got {describe(image)}.")
+    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4) or 0 in image.shape:
+        raise ValueError(
+            f"`image` must be a non-empty (H, W) or (H, W, 1|3|4) array; got {describe(image)}."
+        )
     pixels = np.asarray(image, dtype=np.float32)
     if not np.all(np.isfinite(pixels)):
         raise ValueError("`image` holds NaN or inf; there is nothing sensible to write.")

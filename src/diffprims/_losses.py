@@ -55,7 +55,12 @@ class AbstractLoss(eqx.Module):
     __rmul__ = __mul__
 
     def __truediv__(self, divisor: Any) -> AbstractLoss:
-        return Scaled(1.0 / jnp.asarray(divisor, jnp.float32), self)
+        divisor = check_float_array(divisor, "loss divisor")
+        if not is_traced(divisor) and not np.all(np.asarray(divisor) != 0):
+            raise ValueError(
+                f"`loss divisor` must be non-zero; got {np.asarray(divisor).tolist()}."
+            )
+        return Scaled(1.0 / divisor, self)
 
     def __neg__(self) -> AbstractLoss:
         return Scaled(-1.0, self)
@@ -76,6 +81,7 @@ class AbstractPointwiseLoss(AbstractLoss):
         """The per-element error, the shape of `pred`."""
 
     def __call__(self, pred: Array, target: Array) -> Float[Array, ""]:
+        pred, target = check_pair(pred, target)
         return jnp.mean(self.pointwise(pred, target))
 
 
@@ -147,8 +153,7 @@ class Weighted(AbstractPointwiseLoss):
             raise ValueError(
                 f"`weights` must be an (H, W) or (H, W, C) map; got {describe(weights)}."
             )
-        if not is_traced(weights):
-            check_values(weights, "weights", lower=0.0)
+        weights = check_values(weights, "weights", lower=0.0)
         self.loss = loss
         self.weights = weights
 
@@ -183,7 +188,8 @@ class Scaled(AbstractLoss):
     def __init__(self, weight: Any, loss: AbstractLoss):
         weight = check_float_array(weight, "loss weight")
         if weight.ndim != 0:
-            raise ValueError(f"A loss weight must be a scalar; got {describe(weight)}.")
+            raise ValueError(f"`loss weight` must be a scalar; got {describe(weight)}.")
+        weight = check_values(weight, "loss weight")
         self.weight = weight.astype(jnp.float32) if not is_traced(weight) else weight
         self.loss = loss
 
@@ -198,6 +204,19 @@ class FunctionLoss(AbstractLoss):
 
     def __call__(self, pred, target):
         return self.fn(pred, target)
+
+
+def check_pair(pred: Any, target: Any) -> tuple[Array, Array]:
+    """`pred` and `target` as float arrays of one shape (no silent broadcasting)."""
+    pred = check_float_array(pred, "pred")
+    target = check_float_array(target, "target")
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"`pred` and `target` must have the same shape; got {tuple(pred.shape)} and "
+            f"{tuple(target.shape)}. Losses compare images (H, W, C) or sampled values "
+            "(P, C) element by element and never broadcast."
+        )
+    return pred, target
 
 
 def _terms(loss: AbstractLoss) -> tuple[AbstractLoss, ...]:
