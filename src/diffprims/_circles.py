@@ -9,7 +9,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._shapes import AbstractShapes, safe_norm, shared_values, soft_edge
-from ._validate import check_float_array, check_values, is_traced
+from ._validate import check_float_array, check_values
 
 _SVG_EDGE_STEPS = np.array(
     [-6, -5, -4, -3.5, -3, -2.5, -2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 5, 6]
@@ -121,9 +121,8 @@ class Circles(AbstractShapes):
             raise ValueError(
                 f"`radii` must have shape ({n},) to match `centres`; got {radii.shape}."
             )
-        if not is_traced(radii):
-            check_values(centres, "centres")
-            check_values(radii, "radii", lower=0.0)
+        centres = check_values(centres, "centres")
+        radii = check_values(radii, "radii", lower=0.0)
         raw_colours, raw_opacities, raw_background = shared_values(
             colours, opacities, background, n
         )

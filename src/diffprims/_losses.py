@@ -230,7 +230,9 @@ def as_loss(loss: Any, name: str = "loss") -> AbstractLoss:
         return loss
     if callable(loss) and not isinstance(loss, type):
         return FunctionLoss(loss)
-    hint = " Did you mean `dp.L2()` (an instance) instead of `dp.L2`?" if isinstance(loss, type) else ""
+    hint = ""
+    if isinstance(loss, type):
+        hint = " Did you mean `dp.L2()` (an instance) instead of `dp.L2`?"
     raise TypeError(
         f"`{name}` must be a loss `(pred, target) -> scalar` such as `dp.L2()`; got "
         f"{describe(loss)}.{hint}"
@@ -255,10 +257,10 @@ def check_loss_output(loss: AbstractLoss, pred: Any, target: Any) -> None:
         out = jax.eval_shape(loss, pred, target)
     except Exception as error:  # the user's loss failed; say so plainly
         raise ValueError(
-            f"The loss failed on a prediction of shape {tuple(pred.shape)}: {error}"
+            f"`loss` failed on a prediction of shape {tuple(pred.shape)}; got the error: {error}"
         ) from error
     if not hasattr(out, "shape") or out.shape != () or not np.issubdtype(out.dtype, np.floating):
         raise ValueError(
-            "The loss must return a float scalar; got "
+            "`loss` must return a float scalar; got "
             f"{describe(out)}. Reduce it, e.g. with `jnp.mean`."
         )

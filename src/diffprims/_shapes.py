@@ -553,9 +553,12 @@ def shape_values(**fields: tuple[Any, tuple[int, ...], float | None]) -> dict[st
         n = value.shape[0]
         if n < 1:
             raise ValueError(f"`{name}` must hold at least one shape; got shape {value.shape}.")
-        if not is_traced(value):
-            check_values(value, name)
-            if lower is not None and bool(jnp.any(value <= lower)):
+        value = check_values(value, name)
+        if lower is not None:
+            if is_traced(value):
+                message = f"`{name}` must be > {lower}."
+                value = eqx.error_if(value, jnp.any(value <= lower), message)
+            elif bool(jnp.any(value <= lower)):
                 raise ValueError(
                     f"`{name}` must be > {lower}; got a minimum of {float(value.min()):.4g}."
                 )
