@@ -161,6 +161,10 @@ def atomic_write(path: str | os.PathLike, write: Any, *, suffix: str = "") -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
     os.close(handle)
+    # mkstemp makes the file private (0600); give it the mode a plain `open` would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp, 0o666 & ~umask)
     try:
         write(temp)
         os.replace(temp, path)
