@@ -1,0 +1,453 @@
+"""`dp.paint`: approximate an image with `n` shapes, with our best defaults.
+
+The recipe (each piece a knob of `paint`):
+
+- **progressive rounds** (as in Image-GS): start with a fraction of the shapes and add
+  more each round where the error of the current picture is largest;
+- **error-driven initialisation**: a new shape is centred on a pixel drawn with
+  probability proportional to the (blurred) squared error there, sized for the number of
+  shapes on the canvas, and coloured in closed form so that it fixes that error;
+- **coarse-to-fine**: early rounds fit a blurred target with wider soft edges, later
+  rounds the sharp target with the model's own softness;
+- **stratified pixel sampling**: each step renders one random pixel of every
+  `stride x stride` block of the full-resolution target (one compilation for the whole
+  run, full-resolution detail at a fraction of the cost of a full render);
+- **random restarts** batched with `jax.vmap` over keys, keeping the best;
+- a **wall-time budget**: `seconds=T` spends T seconds in all, compilation included.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._circles import Circles
+from ._fit import FitResult
+from ._image import check_image
+from ._losses import L2, as_loss, restrict_to_pixels
+from ._shapes import COMPOSITING_MODES, AbstractShapes, initial_depths, logit
+from ._validate import check_key, check_positive_int, describe
+
+# Parameters whose names contain these are positions (frame units): they get `lr`.
+_POSITION_WORDS = ("centre", "vert", "point", "position")
+_DEBUG = bool(os.environ.get("DIFFPRIMS_PAINT_DEBUG"))
+_SHARED = ("raw_colours", "raw_opacities", "raw_background", "raw_depths")
+
+
+def _blur_matrix(size: int, sigma: Array) -> Array:
+    """`(size, size)` Gaussian blur along one axis, rows renormalised at the borders."""
+    offsets = jnp.arange(size, dtype=jnp.float32)
+    weights = jnp.exp(-0.5 * ((offsets[:, None] - offsets[None, :]) / sigma) ** 2)
+    return weights / jnp.sum(weights, 1, keepdims=True)
+
+
+@jax.jit
+def blur(image: Float[Array, "H W C"], sigma: float | Array) -> Float[Array, "H W C"]:
+    """Gaussian blur of an `(H, W, C)` image with standard deviation `sigma` pixels.
+
+    Separable (two matrix products), renormalised at the borders; `sigma` may be traced.
+    A `sigma` near 0 returns the image unchanged.
+    """
+    sigma = jnp.maximum(jnp.asarray(sigma, jnp.float32), 1e-3)
+    height, width, _ = image.shape
+    rows, cols = _blur_matrix(height, sigma), _blur_matrix(width, sigma)
+    return jnp.einsum("ij,jkc,lk->ilc", rows, image, cols)
+
+
+def _labels(model: AbstractShapes) -> AbstractShapes:
+    """The optimizer group of every parameter leaf: "position", "geometry" or "colour"."""
+
+    def label(name):
+        if name in _SHARED:
+            return "colour"
+        return "position" if any(w in name for w in _POSITION_WORDS) else "geometry"
+
+    fields = {
+        name: label(name)
+        for name in model.__dataclass_fields__  # pyright: ignore[reportAttributeAccessIssue]
+        if eqx.is_array(getattr(model, name))
+    }
+    return eqx.tree_at(lambda m: [getattr(m, k) for k in fields], model, list(fields.values()))
+
+
+def _optimizer(model, lr: float, lr_geometry: float, lr_colour: float):
+    return optax.multi_transform(
+        {
+            "position": optax.adam(lr),
+            "geometry": optax.adam(lr_geometry),
+            "colour": optax.adam(lr_colour),
+        },
+        _labels(eqx.filter(model, eqx.is_inexact_array)),
+    )
+
+
+def _stratified(key, height: int, width: int, stride: int) -> Array:
+    """Flat indices of one random pixel in every `stride x stride` block."""
+    rows, cols = np.arange(0, height, stride), np.arange(0, width, stride)
+    k_r, k_c = jax.random.split(key)
+    grid_r, grid_c = np.meshgrid(rows, cols, indexing="ij")
+    shape = grid_r.shape
+    r = grid_r + jax.random.randint(k_r, shape, 0, stride)
+    c = grid_c + jax.random.randint(k_c, shape, 0, stride)
+    r, c = jnp.minimum(r, height - 1), jnp.minimum(c, width - 1)
+    return (r * width + c).reshape(-1)
+
+
+def _points(indices: Array, height: int, width: int) -> Array:
+    rows, cols = indices // width, indices % width
+    return jnp.stack([(cols + 0.5) / height, (rows + 0.5) / height], axis=-1)
+
+
+def _mask_shapes(tree, active: Array):
+    """Zero every per-shape leaf of `tree` (a model-shaped pytree) for inactive shapes."""
+    background = tree.raw_background
+    rest = eqx.tree_at(lambda m: m.raw_background, tree, None)
+    rest = jax.tree.map(
+        lambda g: g * active.reshape(-1, *([1] * (g.ndim - 1))).astype(g.dtype), rest
+    )
+    return eqx.tree_at(lambda m: m.raw_background, rest, background, is_leaf=lambda x: x is None)
+
+
+@eqx.filter_jit
+def _run(
+    params,
+    static,
+    opt_state,
+    optimizer,
+    goal,
+    loss,
+    active,
+    keys,
+    edge_scale,
+    first,
+    length,
+    stride,
+):
+    """`length` Adam steps on stratified pixel samples for every restart (leading axis)."""
+
+    def one(params, opt_state, active, key):
+        return _run_one(
+            params, static, opt_state, optimizer, goal, loss, active, key, edge_scale, first,
+            length, stride,
+        )  # fmt: skip
+
+    if keys.ndim == 0:  # a single run: no restart axis
+        return one(params, opt_state, active, keys)
+    return jax.vmap(one)(params, opt_state, active, keys)
+
+
+def _run_one(
+    params,
+    static,
+    opt_state,
+    optimizer,
+    goal,
+    loss,
+    active,
+    key,
+    edge_scale,
+    first,
+    length,
+    stride,
+):
+    height, width, channels = goal.shape
+    flat_goal = goal.reshape(-1, channels)
+
+    def objective(params, step_key):
+        model = eqx.combine(params, static)
+        indices = _stratified(step_key, height, width, stride)
+        pred = model.render(_points(indices, height, width), pixel_size=edge_scale / height)
+        return restrict_to_pixels(loss, indices)(pred, flat_goal[indices])
+
+    def step(carry, index):
+        params, opt_state = carry
+        value, grads = jax.value_and_grad(objective)(params, jax.random.fold_in(key, index))
+        grads = _mask_shapes(grads, active)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (eqx.apply_updates(params, updates), opt_state), value
+
+    (params, opt_state), values = jax.lax.scan(
+        step, (params, opt_state), first + jnp.arange(length)
+    )
+    return params, opt_state, values
+
+
+@eqx.filter_jit
+def _error_map(model, target, level: int):
+    """Per-pixel squared error of `model` at a `level`-times coarser grid, and the goal."""
+    height, width, channels = target.shape
+    h, w = height // level, width // level
+    small = target[: h * level, : w * level].reshape(h, level, w, level, channels).mean((1, 3))
+    pred = model.render_image((h, w))
+    return jnp.sum((pred - small) ** 2, -1), pred, small
+
+
+@eqx.filter_jit
+def _add(models, target, active, start, count, most, size, opacity, keys, level):
+    """`_add_shapes` for every restart (leading axis); `most` and `level` are static."""
+
+    def one(model, active, key):
+        return _add_shapes(model, target, active, start, count, most, size, opacity, key, level)
+
+    if keys.ndim == 0:
+        return one(models, active, keys)
+    return jax.vmap(one)(models, active, keys)
+
+
+def _add_shapes(model, target, active, start, count, most, size, opacity, key, level):
+    """Activate shapes `start, ..., start + count - 1` where the error is largest.
+
+    `count <= most` may be traced; `most` (static) fixes the shapes of the computation.
+    """
+    error, pred, small = _error_map(model, target, level)
+    h, w = error.shape
+    smooth = blur(error[..., None], 1.0)[..., 0]
+    k_pick, k_jitter, k_geom = jax.random.split(key, 3)
+    logits = jnp.log(smooth.reshape(-1) + 1e-12)
+    # Gumbel top-k: `count` distinct pixels drawn proportionally to the error.
+    gumbel = jax.random.gumbel(k_pick, logits.shape)
+    picks = jnp.argsort(-(logits + gumbel))[:most]
+    rows, cols = picks // w, picks % w
+    jitter = jax.random.uniform(k_jitter, (most, 2))
+    centres = jnp.stack([(cols + jitter[:, 0]) / h, (rows + jitter[:, 1]) / h], -1)
+    sigma = jnp.maximum(size * h / 2.0, 0.5)
+    local_goal, local_pred = blur(small, sigma)[rows, cols], blur(pred, sigma)[rows, cols]
+    colours = jnp.clip((local_goal - (1 - opacity) * local_pred) / opacity, 0.02, 0.98)
+    sizes = jnp.full((most,), size)
+    geometry = type(model).random_geometry(centres, sizes, key=k_geom)
+    # Slots past `count` point out of range and are dropped by the scatter.
+    slots = jnp.where(jnp.arange(most) < count, start + jnp.arange(most), model.num_shapes)
+    values = dict(geometry)
+    values["raw_colours"] = logit(colours)
+    values["raw_opacities"] = jnp.full((most,), logit(opacity))
+    if model.raw_depths is not None:
+        top = jnp.max(jnp.where(active, model.raw_depths, -jnp.inf), initial=0.0)
+        values["raw_depths"] = top + 0.5 + 0.5 * jnp.arange(most, dtype=jnp.float32)
+    new = {
+        name: getattr(model, name).at[slots].set(value.astype(jnp.float32), mode="drop")
+        for name, value in values.items()
+    }
+    names = list(new)
+    model = eqx.tree_at(lambda m: [getattr(m, k) for k in names], model, [new[k] for k in names])
+    return model, active.at[slots].set(True, mode="drop")
+
+
+def _blank(cls, n: int, target: Array, *, key, softness, compositing, learn_background):
+    """`n` invisible shapes (opacity ~0) over the target's mean colour."""
+    height, width, channels = target.shape
+    centres = jnp.full((n, 2), 0.5) * jnp.array([width / height, 1.0])
+    geometry = cls.random_geometry(centres, jnp.full((n,), 0.05), key=key)
+    background = jnp.mean(target, (0, 1))
+    if compositing == "additive":
+        background = jnp.min(target, (0, 1))
+    return cls(
+        raw_colours=jnp.zeros((n, channels), jnp.float32),
+        raw_opacities=jnp.full((n,), -30.0, jnp.float32),
+        raw_background=jnp.asarray(logit(background), jnp.float32),
+        softness=float(softness),
+        compositing=compositing,
+        learn_background=learn_background,
+        raw_depths=initial_depths(n) if compositing == "depth" else None,
+        # Strong float32 leaves, so later rounds (after optimizer updates) reuse the
+        # compiled steps instead of recompiling for weak types.
+        **{k: jnp.asarray(v, jnp.float32) for k, v in geometry.items()},
+    )
+
+
+def _schedule(n: int, rounds: int) -> list[int]:
+    """How many shapes each round adds: fewer early, so each round fixes what is left."""
+    # Equal counts (at most two distinct sizes, so at most two compilations of the adder).
+    return [n // rounds + (1 if r < n % rounds else 0) for r in range(rounds)]
+
+
+def paint(
+    target: Float[Array, "H W C"],
+    n: int,
+    *,
+    key: PRNGKeyArray,
+    shape: type[AbstractShapes] = Circles,
+    seconds: float | None = None,
+    steps: int | None = None,
+    rounds: int = 4,
+    restarts: int = 1,
+    loss: Any = None,
+    stride: int = 4,
+    coarse: float = 3.0,
+    softness: float = 1.0,
+    opacity: float = 0.7,
+    compositing: str = "over",
+    learn_background: bool = True,
+    lr: float = 2e-3,
+    lr_geometry: float = 1e-2,
+    lr_colour: float = 3e-2,
+    steps_per_dispatch: int = 50,
+) -> FitResult:
+    """Approximate `target` with `n` shapes: initialisation and fit with our best defaults.
+
+    Shapes are added in `rounds` (each round puts new shapes where the picture is most
+    wrong, coloured in closed form, then fits every shape so far by gradient descent on
+    stratified pixel samples of the full-resolution target); the first rounds see a
+    blurred target with wider edges (coarse to fine); `restarts` independent runs are
+    batched with `jax.vmap` and the best is kept. Either `steps` or `seconds` sets how
+    long it runs.
+
+    **Arguments:**
+
+    - `target`: `(H, W, C)` image, float in `[0, 1]`.
+    - `n`: the number of shapes.
+    - `key`: PRNG key; the same key (and the same `steps`) gives the same painting.
+    - `shape`: any [`diffprims.AbstractShapes`][] subclass (`dp.Circles`,
+      `dp.Ellipses`, `dp.Triangles`, `dp.Rectangles`, `dp.Gaussians`, your own).
+    - `seconds`: wall-time budget in seconds, compilation included; rounds share it in
+      proportion to their step share. Overrides `steps`.
+    - `steps`: total optimizer steps when no `seconds` is given (default 1500).
+    - `rounds`: the number of progressive rounds (1 places all shapes at once).
+    - `restarts`: independent runs batched with `jax.vmap`; the one with the lowest
+      loss on the full image is returned.
+    - `loss`: a loss `(pred, target) -> scalar` on sampled pixels (default
+      [`diffprims.L2`][]); per-pixel maps ([`diffprims.Weighted`][]) are sampled along.
+    - `stride`: each step renders one random pixel per `stride x stride` block.
+    - `coarse`: blur (in pixels) of the target and edge widening in the first round,
+      decaying to 0 and 1 by the last round.
+    - `softness`, `compositing`, `learn_background`: of the shape set (see
+      [`diffprims.AbstractShapes`][]).
+    - `opacity`: the opacity new shapes start with.
+    - `lr`, `lr_geometry`, `lr_colour`: Adam learning rates for positions (frame
+      units), other geometry (log sizes, angles) and colours/opacities/depths (logits).
+    - `steps_per_dispatch`: steps per compiled call (the budget is checked between).
+
+    **Returns:**
+
+    A [`diffprims.FitResult`][]: the fitted shapes, the loss at every step (of the kept
+    restart) and the wall time.
+
+    ```python
+    result = dp.paint(target, 200, key=jax.random.key(0), seconds=20)
+    image = result.model.render_image(target.shape[:2])
+    ```
+    """
+    start_time = time.perf_counter()
+    if not (isinstance(shape, type) and issubclass(shape, AbstractShapes)):
+        raise TypeError(
+            "`shape` must be a shape class such as `dp.Circles` (the class, not an "
+            f"instance); got {describe(shape)}."
+        )
+    target = check_image(target, "target")
+    n = check_positive_int(n, "n")
+    key = check_key(key)
+    rounds = check_positive_int(rounds, "rounds")
+    restarts = check_positive_int(restarts, "restarts")
+    stride = check_positive_int(stride, "stride")
+    steps_per_dispatch = check_positive_int(steps_per_dispatch, "steps_per_dispatch")
+    if compositing not in COMPOSITING_MODES:
+        raise ValueError(f"`compositing` must be one of {COMPOSITING_MODES}; got {compositing!r}.")
+    if seconds is not None and not (isinstance(seconds, int | float) and seconds > 0):
+        raise ValueError(f"`seconds` must be a number > 0; got {describe(seconds)}.")
+    if seconds is None:
+        steps = 1500 if steps is None else check_positive_int(steps, "steps")
+    if not 0 < opacity < 1:
+        raise ValueError(f"`opacity` must be in (0, 1); got {opacity}.")
+    if not coarse >= 0:
+        raise ValueError(f"`coarse` must be >= 0 (pixels of blur); got {coarse}.")
+    rounds = min(rounds, n)
+    loss = as_loss(L2() if loss is None else loss)
+    height, width, channels = target.shape
+    stride = min(stride, height, width)
+    level = max(1, min(height, width) // 64)  # error maps on a ~64-pixel grid
+
+    keys = jax.random.split(key, restarts + 1)
+    k_blank, run_keys = keys[0], keys[1:]
+    blank = _blank(
+        shape, n, target, key=k_blank, softness=softness, compositing=compositing,
+        learn_background=learn_background,
+    )  # fmt: skip
+    if restarts == 1:
+        run_keys = run_keys[0]
+        models, active = blank, jnp.zeros((n,), bool)
+    else:
+        models = jax.vmap(lambda _: blank)(run_keys)
+        active = jnp.zeros((restarts, n), bool)
+    fold = jax.random.fold_in if restarts == 1 else jax.vmap(jax.random.fold_in, (0, None))
+    counts = _schedule(n, rounds)
+    step_weights = np.array(counts, float) + n / rounds  # later rounds fit more shapes
+    step_share = step_weights / step_weights.sum()
+    optimizer = _optimizer(blank, lr, lr_geometry, lr_colour)
+    losses = []
+    done = 0
+    for r, count in enumerate(counts):
+        fraction = r / max(rounds - 1, 1)
+        blur_sigma = coarse * (1.0 - fraction)
+        edge_scale = softness * (1.0 + (coarse - 1.0) * (1.0 - fraction) if coarse > 1 else 1.0)
+        goal = blur(target, blur_sigma) if blur_sigma > 0.05 else target
+        total = sum(counts[: r + 1])
+        size = 0.9 * np.sqrt((width / height) / (np.pi * total))
+        round_keys = fold(run_keys, r)
+        models, active = _add(
+            models, goal, active, jnp.int32(total - count), jnp.int32(count), max(counts),
+            jnp.asarray(size, jnp.float32),
+            jnp.asarray(opacity, jnp.float32), round_keys, level,
+        )  # fmt: skip
+        if _DEBUG:
+            jax.block_until_ready(models)
+            print(f"round {r}: added, t={time.perf_counter() - start_time:.2f}s")
+        params, static = eqx.partition(models, eqx.is_inexact_array)
+        opt_state = (optimizer.init if restarts == 1 else jax.vmap(optimizer.init))(params)
+        round_end = None
+        if seconds is not None:
+            elapsed = time.perf_counter() - start_time
+            left = seconds - elapsed
+            round_end = time.perf_counter() + left * step_share[r] / step_share[r:].sum()
+            budget_steps = None
+        else:
+            assert steps is not None
+            budget_steps = max(1, round(steps * float(np.sum(step_share[: r + 1])))) - done
+        taken = 0
+        while True:
+            length = steps_per_dispatch
+            if budget_steps is not None:
+                length = min(length, budget_steps - taken)
+                if length <= 0:
+                    break
+            step_keys = fold(run_keys, 1000 + r)
+            params, opt_state, values = _run(
+                params, static, opt_state, optimizer, goal, loss, active, step_keys,
+                jnp.asarray(edge_scale, jnp.float32), jnp.int32(taken), length, stride,
+            )  # fmt: skip
+            losses.append(values)
+            taken += length
+            if _DEBUG:
+                jax.block_until_ready(values)
+                print(f"  chunk done t={time.perf_counter() - start_time:.2f}s")
+            if round_end is not None:
+                jax.block_until_ready(values)
+                if time.perf_counter() + 0.5 * _chunk_time(losses, start_time) > round_end:
+                    break
+        done += taken
+        models = eqx.combine(params, static)
+        if _DEBUG:
+            print(f"round {r}: {taken} steps, t={time.perf_counter() - start_time:.2f}s")
+
+    if restarts == 1:
+        model, history = models, jnp.concatenate(losses, 0)
+    else:
+        finals = jax.vmap(lambda m: jnp.mean((m.render_image((height, width)) - target) ** 2))(
+            models
+        )
+        best = int(jnp.argmin(finals))
+        model = jax.tree.map(lambda x: x[best], models)
+        history = jnp.concatenate([v[best] for v in losses], 0)
+    jax.block_until_ready((model, history))
+    return FitResult(model=model, losses=history, seconds=time.perf_counter() - start_time)
+
+
+def _chunk_time(losses: list, start_time: float) -> float:
+    """A rough time per dispatch so far (including compilation: pessimistic early)."""
+    return (time.perf_counter() - start_time) / max(len(losses), 1)
