@@ -410,6 +410,7 @@ def paint(
             assert steps is not None
             budget_steps = max(1, round(steps * float(np.sum(step_share[: r + 1])))) - done
         taken = 0
+        chunk_start = time.perf_counter()
         while True:
             length = steps_per_dispatch
             if budget_steps is not None:
@@ -428,7 +429,10 @@ def paint(
                 print(f"  chunk done t={time.perf_counter() - start_time:.2f}s")
             if round_end is not None:
                 jax.block_until_ready(values)
-                if time.perf_counter() + 0.5 * _chunk_time(losses, start_time) > round_end:
+                now = time.perf_counter()
+                # The last chunk's duration (the first one includes compilation).
+                chunk, chunk_start = now - chunk_start, now
+                if now + 0.5 * chunk > round_end and (taken > length or now > round_end):
                     break
         done += taken
         models = eqx.combine(params, static)
@@ -447,7 +451,3 @@ def paint(
     jax.block_until_ready((model, history))
     return FitResult(model=model, losses=history, seconds=time.perf_counter() - start_time)
 
-
-def _chunk_time(losses: list, start_time: float) -> float:
-    """A rough time per dispatch so far (including compilation: pessimistic early)."""
-    return (time.perf_counter() - start_time) / max(len(losses), 1)
