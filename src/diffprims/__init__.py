@@ -21,6 +21,7 @@ from ._image import (
     psnr as psnr,
     save_image as save_image,
 )
+from ._image_losses import SSIM as SSIM, edge_weights as edge_weights
 from ._io import load as load, save as save
 from ._losses import (
     AbstractLoss as AbstractLoss,
@@ -34,6 +35,7 @@ from ._losses import (
     Weighted as Weighted,
 )
 from ._model import AbstractModel as AbstractModel, pixel_centres as pixel_centres
+from ._paint import paint as paint
 from ._rectangles import Rectangles as Rectangles
 from ._shapes import AbstractShapes as AbstractShapes, soft_edge as soft_edge
 from ._svg import save_svg as save_svg, to_svg as to_svg
