@@ -1,0 +1,206 @@
+"""Models on disk (dp.save / dp.load), fit snapshots and progress GIFs."""
+
+import inspect
+import json
+import logging
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from PIL import Image
+
+import diffprims as dp
+
+SHAPE_TYPES = [
+    obj
+    for obj in vars(dp).values()
+    if inspect.isclass(obj) and issubclass(obj, dp.AbstractShapes) and not inspect.isabstract(obj)
+]
+
+
+def models():
+    out = [(cls.__name__, cls.init(4, key=jax.random.key(1), softness=1.5)) for cls in SHAPE_TYPES]
+    out.append(("grey", dp.Circles.init(3, key=jax.random.key(2), channels=1)))
+    out.append(("depth", dp.Circles.init(3, key=jax.random.key(2), compositing="depth")))
+    if hasattr(dp, "SeparableFilters") and hasattr(dp, "kernels"):
+        out.append(("filters", dp.SeparableFilters.from_svd(dp.kernels.disk(9), rank=2)))
+    return out
+
+
+def assert_same(a, b):
+    assert type(a) is type(b)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert np.asarray(x).dtype == np.asarray(y).dtype
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("name,model", models(), ids=[n for n, _ in models()])
+@pytest.mark.parametrize("template", [False, True])
+def test_round_trip(tmp_path, name, model, template):
+    path = dp.save(tmp_path / "model.eqx", model)
+    loaded = dp.load(path, like=model if template else None)
+    assert_same(loaded, model)
+
+
+def test_header_metadata(tmp_path):
+    model = dp.Circles.init(5, key=jax.random.key(0), softness=2.0)
+    path = dp.save(tmp_path / "m.eqx", model)
+    with open(path, "rb") as file:
+        assert file.readline() == b"diffprims-model\n"
+        header = json.loads(file.readline())
+    assert header["type"] == "Circles"
+    assert header["num_shapes"] == 5
+    assert header["num_channels"] == 3
+    assert header["softness"] == 2.0
+
+
+def test_load_rebuilds_a_working_model(tmp_path):
+    model = dp.Circles.init(6, key=jax.random.key(0))
+    loaded = dp.load(dp.save(tmp_path / "m.eqx", model))
+    np.testing.assert_array_equal(loaded.render_image((12, 12)), model.render_image((12, 12)))
+
+
+def test_atomic_and_no_leftovers(tmp_path):
+    model = dp.Circles.init(2, key=jax.random.key(0))
+    dp.save(tmp_path / "m.eqx", model)
+    first = (tmp_path / "m.eqx").read_bytes()
+
+    class Unsaveable(eqx.Module):
+        thing: object
+
+    with pytest.raises(TypeError, match="can store"):
+        dp.save(tmp_path / "m.eqx", Unsaveable(object()))
+    assert (tmp_path / "m.eqx").read_bytes() == first  # the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["m.eqx"]
+
+
+def test_load_errors(tmp_path):
+    model = dp.Circles.init(3, key=jax.random.key(0))
+    path = dp.save(tmp_path / "m.eqx", model)
+    with pytest.raises(FileNotFoundError, match="No model file"):
+        dp.load(tmp_path / "missing.eqx")
+    (tmp_path / "junk.eqx").write_bytes(b"not a model at all")
+    with pytest.raises(ValueError, match="model file written by"):
+        dp.load(tmp_path / "junk.eqx")
+    with pytest.raises(ValueError, match="does not match"):
+        dp.load(path, like=dp.Circles.init(4, key=jax.random.key(0)))
+    with pytest.raises(ValueError, match="holds a Circles"):
+        dp.load(path, like=dp.Rectangles.init(3, key=jax.random.key(0)))
+    truncated = tmp_path / "short.eqx"
+    truncated.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(ValueError, match="truncated"):
+        dp.load(truncated)
+    with pytest.raises(TypeError, match="concrete"):
+        jax.jit(lambda m: dp.save(tmp_path / "t.eqx", m) and 0)(model)
+
+
+def test_unknown_module_needs_template(tmp_path):
+    model = dp.Circles.init(2, key=jax.random.key(0))
+    path = dp.save(tmp_path / "m.eqx", model)
+    data = path.read_bytes().replace(b"diffprims._circles:Circles", b"not_imported_mod:Circles")
+    (tmp_path / "other.eqx").write_bytes(data)
+    with pytest.raises(ValueError, match="not imported"):
+        dp.load(tmp_path / "other.eqx")
+
+
+# -- snapshots and GIFs -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small():
+    target = dp.load_image(dp.demo_image_path(), size=16)
+    model = dp.Circles.init(5, key=jax.random.key(0), target=target)
+    return model, target
+
+
+@pytest.mark.parametrize("k,steps", [(1, 30), (4, 30), (5, 250), (31, 30)])
+def test_snapshots_evenly_spaced(small, k, steps):
+    model, target = small
+    result = dp.fit(
+        model, target, steps=steps, snapshots=k, batch=0.5, key=jax.random.key(1),
+        steps_per_dispatch=100,
+    )  # fmt: skip
+    assert len(result.snapshots) == len(result.snapshot_steps) == k
+    expected = [steps] if k == 1 else np.round(np.linspace(0, steps, k)).astype(int).tolist()
+    assert list(result.snapshot_steps) == expected
+    assert_same(result.snapshots[-1], result.model)
+    if k > 1:
+        assert_same(result.snapshots[0], model)
+    # Every snapshot is the model a shorter fit with the same key ends at.
+    middle = k // 2
+    if 0 < result.snapshot_steps[middle] < steps:
+        short = dp.fit(
+            model, target, steps=result.snapshot_steps[middle], batch=0.5,
+            key=jax.random.key(1), steps_per_dispatch=100,
+        )  # fmt: skip
+        for x, y in zip(jax.tree.leaves(short.model), jax.tree.leaves(result.snapshots[middle])):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+
+
+def test_no_snapshots_by_default(small):
+    model, target = small
+    result = dp.fit(model, target, steps=3)
+    assert result.snapshots == () and result.snapshot_steps == ()
+
+
+def test_snapshots_under_vmap(small):
+    model, target = small
+    keys = jax.random.split(jax.random.key(0), 3)
+    centres = jax.vmap(
+        lambda key: (
+            dp.fit(model, target, steps=10, snapshots=3, batch=0.5, key=key).snapshots[1].centres
+        )
+    )(keys)
+    assert centres.shape == (3, 5, 2)
+    assert not np.allclose(centres[0], centres[1])
+
+
+def test_snapshot_fit_compiles_once(small, caplog):
+    model, target = small
+    # Same optimizer object and loss: the compiled step is reused (see `fit`).
+    kwargs = dict(
+        steps=20, snapshots=4, batch=0.5, steps_per_dispatch=10, optimizer=optax.adam(1e-2)
+    )
+    dp.fit(model, target, key=jax.random.key(0), **kwargs)
+    with jax.log_compiles(True), caplog.at_level(logging.DEBUG):
+        dp.fit(model, target * 0.5, key=jax.random.key(1), **kwargs)
+    assert not [r for r in caplog.records if "_run_steps" in r.getMessage()]
+
+
+def test_snapshot_errors(small):
+    model, target = small
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match="snapshots"):
+            dp.fit(model, target, steps=5, snapshots=bad)
+    with pytest.raises(TypeError, match="snapshots"):
+        dp.fit(model, target, steps=5, snapshots=2.5)  # pyright: ignore[reportArgumentType]
+
+
+@pytest.mark.parametrize("frames", [1, 3, 7])
+def test_gif_has_one_frame_per_snapshot(tmp_path, small, frames):
+    model, target = small
+    result = dp.fit(model, target, steps=12, snapshots=frames, batch=0.5, key=jax.random.key(0))
+    path = dp.save_gif(tmp_path / "p.gif", result.snapshots, (20, 30), seconds_per_frame=0.05)
+    with Image.open(path) as gif:
+        assert gif.n_frames == frames
+        assert gif.size == (30, 20)
+        gif.seek(gif.n_frames - 1)
+        last = np.asarray(gif.convert("RGB"), np.float32) / 255
+    # The last frame is the fitted model (up to the GIF palette).
+    assert float(dp.psnr(last, result.model.render_image((20, 30)))) > 25.0
+    assert [p.name for p in tmp_path.iterdir()] == ["p.gif"]
+
+
+def test_gif_errors(tmp_path, small):
+    model, _ = small
+    with pytest.raises(ValueError, match="non-empty"):
+        dp.save_gif(tmp_path / "a.gif", [], (8, 8))
+    with pytest.raises(ValueError, match="non-empty"):
+        dp.save_gif(tmp_path / "a.gif", [jnp.zeros(3)], (8, 8))  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError, match="seconds"):
+        dp.save_gif(tmp_path / "a.gif", [model], (8, 8), seconds_per_frame=0)
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,135 @@
+"""SVG export: structure, and agreement with the renderer through an independent rasteriser."""
+
+import inspect
+import io
+import xml.etree.ElementTree as ET
+
+import jax
+import numpy as np
+import optax
+import pytest
+import resvg_py
+from PIL import Image
+
+import diffprims as dp
+
+SHAPE_TYPES = [
+    obj
+    for obj in vars(dp).values()
+    if inspect.isclass(obj) and issubclass(obj, dp.AbstractShapes) and not inspect.isabstract(obj)
+]
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def rasterise(svg: str) -> np.ndarray:
+    """The SVG drawn by resvg (a renderer independent of diffprims), as (H, W, 3) floats."""
+    png = bytes(resvg_py.svg_to_bytes(svg_string=svg))
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.float32) / 255.0
+
+
+@pytest.fixture(scope="module")
+def demo_fit():
+    """Circles fitted to the demo photo (small and short, but a real fit)."""
+    target = dp.load_image(dp.demo_image_path(), size=64)
+    model = dp.Circles.init(60, key=jax.random.key(0), target=target)
+    result = dp.fit(
+        model, target, steps=100, batch=0.25, key=jax.random.key(1), optimizer=optax.adam(2e-2)
+    )
+    return result.model, target
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (48, 80), (128, 128)])
+def test_svg_matches_render_image(demo_fit, shape):
+    model, _ = demo_fit
+    drawn = rasterise(dp.to_svg(model, shape))
+    assert drawn.shape == (*shape, 3)
+    assert float(dp.psnr(drawn, model.render_image(shape))) >= 35.0
+
+
+def test_hard_edges_are_sharper(demo_fit):
+    model, _ = demo_fit
+    soft = dp.to_svg(model, (64, 64))
+    hard = dp.to_svg(model, (64, 64), soft_edges=False)
+    assert len(hard) < len(soft)
+    reference = model.render_image((64, 64))
+    assert dp.psnr(rasterise(hard), reference) < dp.psnr(rasterise(soft), reference)
+
+
+@pytest.mark.parametrize("cls", SHAPE_TYPES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("soft_edges", [True, False])
+def test_every_shape_type_exports(cls, soft_edges):
+    model = cls.init(7, key=jax.random.key(3), aspect=1.5)
+    svg = dp.to_svg(model, (32, 48), soft_edges=soft_edges)
+    root = ET.fromstring(svg)
+    assert root.get("viewBox") == "0 0 1.5 1"
+    assert (root.get("width"), root.get("height")) == ("48", "32")
+    groups = root.findall(f"{SVG}g")
+    assert len(groups) == 7
+    opacities = np.asarray(model.opacities)
+    colours = np.round(np.asarray(model.colours) * 255).astype(int)
+    for group, opacity, colour in zip(groups, opacities, colours, strict=True):
+        assert float(group.get("opacity")) == pytest.approx(opacity, abs=1e-3)
+        assert group.get("fill") == "#{:02x}{:02x}{:02x}".format(*colour)
+    background = np.round(np.asarray(model.background) * 255).astype(int)
+    assert root.find(f"{SVG}rect").get("fill") == "#{:02x}{:02x}{:02x}".format(*background)
+    drawn = rasterise(svg)
+    assert drawn.shape == (32, 48, 3)
+    # A loose agreement for every type (soft edges of non-circles are approximated).
+    assert float(dp.psnr(drawn, model.render_image((32, 48)))) > 20.0
+
+
+def test_background_and_opacity_only():
+    # One nearly transparent circle over a fixed background: the SVG is the background.
+    model = dp.Circles.from_values(
+        [[0.5, 0.5]], [0.3], [[1.0, 0.0, 0.0]], [0.0], background=[0.2, 0.4, 0.6]
+    )
+    drawn = rasterise(dp.to_svg(model, (16, 16)))
+    np.testing.assert_allclose(drawn, np.broadcast_to([0.2, 0.4, 0.6], drawn.shape), atol=1 / 255)
+
+
+def test_resolution_independent(demo_fit):
+    # The same file drawn at twice the size matches the model rendered at that size,
+    # once the edges (fixed in frame units) are widened to match.
+    model, _ = demo_fit
+    svg = dp.to_svg(model, (64, 64))
+    large = rasterise(svg.replace('width="64" height="64"', 'width="128" height="128"', 1))
+    wide = type(model)(**{**vars(model), "softness": 2 * model.softness})
+    assert float(dp.psnr(large, wide.render_image((128, 128)))) >= 35.0
+
+
+def test_compositing_modes():
+    model = dp.Circles.init(6, key=jax.random.key(2), compositing="depth")
+    depths = np.asarray(model.depths)
+    svg = dp.to_svg(model, (16, 16))
+    fills = [g.get("fill") for g in ET.fromstring(svg).findall(f"{SVG}g")]
+    colours = np.round(np.asarray(model.colours) * 255).astype(int)
+    expected = ["#{:02x}{:02x}{:02x}".format(*colours[i]) for i in np.argsort(depths)]
+    assert fills == expected  # nearest drawn last
+    with pytest.raises(ValueError, match="additive"):
+        dp.to_svg(model.with_compositing("additive"), (16, 16))
+
+
+def test_grey_model():
+    model = dp.Circles.init(5, key=jax.random.key(0), channels=1)
+    drawn = rasterise(dp.to_svg(model, (24, 24)))
+    grey = np.asarray(model.render_image((24, 24)))
+    assert float(dp.psnr(drawn, np.repeat(grey, 3, axis=-1))) >= 35.0
+
+
+def test_save_svg_atomic(tmp_path, demo_fit):
+    model, _ = demo_fit
+    path = dp.save_svg(tmp_path / "sub" / "a.svg", model, (64, 64))
+    assert path.read_text() == dp.to_svg(model, (64, 64))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["a.svg"]
+
+
+def test_errors():
+    model = dp.Circles.init(3, key=jax.random.key(0))
+    with pytest.raises(TypeError, match="shape set"):
+        dp.to_svg(object(), (8, 8))  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        dp.to_svg(model, (8,))  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError, match="channels"):
+        dp.to_svg(dp.Circles.init(3, key=jax.random.key(0), channels=4), (8, 8))
+    with pytest.raises(TypeError, match="concrete"):
+        jax.jit(lambda m: len(dp.to_svg(m, (8, 8))))(model)
