@@ -1,0 +1,128 @@
+"""Losses: exact formulas, the algebra of `+` and `*`, per-pixel weights."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import diffprims as dp
+from diffprims._losses import restrict_to_pixels
+
+from .helpers import pointwise_losses
+
+FORMULAS = {
+    "L2": lambda p, t: np.mean((p - t) ** 2),
+    "L1": lambda p, t: np.mean(np.abs(p - t)),
+    "NonNegative": lambda p, t: np.mean(np.maximum(-p, 0.0)),
+    "KeepZeros": lambda p, t: np.mean((t == 0) * np.abs(p)),
+}
+
+
+def _pair(key, shape=(6, 5, 3)):
+    k1, k2 = jax.random.split(key)
+    pred = jax.random.normal(k1, shape)
+    target = jnp.where(jax.random.uniform(k2, shape) < 0.3, 0.0, jax.random.uniform(k2, shape))
+    return pred, target
+
+
+@pytest.mark.parametrize("loss", pointwise_losses(), ids=lambda loss: type(loss).__name__)
+def test_formula(loss, getkey):
+    pred, target = _pair(getkey())
+    expected = FORMULAS[type(loss).__name__](np.asarray(pred), np.asarray(target))
+    np.testing.assert_allclose(loss(pred, target), expected, rtol=1e-6)
+    assert loss(pred, target).shape == ()
+
+
+def _all_losses(key):
+    weights = jax.random.uniform(key, (6, 5))
+    return pointwise_losses() + [
+        dp.Weighted(dp.L2(), weights),
+        dp.L1() + 2.0 * dp.NonNegative(),
+        lambda p, t: jnp.max(jnp.abs(p - t)),  # a user-written loss
+    ]
+
+
+@pytest.mark.parametrize("i, j", list(itertools.product(range(7), repeat=2)))
+def test_algebra_is_linear(i, j, getkey):
+    losses = _all_losses(getkey())
+    a, b = losses[i], losses[j]
+    pred, target = _pair(getkey())
+    left = a if isinstance(a, dp.AbstractLoss) else dp.L2() * 0.0 + a
+    combined = left + 2.0 * (b if isinstance(b, dp.AbstractLoss) else dp.L2() * 0.0 + b)
+    expected = a(pred, target) + 2.0 * b(pred, target)
+    np.testing.assert_allclose(combined(pred, target), expected, rtol=1e-5, atol=1e-6)
+    assert isinstance(combined, dp.AbstractLoss)
+
+
+def test_more_algebra(getkey):
+    pred, target = _pair(getkey())
+    l2, l1 = dp.L2()(pred, target), dp.L1()(pred, target)
+    np.testing.assert_allclose((dp.L2() - dp.L1())(pred, target), l2 - l1, rtol=1e-6)
+    np.testing.assert_allclose((dp.L2() / 4)(pred, target), l2 / 4, rtol=1e-6)
+    np.testing.assert_allclose(sum([dp.L2(), dp.L1()])(pred, target), l2 + l1, rtol=1e-6)
+    np.testing.assert_allclose((dp.L2() * 3.0)(pred, target), 3 * l2, rtol=1e-6)
+    total = dp.L2() + 10.0 * dp.NonNegative() + 5.0 * dp.KeepZeros()
+    assert isinstance(total, dp.Sum) and len(total.terms) == 3  # sums stay flat
+
+
+def test_user_function_joins_a_sum(getkey):
+    pred, target = _pair(getkey())
+
+    def peak(p, t):
+        return jnp.max(jnp.abs(p - t))
+
+    total = dp.L2() + peak
+    np.testing.assert_allclose(total(pred, target), dp.L2()(pred, target) + peak(pred, target))
+    total = peak + dp.L2()
+    np.testing.assert_allclose(total(pred, target), dp.L2()(pred, target) + peak(pred, target))
+
+
+def test_weighted(getkey):
+    pred, target = _pair(getkey())
+    ones = dp.Weighted(dp.L2(), jnp.ones((6, 5)))
+    np.testing.assert_allclose(ones(pred, target), dp.L2()(pred, target), rtol=1e-6)
+    weights = jax.random.uniform(getkey(), (6, 5))
+    expected = np.mean(np.asarray(weights)[..., None] * (np.asarray(pred) - np.asarray(target)) ** 2)
+    np.testing.assert_allclose(dp.Weighted(dp.L2(), weights)(pred, target), expected, rtol=1e-5)
+
+
+def test_weights_follow_sampled_pixels(getkey):
+    pred, target = _pair(getkey())
+    weights = jax.random.uniform(getkey(), (6, 5, 1))
+    loss = dp.L1() + 3.0 * dp.Weighted(dp.L2(), weights)
+    indices = jnp.array([0, 7, 29, 7])
+    flat = lambda x: x.reshape(-1, x.shape[-1])[indices]  # noqa: E731
+    sampled = restrict_to_pixels(loss, indices)
+    expected = dp.L1()(flat(pred), flat(target)) + 3.0 * jnp.mean(
+        flat(weights) * (flat(pred) - flat(target)) ** 2
+    )
+    np.testing.assert_allclose(sampled(flat(pred), flat(target)), expected, rtol=1e-6)
+
+
+def test_losses_jit_and_grad(getkey):
+    pred, target = _pair(getkey())
+    loss = dp.L2() + 10.0 * dp.NonNegative() + 5.0 * dp.KeepZeros()
+    value = jax.jit(lambda p, t: loss(p, t))(pred, target)
+    np.testing.assert_allclose(value, loss(pred, target), rtol=1e-6)
+    grads = jax.grad(loss)(pred, target)
+    assert bool(jnp.all(jnp.isfinite(grads)))
+
+
+def test_all_zero_target_is_stable():
+    zeros = jnp.zeros((4, 4, 1))
+    loss = dp.L2() + dp.L1() + dp.NonNegative() + dp.KeepZeros()
+    grads = jax.grad(loss)(zeros, zeros)
+    assert float(loss(zeros, zeros)) == 0.0 and bool(jnp.all(jnp.isfinite(grads)))
+
+
+def test_bad_compositions():
+    with pytest.raises(TypeError, match="pointwise"):
+        dp.Weighted(dp.L2() + dp.L1(), jnp.ones((2, 2)))  # pyright: ignore[reportArgumentType]
+    with pytest.raises(TypeError, match="scaled by a number"):
+        dp.L2() * dp.L1()
+    with pytest.raises(TypeError, match=r"dp\.L2\(\)"):
+        dp.L2() + dp.L2  # the class, not an instance
+    with pytest.raises(ValueError, match="weights"):
+        dp.Weighted(dp.L2(), -jnp.ones((2, 2)))
