@@ -5,6 +5,7 @@ one `fit()` for all of them. Images are `(H, W, C)` float in `[0, 1]` everywhere
 functions are unbatched (batch with `jax.vmap`).
 """
 
+from . import kernels as kernels
 from ._circles import Circles as Circles
 from ._ellipses import Ellipses as Ellipses
 from ._errors import (
@@ -12,6 +13,7 @@ from ._errors import (
     FitDivergedError as FitDivergedError,
     FitInterrupted as FitInterrupted,
 )
+from ._filters import SeparableFilters as SeparableFilters
 from ._fit import FitResult as FitResult, fit as fit
 from ._gaussians import Gaussians as Gaussians
 from ._gif import save_gif as save_gif

@@ -1,0 +1,349 @@
+"""Separable filter banks (`dp.SeparableFilters`) and target kernels (`dp.kernels`)."""
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.scipy.signal import convolve2d
+from jax.test_util import check_grads
+
+import diffprims as dp
+
+
+def random_bank(rank, shape, seed=0):
+    kv, kh = jax.random.split(jax.random.key(seed))
+    return dp.SeparableFilters(
+        jax.random.normal(kv, (rank, shape[0])), jax.random.normal(kh, (rank, shape[1]))
+    )
+
+
+def unit_bank(rank, shape, seed=0):
+    """A random bank whose kernel has sum |k| = 1, so filtered images stay O(1)."""
+    bank = random_bank(rank, shape, seed)
+    return dp.SeparableFilters(bank.vertical / jnp.sum(jnp.abs(bank.kernel())), bank.horizontal)
+
+
+def direct_convolution(image, kernel):
+    """scipy.signal.convolve2d(mode="same") per channel, in float64: the full convolution
+    `full[y, x] = sum_ij kernel[i, j] image[y - i, x - j]`, cropped at `(K - 1) // 2`."""
+    image, kernel = np.asarray(image, np.float64), np.asarray(kernel, np.float64)
+    (height, width, _), (size_h, size_w) = image.shape, kernel.shape
+    full = np.zeros((height + size_h - 1, width + size_w - 1, image.shape[2]))
+    for i in range(size_h):
+        for j in range(size_w):
+            full[i : i + height, j : j + width] += kernel[i, j] * image
+    top, left = (size_h - 1) // 2, (size_w - 1) // 2
+    return full[top : top + height, left : left + width]
+
+
+def relative_error(kernel, target):
+    return float(jnp.linalg.norm(kernel - target) / jnp.linalg.norm(target))
+
+
+# --- the kernel and the model protocol -------------------------------------------------
+
+
+@pytest.mark.parametrize("rank, shape", [(1, (1, 1)), (1, (5, 5)), (3, (4, 7)), (5, (9, 6))])
+def test_kernel_is_sum_of_outer_products(rank, shape):
+    bank = random_bank(rank, shape)
+    expected = sum(np.outer(bank.vertical[r], bank.horizontal[r]) for r in range(rank))
+    assert bank.kernel().shape == shape
+    assert bank.rank == rank and bank.shape == shape
+    np.testing.assert_allclose(bank.kernel(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(6, 6), (4, 7), (9, 5)])
+def test_render_samples_the_kernel_in_the_frame(shape):
+    bank = random_bank(2, shape)
+    assert bank.num_channels == 1
+    image = bank.render_image(shape)
+    assert image.shape == (*shape, 1)
+    np.testing.assert_allclose(image[..., 0], bank.kernel(), rtol=1e-6)
+    # The generic path (render at every pixel centre) agrees with the fast one.
+    points = dp.pixel_centres(shape).reshape(-1, 2)
+    values = bank.render(points, pixel_size=1.0 / shape[0])
+    np.testing.assert_allclose(values.reshape(shape), bank.kernel(), rtol=1e-5, atol=1e-6)
+    # A grid twice as fine repeats each kernel pixel 2 x 2; outside the kernel is 0.
+    fine = bank.render_image((2 * shape[0], 2 * shape[1]))[..., 0]
+    np.testing.assert_allclose(fine, np.kron(bank.kernel(), np.ones((2, 2))), rtol=1e-5, atol=1e-6)
+    outside = jnp.array([[-0.1, 0.5], [0.5, 1.1], [shape[1] / shape[0] + 0.01, 0.5]])
+    np.testing.assert_array_equal(bank.render(outside, pixel_size=0.1), 0.0)
+
+
+def test_value_range_accepts_negative_kernels():
+    assert dp.SeparableFilters.value_range == (-math.inf, math.inf)
+    target = dp.SeparableFilters.from_svd(dp.kernels.disk(12), 2).kernel()
+    assert float(target.min()) < 0
+    result = dp.fit(dp.SeparableFilters.from_svd(target, 1), target[..., None], steps=5)
+    assert np.all(np.isfinite(result.losses))
+
+
+# --- from_svd -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kernel",
+    [
+        dp.kernels.disk(9),
+        dp.kernels.polygon((7, 11), 5),
+        jax.random.normal(jax.random.key(3), (6, 8)),
+    ],
+)
+def test_from_svd_full_rank_reproduces_the_kernel(kernel):
+    bank = dp.SeparableFilters.from_svd(kernel, min(kernel.shape))
+    np.testing.assert_allclose(bank.kernel(), kernel, atol=1e-5)
+
+
+def test_from_svd_is_the_truncated_svd():
+    kernel = dp.kernels.disk(20)
+    u, s, vt = np.linalg.svd(np.asarray(kernel, np.float64))
+    for rank in (1, 2, 5):
+        bank = dp.SeparableFilters.from_svd(kernel, rank)
+        truncated = (u[:, :rank] * s[:rank]) @ vt[:rank]
+        np.testing.assert_allclose(bank.kernel(), truncated, atol=1e-5)
+        # The singular value is split evenly, and each vertical filter sums to >= 0.
+        np.testing.assert_allclose(
+            jnp.linalg.norm(bank.vertical, axis=1),
+            jnp.linalg.norm(bank.horizontal, axis=1),
+            rtol=1e-5,
+        )
+        assert np.all(np.asarray(bank.vertical.sum(axis=1)) >= 0)
+
+
+def test_from_svd_under_jit_matches_eager():
+    kernel = dp.kernels.polygon(15, 6, antialias=True)
+    eager = dp.SeparableFilters.from_svd(kernel, 3).kernel()
+    traced = eqx.filter_jit(lambda k: dp.SeparableFilters.from_svd(k, 3).kernel())(kernel)
+    np.testing.assert_allclose(traced, eager, atol=1e-4)
+
+
+# --- apply --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "rank, kernel_shape, image_shape",
+    [
+        (1, (1, 1), (7, 5, 1)),
+        (1, (4, 7), (33, 20, 3)),
+        (3, (4, 7), (7, 5, 1)),  # kernel wider than the image
+        (3, (9, 9), (12, 40, 4)),
+        (2, (15, 6), (33, 20, 3)),
+        (4, (40, 40), (70, 45, 3)),  # several tiles per axis
+    ],
+)
+def test_apply_equals_direct_convolution(rank, kernel_shape, image_shape):
+    bank = unit_bank(rank, kernel_shape, seed=rank)
+    image = jax.random.uniform(jax.random.key(1), image_shape)
+    out = bank.apply(image)
+    assert out.shape == image_shape
+    np.testing.assert_allclose(out, direct_convolution(image, bank.kernel()), atol=1e-5)
+
+
+@pytest.mark.parametrize("border", ["edge", "reflect", "symmetric", "wrap"])
+def test_apply_border_modes_pad_then_convolve(border):
+    bank = unit_bank(2, (5, 8))
+    image = jax.random.uniform(jax.random.key(2), (19, 13, 2))
+    padded = jnp.pad(image, ((2, 2), (4, 3), (0, 0)), mode=border)
+    expected = jnp.stack(
+        [convolve2d(padded[..., c], bank.kernel(), mode="valid") for c in range(2)], -1
+    )
+    assert expected.shape == image.shape
+    np.testing.assert_allclose(bank.apply(image, border=border), expected, atol=1e-5)
+
+
+def test_apply_is_a_convolution_not_a_correlation():
+    kernel = jnp.zeros((3, 3)).at[0, 0].set(1.0)  # an impulse at the top left
+    bank = dp.SeparableFilters.from_svd(kernel, 1)
+    image = jnp.zeros((5, 5, 1)).at[2, 2, 0].set(1.0)
+    out = bank.apply(image)[..., 0]
+    # Convolving an impulse reproduces the kernel around it, unflipped.
+    np.testing.assert_allclose(out[1:4, 1:4], kernel, atol=1e-6)
+
+
+def test_apply_vmaps_over_images_and_jits():
+    bank = unit_bank(3, (6, 5))
+    images = jax.random.uniform(jax.random.key(4), (3, 10, 14, 3))
+    batched = jax.vmap(bank.apply)(images)
+    jitted = eqx.filter_jit(lambda b, x: b.apply(x, border="reflect"))
+    for image, out in zip(images, batched):
+        np.testing.assert_allclose(out, bank.apply(image), atol=1e-6)
+    np.testing.assert_allclose(
+        jitted(bank, images[0]), bank.apply(images[0], border="reflect"), atol=1e-6
+    )
+
+
+def test_apply_gradients_match_finite_differences():
+    bank = unit_bank(2, (3, 4))
+    image = jax.random.uniform(jax.random.key(5), (6, 5, 1))
+
+    def f(vertical, horizontal, image):
+        return jnp.sum(jnp.sin(dp.SeparableFilters(vertical, horizontal).apply(image)))
+
+    check_grads(f, (bank.vertical, bank.horizontal, image), order=1, modes=["rev"], eps=1e-2)
+
+
+# --- fitting through dp.fit ------------------------------------------------------------------
+
+
+def test_fit_lowers_the_combined_loss():
+    target = dp.kernels.disk(15)
+    bank = dp.SeparableFilters.from_svd(target, 2)
+    loss = dp.SeparableFilters.recommended_loss(non_negative=3.0, keep_zeros=0.3)
+    before = float(loss(bank.render_image(target.shape), target[..., None]))
+    result = dp.fit(
+        bank, target[..., None], loss=loss, optimizer=bank.recommended_optimizer(), steps=60
+    )
+    after = float(loss(result.model.render_image(target.shape), target[..., None]))
+    assert isinstance(result.model, dp.SeparableFilters)
+    assert after < before
+    # Minibatching renders through `render` at sampled pixels; it lowers the loss too.
+    sampled = dp.fit(
+        bank, target[..., None], loss=loss, steps=60, batch=0.5, key=jax.random.key(0)
+    )
+    assert float(loss(sampled.model.render_image(target.shape), target[..., None])) < before
+
+
+def test_recommended_fit_removes_negative_lobes_and_beats_nmf():
+    # The issue's bar on the seed's 50 x 50 disk at rank 4: no negatives (min >= -1e-3 max)
+    # and an error below the NMF baseline (0.159), in `recommended_steps` steps.
+    target = dp.kernels.disk(50)
+    bank = dp.SeparableFilters.from_svd(target, 4)
+    svd_error = relative_error(bank.kernel(), target)
+    result = dp.fit(
+        bank,
+        target[..., None],
+        loss=bank.recommended_loss(),
+        optimizer=bank.recommended_optimizer(),
+        steps=bank.recommended_steps,
+        steps_per_dispatch=bank.recommended_steps,
+    )
+    kernel = result.model.kernel()
+    assert float(kernel.min()) >= -1e-3 * float(kernel.max())
+    assert svd_error < relative_error(kernel, target) < 0.159
+
+
+def test_gradients_finite_at_a_zero_bank():
+    bank = dp.SeparableFilters(jnp.zeros((2, 5)), jnp.zeros((2, 5)))
+    loss = dp.SeparableFilters.recommended_loss(keep_zeros=1.0)
+    target = dp.kernels.disk(5)[..., None]
+    grads = jax.grad(lambda b: loss(b.render_image((5, 5)), target))(bank)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def test_normalized_sums_to_one():
+    bank = dp.SeparableFilters.from_svd(dp.kernels.disk(11), 3).normalized()
+    np.testing.assert_allclose(float(bank.kernel().sum()), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="sums to 0"):
+        dp.SeparableFilters(jnp.zeros((1, 3)), jnp.ones((1, 3))).normalized()
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kernel, rank, error, match",
+    [
+        (dp.kernels.disk(8), 0, ValueError, "rank"),
+        (dp.kernels.disk(8), 9, ValueError, "at most min"),
+        (dp.kernels.disk((4, 8)), 5, ValueError, "at most min"),
+        (dp.kernels.disk(8), 2.5, TypeError, "rank"),
+        (jnp.ones(8), 1, ValueError, "2D"),
+        (jnp.ones((8, 8, 1)), 1, ValueError, "2D"),
+        (jnp.ones((8, 8), jnp.int32), 1, TypeError, "float"),
+        (jnp.ones((8, 8)).at[3, 3].set(jnp.nan), 1, ValueError, "finite"),
+        (jnp.ones((8, 8)).at[3, 3].set(jnp.inf), 1, ValueError, "finite"),
+    ],
+)
+def test_from_svd_rejects_bad_input(kernel, rank, error, match):
+    with pytest.raises(error, match=match):
+        dp.SeparableFilters.from_svd(kernel, rank)
+
+
+def test_from_svd_rejects_nan_under_jit():
+    kernel = jnp.ones((8, 8)).at[0, 0].set(jnp.nan)
+    with pytest.raises(Exception, match="finite"):
+        eqx.filter_jit(lambda k: dp.SeparableFilters.from_svd(k, 2).kernel())(kernel)
+
+
+def test_constructor_and_apply_reject_bad_input():
+    with pytest.raises(ValueError, match="same number"):
+        dp.SeparableFilters(jnp.ones((2, 5)), jnp.ones((3, 5)))
+    with pytest.raises(ValueError, match="2 dimensions"):
+        dp.SeparableFilters(jnp.ones(5), jnp.ones(5))
+    with pytest.raises(TypeError, match="float"):
+        dp.SeparableFilters(jnp.ones((1, 5), jnp.int32), jnp.ones((1, 5)))
+    bank = unit_bank(1, (3, 3))
+    with pytest.raises(ValueError, match=r"\(H, W, C\)"):
+        bank.apply(jnp.ones((8, 8)))
+    with pytest.raises(ValueError, match="border"):
+        bank.apply(jnp.ones((8, 8, 1)), border="mirror")
+    with pytest.raises(TypeError, match="float"):
+        bank.apply(jnp.ones((8, 8, 3), jnp.uint8))
+
+
+# --- kernels ------------------------------------------------------------------------------
+
+
+def test_disk_hard_and_antialiased():
+    hard = dp.kernels.disk(50)
+    centres = np.arange(50) + 0.5 - 25
+    inside = centres[:, None] ** 2 + centres[None, :] ** 2 <= 25**2
+    np.testing.assert_array_equal(hard, inside.astype(np.float32))
+    soft = dp.kernels.disk(50, antialias=True)
+    assert float(soft.min()) >= 0 and float(soft.max()) <= 1
+    np.testing.assert_allclose(float(soft.sum()), math.pi * 25**2, rtol=2e-3)
+    edge = (soft > 0) & (soft < 1)
+    assert 0 < int(edge.sum()) < int((hard > 0).sum())  # only the rim is partial
+    np.testing.assert_allclose(soft, soft.T, atol=1e-6)
+    np.testing.assert_allclose(soft, soft[::-1], atol=1e-6)
+    assert float(dp.kernels.disk(31, radius=10.0).sum()) < float(dp.kernels.disk(31).sum())
+
+
+@pytest.mark.parametrize("sides", [3, 6, 8])
+def test_polygon_area_and_symmetry(sides):
+    radius = 20.0
+    kernel = dp.kernels.polygon(45, sides, radius=radius, antialias=True)
+    area = 0.5 * sides * radius**2 * math.sin(2 * math.pi / sides)
+    np.testing.assert_allclose(float(kernel.sum()), area, rtol=3e-3)
+    np.testing.assert_allclose(kernel, kernel[:, ::-1], atol=1e-6)  # a vertex points up
+    # A turn by one vertex is the same polygon (up to sub-pixel samples exactly on an edge).
+    rotated = dp.kernels.polygon(
+        45, sides, radius=radius, rotation=2 * math.pi / sides, antialias=True
+    )
+    np.testing.assert_allclose(rotated, kernel, atol=2 / 256)
+
+
+def test_gaussian_box_and_normalize():
+    gaussian = dp.kernels.gaussian(15, sigma=2.0)
+    assert float(gaussian.max()) == pytest.approx(1.0) and float(gaussian[7, 7]) == gaussian.max()
+    # A Gaussian is exactly separable.
+    rank_one = dp.SeparableFilters.from_svd(gaussian, 1).kernel()
+    np.testing.assert_allclose(rank_one, gaussian, atol=1e-5)
+    np.testing.assert_array_equal(dp.kernels.box((3, 4)), np.ones((3, 4)))
+    for kernel in (
+        dp.kernels.disk(9, normalize=True),
+        dp.kernels.polygon(9, normalize=True),
+        dp.kernels.gaussian((9, 5), normalize=True),
+        dp.kernels.box(4, normalize=True),
+    ):
+        np.testing.assert_allclose(float(kernel.sum()), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make, error",
+    [
+        (lambda: dp.kernels.disk(0), ValueError),
+        (lambda: dp.kernels.disk(5.0), TypeError),
+        (lambda: dp.kernels.disk((5, 5, 5)), ValueError),
+        (lambda: dp.kernels.disk(9, radius=-1.0), ValueError),
+        (lambda: dp.kernels.polygon(9, 2), ValueError),
+        (lambda: dp.kernels.gaussian(9, sigma=0.0), ValueError),
+        (lambda: dp.kernels.box(-3), ValueError),
+    ],
+)
+def test_kernels_reject_bad_input(make, error):
+    with pytest.raises(error):
+        make()
