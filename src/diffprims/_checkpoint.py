@@ -127,8 +127,8 @@ def load_checkpoint(
         ) from None
     if header.get("version") != VERSION:
         raise CheckpointError(
-            f"{name} has format version {header.get('version')!r}; this diffprims reads "
-            f"version {VERSION}."
+            f"{name} has an unknown format version: expected {VERSION}, got "
+            f"{header.get('version')!r}. It was written by another diffprims version."
         )
     if len(payload) != header.get("payload_bytes") or hashlib.sha256(
         payload
@@ -141,9 +141,9 @@ def load_checkpoint(
     for field, expected in fit_info.items():
         if header.get(field) != expected:
             raise CheckpointError(
-                f"{name} belongs to a different fit: its {field} is {header.get(field)!r}, "
-                f"this fit's is {expected!r}. Call `fit` with the same model, target, loss, "
-                "optimizer and batch as the fit that wrote it."
+                f"{name} belongs to a different fit: expected {field} {expected!r} (this "
+                f"fit's), got {header.get(field)!r}. Call `fit` with the same model, target, "
+                "loss, optimizer and batch as the fit that wrote it."
             )
     structure = _structure((params, opt_state, snapshots))
     if header.get("structure") != structure:
@@ -153,13 +153,14 @@ def load_checkpoint(
             f"{len(saved)} vs {len(structure)} arrays",
         )
         raise CheckpointError(
-            f"{name} holds a different model or optimizer state (checkpoint vs this fit: "
-            f"{diff}). Pass a model of the same type and size and the same optimizer."
+            f"{name} holds a different model or optimizer state: got {diff} (checkpoint vs "
+            "this fit). Pass a model of the same type and size and the same optimizer."
         )
     step = int(header["step"])
     if step > steps:
         raise CheckpointError(
-            f"{name} is at step {step}, past `steps`={steps}; pass `steps` >= {step}."
+            f"{name} is past the end of this fit: got step {step} with `steps`={steps}; "
+            f"pass `steps` >= {step}."
         )
     record = header["key"]
     saved_key = jax.random.wrap_key_data(
@@ -177,5 +178,5 @@ def load_checkpoint(
             io.BytesIO(payload), like
         )
     except Exception as error:  # a payload that hashes right but does not parse
-        raise CheckpointError(f"{name} could not be read: {error}") from None
+        raise CheckpointError(f"{name} could not be read; got the error: {error}") from None
     return params, opt_state, losses, step, saved_key, snapshots

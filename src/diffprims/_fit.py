@@ -19,7 +19,7 @@ from ._errors import FitDivergedError, FitInterrupted
 from ._image import check_image
 from ._losses import L2, as_loss, check_loss_output, restrict_to_pixels
 from ._model import AbstractModel
-from ._validate import check_key, check_positive_int, describe, is_traced
+from ._validate import check_key, check_positive_int, describe, inside_trace, is_traced
 
 
 class FitResult(eqx.Module):
@@ -72,6 +72,10 @@ def _prediction(model: AbstractModel, target: Array, loss: Any, batch: int | Non
     points = _pixel_points(indices, height, width)
     pred = model.render(points, pixel_size=1.0 / height)
     return pred, target.reshape(-1, channels)[indices], restrict_to_pixels(loss, indices)
+
+
+# One object, so fits with the default optimizer reuse one compilation.
+_DEFAULT_OPTIMIZER = optax.adam(1e-2)
 
 
 def _all_finite(tree: Any) -> Array:
@@ -129,7 +133,7 @@ def _run_steps(
 
 def _check_finite_model(params: Any) -> None:
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        if not bool(jnp.all(jnp.isfinite(leaf))):
+        if not np.all(np.isfinite(np.asarray(leaf))):
             raise ValueError(
                 f"`model` must have finite parameters; got NaN/inf in "
                 f"`model{jax.tree_util.keystr(path)}` ({describe(leaf)}). Build it with "
@@ -252,7 +256,7 @@ def fit(
     steps = check_positive_int(steps, "steps")
     steps_per_dispatch = check_positive_int(steps_per_dispatch, "steps_per_dispatch")
     if optimizer is None:
-        optimizer = optax.adam(1e-2)
+        optimizer = _DEFAULT_OPTIMIZER
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(
             "`optimizer` must be an optax transformation such as `optax.adam(1e-2)`; "
@@ -291,7 +295,11 @@ def fit(
     opt_state = optimizer.init(params)
     snap_steps = _snapshot_steps(snapshots, steps)
     length = min(steps, steps_per_dispatch)
-    traced = is_traced(target) or any(is_traced(x) for x in jax.tree.leaves((params, key)))
+    traced = (
+        inside_trace()
+        or is_traced(target)
+        or any(is_traced(x) for x in jax.tree.leaves((params, key)))
+    )
     if traced and (checkpoint is not None or resume not in (None, False)):
         raise ValueError(
             "`checkpoint`/`resume` need concrete values; got a fit traced under jit/vmap. "

@@ -128,7 +128,10 @@ def load_image(
     except FileNotFoundError:
         raise FileNotFoundError(f"No image at {os.fspath(path)!r}.") from None
     except UnidentifiedImageError:
-        raise ValueError(f"{os.fspath(path)!r} is not an image Pillow can read.") from None
+        raise ValueError(
+            f"`path` must be an image file Pillow can read (PNG, JPEG, ...); got "
+            f"{os.fspath(path)!r}, which is not."
+        ) from None
     return jnp.asarray(pixels)
 
 
@@ -141,7 +144,10 @@ def to_uint8(image: Any) -> np.ndarray:
     """An `(H, W, C)` float image in [0, 1] as uint8 for writing (values are clipped)."""
     image = check_float_array(image, "image")
     if is_traced(image):
-        raise TypeError("`save_image` needs a concrete array, not one traced under jit/vmap.")
+        raise TypeError(
+            "`save_image` needs a concrete array; got one traced under jit/vmap. Call it "
+            "outside `jax.jit`."
+        )
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3 or image.shape[-1] not in (1, 3, 4) or 0 in image.shape:
@@ -150,7 +156,10 @@ def to_uint8(image: Any) -> np.ndarray:
         )
     pixels = np.asarray(image, dtype=np.float32)
     if not np.all(np.isfinite(pixels)):
-        raise ValueError("`image` holds NaN or inf; there is nothing sensible to write.")
+        raise ValueError(
+            f"`image` must be finite to be written; got {int(np.sum(~np.isfinite(pixels)))} "
+            "NaN/inf value(s)."
+        )
     pixels = np.round(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
     return pixels[..., 0] if pixels.shape[-1] == 1 else pixels
 
@@ -189,5 +198,8 @@ def save_image(path: str | os.PathLike, image: Any) -> Path:
     pixels = to_uint8(image)
     fmt = Image.registered_extensions().get(Path(path).suffix.lower())
     if fmt is None:
-        raise ValueError(f"Cannot tell the image format from {os.fspath(path)!r}; use .png or .jpg.")
+        raise ValueError(
+            "`path` must end in an image suffix such as .png or .jpg; got "
+            f"{os.fspath(path)!r}."
+        )
     return atomic_write(path, lambda temp: Image.fromarray(pixels).save(temp, format=fmt))

@@ -153,11 +153,17 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
 
 def _read_header(file: Any, path: str | os.PathLike) -> dict[str, Any]:
     if file.read(len(_MAGIC)) != _MAGIC:
-        raise ValueError(f"{os.fspath(path)!r} is not a model file written by `diffprims.save`.")
+        raise ValueError(
+            f"`path` must be a model file written by `diffprims.save`; got "
+            f"{os.fspath(path)!r}, which is not."
+        )
     try:
         header = json.loads(file.readline())
     except ValueError:
-        raise ValueError(f"{os.fspath(path)!r} has a damaged header.") from None
+        raise ValueError(
+            f"`path` must be a model file written by `diffprims.save`; got "
+            f"{os.fspath(path)!r}, whose header is damaged."
+        ) from None
     if header.get("version", 0) > _FORMAT_VERSION:
         raise ValueError(
             f"{os.fspath(path)!r} was written by a newer diffprims (format version "

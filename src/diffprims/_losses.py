@@ -160,8 +160,8 @@ class Weighted(AbstractPointwiseLoss):
     def pointwise(self, pred, target):
         if self.weights.shape[:-1] != pred.shape[:-1] and self.weights.ndim == pred.ndim:
             raise ValueError(
-                f"`Weighted` weights of shape {self.weights.shape} do not match the "
-                f"prediction of shape {pred.shape}; give one weight per pixel of the target."
+                f"`Weighted` weights must have one weight per pixel of the prediction "
+                f"{tuple(pred.shape)}; got weights of shape {tuple(self.weights.shape)}."
             )
         return self.weights * self.loss.pointwise(pred, target)
 

@@ -17,6 +17,11 @@ def is_traced(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
+def inside_trace() -> bool:
+    """Whether we are tracing (`jit`/`vmap`/`grad`), even with only concrete inputs."""
+    return is_traced(jnp.zeros(()))
+
+
 def describe(x: Any) -> str:
     """A short description of a value for error messages: dtype and shape."""
     if hasattr(x, "shape") and hasattr(x, "dtype"):
@@ -95,19 +100,22 @@ def check_values(
     hint: str = "",
 ) -> Array:
     """Check `x` is finite and in `[lower, upper]`: eagerly, or with `eqx.error_if`."""
-    bad_range = (x < lower) | (x > upper)
     range_text = f" and in [{lower}, {upper}]" if np.isfinite([lower, upper]).any() else ""
-    message = f"`{name}` must be finite{range_text}.{hint}"
+    message = f"`{name}` must be finite{range_text}"
     if is_traced(x):
-        x = eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), message + " It holds NaN or inf.")
-        return eqx.error_if(x, jnp.any(bad_range), message)
+        bad_range = (x < lower) | (x > upper)
+        x = eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), f"{message}; got NaN or inf.{hint}")
+        return eqx.error_if(x, jnp.any(bad_range), f"{message}; got values outside.{hint}")
+    # A concrete array is checked now with NumPy, even inside a trace (where JAX ops on
+    # constants would give tracers).
     values = np.asarray(x)
+    bad_range = (values < lower) | (values > upper)
     if not np.all(np.isfinite(values)):
-        raise ValueError(message + f" It holds {int(np.sum(~np.isfinite(values)))} NaN/inf.")
-    if np.any(np.asarray(bad_range)):
-        raise ValueError(
-            message + f" Got values in [{float(values.min()):.4g}, {float(values.max()):.4g}]."
-        )
+        count = int(np.sum(~np.isfinite(values)))
+        raise ValueError(f"{message}; got {count} NaN/inf value(s).{hint}")
+    if np.any(bad_range):
+        low, high = float(values.min()), float(values.max())
+        raise ValueError(f"{message}; got values in [{low:.4g}, {high:.4g}].{hint}")
     return x
 
 
@@ -163,11 +171,13 @@ def check_scalar(
             np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)
         ):
             raise TypeError(f"{message}; got {describe(value)}.{hint}")
-        bad = ~jnp.isfinite(value)
+        xp = jnp if is_traced(value) else np
+        concrete = value if is_traced(value) else np.asarray(value)
+        bad = ~xp.isfinite(concrete)
         if lower is not None:
-            bad = bad | (value <= lower)
+            bad = bad | (concrete <= lower)
         if upper is not None:
-            bad = bad | (value >= upper)
+            bad = bad | (concrete >= upper)
         if is_traced(value):
             return eqx.error_if(value, bad, f"{message}.{hint}")
         if bool(bad):
@@ -196,3 +206,17 @@ def check_indices(indices: Any, size: int, name: str = "indices") -> Array:
     if values.size and (values.min() < 0 or values.max() >= size):
         raise ValueError(f"{message}; got values in [{values.min()}, {values.max()}].")
     return jnp.asarray(indices)
+
+
+def check_pixel_size(points: Array, pixel_size: Any) -> tuple[Array, Any]:
+    """`(points, pixel_size)` with `pixel_size` checked to be a finite number > 0.
+
+    Under `jit` the check rides on `points` (always used), so it cannot be optimised
+    away even by a model whose values do not depend on the pixel size.
+    """
+    hint = " It is the size of one pixel in frame units: 1 / H for an (H, W) grid."
+    checked = check_scalar(pixel_size, "pixel_size", lower=0.0, hint=hint)
+    if is_traced(checked):
+        bad = ~jnp.isfinite(pixel_size) | (pixel_size <= 0)
+        points = eqx.error_if(points, bad, f"`pixel_size` must be a finite number > 0.{hint}")
+    return points, checked
