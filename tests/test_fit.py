@@ -1,0 +1,155 @@
+"""fit(): lowers the loss, deterministic, vmappable, compiled once, clear errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import diffprims as dp
+import diffprims._fit as fit_module
+
+from .helpers import shape_types, tree_allclose
+
+OPTIMIZER = optax.adam(3e-2)
+
+
+def _target(key, shape=(16, 16)):
+    """A smooth two-blob image: easy for a few shapes."""
+    grid = dp.pixel_centres(shape)
+    centre = jax.random.uniform(key, (2,)) * 0.5 + 0.25
+    blob = jnp.exp(-jnp.sum((grid - centre) ** 2, -1) / 0.05)
+    return jnp.stack([blob, 0.5 * blob + 0.2, 1.0 - blob], -1)
+
+
+@pytest.mark.parametrize("shape_type", shape_types(), ids=lambda t: t.__name__)
+@pytest.mark.parametrize("batch", [None, 0.5, 40])
+def test_fit_lowers_the_loss(shape_type, batch, getkey):
+    target = _target(getkey())
+    model = shape_type.init(8, key=getkey(), target=target)
+    before = dp.L2()(model.render_image((16, 16)), target)
+    result = dp.fit(model, target, optimizer=OPTIMIZER, steps=60, batch=batch, key=getkey())
+    after = dp.L2()(result.model.render_image((16, 16)), target)
+    assert result.losses.shape == (60,)
+    assert float(after) < 0.7 * float(before)
+    assert type(result.model) is shape_type
+    assert result.seconds > 0
+
+
+def test_fit_is_deterministic(getkey):
+    target = _target(getkey())
+    model = dp.Circles.init(5, key=getkey(), target=target)
+    run = lambda key: dp.fit(model, target, steps=20, batch=0.3, key=key)  # noqa: E731
+    a, b, c = run(jax.random.key(1)), run(jax.random.key(1)), run(jax.random.key(2))
+    assert tree_allclose(a.model, b.model, rtol=0, atol=0)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    assert not np.array_equal(a.losses, c.losses)
+
+
+def test_steps_per_dispatch_does_not_change_the_result(getkey):
+    target = _target(getkey())
+    model = dp.Circles.init(5, key=getkey(), target=target)
+    a = dp.fit(model, target, steps=25, batch=0.3, key=jax.random.key(0), steps_per_dispatch=7)
+    b = dp.fit(model, target, steps=25, batch=0.3, key=jax.random.key(0), steps_per_dispatch=100)
+    assert tree_allclose(a.model, b.model, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(a.losses, b.losses, rtol=1e-6)
+
+
+def test_vmap_over_targets_matches_single_fits(getkey):
+    targets = jnp.stack([_target(getkey()), _target(getkey())])
+    model = dp.Circles.init(4, key=getkey())
+
+    def run(target):
+        return dp.fit(model, target, optimizer=OPTIMIZER, steps=15, batch=0.5, key=jax.random.key(7))
+
+    batched = jax.vmap(run)(targets)
+    for i in range(2):
+        single = run(targets[i])
+        assert tree_allclose(jax.tree.map(lambda x: x[i], batched.model), single.model, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(batched.losses[i], single.losses, rtol=1e-4, atol=1e-6)
+
+
+def test_vmap_over_keys(getkey):
+    target = _target(getkey())
+    model = dp.Circles.init(4, key=getkey(), target=target)
+    keys = jax.random.split(getkey(), 3)
+    results = jax.vmap(lambda k: dp.fit(model, target, steps=10, batch=0.5, key=k))(keys)
+    assert results.losses.shape == (3, 10)
+    assert not np.allclose(results.losses[0], results.losses[1])
+
+
+def test_second_fit_does_not_recompile(monkeypatch, getkey):
+    traces = []
+    original = fit_module._prediction
+
+    def counting(*args):
+        traces.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(fit_module, "_prediction", counting)
+    target = _target(getkey(), shape=(9, 11))  # a shape no other test compiles
+    model = dp.Circles.init(3, key=getkey(), target=target)
+    loss = dp.L2() + 0.5 * dp.L1()
+    dp.fit(model, target, loss=loss, optimizer=OPTIMIZER, steps=12, batch=0.5, key=getkey())
+    first = len(traces)
+    assert first >= 1
+    other_target = _target(getkey(), shape=(9, 11))
+    other_model = dp.Circles.init(3, key=getkey(), target=other_target)
+    other_loss = dp.L2() + 2.0 * dp.L1()  # other weights, same structure
+    dp.fit(other_model, other_target, loss=other_loss, optimizer=OPTIMIZER, steps=12, batch=0.5, key=getkey())
+    assert len(traces) == first
+
+
+def test_plain_callable_loss(getkey):
+    target = _target(getkey())
+    model = dp.Circles.init(5, key=getkey(), target=target)
+    result = dp.fit(model, target, loss=lambda p, t: jnp.mean(jnp.abs(p - t) ** 1.5), steps=30)
+    assert float(result.losses[-1]) < float(result.losses[0])
+
+
+@pytest.mark.parametrize(
+    "target, error, match",
+    [
+        (jnp.zeros((8, 8)), ValueError, "target"),  # no channel axis
+        (jnp.zeros((8, 8, 4)), ValueError, "channels"),  # RGBA vs a 3-channel model
+        (np.zeros((8, 8, 3), np.uint8), TypeError, "float"),
+        (jnp.full((8, 8, 3), 2.0), ValueError, r"\[0\.0, 1\.0\]"),
+        (jnp.full((8, 8, 3), jnp.nan), ValueError, "NaN"),
+        (jnp.zeros((0, 8, 3)), ValueError, "non-empty"),
+    ],
+)
+def test_bad_targets(target, error, match, getkey):
+    model = dp.Circles.init(3, key=getkey())
+    with pytest.raises(error, match=match):
+        dp.fit(model, target, steps=2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"steps": 0}, ValueError, "steps"),
+        ({"steps": 2.5}, TypeError, "steps"),
+        ({"batch": 0.0, "key": jax.random.key(0)}, ValueError, "batch"),
+        ({"batch": 1.5, "key": jax.random.key(0)}, ValueError, "batch"),
+        ({"batch": 10_000, "key": jax.random.key(0)}, ValueError, "batch"),
+        ({"batch": 0.5}, ValueError, "key"),
+        ({"batch": 0.5, "key": 3}, TypeError, "key"),
+        ({"optimizer": "adam"}, TypeError, "optimizer"),
+        ({"loss": lambda p, t: p - t}, ValueError, "scalar"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match, getkey):
+    model = dp.Circles.init(3, key=getkey())
+    with pytest.raises(error, match=match):
+        dp.fit(model, jnp.zeros((8, 8, 3)), **{"steps": 2, **kwargs})
+
+
+@pytest.mark.parametrize("n, error", [(0, ValueError), (-1, ValueError), (2.0, TypeError)])
+def test_bad_shape_counts(n, error, getkey):
+    with pytest.raises(error, match="n"):
+        dp.Circles.init(n, key=getkey())
+
+
+def test_not_a_model():
+    with pytest.raises(TypeError, match="model"):
+        dp.fit("circles", jnp.zeros((4, 4, 3)), steps=1)  # pyright: ignore[reportArgumentType]
