@@ -127,8 +127,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="fit at this size, longer side in pixels (default: 256)")  # fmt: skip
     paint.add_argument("--render-size", type=_positive_int, default=None, metavar="PX",
                        help="longer side of result.png/.svg (default: the input's)")  # fmt: skip
-    paint.add_argument("--lr", type=_positive_float, default=0.02,
-                       help="Adam learning rate (default: 0.02)")  # fmt: skip
+    paint.add_argument("--lr", type=_positive_float, default=0.01,
+                       help="Adam learning rate (default: 0.01)")  # fmt: skip
     paint.add_argument("--batch", type=_batch, default=0.1, metavar="FRACTION",
                        help="fraction of pixels per step, or 'all' (default: 0.1)")  # fmt: skip
     paint.add_argument("--softness", type=_positive_float, default=1.0, metavar="PX",

@@ -388,7 +388,12 @@ def fit(
                 last_saved = done
             if bar is not None:
                 bar.update(done - first)
-                bar.set_postfix(loss=f"{float(values[done - first - 1]):.5g}")
+                latest = float(values[done - first - 1])
+                postfix = {"loss": f"{latest:.5g}"}
+                if isinstance(loss, L2) and latest > 0:
+                    # An L2 loss on images in [0, 1] is an MSE: show it as PSNR too.
+                    postfix["psnr"] = f"{-10 * np.log10(latest):.2f} dB"
+                bar.set_postfix(postfix)
     except KeyboardInterrupt:
         if traced:
             raise
