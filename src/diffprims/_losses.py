@@ -103,6 +103,10 @@ class NonNegative(AbstractPointwiseLoss):
     """Penalty on negative predictions: `mean(max(-pred, 0))`; `target` is ignored.
 
     Use it to keep a fitted kernel free of negative lobes (which ring when applied).
+    Being linear in `pred` against the quadratic [`diffprims.L2`][], its weight is
+    relative to the kernel's scale: with a peak-1 kernel, `L2() + 1.0 * NonNegative()`
+    removes the lobes of a rank-4 disk at +5 % L2 error (see
+    [`diffprims.SeparableFilters`][] for the trade-off with [`diffprims.KeepZeros`][]).
     """
 
     def pointwise(self, pred, target):
@@ -114,6 +118,10 @@ class KeepZeros(AbstractPointwiseLoss):
     """Penalty where the target is exactly zero: `mean((target == 0) * |pred|)`.
 
     Keeps the zero region of a target (the corners of a disk kernel) zero in the fit.
+    It costs accuracy faster than [`diffprims.NonNegative`][]: with a peak-1 rank-4 disk,
+    weight 0.3 (beside `3.0 * NonNegative()`) cuts the mass outside the disk from 4.2 %
+    to 2.8 % at +8 % L2 error, weight 1 to 1.9 % at +19 % (see
+    [`diffprims.SeparableFilters`][]).
     """
 
     def pointwise(self, pred, target):
