@@ -131,7 +131,8 @@ def test_from_svd_under_jit_matches_eager():
         (3, (4, 7), (7, 5, 1)),  # kernel wider than the image
         (3, (9, 9), (12, 40, 4)),
         (2, (15, 6), (33, 20, 3)),
-        (4, (40, 40), (70, 45, 3)),  # several tiles per axis
+        (4, (40, 40), (70, 45, 3)),  # two row tiles, the last one partial
+        (2, (5, 3), (70, 100, 2)),  # several tiles on both axes
     ],
 )
 def test_apply_equals_direct_convolution(rank, kernel_shape, image_shape):

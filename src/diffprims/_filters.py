@@ -271,7 +271,9 @@ class SeparableFilters(AbstractModel):
         """
         total = jnp.sum(self.kernel())
         if not is_traced(total) and float(total) == 0.0:
-            raise ValueError("The kernel sums to 0, so it cannot be normalized to sum 1.")
+            raise ValueError(
+                "`normalized` needs a kernel with a non-zero sum; got a kernel that sums to 0."
+            )
         return SeparableFilters(self.vertical / total, self.horizontal)
 
     def apply(self, image: Any, *, border: str = "zero") -> Float[Array, "H W C"]:
