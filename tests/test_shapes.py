@@ -1,622 +1,293 @@
-"""The shape-set base: colour, opacity, soft edges, background and "over" compositing.
+"""Shape types beyond circles, compositing modes, learnable depth and background."""
 
-A concrete shape type supplies only its geometry (see `AbstractShapes`); everything else
-lives here once.
-"""
-
-from __future__ import annotations
-
-import abc
 import dataclasses
-from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+import optax
+import pytest
+
+import diffprims as dp
+
+from .helpers import shape_types, tree_allclose
+
+MODES = ["over", "additive", "depth"]
+SHAPES = shape_types()
+ids = lambda t: t.__name__  # noqa: E731
+
+
+def _naive(model, points, pixel_size):
+    """Reference compositing in float64, one shape at a time, for every mode."""
+    alphas = np.asarray(model.alphas(points, pixel_size=pixel_size), np.float64)
+    colours = np.asarray(model.colours, np.float64)
+    background = np.asarray(model.background, np.float64)
+    if model.compositing == "over":
+        image = np.broadcast_to(background, (points.shape[0], colours.shape[1]))
+        for alpha, colour in zip(alphas, colours, strict=True):
+            image = (1 - alpha[:, None]) * image + alpha[:, None] * colour
+        return image
+    if model.compositing == "additive":
+        return background + alphas.T @ colours
+    weights = alphas * np.exp(np.asarray(model.depths, np.float64))[:, None]
+    mix = (weights.T @ colours) / weights.sum(0)[:, None]
+    transmittance = np.prod(1 - alphas, 0)[:, None]
+    return (1 - transmittance) * mix + transmittance * background
+
+
+@pytest.mark.parametrize("shape_type", SHAPES, ids=ids)
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_equals_its_naive_definition(shape_type, mode, getkey):
+    model = shape_type.init(9, key=getkey(), size_range=(0.1, 0.4), compositing=mode)
+    model = eqx.tree_at(lambda m: m.raw_opacities, model, jax.random.normal(getkey(), (9,)))
+    points = jax.random.uniform(getkey(), (300, 2))
+    got = model.render(points, pixel_size=1 / 32)
+    np.testing.assert_allclose(got, _naive(model, points, 1 / 32), atol=2e-5)
+    stacked = model.composite_stack(
+        model.alphas(points, pixel_size=1 / 32), model.colours, model.depths
+    )
+    np.testing.assert_allclose(stacked, got, atol=2e-5)
+
+
+@pytest.mark.parametrize("shape_type", SHAPES, ids=ids)
+def test_geometry_is_where_it_says(shape_type, getkey):
+    """Inside a shape's bounds coverage is high at the centre; far outside it is ~0."""
+    model = shape_type.init(5, key=getkey(), size_range=(0.1, 0.2))
+    bounds = model.bounds()
+    centres = (bounds[:, :2] + bounds[:, 2:]) / 2
+    far = bounds[:, 2:] + 10 / 64  # ten pixels past each box's corner
+    coverage_far = jax.vmap(lambda m, p: m.coverage(p[None], 1 / 64)[0, 0])(
+        jax.tree.map(lambda x: x[:, None] if x.ndim else x, _per_shape(model)), far
+    )
+    assert np.all(np.asarray(coverage_far) < 1e-3)
+    if shape_type is not dp.Triangles:  # a triangle's box centre may be near an edge
+        inside = jnp.diagonal(model.coverage(centres, 1 / 64))
+        assert np.all(np.asarray(inside) > 0.5)
+
+
+def _per_shape(model):
+    """The model with a leading axis to vmap over one shape at a time."""
+    return eqx.tree_at(lambda m: m.raw_background, model, jnp.zeros((model.num_shapes, 3)))
+
+
+def test_ellipse_with_equal_axes_is_a_circle(getkey):
+    centres = jax.random.uniform(getkey(), (4, 2))
+    radii = jnp.array([0.1, 0.2, 0.05, 0.3])
+    colours, opacities = jnp.full((4, 3), 0.5), jnp.full((4,), 0.8)
+    circles = dp.Circles.from_values(centres, radii, colours, opacities)
+    angles = jax.random.uniform(getkey(), (4,))
+    ellipses = dp.Ellipses.from_values(
+        centres, jnp.stack([radii, radii], -1), angles, colours, opacities
+    )
+    points = jax.random.uniform(getkey(), (500, 2))
+    np.testing.assert_allclose(
+        ellipses.coverage(points, 0.01), circles.coverage(points, 0.01), atol=1e-5
+    )
+
+
+def test_rotation_turns_rectangles_and_ellipses():
+    for cls, size_name in [(dp.Rectangles, "half_sizes"), (dp.Ellipses, "radii")]:
+        values = {size_name: [[0.3, 0.05], [0.3, 0.05]]}
+        model = cls.from_values(
+            centres=[[0.5, 0.5], [0.5, 0.5]], angles=[0.0, np.pi / 2],
+            colours=[[1.0, 0.0, 0.0]] * 2, opacities=[1.0, 1.0], **values,
+        )  # fmt: skip
+        points = jnp.array([[0.75, 0.5], [0.5, 0.75]])
+        cover = np.asarray(model.coverage(points, 0.005))
+        assert cover[0, 0] > 0.99 and cover[0, 1] < 0.01  # along x, unrotated
+        assert cover[1, 1] > 0.99 and cover[1, 0] < 0.01  # along y after a quarter turn
+
+
+def test_triangle_winding_does_not_matter(getkey):
+    vertices = jax.random.uniform(getkey(), (6, 3, 2))
+    colours, opacities = jnp.full((6, 3), 0.5), jnp.ones((6,))
+    a = dp.Triangles.from_values(vertices, colours, opacities)
+    b = dp.Triangles.from_values(vertices[:, ::-1], colours, opacities)
+    points = jax.random.uniform(getkey(), (400, 2))
+    np.testing.assert_allclose(a.coverage(points, 0.01), b.coverage(points, 0.01), atol=1e-5)
+
 
-from ._model import AbstractModel
-from ._validate import (
-    check_float_array,
-    check_indices,
-    check_key,
-    check_pixel_size,
-    check_points,
-    check_positive_int,
-    check_scalar,
-    check_values,
-    describe,
-    is_traced,
-)
-
-# Constrained values are clipped this far inside (0, 1) before the inverse sigmoid, so a
-# colour or opacity of exactly 0 or 1 gets a finite parameter.
-_EPS = 1e-6
-
-#: The compositing modes of a shape set; see `AbstractShapes`.
-COMPOSITING_MODES = ("over", "additive", "depth")
-
-
-def initial_depths(n: int) -> Array:
-    """Learnable depths that start in index order, 0.5 apart (a gentle soft order)."""
-    return 0.5 * jnp.arange(n, dtype=jnp.float32)
-
-
-# Parameters are stored in units where one optimizer step of a given size moves every
-# kind about equally usefully (Adam moves each parameter by about its learning rate):
-# positions move a fifth of the step in frame units, log-sizes the step itself, colour
-# and opacity logits three times it. Measured with `optax.adam(1e-2)`, 200 circles,
-# 1000 steps at batch 0.1 on 256^2 photos: +1.0 dB (astronaut) and +0.8 dB (camera)
-# over unscaled parameters; `dp.paint`'s separately tuned per-group rates agree.
-POSITION_SCALE = 0.2
-UNIT_SCALE = 3.0
-
-
-def position(raw: Array) -> Array:
-    """A position (frame units) from its stored parameter."""
-    return POSITION_SCALE * raw
-
-
-def raw_position(value: Any) -> Array:
-    """The stored parameter of a position (frame units); inverse of `position`."""
-    return jnp.asarray(value, jnp.float32) / POSITION_SCALE
-
-
-def unit(raw: Array) -> Array:
-    """A value in `[0, 1]` (colour, opacity) from its stored parameter."""
-    return jax.nn.sigmoid(UNIT_SCALE * raw)
-
-
-def raw_unit(p: Any) -> Array:
-    """The stored parameter of a value in `[0, 1]`; inverse of `unit`, clipped so 0 and 1
-    map to finite values."""
-    p = jnp.clip(jnp.asarray(p, jnp.float32), _EPS, 1.0 - _EPS)
-    return (jnp.log(p) - jnp.log1p(-p)) / UNIT_SCALE
-
-
-def soft_edge(signed_distance: Array, width: float | Array) -> Array:
-    """Coverage in `[0, 1]` from a signed distance (negative inside) and an edge width.
-
-    `sigmoid(-signed_distance / width)`: exactly 0.5 on the boundary, and the 10 %→90 %
-    ramp spans about `4.4 * width`. Shapes defined by a signed distance use this to turn
-    geometry into coverage.
-    """
-    return jax.nn.sigmoid(-signed_distance / width)
-
-
-def safe_norm(x: Array, axis: int = -1) -> Array:
-    """Euclidean norm with a finite gradient at zero (a sample exactly at a centre)."""
-    return jnp.sqrt(jnp.sum(x * x, axis=axis) + 1e-20)
-
-
-class AbstractShapes(AbstractModel):
-    """A set of `N` soft shapes composited back to front over a background colour.
-
-    All shape types share this machinery: colour `(N, C)`, opacity `(N,)`, a background
-    colour `(C,)`, a soft edge whose width is `softness` pixels of the grid being
-    rendered, and "over" compositing in a fixed depth order (shape 0 at the back, shape
-    `N - 1` in front), equal to the naive loop
-
-    ```python
-    image = background
-    for i in range(N):
-        a = opacities[i] * coverage[i]
-        image = (1 - a) * image + a * colours[i]
-    ```
-
-    A new shape type subclasses this, adds its geometry as array fields with a leading
-    axis `N` (stored unconstrained), and implements `coverage` (and `random_geometry`
-    for `init`). Every array field except `raw_background` must have leading axis `N`.
-    """
-
-    raw_colours: Float[Array, "N C"]
-    raw_opacities: Float[Array, " N"]
-    raw_background: Float[Array, " C"]
-    softness: float = eqx.field(static=True)
-    compositing: str = eqx.field(static=True, default="over", kw_only=True)
-    learn_background: bool = eqx.field(static=True, default=True, kw_only=True)
-    raw_depths: Float[Array, " N"] | None = eqx.field(default=None, kw_only=True)
-
-    def __check_init__(self):
-        for name in self.__dataclass_fields__:  # pyright: ignore[reportAttributeAccessIssue]
-            leaf = getattr(self, name)
-            if eqx.is_array(leaf) and not jnp.issubdtype(leaf.dtype, jnp.floating):
-                raise TypeError(
-                    f"`{name}` must be a float array (parameters are trained by `fit`); got "
-                    f"{describe(leaf)}. Build shape sets with `init` or `from_values`."
-                )
-        n, channels = self.num_shapes, self.num_channels
-        if self.raw_colours.ndim != 2 or n < 1:
-            raise ValueError(
-                "A shape set needs colours of shape (N, C) with N >= 1; got "
-                f"{self.raw_colours.shape}."
-            )
-        if self.raw_opacities.shape != (n,):
-            raise ValueError(
-                f"opacities must have shape ({n},) to match the colours; got "
-                f"{self.raw_opacities.shape}."
-            )
-        if self.raw_background.shape != (channels,):
-            raise ValueError(
-                f"background must have shape ({channels},) to match the colours; got "
-                f"{self.raw_background.shape}."
-            )
-        for name, leaf in self._geometry_fields().items():
-            if jnp.shape(leaf)[:1] != (n,):
-                raise ValueError(
-                    f"`{name}` must have leading axis N={n}; got shape {jnp.shape(leaf)}."
-                )
-        if not (isinstance(self.softness, float | int) and self.softness > 0):
-            raise ValueError(f"`softness` must be a float > 0 (pixels); got {self.softness!r}.")
-        if self.compositing not in COMPOSITING_MODES:
-            raise ValueError(
-                f"`compositing` must be one of {COMPOSITING_MODES}; got {self.compositing!r}."
-            )
-        if self.compositing == "depth":
-            if self.raw_depths is None or jnp.shape(self.raw_depths) != (n,):
-                raise ValueError(
-                    f'compositing="depth" needs `raw_depths` of shape ({n},); got '
-                    f"{None if self.raw_depths is None else jnp.shape(self.raw_depths)}. "
-                    'Build the set with `init(..., compositing="depth")` or convert one with '
-                    '`shapes.with_compositing("depth")`.'
-                )
-        elif self.raw_depths is not None:
-            raise ValueError(
-                f'`raw_depths` is only used with compositing="depth"; got it with '
-                f"{self.compositing!r}. Use `shapes.with_compositing(...)` to switch modes."
-            )
-
-    # -- what a shape type supplies -------------------------------------------------
-
-    @abc.abstractmethod
-    def coverage(
-        self, points: Float[Array, "P 2"], edge_width: float | Float[Array, ""]
-    ) -> Float[Array, "N P"]:
-        """How much of each point each shape covers, in `[0, 1]`.
-
-        **Arguments:**
-
-        - `points`: `(P, 2)` points `(x, y)` in the diffprims frame.
-        - `edge_width`: the width of a soft edge in frame units (already scaled by the
-          pixel size); pass signed distances through `diffprims.soft_edge`.
-
-        **Returns:**
-
-        An `(N, P)` array. Must be vectorised over shapes (each geometry field has a
-        leading axis `N`) and differentiable in every geometry parameter.
-        """
-
-    @abc.abstractmethod
-    def bounds(self) -> Float[Array, "N 4"]:
-        """Axis-aligned boxes `(x_min, y_min, x_max, y_max)` holding each shape, `(N, 4)`.
-
-        Outside its box (grown by a few edge widths) a shape's coverage must be
-        negligible; renderers use this to skip pixels a shape does not touch.
-        """
-
-    @classmethod
-    @abc.abstractmethod
-    def random_geometry(
-        cls, centres: Float[Array, "N 2"], sizes: Float[Array, " N"], *, key: PRNGKeyArray
-    ) -> dict[str, Array]:
-        """Unconstrained geometry fields for `N` shapes at `centres` of about `sizes`.
-
-        Used by `init`; returns a dict from field name to array with leading axis `N`.
-        """
-
-    @abc.abstractmethod
-    def svg_geometry(self, edge_width: float) -> list[str]:
-        """The shapes as SVG markup, for [`diffprims.to_svg`][].
-
-        **Arguments:**
-
-        - `edge_width`: the soft-edge width `w` in frame units (the model's coverage is
-          `sigmoid(-d / w)` at signed distance `d`), or `0.0` for hard edges.
-
-        **Returns:**
-
-        `N` strings (back to front), each the SVG markup of one shape in frame units
-        (`y` 0→1 top to bottom, `x` 0→W/H), with no colour or opacity: `to_svg` wraps
-        each in a group that sets `fill` and `color` to the shape's colour (use
-        `currentColor` for strokes and gradient stops) and its opacity. For a soft
-        edge, add `filter="url(#soft-edge)"` to the element when `edge_width > 0`: a
-        Gaussian blur with standard deviation `1.6 * edge_width` that `to_svg` defines
-        (close to the sigmoid for shapes much larger than `w`), or draw the edge
-        exactly, as `Circles` does with a radial gradient. Called on concrete arrays,
-        outside `jit`.
-
-        ```python
-        def svg_geometry(self, edge_width):
-            soft = ' filter="url(#soft-edge)"' if edge_width > 0 else ""
-            return [f'<circle cx="{x:.6g}" cy="{y:.6g}" r="{r:.6g}"{soft}/>'
-                    for (x, y), r in zip(np.asarray(self.centres), np.asarray(self.radii))]
-        ```
-        """
-
-    # -- constrained views ----------------------------------------------------------
-
-    @property
-    def num_shapes(self) -> int:
-        """The number of shapes `N`."""
-        return self.raw_colours.shape[0]
-
-    @property
-    def num_channels(self) -> int:
-        """The number of colour channels `C` (3 for RGB)."""
-        return self.raw_colours.shape[-1]
-
-    @property
-    def colours(self) -> Float[Array, "N C"]:
-        """Colours in `[0, 1]`, `(N, C)`."""
-        return unit(self.raw_colours)
-
-    @property
-    def opacities(self) -> Float[Array, " N"]:
-        """Opacities in `[0, 1]`, `(N,)`."""
-        return unit(self.raw_opacities)
-
-    @property
-    def background(self) -> Float[Array, " C"]:
-        """Background colour in `[0, 1]`, `(C,)`; fixed (no gradient) unless `learn_background`."""
-        background = unit(self.raw_background)
-        return background if self.learn_background else jax.lax.stop_gradient(background)
-
-    @property
-    def depths(self) -> Float[Array, " N"]:
-        """Depth of each shape, `(N,)`: larger is nearer the viewer.
-
-        The learnable `raw_depths` under `compositing="depth"`; otherwise the fixed order
-        `0, 1, ..., N - 1` of "over" (additive compositing ignores it).
-        """
-        if self.raw_depths is None:
-            return jnp.arange(self.num_shapes, dtype=jnp.float32)
-        return self.raw_depths
-
-    # -- compositing ------------------------------------------------------------------
-    # Every renderer (the naive scan below, tiled or culled paths) composites through
-    # these three methods, one shape at a time in index order, so each mode is honoured
-    # everywhere. "additive" and "depth" are order independent (culling-safe); "over"
-    # needs shapes visited back to front (index order).
-
-    def composite_start(self, num_points: int) -> Any:
-        """The compositing state of `num_points` points before any shape is drawn."""
-        colour = jnp.broadcast_to(self.background, (num_points, self.num_channels))
-        if self.compositing == "depth":
-            zeros = jnp.zeros((num_points,), colour.dtype)
-            # (mix numerator, mix denominator, running max log-weight, transmittance)
-            return (jnp.zeros_like(colour), zeros, zeros - 1e30, zeros + 1.0)
-        return colour
-
-    def composite_step(
-        self, state: Any, alpha: Float[Array, " P"], colour: Float[Array, " C"], depth: Any
-    ) -> Any:
-        """Draw one shape (its `alpha` = opacity x coverage at each point) onto `state`."""
-        if self.compositing == "over":
-            return state + alpha[:, None] * (colour - state)
-        if self.compositing == "additive":
-            return state + alpha[:, None] * colour
-        numerator, denominator, running, transmittance = state
-        log_weight = jnp.log(alpha + 1e-30) + depth
-        new = jax.lax.stop_gradient(jnp.maximum(running, log_weight))
-        rescale, weight = jnp.exp(running - new), jnp.exp(log_weight - new)
-        return (
-            numerator * rescale[:, None] + weight[:, None] * colour,
-            denominator * rescale + weight,
-            new,
-            transmittance * (1.0 - alpha),
-        )
-
-    def composite_stack(
-        self,
-        alphas: Float[Array, "K P"],
-        colours: Float[Array, "K C"],
-        depths: Float[Array, " K"],
-    ) -> Float[Array, "P C"]:
-        """Closed form of start/step/finish for `K` shapes at once (back to front).
-
-        For renderers that gather a short list of shapes per tile: equal to drawing the
-        `K` shapes one by one with `composite_step`. Padding entries need `alpha = 0`.
-        """
-        if self.compositing == "additive":
-            return self.background + alphas.T @ colours
-        keep = 1.0 - alphas
-        if self.compositing == "over":
-            # Transmittance through everything in front of each shape.
-            behind = jnp.flip(jnp.cumprod(jnp.flip(keep, 0), 0), 0)
-            in_front = jnp.concatenate([behind[1:], jnp.ones_like(keep[:1])], 0)
-            return (alphas * in_front).T @ colours + behind[0][:, None] * self.background
-        log_weights = jnp.log(alphas + 1e-30) + depths[:, None]
-        weights = jnp.exp(log_weights - jax.lax.stop_gradient(jnp.max(log_weights, 0)))
-        mix = (weights.T @ colours) / jnp.maximum(jnp.sum(weights, 0), 1e-30)[:, None]
-        transmittance = jnp.prod(keep, 0)[:, None]
-        return (1.0 - transmittance) * mix + transmittance * self.background
-
-    def composite_finish(self, state: Any) -> Float[Array, "P C"]:
-        """The composited `(P, C)` values from the final state."""
-        if self.compositing != "depth":
-            return state
-        numerator, denominator, _, transmittance = state
-        mix = numerator / jnp.maximum(denominator, 1e-30)[:, None]
-        return (1.0 - transmittance)[:, None] * mix + transmittance[:, None] * self.background
-
-    # -- rendering ------------------------------------------------------------------
-
-    def alphas(
-        self, points: Float[Array, "P 2"], *, pixel_size: float | Float[Array, ""]
-    ) -> Float[Array, "N P"]:
-        """Opacity times coverage of every shape at every point, `(N, P)`."""
-        edge_width = self.softness * pixel_size
-        return self.opacities[:, None] * self.coverage(points, edge_width)
-
-    def render(
-        self, points: Float[Array, "P 2"], *, pixel_size: float | Float[Array, ""]
-    ) -> Float[Array, "P C"]:
-        """Composite the shapes back to front at `points`; see `AbstractModel.render`."""
-        points = check_points(points)
-        points, pixel_size = check_pixel_size(points, pixel_size)
-        # A fused scan over shapes measured faster than the closed-form transmittance
-        # product on CPU (it never materialises N x P arrays): 35 ms vs 45 ms fwd+bwd at
-        # N=200, P=6554; 298 ms vs 558 ms on a full 256^2 grid.
-        background, per_shape = self._split_background()
-
-        del background
-
-        def draw(state, shape):
-            one = jax.tree.map(lambda x: x[None], shape)
-            alpha = one.alphas(points, pixel_size=pixel_size)[0]
-            return self.composite_step(state, alpha, one.colours[0], one.depths[0]), None
-
-        state, _ = jax.lax.scan(draw, self.composite_start(points.shape[0]), per_shape)
-        return self.composite_finish(state)
-
-    # -- helpers shared by every shape type -----------------------------------------
-
-    def _geometry_fields(self) -> dict[str, Any]:
-        shared = {"raw_colours", "raw_opacities", "raw_background", "softness", "raw_depths"}
-        return {
-            name: getattr(self, name)
-            for name in self.__dataclass_fields__  # pyright: ignore[reportAttributeAccessIssue]
-            if name not in shared and eqx.is_array(getattr(self, name))
-        }
-
-    def _split_background(self):
-        """(background colour, this set with the background removed) for per-shape maps."""
-        without = eqx.tree_at(lambda m: m.raw_background, self, None)
-        return self.background, without
-
-    def take(self, indices: Array) -> AbstractShapes:
-        """The sub-set of shapes at `indices` (in that order), same background."""
-        indices = check_indices(indices, self.num_shapes)
-        background, per_shape = self._split_background()
-        taken = jax.tree.map(lambda x: x[indices], per_shape)
-        return eqx.tree_at(
-            lambda m: m.raw_background,
-            taken,
-            self.raw_background,
-            is_leaf=lambda x: x is None,
-        )
-
-    @classmethod
-    def init(
-        cls,
-        n: int,
-        *,
-        key: PRNGKeyArray,
-        target: Float[Array, "H W C"] | None = None,
-        aspect: float = 1.0,
-        size_range: tuple[float, float] = (0.03, 0.12),
-        opacity: float = 0.6,
-        softness: float = 1.0,
-        channels: int = 3,
-        compositing: str = "over",
-        learn_background: bool = True,
-    ):
-        """`n` shapes at random positions with random sizes.
-
-        **Arguments:**
-
-        - `n`: the number of shapes (>= 1).
-        - `key`: a PRNG key (`jax.random.key(0)`); the same key gives the same set.
-        - `target`: optional `(H, W, C)` image in `[0, 1]`. When given, the frame's
-          aspect ratio and channel count come from it, each shape starts with the colour
-          of the target's pixel under its centre and the background with the target's
-          mean colour.
-        - `aspect`: the frame's width over height when no target is given.
-        - `size_range`: shape sizes (e.g. radii) are drawn log-uniformly from this
-          range, in units of the image height.
-        - `opacity`: the initial opacity of every shape, in (0, 1).
-        - `softness`: the soft-edge width in pixels of the grid being rendered.
-        - `channels`: colour channels when no target is given.
-        - `compositing`: "over" (back to front in index order), "additive" or "depth"
-          (learnable depth order); see [`diffprims.AbstractShapes`][].
-        - `learn_background`: whether `fit` may change the background colour.
-
-        **Returns:**
-
-        A shape set of type `cls`.
-
-        ```python
-        model = dp.Circles.init(200, key=jax.random.key(0), target=target)
-        ```
-        """
-        n = check_positive_int(n, "n")
-        key = check_key(key)
-        try:
-            low, high = (float(v) for v in size_range)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"`size_range` must be a pair (low, high) of numbers; got {size_range!r}."
-            ) from None
-        if not 0 < low <= high < np.inf:
-            raise ValueError(
-                f"`size_range` must be (low, high) with 0 < low <= high; got {size_range}."
-            )
-        opacity = check_scalar(opacity, "opacity", lower=0.0, upper=1.0)
-        aspect = check_scalar(aspect, "aspect", lower=0.0, hint=" It is the frame's W / H.")
-        channels = check_positive_int(channels, "channels")
-        if target is not None:
-            from ._image import check_image
-
-            target = check_image(target, "target")
-            height, width, channels = target.shape
-            aspect = width / height
-        k_pos, k_size, k_geom, k_colour = jax.random.split(key, 4)
-        centres = jax.random.uniform(k_pos, (n, 2)) * jnp.array([aspect, 1.0])
-        sizes = jnp.exp(jax.random.uniform(k_size, (n,), minval=np.log(low), maxval=np.log(high)))
-        if target is None:
-            colours = jax.random.uniform(k_colour, (n, channels), minval=0.2, maxval=0.8)
-            background = jnp.full((channels,), 0.5)
-        else:
-            rows = jnp.clip((centres[:, 1] * height).astype(jnp.int32), 0, height - 1)
-            cols = jnp.clip((centres[:, 0] * height).astype(jnp.int32), 0, width - 1)
-            colours = target[rows, cols]
-            background = jnp.mean(target, axis=(0, 1))
-        geometry = cls.random_geometry(centres, sizes, key=k_geom)
-        return cls(
-            raw_colours=raw_unit(colours),
-            raw_opacities=jnp.full((n,), raw_unit(opacity)),
-            raw_background=raw_unit(background),
-            softness=float(softness),
-            compositing=compositing,
-            learn_background=bool(learn_background),
-            raw_depths=initial_depths(n) if compositing == "depth" else None,
-            **geometry,
-        )
-
-    @classmethod
-    def from_parameters(
-        cls,
-        colours: Any,
-        opacities: Any,
-        background: Any,
-        softness: float,
-        options: dict[str, Any],
-        **raw_geometry: Array,
-    ):
-        """Build a set from constrained colour values and unconstrained geometry.
-
-        For `from_values` of a shape type: checks and converts `colours`, `opacities`
-        and `background`, and applies the keyword `options` (`compositing`,
-        `learn_background`, and `depths` for `compositing="depth"`).
-        """
-        unknown = set(options) - {"compositing", "learn_background", "depths"}
-        if unknown:
-            raise TypeError(
-                f"Unexpected keyword argument(s) {sorted(unknown)}; expected `compositing`, "
-                "`learn_background` or `depths`."
-            )
-        n = jnp.shape(next(iter(raw_geometry.values())))[0]
-        raw_colours, raw_opacities, raw_background = shared_values(
-            colours, opacities, background, n
-        )
-        compositing = options.get("compositing", "over")
-        depths = options.get("depths")
-        if depths is not None:
-            depths = check_float_array(depths, "depths", ndim=1)
-        elif compositing == "depth":
-            depths = initial_depths(n)
-        return cls(
-            raw_colours=raw_colours,
-            raw_opacities=raw_opacities,
-            raw_background=raw_background,
-            softness=float(softness),
-            compositing=compositing,
-            learn_background=bool(options.get("learn_background", True)),
-            raw_depths=depths,
-            **{k: jnp.asarray(v, jnp.float32) for k, v in raw_geometry.items()},
-        )
-
-    def with_compositing(self, mode: str, *, learn_background: bool | None = None):
-        """This set with another compositing mode (and optionally background learning).
-
-        Switching to "depth" gives every shape a learnable depth that starts in the
-        current order; switching from "depth" to "over" re-sorts the shapes back to
-        front by their learned depth, so a depth fit hands over to an "over" fit.
-
-        **Arguments:**
-
-        - `mode`: "over", "additive" or "depth".
-        - `learn_background`: if given, whether `fit` may change the background.
-
-        **Returns:**
-
-        A shape set of the same type.
-
-        ```python
-        model = dp.Circles.init(2, key=jax.random.key(0)).with_compositing("depth")
-        ```
-        """
-        if mode not in COMPOSITING_MODES:
-            raise ValueError(f"`mode` must be one of {COMPOSITING_MODES}; got {mode!r}.")
-        shapes = self
-        if self.compositing == "depth" and mode == "over":
-            shapes = self.take(jnp.argsort(self.depths))
-        depths = None
-        if mode == "depth":
-            depths = (
-                shapes.raw_depths
-                if shapes.raw_depths is not None
-                else initial_depths(shapes.num_shapes)
-            )
-        learn = self.learn_background if learn_background is None else bool(learn_background)
-        return dataclasses.replace(
-            shapes, compositing=mode, learn_background=learn, raw_depths=depths
-        )
-
-
-def shape_values(**fields: tuple[Any, tuple[int, ...], float | None]) -> dict[str, Array]:
-    """Check the geometry arguments of a `from_values`: `name=(value, trailing, lower)`.
-
-    Each value must be a finite float array of shape `(N, *trailing)` with the same `N`
-    for all, and (eagerly) greater than `lower` when that is not None.
-    """
-    out, n = {}, None
-    for name, (value, trailing, lower) in fields.items():
-        value = check_float_array(value, name, ndim=1 + len(trailing))
-        if tuple(value.shape[1:]) != trailing or (n is not None and value.shape[0] != n):
-            expected = ", ".join(str(d) for d in ("N" if n is None else n, *trailing))
-            raise ValueError(f"`{name}` must have shape ({expected}); got {value.shape}.")
-        n = value.shape[0]
-        if n < 1:
-            raise ValueError(f"`{name}` must hold at least one shape; got shape {value.shape}.")
-        value = check_values(value, name)
-        if lower is not None:
-            if is_traced(value):
-                message = f"`{name}` must be > {lower}."
-                value = eqx.error_if(value, jnp.any(value <= lower), message)
-            elif np.any(np.asarray(value) <= lower):
-                raise ValueError(
-                    f"`{name}` must be > {lower}; got a minimum of {float(value.min()):.4g}."
-                )
-        out[name] = jnp.asarray(value, jnp.float32)
+def test_degenerate_shapes_have_finite_gradients():
+    """Zero-size shapes, a point exactly at a centre, a collapsed triangle."""
+    point = jnp.array([[0.5, 0.5]])
+    models = [
+        dp.Ellipses.from_values([[0.5, 0.5]], [[1e-8, 0.2]], [0.0], [[1.0, 0.0, 0.0]], [1.0]),
+        dp.Rectangles.from_values([[0.5, 0.5]], [[0.1, 1e-8]], [0.3], [[1.0, 0.0, 0.0]], [1.0]),
+        dp.Gaussians.from_values([[0.5, 0.5]], [[1e-6, 0.1]], [0.0], [[1.0, 0.0, 0.0]], [1.0]),
+        dp.Triangles.from_values([[[0.5, 0.5]] * 3], [[1.0, 0.0, 0.0]], [1.0]),
+        dp.Triangles.from_values([[[0.2, 0.2], [0.5, 0.5], [0.8, 0.8]]], [[1.0, 0.0, 0.0]], [1.0]),
+    ]
+    for model in models:
+        grads = jax.grad(lambda m: jnp.sum(m.render(point, pixel_size=0.01)))(model)
+        assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads)), type(model)
+
+
+@pytest.mark.parametrize("shape_type", SHAPES, ids=ids)
+def test_from_values_round_trip_and_errors(shape_type, getkey):
+    model = shape_type.init(3, key=getkey())
+    values = _values(model)
+    again = type(model).from_values(**values, background=model.background)
+    assert tree_allclose(again, model, atol=1e-5)
+    bad = dict(values)
+    bad["colours"] = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match="colours"):
+        type(model).from_values(**bad)
+    with pytest.raises(TypeError, match="(?i)unexpected keyword"):
+        type(model).from_values(**values, depth=1)
+
+
+def _values(model):
+    names = {
+        dp.Circles: ["centres", "radii"],
+        dp.Ellipses: ["centres", "radii", "angles"],
+        dp.Rectangles: ["centres", "half_sizes", "angles"],
+        dp.Triangles: ["vertices"],
+        dp.Gaussians: ["centres", "scales", "angles"],
+    }[type(model)]
+    out = {name: np.asarray(getattr(model, name)) for name in names}
+    out.update(colours=np.asarray(model.colours), opacities=np.asarray(model.opacities))
     return out
 
 
-def shared_values(
-    colours: Any, opacities: Any, background: Any, n: int
-) -> tuple[Array, Array, Array]:
-    """Validate and convert constrained colour/opacity/background values to parameters."""
-    colours = check_float_array(colours, "colours", ndim=2)
-    if colours.shape[0] != n:
-        raise ValueError(f"`colours` must have shape ({n}, C); got {colours.shape}.")
-    channels = colours.shape[1]
-    opacities = check_float_array(opacities, "opacities", ndim=1)
-    if opacities.shape != (n,):
-        raise ValueError(f"`opacities` must have shape ({n},); got {opacities.shape}.")
-    background = check_float_array(background, "background")
-    if background.shape not in ((), (1,), (channels,)):
-        raise ValueError(
-            f"`background` must be a scalar grey or have shape ({channels},) to match "
-            f"`colours`; got {describe(background)}."
-        )
-    background = jnp.broadcast_to(background, (channels,))
-    colours, opacities, background = (
-        check_values(value, name, lower=0.0, upper=1.0)
-        for name, value in (
-            ("colours", colours),
-            ("opacities", opacities),
-            ("background", background),
-        )
+@pytest.mark.parametrize("shape_type", [dp.Ellipses, dp.Rectangles, dp.Gaussians])
+def test_from_values_rejects_non_positive_sizes(shape_type):
+    size_name = {dp.Ellipses: "radii", dp.Rectangles: "half_sizes", dp.Gaussians: "scales"}
+    with pytest.raises(ValueError, match=size_name[shape_type]):
+        shape_type.from_values([[0.5, 0.5]], [[0.1, -0.1]], [0.0], [[1.0, 0.0, 0.0]], [1.0])
+
+
+@pytest.mark.parametrize("shape_type", SHAPES, ids=ids)
+def test_svg_geometry_has_one_element_per_shape(shape_type, getkey):
+    model = shape_type.init(4, key=getkey())
+    for width in [0.0, 0.01]:
+        markup = model.svg_geometry(width)
+        assert len(markup) == 4 and all(m.startswith("<") for m in markup)
+
+
+def test_bad_compositing_is_a_clear_error(getkey):
+    with pytest.raises(ValueError, match="compositing"):
+        dp.Circles.init(3, key=getkey(), compositing="multiply")
+    model = dp.Circles.init(3, key=getkey())
+    with pytest.raises(ValueError, match="with_compositing"):
+        dataclasses.replace(model, raw_depths=jnp.zeros(3))
+    with pytest.raises(ValueError, match="raw_depths"):
+        dataclasses.replace(model, compositing="depth")
+
+
+def test_fixed_background_gets_no_gradient(getkey):
+    target = jax.random.uniform(getkey(), (8, 8, 3))
+    for learn in [True, False]:
+        model = dp.Circles.init(3, key=getkey(), learn_background=learn)
+        grads = jax.grad(lambda m: jnp.mean((m.render_image((8, 8)) - target) ** 2))(model)
+        assert bool(jnp.any(grads.raw_background != 0)) == learn
+
+
+def test_learned_background_fits_an_empty_target(getkey):
+    target = jnp.broadcast_to(jnp.array([0.9, 0.2, 0.4]), (8, 8, 3))
+    model = dp.Circles.from_values([[0.5, 0.5]], [0.01], [[0.5, 0.5, 0.5]], [0.0], background=0.5)
+    result = dp.fit(model, target, optimizer=optax.adam(0.1), steps=200)
+    np.testing.assert_allclose(result.model.background, target[0, 0], atol=0.02)
+    fixed = model.with_compositing("over", learn_background=False)
+    result = dp.fit(fixed, target, optimizer=optax.adam(0.1), steps=20)
+    np.testing.assert_allclose(result.model.background, fixed.background)
+
+
+def test_with_compositing_depth_then_over_sorts_by_depth(getkey):
+    model = dp.Circles.init(5, key=getkey(), compositing="depth")
+    depths = jnp.array([3.0, -1.0, 0.5, 2.0, 0.0])
+    model = eqx.tree_at(lambda m: m.raw_depths, model, depths)
+    over = model.with_compositing("over")
+    assert over.compositing == "over" and over.raw_depths is None
+    np.testing.assert_allclose(over.centres, model.centres[jnp.argsort(depths)])
+    assert model.with_compositing("additive").raw_depths is None
+
+
+def _mastercard():
+    """Red disc in front of a green one, drawn as a hard-edged image."""
+    target = dp.Circles.from_values(
+        [[0.38, 0.5], [0.62, 0.5]], [0.22, 0.22], [[0.1, 0.8, 0.1], [0.9, 0.1, 0.1]],
+        [1.0, 1.0], background=1.0, softness=0.5,
+    ).render_image((32, 32))  # fmt: skip
+    # The start: the same discs in the reverse order (red at the back), so "over" is
+    # stuck in the Mastercard minimum: swapping needs both discs to change colour.
+    start = dp.Circles.from_values(
+        [[0.62, 0.5], [0.38, 0.5]], [0.22, 0.22], [[0.85, 0.15, 0.15], [0.15, 0.75, 0.15]],
+        [0.95, 0.95], background=1.0,
+    )  # fmt: skip
+    return target, start
+
+
+def test_mastercard_over_is_stuck_but_learnable_depth_recovers_the_order():
+    target, start = _mastercard()
+    optimizer = optax.adam(0.03)
+    stuck = dp.fit(start, target, optimizer=optimizer, steps=450).model
+    learned = dp.fit(start.with_compositing("depth"), target, optimizer=optimizer, steps=300)
+    learned = learned.model
+    # The red disc (index 0, drawn at the back at first) ends up in front ...
+    assert float(learned.depths[0]) > float(learned.depths[1]) + 1.0
+    # ... and re-sorting hands over to a plain "over" fit that reaches the target.
+    resorted = learned.with_compositing("over")
+    np.testing.assert_allclose(resorted.colours[1], learned.colours[0])
+    polished = dp.fit(resorted, target, optimizer=optimizer, steps=150).model
+    psnr_stuck = float(dp.psnr(stuck.render_image((32, 32)), target))
+    psnr_depth = float(dp.psnr(polished.render_image((32, 32)), target))
+    assert psnr_depth > 25.0
+    assert psnr_depth > psnr_stuck + 4.0
+
+
+def test_additive_compositing_fits_gaussian_image(getkey):
+    target = dp.Gaussians.from_values(
+        [[0.3, 0.4], [0.7, 0.6]], [[0.1, 0.05], [0.08, 0.12]], [0.4, -0.3],
+        [[0.8, 0.2, 0.1], [0.1, 0.3, 0.9]], [0.9, 0.8], background=0.0,
+        compositing="additive",
+    ).render_image((24, 24))  # fmt: skip
+    model = dp.Gaussians.init(
+        6, key=getkey(), target=target, compositing="additive", size_range=(0.05, 0.1)
     )
-    return raw_unit(colours), raw_unit(opacities), raw_unit(background)
+    result = dp.fit(model, target, optimizer=optax.adam(0.03), steps=300)
+    assert float(dp.psnr(result.model.render_image((24, 24)), target)) > 30.0
+
+
+# -- a brand-new shape type, defined in this test file (the "one door") --------------
+
+
+class Rings(dp.AbstractShapes):
+    """Annuli: a circle of radius `r` with a hole of radius `hole * r`."""
+
+    raw_centres: jax.Array
+    raw_radii: jax.Array
+    raw_holes: jax.Array
+
+    def coverage(self, points, edge_width):
+        distance = jnp.sqrt(jnp.sum((points[None] - self.raw_centres[:, None]) ** 2, -1) + 1e-20)
+        radius = jnp.exp(self.raw_radii)[:, None]
+        inner = jax.nn.sigmoid(self.raw_holes)[:, None] * radius
+        return dp.soft_edge(jnp.maximum(distance - radius, inner - distance), edge_width)
+
+    def bounds(self):
+        radius = jnp.exp(self.raw_radii)[:, None]
+        return jnp.concatenate([self.raw_centres - radius, self.raw_centres + radius], -1)
+
+    def svg_geometry(self, edge_width):
+        return ["<circle/>"] * self.num_shapes
+
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key):
+        holes = jax.random.uniform(key, sizes.shape, minval=-1.0, maxval=1.0)
+        return {"raw_centres": centres, "raw_radii": jnp.log(sizes), "raw_holes": holes}
+
+
+def test_a_new_shape_in_a_few_lines_fits_and_paints(getkey):
+    true = Rings.init(1, key=getkey(), size_range=(0.3, 0.3), opacity=0.9)
+    true = eqx.tree_at(lambda m: (m.raw_holes, m.raw_centres), true,
+                       (jnp.array([0.0]), jnp.array([[0.5, 0.5]])))  # fmt: skip
+    target = true.render_image((24, 24))
+    model = Rings.init(1, key=getkey(), target=target, size_range=(0.2, 0.2))
+    model = eqx.tree_at(lambda m: m.raw_centres, model, jnp.array([[0.45, 0.55]]))
+    before = float(dp.psnr(model.render_image((24, 24)), target))
+    result = dp.fit(model, target, optimizer=optax.adam(0.02), steps=300)
+    after = float(dp.psnr(result.model.render_image((24, 24)), target))
+    assert after > before + 10.0 and after > 28.0
+    painted = dp.paint(target, 3, key=getkey(), shape=Rings, steps=60, rounds=1)
+    assert isinstance(painted.model, Rings)
