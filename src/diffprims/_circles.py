@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._shapes import AbstractShapes, safe_norm, shared_values, soft_edge
+from ._shapes import AbstractShapes, position, raw_position, safe_norm, shared_values, soft_edge
 from ._validate import check_float_array, check_values
 
 _SVG_EDGE_STEPS = np.array(
@@ -41,7 +41,7 @@ class Circles(AbstractShapes):
     @property
     def centres(self) -> Float[Array, "N 2"]:
         """Centres `(x, y)` in the diffprims frame, `(N, 2)`."""
-        return self.raw_centres
+        return position(self.raw_centres)
 
     @property
     def radii(self) -> Float[Array, " N"]:
@@ -85,7 +85,7 @@ class Circles(AbstractShapes):
     @classmethod
     def random_geometry(cls, centres, sizes, *, key: PRNGKeyArray) -> dict[str, Array]:
         del key
-        return {"raw_centres": centres, "raw_radii": jnp.log(sizes)}
+        return {"raw_centres": raw_position(centres), "raw_radii": jnp.log(sizes)}
 
     @classmethod
     def from_values(
@@ -131,6 +131,6 @@ class Circles(AbstractShapes):
             raw_opacities=raw_opacities,
             raw_background=raw_background,
             softness=softness,
-            raw_centres=jnp.asarray(centres, jnp.float32),
+            raw_centres=raw_position(centres),
             raw_radii=jnp.log(jnp.maximum(radii, 1e-30)).astype(jnp.float32),
         )

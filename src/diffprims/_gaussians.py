@@ -10,7 +10,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._geometry import box, rotated_ellipse_extent, to_local
-from ._shapes import AbstractShapes, shape_values
+from ._shapes import AbstractShapes, position, raw_position, shape_values
 
 # Coverage exp(-q^2 / 2) falls below 2e-3 past 3.5 standard deviations.
 _CUTOFF = 3.5
@@ -38,7 +38,7 @@ class Gaussians(AbstractShapes):
     @property
     def centres(self) -> Float[Array, "N 2"]:
         """Centres `(x, y)` in the diffprims frame, `(N, 2)`."""
-        return self.raw_centres
+        return position(self.raw_centres)
 
     @property
     def scales(self) -> Float[Array, "N 2"]:
@@ -92,7 +92,11 @@ class Gaussians(AbstractShapes):
         stretch = jnp.exp(jax.random.uniform(k_aspect, sizes.shape, minval=-0.3, maxval=0.3))
         scales = 0.7 * sizes[:, None] * jnp.stack([stretch, 1.0 / stretch], -1)
         angles = jax.random.uniform(k_angle, sizes.shape, maxval=jnp.pi)
-        return {"raw_centres": centres, "raw_scales": jnp.log(scales), "raw_angles": angles}
+        return {
+            "raw_centres": raw_position(centres),
+            "raw_scales": jnp.log(scales),
+            "raw_angles": angles,
+        }
 
     @classmethod
     def from_values(
@@ -132,7 +136,7 @@ class Gaussians(AbstractShapes):
         )
         return cls.from_parameters(
             colours, opacities, background, softness, options,
-            raw_centres=geometry["centres"],
+            raw_centres=raw_position(geometry["centres"]),
             raw_scales=jnp.log(jnp.maximum(geometry["scales"], 1e-30)),
             raw_angles=geometry["angles"],
         )  # fmt: skip

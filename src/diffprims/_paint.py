@@ -33,7 +33,7 @@ from ._circles import Circles
 from ._fit import FitResult
 from ._image import check_image
 from ._losses import L2, as_loss, restrict_to_pixels
-from ._shapes import COMPOSITING_MODES, AbstractShapes, initial_depths, logit
+from ._shapes import COMPOSITING_MODES, AbstractShapes, initial_depths, raw_unit
 from ._validate import check_key, check_positive_int, describe
 
 # Parameters whose names contain these are positions (frame units): they get `lr`.
@@ -127,6 +127,7 @@ def _run(
     active,
     keys,
     edge_scale,
+    lr_scale,
     first,
     length,
     stride,
@@ -135,8 +136,8 @@ def _run(
 
     def one(params, opt_state, active, key):
         return _run_one(
-            params, static, opt_state, optimizer, goal, loss, active, key, edge_scale, first,
-            length, stride,
+            params, static, opt_state, optimizer, goal, loss, active, key, edge_scale,
+            lr_scale, first, length, stride,
         )  # fmt: skip
 
     if keys.ndim == 0:  # a single run: no restart axis
@@ -154,6 +155,7 @@ def _run_one(
     active,
     key,
     edge_scale,
+    lr_scale,
     first,
     length,
     stride,
@@ -172,6 +174,7 @@ def _run_one(
         value, grads = jax.value_and_grad(objective)(params, jax.random.fold_in(key, index))
         grads = _mask_shapes(grads, active)
         updates, opt_state = optimizer.update(grads, opt_state, params)
+        updates = jax.tree.map(lambda u: lr_scale * u, updates)
         return (eqx.apply_updates(params, updates), opt_state), value
 
     (params, opt_state), values = jax.lax.scan(
@@ -226,8 +229,8 @@ def _add_shapes(model, target, active, start, count, most, size, opacity, key, l
     # Slots past `count` point out of range and are dropped by the scatter.
     slots = jnp.where(jnp.arange(most) < count, start + jnp.arange(most), model.num_shapes)
     values = dict(geometry)
-    values["raw_colours"] = logit(colours)
-    values["raw_opacities"] = jnp.full((most,), logit(opacity))
+    values["raw_colours"] = raw_unit(colours)
+    values["raw_opacities"] = jnp.full((most,), raw_unit(opacity))
     if model.raw_depths is not None:
         top = jnp.max(jnp.where(active, model.raw_depths, -jnp.inf), initial=0.0)
         values["raw_depths"] = top + 0.5 + 0.5 * jnp.arange(most, dtype=jnp.float32)
@@ -251,7 +254,7 @@ def _blank(cls, n: int, target: Array, *, key, softness, compositing, learn_back
     return cls(
         raw_colours=jnp.zeros((n, channels), jnp.float32),
         raw_opacities=jnp.full((n,), -30.0, jnp.float32),
-        raw_background=jnp.asarray(logit(background), jnp.float32),
+        raw_background=jnp.asarray(raw_unit(background), jnp.float32),
         softness=float(softness),
         compositing=compositing,
         learn_background=learn_background,
@@ -285,9 +288,10 @@ def paint(
     opacity: float = 0.7,
     compositing: str = "over",
     learn_background: bool = True,
-    lr: float = 2e-3,
+    lr: float = 1e-2,
     lr_geometry: float = 1e-2,
-    lr_colour: float = 3e-2,
+    lr_colour: float = 1e-2,
+    anneal: float = 0.9,
     steps_per_dispatch: int = 50,
 ) -> FitResult:
     """Approximate `target` with `n` shapes: initialisation and fit with our best defaults.
@@ -322,6 +326,8 @@ def paint(
     - `opacity`: the opacity new shapes start with.
     - `lr`, `lr_geometry`, `lr_colour`: Adam learning rates for positions (frame
       units), other geometry (log sizes, angles) and colours/opacities/depths (logits).
+    - `anneal`: over the last round the learning rates fall linearly to `1 - anneal`
+      times their value.
     - `steps_per_dispatch`: steps per compiled call (the budget is checked between).
 
     **Returns:**
@@ -410,9 +416,17 @@ def paint(
             assert steps is not None
             budget_steps = max(1, round(steps * float(np.sum(step_share[: r + 1])))) - done
         taken = 0
-        chunk_start = time.perf_counter()
+        chunk_start = round_start = time.perf_counter()
         while True:
             length = steps_per_dispatch
+            # The last round anneals the learning rate linearly down to `1 - anneal`.
+            if round_end is not None:
+                progress = (time.perf_counter() - round_start) / max(round_end - round_start, 1e-9)
+            else:
+                assert budget_steps is not None
+                progress = taken / max(budget_steps, 1)
+            last = r == len(counts) - 1
+            lr_scale = 1.0 - anneal * min(max(progress, 0.0), 1.0) if last else 1.0
             if budget_steps is not None:
                 length = min(length, budget_steps - taken)
                 if length <= 0:
@@ -420,7 +434,8 @@ def paint(
             step_keys = fold(run_keys, 1000 + r)
             params, opt_state, values = _run(
                 params, static, opt_state, optimizer, goal, loss, active, step_keys,
-                jnp.asarray(edge_scale, jnp.float32), jnp.int32(taken), length, stride,
+                jnp.asarray(edge_scale, jnp.float32), jnp.float32(lr_scale), jnp.int32(taken),
+                length, stride,
             )  # fmt: skip
             losses.append(values)
             taken += length
@@ -450,4 +465,3 @@ def paint(
         history = jnp.concatenate([v[best] for v in losses], 0)
     jax.block_until_ready((model, history))
     return FitResult(model=model, losses=history, seconds=time.perf_counter() - start_time)
-

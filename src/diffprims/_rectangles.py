@@ -10,7 +10,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._geometry import box, rotated_extent, to_local
-from ._shapes import AbstractShapes, safe_norm, shape_values, soft_edge
+from ._shapes import AbstractShapes, position, raw_position, safe_norm, shape_values, soft_edge
 
 
 class Rectangles(AbstractShapes):
@@ -33,7 +33,7 @@ class Rectangles(AbstractShapes):
     @property
     def centres(self) -> Float[Array, "N 2"]:
         """Centres `(x, y)` in the diffprims frame, `(N, 2)`."""
-        return self.raw_centres
+        return position(self.raw_centres)
 
     @property
     def half_sizes(self) -> Float[Array, "N 2"]:
@@ -74,7 +74,11 @@ class Rectangles(AbstractShapes):
         stretch = jnp.exp(jax.random.uniform(k_aspect, sizes.shape, minval=-0.5, maxval=0.5))
         half = 0.9 * sizes[:, None] * jnp.stack([stretch, 1.0 / stretch], -1)
         angles = jax.random.uniform(k_angle, sizes.shape, maxval=jnp.pi)
-        return {"raw_centres": centres, "raw_half_sizes": jnp.log(half), "raw_angles": angles}
+        return {
+            "raw_centres": raw_position(centres),
+            "raw_half_sizes": jnp.log(half),
+            "raw_angles": angles,
+        }
 
     @classmethod
     def from_values(
@@ -114,7 +118,7 @@ class Rectangles(AbstractShapes):
         )
         return cls.from_parameters(
             colours, opacities, background, softness, options,
-            raw_centres=geometry["centres"],
+            raw_centres=raw_position(geometry["centres"]),
             raw_half_sizes=jnp.log(jnp.maximum(geometry["half_sizes"], 1e-30)),
             raw_angles=geometry["angles"],
         )  # fmt: skip

