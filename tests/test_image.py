@@ -1,0 +1,85 @@
+"""Image I/O and PSNR: any mode in, (H, W, 3) float32 in [0, 1] out; atomic writes."""
+
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import diffprims as dp
+
+
+def _write(path, array, mode=None):
+    Image.fromarray(array, mode=mode).save(path)
+    return path
+
+
+def test_round_trip(tmp_path, getkey):
+    import jax
+
+    image = jax.random.uniform(getkey(), (9, 13, 3))
+    path = dp.save_image(tmp_path / "x.png", image)
+    loaded = dp.load_image(path)
+    assert loaded.shape == (9, 13, 3) and loaded.dtype == jnp.float32
+    np.testing.assert_allclose(loaded, image, atol=0.5 / 255 + 1e-6)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "LA"])
+def test_any_mode_becomes_rgb(tmp_path, mode):
+    base = Image.new("RGB", (6, 4), (255, 0, 0))
+    picture = base.convert(mode) if mode != "I;16" else Image.new("I;16", (6, 4), 65535)
+    picture.save(tmp_path / "in.png")
+    image = dp.load_image(tmp_path / "in.png")
+    assert image.shape == (4, 6, 3) and image.dtype == jnp.float32
+    assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
+
+
+def test_transparent_pixels_show_white(tmp_path):
+    pixels = np.zeros((2, 2, 4), np.uint8)  # fully transparent black
+    _write(tmp_path / "t.png", pixels, "RGBA")
+    np.testing.assert_allclose(dp.load_image(tmp_path / "t.png"), 1.0)
+
+
+def test_size_and_square(tmp_path):
+    _write(tmp_path / "wide.png", np.zeros((50, 100, 3), np.uint8))
+    assert dp.load_image(tmp_path / "wide.png", size=20).shape == (10, 20, 3)
+    assert dp.load_image(tmp_path / "wide.png", size=(7, 9)).shape == (7, 9, 3)
+    assert dp.load_image(tmp_path / "wide.png", size=20, square=True).shape == (20, 20, 3)
+    assert dp.load_image(tmp_path / "wide.png").shape == (50, 100, 3)
+
+
+def test_demo_image_is_bundled():
+    image = dp.load_image(dp.demo_image_path(), size=32)
+    assert image.shape == (32, 32, 3)
+    assert 0.1 < float(image.mean()) < 0.9
+
+
+def test_psnr():
+    a = jnp.zeros((4, 4, 3))
+    np.testing.assert_allclose(dp.psnr(a + 0.1, a), 20.0, rtol=1e-5)
+    assert float(dp.psnr(a, a)) == np.inf
+    with pytest.raises(ValueError, match="same shape"):
+        dp.psnr(a, jnp.zeros((4, 4, 1)))
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No image"):
+        dp.load_image(tmp_path / "missing.png")
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(ValueError, match="Pillow can read"):
+        dp.load_image(tmp_path / "text.png")
+    _write(tmp_path / "ok.png", np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="size"):
+        dp.load_image(tmp_path / "ok.png", size=0)
+
+
+def test_save_errors(tmp_path):
+    with pytest.raises(TypeError, match="float"):
+        dp.save_image(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="suffix"):
+        dp.save_image(tmp_path / "a.unknown", jnp.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        dp.save_image(tmp_path / "a.png", jnp.full((4, 4, 3), jnp.nan))
+    assert not os.listdir(tmp_path)
