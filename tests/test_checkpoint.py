@@ -1,0 +1,178 @@
+"""Long fits survive interruption: checkpoint, Ctrl-C, resume — bit for bit."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import diffprims as dp
+import diffprims._fit as fit_module
+
+KEY = jax.random.key(0)
+TARGET = jax.random.uniform(jax.random.key(1), (6, 6, 3))
+STEPS, PER_DISPATCH = 12, 4
+
+
+def _model():
+    return dp.Circles.init(3, key=KEY, target=TARGET)
+
+
+def _fit(**kwargs):
+    args = dict(steps=STEPS, steps_per_dispatch=PER_DISPATCH, key=KEY, batch=8)
+    args.update(kwargs)
+    return dp.fit(args.pop("model", _model()), TARGET, **args)
+
+
+def assert_bit_identical(a: dp.FitResult, b: dp.FitResult) -> None:
+    leaves_a = jax.tree.leaves(eqx.filter((a.model, a.losses, a.snapshots), eqx.is_array))
+    leaves_b = jax.tree.leaves(eqx.filter((b.model, b.losses, b.snapshots), eqx.is_array))
+    assert len(leaves_a) == len(leaves_b) > 0
+    for x, y in zip(leaves_a, leaves_b, strict=True):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert a.snapshot_steps == b.snapshot_steps
+
+
+def _interrupt_on_call(monkeypatch, call: int) -> None:
+    """Make the `call`-th compiled dispatch of `fit` raise KeyboardInterrupt (Ctrl-C)."""
+    original, calls = fit_module._run_steps, [0]
+
+    def flaky(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == call:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "_run_steps", flaky)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(batch=8), dict(batch=None), dict(batch=8, snapshots=4), dict(optimizer=optax.sgd(0.1))],
+    ids=["batch", "full-image", "snapshots", "sgd"],
+)
+def test_interrupt_and_resume_is_bit_identical(tmp_path, monkeypatch, options):
+    reference = _fit(**options)
+    path = tmp_path / "fit.ckpt"
+    _interrupt_on_call(monkeypatch, 3)  # Ctrl-C during the third dispatch
+    with pytest.raises(dp.FitInterrupted) as info:
+        _fit(checkpoint=path, checkpoint_every=100, **options)
+    monkeypatch.undo()
+    # The interrupt is a KeyboardInterrupt carrying the progress, and the state it had
+    # reached was checkpointed although `checkpoint_every` was not yet due.
+    assert isinstance(info.value, KeyboardInterrupt)
+    assert info.value.step == 2 * PER_DISPATCH
+    assert info.value.result.losses.shape == (2 * PER_DISPATCH,)
+    assert json.loads(path.read_bytes().split(b"\n", 1)[0])["step"] == 2 * PER_DISPATCH
+    resumed = _fit(resume=path, **options)
+    assert_bit_identical(resumed, reference)
+
+
+def test_resume_from_periodic_checkpoint_after_a_crash(tmp_path, monkeypatch):
+    reference = _fit()
+    path = tmp_path / "fit.ckpt"
+    saved = []
+    original = fit_module.save_checkpoint
+
+    def crash_after_saving(*args, **kwargs):
+        saved.append(kwargs["step"])
+        original(*args, **kwargs)
+        if kwargs["step"] == 2 * PER_DISPATCH:
+            raise SystemExit("the machine went away")  # not a Ctrl-C: nothing more is saved
+
+    monkeypatch.setattr(fit_module, "save_checkpoint", crash_after_saving)
+    with pytest.raises(SystemExit):
+        _fit(checkpoint=path, checkpoint_every=PER_DISPATCH)
+    monkeypatch.undo()
+    assert saved == [PER_DISPATCH, 2 * PER_DISPATCH]
+    assert_bit_identical(_fit(resume=path, checkpoint=path), reference)
+    # The finished fit saved its last step too.
+    assert json.loads(path.read_bytes().split(b"\n", 1)[0])["step"] == STEPS
+
+
+def test_checkpoint_every_spacing(tmp_path, monkeypatch):
+    saved = []
+    original = fit_module.save_checkpoint
+    monkeypatch.setattr(
+        fit_module,
+        "save_checkpoint",
+        lambda *a, **k: (saved.append(k["step"]), original(*a, **k))[1],
+    )
+    _fit(steps=22, checkpoint=tmp_path / "a.ckpt", checkpoint_every=8)
+    # At dispatch ends (every 4 steps) once 8 have passed, and at the very end.
+    assert saved == [8, 16, 22]
+
+
+def test_resume_extends_a_finished_fit(tmp_path):
+    path = tmp_path / "fit.ckpt"
+    _fit(steps=8, checkpoint=path)
+    assert_bit_identical(_fit(steps=STEPS, resume=path), _fit(steps=STEPS))
+
+
+def test_resume_true_starts_fresh_then_continues(tmp_path):
+    path = tmp_path / "fit.ckpt"
+    first = _fit(checkpoint=path, resume=True)  # no file yet: a fresh fit
+    assert_bit_identical(first, _fit())
+    again = _fit(checkpoint=path, resume=True)  # finished: returns the same result
+    assert_bit_identical(again, first)
+
+
+def test_resume_with_key_none_takes_the_checkpoints_key(tmp_path):
+    path = tmp_path / "fit.ckpt"
+    _fit(steps=8, checkpoint=path, key=jax.random.key(7))
+    resumed = dp.fit(_model(), TARGET, steps=STEPS, steps_per_dispatch=PER_DISPATCH, batch=8,
+                     key=jax.random.key(7), resume=path)  # fmt: skip
+    assert_bit_identical(resumed, _fit(key=jax.random.key(7)))
+
+
+def test_checkpoint_is_json_plus_arrays_and_never_unpickles(tmp_path):
+    path = tmp_path / "fit.ckpt"
+    _fit(steps=4, checkpoint=path)
+    header_line, payload = path.read_bytes().split(b"\n", 1)
+    header = json.loads(header_line)
+    assert header["format"] == "diffprims-checkpoint" and header["step"] == 4
+    assert header["payload_sha256"] == hashlib.sha256(payload).hexdigest()
+    # A payload of pickled objects with a matching hash is still refused, unexecuted.
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([print], dtype=object), allow_pickle=True)
+    evil = buffer.getvalue() * 40
+    header.update(payload_sha256=hashlib.sha256(evil).hexdigest(), payload_bytes=len(evil))
+    path.write_bytes(json.dumps(header).encode() + b"\n" + evil)
+    with pytest.raises(dp.CheckpointError, match="could not be read"):
+        _fit(resume=path)
+
+
+def test_checkpoint_written_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "fit.ckpt"
+    _fit(steps=4, checkpoint=path)
+    good = path.read_bytes()
+
+    def broken_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)  # fails half-way through the write
+    with pytest.raises(OSError, match="disk full"):
+        _fit(steps=8, checkpoint=path)
+    assert path.read_bytes() == good  # the old checkpoint is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.ckpt"]  # no temp files left
+
+
+def test_fit_interrupted_without_checkpoint_keeps_progress(monkeypatch):
+    _interrupt_on_call(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt) as info:
+        _fit()
+    assert isinstance(info.value, dp.FitInterrupted)
+    assert info.value.step == PER_DISPATCH
+    model = info.value.result.model
+    assert all(
+        bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(eqx.filter(model, eqx.is_array))
+    )
