@@ -47,7 +47,9 @@ class Ellipses(AbstractShapes):
 
     def coverage(self, points, edge_width):
         local = to_local(points, self.centres, self.angles)
-        radii = self.radii[:, None, :]
+        # Radii far below a pixel are clamped: (local / r**2) would overflow float32 and
+        # turn the gradient NaN as a radius shrinks to 0 (coverage is ~0 there anyway).
+        radii = jnp.maximum(self.radii, 1e-6)[:, None, :]
         # First-order signed distance (|q| - 1) / |grad |q||, exact on the boundary.
         level = safe_norm(local / radii)
         grad = safe_norm(local / radii**2)

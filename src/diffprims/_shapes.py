@@ -473,6 +473,8 @@ class AbstractShapes(AbstractModel):
             colours = target[rows, cols]
             background = jnp.mean(target, axis=(0, 1))
         geometry = cls.random_geometry(centres, sizes, key=k_geom)
+        # One dtype for every parameter (random draws are float64 under jax_enable_x64).
+        geometry = {name: jnp.asarray(value, jnp.float32) for name, value in geometry.items()}
         return cls(
             raw_colours=raw_unit(colours),
             raw_opacities=jnp.full((n,), raw_unit(opacity)),
