@@ -73,7 +73,9 @@ def main() -> None:
     model = dp.Circles.init(args.n, key=jax.random.key(0), target=target)
     print(f"{args.image}: {target.shape}, {args.n} circles, adam 1e-2, batch 0.1")
     ours = series(model, target, seconds=args.seconds, every=args.every, label="diffprims")
-    base = series(ScanRendered(model), target, seconds=args.seconds, every=args.every, label="scan")
+    base = series(
+        ScanRendered(model), target, seconds=args.seconds, every=args.every, label="scan"
+    )
 
     print("\nPSNR (dB) reached by wall time (compilation included):")
     print(f"{'seconds':>8} {'diffprims':>10} {'scan loop':>10}")

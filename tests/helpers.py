@@ -24,7 +24,9 @@ def naive_over(model, points, pixel_size):
     """The reference: a Python loop drawing shapes back to front with "over"."""
     alphas = np.asarray(model.alphas(points, pixel_size=pixel_size), np.float64)
     colours = np.asarray(model.colours, np.float64)
-    image = np.broadcast_to(np.asarray(model.background, np.float64), (points.shape[0], colours.shape[1]))
+    image = np.broadcast_to(
+        np.asarray(model.background, np.float64), (points.shape[0], colours.shape[1])
+    )
     for alpha, colour in zip(alphas, colours, strict=True):
         image = (1.0 - alpha[:, None]) * image + alpha[:, None] * colour
     return image

@@ -109,7 +109,9 @@ def test_init_is_deterministic():
 def test_gradients_match_finite_differences(shape_type, getkey):
     with jax.enable_x64(True):
         model = _jitter(shape_type.init(4, key=getkey(), softness=3.0), getkey(), 0.5)
-        model = jax.tree.map(lambda x: x.astype(jnp.float64) if eqx.is_inexact_array(x) else x, model)
+        model = jax.tree.map(
+            lambda x: x.astype(jnp.float64) if eqx.is_inexact_array(x) else x, model
+        )
         points = random_points(getkey(), 64).astype(jnp.float64)
         weights = jax.random.normal(getkey(), (64, 3), jnp.float64)
         params, static = eqx.partition(model, eqx.is_inexact_array)

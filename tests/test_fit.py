@@ -60,12 +60,16 @@ def test_vmap_over_targets_matches_single_fits(getkey):
     model = dp.Circles.init(4, key=getkey())
 
     def run(target):
-        return dp.fit(model, target, optimizer=OPTIMIZER, steps=15, batch=0.5, key=jax.random.key(7))
+        return dp.fit(
+            model, target, optimizer=OPTIMIZER, steps=15, batch=0.5, key=jax.random.key(7)
+        )
 
     batched = jax.vmap(run)(targets)
     for i in range(2):
         single = run(targets[i])
-        assert tree_allclose(jax.tree.map(lambda x: x[i], batched.model), single.model, rtol=1e-4, atol=1e-5)
+        assert tree_allclose(
+            jax.tree.map(lambda x: x[i], batched.model), single.model, rtol=1e-4, atol=1e-5
+        )
         np.testing.assert_allclose(batched.losses[i], single.losses, rtol=1e-4, atol=1e-6)
 
 
@@ -96,7 +100,15 @@ def test_second_fit_does_not_recompile(monkeypatch, getkey):
     other_target = _target(getkey(), shape=(9, 11))
     other_model = dp.Circles.init(3, key=getkey(), target=other_target)
     other_loss = dp.L2() + 2.0 * dp.L1()  # other weights, same structure
-    dp.fit(other_model, other_target, loss=other_loss, optimizer=OPTIMIZER, steps=12, batch=0.5, key=getkey())
+    dp.fit(
+        other_model,
+        other_target,
+        loss=other_loss,
+        optimizer=OPTIMIZER,
+        steps=12,
+        batch=0.5,
+        key=getkey(),
+    )
     assert len(traces) == first
 
 

@@ -84,7 +84,9 @@ def test_weighted(getkey):
     ones = dp.Weighted(dp.L2(), jnp.ones((6, 5)))
     np.testing.assert_allclose(ones(pred, target), dp.L2()(pred, target), rtol=1e-6)
     weights = jax.random.uniform(getkey(), (6, 5))
-    expected = np.mean(np.asarray(weights)[..., None] * (np.asarray(pred) - np.asarray(target)) ** 2)
+    expected = np.mean(
+        np.asarray(weights)[..., None] * (np.asarray(pred) - np.asarray(target)) ** 2
+    )
     np.testing.assert_allclose(dp.Weighted(dp.L2(), weights)(pred, target), expected, rtol=1e-5)
 
 

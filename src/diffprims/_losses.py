@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import equinox as eqx
 import jax
@@ -237,7 +237,7 @@ def as_loss(loss: Any, name: str = "loss") -> AbstractLoss:
     if isinstance(loss, AbstractLoss):
         return loss
     if callable(loss) and not isinstance(loss, type):
-        return FunctionLoss(loss)
+        return FunctionLoss(cast(LossLike, loss))
     hint = ""
     if isinstance(loss, type):
         hint = " Did you mean `dp.L2()` (an instance) instead of `dp.L2`?"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, cast
 
 import equinox as eqx
 import jax
@@ -14,7 +14,7 @@ from jaxtyping import Array
 
 def is_traced(x: Any) -> bool:
     """Whether `x` is a tracer (we are inside `jit`/`vmap`/`grad`)."""
-    return isinstance(x, jax.core.Tracer)
+    return isinstance(x, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def inside_trace() -> bool:
@@ -167,6 +167,7 @@ def check_scalar(
     ):
         raise TypeError(f"{message}; got {describe(value)}.{hint}")
     if hasattr(value, "shape") and not isinstance(value, np.generic):
+        value = cast(Any, value)
         if value.shape != () or not (
             np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)
         ):
