@@ -353,7 +353,9 @@ class AbstractShapes(AbstractModel):
         self, points: Float[Array, "P 2"], *, pixel_size: float | Float[Array, ""]
     ) -> Float[Array, "P C"]:
         """Composite the shapes back to front at `points`; see `AbstractModel.render`."""
-        points = check_points(points)
+        # In the parameters' dtype: float64 points on a float32 set (or the reverse, under
+        # jax_enable_x64) would otherwise change the compositing carry's dtype mid-scan.
+        points = check_points(points).astype(self.raw_colours.dtype)
         points, pixel_size = check_pixel_size(points, pixel_size)
         # A fused scan over shapes measured faster than the closed-form transmittance
         # product on CPU (it never materialises N x P arrays): 35 ms vs 45 ms fwd+bwd at
