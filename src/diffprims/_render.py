@@ -19,6 +19,7 @@ as the naive back-to-front loop (up to float rounding, and contributions below
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -33,7 +34,16 @@ CUTOFF = 14.0
 #: Pairs (shape, point) evaluated per chunk of groups: bounds peak memory.
 CHUNK_PAIRS = 1 << 20
 
+#: Rendering paths a user can ask for; "auto" picks one per call (see `render_points`).
 METHODS = ("auto", "scan", "tiled")
+#: "auto" uses the tiled path from this many shapes and points on.
+AUTO_MIN_SHAPES = 8
+AUTO_MIN_POINTS = 1024
+#: Tiled `render`: neighbouring points per culling group, and groups per chunk.
+POINT_GROUP = 8
+POINT_CHUNK = 64
+#: Tiled `render_image`: tiles per chunk.
+IMAGE_CHUNK = 16
 
 
 # -- compositing ------------------------------------------------------------------------
@@ -86,17 +96,20 @@ def over_vjp(alphas, colours, background, grad):
 
 
 def render_scan(model, points: Float[Array, "P 2"], pixel_size) -> Float[Array, "P C"]:
-    """The naive loop: a fused `lax.scan` back to front over every shape."""
-    background, per_shape = model._split_background()
+    """The naive loop: a fused `lax.scan` over every shape, in index order.
 
-    def draw(image, shape):
+    A fused scan measured faster than the closed-form transmittance product on CPU (it
+    never materialises `N x P` arrays), and it is the reference every path must equal.
+    """
+    _, per_shape = model._split_background()
+
+    def draw(state, shape):
         one = jax.tree.map(lambda x: x[None], shape)
-        alpha = one.alphas(points, pixel_size=pixel_size)[0][:, None]
-        return image + alpha * (one.colours[0] - image), None
+        alpha = one.alphas(points, pixel_size=pixel_size)[0]
+        return model.composite_step(state, alpha, one.colours[0], one.depths[0]), None
 
-    start = jnp.broadcast_to(background, (points.shape[0], model.num_channels))
-    image, _ = jax.lax.scan(draw, start, per_shape)
-    return image
+    state, _ = jax.lax.scan(draw, model.composite_start(points.shape[0]), per_shape)
+    return model.composite_finish(state)
 
 
 # -- culling ----------------------------------------------------------------------------
@@ -145,50 +158,60 @@ def _batch_max_vmap(axis_size, in_batched, x):
 
 
 class _Plan(eqx.Module):
-    """Where each chunk of groups finds its shapes, computed without gradient."""
+    """Which groups run together and at which capacity (no gradient)."""
 
-    ranks: Int[Array, "M N"]  # running count of overlapping shapes, per cell
     order: Int[Array, "J B"]  # groups of each chunk, fullest first (G pads)
-    cell_of: Int[Array, "J B"]  # their cells (M pads: an empty row)
     rungs: Int[Array, " J"]  # ladder index per chunk
 
 
-def _plan(model, cells, group_of, num_groups, pixel_size, ladder, chunk) -> _Plan:
-    mask = overlaps(cells, grown_bounds(model, pixel_size))
-    ranks = jnp.cumsum(mask, axis=1, dtype=jnp.int32)
-    ranks = jnp.concatenate([ranks, jnp.zeros_like(ranks[:1])], axis=0)
-    counts = ranks[:, -1]
-    group_cells = jnp.arange(num_groups) if group_of is None else group_of
-    order = jnp.argsort(-counts[group_cells], stable=True).astype(jnp.int32)
-    num_chunks = -(-num_groups // chunk)
-    pad = num_chunks * chunk - num_groups
-    order = jnp.pad(order, (0, pad), constant_values=num_groups)
-    cell_of = jnp.pad(group_cells[order[:num_groups]], (0, pad), constant_values=cells.shape[0])
-    order, cell_of = order.reshape(num_chunks, chunk), cell_of.reshape(num_chunks, chunk)
-    most = _batch_max(jnp.max(counts[cell_of], axis=1))
+def _plan(boxes, bounds, ladder, chunk) -> _Plan:
+    groups = boxes.shape[0]
+    counts = jnp.sum(overlaps(boxes, bounds), axis=1, dtype=jnp.int32)
+    order = jnp.argsort(-counts, stable=True).astype(jnp.int32)
+    num_chunks = -(-groups // chunk)
+    order = jnp.pad(order, (0, num_chunks * chunk - groups), constant_values=groups)
+    order = order.reshape(num_chunks, chunk)
+    # Sorted fullest first, so a chunk's first group is its fullest.
+    most = _batch_max(counts[order[:, 0]])
     rungs = jnp.sum(most[:, None] > jnp.asarray(ladder[:-1], jnp.int32), axis=1)
-    return _Plan(ranks, order, cell_of, rungs.astype(jnp.int32))
+    return _Plan(order, rungs.astype(jnp.int32))
 
 
-def _lists(ranks, cells, capacity):
-    """The first `capacity` shapes (depth order) overlapping each cell; `N` pads."""
+def _lists(boxes, bounds, capacity):
+    """The first `capacity` shapes (depth order) overlapping each box; `N` pads."""
+    ranks = jnp.cumsum(overlaps(boxes, bounds), axis=1, dtype=jnp.int32)
     wanted = jnp.arange(1, capacity + 1, dtype=jnp.int32)
-    return jax.vmap(lambda r: jnp.searchsorted(r, wanted, side="left"))(ranks[cells])
+    return jax.vmap(lambda r: jnp.searchsorted(r, wanted, side="left"))(ranks)
 
 
 # -- the tiled path ---------------------------------------------------------------------
 
 
+def _gather(model, indices):
+    """`model.take(indices)` without its bounds check: our indices are valid by design."""
+    _, per_shape = model._split_background()
+    taken = jax.tree.map(lambda x: x[indices], per_shape)
+    return eqx.tree_at(
+        lambda m: m.raw_background, taken, model.raw_background, is_leaf=lambda x: x is None
+    )
+
+
 def _layers(model, points, lists, pixel_size):
-    """Alphas `(G, K, S)` and colours `(G, K, C)` of each group's listed shapes."""
+    """Alphas `(G, K, S)`, colours `(G, K, C)`, depths `(G, K)` of each group's shapes."""
     n = model.num_shapes
 
     def one(pts, idx):
-        sub = model.take(jnp.minimum(idx, n - 1))
+        sub = _gather(model, jnp.minimum(idx, n - 1))
         valid = (idx < n).astype(pts.dtype)[:, None]
-        return sub.alphas(pts, pixel_size=pixel_size) * valid, sub.colours
+        return sub.alphas(pts, pixel_size=pixel_size) * valid, sub.colours, sub.depths
 
     return jax.vmap(one)(points, lists)
+
+
+def _composite(model, alphas, colours, depths):
+    if model.compositing == "over":
+        return over(alphas, colours, model.background)
+    return jax.vmap(model.composite_stack)(alphas, colours, depths)
 
 
 def _pieces(groups: int, per_group: int) -> int:
@@ -203,17 +226,17 @@ def _split(x, pieces):
     return x.reshape(pieces, -1, *x.shape[1:])
 
 
-def _forward_branch(capacity, plan_ranks, model, pixel_size):
-    def run(points, cells):
-        background = model.background
+def _forward_branch(capacity, bounds, model, pixel_size):
+    def run(points, boxes):
         if capacity == 0:
+            background = model.background
             return jnp.broadcast_to(background, (*points.shape[:2], background.shape[-1]))
-        lists = _lists(plan_ranks, cells, capacity)
+        lists = _lists(boxes, bounds, capacity)
         pieces = _pieces(points.shape[0], capacity * points.shape[1])
 
         def draw(xs):
-            alphas, colours = _layers(model, *xs, pixel_size)
-            return over(alphas, colours, background)
+            alphas, colours, depths = _layers(model, xs[0], xs[1], pixel_size)
+            return _composite(model, alphas, colours, depths)
 
         if pieces == 1:
             return draw((points, lists))
@@ -223,25 +246,28 @@ def _forward_branch(capacity, plan_ranks, model, pixel_size):
     return run
 
 
-def _backward_branch(capacity, plan_ranks, diff, static):
+def _backward_branch(capacity, bounds, diff, static):
+    over_mode = eqx.combine(diff, static)[0].compositing == "over"
+
     def layers(diff, points, lists):
         model, pixel_size = eqx.combine(diff, static)
-        alphas, colours = _layers(model, points, lists, pixel_size)
-        return alphas, colours, model.background
+        alphas, colours, depths = _layers(model, points, lists, pixel_size)
+        if over_mode:
+            return alphas, colours, model.background
+        return _composite(model, alphas, colours, depths)
 
-    def run(points, cells, grad):
+    def run(points, boxes, grad):
         if capacity == 0:
             _, vjp = jax.vjp(lambda d: eqx.combine(d, static)[0].background, diff)
             (d_diff,) = vjp(jnp.sum(grad, axis=(0, 1)))
             return d_diff, jnp.zeros_like(points)
-        lists = _lists(plan_ranks, cells, capacity)
+        lists = _lists(boxes, bounds, capacity)
         pieces = _pieces(points.shape[0], capacity * points.shape[1])
 
         def undo(total, xs):
             pts, idx, ct = xs
-            (alphas, colours, background), vjp = jax.vjp(layers, diff, pts, idx)
-            d_layers = over_vjp(alphas, colours, background, ct)
-            d_diff, d_points, _ = vjp(d_layers)
+            out, vjp = jax.vjp(layers, diff, pts, idx)
+            d_diff, d_points, _ = vjp(over_vjp(out[0], out[1], out[2], ct) if over_mode else ct)
             return jax.tree.map(jnp.add, total, d_diff), d_points
 
         zeros = jax.tree.map(jnp.zeros_like, diff)
@@ -255,66 +281,67 @@ def _backward_branch(capacity, plan_ranks, diff, static):
 
 
 def _gather_groups(x, order):
-    """Rows `order` of `x` (the index `len(x)` gives a zero row)."""
-    x = jnp.concatenate([x, jnp.zeros_like(x[:1])], axis=0)
-    return x[order]
+    """Rows `order` of `x` (the index `len(x)` gives a copy of the last row)."""
+    return x[jnp.minimum(order, x.shape[0] - 1)]
 
 
 @eqx.filter_custom_vjp
-def render_groups(args, cells, group_of, ladder, chunk):
+def render_groups(args, boxes, ladder, chunk):
     """Tiled render of grouped points `(G, S, 2)` to `(G, S, C)`.
 
-    `args = (model, points, pixel_size)`. `cells` `(M, 4)` are the boxes culling lists
-    are built for and `group_of` `(G,)` the cell of each group (None: group `g` is cell
-    `g`); a group's points must lie in its cell's box. Groups are sorted fullest first
-    and run `chunk` at a time, each chunk with the smallest capacity that holds it.
+    `args = (model, points, pixel_size)`; `boxes` `(G, 4)` hold each group's points.
+    Each group composites only the shapes whose grown bounds overlap its box. Groups are
+    sorted fullest first and run `chunk` at a time, each chunk at the smallest capacity
+    of `ladder` that holds its fullest group.
     """
     model, points, pixel_size = args
-    num_groups = points.shape[0]
-    plan = _plan(model, cells, group_of, num_groups, pixel_size, ladder, chunk)
-    branches = [_forward_branch(k, plan.ranks, model, pixel_size) for k in ladder]
+    bounds = grown_bounds(model, pixel_size)
+    plan = _plan(boxes, bounds, ladder, chunk)
+    branches = [_forward_branch(k, bounds, model, pixel_size) for k in ladder]
 
     def step(xs):
-        order, cell_of, rung = xs
-        return jax.lax.switch(rung, branches, _gather_groups(points, order), cell_of)
+        order, rung = xs
+        pts, box = _gather_groups(points, order), _gather_groups(boxes, order)
+        return jax.lax.switch(rung, branches, pts, box)
 
-    out = jax.lax.map(step, (plan.order, plan.cell_of, plan.rungs))
+    out = jax.lax.map(step, (plan.order, plan.rungs))
     out = out.reshape(-1, *out.shape[2:])
-    inverse = (
-        jnp.zeros(out.shape[0], jnp.int32)
+    # Scatter back to group order; padding slots (index G) are dropped.
+    return (
+        jnp.zeros((points.shape[0], *out.shape[1:]), out.dtype)
         .at[plan.order.reshape(-1)]
-        .set(jnp.arange(out.shape[0], dtype=jnp.int32), mode="drop")
+        .set(out, mode="drop")
     )
-    return out[inverse[:num_groups]]
 
 
 @render_groups.def_fwd
-def _render_groups_fwd(perturbed, args, cells, group_of, ladder, chunk):
+def _render_groups_fwd(perturbed, args, boxes, ladder, chunk):
     del perturbed
-    return render_groups(args, cells, group_of, ladder, chunk), None
+    return render_groups(args, boxes, ladder, chunk), None
 
 
 @render_groups.def_bwd
-def _render_groups_bwd(residuals, grad, perturbed, args, cells, group_of, ladder, chunk):
+def _render_groups_bwd(residuals, grad, perturbed, args, boxes, ladder, chunk):
     del residuals, perturbed
     model, points, pixel_size = args
-    num_groups = points.shape[0]
-    plan = _plan(model, cells, group_of, num_groups, pixel_size, ladder, chunk)
+    bounds = grown_bounds(model, pixel_size)
+    plan = _plan(boxes, bounds, ladder, chunk)
     diff, static = eqx.partition((model, pixel_size), eqx.is_inexact_array)
-    branches = [_backward_branch(k, plan.ranks, diff, static) for k in ladder]
+    branches = [_backward_branch(k, bounds, diff, static) for k in ladder]
 
     def step(total, xs):
-        order, cell_of, rung = xs
-        pts, ct = _gather_groups(points, order), _gather_groups(grad, order)
-        d_diff, d_points = jax.lax.switch(rung, branches, pts, cell_of, ct)
+        order, rung = xs
+        pts, box = _gather_groups(points, order), _gather_groups(boxes, order)
+        ct = jnp.where((order < points.shape[0])[:, None, None], _gather_groups(grad, order), 0)
+        d_diff, d_points = jax.lax.switch(rung, branches, pts, box, ct)
         return jax.tree.map(jnp.add, total, d_diff), d_points
 
     zeros = jax.tree.map(jnp.zeros_like, diff)
-    d_diff, d_points = jax.lax.scan(step, zeros, (plan.order, plan.cell_of, plan.rungs))
+    d_diff, d_points = jax.lax.scan(step, zeros, (plan.order, plan.rungs))
     d_points = (
-        jnp.zeros((num_groups + 1, *points.shape[1:]), points.dtype)
+        jnp.zeros_like(points)
         .at[plan.order.reshape(-1)]
-        .add(d_points.reshape(-1, *points.shape[1:]))[:num_groups]
+        .add(d_points.reshape(-1, *points.shape[1:]), mode="drop")
     )
     return d_diff[0], d_points, d_diff[1]
 
@@ -345,7 +372,7 @@ def render_image_tiled(
     points, boxes = tile_points(shape, tile)
     ladder = capacity_ladder(model.num_shapes)
     args = (model, jnp.asarray(points), 1.0 / height)
-    out = render_groups(args, jnp.asarray(boxes), None, ladder, min(chunk, len(points)))
+    out = render_groups(args, jnp.asarray(boxes), ladder, min(chunk, len(points)))
     rows, cols = -(-height // tile), -(-width // tile)
     out = out.reshape(rows, cols, tile, tile, -1).transpose(0, 2, 1, 3, 4)
     return out.reshape(rows * tile, cols * tile, -1)[:height, :width]
@@ -374,6 +401,68 @@ def render_points_tiled(
     stopped = jax.lax.stop_gradient(grouped)
     boxes = jnp.concatenate([jnp.min(stopped, axis=1), jnp.max(stopped, axis=1)], axis=-1)
     ladder = capacity_ladder(model.num_shapes)
-    out = render_groups((model, grouped, pixel_size), boxes, None, ladder, min(chunk, groups))
+    out = render_groups((model, grouped, pixel_size), boxes, ladder, min(chunk, groups))
     out = out.reshape(groups * group, -1)
     return jnp.zeros((num, out.shape[-1]), out.dtype).at[order[:num]].set(out[:num])
+
+
+# -- path choice ------------------------------------------------------------------------
+
+
+def check_method(method: Any, model) -> str:
+    """`method` validated against the model: one of `METHODS`."""
+    if method not in METHODS:
+        raise ValueError(
+            f"`method` must be one of {METHODS}; got {method!r}. Leave it at 'auto' to let "
+            "diffprims pick the fastest exact path."
+        )
+    if method == "tiled" and model.compositing == "depth":
+        raise ValueError(
+            'method="tiled" cannot render compositing="depth": its soft depth weights let '
+            "a far-away shape's faint edge outweigh the shapes under a pixel, so culling "
+            'would change the image. Use method="scan" (or "auto").'
+        )
+    return method
+
+
+def _use_tiles(model, num_points: int, method: str) -> bool:
+    if method != "auto":
+        return method == "tiled"
+    # Culling pays once there are enough shapes and points to skip; "depth" is not
+    # culling-safe (see check_method).
+    return (
+        model.compositing != "depth"
+        and model.num_shapes >= AUTO_MIN_SHAPES
+        and num_points >= AUTO_MIN_POINTS
+    )
+
+
+def render_points(model, points, pixel_size, method: str = "auto"):
+    """`AbstractShapes.render`: the scan or the tiled path at arbitrary points."""
+    if _use_tiles(model, points.shape[0], method):
+        group = POINT_GROUP
+        groups = -(-points.shape[0] // group)
+        return render_points_tiled(model, points, pixel_size, group, min(POINT_CHUNK, groups))
+    return render_scan(model, points, pixel_size)
+
+
+def render_grid(model, shape: tuple[int, int], method: str = "auto"):
+    """`AbstractShapes.render_image`: the scan or the tiled path on a pixel grid."""
+    height, width = shape
+    if _use_tiles(model, height * width, method):
+        return render_image_tiled(model, shape, image_tile(shape, model.num_shapes), IMAGE_CHUNK)
+    from ._model import pixel_centres
+
+    points = pixel_centres(shape).reshape(-1, 2)
+    return render_scan(model, points, 1.0 / height).reshape(height, width, -1)
+
+
+def image_tile(shape: tuple[int, int], num_shapes: int) -> int:
+    """Tile side for `render_image`: 8 pixels, larger when counting overlaps would cost
+    more than drawing (very many tiles times very many shapes)."""
+    tile = 8
+    while tile < 64 and math.ceil(shape[0] / tile) * math.ceil(shape[1] / tile) * num_shapes > (
+        1 << 26
+    ):
+        tile *= 2
+    return tile
