@@ -30,15 +30,15 @@ def rasterise(svg: str) -> np.ndarray:
 @pytest.fixture(scope="module")
 def demo_fit():
     """Circles fitted to the demo photo (small and short, but a real fit)."""
-    target = dp.load_image(dp.demo_image_path(), size=64)
-    model = dp.Circles.init(60, key=jax.random.key(0), target=target)
+    target = dp.load_image(dp.demo_image_path(), size=48)
+    model = dp.Circles.init(40, key=jax.random.key(0), target=target)
     result = dp.fit(
-        model, target, steps=100, batch=0.25, key=jax.random.key(1), optimizer=optax.adam(2e-2)
+        model, target, steps=80, batch=0.25, key=jax.random.key(1), optimizer=optax.adam(2e-2)
     )
     return result.model, target
 
 
-@pytest.mark.parametrize("shape", [(64, 64), (48, 80), (128, 128)])
+@pytest.mark.parametrize("shape", [(48, 48), (40, 72)])
 def test_svg_matches_render_image(demo_fit, shape):
     model, _ = demo_fit
     drawn = rasterise(dp.to_svg(model, shape))
@@ -48,10 +48,10 @@ def test_svg_matches_render_image(demo_fit, shape):
 
 def test_hard_edges_are_sharper(demo_fit):
     model, _ = demo_fit
-    soft = dp.to_svg(model, (64, 64))
-    hard = dp.to_svg(model, (64, 64), soft_edges=False)
+    soft = dp.to_svg(model, (48, 48))
+    hard = dp.to_svg(model, (48, 48), soft_edges=False)
     assert len(hard) < len(soft)
-    reference = model.render_image((64, 64))
+    reference = model.render_image((48, 48))
     assert dp.psnr(rasterise(hard), reference) < dp.psnr(rasterise(soft), reference)
 
 
@@ -91,10 +91,10 @@ def test_resolution_independent(demo_fit):
     # The same file drawn at twice the size matches the model rendered at that size,
     # once the edges (fixed in frame units) are widened to match.
     model, _ = demo_fit
-    svg = dp.to_svg(model, (64, 64))
-    large = rasterise(svg.replace('width="64" height="64"', 'width="128" height="128"', 1))
+    svg = dp.to_svg(model, (48, 48))
+    large = rasterise(svg.replace('width="48" height="48"', 'width="96" height="96"', 1))
     wide = type(model)(**{**vars(model), "softness": 2 * model.softness})
-    assert float(dp.psnr(large, wide.render_image((128, 128)))) >= 35.0
+    assert float(dp.psnr(large, wide.render_image((96, 96)))) >= 35.0
 
 
 def test_compositing_modes():
@@ -118,8 +118,8 @@ def test_grey_model():
 
 def test_save_svg_atomic(tmp_path, demo_fit):
     model, _ = demo_fit
-    path = dp.save_svg(tmp_path / "sub" / "a.svg", model, (64, 64))
-    assert path.read_text() == dp.to_svg(model, (64, 64))
+    path = dp.save_svg(tmp_path / "sub" / "a.svg", model, (48, 48))
+    assert path.read_text() == dp.to_svg(model, (48, 48))
     assert sorted(p.name for p in path.parent.iterdir()) == ["a.svg"]
 
 
