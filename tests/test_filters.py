@@ -226,6 +226,27 @@ def test_recommended_fit_removes_negative_lobes_and_beats_nmf():
     assert svd_error < relative_error(kernel, target) < 0.159
 
 
+def test_recommended_settings_are_scale_invariant():
+    # A kernel normalised to sum 1 fits like the same kernel at peak 1, given its `peak`.
+    target = dp.kernels.disk(15)
+    scale = 1.0 / float(target.sum())
+
+    def fitted(target, peak):
+        start = dp.SeparableFilters.from_svd(target, 2)
+        return dp.fit(
+            start,
+            target[..., None],
+            loss=start.recommended_loss(non_negative=3.0, keep_zeros=0.3, peak=peak),
+            optimizer=start.recommended_optimizer(peak=peak),
+            steps=100,
+        ).model.kernel()
+
+    at_one, scaled = fitted(target, 1.0), fitted(target * scale, scale)
+    np.testing.assert_allclose(scaled / scale, at_one, atol=1e-3)
+    with pytest.raises(ValueError, match="peak"):
+        dp.SeparableFilters.recommended_optimizer(peak=0.0)
+
+
 def test_gradients_finite_at_a_zero_bank():
     bank = dp.SeparableFilters(jnp.zeros((2, 5)), jnp.zeros((2, 5)))
     loss = dp.SeparableFilters.recommended_loss(keep_zeros=1.0)

@@ -130,8 +130,9 @@ class SeparableFilters(AbstractModel):
       50 × 50 disk at rank 4, `a = 3, b = 0.3` gives spill 0.028 at error 0.162, and
       `a = b = 1` spill 0.019 at error 0.179, where the shape turns into a sum of boxes.
     - Only the ratios matter (the loss can be scaled), so L2 keeps weight 1. Both
-      penalties are linear in the kernel and L2 quadratic: for a kernel at another scale
-      `s`, multiply `a` and `b` by `s` (or fit at peak 1 and rescale the bank).
+      penalties are linear in the kernel and L2 quadratic, so the weights above are for
+      a kernel with peak 1; for another peak pass `peak=` to `recommended_loss` and
+      `recommended_optimizer` (or fit at peak 1 and use `bank.normalized()`).
 
     `benchmarks/filters.py` prints the whole trade-off (error, min/max, spill) per rank
     and weighting. [`diffprims.SeparableFilters.recommended_optimizer`][] converges in
@@ -322,53 +323,78 @@ class SeparableFilters(AbstractModel):
 
     @classmethod
     def recommended_loss(
-        cls, *, non_negative: float = 1.0, keep_zeros: float = 0.0
+        cls, *, non_negative: float = 1.0, keep_zeros: float = 0.0, peak: float = 1.0
     ) -> AbstractLoss:
         """The seed's loss `L2() + non_negative * NonNegative() + keep_zeros * KeepZeros()`.
 
         The defaults remove negative lobes (no ringing) at a small cost in accuracy; raise
-        `keep_zeros` to clear the corners of a disk. The weights assume a kernel with peak
-        about 1; see [`diffprims.SeparableFilters`][] for the trade-off.
+        `keep_zeros` to clear the corners of a disk. See [`diffprims.SeparableFilters`][]
+        for the trade-off.
 
         **Arguments:**
 
         - `non_negative`: weight of [`diffprims.NonNegative`][].
         - `keep_zeros`: weight of [`diffprims.KeepZeros`][].
+        - `peak`: the target kernel's peak value. The weights are meant for a kernel with
+          peak 1 (as `dp.kernels` makes it); both penalties are linear in the kernel and
+          L2 quadratic, so they are multiplied by `peak` to mean the same for a kernel at
+          another scale (e.g. one normalized to sum 1).
 
         **Returns:**
 
         A loss for [`diffprims.fit`][].
         """
-        return L2() + non_negative * NonNegative() + keep_zeros * KeepZeros()
+        peak = _check_peak(peak)
+        return L2() + (non_negative * peak) * NonNegative() + (keep_zeros * peak) * KeepZeros()
 
     @classmethod
     def recommended_optimizer(
-        cls, *, learning_rate: float = 1e-2, decay_steps: int = 400
+        cls, *, learning_rate: float = 1e-2, decay_steps: int = 400, peak: float = 1.0
     ) -> optax.GradientTransformation:
         """Adam with a cosine decay: converged within `recommended_steps = 500` steps.
 
         The learning rate falls from `learning_rate` to `learning_rate / 1000` over
         `decay_steps` steps and stays there, so a longer fit only polishes. Measured by
         `benchmarks/filters.py` from an SVD start at ranks 1, 2, 4 and 8: on the seed's
-        50 × 50 disk at six weightings, the loss after 500 steps is within 0.05 % of the
+        50 × 50 disk at six weightings, the loss after 500 steps is within 0.1 % of the
         loss after 5000 steps and below that of 5000 steps of the seed's plain gradient
-        descent (lr 0.1); on anti-aliased and non-square disks and on hexagons, within
-        0.5 % and 0.01 % of those. A kernel a bank reproduces exactly (a Gaussian at
-        rank 1) ends near 1e-7 of its mean square, where ratios mean nothing.
-
-        The defaults assume a kernel with peak about 1 (as `dp.kernels` makes it). The
-        vectors of a kernel with peak `p` scale as `sqrt(p)`: multiply `learning_rate` by
-        `sqrt(p)` for such kernels.
+        descent (lr 0.1); on anti-aliased and non-square disks, hexagons and a Gaussian,
+        within 0.6 % and 0.01 % of those.
 
         **Arguments:**
 
-        - `learning_rate`: the initial step size.
+        - `learning_rate`: the initial step size, for a kernel with peak 1.
         - `decay_steps`: the steps over which it decays.
+        - `peak`: the target kernel's peak value. A bank's vectors scale as `sqrt(peak)`
+          and its gradients as `peak ** 1.5`; the step size and Adam's `eps` follow, so a
+          kernel at any scale fits like the same kernel at peak 1 (with
+          [`diffprims.SeparableFilters.recommended_loss`][] given the same `peak`).
 
         **Returns:**
 
         An optax transformation for [`diffprims.fit`][].
+
+        ```python
+        target = dp.kernels.disk(31, normalize=True)
+        peak = float(target.max())
+        optimizer = dp.SeparableFilters.recommended_optimizer(peak=peak)
+        loss = dp.SeparableFilters.recommended_loss(peak=peak)
+        ```
         """
         decay_steps = check_positive_int(decay_steps, "decay_steps")
-        schedule = optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=1e-3)
-        return optax.adam(schedule)
+        peak = _check_peak(peak)
+        schedule = optax.cosine_decay_schedule(
+            learning_rate * math.sqrt(peak), decay_steps, alpha=1e-3
+        )
+        # eps well above float32 gradient noise: an exact fit (a Gaussian at rank 1) stays
+        # exact instead of being jiggled to a loss of ~1e-9 by normalised noise steps.
+        return optax.adam(schedule, eps=1e-6 * peak**1.5)
+
+
+def _check_peak(peak: Any) -> float:
+    if isinstance(peak, bool) or not isinstance(peak, int | float) or not peak > 0:
+        raise ValueError(
+            f"`peak` must be the target kernel's (positive) peak value; got {peak!r}. "
+            "Pass `float(target.max())`."
+        )
+    return float(peak)
