@@ -31,8 +31,10 @@ def save_gif(
     """Render models (e.g. a fit's snapshots) as the frames of an animated GIF.
 
     Each model is rendered with `render_image(shape)` (compiled once for all frames),
-    so the animation can be made at any size, whatever size the fit ran at. The file
-    is written atomically.
+    so the animation can be made at any size, whatever size the fit ran at. Colours are
+    reduced to a 256-colour palette per frame (GIF's limit), and identical consecutive
+    frames (a fit that stopped changing) are merged into one longer frame. The file is
+    written atomically.
 
     **Arguments:**
 
