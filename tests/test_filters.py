@@ -247,6 +247,21 @@ def test_recommended_settings_are_scale_invariant():
         dp.SeparableFilters.recommended_optimizer(peak=0.0)
 
 
+def test_fit_vmaps_over_loss_weights():
+    # A Pareto sweep in one compiled call: the weights are arrays inside the loss.
+    target = dp.kernels.disk(12)
+    start = dp.SeparableFilters.from_svd(target, 2)
+    weights = jnp.array([0.0, 3.0])
+
+    def sweep(weight):
+        loss = dp.L2() + weight * dp.NonNegative()
+        return dp.fit(start, target[..., None], loss=loss, steps=30).model.kernel()
+
+    kernels = jax.vmap(sweep)(weights)
+    for weight, kernel in zip(weights, kernels):
+        np.testing.assert_allclose(kernel, sweep(float(weight)), atol=1e-5)
+
+
 def test_gradients_finite_at_a_zero_bank():
     bank = dp.SeparableFilters(jnp.zeros((2, 5)), jnp.zeros((2, 5)))
     loss = dp.SeparableFilters.recommended_loss(keep_zeros=1.0)

@@ -298,7 +298,8 @@ def fit(
     traced = (
         inside_trace()
         or is_traced(target)
-        or any(is_traced(x) for x in jax.tree.leaves((params, key)))
+        # The loss too: `vmap` over loss weights (a Pareto sweep) traces only the loss.
+        or any(is_traced(x) for x in jax.tree.leaves((params, key, loss)))
     )
     if traced and (checkpoint is not None or resume not in (None, False)):
         raise ValueError(
