@@ -116,12 +116,12 @@ def render_scan(model, points: Float[Array, "P 2"], pixel_size) -> Float[Array, 
 
 
 def capacity_ladder(n: int) -> tuple[int, ...]:
-    """Static list lengths a chunk can use: 0, 8, 16, 24, 32, 48, 64, 128, 256, ... then `n`.
+    """Static list lengths a chunk can use: 0, 8, 16, 32, 64, ... then `n`.
 
-    Fine steps where most groups land, doubling above; the last rung `n` holds every
-    shape, so no group ever overflows.
+    Each rung is a branch compiled once; doubling keeps them few. The last rung `n`
+    holds every shape, so no group ever overflows.
     """
-    rungs = [0, 8, 16, 24, 32, 48, 64]
+    rungs = [0, 8]
     while rungs[-1] < n:
         rungs.append(rungs[-1] * 2)
     return (*[k for k in rungs if k < n], n)
@@ -371,8 +371,9 @@ def render_image_tiled(
     height, width = shape
     points, boxes = tile_points(shape, tile)
     ladder = capacity_ladder(model.num_shapes)
-    args = (model, jnp.asarray(points), 1.0 / height)
-    out = render_groups(args, jnp.asarray(boxes), ladder, min(chunk, len(points)))
+    dtype = model.raw_colours.dtype
+    args = (model, jnp.asarray(points, dtype), 1.0 / height)
+    out = render_groups(args, jnp.asarray(boxes, dtype), ladder, min(chunk, len(points)))
     rows, cols = -(-height // tile), -(-width // tile)
     out = out.reshape(rows, cols, tile, tile, -1).transpose(0, 2, 1, 3, 4)
     return out.reshape(rows * tile, cols * tile, -1)[:height, :width]
@@ -432,6 +433,7 @@ def _use_tiles(model, num_points: int, method: str) -> bool:
     # culling-safe (see check_method).
     return (
         model.compositing != "depth"
+        and getattr(model, "tight_bounds", True)
         and model.num_shapes >= AUTO_MIN_SHAPES
         and num_points >= AUTO_MIN_POINTS
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -111,6 +111,11 @@ class AbstractShapes(AbstractModel):
     axis `N` (stored unconstrained), and implements `coverage` (and `random_geometry`
     for `init`). Every array field except `raw_background` must have leading axis `N`.
     """
+
+    #: Whether each shape's coverage is below 1e-6 outside its `bounds` grown by 14 edge
+    #: widths, so the tiled renderer's culling changes nothing; `method="auto"` uses the
+    #: scan for shape types that set this to False.
+    tight_bounds: ClassVar[bool] = True
 
     raw_colours: Float[Array, "N C"]
     raw_opacities: Float[Array, " N"]

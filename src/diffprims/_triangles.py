@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +24,10 @@ class Triangles(AbstractShapes):
     model = dp.Triangles.init(200, key=jax.random.key(0), target=target)
     ```
     """
+
+    # Past a sharp corner the edge-line distance grows slowly, so soft tails reach beyond
+    # the bounds: "auto" renders triangles with the scan (see AbstractShapes.tight_bounds).
+    tight_bounds: ClassVar[bool] = False
 
     raw_vertices: Float[Array, "N 3 2"]
 

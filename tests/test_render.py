@@ -1,0 +1,219 @@
+"""The tiled renderer equals the naive scan: images, gradients, modes, vmap, overflow."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import diffprims as dp
+from diffprims import _render
+
+from .helpers import random_points, shape_types, tree_allclose
+
+# 40 x 56 pixels: 5 x 7 tiles of 8, 2240 points (enough for "auto" to tile).
+GRID = (40, 56)
+
+
+def _model(cls, key, n=20, **kwargs):
+    kwargs.setdefault("size_range", (0.03, 0.25))
+    return cls.init(n, key=key, aspect=GRID[1] / GRID[0], **kwargs)
+
+
+def _loss_image(method, target):
+    def loss(model):
+        return jnp.mean((model.render_image(GRID, method=method) - target) ** 2)
+
+    return loss
+
+
+def _loss_points(method, points, target):
+    def loss(model, points):
+        pred = model.render(points, pixel_size=1.0 / GRID[0], method=method)
+        return jnp.mean((pred - target) ** 2)
+
+    return loss
+
+
+def _grads_close(a, b):
+    scale = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(eqx.filter(a, eqx.is_array)))
+    return tree_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
+
+
+def tight_types():
+    return [cls for cls in shape_types() if cls.tight_bounds]
+
+
+def test_loose_bounds_use_scan(getkey):
+    # Shape types whose soft tails reach past their bounds render with the scan.
+    for cls in shape_types():
+        if not cls.tight_bounds:
+            model = _model(cls, getkey())
+            assert not _render._use_tiles(model, GRID[0] * GRID[1], "auto")
+            np.testing.assert_array_equal(
+                model.render_image(GRID), model.render_image(GRID, method="scan")
+            )
+
+
+@pytest.mark.parametrize("cls", tight_types(), ids=lambda c: c.__name__)
+def test_image_and_gradients_equal_scan(cls, getkey):
+    model = _model(cls, getkey())
+    scan = model.render_image(GRID, method="scan")
+    tiled = jax.jit(lambda m: m.render_image(GRID, method="tiled"))(model)
+    assert tiled.shape == scan.shape == (*GRID, 3)
+    np.testing.assert_allclose(tiled, scan, atol=1e-5)
+    target = jax.random.uniform(getkey(), scan.shape)
+    g_scan = jax.grad(_loss_image("scan", target))(model)
+    g_tiled = jax.jit(jax.grad(_loss_image("tiled", target)))(model)
+    assert _grads_close(g_tiled, g_scan)
+
+
+@pytest.mark.parametrize("cls", tight_types(), ids=lambda c: c.__name__)
+def test_points_and_gradients_equal_scan(cls, getkey):
+    model = _model(cls, getkey())
+    # Random points, with repeats (fit samples with replacement) and a far-away one.
+    points = random_points(getkey(), 1500, aspect=GRID[1] / GRID[0])
+    points = jnp.concatenate([points, points[:20], jnp.array([[3.0, -2.0]])])
+    scan = model.render(points, pixel_size=1.0 / GRID[0], method="scan")
+    tiled = model.render(points, pixel_size=1.0 / GRID[0], method="tiled")
+    np.testing.assert_allclose(tiled, scan, atol=1e-5)
+    target = jax.random.uniform(getkey(), scan.shape)
+    g_scan = jax.grad(_loss_points("scan", points, target), argnums=(0, 1))(model, points)
+    g_tiled = jax.jit(jax.grad(_loss_points("tiled", points, target), argnums=(0, 1)))(
+        model, points
+    )
+    assert _grads_close(g_tiled[0], g_scan[0])
+    np.testing.assert_allclose(g_tiled[1], g_scan[1], rtol=1e-4, atol=1e-6)
+
+
+def test_shapes_straddling_tiles(getkey):
+    # Centres exactly on tile corners and edges, radii from sub-pixel to several tiles.
+    h = GRID[0]
+    corners = jnp.array([[8, 8], [16, 8], [8.5, 24], [40, 32], [0, 0], [56, 40]]) / h
+    radii = jnp.array([0.3, 4.0, 8.0, 11.0, 20.0, 2.0]) / h
+    model = dp.Circles.from_values(
+        corners, radii, jax.random.uniform(getkey(), (6, 3)), jnp.full((6,), 0.9)
+    )
+    model = model.take(jnp.arange(24) % 6)  # 24 shapes, so every path is exercised
+    scan = model.render_image(GRID, method="scan")
+    np.testing.assert_allclose(model.render_image(GRID, method="tiled"), scan, atol=1e-5)
+    target = jax.random.uniform(getkey(), scan.shape)
+    g_scan = jax.grad(_loss_image("scan", target))(model)
+    assert _grads_close(jax.grad(_loss_image("tiled", target))(model), g_scan)
+
+
+def test_overflowing_tiles(getkey):
+    # 150 small opaque circles piled onto one tile plus 30 spread out: that tile holds
+    # more shapes than any short list, so it runs at the last rung (every shape).
+    n_pile, n_spread = 150, 30
+    pile = jnp.array([12.0, 12.0]) / GRID[0] + 0.05 * jax.random.uniform(getkey(), (n_pile, 2))
+    spread = jax.random.uniform(getkey(), (n_spread, 2)) * jnp.array([1.4, 1.0])
+    centres = jnp.concatenate([pile, spread])
+    radii = jnp.concatenate([jnp.full((n_pile,), 0.04), jnp.full((n_spread,), 0.08)])
+    n = n_pile + n_spread
+    model = dp.Circles.from_values(
+        centres, radii, jax.random.uniform(getkey(), (n, 3)), jnp.full((n,), 0.5)
+    )
+    _, boxes = _render.tile_points(GRID, 8)
+    counts = _render.overlaps(jnp.asarray(boxes), _render.grown_bounds(model, 1.0 / GRID[0]))
+    ladder = _render.capacity_ladder(n)
+    assert int(jnp.max(jnp.sum(counts, axis=1))) > ladder[-2]  # really overflows
+    scan = model.render_image(GRID, method="scan")
+    np.testing.assert_allclose(model.render_image(GRID, method="tiled"), scan, atol=1e-5)
+    target = jax.random.uniform(getkey(), scan.shape)
+    g_scan = jax.grad(_loss_image("scan", target))(model)
+    assert _grads_close(jax.grad(_loss_image("tiled", target))(model), g_scan)
+
+
+def test_empty_tiles_and_shapes_off_frame(getkey):
+    # Everything far outside the frame: every tile is empty and shows the background.
+    model = _model(dp.Circles, getkey(), size_range=(0.01, 0.02))
+    model = eqx.tree_at(lambda m: m.raw_centres, model, model.raw_centres + 50.0)
+    tiled = model.render_image(GRID, method="tiled")
+    np.testing.assert_allclose(tiled, jnp.broadcast_to(model.background, tiled.shape), atol=1e-7)
+    grads = jax.grad(lambda m: jnp.sum(m.render_image(GRID, method="tiled")))(model)
+    assert all(jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(grads))
+
+
+def test_additive_compositing(getkey):
+    model = _model(dp.Circles, getkey(), compositing="additive", opacity=0.2)
+    scan = model.render_image(GRID, method="scan")
+    np.testing.assert_allclose(model.render_image(GRID, method="tiled"), scan, atol=1e-5)
+    target = jax.random.uniform(getkey(), scan.shape)
+    g_scan = jax.grad(_loss_image("scan", target))(model)
+    assert _grads_close(jax.grad(_loss_image("tiled", target))(model), g_scan)
+
+
+def test_depth_compositing_uses_scan(getkey):
+    model = _model(dp.Circles, getkey(), compositing="depth")
+    with pytest.raises(ValueError, match="depth"):
+        model.render_image(GRID, method="tiled")
+    np.testing.assert_array_equal(
+        model.render_image(GRID), model.render_image(GRID, method="scan")
+    )
+
+
+@pytest.mark.parametrize("method", ["fast", None, 1])
+def test_bad_method(method, getkey):
+    model = _model(dp.Circles, getkey())
+    with pytest.raises(ValueError, match="method"):
+        model.render_image(GRID, method=method)
+    with pytest.raises(ValueError, match="method"):
+        jax.jit(lambda m: m.render(jnp.zeros((4, 2)), pixel_size=0.1, method=method))(model)
+
+
+def test_auto_choice():
+    assert _render._use_tiles(_model_stub(200, "over"), 256 * 256, "auto")
+    assert not _render._use_tiles(_model_stub(3, "over"), 256 * 256, "auto")
+    assert not _render._use_tiles(_model_stub(200, "over"), 100, "auto")
+    assert not _render._use_tiles(_model_stub(200, "depth"), 256 * 256, "auto")
+    assert _render._use_tiles(_model_stub(3, "over"), 100, "tiled")
+    assert not _render._use_tiles(_model_stub(200, "over"), 256 * 256, "scan")
+
+
+def _model_stub(n, compositing):
+    class Stub:
+        num_shapes = n
+
+    stub = Stub()
+    stub.compositing = compositing  # pyright: ignore[reportAttributeAccessIssue]
+    return stub
+
+
+def test_vmap_over_models_equals_each(getkey):
+    # Members need different capacities; under vmap all share the largest and still
+    # give each member's own image.
+    sizes = [(0.01, 0.03), (0.1, 0.4)]
+    models = [_model(dp.Circles, getkey(), size_range=s) for s in sizes]
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *models)
+    batched = jax.vmap(lambda m: m.render_image(GRID, method="tiled"))(stacked)
+    for i, model in enumerate(models):
+        np.testing.assert_allclose(batched[i], model.render_image(GRID, method="scan"), atol=1e-5)
+    grads = jax.vmap(jax.grad(lambda m: jnp.sum(m.render_image(GRID, method="tiled") ** 2)))(
+        stacked
+    )
+    for i, model in enumerate(models):
+        single = jax.grad(lambda m: jnp.sum(m.render_image(GRID, method="scan") ** 2))(model)
+        assert _grads_close(jax.tree.map(lambda x: x[i], grads), single)
+
+
+def test_capacity_ladder():
+    for n in [1, 7, 8, 9, 64, 65, 200, 10_000]:
+        ladder = _render.capacity_ladder(n)
+        assert ladder[0] == 0 and ladder[-1] == n
+        assert list(ladder) == sorted(set(ladder))
+
+
+def test_traced_pixel_size(getkey):
+    model = _model(dp.Circles, getkey())
+    points = random_points(getkey(), 1200)
+
+    @jax.jit
+    def both(model, pixel_size):
+        return (
+            model.render(points, pixel_size=pixel_size, method="tiled"),
+            model.render(points, pixel_size=pixel_size, method="scan"),
+        )
+
+    tiled, scan = both(model, jnp.asarray(0.02))
+    np.testing.assert_allclose(tiled, scan, atol=1e-5)
