@@ -195,10 +195,12 @@ def main():
         print(_format(row, args.shapes))
     for n in args.n:
         sel = [r for r in rows if r[0] == n]
-        gain = np.mean([r[4] - r[2] for r in sel])
-        print(f"N={n}: mean greedy {np.mean([r[2] for r in sel]):.2f} dB in "
-              f"{np.mean([r[3] for r in sel]):.1f} s; mean paint {np.mean([r[4] for r in sel]):.2f}"
-              f" dB; gain {gain:+.2f} dB")  # fmt: skip
+        greedy_db, greedy_s = np.mean([r[2] for r in sel]), np.mean([r[3] for r in sel])
+        paint_db, gain = np.mean([r[4] for r in sel]), np.mean([r[4] - r[2] for r in sel])
+        print(
+            f"N={n}: mean greedy {greedy_db:.2f} dB in {greedy_s:.1f} s; "
+            f"mean paint {paint_db:.2f} dB; gain {gain:+.2f} dB"
+        )
     print(f"load after: {os.getloadavg()}")
 
 

@@ -83,9 +83,9 @@ def edge_weights(
         from ._paint import blur
 
         target = blur(target, sigma)
-    gy = jnp.gradient(target, axis=0) if target.shape[0] > 1 else jnp.zeros_like(target)
-    gx = jnp.gradient(target, axis=1) if target.shape[1] > 1 else jnp.zeros_like(target)
+    zeros = jnp.zeros_like(target)
+    gy = jnp.asarray(jnp.gradient(target, axis=0)) if target.shape[0] > 1 else zeros
+    gx = jnp.asarray(jnp.gradient(target, axis=1)) if target.shape[1] > 1 else zeros
     magnitude = jnp.sqrt(jnp.sum(gx**2 + gy**2, -1, keepdims=True) + 1e-12)
     weights = 1.0 + strength * magnitude / (jnp.mean(magnitude) + 1e-6)
     return weights / jnp.mean(weights)
-

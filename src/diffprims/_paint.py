@@ -131,13 +131,14 @@ def _run(
     first,
     length,
     stride,
+    method,
 ):
     """`length` Adam steps on stratified pixel samples for every restart (leading axis)."""
 
     def one(params, opt_state, active, key):
         return _run_one(
             params, static, opt_state, optimizer, goal, loss, active, key, edge_scale,
-            lr_scale, first, length, stride,
+            lr_scale, first, length, stride, method,
         )  # fmt: skip
 
     if keys.ndim == 0:  # a single run: no restart axis
@@ -159,6 +160,7 @@ def _run_one(
     first,
     length,
     stride,
+    method,
 ):
     height, width, channels = goal.shape
     flat_goal = goal.reshape(-1, channels)
@@ -166,7 +168,9 @@ def _run_one(
     def objective(params, step_key):
         model = eqx.combine(params, static)
         indices = _stratified(step_key, height, width, stride)
-        pred = model.render(_points(indices, height, width), pixel_size=edge_scale / height)
+        pred = model.render(
+            _points(indices, height, width), pixel_size=edge_scale / height, method=method
+        )
         return restrict_to_pixels(loss, indices)(pred, flat_goal[indices])
 
     def step(carry, index):
@@ -184,56 +188,72 @@ def _run_one(
 
 
 @eqx.filter_jit
-def _error_map(model, target, level: int):
+def _error_map(model, target, level: int, method: str = "auto"):
     """Per-pixel squared error of `model` at a `level`-times coarser grid, and the goal."""
     height, width, channels = target.shape
     h, w = height // level, width // level
     small = target[: h * level, : w * level].reshape(h, level, w, level, channels).mean((1, 3))
-    pred = model.render_image((h, w))
+    pred = model.render_image((h, w), method=method)
     return jnp.sum((pred - small) ** 2, -1), pred, small
 
 
 @eqx.filter_jit
-def _add(models, target, active, start, count, most, size, opacity, keys, level):
+def _add(models, target, active, start, count, most, size, opacity, keys, level, method):
     """`_add_shapes` for every restart (leading axis); `most` and `level` are static."""
 
     def one(model, active, key):
-        return _add_shapes(model, target, active, start, count, most, size, opacity, key, level)
+        return _add_shapes(
+            model, target, active, start, count, most, size, opacity, key, level, method
+        )
 
     if keys.ndim == 0:
         return one(models, active, keys)
     return jax.vmap(one)(models, active, keys)
 
 
-def _add_shapes(model, target, active, start, count, most, size, opacity, key, level):
+def _add_shapes(model, target, active, start, count, most, size, opacity, key, level, method):
     """Activate shapes `start, ..., start + count - 1` where the error is largest.
 
-    `count <= most` may be traced; `most` (static) fixes the shapes of the computation.
+    Up to `most` active shapes that no longer show (opacity near 0, smaller than a pixel,
+    or off the canvas) are re-seeded the same way. `count <= most` may be traced; `most`
+    (static) fixes the shapes of the computation.
     """
-    error, pred, small = _error_map(model, target, level)
+    error, pred, small = _error_map(model, target, level, method)
     h, w = error.shape
     smooth = blur(error[..., None], 1.0)[..., 0]
     k_pick, k_jitter, k_geom = jax.random.split(key, 3)
     logits = jnp.log(smooth.reshape(-1) + 1e-12)
     # Gumbel top-k: `count` distinct pixels drawn proportionally to the error.
     gumbel = jax.random.gumbel(k_pick, logits.shape)
-    picks = jnp.argsort(-(logits + gumbel))[:most]
+    total = 2 * most
+    picks = jnp.argsort(-(logits + gumbel))[: min(total, h * w)]
+    picks = jnp.resize(picks, (total,))
     rows, cols = picks // w, picks % w
-    jitter = jax.random.uniform(k_jitter, (most, 2))
+    jitter = jax.random.uniform(k_jitter, (total, 2))
     centres = jnp.stack([(cols + jitter[:, 0]) / h, (rows + jitter[:, 1]) / h], -1)
     sigma = jnp.maximum(size * h / 2.0, 0.5)
     local_goal, local_pred = blur(small, sigma)[rows, cols], blur(pred, sigma)[rows, cols]
     colours = jnp.clip((local_goal - (1 - opacity) * local_pred) / opacity, 0.02, 0.98)
-    sizes = jnp.full((most,), size)
+    sizes = jnp.full((total,), size)
     geometry = type(model).random_geometry(centres, sizes, key=k_geom)
-    # Slots past `count` point out of range and are dropped by the scatter.
-    slots = jnp.where(jnp.arange(most) < count, start + jnp.arange(most), model.num_shapes)
+    n = model.num_shapes
+    # Slots past `count` point out of range (n) and are dropped by the scatter.
+    slots = jnp.where(jnp.arange(most) < count, start + jnp.arange(most), n)
+    box = model.bounds()
+    pixel = 1.0 / target.shape[0]
+    aspect = target.shape[1] / target.shape[0]
+    dead = active & (
+        (model.opacities < 0.02)
+        | (jnp.max(box[:, 2:] - box[:, :2], -1) < 1.5 * pixel)
+        | (box[:, 2] < 0) | (box[:, 3] < 0) | (box[:, 0] > aspect) | (box[:, 1] > 1)
+    )  # fmt: skip
+    slots = jnp.concatenate([slots, jnp.nonzero(dead, size=most, fill_value=n)[0]])
     values = dict(geometry)
     values["raw_colours"] = raw_unit(colours)
-    values["raw_opacities"] = jnp.full((most,), raw_unit(opacity))
+    values["raw_opacities"] = jnp.full((total,), raw_unit(opacity))
     if model.raw_depths is not None:
         top = jnp.max(jnp.where(active, model.raw_depths, -jnp.inf), initial=0.0)
-        values["raw_depths"] = top + 0.5 + 0.5 * jnp.arange(most, dtype=jnp.float32)
+        values["raw_depths"] = top + 0.5 + 0.5 * jnp.arange(total, dtype=jnp.float32)
     new = {
         name: getattr(model, name).at[slots].set(value.astype(jnp.float32), mode="drop")
         for name, value in values.items()
@@ -243,10 +263,49 @@ def _add_shapes(model, target, active, start, count, most, size, opacity, key, l
     return model, active.at[slots].set(True, mode="drop")
 
 
+@eqx.filter_jit
+def _solve_colours(model, target, ridge: float = 1e-4):
+    """Colours (and background) that minimise the squared error for fixed geometry.
+
+    With "over" or "additive" compositing the image is linear in the colours:
+    `image = W @ [colours; background]` with `W[p, i]` the visible weight of shape `i` at
+    pixel `p`. Solve the ridge-regularised normal equations on the full grid and clip to
+    `[0, 1]`.
+    """
+    height, width, channels = target.shape
+    from ._model import pixel_centres
+
+    points = pixel_centres((height, width)).reshape(-1, 2)
+    alphas = model.alphas(points, pixel_size=1.0 / height)  # (N, P)
+    if model.compositing == "over":
+        keep = 1.0 - alphas
+        behind = jnp.flip(jnp.cumprod(jnp.flip(keep, 0), 0), 0)
+        in_front = jnp.concatenate([behind[1:], jnp.ones_like(keep[:1])], 0)
+        weights = jnp.concatenate([alphas * in_front, behind[:1]], 0)
+    else:
+        weights = jnp.concatenate([alphas, jnp.ones_like(alphas[:1])], 0)
+    gram = weights @ weights.T
+    gram = gram + ridge * (jnp.trace(gram) / gram.shape[0]) * jnp.eye(gram.shape[0])
+    rhs = weights @ target.reshape(-1, channels)
+    solved = jnp.clip(jnp.linalg.solve(gram, rhs), 1e-3, 1 - 1e-3)
+    colours, background = solved[:-1], solved[-1]
+    if not model.learn_background:
+        background = model.background
+    # Shapes that cover nothing keep their colour.
+    used = jnp.sum(weights[:-1], 1) > 1e-3
+    colours = jnp.where(used[:, None], colours, model.colours)
+    return eqx.tree_at(
+        lambda m: (m.raw_colours, m.raw_background),
+        model,
+        (raw_unit(colours), jnp.asarray(raw_unit(background), jnp.float32)),
+    )
+
+
 def _blank(cls, n: int, target: Array, *, key, softness, compositing, learn_background):
     """`n` invisible shapes (opacity ~0) over the target's mean colour."""
     height, width, channels = target.shape
-    centres = jnp.full((n, 2), 0.5) * jnp.array([width / height, 1.0])
+    # Off the canvas, so renderers that cull by bounds skip shapes not yet placed.
+    centres = jnp.full((n, 2), -10.0)
     geometry = cls.random_geometry(centres, jnp.full((n,), 0.05), key=key)
     background = jnp.mean(target, (0, 1))
     if compositing == "additive":
@@ -284,7 +343,7 @@ def paint(
     loss: Any = None,
     stride: int = 4,
     coarse: float = 3.0,
-    softness: float = 1.0,
+    softness: float = 0.5,
     opacity: float = 0.7,
     compositing: str = "over",
     learn_background: bool = True,
@@ -292,6 +351,8 @@ def paint(
     lr_geometry: float = 1e-2,
     lr_colour: float = 1e-2,
     anneal: float = 0.9,
+    solve_colours: bool = True,
+    method: str = "auto",
     steps_per_dispatch: int = 50,
 ) -> FitResult:
     """Approximate `target` with `n` shapes: initialisation and fit with our best defaults.
@@ -326,6 +387,11 @@ def paint(
     - `opacity`: the opacity new shapes start with.
     - `lr`, `lr_geometry`, `lr_colour`: Adam learning rates for positions (frame
       units), other geometry (log sizes, angles) and colours/opacities/depths (logits).
+    - `solve_colours`: finish by solving for the colours and background that minimise
+      the squared error on the full image for the fitted geometry (a linear least-squares
+      problem for "over" and "additive" compositing).
+    - `method`: the renderer for the sampled pixels, as in
+      [`diffprims.AbstractShapes.render`][].
     - `anneal`: over the last round the learning rates fall linearly to `1 - anneal`
       times their value.
     - `steps_per_dispatch`: steps per compiled call (the budget is checked between).
@@ -399,7 +465,7 @@ def paint(
         models, active = _add(
             models, goal, active, jnp.int32(total - count), jnp.int32(count), max(counts),
             jnp.asarray(size, jnp.float32),
-            jnp.asarray(opacity, jnp.float32), round_keys, level,
+            jnp.asarray(opacity, jnp.float32), round_keys, level, method,
         )  # fmt: skip
         if _DEBUG:
             jax.block_until_ready(models)
@@ -409,7 +475,9 @@ def paint(
         round_end = None
         if seconds is not None:
             elapsed = time.perf_counter() - start_time
-            left = seconds - elapsed
+            # Keep a share of the budget for the final colour solve.
+            reserve = 0.05 * seconds if solve_colours and compositing != "depth" else 0.0
+            left = seconds - reserve - elapsed
             round_end = time.perf_counter() + left * step_share[r] / step_share[r:].sum()
             budget_steps = None
         else:
@@ -435,7 +503,7 @@ def paint(
             params, opt_state, values = _run(
                 params, static, opt_state, optimizer, goal, loss, active, step_keys,
                 jnp.asarray(edge_scale, jnp.float32), jnp.float32(lr_scale), jnp.int32(taken),
-                length, stride,
+                length, stride, method,
             )  # fmt: skip
             losses.append(values)
             taken += length
@@ -454,6 +522,9 @@ def paint(
         if _DEBUG:
             print(f"round {r}: {taken} steps, t={time.perf_counter() - start_time:.2f}s")
 
+    if solve_colours and compositing != "depth":
+        solve = _solve_colours if restarts == 1 else jax.vmap(_solve_colours, (0, None))
+        models = solve(models, target)
     if restarts == 1:
         model, history = models, jnp.concatenate(losses, 0)
     else:

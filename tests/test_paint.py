@@ -1,0 +1,147 @@
+"""dp.paint (initialisation, rounds, restarts, budgets) and the image losses."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import diffprims as dp
+from diffprims._paint import _schedule, blur
+
+from .helpers import shape_types, tree_allclose
+
+
+def _target(key, size=16):
+    """A small picture: three overlapping discs on a grey background."""
+    model = dp.Circles.init(3, key=key, size_range=(0.15, 0.3), opacity=0.9)
+    return model.render_image((size, size))
+
+
+def _psnr(model, target):
+    return float(dp.psnr(model.render_image(target.shape[:2]), target))
+
+
+@pytest.mark.parametrize("shape_type", shape_types(), ids=lambda t: t.__name__)
+def test_paint_fits_every_shape_type(shape_type, getkey):
+    target = _target(getkey())
+    result = dp.paint(target, 6, key=getkey(), shape=shape_type, steps=60, rounds=2)
+    assert isinstance(result, dp.FitResult) and isinstance(result.model, shape_type)
+    assert result.model.num_shapes == 6
+    assert result.losses.shape == (60,) and np.all(np.isfinite(result.losses))
+    flat = float(dp.psnr(jnp.broadcast_to(target.mean((0, 1)), target.shape), target))
+    assert _psnr(result.model, target) > flat + 3.0
+
+
+def test_paint_is_deterministic(getkey):
+    target, key = _target(getkey()), getkey()
+    a = dp.paint(target, 5, key=key, steps=30, rounds=2)
+    b = dp.paint(target, 5, key=key, steps=30, rounds=2)
+    assert tree_allclose(a.model, b.model)
+    c = dp.paint(target, 5, key=getkey(), steps=30, rounds=2)
+    assert not tree_allclose(a.model, c.model)
+
+
+def test_paint_places_shapes_where_the_error_is(getkey):
+    """New shapes are centred where the picture is most wrong: on the one small disc."""
+    target = dp.Circles.from_values(
+        [[0.75, 0.25]], [0.12], [[0.9, 0.1, 0.1]], [1.0], background=0.2
+    ).render_image((32, 32))
+    result = dp.paint(target, 8, key=getkey(), steps=1, rounds=1, solve_colours=False)
+    distance = jnp.linalg.norm(result.model.centres - jnp.array([0.75, 0.25]), axis=-1)
+    assert int(jnp.sum(distance < 0.2)) >= 4  # uniform placement would give about 1
+
+
+def test_more_steps_and_restarts_do_not_hurt(getkey):
+    target, key = _target(getkey(), 20), getkey()
+    short = dp.paint(target, 6, key=key, steps=20, rounds=2)
+    long = dp.paint(target, 6, key=key, steps=150, rounds=2)
+    assert _psnr(long.model, target) > _psnr(short.model, target)
+    best = dp.paint(target, 6, key=key, steps=20, rounds=2, restarts=3)
+    assert best.model.centres.shape == (6, 2) and best.losses.shape == (20,)
+
+
+def test_paint_with_a_time_budget_and_other_modes(getkey):
+    target = _target(getkey())
+    result = dp.paint(target, 4, key=getkey(), seconds=0.5, rounds=2)
+    assert result.losses.shape[0] >= 1 and np.isfinite(result.seconds)
+    for mode in ["additive", "depth"]:
+        result = dp.paint(target, 4, key=getkey(), steps=30, compositing=mode)
+        assert result.model.compositing == mode
+        assert np.all(np.isfinite(result.losses))
+    fixed = dp.paint(target, 4, key=getkey(), steps=30, learn_background=False)
+    np.testing.assert_allclose(fixed.model.background, target.mean((0, 1)), atol=1e-5)
+
+
+def test_paint_takes_a_weighted_loss(getkey):
+    target = _target(getkey())
+    loss = dp.Weighted(dp.L2(), dp.edge_weights(target))
+    result = dp.paint(target, 4, key=getkey(), steps=30, loss=loss)
+    assert np.all(np.isfinite(result.losses))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(shape=dp.L2), TypeError, "shape class"),
+        (dict(n=0), ValueError, "n"),
+        (dict(seconds=-1.0), ValueError, "seconds"),
+        (dict(compositing="screen"), ValueError, "compositing"),
+        (dict(opacity=1.5), ValueError, "opacity"),
+        (dict(key=0), TypeError, "key"),
+        (dict(target=np.zeros((8, 8, 3), np.uint8)), TypeError, "float"),
+    ],
+)
+def test_paint_errors_are_clear(kwargs, error, match, getkey):
+    args = dict(target=np.zeros((8, 8, 3), np.float32), n=3, key=getkey(), steps=2)
+    args.update(kwargs)
+    target, n = args.pop("target"), args.pop("n")
+    with pytest.raises(error, match=match):
+        dp.paint(target, n, **args)
+
+
+def test_schedule_and_blur():
+    for n, rounds in [(10, 4), (3, 3), (200, 4), (7, 1)]:
+        counts = _schedule(n, rounds)
+        assert sum(counts) == n and len(counts) == rounds and max(counts) - min(counts) <= 1
+    image = jax.random.uniform(jax.random.key(0), (12, 9, 3))
+    np.testing.assert_allclose(blur(image, 1e-4), image, atol=1e-6)
+    np.testing.assert_allclose(blur(jnp.full((6, 5, 2), 0.3), 2.0), 0.3, atol=1e-6)
+    assert float(blur(image, 3.0).std()) < float(image.std())
+
+
+# -- image losses ----------------------------------------------------------------------
+
+
+def test_ssim_loss(getkey):
+    x = jax.random.uniform(getkey(), (16, 16, 3))
+    y = jax.random.uniform(getkey(), (16, 16, 3))
+    assert float(dp.SSIM()(x, x)) == pytest.approx(0.0, abs=1e-5)
+    assert 0.5 < float(dp.SSIM()(x, y)) <= 2.0
+    flat = jnp.full((16, 16, 3), 0.5)
+    grads = jax.grad(lambda p: dp.SSIM()(p, flat))(flat)
+    assert np.all(np.isfinite(grads))
+    with pytest.raises(ValueError, match="whole images"):
+        dp.SSIM()(x.reshape(-1, 3), y.reshape(-1, 3))
+    with pytest.raises(ValueError, match="whole images"):
+        jax.jit(dp.SSIM())(x[:5, :5], y[:5, :5])
+
+
+def test_ssim_drives_a_fit(getkey):
+    target = _target(getkey())
+    model = dp.Circles.init(4, key=getkey(), target=target)
+    loss = dp.L2() + 0.1 * dp.SSIM()
+    result = dp.fit(model, target, loss=loss, optimizer=optax.adam(3e-2), steps=40)
+    assert float(result.losses[-1]) < float(result.losses[0])
+
+
+def test_edge_weights(getkey):
+    target = jnp.zeros((16, 16, 3)).at[:, 8:].set(1.0)  # one vertical edge
+    weights = dp.edge_weights(target)
+    assert weights.shape == (16, 16, 1)
+    assert float(weights.mean()) == pytest.approx(1.0, abs=1e-5)
+    assert float(weights[8, 8, 0]) > 3 * float(weights[8, 1, 0])
+    flat = dp.edge_weights(jnp.full((8, 8, 3), 0.4))
+    np.testing.assert_allclose(flat, 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="strength"):
+        dp.edge_weights(target, strength=-1.0)
