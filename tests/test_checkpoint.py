@@ -176,3 +176,84 @@ def test_fit_interrupted_without_checkpoint_keeps_progress(monkeypatch):
     assert all(
         bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(eqx.filter(model, eqx.is_array))
     )
+
+
+# -- the command line: Ctrl-C writes the results so far; results are not clobbered ------
+
+
+def _picture(path):
+    from PIL import Image
+
+    y, x = np.mgrid[0:12, 0:16] / 16
+    rgb = np.stack([x, y, 0.5 + 0 * x], axis=-1)
+    Image.fromarray((rgb * 255).astype(np.uint8)).save(path)
+    return str(path)
+
+
+PAINT = ["-n", "3", "--size", "16", "--frames", "3", "-q"]
+RESULTS = {"result.png", "result.svg", "progress.gif", "model.eqx", "summary.json"}
+
+
+def test_cli_ctrl_c_writes_results_so_far_and_exits_130(tmp_path, monkeypatch, capsys):
+    from diffprims._cli import main
+
+    out = tmp_path / "out"
+    _interrupt_on_call(monkeypatch, 2)  # paint dispatches 100 steps at a time
+    status = main(
+        ["paint", _picture(tmp_path / "in.png"), *PAINT, "--steps", "250", "-o", str(out)]
+    )
+    assert status == 130
+    assert "interrupted after 100 of 250 steps" in capsys.readouterr().err
+    assert {p.name for p in out.iterdir()} == RESULTS
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["steps"] == 100
+    assert isinstance(dp.load(out / "model.eqx"), dp.Circles)
+    assert np.isfinite(summary["psnr"])
+
+
+def test_cli_refuses_to_clobber_without_force(tmp_path, capsys):
+    from diffprims._cli import main
+
+    image, out = _picture(tmp_path / "in.png"), tmp_path / "out"
+    assert main(["paint", image, *PAINT, "--steps", "2", "-o", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["paint", image, *PAINT, "--steps", "3", "--seed", "1", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--force" in err and "result.png" in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
+    assert main(["paint", image, *PAINT, "--steps", "3", "--seed", "1", "-o", str(out),
+                 "--force"]) == 0  # fmt: skip
+    assert json.loads((out / "summary.json").read_text())["steps"] == 3
+    # An existing folder without our results is fine.
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("keep me")
+    assert main(["paint", image, *PAINT, "--steps", "2", "-o", str(tmp_path / "other")]) == 0
+    assert (tmp_path / "other" / "notes.txt").read_text() == "keep me"
+
+
+def test_cli_sigint_end_to_end(tmp_path):
+    """A real Ctrl-C (SIGINT) to a running `python -m diffprims paint`."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    image = _picture(tmp_path / "in.png")
+    argv = [sys.executable, "-m", "diffprims", "paint", image, *PAINT[:-1],
+            "--steps", "10000000", "-o", str(out)]  # fmt: skip
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()  # "painting ...": the fit is about to start
+        assert line.startswith("painting"), line
+        time.sleep(3.0)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err[-2000:]
+    assert "interrupted after" in err
+    assert {p.name for p in out.iterdir()} == RESULTS
+    assert json.loads((out / "summary.json").read_text())["interrupted"] is True

@@ -139,6 +139,8 @@ def _build_parser() -> argparse.ArgumentParser:
     paint.add_argument("-o", "--output", default="out", metavar="OUTDIR",
                        help="folder for the results (default: out)")  # fmt: skip
     paint.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    paint.add_argument("--force", action="store_true",
+                       help="overwrite results already in OUTDIR")  # fmt: skip
     paint.set_defaults(run=_paint)
 
     filt = commands.add_parser(
@@ -164,6 +166,8 @@ def _build_parser() -> argparse.ArgumentParser:
     filt.add_argument("-o", "--output", default="out", metavar="OUTDIR",
                       help="folder for the results (default: out)")  # fmt: skip
     filt.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    filt.add_argument("--force", action="store_true",
+                      help="overwrite results already in OUTDIR")  # fmt: skip
     filt.set_defaults(run=_filter)
     return parser
 
@@ -209,8 +213,7 @@ def _paint(args: argparse.Namespace) -> int:
         else _read_image(source, size=render_shape)
     )
     out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"-o {os.fspath(out)!r} is a file, not a folder")
+    _claim_output(out, _PAINT_FILES, force=args.force)
 
     key_init, key_fit = jax.random.split(jax.random.key(args.seed))
     model = shape_type.init(args.num_shapes, key=key_init, target=target, softness=args.softness)
@@ -223,18 +226,28 @@ def _paint(args: argparse.Namespace) -> int:
             f"{args.num_shapes} {args.shape}, {args.steps} steps",
             file=sys.stderr,
         )
-    result = dp.fit(
-        model,
-        target,
-        loss=dp.L2(),
-        optimizer=optax.adam(args.lr),
-        steps=args.steps,
-        batch=batch,
-        key=key_fit,
-        progress=not args.quiet,
-        snapshots=min(args.frames, args.steps + 1),
-    )
+    interrupted = False
+    try:
+        result = dp.fit(
+            model,
+            target,
+            loss=dp.L2(),
+            optimizer=optax.adam(args.lr),
+            steps=args.steps,
+            batch=batch,
+            key=key_fit,
+            progress=not args.quiet,
+            snapshots=min(args.frames, args.steps + 1),
+        )
+    except dp.FitInterrupted as stop:
+        # Ctrl-C: write what the fit reached (a second Ctrl-C aborts the writing).
+        result, interrupted = stop.result, True
+        print(
+            f"interrupted after {stop.step} of {args.steps} steps; writing the results so far",
+            file=sys.stderr,
+        )
     fitted: Any = result.model
+    steps_done = int(result.losses.shape[0])
     fit_shape = (int(target.shape[0]), int(target.shape[1]))
 
     image = eqx.filter_jit(lambda m: m.render_image(render_shape))(fitted)
@@ -243,15 +256,17 @@ def _paint(args: argparse.Namespace) -> int:
     psnr = float(dp.psnr(written, reference))
     fit_psnr = float(dp.psnr(fitted.render_image(fit_shape), target))
     dp.save_svg(out / "result.svg", fitted, render_shape)
-    dp.save_gif(out / "progress.gif", result.snapshots, fit_shape)
+    frames = (*result.snapshots, fitted) if interrupted else result.snapshots
+    dp.save_gif(out / "progress.gif", frames, fit_shape)
     dp.save(out / "model.eqx", fitted)
     losses = np.asarray(result.losses)
     summary = {
         "image": os.fspath(source),
         "psnr": round(psnr, 4),
         "psnr_at_fit_size": round(fit_psnr, 4),
-        "loss": float(losses[-1]),
-        "steps": args.steps,
+        "loss": float(losses[-1]) if losses.size else None,
+        "steps": steps_done,
+        "interrupted": interrupted,
         "seconds": round(float(result.seconds), 3),
         "shape": args.shape.lower(),
         "num_shapes": args.num_shapes,
@@ -269,11 +284,29 @@ def _paint(args: argparse.Namespace) -> int:
     _write_json(out / "summary.json", summary)
     if not args.quiet:
         print(
-            f"PSNR {psnr:.2f} dB with {args.num_shapes} {args.shape} after {args.steps} steps "
+            f"PSNR {psnr:.2f} dB with {args.num_shapes} {args.shape} after {steps_done} steps "
             f"({result.seconds:.1f} s); wrote {', '.join(summary['files'])} to {out}/",
             file=sys.stderr,
         )
-    return 0
+    return 130 if interrupted else 0
+
+
+_PAINT_FILES = ("result.png", "result.svg", "progress.gif", "model.eqx", "summary.json")
+_FILTER_FILES = (
+    "kernel.png", "vectors.json", "vectors.npz", "blurred.png", "summary.json",
+)  # fmt: skip
+
+
+def _claim_output(out: Path, names: tuple[str, ...], *, force: bool) -> None:
+    """Refuse to overwrite earlier results in `out` unless `--force`."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {os.fspath(out)!r} is a file, not a folder")
+    existing = [name for name in names if (out / name).exists()]
+    if existing and not force:
+        raise UsageError(
+            f"-o {os.fspath(out)!r} already holds {', '.join(existing)}; pass --force to "
+            "overwrite them, or choose another folder with -o"
+        )
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -346,8 +379,7 @@ def _filter(args: argparse.Namespace) -> int:
         loss = l2 * dp.L2() + non_negative * dp.NonNegative() + keep_zeros * dp.KeepZeros()
     image = None if args.apply is None else _read_image(args.apply)
     out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"-o {os.fspath(out)!r} is a file, not a folder")
+    _claim_output(out, _FILTER_FILES, force=args.force)
     if args.rank > min(target.shape):
         raise UsageError(f"--rank {args.rank} exceeds the kernel's size {target.shape}")
 

@@ -40,7 +40,8 @@ class FitInterrupted(KeyboardInterrupt):
     **Attributes:**
 
     - `step`: how many steps had finished.
-    - `result`: a [`diffprims.FitResult`][] with the model after those steps.
+    - `result`: a [`diffprims.FitResult`][] with the model after those steps (and the
+      snapshots due by then).
 
     When `fit` was given a `checkpoint`, that checkpoint is written before this is raised,
     so `fit(..., resume=PATH)` continues from here. Catch it as `KeyboardInterrupt`.

@@ -409,6 +409,13 @@ def fit(
                 model=eqx.combine(params, static),
                 losses=jnp.concatenate(chunks)[:done],
                 seconds=time.perf_counter() - start_time,
+                # The snapshots taken so far (those due by step `done`).
+                snapshots=tuple(
+                    eqx.combine(jax.tree.map(lambda s: s[j], snaps), static)
+                    for j, at in enumerate(snap_steps)
+                    if snaps is not None and at <= done
+                ),
+                snapshot_steps=tuple(at for at in snap_steps if at <= done),
             ),
         ) from None
     finally:
