@@ -352,7 +352,7 @@ def paint(
     lr_colour: float = 1e-2,
     anneal: float = 0.9,
     solve_colours: bool = True,
-    method: str = "auto",
+    method: str | None = None,
     steps_per_dispatch: int = 50,
 ) -> FitResult:
     """Approximate `target` with `n` shapes: initialisation and fit with our best defaults.
@@ -391,7 +391,9 @@ def paint(
       the squared error on the full image for the fitted geometry (a linear least-squares
       problem for "over" and "additive" compositing).
     - `method`: the renderer for the sampled pixels, as in
-      [`diffprims.AbstractShapes.render`][].
+      [`diffprims.AbstractShapes.render`][]. By default "scan" up to 120 shapes (it
+      compiles in a few seconds) and "auto" (tiled, culled: much faster steps but a
+      longer compilation) above.
     - `anneal`: over the last round the learning rates fall linearly to `1 - anneal`
       times their value.
     - `steps_per_dispatch`: steps per compiled call (the budget is checked between).
@@ -430,6 +432,8 @@ def paint(
     if not coarse >= 0:
         raise ValueError(f"`coarse` must be >= 0 (pixels of blur); got {coarse}.")
     rounds = min(rounds, n)
+    if method is None:
+        method = "scan" if n <= 120 else "auto"
     loss = as_loss(L2() if loss is None else loss)
     height, width, channels = target.shape
     stride = min(stride, height, width)
@@ -476,7 +480,8 @@ def paint(
         if seconds is not None:
             elapsed = time.perf_counter() - start_time
             # Keep a share of the budget for the final colour solve.
-            reserve = 0.05 * seconds if solve_colours and compositing != "depth" else 0.0
+            solving = solve_colours and compositing != "depth"
+            reserve = min(0.1 * seconds, 3.0) if solving else 0.0
             left = seconds - reserve - elapsed
             round_end = time.perf_counter() + left * step_share[r] / step_share[r:].sum()
             budget_steps = None
