@@ -1,19 +1,24 @@
-"""Rendering algorithms for shape sets: the naive scan and tiled paths with culling.
+"""Rendering algorithms for shape sets: the naive scan and a tiled path with culling.
 
-Every path composites the same shapes in the same depth order and gives the same image
-as the naive back-to-front loop (up to float rounding, and contributions below
-`sigmoid(-CUTOFF)` that culling drops). They use nothing but the shape-type interface
-(`coverage`, `bounds`, `take`), so a new shape type gets every path for free.
+Both composite the same shapes in the same order with the same arithmetic as the naive
+back-to-front loop, so they agree up to float rounding and the soft-edge tails culling
+drops (below `sigmoid(-CUTOFF)` < 1e-6 per shape). They use nothing but the shape-type
+interface (`coverage` via `alphas`, `bounds`, the per-shape fields `take` gathers, and
+the `composite_*` methods), so a new shape type gets every path for free.
 
 - `scan`: a fused `lax.scan` over shapes, every shape at every point. Cheapest for a
   handful of shapes; the reference for the others.
-- `tiled`: points are grouped (the pixels of a tile for `render_image`; one point per
-  group, sharing the culling list of its cell, for `render`), each group gets the list of
-  shapes whose grown bounds overlap it (depth order kept) and composites only those.
-  The list length `K` is static: it comes from a ladder of capacities and the smallest
-  that holds the fullest group is picked at run time with `lax.switch` (the last rung is
-  `N`, so nothing ever overflows). A custom VJP recomputes the per-group work in the
-  backward pass instead of storing it, so memory stays bounded by a fixed chunk size.
+- `tiled`: points are grouped (an `8 x 8` tile of pixels for `render_image`; 8
+  neighbouring points along a snake path for `render`). Each group lists the shapes whose
+  bounds, grown by `CUTOFF` edge widths, overlap its box, in depth order. Groups are
+  sorted by list length and run a chunk at a time; each chunk uses the smallest list
+  capacity of a static ladder (0, 8, 16, 32, ..., N) that holds its fullest group,
+  chosen at run time with `lax.switch` (the last rung is N, so nothing overflows and no
+  fallback is needed). Under `vmap` all members take the largest rung any member needs
+  (`_batch_max`), so the switch stays a switch. A custom VJP recomputes each chunk in
+  the backward pass (memory stays bounded by `CHUNK_PAIRS`) and differentiates "over"
+  by hand (one pass forward, one back), which on CPU is far faster than autodiff of
+  the scan.
 """
 
 from __future__ import annotations

@@ -370,9 +370,13 @@ class AbstractShapes(AbstractModel):
 
         - `"scan"`: a fused `lax.scan` over shapes, every shape at every point.
         - `"tiled"`: neighbouring points share a list of the shapes whose bounds (grown
-          by a few edge widths) reach them, and draw only those. Many times faster once
-          shapes are small next to the frame; not available for `compositing="depth"`.
-        - `"auto"` (default): `"tiled"` from 8 shapes and 1024 points on, else `"scan"`.
+          by 14 edge widths) reach them, and draw only those; the backward pass
+          recomputes instead of storing. Many times faster once shapes are small next to
+          the frame (15-50x at 256^2 with 200 circles on CPU); reverse-mode only (use
+          `"scan"` for `jax.jvp`/`jacfwd`); not available for `compositing="depth"`.
+        - `"auto"` (default): `"tiled"` from 8 shapes and 1024 points on, unless the
+          compositing is `"depth"` or the shape type sets `tight_bounds = False`; else
+          `"scan"`.
         """
         # In the parameters' dtype: float64 points on a float32 set (or the reverse, under
         # jax_enable_x64) would otherwise change the compositing carry's dtype mid-scan.
