@@ -634,9 +634,81 @@ def _filter_cases() -> list[Case]:
     ]
 
 
+def _paint_and_image_loss_cases() -> list[Case]:
+    cases = []
+    if hasattr(dp, "paint"):
+
+        def paint(**kwargs):
+            kwargs.setdefault("key", KEY)
+            kwargs.setdefault("steps", 2)
+            return dp.paint(kwargs.pop("target", TARGET), kwargs.pop("n", 2), **kwargs)
+
+        cases += [
+            Case(
+                "paint-target-uint8",
+                lambda: paint(target=np.zeros((4, 4, 3), np.uint8)),
+                names=("`target`",),
+            ),
+            Case("paint-n-zero", lambda: paint(n=0), names=("`n`",)),
+            Case("paint-key-int", lambda: paint(key=1), names=("`key`",)),
+            Case("paint-shape-str", lambda: paint(shape="circles"), names=("`shape`",)),
+            Case("paint-shape-instance", lambda: paint(shape=_model()), names=("`shape`",)),
+            Case("paint-steps-zero", lambda: paint(steps=0), names=("`steps`",)),
+            Case(
+                "paint-seconds-negative",
+                lambda: paint(steps=None, seconds=-1.0),
+                names=("`seconds`",),
+            ),
+            Case("paint-rounds-zero", lambda: paint(rounds=0), names=("`rounds`",)),
+            Case("paint-restarts-zero", lambda: paint(restarts=0), names=("`restarts`",)),
+            Case("paint-method-unknown", lambda: paint(method="fastest"), names=("`method`",)),
+        ]
+    cases.append(
+        Case(
+            "render-method-unknown",
+            lambda m: m.render(jnp.zeros((4, 2)), pixel_size=0.1, method="fastest"),
+            (_model(),),
+            ("`method`",),
+            jit=True,
+        )
+    )
+    if hasattr(dp, "SSIM"):
+        cases += [
+            Case(
+                "ssim-filter-size-zero", lambda: dp.SSIM(filter_size=0), names=("`filter_size`",)
+            ),
+            Case(
+                "ssim-max-value-negative", lambda: dp.SSIM(max_value=-1.0), names=("`max_value`",)
+            ),
+            Case(
+                "ssim-image-smaller-than-window",
+                dp.SSIM(),
+                (TARGET, TARGET),
+                ("`SSIM`",),
+                jit=True,
+            ),
+        ]
+    if hasattr(dp, "edge_weights"):
+        cases += [
+            Case(
+                "edge-weights-uint8",
+                dp.edge_weights,
+                (np.zeros((4, 4, 3), np.uint8),),
+                ("`target`",),
+            ),
+            Case(
+                "edge-weights-negative",
+                lambda: dp.edge_weights(TARGET, strength=-1.0),
+                names=("`strength`",),
+            ),
+        ]
+    return cases
+
+
 def _all_cases() -> list[Case]:
     cases = [case for cls in SHAPE_TYPES for case in _shape_cases(cls)]
-    return cases + _fit_cases() + _loss_cases() + _io_cases() + _filter_cases()
+    cases += _fit_cases() + _loss_cases() + _io_cases() + _filter_cases()
+    return cases + _paint_and_image_loss_cases()
 
 
 CASES = _all_cases()
@@ -777,3 +849,34 @@ def test_mismatched_checkpoint(checkpoint, change, names):
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="no-such.ckpt"):
         _resume(_model(), tmp_path / "no-such.ckpt")
+
+
+# -- the command line: exit status 2, one line naming the option -------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["paint", "--size", "0"], "--size"),
+        (["paint", "--lr", "-1"], "--lr"),
+        (["paint", "--softness", "0"], "--softness"),
+        (["paint", "--frames", "0"], "--frames"),
+        (["paint", "--render-size", "0"], "--render-size"),
+        (["paint", "--seed", "x"], "--seed"),
+        (["paint", "-n", "many"], "-n"),
+        (["filter", "--steps", "0"], "--steps"),
+        (["filter", "--rank", "0"], "--rank"),
+        (["filter", "--weights", "-1,1,1"], "--weights"),
+        (["filter", "--kernel", "disk:0"], "disk:0"),
+    ],
+)
+def test_cli_bad_arguments(argv, option, capsys):
+    from diffprims._cli import main
+
+    try:
+        status = main(argv)
+    except SystemExit as exit:  # argparse's own errors
+        status = exit.code
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert err.count("\n") == 1 and option in err and "Traceback" not in err

@@ -8,7 +8,7 @@ from jaxtyping import Array, Float
 
 from ._image import check_image
 from ._losses import AbstractLoss, check_pair
-from ._validate import describe
+from ._validate import check_positive_int, check_scalar, describe
 
 
 class SSIM(AbstractLoss):
@@ -33,6 +33,11 @@ class SSIM(AbstractLoss):
     max_value: float = 1.0
     filter_size: int = 11
     filter_sigma: float = 1.5
+
+    def __check_init__(self):
+        check_scalar(self.max_value, "max_value", lower=0.0)
+        check_positive_int(self.filter_size, "filter_size")
+        check_scalar(self.filter_sigma, "filter_sigma", lower=0.0)
 
     def __call__(self, pred, target):
         pred, target = check_pair(pred, target)
