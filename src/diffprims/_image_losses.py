@@ -92,5 +92,6 @@ def edge_weights(
     gy = jnp.asarray(jnp.gradient(target, axis=0)) if target.shape[0] > 1 else zeros
     gx = jnp.asarray(jnp.gradient(target, axis=1)) if target.shape[1] > 1 else zeros
     magnitude = jnp.sqrt(jnp.sum(gx**2 + gy**2, -1, keepdims=True) + 1e-12)
-    weights = 1.0 + strength * magnitude / (jnp.mean(magnitude) + 1e-6)
+    # A floor on the mean keeps a flat image (gradients of rounding noise) at weight 1.
+    weights = 1.0 + strength * magnitude / jnp.maximum(jnp.mean(magnitude), 1e-3)
     return weights / jnp.mean(weights)

@@ -18,6 +18,7 @@ The recipe (each piece a knob of `paint`):
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any
@@ -78,14 +79,16 @@ def _labels(model: AbstractShapes) -> AbstractShapes:
     return eqx.tree_at(lambda m: [getattr(m, k) for k in fields], model, list(fields.values()))
 
 
-def _optimizer(model, lr: float, lr_geometry: float, lr_colour: float):
+@functools.lru_cache(maxsize=64)
+def _optimizer(lr: float, lr_geometry: float, lr_colour: float):
+    """One optimizer object per set of rates, so repeated `paint` calls reuse compilations."""
     return optax.multi_transform(
         {
             "position": optax.adam(lr),
             "geometry": optax.adam(lr_geometry),
             "colour": optax.adam(lr_colour),
         },
-        _labels(eqx.filter(model, eqx.is_inexact_array)),
+        _labels,
     )
 
 
@@ -455,7 +458,7 @@ def paint(
     counts = _schedule(n, rounds)
     step_weights = np.array(counts, float) + n / rounds  # later rounds fit more shapes
     step_share = step_weights / step_weights.sum()
-    optimizer = _optimizer(blank, lr, lr_geometry, lr_colour)
+    optimizer = _optimizer(float(lr), float(lr_geometry), float(lr_colour))
     losses = []
     done = 0
     for r, count in enumerate(counts):
