@@ -111,25 +111,34 @@ def points_rows(model, height: int, count: int, repeat: int) -> list[dict]:
 
 
 def fit_rows(steps: int) -> list[dict]:
-    """ms per step of the README's fit: 200 circles, 256^2, batch=0.1, adam 1e-2."""
+    """ms per step of the README's fit: 200 circles, 256^2, batch=0.1, adam 1e-2; and
+    the same `steps` again after 1800 steps of fitting (shapes have moved and grown), to
+    show the step time stays flat over a long fit."""
     target = dp.load_image(dp.demo_image_path(), 256)
     model = dp.Circles.init(200, key=jax.random.key(0), target=target)
+
+    def per_step(start) -> float:
+        dp.fit(start, target, steps=steps, batch=0.1, key=jax.random.key(1))  # compile
+        best = float("inf")
+        for i in range(3):
+            begin = time.perf_counter()
+            result = dp.fit(start, target, steps=steps, batch=0.1, key=jax.random.key(i))
+            jax.block_until_ready(result.model)
+            best = min(best, time.perf_counter() - begin)
+        return 1e3 * best / steps
+
     rows = []
-    for path, min_shapes in [("scan", 1 << 60), ("auto", _render.AUTO_MIN_SHAPES)]:
-        saved = _render.AUTO_MIN_SHAPES
-        _render.AUTO_MIN_SHAPES = min_shapes  # fit has no method argument: steer "auto"
-        try:
-            jax.clear_caches()
-            dp.fit(model, target, steps=steps, batch=0.1, key=jax.random.key(1))  # compile
-            best = float("inf")
-            for i in range(3):
-                start = time.perf_counter()
-                result = dp.fit(model, target, steps=steps, batch=0.1, key=jax.random.key(i))
-                jax.block_until_ready(result.model)
-                best = min(best, time.perf_counter() - start)
-        finally:
-            _render.AUTO_MIN_SHAPES = saved
-        rows.append(dict(path=path, ms=1e3 * best / steps, memory=0, pairs=200 * 6554))
+    saved = _render.AUTO_MIN_SHAPES
+    try:
+        _render.AUTO_MIN_SHAPES = 1 << 60  # fit has no method argument: steer "auto"
+        jax.clear_caches()
+        rows.append(dict(path="scan", ms=per_step(model), memory=0, pairs=200 * 6554))
+    finally:
+        _render.AUTO_MIN_SHAPES = saved
+    jax.clear_caches()
+    rows.append(dict(path="auto", ms=per_step(model), memory=0, pairs=200 * 6554))
+    later = dp.fit(model, target, steps=1800, batch=0.1, key=jax.random.key(9)).model
+    rows.append(dict(path="auto", ms=per_step(later), memory=0, pairs=200 * 6554, late=True))
     return rows
 
 
@@ -147,6 +156,8 @@ def show(title: str, rows: list[dict]) -> None:
         note = ""
         if "evaluated" in row:
             note = f"evaluated {row['evaluated'] / row['pairs']:.3f} of the N*P pairs"
+        if row.get("late"):
+            note = "the same, from the model after 1800 steps"
         if not np.isfinite(ms):
             note = "not run (memory and time out of reach); memory from the compiled program"
         print(f"  {row['path']:<6} {ms:11.1f} {ratio:8.1f}x {memory} {rate:10.3g}  {note}")
