@@ -135,6 +135,14 @@ def test_empty_tiles_and_shapes_off_frame(getkey):
     assert all(jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(grads))
 
 
+def test_nan_shape_poisons_like_scan(getkey):
+    model = _model(dp.Circles, getkey())
+    model = eqx.tree_at(lambda m: m.raw_centres, model, model.raw_centres.at[3, 0].set(jnp.nan))
+    scan = model.render_image(GRID, method="scan")
+    tiled = model.render_image(GRID, method="tiled")
+    np.testing.assert_array_equal(jnp.isnan(tiled), jnp.isnan(scan))
+
+
 def test_additive_compositing(getkey):
     model = _model(dp.Circles, getkey(), compositing="additive", opacity=0.2)
     scan = model.render_image(GRID, method="scan")

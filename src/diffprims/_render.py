@@ -140,8 +140,12 @@ def grown_bounds(model, pixel_size) -> Float[Array, "N 4"]:
 
 
 def overlaps(cells: Float[Array, "M 4"], bounds: Float[Array, "N 4"]) -> Array:
-    """`(M, N)` bool: cell box overlaps shape box (both `(x0, y0, x1, y1)`)."""
-    return (
+    """`(M, N)` bool: cell box overlaps shape box (both `(x0, y0, x1, y1)`).
+
+    A shape with a NaN bound overlaps every cell: its NaN parameters then poison the
+    image as they do in the naive loop, and `fit` sees the divergence.
+    """
+    return jnp.any(jnp.isnan(bounds), axis=1)[None, :] | (
         (bounds[None, :, 0] <= cells[:, None, 2])
         & (bounds[None, :, 2] >= cells[:, None, 0])
         & (bounds[None, :, 1] <= cells[:, None, 3])
