@@ -248,7 +248,12 @@ def test_cli_sigint_end_to_end(tmp_path):
         assert process.stderr is not None
         line = process.stderr.readline()  # "painting ...": the fit is about to start
         assert line.startswith("painting"), line
-        time.sleep(3.0)
+        seen = ""
+        while "|" not in seen:  # the progress bar is up: the fit loop has started
+            char = process.stderr.read(1)
+            assert char, seen
+            seen += char
+        time.sleep(1.0)
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=300)
     finally:
