@@ -29,8 +29,7 @@ def check_image(
         )
     if channels is not None and image.shape[-1] != channels:
         raise ValueError(
-            f"`{name}` must have {channels} channels to match the model; got "
-            f"{describe(image)}."
+            f"`{name}` must have {channels} channels to match the model; got {describe(image)}."
         )
     if check_range:
         image = check_values(image, name, lower=0.0, upper=1.0, hint=hint)
@@ -111,12 +110,17 @@ def load_image(
                     if size < 1:
                         raise ValueError(f"`size` must be >= 1; got {size}.")
                     scale = size / max(picture.size)
-                    new = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+                    new = (
+                        max(1, round(picture.width * scale)),
+                        max(1, round(picture.height * scale)),
+                    )
                 else:
                     try:
                         height, width = (int(v) for v in size)  # pyright: ignore[reportGeneralTypeIssues]
                     except (TypeError, ValueError):
-                        raise ValueError(f"`size` must be an int or (H, W); got {size!r}.") from None
+                        raise ValueError(
+                            f"`size` must be an int or (H, W); got {size!r}."
+                        ) from None
                     if height < 1 or width < 1:
                         raise ValueError(f"`size` must be positive; got {size!r}.")
                     new = (width, height)
@@ -168,7 +172,9 @@ def atomic_write(path: str | os.PathLike, write: Any, *, suffix: str = "") -> Pa
     """Write a file by `write(temp_path)` in the same folder, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
+    handle, temp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix
+    )
     os.close(handle)
     # mkstemp makes the file private (0600); give it the mode a plain `open` would.
     umask = os.umask(0)
@@ -199,7 +205,6 @@ def save_image(path: str | os.PathLike, image: Any) -> Path:
     fmt = Image.registered_extensions().get(Path(path).suffix.lower())
     if fmt is None:
         raise ValueError(
-            "`path` must end in an image suffix such as .png or .jpg; got "
-            f"{os.fspath(path)!r}."
+            f"`path` must end in an image suffix such as .png or .jpg; got {os.fspath(path)!r}."
         )
     return atomic_write(path, lambda temp: Image.fromarray(pixels).save(temp, format=fmt))
