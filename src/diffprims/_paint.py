@@ -341,13 +341,14 @@ def paint(
     shape: type[AbstractShapes] = Circles,
     seconds: float | None = None,
     steps: int | None = None,
-    rounds: int = 4,
+    rounds: int = 8,
     restarts: int = 1,
     loss: Any = None,
     stride: int = 4,
     coarse: float = 3.0,
     softness: float = 0.5,
     opacity: float = 0.7,
+    grow: float = 0.6,
     compositing: str = "over",
     learn_background: bool = True,
     lr: float = 1e-2,
@@ -388,6 +389,8 @@ def paint(
     - `softness`, `compositing`, `learn_background`: of the shape set (see
       [`diffprims.AbstractShapes`][]).
     - `opacity`: the opacity new shapes start with.
+    - `grow`: new shapes start this many times the size at which the shapes placed so
+      far would tile the frame (so each round's shapes are smaller than the last's).
     - `lr`, `lr_geometry`, `lr_colour`: Adam learning rates for positions (frame
       units), other geometry (log sizes, angles) and colours/opacities/depths (logits).
     - `solve_colours`: finish by solving for the colours and background that minimise
@@ -467,7 +470,7 @@ def paint(
         edge_scale = softness * (1.0 + (coarse - 1.0) * (1.0 - fraction) if coarse > 1 else 1.0)
         goal = blur(target, blur_sigma) if blur_sigma > 0.05 else target
         total = sum(counts[: r + 1])
-        size = 0.9 * np.sqrt((width / height) / (np.pi * total))
+        size = grow * np.sqrt((width / height) / (np.pi * total))
         round_keys = fold(run_keys, r)
         models, active = _add(
             models, goal, active, jnp.int32(total - count), jnp.int32(count), max(counts),
