@@ -26,11 +26,11 @@ from ._image import (
 from ._image_losses import SSIM as SSIM, edge_weights as edge_weights
 from ._io import load as load, save as save
 from ._losses import (
+    L1 as L1,
+    L2 as L2,
     AbstractLoss as AbstractLoss,
     AbstractPointwiseLoss as AbstractPointwiseLoss,
     KeepZeros as KeepZeros,
-    L1 as L1,
-    L2 as L2,
     NonNegative as NonNegative,
     Scaled as Scaled,
     Sum as Sum,
