@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._shapes import AbstractShapes, position, raw_position, safe_norm, shared_values, soft_edge
+from ._shapes import AbstractShapes, position, raw_position, safe_norm, soft_edge
 from ._validate import check_float_array, check_values
 
 _SVG_EDGE_STEPS = np.array(
@@ -97,6 +97,7 @@ class Circles(AbstractShapes):
         *,
         background: Any = 1.0,
         softness: float = 1.0,
+        **options: Any,
     ) -> Circles:
         """Circles with the given (constrained) values.
 
@@ -108,6 +109,8 @@ class Circles(AbstractShapes):
         - `opacities`: `(N,)` opacities in `[0, 1]`.
         - `background`: background colour in `[0, 1]`, `(C,)` or a scalar grey.
         - `softness`: soft-edge width in pixels of the grid being rendered.
+        - `options`: `compositing` ("over", "additive" or "depth"), `learn_background`
+          and, for "depth", `depths`; see [`diffprims.AbstractShapes`][].
 
         **Returns:**
 
@@ -123,14 +126,8 @@ class Circles(AbstractShapes):
             )
         centres = check_values(centres, "centres")
         radii = check_values(radii, "radii", lower=0.0)
-        raw_colours, raw_opacities, raw_background = shared_values(
-            colours, opacities, background, n
-        )
-        return cls(
-            raw_colours=raw_colours,
-            raw_opacities=raw_opacities,
-            raw_background=raw_background,
-            softness=softness,
+        return cls.from_parameters(
+            colours, opacities, background, softness, options,
             raw_centres=raw_position(centres),
-            raw_radii=jnp.log(jnp.maximum(radii, 1e-30)).astype(jnp.float32),
-        )
+            raw_radii=jnp.log(jnp.maximum(radii, 1e-30)),
+        )  # fmt: skip
