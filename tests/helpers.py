@@ -1,5 +1,7 @@
 """Shared test helpers: reference renderers, tree comparison, the list of primitives."""
 
+import inspect
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -33,14 +35,15 @@ def naive_over(model, points, pixel_size):
 
 
 def shape_types():
-    """Every concrete shape type the package exports."""
-    return [
+    """Every concrete shape type the package exports, sorted by name."""
+    found = {
         value
         for value in vars(dp).values()
-        if isinstance(value, type)
+        if inspect.isclass(value)
         and issubclass(value, dp.AbstractShapes)
-        and not value.__name__.startswith("Abstract")
-    ]
+        and not inspect.isabstract(value)
+    }
+    return sorted(found, key=lambda cls: cls.__name__)
 
 
 def pointwise_losses():

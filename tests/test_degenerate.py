@@ -23,19 +23,12 @@ import pytest
 
 import diffprims as dp
 
+from .helpers import shape_types
+
 KEY = jax.random.key(0)
 SIZE = 8  # image side; losses with a window (SSIM) get a 3-pixel one
 
-SHAPE_TYPES = sorted(
-    {
-        obj
-        for name in dir(dp)
-        if isinstance(obj := getattr(dp, name), type)
-        and issubclass(obj, dp.AbstractShapes)
-        and not inspect.isabstract(obj)
-    },
-    key=lambda cls: cls.__name__,
-)
+SHAPE_TYPES = shape_types()
 MODES = ("over", "additive", "depth")
 
 
@@ -313,7 +306,7 @@ _X64_SCRIPT = textwrap.dedent(
     import jax.numpy as jnp
     import numpy as np
     sys.path.insert(0, sys.argv[1])
-    import test_degenerate as t
+    import tests.test_degenerate as t
     import diffprims as dp
 
     out = {}
@@ -342,7 +335,8 @@ _X64_SCRIPT = textwrap.dedent(
 
 def test_float64_mode():
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1")
-    here = os.path.dirname(os.path.abspath(__file__))
+    # The tests are a package (they share tests/helpers.py): import them from its parent.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     run = subprocess.run(
         [sys.executable, "-c", _X64_SCRIPT, here],
         capture_output=True,

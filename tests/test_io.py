@@ -1,6 +1,5 @@
 """Models on disk (dp.save / dp.load), fit snapshots and progress GIFs."""
 
-import inspect
 import json
 import logging
 
@@ -14,11 +13,9 @@ from PIL import Image
 
 import diffprims as dp
 
-SHAPE_TYPES = [
-    obj
-    for obj in vars(dp).values()
-    if inspect.isclass(obj) and issubclass(obj, dp.AbstractShapes) and not inspect.isabstract(obj)
-]
+from .helpers import shape_types
+
+SHAPE_TYPES = shape_types()
 
 
 def models():

@@ -19,17 +19,10 @@ from hypothesis import given, settings, strategies as st
 
 import diffprims as dp
 
+from .helpers import shape_types
+
 SETTINGS = settings(max_examples=20, deadline=None, derandomize=True)
-SHAPE_TYPES = sorted(
-    {
-        obj
-        for name in dir(dp)
-        if isinstance(obj := getattr(dp, name), type)
-        and issubclass(obj, dp.AbstractShapes)
-        and not inspect.isabstract(obj)
-    },
-    key=lambda cls: cls.__name__,
-)
+SHAPE_TYPES = shape_types()
 ids = [cls.__name__ for cls in SHAPE_TYPES]
 
 

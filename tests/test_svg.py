@@ -1,6 +1,5 @@
 """SVG export: structure, and agreement with the renderer through an independent rasteriser."""
 
-import inspect
 import io
 import xml.etree.ElementTree as ET
 
@@ -13,11 +12,9 @@ from PIL import Image
 
 import diffprims as dp
 
-SHAPE_TYPES = [
-    obj
-    for obj in vars(dp).values()
-    if inspect.isclass(obj) and issubclass(obj, dp.AbstractShapes) and not inspect.isabstract(obj)
-]
+from .helpers import shape_types
+
+SHAPE_TYPES = shape_types()
 SVG = "{http://www.w3.org/2000/svg}"
 
 

@@ -57,7 +57,7 @@ def _snapshot_steps(snapshots: Any, steps: int) -> tuple[int, ...]:
     return tuple(round(j * steps / (k - 1)) for j in range(k))
 
 
-def _pixel_points(indices: Array, height: int, width: int) -> Array:
+def pixel_points(indices: Array, height: int, width: int) -> Array:
     rows, cols = indices // width, indices % width
     return jnp.stack([(cols + 0.5) / height, (rows + 0.5) / height], axis=-1)
 
@@ -69,7 +69,7 @@ def _prediction(model: AbstractModel, target: Array, loss: Any, batch: int | Non
         return model.render_image((height, width)), target, loss
     # Sampling with replacement: O(batch) per step, where a permutation is O(H W log HW).
     indices = jax.random.randint(key, (batch,), 0, height * width)
-    points = _pixel_points(indices, height, width)
+    points = pixel_points(indices, height, width)
     pred = model.render(points, pixel_size=1.0 / height)
     return pred, target.reshape(-1, channels)[indices], restrict_to_pixels(loss, indices)
 

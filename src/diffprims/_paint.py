@@ -31,7 +31,7 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._circles import Circles
-from ._fit import FitResult
+from ._fit import FitResult, pixel_points
 from ._image import check_image
 from ._losses import L2, as_loss, restrict_to_pixels
 from ._shapes import COMPOSITING_MODES, AbstractShapes, initial_depths, raw_unit
@@ -104,11 +104,6 @@ def _stratified(key, height: int, width: int, stride: int) -> Array:
     return (r * width + c).reshape(-1)
 
 
-def _points(indices: Array, height: int, width: int) -> Array:
-    rows, cols = indices // width, indices % width
-    return jnp.stack([(cols + 0.5) / height, (rows + 0.5) / height], axis=-1)
-
-
 def _mask_shapes(tree, active: Array):
     """Zero every per-shape leaf of `tree` (a model-shaped pytree) for inactive shapes."""
     background = tree.raw_background
@@ -172,7 +167,7 @@ def _run_one(
         model = eqx.combine(params, static)
         indices = _stratified(step_key, height, width, stride)
         pred = model.render(
-            _points(indices, height, width), pixel_size=edge_scale / height, method=method
+            pixel_points(indices, height, width), pixel_size=edge_scale / height, method=method
         )
         return restrict_to_pixels(loss, indices)(pred, flat_goal[indices])
 
