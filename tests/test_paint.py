@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import diffprims as dp
-from diffprims._paint import _schedule, blur
+from diffprims._paint import _schedule, _solve_colours, _usefulness, blur
 
 from .helpers import shape_types, tree_allclose
 
@@ -88,6 +88,7 @@ def test_paint_takes_a_weighted_loss(getkey):
         (dict(seconds=-1.0), ValueError, "seconds"),
         (dict(compositing="screen"), ValueError, "compositing"),
         (dict(opacity=1.5), ValueError, "opacity"),
+        (dict(prune=1.0), ValueError, "prune"),
         (dict(key=0), TypeError, "key"),
         (dict(target=np.zeros((8, 8, 3), np.uint8)), TypeError, "float"),
     ],
@@ -108,6 +109,41 @@ def test_schedule_and_blur():
     np.testing.assert_allclose(blur(image, 1e-4), image, atol=1e-6)
     np.testing.assert_allclose(blur(jnp.full((6, 5, 2), 0.3), 2.0), 0.3, atol=1e-6)
     assert float(blur(image, 3.0).std()) < float(image.std())
+
+
+@pytest.mark.parametrize("compositing", ["over", "additive"])
+def test_usefulness_is_the_error_each_shape_saves(compositing, getkey):
+    """`_usefulness` (one scan) equals removing each shape and re-rendering."""
+    target = jax.random.uniform(getkey(), (12, 12, 3))
+    model = dp.Circles.init(5, key=getkey(), size_range=(0.2, 0.4), compositing=compositing)
+    useful = _usefulness(model, target, 1)
+
+    def error(m):
+        return jnp.sum((m.render_image((12, 12), method="scan") - target) ** 2)
+
+    for i in range(5):
+        keep = jnp.array([j for j in range(5) if j != i])
+        expected = error(model.take(keep)) - error(model)
+        np.testing.assert_allclose(useful[i], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("learn_background", [True, False])
+def test_colour_solve_is_the_least_squares_optimum(learn_background, getkey):
+    target = jax.random.uniform(getkey(), (10, 10, 3))
+    model = dp.Circles.init(4, key=getkey(), learn_background=learn_background)
+    solved, error = _solve_colours(model, target, ridge=0.0)
+    image = solved.render_image((10, 10), method="scan")
+    np.testing.assert_allclose(error, jnp.mean((image - target) ** 2), rtol=1e-4)
+    if not learn_background:
+        np.testing.assert_allclose(solved.background, model.background, atol=1e-6)
+    # No small change of any one colour lowers the error (unless clipped at 0 or 1).
+    for delta in [0.02, -0.02]:
+        nudged = dp.Circles.from_values(
+            solved.centres, solved.radii, jnp.clip(solved.colours + delta, 0, 1),
+            solved.opacities, background=solved.background, softness=solved.softness,
+        )  # fmt: skip
+        nudged_error = jnp.mean((nudged.render_image((10, 10)) - target) ** 2)
+        assert float(nudged_error) >= float(error) - 1e-6
 
 
 # -- image losses ----------------------------------------------------------------------

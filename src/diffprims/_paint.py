@@ -4,6 +4,8 @@ The recipe (each piece a knob of `paint`):
 
 - **progressive rounds** (as in Image-GS): start with a fraction of the shapes and add
   more each round where the error of the current picture is largest;
+- **pruning**: each round also moves the shapes that contribute least (whose removal
+  would raise the error least) to where the error is largest;
 - **error-driven initialisation**: a new shape is centred on a pixel drawn with
   probability proportional to the (blurred) squared error there, sized for the number of
   shapes on the canvas, and coloured in closed form so that it fixes that error;
@@ -34,6 +36,7 @@ from ._circles import Circles
 from ._fit import FitResult, pixel_points
 from ._image import check_image
 from ._losses import L2, as_loss, restrict_to_pixels
+from ._model import pixel_centres
 from ._shapes import COMPOSITING_MODES, AbstractShapes, initial_depths, raw_unit
 from ._validate import check_key, check_positive_int, describe
 
@@ -195,13 +198,50 @@ def _error_map(model, target, level: int, method: str = "auto"):
     return jnp.sum((pred - small) ** 2, -1), pred, small
 
 
+def _usefulness(model: AbstractShapes, target: Array, level: int) -> Array:
+    """How much the squared error would grow if each shape were removed, `(N,)`.
+
+    On a `level`-times coarser grid. With "over" compositing, removing shape `i` changes
+    the picture by `w_i (c_i - U_i)`, with `w_i` its visible weight and `U_i` the picture
+    of everything behind it; one scan over the shapes (back to front) carries `U`.
+    "additive" drops `w_i c_i`. For "depth" (no fixed order) every shape counts as useful.
+    """
+    height, width, channels = target.shape
+    h, w = height // level, width // level
+    small = target[: h * level, : w * level].reshape(h, level, w, level, channels).mean((1, 3))
+    points = pixel_centres((h, w)).reshape(-1, 2)
+    if model.compositing == "depth":
+        return jnp.full((model.num_shapes,), jnp.inf)
+    alphas = model.alphas(points, pixel_size=1.0 / h)  # (N, P)
+    colours = model.colours
+    pred = model.render_image((h, w), method="scan").reshape(-1, channels)
+    residual = small.reshape(-1, channels) - pred
+    if model.compositing == "additive":
+        change = alphas[:, :, None] * colours[:, None, :]
+        return jnp.sum(2 * residual * change + change**2, (1, 2))
+    # Transmittance of everything in front of each shape (later shapes are in front).
+    keep = 1.0 - alphas
+    in_front = jnp.flip(jnp.cumprod(jnp.flip(keep, 0), 0), 0)
+    in_front = jnp.concatenate([in_front[1:], jnp.ones_like(keep[:1])], 0)
+    behind_start = jnp.broadcast_to(model.background, pred.shape)
+
+    def step(behind, shape):
+        alpha, front, colour = shape
+        change = (alpha * front)[:, None] * (colour - behind)
+        grow = jnp.sum(2 * residual * change + change**2)
+        return alpha[:, None] * colour + (1 - alpha[:, None]) * behind, grow
+
+    _, grows = jax.lax.scan(step, behind_start, (alphas, in_front, colours))
+    return grows
+
+
 @eqx.filter_jit
-def _add(models, target, active, start, count, most, size, opacity, keys, level, method):
+def _add(models, target, active, start, count, most, size, opacity, keys, level, method, prune):
     """`_add_shapes` for every restart (leading axis); `most` and `level` are static."""
 
     def one(model, active, key):
         return _add_shapes(
-            model, target, active, start, count, most, size, opacity, key, level, method
+            model, target, active, start, count, most, size, opacity, key, level, method, prune
         )
 
     if keys.ndim == 0:
@@ -209,12 +249,15 @@ def _add(models, target, active, start, count, most, size, opacity, keys, level,
     return jax.vmap(one)(models, active, keys)
 
 
-def _add_shapes(model, target, active, start, count, most, size, opacity, key, level, method):
+def _add_shapes(
+    model, target, active, start, count, most, size, opacity, key, level, method, prune
+):
     """Activate shapes `start, ..., start + count - 1` where the error is largest.
 
     Up to `most` active shapes that no longer show (opacity near 0, smaller than a pixel,
-    or off the canvas) are re-seeded the same way. `count <= most` may be traced; `most`
-    (static) fixes the shapes of the computation.
+    or off the canvas), and the `prune` active shapes whose removal would cost least, are
+    re-seeded the same way. `count <= most` and `prune` may be traced; `most` (static)
+    fixes the shapes of the computation.
     """
     error, pred, small = _error_map(model, target, level, method)
     h, w = error.shape
@@ -245,6 +288,10 @@ def _add_shapes(model, target, active, start, count, most, size, opacity, key, l
         | (jnp.max(box[:, 2:] - box[:, :2], -1) < 1.5 * pixel)
         | (box[:, 2] < 0) | (box[:, 3] < 0) | (box[:, 0] > aspect) | (box[:, 1] > 1)
     )  # fmt: skip
+    if prune is not None:
+        useful = jnp.where(active, _usefulness(model, target, max(1, level // 2)), jnp.inf)
+        ranks = jnp.zeros((n,), jnp.int32).at[jnp.argsort(useful)].set(jnp.arange(n))
+        dead = dead | ((ranks < prune) & jnp.isfinite(useful))
     slots = jnp.concatenate([slots, jnp.nonzero(dead, size=most, fill_value=n)[0]])
     values = dict(geometry)
     values["raw_colours"] = raw_unit(colours)
@@ -261,42 +308,51 @@ def _add_shapes(model, target, active, start, count, most, size, opacity, key, l
     return model, active.at[slots].set(True, mode="drop")
 
 
-@eqx.filter_jit
-def _solve_colours(model, target, ridge: float = 1e-4):
-    """Colours (and background) that minimise the squared error for fixed geometry.
+def _layer_weights(model, points, pixel_size) -> Array:
+    """Visible weight of every shape and of the background at every point, `(N + 1, P)`.
 
-    With "over" or "additive" compositing the image is linear in the colours:
-    `image = W @ [colours; background]` with `W[p, i]` the visible weight of shape `i` at
-    pixel `p`. Solve the ridge-regularised normal equations on the full grid and clip to
-    `[0, 1]`.
+    With "over" or "additive" compositing the picture is linear in the colours:
+    `image = weights.T @ [colours; background]`.
     """
-    height, width, channels = target.shape
-    from ._model import pixel_centres
-
-    points = pixel_centres((height, width)).reshape(-1, 2)
-    alphas = model.alphas(points, pixel_size=1.0 / height)  # (N, P)
+    alphas = model.alphas(points, pixel_size=pixel_size)  # (N, P)
     if model.compositing == "over":
         keep = 1.0 - alphas
         behind = jnp.flip(jnp.cumprod(jnp.flip(keep, 0), 0), 0)
         in_front = jnp.concatenate([behind[1:], jnp.ones_like(keep[:1])], 0)
-        weights = jnp.concatenate([alphas * in_front, behind[:1]], 0)
-    else:
-        weights = jnp.concatenate([alphas, jnp.ones_like(alphas[:1])], 0)
-    gram = weights @ weights.T
+        return jnp.concatenate([alphas * in_front, behind[:1]], 0)
+    return jnp.concatenate([alphas, jnp.ones_like(alphas[:1])], 0)
+
+
+@eqx.filter_jit
+def _solve_colours(model, target, ridge: float = 1e-4):
+    """Colours (and background) that minimise the squared error for fixed geometry.
+
+    Solves the ridge-regularised normal equations of `_layer_weights` on the full grid of
+    `target`, clips to `[0, 1]`, and returns the new model and its mean squared error.
+    """
+    height, width, channels = target.shape
+    points = pixel_centres((height, width)).reshape(-1, 2)
+    weights = _layer_weights(model, points, 1.0 / height)
+    flat = target.reshape(-1, channels)
+    if model.learn_background:
+        free, goal = weights, flat
+    else:  # only the shapes' colours are free: fit what the background leaves
+        free, goal = weights[:-1], flat - weights[-1][:, None] * model.background
+    gram = free @ free.T
     gram = gram + ridge * (jnp.trace(gram) / gram.shape[0]) * jnp.eye(gram.shape[0])
-    rhs = weights @ target.reshape(-1, channels)
-    solved = jnp.clip(jnp.linalg.solve(gram, rhs), 1e-3, 1 - 1e-3)
-    colours, background = solved[:-1], solved[-1]
+    solved = jnp.clip(jnp.linalg.solve(gram, free @ goal), 1e-3, 1 - 1e-3)
     if not model.learn_background:
-        background = model.background
+        solved = jnp.concatenate([solved, model.background[None]], 0)
     # Shapes that cover nothing keep their colour.
     used = jnp.sum(weights[:-1], 1) > 1e-3
-    colours = jnp.where(used[:, None], colours, model.colours)
-    return eqx.tree_at(
+    solved = solved.at[:-1].set(jnp.where(used[:, None], solved[:-1], model.colours))
+    error = jnp.mean((weights.T @ solved - flat) ** 2)
+    model = eqx.tree_at(
         lambda m: (m.raw_colours, m.raw_background),
         model,
-        (raw_unit(colours), jnp.asarray(raw_unit(background), jnp.float32)),
+        (raw_unit(solved[:-1]), jnp.asarray(raw_unit(solved[-1]), jnp.float32)),
     )
+    return model, error
 
 
 def _blank(cls, n: int, target: Array, *, key, softness, compositing, learn_background):
@@ -344,6 +400,7 @@ def paint(
     softness: float = 0.5,
     opacity: float = 0.7,
     grow: float = 0.6,
+    prune: float = 0.1,
     compositing: str = "over",
     learn_background: bool = True,
     lr: float = 1e-2,
@@ -386,6 +443,9 @@ def paint(
     - `opacity`: the opacity new shapes start with.
     - `grow`: new shapes start this many times the size at which the shapes placed so
       far would tile the frame (so each round's shapes are smaller than the last's).
+    - `prune`: each round also re-seeds this fraction of the shapes already placed: those
+      whose removal would raise the squared error least (shapes hidden by others, or
+      painting what their neighbours already paint) move to where the error is largest.
     - `lr`, `lr_geometry`, `lr_colour`: Adam learning rates for positions (frame
       units), other geometry (log sizes, angles) and colours/opacities/depths (logits).
     - `solve_colours`: finish by solving for the colours and background that minimise
@@ -430,6 +490,8 @@ def paint(
         steps = 1500 if steps is None else check_positive_int(steps, "steps")
     if not 0 < opacity < 1:
         raise ValueError(f"`opacity` must be in (0, 1); got {opacity}.")
+    if not 0 <= prune < 1:
+        raise ValueError(f"`prune` must be a fraction in [0, 1); got {prune}.")
     if not coarse >= 0:
         raise ValueError(f"`coarse` must be >= 0 (pixels of blur); got {coarse}.")
     rounds = min(rounds, n)
@@ -462,7 +524,9 @@ def paint(
     for r, count in enumerate(counts):
         fraction = r / max(rounds - 1, 1)
         blur_sigma = coarse * (1.0 - fraction)
-        edge_scale = softness * (1.0 + (coarse - 1.0) * (1.0 - fraction) if coarse > 1 else 1.0)
+        # Pixel-size multiplier: edges `coarse` times wider in the first round, the
+        # model's own softness by the last.
+        edge_scale = 1.0 + (coarse - 1.0) * (1.0 - fraction) if coarse > 1 else 1.0
         goal = blur(target, blur_sigma) if blur_sigma > 0.05 else target
         total = sum(counts[: r + 1])
         size = grow * np.sqrt((width / height) / (np.pi * total))
@@ -471,6 +535,7 @@ def paint(
             models, goal, active, jnp.int32(total - count), jnp.int32(count), max(counts),
             jnp.asarray(size, jnp.float32),
             jnp.asarray(opacity, jnp.float32), round_keys, level, method,
+            jnp.int32(min(round(prune * (total - count)), max(counts))) if prune else None,
         )  # fmt: skip
         if _DEBUG:
             jax.block_until_ready(models)
@@ -530,7 +595,7 @@ def paint(
 
     if solve_colours and compositing != "depth":
         solve = _solve_colours if restarts == 1 else jax.vmap(_solve_colours, (0, None))
-        models = solve(models, target)
+        models, _ = solve(models, target)
     if restarts == 1:
         model, history = models, jnp.concatenate(losses, 0)
     else:
