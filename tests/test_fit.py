@@ -165,3 +165,19 @@ def test_bad_shape_counts(n, error, getkey):
 def test_not_a_model():
     with pytest.raises(TypeError, match="model"):
         dp.fit("circles", jnp.zeros((4, 4, 3)), steps=1)  # pyright: ignore[reportArgumentType]
+
+
+def test_weighted_loss_with_minibatches(getkey):
+    """Per-pixel weights are sampled with the pixels: all-ones weights change nothing."""
+    target = jax.random.uniform(getkey(), (12, 12, 3))
+    model, key = dp.Circles.init(4, key=getkey(), target=target), getkey()
+    ones = dp.Weighted(dp.L2(), jnp.ones((12, 12)))
+    plain = dp.fit(model, target, loss=dp.L2(), steps=20, batch=0.25, key=key)
+    weighted = dp.fit(model, target, loss=ones, steps=20, batch=0.25, key=key)
+    np.testing.assert_allclose(weighted.losses, plain.losses, rtol=1e-6)
+    # Zero weight on the right half: that half of the target cannot matter.
+    half = dp.Weighted(dp.L2(), jnp.where(jnp.arange(12) < 6, 1.0, 0.0)[None].repeat(12, 0))
+    other = target.at[:, 6:].set(1.0 - target[:, 6:])
+    a = dp.fit(model, target, loss=half, steps=20, batch=0.25, key=key)
+    b = dp.fit(model, other, loss=half, steps=20, batch=0.25, key=key)
+    np.testing.assert_allclose(a.losses, b.losses, rtol=1e-6)

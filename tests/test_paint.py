@@ -52,6 +52,19 @@ def test_paint_places_shapes_where_the_error_is(getkey):
     assert int(jnp.sum(distance < 0.2)) >= 4  # uniform placement would give about 1
 
 
+def test_paint_places_shapes_where_the_weighted_error_is(getkey):
+    """Two equal discs; the one under weight 10 gets most of the new shapes."""
+    target = dp.Circles.from_values(
+        [[0.25, 0.5], [0.75, 0.5]], [0.1, 0.1], [[0.9, 0.1, 0.1]] * 2, [1.0, 1.0],
+        background=0.2,
+    ).render_image((32, 32))  # fmt: skip
+    weights = jnp.where(jnp.arange(32) >= 16, 10.0, 1.0)[None, :].repeat(32, 0)
+    loss = dp.Weighted(dp.L2(), weights)
+    result = dp.paint(target, 8, key=getkey(), steps=1, rounds=1, loss=loss)
+    right = int(jnp.sum(result.model.centres[:, 0] > 0.5))
+    assert right >= 6, right  # unweighted placement would split them about evenly
+
+
 def test_more_steps_and_restarts_do_not_hurt(getkey):
     target, key = _target(getkey(), 20), getkey()
     short = dp.paint(target, 6, key=key, steps=20, rounds=2)
@@ -115,11 +128,13 @@ def test_schedule_and_blur():
 def test_usefulness_is_the_error_each_shape_saves(compositing, getkey):
     """`_usefulness` (one scan) equals removing each shape and re-rendering."""
     target = jax.random.uniform(getkey(), (12, 12, 3))
+    weights = jax.random.uniform(getkey(), (12, 12), minval=0.5, maxval=4.0)
     model = dp.Circles.init(5, key=getkey(), size_range=(0.2, 0.4), compositing=compositing)
-    useful = _usefulness(model, target, 1)
+    useful = _usefulness(model, target, weights, 1)
 
     def error(m):
-        return jnp.sum((m.render_image((12, 12), method="scan") - target) ** 2)
+        squared = (m.render_image((12, 12), method="scan") - target) ** 2
+        return jnp.sum(weights[..., None] * squared)
 
     for i in range(5):
         keep = jnp.array([j for j in range(5) if j != i])
@@ -128,12 +143,25 @@ def test_usefulness_is_the_error_each_shape_saves(compositing, getkey):
 
 
 @pytest.mark.parametrize("learn_background", [True, False])
-def test_colour_solve_is_the_least_squares_optimum(learn_background, getkey):
-    target = jax.random.uniform(getkey(), (10, 10, 3))
+@pytest.mark.parametrize("weighted", [False, True])
+def test_colour_solve_is_the_least_squares_optimum(learn_background, weighted, getkey):
     model = dp.Circles.init(4, key=getkey(), learn_background=learn_background)
-    solved, error = _solve_colours(model, target, ridge=0.0)
-    image = solved.render_image((10, 10), method="scan")
-    np.testing.assert_allclose(error, jnp.mean((image - target) ** 2), rtol=1e-4)
+    # Same geometry, other colours, plus noise: the optimum is inside [0, 1] (no clipping).
+    truth = dp.Circles.from_values(
+        model.centres, model.radii, jax.random.uniform(getkey(), (4, 3), minval=0.3, maxval=0.7),
+        model.opacities, background=model.background, softness=model.softness,
+    )  # fmt: skip
+    noise = 0.05 * jax.random.normal(getkey(), (10, 10, 3))
+    target = truth.render_image((10, 10), method="scan") + noise
+    weights = jax.random.uniform(getkey(), (10, 10), minval=0.2, maxval=5.0)
+    weights = weights if weighted else jnp.ones((10, 10))
+    solved, error = _solve_colours(model, target, weights if weighted else None, ridge=0.0)
+
+    def weighted_error(m):
+        image = m.render_image((10, 10), method="scan")
+        return float(jnp.mean(weights[..., None] * (image - target) ** 2))
+
+    np.testing.assert_allclose(error, weighted_error(solved), rtol=1e-4)
     if not learn_background:
         np.testing.assert_allclose(solved.background, model.background, atol=1e-6)
     # No small change of any one colour lowers the error (unless clipped at 0 or 1).
@@ -142,8 +170,7 @@ def test_colour_solve_is_the_least_squares_optimum(learn_background, getkey):
             solved.centres, solved.radii, jnp.clip(solved.colours + delta, 0, 1),
             solved.opacities, background=solved.background, softness=solved.softness,
         )  # fmt: skip
-        nudged_error = jnp.mean((nudged.render_image((10, 10)) - target) ** 2)
-        assert float(nudged_error) >= float(error) - 1e-6
+        assert weighted_error(nudged) >= float(error) - 1e-6
 
 
 # -- image losses ----------------------------------------------------------------------

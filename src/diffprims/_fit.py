@@ -286,7 +286,8 @@ def fit(
             raise TypeError(f"`{name}` must be a file path; got {describe(value)}.")
     pred_shape = (height, width, channels) if batch is None else (batch, channels)
     check_loss_output(
-        loss,
+        # What each step calls: per-pixel maps sampled at the batch's pixels.
+        loss if batch is None else restrict_to_pixels(loss, jnp.zeros((batch,), jnp.int32)),
         jax.ShapeDtypeStruct(pred_shape, target.dtype),
         jax.ShapeDtypeStruct(pred_shape, target.dtype),
     )

@@ -35,7 +35,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._circles import Circles
 from ._fit import FitResult, pixel_points
 from ._image import check_image
-from ._losses import L2, as_loss, restrict_to_pixels
+from ._losses import L2, AbstractLoss, Scaled, Sum, Weighted, as_loss, restrict_to_pixels
 from ._model import pixel_centres
 from ._shapes import COMPOSITING_MODES, AbstractShapes, initial_depths, raw_unit
 from ._validate import check_key, check_positive_int, describe
@@ -188,37 +188,65 @@ def _run_one(
     return params, opt_state, values
 
 
-@eqx.filter_jit
-def _error_map(model, target, level: int, method: str = "auto"):
-    """Per-pixel squared error of `model` at a `level`-times coarser grid, and the goal."""
-    height, width, channels = target.shape
+def squared_error_weights(loss: AbstractLoss, shape: tuple[int, int]) -> Array | None:
+    """Per-pixel weights `(H, W)` when `loss` is a weighted sum of squared errors, else None.
+
+    `L2()` gives ones, `Weighted(L2(), w)` gives `w` (averaged over channels), scaled and
+    summed losses combine. The placement of new shapes, pruning and the colour solve use
+    these weights, so that they minimise the loss the fit minimises.
+    """
+    if isinstance(loss, L2):
+        return jnp.ones(shape, jnp.float32)
+    if isinstance(loss, Weighted) and isinstance(loss.loss, L2):
+        return jnp.broadcast_to(jnp.mean(loss.weights, -1), shape)
+    if isinstance(loss, Scaled):
+        inner = squared_error_weights(loss.loss, shape)
+        return None if inner is None else loss.weight * inner
+    if isinstance(loss, Sum):
+        parts = [squared_error_weights(term, shape) for term in loss.terms]
+        return None if any(p is None for p in parts) else sum(parts[1:], parts[0])
+    return None
+
+
+def _downsample(image: Array, level: int) -> Array:
+    """Block means of `level x level` pixels of an `(H, W, ...)` array."""
+    height, width = image.shape[:2]
     h, w = height // level, width // level
-    small = target[: h * level, : w * level].reshape(h, level, w, level, channels).mean((1, 3))
-    pred = model.render_image((h, w), method=method)
-    return jnp.sum((pred - small) ** 2, -1), pred, small
+    blocks = image[: h * level, : w * level].reshape(h, level, w, level, *image.shape[2:])
+    return blocks.mean((1, 3))
 
 
-def _usefulness(model: AbstractShapes, target: Array, level: int) -> Array:
-    """How much the squared error would grow if each shape were removed, `(N,)`.
+@eqx.filter_jit
+def _error_map(model, target, weights, level: int, method: str = "auto"):
+    """Weighted squared error of `model` per pixel of a `level`-times coarser grid.
+
+    Returns the error map, the model's picture and the target on that grid.
+    """
+    small = _downsample(target, level)
+    pred = model.render_image(small.shape[:2], method=method)
+    return jnp.sum((pred - small) ** 2, -1) * _downsample(weights, level), pred, small
+
+
+def _usefulness(model: AbstractShapes, target: Array, weights: Array, level: int) -> Array:
+    """How much the weighted squared error would grow if each shape were removed, `(N,)`.
 
     On a `level`-times coarser grid. With "over" compositing, removing shape `i` changes
     the picture by `w_i (c_i - U_i)`, with `w_i` its visible weight and `U_i` the picture
     of everything behind it; one scan over the shapes (back to front) carries `U`.
     "additive" drops `w_i c_i`. For "depth" (no fixed order) every shape counts as useful.
     """
-    height, width, channels = target.shape
-    h, w = height // level, width // level
-    small = target[: h * level, : w * level].reshape(h, level, w, level, channels).mean((1, 3))
-    points = pixel_centres((h, w)).reshape(-1, 2)
     if model.compositing == "depth":
         return jnp.full((model.num_shapes,), jnp.inf)
+    small, pixel_weights = _downsample(target, level), _downsample(weights, level).reshape(-1, 1)
+    h, w, channels = small.shape
+    points = pixel_centres((h, w)).reshape(-1, 2)
     alphas = model.alphas(points, pixel_size=1.0 / h)  # (N, P)
     colours = model.colours
     pred = model.render_image((h, w), method="scan").reshape(-1, channels)
     residual = small.reshape(-1, channels) - pred
     if model.compositing == "additive":
         change = alphas[:, :, None] * colours[:, None, :]
-        return jnp.sum(2 * residual * change + change**2, (1, 2))
+        return jnp.sum(pixel_weights * (2 * residual * change + change**2), (1, 2))
     # Transmittance of everything in front of each shape (later shapes are in front).
     keep = 1.0 - alphas
     in_front = jnp.flip(jnp.cumprod(jnp.flip(keep, 0), 0), 0)
@@ -228,7 +256,7 @@ def _usefulness(model: AbstractShapes, target: Array, level: int) -> Array:
     def step(behind, shape):
         alpha, front, colour = shape
         change = (alpha * front)[:, None] * (colour - behind)
-        grow = jnp.sum(2 * residual * change + change**2)
+        grow = jnp.sum(pixel_weights * (2 * residual * change + change**2))
         return alpha[:, None] * colour + (1 - alpha[:, None]) * behind, grow
 
     _, grows = jax.lax.scan(step, behind_start, (alphas, in_front, colours))
@@ -236,13 +264,16 @@ def _usefulness(model: AbstractShapes, target: Array, level: int) -> Array:
 
 
 @eqx.filter_jit
-def _add(models, target, active, start, count, most, size, opacity, keys, level, method, prune):
+def _add(
+    models, target, weights, active, start, count, most, size, opacity, keys, level, method, prune
+):
     """`_add_shapes` for every restart (leading axis); `most` and `level` are static."""
 
     def one(model, active, key):
         return _add_shapes(
-            model, target, active, start, count, most, size, opacity, key, level, method, prune
-        )
+            model, target, weights, active, start, count, most, size, opacity, key, level,
+            method, prune,
+        )  # fmt: skip
 
     if keys.ndim == 0:
         return one(models, active, keys)
@@ -250,16 +281,16 @@ def _add(models, target, active, start, count, most, size, opacity, keys, level,
 
 
 def _add_shapes(
-    model, target, active, start, count, most, size, opacity, key, level, method, prune
+    model, target, weights, active, start, count, most, size, opacity, key, level, method, prune
 ):
-    """Activate shapes `start, ..., start + count - 1` where the error is largest.
+    """Activate shapes `start, ..., start + count - 1` where the (weighted) error is largest.
 
     Up to `most` active shapes that no longer show (opacity near 0, smaller than a pixel,
     or off the canvas), and the `prune` active shapes whose removal would cost least, are
     re-seeded the same way. `count <= most` and `prune` may be traced; `most` (static)
     fixes the shapes of the computation.
     """
-    error, pred, small = _error_map(model, target, level, method)
+    error, pred, small = _error_map(model, target, weights, level, method)
     h, w = error.shape
     smooth = blur(error[..., None], 1.0)[..., 0]
     k_pick, k_jitter, k_geom = jax.random.split(key, 3)
@@ -289,7 +320,8 @@ def _add_shapes(
         | (box[:, 2] < 0) | (box[:, 3] < 0) | (box[:, 0] > aspect) | (box[:, 1] > 1)
     )  # fmt: skip
     if prune is not None:
-        useful = jnp.where(active, _usefulness(model, target, max(1, level // 2)), jnp.inf)
+        useful = _usefulness(model, target, weights, max(1, level // 2))
+        useful = jnp.where(active, useful, jnp.inf)
         ranks = jnp.zeros((n,), jnp.int32).at[jnp.argsort(useful)].set(jnp.arange(n))
         dead = dead | ((ranks < prune) & jnp.isfinite(useful))
     slots = jnp.concatenate([slots, jnp.nonzero(dead, size=most, fill_value=n)[0]])
@@ -324,29 +356,34 @@ def _layer_weights(model, points, pixel_size) -> Array:
 
 
 @eqx.filter_jit
-def _solve_colours(model, target, ridge: float = 1e-4):
+def _solve_colours(model, target, pixel_weights=None, ridge: float = 1e-4):
     """Colours (and background) that minimise the squared error for fixed geometry.
 
     Solves the ridge-regularised normal equations of `_layer_weights` on the full grid of
-    `target`, clips to `[0, 1]`, and returns the new model and its mean squared error.
+    `target` (each pixel's squared error weighted by `pixel_weights` `(H, W)` if given),
+    clips to `[0, 1]`, and returns the new model and its (weighted) mean squared error.
     """
     height, width, channels = target.shape
     points = pixel_centres((height, width)).reshape(-1, 2)
-    weights = _layer_weights(model, points, 1.0 / height)
+    layers = _layer_weights(model, points, 1.0 / height)
     flat = target.reshape(-1, channels)
     if model.learn_background:
-        free, goal = weights, flat
+        free, goal = layers, flat
     else:  # only the shapes' colours are free: fit what the background leaves
-        free, goal = weights[:-1], flat - weights[-1][:, None] * model.background
-    gram = free @ free.T
+        free, goal = layers[:-1], flat - layers[-1][:, None] * model.background
+    scaled = free if pixel_weights is None else free * pixel_weights.reshape(1, -1)
+    gram = scaled @ free.T
     gram = gram + ridge * (jnp.trace(gram) / gram.shape[0]) * jnp.eye(gram.shape[0])
-    solved = jnp.clip(jnp.linalg.solve(gram, free @ goal), 1e-3, 1 - 1e-3)
+    solved = jnp.clip(jnp.linalg.solve(gram, scaled @ goal), 1e-3, 1 - 1e-3)
     if not model.learn_background:
         solved = jnp.concatenate([solved, model.background[None]], 0)
     # Shapes that cover nothing keep their colour.
-    used = jnp.sum(weights[:-1], 1) > 1e-3
+    used = jnp.sum(layers[:-1], 1) > 1e-3
     solved = solved.at[:-1].set(jnp.where(used[:, None], solved[:-1], model.colours))
-    error = jnp.mean((weights.T @ solved - flat) ** 2)
+    squared = (layers.T @ solved - flat) ** 2
+    if pixel_weights is not None:
+        squared = squared * pixel_weights.reshape(-1, 1)
+    error = jnp.mean(squared)
     model = eqx.tree_at(
         lambda m: (m.raw_colours, m.raw_background),
         model,
@@ -435,6 +472,8 @@ def paint(
       loss on the full image is returned.
     - `loss`: a loss `(pred, target) -> scalar` on sampled pixels (default
       [`diffprims.L2`][]); per-pixel maps ([`diffprims.Weighted`][]) are sampled along.
+      With `dp.Weighted(dp.L2(), weights)` new shapes also go where the *weighted* error
+      is largest (give a face weight 8 and it gets more shapes).
     - `stride`: each step renders one random pixel per `stride x stride` block.
     - `coarse`: blur (in pixels) of the target and edge widening in the first round,
       decaying to 0 and 1 by the last round.
@@ -450,7 +489,9 @@ def paint(
       units), other geometry (log sizes, angles) and colours/opacities/depths (logits).
     - `solve_colours`: finish by solving for the colours and background that minimise
       the squared error on the full image for the fitted geometry (a linear least-squares
-      problem for "over" and "additive" compositing).
+      problem for "over" and "additive" compositing; weighted by the loss's per-pixel
+      weights for `dp.Weighted(dp.L2(), weights)`; skipped for losses that are not
+      squared errors).
     - `method`: the renderer for the sampled pixels, as in
       [`diffprims.AbstractShapes.render`][]. By default "scan" up to 120 shapes (it
       compiles in a few seconds) and "auto" (tiled, culled: much faster steps but a
@@ -501,6 +542,12 @@ def paint(
     height, width, channels = target.shape
     stride = min(stride, height, width)
     level = max(1, min(height, width) // 64)  # error maps on a ~64-pixel grid
+    # The placement, pruning and colour solve minimise the same weighted squared error as
+    # the fit when the loss is one; for other losses, plain squared error (and no solve).
+    pixel_weights = squared_error_weights(loss, (height, width))
+    solving = solve_colours and compositing != "depth" and pixel_weights is not None
+    if pixel_weights is None:
+        pixel_weights = jnp.ones((height, width), jnp.float32)
 
     keys = jax.random.split(key, restarts + 1)
     k_blank, run_keys = keys[0], keys[1:]
@@ -532,8 +579,8 @@ def paint(
         size = grow * np.sqrt((width / height) / (np.pi * total))
         round_keys = fold(run_keys, r)
         models, active = _add(
-            models, goal, active, jnp.int32(total - count), jnp.int32(count), max(counts),
-            jnp.asarray(size, jnp.float32),
+            models, goal, pixel_weights, active, jnp.int32(total - count), jnp.int32(count),
+            max(counts), jnp.asarray(size, jnp.float32),
             jnp.asarray(opacity, jnp.float32), round_keys, level, method,
             jnp.int32(min(round(prune * (total - count)), max(counts))) if prune else None,
         )  # fmt: skip
@@ -546,7 +593,6 @@ def paint(
         if seconds is not None:
             elapsed = time.perf_counter() - start_time
             # Keep a share of the budget for the final colour solve.
-            solving = solve_colours and compositing != "depth"
             reserve = min(0.1 * seconds, 3.0) if solving else 0.0
             left = seconds - reserve - elapsed
             round_end = time.perf_counter() + left * step_share[r] / step_share[r:].sum()
@@ -593,9 +639,9 @@ def paint(
         if _DEBUG:
             print(f"round {r}: {taken} steps, t={time.perf_counter() - start_time:.2f}s")
 
-    if solve_colours and compositing != "depth":
-        solve = _solve_colours if restarts == 1 else jax.vmap(_solve_colours, (0, None))
-        models, _ = solve(models, target)
+    if solving:
+        solve = _solve_colours if restarts == 1 else jax.vmap(_solve_colours, (0, None, None))
+        models, _ = solve(models, target, pixel_weights)
     if restarts == 1:
         model, history = models, jnp.concatenate(losses, 0)
     else:
