@@ -44,7 +44,7 @@ def assert_bit_identical(a: dp.FitResult, b: dp.FitResult) -> None:
 
 def _interrupt_on_call(monkeypatch, call: int) -> None:
     """Make the `call`-th compiled dispatch of `fit` raise KeyboardInterrupt (Ctrl-C)."""
-    original, calls = fit_module._run_steps, [0]
+    original, calls = fit_module.run_steps, [0]
 
     def flaky(*args, **kwargs):
         calls[0] += 1
@@ -52,7 +52,7 @@ def _interrupt_on_call(monkeypatch, call: int) -> None:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(fit_module, "_run_steps", flaky)
+    monkeypatch.setattr(fit_module, "run_steps", flaky)
 
 
 @pytest.mark.parametrize(

@@ -181,3 +181,24 @@ def test_weighted_loss_with_minibatches(getkey):
     a = dp.fit(model, target, loss=half, steps=20, batch=0.25, key=key)
     b = dp.fit(model, other, loss=half, steps=20, batch=0.25, key=key)
     np.testing.assert_allclose(a.losses, b.losses, rtol=1e-6)
+
+
+def test_stratified_sampling(getkey):
+    """One pixel from every block, and a stratified fit matches a uniform one's quality."""
+    indices = fit_module.stratified_indices(getkey(), 10, 7, 3)
+    rows, cols = np.asarray(indices) // 7, np.asarray(indices) % 7
+    blocks = sorted(zip((rows // 3).tolist(), (cols // 3).tolist(), strict=True))
+    assert blocks == [(r, c) for r in range(4) for c in range(3)]  # each block once
+    picture = dp.Circles.init(3, key=getkey(), size_range=(0.15, 0.3), opacity=0.9)
+    target = picture.render_image((16, 16))
+    model, key = dp.Circles.init(3, key=getkey(), size_range=(0.15, 0.3)), getkey()
+    kwargs = dict(steps=150, batch=1 / 16, key=key)
+    stratified = dp.fit(model, target, sampling="stratified", **kwargs)
+    uniform = dp.fit(model, target, sampling="uniform", **kwargs)
+    full = dp.fit(model, target, steps=1)
+    assert stratified.losses.shape == (150,)
+    error = [float(jnp.mean((r.model.render_image((16, 16)) - target) ** 2))
+             for r in (stratified, uniform, full)]  # fmt: skip
+    assert error[0] < 0.5 * error[2] and error[0] < 1.5 * error[1]
+    with pytest.raises(ValueError, match="sampling"):
+        dp.fit(model, target, sampling="sobol", **kwargs)

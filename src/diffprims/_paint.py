@@ -33,9 +33,9 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._circles import Circles
-from ._fit import FitResult, pixel_points
+from ._fit import FitResult, run_steps
 from ._image import check_image
-from ._losses import L2, AbstractLoss, Scaled, Sum, Weighted, as_loss, restrict_to_pixels
+from ._losses import L2, AbstractLoss, Scaled, Sum, Weighted, as_loss
 from ._model import pixel_centres
 from ._shapes import COMPOSITING_MODES, AbstractShapes, initial_depths, raw_unit
 from ._validate import check_key, check_positive_int, describe
@@ -95,97 +95,25 @@ def _optimizer(lr: float, lr_geometry: float, lr_colour: float):
     )
 
 
-def _stratified(key, height: int, width: int, stride: int) -> Array:
-    """Flat indices of one random pixel in every `stride x stride` block."""
-    rows, cols = np.arange(0, height, stride), np.arange(0, width, stride)
-    k_r, k_c = jax.random.split(key)
-    grid_r, grid_c = np.meshgrid(rows, cols, indexing="ij")
-    shape = grid_r.shape
-    r = grid_r + jax.random.randint(k_r, shape, 0, stride)
-    c = grid_c + jax.random.randint(k_c, shape, 0, stride)
-    r, c = jnp.minimum(r, height - 1), jnp.minimum(c, width - 1)
-    return (r * width + c).reshape(-1)
+def _steps(params, static, opt_state, optimizer, goal, loss, keys, edge_scale, lr_scale, first,
+           length, stride, method):  # fmt: skip
+    """`length` steps of `fit`'s step loop on stratified samples, for every restart.
 
+    Shapes not placed yet are invisible and off the canvas, so their gradients are exactly
+    zero and Adam leaves them where they are.
+    """
 
-def _mask_shapes(tree, active: Array):
-    """Zero every per-shape leaf of `tree` (a model-shaped pytree) for inactive shapes."""
-    background = tree.raw_background
-    rest = eqx.tree_at(lambda m: m.raw_background, tree, None)
-    rest = jax.tree.map(
-        lambda g: g * active.reshape(-1, *([1] * (g.ndim - 1))).astype(g.dtype), rest
-    )
-    return eqx.tree_at(lambda m: m.raw_background, rest, background, is_leaf=lambda x: x is None)
-
-
-@eqx.filter_jit
-def _run(
-    params,
-    static,
-    opt_state,
-    optimizer,
-    goal,
-    loss,
-    active,
-    keys,
-    edge_scale,
-    lr_scale,
-    first,
-    length,
-    stride,
-    method,
-):
-    """`length` Adam steps on stratified pixel samples for every restart (leading axis)."""
-
-    def one(params, opt_state, active, key):
-        return _run_one(
-            params, static, opt_state, optimizer, goal, loss, active, key, edge_scale,
-            lr_scale, first, length, stride, method,
+    def one(params, opt_state, key):
+        params, opt_state, _, values, _ = run_steps(
+            params, static, opt_state, jnp.asarray(True), goal, loss, optimizer, key, first,
+            first + length, ("stratified", stride), length, pixel_scale=edge_scale,
+            method=method, update_scale=lr_scale,
         )  # fmt: skip
+        return params, opt_state, values
 
     if keys.ndim == 0:  # a single run: no restart axis
-        return one(params, opt_state, active, keys)
-    return jax.vmap(one)(params, opt_state, active, keys)
-
-
-def _run_one(
-    params,
-    static,
-    opt_state,
-    optimizer,
-    goal,
-    loss,
-    active,
-    key,
-    edge_scale,
-    lr_scale,
-    first,
-    length,
-    stride,
-    method,
-):
-    height, width, channels = goal.shape
-    flat_goal = goal.reshape(-1, channels)
-
-    def objective(params, step_key):
-        model = eqx.combine(params, static)
-        indices = _stratified(step_key, height, width, stride)
-        pred = model.render(
-            pixel_points(indices, height, width), pixel_size=edge_scale / height, method=method
-        )
-        return restrict_to_pixels(loss, indices)(pred, flat_goal[indices])
-
-    def step(carry, index):
-        params, opt_state = carry
-        value, grads = jax.value_and_grad(objective)(params, jax.random.fold_in(key, index))
-        grads = _mask_shapes(grads, active)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        updates = jax.tree.map(lambda u: lr_scale * u, updates)
-        return (eqx.apply_updates(params, updates), opt_state), value
-
-    (params, opt_state), values = jax.lax.scan(
-        step, (params, opt_state), first + jnp.arange(length)
-    )
-    return params, opt_state, values
+        return one(params, opt_state, keys)
+    return jax.vmap(one)(params, opt_state, keys)
 
 
 def squared_error_weights(loss: AbstractLoss, shape: tuple[int, int]) -> Array | None:
@@ -203,8 +131,13 @@ def squared_error_weights(loss: AbstractLoss, shape: tuple[int, int]) -> Array |
         inner = squared_error_weights(loss.loss, shape)
         return None if inner is None else loss.weight * inner
     if isinstance(loss, Sum):
-        parts = [squared_error_weights(term, shape) for term in loss.terms]
-        return None if any(p is None for p in parts) else sum(parts[1:], parts[0])
+        total = jnp.zeros(shape, jnp.float32)
+        for term in loss.terms:
+            part = squared_error_weights(term, shape)
+            if part is None:
+                return None
+            total = total + part
+        return total
     return None
 
 
@@ -617,8 +550,8 @@ def paint(
                 if length <= 0:
                     break
             step_keys = fold(run_keys, 1000 + r)
-            params, opt_state, values = _run(
-                params, static, opt_state, optimizer, goal, loss, active, step_keys,
+            params, opt_state, values = _steps(
+                params, static, opt_state, optimizer, goal, loss, step_keys,
                 jnp.asarray(edge_scale, jnp.float32), jnp.float32(lr_scale), jnp.int32(taken),
                 length, stride, method,
             )  # fmt: skip
