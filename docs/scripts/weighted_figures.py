@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    python docs/scripts/weighted_figures.py            # a few minutes on 2 cores
+    python docs/scripts/weighted_figures.py            # about 3 minutes on 1 core
     python docs/scripts/weighted_figures.py --quick    # tiny versions, to check the script
 
 Paints the demo photo with `dp.paint` and three losses, with the same shapes and steps:
@@ -17,7 +17,9 @@ Writes under docs/images/weighted/ (each file atomically):
 - `paint_<name>.png`: the paintings, `error_<name>.png`: `|painting - photo|` (mean over
   channels, 3x brighter) with the face ellipse outlined in amber;
 - `table.md`: PSNR over the whole image and inside the face ellipse (the pictured key,
-  and the mean over keys), and `results.json` with every run's numbers and time.
+  and the mean over keys), how many circles are centred in the ellipse, and PSNR where
+  the edge map is strongest and weakest; `results.json` with every run's numbers and
+  time.
 """
 
 from __future__ import annotations
@@ -78,6 +80,12 @@ def main() -> None:
     }
     # --8<-- [end:weights]
     inside = np.asarray(r < 1.0)  # the face region of the table: the ellipse itself
+    # Where the edge weights are largest (top 10 %) and smallest (bottom half).
+    edge_map = np.asarray(losses["edges"].weights).reshape(size, size, -1).mean(-1)
+    regions = {
+        "edges": edge_map >= np.percentile(edge_map, 90.0),
+        "flat": edge_map < np.median(edge_map),
+    }
 
     dp.save_image(OUT / "target.png", target)
     dp.save_image(OUT / "weights_face.png", grey(weights[..., None]))
@@ -92,20 +100,32 @@ def main() -> None:
             image = result.model.render_image((size, size))
             whole = float(dp.psnr(image, target))
             in_face = float(dp.psnr(image[inside], target[inside]))
+            by_edges = {k: float(dp.psnr(image[m], target[m])) for k, m in regions.items()}
+            # Circles centred in the face ellipse (the pixel under each centre).
+            x, y = np.clip(np.asarray(result.model.centres * size, int), 0, size - 1).T
+            shapes = int(np.sum(inside[y, x]))
             runs.append(dict(loss=name, key=seed, whole=whole, face=in_face,
+                             **by_edges, face_circles=shapes,
                              seconds=float(result.seconds)))  # fmt: skip
             images[name, seed] = image
             print(f"{name} key={seed}: whole {whole:.2f} dB, face {in_face:.2f} dB, "
-                  f"{result.seconds:.1f} s", flush=True)  # fmt: skip
+                  f"{shapes} circles in the face, {result.seconds:.1f} s", flush=True)  # fmt: skip
 
     labels = {
         "l2": "`dp.L2()`",
         "face": "`dp.Weighted(dp.L2(), weights)`, face ~8x",
         "edges": "`dp.Weighted(dp.L2(), dp.edge_weights(target))`",
     }
-    by = {(run["loss"], run["key"], field): run[field] for run in runs for field in FIELDS}
-    gains = np.array([by["face", k, "face"] - by["l2", k, "face"] for k in range(seeds)])
-    changes = np.array([by["face", k, "whole"] - by["l2", k, "whole"] for k in range(seeds)])
+    fields = (*FIELDS, *regions, "face_circles")
+    by = {(run["loss"], run["key"], field): run[field] for run in runs for field in fields}
+
+    def change(name, field):
+        """`field` of loss `name` minus that of plain L2 with the same key, per key."""
+        return np.array([by[name, k, field] - by["l2", k, field] for k in range(seeds)])
+
+    gains, changes = change("face", "face"), change("face", "whole")
+    edge_gains, edge_changes = change("edges", "face"), change("edges", "whole")
+    circles = {name: [by[name, k, "face_circles"] for k in range(seeds)] for name in losses}
     # The pictures: the key whose face gain is the median (the lower one), not the best.
     shown = int(np.argsort(gains)[(seeds - 1) // 2])
     for name in losses:
@@ -120,15 +140,35 @@ def main() -> None:
         cells = [by[name, shown, field] for field in FIELDS]
         cells += [np.mean([by[name, k, field] for k in range(seeds)]) for field in FIELDS]
         table.append(f"| {label} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    short = {"l2": "plain", "face": "face-weighted", "edges": "edge-weighted"}
+    counts = ", ".join(
+        f"{short[name]} {by[name, shown, 'face_circles']} "
+        f"({min(circles[name])} to {max(circles[name])})"
+        for name in losses
+    )
     table += [
         "",
         f"PSNR in dB; {n} circles, {steps} steps, {size} x {size} pixels. Against plain "
         f"`dp.L2()` with the same key, the face weights changed the face PSNR by "
         f"{gains.min():+.2f} to {gains.max():+.2f} dB (better with {np.sum(gains > 0)} of "
         f"{seeds} keys) and the whole-image PSNR by {changes.min():+.2f} to "
-        f"{changes.max():+.2f} dB. The pictures are those of key {shown}, whose face gain "
-        "is the median one.",
+        f"{changes.max():+.2f} dB; the edge weights changed the face PSNR by "
+        f"{edge_gains.min():+.2f} to {edge_gains.max():+.2f} dB and the whole-image PSNR "
+        f"by {edge_changes.min():+.2f} to {edge_changes.max():+.2f} dB. Circles centred "
+        f"in the face ellipse, key {shown} (range over the keys): {counts}. The pictures "
+        f"are those of key {shown}, whose face gain is the median one.",
     ]
+    table += [
+        "",
+        f"| loss | strongest 10 % of the edge map, mean of {seeds} keys | weakest half "
+        f"(flat regions), mean of {seeds} keys |",
+        "|---|---:|---:|",
+    ]
+    for name, label in labels.items():
+        cells = [np.mean([by[name, k, field] for k in range(seeds)]) for field in regions]
+        table.append(f"| {label} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    table += ["", "PSNR in dB over the pixels where `dp.edge_weights(target)` is largest and "
+              "smallest."]  # fmt: skip
     text = "\n".join(table) + "\n"
     atomic_write(OUT / "table.md", lambda path: Path(path).write_text(text))
     summary = {"size": size, "n": n, "steps": steps, "shown_key": shown, "runs": runs}
