@@ -80,6 +80,20 @@ def test_paint_render_size_and_shape(tmp_path, capsys):
     assert isinstance(dp.load(out / "model.eqx"), dp.Rectangles)
 
 
+def test_paint_with_a_time_budget_uses_the_paint_recipe(tmp_path, capsys):
+    image = write_picture(tmp_path / "in.png", "RGB")
+    out = tmp_path / "o"
+    argv = ["paint", image, "-n", 6, "--size", 16, "--frames", 3, "--seconds", 2, "-q"]
+    status, err = run([*argv, "-o", out], capsys)
+    assert status == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["seconds_budget"] == 2 and summary["settings"]["softness"] == 0.5
+    assert summary["steps"] >= 1 and summary["psnr"] > 15
+    with Image.open(out / "progress.gif") as gif:
+        assert gif.n_frames == 3  # one frame per round
+    assert dp.load(out / "model.eqx").num_shapes == 6
+
+
 def test_paint_reports_progress(tmp_path, capsys):
     image = write_picture(tmp_path / "in.png", "RGB")
     status, err = run(["paint", image, *FAST[:-1], "-o", tmp_path / "o"], capsys)

@@ -208,3 +208,14 @@ def test_edge_weights(getkey):
     np.testing.assert_allclose(flat, 1.0, atol=1e-3)
     with pytest.raises(ValueError, match="strength"):
         dp.edge_weights(target, strength=-1.0)
+
+
+def test_paint_snapshots_every_round(getkey):
+    target = _target(getkey())
+    result = dp.paint(target, 6, key=getkey(), steps=40, rounds=3)
+    assert len(result.snapshots) == 3 and result.snapshot_steps[-1] == 40
+    assert list(result.snapshot_steps) == sorted(result.snapshot_steps)
+    assert tree_allclose(result.snapshots[-1], result.model)
+    # Shapes appear round by round: early snapshots show fewer of them.
+    visible = [int(jnp.sum(m.opacities > 1e-6)) for m in result.snapshots]
+    assert visible[0] < visible[-1] == 6

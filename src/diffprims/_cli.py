@@ -123,6 +123,10 @@ def _build_parser() -> argparse.ArgumentParser:
                        help=f"shape type: {shape_names} (default: circles)")  # fmt: skip
     paint.add_argument("--steps", type=_positive_int, default=2000,
                        help="optimizer steps (default: 2000)")  # fmt: skip
+    paint.add_argument("--seconds", type=_positive_float, default=None, metavar="T",
+                       help="paint with diffprims.paint's recipe (progressive rounds, "
+                       "pruning, colours in closed form; better pictures) within T "
+                       "seconds instead of --steps plain fitting steps")  # fmt: skip
     paint.add_argument("--size", type=_positive_int, default=256, metavar="PX",
                        help="fit at this size, longer side in pixels (default: 256)")  # fmt: skip
     paint.add_argument("--render-size", type=_positive_int, default=None, metavar="PX",
@@ -131,8 +135,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="Adam learning rate (default: 0.01)")  # fmt: skip
     paint.add_argument("--batch", type=_batch, default=0.1, metavar="FRACTION",
                        help="fraction of pixels per step, or 'all' (default: 0.1)")  # fmt: skip
-    paint.add_argument("--softness", type=_positive_float, default=1.0, metavar="PX",
-                       help="soft-edge width in pixels (default: 1)")  # fmt: skip
+    paint.add_argument("--softness", type=_positive_float, default=None, metavar="PX",
+                       help="edge width in pixels (default: 1; 0.5 with --seconds)")  # fmt: skip
     paint.add_argument("--frames", type=_positive_int, default=40,
                        help="frames of progress.gif (default: 40)")  # fmt: skip
     paint.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -216,29 +220,38 @@ def _paint(args: argparse.Namespace) -> int:
     _claim_output(out, _PAINT_FILES, force=args.force)
 
     key_init, key_fit = jax.random.split(jax.random.key(args.seed))
-    model = shape_type.init(args.num_shapes, key=key_init, target=target, softness=args.softness)
     batch = args.batch
     if batch is not None and round(batch * target.shape[0] * target.shape[1]) < 1:
         batch = None
     if not args.quiet:
+        budget = f"{args.seconds:g} s" if args.seconds else f"{args.steps} steps"
         print(
             f"painting {os.fspath(source)} ({target.shape[1]}x{target.shape[0]}) with "
-            f"{args.num_shapes} {args.shape}, {args.steps} steps",
+            f"{args.num_shapes} {args.shape}, {budget}",
             file=sys.stderr,
         )
     interrupted = False
     try:
-        result = dp.fit(
-            model,
-            target,
-            loss=dp.L2(),
-            optimizer=optax.adam(args.lr),
-            steps=args.steps,
-            batch=batch,
-            key=key_fit,
-            progress=not args.quiet,
-            snapshots=min(args.frames, args.steps + 1),
-        )
+        if args.seconds is not None:
+            # One frame per round of `paint` (the picture as shapes are added).
+            result = dp.paint(
+                target, args.num_shapes, key=key_fit, shape=shape_type, seconds=args.seconds,
+                softness=args.softness or 0.5, rounds=min(8, args.frames, args.num_shapes),
+            )  # fmt: skip
+        else:
+            result = dp.fit(
+                shape_type.init(
+                    args.num_shapes, key=key_init, target=target, softness=args.softness or 1.0
+                ),
+                target,
+                loss=dp.L2(),
+                optimizer=optax.adam(args.lr),
+                steps=args.steps,
+                batch=batch,
+                key=key_fit,
+                progress=not args.quiet,
+                snapshots=min(args.frames, args.steps + 1),
+            )
     except dp.FitInterrupted as stop:
         # Ctrl-C: write what the fit reached (a second Ctrl-C aborts the writing).
         result, interrupted = stop.result, True
@@ -273,9 +286,10 @@ def _paint(args: argparse.Namespace) -> int:
         "fit_size": list(target.shape[:2]),
         "render_size": list(render_shape),
         "settings": {
-            "lr": args.lr,
-            "batch": args.batch,
-            "softness": args.softness,
+            "lr": None if args.seconds else args.lr,
+            "batch": None if args.seconds else args.batch,
+            "softness": fitted.softness,
+            "seconds_budget": args.seconds,
             "seed": args.seed,
             "frames": len(result.snapshots),
         },

@@ -15,7 +15,11 @@ The recipe (each piece a knob of `paint`):
   `stride x stride` block of the full-resolution target (one compilation for the whole
   run, full-resolution detail at a fraction of the cost of a full render);
 - **random restarts** batched with `jax.vmap` over keys, keeping the best;
-- a **wall-time budget**: `seconds=T` spends T seconds in all, compilation included.
+- a **wall-time budget**: `seconds=T` spends T seconds in all, compilation included;
+- a final **colour solve**: for the fitted geometry, colours and background by linear
+  least squares.
+
+The gradient steps are `dp.fit`'s own step loop (`run_steps`), driven round by round.
 """
 
 from __future__ import annotations
@@ -436,7 +440,8 @@ def paint(
     **Returns:**
 
     A [`diffprims.FitResult`][]: the fitted shapes, the loss at every step (of the kept
-    restart) and the wall time.
+    restart), the wall time, and a snapshot after every round (for
+    [`diffprims.save_gif`][]: the painting as it grows).
 
     ```python
     result = dp.paint(target, 200, key=jax.random.key(0), seconds=20)
@@ -500,6 +505,7 @@ def paint(
     step_share = step_weights / step_weights.sum()
     optimizer = _optimizer(float(lr), float(lr_geometry), float(lr_colour))
     losses = []
+    rounds_done = []  # (steps so far, models) after every round: the snapshots
     done = 0
     for r, count in enumerate(counts):
         fraction = r / max(rounds - 1, 1)
@@ -569,20 +575,29 @@ def paint(
                     break
         done += taken
         models = eqx.combine(params, static)
+        rounds_done.append((done, models))
         if _DEBUG:
             print(f"round {r}: {taken} steps, t={time.perf_counter() - start_time:.2f}s")
 
     if solving:
         solve = _solve_colours if restarts == 1 else jax.vmap(_solve_colours, (0, None, None))
         models, _ = solve(models, target, pixel_weights)
+    rounds_done[-1] = (done, models)  # the last snapshot is the returned model
     if restarts == 1:
-        model, history = models, jnp.concatenate(losses, 0)
+        history = jnp.concatenate(losses, 0)
+        snapshots = tuple(m for _, m in rounds_done)
     else:
         finals = jax.vmap(lambda m: jnp.mean((m.render_image((height, width)) - target) ** 2))(
             models
         )
         best = int(jnp.argmin(finals))
-        model = jax.tree.map(lambda x: x[best], models)
         history = jnp.concatenate([v[best] for v in losses], 0)
-    jax.block_until_ready((model, history))
-    return FitResult(model=model, losses=history, seconds=time.perf_counter() - start_time)
+        snapshots = tuple(jax.tree.map(lambda x: x[best], m) for _, m in rounds_done)
+    jax.block_until_ready((snapshots, history))
+    return FitResult(
+        model=snapshots[-1],
+        losses=history,
+        seconds=time.perf_counter() - start_time,
+        snapshots=snapshots,
+        snapshot_steps=tuple(at for at, _ in rounds_done),
+    )
