@@ -55,6 +55,26 @@ def _interrupt_on_call(monkeypatch, call: int) -> None:
     monkeypatch.setattr(fit_module, "run_steps", flaky)
 
 
+def test_a_real_sigint_stops_after_the_running_dispatch(monkeypatch):
+    """SIGINT during a dispatch: that dispatch finishes, then `FitInterrupted` is raised."""
+    import signal
+
+    original, calls = fit_module.run_steps, [0]
+
+    def signalled(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while this dispatch runs
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "run_steps", signalled)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(dp.FitInterrupted) as info:
+        _fit()
+    assert info.value.step == 2 * PER_DISPATCH  # the signalled dispatch was kept
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is restored
+
+
 @pytest.mark.parametrize(
     "options",
     [dict(batch=8), dict(batch=None), dict(batch=8, snapshots=4), dict(optimizer=optax.sgd(0.1))],

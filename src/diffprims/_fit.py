@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +164,31 @@ def run_steps(
             step_and_snap, (carry, snaps), indices
         )
     return params, opt_state, ok, values, snaps
+
+
+@contextlib.contextmanager
+def _ctrl_c_between_dispatches(active: bool) -> Iterator[dict[str, bool]]:
+    """Turn the first Ctrl-C into a flag that the fit loop checks after each dispatch.
+
+    A `KeyboardInterrupt` raised at an arbitrary point can land inside JAX's dispatch
+    machinery, which may swallow it, and the fit would run on. A second Ctrl-C raises at
+    once, as usual. Only in the main thread (where Python delivers signals).
+    """
+    flag = {"stop": False}
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _check_finite_model(params: Any) -> None:
@@ -405,44 +434,47 @@ def fit(
             )
 
     try:
-        for first in range(start, steps, length):
-            state = run_steps(
-                params, static, opt_state, ok, target, loss, optimizer, key,
-                jnp.asarray(first), jnp.asarray(steps), sampler, length,
-                snaps, None if snaps is None else jnp.asarray(snap_steps),
-            )  # fmt: skip
-            params, opt_state, ok, values, snaps = state
-            chunks.append(values)
-            done = min(first + length, steps)
-            if not traced:
-                finite = np.isfinite(np.asarray(values[: done - first]))
-                if not finite.all():
-                    bad = first + int(np.argmin(finite))
-                    raise FitDivergedError(
-                        f"The fit diverged at step {bad} of {steps}: the loss or the updated "
-                        "parameters became NaN/inf. `error.result` holds the last finite "
-                        f"model (after {bad} steps). Lower the learning rate or clip the "
-                        "gradients (`optax.chain(optax.clip_by_global_norm(1.0), ...)`).",
-                        step=bad,
-                        result=FitResult(
-                            model=eqx.combine(params, static),
-                            losses=jnp.concatenate(chunks)[:bad],
-                            seconds=time.perf_counter() - start_time,
-                        ),
-                    )
-            if checkpoint is not None and (
-                done == steps or done - last_saved >= (checkpoint_every or 1)
-            ):
-                save(done)
-                last_saved = done
-            if bar is not None:
-                bar.update(done - first)
-                latest = float(values[done - first - 1])
-                postfix = {"loss": f"{latest:.5g}"}
-                if isinstance(loss, L2) and latest > 0:
-                    # An L2 loss on images in [0, 1] is an MSE: show it as PSNR too.
-                    postfix["psnr"] = f"{-10 * np.log10(latest):.2f} dB"
-                bar.set_postfix(postfix)
+        with _ctrl_c_between_dispatches(not traced) as ctrl_c:
+            for first in range(start, steps, length):
+                if ctrl_c["stop"]:
+                    raise KeyboardInterrupt
+                state = run_steps(
+                    params, static, opt_state, ok, target, loss, optimizer, key,
+                    jnp.asarray(first), jnp.asarray(steps), sampler, length,
+                    snaps, None if snaps is None else jnp.asarray(snap_steps),
+                )  # fmt: skip
+                params, opt_state, ok, values, snaps = state
+                chunks.append(values)
+                done = min(first + length, steps)
+                if not traced:
+                    finite = np.isfinite(np.asarray(values[: done - first]))
+                    if not finite.all():
+                        bad = first + int(np.argmin(finite))
+                        raise FitDivergedError(
+                            f"The fit diverged at step {bad} of {steps}: the loss or the updated "
+                            "parameters became NaN/inf. `error.result` holds the last finite "
+                            f"model (after {bad} steps). Lower the learning rate or clip the "
+                            "gradients (`optax.chain(optax.clip_by_global_norm(1.0), ...)`).",
+                            step=bad,
+                            result=FitResult(
+                                model=eqx.combine(params, static),
+                                losses=jnp.concatenate(chunks)[:bad],
+                                seconds=time.perf_counter() - start_time,
+                            ),
+                        )
+                if checkpoint is not None and (
+                    done == steps or done - last_saved >= (checkpoint_every or 1)
+                ):
+                    save(done)
+                    last_saved = done
+                if bar is not None:
+                    bar.update(done - first)
+                    latest = float(values[done - first - 1])
+                    postfix = {"loss": f"{latest:.5g}"}
+                    if isinstance(loss, L2) and latest > 0:
+                        # An L2 loss on images in [0, 1] is an MSE: show it as PSNR too.
+                        postfix["psnr"] = f"{-10 * np.log10(latest):.2f} dB"
+                    bar.set_postfix(postfix)
     except KeyboardInterrupt:
         if traced:
             raise
