@@ -176,27 +176,24 @@ def _usefulness(model: AbstractShapes, target: Array, weights: Array, level: int
         return jnp.full((model.num_shapes,), jnp.inf)
     small, pixel_weights = _downsample(target, level), _downsample(weights, level).reshape(-1, 1)
     h, w, channels = small.shape
-    points = pixel_centres((h, w)).reshape(-1, 2)
-    alphas = model.alphas(points, pixel_size=1.0 / h)  # (N, P)
+    alphas = model.alphas(pixel_centres((h, w)).reshape(-1, 2), pixel_size=1.0 / h)  # (N, P)
+    layers = _layer_weights(alphas, model.compositing)
     colours = model.colours
-    pred = model.render_image((h, w), method="scan").reshape(-1, channels)
+    pred = layers.T @ jnp.concatenate([colours, model.background[None]], 0)
     residual = small.reshape(-1, channels) - pred
+    visible = layers[:-1]  # (N, P)
     if model.compositing == "additive":
-        change = alphas[:, :, None] * colours[:, None, :]
+        change = visible[:, :, None] * colours[:, None, :]
         return jnp.sum(pixel_weights * (2 * residual * change + change**2), (1, 2))
-    # Transmittance of everything in front of each shape (later shapes are in front).
-    keep = 1.0 - alphas
-    in_front = jnp.flip(jnp.cumprod(jnp.flip(keep, 0), 0), 0)
-    in_front = jnp.concatenate([in_front[1:], jnp.ones_like(keep[:1])], 0)
     behind_start = jnp.broadcast_to(model.background, pred.shape)
 
     def step(behind, shape):
-        alpha, front, colour = shape
-        change = (alpha * front)[:, None] * (colour - behind)
+        alpha, seen, colour = shape
+        change = seen[:, None] * (colour - behind)
         grow = jnp.sum(pixel_weights * (2 * residual * change + change**2))
         return alpha[:, None] * colour + (1 - alpha[:, None]) * behind, grow
 
-    _, grows = jax.lax.scan(step, behind_start, (alphas, in_front, colours))
+    _, grows = jax.lax.scan(step, behind_start, (alphas, visible, colours))
     return grows
 
 
@@ -277,14 +274,13 @@ def _add_shapes(
     return model, active.at[slots].set(True, mode="drop")
 
 
-def _layer_weights(model, points, pixel_size) -> Array:
+def _layer_weights(alphas: Array, compositing: str) -> Array:
     """Visible weight of every shape and of the background at every point, `(N + 1, P)`.
 
-    With "over" or "additive" compositing the picture is linear in the colours:
-    `image = weights.T @ [colours; background]`.
+    From the shapes' `alphas` `(N, P)`. With "over" or "additive" compositing the
+    picture is linear in the colours: `image = weights.T @ [colours; background]`.
     """
-    alphas = model.alphas(points, pixel_size=pixel_size)  # (N, P)
-    if model.compositing == "over":
+    if compositing == "over":
         keep = 1.0 - alphas
         behind = jnp.flip(jnp.cumprod(jnp.flip(keep, 0), 0), 0)
         in_front = jnp.concatenate([behind[1:], jnp.ones_like(keep[:1])], 0)
@@ -302,7 +298,7 @@ def _solve_colours(model, target, pixel_weights=None, ridge: float = 1e-4):
     """
     height, width, channels = target.shape
     points = pixel_centres((height, width)).reshape(-1, 2)
-    layers = _layer_weights(model, points, 1.0 / height)
+    layers = _layer_weights(model.alphas(points, pixel_size=1.0 / height), model.compositing)
     flat = target.reshape(-1, channels)
     if model.learn_background:
         free, goal = layers, flat
