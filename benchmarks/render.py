@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import diffprims as dp
-from diffprims import _render
+from diffprims._shapes import _render, _tiled
 
 
 def timed(fn, *args, repeat: int) -> float:
@@ -61,11 +61,11 @@ def circles(n: int, radii: tuple[float, float], key) -> dp.Circles:
 def evaluated_pairs_image(model, shape) -> int:
     """Pairs the tiled render_image evaluates: per chunk, its capacity x its pixels."""
     tile = _render.image_tile(shape, model.num_shapes)
-    points, boxes = _render.tile_points(shape, tile)
-    ladder = _render.capacity_ladder(model.num_shapes)
-    bounds = _render.grown_bounds(model, 1.0 / shape[0])
+    points, boxes = _tiled.tile_points(shape, tile)
+    ladder = _tiled.capacity_ladder(model.num_shapes)
+    bounds = _tiled.grown_bounds(model, 1.0 / shape[0])
     chunk = min(_render.IMAGE_CHUNK, len(points))
-    plan = _render._plan(jnp.asarray(boxes), bounds, ladder, chunk)
+    plan = _tiled._plan(jnp.asarray(boxes), bounds, ladder, chunk)
     capacity = np.asarray(ladder)[np.asarray(plan.rungs)]
     return int(capacity.sum()) * chunk * points.shape[1]
 

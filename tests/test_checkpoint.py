@@ -15,7 +15,8 @@ import optax
 import pytest
 
 import diffprims as dp
-import diffprims._fit as fit_module
+import diffprims._fit._checkpoint as checkpoint_module
+import diffprims._fit._fit as fit_module
 
 KEY = jax.random.key(0)
 TARGET = jax.random.uniform(jax.random.key(1), (6, 6, 3))
@@ -101,7 +102,7 @@ def test_resume_from_periodic_checkpoint_after_a_crash(tmp_path, monkeypatch):
     reference = _fit()
     path = tmp_path / "fit.ckpt"
     saved = []
-    original = fit_module.save_checkpoint
+    original = checkpoint_module.save_checkpoint
 
     def crash_after_saving(*args, **kwargs):
         saved.append(kwargs["step"])
@@ -109,7 +110,7 @@ def test_resume_from_periodic_checkpoint_after_a_crash(tmp_path, monkeypatch):
         if kwargs["step"] == 2 * PER_DISPATCH:
             raise SystemExit("the machine went away")  # not a Ctrl-C: nothing more is saved
 
-    monkeypatch.setattr(fit_module, "save_checkpoint", crash_after_saving)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", crash_after_saving)
     with pytest.raises(SystemExit):
         _fit(checkpoint=path, checkpoint_every=PER_DISPATCH)
     monkeypatch.undo()
@@ -121,9 +122,9 @@ def test_resume_from_periodic_checkpoint_after_a_crash(tmp_path, monkeypatch):
 
 def test_checkpoint_every_spacing(tmp_path, monkeypatch):
     saved = []
-    original = fit_module.save_checkpoint
+    original = checkpoint_module.save_checkpoint
     monkeypatch.setattr(
-        fit_module,
+        checkpoint_module,
         "save_checkpoint",
         lambda *a, **k: (saved.append(k["step"]), original(*a, **k))[1],
     )
@@ -251,8 +252,10 @@ def test_cli_refuses_to_clobber_without_force(tmp_path, capsys):
     assert (tmp_path / "other" / "notes.txt").read_text() == "keep me"
 
 
-def test_cli_sigint_end_to_end(tmp_path):
-    """A real Ctrl-C (SIGINT) to a running `python -m diffprims paint`."""
+@pytest.mark.parametrize("budget", [["--steps", "10000000"], ["--seconds", "600"]])
+def test_cli_sigint_end_to_end(tmp_path, budget):
+    """A real Ctrl-C (SIGINT) to a running `python -m diffprims paint`: plain fit, and
+    `dp.paint`'s rounds (`--seconds`), both write what they have and exit 130."""
     import signal
     import subprocess
     import sys
@@ -261,7 +264,7 @@ def test_cli_sigint_end_to_end(tmp_path):
     out = tmp_path / "out"
     image = _picture(tmp_path / "in.png")
     argv = [sys.executable, "-m", "diffprims", "paint", image, *PAINT[:-1],
-            "--steps", "10000000", "-o", str(out)]  # fmt: skip
+            *budget, "-o", str(out)]  # fmt: skip
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -269,7 +272,7 @@ def test_cli_sigint_end_to_end(tmp_path):
         line = process.stderr.readline()  # "painting ...": the fit is about to start
         assert line.startswith("painting"), line
         seen = ""
-        while "|" not in seen:  # the progress bar is up: the fit loop has started
+        while "step" not in seen:  # the progress bar is up: the fit loop has started
             char = process.stderr.read(1)
             assert char, seen
             seen += char

@@ -27,6 +27,8 @@ def public_names():
         if isinstance(obj, types.ModuleType):
             if name == "kernels":
                 names += [f"kernels.{n}" for n in vars(obj) if not n.startswith("_")]
+            elif name == "roles":
+                names.append("roles")
             continue
         names.append(name)
     return sorted(names)
@@ -71,7 +73,7 @@ def test_custom_shape_example_fits(rings):
 
 def test_custom_shape_example_gradients_finite(rings):
     model = rings.init(3, key=jax.random.key(0))
-    points = jnp.concatenate([model.raw_centres, jnp.array([[0.5, 0.5]])])  # at centres
+    points = jnp.concatenate([model.centres, jnp.array([[0.5, 0.5]])])  # at centres
 
     def total(m):
         return jnp.sum(m.render(points, pixel_size=1 / 32))

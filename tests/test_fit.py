@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import diffprims as dp
-import diffprims._fit as fit_module
+import diffprims._fit._loop as loop_module
 
 from .helpers import shape_types, tree_allclose
 
@@ -84,13 +84,13 @@ def test_vmap_over_keys(getkey):
 
 def test_second_fit_does_not_recompile(monkeypatch, getkey):
     traces = []
-    original = fit_module._prediction
+    original = loop_module.objective
 
     def counting(*args):
         traces.append(1)
         return original(*args)
 
-    monkeypatch.setattr(fit_module, "_prediction", counting)
+    monkeypatch.setattr(loop_module, "objective", counting)
     target = _target(getkey(), shape=(9, 11))  # a shape no other test compiles
     model = dp.Circles.init(3, key=getkey(), target=target)
     loss = dp.L2() + 0.5 * dp.L1()
@@ -185,7 +185,7 @@ def test_weighted_loss_with_minibatches(getkey):
 
 def test_stratified_sampling(getkey):
     """One pixel from every block, and a stratified fit matches a uniform one's quality."""
-    indices = fit_module.stratified_indices(getkey(), 10, 7, 3)
+    indices = loop_module.stratified_indices(getkey(), 10, 7, 3)
     rows, cols = np.asarray(indices) // 7, np.asarray(indices) % 7
     blocks = sorted(zip((rows // 3).tolist(), (cols // 3).tolist(), strict=True))
     assert blocks == [(r, c) for r in range(4) for c in range(3)]  # each block once

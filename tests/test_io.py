@@ -2,6 +2,7 @@
 
 import json
 import logging
+import pathlib
 
 import equinox as eqx
 import jax
@@ -98,7 +99,7 @@ def test_load_errors(tmp_path):
 def test_unknown_module_needs_template(tmp_path):
     model = dp.Circles.init(2, key=jax.random.key(0))
     path = dp.save(tmp_path / "m.eqx", model)
-    data = path.read_bytes().replace(b"diffprims._circles:Circles", b"not_imported_mod:Circles")
+    data = path.read_bytes().replace(b"diffprims.Circles", b"not_imported_mod:Circles")
     (tmp_path / "other.eqx").write_bytes(data)
     with pytest.raises(ValueError, match="not imported"):
         dp.load(tmp_path / "other.eqx")
@@ -201,3 +202,28 @@ def test_gif_errors(tmp_path, small):
     with pytest.raises(ValueError, match="seconds"):
         dp.save_gif(tmp_path / "a.gif", [model], (8, 8), seconds_per_frame=0)
     assert not list(tmp_path.iterdir())
+
+
+# -- files written by earlier releases ----------------------------------------------------
+
+DATA = pathlib.Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("path", sorted(DATA.glob("v0.1.0_*.eqx")), ids=lambda p: p.stem)
+def test_files_of_release_0_1_0_load(path):
+    """Files that name private modules of the flat 0.1.0 layout still load, unchanged."""
+    model = dp.load(path)
+    assert type(model).__module__.startswith("diffprims")
+    expected = np.load(path.with_suffix(".npy"))
+    np.testing.assert_allclose(np.asarray(model.render_image((16, 16))), expected, atol=1e-6)
+
+
+def test_saved_files_name_public_types(tmp_path):
+    for model in (
+        dp.Circles.init(2, key=jax.random.key(0)),
+        dp.SeparableFilters.from_svd(dp.kernels.disk(5), 1),
+    ):
+        path = dp.save(tmp_path / "m.eqx", model)
+        header = json.loads(path.read_bytes().split(b"\n")[1])
+        assert header["tree"]["module"] == f"diffprims.{type(model).__name__}"
+        assert type(dp.load(path)) is type(model)

@@ -7,7 +7,10 @@ import optax
 import pytest
 
 import diffprims as dp
-from diffprims._paint import _schedule, _solve_colours, _usefulness, blur
+from diffprims._image import blur
+from diffprims._paint._placement import usefulness as _usefulness
+from diffprims._paint._schedule import plan_rounds
+from diffprims._paint._solve import solve_colours as _solve_colours
 
 from .helpers import shape_types, tree_allclose
 
@@ -116,7 +119,7 @@ def test_paint_errors_are_clear(kwargs, error, match, getkey):
 
 def test_schedule_and_blur():
     for n, rounds in [(10, 4), (3, 3), (200, 4), (7, 1)]:
-        counts = _schedule(n, rounds)
+        counts = [r.count for r in plan_rounds(n, rounds, coarse=3.0, grow=0.6, aspect=1.0)]
         assert sum(counts) == n and len(counts) == rounds and max(counts) - min(counts) <= 1
     image = jax.random.uniform(jax.random.key(0), (12, 9, 3))
     np.testing.assert_allclose(blur(image, 1e-4), image, atol=1e-6)

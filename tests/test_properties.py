@@ -30,7 +30,7 @@ def render_methods() -> list[str | None]:
     """Every rendering algorithm `render` offers (None: the default call)."""
     if "method" not in inspect.signature(dp.AbstractShapes.render).parameters:
         return [None]
-    from diffprims import _render
+    from diffprims._shapes import _render
 
     return list(getattr(_render, "METHODS", (None,)))
 
@@ -271,7 +271,7 @@ def test_svg_raster_round_trip():
 @settings(max_examples=5, deadline=None, derandomize=True)
 @given(seed=seeds, n=st.sampled_from([1, 3]))
 def test_checkpoint_round_trip(tmp_path_factory, cls, seed, n):
-    from diffprims._checkpoint import load_checkpoint, save_checkpoint
+    from diffprims._fit._checkpoint import load_checkpoint, save_checkpoint
 
     model = random_set(cls, seed, n)
     params, _ = eqx.partition(model, eqx.is_inexact_array)

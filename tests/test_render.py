@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import diffprims as dp
-from diffprims import _render
+from diffprims._shapes import _render, _tiled
 
 from .helpers import random_points, shape_types, tree_allclose
 
@@ -114,9 +114,9 @@ def test_overflowing_tiles(getkey):
     model = dp.Circles.from_values(
         centres, radii, jax.random.uniform(getkey(), (n, 3)), jnp.full((n,), 0.5)
     )
-    _, boxes = _render.tile_points(GRID, 8)
-    counts = _render.overlaps(jnp.asarray(boxes), _render.grown_bounds(model, 1.0 / GRID[0]))
-    ladder = _render.capacity_ladder(n)
+    _, boxes = _tiled.tile_points(GRID, 8)
+    counts = _tiled.overlaps(jnp.asarray(boxes), _tiled.grown_bounds(model, 1.0 / GRID[0]))
+    ladder = _tiled.capacity_ladder(n)
     assert int(jnp.max(jnp.sum(counts, axis=1))) > ladder[-2]  # really overflows
     scan = model.render_image(GRID, method="scan")
     np.testing.assert_allclose(model.render_image(GRID, method="tiled"), scan, atol=1e-5)
@@ -207,7 +207,7 @@ def test_vmap_over_models_equals_each(getkey):
 
 def test_capacity_ladder():
     for n in [1, 7, 8, 9, 64, 65, 200, 10_000]:
-        ladder = _render.capacity_ladder(n)
+        ladder = _tiled.capacity_ladder(n)
         assert ladder[0] == 0 and ladder[-1] == n
         assert list(ladder) == sorted(set(ladder))
 

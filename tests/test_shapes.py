@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import diffprims as dp
+from diffprims._shapes._compositing import composite
 
 from .helpers import shape_types, tree_allclose
 
@@ -44,9 +45,10 @@ def test_every_mode_equals_its_naive_definition(shape_type, mode, getkey):
     points = jax.random.uniform(getkey(), (300, 2))
     got = model.render(points, pixel_size=1 / 32)
     np.testing.assert_allclose(got, _naive(model, points, 1 / 32), atol=2e-5)
-    stacked = model.composite_stack(
-        model.alphas(points, pixel_size=1 / 32), model.colours, model.depths
-    )
+    stacked = composite(
+        mode, model.alphas(points, pixel_size=1 / 32), model.colours, model.background,
+        model.depths,
+    )  # fmt: skip
     np.testing.assert_allclose(stacked, got, atol=2e-5)
 
 

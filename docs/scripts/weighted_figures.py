@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import diffprims as dp
-from diffprims._image import atomic_write
+from diffprims._files import atomic_write
 
 OUT = Path(__file__).resolve().parents[1] / "images" / "weighted"
 ERROR_GAIN = 3.0

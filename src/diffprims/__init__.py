@@ -5,9 +5,7 @@ one `fit()` for all of them. Images are `(H, W, C)` float in `[0, 1]` everywhere
 functions are unbatched (batch with `jax.vmap`).
 """
 
-from . import kernels as kernels
-from ._circles import Circles as Circles
-from ._ellipses import Ellipses as Ellipses
+from . import kernels as kernels, roles as roles
 from ._errors import (
     CheckpointError as CheckpointError,
     FitDivergedError as FitDivergedError,
@@ -15,7 +13,6 @@ from ._errors import (
 )
 from ._filters import SeparableFilters as SeparableFilters
 from ._fit import FitResult as FitResult, fit as fit
-from ._gaussians import Gaussians as Gaussians
 from ._gif import save_gif as save_gif
 from ._image import (
     demo_image_path as demo_image_path,
@@ -38,9 +35,18 @@ from ._losses import (
 )
 from ._model import AbstractModel as AbstractModel, pixel_centres as pixel_centres
 from ._paint import paint as paint
-from ._rectangles import Rectangles as Rectangles
-from ._shapes import AbstractShapes as AbstractShapes, soft_edge as soft_edge
-from ._svg import save_svg as save_svg, to_svg as to_svg
-from ._triangles import Triangles as Triangles
+from ._shapes import (
+    AbstractShapes as AbstractShapes,
+    Circles as Circles,
+    Ellipses as Ellipses,
+    Gaussians as Gaussians,
+    Rectangles as Rectangles,
+    Role as Role,
+    Triangles as Triangles,
+    parameter as parameter,
+    save_svg as save_svg,
+    soft_edge as soft_edge,
+    to_svg as to_svg,
+)
 
 __version__ = "0.1.0"

@@ -9,7 +9,8 @@ from pathlib import Path
 import equinox as eqx
 from PIL import Image
 
-from ._image import atomic_write, to_uint8
+from ._files import atomic_write
+from ._image import to_uint8
 from ._model import AbstractModel
 from ._validate import check_grid_shape, describe
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 from PIL import Image, UnidentifiedImageError
 
+from ._files import atomic_write
 from ._validate import check_float_array, check_values, describe, is_traced
 
 
@@ -139,6 +140,26 @@ def load_image(
     return jnp.asarray(pixels)
 
 
+def _blur_matrix(size: int, sigma: Array) -> Array:
+    """`(size, size)` Gaussian blur along one axis, rows renormalised at the borders."""
+    offsets = jnp.arange(size, dtype=jnp.float32)
+    weights = jnp.exp(-0.5 * ((offsets[:, None] - offsets[None, :]) / sigma) ** 2)
+    return weights / jnp.sum(weights, 1, keepdims=True)
+
+
+@jax.jit
+def blur(image: Float[Array, "H W C"], sigma: float | Array) -> Float[Array, "H W C"]:
+    """Gaussian blur of an `(H, W, C)` image with standard deviation `sigma` pixels.
+
+    Separable (two matrix products), renormalised at the borders; `sigma` may be traced.
+    A `sigma` near 0 returns the image unchanged.
+    """
+    sigma = jnp.maximum(jnp.asarray(sigma, jnp.float32), 1e-3)
+    height, width, _ = image.shape
+    rows, cols = _blur_matrix(height, sigma), _blur_matrix(width, sigma)
+    return jnp.einsum("ij,jkc,lk->ilc", rows, image, cols)
+
+
 def demo_image_path() -> Path:
     """The path of the bundled demo photo (scikit-image's astronaut, public domain)."""
     return Path(str(resources.files("diffprims") / "data" / "astronaut.jpg"))
@@ -166,28 +187,6 @@ def to_uint8(image: Any) -> np.ndarray:
         )
     pixels = np.round(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
     return pixels[..., 0] if pixels.shape[-1] == 1 else pixels
-
-
-def atomic_write(path: str | os.PathLike, write: Any, *, suffix: str = "") -> Path:
-    """Write a file by `write(temp_path)` in the same folder, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix
-    )
-    os.close(handle)
-    # mkstemp makes the file private (0600); give it the mode a plain `open` would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temp, 0o666 & ~umask)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
-    return path
 
 
 def save_image(path: str | os.PathLike, image: Any) -> Path:

@@ -6,7 +6,7 @@ import dm_pix
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._image import check_image
+from ._image import blur, check_image
 from ._losses import AbstractLoss, check_pair
 from ._validate import check_positive_int, check_scalar, describe
 
@@ -85,8 +85,6 @@ def edge_weights(
     if not strength >= 0 or not sigma >= 0:
         raise ValueError(f"`strength` and `sigma` must be >= 0; got {strength} and {sigma}.")
     if sigma > 0:
-        from ._paint import blur
-
         target = blur(target, sigma)
     zeros = jnp.zeros_like(target)
     gy = jnp.asarray(jnp.gradient(target, axis=0)) if target.shape[0] > 1 else zeros

@@ -14,7 +14,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from ._image import atomic_write
+from ._files import atomic_write
 from ._validate import describe, is_traced
 
 _MAGIC = b"diffprims-model\n"
@@ -30,7 +30,7 @@ def _encode(node: Any, where: str) -> Any:
             for field in dataclasses.fields(node)
             if field.init
         }
-        return {"module": f"{cls.__module__}:{cls.__qualname__}", "fields": fields}
+        return {"module": _public_name(cls), "fields": fields}
     if eqx.is_array(node):
         if is_traced(node):
             raise TypeError(f"`save` needs a concrete model; {where} is traced under jit/vmap.")
@@ -46,12 +46,51 @@ def _encode(node: Any, where: str) -> Any:
     )
 
 
+# Where release 0.1.0 (a flat package) wrote each public type; files keep loading after
+# a type moves because files now name the public type (`diffprims.Circles`).
+_OLD_NAMES = {
+    f"diffprims.{module}:{name}": f"diffprims.{name}"
+    for module, names in {
+        "_circles": ["Circles"],
+        "_ellipses": ["Ellipses"],
+        "_rectangles": ["Rectangles"],
+        "_triangles": ["Triangles"],
+        "_gaussians": ["Gaussians"],
+        "_filters": ["SeparableFilters"],
+        "_losses": ["L1", "L2", "KeepZeros", "NonNegative", "Weighted", "Sum", "Scaled"],
+        "_image_losses": ["SSIM"],
+    }.items()
+    for name in names
+}
+
+
+def _public_name(cls: type) -> str:
+    """`diffprims.Name` for a public diffprims type, else `module:qualname`."""
+    import diffprims
+
+    if getattr(diffprims, cls.__name__, None) is cls:
+        return f"diffprims.{cls.__name__}"
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def _resolve(name: str) -> type:
+    name = _OLD_NAMES.get(name, name)
+    if ":" not in name:  # a public diffprims type
+        import diffprims
+
+        module_name, _, qualname = name.rpartition(".")
+        obj = getattr(diffprims, qualname, None) if module_name == "diffprims" else None
+        if not (isinstance(obj, type) and issubclass(obj, eqx.Module)):
+            raise ValueError(f"The file names `{name}`, which is not a diffprims type here.")
+        return obj
     module_name, _, qualname = name.partition(":")
     # Only classes from diffprims itself or from modules the program has already
     # imported are rebuilt: loading a file never imports new code.
     if module_name.split(".")[0] == "diffprims":
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            raise ValueError(f"The file names `{name}`, which this diffprims lacks.") from None
     elif module_name in sys.modules:
         module = sys.modules[module_name]
     else:

@@ -6,7 +6,7 @@ target = dp.kernels.disk(50)        # the 50 x 50 bokeh disk, peak 1
 ```
 """
 
-from ._kernels import (
+from ._filters._kernels import (
     box as box,
     disk as disk,
     gaussian as gaussian,

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ._image import atomic_write
-from ._shapes import AbstractShapes
-from ._validate import check_grid_shape, describe, is_traced
+from .._files import atomic_write
+from .._validate import check_grid_shape, describe, is_traced
+from ._base import AbstractShapes
 
 # A sigmoid edge `sigmoid(-d / w)` is drawn as a hard edge blurred by a Gaussian of this
 # many edge widths: 4 / sqrt(2 pi) matches the two profiles' slopes at the boundary, and

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._shapes import AbstractShapes, position, raw_position, safe_norm, soft_edge
-from ._validate import check_float_array, check_values
+from ._base import AbstractShapes
+from ._geometry import safe_norm, soft_edge
+from ._roles import POSITION, SIZE, parameter
 
 _SVG_EDGE_STEPS = np.array(
     [-6, -5, -4, -3.5, -3, -2.5, -2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 5, 6]
@@ -23,9 +24,10 @@ def _sigmoid(x: float) -> float:
 class Circles(AbstractShapes):
     """`N` soft circles: centre, radius, colour and opacity each, over a background.
 
-    Parameters are stored unconstrained: `raw_centres` are the centres themselves (in
-    the diffprims frame: `y` in `[0, 1]` top to bottom, `x` in `[0, W/H]`), `raw_radii`
-    are log-radii. Build one with [`diffprims.Circles.init`][] (random) or
+    Parameters are stored through their declared [`diffprims.Role`][]s: `raw_centres`
+    are positions (`dp.roles.POSITION`: the centres in the diffprims frame, `y` in
+    `[0, 1]` top to bottom, `x` in `[0, W/H]`, divided by 0.2), `raw_radii` are
+    log-radii (`dp.roles.SIZE`). Build one with [`diffprims.Circles.init`][] (random) or
     [`diffprims.Circles.from_values`][] (given values). Colour, opacity, soft edges and
     compositing are those of [`diffprims.AbstractShapes`][].
 
@@ -35,18 +37,18 @@ class Circles(AbstractShapes):
     ```
     """
 
-    raw_centres: Float[Array, "N 2"]
-    raw_radii: Float[Array, " N"]
+    raw_centres: Float[Array, "N 2"] = parameter(POSITION)
+    raw_radii: Float[Array, " N"] = parameter(SIZE)
 
     @property
     def centres(self) -> Float[Array, "N 2"]:
         """Centres `(x, y)` in the diffprims frame, `(N, 2)`."""
-        return position(self.raw_centres)
+        return POSITION.value(self.raw_centres)
 
     @property
     def radii(self) -> Float[Array, " N"]:
         """Radii (> 0) in units of the image height, `(N,)`."""
-        return jnp.exp(self.raw_radii)
+        return SIZE.value(self.raw_radii)
 
     def coverage(self, points, edge_width):
         distance = safe_norm(points[None, :, :] - self.centres[:, None, :])
@@ -85,7 +87,7 @@ class Circles(AbstractShapes):
     @classmethod
     def random_geometry(cls, centres, sizes, *, key: PRNGKeyArray) -> dict[str, Array]:
         del key
-        return {"raw_centres": raw_position(centres), "raw_radii": jnp.log(sizes)}
+        return {"raw_centres": centres, "raw_radii": sizes}
 
     @classmethod
     def from_values(
@@ -117,17 +119,14 @@ class Circles(AbstractShapes):
         A `Circles` whose properties give back these values (up to float rounding;
         colours and opacities of exactly 0 or 1 come back within 1e-6).
         """
-        centres = check_float_array(centres, "centres", ndim=2, last_dim=2)
-        radii = check_float_array(radii, "radii", ndim=1)
-        n = centres.shape[0]
-        if radii.shape != (n,):
-            raise ValueError(
-                f"`radii` must have shape ({n},) to match `centres`; got {radii.shape}."
-            )
-        centres = check_values(centres, "centres")
-        radii = check_values(radii, "radii", lower=0.0)
-        return cls.from_parameters(
-            colours, opacities, background, softness, options,
-            raw_centres=raw_position(centres),
-            raw_radii=jnp.log(jnp.maximum(radii, 1e-30)),
-        )  # fmt: skip
+        return cls.from_geometry(
+            {
+                "raw_centres": ("centres", centres, (2,)),
+                "raw_radii": ("radii", radii, ()),
+            },
+            colours,
+            opacities,
+            background=background,
+            softness=softness,
+            **options,
+        )

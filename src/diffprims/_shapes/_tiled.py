@@ -1,30 +1,22 @@
-"""Rendering algorithms for shape sets: the naive scan and a tiled path with culling.
+"""The tiled renderer: shapes culled per group of neighbouring points.
 
-Both composite the same shapes in the same order with the same arithmetic as the naive
-back-to-front loop, so they agree up to float rounding and the soft-edge tails culling
-drops (below `sigmoid(-CUTOFF)` < 1e-6 per shape). They use nothing but the shape-type
-interface (`coverage` via `alphas`, `bounds`, the per-shape fields `take` gathers, and
-the `composite_*` methods), so a new shape type gets every path for free.
+Points are grouped (an `8 x 8` tile of pixels for `render_image`; 8 neighbouring points
+along a snake path for `render`). Each group lists the shapes whose bounds, grown by
+`CUTOFF` edge widths, overlap its box, in depth order. Groups are sorted by list length
+and run a chunk at a time; each chunk uses the smallest list capacity of a static ladder
+(0, 8, 16, 32, ..., N) that holds its fullest group, chosen at run time with
+`lax.switch` (the last rung is N, so nothing overflows). Under `vmap` all members take
+the largest rung any member needs (`_batch_max`), so the switch stays a switch. A custom
+VJP recomputes each chunk in the backward pass (memory stays bounded by `CHUNK_PAIRS`)
+and differentiates "over" by hand (`_compositing.over_vjp`).
 
-- `scan`: a fused `lax.scan` over shapes, every shape at every point. Cheapest for a
-  handful of shapes; the reference for the others.
-- `tiled`: points are grouped (an `8 x 8` tile of pixels for `render_image`; 8
-  neighbouring points along a snake path for `render`). Each group lists the shapes whose
-  bounds, grown by `CUTOFF` edge widths, overlap its box, in depth order. Groups are
-  sorted by list length and run a chunk at a time; each chunk uses the smallest list
-  capacity of a static ladder (0, 8, 16, 32, ..., N) that holds its fullest group,
-  chosen at run time with `lax.switch` (the last rung is N, so nothing overflows and no
-  fallback is needed). Under `vmap` all members take the largest rung any member needs
-  (`_batch_max`), so the switch stays a switch. A custom VJP recomputes each chunk in
-  the backward pass (memory stays bounded by `CHUNK_PAIRS`) and differentiates "over"
-  by hand (one pass forward, one back), which on CPU is far faster than autodiff of
-  the scan.
+It uses nothing but the shape-set interface (`alphas`, `bounds`, `take`, `colours`,
+`depths`, `background`), so a new shape type gets it for free.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import equinox as eqx
 import jax
@@ -33,88 +25,13 @@ import numpy as np
 from jax.custom_batching import custom_vmap
 from jaxtyping import Array, Float, Int
 
+from ._compositing import composite, over_layers, over_vjp
+
 #: Bounds are grown by this many edge widths: a soft edge's coverage there is
 #: sigmoid(-CUTOFF) < 1e-6, the most a culled shape could have added to a pixel.
 CUTOFF = 14.0
 #: Pairs (shape, point) evaluated per chunk of groups: bounds peak memory.
 CHUNK_PAIRS = 1 << 20
-
-#: Rendering paths a user can ask for; "auto" picks one per call (see `render_points`).
-METHODS = ("auto", "scan", "tiled")
-#: "auto" uses the tiled path from this many shapes and points on.
-AUTO_MIN_SHAPES = 8
-AUTO_MIN_POINTS = 1024
-#: Tiled `render`: neighbouring points per culling group, and groups per chunk.
-POINT_GROUP = 8
-POINT_CHUNK = 64
-#: Tiled `render_image`: tiles per chunk.
-IMAGE_CHUNK = 16
-
-
-# -- compositing ------------------------------------------------------------------------
-
-
-def _over_layers(alphas, colours, background):
-    """Scan-order "over" of `K` layers per group, keeping the image behind each layer.
-
-    `alphas` `(G, K, S)`, `colours` `(G, K, C)`, `background` `(C,)`; returns the image
-    `(G, S, C)` and the stack of images behind each layer `(K, G, S, C)`.
-    """
-    groups, _, size = alphas.shape
-    start = jnp.broadcast_to(background, (groups, size, background.shape[-1]))
-
-    def draw(image, layer):
-        alpha, colour = layer
-        return image + alpha[..., None] * (colour[:, None, :] - image), image
-
-    return jax.lax.scan(draw, start, (jnp.moveaxis(alphas, 1, 0), jnp.moveaxis(colours, 1, 0)))
-
-
-def over(alphas, colours, background):
-    """Back-to-front "over" of `K` layers per group (layer 0 at the back), `(G, S, C)`.
-
-    The same arithmetic, in the same order, as the naive loop over shapes.
-    """
-    return _over_layers(alphas, colours, background)[0]
-
-
-def over_vjp(alphas, colours, background, grad):
-    """Gradients of `over` by hand: one pass forward, one back, nothing but `(K,G,S,C)`.
-
-    With `T_k` the transmittance of the layers in front of `k` and `B_k` the image behind
-    it, `d out / d a_k = T_k (c_k - B_k)`, `d out / d c_k = a_k T_k`, `d out / d bg =
-    T_{-1}`. Autodiff of the scan stores the same but runs far slower on CPU.
-    """
-    _, behind = _over_layers(alphas, colours, background)
-
-    def undo(front, layer):
-        alpha, colour, below = layer
-        d_alpha = front * jnp.sum((colour[:, None, :] - below) * grad, axis=-1)
-        d_colour = jnp.einsum("gs,gsc->gc", alpha * front, grad)
-        return front * (1.0 - alpha), (d_alpha, d_colour)
-
-    front = jnp.ones(alphas.shape[::2], alphas.dtype)
-    layers = (jnp.moveaxis(alphas, 1, 0), jnp.moveaxis(colours, 1, 0), behind)
-    front, (d_alphas, d_colours) = jax.lax.scan(undo, front, layers, reverse=True)
-    d_background = jnp.einsum("gs,gsc->c", front, grad)
-    return jnp.moveaxis(d_alphas, 0, 1), jnp.moveaxis(d_colours, 0, 1), d_background
-
-
-def render_scan(model, points: Float[Array, "P 2"], pixel_size) -> Float[Array, "P C"]:
-    """The naive loop: a fused `lax.scan` over every shape, in index order.
-
-    A fused scan measured faster than the closed-form transmittance product on CPU (it
-    never materialises `N x P` arrays), and it is the reference every path must equal.
-    """
-    _, per_shape = model._split_background()
-
-    def draw(state, shape):
-        one = jax.tree.map(lambda x: x[None], shape)
-        alpha = one.alphas(points, pixel_size=pixel_size)[0]
-        return model.composite_step(state, alpha, one.colours[0], one.depths[0]), None
-
-    state, _ = jax.lax.scan(draw, model.composite_start(points.shape[0]), per_shape)
-    return model.composite_finish(state)
 
 
 # -- culling ----------------------------------------------------------------------------
@@ -196,21 +113,12 @@ def _lists(boxes, bounds, capacity):
 # -- the tiled path ---------------------------------------------------------------------
 
 
-def _gather(model, indices):
-    """`model.take(indices)` without its bounds check: our indices are valid by design."""
-    _, per_shape = model._split_background()
-    taken = jax.tree.map(lambda x: x[indices], per_shape)
-    return eqx.tree_at(
-        lambda m: m.raw_background, taken, model.raw_background, is_leaf=lambda x: x is None
-    )
-
-
 def _layers(model, points, lists, pixel_size):
     """Alphas `(G, K, S)`, colours `(G, K, C)`, depths `(G, K)` of each group's shapes."""
     n = model.num_shapes
 
     def one(pts, idx):
-        sub = _gather(model, jnp.minimum(idx, n - 1))
+        sub = model.take(jnp.minimum(idx, n - 1))
         valid = (idx < n).astype(pts.dtype)[:, None]
         return sub.alphas(pts, pixel_size=pixel_size) * valid, sub.colours, sub.depths
 
@@ -219,8 +127,9 @@ def _layers(model, points, lists, pixel_size):
 
 def _composite(model, alphas, colours, depths):
     if model.compositing == "over":
-        return over(alphas, colours, model.background)
-    return jax.vmap(model.composite_stack)(alphas, colours, depths)
+        return over_layers(alphas, colours, model.background)[0]
+    mode, background = model.compositing, model.background
+    return jax.vmap(lambda a, c, d: composite(mode, a, c, background, d))(alphas, colours, depths)
 
 
 def _pieces(groups: int, per_group: int) -> int:
@@ -414,66 +323,3 @@ def render_points_tiled(
     out = render_groups((model, grouped, pixel_size), boxes, ladder, min(chunk, groups))
     out = out.reshape(groups * group, -1)
     return jnp.zeros((num, out.shape[-1]), out.dtype).at[order[:num]].set(out[:num])
-
-
-# -- path choice ------------------------------------------------------------------------
-
-
-def check_method(method: Any, model) -> str:
-    """`method` validated against the model: one of `METHODS`."""
-    if method not in METHODS:
-        raise ValueError(
-            f"`method` must be one of {METHODS}; got {method!r}. Leave it at 'auto' to let "
-            "diffprims pick the fastest exact path."
-        )
-    if method == "tiled" and model.compositing == "depth":
-        raise ValueError(
-            'method="tiled" cannot render compositing="depth": its soft depth weights let '
-            "a far-away shape's faint edge outweigh the shapes under a pixel, so culling "
-            'would change the image. Use method="scan" (or "auto").'
-        )
-    return method
-
-
-def _use_tiles(model, num_points: int, method: str) -> bool:
-    if method != "auto":
-        return method == "tiled"
-    # Culling pays once there are enough shapes and points to skip; "depth" is not
-    # culling-safe (see check_method).
-    return (
-        model.compositing != "depth"
-        and getattr(model, "tight_bounds", True)
-        and model.num_shapes >= AUTO_MIN_SHAPES
-        and num_points >= AUTO_MIN_POINTS
-    )
-
-
-def render_points(model, points, pixel_size, method: str = "auto"):
-    """`AbstractShapes.render`: the scan or the tiled path at arbitrary points."""
-    if _use_tiles(model, points.shape[0], method):
-        group = POINT_GROUP
-        groups = -(-points.shape[0] // group)
-        return render_points_tiled(model, points, pixel_size, group, min(POINT_CHUNK, groups))
-    return render_scan(model, points, pixel_size)
-
-
-def render_grid(model, shape: tuple[int, int], method: str = "auto"):
-    """`AbstractShapes.render_image`: the scan or the tiled path on a pixel grid."""
-    height, width = shape
-    if _use_tiles(model, height * width, method):
-        return render_image_tiled(model, shape, image_tile(shape, model.num_shapes), IMAGE_CHUNK)
-    from ._model import pixel_centres
-
-    points = pixel_centres(shape).reshape(-1, 2)
-    return render_scan(model, points, 1.0 / height).reshape(height, width, -1)
-
-
-def image_tile(shape: tuple[int, int], num_shapes: int) -> int:
-    """Tile side for `render_image`: 8 pixels, larger when counting overlaps would cost
-    more than drawing (very many tiles times very many shapes)."""
-    tile = 8
-    while tile < 64 and math.ceil(shape[0] / tile) * math.ceil(shape[1] / tile) * num_shapes > (
-        1 << 26
-    ):
-        tile *= 2
-    return tile

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._validate import check_positive_int, describe
+from .._validate import check_positive_int, describe
 
 # Sub-pixel samples per axis for anti-aliased edges: 16 x 16 gives 257 coverage levels.
 _SUPERSAMPLE = 16

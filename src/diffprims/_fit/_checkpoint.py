@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from ._errors import CheckpointError
-from ._image import atomic_write
+from .._errors import CheckpointError
+from .._files import atomic_write
 
 FORMAT = "diffprims-checkpoint"
 VERSION = 1
@@ -90,22 +90,8 @@ def save_checkpoint(
     return atomic_write(path, write)
 
 
-def load_checkpoint(
-    path: str | os.PathLike,
-    *,
-    params: Any,
-    opt_state: Any,
-    key: PRNGKeyArray | None,
-    steps: int,
-    fit_info: dict[str, Any],
-    snapshots: Any = None,
-) -> tuple[Any, Any, Array, int, PRNGKeyArray, Any]:
-    """`(params, opt_state, losses, step, key, snapshots)` from a checkpoint of this fit.
-
-    `params`/`opt_state`/`snapshots` give the structure to read into; `key` (or None to
-    take the checkpoint's); `fit_info` must equal what the checkpoint recorded.
-    """
-    name = f"`resume` checkpoint {os.fspath(path)!r}"
+def _read_checked(path: str | os.PathLike, name: str, fit_info: dict[str, Any]):
+    """`(header, payload)` of a checkpoint file, its format, hash and fit checked."""
     try:
         with open(path, "rb") as file:
             first_line = file.readline()
@@ -145,6 +131,26 @@ def load_checkpoint(
                 f"fit's), got {header.get(field)!r}. Call `fit` with the same model, target, "
                 "loss, optimizer and batch as the fit that wrote it."
             )
+    return header, payload
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    params: Any,
+    opt_state: Any,
+    key: PRNGKeyArray | None,
+    steps: int,
+    fit_info: dict[str, Any],
+    snapshots: Any = None,
+) -> tuple[Any, Any, Array, int, PRNGKeyArray, Any]:
+    """`(params, opt_state, losses, step, key, snapshots)` from a checkpoint of this fit.
+
+    `params`/`opt_state`/`snapshots` give the structure to read into; `key` (or None to
+    take the checkpoint's); `fit_info` must equal what the checkpoint recorded.
+    """
+    name = f"`resume` checkpoint {os.fspath(path)!r}"
+    header, payload = _read_checked(path, name, fit_info)
     structure = _structure((params, opt_state, snapshots))
     if header.get("structure") != structure:
         saved = header.get("structure") or []
@@ -180,3 +186,24 @@ def load_checkpoint(
     except Exception as error:  # a payload that hashes right but does not parse
         raise CheckpointError(f"{name} could not be read; got the error: {error}") from None
     return params, opt_state, losses, step, saved_key, snapshots
+
+
+class Checkpointer:
+    """Saves a running fit's state for `Driver` (`fit(..., checkpoint=...)`).
+
+    Saves when at least `every` steps passed since the last save (every dispatch by
+    default), at the last step, and when Ctrl-C stops the fit.
+    """
+
+    def __init__(self, path, *, every, key, fit_info, static_steps, last_saved):
+        self.path, self.every, self.key, self.fit_info = path, every or 1, key, fit_info
+        self.steps, self.last_saved = static_steps, last_saved
+
+    def save(self, state: Any, losses: Array, done: int, final: bool) -> None:
+        if done == self.last_saved or not (final or done - self.last_saved >= self.every):
+            return
+        save_checkpoint(
+            self.path, params=state.params, opt_state=state.opt_state, losses=losses,
+            step=done, key=self.key, fit_info=self.fit_info, snapshots=state.snaps,
+        )  # fmt: skip
+        self.last_saved = done

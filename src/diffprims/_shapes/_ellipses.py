@@ -9,15 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._geometry import box, rotated_ellipse_extent, to_local
-from ._shapes import AbstractShapes, position, raw_position, safe_norm, shape_values, soft_edge
+from ._base import AbstractShapes
+from ._geometry import box, rotated_ellipse_extent, safe_norm, soft_edge, to_local
+from ._roles import ANGLE, POSITION, SIZE, parameter
 
 
 class Ellipses(AbstractShapes):
     """`N` soft rotated ellipses: centre, two semi-axes and an angle each.
 
-    Stored unconstrained: `raw_centres` `(N, 2)` are the centres, `raw_radii` `(N, 2)`
-    the log semi-axes (along the ellipse's own x and y), `raw_angles` `(N,)` the
+    Stored through their roles: `raw_centres` `(N, 2)` (`POSITION`), `raw_radii` `(N, 2)`
+    the log semi-axes (`SIZE`) (along the ellipse's own x and y), `raw_angles` `(N,)` the
     rotation in radians (counter-clockwise on screen is negative: y points down).
     Colour, opacity, soft edges and compositing come from [`diffprims.AbstractShapes`][].
 
@@ -26,24 +27,24 @@ class Ellipses(AbstractShapes):
     ```
     """
 
-    raw_centres: Float[Array, "N 2"]
-    raw_radii: Float[Array, "N 2"]
-    raw_angles: Float[Array, " N"]
+    raw_centres: Float[Array, "N 2"] = parameter(POSITION)
+    raw_radii: Float[Array, "N 2"] = parameter(SIZE)
+    raw_angles: Float[Array, " N"] = parameter(ANGLE)
 
     @property
     def centres(self) -> Float[Array, "N 2"]:
         """Centres `(x, y)` in the diffprims frame, `(N, 2)`."""
-        return position(self.raw_centres)
+        return POSITION.value(self.raw_centres)
 
     @property
     def radii(self) -> Float[Array, "N 2"]:
         """Semi-axes (> 0) in units of the image height, `(N, 2)`."""
-        return jnp.exp(self.raw_radii)
+        return SIZE.value(self.raw_radii)
 
     @property
     def angles(self) -> Float[Array, " N"]:
         """Rotation angles in radians, `(N,)`."""
-        return self.raw_angles
+        return ANGLE.value(self.raw_angles)
 
     def coverage(self, points, edge_width):
         local = to_local(points, self.centres, self.angles)
@@ -78,8 +79,8 @@ class Ellipses(AbstractShapes):
         radii = sizes[:, None] * jnp.stack([stretch, 1.0 / stretch], -1)
         angles = jax.random.uniform(k_angle, sizes.shape, maxval=jnp.pi)
         return {
-            "raw_centres": raw_position(centres),
-            "raw_radii": jnp.log(radii),
+            "raw_centres": centres,
+            "raw_radii": radii,
             "raw_angles": angles,
         }
 
@@ -114,14 +115,15 @@ class Ellipses(AbstractShapes):
         model = dp.Ellipses.from_values([[0.5, 0.5]], [[0.3, 0.1]], [0.4], [[1, 0, 0]], [1.0])
         ```
         """
-        geometry = shape_values(
-            centres=(centres, (2,), None),
-            radii=(radii, (2,), 0.0),
-            angles=(angles, (), None),
+        return cls.from_geometry(
+            {
+                "raw_centres": ("centres", centres, (2,)),
+                "raw_radii": ("radii", radii, (2,)),
+                "raw_angles": ("angles", angles, ()),
+            },
+            colours,
+            opacities,
+            background=background,
+            softness=softness,
+            **options,
         )
-        return cls.from_parameters(
-            colours, opacities, background, softness, options,
-            raw_centres=raw_position(geometry["centres"]),
-            raw_radii=jnp.log(jnp.maximum(geometry["radii"], 1e-30)),
-            raw_angles=geometry["angles"],
-        )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -32,3 +33,18 @@ def rotated_ellipse_extent(radii: Float[Array, "N 2"], angles: Float[Array, " N"
 def box(centres: Array, half: Array) -> Array:
     """`(x_min, y_min, x_max, y_max)` boxes from centres and half extents."""
     return jnp.concatenate([centres - half, centres + half], axis=-1)
+
+
+def soft_edge(signed_distance: Array, width: float | Array) -> Array:
+    """Coverage in `[0, 1]` from a signed distance (negative inside) and an edge width.
+
+    `sigmoid(-signed_distance / width)`: exactly 0.5 on the boundary, and the 10 %→90 %
+    ramp spans about `4.4 * width`. Shapes defined by a signed distance use this to turn
+    geometry into coverage.
+    """
+    return jax.nn.sigmoid(-signed_distance / width)
+
+
+def safe_norm(x: Array, axis: int = -1) -> Array:
+    """Euclidean norm with a finite gradient at zero (a sample exactly at a centre)."""
+    return jnp.sqrt(jnp.sum(x * x, axis=axis) + 1e-20)

@@ -12,9 +12,9 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float
 
-from ._losses import L2, AbstractLoss, KeepZeros, NonNegative
-from ._model import AbstractModel
-from ._validate import (
+from .._losses import L2, AbstractLoss, KeepZeros, NonNegative
+from .._model import AbstractModel
+from .._validate import (
     check_float_array,
     check_grid_shape,
     check_points,

@@ -9,13 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._shapes import AbstractShapes, position, raw_position, shape_values, soft_edge
+from ._base import AbstractShapes
+from ._geometry import soft_edge
+from ._roles import POSITION, parameter
 
 
 class Triangles(AbstractShapes):
     """`N` soft triangles given by their three vertices (either winding).
 
-    Stored as `raw_vertices` `(N, 3, 2)`, the vertices themselves in the diffprims frame.
+    Stored as `raw_vertices` `(N, 3, 2)` (`dp.roles.POSITION`: the vertices in the
+    diffprims frame, divided by 0.2).
     The signed distance is the largest of the distances to the three edge lines: exact
     inside and along the edges, a little short of the true distance past a corner.
     Colour, opacity, soft edges and compositing come from [`diffprims.AbstractShapes`][].
@@ -29,12 +32,12 @@ class Triangles(AbstractShapes):
     # the bounds: "auto" renders triangles with the scan (see AbstractShapes.tight_bounds).
     tight_bounds: ClassVar[bool] = False
 
-    raw_vertices: Float[Array, "N 3 2"]
+    raw_vertices: Float[Array, "N 3 2"] = parameter(POSITION)
 
     @property
     def vertices(self) -> Float[Array, "N 3 2"]:
         """Vertices `(x, y)` in the diffprims frame, `(N, 3, 2)`."""
-        return position(self.raw_vertices)
+        return POSITION.value(self.raw_vertices)
 
     def coverage(self, points, edge_width):
         v = self.vertices
@@ -68,9 +71,7 @@ class Triangles(AbstractShapes):
         angles = angles + jax.random.uniform(k_jitter, angles.shape, minval=-0.4, maxval=0.4)
         unit = jnp.stack([jnp.cos(angles), jnp.sin(angles)], -1)
         # Equal area to a disc of radius `size`: an equilateral triangle of circumradius 1.56 r.
-        return {
-            "raw_vertices": raw_position(centres[:, None, :] + 1.56 * sizes[:, None, None] * unit)
-        }
+        return {"raw_vertices": centres[:, None, :] + 1.56 * sizes[:, None, None] * unit}
 
     @classmethod
     def from_values(
@@ -100,8 +101,13 @@ class Triangles(AbstractShapes):
         model = dp.Triangles.from_values(tri, [[1, 0, 0]], [1.0])
         ```
         """
-        geometry = shape_values(vertices=(vertices, (3, 2), None))
-        return cls.from_parameters(
-            colours, opacities, background, softness, options,
-            raw_vertices=raw_position(geometry["vertices"]),
-        )  # fmt: skip
+        return cls.from_geometry(
+            {
+                "raw_vertices": ("vertices", vertices, (3, 2)),
+            },
+            colours,
+            opacities,
+            background=background,
+            softness=softness,
+            **options,
+        )

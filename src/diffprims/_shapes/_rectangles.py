@@ -9,16 +9,17 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._geometry import box, rotated_extent, to_local
-from ._shapes import AbstractShapes, position, raw_position, safe_norm, shape_values, soft_edge
+from ._base import AbstractShapes
+from ._geometry import box, rotated_extent, safe_norm, soft_edge, to_local
+from ._roles import ANGLE, POSITION, SIZE, parameter
 
 
 class Rectangles(AbstractShapes):
     """`N` soft rotated rectangles: centre, half-width, half-height and an angle each.
 
-    Stored unconstrained: `raw_centres` `(N, 2)`, `raw_half_sizes` `(N, 2)` (log
-    half-width and half-height along the rectangle's own axes), `raw_angles` `(N,)` in
-    radians. Colour, opacity, soft edges and compositing come from
+    Stored through their roles: `raw_centres` `(N, 2)` (`POSITION`), `raw_half_sizes`
+    `(N, 2)` (`SIZE`: log half-width and half-height along the rectangle's own axes),
+    `raw_angles` `(N,)` in radians. Colour, opacity, soft edges and compositing come from
     [`diffprims.AbstractShapes`][].
 
     ```python
@@ -26,24 +27,24 @@ class Rectangles(AbstractShapes):
     ```
     """
 
-    raw_centres: Float[Array, "N 2"]
-    raw_half_sizes: Float[Array, "N 2"]
-    raw_angles: Float[Array, " N"]
+    raw_centres: Float[Array, "N 2"] = parameter(POSITION)
+    raw_half_sizes: Float[Array, "N 2"] = parameter(SIZE)
+    raw_angles: Float[Array, " N"] = parameter(ANGLE)
 
     @property
     def centres(self) -> Float[Array, "N 2"]:
         """Centres `(x, y)` in the diffprims frame, `(N, 2)`."""
-        return position(self.raw_centres)
+        return POSITION.value(self.raw_centres)
 
     @property
     def half_sizes(self) -> Float[Array, "N 2"]:
         """Half-width and half-height (> 0) in units of the image height, `(N, 2)`."""
-        return jnp.exp(self.raw_half_sizes)
+        return SIZE.value(self.raw_half_sizes)
 
     @property
     def angles(self) -> Float[Array, " N"]:
         """Rotation angles in radians, `(N,)`."""
-        return self.raw_angles
+        return ANGLE.value(self.raw_angles)
 
     def coverage(self, points, edge_width):
         local = to_local(points, self.centres, self.angles)
@@ -75,8 +76,8 @@ class Rectangles(AbstractShapes):
         half = 0.9 * sizes[:, None] * jnp.stack([stretch, 1.0 / stretch], -1)
         angles = jax.random.uniform(k_angle, sizes.shape, maxval=jnp.pi)
         return {
-            "raw_centres": raw_position(centres),
-            "raw_half_sizes": jnp.log(half),
+            "raw_centres": centres,
+            "raw_half_sizes": half,
             "raw_angles": angles,
         }
 
@@ -111,14 +112,15 @@ class Rectangles(AbstractShapes):
         model = dp.Rectangles.from_values([[0.5, 0.5]], [[0.3, 0.1]], [0.0], [[0, 0, 1]], [1.0])
         ```
         """
-        geometry = shape_values(
-            centres=(centres, (2,), None),
-            half_sizes=(half_sizes, (2,), 0.0),
-            angles=(angles, (), None),
+        return cls.from_geometry(
+            {
+                "raw_centres": ("centres", centres, (2,)),
+                "raw_half_sizes": ("half_sizes", half_sizes, (2,)),
+                "raw_angles": ("angles", angles, ()),
+            },
+            colours,
+            opacities,
+            background=background,
+            softness=softness,
+            **options,
         )
-        return cls.from_parameters(
-            colours, opacities, background, softness, options,
-            raw_centres=raw_position(geometry["centres"]),
-            raw_half_sizes=jnp.log(jnp.maximum(geometry["half_sizes"], 1e-30)),
-            raw_angles=geometry["angles"],
-        )  # fmt: skip

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._base import AbstractShapes
 from ._geometry import box, rotated_ellipse_extent, to_local
-from ._shapes import AbstractShapes, position, raw_position, shape_values
+from ._roles import ANGLE, POSITION, SIZE, parameter
 
 # Coverage exp(-q^2 / 2) falls below 2e-3 past 3.5 standard deviations.
 _CUTOFF = 3.5
@@ -21,9 +22,9 @@ class Gaussians(AbstractShapes):
 
     Coverage is `exp(-|q|^2 / 2)` with `q` the point in the Gaussian's frame divided by
     its standard deviations: 1 at the centre, smooth everywhere, so `softness` plays no
-    part. Stored unconstrained: `raw_centres` `(N, 2)`, `raw_scales` `(N, 2)` (log
-    standard deviations), `raw_angles` `(N,)`. Pair with `compositing="additive"` for
-    Gaussian image fitting, or keep "over" to paint with soft blobs.
+    part. Stored through their roles: `raw_centres` `(N, 2)` (`POSITION`), `raw_scales`
+    `(N, 2)` (log standard deviations, `SIZE`), `raw_angles` `(N,)`. Pair with
+    `compositing="additive"` for Gaussian image fitting, or keep "over" to paint with soft blobs.
 
     ```python
     model = dp.Gaussians.init(500, key=jax.random.key(0), target=target,
@@ -31,24 +32,24 @@ class Gaussians(AbstractShapes):
     ```
     """
 
-    raw_centres: Float[Array, "N 2"]
-    raw_scales: Float[Array, "N 2"]
-    raw_angles: Float[Array, " N"]
+    raw_centres: Float[Array, "N 2"] = parameter(POSITION)
+    raw_scales: Float[Array, "N 2"] = parameter(SIZE)
+    raw_angles: Float[Array, " N"] = parameter(ANGLE)
 
     @property
     def centres(self) -> Float[Array, "N 2"]:
         """Centres `(x, y)` in the diffprims frame, `(N, 2)`."""
-        return position(self.raw_centres)
+        return POSITION.value(self.raw_centres)
 
     @property
     def scales(self) -> Float[Array, "N 2"]:
         """Standard deviations (> 0) along the Gaussian's own axes, `(N, 2)`."""
-        return jnp.exp(self.raw_scales)
+        return SIZE.value(self.raw_scales)
 
     @property
     def angles(self) -> Float[Array, " N"]:
         """Rotation angles in radians, `(N,)`."""
-        return self.raw_angles
+        return ANGLE.value(self.raw_angles)
 
     def coverage(self, points, edge_width):
         del edge_width
@@ -93,8 +94,8 @@ class Gaussians(AbstractShapes):
         scales = 0.7 * sizes[:, None] * jnp.stack([stretch, 1.0 / stretch], -1)
         angles = jax.random.uniform(k_angle, sizes.shape, maxval=jnp.pi)
         return {
-            "raw_centres": raw_position(centres),
-            "raw_scales": jnp.log(scales),
+            "raw_centres": centres,
+            "raw_scales": scales,
             "raw_angles": angles,
         }
 
@@ -129,14 +130,15 @@ class Gaussians(AbstractShapes):
         model = dp.Gaussians.from_values([[0.5, 0.5]], [[0.2, 0.05]], [0.3], [[0, 1, 0]], [1.0])
         ```
         """
-        geometry = shape_values(
-            centres=(centres, (2,), None),
-            scales=(scales, (2,), 0.0),
-            angles=(angles, (), None),
+        return cls.from_geometry(
+            {
+                "raw_centres": ("centres", centres, (2,)),
+                "raw_scales": ("scales", scales, (2,)),
+                "raw_angles": ("angles", angles, ()),
+            },
+            colours,
+            opacities,
+            background=background,
+            softness=softness,
+            **options,
         )
-        return cls.from_parameters(
-            colours, opacities, background, softness, options,
-            raw_centres=raw_position(geometry["centres"]),
-            raw_scales=jnp.log(jnp.maximum(geometry["scales"], 1e-30)),
-            raw_angles=geometry["angles"],
-        )  # fmt: skip

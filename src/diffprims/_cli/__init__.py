@@ -1,0 +1,33 @@
+"""The `diffprims` command line: paint an image with shapes, fit a separable filter bank."""
+
+from __future__ import annotations
+
+import sys
+
+from ._common import UsageError as UsageError
+from ._parser import build_parser as build_parser
+
+_build_parser = build_parser  # the name the tests and docs scripts use
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `diffprims` command on `argv` (default `sys.argv[1:]`); return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except UsageError as error:
+        print(f"diffprims {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"diffprims {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - one line for the user, not a traceback
+        if args.debug:
+            raise
+        print(
+            f"diffprims {args.command}: failed: {type(error).__name__}: {error} "
+            "(run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1

@@ -1,0 +1,126 @@
+"""The argument parser of the `diffprims` command."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import Parser, batch_fraction, positive_float, positive_int, shape_types
+from ._filter import run_filter
+from ._paint import run_paint
+
+DESCRIPTION = """\
+Differentiable 2D primitives. Paint a photo with a few hundred soft shapes, or
+approximate a 2D kernel (a bokeh disk) with a few separable passes.
+
+  diffprims paint                      paint the bundled demo photo with 200 circles
+  diffprims paint photo.jpg -n 50 -o out
+  diffprims filter --kernel disk:50 --rank 4 --apply photo.jpg
+
+Run `diffprims COMMAND --help` for each command's options.
+"""
+
+PAINT_EPILOG = """\
+writes OUTDIR/result.png (at the input's resolution, or --render-size),
+result.svg, progress.gif, model.eqx (reload with `diffprims.load`) and
+summary.json (PSNR of result.png against the input, loss, steps, seconds, settings).
+"""
+
+FILTER_EPILOG = """\
+KERNEL is NAME:SIZE[:ARG]: disk:50 (a 50 px bokeh disk), polygon:51:6 (a hexagon),
+gaussian:31:5 (sigma 5), box:9.
+writes OUTDIR/kernel.png (target | SVD | fitted), vectors.json, vectors.npz,
+summary.json, and blurred.png with --apply.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = Parser(
+        prog="diffprims",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"diffprims {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands.required = True
+
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback when a command fails")  # fmt: skip
+    _add_paint(commands)
+    _add_filter(commands)
+    return parser
+
+
+def _add_paint(commands) -> None:
+    paint = commands.add_parser(
+        "paint",
+        help="approximate an image with N soft shapes",
+        description="Fit N soft shapes to an image by gradient descent through the renderer.",
+        epilog=PAINT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    paint.add_argument(
+        "image",
+        nargs="?",
+        help="PNG or JPEG to paint (RGB, RGBA or grey); default: the bundled demo photo",
+    )
+    paint.add_argument("-n", "--num-shapes", type=positive_int, default=200, metavar="N",
+                       help="number of shapes (default: 200)")  # fmt: skip
+    shape_names = ", ".join(shape_types())
+    paint.add_argument("--shape", default="circles", metavar="TYPE",
+                       help=f"shape type: {shape_names} (default: circles)")  # fmt: skip
+    paint.add_argument("--steps", type=positive_int, default=2000,
+                       help="optimizer steps (default: 2000)")  # fmt: skip
+    paint.add_argument("--seconds", type=positive_float, default=None, metavar="T",
+                       help="paint with diffprims.paint's recipe (progressive rounds, "
+                       "pruning, colours in closed form; better pictures) within T "
+                       "seconds instead of --steps plain fitting steps")  # fmt: skip
+    paint.add_argument("--size", type=positive_int, default=256, metavar="PX",
+                       help="fit at this size, longer side in pixels (default: 256)")  # fmt: skip
+    paint.add_argument("--render-size", type=positive_int, default=None, metavar="PX",
+                       help="longer side of result.png/.svg (default: the input's)")  # fmt: skip
+    paint.add_argument("--lr", type=positive_float, default=0.01,
+                       help="Adam learning rate (default: 0.01)")  # fmt: skip
+    paint.add_argument("--batch", type=batch_fraction, default=0.1, metavar="FRACTION",
+                       help="fraction of pixels per step, or 'all' (default: 0.1)")  # fmt: skip
+    paint.add_argument("--softness", type=positive_float, default=None, metavar="PX",
+                       help="edge width in pixels (default: 1; 0.5 with --seconds)")  # fmt: skip
+    paint.add_argument("--frames", type=positive_int, default=40,
+                       help="frames of progress.gif (default: 40)")  # fmt: skip
+    paint.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    paint.add_argument("-o", "--output", default="out", metavar="OUTDIR",
+                       help="folder for the results (default: out)")  # fmt: skip
+    paint.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    paint.add_argument("--force", action="store_true",
+                       help="overwrite results already in OUTDIR")  # fmt: skip
+    paint.set_defaults(run=run_paint)
+
+
+def _add_filter(commands) -> None:
+    filt = commands.add_parser(
+        "filter",
+        help="approximate a 2D kernel with R separable passes",
+        description=(
+            "Fit a bank of R separable passes (R pairs of 1D filters) to a 2D kernel, "
+            "starting from its truncated SVD, with a loss that penalises negative "
+            "values and non-zeros where the kernel is zero (no ringing)."
+        ),
+        epilog=FILTER_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    filt.add_argument("--kernel", default="disk:50", help="target kernel (default: disk:50)")
+    filt.add_argument("--rank", type=positive_int, default=4, metavar="R",
+                      help="separable passes (default: 4)")  # fmt: skip
+    filt.add_argument("--weights", default=None, metavar="L2,NONNEG,ZEROS",
+                      help="loss weights of the three terms (default: the library's)")  # fmt: skip
+    filt.add_argument("--steps", type=positive_int, default=500,
+                      help="optimizer steps (default: 500)")  # fmt: skip
+    filt.add_argument("--apply", default=None, metavar="IMAGE",
+                      help="blur this image with the fitted bank, write blurred.png")  # fmt: skip
+    filt.add_argument("-o", "--output", default="out", metavar="OUTDIR",
+                      help="folder for the results (default: out)")  # fmt: skip
+    filt.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    filt.add_argument("--force", action="store_true",
+                      help="overwrite results already in OUTDIR")  # fmt: skip
+    filt.set_defaults(run=run_filter)

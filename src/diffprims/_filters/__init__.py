@@ -1,0 +1,3 @@
+"""Separable filter banks and the target kernels they approximate."""
+
+from ._bank import SeparableFilters as SeparableFilters

@@ -1,0 +1,149 @@
+"""Checks of `fit`'s arguments at the public boundary, done once before any dispatch."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .._image import check_image
+from .._losses import L2, AbstractLoss, as_loss, check_loss_output, restrict_to_pixels
+from .._model import AbstractModel
+from .._validate import check_key, check_positive_int, check_values, describe
+
+# One object, so fits with the default optimizer reuse one compilation.
+DEFAULT_OPTIMIZER = optax.adam(1e-2)
+
+
+def check_model(model: Any) -> AbstractModel:
+    if not isinstance(model, AbstractModel):
+        raise TypeError(
+            "`model` must be a diffprims model (an `AbstractModel` such as `dp.Circles`); "
+            f"got {describe(model)}."
+        )
+    return model
+
+
+def check_target(target: Any, model: AbstractModel) -> Any:
+    """The target as an `(H, W, C)` float array in the model's value range."""
+    low, high = model.value_range
+    target = check_image(target, "target", channels=model.num_channels, check_range=False)
+    return check_values(target, "target", lower=low, upper=high)
+
+
+def check_optimizer(optimizer: Any) -> optax.GradientTransformation:
+    if optimizer is None:
+        return DEFAULT_OPTIMIZER
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(
+            "`optimizer` must be an optax transformation such as `optax.adam(1e-2)`; "
+            f"got {describe(optimizer)}."
+        )
+    return optimizer
+
+
+def check_loss(loss: Any) -> AbstractLoss:
+    return as_loss(L2() if loss is None else loss)
+
+
+def check_finite_model(params: Any) -> None:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if not np.all(np.isfinite(np.asarray(leaf))):
+            raise ValueError(
+                f"`model` must have finite parameters; got NaN/inf in "
+                f"`model{jax.tree_util.keystr(path)}` ({describe(leaf)}). Build it with "
+                "finite values, or take `error.result.model` from a diverged fit."
+            )
+
+
+def _check_batch(batch: Any, num_pixels: int) -> int | None:
+    """The number of pixels sampled per step, or None for the full grid."""
+    if batch is None:
+        return None
+    if isinstance(batch, bool) or not isinstance(batch, int | float):
+        raise TypeError(
+            f"`batch` must be a fraction in (0, 1], a pixel count, or None; got {describe(batch)}."
+        )
+    if isinstance(batch, float):
+        if not 0.0 < batch <= 1.0:
+            raise ValueError(
+                f"`batch` as a fraction of the pixels must be in (0, 1]; got {batch}. "
+                "Pass an int for a pixel count, or None for the full image."
+            )
+        count = max(1, round(batch * num_pixels))
+    else:
+        if not 1 <= batch <= num_pixels:
+            raise ValueError(
+                f"`batch` as a pixel count must be in [1, {num_pixels}] for this target; "
+                f"got {batch}."
+            )
+        count = batch
+    return None if count == num_pixels else count
+
+
+def sampler_for(batch: Any, sampling: Any, shape: tuple[int, ...]) -> tuple[Any, int | None]:
+    """`(sampler, pixels per step)` for an `(H, W, ...)` target; `(None, None)` for the
+    full grid."""
+    height, width = shape[:2]
+    batch = _check_batch(batch, height * width)
+    if sampling not in ("uniform", "stratified"):
+        raise ValueError(
+            f'`sampling` must be "uniform" or "stratified"; got {describe(sampling)}.'
+        )
+    if batch is None:
+        return None, None
+    if sampling == "uniform":
+        return ("uniform", batch), batch
+    stride = max(1, round(float(np.sqrt(height * width / batch))))
+    return ("stratified", stride), -(-height // stride) * -(-width // stride)
+
+
+def check_fit_key(key: Any, batch: int | None) -> Any:
+    if key is None:
+        if batch is not None:
+            raise ValueError(
+                f"`key` is required when `batch` is given; got `key=None` with `batch={batch}`. "
+                "Pass `key=jax.random.key(0)`."
+            )
+        return jax.random.key(0)
+    return check_key(key)
+
+
+def check_loss_on(loss: AbstractLoss, target: Any, batch: int | None) -> None:
+    """Evaluate the loss abstractly on what each step will give it."""
+    height, width, channels = target.shape
+    pred_shape = (height, width, channels) if batch is None else (batch, channels)
+    check_loss_output(
+        # What each step calls: per-pixel maps sampled at the batch's pixels.
+        loss if batch is None else restrict_to_pixels(loss, jnp.zeros((batch,), jnp.int32)),
+        jax.ShapeDtypeStruct(pred_shape, target.dtype),
+        jax.ShapeDtypeStruct(pred_shape, target.dtype),
+    )
+
+
+def check_checkpointing(checkpoint: Any, checkpoint_every: Any, resume: Any) -> int | None:
+    if checkpoint_every is not None:
+        checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    if resume is True and checkpoint is None:
+        raise ValueError(
+            "`resume=True` continues from `checkpoint`, but got `checkpoint=None`; pass "
+            "`checkpoint=PATH` too, or `resume=PATH`."
+        )
+    for name, value in (("checkpoint", checkpoint), ("resume", resume)):
+        if value is not None and not isinstance(value, str | os.PathLike | bool):
+            raise TypeError(f"`{name}` must be a file path; got {describe(value)}.")
+    return checkpoint_every
+
+
+def snapshot_steps(snapshots: Any, steps: int) -> tuple[int, ...]:
+    """`k` step counts evenly spaced from 0 to `steps` (just `steps` when `k` is 1)."""
+    if snapshots is None:
+        return ()
+    k = check_positive_int(snapshots, "snapshots")
+    if k == 1:
+        return (steps,)
+    return tuple(round(j * steps / (k - 1)) for j in range(k))

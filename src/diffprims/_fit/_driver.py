@@ -1,0 +1,187 @@
+"""The run driver: the host side of a fit, shared by `fit` and `paint`.
+
+It owns what happens between compiled dispatches: the loss history, the progress bar,
+Ctrl-C (the first one stops cleanly after the running dispatch), divergence (the first
+non-finite loss raises `FitDivergedError` with the last finite model), checkpoints and
+the wall clock. The caller owns the loop: it calls `dispatch` as often as it likes and
+tells the driver how to turn its state into a `FitResult` (`make_result`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._errors import FitDivergedError, FitInterrupted
+from .._validate import is_traced
+from ._result import FitResult
+
+
+@contextlib.contextmanager
+def _ctrl_c_flag(active: bool) -> Iterator[dict[str, bool]]:
+    """Turn the first Ctrl-C into a flag that the driver checks between dispatches.
+
+    A `KeyboardInterrupt` raised at an arbitrary point can land inside JAX's dispatch
+    machinery, which may swallow it, and the fit would run on. A second Ctrl-C raises at
+    once, as usual. Only in the main thread (where Python delivers signals).
+    """
+    flag = {"stop": False}
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Driver:
+    """Runs dispatches of a fit and everything around them; use as a context manager.
+
+    **Arguments:**
+
+    - `make_result(state, losses, done)`: the `FitResult` of the caller's state after
+      `done` steps with loss history `losses` (used on Ctrl-C, divergence and at the end).
+    - `state`: the caller's initial state (any pytree); `dispatch` replaces it.
+    - `steps`: the planned number of steps (the bar's total), or None when unknown.
+    - `progress`: show a progress bar (never under a trace).
+    - `traced`: whether the inputs are traced (no host-side checks, no bar, no Ctrl-C);
+      a dispatch whose losses come back traced turns it on too.
+    - `checkpointer`: optional `save(state, losses, done, final)` hook.
+    - `start`, `losses`: the step and losses a resumed fit starts from.
+    - `show_psnr`: show `-10 log10(loss)` as PSNR (an L2 loss on images in `[0, 1]`).
+    - `hint`: appended to the `FitInterrupted` message (how to resume).
+    """
+
+    def __init__(self, make_result: Callable[[Any, Any, int], FitResult], state: Any, *,
+                 steps: int | None, progress: bool = False, traced: bool = False,
+                 checkpointer: Any = None, start: int = 0, losses: Any = None,
+                 show_psnr: bool = False, hint: str = ""):  # fmt: skip
+        self.make_result, self.state, self.steps = make_result, state, steps
+        self.traced, self.checkpointer, self.show_psnr = traced, checkpointer, show_psnr
+        self.progress, self.hint = progress, hint
+        self.done = start
+        self.chunks = [] if losses is None else [losses]
+        self.start_time = time.perf_counter()
+        self.bar: Any = None
+        self.info: dict[str, str] = {}
+        self._exit = contextlib.ExitStack()
+        self._flag = {"stop": False}
+
+    def __enter__(self) -> Driver:
+        self._flag = self._exit.enter_context(_ctrl_c_flag(not self.traced))
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self._exit.close()
+        if self.bar is not None:
+            self.bar.close()
+        if kind is not None and issubclass(kind, KeyboardInterrupt) and not self.traced:
+            if not isinstance(error, FitInterrupted):
+                self._interrupted()
+
+    @property
+    def seconds(self) -> float:
+        """Wall time since the driver was made."""
+        return time.perf_counter() - self.start_time
+
+    def losses(self, upto: int | None = None) -> Any:
+        """The loss history so far (the first `upto` steps)."""
+        if not self.chunks:
+            return jnp.zeros((0,), jnp.float32)
+        history = jnp.concatenate(self.chunks)
+        return history[: self.done if upto is None else upto]
+
+    def dispatch(self, run: Callable[..., tuple[Any, Any]], *args: Any, steps: int) -> Any:
+        """`state, values = run(state, *args)`; counts `steps` of the `values` as done.
+
+        Checks for Ctrl-C before, and for divergence after; saves a checkpoint and
+        updates the progress bar. Returns the new state.
+        """
+        if self._flag["stop"]:
+            raise KeyboardInterrupt
+        self.state, values = run(self.state, *args)
+        first = self.done
+        self.chunks.append(values[:steps])
+        self.done += steps
+        if is_traced(values):
+            self.traced = True
+            return self.state
+        finite = np.isfinite(np.asarray(values[:steps]))
+        if not finite.all():
+            self._diverged(first + int(np.argmin(finite)))
+        if self.checkpointer is not None:
+            self.checkpointer.save(self.state, self.losses(), self.done, self.done == self.steps)
+        self._show(float(np.min(np.asarray(values[steps - 1]))) if steps else None, steps)
+        return self.state
+
+    def describe(self, **info: str) -> None:
+        """Extra fields for the progress bar (e.g. `round="3/8"`)."""
+        self.info.update(info)
+
+    def _show(self, latest: float | None, steps: int) -> None:
+        if not self.progress or self.traced:
+            return
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.steps, unit="step", dynamic_ncols=True)
+            self.bar.update(self.done - steps)
+        self.bar.update(steps)
+        postfix = dict(self.info)
+        if latest is not None:
+            postfix["loss"] = f"{latest:.5g}"
+            if self.show_psnr and latest > 0:
+                postfix["psnr"] = f"{-10 * np.log10(latest):.2f} dB"
+        self.bar.set_postfix(postfix)
+
+    def _diverged(self, bad: int) -> None:
+        result = self.make_result(self.state, self.losses(bad), bad)
+        raise FitDivergedError(
+            f"The fit diverged at step {bad}: the loss or the updated parameters became "
+            f"NaN/inf. `error.result` holds the last finite model (after {bad} steps). "
+            "Lower the learning rate or clip the gradients "
+            "(`optax.chain(optax.clip_by_global_norm(1.0), ...)`).",
+            step=bad,
+            result=_with_seconds(result, self.seconds),
+        )
+
+    def _interrupted(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.save(self.state, self.losses(), self.done, True)
+        total = "" if self.steps is None else f" of {self.steps}"
+        result = self.make_result(self.state, self.losses(), self.done)
+        raise FitInterrupted(
+            f"Fit interrupted after {self.done}{total} steps{self.hint}. `error.result` "
+            "holds the model so far.",
+            step=self.done,
+            result=_with_seconds(result, self.seconds),
+        ) from None
+
+    def finish(self) -> FitResult:
+        """The final `FitResult`, its `seconds` measured once everything is computed."""
+        result = self.make_result(self.state, self.losses(), self.done)
+        if self.traced:
+            return _with_seconds(result, jnp.nan)
+        jax.block_until_ready((result.model, result.losses))
+        return _with_seconds(result, self.seconds)
+
+
+def _with_seconds(result: FitResult, seconds: Any) -> FitResult:
+    return dataclasses.replace(result, seconds=seconds)

@@ -1,0 +1,206 @@
+"""`fit()`: drive any model of the protocol toward a target with optax.
+
+`fit` = argument checks (`_checks`) + the run driver (`_driver`) around the step loop
+(`_loop`). It never needs to know which model it drives.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._losses import L2
+from .._model import AbstractModel
+from .._validate import check_positive_int, inside_trace, is_traced
+from . import _checks
+from ._checkpoint import Checkpointer, load_checkpoint, target_fingerprint
+from ._driver import Driver
+from ._loop import LoopState, Problem, run_steps
+from ._result import FitResult
+
+
+def fit(
+    model: AbstractModel,
+    target: Float[Array, "H W C"],
+    *,
+    loss: Any = None,
+    optimizer: optax.GradientTransformation | None = None,
+    steps: int = 1000,
+    key: PRNGKeyArray | None = None,
+    batch: float | int | None = None,
+    sampling: str = "uniform",
+    steps_per_dispatch: int = 100,
+    progress: bool = False,
+    snapshots: int | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: str | os.PathLike | bool | None = None,
+) -> FitResult:
+    """Fit any model of the protocol to a target by gradient descent with optax.
+
+    Each step renders the model (on the full pixel grid, or on `batch` randomly sampled
+    pixel centres), evaluates `loss(pred, target)` and applies one optimizer update to
+    every floating-point parameter of the model. The step is compiled once and run
+    `steps_per_dispatch` times per call with `lax.scan`; a second fit with same-shaped
+    inputs (and the same loss structure and optimizer object) does not recompile.
+
+    **Arguments:**
+
+    - `model`: any [`diffprims.AbstractModel`][] (circles, a filter bank, your own).
+    - `target`: `(H, W, C)` float array; in `[0, 1]` for image models, `C` equal to the
+      model's channel count. A kernel is a one-channel image: `kernel[..., None]`.
+    - `loss`: a loss module or any function `(pred, target) -> scalar`; default
+      [`diffprims.L2`][].
+    - `optimizer`: an optax transformation; default `optax.adam(1e-2)`.
+    - `steps`: the number of optimizer steps.
+    - `key`: PRNG key for pixel sampling; required when `batch` is given. The same key
+      gives the same fit.
+    - `batch`: `None` for the whole image each step; a float in `(0, 1]` for that
+      fraction of the pixels, sampled afresh every step; an int for that many pixels.
+    - `sampling`: how `batch` pixels are drawn. `"uniform"`: independently (with
+      replacement). `"stratified"`: the grid is cut into square blocks of about
+      `1 / batch` pixels and each step takes one random pixel from every block, so each
+      step sees the whole picture evenly (lower-variance gradients at the same cost).
+    - `steps_per_dispatch`: steps run per compiled call (also how often the progress
+      bar updates).
+    - `progress`: show a progress bar with the current loss.
+    - `snapshots`: keep this many models at evenly spaced steps (including the start and
+      the end) in `FitResult.snapshots`, for a progress animation
+      ([`diffprims.save_gif`][]). Models, not images: render them at any size.
+    - `checkpoint`: a file to save the fit's state to (model, optimizer state, step, key
+      and losses; written atomically, no pickle), so a long fit survives interruption.
+    - `checkpoint_every`: save once at least this many steps have passed since the last
+      save (checked at the end of each dispatch, so use a multiple of
+      `steps_per_dispatch`); default every dispatch. The last step is always saved, and
+      so is the state reached when Ctrl-C stops the fit.
+    - `resume`: a checkpoint file to continue from, or `True` to continue from
+      `checkpoint` if that file exists (else start afresh). Pass the same model, target,
+      loss, optimizer, batch and key as the fit that wrote it (`key=None` takes the
+      checkpoint's); the result is bit-identical to a fit that was never interrupted, and
+      `steps` may be raised to fit for longer. A corrupt checkpoint or one written by a
+      different fit raises [`diffprims.CheckpointError`][].
+
+    **Returns:**
+
+    A [`diffprims.FitResult`][] with the fitted `model`, the `losses` and `seconds`.
+
+    **Raises:**
+
+    - [`diffprims.FitDivergedError`][] (a `ValueError`) at the first step whose loss or
+      updated parameters are NaN/inf; `error.result` holds the last finite model.
+    - [`diffprims.FitInterrupted`][] (a `KeyboardInterrupt`) on Ctrl-C; `error.result`
+      holds the model after the last finished dispatch.
+
+    ```python
+    result = dp.fit(model, target, loss=dp.L2(), optimizer=optax.adam(1e-2),
+                    steps=2000, batch=0.1, key=jax.random.key(1))
+    ```
+
+    `fit` works under `jax.vmap` over targets or keys, e.g.
+    `jax.vmap(lambda k: dp.fit(model, target, steps=100, batch=0.1, key=k).model)(keys)`.
+    """
+    model = _checks.check_model(model)
+    target = _checks.check_target(target, model)
+    steps = check_positive_int(steps, "steps")
+    steps_per_dispatch = check_positive_int(steps_per_dispatch, "steps_per_dispatch")
+    optimizer = _checks.check_optimizer(optimizer)
+    loss = _checks.check_loss(loss)
+    sampler, batch = _checks.sampler_for(batch, sampling, target.shape)
+    key_given, key = key, _checks.check_fit_key(key, batch)
+    checkpoint_every = _checks.check_checkpointing(checkpoint, checkpoint_every, resume)
+    _checks.check_loss_on(loss, target, batch)
+    snap_steps = _checks.snapshot_steps(snapshots, steps)
+
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    traced = inside_trace() or any(
+        is_traced(x) for x in jax.tree.leaves((params, key, loss, target))
+    )
+    checkpointing = checkpoint is not None or resume not in (None, False)
+    if traced and checkpointing:
+        raise ValueError(
+            "`checkpoint`/`resume` need concrete values; got a fit traced under jit/vmap. "
+            "Call `fit` outside `jax.jit`/`jax.vmap` to checkpoint it."
+        )
+    if not traced:
+        _checks.check_finite_model(params)
+    snaps = None
+    if snap_steps:
+        snaps = jax.tree.map(lambda p: jnp.repeat(p[None], len(snap_steps), axis=0), params)
+    state = LoopState(params, optimizer.init(params), jnp.asarray(True), snaps)
+    start, saved_losses, checkpointer = 0, None, None
+    if checkpointing:
+        state, start, saved_losses, key, checkpointer = _resume(
+            model, target, state, key, key_given, steps, batch, sampling, snap_steps,
+            checkpoint, checkpoint_every, resume,
+        )  # fmt: skip
+    problem = Problem(target, loss, optimizer, key, sampler)  # pyright: ignore[reportArgumentType]
+    hint = f"; resume with `fit(..., resume={os.fspath(checkpoint)!r})`" if checkpoint else ""
+    driver = Driver(
+        _result_maker(static, snap_steps), state, steps=steps, progress=progress,
+        traced=traced, checkpointer=checkpointer, start=start, losses=saved_losses,
+        show_psnr=isinstance(loss, L2), hint=hint,
+    )  # fmt: skip
+    length = min(steps, steps_per_dispatch)
+    marks = None if snaps is None else jnp.asarray(snap_steps)
+    with driver:
+        for first in range(start, steps, length):
+            driver.dispatch(
+                run_steps, static, problem, jnp.asarray(first), jnp.asarray(steps), length,
+                marks, steps=min(length, steps - first),
+            )  # fmt: skip
+    return driver.finish()
+
+
+def _result_maker(static: Any, snap_steps: tuple[int, ...]):
+    """How the driver turns the loop state after `done` steps into a `FitResult`."""
+
+    def make(state: LoopState, losses: Array, done: int) -> FitResult:
+        taken = [j for j, at in enumerate(snap_steps) if at <= done]
+        snapshots = tuple(
+            eqx.combine(jax.tree.map(lambda s: s[j], state.snaps), static) for j in taken
+        )
+        return FitResult(
+            model=eqx.combine(state.params, static),
+            losses=losses,
+            seconds=float("nan"),
+            snapshots=snapshots,
+            snapshot_steps=tuple(snap_steps[j] for j in taken),
+        )
+
+    return make
+
+
+def _resume(model, target, state, key, key_given, steps, batch, sampling, snap_steps,
+            checkpoint, checkpoint_every, resume):  # fmt: skip
+    """The state to start from (a checkpoint's, with `resume`) and the checkpointer."""
+    start, saved_losses, checkpointer = 0, None, None
+    fit_info = {
+        "model": type(model).__qualname__,
+        "target_shape": list(target.shape),
+        "target_sha256": target_fingerprint(target),
+        "batch": batch,
+        "sampling": sampling,
+        "snapshot_steps": list(snap_steps),
+    }
+    if resume is True:
+        resume = checkpoint if Path(checkpoint).exists() else None  # pyright: ignore
+    if resume not in (None, False):
+        params, opt_state, saved_losses, start, key, snaps = load_checkpoint(
+            resume, params=state.params, opt_state=state.opt_state,  # pyright: ignore
+            key=None if key_given is None else key, steps=steps, fit_info=fit_info,
+            snapshots=state.snaps,
+        )  # fmt: skip
+        state = LoopState(params, opt_state, jnp.asarray(True), snaps)
+    if checkpoint is not None:
+        checkpointer = Checkpointer(
+            checkpoint, every=checkpoint_every, key=key, fit_info=fit_info,
+            static_steps=steps, last_saved=start,
+        )  # fmt: skip
+    return state, start, saved_losses, key, checkpointer

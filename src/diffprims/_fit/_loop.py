@@ -1,0 +1,149 @@
+"""The step loop: `length` optimizer steps in one compiled call (`lax.scan`).
+
+The one step loop of the library: `fit` and `paint` both run it. It knows the model
+only through a render function, so it serves every model of the protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, PRNGKeyArray
+
+from .._losses import AbstractLoss, restrict_to_pixels
+
+
+class PointRender(eqx.Module):
+    """How the step loop renders a model at sampled points: `model.render(...)`.
+
+    Any module `(model, points, pixel_size) -> (P, C)` can take its place; `paint`
+    passes one that widens soft edges and picks a shape set's renderer.
+    """
+
+    def __call__(self, model: Any, points: Array, pixel_size: Any) -> Array:
+        return model.render(points, pixel_size=pixel_size)
+
+
+class Problem(eqx.Module):
+    """What every step of a fit needs besides the parameters.
+
+    `sampler` is None (every pixel, `model.render_image`), `("uniform", count)` or
+    `("stratified", stride)`; `render` renders sampled points (see `PointRender`).
+    """
+
+    target: Array
+    loss: AbstractLoss
+    optimizer: optax.GradientTransformation
+    key: PRNGKeyArray
+    sampler: tuple[str, int] | None = eqx.field(static=True)
+    render: Any = PointRender()
+
+
+class LoopState(eqx.Module):
+    """The carry of the step loop: parameters, optimizer state, the finite flag and
+    the snapshots `(k, ...)` (or None)."""
+
+    params: Any
+    opt_state: Any
+    ok: Array
+    snaps: Any = None
+
+
+def pixel_points(indices: Array, height: int, width: int) -> Array:
+    """Pixel centres (frame units) of flat pixel `indices` of an `(H, W)` grid."""
+    rows, cols = indices // width, indices % width
+    return jnp.stack([(cols + 0.5) / height, (rows + 0.5) / height], axis=-1)
+
+
+def stratified_indices(key, height: int, width: int, stride: int) -> Array:
+    """Flat indices of one random pixel in every `stride x stride` block of the grid."""
+    rows, cols = np.arange(0, height, stride), np.arange(0, width, stride)
+    grid_r, grid_c = np.meshgrid(rows, cols, indexing="ij")
+    k_r, k_c = jax.random.split(key)
+    r = jnp.minimum(grid_r + jax.random.randint(k_r, grid_r.shape, 0, stride), height - 1)
+    c = jnp.minimum(grid_c + jax.random.randint(k_c, grid_c.shape, 0, stride), width - 1)
+    return (r * width + c).reshape(-1)
+
+
+def sample_indices(sampler: tuple[str, int], key, height: int, width: int) -> Array:
+    kind, size = sampler
+    if kind == "uniform":
+        # With replacement: O(batch) per step, where a permutation is O(H W log HW).
+        return jax.random.randint(key, (size,), 0, height * width)
+    return stratified_indices(key, height, width, size)
+
+
+def objective(params: Any, static: Any, problem: Problem, key) -> Array:
+    """The loss of one step: on the full grid, or on the pixels the sampler picks."""
+    model = eqx.combine(params, static)
+    target, loss = problem.target, problem.loss
+    height, width, channels = target.shape
+    if problem.sampler is None:
+        return loss(model.render_image((height, width)), target)
+    indices = sample_indices(problem.sampler, key, height, width)
+    pred = problem.render(model, pixel_points(indices, height, width), 1.0 / height)
+    goal = target.reshape(-1, channels)[indices]
+    return restrict_to_pixels(loss, indices)(pred, goal)
+
+
+def _all_finite(tree: Any) -> Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _step(static, problem, total, update_scale, state: LoopState, index) -> tuple[Any, Array]:
+    step_key = jax.random.fold_in(problem.key, index)
+    value, grads = jax.value_and_grad(objective)(state.params, static, problem, step_key)
+    updates, new_state = problem.optimizer.update(grads, state.opt_state, state.params)
+    if update_scale is not None:
+        updates = jax.tree.map(lambda u: update_scale * u, updates)
+    new_params = eqx.apply_updates(state.params, updates)
+    # The first step whose loss or new parameters are not finite stops the fit for good
+    # (`ok` stays False): the carry keeps the last finite state, losses read NaN.
+    ok = state.ok & ((index >= total) | (jnp.isfinite(value) & _all_finite(new_params)))
+    # Steps past `total` (the padding of the last dispatch) leave everything as is.
+    keep = (index < total) & ok
+    params, opt_state = jax.tree.map(
+        lambda new, old: jnp.where(keep, new, old),
+        (new_params, new_state),
+        (state.params, state.opt_state),
+    )
+    return (params, opt_state, ok), jnp.where(ok, value, jnp.nan)
+
+
+@eqx.filter_jit
+def run_steps(
+    state: LoopState,
+    static: Any,
+    problem: Problem,
+    first: Array,
+    total: Array,
+    length: int,
+    snap_steps: Array | None = None,
+    update_scale: Array | None = None,
+) -> tuple[LoopState, Array]:
+    """`length` optimizer steps from step `first` (those at or past `total` do nothing).
+
+    Returns the new state and the `(length,)` losses. `update_scale` (traced)
+    multiplies every update (a learning-rate schedule set from outside). Snapshot `j`
+    holds the parameters after `snap_steps[j]` steps.
+    """
+
+    def body(carry: LoopState, index):
+        (params, opt_state, ok), value = _step(static, problem, total, update_scale, carry, index)
+        snaps = carry.snaps
+        if snaps is not None:
+            # A masked write each step costs O(k x parameters), nothing next to a render.
+            hit = snap_steps == index + 1
+            snaps = jax.tree.map(
+                lambda s, p: jnp.where(hit.reshape((-1,) + (1,) * p.ndim), p[None], s),
+                snaps,
+                params,
+            )
+        return LoopState(params, opt_state, ok, snaps), value
+
+    return jax.lax.scan(body, state, first + jnp.arange(length))

@@ -1,0 +1,242 @@
+"""`dp.paint`: approximate an image with `n` shapes, with our best defaults.
+
+The recipe (each piece a knob of `paint`):
+
+- **progressive rounds** (as in Image-GS): start with a fraction of the shapes and add
+  more each round where the error of the current picture is largest;
+- **pruning**: each round also moves the shapes that contribute least (whose removal
+  would raise the error least) to where the error is largest;
+- **error-driven initialisation**: a new shape is centred on a pixel drawn with
+  probability proportional to the (blurred) squared error there, sized for the number of
+  shapes on the canvas, and coloured in closed form so that it fixes that error;
+- **coarse-to-fine**: early rounds fit a blurred target with wider soft edges, later
+  rounds the sharp target with the model's own softness;
+- **stratified pixel sampling**: each step renders one random pixel of every
+  `stride x stride` block of the full-resolution target (one compilation for the whole
+  run, full-resolution detail at a fraction of the cost of a full render);
+- **random restarts** batched with `jax.vmap` over keys, keeping the best;
+- a **wall-time budget**: `seconds=T` spends T seconds in all, compilation included;
+- a final **colour solve**: for the fitted geometry, colours and background by linear
+  least squares.
+
+The gradient steps are `dp.fit`'s own step loop (`run_steps`), and the rounds run through
+fit's driver, so `paint` gets its progress bar, Ctrl-C and divergence handling.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._fit._driver import Driver
+from .._fit._result import FitResult
+from .._image import check_image
+from .._losses import L2, AbstractLoss, as_loss, check_loss_output, restrict_to_pixels
+from .._shapes import MODES, AbstractShapes, Circles
+from .._validate import check_key, check_positive_int, check_scalar, describe
+from ._placement import blank
+from ._rounds import Painting, paint_optimizer
+from ._schedule import Budget, plan_rounds
+from ._solve import squared_error_weights
+
+
+def paint(
+    target: Float[Array, "H W C"],
+    n: int,
+    *,
+    key: PRNGKeyArray,
+    shape: type[AbstractShapes] = Circles,
+    seconds: float | None = None,
+    steps: int | None = None,
+    rounds: int = 8,
+    restarts: int = 1,
+    loss: Any = None,
+    stride: int = 4,
+    coarse: float = 3.0,
+    softness: float = 0.5,
+    opacity: float = 0.7,
+    grow: float = 0.6,
+    prune: float = 0.1,
+    compositing: str = "over",
+    learn_background: bool = True,
+    lr: float = 1e-2,
+    lr_geometry: float = 1e-2,
+    lr_colour: float = 1e-2,
+    anneal: float = 0.9,
+    solve_colours: bool = True,
+    method: str | None = None,
+    steps_per_dispatch: int = 50,
+    progress: bool = False,
+) -> FitResult:
+    """Approximate `target` with `n` shapes: initialisation and fit with our best defaults.
+
+    Shapes are added in `rounds` (each round puts new shapes where the picture is most
+    wrong, coloured in closed form, then fits every shape so far by gradient descent on
+    stratified pixel samples of the full-resolution target); the first rounds see a
+    blurred target with wider edges (coarse to fine); `restarts` independent runs are
+    batched with `jax.vmap` and the best is kept. Either `steps` or `seconds` sets how
+    long it runs.
+
+    **Arguments:**
+
+    - `target`: `(H, W, C)` image, float in `[0, 1]`.
+    - `n`: the number of shapes.
+    - `key`: PRNG key; the same key (and the same `steps`) gives the same painting.
+    - `shape`: any [`diffprims.AbstractShapes`][] subclass (`dp.Circles`,
+      `dp.Ellipses`, `dp.Triangles`, `dp.Rectangles`, `dp.Gaussians`, your own).
+    - `seconds`: wall-time budget in seconds, compilation included; rounds share it in
+      proportion to their step share. Overrides `steps`.
+    - `steps`: total optimizer steps when no `seconds` is given (default 1500).
+    - `rounds`: the number of progressive rounds (1 places all shapes at once).
+    - `restarts`: independent runs batched with `jax.vmap`; the one with the lowest
+      loss on the full image is returned.
+    - `loss`: a loss `(pred, target) -> scalar` on sampled pixels (default
+      [`diffprims.L2`][]); per-pixel maps ([`diffprims.Weighted`][]) are sampled along.
+      With `dp.Weighted(dp.L2(), weights)` new shapes also go where the *weighted* error
+      is largest (give a face weight 8 and it gets more shapes).
+    - `stride`: each step renders one random pixel per `stride x stride` block.
+    - `coarse`: blur (in pixels) of the target and edge widening in the first round,
+      decaying to 0 and 1 by the last round.
+    - `softness`, `compositing`, `learn_background`: of the shape set (see
+      [`diffprims.AbstractShapes`][]).
+    - `opacity`: the opacity new shapes start with.
+    - `grow`: new shapes start this many times the size at which the shapes placed so
+      far would tile the frame (so each round's shapes are smaller than the last's).
+    - `prune`: each round also re-seeds this fraction of the shapes already placed: those
+      whose removal would raise the squared error least (shapes hidden by others, or
+      painting what their neighbours already paint) move to where the error is largest.
+    - `lr`, `lr_geometry`, `lr_colour`: Adam learning rates for the parameters whose
+      declared [`diffprims.Role`][] is a position, other geometry (sizes, angles, ...)
+      and colours/opacities/depths.
+    - `solve_colours`: finish by solving for the colours and background that minimise
+      the squared error on the full image for the fitted geometry (a linear least-squares
+      problem for "over" and "additive" compositing; weighted by the loss's per-pixel
+      weights for `dp.Weighted(dp.L2(), weights)`; skipped for losses that are not
+      squared errors).
+    - `method`: the renderer for the sampled pixels, as in
+      [`diffprims.AbstractShapes.render`][]. By default "scan" up to 120 shapes (it
+      compiles in a few seconds) and "auto" (tiled, culled: much faster steps but a
+      longer compilation) above.
+    - `anneal`: over the last round the learning rates fall linearly to `1 - anneal`
+      times their value.
+    - `steps_per_dispatch`: steps per compiled call (the budget is checked between).
+    - `progress`: show a progress bar (steps, round, loss and PSNR on the sampled
+      pixels).
+
+    **Raises:**
+
+    [`diffprims.FitInterrupted`][] on Ctrl-C (`error.result` holds the painting so far)
+    and [`diffprims.FitDivergedError`][] when a step's loss is not finite.
+
+    **Returns:**
+
+    A [`diffprims.FitResult`][]: the fitted shapes, the loss at every step (of the kept
+    restart), the wall time, and a snapshot after every round (for
+    [`diffprims.save_gif`][]: the painting as it grows).
+
+    ```python
+    result = dp.paint(target, 200, key=jax.random.key(0), seconds=20)
+    image = result.model.render_image(target.shape[:2])
+    ```
+    """
+    start_time = time.perf_counter()
+    settings = _check(
+        target, n, key, shape, seconds, steps, rounds, restarts, stride, steps_per_dispatch,
+        compositing, opacity, prune, coarse, grow, lr, lr_geometry, lr_colour, anneal,
+    )  # fmt: skip
+    target, n, key, steps = settings
+    loss = as_loss(L2() if loss is None else loss)
+    height, width, _ = target.shape
+    # The placement, pruning and colour solve minimise the same weighted squared error as
+    # the fit when the loss is one; for other losses, plain squared error (and no solve).
+    pixel_weights = squared_error_weights(loss, (height, width))
+    _check_loss(loss, target, stride)
+    solving = solve_colours and compositing != "depth" and pixel_weights is not None
+    if pixel_weights is None:
+        pixel_weights = jnp.ones((height, width), jnp.float32)
+    rounds = min(rounds, n)
+    plan = plan_rounds(n, rounds, coarse=coarse, grow=grow, aspect=width / height)
+    k_blank, *run_keys = jax.random.split(key, restarts + 1)
+    models = blank(
+        shape, n, target, key=k_blank, softness=softness, compositing=compositing,
+        learn_background=learn_background,
+    )  # fmt: skip
+    painting = Painting(
+        models, target, pixel_weights, jnp.stack(run_keys), loss,
+        paint_optimizer(float(lr), float(lr_geometry), float(lr_colour)),
+        stride=min(stride, height, width), level=max(1, min(height, width) // 64),
+        method=method or ("scan" if n <= 120 else "auto"), prune=prune, opacity=opacity,
+        anneal=anneal, most=max(r.count for r in plan),
+    )  # fmt: skip
+    reserve = min(0.1 * seconds, 3.0) if (solving and seconds is not None) else 0.0
+    budget = Budget(plan, n, steps=steps, seconds=seconds, reserve=reserve, start=start_time)
+    driver = Driver(
+        painting.result, painting.state, steps=steps, progress=progress,
+        show_psnr=isinstance(loss, L2),
+    )  # fmt: skip
+    with driver:
+        for round_ in plan:
+            painting.run_round(
+                driver, round_, budget, steps_per_dispatch, rounds=rounds, last=round_ is plan[-1]
+            )
+        if solving:
+            painting.solve(driver)
+    return driver.finish()
+
+
+def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_dispatch,
+           compositing, opacity, prune, coarse, grow, lr, lr_geo, lr_colour, anneal):  # fmt: skip
+    """`paint`'s arguments checked: `(target, n, key, steps)` (steps None with seconds)."""
+    if not (isinstance(shape, type) and issubclass(shape, AbstractShapes)):
+        raise TypeError(
+            "`shape` must be a shape class such as `dp.Circles` (the class, not an "
+            f"instance); got {describe(shape)}."
+        )
+    target = check_image(target, "target")
+    n = check_positive_int(n, "n")
+    key = check_key(key)
+    for name, value in (("rounds", rounds), ("restarts", restarts), ("stride", stride),
+                        ("steps_per_dispatch", per_dispatch)):  # fmt: skip
+        check_positive_int(value, name)
+    if compositing not in MODES:
+        raise ValueError(f"`compositing` must be one of {MODES}; got {compositing!r}.")
+    if seconds is not None:
+        ok = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+        if not (ok and 0 < seconds < math.inf):
+            raise ValueError(f"`seconds` must be a finite number > 0; got {describe(seconds)}.")
+    else:
+        steps = 1500 if steps is None else check_positive_int(steps, "steps")
+    check_scalar(opacity, "opacity", lower=0.0, upper=1.0)
+    if not 0 <= prune < 1:
+        raise ValueError(f"`prune` must be a fraction in [0, 1); got {prune}.")
+    if not coarse >= 0:
+        raise ValueError(f"`coarse` must be >= 0 (pixels of blur); got {coarse}.")
+    check_scalar(grow, "grow", lower=0.0)
+    for name, value in (("lr", lr), ("lr_geometry", lr_geo), ("lr_colour", lr_colour)):
+        check_scalar(value, name, lower=0.0)
+    if not 0 <= anneal <= 1:
+        raise ValueError(f"`anneal` must be in [0, 1]; got {anneal}.")
+    return target, n, key, (None if seconds is not None else steps)
+
+
+def _check_loss(loss: AbstractLoss, target: Array, stride: int) -> None:
+    """The loss must take the `(P, C)` pixel samples each step gives it."""
+    height, width, channels = target.shape
+    stride = min(stride, height, width)
+    count = -(-height // stride) * -(-width // stride)
+    sample = jax.ShapeDtypeStruct((count, channels), target.dtype)
+    try:
+        check_loss_output(restrict_to_pixels(loss, jnp.zeros((count,), jnp.int32)), sample, sample)
+    except ValueError as error:
+        if not str(error).startswith("`loss` failed"):
+            raise
+        raise ValueError(
+            f"`loss` must work on sampled pixels (P, C): `paint` fits on one pixel per "
+            f"{stride}x{stride} block; a loss that needs whole images (SSIM, Sobel) cannot "
+            f"be used. {error}"
+        ) from None

@@ -1,0 +1,170 @@
+"""`paint`'s rounds: seed shapes where the error is largest, then fit, through fit's driver."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array
+
+from .._fit._driver import Driver
+from .._fit._loop import LoopState, Problem, run_steps
+from .._fit._result import FitResult
+from .._image import blur
+from ._placement import Seeding, add
+from ._schedule import Budget, Round
+from ._solve import solve_colours
+
+_GROUPS = {"position": "position", "colour": "colour", "opacity": "colour", "depth": "colour"}
+
+
+def _labels(model: Any) -> Any:
+    """The optimizer group of every parameter leaf, from its declared role's kind:
+    "position", "colour" (colours, opacities, depths) or "geometry" (the rest)."""
+    roles = model.parameter_roles()
+    names = [name for name in roles if eqx.is_array(getattr(model, name))]
+    groups = [_GROUPS.get(roles[name].kind, "geometry") for name in names]
+    return eqx.tree_at(lambda m: [getattr(m, k) for k in names], model, groups)
+
+
+@functools.lru_cache(maxsize=64)
+def paint_optimizer(lr: float, lr_geometry: float, lr_colour: float):
+    """One optimizer object per set of rates, so repeated `paint` calls reuse compilations."""
+    return optax.multi_transform(
+        {
+            "position": optax.adam(lr),
+            "geometry": optax.adam(lr_geometry),
+            "colour": optax.adam(lr_colour),
+        },
+        _labels,
+    )
+
+
+class ShapeRender(eqx.Module):
+    """The step loop's render: soft edges `edge_scale` times wider, a chosen renderer."""
+
+    edge_scale: Array
+    method: str = eqx.field(static=True)
+
+    def __call__(self, model, points, pixel_size):
+        return model.render(points, pixel_size=self.edge_scale * pixel_size, method=self.method)
+
+
+def _steps(state, static, goal, loss, optimizer, keys, render, lr_scale, first, length, stride):
+    """`length` steps of fit's step loop on stratified samples, for every restart.
+
+    Shapes not placed yet are invisible and off the canvas, so their gradients are exactly
+    zero and Adam leaves them where they are. Losses come back `(length,)`, or
+    `(length, restarts)`.
+    """
+
+    def one(state, key):
+        problem = Problem(goal, loss, optimizer, key, ("stratified", stride), render)
+        return run_steps(state, static, problem, first, first + length, length, None, lr_scale)
+
+    if keys.ndim == 0:  # a single run: no restart axis
+        return one(state, keys)
+    state, values = jax.vmap(one)(state, keys)
+    return state, values.T
+
+
+class Painting:
+    """The state of one `paint` call between rounds (host side)."""
+
+    def __init__(self, models, target, weights, keys, loss, optimizer, **knobs: Any):
+        self.restarts = len(keys)
+        self.keys = keys[0] if self.restarts == 1 else keys
+        n = models.num_shapes
+        if self.restarts == 1:
+            self.active = jnp.zeros((n,), bool)
+        else:
+            models = jax.vmap(lambda _: models)(keys)
+            self.active = jnp.zeros((self.restarts, n), bool)
+        params, self.static = eqx.partition(models, eqx.is_inexact_array)
+        self.state = LoopState(params, None, jnp.asarray(True))
+        self.target, self.weights, self.loss, self.optimizer = target, weights, loss, optimizer
+        self.knobs = knobs  # stride, level, method, prune, opacity, anneal, most
+        self.rounds_done: list[tuple[int, Any]] = []  # (steps so far, models)
+
+    def _fold(self, keys, r):
+        if self.restarts == 1:
+            return jax.random.fold_in(keys, r)
+        return jax.vmap(jax.random.fold_in, (0, None))(keys, r)
+
+    def models(self, state: LoopState):
+        return eqx.combine(state.params, self.static)
+
+    def _seed(self, driver: Driver, round_: Round, goal: Array) -> None:
+        """Add this round's shapes and restart the optimizer."""
+        knobs, added = self.knobs, round_.total - round_.count
+        prune = min(round(knobs["prune"] * added), knobs["most"]) if knobs["prune"] else None
+        seeding = Seeding(
+            start=jnp.int32(added), count=jnp.int32(round_.count),
+            size=jnp.asarray(round_.size, jnp.float32),
+            opacity=jnp.asarray(knobs["opacity"], jnp.float32),
+            prune=None if prune is None else jnp.int32(prune),
+            most=knobs["most"], level=knobs["level"], method=knobs["method"],
+        )  # fmt: skip
+        models, self.active = add(
+            self.models(driver.state), goal, self.weights, self.active, seeding,
+            self._fold(self.keys, round_.index),
+        )  # fmt: skip
+        params, self.static = eqx.partition(models, eqx.is_inexact_array)
+        init = self.optimizer.init if self.restarts == 1 else jax.vmap(self.optimizer.init)
+        ok = jnp.ones((self.restarts,), bool) if self.restarts > 1 else jnp.asarray(True)
+        driver.state = LoopState(params, init(params), ok)
+
+    def run_round(self, driver: Driver, round_: Round, budget: Budget, most: int, *,
+                  rounds: int, last: bool) -> None:  # fmt: skip
+        """Seed the round's shapes, then fit every shape so far for the round's budget."""
+        goal = blur(self.target, round_.blur) if round_.blur > 0.05 else self.target
+        self._seed(driver, round_, goal)
+        budget.begin(round_.index)
+        keys = self._fold(self.keys, 1000 + round_.index)
+        render = ShapeRender(jnp.asarray(round_.edge_scale, jnp.float32), self.knobs["method"])
+        driver.describe(round=f"{round_.index + 1}/{rounds}")
+        while (length := budget.next_length(most)) > 0:
+            # The last round anneals the learning rate linearly down to `1 - anneal`.
+            scale = 1.0 - self.knobs["anneal"] * budget.progress() if last else 1.0
+            driver.dispatch(
+                _steps, self.static, goal, self.loss, self.optimizer, keys, render,
+                jnp.float32(scale), jnp.int32(budget.taken), length, self.knobs["stride"],
+                steps=length,
+            )  # fmt: skip
+            budget.took(length)
+        budget.end()
+        self.rounds_done.append((budget.done, self.models(driver.state)))
+
+    def solve(self, driver: Driver) -> None:
+        """Colours and background by least squares for the fitted geometry."""
+        solve = solve_colours if self.restarts == 1 else jax.vmap(solve_colours, (0, None, None))
+        models, _ = solve(self.models(driver.state), self.target, self.weights)
+        driver.state = eqx.tree_at(
+            lambda s: s.params, driver.state, eqx.filter(models, eqx.is_inexact_array)
+        )
+        self.rounds_done[-1] = (self.rounds_done[-1][0], models)
+
+    def result(self, state: LoopState, losses: Array, done: int) -> FitResult:
+        """The painting after `done` steps: the best restart, a snapshot per round."""
+        done_rounds = list(self.rounds_done)
+        if not done_rounds or done_rounds[-1][0] < done:
+            done_rounds.append((done, self.models(state)))
+        models = done_rounds[-1][1]
+        snapshots = [m for _, m in done_rounds]
+        if self.restarts > 1:
+            size = self.target.shape[:2]
+            errors = jax.vmap(lambda m: jnp.mean((m.render_image(size) - self.target) ** 2))
+            best = int(jnp.argmin(errors(models)))
+            snapshots = [jax.tree.map(lambda x: x[best], m) for m in snapshots]
+            losses = losses[:, best] if losses.ndim == 2 else losses
+        return FitResult(
+            model=snapshots[-1],
+            losses=losses,
+            seconds=float("nan"),
+            snapshots=tuple(snapshots),
+            snapshot_steps=tuple(at for at, _ in done_rounds),
+        )

@@ -1,0 +1,101 @@
+"""How `paint` spends its steps or seconds: rounds, their share, the learning-rate anneal."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Round:
+    """One progressive round: how many shapes it adds and how it sees the target."""
+
+    index: int
+    count: int  # shapes added this round
+    total: int  # shapes on the canvas after it
+    blur: float  # target blur in pixels
+    edge_scale: float  # soft edges this many times the model's own
+    size: float  # new shapes' size (frame units)
+
+
+def plan_rounds(n: int, rounds: int, *, coarse: float, grow: float, aspect: float) -> list[Round]:
+    """`rounds` rounds adding `n` shapes in (nearly) equal counts, coarse to fine.
+
+    Equal counts give at most two distinct sizes, so at most two compilations of the
+    adder. Early rounds see a target blurred by `coarse` pixels with edges `coarse`
+    times wider; by the last round, the sharp target and the model's own softness.
+    """
+    counts = [n // rounds + (1 if r < n % rounds else 0) for r in range(rounds)]
+    plan, total = [], 0
+    for r, count in enumerate(counts):
+        fraction = r / max(rounds - 1, 1)
+        total += count
+        plan.append(
+            Round(
+                index=r,
+                count=count,
+                total=total,
+                blur=coarse * (1.0 - fraction),
+                edge_scale=1.0 + (coarse - 1.0) * (1.0 - fraction) if coarse > 1 else 1.0,
+                size=grow * float(np.sqrt(aspect / (np.pi * total))),
+            )
+        )
+    return plan
+
+
+class Budget:
+    """Steps or seconds for each round, in proportion to the shapes it fits.
+
+    With `seconds`, a round ends when the next dispatch would likely overrun its share
+    of what is left (a share of the budget is kept for the final colour solve).
+    """
+
+    def __init__(self, plan: list[Round], n: int, *, steps: int | None, seconds: float | None,
+                 reserve: float, start: float):  # fmt: skip
+        weights = np.array([r.count for r in plan], float) + n / len(plan)
+        self.share = weights / weights.sum()
+        self.steps, self.seconds, self.reserve, self.start = steps, seconds, reserve, start
+        self.done = 0
+
+    def begin(self, r: int) -> None:
+        """Start round `r`."""
+        self.round, self.taken = r, 0
+        self.round_start = self.chunk_start = time.perf_counter()
+        self.round_steps = self.round_end = None
+        if self.seconds is None:
+            assert self.steps is not None
+            cumulative = float(np.sum(self.share[: r + 1]))
+            self.round_steps = max(1, round(self.steps * cumulative)) - self.done
+        else:
+            left = self.seconds - self.reserve - (time.perf_counter() - self.start)
+            self.round_end = self.round_start + left * self.share[r] / self.share[r:].sum()
+
+    def progress(self) -> float:
+        """How far through this round we are, in [0, 1]."""
+        if self.round_end is not None:
+            elapsed = time.perf_counter() - self.round_start
+            fraction = elapsed / max(self.round_end - self.round_start, 1e-9)
+        else:
+            fraction = self.taken / max(self.round_steps or 1, 1)
+        return min(max(fraction, 0.0), 1.0)
+
+    def next_length(self, most: int) -> int:
+        """Steps for the next dispatch (0: the round is over)."""
+        if self.round_steps is not None:
+            return max(0, min(most, self.round_steps - self.taken))
+        if self.taken == 0:
+            return most
+        now = time.perf_counter()
+        # The last chunk's duration (the first one includes compilation).
+        chunk, self.chunk_start = now - self.chunk_start, now
+        assert self.round_end is not None
+        over = now + 0.5 * chunk > self.round_end and (self.taken > most or now > self.round_end)
+        return 0 if over else most
+
+    def took(self, steps: int) -> None:
+        self.taken += steps
+
+    def end(self) -> None:
+        self.done += self.taken

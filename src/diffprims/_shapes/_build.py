@@ -1,0 +1,232 @@
+"""Building shape sets: checks of a set's fields, random sets, sets from given values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+
+from .._validate import (
+    check_float_array,
+    check_key,
+    check_positive_int,
+    check_scalar,
+    check_values,
+    describe,
+    is_traced,
+)
+from ._compositing import MODES
+from ._roles import COLOUR, OPACITY, is_per_shape
+
+
+def initial_depths(n: int) -> Array:
+    """Learnable depths that start in index order, 0.5 apart (a gentle soft order)."""
+    return 0.5 * jnp.arange(n, dtype=jnp.float32)
+
+
+def check_set(shapes: Any) -> None:
+    """`AbstractShapes.__check_init__`: field types, shapes and static settings."""
+    cls = type(shapes)
+    roles = cls.parameter_roles()
+    for name in roles:
+        leaf = getattr(shapes, name)
+        if eqx.is_array(leaf) and not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise TypeError(
+                f"`{name}` must be a float array (parameters are trained by `fit`); got "
+                f"{describe(leaf)}. Build shape sets with `init` or `from_values`."
+            )
+    n, channels = shapes.num_shapes, shapes.num_channels
+    if shapes.raw_colours.ndim != 2 or n < 1 or channels < 1:
+        raise ValueError(
+            "A shape set needs colours of shape (N, C) with N >= 1 and C >= 1; got "
+            f"{shapes.raw_colours.shape}."
+        )
+    if shapes.raw_background.shape != (channels,):
+        raise ValueError(
+            f"background must have shape ({channels},) to match the colours; got "
+            f"{shapes.raw_background.shape}."
+        )
+    if shapes.raw_opacities.shape != (n,):
+        raise ValueError(
+            f"opacities must have shape ({n},) to match the colours; got "
+            f"{shapes.raw_opacities.shape}."
+        )
+    for name in roles:
+        leaf = getattr(shapes, name)
+        if name == "raw_depths" or not is_per_shape(cls, name) or leaf is None:
+            continue
+        if jnp.shape(leaf)[:1] != (n,):
+            raise ValueError(
+                f"`{name}` must have leading axis N={n}; got shape {jnp.shape(leaf)}."
+            )
+    if not (isinstance(shapes.softness, float | int) and shapes.softness > 0):
+        raise ValueError(f"`softness` must be a float > 0 (pixels); got {shapes.softness!r}.")
+    _check_compositing(shapes, n)
+
+
+def _check_compositing(shapes: Any, n: int) -> None:
+    if shapes.compositing not in MODES:
+        raise ValueError(f"`compositing` must be one of {MODES}; got {shapes.compositing!r}.")
+    depths = shapes.raw_depths
+    if shapes.compositing == "depth":
+        if depths is None or jnp.shape(depths) != (n,):
+            raise ValueError(
+                f'compositing="depth" needs `raw_depths` of shape ({n},); got '
+                f"{None if depths is None else jnp.shape(depths)}. "
+                'Build the set with `init(..., compositing="depth")` or convert one with '
+                '`shapes.with_compositing("depth")`.'
+            )
+    elif depths is not None:
+        raise ValueError(
+            f'`raw_depths` is only used with compositing="depth"; got it with '
+            f"{shapes.compositing!r}. Use `shapes.with_compositing(...)` to switch modes."
+        )
+
+
+def _size_range(size_range: Any) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in size_range)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`size_range` must be a pair (low, high) of numbers; got {size_range!r}."
+        ) from None
+    if not 0 < low <= high < np.inf:
+        raise ValueError(
+            f"`size_range` must be (low, high) with 0 < low <= high; got {size_range}."
+        )
+    return low, high
+
+
+def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, channels,
+               compositing, learn_background):  # fmt: skip
+    """`AbstractShapes.init`: `n` shapes at random positions with random sizes."""
+    n = check_positive_int(n, "n")
+    key = check_key(key)
+    low, high = _size_range(size_range)
+    opacity = check_scalar(opacity, "opacity", lower=0.0, upper=1.0)
+    aspect = check_scalar(aspect, "aspect", lower=0.0, hint=" It is the frame's W / H.")
+    channels = check_positive_int(channels, "channels")
+    if target is not None:
+        from .._image import check_image
+
+        target = check_image(target, "target")
+        height, width, channels = target.shape
+        aspect = width / height
+    k_pos, k_size, k_geom, k_colour = jax.random.split(key, 4)
+    centres = jax.random.uniform(k_pos, (n, 2)) * jnp.array([aspect, 1.0])
+    sizes = jnp.exp(jax.random.uniform(k_size, (n,), minval=np.log(low), maxval=np.log(high)))
+    if target is None:
+        colours = jax.random.uniform(k_colour, (n, channels), minval=0.2, maxval=0.8)
+        background = jnp.full((channels,), 0.5)
+    else:
+        rows = jnp.clip((centres[:, 1] * height).astype(jnp.int32), 0, height - 1)
+        cols = jnp.clip((centres[:, 0] * height).astype(jnp.int32), 0, width - 1)
+        colours = target[rows, cols]
+        background = jnp.mean(target, axis=(0, 1))
+    return cls(
+        raw_colours=COLOUR.raw(colours),
+        raw_opacities=jnp.full((n,), OPACITY.raw(opacity)),
+        raw_background=COLOUR.raw(background),
+        softness=float(softness),
+        compositing=compositing,
+        learn_background=bool(learn_background),
+        raw_depths=initial_depths(n) if compositing == "depth" else None,
+        **cls.raw_geometry(centres, sizes, key=k_geom),
+    )
+
+
+def from_geometry(cls, geometry, colours, opacities, background, softness, options):
+    """`AbstractShapes.from_geometry`: see there."""
+    unknown = set(options) - {"compositing", "learn_background", "depths"}
+    if unknown:
+        raise TypeError(
+            f"Unexpected keyword argument(s) {sorted(unknown)}; expected `compositing`, "
+            "`learn_background` or `depths`."
+        )
+    roles = cls.parameter_roles()
+    values = shape_values(
+        **{
+            label: (value, tuple(trailing), 0.0 if roles[name].transform == "log" else None)
+            for name, (label, value, trailing) in geometry.items()
+        }
+    )
+    raw = {name: roles[name].raw(values[label]) for name, (label, _, _) in geometry.items()}
+    n = jnp.shape(next(iter(raw.values())))[0]
+    raw_colours, raw_opacities, raw_background = shared_values(colours, opacities, background, n)
+    compositing = options.get("compositing", "over")
+    depths = options.get("depths")
+    if depths is not None:
+        depths = check_values(check_float_array(depths, "depths", ndim=1), "depths")
+    elif compositing == "depth":
+        depths = initial_depths(n)
+    return cls(
+        raw_colours=raw_colours,
+        raw_opacities=raw_opacities,
+        raw_background=raw_background,
+        softness=float(softness),
+        compositing=compositing,
+        learn_background=bool(options.get("learn_background", True)),
+        raw_depths=depths,
+        **raw,
+    )
+
+
+def shape_values(**fields: tuple[Any, tuple[int, ...], float | None]) -> dict[str, Array]:
+    """Check the geometry arguments of a `from_values`: `name=(value, trailing, lower)`.
+
+    Each value must be a finite float array of shape `(N, *trailing)` with the same `N`
+    for all, and (eagerly) greater than `lower` when that is not None.
+    """
+    out, n = {}, None
+    for name, (value, trailing, lower) in fields.items():
+        value = check_float_array(value, name, ndim=1 + len(trailing))
+        if tuple(value.shape[1:]) != trailing or (n is not None and value.shape[0] != n):
+            expected = ", ".join(str(d) for d in ("N" if n is None else n, *trailing))
+            raise ValueError(f"`{name}` must have shape ({expected}); got {value.shape}.")
+        n = value.shape[0]
+        if n < 1:
+            raise ValueError(f"`{name}` must hold at least one shape; got shape {value.shape}.")
+        value = check_values(value, name)
+        if lower is not None:
+            if is_traced(value):
+                message = f"`{name}` must be > {lower}."
+                value = eqx.error_if(value, jnp.any(value <= lower), message)
+            elif np.any(np.asarray(value) <= lower):
+                raise ValueError(
+                    f"`{name}` must be > {lower}; got a minimum of {float(value.min()):.4g}."
+                )
+        out[name] = jnp.asarray(value, jnp.float32)
+    return out
+
+
+def shared_values(
+    colours: Any, opacities: Any, background: Any, n: int
+) -> tuple[Array, Array, Array]:
+    """Validate and convert constrained colour/opacity/background values to parameters."""
+    colours = check_float_array(colours, "colours", ndim=2)
+    if colours.shape[0] != n:
+        raise ValueError(f"`colours` must have shape ({n}, C); got {colours.shape}.")
+    channels = colours.shape[1]
+    opacities = check_float_array(opacities, "opacities", ndim=1)
+    if opacities.shape != (n,):
+        raise ValueError(f"`opacities` must have shape ({n},); got {opacities.shape}.")
+    background = check_float_array(background, "background")
+    if background.shape not in ((), (1,), (channels,)):
+        raise ValueError(
+            f"`background` must be a scalar grey or have shape ({channels},) to match "
+            f"`colours`; got {describe(background)}."
+        )
+    background = jnp.broadcast_to(background, (channels,))
+    colours, opacities, background = (
+        check_values(value, name, lower=0.0, upper=1.0)
+        for name, value in (
+            ("colours", colours),
+            ("opacities", opacities),
+            ("background", background),
+        )
+    )
+    return COLOUR.raw(colours), OPACITY.raw(opacities), COLOUR.raw(background)
