@@ -182,6 +182,7 @@ def test_auto_choice():
 def _model_stub(n, compositing):
     class Stub:
         num_shapes = n
+        tight_bounds = True
 
     stub = Stub()
     stub.compositing = compositing  # pyright: ignore[reportAttributeAccessIssue]

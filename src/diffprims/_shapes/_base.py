@@ -8,7 +8,6 @@ each mode), `_render`/`_tiled` (the algorithms), `_build` (construction).
 from __future__ import annotations
 
 import abc
-import dataclasses
 from typing import Any, ClassVar
 
 import equinox as eqx
@@ -19,7 +18,6 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._model import AbstractModel
 from .._validate import check_grid_shape, check_indices, check_pixel_size, check_points
 from . import _build, _render
-from ._compositing import MODES
 from ._roles import (
     COLOUR,
     DEPTH,
@@ -274,13 +272,8 @@ class AbstractShapes(AbstractModel):
         return eqx.partition(self, spec)
 
     def take(self, indices: Array) -> AbstractShapes:
-        """The sub-set of shapes at `indices` (in that order), same background.
-
-        Eagerly, indices outside `[0, N)` raise `ValueError`; under `jit` they are
-        clamped, as in JAX's own indexing.
-        """
-        if not isinstance(indices, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
-            indices = check_indices(indices, self.num_shapes)
+        """The sub-set of shapes at `indices` (in that order), same background."""
+        indices = check_indices(indices, self.num_shapes)
         per_shape, rest = self.partition_shapes()
         return eqx.combine(jax.tree.map(lambda x: x[indices], per_shape), rest)
 
@@ -345,7 +338,7 @@ class AbstractShapes(AbstractModel):
     @classmethod
     def from_geometry(
         cls,
-        geometry: dict[str, tuple[str, Any, tuple[int, ...]]],
+        geometry: dict[str, tuple[Any, ...]],
         colours: Any,
         opacities: Any,
         *,
@@ -359,8 +352,9 @@ class AbstractShapes(AbstractModel):
 
         - `geometry`: field name -> `(argument name, value, trailing shape)`, e.g.
           `{"raw_centres": ("centres", centres, (2,))}`. Each value must be a finite
-          `(N, *trailing)` float array (> 0 for a `"log"` role); it is stored through
-          the field's declared role. The argument name is used in error messages.
+          `(N, *trailing)` float array (> 0 for a `"log"` role, or >= 0 with a fourth
+          element `True`); it is stored through the field's declared role. The
+          argument name is used in error messages.
         - `colours`, `opacities`, `background`, `softness`, `options`: as for
           [`diffprims.Circles.from_values`][].
         """
@@ -388,19 +382,4 @@ class AbstractShapes(AbstractModel):
         model = dp.Circles.init(2, key=jax.random.key(0)).with_compositing("depth")
         ```
         """
-        if mode not in MODES:
-            raise ValueError(f"`mode` must be one of {MODES}; got {mode!r}.")
-        shapes = self
-        if self.compositing == "depth" and mode == "over":
-            shapes = self.take(jnp.argsort(self.depths))
-        depths = None
-        if mode == "depth":
-            depths = (
-                shapes.raw_depths
-                if shapes.raw_depths is not None
-                else _build.initial_depths(shapes.num_shapes)
-            )
-        learn = self.learn_background if learn_background is None else bool(learn_background)
-        return dataclasses.replace(
-            shapes, compositing=mode, learn_background=learn, raw_depths=depths
-        )
+        return _build.with_compositing(self, mode, learn_background)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import equinox as eqx
@@ -148,13 +149,15 @@ def from_geometry(cls, geometry, colours, opacities, background, softness, optio
             "`learn_background` or `depths`."
         )
     roles = cls.parameter_roles()
-    values = shape_values(
-        **{
-            label: (value, tuple(trailing), 0.0 if roles[name].transform == "log" else None)
-            for name, (label, value, trailing) in geometry.items()
-        }
-    )
-    raw = {name: roles[name].raw(values[label]) for name, (label, _, _) in geometry.items()}
+    checks = {}
+    for name, (label, value, trailing, *zero_ok) in geometry.items():
+        strict = roles[name].transform == "log" and not (zero_ok and zero_ok[0])
+        checks[label] = (value, tuple(trailing), 0.0 if strict else None)
+    values = shape_values(**checks)
+    for name, (label, *_) in geometry.items():
+        if roles[name].transform == "log":
+            values[label] = check_values(values[label], label, lower=0.0)
+    raw = {name: roles[name].raw(values[label]) for name, (label, *_) in geometry.items()}
     n = jnp.shape(next(iter(raw.values())))[0]
     raw_colours, raw_opacities, raw_background = shared_values(colours, opacities, background, n)
     compositing = options.get("compositing", "over")
@@ -230,3 +233,17 @@ def shared_values(
         )
     )
     return COLOUR.raw(colours), OPACITY.raw(opacities), COLOUR.raw(background)
+
+
+def with_compositing(shapes: Any, mode: str, learn_background: bool | None) -> Any:
+    """`AbstractShapes.with_compositing`: see there."""
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {MODES}; got {mode!r}.")
+    if shapes.compositing == "depth" and mode == "over":
+        shapes = shapes.take(jnp.argsort(shapes.depths))
+    depths = None
+    if mode == "depth":
+        depths = shapes.raw_depths
+        depths = initial_depths(shapes.num_shapes) if depths is None else depths
+    learn = shapes.learn_background if learn_background is None else bool(learn_background)
+    return dataclasses.replace(shapes, compositing=mode, learn_background=learn, raw_depths=depths)

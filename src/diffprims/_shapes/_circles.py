@@ -122,7 +122,7 @@ class Circles(AbstractShapes):
         return cls.from_geometry(
             {
                 "raw_centres": ("centres", centres, (2,)),
-                "raw_radii": ("radii", radii, ()),
+                "raw_radii": ("radii", radii, (), True),  # radius 0: an invisible circle
             },
             colours,
             opacities,

@@ -116,9 +116,11 @@ def _lists(boxes, bounds, capacity):
 def _layers(model, points, lists, pixel_size):
     """Alphas `(G, K, S)`, colours `(G, K, C)`, depths `(G, K)` of each group's shapes."""
     n = model.num_shapes
+    per_shape, rest = model.partition_shapes()
 
     def one(pts, idx):
-        sub = model.take(jnp.minimum(idx, n - 1))
+        # Our lists hold valid indices by design (N pads): gather without `take`'s check.
+        sub = eqx.combine(jax.tree.map(lambda x: x[jnp.minimum(idx, n - 1)], per_shape), rest)
         valid = (idx < n).astype(pts.dtype)[:, None]
         return sub.alphas(pts, pixel_size=pixel_size) * valid, sub.colours, sub.depths
 
