@@ -28,6 +28,7 @@ from ._losses import (
     AbstractLoss as AbstractLoss,
     AbstractPointwiseLoss as AbstractPointwiseLoss,
     KeepZeros as KeepZeros,
+    Loss as Loss,
     NonNegative as NonNegative,
     Scaled as Scaled,
     Sum as Sum,

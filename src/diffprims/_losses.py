@@ -205,13 +205,42 @@ class Scaled(AbstractLoss):
         return self.weight * self.loss(pred, target)
 
 
-class FunctionLoss(AbstractLoss):
-    """A plain function `(pred, target) -> scalar` wrapped as a loss, so it composes."""
+class Loss(AbstractLoss):
+    """Any function `(pred, target) -> scalar` as a loss, so it adds and scales.
+
+    A plain function joins a sum by itself (`dp.L2() + fn`), but Python cannot scale a
+    function (`3.0 * fn` is a `TypeError`): wrap it, `3.0 * dp.Loss(fn)`.
+
+    **Arguments:**
+
+    - `fn`: a function `(pred, target) -> scalar`, called on `(H, W, C)` images or
+      `(P, C)` sampled values (see [`diffprims.AbstractLoss`][]). It is static: a new
+      function object compiles a new fit.
+
+    ```python
+    def luma_l2(pred, target):
+        luma = jnp.array([0.299, 0.587, 0.114])
+        return jnp.mean(((pred - target) @ luma) ** 2)
+
+    loss = dp.L2() + 3.0 * dp.Loss(luma_l2)
+    ```
+    """
 
     fn: Callable[[Array, Array], Array] = eqx.field(static=True)
 
+    def __check_init__(self):
+        if not callable(self.fn) or isinstance(self.fn, type | AbstractLoss):
+            raise TypeError(
+                "`dp.Loss` wraps a function `(pred, target) -> scalar`; got "
+                f"{describe(self.fn)}. Losses such as `dp.L2()` compose without it."
+            )
+
     def __call__(self, pred, target):
         return self.fn(pred, target)
+
+
+#: The name of `Loss` before release 0.2.
+FunctionLoss = Loss
 
 
 def check_pair(pred: Any, target: Any) -> tuple[Array, Array]:
@@ -237,7 +266,7 @@ def as_loss(loss: Any, name: str = "loss") -> AbstractLoss:
     if isinstance(loss, AbstractLoss):
         return loss
     if callable(loss) and not isinstance(loss, type):
-        return FunctionLoss(cast(LossLike, loss))
+        return Loss(cast(LossLike, loss))
     hint = ""
     if isinstance(loss, type):
         hint = " Did you mean `dp.L2()` (an instance) instead of `dp.L2`?"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -147,3 +148,26 @@ def snapshot_steps(snapshots: Any, steps: int) -> tuple[int, ...]:
     if k == 1:
         return (steps,)
     return tuple(round(j * steps / (k - 1)) for j in range(k))
+
+
+def partition_trainable(model: AbstractModel, trainable: Any) -> tuple[Any, Any]:
+    """`(params, static)`: the floating-point leaves `trainable` selects, and the rest."""
+    arrays, rest = eqx.partition(model, eqx.is_inexact_array)
+    if trainable is None:
+        return arrays, rest
+    if isinstance(trainable, bool):
+        trainable = jax.tree.map(lambda _: trainable, arrays)
+    try:
+        params, frozen = eqx.partition(arrays, trainable)
+    except Exception as error:  # a spec of another structure
+        raise ValueError(
+            "`trainable` must be a pytree of bools matching the model (or a prefix of it, "
+            "e.g. `model.trainable('position')` for shape sets), or a function "
+            f"`leaf -> bool`; got one that does not fit the model: {error}"
+        ) from None
+    if not jax.tree.leaves(params):
+        raise ValueError(
+            "`trainable` selects no parameter of the model; nothing would train. Pass "
+            "`trainable=None` to train every parameter."
+        )
+    return params, eqx.combine(frozen, rest)

@@ -42,6 +42,7 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: str | os.PathLike | bool | None = None,
+    trainable: Any = None,
 ) -> FitResult:
     """Fit any model of the protocol to a target by gradient descent with optax.
 
@@ -86,6 +87,11 @@ def fit(
       checkpoint's); the result is bit-identical to a fit that was never interrupted, and
       `steps` may be raised to fit for longer. A corrupt checkpoint or one written by a
       different fit raises [`diffprims.CheckpointError`][].
+    - `trainable`: which parameters train, as an equinox filter spec: a pytree of bools
+      matching the model (or a prefix of it), or a function `leaf -> bool`. The others
+      get exactly zero updates (the optimizer never sees them, so no weight decay
+      either). Shape sets build readable specs: `model.trainable("position", "size")`
+      trains only positions and sizes. Default: every floating-point array.
 
     **Returns:**
 
@@ -103,8 +109,10 @@ def fit(
                     steps=2000, batch=0.1, key=jax.random.key(1))
     ```
 
-    `fit` works under `jax.vmap` over targets or keys, e.g.
-    `jax.vmap(lambda k: dp.fit(model, target, steps=100, batch=0.1, key=k).model)(keys)`.
+    `fit` works under `jax.jit`, `jax.vmap` and `jax.grad` over any argument (targets,
+    keys, loss weights, optimizer settings), e.g.
+    `jax.vmap(lambda k: dp.fit(model, target, steps=100, batch=0.1, key=k).model)(keys)`
+    or `jax.grad(lambda lr: dp.fit(model, target, optimizer=optax.adam(lr)).losses[-1])`.
     """
     model = _checks.check_model(model)
     target = _checks.check_target(target, model)
@@ -118,7 +126,7 @@ def fit(
     _checks.check_loss_on(loss, target, batch)
     snap_steps = _checks.snapshot_steps(snapshots, steps)
 
-    params, static = eqx.partition(model, eqx.is_inexact_array)
+    params, static = _checks.partition_trainable(model, trainable)
     traced = inside_trace() or any(
         is_traced(x) for x in jax.tree.leaves((params, key, loss, target))
     )

@@ -160,6 +160,26 @@ class AbstractShapes(AbstractModel):
         """
         return declared_roles(cls)
 
+    def trainable(self, *kinds: str) -> Any:
+        """A filter spec for `fit(..., trainable=...)`: train only some parts of the set.
+
+        **Arguments:**
+
+        - `kinds`: role kinds (`"position"`, `"size"`, `"angle"`, `"geometry"`,
+          `"colour"`, `"opacity"`, `"depth"`) or groups: `"geometry"` (positions, sizes,
+          angles and other geometry) and `"appearance"` (colours, background, opacities).
+
+        **Returns:**
+
+        A pytree of bools shaped like this set.
+
+        ```python
+        spec = model.trainable("geometry")            # colours stay exactly as they are
+        result = dp.fit(model, target, trainable=spec, steps=500)
+        ```
+        """
+        return _build.trainable_spec(self, kinds)
+
     @property
     def num_shapes(self) -> int:
         """The number of shapes `N`."""

@@ -247,3 +247,27 @@ def with_compositing(shapes: Any, mode: str, learn_background: bool | None) -> A
         depths = initial_depths(shapes.num_shapes) if depths is None else depths
     learn = shapes.learn_background if learn_background is None else bool(learn_background)
     return dataclasses.replace(shapes, compositing=mode, learn_background=learn, raw_depths=depths)
+
+
+#: Names `AbstractShapes.trainable` accepts besides the role kinds.
+GROUPS = {
+    "geometry": ("position", "size", "angle", "geometry"),
+    "appearance": ("colour", "opacity"),
+}
+
+
+def trainable_spec(shapes: Any, kinds: tuple[str, ...]) -> Any:
+    """`AbstractShapes.trainable`: True at the fields whose role kind is in `kinds`."""
+    from ._roles import KINDS
+
+    wanted: set[str] = set()
+    for kind in kinds:
+        if kind not in KINDS and kind not in GROUPS:
+            raise ValueError(
+                f"`trainable` takes role kinds {KINDS} or groups {tuple(GROUPS)}; got {kind!r}."
+            )
+        wanted.update(GROUPS.get(kind, (kind,)))
+    roles = shapes.parameter_roles()
+    names = [n for n, r in roles.items() if r.kind in wanted and getattr(shapes, n) is not None]
+    spec = jax.tree.map(lambda _: False, shapes)
+    return eqx.tree_at(lambda m: [getattr(m, n) for n in names], spec, [True] * len(names))
