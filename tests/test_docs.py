@@ -89,6 +89,6 @@ def test_custom_shape_example_exports(rings, tmp_path):
     png = bytes(resvg_py.svg_to_bytes(svg_string=svg))
     drawn = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.float32) / 255
     assert float(dp.psnr(drawn, model.render_image((48, 48)))) > 25.0
-    loaded = dp.load(dp.save(tmp_path / "rings.eqx", model))
+    loaded = dp.load(dp.save(tmp_path / "rings.eqx", model), classes=[rings])
     assert type(loaded) is rings
     np.testing.assert_array_equal(loaded.raw_widths, model.raw_widths)

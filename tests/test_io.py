@@ -1,5 +1,6 @@
 """Models on disk (dp.save / dp.load), fit snapshots and progress GIFs."""
 
+import hashlib
 import json
 import logging
 import pathlib
@@ -96,13 +97,38 @@ def test_load_errors(tmp_path):
         jax.jit(lambda m: dp.save(tmp_path / "t.eqx", m) and 0)(model)
 
 
-def test_unknown_module_needs_template(tmp_path):
+def reseal(data: bytes) -> bytes:
+    """A model file's bytes with its SHA-256 line recomputed (to test header checks)."""
+    magic, rest = data.split(b"\n", 1)
+    line, rest = rest.split(b"\n", 1)
+    _, payload = rest.split(b"\n", 1)
+    line += b"\n"
+    digest = hashlib.sha256(line + payload).hexdigest().encode()
+    return magic + b"\n" + line + digest + b"\n" + payload
+
+
+class Unregistered(eqx.Module):
+    weights: jax.Array
+    scale: float = 1.0
+
+
+def test_unknown_module_needs_classes(tmp_path):
     model = dp.Circles.init(2, key=jax.random.key(0))
     path = dp.save(tmp_path / "m.eqx", model)
     data = path.read_bytes().replace(b"diffprims.Circles", b"not_imported_mod:Circles")
-    (tmp_path / "other.eqx").write_bytes(data)
-    with pytest.raises(ValueError, match="not imported"):
+    (tmp_path / "other.eqx").write_bytes(reseal(data))
+    with pytest.raises(dp.LoadError, match="classes=") as info:
         dp.load(tmp_path / "other.eqx")
+    assert "other.eqx" in str(info.value)
+    # A class of the program loads only when the caller names it.
+    mine = Unregistered(jnp.arange(3.0), 2.0)
+    path = dp.save(tmp_path / "mine.eqx", mine)
+    with pytest.raises(dp.LoadError, match="not a diffprims type"):
+        dp.load(path)
+    assert_same(dp.load(path, classes=[Unregistered]), mine)
+    assert_same(dp.load(path, like=mine), mine)
+    with pytest.raises(TypeError, match="classes"):
+        dp.load(path, classes=Unregistered)
 
 
 # -- snapshots and GIFs -------------------------------------------------------------------

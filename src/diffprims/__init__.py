@@ -10,8 +10,9 @@ from ._errors import (
     CheckpointError as CheckpointError,
     FitDivergedError as FitDivergedError,
     FitInterrupted as FitInterrupted,
+    LoadError as LoadError,
 )
-from ._filters import SeparableFilters as SeparableFilters
+from ._filters import Filtered as Filtered, SeparableFilters as SeparableFilters
 from ._fit import FitResult as FitResult, fit as fit
 from ._gif import save_gif as save_gif
 from ._image import (
@@ -41,6 +42,7 @@ from ._shapes import (
     Circles as Circles,
     Ellipses as Ellipses,
     Gaussians as Gaussians,
+    Layers as Layers,
     Rectangles as Rectangles,
     Role as Role,
     Triangles as Triangles,

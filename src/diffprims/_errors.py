@@ -1,4 +1,4 @@
-"""Exceptions `fit` raises when it cannot finish: each carries what it did finish."""
+"""Exceptions: `fit` cannot finish (each carries what it did finish), a file cannot be read."""
 
 from __future__ import annotations
 
@@ -53,5 +53,25 @@ class FitInterrupted(KeyboardInterrupt):
         self.result = result
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: corrupt, truncated, or written by a different fit."""
+class LoadError(ValueError):
+    """A file that cannot be read: damaged, truncated, of another format, or naming types
+    that [`diffprims.load`][] was not given. Raised by `dp.load` and `fit(..., resume=)`.
+
+    A `ValueError`; its message names the file and what is wrong with it. Nothing is
+    allocated beyond what the file holds and no code named by the file is run before
+    the file is refused.
+
+    ```python
+    try:
+        model = dp.load("model.eqx")
+    except dp.LoadError as error:
+        print(error)
+    ```
+    """
+
+
+class CheckpointError(LoadError):
+    """A checkpoint that cannot be used: corrupt, truncated, or written by a different fit.
+
+    A [`diffprims.LoadError`][] (so a `ValueError`).
+    """

@@ -1,24 +1,50 @@
-"""Models on disk: equinox leaf serialisation plus a JSON header (no pickle)."""
+"""Models on disk: a JSON header, a SHA-256, and equinox's leaf records (no pickle).
+
+A model file is `diffprims-model\\n`, one line of JSON (the header: the model's classes,
+static values, the shape and dtype of every array), one line with the SHA-256 of the
+header line and the payload, then the payload: one NumPy `.npy` record per leaf, as
+`equinox.tree_serialise_leaves` writes them. Files of format version 1 (release 0.1.0)
+have no SHA-256 line and still load.
+
+Loading treats the file as hostile until proven otherwise: the whole header is parsed
+and checked (classes, shapes, dtypes, sizes against the payload's length) before
+anything is allocated; the template is built abstractly (`eqx.filter_eval_shape`) by the
+real constructors; each record's own header must match the template before its bytes
+are read; and the loaded model is rebuilt by its constructor, so every check runs.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import hashlib
+import io
 import json
+import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import equinox as eqx
 import jax
-import numpy as np
+import jax.numpy as jnp
 
-from ._files import atomic_write
+from ._errors import LoadError
+from ._files import atomic_write, open_regular, read_line
+from ._io_tree import (
+    Spec,
+    allowed_classes,
+    build,
+    check_inits,
+    parse,
+    public_name,
+    read_leaves,
+    rebuild,
+)
 from ._validate import describe, is_traced
 
 _MAGIC = b"diffprims-model\n"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+_MAX_HEADER = 16 * 2**20  # bytes; a header grows with the number of fields, never with N
 
 
 def _encode(node: Any, where: str) -> Any:
@@ -30,12 +56,14 @@ def _encode(node: Any, where: str) -> Any:
             for field in dataclasses.fields(node)
             if field.init
         }
-        return {"module": _public_name(cls), "fields": fields}
+        return {"module": public_name(cls), "fields": fields}
     if eqx.is_array(node):
         if is_traced(node):
             raise TypeError(f"`save` needs a concrete model; {where} is traced under jit/vmap.")
         return {"array": list(node.shape), "dtype": str(node.dtype)}
     if node is None or isinstance(node, bool | int | float | str):
+        if isinstance(node, float) and not math.isfinite(node):
+            raise ValueError(f"`save` needs finite numbers; {where} is {node!r}.")
         return {"value": node}
     if isinstance(node, tuple | list):
         kind = "tuple" if isinstance(node, tuple) else "list"
@@ -46,90 +74,6 @@ def _encode(node: Any, where: str) -> Any:
     )
 
 
-# Where release 0.1.0 (a flat package) wrote each public type; files keep loading after
-# a type moves because files now name the public type (`diffprims.Circles`).
-_OLD_NAMES = {
-    f"diffprims.{module}:{name}": f"diffprims.{name}"
-    for module, names in {
-        "_circles": ["Circles"],
-        "_ellipses": ["Ellipses"],
-        "_rectangles": ["Rectangles"],
-        "_triangles": ["Triangles"],
-        "_gaussians": ["Gaussians"],
-        "_filters": ["SeparableFilters"],
-        "_losses": ["L1", "L2", "KeepZeros", "NonNegative", "Weighted", "Sum", "Scaled"],
-        "_image_losses": ["SSIM"],
-    }.items()
-    for name in names
-}
-
-
-def _public_name(cls: type) -> str:
-    """`diffprims.Name` for a public diffprims type, else `module:qualname`."""
-    import diffprims
-
-    if getattr(diffprims, cls.__name__, None) is cls:
-        return f"diffprims.{cls.__name__}"
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def _resolve(name: str) -> type:
-    name = _OLD_NAMES.get(name, name)
-    if ":" not in name:  # a public diffprims type
-        import diffprims
-
-        module_name, _, qualname = name.rpartition(".")
-        obj = getattr(diffprims, qualname, None) if module_name == "diffprims" else None
-        if not (isinstance(obj, type) and issubclass(obj, eqx.Module)):
-            raise ValueError(f"The file names `{name}`, which is not a diffprims type here.")
-        return obj
-    module_name, _, qualname = name.partition(":")
-    # Only classes from diffprims itself or from modules the program has already
-    # imported are rebuilt: loading a file never imports new code.
-    if module_name.split(".")[0] == "diffprims":
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            raise ValueError(f"The file names `{name}`, which this diffprims lacks.") from None
-    elif module_name in sys.modules:
-        module = sys.modules[module_name]
-    else:
-        raise ValueError(
-            f"The file holds a `{qualname}` from module `{module_name}`, which is not "
-            "imported. Import it first, or pass `like=` a model of the same structure."
-        )
-    obj: Any = module
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-    if not (isinstance(obj, type) and issubclass(obj, eqx.Module)):
-        raise ValueError(f"The file names `{name}`, which is not an equinox Module here.")
-    return obj
-
-
-def _decode(node: Any) -> Any:
-    """A template with the encoded structure; arrays are zeros of the right shape."""
-    if "module" in node:
-        cls = _resolve(node["module"])
-        kwargs = {name: _decode(value) for name, value in node["fields"].items()}
-        try:
-            return cls(**kwargs)
-        except Exception:
-            # A class with its own __init__: fill the dataclass fields directly.
-            obj = object.__new__(cls)
-            for name, value in kwargs.items():
-                object.__setattr__(obj, name, value)
-            return obj
-    if "array" in node:
-        return jax.numpy.zeros(tuple(node["array"]), dtype=np.dtype(node["dtype"]))
-    if "value" in node:
-        return node["value"]
-    if "tuple" in node:
-        return tuple(_decode(item) for item in node["tuple"])
-    if "list" in node:
-        return [_decode(item) for item in node["list"]]
-    raise ValueError(f"Unrecognised entry in the model file's header: {node!r}.")
-
-
 def _summary(model: Any) -> dict[str, Any]:
     info: dict[str, Any] = {"type": type(model).__name__}
     for name in ("num_shapes", "num_channels", "softness"):
@@ -137,7 +81,7 @@ def _summary(model: Any) -> dict[str, Any]:
             value = getattr(model, name)
         except Exception:
             continue
-        if isinstance(value, int | float):
+        if isinstance(value, int | float) and math.isfinite(value):
             info[name] = value
     return info
 
@@ -147,9 +91,9 @@ def save(path: str | os.PathLike, model: Any) -> Path:
 
     The file is a one-line JSON header (the model's class, its static fields such as
     `softness`, the shape and dtype of every array, and a summary: type, `num_shapes`,
-    `num_channels`) followed by the arrays as written by
-    `equinox.tree_serialise_leaves`. Nothing is pickled. The file appears whole or not
-    at all. The usual suffix is `.eqx`.
+    `num_channels`), a SHA-256 of the header and the arrays, then the arrays as written
+    by `equinox.tree_serialise_leaves`. Nothing is pickled. The file appears whole or
+    not at all, and a file it replaces keeps its permissions. The usual suffix is `.eqx`.
 
     **Arguments:**
 
@@ -167,87 +111,143 @@ def save(path: str | os.PathLike, model: Any) -> Path:
     """
     if not isinstance(model, eqx.Module):
         raise TypeError(f"`save` needs a diffprims model (an eqx.Module); got {describe(model)}.")
+    tree = _encode(model, type(model).__name__)
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, model)
+    payload = buffer.getvalue()
     header = {
         "format": "diffprims",
         "version": _FORMAT_VERSION,
         **_summary(model),
-        "tree": _encode(model, type(model).__name__),
+        "payload_bytes": len(payload),
+        "tree": tree,
     }
     line = json.dumps(header, separators=(",", ":")).encode() + b"\n"
+    checksum = hashlib.sha256(line + payload).hexdigest().encode() + b"\n"
 
     def write(temp: str) -> None:
         with open(temp, "wb") as file:
-            file.write(_MAGIC)
-            file.write(line)
-            eqx.tree_serialise_leaves(file, model)
+            file.write(_MAGIC + line + checksum + payload)
 
     return atomic_write(path, write)
 
 
+def _fail(path: Any, what: str) -> LoadError:
+    return LoadError(
+        f"Cannot load the model file {os.fspath(path)!r}: {what}. Pass a model file written by "
+        "`diffprims.save` (an older copy, or save the model again)."
+    )
+
+
+def _read_file(path: Any) -> tuple[dict[str, Any], bytes]:
+    """`(header, payload)`: lengths bounded, the SHA-256 checked (format 2 on)."""
+    file, size = open_regular(path, "The model file", LoadError)
+    with file:
+        if file.read(len(_MAGIC)) != _MAGIC:
+            raise _fail(path, "it is not a diffprims model file (no `diffprims-model` line)")
+        line = read_line(file, _MAX_HEADER)
+        if line is None:
+            raise _fail(path, f"its header is damaged (no line end in {_MAX_HEADER} bytes)")
+        try:
+            header = json.loads(line)
+        except (ValueError, RecursionError):
+            raise _fail(path, "its header is damaged (not JSON)") from None
+        if not isinstance(header, dict) or header.get("format", "diffprims") != "diffprims":
+            raise _fail(path, "its header is not a diffprims header")
+        version = header.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise _fail(path, f"its header has no valid format version (got {version!r:.40})")
+        if version > _FORMAT_VERSION:
+            raise LoadError(
+                f"{os.fspath(path)!r} was written by a newer diffprims (format version "
+                f"{version}); upgrade diffprims to read it."
+            )
+        checksum = read_line(file, 65) if version >= 2 else b""
+        left = size - file.tell()
+        expected = header.get("payload_bytes", left) if version >= 2 else left
+        if checksum is None or not isinstance(expected, int) or expected != left:
+            raise _fail(path, f"it is truncated or damaged (expected {expected!r:.40} "
+                              f"payload bytes, found {left})")  # fmt: skip
+        payload = file.read(left)
+    if version >= 2 and hashlib.sha256(line + payload).hexdigest().encode() != checksum[:-1]:
+        raise _fail(path, "it is damaged: its SHA-256 does not match its contents")
+    return header, payload
+
+
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON header of a file written by [`diffprims.save`][]."""
-    with open(path, "rb") as file:
-        return _read_header(file, path)
+    """The JSON header of a file written by [`diffprims.save`][] (checked)."""
+    return _read_file(path)[0]
 
 
-def _read_header(file: Any, path: str | os.PathLike) -> dict[str, Any]:
-    if file.read(len(_MAGIC)) != _MAGIC:
-        raise ValueError(
-            f"`path` must be a model file written by `diffprims.save`; got "
-            f"{os.fspath(path)!r}, which is not."
-        )
-    try:
-        header = json.loads(file.readline())
-    except ValueError:
-        raise ValueError(
-            f"`path` must be a model file written by `diffprims.save`; got "
-            f"{os.fspath(path)!r}, whose header is damaged."
-        ) from None
-    if header.get("version", 0) > _FORMAT_VERSION:
-        raise ValueError(
-            f"{os.fspath(path)!r} was written by a newer diffprims (format version "
-            f"{header.get('version')}); upgrade diffprims to read it."
-        )
-    return header
-
-
-def load(path: str | os.PathLike, like: Any = None) -> Any:
+def load(path: str | os.PathLike, like: Any = None, *, classes: Any = ()) -> Any:
     """Read a model written by [`diffprims.save`][].
+
+    The file is checked whole before anything is built from it: its SHA-256, its header
+    (each class, shape and dtype, and that the arrays fit in the file's length), then
+    each array record. Only diffprims types and the classes you pass are built, always
+    by their constructors, so their checks run; a file cannot make `load` import or run
+    other code, nor allocate more memory than the file holds.
 
     **Arguments:**
 
     - `path`: the file.
     - `like`: optional model of the same structure (type, `N`, channels) to fill in.
-      Without it the model is rebuilt from the file's header; that works for every
-      diffprims model and for your own classes once their module is imported.
+    - `classes`: your own `eqx.Module` classes the file may name (a custom shape type,
+      say): `dp.load("rings.eqx", classes=[Rings])`. The classes in `like` count too.
 
     **Returns:**
 
     The model, equal leaf for leaf to the one saved.
+
+    **Raises:**
+
+    [`diffprims.LoadError`][] (a `ValueError`) naming the file and what is wrong with it;
+    `FileNotFoundError` when there is no file.
 
     ```python
     model = dp.load("circles.eqx")
     image = model.render_image((1024, 1024))
     ```
     """
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"`path` must be a file path; got {describe(path)}.")
     if not os.path.exists(path):
         raise FileNotFoundError(f"No model file at {os.fspath(path)!r}.")
-    with open(path, "rb") as file:
-        header = _read_header(file, path)
-        if like is None:
-            like = _decode(header["tree"])
-        elif not isinstance(like, eqx.Module):
-            raise TypeError(f"`like` must be a model (an eqx.Module); got {describe(like)}.")
-        elif type(like).__name__ != header.get("type"):
-            raise ValueError(
-                f"{os.fspath(path)!r} holds a {header.get('type')}; `like` is a "
-                f"{type(like).__name__}."
+    if like is not None and not isinstance(like, eqx.Module):
+        raise TypeError(f"`like` must be a model (an eqx.Module); got {describe(like)}.")
+    allowed = allowed_classes(classes, like)
+    header, payload = _read_file(path)
+    if like is not None and type(like).__name__ != header.get("type"):
+        raise LoadError(
+            f"{os.fspath(path)!r} holds a {header.get('type')!s:.40}; `like` is a "
+            f"{type(like).__name__}."
+        )
+    spec = Spec(None, [])
+    try:
+        spec.tree = parse(header.get("tree"), spec, allowed, "the model", 0)
+    except ValueError as error:
+        raise _fail(path, f"its header is damaged: {error}") from None
+    held = sum(math.prod(a.shape) * a.dtype.itemsize for a in spec.arrays)
+    if held > len(payload):
+        raise _fail(path, f"its header describes {held} bytes of arrays but the file holds "
+                          f"{len(payload)} (truncated or damaged)")  # fmt: skip
+    try:
+        template = eqx.filter_eval_shape(build, spec.tree, spec.arrays)
+    except Exception as error:
+        raise _fail(path, f"its values are refused by the model's constructor: {error}") from None
+    if like is not None:
+        shapes = jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), (like, template))
+        if jax.tree.structure(like) != jax.tree.structure(template) or shapes[0] != shapes[1]:
+            raise LoadError(
+                f"{os.fspath(path)!r} does not match the structure of `like`: the file holds "
+                "a model of another size or layout. Pass a `like` of the same type, N and "
+                "channels, or no `like`."
             )
-        try:
-            model = eqx.tree_deserialise_leaves(file, like)
-        except Exception as error:
-            raise ValueError(
-                f"{os.fspath(path)!r} does not match the structure of `like` (or is "
-                f"truncated): {error}"
-            ) from None
-    return model
+    try:
+        model = read_leaves(payload, template if like is None else like)
+        if like is None:
+            return rebuild(model)
+        check_inits(model)
+        return model
+    except Exception as error:
+        raise _fail(path, f"it does not hold a valid model (or is truncated): {error}") from None

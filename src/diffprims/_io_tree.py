@@ -1,0 +1,236 @@
+"""The checks behind `dp.load`: a model file's header parsed against the classes it may
+name, and its payload's records read against the template, each checked before reading."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import io
+import math
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._validate import describe
+
+MAX_DEPTH = 64
+MAX_NDIM = 32
+DTYPES = {
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64", "bfloat16", "complex64", "complex128",
+}  # fmt: skip
+
+# Where release 0.1.0 (a flat package) wrote each public type; files keep loading after
+# a type moves because files now name the public type (`diffprims.Circles`).
+OLD_NAMES = {
+    f"diffprims.{module}:{name}": f"diffprims.{name}"
+    for module, names in {
+        "_circles": ["Circles"],
+        "_ellipses": ["Ellipses"],
+        "_rectangles": ["Rectangles"],
+        "_triangles": ["Triangles"],
+        "_gaussians": ["Gaussians"],
+        "_filters": ["SeparableFilters"],
+        "_losses": ["L1", "L2", "KeepZeros", "NonNegative", "Weighted", "Sum", "Scaled"],
+        "_image_losses": ["SSIM"],
+    }.items()
+    for name in names
+}
+
+
+def public_name(cls: type) -> str:
+    """`diffprims.Name` for a public diffprims type, else `module:qualname`."""
+    import diffprims
+
+    if getattr(diffprims, cls.__name__, None) is cls:
+        return f"diffprims.{cls.__name__}"
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def allowed_classes(classes: Any, like: Any) -> dict[str, type]:
+    """The classes a file may name: public diffprims types, `classes`, those in `like`."""
+    import diffprims
+
+    allowed = {
+        f"diffprims.{name}": obj
+        for name, obj in vars(diffprims).items()
+        if isinstance(obj, type) and issubclass(obj, eqx.Module) and not inspect.isabstract(obj)
+    }
+    if isinstance(classes, type) or not isinstance(classes, list | tuple | set | frozenset):
+        raise TypeError(
+            "`classes` must be a list of your eqx.Module classes, e.g. `classes=[Rings]`; "
+            f"got {describe(classes)}."
+        )
+    for cls in [*classes, *module_types(like)]:
+        if not (isinstance(cls, type) and issubclass(cls, eqx.Module)):
+            raise TypeError(f"`classes` must hold eqx.Module classes; got {describe(cls)}.")
+        allowed[f"{cls.__module__}:{cls.__qualname__}"] = cls
+    return allowed
+
+
+def module_types(tree: Any) -> list[type]:
+    if isinstance(tree, eqx.Module):
+        found = [type(tree)]
+        for field in dataclasses.fields(tree):
+            found += module_types(getattr(tree, field.name, None))
+        return found
+    if isinstance(tree, list | tuple):
+        return [cls for item in tree for cls in module_types(item)]
+    return []
+
+
+@dataclasses.dataclass
+class Spec:
+    """A parsed, checked header: `tree` with arrays replaced by `Slot`s into `arrays`."""
+
+    tree: Any
+    arrays: list[jax.ShapeDtypeStruct]
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    index: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    cls: type
+    fields: dict[str, Any]
+
+
+def parse(node: Any, spec: Spec, allowed: dict[str, type], where: str, depth: int) -> Any:
+    """Check one header entry (raising `ValueError` with what is wrong) and parse it."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{where} is nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(node, dict) or len(node) not in (1, 2):
+        raise ValueError(f"{where} must be an entry such as {{'array': [...]}}; got {node!r:.80}")
+    if "module" in node:
+        return parse_module(node, spec, allowed, where, depth)
+    if "array" in node:
+        shape, dtype = node["array"], node.get("dtype")
+        if not (
+            isinstance(shape, list)
+            and len(shape) <= MAX_NDIM
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        ):
+            raise ValueError(f"{where} has a bad array shape {shape!r:.80}")
+        if dtype not in DTYPES or set(node) != {"array", "dtype"}:
+            raise ValueError(f"{where} has a bad array dtype {dtype!r:.40}")
+        spec.arrays.append(jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype)))
+        return Slot(len(spec.arrays) - 1)
+    if len(node) != 1:
+        raise ValueError(f"{where} has unexpected keys {sorted(node)!r:.80}")
+    ((kind, value),) = node.items()
+    if kind == "value":
+        ok = value is None or isinstance(value, bool | int | float | str)
+        if not ok or (isinstance(value, float) and not math.isfinite(value)):
+            raise ValueError(f"{where} has a bad value {value!r:.80}")
+        return value
+    if kind in ("tuple", "list") and isinstance(value, list):
+        items = [
+            parse(item, spec, allowed, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)
+        ]
+        return tuple(items) if kind == "tuple" else items
+    raise ValueError(f"{where} is an unknown entry {node!r:.80}")
+
+
+def parse_module(node: dict, spec: Spec, allowed: dict[str, type], where: str, depth: int):
+    name, fields = node["module"], node.get("fields")
+    if not isinstance(name, str) or not isinstance(fields, dict) or len(node) != 2:
+        raise ValueError(f"{where} is a damaged module entry {node!r:.80}")
+    name = OLD_NAMES.get(name, name)
+    module_name, _, qualname = name.rpartition(":")
+    if module_name.split(".")[0] == "diffprims" and f"diffprims.{qualname}" in allowed:
+        name = f"diffprims.{qualname}"  # a public type saved under a private module
+    cls = allowed.get(name)
+    if cls is None:
+        raise ValueError(
+            f"{where} names `{name:.80}`, which is not a diffprims type nor among the "
+            "classes given to `load`. `load` builds only diffprims types and the classes "
+            "you pass (the file cannot make it import or run anything else): for your own "
+            "type, pass `classes=[YourType]` (or `like=` a model of the same structure)"
+        )
+    init = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(fields) - init)
+    if unknown:
+        raise ValueError(f"{where} gives {cls.__name__} unknown fields {unknown!r:.80}")
+    parsed = {
+        key: parse(value, spec, allowed, f"{where}.{key}", depth + 1)
+        for key, value in fields.items()
+    }
+    return Node(cls, parsed)
+
+
+def build(tree: Any, arrays: list[Any]) -> Any:
+    """The model described by a parsed header, with `arrays` in its slots."""
+    if isinstance(tree, Node):
+        return tree.cls(**{k: build(v, arrays) for k, v in tree.fields.items()})
+    if isinstance(tree, Slot):
+        return arrays[tree.index]
+    if isinstance(tree, tuple | list):
+        return type(tree)(build(item, arrays) for item in tree)
+    return tree
+
+
+def rebuild(tree: Any) -> Any:
+    """`tree` with every module made again by its constructor (so its checks run)."""
+    if isinstance(tree, eqx.Module):
+        fields = dataclasses.fields(tree)
+        return type(tree)(**{f.name: rebuild(getattr(tree, f.name)) for f in fields if f.init})
+    if isinstance(tree, tuple | list):
+        return type(tree)(rebuild(item) for item in tree)
+    return tree
+
+
+def check_inits(tree: Any) -> None:
+    """Run the `__check_init__` of every module in `tree` (for models read into `like`)."""
+    if isinstance(tree, eqx.Module):
+        for kls in type(tree).__mro__:
+            check = kls.__dict__.get("__check_init__")
+            if check is not None:
+                check(tree)
+        for field in dataclasses.fields(tree):
+            check_inits(getattr(tree, field.name, None))
+    elif isinstance(tree, tuple | list):
+        for item in tree:
+            check_inits(item)
+
+
+def read_record(stream: io.BytesIO, like: Any, where: str) -> Any:
+    """One `.npy` record, its shape and dtype checked against `like` before reading."""
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+    scalar = not hasattr(like, "shape")
+    if dtype.hasobject or (not scalar and (shape != tuple(like.shape) or dtype != like.dtype)):
+        expected = "a number" if scalar else f"{np.dtype(like.dtype).name}{list(like.shape)}"
+        raise ValueError(f"{where} holds {dtype.name}{list(shape)} where {expected} belongs")
+    if scalar and shape != ():
+        raise ValueError(f"{where} holds {dtype.name}{list(shape)} where a number belongs")
+    size = math.prod(shape) * dtype.itemsize
+    data = stream.read(size)
+    if len(data) != size:
+        raise ValueError(f"{where} is cut short ({len(data)} of {size} bytes)")
+    array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C").copy()
+    return type(like)(array.item()) if scalar else jnp.asarray(array)
+
+
+def read_leaves(payload: bytes, template: Any) -> Any:
+    """The leaves of `template` filled from `payload`, every record checked first."""
+    stream = io.BytesIO(payload)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    out = []
+    for path, leaf in leaves:
+        where = f"the payload's record for `{jax.tree_util.keystr(path) or 'model'}`"
+        if isinstance(leaf, jax.ShapeDtypeStruct) or eqx.is_array_like(leaf):
+            leaf = read_record(stream, leaf, where)
+        out.append(leaf)
+    extra = len(payload) - stream.tell()
+    if extra:
+        raise ValueError(f"the payload has {extra} bytes after the last record")
+    return jax.tree_util.tree_unflatten(treedef, out)
