@@ -158,16 +158,19 @@ def test_resume_with_key_none_takes_the_checkpoints_key(tmp_path):
 def test_checkpoint_is_json_plus_arrays_and_never_unpickles(tmp_path):
     path = tmp_path / "fit.ckpt"
     _fit(steps=4, checkpoint=path)
-    header_line, payload = path.read_bytes().split(b"\n", 1)
+    header_line, checksum, payload = path.read_bytes().split(b"\n", 2)
     header = json.loads(header_line)
     assert header["format"] == "diffprims-checkpoint" and header["step"] == 4
-    assert header["payload_sha256"] == hashlib.sha256(payload).hexdigest()
+    # The SHA-256 covers the header line and the payload.
+    assert checksum.decode() == hashlib.sha256(header_line + b"\n" + payload).hexdigest()
     # A payload of pickled objects with a matching hash is still refused, unexecuted.
     buffer = io.BytesIO()
     np.save(buffer, np.array([print], dtype=object), allow_pickle=True)
     evil = buffer.getvalue() * 40
-    header.update(payload_sha256=hashlib.sha256(evil).hexdigest(), payload_bytes=len(evil))
-    path.write_bytes(json.dumps(header).encode() + b"\n" + evil)
+    header.update(payload_bytes=len(evil))
+    line = json.dumps(header).encode() + b"\n"
+    digest = hashlib.sha256(line + evil).hexdigest().encode()
+    path.write_bytes(line + digest + b"\n" + evil)
     with pytest.raises(dp.CheckpointError, match="could not be read"):
         _fit(resume=path)
 

@@ -803,7 +803,7 @@ def test_checkpoint_fixture_resumes(checkpoint):
         (lambda data: data[:-10], ("truncated",)),
         (lambda data: data[:-20] + bytes(20), ("corrupt",)),
         (lambda data: b"not json\n" + data, ("not a diffprims checkpoint",)),
-        (lambda data: data.replace(b'"version": 1', b'"version": 99'), ("version",)),
+        (lambda data: data.replace(b'"version": 2', b'"version": 99'), ("version",)),
     ],
     ids=["truncated", "flipped-bytes", "not-a-checkpoint", "future-version"],
 )

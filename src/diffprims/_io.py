@@ -134,8 +134,8 @@ def save(path: str | os.PathLike, model: Any) -> Path:
 
 def _fail(path: Any, what: str) -> LoadError:
     return LoadError(
-        f"Cannot load the model file {os.fspath(path)!r}: {what}. Pass a model file written by "
-        "`diffprims.save` (an older copy, or save the model again)."
+        f"Cannot load the model file {os.fspath(path)!r}: {what}. Expected a model file "
+        "written by `diffprims.save`; save the model again, or use an older copy."
     )
 
 

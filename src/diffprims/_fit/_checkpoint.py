@@ -1,10 +1,13 @@
 """Checkpoints of a running fit: the state to continue it bit for bit, and nothing else.
 
-A checkpoint file is one line of JSON (the header), then the array payload written by
+A checkpoint file is one line of JSON (the header), one line with the SHA-256 of the
+header line and the payload, then the array payload written by
 `equinox.tree_serialise_leaves` (NumPy `.npy` records, never pickle). The header records
 the step, the PRNG key, what the fit was for (model/optimizer-state structure, target
-fingerprint, batch) and a SHA-256 of the payload, so a corrupt file or a checkpoint of a
-different fit is refused with a clear error instead of a silently wrong start.
+fingerprint, batch) and the payload's length, so a corrupt file or a checkpoint of a
+different fit is refused with a clear error instead of a silently wrong start. Reads are
+bounded: only regular files, a header line of at most `MAX_HEADER` bytes, and a payload
+of exactly the recorded length.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
 from .._errors import CheckpointError
-from .._files import atomic_write
+from .._files import atomic_write, open_regular, read_line
 
 FORMAT = "diffprims-checkpoint"
-VERSION = 1
+VERSION = 2
+MAX_HEADER = 16 * 2**20
 
 
 def _structure(tree: Any) -> list[str]:
@@ -75,15 +79,15 @@ def save_checkpoint(
         "step": int(step),
         "key": _key_record(key),
         "structure": _structure((params, opt_state, snapshots)),
-        "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "payload_bytes": len(payload),
         **fit_info,
     }
+    line = json.dumps(header, sort_keys=True).encode() + b"\n"
+    checksum = hashlib.sha256(line + payload).hexdigest().encode() + b"\n"
 
     def write(temp: str) -> None:
         with open(temp, "wb") as file:
-            file.write(json.dumps(header, sort_keys=True).encode() + b"\n")
-            file.write(payload)
+            file.write(line + checksum + payload)
             file.flush()
             os.fsync(file.fileno())
 
@@ -92,46 +96,78 @@ def save_checkpoint(
 
 def _read_checked(path: str | os.PathLike, name: str, fit_info: dict[str, Any]):
     """`(header, payload)` of a checkpoint file, its format, hash and fit checked."""
-    try:
-        with open(path, "rb") as file:
-            first_line = file.readline()
-            payload = file.read()
-    except FileNotFoundError:
+    if not os.path.exists(path):
         raise FileNotFoundError(
             f"No checkpoint at {os.fspath(path)!r}; `resume` must name a file written by "
             "`fit(..., checkpoint=PATH)`."
-        ) from None
-    try:
-        header = json.loads(first_line)
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
-            raise ValueError
-    except ValueError:
-        raise CheckpointError(
-            f"{name} is not a diffprims checkpoint (expected a JSON header with format "
-            f"{FORMAT!r}; got {first_line[:60]!r}). Pass the file written by "
-            "`fit(..., checkpoint=PATH)`."
-        ) from None
-    if header.get("version") != VERSION:
-        raise CheckpointError(
-            f"{name} has an unknown format version: expected {VERSION}, got "
-            f"{header.get('version')!r}. It was written by another diffprims version."
         )
-    if len(payload) != header.get("payload_bytes") or hashlib.sha256(
-        payload
-    ).hexdigest() != header.get("payload_sha256"):
-        raise CheckpointError(
-            f"{name} is corrupt or truncated: expected {header.get('payload_bytes')} payload "
-            f"bytes with the recorded SHA-256, got {len(payload)} bytes that do not match. "
-            "Resume from an older checkpoint or start the fit again."
-        )
-    for field, expected in fit_info.items():
-        if header.get(field) != expected:
+    file, size = open_regular(path, "The `resume` checkpoint", CheckpointError)
+    with file:
+        line = read_line(file, MAX_HEADER)
+        try:
+            header = json.loads(line or b"")
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
+                raise ValueError
+        except (ValueError, RecursionError):
             raise CheckpointError(
-                f"{name} belongs to a different fit: expected {field} {expected!r} (this "
-                f"fit's), got {header.get(field)!r}. Call `fit` with the same model, target, "
-                "loss, optimizer and batch as the fit that wrote it."
+                f"{name} is not a diffprims checkpoint (expected a JSON header with format "
+                f"{FORMAT!r}; got {(line or b'')[:60]!r}). Pass the file written by "
+                "`fit(..., checkpoint=PATH)`."
+            ) from None
+        if header.get("version") != VERSION:
+            raise CheckpointError(
+                f"{name} has an unknown format version: expected {VERSION}, got "
+                f"{header.get('version')!r:.40}. It was written by another diffprims version."
             )
+        checksum = read_line(file, 65)
+        expected, left = header.get("payload_bytes"), size - file.tell()
+        payload = file.read(left) if checksum is not None and expected == left else None
+    if payload is None or hashlib.sha256(line + payload).hexdigest().encode() != checksum[:-1]:  # pyright: ignore
+        raise CheckpointError(
+            f"{name} is corrupt or truncated: its header and payload ({left} bytes, "
+            f"expected {expected!r:.40}) do not match the recorded SHA-256. Resume from an "
+            "older checkpoint or start the fit again."
+        )
+    _check_header(header, name)
+    for field, expected in fit_info.items():
+        if field == "snapshot_steps" and not expected:
+            continue  # a fit without snapshots may continue one with them
+        if header.get(field) != expected:
+            raise CheckpointError(_mismatch(name, field, expected, header.get(field)))
     return header, payload
+
+
+def _check_header(header: dict[str, Any], name: str) -> None:
+    """The fields `load_checkpoint` reads have the types it expects."""
+    key, step, steps = header.get("key"), header.get("step"), header.get("snapshot_steps", [])
+    ok = (
+        isinstance(step, int) and not isinstance(step, bool) and step >= 0
+        and isinstance(key, dict) and isinstance(key.get("impl"), str)
+        and isinstance(key.get("data"), list) and len(key["data"]) <= 64
+        and all(isinstance(v, int) and 0 <= v < 2**32 for v in key["data"])
+        and isinstance(header.get("structure"), list)
+        and isinstance(steps, list) and all(isinstance(v, int) for v in steps)
+    )  # fmt: skip
+    if not ok:
+        raise CheckpointError(
+            f"{name} has a damaged header (its step, key, structure or snapshot steps are "
+            "not what `fit` writes). Resume from an older checkpoint or start again."
+        )
+
+
+def _mismatch(name: str, field: str, expected: Any, got: Any) -> str:
+    if field == "snapshot_steps":
+        return (
+            f"{name} was written by a fit with snapshots at steps {got}; this fit takes "
+            f"them at {expected} (its `steps` or `snapshots` differ), so its snapshots "
+            "cannot continue the saved ones. Resume with the original `steps` and "
+            "`snapshots`, or with `snapshots=None` to fit for longer."
+        )
+    return (
+        f"{name} belongs to a different fit: expected {field} {expected!r:.200} (this "
+        f"fit's), got {got!r:.200}. Call `fit` with the same model, target, loss, "
+        "optimizer and batch as the fit that wrote it."
+    )
 
 
 def load_checkpoint(
@@ -151,7 +187,14 @@ def load_checkpoint(
     """
     name = f"`resume` checkpoint {os.fspath(path)!r}"
     header, payload = _read_checked(path, name, fit_info)
-    structure = _structure((params, opt_state, snapshots))
+    saved_snapshots = snapshots
+    if snapshots is None and header.get("snapshot_steps"):
+        # This fit keeps no snapshots: read the checkpoint's and drop them.
+        count = len(header["snapshot_steps"])
+        saved_snapshots = jax.tree.map(
+            lambda p: jax.ShapeDtypeStruct((count, *np.shape(p)), p.dtype), params
+        )
+    structure = _structure((params, opt_state, saved_snapshots))
     if header.get("structure") != structure:
         saved = header.get("structure") or []
         diff = next(
@@ -169,23 +212,33 @@ def load_checkpoint(
             f"pass `steps` >= {step}."
         )
     record = header["key"]
-    saved_key = jax.random.wrap_key_data(
-        jnp.asarray(record["data"], dtype=jnp.uint32), impl=record["impl"]
-    )
+    try:
+        saved_key = jax.random.wrap_key_data(
+            jnp.asarray(record["data"], dtype=jnp.uint32), impl=record["impl"]
+        )
+    except Exception as error:
+        raise CheckpointError(f"{name} holds a key JAX cannot use: {error}") from None
     if key is not None and _key_record(key) != record:
         raise CheckpointError(
             f"{name} was written by a fit with a different `key` (got {record['data']} "
             f"there, {_key_record(key)['data']} here). Pass the same key, or `key=None` to "
             "use the checkpoint's."
         )
-    like = (params, opt_state, jnp.zeros((step,), jnp.float32), snapshots)
+    like = (params, opt_state, jax.ShapeDtypeStruct((step,), jnp.float32), saved_snapshots)
     try:
-        params, opt_state, losses, snapshots = eqx.tree_deserialise_leaves(
+        params, opt_state, losses, saved_snapshots = eqx.tree_deserialise_leaves(
             io.BytesIO(payload), like
         )
     except Exception as error:  # a payload that hashes right but does not parse
         raise CheckpointError(f"{name} could not be read; got the error: {error}") from None
-    return params, opt_state, losses, step, saved_key, snapshots
+    return (
+        params,
+        opt_state,
+        losses,
+        step,
+        saved_key,
+        (snapshots if snapshots is None else saved_snapshots),
+    )
 
 
 class Checkpointer:
