@@ -29,18 +29,31 @@ def describe(x: Any) -> str:
     return f"{type(x).__name__} {x!r}"[:120]
 
 
-def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
-    """`value` as a Python int >= `minimum`, else a `ValueError`/`TypeError`."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+def check_positive_int(
+    value: Any, name: str, *, minimum: int = 1, maximum: int = 2**31 - 1
+) -> int:
+    """`value` as a Python int in `[minimum, maximum]`, else a `ValueError`/`TypeError`.
+
+    NumPy integers are accepted; bools, floats and strings are not. The default maximum
+    is the largest int32 (step counts and sizes become int32 inside JAX).
+    """
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
         try:
+            if isinstance(value, bool | np.bool_):
+                raise TypeError
             value = operator.index(value)
         except TypeError:
             raise TypeError(
                 f"`{name}` must be an int >= {minimum}; got {describe(value)}."
             ) from None
+    value = int(value)
     if value < minimum:
         raise ValueError(f"`{name}` must be an int >= {minimum}; got {value}.")
-    return int(value)
+    if value > maximum:
+        raise ValueError(
+            f"`{name}` must be an int <= {maximum} (JAX counts in int32); got {value}."
+        )
+    return value
 
 
 def check_grid_shape(shape: Any, name: str = "shape") -> tuple[int, int]:

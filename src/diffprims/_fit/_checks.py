@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -65,10 +66,13 @@ def _check_batch(batch: Any, num_pixels: int) -> int | None:
     """The number of pixels sampled per step, or None for the full grid."""
     if batch is None:
         return None
-    if isinstance(batch, bool) or not isinstance(batch, int | float):
+    if isinstance(batch, bool | np.bool_) or not isinstance(
+        batch, int | float | np.integer | np.floating
+    ):
         raise TypeError(
             f"`batch` must be a fraction in (0, 1], a pixel count, or None; got {describe(batch)}."
         )
+    batch = float(batch) if isinstance(batch, float | np.floating) else int(batch)
     if isinstance(batch, float):
         if not 0.0 < batch <= 1.0:
             raise ValueError(
@@ -137,7 +141,26 @@ def check_checkpointing(checkpoint: Any, checkpoint_every: Any, resume: Any) -> 
     for name, value in (("checkpoint", checkpoint), ("resume", resume)):
         if value is not None and not isinstance(value, str | os.PathLike | bool):
             raise TypeError(f"`{name}` must be a file path; got {describe(value)}.")
+    if isinstance(checkpoint, bool):
+        raise TypeError("`checkpoint` must be a file path; got a bool. Pass `checkpoint=PATH`.")
+    if checkpoint is not None:
+        _check_writable(Path(checkpoint))
     return checkpoint_every
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse a checkpoint path that cannot be written, before the fit starts."""
+    if path.is_dir():
+        raise ValueError(
+            f"`checkpoint` must be a file path; got {os.fspath(path)!r}, which is a folder. "
+            f"Pass a file in it, e.g. {os.fspath(path / 'fit.ckpt')!r}."
+        )
+    folder = next((p for p in path.absolute().parents if p.exists()), None)
+    if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+        raise ValueError(
+            f"`checkpoint` must be a path that can be written; got {os.fspath(path)!r}, but "
+            f"{os.fspath(folder)!r} is not a writable folder."
+        )
 
 
 def snapshot_steps(snapshots: Any, steps: int) -> tuple[int, ...]:

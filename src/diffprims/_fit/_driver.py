@@ -32,15 +32,19 @@ def _ctrl_c_flag(active: bool) -> Iterator[dict[str, bool]]:
 
     A `KeyboardInterrupt` raised at an arbitrary point can land inside JAX's dispatch
     machinery, which may swallow it, and the fit would run on. A second Ctrl-C raises at
-    once, as usual. Only in the main thread (where Python delivers signals).
+    once, as usual, unless a compiled dispatch is running (`flag["busy"]`): an exception
+    raised inside JAX's dispatch can leave the runtime broken (a crash at exit), so then
+    the fit stops as soon as the dispatch returns. Only in the main thread (where Python
+    delivers signals), and never where SIGINT is ignored (a backgrounded script).
     """
-    flag = {"stop": False}
-    if not active or threading.current_thread() is not threading.main_thread():
+    flag = {"stop": False, "busy": False}
+    main = threading.current_thread() is threading.main_thread()
+    if not active or not main or signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
         yield flag
         return
 
     def handler(signum, frame):
-        if flag["stop"]:
+        if flag["stop"] and not flag["busy"]:
             raise KeyboardInterrupt
         flag["stop"] = True
 
@@ -82,7 +86,7 @@ class Driver:
         self.bar: Any = None
         self.info: dict[str, str] = {}
         self._exit = contextlib.ExitStack()
-        self._flag = {"stop": False}
+        self._flag = {"stop": False, "busy": False}
 
     def __enter__(self) -> Driver:
         self._flag = self._exit.enter_context(_ctrl_c_flag(not self.traced))
@@ -116,14 +120,18 @@ class Driver:
         """
         if self._flag["stop"]:
             raise KeyboardInterrupt
-        self.state, values = run(self.state, *args)
-        first = self.done
-        self.chunks.append(values[:steps])
-        self.done += steps
-        if is_traced(values):
-            self.traced = True
-            return self.state
-        finite = np.isfinite(np.asarray(values[:steps]))
+        self._flag["busy"] = True
+        try:
+            self.state, values = run(self.state, *args)
+            first = self.done
+            self.chunks.append(values[:steps])
+            self.done += steps
+            if is_traced(values):
+                self.traced = True
+                return self.state
+            finite = np.isfinite(np.asarray(values[:steps]))  # waits for the dispatch
+        finally:
+            self._flag["busy"] = False
         if not finite.all():
             self._diverged(first + int(np.argmin(finite)))
         if self.checkpointer is not None:
