@@ -78,6 +78,14 @@ def to_svg(model: AbstractShapes, shape: tuple[int, int], *, soft_edges: bool = 
         )
     if any(is_traced(leaf) for leaf in _array_leaves(model)):
         raise TypeError("`to_svg` needs a concrete model, not one traced under jit/vmap.")
+    for leaf in _array_leaves(model):
+        values = np.asarray(leaf)
+        if np.issubdtype(values.dtype, np.inexact) and not np.all(np.isfinite(values)):
+            raise ValueError(
+                "`to_svg` needs a model with finite parameters; got "
+                f"{int(np.sum(~np.isfinite(values)))} NaN/inf value(s) in a "
+                f"{describe(leaf)}. Export the last finite model (`error.result.model`)."
+            )
     colours = np.asarray(model.colours, dtype=np.float64)
     opacities = np.asarray(model.opacities, dtype=np.float64)
     background = np.asarray(model.background, dtype=np.float64)
