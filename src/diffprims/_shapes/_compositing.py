@@ -64,13 +64,17 @@ def composite(
     mode: str,
     alphas: Float[Array, "K P"],
     colours: Float[Array, "K C"],
-    background: Float[Array, " C"],
+    background: Float[Array, " C"] | Float[Array, "P C"],
     depths: Float[Array, " K"] | None = None,
 ) -> Float[Array, "P C"]:
-    """Composite `K` layers at `P` points, all at once (closed form)."""
+    """Composite `K` layers at `P` points, all at once (closed form).
+
+    `background` is one colour `(C,)` or one per point `(P, C)` (the picture below, for
+    stacked layers).
+    """
     if mode != "depth":
         weights = layer_weights(mode, alphas)
-        return weights.T @ jnp.concatenate([colours, background[None]], 0)
+        return weights[:-1].T @ colours + weights[-1][:, None] * background
     assert depths is not None
     log_weights = jnp.log(alphas + 1e-30) + depths[:, None]
     weights = jnp.exp(log_weights - jax.lax.stop_gradient(jnp.max(log_weights, 0)))

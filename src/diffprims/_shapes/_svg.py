@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 from .._files import atomic_write
 from .._validate import check_grid_shape, describe, is_traced
 from ._base import AbstractShapes
+from ._layers import Layers, flatten_layers
 
 # A sigmoid edge `sigmoid(-d / w)` is drawn as a hard edge blurred by a Gaussian of this
 # many edge widths: 4 / sqrt(2 pi) matches the two profiles' slopes at the boundary, and
@@ -26,7 +28,9 @@ def _hex(colour: np.ndarray) -> str:
     return "#{:02x}{:02x}{:02x}".format(*values)
 
 
-def to_svg(model: AbstractShapes, shape: tuple[int, int], *, soft_edges: bool = True) -> str:
+def to_svg(
+    model: AbstractShapes | Layers, shape: tuple[int, int], *, soft_edges: bool = True
+) -> str:
     """The shape set as an SVG document (a string).
 
     The SVG's `viewBox` is the diffprims frame (`0 0 W/H 1`), so it is resolution
@@ -63,14 +67,43 @@ def to_svg(model: AbstractShapes, shape: tuple[int, int], *, soft_edges: bool = 
     Path("result.svg").write_text(svg)
     ```
     """
-    if not isinstance(model, AbstractShapes):
-        raise TypeError(f"`to_svg` needs a shape set such as `dp.Circles`; got {describe(model)}.")
+    if not isinstance(model, AbstractShapes | Layers):
+        raise TypeError(
+            f"`to_svg` needs a shape set such as `dp.Circles` or `dp.Layers`; got "
+            f"{describe(model)}."
+        )
     height, width = check_grid_shape(shape)
+    layers = flatten_layers(model)
+    for layer in layers:
+        _check_exportable(layer)
+    aspect = width / height
+    lines = [
+        '<svg xmlns="http://www.w3.org/2000/svg" '
+        f'width="{width}" height="{height}" viewBox="0 0 {aspect:.6g} 1">',
+        # Gradient stops take the colour of the shape's group (see `svg_geometry`).
+        "<style>stop { stop-color: currentColor; }</style>",
+    ]
+    background = np.asarray(layers[0].background, dtype=np.float64)
+    groups = []
+    for index, layer in enumerate(layers):
+        # Ids (gradients, the soft-edge filter) are made unique per layer.
+        prefix = f"layer{index}-" if len(layers) > 1 else ""
+        edge_width = layer.softness / height if soft_edges else 0.0
+        if soft_edges:
+            lines.append(_soft_edge_filter(prefix, edge_width, aspect))
+        groups += _shape_groups(layer, edge_width, prefix)
+    lines.append(f'<rect x="0" y="0" width="{aspect:.6g}" height="1" fill="{_hex(background)}"/>')
+    lines += groups
+    lines.append("</svg>")
+    return "\n".join(lines) + "\n"
+
+
+def _check_exportable(model: AbstractShapes) -> None:
     if model.num_channels not in (1, 3):
         raise ValueError(
             f"SVG holds grey or RGB colours; the model has {model.num_channels} channels."
         )
-    mode = getattr(model, "compositing", "over")
+    mode = model.compositing
     if mode not in ("over", "depth"):
         raise ValueError(
             f"SVG export draws shapes one over another; a set with compositing={mode!r} "
@@ -86,51 +119,52 @@ def to_svg(model: AbstractShapes, shape: tuple[int, int], *, soft_edges: bool = 
                 f"{int(np.sum(~np.isfinite(values)))} NaN/inf value(s) in a "
                 f"{describe(leaf)}. Export the last finite model (`error.result.model`)."
             )
+
+
+def _soft_edge_filter(prefix: str, edge_width: float, aspect: float) -> str:
+    sigma = _BLUR_PER_EDGE_WIDTH * edge_width
+    # The filter region spans the canvas plus a margin: a shape blurred inside a
+    # region that ended at the canvas edge would fade towards that edge.
+    margin = 6.0 * sigma
+    return (
+        f'<defs><filter id="{prefix}soft-edge" filterUnits="userSpaceOnUse" '
+        f'x="{-margin:.6g}" y="{-margin:.6g}" width="{aspect + 2 * margin:.6g}" '
+        f'height="{1 + 2 * margin:.6g}" color-interpolation-filters="sRGB">'
+        f'<feGaussianBlur stdDeviation="{sigma:.6g}"/></filter></defs>'
+    )
+
+
+def _shape_groups(model: AbstractShapes, edge_width: float, prefix: str) -> list[str]:
+    """One `<g>` per shape, back to front, with its colour and opacity."""
     colours = np.asarray(model.colours, dtype=np.float64)
     opacities = np.asarray(model.opacities, dtype=np.float64)
-    background = np.asarray(model.background, dtype=np.float64)
-    edge_width = model.softness / height if soft_edges else 0.0
     elements = model.svg_geometry(edge_width)
     if len(elements) != model.num_shapes:
         raise ValueError(
             f"{type(model).__name__}.svg_geometry() gave {len(elements)} elements for "
             f"{model.num_shapes} shapes; it must give one per shape."
         )
-    aspect = width / height
-    lines = [
-        '<svg xmlns="http://www.w3.org/2000/svg" '
-        f'width="{width}" height="{height}" viewBox="0 0 {aspect:.6g} 1">',
-        # Gradient stops take the colour of the shape's group (see `svg_geometry`).
-        "<style>stop { stop-color: currentColor; }</style>",
-    ]
-    if soft_edges:
-        sigma = _BLUR_PER_EDGE_WIDTH * edge_width
-        # The filter region spans the canvas plus a margin: a shape blurred inside a
-        # region that ended at the canvas edge would fade towards that edge.
-        margin = 6.0 * sigma
-        lines.append(
-            f'<defs><filter id="soft-edge" filterUnits="userSpaceOnUse" x="{-margin:.6g}" '
-            f'y="{-margin:.6g}" width="{aspect + 2 * margin:.6g}" '
-            f'height="{1 + 2 * margin:.6g}" color-interpolation-filters="sRGB">'
-            f'<feGaussianBlur stdDeviation="{sigma:.6g}"/></filter></defs>'
-        )
-    lines.append(f'<rect x="0" y="0" width="{aspect:.6g}" height="1" fill="{_hex(background)}"/>')
+    if prefix:
+        elements = [
+            re.sub(r"url\(#", f"url(#{prefix}", re.sub(r'\bid="', f'id="{prefix}', element))
+            for element in elements
+        ]
     # "depth" compositing blends by soft depth; drawing nearest last approximates it.
-    order = np.argsort(np.asarray(model.depths), kind="stable") if mode == "depth" else None
-    if order is not None:
+    if model.compositing == "depth":
+        order = np.argsort(np.asarray(model.depths), kind="stable")
         elements = [elements[i] for i in order]
         colours, opacities = colours[order], opacities[order]
+    groups = []
     for element, colour, opacity in zip(elements, colours, opacities, strict=True):
         hex_colour = _hex(colour)
-        lines.append(
+        groups.append(
             f'<g fill="{hex_colour}" color="{hex_colour}" opacity="{opacity:.4g}">{element}</g>'
         )
-    lines.append("</svg>")
-    return "\n".join(lines) + "\n"
+    return groups
 
 
 def save_svg(
-    path: str | os.PathLike, model: AbstractShapes, shape: tuple[int, int], **kwargs: Any
+    path: str | os.PathLike, model: AbstractShapes | Layers, shape: tuple[int, int], **kwargs: Any
 ) -> Path:
     """Write [`diffprims.to_svg`][]`(model, shape, **kwargs)` to `path` atomically.
 

@@ -1,0 +1,104 @@
+"""A filter bank's effect on an image, as a model: fit a bank by what it does to scenes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._model import AbstractModel
+from .._validate import check_float_array, check_grid_shape, check_points, describe
+from ._bank import SeparableFilters
+
+_BORDERS = ("zero", "edge", "reflect", "symmetric", "wrap")
+
+
+class Filtered(AbstractModel):
+    """`bank.apply(image)` as a model, so `fit` judges a bank by the filtered scene.
+
+    Fitting a bank to a kernel weighs every tap alike; what a viewer sees is the filtered
+    picture, where a small negative lobe may show no ringing at all and a tiny error at
+    the kernel's edge may. Fit `Filtered(bank, scene)` to the exact blur of the scene
+    (for instance `jax.scipy.signal.convolve2d` with the target kernel, channel by
+    channel) and every step runs the bank's `2R` separable passes.
+
+    Only the bank trains: the scene is held fixed (its gradient is stopped). With an
+    optimizer that decays weights, pass `trainable=model.trainable()` to `fit` so the
+    scene is not decayed either.
+
+    **Arguments:**
+
+    - `bank`: a [`diffprims.SeparableFilters`][].
+    - `image`: the `(H, W, C)` scene to filter.
+    - `border`: how the scene continues past its edges, as in
+      [`diffprims.SeparableFilters.apply`][].
+
+    ```python
+    scene = dp.load_image(path, size=128)
+    exact = blur_exactly(scene, kernel)               # the target: the true 2D blur
+    model = dp.Filtered(dp.SeparableFilters.from_svd(kernel, rank=3), scene)
+    result = dp.fit(model, exact, steps=500, trainable=model.trainable())
+    bank = result.model.bank
+    ```
+    """
+
+    #: Filtered scenes are not limited to [0, 1] (a bank may overshoot).
+    value_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
+
+    bank: SeparableFilters
+    image: Float[Array, "H W C"]
+    border: str = eqx.field(static=True, default="zero")
+
+    def __check_init__(self):
+        if not isinstance(self.bank, SeparableFilters):
+            raise TypeError(f"`bank` must be a `dp.SeparableFilters`; got {describe(self.bank)}.")
+        if jnp.ndim(self.image) != 3 or 0 in jnp.shape(self.image):
+            raise ValueError(
+                f"`image` must be a non-empty (H, W, C) array; got {describe(self.image)}."
+            )
+        if self.border not in _BORDERS:
+            raise ValueError(f"`border` must be one of {_BORDERS}; got {self.border!r}.")
+
+    def __init__(self, bank: Any, image: Any, *, border: str = "zero"):
+        self.bank = bank
+        self.image = check_float_array(image, "image")
+        self.border = border
+
+    @property
+    def num_channels(self) -> int:
+        """The scene's channel count `C`."""
+        return self.image.shape[-1]
+
+    def trainable(self) -> Any:
+        """A filter spec for `fit(..., trainable=...)` that trains the bank only."""
+        spec = jax.tree.map(lambda _: False, self)
+        return eqx.tree_at(lambda m: m.bank, spec, jax.tree.map(lambda _: True, self.bank))
+
+    def filtered(self) -> Float[Array, "H W C"]:
+        """The filtered scene, `(H, W, C)`."""
+        return self.bank.apply(jax.lax.stop_gradient(self.image), border=self.border)
+
+    def render_image(self, shape: tuple[int, int]) -> Float[Array, "H W C"]:
+        """The filtered scene; `shape` must be the scene's `(H, W)`."""
+        shape = check_grid_shape(shape)
+        if shape != tuple(self.image.shape[:2]):
+            raise ValueError(
+                f"`Filtered` renders at its scene's size {tuple(self.image.shape[:2])}; got "
+                f"shape {shape}. Resize the scene (and the target) instead."
+            )
+        return self.filtered()
+
+    def render(
+        self, points: Float[Array, "P 2"], *, pixel_size: float | Float[Array, ""]
+    ) -> Float[Array, "P C"]:
+        """The filtered scene at the pixels holding `points` (nearest pixel)."""
+        del pixel_size  # the scene's own grid fixes the resolution
+        points = check_points(points)
+        height, width = self.image.shape[:2]
+        cols = jnp.clip(jnp.floor(points[:, 0] * height), 0, width - 1).astype(jnp.int32)
+        rows = jnp.clip(jnp.floor(points[:, 1] * height), 0, height - 1).astype(jnp.int32)
+        return self.filtered()[rows, cols]

@@ -1,0 +1,170 @@
+"""Research use: fit under JAX transformations, frozen parameters, layers, filtered scenes,
+plain functions as losses."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import diffprims as dp
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return dp.load_image(dp.demo_image_path(), size=16)
+
+
+# -- fit under jax.grad / jax.vmap over optimizer settings ------------------------------
+
+
+def test_grad_through_fit_wrt_learning_rate_matches_finite_differences(photo):
+    """No `jax.jit` around it: `fit` notices it is traced from its own losses."""
+    model = dp.Circles.init(6, key=jax.random.key(0), target=photo)
+
+    def final_loss(lr):
+        return dp.fit(model, photo, optimizer=optax.adam(lr), steps=8).losses[-1]
+
+    grad = float(jax.grad(final_loss)(1e-2))
+    h = 1e-3
+    fd = float((final_loss(1e-2 + h) - final_loss(1e-2 - h)) / (2 * h))
+    assert abs(grad - fd) <= 0.05 * abs(fd), (grad, fd)
+    swept = jax.vmap(final_loss)(jnp.array([5e-3, 1e-2, 2e-2]))
+    assert swept.shape == (3,) and np.all(np.isfinite(swept))
+    np.testing.assert_allclose(swept[1], final_loss(1e-2), rtol=1e-4)
+
+
+def test_jacfwd_through_fit_with_the_scan_renderer(photo):
+    model = dp.Circles.init(3, key=jax.random.key(0), target=photo)
+
+    def final_loss(lr):
+        return dp.fit(model, photo, optimizer=optax.sgd(lr), steps=3).losses[-1]
+
+    forward = jax.jacfwd(final_loss)(0.1)
+    np.testing.assert_allclose(forward, jax.grad(final_loss)(0.1), rtol=1e-3)
+
+
+# -- trainable= ----------------------------------------------------------------------------
+
+
+def test_frozen_colours_stay_bit_identical_and_get_no_weight_decay(photo):
+    model = dp.Circles.init(10, key=jax.random.key(0), target=photo)
+    spec = model.trainable("geometry")
+    result = dp.fit(
+        model, photo, steps=60, trainable=spec, optimizer=optax.adamw(1e-2, weight_decay=0.5)
+    )
+    fitted = result.model
+    np.testing.assert_array_equal(fitted.raw_colours, model.raw_colours)
+    np.testing.assert_array_equal(fitted.raw_opacities, model.raw_opacities)
+    np.testing.assert_array_equal(fitted.raw_background, model.raw_background)
+    assert not np.allclose(fitted.centres, model.centres)
+    assert float(result.losses[-1]) < float(result.losses[0])
+
+
+def test_trainable_as_a_function_and_bad_specs(photo):
+    model = dp.Circles.init(4, key=jax.random.key(0), target=photo)
+    fitted = dp.fit(model, photo, steps=5, trainable=lambda leaf: leaf.ndim == 1).model
+    np.testing.assert_array_equal(fitted.raw_centres, model.raw_centres)  # (N, 2): frozen
+    assert not np.array_equal(fitted.raw_radii, model.raw_radii)
+    with pytest.raises(ValueError, match="trainable"):
+        dp.fit(model, photo, steps=2, trainable=(True, False))
+    with pytest.raises(ValueError, match="selects no parameter"):
+        dp.fit(model, photo, steps=2, trainable=False)
+    with pytest.raises(ValueError, match="role kinds"):
+        model.trainable("colours")
+
+
+# -- Layers --------------------------------------------------------------------------------
+
+
+def _concatenated(a, b):
+    return dp.Circles.from_values(
+        jnp.concatenate([a.centres, b.centres]),
+        jnp.concatenate([a.radii, b.radii]),
+        jnp.concatenate([a.colours, b.colours]),
+        jnp.concatenate([a.opacities, b.opacities]),
+        background=a.background,
+    )
+
+
+def test_layers_render_like_one_concatenated_set(photo):
+    a = dp.Circles.init(6, key=jax.random.key(1), target=photo, size_range=(0.1, 0.3))
+    b = dp.Circles.init(5, key=jax.random.key(2), target=photo, size_range=(0.1, 0.3))
+    layers, joint = dp.Layers([a, b]), _concatenated(a, b)
+    np.testing.assert_allclose(
+        layers.render_image((20, 24)), joint.render_image((20, 24), method="scan"), atol=1e-5
+    )
+    points = jax.random.uniform(jax.random.key(3), (50, 2))
+    grad = jax.grad(lambda m: jnp.sum(m.render(points, pixel_size=0.05) ** 2))(layers)
+    grad_joint = jax.grad(lambda m: jnp.sum(m.render(points, pixel_size=0.05) ** 2))(joint)
+    np.testing.assert_allclose(grad[1].raw_centres, grad_joint.raw_centres[6:], atol=1e-4)
+
+
+def test_layers_of_two_types_fit_save_load_and_export(photo, tmp_path):
+    back = dp.Rectangles.init(4, key=jax.random.key(1), target=photo)
+    front = dp.Circles.init(6, key=jax.random.key(2), target=photo)
+    result = dp.fit(dp.Layers([back, front]), photo, steps=30, batch=0.5, key=jax.random.key(0))
+    assert float(result.losses[-1]) < float(result.losses[0])
+    loaded = dp.load(dp.save(tmp_path / "layers.eqx", result.model))
+    assert isinstance(loaded, dp.Layers) and isinstance(loaded[0], dp.Rectangles)
+    np.testing.assert_array_equal(
+        loaded.render_image((16, 16)), result.model.render_image((16, 16))
+    )
+    svg = dp.to_svg(loaded, (16, 16))
+    assert svg.count("<g ") == 10 and 'id="layer1-circle0"' in svg and "layer0-soft-edge" in svg
+
+
+def test_layers_refuse_bad_input(photo):
+    with pytest.raises(TypeError, match="shape set"):
+        dp.Layers([dp.Circles.init(2, key=jax.random.key(0)), "not a set"])
+    with pytest.raises(TypeError, match="non-empty"):
+        dp.Layers([])
+    with pytest.raises(ValueError, match="channels"):
+        dp.Layers([dp.Circles.init(2, key=jax.random.key(0), channels=1),
+                   dp.Circles.init(2, key=jax.random.key(0))])  # fmt: skip
+
+
+# -- Filtered ------------------------------------------------------------------------------
+
+
+def test_filtered_scene_trains_the_bank_only(photo):
+    kernel = dp.kernels.polygon(7, 6)
+    kernel = kernel / kernel.sum()
+    exact = jnp.stack(
+        [jax.scipy.signal.convolve2d(photo[..., c], kernel, mode="same") for c in range(3)], -1
+    )
+    model = dp.Filtered(dp.SeparableFilters.from_svd(kernel, 1), photo)
+    np.testing.assert_allclose(model.render_image((16, 16)), model.bank.apply(photo), atol=1e-6)
+    pixels = dp.pixel_centres((16, 16)).reshape(-1, 2)
+    np.testing.assert_allclose(
+        model.render(pixels, pixel_size=1 / 16), model.filtered().reshape(-1, 3), atol=1e-6
+    )
+    optimizer = dp.SeparableFilters.recommended_optimizer(peak=float(kernel.max()))
+    result = dp.fit(model, exact, steps=50, optimizer=optimizer, trainable=model.trainable())
+    np.testing.assert_array_equal(result.model.image, photo)
+    assert float(result.losses[-1]) < float(result.losses[0])
+    with pytest.raises(ValueError, match="scene's size"):
+        model.render_image((8, 8))
+
+
+# -- plain functions as losses ------------------------------------------------------------
+
+
+def test_a_plain_function_scales_as_a_loss(photo):
+    def luma_l2(pred, target):
+        return jnp.mean(((pred - target) @ jnp.array([0.299, 0.587, 0.114])) ** 2)
+
+    loss = dp.L2() + 3.0 * dp.Loss(luma_l2)
+    pred = jnp.zeros_like(photo)
+    np.testing.assert_allclose(
+        loss(pred, photo), dp.L2()(pred, photo) + 3.0 * luma_l2(pred, photo), rtol=1e-6
+    )
+    model = dp.Circles.init(4, key=jax.random.key(0), target=photo)
+    assert dp.fit(model, photo, loss=loss, steps=3).losses.shape == (3,)
+    with pytest.raises(TypeError, match="function"):
+        dp.Loss(3.0)  # pyright: ignore[reportArgumentType]
+
+
+def test_paint_refuses_a_neighbourhood_loss_up_front(photo):
+    with pytest.raises(ValueError, match="sampled pixels"):
+        dp.paint(photo, 3, key=jax.random.key(0), steps=2, loss=dp.SSIM())
