@@ -27,6 +27,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._errors import LoadError
 from ._files import atomic_write, open_regular, read_line
@@ -74,6 +75,14 @@ def _encode(node: Any, where: str) -> Any:
     )
 
 
+def _non_finite(model: Any) -> str | None:
+    """The path of the first float leaf with NaN/inf, or None."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(model)[0]:
+        if eqx.is_inexact_array(leaf) and not np.all(np.isfinite(np.asarray(leaf))):
+            return jax.tree_util.keystr(path)
+    return None
+
+
 def _summary(model: Any) -> dict[str, Any]:
     info: dict[str, Any] = {"type": type(model).__name__}
     for name in ("num_shapes", "num_channels", "softness"):
@@ -112,6 +121,12 @@ def save(path: str | os.PathLike, model: Any) -> Path:
     if not isinstance(model, eqx.Module):
         raise TypeError(f"`save` needs a diffprims model (an eqx.Module); got {describe(model)}.")
     tree = _encode(model, type(model).__name__)
+    bad = _non_finite(model)
+    if bad is not None:
+        raise ValueError(
+            f"`save` needs a model with finite parameters; got NaN/inf in `model{bad}`. "
+            "Save the last finite model (`error.result.model` of a diverged fit)."
+        )
     buffer = io.BytesIO()
     eqx.tree_serialise_leaves(buffer, model)
     payload = buffer.getvalue()
