@@ -1,9 +1,16 @@
-"""The `diffprims` command line, end to end on tiny images."""
+"""The `diffprims` command line, end to end on tiny images.
+
+Every test runs in its own empty working folder (the default `-o out` never meets the
+results of an earlier run, such as the README's quick start)."""
 
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +18,15 @@ import resvg_py
 from PIL import Image
 
 import diffprims as dp
+import diffprims._fit._driver as driver_module
 from diffprims._cli import main
+
+
+@pytest.fixture(autouse=True)
+def _in_empty_folder(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
 
 
 def run(argv, capsys):
@@ -23,7 +38,7 @@ def run(argv, capsys):
     return status, capsys.readouterr().err
 
 
-def write_picture(path, mode, size=(32, 24)):
+def write_picture(path, mode="RGB", size=(32, 24)):
     """A small picture with structure (two blobs on a gradient) in any Pillow mode."""
     width, height = size
     y, x = np.mgrid[0:height, 0:width] / max(width, height)
@@ -35,70 +50,192 @@ def write_picture(path, mode, size=(32, 24)):
     return path
 
 
-FAST = ["-n", 6, "--steps", 30, "--size", 16, "--frames", 4, "-q"]
+FAST = ["-n", 6, "--steps", 30, "--size", 16, "-q"]
+FOLDER = {"result.png", "result.svg", "progress.gif", "shapes.json", "model.eqx", "summary.json"}
 
 
-@pytest.mark.parametrize("mode,suffix", [("RGB", ".png"), ("RGBA", ".png"), ("L", ".png"),
-                                         ("RGB", ".jpg")])  # fmt: skip
+def svg_psnr(svg_text, picture):
+    """PSNR of the SVG drawn by an independent renderer against `picture`."""
+    png = bytes(resvg_py.svg_to_bytes(svg_string=svg_text))
+    drawn = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.float32) / 255
+    return float(dp.psnr(drawn, picture))
+
+
+@pytest.mark.parametrize("mode,suffix", [("RGB", ".png"), ("RGBA", ".png"), ("L", ".jpg")])
 def test_paint_end_to_end(tmp_path, capsys, mode, suffix):
     image = write_picture(tmp_path / f"in{suffix}", mode)
-    out = tmp_path / "out"
-    status, err = run(["paint", image, *FAST, "-o", out], capsys)
+    status, err = run(["paint", image, *FAST], capsys)  # -o out, in the working folder
     assert status == 0, err
     assert err == ""  # --quiet
-    files = {"result.png", "result.svg", "progress.gif", "model.eqx", "summary.json"}
-    assert {p.name for p in out.iterdir()} == files
+    out = tmp_path / "work" / "out"
+    assert {p.name for p in out.iterdir()} == FOLDER
     summary = json.loads((out / "summary.json").read_text())
-    result = dp.load_image(out / "result.png")
-    assert result.shape == (24, 32, 3)  # the input's full resolution
-    # The PSNR in the summary is that of result.png against the input.
-    assert summary["psnr"] == pytest.approx(float(dp.psnr(result, dp.load_image(image))), abs=1e-3)
-    assert summary["steps"] == 30 and summary["num_shapes"] == 6 and summary["seconds"] > 0
-    # The SVG drawn by an independent renderer matches result.png.
-    png = bytes(resvg_py.svg_to_bytes(svg_string=(out / "result.svg").read_text()))
-    svg = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.float32) / 255
-    assert float(dp.psnr(svg, result)) >= 35.0
-    with Image.open(out / "progress.gif") as gif:
-        assert gif.n_frames == 4
+    assert summary["mode"] == "paint" and summary["steps"] == 30
+    assert summary["num_shapes"] == 6 and summary["seconds"] > 0
+    # One PSNR: at the fit size (16 px on the longer side); the render size is stated.
     model = dp.load(out / "model.eqx")
     assert isinstance(model, dp.Circles) and model.num_shapes == 6
-
-
-def test_paint_render_size_and_shape(tmp_path, capsys):
-    image = write_picture(tmp_path / "in.png", "RGB")
-    out = tmp_path / "o"
-    status, err = run(
-        ["paint", image, *FAST, "--render-size", 64, "--shape", "Rectangles", "-o", out], capsys
-    )
-    assert status == 0, err
-    assert dp.load_image(out / "result.png").shape == (48, 64, 3)
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["render_size"] == [48, 64] and summary["shape"] == "rectangles"
-    reference = dp.load_image(image, size=(48, 64))
-    expected = float(dp.psnr(dp.load_image(out / "result.png"), reference))
-    assert summary["psnr"] == pytest.approx(expected, abs=1e-3)
-    assert isinstance(dp.load(out / "model.eqx"), dp.Rectangles)
-
-
-def test_paint_with_a_time_budget_uses_the_paint_recipe(tmp_path, capsys):
-    image = write_picture(tmp_path / "in.png", "RGB")
-    out = tmp_path / "o"
-    argv = ["paint", image, "-n", 6, "--size", 16, "--frames", 3, "--seconds", 2, "-q"]
-    status, err = run([*argv, "-o", out], capsys)
-    assert status == 0, err
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["settings"]["seconds_budget"] == 2 and summary["settings"]["softness"] == 0.5
-    assert summary["steps"] >= 1 and summary["psnr"] > 15
+    target = dp.load_image(image, size=16)
+    fitted = float(dp.psnr(model.render_image(target.shape[:2]), target))
+    assert summary["psnr"] == pytest.approx(fitted, abs=1e-3)
+    assert summary["fit_size"] == "16x12" and summary["render_size"] == "32x24"
+    result = dp.load_image(out / "result.png")
+    assert result.shape == (24, 32, 3)  # the input's full resolution
+    at_render = float(dp.psnr(result, dp.load_image(image)))
+    assert summary["psnr_at_render_size"] == pytest.approx(at_render, abs=0.1)  # 8-bit PNG
+    assert svg_psnr((out / "result.svg").read_text(), result) >= 35.0
     with Image.open(out / "progress.gif") as gif:
-        assert gif.n_frames == 3  # one frame per round
-    assert dp.load(out / "model.eqx").num_shapes == 6
+        assert gif.n_frames >= 2  # one per round, then the final picture
+    shapes = json.loads((out / "shapes.json").read_text())
+    assert shapes["type"] == "Circles" and len(shapes["shapes"]) == 6
 
 
-def test_paint_reports_progress(tmp_path, capsys):
-    image = write_picture(tmp_path / "in.png", "RGB")
-    status, err = run(["paint", image, *FAST[:-1], "-o", tmp_path / "o"], capsys)
-    assert status == 0
-    assert "30/30" in err and "PSNR" in err
+def test_outputs_named_by_file(capsys):
+    image = write_picture("in.png")
+    argv = ["paint", image, *FAST, "-o", "d/a.svg", "-o", "d/a.png", "-o", "d/a.json"]
+    status, err = run(argv, capsys)
+    assert status == 0, err
+    assert sorted(os.listdir("d")) == ["a.json", "a.png", "a.svg"]  # exactly those
+    shapes = json.loads(Path("d/a.json").read_text())
+    assert len(shapes["shapes"]) == 6 and (shapes["width"], shapes["height"]) == (16, 12)
+    first = shapes["shapes"][0]
+    assert set(first) == {"centres", "radii", "colour", "opacity"}
+    assert first["colour"].startswith("#") and 0 <= first["opacity"] <= 1
+    assert dp.load_image("d/a.png").shape == (24, 32, 3)
+    # A second run does not overwrite them without --force.
+    before = {name: Path("d", name).read_bytes() for name in os.listdir("d")}
+    status, err = run([*argv, "--seed", 1], capsys)
+    assert status == 2 and "--force" in err and "a.svg" in err
+    assert {name: Path("d", name).read_bytes() for name in os.listdir("d")} == before
+    assert run([*argv, "--seed", 1, "--force"], capsys)[0] == 0
+    assert Path("d/a.png").read_bytes() != before["a.png"]
+
+
+def test_an_output_folder_is_not_clobbered(capsys):
+    image = write_picture("in.png")
+    assert run(["paint", image, *FAST, "--steps", 2], capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in Path("out").iterdir()}
+    status, err = run(["paint", image, *FAST, "--steps", 3, "--seed", 1], capsys)
+    assert status == 2 and "--force" in err and "result.png" in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in Path("out").iterdir()} == before  # untouched
+    assert run(["paint", image, *FAST, "--steps", 3, "--seed", 1, "--force"], capsys)[0] == 0
+    assert json.loads(Path("out/summary.json").read_text())["steps"] == 3
+    # A folder without our results is fine, and what it holds stays.
+    Path("other").mkdir()
+    Path("other/notes.txt").write_text("keep me")
+    assert run(["paint", image, *FAST, "--steps", 2, "-o", "other"], capsys)[0] == 0
+    assert Path("other/notes.txt").read_text() == "keep me"
+    assert {p.name for p in Path("other").iterdir()} == FOLDER | {"notes.txt"}
+
+
+def test_plain_fit_mode_and_shapes_animation(capsys):
+    image = write_picture("in.png")
+    argv = ["paint", image, *FAST, "--fit", "--frames", 4, "--render-size", 64]
+    status, err = run([*argv, "--shape", "Rectangles", "-o", "a.gif", "-o", "a.eqx"], capsys)
+    assert status == 0, err
+    with Image.open("a.gif") as gif:
+        assert gif.n_frames == 4  # the snapshots, the last one the final picture
+    assert isinstance(dp.load("a.eqx"), dp.Rectangles)
+    status, err = run(["paint", image, *FAST, "--gif", "shapes", "--frames", 5, "-o", "b.gif"],
+                      capsys)  # fmt: skip
+    assert status == 0, err
+    with Image.open("b.gif") as gif:
+        assert gif.n_frames == 5  # 0, 2, 3, 4 and 6 of the 6 shapes
+        gif.seek(0)
+        first = np.asarray(gif.convert("RGB"), np.float32)
+    assert first.std(axis=(0, 1)).max() < 1.0  # no shape yet: the background alone
+
+
+def test_hard_svg_edges_are_plain_fills(capsys):
+    image = write_picture("in.png")
+    status, err = run(["paint", image, *FAST, "--svg-edges", "hard", "-o", "a.svg"], capsys)
+    assert status == 0, err
+    text = Path("a.svg").read_text()
+    assert "Gradient" not in text and "filter" not in text
+
+
+def test_paint_reports_progress_and_one_psnr(capsys):
+    image = write_picture("in.png")
+    status, err = run(["paint", image, *FAST[:-1], "--render-size", 64], capsys)
+    assert status == 0, err
+    assert "30/30" in err
+    assert "the PSNR shown is at 16x12" in err  # the header
+    summary = json.loads(Path("out/summary.json").read_text())
+    assert f"PSNR {summary['psnr']:.2f} dB at 16x12" in err
+    assert f"{summary['psnr_at_render_size']:.2f} dB at 64x48" in err
+
+
+def _interrupt_dispatch(monkeypatch, call):
+    """The `call`-th dispatch of the fit driver raises KeyboardInterrupt (a Ctrl-C)."""
+    original, calls = driver_module.Driver.dispatch, [0]
+
+    def dispatch(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == call:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(driver_module.Driver, "dispatch", dispatch)
+
+
+@pytest.mark.parametrize("mode", [[], ["--fit"]])
+def test_ctrl_c_writes_results_so_far_and_exits_130(monkeypatch, capsys, mode):
+    _interrupt_dispatch(monkeypatch, 3)
+    image = write_picture("in.png")
+    status, err = run(["paint", image, *FAST[:-1], "--steps", 2000, *mode], capsys)
+    assert status == 130
+    assert "interrupted after" in err and "writing the results so far" in err
+    assert {p.name for p in os.scandir("out")} == FOLDER
+    summary = json.loads(Path("out/summary.json").read_text())
+    assert summary["interrupted"] is True and 1 <= summary["steps"] < 2000
+    assert np.isfinite(summary["psnr"])
+
+
+def test_a_stale_output_folder_does_not_hide_argument_errors(capsys):
+    os.mkdir("out")
+    Path("out/summary.json").write_text("{}")  # left by the README's quick start
+    status, err = run(["filter", "--kernel", "disk:5", "--rank", 9], capsys)
+    assert status == 2 and "rank" in err
+    status, err = run(["paint", "--batch", "0.5"], capsys)
+    assert status == 2 and "--batch applies to --fit only" in err
+
+
+def test_another_run_holding_the_outputs_is_refused(capsys):
+    import fcntl
+
+    image = write_picture("in.png")
+    os.mkdir("out")
+    with open("out/.diffprims.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a run in progress
+        status, err = run(["paint", image, *FAST], capsys)
+    assert status == 2 and "another diffprims run" in err
+    assert os.listdir("out") == [".diffprims.lock"]  # ours, untouched
+
+
+def test_outputs_checked_before_the_fit(monkeypatch, capsys):
+    image = write_picture("in.png")
+    Path("file.txt").write_text("x")
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the fit ran")
+
+    monkeypatch.setattr(dp, "paint", no_fit)
+    status, err = run(["paint", image, *FAST, "-o", "file.txt/a.png"], capsys)
+    assert status == 2 and "is a file" in err
+    if os.geteuid() != 0:  # root writes anywhere
+        os.mkdir("locked")
+        os.chmod("locked", 0o500)
+        status, err = run(["paint", image, *FAST, "-o", "locked/a.png"], capsys)
+        assert status == 2 and "cannot write" in err
+    assert sorted(os.listdir()) == ["file.txt", "in.png", *(["locked"] if os.geteuid() else [])]
+
+
+def test_a_bomb_image_exits_2(monkeypatch, capsys):
+    image = write_picture("in.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 32x24 is a bomb now
+    status, err = run(["paint", image, *FAST], capsys)
+    assert status == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert not os.path.exists("out")
 
 
 def test_help():
@@ -118,19 +255,12 @@ def test_subcommand_help(capsys, command):
 
 
 def test_paint_help_lists_every_option():
-    from diffprims._cli import _build_parser
+    from diffprims._cli import build_parser
 
-    text = _build_parser()._subparsers._group_actions[0].choices["paint"].format_help()  # pyright: ignore
-    for option in (
-        "-n",
-        "--shape",
-        "--steps",
-        "--size",
-        "--seed",
-        "-o",
-        "--render-size",
-        "--quiet",
-    ):
+    text = build_parser()._subparsers._group_actions[0].choices["paint"].format_help()  # pyright: ignore
+    for option in ("-n", "--shape", "--steps", "--seconds", "--fit", "--rounds", "--size",
+                   "--seed", "-o", "--render-size", "--quiet", "--force", "--gif",
+                   "--svg-edges", "--no-cache"):  # fmt: skip
         assert option in text
     for name in ("circles", "rectangles"):
         assert name in text
@@ -142,12 +272,21 @@ def test_paint_help_lists_every_option():
         (["paint", "--steps", "0"], "--steps"),
         (["paint", "--steps", "many"], "--steps"),
         (["paint", "-n", "-3"], "-n"),
-        (["paint", "--batch", "2"], "--batch"),
+        (["paint", "--fit", "--batch", "2"], "--batch"),
+        (["paint", "--batch", "0.5"], "--batch applies to --fit only"),
+        (["paint", "--fit", "--seconds", "5"], "--seconds applies to paint"),
+        (["paint", "--fit", "--rounds", "5"], "--rounds applies to paint"),
+        (["paint", "--steps", "5", "--seconds", "5"], "not both"),
+        (["paint", "--frames", "5"], "--frames applies to --fit or --gif shapes"),
+        (["paint", "--seed", str(2**70)], "--seed"),
+        (["paint", "--seed", "-1"], "--seed"),
         (["paint", "{missing}"], "No image"),
         (["paint", "{text}"], "notes.txt"),
         (["paint", "{folder}"], "folder"),
         (["paint", "--shape", "hexagons"], "hexagons"),
         (["paint", "{image}", "-o", "{text}"], "not a folder"),
+        (["paint", "{image}", "-o", "a.bmp"], "unknown file type"),
+        (["paint", "{image}", "-o", "a.png", "-o", "a.png"], "twice"),
         (["paint", "--frobnicate"], "unrecognized"),
         (["bogus"], "invalid choice"),
         ([], "required"),
@@ -155,7 +294,10 @@ def test_paint_help_lists_every_option():
         (["filter", "--kernel", "disk:x"], "SIZE"),
         (["filter", "--kernel", "disk:5", "--rank", "9"], "rank"),
         (["filter", "--weights", "1,2"], "--weights"),
+        (["filter", "--weights", "nan,1,1"], "finite"),
+        (["filter", "--weights", "1,inf,1"], "finite"),
         (["filter", "--apply", "{missing}"], "No image"),
+        (["filter", "-o", "k.png"], "folder"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
@@ -173,17 +315,18 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
     assert err.count("\n") == 1 and err.startswith("diffprims")
     assert message in err
     assert "Traceback" not in err
+    assert os.listdir() == []  # nothing written in the working folder
 
 
-@pytest.mark.skipif(not hasattr(dp, "SeparableFilters"), reason="filter banks not built yet")
 def test_filter_end_to_end(tmp_path, capsys):
     image = write_picture(tmp_path / "in.png", "RGB")
     out = tmp_path / "f"
     status, err = run(
         ["filter", "--kernel", "disk:9", "--rank", 2, "--steps", 20, "--apply", image,
-         "-o", out, "-q"], capsys,
+         "-o", out], capsys,
     )  # fmt: skip
     assert status == 0, err
+    assert "relative L2 error" in err and "min/max" in err
     names = {"kernel.png", "vectors.json", "vectors.npz", "blurred.png", "summary.json"}
     assert {p.name for p in out.iterdir()} == names
     vectors = json.loads((out / "vectors.json").read_text())
@@ -192,6 +335,40 @@ def test_filter_end_to_end(tmp_path, capsys):
         np.testing.assert_allclose(npz["vertical"], vectors["vertical"], rtol=1e-6)
     assert dp.load_image(out / "blurred.png").shape == (24, 32, 3)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["fitted"]["min"] > summary["svd"]["min"]  # the fit removes negative lobes
+    fitted, svd = summary["fitted"], summary["svd"]
+    assert fitted["min_over_max"] > svd["min_over_max"]  # the fit removes negative lobes
+    assert 0 < fitted["relative_l2_error"] < 1
     with Image.open(out / "kernel.png") as picture:
-        assert picture.size == (9 * 3 + 4, 9)
+        zoom = 256 // 9
+        assert picture.size == ((9 * 3 + 4) * zoom, 9 * zoom)  # big enough to see
+
+
+@pytest.mark.parametrize("budget", [["--fit", "--steps", "10000000"], ["--seconds", "600"]])
+def test_sigint_end_to_end(tmp_path, budget):
+    """A real Ctrl-C (SIGINT) to a running `python -m diffprims paint`: plain fit and
+    `dp.paint`'s rounds both write what they have and exit 130. The process, run as
+    the program, keeps its compiled programs in the per-user cache folder."""
+    image = write_picture(tmp_path / "in.png")
+    argv = [sys.executable, "-m", "diffprims", "paint", image, "-n", 3, "--size", 16, *budget]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", HOME=str(tmp_path))
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    process = subprocess.Popen([str(a) for a in argv], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()  # the header: the fit is about to start
+        assert "the PSNR shown is at 16x12" in line, line
+        seen = ""
+        while "step" not in seen:  # the progress bar is up: the fit loop has started
+            char = process.stderr.read(1)
+            assert char, seen
+            seen += char
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err[-2000:]
+    assert "interrupted after" in err
+    assert {p.name for p in os.scandir("out")} == FOLDER
+    assert json.loads(Path("out/summary.json").read_text())["interrupted"] is True
+    assert any((tmp_path / ".cache" / "diffprims" / "jax").iterdir())  # the persistent cache

@@ -11,9 +11,17 @@ _build_parser = build_parser  # the name the tests and docs scripts use
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the `diffprims` command on `argv` (default `sys.argv[1:]`); return its exit status."""
+    """Run the `diffprims` command on `argv` (default `sys.argv[1:]`); return its exit status.
+
+    Run as the program (`argv` None: the `diffprims` script, `python -m diffprims`), it
+    keeps compiled programs in JAX's persistent compilation cache in a per-user folder
+    (`--no-cache` turns that off). Called with a list from Python (a test, a script),
+    it leaves the calling process's JAX settings alone.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is not None:
+        args.no_cache = True
     try:
         return args.run(args)
     except UsageError as error:

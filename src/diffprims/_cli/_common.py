@@ -39,6 +39,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 2**63), got {text}")
+    return value
+
+
 def batch_fraction(text: str) -> float | None:
     if text.lower() in ("all", "none", "1", "1.0"):
         return None
@@ -68,32 +78,18 @@ def shape_types() -> dict[str, type]:
 
 
 def read_image(path: str | os.PathLike, size: Any = None):
+    from PIL import Image
+
     import diffprims as dp
 
     try:
         return dp.load_image(path, size=size)
     except IsADirectoryError:
         raise UsageError(f"{os.fspath(path)!r} is a folder, not an image") from None
-    except (OSError, ValueError) as error:
-        raise UsageError(str(error).rstrip(".")) from None
-
-
-PAINT_FILES = ("result.png", "result.svg", "progress.gif", "model.eqx", "summary.json")
-FILTER_FILES = (
-    "kernel.png", "vectors.json", "vectors.npz", "blurred.png", "summary.json",
-)  # fmt: skip
-
-
-def claim_output(out: Path, names: tuple[str, ...], *, force: bool) -> None:
-    """Refuse to overwrite earlier results in `out` unless `--force`."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"-o {os.fspath(out)!r} is a file, not a folder")
-    existing = [name for name in names if (out / name).exists()]
-    if existing and not force:
-        raise UsageError(
-            f"-o {os.fspath(out)!r} already holds {', '.join(existing)}; pass --force to "
-            "overwrite them, or choose another folder with -o"
-        )
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        # PIL raises SyntaxError for some malformed files, DecompressionBombError (an
+        # Exception) for images too large to be safe.
+        raise UsageError(str(error).rstrip(".") or type(error).__name__) from None
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -101,3 +97,37 @@ def write_json(path: Path, data: Any) -> None:
 
     text = json.dumps(data, indent=2) + "\n"
     atomic_write(path, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
+
+
+def cache_folder() -> Path:
+    """The per-user folder of JAX's persistent compilation cache for the command line."""
+    import sys
+
+    if sys.platform == "win32":
+        base = Path.home() / "AppData" / "Local"
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path.home() / ".cache"
+    return base / "diffprims" / "jax"
+
+
+def enable_compilation_cache() -> None:
+    """Use JAX's persistent compilation cache in this (command-line) process.
+
+    A second run finds its compiled programs on disk. Set here, in the command line
+    only: the library never changes a user's JAX settings. `--no-cache` skips it; a
+    `JAX_COMPILATION_CACHE_DIR` set by the user wins.
+    """
+    import jax
+
+    if getattr(jax.config, "jax_compilation_cache_dir", None):
+        return
+    folder = cache_folder()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # no cache: slower, not wrong
+    jax.config.update("jax_compilation_cache_dir", os.fspath(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from .._files import atomic_write
-from ._common import FILTER_FILES, UsageError, claim_output, read_image, write_json
+from . import _outputs
+from ._common import UsageError, read_image, write_json
+
+#: What `-o OUTDIR` receives (name -> format).
+FOLDER_FILES = {
+    "kernel.png": "png", "vectors.json": "json", "vectors.npz": "npz", "summary.json": "summary",
+}  # fmt: skip
 
 
 def _loss(weights: str | None):
@@ -23,34 +29,28 @@ def _loss(weights: str | None):
         raise UsageError(
             f"--weights {weights!r} must be three numbers L2,NONNEG,ZEROS, e.g. 1,1,0"
         ) from None
-    if min(l2, non_negative, keep_zeros) < 0:
-        raise UsageError(f"--weights {weights!r} must not be negative")
+    if not all(0 <= w < math.inf for w in (l2, non_negative, keep_zeros)):
+        raise UsageError(f"--weights {weights!r} must be finite numbers >= 0")
     return l2 * dp.L2() + non_negative * dp.NonNegative() + keep_zeros * dp.KeepZeros()
 
 
 def _stats(kernel: Any, goal: Any) -> dict[str, float]:
+    """The measures of the filters tutorial's table (docs/scripts/filter_figures.py)."""
     import numpy as np
 
     return {
-        "rms_error": float(np.sqrt(np.mean((kernel - goal) ** 2))),
+        "relative_l2_error": float(np.linalg.norm(kernel - goal) / np.linalg.norm(goal)),
+        "min_over_max": float(kernel.min() / kernel.max()),
         "min": float(kernel.min()),
         "max": float(kernel.max()),
         "spill": float(np.abs(kernel[goal == 0]).sum() / max(np.abs(kernel).sum(), 1e-30)),
     }
 
 
-def _write_vectors(out: Path, bank: Any) -> None:
+def _vectors(bank: Any) -> dict[str, Any]:
     import numpy as np
 
-    vectors = {"vertical": np.asarray(bank.vertical), "horizontal": np.asarray(bank.horizontal)}
-    write_json(out / "vectors.json", {k: v.tolist() for k, v in vectors.items()})
-    atomic_write(
-        out / "vectors.npz",
-        lambda temp: np.savez(
-            temp, vertical=vectors["vertical"], horizontal=vectors["horizontal"]
-        ),
-        suffix=".npz",
-    )
+    return {"vertical": np.asarray(bank.vertical), "horizontal": np.asarray(bank.horizontal)}
 
 
 def _kernel(spec: str):
@@ -91,7 +91,9 @@ def _kernel_picture(kernels: list[Any]):
         positive, negative = np.clip(k, 0, 1), np.clip(-4 * k, 0, 1)
         panels.append(np.stack([np.maximum(positive, negative), positive, positive], axis=-1))
         panels.append(np.full((k.shape[0], 2, 3), 0.25, np.float32))
-    return np.concatenate(panels[:-1], axis=1)
+    picture = np.concatenate(panels[:-1], axis=1)
+    zoom = max(1, 256 // picture.shape[0])  # big enough to see: each value a square
+    return np.repeat(np.repeat(picture, zoom, axis=0), zoom, axis=1)
 
 
 def run_filter(args: argparse.Namespace) -> int:
@@ -102,55 +104,61 @@ def run_filter(args: argparse.Namespace) -> int:
 
     target = _kernel(args.kernel)
     loss = _loss(args.weights)
-    image = None if args.apply is None else read_image(args.apply)
-    out = Path(args.output)
-    claim_output(out, FILTER_FILES, force=args.force)
     if args.rank > min(target.shape):
         raise UsageError(f"--rank {args.rank} exceeds the kernel's size {target.shape}")
-
-    start = dp.SeparableFilters.from_svd(target, rank=args.rank)
-    result = dp.fit(
-        start,
-        target[..., None],
-        loss=loss,
-        optimizer=dp.SeparableFilters.recommended_optimizer(),
-        steps=args.steps,
-        progress=not args.quiet,
-    )
-    bank: Any = result.model
-    kernel_shape = (int(target.shape[0]), int(target.shape[1]))
-    fitted = np.asarray(bank.render_image(kernel_shape))[..., 0]
-    svd = np.asarray(start.render_image(kernel_shape))[..., 0]
-    goal = np.asarray(target)
-
-    dp.save_image(out / "kernel.png", _kernel_picture([goal, svd, fitted]))
-    _write_vectors(out, bank)
-    files = ["kernel.png", "vectors.json", "vectors.npz"]
-    if image is not None:
-        blurred = bank.normalized().apply(image)
-        dp.save_image(out / "blurred.png", np.clip(np.asarray(blurred), 0.0, 1.0))
-        files.append("blurred.png")
-    files.append("summary.json")
-    summary = {
-        "kernel": args.kernel,
-        "kernel_shape": list(goal.shape),
-        "rank": args.rank,
-        "steps": args.steps,
-        "loss": float(np.asarray(result.losses)[-1]),
-        "seconds": round(float(result.seconds), 3),
-        "svd": _stats(svd, goal),
-        "fitted": _stats(fitted, goal),
-        "weights": args.weights,
-        "files": files,
-    }
-    write_json(out / "summary.json", summary)
+    for spec in args.output or ["out"]:
+        if Path(spec).suffix.lower() in _outputs.FORMATS and not Path(spec).is_dir():
+            raise UsageError(f"-o {spec!r}: diffprims filter writes to a folder")
+    folder = dict(FOLDER_FILES, **({"blurred.png": "blurred"} if args.apply else {}))
+    files = _outputs.plan(args.output or ["out"], folder, force=args.force)
+    image = None if args.apply is None else read_image(args.apply)
+    with _outputs.claimed(files, force=args.force):
+        start = dp.SeparableFilters.from_svd(target, rank=args.rank)
+        result = dp.fit(
+            start, target[..., None], loss=loss, steps=args.steps, progress=not args.quiet,
+            optimizer=dp.SeparableFilters.recommended_optimizer(),
+        )  # fmt: skip
+        bank: Any = result.model
+        kernel_shape = (int(target.shape[0]), int(target.shape[1]))
+        fitted = np.asarray(bank.render_image(kernel_shape))[..., 0]
+        svd = np.asarray(start.render_image(kernel_shape))[..., 0]
+        goal = np.asarray(target)
+        summary = {
+            "kernel": args.kernel, "kernel_shape": list(goal.shape), "rank": args.rank,
+            "steps": args.steps, "loss": float(np.asarray(result.losses)[-1]),
+            "seconds": round(float(result.seconds), 3), "svd": _stats(svd, goal),
+            "fitted": _stats(fitted, goal), "weights": args.weights,
+            "files": sorted(p.name for p in files),
+        }  # fmt: skip
+        _outputs.write_all(files, _writer(bank, image, [goal, svd, fitted], summary))
     if not args.quiet:
         fit_stats, svd_stats = summary["fitted"], summary["svd"]
         print(
-            f"rank {args.rank} bank for {args.kernel}: rms error "
-            f"{fit_stats['rms_error']:.4f} (SVD {svd_stats['rms_error']:.4f}), min "
-            f"{fit_stats['min']:.4f} (SVD {svd_stats['min']:.4f}); wrote {', '.join(files)} "
-            f"to {out}/",
+            f"rank {args.rank} bank for {args.kernel}: relative L2 error "
+            f"{fit_stats['relative_l2_error']:.3f} (SVD {svd_stats['relative_l2_error']:.3f}), "
+            f"min/max {fit_stats['min_over_max']:+.3f} (SVD {svd_stats['min_over_max']:+.3f}); "
+            f"wrote {', '.join(summary['files'])} to {', '.join(args.output or ['out'])}",
             file=sys.stderr,
         )
     return 0
+
+
+def _writer(bank: Any, image: Any, kernels: list[Any], summary: dict[str, Any]):
+    import numpy as np
+
+    import diffprims as dp
+
+    def write(path: Path, kind: str) -> None:
+        if kind == "png":
+            dp.save_image(path, _kernel_picture(kernels))
+        elif kind == "json":
+            write_json(path, {k: v.tolist() for k, v in _vectors(bank).items()})
+        elif kind == "npz":
+            np.savez(path, **_vectors(bank))
+        elif kind == "blurred":
+            blurred = bank.normalized().apply(image)
+            dp.save_image(path, np.clip(np.asarray(blurred), 0.0, 1.0))
+        else:
+            write_json(path, summary)
+
+    return write

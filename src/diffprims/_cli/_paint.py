@@ -8,19 +8,105 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import PAINT_FILES, UsageError, claim_output, read_image, shape_types, write_json
+from . import _outputs
+from ._common import UsageError, enable_compilation_cache, read_image, shape_types, write_json
+from ._signals import finish_writing
+
+#: What a folder given to `-o` receives (name -> format).
+FOLDER_FILES = {
+    "result.png": "png", "result.svg": "svg", "progress.gif": "gif", "shapes.json": "json",
+    "model.eqx": "eqx", "summary.json": "summary",
+}  # fmt: skip
+
+#: Options of one mode only (the option, its `args` name, the mode it belongs to).
+_MODE_ONLY = (
+    ("--batch", "batch", "--fit"),
+    ("--rounds", "rounds", "paint (without --fit)"),
+    ("--seconds", "seconds", "paint (without --fit)"),
+)
 
 
-def _inputs(args: argparse.Namespace):
-    """`(shape type, source, target at fit size, render shape, reference at render size)`."""
-    import diffprims as dp
-
+def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """Every check that needs no file; the settings derived from the arguments."""
+    for option, name, mode in _MODE_ONLY:
+        fit_only = mode == "--fit"
+        if getattr(args, name) is not None and fit_only != args.fit:
+            raise UsageError(f"{option} applies to {mode} only")
+    if args.steps is not None and args.seconds is not None:
+        raise UsageError("give --steps or --seconds, not both")
+    if args.frames is not None and args.gif == "progress" and not args.fit:
+        raise UsageError(
+            "--frames applies to --fit or --gif shapes (paint's progress.gif has one frame "
+            "per round: set --rounds)"
+        )
     shapes = shape_types()
     shape_type = shapes.get(args.shape.lower())
     if shape_type is None:
         raise UsageError(f"unknown --shape {args.shape!r}; choose one of {', '.join(shapes)}")
+    steps = args.steps if args.steps is not None else (None if args.seconds else 1500)
+    if args.fit and args.steps is None:
+        steps = 2000
+    return {
+        "shape_type": shape_type,
+        "steps": steps,
+        "frames": args.frames or 40,
+        "softness": args.softness or (1.0 if args.fit else 0.5),
+        "lr": args.lr or 0.01,
+    }
+
+
+def run_paint(args: argparse.Namespace) -> int:
+    """Run `diffprims paint`; returns the exit status (130 after Ctrl-C)."""
+    import diffprims as dp
+
+    settings = check_arguments(args)
+    files = _outputs.plan(args.output or ["out"], FOLDER_FILES, force=args.force)
     source = args.image if args.image is not None else dp.demo_image_path()
     target = read_image(source, size=args.size)
+    render_shape, reference = _render_target(args, source, target)
+    fit_shape = (int(target.shape[0]), int(target.shape[1]))
+    if not args.quiet:
+        print(_header(args, settings, source, fit_shape), file=sys.stderr)
+    with _outputs.claimed(files, force=args.force):
+        if not args.no_cache:
+            enable_compilation_cache()
+        result, interrupted = _fit(args, settings, target)
+        with finish_writing():
+            summary = _write(args, settings, files, source, result, target, render_shape,
+                             reference, interrupted)  # fmt: skip
+    if not args.quiet:
+        shown = sorted({os.fspath(p.parent) for p in files})
+        print(
+            f"PSNR {summary['psnr']:.2f} dB at {_size(fit_shape)}{_render_psnr(summary)} with "
+            f"{args.num_shapes} {args.shape} after {summary['steps']} steps "
+            f"({summary['seconds']:.1f} s); wrote {len(files)} files to {', '.join(shown)}",
+            file=sys.stderr,
+        )
+    return 130 if interrupted else 0
+
+
+def _size(shape: tuple[int, int] | list[int]) -> str:
+    """`(H, W)` as people write it: `WxH`."""
+    return f"{shape[1]}x{shape[0]}"
+
+
+def _render_psnr(summary: dict[str, Any]) -> str:
+    extra = summary.get("psnr_at_render_size")
+    return "" if extra is None else f" ({extra:.2f} dB at {summary['render_size']})"
+
+
+def _header(args, settings, source, fit_shape) -> str:
+    budget = f"{args.seconds:g} s" if args.seconds else f"{settings['steps']} steps"
+    recipe = "plain fit" if args.fit else "paint"
+    return (
+        f"{recipe}: {os.fspath(source)} at {_size(fit_shape)} with {args.num_shapes} "
+        f"{args.shape}, {budget}; the PSNR shown is at {_size(fit_shape)} (while running, "
+        "on the sampled pixels)"
+    )
+
+
+def _render_target(args: argparse.Namespace, source: Any, target: Any):
+    """`(render shape, reference at that shape or None when it is the fit size)`."""
     full = read_image(source)
     full_height, full_width = full.shape[:2]
     if args.render_size is None:
@@ -28,115 +114,129 @@ def _inputs(args: argparse.Namespace):
     else:
         scale = args.render_size / max(full_height, full_width)
         render_shape = (max(1, round(full_height * scale)), max(1, round(full_width * scale)))
-    reference = (
-        full
-        if render_shape == (full_height, full_width)
-        else read_image(source, size=render_shape)
-    )
-    return shape_type, source, target, render_shape, reference
+    if render_shape == tuple(target.shape[:2]):
+        return render_shape, None
+    if render_shape == (full_height, full_width):
+        return render_shape, full
+    return render_shape, read_image(source, size=render_shape)
 
 
-def _fit(args: argparse.Namespace, shape_type: Any, target: Any):
-    """`(result, interrupted)`: `dp.paint` with `--seconds`, else plain `dp.fit`."""
+def _fit(args: argparse.Namespace, settings: dict[str, Any], target: Any):
+    """`(result, interrupted)`: `dp.paint`'s recipe, or plain `dp.fit` with `--fit`."""
     import jax
     import optax
 
     import diffprims as dp
 
     key_init, key_fit = jax.random.split(jax.random.key(args.seed))
-    batch = args.batch
-    if batch is not None and round(batch * target.shape[0] * target.shape[1]) < 1:
-        batch = None
+    shape_type, steps = settings["shape_type"], settings["steps"]
     try:
-        if args.seconds is not None:
-            # One frame per round of `paint` (the picture as shapes are added).
-            result = dp.paint(
+        if not args.fit:
+            return dp.paint(
                 target, args.num_shapes, key=key_fit, shape=shape_type, seconds=args.seconds,
-                softness=args.softness or 0.5, rounds=min(8, args.frames, args.num_shapes),
-                progress=not args.quiet,
-            )  # fmt: skip
-        else:
-            model = shape_type.init(
-                args.num_shapes, key=key_init, target=target, softness=args.softness or 1.0
-            )
-            result = dp.fit(
-                model, target, loss=dp.L2(), optimizer=optax.adam(args.lr), steps=args.steps,
-                batch=batch, key=key_fit, progress=not args.quiet,
-                snapshots=min(args.frames, args.steps + 1),
-            )  # fmt: skip
+                steps=steps, softness=settings["softness"], lr=settings["lr"],
+                rounds=args.rounds or 8, progress=not args.quiet,
+            ), False  # fmt: skip
+        batch = args.batch if args.batch is not None else 0.1
+        if batch is not None and round(batch * target.shape[0] * target.shape[1]) < 1:
+            batch = None
+        model = shape_type.init(
+            args.num_shapes, key=key_init, target=target, softness=settings["softness"]
+        )
+        return dp.fit(
+            model, target, loss=dp.L2(), optimizer=optax.adam(settings["lr"]), steps=steps,
+            batch=batch, key=key_fit, progress=not args.quiet,
+            snapshots=min(settings["frames"], steps + 1),
+        ), False  # fmt: skip
     except dp.FitInterrupted as stop:
         # Ctrl-C: write what the fit reached (a second Ctrl-C aborts the writing).
-        of = "" if args.seconds is not None else f" of {args.steps}"
-        message = f"interrupted after {stop.step}{of} steps; writing the results so far"
-        print(message, file=sys.stderr)
+        print(f"interrupted after {stop.step} steps; writing the results so far", file=sys.stderr)
         return stop.result, True
-    return result, False
 
 
-def run_paint(args: argparse.Namespace) -> int:
-    """Run `diffprims paint`; returns the exit status (130 after Ctrl-C)."""
-    shape_type, source, target, render_shape, reference = _inputs(args)
-    out = Path(args.output)
-    claim_output(out, PAINT_FILES, force=args.force)
-    if not args.quiet:
-        budget = f"{args.seconds:g} s" if args.seconds else f"{args.steps} steps"
-        print(
-            f"painting {os.fspath(source)} ({target.shape[1]}x{target.shape[0]}) with "
-            f"{args.num_shapes} {args.shape}, {budget}",
-            file=sys.stderr,
-        )
-    result, interrupted = _fit(args, shape_type, target)
-    summary = _write(args, out, source, result, interrupted, target, render_shape, reference)
-    if not args.quiet:
-        print(
-            f"PSNR {summary['psnr']:.2f} dB with {args.num_shapes} {args.shape} after "
-            f"{summary['steps']} steps ({result.seconds:.1f} s); wrote "
-            f"{', '.join(summary['files'])} to {out}/",
-            file=sys.stderr,
-        )
-    return 130 if interrupted else 0
-
-
-def _write(args, out, source, result, interrupted, target, render_shape, reference) -> dict:
-    """Write result.png/.svg, progress.gif, model.eqx and summary.json; the summary."""
-    import equinox as eqx
+def _write(args, settings, files, source, result, target, render_shape, reference,
+           interrupted) -> dict:  # fmt: skip
+    """Write every file of `files` as a set; the summary."""
     import numpy as np
 
     import diffprims as dp
 
+    from . import _pictures
+
     fitted: Any = result.model
     fit_shape = (int(target.shape[0]), int(target.shape[1]))
-    image = eqx.filter_jit(lambda m: m.render_image(render_shape))(fitted)
-    dp.save_image(out / "result.png", image)
-    written = np.asarray(dp.load_image(out / "result.png"))
-    psnr = float(dp.psnr(written, reference))
-    fit_psnr = float(dp.psnr(eqx.filter_jit(lambda m: m.render_image(fit_shape))(fitted), target))
-    dp.save_svg(out / "result.svg", fitted, render_shape)
-    frames = (*result.snapshots, fitted) if interrupted else result.snapshots
-    dp.save_gif(out / "progress.gif", frames or (fitted,), fit_shape)
-    dp.save(out / "model.eqx", fitted)
+    # The animation's frames end with the final picture at the fit size: one compiled
+    # (and persistently cached) program for both.
+    frames = _frames(args, settings, result, fit_shape) if "gif" in files.values() else None
+    at_fit = frames[-1] if frames is not None else np.asarray(_pictures.render(fitted, fit_shape))
+    image = at_fit if reference is None else np.asarray(_pictures.render(fitted, render_shape))
     losses = np.asarray(result.losses)
-    summary = {
+    summary: dict[str, Any] = {
         "image": os.fspath(source),
-        "psnr": round(psnr, 4),
-        "psnr_at_fit_size": round(fit_psnr, 4),
+        "mode": "fit" if args.fit else "paint",
+        "psnr": round(float(dp.psnr(at_fit, target)), 4),
+        "fit_size": _size(fit_shape),
+        "render_size": _size(render_shape),
         "loss": float(losses[-1]) if losses.size else None,
         "steps": int(losses.shape[0]),
         "interrupted": interrupted,
         "seconds": round(float(result.seconds), 3),
         "shape": args.shape.lower(),
         "num_shapes": args.num_shapes,
-        "fit_size": list(target.shape[:2]),
-        "render_size": list(render_shape),
-        "settings": {
-            "lr": None if args.seconds else args.lr,
-            "batch": None if args.seconds else args.batch,
-            "softness": fitted.softness,
-            "seconds_budget": args.seconds,
-            "seed": args.seed,
-            "frames": len(result.snapshots),
-        },
-        "files": list(PAINT_FILES),
+        "settings": _settings(args, settings, fitted),
+        "files": [os.fspath(p) for p in files],
     }
-    write_json(out / "summary.json", summary)
+    if reference is not None:
+        summary["psnr_at_render_size"] = round(float(dp.psnr(image, reference)), 4)
+
+    def write(path: Path, kind: str) -> None:
+        if kind in ("png", "jpg"):
+            dp.save_image(path, np.asarray(image))
+        elif kind == "svg":
+            _write_svg(path, fitted, render_shape, args.svg_edges)
+        elif kind == "gif":
+            assert frames is not None
+            _pictures.encode_gif(path, frames)
+        elif kind == "json":
+            write_json(path, _pictures.shapes_json(fitted, fit_shape))
+        elif kind == "eqx":
+            dp.save(path, fitted)
+        else:
+            write_json(path, summary)
+
+    _outputs.write_all(files, write)
     return summary
+
+
+def _settings(args, settings, fitted) -> dict[str, Any]:
+    return {
+        "steps_budget": settings["steps"],
+        "seconds_budget": args.seconds,
+        "lr": settings["lr"],
+        "batch": (args.batch if args.batch is not None else 0.1) if args.fit else None,
+        "rounds": None if args.fit else (args.rounds or 8),
+        "softness": fitted.softness,
+        "seed": args.seed,
+        "gif": args.gif,
+        "svg_edges": args.svg_edges,
+    }
+
+
+def _write_svg(path: Path, model: Any, shape: tuple[int, int], edges: str) -> None:
+    import diffprims as dp
+
+    # Hard edges when asked, or when the soft edge is under half a pixel at this size.
+    fit_softness = float(model.softness)
+    soft = edges == "soft" or (edges == "auto" and fit_softness >= 0.5)
+    try:
+        dp.save_svg(path, model, shape, soft_edges=soft)
+    except ValueError as error:  # e.g. additive compositing has no SVG form
+        raise UsageError(f"cannot write {path.name}: {str(error).rstrip('.')}") from None
+
+
+def _frames(args, settings, result, fit_shape) -> Any:
+    from . import _pictures
+
+    if args.gif == "shapes":
+        return _pictures.shape_frames(result.model, settings["frames"], fit_shape)
+    return _pictures.progress_frames(list(result.snapshots), result.model, fit_shape)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import Parser, batch_fraction, positive_float, positive_int, shape_types
+from ._common import Parser, batch_fraction, positive_float, positive_int, seed, shape_types
 from ._filter import run_filter
 from ._paint import run_paint
 
@@ -13,23 +13,34 @@ Differentiable 2D primitives. Paint a photo with a few hundred soft shapes, or
 approximate a 2D kernel (a bokeh disk) with a few separable passes.
 
   diffprims paint                      paint the bundled demo photo with 200 circles
-  diffprims paint photo.jpg -n 50 -o out
+  diffprims paint photo.jpg -n 50 --seconds 20 -o out.png -o out.svg
   diffprims filter --kernel disk:50 --rank 4 --apply photo.jpg
 
 Run `diffprims COMMAND --help` for each command's options.
 """
 
 PAINT_EPILOG = """\
-writes OUTDIR/result.png (at the input's resolution, or --render-size),
-result.svg, progress.gif, model.eqx (reload with `diffprims.load`) and
-summary.json (PSNR of result.png against the input, loss, steps, seconds, settings).
+By default paints with diffprims.paint's recipe (progressive rounds, pruning,
+colours in closed form); --fit runs plain gradient descent from random shapes.
+
+-o takes a folder (default: out), which receives result.png (at the input's
+resolution, or --render-size), result.svg, progress.gif, shapes.json (the shapes
+as a readable list), model.eqx (reload with diffprims.load) and summary.json; or
+file names, as many as you like, the format from the extension: .png .jpg .svg
+.gif .json .eqx. Nothing is overwritten without --force.
+
+PSNR is measured against the image at the fit size (--size); while painting, on
+the sampled pixels. The command line keeps compiled programs in a per-user cache
+folder (~/.cache/diffprims/jax; on macOS ~/Library/Caches/diffprims/jax):
+--no-cache turns it off.
 """
 
 FILTER_EPILOG = """\
 KERNEL is NAME:SIZE[:ARG]: disk:50 (a 50 px bokeh disk), polygon:51:6 (a hexagon),
 gaussian:31:5 (sigma 5), box:9.
-writes OUTDIR/kernel.png (target | SVD | fitted), vectors.json, vectors.npz,
-summary.json, and blurred.png with --apply.
+writes OUTDIR/kernel.png (target | SVD | fitted, negative values red), vectors.json,
+vectors.npz, summary.json (relative L2 error, min/max, spill), and blurred.png with
+--apply.
 """
 
 
@@ -70,30 +81,46 @@ def _add_paint(commands) -> None:
     shape_names = ", ".join(shape_types())
     paint.add_argument("--shape", default="circles", metavar="TYPE",
                        help=f"shape type: {shape_names} (default: circles)")  # fmt: skip
-    paint.add_argument("--steps", type=positive_int, default=2000,
-                       help="optimizer steps (default: 2000)")  # fmt: skip
+    paint.add_argument("--steps", type=positive_int, default=None,
+                       help="optimizer steps in all (default: 1500; 2000 with --fit)")  # fmt: skip
     paint.add_argument("--seconds", type=positive_float, default=None, metavar="T",
-                       help="paint with diffprims.paint's recipe (progressive rounds, "
-                       "pruning, colours in closed form; better pictures) within T "
-                       "seconds instead of --steps plain fitting steps")  # fmt: skip
+                       help="paint within T seconds, compilation included, instead of "
+                       "a number of steps")  # fmt: skip
+    paint.add_argument("--fit", action="store_true",
+                       help="plain fit: gradient descent on N random shapes (no rounds, "
+                       "no pruning; lower PSNR than the default recipe)")  # fmt: skip
+    paint.add_argument("--rounds", type=positive_int, default=None,
+                       help="rounds of shapes added (default: 8; not with --fit)")  # fmt: skip
     paint.add_argument("--size", type=positive_int, default=256, metavar="PX",
                        help="fit at this size, longer side in pixels (default: 256)")  # fmt: skip
     paint.add_argument("--render-size", type=positive_int, default=None, metavar="PX",
-                       help="longer side of result.png/.svg (default: the input's)")  # fmt: skip
-    paint.add_argument("--lr", type=positive_float, default=0.01,
+                       help="longer side of the .png/.svg (default: the input's)")  # fmt: skip
+    paint.add_argument("--lr", type=positive_float, default=None,
                        help="Adam learning rate (default: 0.01)")  # fmt: skip
-    paint.add_argument("--batch", type=batch_fraction, default=0.1, metavar="FRACTION",
-                       help="fraction of pixels per step, or 'all' (default: 0.1)")  # fmt: skip
+    paint.add_argument("--batch", type=batch_fraction, default=None, metavar="FRACTION",
+                       help="with --fit: fraction of pixels per step, or 'all' "
+                       "(default: 0.1)")  # fmt: skip
     paint.add_argument("--softness", type=positive_float, default=None, metavar="PX",
-                       help="edge width in pixels (default: 1; 0.5 with --seconds)")  # fmt: skip
-    paint.add_argument("--frames", type=positive_int, default=40,
-                       help="frames of progress.gif (default: 40)")  # fmt: skip
-    paint.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    paint.add_argument("-o", "--output", default="out", metavar="OUTDIR",
-                       help="folder for the results (default: out)")  # fmt: skip
+                       help="edge width in pixels (default: 0.5; 1 with --fit)")  # fmt: skip
+    paint.add_argument("--gif", choices=("progress", "shapes"), default="progress",
+                       help="the animation: the picture as the fit ran (progress: one "
+                       "frame per round, or per snapshot with --fit) or the shapes "
+                       "added one by one (shapes)")  # fmt: skip
+    paint.add_argument("--frames", type=positive_int, default=None,
+                       help="frames of the animation (default: 40), with --fit or "
+                       "--gif shapes")  # fmt: skip
+    paint.add_argument("--svg-edges", choices=("auto", "soft", "hard"), default="auto",
+                       help="soft edges as the model draws them, or hard edges with plain "
+                       "fills (smaller files); auto: soft unless --softness < 0.5")  # fmt: skip
+    paint.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
+    paint.add_argument("-o", "--output", action="append", default=None, metavar="OUT",
+                       help="a folder (default: out) or a file (.png .jpg .svg .gif .json "
+                       ".eqx); repeat for several")  # fmt: skip
     paint.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     paint.add_argument("--force", action="store_true",
-                       help="overwrite results already in OUTDIR")  # fmt: skip
+                       help="overwrite results that are already there")  # fmt: skip
+    paint.add_argument("--no-cache", action="store_true",
+                       help="do not use the persistent compilation cache")  # fmt: skip
     paint.set_defaults(run=run_paint)
 
 
@@ -118,7 +145,7 @@ def _add_filter(commands) -> None:
                       help="optimizer steps (default: 500)")  # fmt: skip
     filt.add_argument("--apply", default=None, metavar="IMAGE",
                       help="blur this image with the fitted bank, write blurred.png")  # fmt: skip
-    filt.add_argument("-o", "--output", default="out", metavar="OUTDIR",
+    filt.add_argument("-o", "--output", action="append", default=None, metavar="OUTDIR",
                       help="folder for the results (default: out)")  # fmt: skip
     filt.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     filt.add_argument("--force", action="store_true",

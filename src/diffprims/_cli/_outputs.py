@@ -1,0 +1,165 @@
+"""Where a command's results go: `-o` as a folder or as file paths, written as a set.
+
+Every `-o` is checked before any file is touched (format, clashes, earlier results,
+a writable place). Then, before the (long) fit, the output folders are made and locked
+(`.diffprims.lock`, an `flock` held for the run), so a second run on the same outputs
+stops at once instead of mixing its files with ours. At the end every file is written
+into a hidden temp folder beside its destination and only then renamed into place: a
+run that fails or is stopped while writing leaves no half set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from ._common import UsageError
+
+#: File formats by extension.
+FORMATS = {
+    ".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".svg": "svg", ".gif": "gif",
+    ".json": "json", ".eqx": "eqx",
+}  # fmt: skip
+
+LOCK_NAME = ".diffprims.lock"
+
+
+def plan(specs: list[str], folder_files: dict[str, str], *, force: bool) -> dict[Path, str]:
+    """`path -> format` of every file the `-o` arguments ask for; touches nothing.
+
+    An `-o` that is an existing folder, or has no known file extension, is a folder and
+    gets `folder_files` (name -> format); otherwise the extension names the format.
+    """
+    files: dict[Path, str] = {}
+    for spec in specs:
+        path = Path(spec)
+        suffix = path.suffix.lower()
+        if path.is_dir() or (suffix not in FORMATS and not path.exists()):
+            if suffix and suffix not in FORMATS and not path.is_dir():
+                known = " ".join(sorted(set(FORMATS)))
+                raise UsageError(
+                    f"-o {spec!r}: unknown file type {path.suffix!r}; name a file ending in "
+                    f"{known}, or a folder"
+                )
+            new = {path / name: kind for name, kind in folder_files.items()}
+        elif suffix in FORMATS:
+            new = {path: FORMATS[suffix]}
+        else:
+            raise UsageError(f"-o {spec!r} is a file, not a folder")
+        for target in new:
+            if target in files:
+                raise UsageError(f"-o names {os.fspath(target)!r} twice")
+        files.update(new)
+    _check_places(files, force=force)
+    return files
+
+
+def _check_places(files: dict[Path, str], *, force: bool) -> None:
+    existing = [os.fspath(p) for p in files if p.exists()]
+    folders = [p for p in files if p.is_dir()]
+    if folders:
+        raise UsageError(f"-o: {os.fspath(folders[0])!r} is a folder, not a file")
+    if existing and not force:
+        shown = ", ".join(existing[:4]) + (" ..." if len(existing) > 4 else "")
+        raise UsageError(
+            f"-o: {shown} already exist; pass --force to overwrite, or choose other outputs"
+        )
+    for parent in sorted({p.parent for p in files}):
+        place = parent
+        while not place.exists() and place != place.parent:
+            place = place.parent
+        if not place.is_dir():
+            raise UsageError(f"-o: cannot make the folder {os.fspath(parent)!r}: "
+                             f"{os.fspath(place)!r} is a file")  # fmt: skip
+        if not os.access(place, os.W_OK | os.X_OK):
+            raise UsageError(f"-o: cannot write to {os.fspath(place)!r} (permission denied)")
+
+
+@contextlib.contextmanager
+def claimed(files: dict[Path, str], *, force: bool) -> Iterator[None]:
+    """Make the output folders and hold a lock in each until the block ends."""
+    made: list[Path] = []
+    with contextlib.ExitStack() as locks:
+        try:
+            for parent in sorted({p.parent for p in files}):
+                made += _make_folder(parent)
+                locks.enter_context(_lock(parent))
+        except OSError as error:
+            _remove_empty(made)
+            raise UsageError(f"-o: cannot write there: {error}") from None
+        try:
+            _check_places(files, force=force)  # a run that finished since we looked
+            yield
+        finally:
+            locks.close()
+            _remove_empty(made)
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Make `folder` and its missing parents; the ones made, deepest first."""
+    missing = []
+    place = folder
+    while not place.exists():
+        missing.append(place)
+        place = place.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if nothing was written there
+
+
+@contextlib.contextmanager
+def _lock(folder: Path) -> Iterator[None]:
+    """An exclusive `flock` on `folder/.diffprims.lock`, removed when done."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock, the writes are still atomic per file
+        yield
+        return
+    path = folder / LOCK_NAME
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(
+                f"-o: another diffprims run is writing to {os.fspath(folder)!r}; wait for it "
+                "or choose other outputs"
+            ) from None
+        # The file may have been removed by the run that held it just before: then our
+        # lock is on a file no one else will find.
+        if not path.exists() or os.stat(path).st_ino != os.fstat(handle).st_ino:
+            raise UsageError(
+                f"-o: another diffprims run just finished writing to {os.fspath(folder)!r}; "
+                "run again (with --force to overwrite its results)"
+            )
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    finally:
+        os.close(handle)
+
+
+def write_all(files: dict[Path, str], write: Callable[[Path, str], None]) -> None:
+    """`write(temp_path, format)` for every file into temp folders, then all into place."""
+    staging: dict[Path, Path] = {}
+    try:
+        for parent in sorted({p.parent for p in files}):
+            staging[parent] = Path(tempfile.mkdtemp(prefix=".diffprims-", dir=parent))
+        for path, kind in files.items():
+            write(staging[path.parent] / path.name, kind)
+        for path in files:
+            os.replace(staging[path.parent] / path.name, path)
+    finally:
+        for temp in staging.values():
+            shutil.rmtree(temp, ignore_errors=True)
