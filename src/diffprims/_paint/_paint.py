@@ -25,7 +25,6 @@ fit's driver, so `paint` gets its progress bar, Ctrl-C and divergence handling.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -42,7 +41,7 @@ from .._validate import check_key, check_positive_int, check_scalar, describe
 from ._placement import blank
 from ._rounds import Painting, paint_optimizer
 from ._schedule import Budget, plan_rounds
-from ._solve import squared_error_weights
+from ._solve import check_solve_memory, squared_error_weights
 
 
 def paint(
@@ -157,6 +156,8 @@ def paint(
     pixel_weights = squared_error_weights(loss, (height, width))
     _check_loss(loss, target, stride)
     solving = solve_colours and compositing != "depth" and pixel_weights is not None
+    if solving:
+        check_solve_memory(n, restarts)
     if pixel_weights is None:
         pixel_weights = jnp.ones((height, width), jnp.float32)
     rounds = min(rounds, n)
@@ -206,12 +207,15 @@ def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_
     if compositing not in MODES:
         raise ValueError(f"`compositing` must be one of {MODES}; got {compositing!r}.")
     if seconds is not None:
-        ok = isinstance(seconds, int | float) and not isinstance(seconds, bool)
-        if not (ok and 0 < seconds < math.inf):
-            raise ValueError(f"`seconds` must be a finite number > 0; got {describe(seconds)}.")
+        check_scalar(seconds, "seconds", lower=0.0, hint=" It is a wall-time budget.")
     else:
         steps = 1500 if steps is None else check_positive_int(steps, "steps")
     check_scalar(opacity, "opacity", lower=0.0, upper=1.0)
+    # Finite numbers first (a TypeError for strings), then the closed ranges.
+    prune, coarse, anneal = (
+        float(check_scalar(value, name))
+        for name, value in (("prune", prune), ("coarse", coarse), ("anneal", anneal))
+    )
     if not 0 <= prune < 1:
         raise ValueError(f"`prune` must be a fraction in [0, 1); got {prune}.")
     if not coarse >= 0:

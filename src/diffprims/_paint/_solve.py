@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
@@ -37,6 +38,31 @@ def squared_error_weights(loss: AbstractLoss, shape: tuple[int, int]) -> Array |
     return None
 
 
+# Working memory of the solve's pixel chunks (the (n+1, chunk) layer weights and the
+# alphas behind them); the (n+1)^2 normal equations come on top.
+CHUNK_BYTES = 2**27
+# The largest normal-equation matrix paint will ask for (`check_solve_memory`).
+MAX_GRAM_BYTES = 2**32
+
+
+def check_solve_memory(n: int, restarts: int) -> None:
+    """Refuse, before anything is allocated, a colour solve whose matrix is too large."""
+    need = 3 * 4 * (n + 1) ** 2 * restarts  # the matrix, its factorisation, a copy
+    if need > MAX_GRAM_BYTES:
+        most = int((MAX_GRAM_BYTES / (12 * restarts)) ** 0.5) - 1
+        raise ValueError(
+            f"`paint`'s final colour solve for n={n} shapes ({restarts} restart(s)) needs "
+            f"about {need / 2**30:.1f} GiB for its ({n + 1})^2 normal equations; expected "
+            f"at most {MAX_GRAM_BYTES / 2**30:.0f} GiB (n <= {most}). Pass "
+            "`solve_colours=False`, fewer shapes, or fewer restarts."
+        )
+
+
+def _chunks(count: int, n: int) -> int:
+    """Pixels per chunk: the layer weights of a chunk take about `CHUNK_BYTES`."""
+    return max(1, min(count, CHUNK_BYTES // (16 * (n + 1))))
+
+
 @eqx.filter_jit
 def solve_colours(model, target, pixel_weights=None, ridge: float = 1e-4):
     """Colours (and background) that minimise the squared error for fixed geometry.
@@ -44,31 +70,59 @@ def solve_colours(model, target, pixel_weights=None, ridge: float = 1e-4):
     Solves the ridge-regularised normal equations of the layer weights (the picture is
     linear in the colours for "over" and "additive") on the full grid of `target`, each
     pixel's squared error weighted by `pixel_weights` `(H, W)` if given; clips to
-    `[0, 1]`, and returns the new model and its (weighted) mean squared error.
+    `[0, 1]`, and returns the new model and its (weighted) mean squared error. The
+    pixels are taken in chunks, so memory is the `(n+1)^2` matrix plus `CHUNK_BYTES`.
     """
     height, width, channels = target.shape
-    points = pixel_centres((height, width)).reshape(-1, 2)
-    layers = layer_weights(model.compositing, model.alphas(points, pixel_size=1.0 / height))
-    flat = target.reshape(-1, channels)
-    if model.learn_background:
-        free, goal = layers, flat
-    else:  # only the shapes' colours are free: fit what the background leaves
-        free, goal = layers[:-1], flat - layers[-1][:, None] * model.background
-    scaled = free if pixel_weights is None else free * pixel_weights.reshape(1, -1)
-    gram = scaled @ free.T
-    gram = gram + ridge * (jnp.trace(gram) / gram.shape[0]) * jnp.eye(gram.shape[0])
-    solved = jnp.clip(jnp.linalg.solve(gram, scaled @ goal), 1e-3, 1 - 1e-3)
+    count, n = height * width, model.num_shapes
+    chunk = _chunks(count, n)
+    pad = -count % chunk
+    points = jnp.pad(pixel_centres((height, width)).reshape(-1, 2), ((0, pad), (0, 0)))
+    flat = jnp.pad(target.reshape(-1, channels), ((0, pad), (0, 0)))
+    weights = jnp.ones((count,)) if pixel_weights is None else pixel_weights.reshape(-1)
+    weights = jnp.pad(weights.astype(jnp.float32), (0, pad))  # padding weighs nothing
+    valid = jnp.pad(jnp.ones((count,)), (0, pad))
+    parts = [x.reshape(-1, chunk, *x.shape[1:]) for x in (points, flat, weights, valid)]
+    k = n + 1 if model.learn_background else n
+
+    def layers_of(points_c):
+        alphas = model.alphas(points_c, pixel_size=1.0 / height)
+        return layer_weights(model.compositing, alphas)
+
+    def accumulate(carry, part):
+        gram, rhs, cover = carry
+        points_c, flat_c, weights_c, valid_c = part
+        layers = layers_of(points_c)
+        if model.learn_background:
+            free, goal = layers, flat_c
+        else:  # only the shapes' colours are free: fit what the background leaves
+            free, goal = layers[:-1], flat_c - layers[-1][:, None] * model.background
+        scaled = free * weights_c[None]
+        cover = cover + layers[:-1] @ valid_c
+        return (gram + scaled @ free.T, rhs + scaled @ goal, cover), None
+
+    zeros = (jnp.zeros((k, k)), jnp.zeros((k, channels)), jnp.zeros((n,)))
+    (gram, rhs, cover), _ = jax.lax.scan(accumulate, zeros, parts)
+    diagonal = jnp.arange(k)
+    gram = gram.at[diagonal, diagonal].add(ridge * jnp.trace(gram) / k)
+    solved = jnp.clip(jnp.linalg.solve(gram, rhs), 1e-3, 1 - 1e-3)
     if not model.learn_background:
         solved = jnp.concatenate([solved, model.background[None]], 0)
     # Shapes that cover nothing keep their colour.
-    used = jnp.sum(layers[:-1], 1) > 1e-3
+    used = cover > 1e-3
     solved = solved.at[:-1].set(jnp.where(used[:, None], solved[:-1], model.colours))
-    squared = (layers.T @ solved - flat) ** 2
-    if pixel_weights is not None:
-        squared = squared * pixel_weights.reshape(-1, 1)
+
+    def error(total, part):
+        points_c, flat_c, weights_c, valid_c = part
+        squared = (layers_of(points_c).T @ solved - flat_c) ** 2
+        return total + jnp.sum(
+            squared * (weights_c if pixel_weights is not None else valid_c)[:, None]
+        ), None
+
+    total, _ = jax.lax.scan(error, jnp.zeros(()), parts)
     model = eqx.tree_at(
         lambda m: (m.raw_colours, m.raw_background),
         model,
         (COLOUR.raw(solved[:-1]), COLOUR.raw(solved[-1])),
     )
-    return model, jnp.mean(squared)
+    return model, total / (count * channels)
