@@ -6,6 +6,7 @@ only through a render function, so it serves every model of the protocol.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import equinox as eqx
@@ -16,6 +17,7 @@ import optax
 from jaxtyping import Array, PRNGKeyArray
 
 from .._losses import AbstractLoss, restrict_to_pixels
+from ._canon import canonical_loss, canonical_optimizer
 
 
 class PointRender(eqx.Module):
@@ -115,7 +117,6 @@ def _step(static, problem, total, update_scale, state: LoopState, index) -> tupl
     return (params, opt_state, ok), jnp.where(ok, value, jnp.nan)
 
 
-@eqx.filter_jit
 def run_steps(
     state: LoopState,
     static: Any,
@@ -131,7 +132,44 @@ def run_steps(
     Returns the new state and the `(length,)` losses. `update_scale` (traced)
     multiplies every update (a learning-rate schedule set from outside). Snapshot `j`
     holds the parameters after `snap_steps[j]` steps.
+
+    Compiled once per structure and settings: a fresh optimizer or loss that computes
+    what an earlier one did reuses its compiled loop (`_canon`).
     """
+    problem = _canonical_problem(problem, state)
+    return _run_steps(state, static, problem, first, total, length, snap_steps, update_scale)
+
+
+def _loss_call(loss, pred, goal, indices):
+    return loss(pred, goal) if indices is None else restrict_to_pixels(loss, indices)(pred, goal)
+
+
+@functools.lru_cache(maxsize=256)
+def _sample_count(sampler: tuple[str, int], height: int, width: int) -> int:
+    shape = jax.eval_shape(lambda: sample_indices(sampler, jax.random.key(0), height, width))
+    return shape.shape[0]
+
+
+def _canonical_problem(problem: Problem, state: LoopState) -> Problem:
+    """`problem` with its optimizer and loss swapped for the first equal ones seen."""
+    optimizer = canonical_optimizer(problem.optimizer, state.params, state.opt_state)
+    height, width, channels = problem.target.shape
+    dtype = problem.target.dtype
+    if problem.sampler is None:
+        pred = jax.ShapeDtypeStruct((height, width, channels), dtype)
+        indices = None
+    else:
+        count = _sample_count(problem.sampler, height, width)
+        indices = jax.ShapeDtypeStruct((count,), jnp.int32)
+        pred = jax.ShapeDtypeStruct((count, channels), dtype)
+    loss = canonical_loss(problem.loss, _loss_call, pred, pred, indices)
+    if optimizer is problem.optimizer and loss is problem.loss:
+        return problem
+    return eqx.tree_at(lambda p: (p.optimizer, p.loss), problem, (optimizer, loss))
+
+
+@eqx.filter_jit
+def _run_steps(state, static, problem, first, total, length, snap_steps, update_scale):
 
     def body(carry: LoopState, index):
         (params, opt_state, ok), value = _step(static, problem, total, update_scale, carry, index)

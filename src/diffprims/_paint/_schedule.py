@@ -58,6 +58,8 @@ class Budget:
         self.share = weights / weights.sum()
         self.steps, self.seconds, self.reserve, self.start = steps, seconds, reserve, start
         self.done = 0
+        self.dispatch: float | None = None  # seconds of the last dispatch
+        self.dispatches = 0  # dispatches measured so far
 
     def begin(self, r: int) -> None:
         """Start round `r`."""
@@ -82,17 +84,28 @@ class Budget:
         return min(max(fraction, 0.0), 1.0)
 
     def next_length(self, most: int) -> int:
-        """Steps for the next dispatch (0: the round is over)."""
+        """Steps for the next dispatch (0: the round is over).
+
+        With `seconds`, a dispatch runs only if half of one (the last one measured; the
+        first of the paint includes compilation and does not count) still fits in the
+        round's share, so each round ends within about half a dispatch of its share; a
+        round whose share is already spent (compilation ate it) only seeds its shapes.
+        """
         if self.round_steps is not None:
             return max(0, min(most, self.round_steps - self.taken))
-        if self.taken == 0:
-            return most
         now = time.perf_counter()
-        # The last chunk's duration (the first one includes compilation).
-        chunk, self.chunk_start = now - self.chunk_start, now
         assert self.round_end is not None
-        over = now + 0.5 * chunk > self.round_end and (self.taken > most or now > self.round_end)
-        return 0 if over else most
+        if self.taken:
+            # The first dispatch of the paint includes compilation: not an estimate.
+            if self.dispatches:
+                self.dispatch = now - self.chunk_start
+            self.dispatches += 1
+        self.chunk_start = now
+        if not self.dispatches:
+            return most
+        if self.dispatch is None:
+            return most if now < self.round_end else 0
+        return 0 if now + 0.5 * self.dispatch > self.round_end else most
 
     def took(self, steps: int) -> None:
         self.taken += steps

@@ -253,7 +253,7 @@ class AbstractShapes(AbstractModel):
         points = check_points(points).astype(self.raw_colours.dtype)
         points, pixel_size = check_pixel_size(points, pixel_size)
         method = _render.check_method(method, self)
-        return _render.render_points(self, points, pixel_size, method)
+        return _render.render_points_eager(self, points, pixel_size, method)
 
     def render_image(
         self, shape: tuple[int, int], *, method: str = "auto"
@@ -270,7 +270,7 @@ class AbstractShapes(AbstractModel):
         """
         shape = check_grid_shape(shape)
         method = _render.check_method(method, self)
-        return _render.render_grid(self, shape, method)
+        return _render.render_grid_eager(self, shape, method)
 
     # -- sub-sets and construction -------------------------------------------------
 

@@ -1,0 +1,137 @@
+"""Same settings, same program: static parts of a fit identified by what they compute.
+
+The step loop is compiled with `eqx.filter_jit`, whose cache keys on its static inputs.
+An optax optimizer is a pair of closures and `dp.Loss(fn)` holds a function, so a
+fresh `optax.adam(1e-2)` or a fresh `lambda` would be a new key, and a new compile,
+though it computes exactly what the last one did. `canonical_problem` traces the
+optimizer's `update` (and a loss holding functions) to a jaxpr on the shapes the step
+will use, fingerprints it (the jaxpr's text and the values of its constants), and hands
+back the first object seen with that fingerprint, so the compiled step is found again.
+
+It changes nothing global: no JAX setting, no persistent cache. Anything it cannot
+trace or fingerprint (a closure over a traced value, say) passes through unchanged: a
+new compile, never a wrong program.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+
+#: Entries kept by each cache (optimizers, losses): a sweep over this many settings
+#: still hits; older ones are dropped (their compiled steps then compile again).
+CACHE_SIZE = 64
+
+
+def _abstract(tree: Any) -> Any:
+    def leaf(x):
+        if hasattr(x, "shape") and hasattr(x, "dtype"):
+            weak = bool(getattr(getattr(x, "aval", None), "weak_type", False))
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, weak_type=weak)
+        return x
+
+    return jax.tree.map(leaf, tree)
+
+
+def _signature(tree: Any) -> tuple:
+    """Structure, shapes and dtypes of a pytree's array leaves (hashable)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return (treedef, tuple(_leaf(x) for x in leaves))
+
+
+def _leaf(x: Any) -> Any:
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return (tuple(x.shape), str(x.dtype))
+    return (type(x), x)  # a Python scalar: static to `filter_jit`, so part of the key
+
+
+def fingerprint(fn: Callable, *args: Any) -> str | None:
+    """SHA-256 of `fn`'s jaxpr on abstract `args` and of its constants' values; None when
+    `fn` cannot be traced there or closes over traced values."""
+    try:
+        closed = jax.make_jaxpr(fn)(*_abstract(args))
+        digest = hashlib.sha256(str(closed.jaxpr).encode())
+        for const in closed.consts:
+            value = np.asarray(const)
+            digest.update(f"{value.dtype}{value.shape}".encode())
+            digest.update(value.tobytes())
+    except Exception:
+        return None
+    return digest.hexdigest()
+
+
+class _Cache:
+    """`(identity, signature) -> canonical object`, and `fingerprint -> canonical`."""
+
+    def __init__(self) -> None:
+        self.seen: collections.OrderedDict[tuple, tuple[Any, Any]] = collections.OrderedDict()
+        self.by_print: collections.OrderedDict[str, Any] = collections.OrderedDict()
+
+    def get(self, ident: tuple, obj: Any, make_print: Callable[[], str | None]) -> Any:
+        hit = self.seen.get(ident)
+        if hit is not None:  # the strong reference in `hit` keeps ids from being reused
+            self.seen.move_to_end(ident)
+            return hit[1]
+        printed = make_print()
+        canonical = obj if printed is None else self.by_print.setdefault(printed, obj)
+        if printed is not None:
+            self.by_print.move_to_end(printed)
+            _trim(self.by_print)
+        self.seen[ident] = (obj, canonical)
+        _trim(self.seen)
+        return canonical
+
+
+def _trim(cache: collections.OrderedDict) -> None:
+    while len(cache) > CACHE_SIZE:
+        cache.popitem(last=False)
+
+
+_OPTIMIZERS = _Cache()
+_LOSSES = _Cache()
+
+
+def canonical_optimizer(optimizer: Any, params: Any, opt_state: Any) -> Any:
+    """The first optimizer seen whose `update` traces to the same program on these shapes."""
+    update = getattr(optimizer, "update", None)
+    if update is None:
+        return optimizer
+    ident = (id(optimizer), _signature((params, opt_state)))
+
+    def make_print():
+        return fingerprint(lambda g, s, p: update(g, s, p), params, opt_state, params)
+
+    return _OPTIMIZERS.get(ident, optimizer, make_print)
+
+
+def canonical_loss(loss: Any, call: Callable[..., Any], *args: Any) -> Any:
+    """`loss` rebuilt on the structure of the first loss seen that has the same leaves
+    and traces to the same program in `call(loss, *args)` (the step's use of it; `args`
+    may be abstract).
+
+    Equinox compares static fields by `==`, so a function (`dp.Loss(fn)`) compares by
+    identity; this finds the compiled step again for a fresh but equal function.
+    """
+    leaves, treedef = jax.tree.flatten(loss)
+    ident = (treedef, _signature(leaves), _signature(args))
+    try:
+        hash(ident)
+    except TypeError:  # an unhashable static field: equinox could not cache it either
+        return loss
+    # The structure without object addresses: equal losses must have equal structures.
+    shape = re.sub(r" at 0x[0-9a-fA-F]+", "", str(treedef))
+    dynamic, static = eqx.partition(loss, eqx.is_array)
+
+    def make_print():
+        printed = fingerprint(lambda d, *a: call(eqx.combine(d, static), *a), dynamic, *args)
+        return None if printed is None else f"{shape}|{printed}"
+
+    canonical = _LOSSES.get(ident, treedef, make_print)
+    return loss if canonical is treedef else jax.tree.unflatten(canonical, leaves)
