@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ._files import atomic_write
-from ._validate import check_float_array, check_values, describe, is_traced
+from ._validate import (
+    check_float_array,
+    check_positive_int,
+    check_values,
+    describe,
+    is_traced,
+)
 
 
 def check_image(
@@ -70,18 +77,62 @@ def _psnr(image: Any, target: Any, max_value: Any) -> Array:
 _psnr_compiled = functools.partial(jax.jit, static_argnames="max_value")(_psnr)
 
 
-def _to_float_rgb(picture: Image.Image) -> np.ndarray:
-    if picture.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        values = np.asarray(picture, dtype=np.float32)
-        peak = 65535.0 if picture.mode.startswith("I") and values.max() > 255 else 255.0
-        values = np.clip(values / (1.0 if picture.mode == "F" else peak), 0.0, 1.0)
-        return np.repeat(values[..., None], 3, axis=-1)
-    if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
-        # Transparent pixels are shown over white, as a viewer would.
-        rgba = picture.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        picture = Image.alpha_composite(white, rgba)
+# Raster formats only: Pillow also opens EPS (through Ghostscript), WMF, PSD layers and
+# more, which an image named `.png` must not be able to reach.
+RASTER_FORMATS = (
+    "PNG", "JPEG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "PPM", "TGA", "ICO", "JPEG2000",
+    "PCX", "SGI", "QOI", "DDS", "AVIF",
+)  # fmt: skip
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _to_float(picture: Image.Image, path: Any) -> np.ndarray:
+    """`(H, W, 3)` float32: every mode at its own bit depth, transparency over white."""
+    mode = picture.mode
+    if mode in _SIXTEEN_BIT or mode in ("I", "F", "1"):
+        values = np.asarray(picture)
+        if mode == "F":
+            if not np.all(np.isfinite(values)):
+                raise ValueError(
+                    f"`path` must be an image of finite values; got {os.fspath(path)!r}, "
+                    "a float image with NaN/inf."
+                )
+            grey = values.astype(np.float32)
+        elif mode == "1":
+            grey = values.astype(np.float32)
+        else:  # 16-bit, or 32-bit ints (a 16-bit PNG may read as "I")
+            peak = 65535.0 if mode in _SIXTEEN_BIT or values.max(initial=0) <= 65535 else 2**31 - 1
+            grey = values.astype(np.float64) / peak
+        return np.repeat(np.asarray(grey, np.float32)[..., None], 3, axis=-1)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in picture.info:
+        rgba = np.asarray(picture.convert("RGBA"), dtype=np.float32) / 255.0
+        rgb, opacity = rgba[..., :3], rgba[..., 3:]
+        return 1.0 + opacity * (rgb - 1.0)  # shown over white, as a viewer would
     return np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _new_size(size: Any, width: int, height: int) -> tuple[int, int]:
+    """`(W, H)` to resize to, from `size`: an int (the longer side) or `(H, W)`."""
+    if isinstance(size, int | np.integer) and not isinstance(size, bool | np.bool_):
+        side = check_positive_int(size, "size", maximum=2**16)
+        scale = side / max(width, height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+    if not (isinstance(size, tuple | list) and len(size) == 2):
+        raise TypeError(
+            f"`size` must be an int (the longer side) or a pair (H, W) of ints; got "
+            f"{describe(size)}."
+        )
+    rows, cols = (check_positive_int(v, f"size[{i}]", maximum=2**16) for i, v in enumerate(size))
+    return cols, rows
+
+
+def _resize(pixels: np.ndarray, new: tuple[int, int]) -> np.ndarray:
+    """Lanczos resize of a float `(H, W, C)` array, channel by channel, in float."""
+    channels = [
+        np.asarray(Image.fromarray(pixels[..., c], mode="F").resize(new, Image.Resampling.LANCZOS))
+        for c in range(pixels.shape[-1])
+    ]
+    return np.stack(channels, -1)
 
 
 def load_image(
@@ -92,13 +143,18 @@ def load_image(
 ) -> Float[Array, "H W 3"]:
     """Read an image file as an `(H, W, 3)` float32 array in `[0, 1]`.
 
-    Any mode Pillow reads (greyscale, palette, RGBA over white, 16-bit) becomes RGB.
+    Every mode Pillow reads becomes RGB at its own bit depth: 8- and 16-bit grey and
+    colour, float TIFFs (values clipped to `[0, 1]`), palette images, and transparency
+    shown over white. The EXIF orientation of a photo is applied. Only raster formats
+    are read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...); a damaged or truncated file, or one
+    too large to be an image (a decompression bomb), raises a `ValueError`.
 
     **Arguments:**
 
     - `path`: the file (PNG, JPEG, ...).
     - `size`: `None` keeps the size; an int scales the image so its longer side is
-      `size` (keeping the aspect ratio); `(H, W)` resizes to exactly that.
+      `size` (keeping the aspect ratio); `(H, W)` resizes to exactly that. Resizing is
+      Lanczos, in float.
     - `square`: centre-crop to a square first (so `size=256` gives 256×256).
 
     **Returns:**
@@ -109,46 +165,48 @@ def load_image(
     target = dp.load_image("photo.png", size=256)
     ```
     """
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"`path` must be a file path; got {describe(path)}.")
+    if size is not None:
+        _new_size(size, 1, 1)  # checked before the file is read
+    name = os.fspath(path)
     try:
-        with Image.open(path) as picture:
-            picture.load()
-            if square:
-                side = min(picture.size)
-                left = (picture.width - side) // 2
-                top = (picture.height - side) // 2
-                picture = picture.crop((left, top, left + side, top + side))
-            if size is not None:
-                if isinstance(size, int) and not isinstance(size, bool):
-                    if size < 1:
-                        raise ValueError(f"`size` must be >= 1; got {size}.")
-                    scale = size / max(picture.size)
-                    new = (
-                        max(1, round(picture.width * scale)),
-                        max(1, round(picture.height * scale)),
-                    )
-                else:
-                    try:
-                        height, width = (int(v) for v in size)  # pyright: ignore[reportGeneralTypeIssues]
-                    except (TypeError, ValueError):
-                        raise ValueError(
-                            f"`size` must be an int or (H, W); got {size!r}."
-                        ) from None
-                    if height < 1 or width < 1:
-                        raise ValueError(f"`size` must be positive; got {size!r}.")
-                    new = (width, height)
-                if new != picture.size:
-                    if picture.mode not in ("RGB", "RGBA", "L", "LA"):
-                        picture = picture.convert("RGBA")
-                    picture = picture.resize(new, Image.Resampling.LANCZOS)
-            pixels = _to_float_rgb(picture)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=RASTER_FORMATS) as opened:
+                opened.load()
+                picture = ImageOps.exif_transpose(opened)
     except FileNotFoundError:
-        raise FileNotFoundError(f"No image at {os.fspath(path)!r}.") from None
+        raise FileNotFoundError(f"No image at {name!r}.") from None
+    except IsADirectoryError:
+        raise ValueError(f"`path` must be an image file; got {name!r}, a folder.") from None
     except UnidentifiedImageError:
         raise ValueError(
-            f"`path` must be an image file Pillow can read (PNG, JPEG, ...); got "
-            f"{os.fspath(path)!r}, which is not."
+            f"`path` must be a raster image file Pillow can read (PNG, JPEG, TIFF, ...); got "
+            f"{name!r}, which is not one."
         ) from None
-    return jnp.asarray(pixels)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ValueError(
+            f"`path` must be an image of at most {Image.MAX_IMAGE_PIXELS} pixels; got "
+            f"{name!r}: {error}"
+        ) from None
+    except PermissionError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ValueError(
+            f"`path` must be a readable image file; got {name!r}, which is damaged or "
+            f"truncated ({error})."
+        ) from None
+    if square:
+        side = min(picture.size)
+        left, top = (picture.width - side) // 2, (picture.height - side) // 2
+        picture = picture.crop((left, top, left + side, top + side))
+    pixels = _to_float(picture, path)
+    if size is not None:
+        new = _new_size(size, picture.width, picture.height)
+        if new != picture.size:
+            pixels = _resize(pixels, new)
+    return jnp.asarray(np.clip(pixels, 0.0, 1.0), dtype=jnp.float32)
 
 
 def _blur_matrix(size: int, sigma: Array) -> Array:

@@ -37,9 +37,9 @@ def _structure(tree: Any) -> list[str]:
     """One line per array leaf: its path, shape and dtype (what a checkpoint must match)."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return [
-        f"{jax.tree_util.keystr(path)}: {np.dtype(leaf.dtype).name}{list(np.shape(leaf))}"
+        f"{jax.tree_util.keystr(path)}: {np.dtype(leaf.dtype).name}{list(jnp.shape(leaf))}"
         for path, leaf in leaves
-        if eqx.is_array_like(leaf)
+        if eqx.is_array_like(leaf) or isinstance(leaf, jax.ShapeDtypeStruct)
     ]
 
 
