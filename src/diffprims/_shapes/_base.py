@@ -24,7 +24,6 @@ from ._roles import (
     OPACITY,
     Role,
     declared_roles,
-    is_per_shape,
     parameter,
     role_metadata,
 )
@@ -282,14 +281,7 @@ class AbstractShapes(AbstractModel):
         (the background). `equinox.combine(per_shape, rest)` gives the set back.
         Renderers scan over, or gather from, `per_shape`.
         """
-        names = [
-            name
-            for name in self.parameter_roles()
-            if is_per_shape(type(self), name) and getattr(self, name) is not None
-        ]
-        spec = jax.tree.map(lambda _: False, self)
-        spec = eqx.tree_at(lambda m: [getattr(m, k) for k in names], spec, [True] * len(names))
-        return eqx.partition(self, spec)
+        return eqx.partition(self, _build.per_shape_spec(self))
 
     def take(self, indices: Array) -> AbstractShapes:
         """The sub-set of shapes at `indices` (in that order), same background."""

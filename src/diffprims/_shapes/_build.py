@@ -271,3 +271,15 @@ def trainable_spec(shapes: Any, kinds: tuple[str, ...]) -> Any:
     names = [n for n, r in roles.items() if r.kind in wanted and getattr(shapes, n) is not None]
     spec = jax.tree.map(lambda _: False, shapes)
     return eqx.tree_at(lambda m: [getattr(m, n) for n in names], spec, [True] * len(names))
+
+
+def per_shape_spec(shapes: Any) -> Any:
+    """A filter spec: True at the fields with one row per shape (`partition_shapes`)."""
+    cls = type(shapes)
+    names = [
+        name
+        for name in cls.parameter_roles()
+        if is_per_shape(cls, name) and getattr(shapes, name) is not None
+    ]
+    spec = jax.tree.map(lambda _: False, shapes)
+    return eqx.tree_at(lambda m: [getattr(m, k) for k in names], spec, [True] * len(names))
