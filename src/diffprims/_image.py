@@ -122,7 +122,7 @@ def _new_size(size: Any, width: int, height: int) -> tuple[int, int]:
             f"`size` must be an int (the longer side) or a pair (H, W) of ints; got "
             f"{describe(size)}."
         )
-    rows, cols = (check_positive_int(v, f"size[{i}]", maximum=2**16) for i, v in enumerate(size))
+    rows, cols = (check_positive_int(v, "size", maximum=2**16) for v in size)
     return cols, rows
 
 
