@@ -59,6 +59,7 @@ def psnr_curve(path, curves):
     plt.close(fig)
 
 
+# --8<-- [start:mastercard]
 def mastercard_target(size):
     """Two overlapping discs, the right one in front: the seed's local-minimum example."""
     red, yellow = jnp.array([0.92, 0.0, 0.1]), jnp.array([1.0, 0.62, 0.0])
@@ -106,6 +107,9 @@ def mastercard(size, steps, seeds):
         errors = np.asarray(jnp.mean((images - target) ** 2, axis=(1, 2, 3)))
         results[compositing] = (images, errors, np.asarray(swapped))
     return target, results
+
+
+# --8<-- [end:mastercard]
 
 
 def main() -> None:
