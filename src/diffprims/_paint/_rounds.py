@@ -54,21 +54,24 @@ class ShapeRender(eqx.Module):
         return model.render(points, pixel_size=self.edge_scale * pixel_size, method=self.method)
 
 
-def _steps(state, static, goal, loss, optimizer, keys, render, lr_scale, first, length, stride):
-    """`length` steps of fit's step loop on stratified samples, for every restart.
+def _steps(state, static, problem: Problem, lr_scale, first, count, size: int):
+    """`count` steps of fit's step loop, for every restart (`problem.key` holds one key
+    per restart, or one key).
 
-    Shapes not placed yet are invisible and off the canvas, so their gradients are exactly
-    zero and Adam leaves them where they are. Losses come back `(length,)`, or
-    `(length, restarts)`.
+    Every dispatch runs one compiled program of `size` steps; those past `count` are
+    masked (they leave the state as it is), so a round's last, shorter dispatch does not
+    compile a new program. Shapes not placed yet are invisible and off the canvas, so
+    their gradients are exactly zero and Adam leaves them where they are. Losses come
+    back `(size,)`, or `(size, restarts)`.
     """
 
     def one(state, key):
-        problem = Problem(goal, loss, optimizer, key, ("stratified", stride), render)
-        return run_steps(state, static, problem, first, first + length, length, None, lr_scale)
+        keyed = eqx.tree_at(lambda p: p.key, problem, key)
+        return run_steps(state, static, keyed, first, first + count, size, None, lr_scale)
 
-    if keys.ndim == 0:  # a single run: no restart axis
-        return one(state, keys)
-    state, values = jax.vmap(one)(state, keys)
+    if problem.key.ndim == 0:  # a single run: no restart axis
+        return one(state, problem.key)
+    state, values = jax.vmap(one)(state, problem.key)
     return state, values.T
 
 
@@ -127,13 +130,15 @@ class Painting:
         keys = self._fold(self.keys, 1000 + round_.index)
         render = ShapeRender(jnp.asarray(round_.edge_scale, jnp.float32), self.knobs["method"])
         driver.describe(round=f"{round_.index + 1}/{rounds}")
-        while (length := budget.next_length(most)) > 0:
+        sampler = ("stratified", self.knobs["stride"])
+        problem = Problem(goal, self.loss, self.optimizer, keys, sampler, render)
+        size = budget.dispatch_size(most)
+        while (length := budget.next_length(size)) > 0:
             # The last round anneals the learning rate linearly down to `1 - anneal`.
             scale = 1.0 - self.knobs["anneal"] * budget.progress() if last else 1.0
             driver.dispatch(
-                _steps, self.static, goal, self.loss, self.optimizer, keys, render,
-                jnp.float32(scale), jnp.int32(budget.taken), length, self.knobs["stride"],
-                steps=length,
+                _steps, self.static, problem, jnp.float32(scale), jnp.int32(budget.taken),
+                jnp.int32(length), size, steps=length,
             )  # fmt: skip
             budget.took(length)
         budget.end()

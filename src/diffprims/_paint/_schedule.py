@@ -74,6 +74,14 @@ class Budget:
             left = self.seconds - self.reserve - (time.perf_counter() - self.start)
             self.round_end = self.round_start + left * self.share[r] / self.share[r:].sum()
 
+    def dispatch_size(self, most: int) -> int:
+        """Steps per compiled dispatch: `most`, or fewer when no round needs that many
+        (one size for the whole paint, so the step loop compiles once)."""
+        if self.steps is None:
+            return most
+        ends = [max(1, round(self.steps * float(c))) for c in np.cumsum(self.share)]
+        return max(1, min(most, int(max(np.diff([0, *ends])))))
+
     def progress(self) -> float:
         """How far through this round we are, in [0, 1]."""
         if self.round_end is not None:
