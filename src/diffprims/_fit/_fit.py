@@ -85,7 +85,8 @@ def fit(
       `checkpoint` if that file exists (else start afresh). Pass the same model, target,
       loss, optimizer, batch and key as the fit that wrote it (`key=None` takes the
       checkpoint's); the result is bit-identical to a fit that was never interrupted, and
-      `steps` may be raised to fit for longer. A corrupt checkpoint or one written by a
+      `steps` may be raised to fit for longer (without `snapshots`: their steps depend on
+      `steps`). A corrupt checkpoint or one written by a
       different fit raises [`diffprims.CheckpointError`][].
     - `trainable`: which parameters train, as an equinox filter spec: a pytree of bools
       matching the model (or a prefix of it), or a function `leaf -> bool`. The others
