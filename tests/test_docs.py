@@ -92,3 +92,44 @@ def test_custom_shape_example_exports(rings, tmp_path):
     loaded = dp.load(dp.save(tmp_path / "rings.eqx", model), classes=[rings])
     assert type(loaded) is rings
     np.testing.assert_array_equal(loaded.raw_widths, model.raw_widths)
+
+
+# -- figures and tables: made by a script, and up to date with it ----------------------
+
+IMAGES = DOCS / "images"
+REFERENCE = re.compile(r"""(?:\]\(|src="|--8<-- ")(?:\.\./|docs/)*(images/[^)"\s]+)""")
+
+
+def made_by():
+    records = {}
+    for path in sorted(IMAGES.glob("*/made_by.json")):
+        import json
+
+        records[path.parent.name] = json.loads(path.read_text())
+    return records
+
+
+@pytest.mark.parametrize("folder", sorted(made_by()))
+def test_figures_are_up_to_date_with_their_script(folder):
+    import hashlib
+
+    record = made_by()[folder]
+    script = DOCS.parent / record["script"]
+    assert hashlib.sha256(script.read_bytes()).hexdigest() == record["sha256"], (
+        f"{record['script']} changed since it made docs/images/{folder}/: run it again "
+        f"(python {record['script']})"
+    )
+    for name in record["files"]:
+        assert (IMAGES / folder / name).is_file(), f"docs/images/{folder}/{name} is missing"
+
+
+def test_every_figure_and_table_comes_from_a_script():
+    records = made_by()
+    pages = [DOCS.parent / "README.md", *DOCS.rglob("*.md")]
+    shown = {ref for page in pages for ref in REFERENCE.findall(page.read_text())}
+    assert shown, "no figure found: is REFERENCE out of date?"
+    for ref in sorted(shown):
+        folder, name = Path(ref).parts[1], Path(ref).name
+        assert folder in records and name in records[folder]["files"], (
+            f"docs/{ref} is shown in the docs but no script in docs/scripts records making it"
+        )

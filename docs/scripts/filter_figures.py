@@ -24,6 +24,7 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
+from made_by import record  # docs/scripts/made_by.py
 
 import diffprims as dp
 from diffprims._files import atomic_write
@@ -117,6 +118,7 @@ def main():
     dp.save_image(args.out / "kernels.png", side_by_side(kernel_pictures))
     table = "\n".join(rows) + "\n"
     atomic_write(args.out / "table.md", lambda path: Path(path).write_text(table))
+    record(args.out, __file__)
     print(f"wrote {args.out}")
 
 

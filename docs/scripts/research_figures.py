@@ -9,6 +9,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from made_by import record  # docs/scripts/made_by.py
 
 import diffprims as dp
 from diffprims._files import atomic_write
@@ -102,6 +103,8 @@ def main() -> None:
     for name, text in (("filtered.md", filtered_table()), ("vmap.md", vmap_table())):
         atomic_write(OUT / name, lambda temp, text=text: Path(temp).write_text(text))
         print(text)
+
+    record(OUT, __file__)
 
 
 if __name__ == "__main__":

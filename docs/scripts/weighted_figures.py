@@ -32,6 +32,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from made_by import record  # docs/scripts/made_by.py
 
 import diffprims as dp
 from diffprims._files import atomic_write
@@ -176,6 +177,7 @@ def main() -> None:
         OUT / "results.json",
         lambda path: Path(path).write_text(json.dumps(summary, indent=1) + "\n"),
     )
+    record(OUT, __file__)
     print(f"wrote {OUT} in {time.perf_counter() - started:.0f} s")
 
 

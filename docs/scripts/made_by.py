@@ -1,0 +1,36 @@
+"""Which script made the files of a folder under docs/images/, and from which source.
+
+Each figures script ends with `record(OUT, __file__)`: it writes `OUT/made_by.json`
+(the script's path, the SHA-256 of its source, the files in `OUT`). tests/test_docs.py
+checks that every figure and table the pages show is listed in one, and that the
+script has not changed since: a changed script means the figures are stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def source_hash(script: Path) -> str:
+    return hashlib.sha256(Path(script).read_bytes()).hexdigest()
+
+
+def record(folder: Path, script: str | Path) -> None:
+    script = Path(script).resolve()
+    files = sorted(p.name for p in Path(folder).iterdir() if p.name != "made_by.json")
+    data = {
+        "script": script.relative_to(ROOT).as_posix(),
+        "sha256": source_hash(script),
+        "files": files,
+    }
+    (Path(folder) / "made_by.json").write_text(json.dumps(data, indent=1) + "\n")
+
+
+if __name__ == "__main__":  # record folders whose script is unchanged since they were made
+    import sys
+
+    record(Path(sys.argv[1]), sys.argv[2])
