@@ -146,6 +146,17 @@ def test_plain_fit_mode_and_shapes_animation(capsys):
     assert first.std(axis=(0, 1)).max() < 1.0  # no shape yet: the background alone
 
 
+def test_fixed_background_and_opacity(capsys):
+    image = write_picture("in.png")
+    argv = ["paint", image, *FAST, "--fit", "--background", "#ff8000", "--opacity", 0.5]
+    status, err = run([*argv, "-o", "m.eqx", "-o", "m.json"], capsys)
+    assert status == 0, err
+    model = dp.load("m.eqx")
+    np.testing.assert_allclose(model.background, [1.0, 128 / 255, 0.0], atol=1e-5)
+    np.testing.assert_allclose(model.opacities, 0.5, atol=1e-5)  # not trained
+    assert json.loads(Path("m.json").read_text())["background"] == "#ff8000"
+
+
 def test_hard_svg_edges_are_plain_fills(capsys):
     image = write_picture("in.png")
     status, err = run(["paint", image, *FAST, "--svg-edges", "hard", "-o", "a.svg"], capsys)
@@ -260,7 +271,7 @@ def test_paint_help_lists_every_option():
     text = build_parser()._subparsers._group_actions[0].choices["paint"].format_help()  # pyright: ignore
     for option in ("-n", "--shape", "--steps", "--seconds", "--fit", "--rounds", "--size",
                    "--seed", "-o", "--render-size", "--quiet", "--force", "--gif",
-                   "--svg-edges", "--no-cache"):  # fmt: skip
+                   "--svg-edges", "--no-cache", "--background", "--opacity"):  # fmt: skip
         assert option in text
     for name in ("circles", "rectangles"):
         assert name in text
@@ -278,6 +289,10 @@ def test_paint_help_lists_every_option():
         (["paint", "--fit", "--rounds", "5"], "--rounds applies to paint"),
         (["paint", "--steps", "5", "--seconds", "5"], "not both"),
         (["paint", "--frames", "5"], "--frames applies to --fit or --gif shapes"),
+        (["paint", "--background", "white"], "--background applies to --fit only"),
+        (["paint", "--opacity", "0.5"], "--opacity applies to --fit only"),
+        (["paint", "--fit", "--background", "teal"], "--background"),
+        (["paint", "--fit", "--opacity", "1.5"], "--opacity"),
         (["paint", "--seed", str(2**70)], "--seed"),
         (["paint", "--seed", "-1"], "--seed"),
         (["paint", "{missing}"], "No image"),

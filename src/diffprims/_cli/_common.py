@@ -49,6 +49,31 @@ def seed(text: str) -> int:
     return value
 
 
+def colour(text: str) -> tuple[float, float, float]:
+    """`#rrggbb`, `#rgb`, `white`, `black` or `R,G,B` in [0, 1] as an RGB triple."""
+    names = {"white": "#ffffff", "black": "#000000"}
+    value = names.get(text.lower(), text)
+    try:
+        if value.startswith("#") and len(value) in (4, 7):
+            digits = value[1:] if len(value) == 7 else "".join(2 * c for c in value[1:])
+            return tuple(int(digits[i : i + 2], 16) / 255 for i in (0, 2, 4))  # type: ignore[return-value]
+        parts = tuple(float(x) for x in value.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) == 3 and all(0 <= x <= 1 for x in parts):
+        return parts  # type: ignore[return-value]
+    raise argparse.ArgumentTypeError(
+        f"expected #rrggbb, white, black or R,G,B in [0, 1], got {text!r}"
+    )
+
+
+def fraction(text: str) -> float:
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text}")
+    return value
+
+
 def batch_fraction(text: str) -> float | None:
     if text.lower() in ("all", "none", "1", "1.0"):
         return None

@@ -21,6 +21,8 @@ FOLDER_FILES = {
 #: Options of one mode only (the option, its `args` name, the mode it belongs to).
 _MODE_ONLY = (
     ("--batch", "batch", "--fit"),
+    ("--background", "background", "--fit"),
+    ("--opacity", "opacity", "--fit"),
     ("--rounds", "rounds", "paint (without --fit)"),
     ("--seconds", "seconds", "paint (without --fit)"),
 )
@@ -140,18 +142,36 @@ def _fit(args: argparse.Namespace, settings: dict[str, Any], target: Any):
         batch = args.batch if args.batch is not None else 0.1
         if batch is not None and round(batch * target.shape[0] * target.shape[1]) < 1:
             batch = None
-        model = shape_type.init(
-            args.num_shapes, key=key_init, target=target, softness=settings["softness"]
-        )
+        model, trainable = _start(args, settings, shape_type, target, key_init)
         return dp.fit(
             model, target, loss=dp.L2(), optimizer=optax.adam(settings["lr"]), steps=steps,
-            batch=batch, key=key_fit, progress=not args.quiet,
+            batch=batch, key=key_fit, progress=not args.quiet, trainable=trainable,
             snapshots=min(settings["frames"], steps + 1),
         ), False  # fmt: skip
     except dp.FitInterrupted as stop:
         # Ctrl-C: write what the fit reached (a second Ctrl-C aborts the writing).
         print(f"interrupted after {stop.step} steps; writing the results so far", file=sys.stderr)
         return stop.result, True
+
+
+def _start(args, settings, shape_type, target, key):
+    """The plain fit's random start, with `--background`/`--opacity` fixed; what trains."""
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    import diffprims as dp
+
+    model = shape_type.init(
+        args.num_shapes, key=key, target=target, softness=settings["softness"],
+        opacity=args.opacity if args.opacity is not None else 0.6,
+    )  # fmt: skip
+    if args.background is not None:
+        raw = dp.roles.COLOUR.raw(jnp.asarray(args.background, jnp.float32))
+        model = eqx.tree_at(lambda m: m.raw_background, model, raw)
+        model = model.with_compositing(model.compositing, learn_background=False)
+    if args.opacity is None:
+        return model, None
+    return model, model.trainable("geometry", "colour")
 
 
 def _write(args, settings, files, source, result, target, render_shape, reference,
@@ -219,6 +239,8 @@ def _settings(args, settings, fitted) -> dict[str, Any]:
         "seed": args.seed,
         "gif": args.gif,
         "svg_edges": args.svg_edges,
+        "background": args.background,
+        "opacity": args.opacity,
     }
 
 
@@ -239,4 +261,5 @@ def _frames(args, settings, result, fit_shape) -> Any:
 
     if args.gif == "shapes":
         return _pictures.shape_frames(result.model, settings["frames"], fit_shape)
-    return _pictures.progress_frames(list(result.snapshots), result.model, fit_shape)
+    most = settings["frames"] + 1 if args.fit else (args.rounds or 8) + 1
+    return _pictures.progress_frames(list(result.snapshots), result.model, fit_shape, most=most)

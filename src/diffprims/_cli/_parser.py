@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import Parser, batch_fraction, positive_float, positive_int, seed, shape_types
+from . import _common as types
+from ._common import Parser, shape_types
 from ._filter import run_filter
 from ._paint import run_paint
 
@@ -76,43 +77,49 @@ def _add_paint(commands) -> None:
         nargs="?",
         help="PNG or JPEG to paint (RGB, RGBA or grey); default: the bundled demo photo",
     )
-    paint.add_argument("-n", "--num-shapes", type=positive_int, default=200, metavar="N",
+    paint.add_argument("-n", "--num-shapes", type=types.positive_int, default=200, metavar="N",
                        help="number of shapes (default: 200)")  # fmt: skip
     shape_names = ", ".join(shape_types())
     paint.add_argument("--shape", default="circles", metavar="TYPE",
                        help=f"shape type: {shape_names} (default: circles)")  # fmt: skip
-    paint.add_argument("--steps", type=positive_int, default=None,
+    paint.add_argument("--steps", type=types.positive_int, default=None,
                        help="optimizer steps in all (default: 1500; 2000 with --fit)")  # fmt: skip
-    paint.add_argument("--seconds", type=positive_float, default=None, metavar="T",
+    paint.add_argument("--seconds", type=types.positive_float, default=None, metavar="T",
                        help="paint within T seconds, compilation included, instead of "
                        "a number of steps")  # fmt: skip
     paint.add_argument("--fit", action="store_true",
                        help="plain fit: gradient descent on N random shapes (no rounds, "
                        "no pruning; lower PSNR than the default recipe)")  # fmt: skip
-    paint.add_argument("--rounds", type=positive_int, default=None,
+    paint.add_argument("--rounds", type=types.positive_int, default=None,
                        help="rounds of shapes added (default: 8; not with --fit)")  # fmt: skip
-    paint.add_argument("--size", type=positive_int, default=256, metavar="PX",
+    paint.add_argument("--size", type=types.positive_int, default=256, metavar="PX",
                        help="fit at this size, longer side in pixels (default: 256)")  # fmt: skip
-    paint.add_argument("--render-size", type=positive_int, default=None, metavar="PX",
+    paint.add_argument("--render-size", type=types.positive_int, default=None, metavar="PX",
                        help="longer side of the .png/.svg (default: the input's)")  # fmt: skip
-    paint.add_argument("--lr", type=positive_float, default=None,
+    paint.add_argument("--lr", type=types.positive_float, default=None,
                        help="Adam learning rate (default: 0.01)")  # fmt: skip
-    paint.add_argument("--batch", type=batch_fraction, default=None, metavar="FRACTION",
+    paint.add_argument("--batch", type=types.batch_fraction, default=None, metavar="FRACTION",
                        help="with --fit: fraction of pixels per step, or 'all' "
                        "(default: 0.1)")  # fmt: skip
-    paint.add_argument("--softness", type=positive_float, default=None, metavar="PX",
+    paint.add_argument("--background", type=types.colour, default=None, metavar="COLOUR",
+                       help="with --fit: a fixed background colour (#rrggbb, white, black "
+                       "or R,G,B in [0, 1]); default: learned")  # fmt: skip
+    paint.add_argument("--opacity", type=types.fraction, default=None, metavar="A",
+                       help="with --fit: every shape has this fixed opacity (default: "
+                       "learned)")  # fmt: skip
+    paint.add_argument("--softness", type=types.positive_float, default=None, metavar="PX",
                        help="edge width in pixels (default: 0.5; 1 with --fit)")  # fmt: skip
     paint.add_argument("--gif", choices=("progress", "shapes"), default="progress",
                        help="the animation: the picture as the fit ran (progress: one "
                        "frame per round, or per snapshot with --fit) or the shapes "
                        "added one by one (shapes)")  # fmt: skip
-    paint.add_argument("--frames", type=positive_int, default=None,
+    paint.add_argument("--frames", type=types.positive_int, default=None,
                        help="frames of the animation (default: 40), with --fit or "
                        "--gif shapes")  # fmt: skip
     paint.add_argument("--svg-edges", choices=("auto", "soft", "hard"), default="auto",
                        help="soft edges as the model draws them, or hard edges with plain "
                        "fills (smaller files); auto: soft unless --softness < 0.5")  # fmt: skip
-    paint.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
+    paint.add_argument("--seed", type=types.seed, default=0, help="random seed (default: 0)")
     paint.add_argument("-o", "--output", action="append", default=None, metavar="OUT",
                        help="a folder (default: out) or a file (.png .jpg .svg .gif .json "
                        ".eqx); repeat for several")  # fmt: skip
@@ -137,11 +144,11 @@ def _add_filter(commands) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     filt.add_argument("--kernel", default="disk:50", help="target kernel (default: disk:50)")
-    filt.add_argument("--rank", type=positive_int, default=4, metavar="R",
+    filt.add_argument("--rank", type=types.positive_int, default=4, metavar="R",
                       help="separable passes (default: 4)")  # fmt: skip
     filt.add_argument("--weights", default=None, metavar="L2,NONNEG,ZEROS",
                       help="loss weights of the three terms (default: the library's)")  # fmt: skip
-    filt.add_argument("--steps", type=positive_int, default=500,
+    filt.add_argument("--steps", type=types.positive_int, default=500,
                       help="optimizer steps (default: 500)")  # fmt: skip
     filt.add_argument("--apply", default=None, metavar="IMAGE",
                       help="blur this image with the fitted bank, write blurred.png")  # fmt: skip

@@ -37,13 +37,21 @@ def _render_first(model: Any, counts: Any, shape: tuple[int, int]):
     return jax.lax.map(first, counts)
 
 
-def progress_frames(snapshots: list[Any], final: Any, shape: tuple[int, int]) -> np.ndarray:
+def progress_frames(
+    snapshots: list[Any], final: Any, shape: tuple[int, int], *, most: int
+) -> np.ndarray:
     """The snapshots then `final` rendered in one compiled call, `(F, H, W, C)` (the
-    last snapshot is dropped when it is `final`)."""
+    last snapshot is dropped when it is `final`).
+
+    The batch is padded to `most` models, so a run stopped early (fewer snapshots) reuses
+    the program a full run compiled (and cached) instead of compiling another.
+    """
     if snapshots and _same(snapshots[-1], final):
         snapshots = snapshots[:-1]
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *snapshots, final)
-    return np.asarray(_render_each(stacked, shape))
+    models = [*snapshots, final]
+    padded = models + [final] * max(0, most - len(models))
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *padded)
+    return np.asarray(_render_each(stacked, shape))[: len(models)]
 
 
 def shape_frames(model: Any, frames: int, shape: tuple[int, int]) -> np.ndarray:
