@@ -8,9 +8,10 @@ mktestdocs; `--8<--` lines are replaced by the text they include, as the docs bu
 A block is skipped only when the line before its fence is `<!-- not run: REASON -->`.
 
 To keep CI fast, `dp.fit` and `dp.paint` run at most a few steps here (a wall-time
-budget becomes a step budget): this checks that every line works with the library as it
-is (names, arguments, shapes); the figures and numbers on the pages come from
-`docs/scripts/`, whose outputs CI checks separately.
+budget becomes a step budget) and `dp.paint` paints at most 24 shapes: this checks
+that every line works with the library as it is (names, arguments, shapes); the figures
+and numbers on the pages come from `docs/scripts/`, whose outputs CI checks separately
+(tests/test_docs.py).
 """
 
 import functools
@@ -30,6 +31,7 @@ PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
 NOT_RUN = re.compile(r"<!-- not run: [^>]+-->\s*\n```python\n.*?\n```", re.DOTALL)
 SNIPPET = re.compile(r'^--8<-- "([^"]+)"$', re.MULTILINE)
 MAX_STEPS = 4
+MAX_PAINTED = 24
 
 
 def _include(match: re.Match) -> str:
@@ -57,6 +59,8 @@ def _capped(function, *, paint: bool):
         kwargs["steps"] = MAX_STEPS if steps is None else min(int(steps), MAX_STEPS)
         if paint:
             kwargs.pop("seconds", None)
+            if len(args) >= 2:
+                args = (args[0], min(int(args[1]), MAX_PAINTED), *args[2:])
         elif kwargs.get("snapshots") is not None:
             kwargs["snapshots"] = min(kwargs["snapshots"], kwargs["steps"] + 1)
         return function(*args, **kwargs)

@@ -17,11 +17,15 @@ from diffprims._files import atomic_write
 OUT = Path(__file__).resolve().parents[1] / "images" / "research"
 
 
+# --8<-- [start:blur]
 def blur_exactly(scene, kernel):
     """The true 2D blur, channel by channel ("same" size, zero border)."""
     return jnp.stack(
         [jax.scipy.signal.convolve2d(scene[..., c], kernel, mode="same") for c in range(3)], -1
     )
+
+
+# --8<-- [end:blur]
 
 
 def kernel_stats(bank, kernel, scene, exact):
