@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._model import AbstractModel
-from .._validate import check_pixel_size, check_points, describe
+from .._validate import check_pixel_size, check_points, describe, is_eager
 from ._base import AbstractShapes
 from ._compositing import composite
 
@@ -79,6 +80,13 @@ class Layers(AbstractModel):
         """Composite every layer at `points`; see [`diffprims.AbstractModel.render`][]."""
         points = check_points(points).astype(self.layers[0].raw_colours.dtype)
         points, pixel_size = check_pixel_size(points, pixel_size)
+        if is_eager(self, points, pixel_size):
+            # One cached compiled program, as for a shape set (`_render`); a pixel size
+            # passed as an array is not a new compile.
+            return _render_compiled(self, points, jnp.asarray(pixel_size, points.dtype))
+        return self._render_chunks(points, pixel_size)
+
+    def _render_chunks(self, points: Array, pixel_size: Any) -> Array:
         num = points.shape[0]
         chunk = max(1, min(num, _CHUNK_PAIRS // max(self.num_shapes, 1)))
         if chunk == num:
@@ -102,6 +110,11 @@ class Layers(AbstractModel):
 
     def __len__(self) -> int:
         return len(self.layers)
+
+
+@eqx.filter_jit
+def _render_compiled(layers: Layers, points: Array, pixel_size: Array) -> Array:
+    return layers._render_chunks(points, pixel_size)
 
 
 def flatten_layers(model: Any) -> tuple[AbstractShapes, ...]:

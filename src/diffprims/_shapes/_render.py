@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._model import pixel_centres
-from .._validate import inside_trace, is_traced
+from .._validate import is_eager
 from . import _compositing
 from ._tiled import CUTOFF, render_image_tiled, render_points_tiled
 
@@ -115,11 +115,6 @@ def render_grid(model, shape: tuple[int, int], method: str = "auto"):
 # Called outside any trace, `render`/`render_image` run one compiled program, cached by
 # equinox on the model's structure and the shapes (the same call eagerly op by op costs
 # ~200x more). Under a user's jit/vmap/grad they trace inline, as before.
-
-
-def is_eager(*trees: Any) -> bool:
-    """Whether nothing in `trees` is traced and we are not inside a trace."""
-    return not any(is_traced(x) for x in jax.tree.leaves(trees)) and not inside_trace()
 
 
 @eqx.filter_jit
