@@ -129,14 +129,16 @@ class Driver:
             if is_traced(values):
                 self.traced = True
                 return self.state
-            finite = np.isfinite(np.asarray(values[:steps]))  # waits for the dispatch
+            host = np.asarray(values[:steps])  # waits for the dispatch
         finally:
             self._flag["busy"] = False
+        # One flag per step (all restarts of a batched paint finite).
+        finite = np.isfinite(host).all(axis=tuple(range(1, host.ndim)))
         if not finite.all():
             self._diverged(first + int(np.argmin(finite)))
         if self.checkpointer is not None:
             self.checkpointer.save(self.state, self.losses(), self.done, self.done == self.steps)
-        self._show(float(np.min(np.asarray(values[steps - 1]))) if steps else None, steps)
+        self._show(float(np.min(host[-1])) if steps else None, steps)
         return self.state
 
     def describe(self, **info: str) -> None:
