@@ -168,3 +168,13 @@ def test_a_plain_function_scales_as_a_loss(photo):
 def test_paint_refuses_a_neighbourhood_loss_up_front(photo):
     with pytest.raises(ValueError, match="sampled pixels"):
         dp.paint(photo, 3, key=jax.random.key(0), steps=2, loss=dp.SSIM())
+
+
+def test_filtered_refuses_bad_input(photo):
+    bank = dp.SeparableFilters.from_svd(dp.kernels.disk(5), 1)
+    with pytest.raises(TypeError, match="SeparableFilters"):
+        dp.Filtered("a bank", photo)  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError, match=r"\(H, W, C\)"):
+        dp.Filtered(bank, photo[..., 0])
+    with pytest.raises(ValueError, match="border"):
+        dp.Filtered(bank, photo, border="mirror")
