@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tempfile
@@ -63,3 +64,13 @@ def read_line(file: Any, limit: int) -> bytes | None:
     if len(line) > limit or not line.endswith(b"\n"):
         return None
     return line
+
+
+#: Bytes of a checksum line written by `checksum_line` (hex SHA-256 and a newline).
+CHECKSUM_LINE = 65
+
+
+def checksum_line(header_line: bytes, payload: bytes) -> bytes:
+    """The line that follows a file's header line: the SHA-256 of header and payload, so
+    neither can change unnoticed (model files and checkpoints alike)."""
+    return hashlib.sha256(header_line + payload).hexdigest().encode() + b"\n"

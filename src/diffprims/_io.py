@@ -16,7 +16,6 @@ are read; and the loaded model is rebuilt by its constructor, so every check run
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -30,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import LoadError
-from ._files import atomic_write, open_regular, read_line
+from ._files import CHECKSUM_LINE, atomic_write, checksum_line, open_regular, read_line
 from ._io_tree import (
     Spec,
     allowed_classes,
@@ -138,7 +137,7 @@ def save(path: str | os.PathLike, model: Any) -> Path:
         "tree": tree,
     }
     line = json.dumps(header, separators=(",", ":")).encode() + b"\n"
-    checksum = hashlib.sha256(line + payload).hexdigest().encode() + b"\n"
+    checksum = checksum_line(line, payload)
 
     def write(temp: str) -> None:
         with open(temp, "wb") as file:
@@ -177,14 +176,14 @@ def _read_file(path: Any) -> tuple[dict[str, Any], bytes]:
                 f"{os.fspath(path)!r} was written by a newer diffprims (format version "
                 f"{version}); upgrade diffprims to read it."
             )
-        checksum = read_line(file, 65) if version >= 2 else b""
+        checksum = read_line(file, CHECKSUM_LINE) if version >= 2 else b""
         left = size - file.tell()
         expected = header.get("payload_bytes", left) if version >= 2 else left
         if checksum is None or not isinstance(expected, int) or expected != left:
             raise _fail(path, f"it is truncated or damaged (expected {expected!r:.40} "
                               f"payload bytes, found {left})")  # fmt: skip
         payload = file.read(left)
-    if version >= 2 and hashlib.sha256(line + payload).hexdigest().encode() != checksum[:-1]:
+    if version >= 2 and checksum_line(line, payload) != checksum:
         raise _fail(path, "it is damaged: its SHA-256 does not match its contents")
     return header, payload
 

@@ -26,7 +26,7 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
 from .._errors import CheckpointError
-from .._files import atomic_write, open_regular, read_line
+from .._files import CHECKSUM_LINE, atomic_write, checksum_line, open_regular, read_line
 
 FORMAT = "diffprims-checkpoint"
 VERSION = 2
@@ -83,7 +83,7 @@ def save_checkpoint(
         **fit_info,
     }
     line = json.dumps(header, sort_keys=True).encode() + b"\n"
-    checksum = hashlib.sha256(line + payload).hexdigest().encode() + b"\n"
+    checksum = checksum_line(line, payload)
 
     def write(temp: str) -> None:
         with open(temp, "wb") as file:
@@ -119,10 +119,10 @@ def _read_checked(path: str | os.PathLike, name: str, fit_info: dict[str, Any]):
                 f"{name} has an unknown format version: expected {VERSION}, got "
                 f"{header.get('version')!r:.40}. It was written by another diffprims version."
             )
-        checksum = read_line(file, 65)
+        checksum = read_line(file, CHECKSUM_LINE)
         expected, left = header.get("payload_bytes"), size - file.tell()
         payload = file.read(left) if checksum is not None and expected == left else None
-    if payload is None or hashlib.sha256(line + payload).hexdigest().encode() != checksum[:-1]:  # pyright: ignore
+    if payload is None or checksum_line(line, payload) != checksum:  # pyright: ignore
         raise CheckpointError(
             f"{name} is corrupt or truncated: its header and payload ({left} bytes, "
             f"expected {expected!r:.40}) do not match the recorded SHA-256. Resume from an "
