@@ -5,7 +5,8 @@ of several calls, each blocked on), and reads the compiled program's memory from
 (`memory_analysis`: arguments + outputs + temporaries, the peak XLA plans for). Ratios
 are against the scan measured in the same run. "pairs/s" counts the naive loop's
 (shape, pixel) pairs, N * P, per second, so it compares paths on the same work; the
-tiled rows also say how many pairs they actually evaluated (list capacity x points).
+tiled rows also say how many pairs they actually evaluated (per chunk, its longest list
+times its points).
 
     python benchmarks/render.py            # everything (a few minutes on 2 cores)
     python benchmarks/render.py --quick    # 256^2 x 200 and the fit step only
@@ -59,15 +60,15 @@ def circles(n: int, radii: tuple[float, float], key) -> dp.Circles:
 
 
 def evaluated_pairs_image(model, shape) -> int:
-    """Pairs the tiled render_image evaluates: per chunk, its capacity x its pixels."""
+    """Pairs the tiled render_image evaluates: per chunk, its longest list x its pixels."""
     tile = _render.image_tile(shape, model.num_shapes)
     points, boxes = _tiled.tile_points(shape, tile)
-    ladder = _tiled.capacity_ladder(model.num_shapes)
     bounds = _tiled.grown_bounds(model, 1.0 / shape[0])
-    chunk = min(_render.IMAGE_CHUNK, len(points))
-    plan = _tiled._plan(jnp.asarray(boxes), bounds, ladder, chunk)
-    capacity = np.asarray(ladder)[np.asarray(plan.rungs)]
-    return int(capacity.sum()) * chunk * points.shape[1]
+    chunk = _tiled.chunk_size(len(points), tile * tile, model.num_shapes, _render.IMAGE_CHUNK)
+    counts = np.asarray(jnp.sum(_tiled.overlaps(jnp.asarray(boxes), bounds), axis=1))
+    order = np.asarray(_tiled.group_order(jnp.asarray(boxes), bounds, chunk))
+    longest = np.append(counts, 0)[order].max(axis=1)
+    return int(longest.sum()) * chunk * points.shape[1]
 
 
 def image_rows(model, shape, repeat: int, run_scan: bool) -> list[dict]:

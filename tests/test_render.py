@@ -102,9 +102,9 @@ def test_shapes_straddling_tiles(getkey):
     assert _grads_close(jax.grad(_loss_image("tiled", target))(model), g_scan)
 
 
-def test_overflowing_tiles(getkey):
-    # 150 small opaque circles piled onto one tile plus 30 spread out: that tile holds
-    # more shapes than any short list, so it runs at the last rung (every shape).
+def test_crowded_tiles(getkey):
+    # 150 small circles piled onto one tile plus 30 spread out: that tile's chunk draws
+    # 150+ layers while most chunks draw a few, and both must match the naive loop.
     n_pile, n_spread = 150, 30
     pile = jnp.array([12.0, 12.0]) / GRID[0] + 0.05 * jax.random.uniform(getkey(), (n_pile, 2))
     spread = jax.random.uniform(getkey(), (n_spread, 2)) * jnp.array([1.4, 1.0])
@@ -116,8 +116,8 @@ def test_overflowing_tiles(getkey):
     )
     _, boxes = _tiled.tile_points(GRID, 8)
     counts = _tiled.overlaps(jnp.asarray(boxes), _tiled.grown_bounds(model, 1.0 / GRID[0]))
-    ladder = _tiled.capacity_ladder(n)
-    assert int(jnp.max(jnp.sum(counts, axis=1))) > ladder[-2]  # really overflows
+    assert int(jnp.max(jnp.sum(counts, axis=1))) >= n_pile  # really crowded
+    assert int(jnp.min(jnp.sum(counts, axis=1))) < 10
     scan = model.render_image(GRID, method="scan")
     np.testing.assert_allclose(model.render_image(GRID, method="tiled"), scan, atol=1e-5)
     target = jax.random.uniform(getkey(), scan.shape)
@@ -190,8 +190,8 @@ def _model_stub(n, compositing):
 
 
 def test_vmap_over_models_equals_each(getkey):
-    # Members need different capacities; under vmap all share the largest and still
-    # give each member's own image.
+    # Members' lists differ in length; under vmap a chunk runs as long as its longest
+    # member and still gives each member's own image.
     sizes = [(0.01, 0.03), (0.1, 0.4)]
     models = [_model(dp.Circles, getkey(), size_range=s) for s in sizes]
     stacked = jax.tree.map(lambda *x: jnp.stack(x), *models)
@@ -206,11 +206,19 @@ def test_vmap_over_models_equals_each(getkey):
         assert _grads_close(jax.tree.map(lambda x: x[i], grads), single)
 
 
-def test_capacity_ladder():
-    for n in [1, 7, 8, 9, 64, 65, 200, 10_000]:
-        ladder = _tiled.capacity_ladder(n)
-        assert ladder[0] == 0 and ladder[-1] == n
-        assert list(ladder) == sorted(set(ladder))
+def test_lists_kth_and_chunk_size():
+    boxes = jnp.asarray([[0.0, 0.0, 0.1, 0.1], [0.5, 0.5, 0.6, 0.6]])
+    bounds = jnp.asarray([[0.0, 0.0, 0.2, 0.2], [0.4, 0.4, 0.9, 0.9], [0.05, 0.05, 0.7, 0.7]])
+    lists = _tiled._Lists.of(boxes, bounds)
+    assert int(lists.longest()) == 2
+    np.testing.assert_array_equal(lists.kth(0), [0, 1])
+    np.testing.assert_array_equal(lists.kth(1), [2, 2])
+    np.testing.assert_array_equal(lists.kth(2), [3, 3])  # past the end: N, draws nothing
+    # The backward sweep stores a picture per shape: chunks shrink as N grows, never to 0.
+    assert _tiled.chunk_size(1000, 64, 200, 16) == 16
+    assert _tiled.chunk_size(1000, 64, 5000, 16) == _tiled.CHUNK_PAIRS // (64 * 5000)
+    assert _tiled.chunk_size(1000, 64, 10**7, 16) == 1
+    assert _tiled.chunk_size(3, 64, 200, 16) == 3
 
 
 def test_traced_pixel_size(getkey):

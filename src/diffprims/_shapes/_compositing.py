@@ -119,6 +119,16 @@ def step(mode: str, state: Any, alpha: Float[Array, " P"], colour: Array, depth:
     )
 
 
+def group_step(mode: str, image: Array, alpha: Array, colour: Array) -> Array:
+    """Draw one layer per group: `image` `(G, S, C)`, `alpha` `(G, S)`, `colour` `(G, C)`
+    (each group its own shape). "over" and "additive" only: the tiled renderer's step."""
+    if mode == "over":
+        return over_step(image, alpha, colour[:, None, :])
+    if mode == "additive":
+        return image + alpha[..., None] * colour[:, None, :]
+    raise ValueError(f'grouped layers composite "over" or "additive"; got {mode!r}.')
+
+
 def finish(mode: str, state: Any, background: Float[Array, " C"]) -> Float[Array, "P C"]:
     """The composited `(P, C)` values from the final state."""
     if mode != "depth":
@@ -126,49 +136,3 @@ def finish(mode: str, state: Any, background: Float[Array, " C"]) -> Float[Array
     numerator, denominator, _, transmitted = state
     mix = numerator / jnp.maximum(denominator, 1e-30)[:, None]
     return (1.0 - transmitted)[:, None] * mix + transmitted[:, None] * background
-
-
-# -- "over" of grouped layers, and its gradient (the tiled renderer) --------------------
-
-
-def over_layers(alphas: Array, colours: Array, background: Array) -> tuple[Array, Array]:
-    """Back-to-front "over" of `K` layers per group, keeping the image behind each layer.
-
-    `alphas` `(G, K, S)`, `colours` `(G, K, C)`, `background` `(C,)`; returns the image
-    `(G, S, C)` and the images behind each layer `(K, G, S, C)`, with the naive loop's
-    arithmetic in its order.
-    """
-    groups, _, size = alphas.shape
-    first = jnp.broadcast_to(background, (groups, size, background.shape[-1]))
-
-    def draw(image, layer):
-        alpha, colour = layer
-        return over_step(image, alpha, colour[:, None, :]), image
-
-    layers = (jnp.moveaxis(alphas, 1, 0), jnp.moveaxis(colours, 1, 0))
-    return jax.lax.scan(draw, first, layers)
-
-
-def over_vjp(alphas: Array, colours: Array, background: Array, grad: Array):
-    """Gradients of `over_layers`' image with respect to alphas, colours and background.
-
-    With `T_k` the transmittance in front of layer `k` and `B_k` the image behind it,
-    `d out / d a_k = T_k (c_k - B_k)`, `d out / d c_k = a_k T_k`, and
-    `d out / d background = T` (through every layer): one pass forward, one back,
-    carrying `T` with `through`. Far faster on CPU than autodiff of the scan (and than
-    the closed form), and it stores nothing but `(K, G, S, C)`.
-    """
-    _, behind = over_layers(alphas, colours, background)
-
-    def undo(front, layer):
-        alpha, colour, below = layer
-        d_alpha = front * jnp.sum((colour[:, None, :] - below) * grad, axis=-1)
-        d_colour = jnp.einsum("gs,gsc->gc", alpha * front, grad)
-        return through(front, alpha), (d_alpha, d_colour)
-
-    front = jnp.ones(alphas.shape[::2], alphas.dtype)
-    layers = (jnp.moveaxis(alphas, 1, 0), jnp.moveaxis(colours, 1, 0), behind)
-    front, (d_alphas, d_colours) = jax.lax.scan(undo, front, layers, reverse=True)
-    d_background = jnp.einsum("gs,gsc->c", front, grad)
-    d_alphas, d_colours = jnp.moveaxis(d_alphas, 0, 1), jnp.moveaxis(d_colours, 0, 1)
-    return d_alphas, d_colours, d_background

@@ -1,17 +1,21 @@
 """The tiled renderer: shapes culled per group of neighbouring points.
 
-Points are grouped (an `8 x 8` tile of pixels for `render_image`; 8 neighbouring points
-along a snake path for `render`). Each group lists the shapes whose bounds, grown by
-`CUTOFF` edge widths, overlap its box, in depth order. Groups are sorted by list length
-and run a chunk at a time; each chunk uses the smallest list capacity of a static ladder
-(0, 8, 16, 32, ..., N) that holds its fullest group, chosen at run time with
-`lax.switch` (the last rung is N, so nothing overflows). Under `vmap` all members take
-the largest rung any member needs (`_batch_max`), so the switch stays a switch. A custom
-VJP recomputes each chunk in the backward pass (memory stays bounded by `CHUNK_PAIRS`)
-and differentiates "over" by hand (`_compositing.over_vjp`).
+Points are grouped (a `tile x tile` block of pixels for `render_image`; 8 neighbouring
+points along a snake path for `render`). Each group lists the shapes whose bounds, grown
+by `CUTOFF` edge widths, overlap its box, in index order. Groups are sorted by list
+length and run a chunk at a time. A chunk draws layer after layer, each group its own
+`k`-th listed shape, for as many layers as its fullest group lists: a loop whose length
+is known only at run time, so one compiled body serves every list length and the program
+does not grow with the number of shapes (a ladder of fixed-capacity branches did, and its
+compile time dominated a first `fit`). Under `vmap` a chunk runs as long as its longest
+member.
 
-It uses nothing but the shape-set interface (`alphas`, `bounds`, `take`, `colours`,
-`depths`, `background`), so a new shape type gets it for free.
+A custom VJP recomputes each chunk: a forward sweep stores the picture behind every layer,
+then a sweep from the front applies each layer's step VJP and scatters the gradients of
+the drawn shapes into their rows (memory per chunk is bounded by `CHUNK_PAIRS`).
+
+It uses nothing but the shape-set interface (`alphas`, `bounds`, `partition_shapes`,
+`colours`, `background`, `compositing`), so a new shape type gets it for free.
 """
 
 from __future__ import annotations
@@ -22,31 +26,18 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.custom_batching import custom_vmap
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float
 
-from ._compositing import composite, over_layers, over_vjp
+from ._compositing import group_step
 
 #: Bounds are grown by this many edge widths: a soft edge's coverage there is
 #: sigmoid(-CUTOFF) < 1e-6, the most a culled shape could have added to a pixel.
 CUTOFF = 14.0
-#: Pairs (shape, point) evaluated per chunk of groups: bounds peak memory.
+#: (shape, point) pairs a chunk may hold in its backward sweep (the stored pictures).
 CHUNK_PAIRS = 1 << 20
 
 
 # -- culling ----------------------------------------------------------------------------
-
-
-def capacity_ladder(n: int) -> tuple[int, ...]:
-    """Static list lengths a chunk can use: 0, 8, 16, 32, 64, ... then `n`.
-
-    Each rung is a branch compiled once; doubling keeps them few. The last rung `n`
-    holds every shape, so no group ever overflows.
-    """
-    rungs = [0, 8]
-    while rungs[-1] < n:
-        rungs.append(rungs[-1] * 2)
-    return (*[k for k in rungs if k < n], n)
 
 
 def grown_bounds(model, pixel_size) -> Float[Array, "N 4"]:
@@ -70,134 +61,138 @@ def overlaps(cells: Float[Array, "M 4"], bounds: Float[Array, "N 4"]) -> Array:
     )
 
 
-@custom_vmap
-def _batch_max(x):
-    return x
-
-
-@_batch_max.def_vmap
-def _batch_max_vmap(axis_size, in_batched, x):
-    # Under vmap every member takes the largest capacity any member needs, so the
-    # `lax.switch` index stays unbatched: a batched index would run every branch.
-    del axis_size, in_batched
-    return jnp.max(x, axis=0), False
-
-
-class _Plan(eqx.Module):
-    """Which groups run together and at which capacity (no gradient)."""
-
-    order: Int[Array, "J B"]  # groups of each chunk, fullest first (G pads)
-    rungs: Int[Array, " J"]  # ladder index per chunk
-
-
-def _plan(boxes, bounds, ladder, chunk) -> _Plan:
+def group_order(boxes, bounds, chunk: int) -> Array:
+    """`(J, chunk)` group indices, fullest list first, padded with `G` (no group)."""
     groups = boxes.shape[0]
     counts = jnp.sum(overlaps(boxes, bounds), axis=1, dtype=jnp.int32)
     order = jnp.argsort(-counts, stable=True).astype(jnp.int32)
     num_chunks = -(-groups // chunk)
     order = jnp.pad(order, (0, num_chunks * chunk - groups), constant_values=groups)
-    order = order.reshape(num_chunks, chunk)
-    # Sorted fullest first, so a chunk's first group is its fullest.
-    most = _batch_max(counts[order[:, 0]])
-    rungs = jnp.sum(most[:, None] > jnp.asarray(ladder[:-1], jnp.int32), axis=1)
-    return _Plan(order, rungs.astype(jnp.int32))
+    return order.reshape(num_chunks, chunk)
 
 
-def _lists(boxes, bounds, capacity):
-    """The first `capacity` shapes (depth order) overlapping each box; `N` pads."""
-    ranks = jnp.cumsum(overlaps(boxes, bounds), axis=1, dtype=jnp.int32)
-    wanted = jnp.arange(1, capacity + 1, dtype=jnp.int32)
-    return jax.vmap(lambda r: jnp.searchsorted(r, wanted, side="left"))(ranks)
+def chunk_size(groups: int, per_group: int, num_shapes: int, wanted: int) -> int:
+    """Groups per chunk: `wanted`, fewer where the backward sweep's stored pictures
+    (`num_shapes` per point) would pass `CHUNK_PAIRS`."""
+    most = max(1, CHUNK_PAIRS // max(per_group * num_shapes, 1))
+    return max(1, min(wanted, most, groups))
+
+
+class _Lists(eqx.Module):
+    """Each group's overlapping shapes, as running counts `(G, N)` over index order."""
+
+    ranks: Array
+
+    @staticmethod
+    def of(boxes, bounds) -> _Lists:
+        return _Lists(jnp.cumsum(overlaps(boxes, bounds), axis=1, dtype=jnp.int32))
+
+    def longest(self) -> Array:
+        return jnp.max(self.ranks[:, -1])
+
+    def kth(self, k) -> Array:
+        """`(G,)` index of each group's `k`-th listed shape (from 0); `N` past its end."""
+        return jax.vmap(lambda r: jnp.searchsorted(r, k + 1, side="left"))(self.ranks)
+
+
+# -- one layer of a chunk ---------------------------------------------------------------
+
+
+def _rows(per_shape, index, n):
+    # `index` may be `n` (nothing drawn): read a valid row, the alpha is zeroed.
+    return jax.tree.map(lambda x: x[jnp.minimum(index, n - 1)], per_shape)
+
+
+def _layer(rows, rest, points, index, pixel_size, n):
+    """Alphas `(G, S)` and colours `(G, C)` of each group's shape in `rows`."""
+
+    def one(row, pts, i):
+        shape = eqx.combine(jax.tree.map(lambda x: x[None], row), rest)
+        alpha = shape.alphas(pts, pixel_size=pixel_size)[0]
+        return alpha * (i < n).astype(alpha.dtype), shape.colours[0]
+
+    return jax.vmap(one)(rows, points, index)
+
+
+def _start(model, points):
+    background = model.background
+    return jnp.broadcast_to(background, (*points.shape[:2], background.shape[-1]))
+
+
+def _draw_chunk(model, points, boxes, bounds, pixel_size):
+    """Composite each group's listed shapes at its points: `(G, S, C)`."""
+    n, mode = model.num_shapes, model.compositing
+    per_shape, rest = model.partition_shapes()
+    lists = _Lists.of(boxes, bounds)
+
+    def draw(k, image):
+        index = lists.kth(k)
+        alpha, colour = _layer(_rows(per_shape, index, n), rest, points, index, pixel_size, n)
+        return group_step(mode, image, alpha, colour)
+
+    return jax.lax.fori_loop(0, lists.longest(), draw, _start(model, points))
+
+
+class _Split(eqx.Module):
+    """The differentiable and static halves of per-shape fields and the rest."""
+
+    shapes: tuple
+    rest: tuple
+
+    @staticmethod
+    def of(model, pixel_size) -> _Split:
+        per_shape, rest = model.partition_shapes()
+        return _Split(
+            eqx.partition(per_shape, eqx.is_inexact_array),
+            eqx.partition((rest, pixel_size), eqx.is_inexact_array),
+        )
+
+    def layer(self, shape_rows, rest_diff, points, index, n):
+        rest, pixel_size = eqx.combine(rest_diff, self.rest[1])
+        rows = eqx.combine(shape_rows, _rows(self.shapes[1], index, n))
+        return _layer(rows, rest, points, index, pixel_size, n)
+
+
+def _undraw_chunk(split: _Split, model, points, boxes, bounds, grad):
+    """Gradients of one chunk: per-shape rows (scattered), the rest, the points, and
+    the cotangent of the background picture `(G, S, C)`."""
+    n, mode = model.num_shapes, model.compositing
+    lists = _Lists.of(boxes, bounds)
+    shape_diff, rest_diff = split.shapes[0], split.rest[0]
+    start = _start(model, points)
+
+    def forward(k, carry):
+        image, behind = carry
+        index = lists.kth(k)
+        alpha, colour = split.layer(_rows(shape_diff, index, n), rest_diff, points, index, n)
+        return group_step(mode, image, alpha, colour), behind.at[k].set(image)
+
+    behind = jnp.zeros((n, *start.shape), start.dtype)
+    count = lists.longest()
+    _, behind = jax.lax.fori_loop(0, count, forward, (start, behind))
+
+    def backward(i, carry):
+        grad, d_shapes, d_rest, d_points = carry
+        k = count - 1 - i
+        index = lists.kth(k)
+        layer = lambda r, d, p: split.layer(r, d, p, index, n)  # noqa: E731
+        (alpha, colour), layer_vjp = jax.vjp(layer, _rows(shape_diff, index, n), rest_diff, points)
+        _, step_vjp = jax.vjp(lambda *a: group_step(mode, *a), behind[k], alpha, colour)
+        grad, d_alpha, d_colour = step_vjp(grad)
+        d_rows, d_r, d_p = layer_vjp((d_alpha, d_colour))
+        d_shapes = jax.tree.map(lambda t, d: t.at[index].add(d, mode="drop"), d_shapes, d_rows)
+        return grad, d_shapes, _add(d_rest, d_r), d_points + d_p
+
+    zeros = (jax.tree.map(jnp.zeros_like, shape_diff), jax.tree.map(jnp.zeros_like, rest_diff))
+    carry = (grad, *zeros, jnp.zeros_like(points))
+    return jax.lax.fori_loop(0, count, backward, carry)
+
+
+def _add(a, b):
+    return jax.tree.map(jnp.add, a, b)
 
 
 # -- the tiled path ---------------------------------------------------------------------
-
-
-def _layers(model, points, lists, pixel_size):
-    """Alphas `(G, K, S)`, colours `(G, K, C)`, depths `(G, K)` of each group's shapes."""
-    n = model.num_shapes
-    per_shape, rest = model.partition_shapes()
-
-    def one(pts, idx):
-        # Our lists hold valid indices by design (N pads): gather without `take`'s check.
-        sub = eqx.combine(jax.tree.map(lambda x: x[jnp.minimum(idx, n - 1)], per_shape), rest)
-        valid = (idx < n).astype(pts.dtype)[:, None]
-        return sub.alphas(pts, pixel_size=pixel_size) * valid, sub.colours, sub.depths
-
-    return jax.vmap(one)(points, lists)
-
-
-def _composite(model, alphas, colours, depths):
-    if model.compositing == "over":
-        return over_layers(alphas, colours, model.background)[0]
-    mode, background = model.compositing, model.background
-    return jax.vmap(lambda a, c, d: composite(mode, a, c, background, d))(alphas, colours, depths)
-
-
-def _pieces(groups: int, per_group: int) -> int:
-    """Sub-chunks a branch splits `groups` into so each holds at most CHUNK_PAIRS pairs."""
-    most = max(1, CHUNK_PAIRS // max(per_group, 1))
-    return -(-groups // most)
-
-
-def _split(x, pieces):
-    pad = (-x.shape[0]) % pieces
-    x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-    return x.reshape(pieces, -1, *x.shape[1:])
-
-
-def _forward_branch(capacity, bounds, model, pixel_size):
-    def run(points, boxes):
-        if capacity == 0:
-            background = model.background
-            return jnp.broadcast_to(background, (*points.shape[:2], background.shape[-1]))
-        lists = _lists(boxes, bounds, capacity)
-        pieces = _pieces(points.shape[0], capacity * points.shape[1])
-
-        def draw(xs):
-            alphas, colours, depths = _layers(model, xs[0], xs[1], pixel_size)
-            return _composite(model, alphas, colours, depths)
-
-        if pieces == 1:
-            return draw((points, lists))
-        out = jax.lax.map(draw, (_split(points, pieces), _split(lists, pieces)))
-        return out.reshape(-1, *out.shape[2:])[: points.shape[0]]
-
-    return run
-
-
-def _backward_branch(capacity, bounds, diff, static):
-    over_mode = eqx.combine(diff, static)[0].compositing == "over"
-
-    def layers(diff, points, lists):
-        model, pixel_size = eqx.combine(diff, static)
-        alphas, colours, depths = _layers(model, points, lists, pixel_size)
-        if over_mode:
-            return alphas, colours, model.background
-        return _composite(model, alphas, colours, depths)
-
-    def run(points, boxes, grad):
-        if capacity == 0:
-            _, vjp = jax.vjp(lambda d: eqx.combine(d, static)[0].background, diff)
-            (d_diff,) = vjp(jnp.sum(grad, axis=(0, 1)))
-            return d_diff, jnp.zeros_like(points)
-        lists = _lists(boxes, bounds, capacity)
-        pieces = _pieces(points.shape[0], capacity * points.shape[1])
-
-        def undo(total, xs):
-            pts, idx, ct = xs
-            out, vjp = jax.vjp(layers, diff, pts, idx)
-            d_diff, d_points, _ = vjp(over_vjp(out[0], out[1], out[2], ct) if over_mode else ct)
-            return jax.tree.map(jnp.add, total, d_diff), d_points
-
-        zeros = jax.tree.map(jnp.zeros_like, diff)
-        if pieces == 1:
-            return undo(zeros, (points, lists, grad))
-        xs = (_split(points, pieces), _split(lists, pieces), _split(grad, pieces))
-        total, d_points = jax.lax.scan(undo, zeros, xs)
-        return total, d_points.reshape(-1, *d_points.shape[2:])[: points.shape[0]]
-
-    return run
 
 
 def _gather_groups(x, order):
@@ -206,64 +201,78 @@ def _gather_groups(x, order):
 
 
 @eqx.filter_custom_vjp
-def render_groups(args, boxes, ladder, chunk):
+def render_groups(args, boxes, chunk):
     """Tiled render of grouped points `(G, S, 2)` to `(G, S, C)`.
 
     `args = (model, points, pixel_size)`; `boxes` `(G, 4)` hold each group's points.
     Each group composites only the shapes whose grown bounds overlap its box. Groups are
-    sorted fullest first and run `chunk` at a time, each chunk at the smallest capacity
-    of `ladder` that holds its fullest group.
+    sorted fullest first and run `chunk` at a time, each chunk for as many layers as its
+    fullest group lists.
     """
     model, points, pixel_size = args
     bounds = grown_bounds(model, pixel_size)
-    plan = _plan(boxes, bounds, ladder, chunk)
-    branches = [_forward_branch(k, bounds, model, pixel_size) for k in ladder]
 
-    def step(xs):
-        order, rung = xs
+    def step(order):
         pts, box = _gather_groups(points, order), _gather_groups(boxes, order)
-        return jax.lax.switch(rung, branches, pts, box)
+        return _draw_chunk(model, pts, box, bounds, pixel_size)
 
-    out = jax.lax.map(step, (plan.order, plan.rungs))
+    orders = group_order(boxes, bounds, chunk)
+    out = jax.lax.map(step, orders)
     out = out.reshape(-1, *out.shape[2:])
     # Scatter back to group order; padding slots (index G) are dropped.
     return (
         jnp.zeros((points.shape[0], *out.shape[1:]), out.dtype)
-        .at[plan.order.reshape(-1)]
+        .at[orders.reshape(-1)]
         .set(out, mode="drop")
     )
 
 
 @render_groups.def_fwd
-def _render_groups_fwd(perturbed, args, boxes, ladder, chunk):
+def _render_groups_fwd(perturbed, args, boxes, chunk):
     del perturbed
-    return render_groups(args, boxes, ladder, chunk), None
+    return render_groups(args, boxes, chunk), None
 
 
 @render_groups.def_bwd
-def _render_groups_bwd(residuals, grad, perturbed, args, boxes, ladder, chunk):
+def _render_groups_bwd(residuals, grad, perturbed, args, boxes, chunk):
     del residuals, perturbed
     model, points, pixel_size = args
     bounds = grown_bounds(model, pixel_size)
-    plan = _plan(boxes, bounds, ladder, chunk)
-    diff, static = eqx.partition((model, pixel_size), eqx.is_inexact_array)
-    branches = [_backward_branch(k, bounds, diff, static) for k in ladder]
+    split = _Split.of(model, pixel_size)
 
-    def step(total, xs):
-        order, rung = xs
+    def step(totals, order):
         pts, box = _gather_groups(points, order), _gather_groups(boxes, order)
         ct = jnp.where((order < points.shape[0])[:, None, None], _gather_groups(grad, order), 0)
-        d_diff, d_points = jax.lax.switch(rung, branches, pts, box, ct)
-        return jax.tree.map(jnp.add, total, d_diff), d_points
+        d_start, d_shapes, d_rest, d_points = _undraw_chunk(split, model, pts, box, bounds, ct)
+        d_background = jnp.sum(d_start, axis=(0, 1))
+        return _add(totals, (d_shapes, d_rest, d_background)), d_points
 
-    zeros = jax.tree.map(jnp.zeros_like, diff)
-    d_diff, d_points = jax.lax.scan(step, zeros, (plan.order, plan.rungs))
+    shape_diff, rest_diff = split.shapes[0], split.rest[0]
+    background = model.background
+    zeros = jax.tree.map(jnp.zeros_like, (shape_diff, rest_diff, background))
+    orders = group_order(boxes, bounds, chunk)
+    (d_shapes, d_rest, d_background), d_points = jax.lax.scan(step, zeros, orders)
     d_points = (
         jnp.zeros_like(points)
-        .at[plan.order.reshape(-1)]
+        .at[orders.reshape(-1)]
         .add(d_points.reshape(-1, *points.shape[1:]), mode="drop")
     )
-    return d_diff[0], d_points, d_diff[1]
+    # The background reaches the picture through every chunk's first image.
+    d_shapes_bg, d_rest_bg = _background_vjp(split, d_background)
+    d_rest = _add(d_rest, d_rest_bg)
+    d_shapes = _add(d_shapes, d_shapes_bg)
+    d_model = eqx.combine(d_shapes, d_rest[0])
+    return d_model, d_points, d_rest[1]
+
+
+def _background_vjp(split: _Split, d_background):
+    def background(shape_diff, rest_diff):
+        per_shape = eqx.combine(shape_diff, split.shapes[1])
+        rest = eqx.combine(rest_diff, split.rest[1])[0]
+        return eqx.combine(per_shape, rest).background
+
+    _, vjp = jax.vjp(background, split.shapes[0], split.rest[0])
+    return vjp(d_background)
 
 
 def tile_points(shape: tuple[int, int], tile: int) -> tuple[np.ndarray, np.ndarray]:
@@ -290,10 +299,10 @@ def render_image_tiled(
     """`render_image` by tiles of `tile x tile` pixels, each drawing only its shapes."""
     height, width = shape
     points, boxes = tile_points(shape, tile)
-    ladder = capacity_ladder(model.num_shapes)
     dtype = model.raw_colours.dtype
     args = (model, jnp.asarray(points, dtype), 1.0 / height)
-    out = render_groups(args, jnp.asarray(boxes, dtype), ladder, min(chunk, len(points)))
+    chunk = chunk_size(len(points), tile * tile, model.num_shapes, chunk)
+    out = render_groups(args, jnp.asarray(boxes, dtype), chunk)
     rows, cols = -(-height // tile), -(-width // tile)
     out = out.reshape(rows, cols, tile, tile, -1).transpose(0, 2, 1, 3, 4)
     return out.reshape(rows * tile, cols * tile, -1)[:height, :width]
@@ -321,7 +330,7 @@ def render_points_tiled(
     grouped = points[order].reshape(groups, group, 2)
     stopped = jax.lax.stop_gradient(grouped)
     boxes = jnp.concatenate([jnp.min(stopped, axis=1), jnp.max(stopped, axis=1)], axis=-1)
-    ladder = capacity_ladder(model.num_shapes)
-    out = render_groups((model, grouped, pixel_size), boxes, ladder, min(chunk, groups))
+    chunk = chunk_size(groups, group, model.num_shapes, chunk)
+    out = render_groups((model, grouped, pixel_size), boxes, chunk)
     out = out.reshape(groups * group, -1)
     return jnp.zeros((num, out.shape[-1]), out.dtype).at[order[:num]].set(out[:num])
