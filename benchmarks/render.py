@@ -64,7 +64,7 @@ def evaluated_pairs_image(model, shape) -> int:
     tile = _render.image_tile(shape, model.num_shapes)
     points, boxes = _tiled.tile_points(shape, tile)
     bounds = _tiled.grown_bounds(model, 1.0 / shape[0])
-    chunk = _tiled.chunk_size(len(points), tile * tile, model.num_shapes, _render.IMAGE_CHUNK)
+    chunk = min(_render.IMAGE_CHUNK, len(points))
     counts = np.asarray(jnp.sum(_tiled.overlaps(jnp.asarray(boxes), bounds), axis=1))
     order = np.asarray(_tiled.group_order(jnp.asarray(boxes), bounds, chunk))
     longest = np.append(counts, 0)[order].max(axis=1)

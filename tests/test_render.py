@@ -206,19 +206,33 @@ def test_vmap_over_models_equals_each(getkey):
         assert _grads_close(jax.tree.map(lambda x: x[i], grads), single)
 
 
-def test_lists_kth_and_chunk_size():
+def test_lists_kth_and_block_size():
     boxes = jnp.asarray([[0.0, 0.0, 0.1, 0.1], [0.5, 0.5, 0.6, 0.6]])
     bounds = jnp.asarray([[0.0, 0.0, 0.2, 0.2], [0.4, 0.4, 0.9, 0.9], [0.05, 0.05, 0.7, 0.7]])
     lists = _tiled._Lists.of(boxes, bounds)
-    assert int(lists.longest()) == 2
+    assert int(lists.longest) == 2
     np.testing.assert_array_equal(lists.kth(0), [0, 1])
     np.testing.assert_array_equal(lists.kth(1), [2, 2])
     np.testing.assert_array_equal(lists.kth(2), [3, 3])  # past the end: N, draws nothing
-    # The backward sweep stores a picture per shape: chunks shrink as N grows, never to 0.
-    assert _tiled.chunk_size(1000, 64, 200, 16) == 16
-    assert _tiled.chunk_size(1000, 64, 5000, 16) == _tiled.CHUNK_PAIRS // (64 * 5000)
-    assert _tiled.chunk_size(1000, 64, 10**7, 16) == 1
-    assert _tiled.chunk_size(3, 64, 200, 16) == 3
+    # The backward sweep stores a picture per layer: all of them while they fit.
+    assert _tiled.block_size(1024, 200) == 200
+    assert _tiled.block_size(1024, 10**5) == _tiled.CHUNK_PAIRS // 1024
+    assert _tiled.block_size(10**9, 10**5) == 8
+    assert _tiled.block_size(1024, 3) == 3
+
+
+def test_long_lists_run_backward_in_blocks(getkey, monkeypatch):
+    # Stored pictures capped at 8 layers: a tile listing 40 shapes runs its backward in
+    # 5 blocks, each redrawing the layers behind it; gradients still equal the scan's.
+    monkeypatch.setattr(_tiled, "CHUNK_PAIRS", 1)
+    n = 40
+    centres = jnp.array([0.5, 0.5]) + 0.05 * jax.random.uniform(getkey(), (n, 2))
+    model = dp.Circles.from_values(
+        centres, jnp.full((n,), 0.1), jax.random.uniform(getkey(), (n, 3)), jnp.full((n,), 0.4)
+    )
+    target = jax.random.uniform(getkey(), (*GRID, 3))
+    g_scan = jax.grad(_loss_image("scan", target))(model)
+    assert _grads_close(jax.grad(_loss_image("tiled", target))(model), g_scan)
 
 
 def test_traced_pixel_size(getkey):

@@ -12,7 +12,9 @@ member.
 
 A custom VJP recomputes each chunk: a forward sweep stores the picture behind every layer,
 then a sweep from the front applies each layer's step VJP and scatters the gradients of
-the drawn shapes into their rows (memory per chunk is bounded by `CHUNK_PAIRS`).
+the drawn shapes into their rows. The stored pictures are bounded (`CHUNK_PAIRS`): a chunk
+listing more layers than that holds runs its backward in blocks from the front, each
+block first redrawing the layers behind it.
 
 It uses nothing but the shape-set interface (`alphas`, `bounds`, `partition_shapes`,
 `colours`, `background`, `compositing`), so a new shape type gets it for free.
@@ -21,6 +23,7 @@ It uses nothing but the shape-set interface (`alphas`, `bounds`, `partition_shap
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import equinox as eqx
 import jax
@@ -33,7 +36,7 @@ from ._compositing import group_step
 #: Bounds are grown by this many edge widths: a soft edge's coverage there is
 #: sigmoid(-CUTOFF) < 1e-6, the most a culled shape could have added to a pixel.
 CUTOFF = 14.0
-#: (shape, point) pairs a chunk may hold in its backward sweep (the stored pictures).
+#: (layer, point) pictures a chunk's backward sweep may store at once.
 CHUNK_PAIRS = 1 << 20
 
 
@@ -71,28 +74,37 @@ def group_order(boxes, bounds, chunk: int) -> Array:
     return order.reshape(num_chunks, chunk)
 
 
-def chunk_size(groups: int, per_group: int, num_shapes: int, wanted: int) -> int:
-    """Groups per chunk: `wanted`, fewer where the backward sweep's stored pictures
-    (`num_shapes` per point) would pass `CHUNK_PAIRS`."""
-    most = max(1, CHUNK_PAIRS // max(per_group * num_shapes, 1))
-    return max(1, min(wanted, most, groups))
+def block_size(points_per_chunk: int, num_shapes: int) -> int:
+    """Layers a chunk's backward sweep stores at once: every layer where that fits in
+    `CHUNK_PAIRS` pictures of a point, else as many as fit (at least 8)."""
+    return max(1, min(num_shapes, max(8, CHUNK_PAIRS // max(points_per_chunk, 1))))
 
 
 class _Lists(eqx.Module):
-    """Each group's overlapping shapes, as running counts `(G, N)` over index order."""
+    """Each group's overlapping shapes in index order: a table `(G, N)`, row `g` holding
+    group `g`'s shape indices then `N` (nothing) to the end, and the longest list."""
 
-    ranks: Array
+    table: Array
+    longest: Array
 
     @staticmethod
     def of(boxes, bounds) -> _Lists:
-        return _Lists(jnp.cumsum(overlaps(boxes, bounds), axis=1, dtype=jnp.int32))
-
-    def longest(self) -> Array:
-        return jnp.max(self.ranks[:, -1])
+        hits = overlaps(boxes, bounds)
+        groups, n = hits.shape
+        slots = jnp.cumsum(hits, axis=1, dtype=jnp.int32) - 1
+        indices = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (groups, n))
+        rows = jnp.arange(groups)[:, None]
+        # A table lookup per layer: a binary search per group and layer cost 2x the draw.
+        table = (
+            jnp.full((groups, n), n, jnp.int32)
+            .at[rows, jnp.where(hits, slots, n)]
+            .set(indices, mode="drop")
+        )
+        return _Lists(table, jnp.max(slots[:, -1]) + 1)
 
     def kth(self, k) -> Array:
         """`(G,)` index of each group's `k`-th listed shape (from 0); `N` past its end."""
-        return jax.vmap(lambda r: jnp.searchsorted(r, k + 1, side="left"))(self.ranks)
+        return jax.lax.dynamic_index_in_dim(self.table, k, axis=1, keepdims=False)
 
 
 # -- one layer of a chunk ---------------------------------------------------------------
@@ -130,7 +142,7 @@ def _draw_chunk(model, points, boxes, bounds, pixel_size):
         alpha, colour = _layer(_rows(per_shape, index, n), rest, points, index, pixel_size, n)
         return group_step(mode, image, alpha, colour)
 
-    return jax.lax.fori_loop(0, lists.longest(), draw, _start(model, points))
+    return jax.lax.fori_loop(0, lists.longest, draw, _start(model, points))
 
 
 class _Split(eqx.Module):
@@ -153,39 +165,51 @@ class _Split(eqx.Module):
         return _layer(rows, rest, points, index, pixel_size, n)
 
 
-def _undraw_chunk(split: _Split, model, points, boxes, bounds, grad):
+def _undraw_chunk(split: _Split, model, points, boxes, bounds, grad, block: int):
     """Gradients of one chunk: per-shape rows (scattered), the rest, the points, and
     the cotangent of the background picture `(G, S, C)`."""
     n, mode = model.num_shapes, model.compositing
     lists = _Lists.of(boxes, bounds)
     shape_diff, rest_diff = split.shapes[0], split.rest[0]
-    start = _start(model, points)
+    start, count = _start(model, points), lists.longest
 
-    def forward(k, carry):
-        image, behind = carry
+    def layer(k, shape_rows=None, rest=rest_diff, pts=points):
         index = lists.kth(k)
-        alpha, colour = split.layer(_rows(shape_diff, index, n), rest_diff, points, index, n)
-        return group_step(mode, image, alpha, colour), behind.at[k].set(image)
+        rows = _rows(shape_diff, index, n) if shape_rows is None else shape_rows
+        return split.layer(rows, rest, pts, index, n)
 
-    behind = jnp.zeros((n, *start.shape), start.dtype)
-    count = lists.longest()
-    _, behind = jax.lax.fori_loop(0, count, forward, (start, behind))
+    def draw(k, image):
+        return group_step(mode, image, *layer(k))
 
-    def backward(i, carry):
+    def store(k, carry):
+        image, behind, first = carry
+        return draw(k, image), behind.at[k - first].set(image), first
+
+    def undraw(k, behind, carry):
         grad, d_shapes, d_rest, d_points = carry
-        k = count - 1 - i
         index = lists.kth(k)
-        layer = lambda r, d, p: split.layer(r, d, p, index, n)  # noqa: E731
-        (alpha, colour), layer_vjp = jax.vjp(layer, _rows(shape_diff, index, n), rest_diff, points)
-        _, step_vjp = jax.vjp(lambda *a: group_step(mode, *a), behind[k], alpha, colour)
+        rows = _rows(shape_diff, index, n)
+        (alpha, colour), layer_vjp = jax.vjp(partial(layer, k), rows, rest_diff, points)
+        _, step_vjp = jax.vjp(lambda *a: group_step(mode, *a), behind, alpha, colour)
         grad, d_alpha, d_colour = step_vjp(grad)
         d_rows, d_r, d_p = layer_vjp((d_alpha, d_colour))
         d_shapes = jax.tree.map(lambda t, d: t.at[index].add(d, mode="drop"), d_shapes, d_rows)
         return grad, d_shapes, _add(d_rest, d_r), d_points + d_p
 
+    def one_block(i, carry):
+        # Blocks from the front: redraw the layers behind this one, store its pictures,
+        # then sweep back through it. One block (no redraw) unless the lists are long.
+        first = (-(-count // block) - 1 - i) * block
+        last = jnp.minimum(count, first + block)
+        image = jax.lax.fori_loop(0, first, draw, start)
+        behind = jnp.zeros((block, *start.shape), start.dtype)
+        _, behind, _ = jax.lax.fori_loop(first, last, store, (image, behind, first))
+        back = lambda j, c: undraw(last - 1 - j, behind[last - 1 - j - first], c)  # noqa: E731
+        return jax.lax.fori_loop(0, last - first, back, carry)
+
     zeros = (jax.tree.map(jnp.zeros_like, shape_diff), jax.tree.map(jnp.zeros_like, rest_diff))
     carry = (grad, *zeros, jnp.zeros_like(points))
-    return jax.lax.fori_loop(0, count, backward, carry)
+    return jax.lax.fori_loop(0, -(-count // block), one_block, carry)
 
 
 def _add(a, b):
@@ -239,11 +263,14 @@ def _render_groups_bwd(residuals, grad, perturbed, args, boxes, chunk):
     model, points, pixel_size = args
     bounds = grown_bounds(model, pixel_size)
     split = _Split.of(model, pixel_size)
+    block = block_size(chunk * points.shape[1], model.num_shapes)
 
     def step(totals, order):
         pts, box = _gather_groups(points, order), _gather_groups(boxes, order)
         ct = jnp.where((order < points.shape[0])[:, None, None], _gather_groups(grad, order), 0)
-        d_start, d_shapes, d_rest, d_points = _undraw_chunk(split, model, pts, box, bounds, ct)
+        d_start, d_shapes, d_rest, d_points = _undraw_chunk(
+            split, model, pts, box, bounds, ct, block
+        )
         d_background = jnp.sum(d_start, axis=(0, 1))
         return _add(totals, (d_shapes, d_rest, d_background)), d_points
 
@@ -301,8 +328,7 @@ def render_image_tiled(
     points, boxes = tile_points(shape, tile)
     dtype = model.raw_colours.dtype
     args = (model, jnp.asarray(points, dtype), 1.0 / height)
-    chunk = chunk_size(len(points), tile * tile, model.num_shapes, chunk)
-    out = render_groups(args, jnp.asarray(boxes, dtype), chunk)
+    out = render_groups(args, jnp.asarray(boxes, dtype), min(chunk, len(points)))
     rows, cols = -(-height // tile), -(-width // tile)
     out = out.reshape(rows, cols, tile, tile, -1).transpose(0, 2, 1, 3, 4)
     return out.reshape(rows * tile, cols * tile, -1)[:height, :width]
@@ -330,7 +356,6 @@ def render_points_tiled(
     grouped = points[order].reshape(groups, group, 2)
     stopped = jax.lax.stop_gradient(grouped)
     boxes = jnp.concatenate([jnp.min(stopped, axis=1), jnp.max(stopped, axis=1)], axis=-1)
-    chunk = chunk_size(groups, group, model.num_shapes, chunk)
-    out = render_groups((model, grouped, pixel_size), boxes, chunk)
+    out = render_groups((model, grouped, pixel_size), boxes, min(chunk, groups))
     out = out.reshape(groups * group, -1)
     return jnp.zeros((num, out.shape[-1]), out.dtype).at[order[:num]].set(out[:num])
