@@ -387,3 +387,20 @@ def test_sigint_end_to_end(tmp_path, budget):
     assert {p.name for p in os.scandir("out")} == FOLDER
     assert json.loads(Path("out/summary.json").read_text())["interrupted"] is True
     assert any((tmp_path / ".cache" / "diffprims" / "jax").iterdir())  # the persistent cache
+
+
+def test_seconds_budget_covers_the_command():
+    # Painting gets what is left of --seconds after the time already spent, less the
+    # reserve for writing the outputs, and never under a quarter of the budget.
+    import argparse
+    import time
+
+    from diffprims._cli import _paint
+
+    now = time.perf_counter()
+    args = argparse.Namespace(seconds=8.0)
+    left = _paint._paint_seconds(args, now - 2.0)
+    assert left is not None
+    assert 8.0 - 2.0 - _paint.WRITE_RESERVE - 0.5 < left <= 8.0 - 2.0 - _paint.WRITE_RESERVE
+    assert _paint._paint_seconds(args, now - 100.0) == 2.0
+    assert _paint._paint_seconds(argparse.Namespace(seconds=None), now) is None
