@@ -3,6 +3,7 @@
 Every test runs in its own empty working folder (the default `-o out` never meets the
 results of an earlier run, such as the README's quick start)."""
 
+import argparse
 import io
 import json
 import os
@@ -392,9 +393,6 @@ def test_sigint_end_to_end(tmp_path, budget):
 def test_seconds_budget_covers_the_command():
     # Painting gets what is left of --seconds after the time already spent, less the
     # reserve for writing the outputs, and never under a quarter of the budget.
-    import argparse
-    import time
-
     from diffprims._cli import _paint
 
     now = time.perf_counter()
