@@ -23,10 +23,12 @@ For each N (`--n`, default 50 100 200 500) and photo it prints the PSNR and wall
 - `--variant NAME='{"prune": 0.2}'` (repeatable): more paint runs with these keyword
   arguments, same budget, in the same run (A/B comparisons on shared CPUs);
 - `--curve 0.1 0.25 0.5`: the time-to-quality curve, paint's PSNR with budgets of these
-  fractions of `T` beside greedy's PSNR at the same N (after the main run, compiled);
+  fractions of `T` beside greedy's PSNR at the same N (after the main run, compiled;
+  with `--shapes`, for ellipses and Gaussians too);
 - `--shapes`: ellipses, Gaussians and triangles at the parameter count of N circles
   (circle 7 numbers, ellipse and Gaussian 9, triangle 10), same budget;
-- `--budget S`: skip greedy and give paint S seconds (for quick tuning runs).
+- `--budget S`: skip greedy and give paint S seconds (for quick tuning runs);
+  `--warmup` compiles every variant first, so that none pays for compilation.
 
 Run: `python benchmarks/quality.py [--set report|tune|all] [--photos NAME ...]
 [--n 200] [--curve 0.1 0.25 0.5] [--shapes] [--variant NAME=JSON ...] [--budget S]`.
@@ -194,6 +196,11 @@ def greedy(target, n, *, key, candidates=512, climbers=8, mutations=32, rounds=1
     return model, time.perf_counter() - start
 
 
+def equal_count(n: int, cls) -> int:
+    """How many shapes of `cls` have as many parameters as `n` circles."""
+    return max(1, round(n * PARAMETERS["Circles"] / PARAMETERS[cls.__name__]))
+
+
 def _psnr(model, target) -> float:
     return float(dp.psnr(model.render_image(target.shape[:2]), target))
 
@@ -219,12 +226,15 @@ def run_photo(name, n, args, variants) -> dict:
         budget = args.budget
     for label, kwargs in variants.items():
         row[label] = _paint(target, n, key, budget, **kwargs)
-    if args.shapes:
-        for cls in (dp.Ellipses, dp.Gaussians, dp.Triangles):
-            m = max(1, round(n * PARAMETERS["Circles"] / PARAMETERS[cls.__name__]))
-            row[cls.__name__] = _paint(target, m, key, budget, shape=cls)
+    shapes = [dp.Circles, dp.Ellipses, dp.Gaussians, dp.Triangles] if args.shapes else []
+    for cls in shapes[1:]:
+        row[cls.__name__] = _paint(target, equal_count(n, cls), key, budget, shape=cls)
     for fraction in args.curve:
-        row[f"curve {fraction:g}"] = _paint(target, n, key, fraction * budget)
+        for cls in shapes[:3] or [dp.Circles]:
+            name = "" if cls is dp.Circles else f"{cls.__name__} "
+            row[f"{name}curve {fraction:g}"] = _paint(
+                target, equal_count(n, cls), key, fraction * budget, shape=cls
+            )
     print(_line(row), flush=True)
     return row
 
@@ -277,6 +287,7 @@ def main():
     parser.add_argument("--variant", nargs="*", default=[], help="NAME='{\"prune\": 0.2}'")
     parser.add_argument("--no-default", action="store_true", help="only the --variant runs")
     parser.add_argument("--budget", type=float, help="seconds for paint; skips greedy")
+    parser.add_argument("--warmup", action="store_true", help="compile each variant first")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
@@ -287,6 +298,10 @@ def main():
     names = tuple(args.photos) if args.photos else SETS[args.set]
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, load {os.getloadavg()}")
     print(f"photos: {', '.join(names)}; N: {args.n}; variants: {variants}")
+    if args.warmup:  # compile every variant at every N, so no variant pays for it
+        for n in args.n:
+            for kwargs in variants.values():
+                _paint(load_photo(names[0], args.size), n, jax.random.key(99), 1.0, **kwargs)
     rows = [run_photo(name, n, args, variants) for n in args.n for name in names]
     groups = {k: tuple(p for p in names if p in v) for k, v in SETS.items() if k != "all"}
     groups = {k: v for k, v in groups.items() if v} or {"photos": names}

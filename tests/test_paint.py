@@ -50,7 +50,9 @@ def test_paint_places_shapes_where_the_error_is(getkey):
     target = dp.Circles.from_values(
         [[0.75, 0.25]], [0.12], [[0.9, 0.1, 0.1]], [1.0], background=0.2
     ).render_image((32, 32))
-    result = dp.paint(target, 8, key=getkey(), steps=1, rounds=1, solve_colours=False)
+    result = dp.paint(
+        target, 8, key=getkey(), steps=1, rounds=1, solve_colours=False, extra=0.0
+    )  # the seeding alone: no spare shapes to remove
     distance = jnp.linalg.norm(result.model.centres - jnp.array([0.75, 0.25]), axis=-1)
     assert int(jnp.sum(distance < 0.2)) >= 4  # uniform placement would give about 1
 
@@ -63,7 +65,7 @@ def test_paint_places_shapes_where_the_weighted_error_is(getkey):
     ).render_image((32, 32))  # fmt: skip
     weights = jnp.where(jnp.arange(32) >= 16, 10.0, 1.0)[None, :].repeat(32, 0)
     loss = dp.Weighted(dp.L2(), weights)
-    result = dp.paint(target, 8, key=getkey(), steps=1, rounds=1, loss=loss)
+    result = dp.paint(target, 8, key=getkey(), steps=1, rounds=1, loss=loss, extra=0.0)
     right = int(jnp.sum(result.model.centres[:, 0] > 0.5))
     assert right >= 6, right  # unweighted placement would split them about evenly
 
@@ -216,7 +218,8 @@ def test_edge_weights(getkey):
 def test_paint_snapshots_every_round(getkey):
     target = _target(getkey())
     result = dp.paint(target, 6, key=getkey(), steps=40, rounds=3)
-    assert len(result.snapshots) == 3 and result.snapshot_steps[-1] == 40
+    # Three rounds that add shapes, then the one that removes the spare ones (`extra`).
+    assert len(result.snapshots) == 4 and result.snapshot_steps[-1] == 40
     assert list(result.snapshot_steps) == sorted(result.snapshot_steps)
     assert tree_allclose(result.snapshots[-1], result.model)
     # Shapes appear round by round: early snapshots show fewer of them.

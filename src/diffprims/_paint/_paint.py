@@ -6,6 +6,10 @@ The recipe (each piece a knob of `paint`):
   more each round where the error of the current picture is largest;
 - **pruning**: each round also moves the shapes that contribute least (whose removal
   would raise the error least) to where the error is largest;
+- **over-complete painting**: the rounds place 30 % more shapes than asked for; a last
+  round removes the least useful ones down to `n` and fits the rest (a quarter of the
+  budget). Fitting with spare shapes escapes local minima that `n` shapes get stuck
+  in (+0.5 dB mean on the tuning photos at N = 200 in equal time);
 - **error-driven initialisation**: a new shape is centred on a pixel drawn with
   probability proportional to the (blurred) squared error there, sized for the number of
   shapes on the canvas, and coloured in closed form so that it fixes that error;
@@ -40,7 +44,7 @@ from .._shapes import MODES, AbstractShapes, Circles
 from .._validate import check_key, check_positive_int, check_scalar, describe
 from ._placement import blank
 from ._rounds import Painting, paint_optimizer
-from ._schedule import Budget, plan_rounds
+from ._schedule import Budget, plan_rounds, with_removal
 from ._solve import check_solve_memory, squared_error_weights
 
 
@@ -68,6 +72,7 @@ def paint(
     lr_colour: float = 1e-2,
     anneal: float = 0.9,
     solve_colours: bool = True,
+    extra: float = 0.3,
     method: str | None = None,
     steps_per_dispatch: int = 50,
     progress: bool = False,
@@ -109,6 +114,10 @@ def paint(
     - `prune`: each round also re-seeds this fraction of the shapes already placed: those
       whose removal would raise the squared error least (shapes hidden by others, or
       painting what their neighbours already paint) move to where the error is largest.
+    - `extra`: paint `round(extra * n)` more shapes than `n`, then remove the least
+      useful (as `prune` ranks them) down to `n` in a last round that fits the rest for
+      a quarter of the budget; 0 paints exactly `n` throughout. Not used with "depth"
+      compositing (it has no fixed order to rank shapes in).
     - `lr`, `lr_geometry`, `lr_colour`: Adam learning rates for the parameters whose
       declared [`diffprims.Role`][] is a position, other geometry (sizes, angles, ...)
       and colours/opacities/depths.
@@ -146,7 +155,7 @@ def paint(
     start_time = time.perf_counter()
     settings = _check(
         target, n, key, shape, seconds, steps, rounds, restarts, stride, steps_per_dispatch,
-        compositing, opacity, prune, coarse, grow, lr, lr_geometry, lr_colour, anneal,
+        compositing, opacity, prune, coarse, grow, lr, lr_geometry, lr_colour, anneal, extra,
     )  # fmt: skip
     target, n, key, steps = settings
     loss = as_loss(L2() if loss is None else loss)
@@ -156,15 +165,19 @@ def paint(
     pixel_weights = squared_error_weights(loss, (height, width))
     _check_loss(loss, target, stride)
     solving = solve_colours and compositing != "depth" and pixel_weights is not None
+    # Over-complete: paint `slots` shapes, then remove the least useful down to `n`.
+    slots = n + round(extra * n) if compositing != "depth" else n
     if solving:
-        check_solve_memory(n, restarts)
+        check_solve_memory(slots, restarts)
     if pixel_weights is None:
         pixel_weights = jnp.ones((height, width), jnp.float32)
     rounds = min(rounds, n)
-    plan = plan_rounds(n, rounds, coarse=coarse, grow=grow, aspect=width / height)
+    plan = with_removal(
+        plan_rounds(slots, rounds, coarse=coarse, grow=grow, aspect=width / height), n
+    )
     k_blank, *run_keys = jax.random.split(key, restarts + 1)
     models = blank(
-        shape, n, target, key=k_blank, softness=softness, compositing=compositing,
+        shape, slots, target, key=k_blank, softness=softness, compositing=compositing,
         learn_background=learn_background,
     )  # fmt: skip
     painting = Painting(
@@ -172,7 +185,7 @@ def paint(
         paint_optimizer(float(lr), float(lr_geometry), float(lr_colour)),
         stride=min(stride, height, width), level=max(1, min(height, width) // 64),
         method=method or ("scan" if n <= 120 else "auto"), prune=prune, opacity=opacity,
-        anneal=anneal, most=max(r.count for r in plan),
+        anneal=anneal, most=max(r.count for r in plan), keep=n,
     )  # fmt: skip
     reserve = min(0.1 * seconds, 3.0) if (solving and seconds is not None) else 0.0
     budget = Budget(plan, n, steps=steps, seconds=seconds, reserve=reserve, start=start_time)
@@ -183,15 +196,17 @@ def paint(
     with driver:
         for round_ in plan:
             painting.run_round(
-                driver, round_, budget, steps_per_dispatch, rounds=rounds, last=round_ is plan[-1]
-            )
+                driver, round_, budget, steps_per_dispatch, rounds=len(plan),
+                last=round_ is plan[-1],
+            )  # fmt: skip
         if solving:
             painting.solve(driver)
     return driver.finish()
 
 
 def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_dispatch,
-           compositing, opacity, prune, coarse, grow, lr, lr_geo, lr_colour, anneal):  # fmt: skip
+           compositing, opacity, prune, coarse, grow, lr, lr_geo, lr_colour, anneal,
+           extra):  # fmt: skip
     """`paint`'s arguments checked: `(target, n, key, steps)` (steps None with seconds)."""
     if not (isinstance(shape, type) and issubclass(shape, AbstractShapes)):
         raise TypeError(
@@ -221,6 +236,8 @@ def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_
     if not coarse >= 0:
         raise ValueError(f"`coarse` must be >= 0 (pixels of blur); got {coarse}.")
     check_scalar(grow, "grow", lower=0.0)
+    if not float(check_scalar(extra, "extra")) >= 0:
+        raise ValueError(f"`extra` must be >= 0 (a fraction of `n`); got {extra}.")
     for name, value in (("lr", lr), ("lr_geometry", lr_geo), ("lr_colour", lr_colour)):
         check_scalar(value, name, lower=0.0)
     if not 0 <= anneal <= 1:

@@ -153,6 +153,31 @@ def add_shapes(model, target, weights, active, seeding: Seeding, key) -> tuple[A
     return model, active.at[slots].set(True, mode="drop")
 
 
+def _hide(model, slots: Array):
+    """Shapes at `slots` made invisible and moved off the canvas (as `blank` makes them)."""
+    count = slots.shape[0]
+    values = type(model).raw_geometry(
+        jnp.full((count, 2), -10.0), jnp.full((count,), 0.05), key=jax.random.key(0)
+    )
+    values["raw_opacities"] = jnp.full((count,), -30.0)
+    names = list(values)
+    new = [getattr(model, k).at[slots].set(values[k].astype(jnp.float32)) for k in names]
+    return eqx.tree_at(lambda m: [getattr(m, k) for k in names], model, new)
+
+
+@eqx.filter_jit
+def remove(models, target, weights, active, count: int, level: int):
+    """Remove (hide and deactivate) the `count` least useful active shapes of every
+    restart: those whose removal raises the weighted squared error least."""
+
+    def one(model, active):
+        useful = jnp.where(active, usefulness(model, target, weights, level), jnp.inf)
+        slots = jnp.argsort(useful)[:count]
+        return _hide(model, slots), active.at[slots].set(False)
+
+    return one(models, active) if active.ndim == 1 else jax.vmap(one)(models, active)
+
+
 @eqx.filter_jit
 def add(models, target, weights, active, seeding: Seeding, keys):
     """`add_shapes` for every restart (a leading axis on `models`, `active`, `keys`)."""

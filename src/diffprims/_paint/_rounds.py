@@ -15,7 +15,7 @@ from .._fit._driver import Driver
 from .._fit._loop import LoopState, Problem, run_steps
 from .._fit._result import FitResult
 from .._image import blur
-from ._placement import Seeding, add
+from ._placement import Seeding, add, remove
 from ._schedule import Budget, Round
 from ._solve import solve_colours
 
@@ -90,7 +90,7 @@ class Painting:
         params, self.static = eqx.partition(models, eqx.is_inexact_array)
         self.state = LoopState(params, None, jnp.asarray(True))
         self.target, self.weights, self.loss, self.optimizer = target, weights, loss, optimizer
-        self.knobs = knobs  # stride, level, method, prune, opacity, anneal, most
+        self.knobs = knobs  # stride, level, method, prune, opacity, anneal, most, keep
         self.rounds_done: list[tuple[int, Any]] = []  # (steps so far, models)
 
     def _fold(self, keys, r):
@@ -116,6 +116,18 @@ class Painting:
             self.models(driver.state), goal, self.weights, self.active, seeding,
             self._fold(self.keys, round_.index),
         )  # fmt: skip
+        self._restart(driver, models)
+
+    def _remove(self, driver: Driver, round_: Round) -> None:
+        """Remove the round's count of least useful shapes; restart the optimizer."""
+        level = max(1, self.knobs["level"] // 2)
+        models, self.active = remove(
+            self.models(driver.state), self.target, self.weights, self.active,
+            round_.removed, level,
+        )  # fmt: skip
+        self._restart(driver, models)
+
+    def _restart(self, driver: Driver, models) -> None:
         params, self.static = eqx.partition(models, eqx.is_inexact_array)
         init = self.optimizer.init if self.restarts == 1 else jax.vmap(self.optimizer.init)
         ok = jnp.ones((self.restarts,), bool) if self.restarts > 1 else jnp.asarray(True)
@@ -125,7 +137,10 @@ class Painting:
                   rounds: int, last: bool) -> None:  # fmt: skip
         """Seed the round's shapes, then fit every shape so far for the round's budget."""
         goal = blur(self.target, round_.blur) if round_.blur > 0.05 else self.target
-        self._seed(driver, round_, goal)
+        if round_.removed:
+            self._remove(driver, round_)
+        else:
+            self._seed(driver, round_, goal)
         budget.begin(round_.index)
         keys = self._fold(self.keys, 1000 + round_.index)
         render = ShapeRender(jnp.asarray(round_.edge_scale, jnp.float32), self.knobs["method"])
@@ -166,6 +181,12 @@ class Painting:
             best = int(jnp.argmin(errors(models)))
             snapshots = [jax.tree.map(lambda x: x[best], m) for m in snapshots]
             losses = losses[:, best] if losses.ndim == 2 else losses
+        if self.knobs["keep"] < self.active.shape[-1]:
+            # Painted with extra shapes: return the `keep` still active, in depth order
+            # (the first `keep` if interrupted before the removal round).
+            active = self.active if self.restarts == 1 else self.active[best]
+            kept = jnp.sort(jnp.argsort(~active, stable=True)[: self.knobs["keep"]])
+            snapshots = [m.take(kept) for m in snapshots]
         return FitResult(
             model=snapshots[-1],
             losses=losses,

@@ -7,6 +7,10 @@ import time
 
 import numpy as np
 
+# The share of the steps or seconds for the last round when it removes the spare shapes
+# (`paint(extra=...)`) and fits the `n` kept: 0.25 to 0.4 measured alike (within 0.02 dB).
+FINAL_SHARE = 0.25
+
 
 @dataclasses.dataclass(frozen=True)
 class Round:
@@ -18,6 +22,20 @@ class Round:
     blur: float  # target blur in pixels
     edge_scale: float  # soft edges this many times the model's own
     size: float  # new shapes' size (frame units)
+    removed: int = 0  # shapes removed at its start (the least useful)
+
+
+def with_removal(plan: list[Round], keep: int) -> list[Round]:
+    """`plan`, then a last round that removes the least useful shapes down to `keep`
+    and fits the rest on the sharp target (when the plan places more than `keep`)."""
+    last = plan[-1]
+    if last.total <= keep:
+        return plan
+    extra = dataclasses.replace(
+        last, index=len(plan), count=0, total=keep, blur=0.0, edge_scale=1.0,
+        removed=last.total - keep,
+    )  # fmt: skip
+    return [*plan, extra]
 
 
 def plan_rounds(n: int, rounds: int, *, coarse: float, grow: float, aspect: float) -> list[Round]:
@@ -46,15 +64,18 @@ def plan_rounds(n: int, rounds: int, *, coarse: float, grow: float, aspect: floa
 
 
 class Budget:
-    """Steps or seconds for each round, in proportion to the shapes it fits.
+    """Steps or seconds for each round, in proportion to the shapes it fits (a round
+    that removes the spare shapes gets `final` of the whole).
 
     With `seconds`, a round ends when the next dispatch would likely overrun its share
     of what is left (a share of the budget is kept for the final colour solve).
     """
 
     def __init__(self, plan: list[Round], n: int, *, steps: int | None, seconds: float | None,
-                 reserve: float, start: float):  # fmt: skip
+                 reserve: float, start: float, final: float = FINAL_SHARE):  # fmt: skip
         weights = np.array([r.count for r in plan], float) + n / len(plan)
+        if plan[-1].removed and len(plan) > 1:  # the removal round gets `final` of it all
+            weights[-1] = final / (1 - final) * weights[:-1].sum()
         self.share = weights / weights.sum()
         self.steps, self.seconds, self.reserve, self.start = steps, seconds, reserve, start
         self.done = 0
