@@ -164,6 +164,24 @@ def show(title: str, rows: list[dict]) -> None:
         print(f"  {row['path']:<6} {ms:11.1f} {ratio:8.1f}x {memory} {rate:10.3g}  {note}")
 
 
+def vmap_rows(n: int, members: int, repeat: int) -> list[dict]:
+    """Full-image L2 gradients of `members` sets one by one, then under one `jax.vmap`
+    (research code fitting several sets at once): the ms for all members."""
+    shape = (128, 128)
+    target = jax.random.uniform(jax.random.key(4), (*shape, 3))
+    models = [circles(n, (0.02, 0.10), jax.random.key(10 + i)) for i in range(members)]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *models)
+    grad = jax.grad(lambda m: jnp.mean((m.render_image(shape, method="tiled") - target) ** 2))
+    one = jax.jit(grad)
+    loop_ms = timed(lambda: [one(m) for m in models], repeat=repeat)
+    vmap_ms = timed(jax.jit(jax.vmap(grad)), stacked, repeat=repeat)
+    pairs = members * n * shape[0] * shape[1]
+    return [
+        dict(path="loop", ms=loop_ms, memory=None, pairs=pairs),
+        dict(path="vmap", ms=vmap_ms, memory=None, pairs=pairs),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -189,6 +207,7 @@ def main() -> None:
             "1024^2, 10 000 circles (radius 0.5-2 %), full-image L2",
             image_rows(model, (1024, 1024), repeat=2, run_scan=False),
         )
+    show("128^2, 200 circles x 3 sets, tiled fwd+bwd: a loop, then vmap", vmap_rows(200, 3, 5))
     show("fit(): 200 circles on the 256^2 demo image, batch=0.1, ms per step", fit_rows(200))
     print(f"\nload average {os.getloadavg()[0]:.1f}")
 

@@ -8,7 +8,7 @@ length and run a chunk at a time. A chunk draws layer after layer, each group it
 is known only at run time, so one compiled body serves every list length and the program
 does not grow with the number of shapes (a ladder of fixed-capacity branches did, and its
 compile time dominated a first `fit`). Under `vmap` a chunk runs as long as its longest
-member.
+member needs (`_batch_max`), so the loops stay loops of one length.
 
 A custom VJP recomputes each chunk: a forward sweep stores the picture behind every layer,
 then a sweep from the front applies each layer's step VJP and scatters the gradients of
@@ -29,6 +29,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_batching import custom_vmap
 from jaxtyping import Array, Float
 
 from ._compositing import group_step
@@ -80,6 +81,20 @@ def block_size(points_per_chunk: int, num_shapes: int) -> int:
     return max(1, min(num_shapes, max(8, CHUNK_PAIRS // max(points_per_chunk, 1))))
 
 
+@custom_vmap
+def _batch_max(x):
+    return x
+
+
+@_batch_max.def_vmap
+def _batch_max_vmap(axis_size, in_batched, x):
+    # Under vmap every member runs as many layers as the longest member needs (its extra
+    # layers draw nothing), so the loops' bounds stay unbatched: a batched bound makes
+    # every step of the loop select over its whole carry, the stored pictures included.
+    del axis_size, in_batched
+    return jnp.max(x, axis=0), False
+
+
 class _Lists(eqx.Module):
     """Each group's overlapping shapes in index order: a table `(G, N)`, row `g` holding
     group `g`'s shape indices then `N` (nothing) to the end, and the longest list."""
@@ -100,7 +115,7 @@ class _Lists(eqx.Module):
             .at[rows, jnp.where(hits, slots, n)]
             .set(indices, mode="drop")
         )
-        return _Lists(table, jnp.max(slots[:, -1]) + 1)
+        return _Lists(table, _batch_max(jnp.max(slots[:, -1]) + 1))
 
     def kth(self, k) -> Array:
         """`(G,)` index of each group's `k`-th listed shape (from 0); `N` past its end."""
