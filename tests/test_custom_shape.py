@@ -108,3 +108,35 @@ def test_role_round_trips_and_bad_roles():
         dp.Role("speed")
     with pytest.raises(TypeError, match="Role"):
         dp.parameter("position")  # pyright: ignore[reportArgumentType]
+
+
+class SwollenCircles(UserCircles):
+    """Circles whose radii all scale by one learned factor: a field with no row per shape."""
+
+    raw_swell: Float[Array, ""] = dp.parameter(
+        dp.roles.GEOMETRY, per_shape=False, default_factory=lambda: jnp.asarray(0.2)
+    )
+
+    def coverage(self, points, edge_width):
+        offsets = points[None, :, :] - self.centres[:, None, :]
+        distance = jnp.sqrt(jnp.sum(offsets**2, axis=-1) + 1e-20)
+        reach = (1.0 + self.raw_swell) * self.radii[:, None]
+        return dp.soft_edge(distance - reach, edge_width)
+
+    def bounds(self):
+        reach = (1.0 + self.raw_swell) * self.radii[:, None]
+        return jnp.concatenate([self.centres - reach, self.centres + reach], axis=-1)
+
+
+def test_shared_field_gets_the_same_gradient_from_every_renderer():
+    # The tiled VJP scatters per-shape gradients into rows and sums the shared ones.
+    model = SwollenCircles.init(30, key=jax.random.key(0))
+    target = jax.random.uniform(jax.random.key(1), (32, 32, 3))
+
+    def loss(method):
+        return lambda m: jnp.mean((m.render_image((32, 32), method=method) - target) ** 2)
+
+    scan, tiled = jax.grad(loss("scan"))(model), jax.grad(loss("tiled"))(model)
+    assert abs(float(scan.raw_swell)) > 1e-4
+    for a, b in zip(jax.tree.leaves(scan), jax.tree.leaves(tiled), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-8)
