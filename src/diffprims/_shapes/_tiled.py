@@ -188,13 +188,10 @@ def _undraw_chunk(split: _Split, model, points, boxes, bounds, grad, block: int)
     shape_diff, rest_diff = split.shapes[0], split.rest[0]
     start, count = _start(model, points), lists.longest
 
-    def layer(k, shape_rows=None, rest=rest_diff, pts=points):
-        index = lists.kth(k)
-        rows = _rows(shape_diff, index, n) if shape_rows is None else shape_rows
-        return split.layer(rows, rest, pts, index, n)
-
     def draw(k, image):
-        return group_step(mode, image, *layer(k))
+        index = lists.kth(k)
+        alpha, colour = split.layer(_rows(shape_diff, index, n), rest_diff, points, index, n)
+        return group_step(mode, image, alpha, colour)
 
     def store(k, carry):
         image, behind, first = carry
@@ -203,8 +200,8 @@ def _undraw_chunk(split: _Split, model, points, boxes, bounds, grad, block: int)
     def undraw(k, behind, carry):
         grad, d_shapes, d_rest, d_points = carry
         index = lists.kth(k)
-        rows = _rows(shape_diff, index, n)
-        (alpha, colour), layer_vjp = jax.vjp(partial(layer, k), rows, rest_diff, points)
+        layer = partial(split.layer, index=index, n=n)
+        (alpha, colour), layer_vjp = jax.vjp(layer, _rows(shape_diff, index, n), rest_diff, points)
         _, step_vjp = jax.vjp(lambda *a: group_step(mode, *a), behind, alpha, colour)
         grad, d_alpha, d_colour = step_vjp(grad)
         d_rows, d_r, d_p = layer_vjp((d_alpha, d_colour))
