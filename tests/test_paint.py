@@ -218,8 +218,9 @@ def test_edge_weights(getkey):
 def test_paint_snapshots_every_round(getkey):
     target = _target(getkey())
     result = dp.paint(target, 6, key=getkey(), steps=40, rounds=3)
-    # Three rounds that add shapes, then the one that removes the spare ones (`extra`).
-    assert len(result.snapshots) == 4 and result.snapshot_steps[-1] == 40
+    # Three rounds that add shapes, one that removes the spare ones (`extra`), then two
+    # rounds (add spares, remove) per cycle.
+    assert len(result.snapshots) == 3 + 1 + 2 * 2 and result.snapshot_steps[-1] == 40
     assert list(result.snapshot_steps) == sorted(result.snapshot_steps)
     assert tree_allclose(result.snapshots[-1], result.model)
     # Shapes appear round by round: early snapshots show fewer of them.

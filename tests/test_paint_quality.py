@@ -28,17 +28,21 @@ def test_remove_takes_out_the_least_useful_active_shapes(getkey):
     useful = usefulness(model, target, weights, 1)
     expected = set(np.argsort(np.where(active, useful, np.inf))[:2].tolist())
     removed, now = remove(model, target, weights, active, 2, 1)
-    gone = set(np.nonzero(np.asarray(active & ~now))[0].tolist())
-    assert gone == expected and int(now.sum()) == 3
-    # Removed shapes are invisible: the picture is that of the shapes kept.
-    kept = jnp.array(sorted(set(range(6)) - gone))
+    # The shapes kept come first, in their depth order; the removed ones are invisible.
+    np.testing.assert_array_equal(now, [True] * 3 + [False] * 3)
+    kept = jnp.array(sorted(set(np.nonzero(np.asarray(active))[0].tolist()) - expected))
+    # (Shape 5 was never active: it stays where it is, last, and visible.)
     np.testing.assert_allclose(
-        removed.render_image((12, 12)), model.take(kept).render_image((12, 12)), atol=1e-5
+        removed.render_image((12, 12)),
+        model.take(jnp.append(kept, 5)).render_image((12, 12)),
+        atol=1e-5,
     )
+    np.testing.assert_allclose(removed.take(jnp.arange(3)).centres, model.take(kept).centres)
     # Every restart removes its own least useful shapes.
     both = jax.vmap(lambda _: model)(jnp.arange(2))
-    _, per_restart = remove(both, target, weights, jnp.stack([active, active]), 2, 1)
+    again, per_restart = remove(both, target, weights, jnp.stack([active, active]), 2, 1)
     np.testing.assert_array_equal(per_restart[1], now)
+    np.testing.assert_allclose(again.raw_centres[1], removed.raw_centres)
 
 
 def test_the_removal_round_comes_last_with_its_share():
@@ -53,18 +57,24 @@ def test_the_removal_round_comes_last_with_its_share():
     np.testing.assert_allclose(budget.share[:-1].sum(), 1 - FINAL_SHARE)
     final = Budget(extended, 10, steps=100, seconds=None, reserve=0.0, start=0.0, final=0.4)
     np.testing.assert_allclose(final.share[-1], 0.4)
+    cycled = with_removal(plan, 10, cycles=2)
+    assert cycled[:5] == extended and [r.index for r in cycled] == list(range(9))
+    assert [(r.count, r.removed, r.total) for r in cycled[5:]] == [(3, 0, 13), (0, 3, 10)] * 2
     plain = Budget(plan, 13, steps=100, seconds=None, reserve=0.0, start=0.0, final=0.4)
     # No removal round: shares in proportion to the shapes each round fits.
     np.testing.assert_allclose(plain.share, [4 / 13 * 0.5 + 0.125] + [3 / 13 * 0.5 + 0.125] * 3)
 
 
-@pytest.mark.parametrize("restarts", [1, 2])
-def test_paint_with_extra_shapes_returns_n(restarts, getkey):
+@pytest.mark.parametrize("restarts, cycles", [(1, 0), (2, 0), (1, 2)])
+def test_paint_with_extra_shapes_returns_n(restarts, cycles, getkey):
     target, key = _target(getkey(), 20), getkey()
-    result = dp.paint(target, 6, key=key, steps=60, rounds=2, extra=0.5, restarts=restarts)
+    result = dp.paint(
+        target, 6, key=key, steps=60, rounds=2, extra=0.5, restarts=restarts, cycles=cycles
+    )
     assert result.model.num_shapes == 6
     assert all(m.num_shapes == 6 for m in result.snapshots)
-    assert len(result.snapshots) == 3  # two rounds that add, one that removes
+    # Two rounds that add, one that removes, and two rounds per cycle.
+    assert len(result.snapshots) == 3 + 2 * cycles
     assert tree_allclose(result.snapshots[-1], result.model)
     assert np.all(result.model.opacities > 1e-3)  # every shape kept is a painted one
     flat = float(dp.psnr(jnp.broadcast_to(target.mean((0, 1)), target.shape), target))
@@ -73,14 +83,22 @@ def test_paint_with_extra_shapes_returns_n(restarts, getkey):
 
 def test_no_extra_shapes_is_the_plain_paint(getkey):
     target, key = _target(getkey()), getkey()
-    plain = dp.paint(target, 5, key=key, steps=30, rounds=2, extra=0.0)
+    plain = dp.paint(target, 5, key=key, steps=30, rounds=2, extra=0.0)  # cycles: no spares
     assert len(plain.snapshots) == 2
     # Depth compositing has no usefulness ranking: it paints exactly n.
     depth = dp.paint(target, 5, key=key, steps=30, rounds=2, extra=0.5, compositing="depth")
     assert depth.model.num_shapes == 5 and len(depth.snapshots) == 2
 
 
-@pytest.mark.parametrize("value", [-0.1, float("nan")])
-def test_extra_must_be_a_non_negative_fraction(value, getkey):
-    with pytest.raises(ValueError, match="extra"):
-        dp.paint(np.zeros((8, 8, 3), np.float32), 3, key=getkey(), steps=2, extra=value)
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(extra=-0.1), "extra"),
+        (dict(extra=float("nan")), "extra"),
+        (dict(cycles=-1), "cycles"),
+        (dict(cycles=1.5), "cycles"),
+    ],
+)
+def test_extra_and_cycles_must_be_non_negative(kwargs, match, getkey):
+    with pytest.raises(ValueError, match=match):
+        dp.paint(np.zeros((8, 8, 3), np.float32), 3, key=getkey(), steps=2, **kwargs)

@@ -9,7 +9,8 @@ The recipe (each piece a knob of `paint`):
 - **over-complete painting**: the rounds place 30 % more shapes than asked for; a last
   round removes the least useful ones down to `n` and fits the rest (a quarter of the
   budget). Fitting with spare shapes escapes local minima that `n` shapes get stuck
-  in (+0.5 dB mean on the tuning photos at N = 200 in equal time);
+  in (+0.5 dB mean on the tuning photos at N = 200 in equal time); `cycles` more times,
+  spare shapes are added where the error is largest and the least useful removed;
 - **error-driven initialisation**: a new shape is centred on a pixel drawn with
   probability proportional to the (blurred) squared error there, sized for the number of
   shapes on the canvas, and coloured in closed form so that it fixes that error;
@@ -34,6 +35,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._fit._driver import Driver
@@ -73,6 +75,7 @@ def paint(
     anneal: float = 0.9,
     solve_colours: bool = True,
     extra: float = 0.3,
+    cycles: int = 2,
     method: str | None = None,
     steps_per_dispatch: int = 50,
     progress: bool = False,
@@ -118,6 +121,9 @@ def paint(
       useful (as `prune` ranks them) down to `n` in a last round that fits the rest for
       a quarter of the budget; 0 paints exactly `n` throughout. Not used with "depth"
       compositing (it has no fixed order to rank shapes in).
+    - `cycles`: after that removal, this many times: add as many spare shapes again
+      where the error is largest, fit all, and remove the least useful down to `n`
+      (each try of new shapes keeps only those that earn their place).
     - `lr`, `lr_geometry`, `lr_colour`: Adam learning rates for the parameters whose
       declared [`diffprims.Role`][] is a position, other geometry (sizes, angles, ...)
       and colours/opacities/depths.
@@ -156,6 +162,7 @@ def paint(
     settings = _check(
         target, n, key, shape, seconds, steps, rounds, restarts, stride, steps_per_dispatch,
         compositing, opacity, prune, coarse, grow, lr, lr_geometry, lr_colour, anneal, extra,
+        cycles,
     )  # fmt: skip
     target, n, key, steps = settings
     loss = as_loss(L2() if loss is None else loss)
@@ -172,9 +179,8 @@ def paint(
     if pixel_weights is None:
         pixel_weights = jnp.ones((height, width), jnp.float32)
     rounds = min(rounds, n)
-    plan = with_removal(
-        plan_rounds(slots, rounds, coarse=coarse, grow=grow, aspect=width / height), n
-    )
+    plan = plan_rounds(slots, rounds, coarse=coarse, grow=grow, aspect=width / height)
+    plan = with_removal(plan, n, cycles)
     k_blank, *run_keys = jax.random.split(key, restarts + 1)
     models = blank(
         shape, slots, target, key=k_blank, softness=softness, compositing=compositing,
@@ -206,7 +212,7 @@ def paint(
 
 def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_dispatch,
            compositing, opacity, prune, coarse, grow, lr, lr_geo, lr_colour, anneal,
-           extra):  # fmt: skip
+           extra, cycles):  # fmt: skip
     """`paint`'s arguments checked: `(target, n, key, steps)` (steps None with seconds)."""
     if not (isinstance(shape, type) and issubclass(shape, AbstractShapes)):
         raise TypeError(
@@ -238,6 +244,8 @@ def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_
     check_scalar(grow, "grow", lower=0.0)
     if not float(check_scalar(extra, "extra")) >= 0:
         raise ValueError(f"`extra` must be >= 0 (a fraction of `n`); got {extra}.")
+    if not (isinstance(cycles, int | np.integer) and not isinstance(cycles, bool)) or cycles < 0:
+        raise ValueError(f"`cycles` must be an int >= 0; got {describe(cycles)}.")
     for name, value in (("lr", lr), ("lr_geometry", lr_geo), ("lr_colour", lr_colour)):
         check_scalar(value, name, lower=0.0)
     if not 0 <= anneal <= 1:

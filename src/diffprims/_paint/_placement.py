@@ -173,7 +173,10 @@ def remove(models, target, weights, active, count: int, level: int):
     def one(model, active):
         useful = jnp.where(active, usefulness(model, target, weights, level), jnp.inf)
         slots = jnp.argsort(useful)[:count]
-        return _hide(model, slots), active.at[slots].set(False)
+        model, active = _hide(model, slots), active.at[slots].set(False)
+        # The shapes kept first, in their depth order: later rounds add after them.
+        order = jnp.argsort(~active, stable=True)
+        return model.take(order), active[order]
 
     return one(models, active) if active.ndim == 1 else jax.vmap(one)(models, active)
 

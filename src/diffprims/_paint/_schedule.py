@@ -25,17 +25,20 @@ class Round:
     removed: int = 0  # shapes removed at its start (the least useful)
 
 
-def with_removal(plan: list[Round], keep: int) -> list[Round]:
-    """`plan`, then a last round that removes the least useful shapes down to `keep`
-    and fits the rest on the sharp target (when the plan places more than `keep`)."""
+def with_removal(plan: list[Round], keep: int, cycles: int = 0) -> list[Round]:
+    """`plan`, then a round that removes the least useful shapes down to `keep` and fits
+    the rest on the sharp target (when the plan places more than `keep`); then `cycles`
+    times: a round that adds as many spare shapes again, and one that removes them."""
     last = plan[-1]
-    if last.total <= keep:
+    spare = last.total - keep
+    if spare <= 0:
         return plan
-    extra = dataclasses.replace(
-        last, index=len(plan), count=0, total=keep, blur=0.0, edge_scale=1.0,
-        removed=last.total - keep,
-    )  # fmt: skip
-    return [*plan, extra]
+    sharp = dict(blur=0.0, edge_scale=1.0)
+    plan = [*plan, dataclasses.replace(last, count=0, total=keep, removed=spare, **sharp)]
+    for _ in range(cycles):
+        plan.append(dataclasses.replace(last, count=spare, total=keep + spare, **sharp))
+        plan.append(dataclasses.replace(last, count=0, total=keep, removed=spare, **sharp))
+    return [dataclasses.replace(r, index=i) for i, r in enumerate(plan)]
 
 
 def plan_rounds(n: int, rounds: int, *, coarse: float, grow: float, aspect: float) -> list[Round]:
