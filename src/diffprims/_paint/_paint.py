@@ -133,9 +133,9 @@ def paint(
       weights for `dp.Weighted(dp.L2(), weights)`; skipped for losses that are not
       squared errors).
     - `method`: the renderer for the sampled pixels, as in
-      [`diffprims.AbstractShapes.render`][]. By default "scan" up to 120 shapes (it
-      compiles in a few seconds) and "auto" (tiled, culled: much faster steps but a
-      longer compilation) above.
+      [`diffprims.AbstractShapes.render`][]. By default "auto" (the tiled, culled
+      renderer from 8 shapes on: it compiles as fast as "scan" and steps 4x faster at
+      100 shapes).
     - `anneal`: over the last round the learning rates fall linearly to `1 - anneal`
       times their value.
     - `steps_per_dispatch`: steps per compiled call (the budget is checked between).
@@ -190,7 +190,7 @@ def paint(
         models, target, pixel_weights, jnp.stack(run_keys), loss,
         paint_optimizer(float(lr), float(lr_geometry), float(lr_colour)),
         stride=min(stride, height, width), level=max(1, min(height, width) // 64),
-        method=method or ("scan" if n <= 120 else "auto"), prune=prune, opacity=opacity,
+        method=method or "auto", prune=prune, opacity=opacity,
         anneal=anneal, most=max(r.count for r in plan), keep=n,
     )  # fmt: skip
     reserve = min(0.1 * seconds, 3.0) if (solving and seconds is not None) else 0.0
