@@ -241,7 +241,10 @@ def test_files_of_release_0_1_0_load(path):
     model = dp.load(path)
     assert type(model).__module__.startswith("diffprims")
     expected = np.load(path.with_suffix(".npy"))
-    np.testing.assert_allclose(np.asarray(model.render_image((16, 16))), expected, atol=1e-6)
+    # Triangles' soft tails past sharp corners now end at their boxes (so the tiled
+    # renderer may cull them): at 16 px with a 1-px edge that moves pixels by < 2.5 %.
+    atol = 0.025 if type(model) is dp.Triangles else 1e-6
+    np.testing.assert_allclose(np.asarray(model.render_image((16, 16))), expected, atol=atol)
 
 
 def test_saved_files_name_public_types(tmp_path):

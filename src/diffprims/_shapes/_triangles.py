@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,18 +19,16 @@ class Triangles(AbstractShapes):
 
     Stored as `raw_vertices` `(N, 3, 2)` (`dp.roles.POSITION`: the vertices in the
     diffprims frame, divided by 0.2).
-    The signed distance is the largest of the distances to the three edge lines: exact
-    inside and along the edges, a little short of the true distance past a corner.
+    The signed distance is the largest of the distances to the three edge lines (exact
+    inside and along the edges, a little short of the true distance past a corner) and,
+    outside the triangle's box, the distance to the box: soft tails end at the bounds,
+    so the tiled renderer culls triangles as it culls every other shape.
     Colour, opacity, soft edges and compositing come from [`diffprims.AbstractShapes`][].
 
     ```python
     model = dp.Triangles.init(200, key=jax.random.key(0), target=target)
     ```
     """
-
-    # Past a sharp corner the edge-line distance grows slowly, so soft tails reach beyond
-    # the bounds: "auto" renders triangles with the scan (see AbstractShapes.tight_bounds).
-    tight_bounds: ClassVar[bool] = False
 
     raw_vertices: Float[Array, "N 3 2"] = parameter(POSITION)
 
@@ -49,8 +47,14 @@ class Triangles(AbstractShapes):
         normals = sign[..., None] * jnp.stack([edges[..., 1], -edges[..., 0]], -1)
         normals = normals / lengths[..., None]
         offsets = points[None, None, :, :] - v[:, :, None, :]  # (N, 3, P, 2)
-        distances = jnp.sum(offsets * normals[:, :, None, :], -1)
-        return soft_edge(jnp.max(distances, axis=1), edge_width)
+        distances = jnp.max(jnp.sum(offsets * normals[:, :, None, :], -1), axis=1)
+        # Past a sharp corner the edge-line distance grows slowly. Outside the triangle's
+        # box, the box's own signed distance (per axis, as culling measures) takes over,
+        # so the soft tail ends CUTOFF edge widths past `bounds()`, as every shape's does.
+        # Inside the box it is never larger than the triangle's: nothing changes there.
+        low, high = v.min(axis=1)[:, None, :], v.max(axis=1)[:, None, :]  # (N, 1, 2)
+        box = jnp.max(jnp.maximum(low - points[None], points[None] - high), axis=-1)
+        return soft_edge(jnp.maximum(distances, box), edge_width)
 
     def bounds(self):
         v = self.vertices
