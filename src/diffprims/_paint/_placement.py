@@ -153,13 +153,16 @@ def add_shapes(model, target, weights, active, seeding: Seeding, key) -> tuple[A
     return model, active.at[slots].set(True, mode="drop")
 
 
+def _hidden(cls, count: int, key) -> dict[str, Array]:
+    """Raw geometry and opacities of `count` shapes not placed yet: invisible (opacity
+    ~0) and off the canvas, so renderers that cull by bounds skip them."""
+    values = cls.raw_geometry(jnp.full((count, 2), -10.0), jnp.full((count,), 0.05), key=key)
+    return {**values, "raw_opacities": jnp.full((count,), -30.0)}
+
+
 def _hide(model, slots: Array):
     """Shapes at `slots` made invisible and moved off the canvas (as `blank` makes them)."""
-    count = slots.shape[0]
-    values = type(model).raw_geometry(
-        jnp.full((count, 2), -10.0), jnp.full((count,), 0.05), key=jax.random.key(0)
-    )
-    values["raw_opacities"] = jnp.full((count,), -30.0)
+    values = _hidden(type(model), slots.shape[0], jax.random.key(0))
     names = list(values)
     new = [getattr(model, k).at[slots].set(values[k].astype(jnp.float32)) for k in names]
     return eqx.tree_at(lambda m: [getattr(m, k) for k in names], model, new)
@@ -194,14 +197,12 @@ def add(models, target, weights, active, seeding: Seeding, keys):
 def blank(cls, n: int, target: Array, *, key, softness, compositing, learn_background):
     """`n` invisible shapes (opacity ~0) over the target's mean colour."""
     height, width, channels = target.shape
-    # Off the canvas, so renderers that cull by bounds skip shapes not yet placed.
-    geometry = cls.raw_geometry(jnp.full((n, 2), -10.0), jnp.full((n,), 0.05), key=key)
+    hidden = _hidden(cls, n, key)
     background = jnp.mean(target, (0, 1))
     if compositing == "additive":
         background = jnp.min(target, (0, 1))
     return cls(
         raw_colours=jnp.zeros((n, channels), jnp.float32),
-        raw_opacities=jnp.full((n,), -30.0, jnp.float32),
         raw_background=COLOUR.raw(background),
         softness=float(softness),
         compositing=compositing,
@@ -209,5 +210,5 @@ def blank(cls, n: int, target: Array, *, key, softness, compositing, learn_backg
         raw_depths=initial_depths(n) if compositing == "depth" else None,
         # Strong float32 leaves, so later rounds (after optimizer updates) reuse the
         # compiled steps instead of recompiling for weak types.
-        **{k: jnp.asarray(v, jnp.float32) for k, v in geometry.items()},
+        **{k: jnp.asarray(v, jnp.float32) for k, v in hidden.items()},
     )
