@@ -1,8 +1,8 @@
 """Compositing as functions of arrays: the one place each mode's arithmetic lives.
 
-Every renderer (the scan, the tiled path and its hand-written VJP) and `paint` (its
-colour solve and pruning) composite through these functions, given the shapes' alphas
-(opacity times coverage), colours and depths and a background:
+Every renderer (the scan, the tiled path and its VJP, one layer's `group_step` at a
+time) and `paint` (its colour solve and pruning) composite through these functions,
+given the shapes' alphas (opacity times coverage), colours and depths and a background:
 
 - "over": back to front in index order (layer 0 at the back), the naive loop
   `image = image + alpha * (colour - image)`. Closed form: layer `k` shows with weight
@@ -106,7 +106,7 @@ def step(mode: str, state: Any, alpha: Float[Array, " P"], colour: Array, depth:
     if mode == "over":
         return over_step(state, alpha, colour)
     if mode == "additive":
-        return state + alpha[:, None] * colour
+        return state + alpha[..., None] * colour
     numerator, denominator, running, transmitted = state
     log_weight = jnp.log(alpha + 1e-30) + depth
     new = jax.lax.stop_gradient(jnp.maximum(running, log_weight))
@@ -122,11 +122,9 @@ def step(mode: str, state: Any, alpha: Float[Array, " P"], colour: Array, depth:
 def group_step(mode: str, image: Array, alpha: Array, colour: Array) -> Array:
     """Draw one layer per group: `image` `(G, S, C)`, `alpha` `(G, S)`, `colour` `(G, C)`
     (each group its own shape). "over" and "additive" only: the tiled renderer's step."""
-    if mode == "over":
-        return over_step(image, alpha, colour[:, None, :])
-    if mode == "additive":
-        return image + alpha[..., None] * colour[:, None, :]
-    raise ValueError(f'grouped layers composite "over" or "additive"; got {mode!r}.')
+    if mode == "depth":
+        raise ValueError(f'grouped layers composite "over" or "additive"; got {mode!r}.')
+    return step(mode, image, alpha, colour[:, None, :], None)
 
 
 def finish(mode: str, state: Any, background: Float[Array, " C"]) -> Float[Array, "P C"]:
