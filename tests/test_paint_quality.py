@@ -91,14 +91,14 @@ def test_no_extra_shapes_is_the_plain_paint(getkey):
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "kwargs, error, match",
     [
-        (dict(extra=-0.1), "extra"),
-        (dict(extra=float("nan")), "extra"),
-        (dict(cycles=-1), "cycles"),
-        (dict(cycles=1.5), "cycles"),
+        (dict(extra=-0.1), ValueError, "extra"),
+        (dict(extra=float("nan")), ValueError, "extra"),
+        (dict(cycles=-1), ValueError, "cycles"),
+        (dict(cycles=1.5), TypeError, "cycles"),
     ],
 )
-def test_extra_and_cycles_must_be_non_negative(kwargs, match, getkey):
-    with pytest.raises(ValueError, match=match):
+def test_extra_and_cycles_must_be_non_negative(kwargs, error, match, getkey):
+    with pytest.raises(error, match=match):
         dp.paint(np.zeros((8, 8, 3), np.float32), 3, key=getkey(), steps=2, **kwargs)
