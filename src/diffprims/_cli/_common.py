@@ -19,34 +19,27 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, convert, kind: str, ok, expected: str):
+    """`convert(text)`, or an argparse error naming what was expected and what was got."""
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, "a whole number", lambda v: v >= 1, "a number >= 1")
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
+    return _number(text, float, "a number", lambda v: 0 < v < float("inf"), "a number > 0")
 
 
 def seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 2**63), got {text}")
-    return value
+    return _number(text, int, "a whole number", lambda v: 0 <= v < 2**63, "a number in [0, 2**63)")
 
 
 def colour(text: str) -> tuple[float, float, float]:
