@@ -89,9 +89,10 @@ class Seeding(eqx.Module):
 def _seeds(model, target, weights, seeding: Seeding, key):
     """`2 * most` candidate shapes at pixels drawn in proportion to the (blurred) error,
     coloured in closed form so each fixes the error under it."""
-    # Tiles, not the scan: at N = 260 on the 64-pixel grid 0.8 against 15 ms a round
-    # (+0.19 dB mean at 3 s on five photos; the first paint compiles ~0.2 s longer).
-    error, pred, small = error_map(model, target, weights, seeding.level)
+    # paint's renderer, by default tiles: at N = 260 on the 64-pixel grid 0.8 ms a round
+    # against the scan's 15 (+0.19 dB mean at 3 s on five photos; the first paint
+    # compiles ~0.2 s longer).
+    error, pred, small = error_map(model, target, weights, seeding.level, seeding.method)
     h, w = error.shape
     smooth = blur(error[..., None], 1.0)[..., 0]
     k_pick, k_jitter, k_geom = jax.random.split(key, 3)
