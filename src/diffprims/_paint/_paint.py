@@ -133,8 +133,8 @@ def paint(
       problem for "over" and "additive" compositing; weighted by the loss's per-pixel
       weights for `dp.Weighted(dp.L2(), weights)`; skipped for losses that are not
       squared errors).
-    - `method`: the renderer for the sampled pixels, as in
-      [`diffprims.AbstractShapes.render`][]. By default "auto" (the tiled, culled
+    - `method`: the renderer for the sampled pixels and for the error maps that place
+      new shapes, as in [`diffprims.AbstractShapes.render`][]. By default "auto" (the tiled, culled
       renderer from 8 shapes on: it compiles as fast as "scan" and steps 4x faster at
       100 shapes).
     - `anneal`: over the last round the learning rates fall linearly to `1 - anneal`
