@@ -84,6 +84,22 @@ def test_other_settings_do_compile(compiles):
     assert not jnp.array_equal(a.losses, b.losses)
 
 
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        (lambda: optax.sgd(1e-2), lambda: optax.scale(-1e-2)),
+        (lambda: optax.sgd(1e-2), lambda: optax.scale_by_learning_rate(1e-2)),
+        (lambda: optax.scale(-1e-2), lambda: optax.chain(optax.scale(-1e-2))),
+    ],
+)
+def test_same_update_other_state_is_another_program(first, second):
+    # Their updates trace to the same arithmetic, but their states differ: sharing the
+    # first's compiled step ran it on the second's state (a crash inside optax).
+    a = _fit(first())
+    b = _fit(second())
+    assert jnp.allclose(a.losses, b.losses)
+
+
 def test_save_gif_one_palette(tmp_path, compiles):
     models = [_model(k, 0.2 + 0.3 * k) for k in range(3)]
     path = dp.save_gif(tmp_path / "a.gif", models, (32, 32))

@@ -28,6 +28,8 @@ import numpy as np
 #: Entries kept by each cache (optimizers, losses): a sweep over this many settings
 #: still hits; older ones are dropped (their compiled steps then compile again).
 CACHE_SIZE = 64
+# Object addresses in a printed structure: equal structures must print alike.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def _abstract(tree: Any) -> Any:
@@ -53,11 +55,19 @@ def _leaf(x: Any) -> Any:
 
 
 def fingerprint(fn: Callable, *args: Any) -> str | None:
-    """SHA-256 of `fn`'s jaxpr on abstract `args` and of its constants' values; None when
-    `fn` cannot be traced there or closes over traced values."""
+    """SHA-256 of `fn`'s jaxpr on abstract `args`, of its constants' values and of the
+    pytree structures going in and out; None when `fn` cannot be traced there or closes
+    over traced values.
+
+    The structures count: two optimizers whose `update`s compute the same arithmetic
+    but keep different states (`optax.sgd` and `optax.scale`) trace to one jaxpr, and
+    must not share a compiled step.
+    """
     try:
-        closed = jax.make_jaxpr(fn)(*_abstract(args))
+        closed, out = jax.make_jaxpr(fn, return_shape=True)(*_abstract(args))
         digest = hashlib.sha256(str(closed.jaxpr).encode())
+        for tree in (args, out):
+            digest.update(_ADDRESS.sub("", str(jax.tree.structure(tree))).encode())
         for const in closed.consts:
             value = np.asarray(const)
             digest.update(f"{value.dtype}{value.shape}".encode())
@@ -126,7 +136,7 @@ def canonical_loss(loss: Any, call: Callable[..., Any], *args: Any) -> Any:
     except TypeError:  # an unhashable static field: equinox could not cache it either
         return loss
     # The structure without object addresses: equal losses must have equal structures.
-    shape = re.sub(r" at 0x[0-9a-fA-F]+", "", str(treedef))
+    shape = _ADDRESS.sub("", str(treedef))
     dynamic, static = eqx.partition(loss, eqx.is_array)
 
     def make_print():
