@@ -44,6 +44,40 @@ def test_jacfwd_through_fit_with_the_scan_renderer(photo):
     np.testing.assert_allclose(forward, jax.grad(final_loss)(0.1), rtol=1e-3)
 
 
+def test_fit_differentiated_where_auto_would_tile():
+    """10 shapes on 32 x 32: "auto" tiles, whose backward pass is first-order only; a
+    differentiated fit renders with the scan instead (eager, or retraced under jit)."""
+    photo = dp.load_image(dp.demo_image_path(), size=32)
+    model = dp.Circles.init(10, key=jax.random.key(0), target=photo)
+
+    def final_loss(lr, method=None):
+        return dp.fit(model, photo, optimizer=optax.adam(lr), steps=3, method=method).losses[-1]
+
+    reverse = jax.grad(final_loss)(1e-2)
+    np.testing.assert_allclose(jax.jacfwd(final_loss)(1e-2), reverse, rtol=1e-3)
+    np.testing.assert_allclose(jax.jit(jax.jacfwd(final_loss))(1e-2), reverse, rtol=1e-3)
+    scan = jax.jit(jax.grad(lambda lr: final_loss(lr, "scan")))(1e-2)
+    np.testing.assert_allclose(scan, reverse, rtol=1e-3)
+    # Not differentiated: the tiled renderer, the same losses.
+    np.testing.assert_allclose(final_loss(1e-2), final_loss(1e-2, "scan"), rtol=1e-5)
+
+    def total(scale):
+        scaled = dp.Circles.from_values(model.centres, scale * model.radii, model.colours,
+                                        model.opacities)  # fmt: skip
+        return scaled.render_image((32, 32)).sum()
+
+    np.testing.assert_allclose(jax.jacfwd(total)(1.0), jax.grad(total)(1.0), rtol=1e-4)
+
+
+def test_fit_method_is_checked(photo):
+    model = dp.Circles.init(3, key=jax.random.key(0), target=photo)
+    with pytest.raises(ValueError, match="must be one of"):
+        dp.fit(model, photo, steps=1, method="fast")
+    kernel = dp.kernels.disk(5)
+    with pytest.raises(TypeError, match="one way to render"):
+        dp.fit(dp.SeparableFilters.from_svd(kernel, 1), kernel[..., None], steps=1, method="scan")
+
+
 # -- trainable= ----------------------------------------------------------------------------
 
 

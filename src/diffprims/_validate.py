@@ -22,6 +22,21 @@ def inside_trace() -> bool:
     return is_traced(jnp.zeros(()))
 
 
+def differentiating(forward: bool = False) -> bool:
+    """Whether this call is being differentiated: traced by `jax.grad`, `jax.jacfwd`,
+    `jax.linearize` (or with `forward`, by forward mode only: `jax.jacfwd`, `jax.jvp`),
+    called eagerly; under `jax.jit` the differentiation comes after the trace and cannot
+    be seen. Reads JAX's current trace; False if JAX moves it."""
+    try:
+        from jax._src import core
+
+        trace = core.trace_ctx.trace
+    except (ImportError, AttributeError):  # pragma: no cover - a JAX without it
+        return False
+    kinds = ("JVPTrace",) if forward else ("JVPTrace", "LinearizeTrace")
+    return type(trace).__name__ in kinds
+
+
 def is_eager(*trees: Any) -> bool:
     """Whether nothing in `trees` is traced and we are not inside a trace: a call that
     may run one cached compiled program instead of JAX's op-by-op dispatch."""

@@ -22,7 +22,7 @@ from .._validate import check_positive_int, inside_trace, is_traced
 from . import _checks
 from ._checkpoint import Checkpointer, load_checkpoint, target_fingerprint
 from ._driver import Driver
-from ._loop import LoopState, Problem, run_steps
+from ._loop import LoopState, PointRender, Problem, run_steps
 from ._result import FitResult
 
 
@@ -43,6 +43,7 @@ def fit(
     checkpoint_every: int | None = None,
     resume: str | os.PathLike | bool | None = None,
     trainable: Any = None,
+    method: str | None = None,
 ) -> FitResult:
     """Fit any model of the protocol to a target by gradient descent with optax.
 
@@ -93,6 +94,12 @@ def fit(
       get exactly zero updates (the optimizer never sees them, so no weight decay
       either). Shape sets build readable specs: `model.trainable("position", "size")`
       trains only positions and sizes. Default: every floating-point array.
+    - `method`: the renderer of a shape set, as in [`diffprims.AbstractShapes.render`][]
+      (default: its own, "auto"). Only for shape sets. The tiled renderer that "auto"
+      picks from 8 shapes on has a first-order reverse-mode gradient only, so a fit
+      that is itself differentiated (`jax.grad` or `jax.jacfwd` of its result) renders
+      with "scan" when `method` is left unset. Under `jax.jit(jax.grad(...))` that
+      cannot be seen from inside: pass `method="scan"` there.
 
     **Returns:**
 
@@ -149,22 +156,42 @@ def fit(
             model, target, state, key, key_given, steps, batch, sampling, snap_steps,
             checkpoint, checkpoint_every, resume,
         )  # fmt: skip
-    problem = Problem(target, loss, optimizer, key, sampler)  # pyright: ignore[reportArgumentType]
+    method = _checks.check_fit_method(method, model)
+    problem = Problem(target, loss, optimizer, key, sampler, PointRender(method))  # pyright: ignore[reportArgumentType]
     hint = f"; resume with `fit(..., resume={os.fspath(checkpoint)!r})`" if checkpoint else ""
-    driver = Driver(
-        _result_maker(static, snap_steps), state, steps=steps, progress=progress,
-        traced=traced, checkpointer=checkpointer, start=start, losses=saved_losses,
-        show_psnr=isinstance(loss, L2), hint=hint,
-    )  # fmt: skip
-    length = min(steps, steps_per_dispatch)
-    marks = None if snaps is None else jnp.asarray(snap_steps)
-    with driver:
-        for first in range(start, steps, length):
-            driver.dispatch(
-                run_steps, static, problem, jnp.asarray(first), jnp.asarray(steps), length,
-                marks, steps=min(length, steps - first),
-            )  # fmt: skip
-    return driver.finish()
+
+    def run(problem: Problem) -> FitResult:
+        driver = Driver(
+            _result_maker(static, snap_steps), state, steps=steps, progress=progress,
+            traced=traced, checkpointer=checkpointer, start=start, losses=saved_losses,
+            show_psnr=isinstance(loss, L2), hint=hint,
+        )  # fmt: skip
+        length = min(steps, steps_per_dispatch)
+        marks = None if snaps is None else jnp.asarray(snap_steps)
+        with driver:
+            for first in range(start, steps, length):
+                driver.dispatch(
+                    run_steps, static, problem, jnp.asarray(first), jnp.asarray(steps),
+                    length, marks, steps=min(length, steps - first),
+                )  # fmt: skip
+        return driver.finish()
+
+    try:
+        return run(problem)
+    except (TypeError, ValueError) as error:
+        # Forward mode applied while tracing (`jax.jit(jax.jacfwd(...))`) reaches the
+        # tiled renderer's custom backward pass here: nothing has run yet (we are
+        # tracing), so trace again with the scan renderer.
+        if not (method is None and _tiled_only_first_order(error)):
+            raise
+        return run(eqx.tree_at(lambda p: p.render, problem, PointRender("scan")))
+
+
+def _tiled_only_first_order(error: Exception) -> bool:
+    message = str(error)
+    return "forward-mode autodiff (jvp) to a custom_vjp" in message or (
+        "Reverse-mode differentiation does not work for lax.while_loop" in message
+    )
 
 
 def _result_maker(static: Any, snap_steps: tuple[int, ...]):

@@ -21,14 +21,24 @@ from ._canon import canonical_loss, canonical_optimizer
 
 
 class PointRender(eqx.Module):
-    """How the step loop renders a model at sampled points: `model.render(...)`.
+    """How the step loop renders a model: `model.render(...)` at sampled points,
+    `model.render_image(...)` on the full grid; `method` (shape sets only) picks the
+    renderer, None the model's default.
 
-    Any module `(model, points, pixel_size) -> (P, C)` can take its place; `paint`
-    passes one that widens soft edges and picks a shape set's renderer.
+    A subclass can take its place; `paint` passes one that widens soft edges.
     """
 
+    method: str | None = eqx.field(static=True, default=None)
+
     def __call__(self, model: Any, points: Array, pixel_size: Any) -> Array:
-        return model.render(points, pixel_size=pixel_size)
+        if self.method is None:
+            return model.render(points, pixel_size=pixel_size)
+        return model.render(points, pixel_size=pixel_size, method=self.method)
+
+    def image(self, model: Any, shape: tuple[int, int]) -> Array:
+        if self.method is None:
+            return model.render_image(shape)
+        return model.render_image(shape, method=self.method)
 
 
 class Problem(eqx.Module):
@@ -86,7 +96,7 @@ def objective(params: Any, static: Any, problem: Problem, key) -> Array:
     target, loss = problem.target, problem.loss
     height, width, channels = target.shape
     if problem.sampler is None:
-        return loss(model.render_image((height, width)), target)
+        return loss(problem.render.image(model, (height, width)), target)
     indices = sample_indices(problem.sampler, key, height, width)
     pred = problem.render(model, pixel_points(indices, height, width), 1.0 / height)
     goal = target.reshape(-1, channels)[indices]

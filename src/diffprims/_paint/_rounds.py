@@ -45,7 +45,8 @@ def paint_optimizer(lr: float, lr_geometry: float, lr_colour: float):
 
 
 class ShapeRender(eqx.Module):
-    """The step loop's render: soft edges `edge_scale` times wider, a chosen renderer."""
+    """The step loop's render: soft edges `edge_scale` times wider, a chosen renderer
+    (on sampled pixels: `paint` never fits on the full grid)."""
 
     edge_scale: Array
     method: str = eqx.field(static=True)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._model import pixel_centres
-from .._validate import is_eager
+from .._validate import differentiating, is_eager
 from . import _compositing
 from ._tiled import CUTOFF, render_image_tiled, render_points_tiled
 
@@ -84,9 +84,11 @@ def _use_tiles(model, num_points: int, method: str) -> bool:
     if method != "auto":
         return method == "tiled"
     # Culling pays once there are enough shapes and points to skip; "depth" is not
-    # culling-safe (see check_method).
+    # culling-safe (see check_method). The tiled path's gradient is reverse-mode only:
+    # under `jax.jacfwd` (called eagerly) "auto" takes the scan.
     return (
-        model.compositing != "depth"
+        not differentiating(forward=True)
+        and model.compositing != "depth"
         and model.tight_bounds
         and model.num_shapes >= AUTO_MIN_SHAPES
         and num_points >= AUTO_MIN_POINTS
