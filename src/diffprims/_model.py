@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -79,6 +79,16 @@ class AbstractModel(eqx.Module):
 
         `(P, C)` values.
         """
+
+    def _fit_method(self, method: Any) -> str | None:
+        """The renderer `fit(..., method=method)` passes on (None: `render`'s default).
+        A model with one way to render refuses any; shape sets override this."""
+        if method is None:
+            return None
+        raise TypeError(
+            f"`method` picks a shape set's renderer; got method={method!r} for a "
+            f"{type(self).__name__}, which has one way to render. Leave `method` unset."
+        )
 
     def render_image(self, shape: tuple[int, int]) -> Float[Array, "H W C"]:
         """Render the model on the full pixel grid of `shape = (H, W)`.

@@ -15,7 +15,7 @@ import optax
 from .._image import check_image
 from .._losses import L2, AbstractLoss, as_loss, check_loss_output, restrict_to_pixels
 from .._model import AbstractModel
-from .._validate import check_key, check_positive_int, check_values, describe, differentiating
+from .._validate import check_key, check_positive_int, check_values, describe
 
 # One object, so fits with the default optimizer reuse one compilation.
 DEFAULT_OPTIMIZER = optax.adam(1e-2)
@@ -194,24 +194,3 @@ def partition_trainable(model: AbstractModel, trainable: Any) -> tuple[Any, Any]
             "`trainable=None` to train every parameter."
         )
     return params, eqx.combine(frozen, rest)
-
-
-def check_fit_method(method: Any, model: AbstractModel) -> str | None:
-    """`fit`'s `method`: None (the model's default renderer), or a shape set's renderer.
-
-    A shape set's default ("auto") becomes "scan" when the fit itself is being
-    differentiated: every step already takes a gradient of the picture, so the fit's
-    own derivative is a second-order (or forward-over-reverse) one, which the tiled
-    renderer's hand-written backward pass cannot give.
-    """
-    from .._shapes import AbstractShapes
-    from .._shapes._render import check_method
-
-    if method is None:
-        return "scan" if isinstance(model, AbstractShapes) and differentiating() else None
-    if not isinstance(model, AbstractShapes):
-        raise TypeError(
-            f"`method` picks a shape set's renderer; got method={method!r} for a "
-            f"{type(model).__name__}, which has one way to render. Leave `method` unset."
-        )
-    return check_method(method, model)

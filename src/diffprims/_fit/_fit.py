@@ -156,7 +156,7 @@ def fit(
             model, target, state, key, key_given, steps, batch, sampling, snap_steps,
             checkpoint, checkpoint_every, resume,
         )  # fmt: skip
-    method = _checks.check_fit_method(method, model)
+    method = model._fit_method(method)  # pyright: ignore[reportPrivateUsage]
     problem = Problem(target, loss, optimizer, key, sampler, PointRender(method))  # pyright: ignore[reportArgumentType]
     hint = f"; resume with `fit(..., resume={os.fspath(checkpoint)!r})`" if checkpoint else ""
 
@@ -179,9 +179,7 @@ def fit(
     try:
         return run(problem)
     except (TypeError, ValueError) as error:
-        # Forward mode applied while tracing (`jax.jit(jax.jacfwd(...))`) reaches the
-        # tiled renderer's custom backward pass here: nothing has run yet (we are
-        # tracing), so trace again with the scan renderer.
+        # Tracing met the tiled renderer's first-order backward: retrace with the scan.
         if not (method is None and _tiled_only_first_order(error)):
             raise
         return run(eqx.tree_at(lambda p: p.render, problem, PointRender("scan")))

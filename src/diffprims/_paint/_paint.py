@@ -46,7 +46,7 @@ from .._validate import check_key, check_positive_int, check_scalar, describe
 from ._placement import blank
 from ._rounds import Painting, paint_optimizer
 from ._schedule import Budget, plan_rounds, with_removal
-from ._solve import check_solve_memory, solve_seconds, squared_error_weights
+from ._solve import check_solve_memory, solve_reserve, squared_error_weights
 
 
 def paint(
@@ -177,8 +177,7 @@ def paint(
     slots = n + round(extra * n) if compositing != "depth" else n
     if solving:
         check_solve_memory(slots, restarts)
-    if pixel_weights is None:
-        pixel_weights = jnp.ones((height, width), jnp.float32)
+    pixel_weights = jnp.ones((height, width)) if pixel_weights is None else pixel_weights
     rounds = min(rounds, n)
     plan = plan_rounds(slots, rounds, coarse=coarse, grow=grow, aspect=width / height)
     plan = with_removal(plan, n, cycles)
@@ -194,11 +193,7 @@ def paint(
         method=method or "auto", prune=prune, opacity=opacity,
         anneal=anneal, most=max(r.count for r in plan), keep=n,
     )  # fmt: skip
-    reserve = 0.0
-    if solving and seconds is not None:
-        # Kept for the final solve: at most a tenth of the budget (at 28 s and n = 200 it
-        # was 2.8 s, for a solve that takes 0.7 s, so paint returned after 0.93 of it).
-        reserve = min(0.1 * seconds, solve_seconds(n, height * width, restarts))
+    reserve = solve_reserve(seconds, n, height * width, restarts) if solving else 0.0
     budget = Budget(plan, n, steps=steps, seconds=seconds, reserve=reserve, start=start_time)
     driver = Driver(
         painting.result, painting.state, steps=steps, progress=progress,

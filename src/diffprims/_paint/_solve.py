@@ -58,6 +58,12 @@ def check_solve_memory(n: int, restarts: int) -> None:
         )
 
 
+def solve_reserve(seconds: float | None, n: int, pixels: int, restarts: int = 1) -> float:
+    """Seconds of a `seconds` budget kept for the final solve: its estimated time, at
+    most a tenth of the budget (0 without a budget)."""
+    return 0.0 if seconds is None else min(0.1 * seconds, solve_seconds(n, pixels, restarts))
+
+
 def solve_seconds(n: int, pixels: int, restarts: int = 1) -> float:
     """A generous estimate of the colour solve's wall time on a CPU, compilation included:
     `paint` keeps this much of a `seconds` budget for it. The solve accumulates

@@ -273,6 +273,9 @@ class AbstractShapes(AbstractModel):
 
     # -- sub-sets and construction -------------------------------------------------
 
+    def _fit_method(self, method: Any) -> str | None:
+        return _render.fit_method(method, self)
+
     def partition_shapes(self) -> tuple[AbstractShapes, AbstractShapes]:
         """`(per_shape, rest)`, as `equinox.partition` splits a module.
 

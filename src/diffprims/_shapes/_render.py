@@ -80,6 +80,15 @@ def check_method(method: Any, model) -> str:
     return method
 
 
+def fit_method(method: Any, model) -> str | None:
+    """`fit`'s renderer for a shape set: `method` checked; unset, "scan" when the fit
+    itself is being differentiated (second order, or forward over reverse: the tiled
+    renderer's hand-written backward pass is first-order only), else the default."""
+    if method is None:
+        return "scan" if differentiating() else None
+    return check_method(method, model)
+
+
 def _use_tiles(model, num_points: int, method: str) -> bool:
     if method != "auto":
         return method == "tiled"
