@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import resvg_py
@@ -314,6 +315,20 @@ def test_paint_help_lists_every_option():
         (["filter", "--weights", "1,inf,1"], "finite"),
         (["filter", "--apply", "{missing}"], "No image"),
         (["filter", "-o", "k.png"], "folder"),
+        # Limits, refused before anything is read or fitted (they used to hang, exhaust
+        # memory, or fail late with exit 1).
+        (["paint", "-n", "100000000"], "-n/--num-shapes: expected a number from 1 to 10000"),
+        (["paint", "-n", "1" + "0" * 21], "-n/--num-shapes"),
+        (["paint", "--steps", "10000000000000"], "--steps: expected a number from 1 to 2147"),
+        (["filter", "--steps", "10000000000000"], "--steps"),
+        (["paint", "--render-size", "1000000"], "--render-size: expected a number from 1 to 8192"),
+        (["paint", "--size", "5000"], "--size: expected a number from 1 to 4096"),
+        (["paint", "--fit", "--frames", "1001"], "--frames: expected a number from 1 to 1000"),
+        (["paint", "--rounds", "100000"], "--rounds: expected a number from 1 to 1000"),
+        (["paint", "-n", "6", "--rounds", "7"], "--rounds 7 exceeds -n 6"),
+        (["filter", "--kernel", "disk:100000"], "SIZE must be from 1 to 1025"),
+        (["filter", "--kernel", "gaussian:1026:5"], "SIZE must be from 1 to 1025"),
+        (["filter", "--weights", "0,0,0"], "at least one weight must be > 0"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
@@ -402,3 +417,119 @@ def test_seconds_budget_covers_the_command():
     assert 8.0 - 2.0 - _paint.WRITE_RESERVE - 0.5 < left <= 8.0 - 2.0 - _paint.WRITE_RESERVE
     assert _paint._paint_seconds(args, now - 100.0) == 2.0
     assert _paint._paint_seconds(argparse.Namespace(seconds=None), now) is None
+
+
+def _record_frame_batches(monkeypatch):
+    """The number of models in each batch the animation's frames are rendered in."""
+    from diffprims._cli import _pictures
+
+    original, sizes = _pictures._render_each, []
+
+    def render_each(models, shape):
+        sizes.append(int(jax.tree.leaves(models)[0].shape[0]))
+        return original(models, shape)
+
+    monkeypatch.setattr(_pictures, "_render_each", render_each)
+    return sizes
+
+
+def test_animation_renders_only_the_frames_it_can_have(monkeypatch, capsys):
+    # `--frames 1000` with 5 steps has at most 6 snapshots and the final picture: the
+    # batch is not padded to 1001 models (a big --frames hung after the fit).
+    sizes = _record_frame_batches(monkeypatch)
+    image = write_picture("in.png")
+    argv = ["paint", image, *FAST, "--steps", 5, "--fit", "--frames", 1000, "-o", "a.gif"]
+    status, err = run(argv, capsys)
+    assert status == 0, err
+    assert sizes == [7]
+    with Image.open("a.gif") as gif:
+        assert gif.n_frames == 6  # the start and the 5 steps; the last is the final one
+    # Paint: --rounds 3 adds shapes in 3 rounds, then 5 more rounds (spares removed,
+    # two cycles): one frame per round, padded by at most the final picture.
+    sizes.clear()
+    status, err = run(["paint", image, *FAST, "--rounds", 3, "-o", "b.gif"], capsys)
+    assert status == 0, err
+    assert sizes == [3 + 5 + 1]
+    with Image.open("b.gif") as gif:
+        assert gif.n_frames == 3 + 5  # as docs/cli.md says
+
+
+def test_paint_progress_counts_the_extra_rounds(capsys):
+    image = write_picture("in.png")
+    status, err = run(["paint", image, *FAST[:-1], "--rounds", 2], capsys)
+    assert status == 0, err
+    assert "round=7/7" in err  # 2 rounds that add shapes, 5 more (docs/cli.md, Rounds)
+    from diffprims._cli import build_parser
+
+    paint = build_parser()._subparsers._group_actions[0].choices["paint"]  # pyright: ignore
+    assert "then runs 5 more" in " ".join(paint.format_help().split())
+
+
+def test_an_animation_too_big_for_memory_is_refused_up_front(monkeypatch, capsys):
+    from diffprims._cli import _paint
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the fit ran")
+
+    monkeypatch.setattr(dp, "paint", no_fit)
+    monkeypatch.setattr(dp, "fit", no_fit)
+    monkeypatch.setattr(_paint, "MAX_GIF_BYTES", 16 * 12 * 3 * 4 * 10)  # 10 frames at 16x12
+    image = write_picture("in.png")
+    status, err = run(["paint", image, *FAST, "--fit", "--frames", 20], capsys)
+    assert status == 2 and "--frames" in err and err.count("\n") == 1
+    status, err = run(["paint", image, *FAST, "--rounds", 6], capsys)  # 6 + 5 + 1 frames
+    assert status == 2 and "--rounds" in err
+    # Without a .gif there are no frames to render.
+    status, err = run(["paint", image, *FAST, "--fit", "--frames", 20, "-o", "a.png"], capsys)
+    assert status == 1 and "the fit ran" in err  # it got to the fit
+
+
+def test_the_shape_limit_is_one_paint_can_solve():
+    from diffprims._cli._paint import MAX_SHAPES
+    from diffprims._paint._solve import check_solve_memory
+
+    check_solve_memory(MAX_SHAPES + round(0.3 * MAX_SHAPES), 1)  # paint's 30 % spares
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_before_or_after_the_command(monkeypatch, capsys, where):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(dp, "paint", broken)
+    image = write_picture("in.png")
+    argv = ["paint", image, *FAST]
+    status, err = run(argv, capsys)
+    assert status == 1 and "failed: RuntimeError: boom" in err and "--debug" in err
+    debug = ["--debug", *argv] if where == "before" else [*argv, "--debug"]
+    with pytest.raises(RuntimeError, match="boom"):
+        main([str(a) for a in debug])
+    status, err = run(["filter", "--debug", "--steps", 0], capsys)
+    assert status == 2 and "--steps" in err  # accepted by filter too
+
+
+def test_unreadable_inputs_are_named_by_their_argument(tmp_path, capsys):
+    Path("notes.txt").write_text("hello")
+    status, err = run(["paint", "notes.txt"], capsys)
+    assert status == 2 and "IMAGE" in err and "notes.txt" in err and "`path`" not in err
+    status, err = run(["filter", "--apply", "notes.txt"], capsys)
+    assert status == 2 and "--apply" in err and "notes.txt" in err and "`path`" not in err
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_an_unwritable_output_names_its_folder(capsys):
+    # /proc takes no new files: as root the check passes and the lock file fails.
+    image = write_picture("in.png")
+    status, err = run(["paint", image, *FAST, "-o", "/proc/a.png"], capsys)
+    assert status == 2 and err.count("\n") == 1
+    assert "'/proc'" in err and ".diffprims.lock" not in err
+
+
+def test_summary_loss_is_the_final_pictures(monkeypatch, capsys):
+    image = write_picture("in.png")
+    status, err = run(["paint", image, *FAST], capsys)
+    assert status == 0, err
+    summary = json.loads(Path("out/summary.json").read_text())
+    # `loss` and `psnr` measure the same picture; the last step's loss is kept apart.
+    assert summary["loss"] == pytest.approx(10 ** (-summary["psnr"] / 10), rel=1e-3)
+    assert summary["last_step_loss"] is not None and summary["last_step_loss"] > 0

@@ -30,8 +30,23 @@ def _number(text: str, convert, kind: str, ok, expected: str):
     return value
 
 
+#: The largest count JAX can hold (steps are counted in int32).
+MAX_INT32 = 2**31 - 1
+
+
 def positive_int(text: str) -> int:
     return _number(text, int, "a whole number", lambda v: v >= 1, "a number >= 1")
+
+
+def int_up_to(most: int, what: str = ""):
+    """An argparse type: a whole number in `[1, most]`; `what` explains the limit."""
+
+    def convert(text: str) -> int:
+        expected = f"a number from 1 to {most}{what}"
+        return _number(text, int, "a whole number", lambda v: 1 <= v <= most, expected)
+
+    convert.__name__ = "int"  # argparse names the type in some messages
+    return convert
 
 
 def positive_float(text: str) -> float:
@@ -95,7 +110,9 @@ def shape_types() -> dict[str, type]:
     return dict(sorted(found.items()))
 
 
-def read_image(path: str | os.PathLike, size: Any = None):
+def read_image(path: str | os.PathLike, size: Any = None, *, what: str = "IMAGE"):
+    """`dp.load_image(path, size)`, or a `UsageError` that names `what` (the argument
+    the path came from: `IMAGE`, `--apply`), not the library's parameter `path`."""
     from PIL import Image
 
     import diffprims as dp
@@ -103,11 +120,12 @@ def read_image(path: str | os.PathLike, size: Any = None):
     try:
         return dp.load_image(path, size=size)
     except IsADirectoryError:
-        raise UsageError(f"{os.fspath(path)!r} is a folder, not an image") from None
+        raise UsageError(f"{what} {os.fspath(path)!r} is a folder, not an image") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         # PIL raises SyntaxError for some malformed files, DecompressionBombError (an
         # Exception) for images too large to be safe.
-        raise UsageError(str(error).rstrip(".") or type(error).__name__) from None
+        message = str(error).rstrip(".") or type(error).__name__
+        raise UsageError(message.replace("`path`", what)) from None
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -16,6 +16,10 @@ FOLDER_FILES = {
     "kernel.png": "png", "vectors.json": "json", "vectors.npz": "npz", "summary.json": "summary",
 }  # fmt: skip
 
+#: The largest kernel side: the fit renders the full K x K kernel (and its gradient) at
+#: every step; at 1025 that is 1M values, at 50000 it was 2.5G (10 GB a copy).
+MAX_KERNEL = 1025
+
 
 def _loss(weights: str | None):
     """The filter loss: the library's, or `L2,NONNEG,ZEROS` weights of its three terms."""
@@ -31,6 +35,9 @@ def _loss(weights: str | None):
         ) from None
     if not all(0 <= w < math.inf for w in (l2, non_negative, keep_zeros)):
         raise UsageError(f"--weights {weights!r} must be finite numbers >= 0")
+    if l2 == non_negative == keep_zeros == 0:
+        raise UsageError(f"--weights {weights!r}: at least one weight must be > 0 (all zero "
+                         "is a loss that is always 0: the fit would change nothing)")  # fmt: skip
     return l2 * dp.L2() + non_negative * dp.NonNegative() + keep_zeros * dp.KeepZeros()
 
 
@@ -70,6 +77,8 @@ def _kernel(spec: str):
         extra = [float(parts[1])] if len(parts) > 1 else []
     except ValueError:
         raise UsageError(f"--kernel {spec!r}: SIZE must be a whole number, ARG a number") from None
+    if not 1 <= size <= MAX_KERNEL:
+        raise UsageError(f"--kernel {spec!r}: SIZE must be from 1 to {MAX_KERNEL} pixels")
     try:
         if name == "polygon" and extra:
             return dp.kernels.polygon(size, int(extra[0]))
@@ -111,7 +120,7 @@ def run_filter(args: argparse.Namespace) -> int:
             raise UsageError(f"-o {spec!r}: diffprims filter writes to a folder")
     folder = dict(FOLDER_FILES, **({"blurred.png": "blurred"} if args.apply else {}))
     files = _outputs.plan(args.output or ["out"], folder, force=args.force)
-    image = None if args.apply is None else read_image(args.apply)
+    image = None if args.apply is None else read_image(args.apply, what="--apply")
     with _outputs.claimed(files, force=args.force):
         start = dp.SeparableFilters.from_svd(target, rank=args.rank)
         result = dp.fit(

@@ -84,13 +84,18 @@ def claimed(files: dict[Path, str], *, force: bool) -> Iterator[None]:
     """Make the output folders and hold a lock in each until the block ends."""
     made: list[Path] = []
     with contextlib.ExitStack() as locks:
+        parent = None
         try:
             for parent in sorted({p.parent for p in files}):
                 made += _make_folder(parent)
                 locks.enter_context(_lock(parent))
         except OSError as error:
             _remove_empty(made)
-            raise UsageError(f"-o: cannot write there: {error}") from None
+            # Name the folder of the user's -o, not our lock file inside it.
+            reason = error.strerror or str(error)
+            raise UsageError(
+                f"-o: cannot write files in {os.fspath(parent or '.')!r} ({reason})"
+            ) from None
         try:
             _check_places(files, force=force)  # a run that finished since we looked
             yield

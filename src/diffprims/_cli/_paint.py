@@ -19,6 +19,22 @@ FOLDER_FILES = {
     "model.eqx": "eqx", "summary.json": "summary",
 }  # fmt: skip
 
+#: Limits of the arguments, checked before anything is read or fitted. `-n`: paint's final
+#: colour solve holds an (n+1)^2 matrix for the n shapes plus 30 % spares, which
+#: `dp.paint` caps at 4 GiB (about 14500 shapes); the same cap keeps `--fit` sane.
+MAX_SHAPES = 10_000
+#: `--size` (the fit) and `--render-size` (a render 12000 px wide took 9 GB while
+#: drawing).
+MAX_SIZE = 4096
+MAX_RENDER_SIZE = 8192
+#: `--frames` and `--rounds`: each frame of the animation is one render at the fit size.
+MAX_FRAMES = 1000
+#: The animation's frames are rendered together: at most this much memory for them.
+MAX_GIF_BYTES = 4 * 2**30
+#: Rounds after paint's `--rounds`: one removes the spare shapes (paint places 30 % more
+#: than asked for), then `dp.paint`'s two cycles each add spares and remove them again.
+EXTRA_ROUNDS = 1 + 2 * 2
+
 #: Options of one mode only (the option, its `args` name, the mode it belongs to).
 _MODE_ONLY = (
     ("--batch", "batch", "--fit"),
@@ -41,6 +57,11 @@ def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(
             "--frames applies to --fit or --gif shapes (paint's progress.gif has one frame "
             "per round: set --rounds)"
+        )
+    if args.rounds is not None and args.rounds > args.num_shapes:
+        raise UsageError(
+            f"--rounds {args.rounds} exceeds -n {args.num_shapes}: each round adds at least "
+            "one shape"
         )
     shapes = shape_types()
     shape_type = shapes.get(args.shape.lower())
@@ -75,6 +96,8 @@ def run_paint(args: argparse.Namespace) -> int:
     target = read_image(source, size=args.size)
     render_shape, reference = _render_target(args, source, target)
     fit_shape = (int(target.shape[0]), int(target.shape[1]))
+    if "gif" in files.values():
+        _check_gif_memory(args, settings, fit_shape)
     if not args.quiet:
         print(_header(args, settings, source, fit_shape), file=sys.stderr)
     with _outputs.claimed(files, force=args.force):
@@ -214,7 +237,11 @@ def _write(args, settings, files, source, result, target, render_shape, referenc
         "psnr": round(float(dp.psnr(at_fit, target)), 4),
         "fit_size": _size(fit_shape),
         "render_size": _size(render_shape),
-        "loss": float(losses[-1]) if losses.size else None,
+        # The final picture's L2 loss (mean squared error) on every pixel at the fit
+        # size, as `psnr`; the last step's loss was on that step's sampled pixels (and,
+        # early in paint, on a blurred target).
+        "loss": float(np.mean(np.square(np.asarray(at_fit, np.float64) - np.asarray(target)))),
+        "last_step_loss": float(losses[-1]) if losses.size else None,
         "steps": int(losses.shape[0]),
         "interrupted": interrupted,
         "seconds": round(float(result.seconds), 3),
@@ -273,10 +300,37 @@ def _write_svg(path: Path, model: Any, shape: tuple[int, int], edges: str) -> No
         raise UsageError(f"cannot write {path.name}: {str(error).rstrip('.')}") from None
 
 
+def frame_count(args: argparse.Namespace, settings: dict[str, Any]) -> int:
+    """The most frames the animation can have: the batch its frames are rendered in.
+
+    With `--fit`, one per snapshot (at most one per step and the start) and the final
+    picture; with `--gif shapes`, `--frames` (at most one per shape and the background);
+    else one per round of `dp.paint` (`--rounds`, at most one per shape, and the
+    `EXTRA_ROUNDS`) and the final picture.
+    """
+    if args.gif == "shapes":
+        return min(settings["frames"], args.num_shapes + 1)
+    if args.fit:
+        return min(settings["frames"], settings["steps"] + 1) + 1
+    return min(args.rounds or 8, args.num_shapes) + EXTRA_ROUNDS + 1
+
+
+def _check_gif_memory(args, settings, fit_shape: tuple[int, int]) -> None:
+    count = frame_count(args, settings)
+    need = count * fit_shape[0] * fit_shape[1] * 3 * 4
+    if need > MAX_GIF_BYTES:
+        option = "--rounds" if args.gif == "progress" and not args.fit else "--frames"
+        raise UsageError(
+            f"the animation's {count} frames at {_size(fit_shape)} need about "
+            f"{need / 2**30:.1f} GiB (at most {MAX_GIF_BYTES / 2**30:.0f}); use fewer "
+            f"{option}, a smaller --size, or outputs without a .gif"
+        )
+
+
 def _frames(args, settings, result, fit_shape) -> Any:
     from . import _pictures
 
     if args.gif == "shapes":
         return _pictures.shape_frames(result.model, settings["frames"], fit_shape)
-    most = settings["frames"] + 1 if args.fit else (args.rounds or 8) + 1
+    most = frame_count(args, settings)
     return _pictures.progress_frames(list(result.snapshots), result.model, fit_shape, most=most)

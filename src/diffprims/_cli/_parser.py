@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from . import _common as types
 from ._common import Parser, shape_types
 from ._filter import run_filter
-from ._paint import run_paint
+from ._paint import MAX_FRAMES, MAX_RENDER_SIZE, MAX_SHAPES, MAX_SIZE, run_paint
 
 DESCRIPTION = """\
 Differentiable 2D primitives. Paint a photo with a few hundred soft shapes, or
@@ -57,11 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
 
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback when a command fails")  # fmt: skip
+    _add_debug(parser, default=False)
     _add_paint(commands)
     _add_filter(commands)
     return parser
+
+
+def _add_debug(parser: argparse.ArgumentParser, default: Any) -> None:
+    """`--debug`, before the command or after it (`diffprims paint --debug`)."""
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show the full traceback when a command fails")  # fmt: skip
 
 
 def _add_paint(commands) -> None:
@@ -77,12 +83,13 @@ def _add_paint(commands) -> None:
         nargs="?",
         help="PNG or JPEG to paint (RGB, RGBA or grey); default: the bundled demo photo",
     )
-    paint.add_argument("-n", "--num-shapes", type=types.positive_int, default=200, metavar="N",
-                       help="number of shapes (default: 200)")  # fmt: skip
+    paint.add_argument("-n", "--num-shapes", type=types.int_up_to(MAX_SHAPES), default=200,
+                       metavar="N", help=f"number of shapes, up to {MAX_SHAPES} "
+                       "(default: 200)")  # fmt: skip
     shape_names = ", ".join(shape_types())
     paint.add_argument("--shape", default="circles", metavar="TYPE",
                        help=f"shape type: {shape_names} (default: circles)")  # fmt: skip
-    paint.add_argument("--steps", type=types.positive_int, default=None,
+    paint.add_argument("--steps", type=types.int_up_to(types.MAX_INT32), default=None,
                        help="optimizer steps in all (default: 1500; 2000 with --fit)")  # fmt: skip
     paint.add_argument("--seconds", type=types.positive_float, default=None, metavar="T",
                        help="finish in about T seconds (compiling, painting and writing the "
@@ -90,12 +97,16 @@ def _add_paint(commands) -> None:
     paint.add_argument("--fit", action="store_true",
                        help="plain fit: gradient descent on N random shapes (no rounds, "
                        "no pruning; lower PSNR than the default recipe)")  # fmt: skip
-    paint.add_argument("--rounds", type=types.positive_int, default=None,
-                       help="rounds of shapes added (default: 8; not with --fit)")  # fmt: skip
-    paint.add_argument("--size", type=types.positive_int, default=256, metavar="PX",
-                       help="fit at this size, longer side in pixels (default: 256)")  # fmt: skip
-    paint.add_argument("--render-size", type=types.positive_int, default=None, metavar="PX",
-                       help="longer side of the .png/.svg (default: the input's)")  # fmt: skip
+    paint.add_argument("--rounds", type=types.int_up_to(MAX_FRAMES), default=None,
+                       help="rounds that add shapes (default: 8; at most N; not with "
+                       "--fit); paint then runs 5 more: one removes the spare shapes, "
+                       "two cycles add spares and remove them")  # fmt: skip
+    paint.add_argument("--size", type=types.int_up_to(MAX_SIZE), default=256, metavar="PX",
+                       help=f"fit at this size, longer side in pixels, up to {MAX_SIZE} "
+                       "(default: 256)")  # fmt: skip
+    paint.add_argument("--render-size", type=types.int_up_to(MAX_RENDER_SIZE), default=None,
+                       metavar="PX", help="longer side of the .png/.svg, up to "
+                       f"{MAX_RENDER_SIZE} (default: the input's)")  # fmt: skip
     paint.add_argument("--lr", type=types.positive_float, default=None,
                        help="Adam learning rate (default: 0.01)")  # fmt: skip
     paint.add_argument("--batch", type=types.batch_fraction, default=None, metavar="FRACTION",
@@ -111,11 +122,12 @@ def _add_paint(commands) -> None:
                        help="edge width in pixels (default: 0.5; 1 with --fit)")  # fmt: skip
     paint.add_argument("--gif", choices=("progress", "shapes"), default="progress",
                        help="the animation: the picture as the fit ran (progress: one "
-                       "frame per round, or per snapshot with --fit) or the shapes "
-                       "added one by one (shapes)")  # fmt: skip
-    paint.add_argument("--frames", type=types.positive_int, default=None,
-                       help="frames of the animation (default: 40), with --fit or "
-                       "--gif shapes")  # fmt: skip
+                       "frame per round, the 5 extra rounds included, then the final "
+                       "picture; or per snapshot with --fit) or the shapes added one by "
+                       "one (shapes)")  # fmt: skip
+    paint.add_argument("--frames", type=types.int_up_to(MAX_FRAMES), default=None,
+                       help=f"frames of the animation (default: 40, at most {MAX_FRAMES}), "
+                       "with --fit or --gif shapes")  # fmt: skip
     paint.add_argument("--svg-edges", choices=("auto", "soft", "hard"), default="auto",
                        help="soft edges as the model draws them, or hard edges with plain "
                        "fills (smaller files); auto: soft unless --softness < 0.5")  # fmt: skip
@@ -128,6 +140,8 @@ def _add_paint(commands) -> None:
                        help="overwrite results that are already there")  # fmt: skip
     paint.add_argument("--no-cache", action="store_true",
                        help="do not use the persistent compilation cache")  # fmt: skip
+    # SUPPRESS: unless given after the command, the `--debug` before it decides.
+    _add_debug(paint, default=argparse.SUPPRESS)
     paint.set_defaults(run=run_paint)
 
 
@@ -148,7 +162,7 @@ def _add_filter(commands) -> None:
                       help="separable passes (default: 4)")  # fmt: skip
     filt.add_argument("--weights", default=None, metavar="L2,NONNEG,ZEROS",
                       help="loss weights of the three terms (default: the library's)")  # fmt: skip
-    filt.add_argument("--steps", type=types.positive_int, default=500,
+    filt.add_argument("--steps", type=types.int_up_to(types.MAX_INT32), default=500,
                       help="optimizer steps (default: 500)")  # fmt: skip
     filt.add_argument("--apply", default=None, metavar="IMAGE",
                       help="blur this image with the fitted bank, write blurred.png")  # fmt: skip
@@ -157,4 +171,5 @@ def _add_filter(commands) -> None:
     filt.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     filt.add_argument("--force", action="store_true",
                       help="overwrite results already in OUTDIR")  # fmt: skip
+    _add_debug(filt, default=argparse.SUPPRESS)
     filt.set_defaults(run=run_filter)
