@@ -44,7 +44,9 @@ def progress_frames(
     last snapshot is dropped when it is `final`).
 
     The batch is padded to `most` models, so a run stopped early (fewer snapshots) reuses
-    the program a full run compiled (and cached) instead of compiling another.
+    the program a full run compiled (and cached) instead of compiling another. `most` is
+    the frames a full run can have (`_paint.frame_count`), never a user's bare `--frames`:
+    each padded model is rendered too.
     """
     if snapshots and _same(snapshots[-1], final):
         snapshots = snapshots[:-1]
