@@ -151,9 +151,11 @@ class Driver:
         if self.bar is None:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=self.steps, unit="step", dynamic_ncols=True)
-            self.bar.update(self.done - steps)
-        self.bar.update(steps)
+            # Created at the steps done so far: the first dispatch includes compiling,
+            # and counting its steps as one update showed rates of 10^5 steps/s.
+            self.bar = tqdm(total=self.steps, initial=self.done, unit="step", dynamic_ncols=True)
+        else:
+            self.bar.update(steps)
         postfix = dict(self.info)
         if latest is not None:
             postfix["loss"] = f"{latest:.5g}"
