@@ -140,3 +140,116 @@ def test_shared_field_gets_the_same_gradient_from_every_renderer():
     assert abs(float(scan.raw_swell)) > 1e-4
     for a, b in zip(jax.tree.leaves(scan), jax.tree.leaves(tiled), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-8)
+
+
+# -- a shape type that breaks the protocol is named, with what was expected ----------------
+
+
+class Unfinished(dp.AbstractShapes):
+    """Forgets `bounds`, `random_geometry` and `svg_geometry`."""
+
+    raw_centres: Float[Array, "N 2"] = dp.parameter(dp.roles.POSITION)
+
+    def coverage(self, points, edge_width):
+        return jnp.zeros((self.raw_centres.shape[0], points.shape[0]))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Unfinished.init(3, key=jax.random.key(0)),
+        lambda: dp.paint(jnp.full((8, 8, 3), 0.5), 3, key=jax.random.key(0), shape=Unfinished),
+        lambda: Unfinished.from_geometry(
+            {"raw_centres": ("centres", jnp.full((1, 2), 0.5), (2,))}, [[0.5] * 3], [1.0]
+        ),
+    ],
+    ids=["init", "paint", "from_geometry"],
+)
+def test_a_forgotten_method_is_a_type_error_naming_it(build):
+    with pytest.raises(TypeError, match="Unfinished") as info:
+        build()
+    message = str(info.value)
+    for name in ("`bounds`", "`random_geometry`", "`svg_geometry`"):
+        assert name in message, message
+    assert "`coverage`, " not in message.split("Expected")[0], message
+
+
+class Transposed(UserCircles):
+    """Returns coverage as `(P, N)`: it broadcasts, and rendered silently wrong."""
+
+    def coverage(self, points, edge_width):
+        return super().coverage(points, edge_width).T
+
+
+class FlatBounds(UserCircles):
+    def bounds(self):
+        return super().bounds().reshape(-1)
+
+
+def _message(error) -> str:
+    return str(error.value)
+
+
+@pytest.mark.parametrize("method", ["scan", "tiled"])
+def test_a_transposed_coverage_is_named_with_both_shapes(method):
+    model = Transposed.init(10, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"Transposed\.coverage") as info:
+        model.render_image((16, 16), method=method)
+    assert "(N, P)" in _message(info) and "got shape (" in _message(info)
+    with pytest.raises(ValueError, match=r"Transposed\.coverage"):
+        jax.jit(lambda m: m.render_image((16, 16), method=method))(model)
+    with pytest.raises(ValueError, match=r"\(N, P\) = \(10, 5\).*got shape \(5, 10\)"):
+        model.alphas(jnp.full((5, 2), 0.5), pixel_size=0.1)
+
+
+def test_wrong_bounds_are_named_with_both_shapes():
+    model = FlatBounds.init(10, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"FlatBounds\.bounds\(\).*\(10, 4\).*got shape \(40,\)"):
+        model.render_image((32, 32), method="tiled")
+
+
+@pytest.mark.parametrize("cls", [Transposed, FlatBounds])
+def test_paint_names_a_wrong_output_before_placing_shapes(cls):
+    with pytest.raises(ValueError, match=cls.__name__):
+        dp.paint(jnp.full((8, 8, 3), 0.5), 10, key=jax.random.key(0), shape=cls, steps=2)
+
+
+class NoDict(UserCircles):
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key):
+        return centres, sizes
+
+
+class WrongNames(UserCircles):
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key):
+        return {"centres": centres, "radii": sizes}
+
+
+class WrongRows(UserCircles):
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key):
+        return {"raw_centres": centres.T, "raw_radii": sizes}
+
+
+class NoSvg(UserCircles):
+    def svg_geometry(self, edge_width):
+        return None
+
+
+@pytest.mark.parametrize(
+    "cls, error, pattern",
+    [
+        (NoDict, TypeError, r"NoDict\.random_geometry must return a dict.*got tuple"),
+        (WrongNames, ValueError, r"WrongNames\.random_geometry.*\['raw_centres', 'raw_radii'\]"),
+        (WrongRows, ValueError, r"WrongRows\.random_geometry.*`raw_centres`.*N = 3.*\(2, 3\)"),
+    ],
+)
+def test_random_geometry_output_is_checked(cls, error, pattern):
+    with pytest.raises(error, match=pattern):
+        cls.init(3, key=jax.random.key(0))
+
+
+def test_svg_geometry_output_is_checked():
+    with pytest.raises(TypeError, match=r"NoSvg\.svg_geometry\(\) must return a list"):
+        dp.to_svg(NoSvg.init(3, key=jax.random.key(0)), (8, 8))

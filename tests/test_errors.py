@@ -652,7 +652,21 @@ def _paint_and_image_loss_cases() -> list[Case]:
             Case("paint-n-zero", lambda: paint(n=0), names=("`n`",)),
             Case("paint-key-int", lambda: paint(key=1), names=("`key`",)),
             Case("paint-shape-str", lambda: paint(shape="circles"), names=("`shape`",)),
-            Case("paint-shape-instance", lambda: paint(shape=_model()), names=("`shape`",)),
+            Case(
+                "paint-shape-instance",
+                lambda: paint(shape=_model()),
+                names=("`shape`", "dp.AbstractShapes", "shape=Circles"),
+            ),
+            Case(
+                "paint-shape-layers",
+                lambda: paint(shape=dp.Layers),
+                names=("`shape`", "subclass of `dp.AbstractShapes`", "Layers", "container"),
+            ),
+            Case(
+                "paint-shape-abstract",
+                lambda: paint(shape=dp.AbstractShapes),
+                names=("AbstractShapes", "`coverage`", "`bounds`"),
+            ),
             Case("paint-steps-zero", lambda: paint(steps=0), names=("`steps`",)),
             Case(
                 "paint-seconds-negative",

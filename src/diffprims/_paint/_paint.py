@@ -41,7 +41,7 @@ from .._fit._driver import Driver
 from .._fit._result import FitResult
 from .._image import check_image
 from .._losses import L2, AbstractLoss, as_loss, check_loss_output, restrict_to_pixels
-from .._shapes import MODES, AbstractShapes, Circles
+from .._shapes import MODES, AbstractShapes, Circles, Layers, check_shape_type
 from .._validate import check_key, check_positive_int, check_scalar, describe
 from ._placement import blank
 from ._rounds import Painting, paint_optimizer
@@ -215,10 +215,8 @@ def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_
            extra, cycles):  # fmt: skip
     """`paint`'s arguments checked: `(target, n, key, steps)` (steps None with seconds)."""
     if not (isinstance(shape, type) and issubclass(shape, AbstractShapes)):
-        raise TypeError(
-            "`shape` must be a shape class such as `dp.Circles` (the class, not an "
-            f"instance); got {describe(shape)}."
-        )
+        raise TypeError(_shape_message(shape))
+    check_shape_type(shape)
     target = check_image(target, "target")
     n = check_positive_int(n, "n")
     key = check_key(key)
@@ -250,6 +248,23 @@ def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_
     if not 0 <= anneal <= 1:
         raise ValueError(f"`anneal` must be in [0, 1]; got {anneal}.")
     return target, n, key, (None if seconds is not None else steps)
+
+
+def _shape_message(shape: Any) -> str:
+    """Why `shape` is not a shape type, and what to pass instead."""
+    expected = "`shape` must be a subclass of `dp.AbstractShapes` such as `dp.Circles`"
+    if isinstance(shape, AbstractShapes):
+        name = type(shape).__name__
+        return f"{expected}, the class; got a shape set (a {name}). Pass `shape={name}`."
+    if isinstance(shape, type) and issubclass(shape, Layers):
+        return (
+            f"{expected}; got the class {shape.__name__}, a container that stacks shape sets "
+            "of other types, not a shape type. Paint with one type (e.g. `shape=dp.Circles`), "
+            "or build `dp.Layers([...])` from shape sets and train it with `dp.fit`."
+        )
+    if isinstance(shape, type):
+        return f"{expected}; got the class {shape.__name__}, which is not one."
+    return f"{expected} (the class itself); got {describe(shape)}."
 
 
 def _check_loss(loss: AbstractLoss, target: Array, stride: int) -> None:

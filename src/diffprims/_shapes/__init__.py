@@ -1,12 +1,13 @@
 """Shape sets: the base, parameter roles, compositing, renderers, SVG, one file per type."""
 
-from ._base import CULLING_MARGIN as CULLING_MARGIN, AbstractShapes as AbstractShapes
+from ._base import AbstractShapes as AbstractShapes
 from ._circles import Circles as Circles
 from ._compositing import MODES as MODES, layer_weights as layer_weights
 from ._ellipses import Ellipses as Ellipses
 from ._gaussians import Gaussians as Gaussians
 from ._geometry import safe_norm as safe_norm, soft_edge as soft_edge
 from ._layers import Layers as Layers
+from ._protocol import check_shape_type as check_shape_type
 from ._rectangles import Rectangles as Rectangles
 from ._roles import Role as Role, parameter as parameter
 from ._svg import save_svg as save_svg, to_svg as to_svg

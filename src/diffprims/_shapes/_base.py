@@ -17,7 +17,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._model import AbstractModel
 from .._validate import check_grid_shape, check_indices, check_pixel_size, check_points
-from . import _build, _render
+from . import _build, _protocol, _render
 from ._roles import (
     COLOUR,
     DEPTH,
@@ -27,10 +27,6 @@ from ._roles import (
     parameter,
     role_metadata,
 )
-
-#: Bounds are grown by this many edge widths before culling: a soft edge's coverage
-#: there is sigmoid(-14) < 1e-6, the most a culled shape could add to a pixel.
-CULLING_MARGIN = _render.CUTOFF
 
 
 class AbstractShapes(AbstractModel):
@@ -59,9 +55,9 @@ class AbstractShapes(AbstractModel):
     "Write your own shape" in the docs.
     """
 
-    #: Whether each shape's coverage is below 1e-6 outside its `bounds` grown by
-    #: `CULLING_MARGIN` (14) edge widths, so the tiled renderer's culling changes
-    #: nothing; `method="auto"` uses the scan for shape types that set this to False.
+    #: Whether each shape's coverage is below 1e-6 outside its `bounds` grown by 14 edge
+    #: widths (`softness` pixels each), so the tiled renderer's culling changes nothing;
+    #: `method="auto"` uses the scan for shape types that set this to False.
     tight_bounds: ClassVar[bool] = True
 
     # `eqx.field` itself (not `parameter`) so type checkers see fields without defaults.
@@ -100,10 +96,10 @@ class AbstractShapes(AbstractModel):
     def bounds(self) -> Float[Array, "N 4"]:
         """Axis-aligned boxes `(x_min, y_min, x_max, y_max)` holding each shape, `(N, 4)`.
 
-        Outside its box grown by `CULLING_MARGIN` (14) edge widths a shape's coverage
-        must be below 1e-6: the tiled renderer skips pixels a shape does not touch. If
-        your boxes are looser than that (or only approximate), set the class variable
-        `tight_bounds = False` and `method="auto"` will use the scan.
+        Outside its box grown by 14 edge widths (`softness` pixels each) a shape's
+        coverage must be below 1e-6: the tiled renderer skips pixels a shape does not
+        touch. If your boxes are looser than that (or only approximate), set the class
+        variable `tight_bounds = False` and `method="auto"` will use the scan.
         """
 
     @classmethod
@@ -223,7 +219,7 @@ class AbstractShapes(AbstractModel):
     ) -> Float[Array, "N P"]:
         """Opacity times coverage of every shape at every point, `(N, P)`."""
         edge_width = self.softness * pixel_size
-        return self.opacities[:, None] * self.coverage(points, edge_width)
+        return self.opacities[:, None] * _protocol.coverage(self, points, edge_width)
 
     def render(
         self,
@@ -347,7 +343,7 @@ class AbstractShapes(AbstractModel):
     ) -> dict[str, Array]:
         """`random_geometry` converted to stored parameters by the declared roles."""
         roles = cls.parameter_roles()
-        values = cls.random_geometry(centres, sizes, key=key)
+        values = _protocol.random_geometry(cls, centres, sizes, key)
         return {name: roles[name].raw(value) for name, value in values.items()}
 
     @classmethod

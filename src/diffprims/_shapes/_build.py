@@ -21,6 +21,7 @@ from .._validate import (
     is_traced,
 )
 from ._compositing import MODES
+from ._protocol import check_concrete
 from ._roles import COLOUR, OPACITY, is_per_shape
 
 
@@ -105,6 +106,7 @@ def _size_range(size_range: Any) -> tuple[float, float]:
 def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, channels,
                compositing, learn_background):  # fmt: skip
     """`AbstractShapes.init`: `n` shapes at random positions with random sizes."""
+    check_concrete(cls)
     n = check_positive_int(n, "n")
     key = check_key(key)
     low, high = _size_range(size_range)
@@ -142,6 +144,7 @@ def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, ch
 
 def from_geometry(cls, geometry, colours, opacities, background, softness, options):
     """`AbstractShapes.from_geometry`: see there."""
+    check_concrete(cls)
     unknown = set(options) - {"compositing", "learn_background", "depths"}
     if unknown:
         raise TypeError(

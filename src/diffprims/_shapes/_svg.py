@@ -14,6 +14,7 @@ from .._files import atomic_write
 from .._validate import check_grid_shape, describe, is_traced
 from ._base import AbstractShapes
 from ._layers import Layers, flatten_layers
+from ._protocol import svg_geometry as checked_svg_geometry
 
 # A sigmoid edge `sigmoid(-d / w)` is drawn as a hard edge blurred by a Gaussian of this
 # many edge widths: 4 / sqrt(2 pi) matches the two profiles' slopes at the boundary, and
@@ -138,12 +139,7 @@ def _shape_groups(model: AbstractShapes, edge_width: float, prefix: str) -> list
     """One `<g>` per shape, back to front, with its colour and opacity."""
     colours = np.asarray(model.colours, dtype=np.float64)
     opacities = np.asarray(model.opacities, dtype=np.float64)
-    elements = model.svg_geometry(edge_width)
-    if len(elements) != model.num_shapes:
-        raise ValueError(
-            f"{type(model).__name__}.svg_geometry() gave {len(elements)} elements for "
-            f"{model.num_shapes} shapes; it must give one per shape."
-        )
+    elements = checked_svg_geometry(model, edge_width)
     if prefix:
         elements = [
             re.sub(r"url\(#", f"url(#{prefix}", re.sub(r'\bid="', f'id="{prefix}', element))

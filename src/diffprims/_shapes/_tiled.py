@@ -33,6 +33,7 @@ from jax.custom_batching import custom_vmap
 from jaxtyping import Array, Float
 
 from ._compositing import group_step
+from ._protocol import bounds as checked_bounds
 
 #: Bounds are grown by this many edge widths: a soft edge's coverage there is
 #: sigmoid(-CUTOFF) < 1e-6, the most a culled shape could have added to a pixel.
@@ -47,7 +48,7 @@ CHUNK_PAIRS = 1 << 20
 def grown_bounds(model, pixel_size) -> Float[Array, "N 4"]:
     """Shape boxes grown by `CUTOFF` edge widths, without gradient."""
     margin = CUTOFF * model.softness * pixel_size
-    bounds = jax.lax.stop_gradient(model.bounds())
+    bounds = jax.lax.stop_gradient(checked_bounds(model))
     return bounds + jnp.asarray([-1.0, -1.0, 1.0, 1.0]) * jax.lax.stop_gradient(margin)
 
 

@@ -1,0 +1,135 @@
+"""What a shape type supplies, checked where the library first uses it.
+
+A shape type written by a user implements `coverage`, `bounds`, `random_geometry` and
+`svg_geometry` (see `AbstractShapes`). A missing method, or an output of the wrong shape
+(a transposed coverage broadcasts silently), is reported here, naming the class, the
+method, the expected and the got shapes. The shapes are static, so the checks run while
+tracing and cost nothing per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array
+
+from ._roles import is_per_shape
+
+#: The methods a shape type implements.
+METHODS = ("coverage", "bounds", "random_geometry", "svg_geometry")
+#: Fields every shape set has (colour, opacity, depth): not geometry.
+SHARED_FIELDS = ("raw_colours", "raw_opacities", "raw_background", "raw_depths")
+_GUIDE = ' See "Write your own shape" in the docs.'
+
+
+def check_concrete(cls: type) -> None:
+    """A `TypeError` naming the abstract methods and attributes `cls` leaves undefined.
+
+    Instantiating such a class already fails (`abc`), but `init` and `paint` call the
+    classmethod `random_geometry` first, whose abstract body returns None.
+    """
+    missing = sorted(
+        {*getattr(cls, "__abstractmethods__", ()), *getattr(cls, "__abstractvars__", ())}
+    )
+    if missing:
+        raise TypeError(
+            f"{cls.__name__} is abstract: it does not implement "
+            f"{', '.join(f'`{name}`' for name in missing)}. Expected a shape type that "
+            f"implements all of {', '.join(f'`{name}`' for name in METHODS)}.{_GUIDE}"
+        )
+
+
+def check_shape_type(cls: type) -> None:
+    """`check_concrete`, then the outputs of a small set's methods checked abstractly.
+
+    For code that calls `coverage` and `bounds` directly (as `paint` places shapes):
+    `jax.eval_shape` traces them on 2 shapes and 3 points and computes nothing.
+    """
+    check_concrete(cls)
+
+    def probe():
+        shapes = cls.init(2, key=jax.random.key(0))  # pyright: ignore[reportAttributeAccessIssue]
+        return bounds(shapes), coverage(shapes, jnp.full((3, 2), 0.5), 0.01)
+
+    jax.eval_shape(probe)
+
+
+def coverage(shapes: Any, points: Array, edge_width: Any) -> Array:
+    """`shapes.coverage(points, edge_width)`, checked to be `(N, P)`."""
+    out = shapes.coverage(points, edge_width)
+    expected = (shapes.num_shapes, points.shape[0])
+    got = jnp.shape(out)
+    if got != expected:
+        flipped = " It looks transposed: return it as `(N, P)`." if got == expected[::-1] else ""
+        raise ValueError(
+            f"{type(shapes).__name__}.coverage(points, edge_width) must return shape "
+            f"(N, P) = {expected}: one row per shape, one column per point; got shape "
+            f"{got}.{flipped}{_GUIDE}"
+        )
+    return out
+
+
+def bounds(shapes: Any) -> Array:
+    """`shapes.bounds()`, checked to be `(N, 4)`."""
+    out = shapes.bounds()
+    expected = (shapes.num_shapes, 4)
+    if jnp.shape(out) != expected:
+        raise ValueError(
+            f"{type(shapes).__name__}.bounds() must return shape (N, 4) = {expected}: one "
+            f"box (x_min, y_min, x_max, y_max) per shape; got {_shape_of(out)}.{_GUIDE}"
+        )
+    return out
+
+
+def random_geometry(cls: type, centres: Array, sizes: Array, key: Any) -> dict[str, Any]:
+    """`cls.random_geometry(...)`, checked: a dict of the geometry fields, leading axis N."""
+    check_concrete(cls)
+    values = cls.random_geometry(centres, sizes, key=key)  # pyright: ignore[reportAttributeAccessIssue]
+    name, n = f"{cls.__name__}.random_geometry", centres.shape[0]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in SHARED_FIELDS}
+    fields = {k: f for k, f in fields.items() if not f.metadata.get("static", False)}
+    if not isinstance(values, dict):
+        raise TypeError(
+            f"{name} must return a dict from field name to value; got "
+            f"{type(values).__name__}.{_GUIDE}"
+        )
+    required = {
+        k
+        for k, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    unknown, missing = sorted(set(values) - set(fields)), sorted(required - set(values))
+    if unknown or missing:
+        raise ValueError(
+            f"{name} must return the geometry fields {sorted(fields)}; got keys "
+            f"{sorted(values)} (missing {missing}, unknown {unknown}).{_GUIDE}"
+        )
+    for key_name, value in values.items():
+        if is_per_shape(cls, key_name) and jnp.shape(value)[:1] != (n,):
+            raise ValueError(
+                f"{name} must give `{key_name}` a leading axis N = {n} (one row per "
+                f"centre); got shape {jnp.shape(value)}.{_GUIDE}"
+            )
+    return values
+
+
+def svg_geometry(shapes: Any, edge_width: float) -> list[str]:
+    """`shapes.svg_geometry(edge_width)`, checked: a list of `N` strings."""
+    out = shapes.svg_geometry(edge_width)
+    name, n = f"{type(shapes).__name__}.svg_geometry()", shapes.num_shapes
+    if not isinstance(out, list | tuple) or not all(isinstance(e, str) for e in out):
+        raise TypeError(f"{name} must return a list of {n} SVG strings; got {_shape_of(out)}.")
+    if len(out) != n:
+        raise ValueError(
+            f"{name} gave {len(out)} elements for {n} shapes; it must give one per shape."
+        )
+    return list(out)
+
+
+def _shape_of(x: Any) -> str:
+    if hasattr(x, "shape"):
+        return f"shape {tuple(x.shape)}"
+    return f"{type(x).__name__} {x!r}"[:120]
