@@ -252,7 +252,9 @@ def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_
 
 def _shape_message(shape: Any) -> str:
     """Why `shape` is not a shape type, and what to pass instead."""
-    expected = "`shape` must be a subclass of `dp.AbstractShapes` such as `dp.Circles`"
+    expected = (
+        "`shape` must be a shape class, a subclass of `dp.AbstractShapes` such as `dp.Circles`"
+    )
     if isinstance(shape, AbstractShapes):
         name = type(shape).__name__
         return f"{expected}, the class; got a shape set (a {name}). Pass `shape={name}`."
