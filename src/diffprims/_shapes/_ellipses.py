@@ -112,7 +112,8 @@ class Ellipses(AbstractShapes):
         An `Ellipses` whose properties give back these values.
 
         ```python
-        model = dp.Ellipses.from_values([[0.5, 0.5]], [[0.3, 0.1]], [0.4], [[1, 0, 0]], [1.0])
+        red = [[1.0, 0.0, 0.0]]                  # colours are floats in [0, 1]
+        model = dp.Ellipses.from_values([[0.5, 0.5]], [[0.3, 0.1]], [0.4], red, [1.0])
         ```
         """
         return cls.from_geometry(

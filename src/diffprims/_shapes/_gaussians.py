@@ -127,7 +127,8 @@ class Gaussians(AbstractShapes):
         A `Gaussians` whose properties give back these values.
 
         ```python
-        model = dp.Gaussians.from_values([[0.5, 0.5]], [[0.2, 0.05]], [0.3], [[0, 1, 0]], [1.0])
+        green = [[0.0, 1.0, 0.0]]                # colours are floats in [0, 1]
+        model = dp.Gaussians.from_values([[0.5, 0.5]], [[0.2, 0.05]], [0.3], green, [1.0])
         ```
         """
         return cls.from_geometry(

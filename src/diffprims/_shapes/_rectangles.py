@@ -109,7 +109,8 @@ class Rectangles(AbstractShapes):
         A `Rectangles` whose properties give back these values.
 
         ```python
-        model = dp.Rectangles.from_values([[0.5, 0.5]], [[0.3, 0.1]], [0.0], [[0, 0, 1]], [1.0])
+        blue = [[0.0, 0.0, 1.0]]                 # colours are floats in [0, 1]
+        model = dp.Rectangles.from_values([[0.5, 0.5]], [[0.3, 0.1]], [0.0], blue, [1.0])
         ```
         """
         return cls.from_geometry(

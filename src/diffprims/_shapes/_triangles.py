@@ -102,7 +102,7 @@ class Triangles(AbstractShapes):
 
         ```python
         tri = [[[0.2, 0.8], [0.8, 0.8], [0.5, 0.2]]]
-        model = dp.Triangles.from_values(tri, [[1, 0, 0]], [1.0])
+        model = dp.Triangles.from_values(tri, [[1.0, 0.0, 0.0]], [1.0])   # float colours
         ```
         """
         return cls.from_geometry(
