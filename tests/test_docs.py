@@ -133,3 +133,31 @@ def test_every_figure_and_table_comes_from_a_script():
         assert folder in records and name in records[folder]["files"], (
             f"docs/{ref} is shown in the docs but no script in docs/scripts records making it"
         )
+
+
+def test_tutorials_state_what_the_code_does():
+    """Claims of the tutorials a review found wrong, read from the page and checked."""
+    from diffprims._shapes._tiled import CUTOFF
+
+    def page(name):
+        return " ".join((DOCS / "tutorials" / name).read_text().split())
+
+    # The culling margin: a fixed number of edge widths, and no made-up attribute.
+    custom = page("custom-shape.md")
+    margins = re.findall(r"grown by (\d+) edge widths", custom)
+    assert margins and all(float(m) == CUTOFF for m in margins), margins
+    for name in re.findall(r"`(?:dp\.)?AbstractShapes`? ?`?\.?([A-Za-z_]+)`", custom):
+        assert hasattr(dp.AbstractShapes, name), f"dp.AbstractShapes has no {name}"
+    # The weight map's shape, as `edge_weights` returns it.
+    shape = re.search(r"dp\.edge_weights\(target\) +# \(([^)]*)\)", page("losses.md"))
+    assert shape is not None
+    got = dp.edge_weights(jnp.full((4, 5, 3), 0.5)).shape
+    names = {(4, 5): "H, W", (4, 5, 1): "H, W, 1", (4, 5, 3): "H, W, C"}
+    assert shape.group(1) == names[got], (shape.group(1), got)
+    # The Mastercard runs: the modes the page says the script runs are those it measured.
+    circles = (DOCS / "tutorials" / "circles.md").read_text()
+    sentence = circles.split("The figures script runs", 1)[1].split("```", 1)[0]
+    table = (DOCS / "images" / "circles" / "mastercard.md").read_text()
+    assert set(re.findall(r'"(\w+)" compositing', sentence)) == set(
+        re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE)
+    ), sentence
