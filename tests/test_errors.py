@@ -138,6 +138,13 @@ def _shape_cases(cls: type) -> list[Case]:
             jit=True,
         ),
         Case(
+            "init-target-channels-first",
+            lambda t: cls.init(2, key=KEY, target=t),
+            (jnp.full((3, 8, 8), 0.5),),
+            ("`target`", "channels-first", "jnp.moveaxis(target, 0, -1)"),
+            jit=True,
+        ),
+        Case(
             "init-target-above-1",
             lambda t: cls.init(2, key=KEY, target=t),
             (jnp.full((4, 4, 3), 2.0),),
@@ -356,6 +363,13 @@ def _fit_cases() -> list[Case]:
         Case("fit-model-class", lambda: dp.fit(dp.Circles, TARGET), names=("`model`",)),
         Case("fit-model-nan", lambda: fit(model=nan_model), names=("`model",)),
         Case("fit-target-channels", fit_target, (jnp.zeros((4, 4, 1)),), ("`target`",), jit=True),
+        Case(
+            "fit-target-channels-first",
+            fit_target,
+            (jnp.zeros((3, 8, 8)),),
+            ("`target`", "channels-first", "jnp.moveaxis(target, 0, -1)"),
+            jit=True,
+        ),
         Case(
             "fit-target-above-1", fit_target, (jnp.full((4, 4, 3), 1.5),), ("`target`",), jit=True
         ),
@@ -649,6 +663,11 @@ def _paint_and_image_loss_cases() -> list[Case]:
                 lambda: paint(target=np.zeros((4, 4, 3), np.uint8)),
                 names=("`target`",),
             ),
+            Case(
+                "paint-target-channels-first",
+                lambda: paint(target=jnp.full((3, 8, 8), 0.5)),
+                names=("`target`", "channels-first", "jnp.moveaxis(target, 0, -1)"),
+            ),
             Case("paint-n-zero", lambda: paint(n=0), names=("`n`",)),
             Case("paint-key-int", lambda: paint(key=1), names=("`key`",)),
             Case("paint-shape-str", lambda: paint(shape="circles"), names=("`shape`",)),
@@ -709,6 +728,18 @@ def _paint_and_image_loss_cases() -> list[Case]:
                 dp.edge_weights,
                 (np.zeros((4, 4, 3), np.uint8),),
                 ("`target`",),
+            ),
+            Case(
+                "edge-weights-channels-first",
+                dp.edge_weights,
+                (jnp.full((1, 6, 6), 0.5),),
+                ("`target`", "channels-first", "moveaxis"),
+                jit=True,
+            ),
+            Case(
+                "save-image-channels-first",
+                lambda: dp.save_image("x.png", np.full((3, 8, 8), 0.5, np.float32)),
+                names=("`image`", "channels-first", "moveaxis"),
             ),
             Case(
                 "edge-weights-negative",

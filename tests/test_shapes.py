@@ -293,3 +293,17 @@ def test_a_new_shape_in_a_few_lines_fits_and_paints(getkey):
     assert after > before + 10.0 and after > 28.0
     painted = dp.paint(target, 3, key=getkey(), shape=Rings, steps=60, rounds=1)
     assert isinstance(painted.model, Rings)
+
+
+def test_images_that_are_not_channels_first_are_accepted():
+    """The channels-first check refuses `(1|3|4, H, W>4)` only, and never a target whose
+    last axis matches the model's channels."""
+    key = jax.random.key(0)
+    small = jnp.full((3, 5, 3), 0.5)  # three rows of RGB: first axis 3, last axis 3
+    assert dp.Circles.init(2, key=key, target=small).num_channels == 3
+    assert dp.edge_weights(jnp.full((4, 6, 4), 0.5)).shape == (4, 6, 1)
+    wide = dp.Circles.init(2, key=key, channels=8)  # an 8-channel model fits (3, W, 8)
+    result = dp.fit(wide, jnp.full((3, 16, 8), 0.5), steps=1)
+    assert result.model.num_channels == 8
+    with pytest.raises(ValueError, match=r"moveaxis\(target, 0, -1\)"):
+        dp.fit(dp.Circles.init(2, key=key), jnp.full((3, 16, 16), 0.5), steps=1)

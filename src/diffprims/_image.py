@@ -36,6 +36,11 @@ def check_image(
         raise ValueError(
             f"`{name}` must be a non-empty (H, W, C) image; got {describe(image)}.{extra}{hint}"
         )
+    if looks_channels_first(image.shape) and image.shape[-1] != channels:
+        raise ValueError(
+            f"`{name}` looks channels-first, (C, H, W); got {describe(image)}. Images are "
+            f"(H, W, C): move the channel axis last with `jnp.moveaxis({name}, 0, -1)`."
+        )
     if channels is not None and image.shape[-1] != channels:
         raise ValueError(
             f"`{name}` must have {channels} channels to match the model; got {describe(image)}."
@@ -43,6 +48,12 @@ def check_image(
     if check_range:
         image = check_values(image, name, lower=0.0, upper=1.0, hint=hint)
     return image
+
+
+def looks_channels_first(shape: tuple[int, ...]) -> bool:
+    """Whether an image of `shape` is likely `(C, H, W)`: a first axis of 1, 3 or 4
+    (grey, RGB, RGBA) and a last axis longer than any colour count."""
+    return len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] > 4
 
 
 def psnr(image: Any, target: Any, *, max_value: float = 1.0) -> Float[Array, ""]:
@@ -245,8 +256,12 @@ def to_uint8(image: Any) -> np.ndarray:
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3 or image.shape[-1] not in (1, 3, 4) or 0 in image.shape:
+        hint = ""
+        if looks_channels_first(image.shape):
+            hint = " It looks channels-first: move that axis last, `jnp.moveaxis(image, 0, -1)`."
         raise ValueError(
-            f"`image` must be a non-empty (H, W) or (H, W, 1|3|4) array; got {describe(image)}."
+            "`image` must be a non-empty (H, W) or (H, W, 1|3|4) array; got "
+            f"{describe(image)}.{hint}"
         )
     pixels = np.asarray(image, dtype=np.float32)
     if not np.all(np.isfinite(pixels)):
