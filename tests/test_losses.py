@@ -128,3 +128,63 @@ def test_bad_compositions():
         dp.L2() + dp.L2  # the class, not an instance
     with pytest.raises(ValueError, match="weights"):
         dp.Weighted(dp.L2(), -jnp.ones((2, 2)))
+
+
+@pytest.mark.parametrize(
+    "weights, shape",
+    [
+        ((3, 3), (3, 3)),  # an (H, W) map for (P, C) values
+        ((3, 4), (4, 1)),  # P matches H by chance
+        ((6, 5, 3), (6, 5, 1)),  # more weight channels than colour channels
+        ((6, 5, 2), (6, 5, 3)),  # channels neither 1 nor C
+        ((6, 4), (6, 5, 3)),  # another grid
+    ],
+)
+@pytest.mark.parametrize("jit", [False, True])
+def test_weighted_refuses_mismatched_shapes(weights, shape, jit):
+    loss = dp.Weighted(dp.L2(), jnp.ones(weights))
+    call = jax.jit(lambda p, t: loss(p, t)) if jit else loss
+    with pytest.raises(ValueError, match="one weight per pixel"):
+        call(jnp.ones(shape), jnp.zeros(shape))
+
+
+def test_nested_weighted_is_sampled_whole(getkey):
+    pred, target = _pair(getkey())
+    outer, inner = jax.random.uniform(getkey(), (6, 5)), jax.random.uniform(getkey(), (6, 5))
+    loss = dp.Weighted(dp.Weighted(dp.L2(), inner), outer)
+    indices = jnp.array([0, 7, 12, 29])
+    flat = lambda x: x.reshape(-1, x.shape[-1])[indices]  # noqa: E731
+    got = restrict_to_pixels(loss, indices)(flat(pred), flat(target))
+    expected = jnp.mean(flat(outer[..., None] * inner[..., None] * (pred - target) ** 2))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss", [dp.L1(), dp.KeepZeros()], ids=["L1", "KeepZeros"])
+def test_exact_match_is_a_stationary_point(loss):
+    # JAX's |x| has gradient 1 at 0; the losses' minimum must not push away from itself.
+    zeros = jnp.zeros((2, 2, 1))
+    assert bool(jnp.all(jax.grad(loss)(zeros, zeros) == 0))
+
+
+def test_sum_and_scaled_take_losses_only():
+    with pytest.raises(TypeError, match="`terms` must be a loss"):
+        dp.Sum((1, 2))
+    with pytest.raises(TypeError, match="`loss` must be a loss"):
+        dp.Scaled(2.0, 5)
+    pred = jnp.ones((2, 2, 1))
+    wrapped = dp.Sum([dp.L2(), lambda p, t: jnp.mean(p)])  # plain functions are wrapped
+    assert float(wrapped(pred, pred)) == 1.0
+    assert dp.L2() + 0 == dp.L2() and 0 + dp.L2() == dp.L2()
+
+
+def test_edge_weights_checks_and_sweeps():
+    target = jnp.full((6, 5, 3), 0.5).at[2:4].set(0.9)
+    with pytest.raises(TypeError, match="`strength` must be a finite number"):
+        dp.edge_weights(target, strength="1")  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError, match="`strength` must be >= 0"):
+        dp.edge_weights(target, strength=-1.0)
+    with pytest.raises(ValueError, match="`sigma` must be >= 0"):
+        dp.edge_weights(target, sigma=-1.0)
+    sweep = jax.vmap(lambda s: dp.edge_weights(target, strength=s))(jnp.array([0.0, 4.0]))
+    np.testing.assert_allclose(sweep[0], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(sweep[1], dp.edge_weights(target), rtol=1e-5)

@@ -29,6 +29,11 @@ class AbstractLoss(eqx.Module):
     loss = dp.L2() + 10.0 * dp.NonNegative() + 5.0 * dp.KeepZeros()
     value = loss(pred, target)
     ```
+
+    A loss is an `eqx.Module` that may hold arrays (weights, weight maps), so it is a
+    pytree, not a hashable function: `jax.jit(loss)` raises "unhashable type". Use
+    `eqx.filter_jit(loss)`, or call the loss inside your own jitted function (it can be
+    an argument of it, and `jax.vmap`ped over, like any pytree).
     """
 
     @abc.abstractmethod
@@ -36,11 +41,13 @@ class AbstractLoss(eqx.Module):
         """The loss value, a scalar."""
 
     def __add__(self, other: Any) -> AbstractLoss:
+        if _is_zero(other):  # `loss + 0`, as `0 + loss` (which `sum([...])` needs)
+            return self
         other = as_loss(other, "the right-hand side of `+`")
         return Sum(_terms(self) + _terms(other))
 
     def __radd__(self, other: Any) -> AbstractLoss:
-        if isinstance(other, int | float) and other == 0:  # lets `sum([...])` work
+        if _is_zero(other):  # lets `sum([...])` work
             return self
         return Sum(_terms(as_loss(other, "the left-hand side of `+`")) + _terms(self))
 
@@ -67,6 +74,16 @@ class AbstractLoss(eqx.Module):
 
     def __sub__(self, other: Any) -> AbstractLoss:
         return self + (-as_loss(other, "the right-hand side of `-`"))
+
+
+def _is_zero(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and x == 0
+
+
+def _abs(x: Array) -> Array:
+    """`|x|` with gradient 0 at 0 (JAX's `abs` has gradient 1 there): an exact match is
+    a minimum that gradient descent stays at."""
+    return jnp.where(x == 0, 0.0, jnp.abs(x))
 
 
 class AbstractPointwiseLoss(AbstractLoss):
@@ -96,7 +113,7 @@ class L1(AbstractPointwiseLoss):
     """Mean absolute error: `mean(|pred - target|)`. Its gradient at an exact match is 0."""
 
     def pointwise(self, pred, target):
-        return jnp.abs(pred - target)
+        return _abs(pred - target)
 
 
 class NonNegative(AbstractPointwiseLoss):
@@ -125,7 +142,7 @@ class KeepZeros(AbstractPointwiseLoss):
     """
 
     def pointwise(self, pred, target):
-        return jnp.where(target == 0, jnp.abs(pred), 0.0)
+        return jnp.where(target == 0, _abs(pred), 0.0)
 
 
 class Weighted(AbstractPointwiseLoss):
@@ -166,18 +183,39 @@ class Weighted(AbstractPointwiseLoss):
         self.weights = weights
 
     def pointwise(self, pred, target):
-        if self.weights.shape[:-1] != pred.shape[:-1] and self.weights.ndim == pred.ndim:
+        weights = self.weights
+        if (
+            weights.ndim != pred.ndim
+            or weights.shape[:-1] != pred.shape[:-1]
+            or weights.shape[-1] not in (1, pred.shape[-1])
+        ):
+            sampled = " (P sampled pixels, C channels)" if pred.ndim == 2 else ""
             raise ValueError(
-                f"`Weighted` weights must have one weight per pixel of the prediction "
-                f"{tuple(pred.shape)}; got weights of shape {tuple(self.weights.shape)}."
+                "`Weighted` needs one weight per pixel of the prediction (the same "
+                f"(H, W), with 1 or C channels); got weights of shape {tuple(weights.shape)} "
+                f"for a prediction of shape {tuple(pred.shape)}{sampled}. Build the weights "
+                "at the target's size; `dp.fit` and `dp.paint` sample them at the pixels "
+                "they draw."
             )
-        return self.weights * self.loss.pointwise(pred, target)
+        return weights * self.loss.pointwise(pred, target)
 
 
 class Sum(AbstractLoss):
     """The sum of losses: `sum(term(pred, target) for term in terms)`. Made by `+`."""
 
     terms: tuple[AbstractLoss, ...]
+
+    def __init__(self, terms: Any):
+        if isinstance(terms, AbstractLoss) or callable(terms):
+            terms = (terms,)
+        try:
+            terms = tuple(terms)
+        except TypeError:
+            raise TypeError(
+                f"`Sum` takes a sequence of losses; got {describe(terms)}. Write "
+                "`dp.L2() + dp.L1()`."
+            ) from None
+        self.terms = tuple(as_loss(term, "terms") for term in terms)
 
     def __call__(self, pred, target):
         return sum((term(pred, target) for term in self.terms), jnp.zeros(()))
@@ -199,7 +237,7 @@ class Scaled(AbstractLoss):
             raise ValueError(f"`loss weight` must be a scalar; got {describe(weight)}.")
         weight = check_values(weight, "loss weight")
         self.weight = weight.astype(jnp.float32) if not is_traced(weight) else weight
-        self.loss = loss
+        self.loss = as_loss(loss, "loss")
 
     def __call__(self, pred, target):
         return self.weight * self.loss(pred, target)
@@ -214,8 +252,10 @@ class Loss(AbstractLoss):
     **Arguments:**
 
     - `fn`: a function `(pred, target) -> scalar`, called on `(H, W, C)` images or
-      `(P, C)` sampled values (see [`diffprims.AbstractLoss`][]). It is static: a new
-      function object compiles a new fit.
+      `(P, C)` sampled values (see [`diffprims.AbstractLoss`][]). It is static;
+      [`diffprims.fit`][] keys its compiled step on what the step computes, so a new
+      function object that computes the same thing (a lambda written again) reuses the
+      compilation.
 
     ```python
     def luma_l2(pred, target):
@@ -277,12 +317,14 @@ def as_loss(loss: Any, name: str = "loss") -> AbstractLoss:
 
 
 def restrict_to_pixels(loss: AbstractLoss, indices: Array) -> AbstractLoss:
-    """The loss seen on the flat pixel `indices` only: per-pixel maps are sampled."""
+    """The loss seen on the flat pixel `indices` only: per-pixel maps are sampled (in
+    nested `Weighted` losses too)."""
 
     def sample(node):
         if isinstance(node, Weighted):
             flat = node.weights.reshape(-1, node.weights.shape[-1])
-            return eqx.tree_at(lambda w: w.weights, node, flat[indices])
+            inner = restrict_to_pixels(node.loss, indices)
+            return eqx.tree_at(lambda w: (w.weights, w.loss), node, (flat[indices], inner))
         return node
 
     return jax.tree.map(sample, loss, is_leaf=lambda node: isinstance(node, Weighted))
