@@ -1,5 +1,6 @@
 """fit(): lowers the loss, deterministic, vmappable, compiled once, clear errors."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -202,3 +203,36 @@ def test_stratified_sampling(getkey):
     assert error[0] < 0.5 * error[2] and error[0] < 1.5 * error[1]
     with pytest.raises(ValueError, match="sampling"):
         dp.fit(model, target, sampling="sobol", **kwargs)
+
+
+# -- the boundary: NaN and divergence under jit, bad arguments, batches of models ------
+
+
+def test_nan_model_raises_under_jit():
+    model = dp.Circles.init(3, key=jax.random.key(0))
+    model = eqx.tree_at(lambda m: m.raw_colours, model, model.raw_colours.at[0, 0].set(jnp.nan))
+    target = jnp.full((8, 8, 3), 0.5)
+    with pytest.raises(ValueError, match="finite parameters"):
+        dp.fit(model, target, steps=2)
+    with pytest.raises(Exception, match="must have finite parameters"):
+        jax.block_until_ready(jax.jit(lambda m: dp.fit(m, target, steps=2).losses)(model))
+
+
+def test_divergence_under_jit_sets_the_flag():
+    model = dp.Circles.init(3, key=jax.random.key(0))
+    target = jnp.full((8, 8, 3), 0.5)
+
+    def run(lr):
+        return dp.fit(model, target, steps=4, optimizer=optax.sgd(lr))
+
+    fine, diverged = jax.jit(run)(1e-2), jax.jit(run)(jnp.inf)
+    assert not bool(fine.diverged) and bool(diverged.diverged)
+    assert np.isnan(np.asarray(diverged.losses[1:])).all()
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(diverged.model))
+    flags = jax.vmap(lambda lr: run(lr).diverged)(jnp.asarray([1e-2, jnp.inf]))
+    assert flags.tolist() == [False, True]
+    # Eagerly it raises, and the result it carries says so too.
+    with pytest.raises(dp.FitDivergedError) as info:
+        run(float("inf"))
+    assert bool(info.value.result.diverged)
+    assert not bool(run(1e-2).diverged)

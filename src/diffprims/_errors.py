@@ -25,7 +25,8 @@ class FitDivergedError(ValueError):
     ```
 
     Under `jax.jit`/`jax.vmap` a fit cannot raise on values; there the model freezes at
-    its last finite state and `losses` is NaN from the diverged step on.
+    its last finite state, `losses` is NaN from the diverged step on and
+    `FitResult.diverged` is True.
     """
 
     def __init__(self, message: str, *, step: int, result: Any):

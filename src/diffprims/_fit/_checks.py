@@ -15,7 +15,7 @@ import optax
 from .._image import check_image
 from .._losses import L2, AbstractLoss, as_loss, check_loss_output, restrict_to_pixels
 from .._model import AbstractModel
-from .._validate import check_key, check_positive_int, check_values, describe
+from .._validate import check_key, check_positive_int, check_values, describe, is_traced
 
 # One object, so fits with the default optimizer reuse one compilation.
 DEFAULT_OPTIMIZER = optax.adam(1e-2)
@@ -52,14 +52,23 @@ def check_loss(loss: Any) -> AbstractLoss:
     return as_loss(L2() if loss is None else loss)
 
 
-def check_finite_model(params: Any) -> None:
+def check_finite_model(params: Any) -> Any:
+    """`params`, checked finite: concrete leaves now, traced ones with `eqx.error_if`
+    (under `jit` a NaN model raises when the fit runs, instead of fitting NaN)."""
+    fix = "Build it with finite values, or take `error.result.model` from a diverged fit."
+    traced = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        if not np.all(np.isfinite(np.asarray(leaf))):
+        if is_traced(leaf):
+            traced.append(leaf)
+        elif not np.all(np.isfinite(np.asarray(leaf))):
             raise ValueError(
                 f"`model` must have finite parameters; got NaN/inf in "
-                f"`model{jax.tree_util.keystr(path)}` ({describe(leaf)}). Build it with "
-                "finite values, or take `error.result.model` from a diverged fit."
+                f"`model{jax.tree_util.keystr(path)}` ({describe(leaf)}). {fix}"
             )
+    if not traced:
+        return params
+    bad = ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in traced]))
+    return eqx.error_if(params, bad, f"`model` must have finite parameters; got NaN/inf. {fix}")
 
 
 def _check_batch(batch: Any, num_pixels: int) -> int | None:

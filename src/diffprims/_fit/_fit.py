@@ -107,8 +107,13 @@ def fit(
 
     **Raises:**
 
+    - `ValueError` for a model with NaN/inf parameters; under `jax.jit` the check runs
+      with the fit (`eqx.error_if`: a runtime error with the same message).
     - [`diffprims.FitDivergedError`][] (a `ValueError`) at the first step whose loss or
-      updated parameters are NaN/inf; `error.result` holds the last finite model.
+      updated parameters are NaN/inf; `error.result` holds the last finite model. Under
+      `jax.jit`/`jax.vmap` nothing can be raised on values: the fit stops at its last
+      finite model, `losses` reads NaN from the diverged step on and
+      `FitResult.diverged` is True.
     - [`diffprims.FitInterrupted`][] (a `KeyboardInterrupt`) on Ctrl-C; `error.result`
       holds the model after the last finished dispatch.
 
@@ -144,8 +149,7 @@ def fit(
             "`checkpoint`/`resume` need concrete values; got a fit traced under jit/vmap. "
             "Call `fit` outside `jax.jit`/`jax.vmap` to checkpoint it."
         )
-    if not traced:
-        _checks.check_finite_model(params)
+    params = _checks.check_finite_model(params)
     snaps = None
     if snap_steps:
         snaps = jax.tree.map(lambda p: jnp.repeat(p[None], len(snap_steps), axis=0), params)
@@ -206,6 +210,7 @@ def _result_maker(static: Any, snap_steps: tuple[int, ...]):
             seconds=float("nan"),
             snapshots=snapshots,
             snapshot_steps=tuple(snap_steps[j] for j in taken),
+            diverged=~state.ok,
         )
 
     return make

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import equinox as eqx
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float
 
 from .._model import AbstractModel
 
@@ -24,6 +24,16 @@ class FitResult(eqx.Module):
       Empty otherwise.
     - `snapshot_steps`: the number of steps each snapshot had taken, e.g.
       `(0, 500, 1000)`.
+    - `diverged`: whether the fit stopped early because its loss or parameters became
+      NaN/inf (a bool array). Eagerly `fit` raises [`diffprims.FitDivergedError`][]
+      instead, so this is only ever True on `error.result`; under `jax.jit`/`jax.vmap`
+      it is how a diverged fit shows (per member under `vmap`): the model is the last
+      finite one and `losses` is NaN from the diverged step on.
+
+    ```python
+    results = jax.vmap(lambda lr: dp.fit(model, target, optimizer=optax.adam(lr)))(rates)
+    good = ~results.diverged                      # (len(rates),) bools
+    ```
     """
 
     model: AbstractModel
@@ -31,3 +41,4 @@ class FitResult(eqx.Module):
     seconds: float | Float[Array, ""]
     snapshots: tuple[AbstractModel, ...] = ()
     snapshot_steps: tuple[int, ...] = eqx.field(static=True, default=())
+    diverged: bool | Bool[Array, ""] = False
