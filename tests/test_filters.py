@@ -379,8 +379,74 @@ def test_gaussian_box_and_normalize():
         (lambda: dp.kernels.polygon(9, 2), ValueError),
         (lambda: dp.kernels.gaussian(9, sigma=0.0), ValueError),
         (lambda: dp.kernels.box(-3), ValueError),
+        # Arrays are checked like numbers (they used to pass unchecked: radius -1 drew a
+        # disk of radius 1, rotation nan an all-zero polygon, a string a JAX traceback).
+        (lambda: dp.kernels.disk(5, radius=jnp.array(-1.0)), ValueError),
+        (lambda: dp.kernels.disk(5, radius=np.float32(np.nan)), ValueError),
+        (lambda: dp.kernels.disk(5, radius=jnp.ones(2)), TypeError),
+        (lambda: dp.kernels.gaussian(5, sigma=jnp.array(jnp.inf)), ValueError),
+        (lambda: dp.kernels.polygon(9, rotation="a"), TypeError),  # pyright: ignore
+        (lambda: dp.kernels.polygon(9, rotation=math.nan), ValueError),
+        (lambda: dp.kernels.polygon(9, rotation=jnp.array(jnp.nan)), ValueError),
+        (lambda: dp.kernels.polygon(9, radius=-2.0), ValueError),
     ],
 )
 def test_kernels_reject_bad_input(make, error):
-    with pytest.raises(error):
+    with pytest.raises(error, match=r"`(radius|sigma|rotation|size|sides(\[\d\])?)` must"):
         make()
+
+
+def test_traced_lengths_are_checked_when_run():
+    with pytest.raises(Exception, match="radius"):
+        eqx.filter_jit(lambda r: dp.kernels.disk(5, radius=r))(jnp.array(-1.0))
+    with pytest.raises(Exception, match="rotation"):
+        eqx.filter_jit(lambda a: dp.kernels.polygon(9, rotation=a))(jnp.array(jnp.nan))
+    kernel = eqx.filter_jit(lambda r: dp.kernels.disk(5, radius=r))(jnp.array(1.0))
+    np.testing.assert_array_equal(kernel, dp.kernels.disk(5, radius=1.0))
+
+
+def test_normalized_kernels_that_would_be_all_zero_raise():
+    # A hard-edged disk or polygon smaller than the distance to the nearest pixel centre
+    # has nothing to normalise; it used to come back all NaN.
+    for make in (
+        lambda: dp.kernels.disk(4, radius=0.1, normalize=True),
+        lambda: dp.kernels.polygon(4, radius=0.1, normalize=True),
+        lambda: dp.kernels.disk(5, radius=0.01, antialias=True, normalize=True),
+    ):
+        with pytest.raises(ValueError, match="all-zero kernel.*larger `radius`"):
+            make()
+    with pytest.raises(Exception, match="all-zero kernel"):
+        eqx.filter_jit(lambda r: dp.kernels.disk(4, radius=r, normalize=True))(0.1)
+    # Not normalised, the same kernel is (correctly) all zero; odd sizes keep the centre.
+    np.testing.assert_array_equal(dp.kernels.disk(4, radius=0.1), 0.0)
+    assert float(dp.kernels.disk(5, radius=0.1, normalize=True)[2, 2]) == 1.0
+
+
+def test_a_tiny_sigma_gives_the_centred_delta():
+    # The limit of a normalised Gaussian as sigma -> 0 (it used to be all NaN).
+    np.testing.assert_array_equal(
+        dp.kernels.gaussian(4, sigma=1e-3, normalize=True), np.pad(np.full((2, 2), 0.25), 1)
+    )
+    np.testing.assert_array_equal(
+        dp.kernels.gaussian((3, 4), sigma=1e-3, normalize=True)[1], [0, 0.5, 0.5, 0]
+    )
+    delta = np.zeros((5, 5), np.float32)
+    delta[2, 2] = 1
+    for sigma in (1e-3, 1e-30, 1e-300):  # sigma² underflows: it used to be 0 / 0
+        np.testing.assert_array_equal(dp.kernels.gaussian(5, sigma=sigma), delta)
+        np.testing.assert_array_equal(dp.kernels.gaussian(5, sigma=sigma, normalize=True), delta)
+    np.testing.assert_array_equal(dp.kernels.gaussian(4, sigma=1e-3), 0.0)  # the true values
+    # Normalising still has gradients in sigma.
+    grad = jax.grad(lambda s: dp.kernels.gaussian(5, sigma=s, normalize=True)[2, 3])(1.0)
+    assert np.isfinite(float(grad)) and float(grad) != 0
+
+
+def test_gaussian_docstring_states_the_even_size_peaks():
+    # Even sides have no pixel at the centre: the peak is exp(-d0² / (2 sigma²)), well
+    # below 1 for small kernels (the docstring said "a little less").
+    doc = " ".join(str(dp.kernels.gaussian.__doc__).split())
+    for size, shown in [(2, "0.105"), (4, "0.57"), (6, "0.78"), (16, "0.97")]:
+        peak = float(dp.kernels.gaussian(size).max())
+        assert peak == pytest.approx(math.exp(-0.5 / (2 * (size / 6) ** 2)), rel=1e-5)
+        assert f"{peak:.{len(shown) - 2}f}" == shown and f"{shown} at" in doc
+    assert float(dp.kernels.gaussian(5).max()) == 1.0

@@ -6,11 +6,13 @@ import functools
 import math
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
-from .._validate import check_positive_int, describe
+from .._validate import check_positive_int, check_scalar, is_traced
 
 # Sub-pixel samples per axis for anti-aliased edges: 16 x 16 gives 257 coverage levels.
 _SUPERSAMPLE = 16
@@ -26,15 +28,14 @@ def _check_size(size: Any) -> tuple[int, int]:
 
 
 def _check_length(value: Any, name: str, default: float) -> Any:
+    """`value` (pixels) as a finite number > 0: a Python number or a scalar array.
+
+    Numbers and concrete arrays are checked now; a traced array (under `jit`) is checked
+    when the compiled function runs (`eqx.error_if`).
+    """
     if value is None:
         return default
-    if isinstance(value, bool) or not (
-        isinstance(value, int | float) or (hasattr(value, "shape") and value.shape == ())
-    ):
-        raise TypeError(f"`{name}` must be a positive number of pixels; got {describe(value)}.")
-    if isinstance(value, int | float) and not value > 0:
-        raise ValueError(f"`{name}` must be a positive number of pixels; got {value}.")
-    return value
+    return check_scalar(value, name, lower=0.0, hint=" It is a length in pixels.")
 
 
 def _offsets(shape: tuple[int, int], samples: int) -> tuple[Array, Array]:
@@ -74,14 +75,44 @@ def _polygon(
     return jnp.mean((jnp.max(distance, axis=-1) <= apothem).astype(jnp.float32), axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames="shape")
-def _gaussian(shape: tuple[int, int], sigma: Any) -> Array:
+@functools.partial(jax.jit, static_argnames=("shape", "normalize"))
+def _gaussian(shape: tuple[int, int], sigma: Any, normalize: bool) -> Array:
     y, x = _offsets(shape, 1)
-    return jnp.exp(-(y[..., 0] ** 2 + x[..., 0] ** 2) / (2 * sigma * sigma))
+    squared = y[..., 0] ** 2 + x[..., 0] ** 2
+    # Normalised, the exponent is taken relative to the pixels nearest the centre, so they
+    # are exp(0) = 1 before the division: a tiny sigma gives the centred delta (its limit)
+    # instead of 0 / 0. `where` keeps 0 / 0 out of the exponent when sigma² underflows.
+    nearest = jnp.min(squared) if normalize else 0.0
+    offset = squared - nearest
+    return jnp.exp(-offset / jnp.where(offset == 0, 1.0, 2 * sigma * sigma))
 
 
-def _finish(kernel: Array, normalize: bool) -> Float[Array, "Kh Kw"]:
-    return kernel / jnp.sum(kernel) if normalize else kernel
+def _finish(kernel: Array, normalize: bool, hint: str = "") -> Float[Array, "Kh Kw"]:
+    """`kernel`, divided by its sum with `normalize`; an all-zero kernel has no such scale."""
+    if not normalize:
+        return kernel
+    total = jnp.sum(kernel)
+    message = f"cannot normalize an all-zero kernel (it sums to 0): {hint}"
+    if is_traced(total):
+        kernel = eqx.error_if(kernel, ~(total > 0), message)
+    elif not float(np.asarray(total)) > 0:
+        raise ValueError(message)
+    return kernel / total
+
+
+def _empty_hint(shape: tuple[int, int], radius: Any, antialias: bool) -> str:
+    """Why a disk or polygon of `radius` can be all zero, and what to do."""
+    shown = "" if is_traced(radius) else f" {float(np.asarray(radius)):.4g}"
+    if antialias:
+        return (
+            f"`radius`{shown} covers none of the {_SUPERSAMPLE} x {_SUPERSAMPLE} sub-pixel "
+            "samples of any pixel. Pass a larger `radius`."
+        )
+    nearest = math.hypot(*(0.5 * (1 - side % 2) for side in shape))
+    return (
+        f"`radius`{shown} reaches no pixel centre of the {shape} grid (the nearest is "
+        f"{nearest:.3g} px from the centre). Pass a larger `radius`, or `antialias=True`."
+    )
 
 
 def disk(
@@ -101,10 +132,17 @@ def disk(
     **Arguments:**
 
     - `size`: `K` for a `(K, K)` kernel, or `(Kh, Kw)`.
-    - `radius`: in pixels; default half the smaller side (the disk touches the edges).
+    - `radius`: in pixels, a finite number > 0 (or a scalar array); default half the
+      smaller side (the disk touches the edges).
     - `antialias`: partial coverage at the edge instead of a hard 0/1 edge.
     - `normalize`: divide by the sum so the kernel sums to 1 (a blur that keeps
       brightness). The default peak of 1 is the scale the fitting defaults are tuned for.
+      A disk too small to cover any pixel centre (or, antialiased, any sub-pixel
+      sample) is all zero and has no such scale: a `ValueError`.
+
+    Bad values raise `ValueError`/`TypeError` at once, for numbers and concrete arrays
+    alike; under `jax.jit` a traced `radius` (and the all-zero case) can only be checked
+    when the compiled function runs, so the error comes from `eqx.error_if` then.
 
     **Returns:**
 
@@ -118,7 +156,7 @@ def disk(
     shape = _check_size(size)
     radius = _check_length(radius, "radius", min(shape) / 2)
     kernel = _disk(shape, _SUPERSAMPLE if antialias else 1, radius)
-    return _finish(kernel, normalize)
+    return _finish(kernel, normalize, _empty_hint(shape, radius, antialias))
 
 
 def polygon(
@@ -139,11 +177,15 @@ def polygon(
 
     - `size`: `K` for a `(K, K)` kernel, or `(Kh, Kw)`.
     - `sides`: the number of sides, at least 3.
-    - `radius`: the circumradius (centre to vertex) in pixels; default half the smaller
-      side.
-    - `rotation`: counter-clockwise rotation in radians.
+    - `radius`: the circumradius (centre to vertex) in pixels, a finite number > 0;
+      default half the smaller side.
+    - `rotation`: counter-clockwise rotation in radians, a finite number.
     - `antialias`: partial coverage at the edge instead of a hard 0/1 edge.
-    - `normalize`: divide by the sum so the kernel sums to 1.
+    - `normalize`: divide by the sum so the kernel sums to 1; an all-zero polygon (too
+      small to cover a pixel centre) raises a `ValueError`.
+
+    `radius` and `rotation` may be scalar arrays, checked as in
+    [`diffprims.kernels.disk`][] (at once when concrete, at run time when traced).
 
     **Returns:**
 
@@ -156,8 +198,9 @@ def polygon(
     shape = _check_size(size)
     sides = check_positive_int(sides, "sides", minimum=3)
     radius = _check_length(radius, "radius", min(shape) / 2)
+    rotation = check_scalar(rotation, "rotation", hint=" It is an angle in radians.")
     kernel = _polygon(shape, _SUPERSAMPLE if antialias else 1, sides, radius, rotation)
-    return _finish(kernel, normalize)
+    return _finish(kernel, normalize, _empty_hint(shape, radius, antialias))
 
 
 def gaussian(
@@ -173,9 +216,16 @@ def gaussian(
     **Arguments:**
 
     - `size`: `K` for a `(K, K)` kernel, or `(Kh, Kw)`.
-    - `sigma`: standard deviation in pixels; default a sixth of the smaller side.
-    - `normalize`: divide by the sum so the kernel sums to 1 (otherwise the peak is
-      1 for odd sizes, a little less for even sizes).
+    - `sigma`: standard deviation in pixels, a finite number > 0; default a sixth of the
+      smaller side. A scalar array is checked as in [`diffprims.kernels.disk`][].
+    - `normalize`: divide by the sum so the kernel sums to 1. Otherwise the peak is
+      `exp(-d0² / (2 sigma²))`, `d0` the distance from the grid centre to the nearest
+      pixel centre: 1 when both sides are odd (a pixel sits at the centre), but for an
+      even side `d0` is at least 0.5 px and a small kernel peaks well below 1 (with the
+      default sigma, square: 0.105 at size 2, 0.57 at 4, 0.78 at 6, 0.97 at 16), and a
+      sigma much under 0.5 px leaves it (nearly) all zero. Normalised, it is exact for
+      any sigma: as sigma shrinks it tends to the centred delta (the centre pixel, or
+      the 2 or 4 pixels nearest the centre, equal), which a tiny sigma gives.
 
     **Returns:**
 
@@ -187,7 +237,8 @@ def gaussian(
     """
     shape = _check_size(size)
     sigma = _check_length(sigma, "sigma", min(shape) / 6)
-    return _finish(_gaussian(shape, sigma), normalize)
+    # Never all zero: normalised, the pixels nearest the centre are exp(0) = 1.
+    return _finish(_gaussian(shape, sigma, normalize), normalize)
 
 
 def box(size: int | tuple[int, int], *, normalize: bool = False) -> Float[Array, "Kh Kw"]:
