@@ -208,6 +208,16 @@ def test_stratified_sampling(getkey):
 # -- the boundary: NaN and divergence under jit, bad arguments, batches of models ------
 
 
+@pytest.mark.parametrize("progress", ["yes", 1, None])
+def test_progress_must_be_a_bool(progress):
+    model = dp.Circles.init(2, key=jax.random.key(0))
+    target = jnp.full((8, 8, 3), 0.5)
+    with pytest.raises(TypeError, match="`progress` must be True or False"):
+        dp.fit(model, target, steps=2, progress=progress)
+    with pytest.raises(TypeError, match="`progress` must be True or False"):
+        dp.paint(target, 2, key=jax.random.key(0), steps=2, progress=progress)
+
+
 def test_nan_model_raises_under_jit():
     model = dp.Circles.init(3, key=jax.random.key(0))
     model = eqx.tree_at(lambda m: m.raw_colours, model, model.raw_colours.at[0, 0].set(jnp.nan))
@@ -236,3 +246,14 @@ def test_divergence_under_jit_sets_the_flag():
         run(float("inf"))
     assert bool(info.value.result.diverged)
     assert not bool(run(1e-2).diverged)
+
+
+@pytest.mark.parametrize(
+    "lr, error",
+    [("a", TypeError), (True, TypeError), (None, TypeError), (0.0, ValueError),
+     (-1e-2, ValueError), (float("nan"), ValueError), (float("inf"), ValueError)],
+)  # fmt: skip
+def test_recommended_optimizer_checks_the_learning_rate(lr, error):
+    with pytest.raises(error, match="`learning_rate` must be a finite number > 0"):
+        dp.SeparableFilters.recommended_optimizer(learning_rate=lr)
+    dp.SeparableFilters.recommended_optimizer(learning_rate=np.float32(0.1))

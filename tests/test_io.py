@@ -256,3 +256,21 @@ def test_saved_files_name_public_types(tmp_path):
         header = json.loads(path.read_bytes().split(b"\n")[1])
         assert header["tree"]["module"] == f"diffprims.{type(model).__name__}"
         assert type(dp.load(path)) is type(model)
+
+
+def test_more_snapshots_than_steps_are_clipped(small):
+    model, target = small
+    result = dp.fit(model, target, steps=3, snapshots=10)
+    assert result.snapshot_steps == (0, 1, 2, 3)  # one per step, none repeated
+    assert len(result.snapshots) == 4
+    assert_same(result.snapshots[-1], result.model)
+
+
+def test_snapshot_steps_never_repeat():
+    from diffprims._fit._checks import snapshot_steps
+
+    for steps in range(1, 60):
+        for k in range(1, steps + 8):
+            taken = snapshot_steps(k, steps)
+            assert len(set(taken)) == len(taken) == min(k, steps + 1)
+            assert taken[-1] == steps and (k == 1 or taken[0] == 0)

@@ -255,3 +255,11 @@ def check_pixel_size(points: Array, pixel_size: Any) -> tuple[Array, Any]:
         bad = ~jnp.isfinite(pixel_size) | (pixel_size <= 0)
         points = eqx.error_if(points, bad, f"`pixel_size` must be a finite number > 0.{hint}")
     return points, checked
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """`value` if it is a bool (NumPy's too), else a `TypeError`: a string such as "no"
+    or a number would otherwise count as true."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"`{name}` must be True or False; got {describe(value)}.")
+    return bool(value)

@@ -19,19 +19,14 @@ from .._validate import (
     check_grid_shape,
     check_points,
     check_positive_int,
+    check_scalar,
     check_values,
     describe,
     is_traced,
 )
 
 # Border modes of `apply`, as `jnp.pad` modes.
-_BORDERS = {
-    "zero": "constant",
-    "edge": "edge",
-    "reflect": "reflect",
-    "symmetric": "symmetric",
-    "wrap": "wrap",
-}
+_BORDERS = {"zero": "constant"} | {mode: mode for mode in ("edge", "reflect", "symmetric", "wrap")}
 
 
 def _check_kernel(kernel: Any, name: str = "kernel") -> Array:
@@ -363,7 +358,7 @@ class SeparableFilters(AbstractModel):
 
         **Arguments:**
 
-        - `learning_rate`: the initial step size, for a kernel with peak 1.
+        - `learning_rate`: the initial step size (> 0), for a kernel with peak 1.
         - `decay_steps`: the steps over which it decays.
         - `peak`: the target kernel's peak value. A bank's vectors scale as `sqrt(peak)`
           and its gradients as `peak ** 1.5`; the step size and Adam's `eps` follow, so a
@@ -381,6 +376,7 @@ class SeparableFilters(AbstractModel):
         loss = dp.SeparableFilters.recommended_loss(peak=peak)
         ```
         """
+        learning_rate = check_scalar(learning_rate, "learning_rate", lower=0.0)
         decay_steps = check_positive_int(decay_steps, "decay_steps")
         peak = _check_peak(peak)
         schedule = optax.cosine_decay_schedule(

@@ -173,10 +173,11 @@ def _check_writable(path: Path) -> None:
 
 
 def snapshot_steps(snapshots: Any, steps: int) -> tuple[int, ...]:
-    """`k` step counts evenly spaced from 0 to `steps` (just `steps` when `k` is 1)."""
+    """`k` step counts evenly spaced from 0 to `steps` (just `steps` when `k` is 1); `k`
+    is clipped to `steps + 1`, one snapshot per step, so no two are the same."""
     if snapshots is None:
         return ()
-    k = check_positive_int(snapshots, "snapshots")
+    k = min(check_positive_int(snapshots, "snapshots"), steps + 1)
     if k == 1:
         return (steps,)
     return tuple(round(j * steps / (k - 1)) for j in range(k))

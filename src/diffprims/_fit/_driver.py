@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import FitDivergedError, FitInterrupted
-from .._validate import is_traced
+from .._validate import check_bool, is_traced
 from ._result import FitResult
 
 
@@ -79,7 +79,8 @@ class Driver:
                  show_psnr: bool = False, hint: str = ""):  # fmt: skip
         self.make_result, self.state, self.steps = make_result, state, steps
         self.traced, self.checkpointer, self.show_psnr = traced, checkpointer, show_psnr
-        self.progress, self.hint = progress, hint
+        # Checked here, where `fit` and `paint` both hand it over: "no" would be true.
+        self.progress, self.hint = check_bool(progress, "progress"), hint
         self.done = start
         self.chunks = [] if losses is None else [losses]
         self.start_time = time.perf_counter()

@@ -18,7 +18,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._losses import L2
 from .._model import AbstractModel
-from .._validate import check_positive_int, inside_trace, is_traced
+from .._validate import check_bool, check_positive_int, inside_trace, is_traced
 from . import _checks
 from ._checkpoint import Checkpointer, load_checkpoint, target_fingerprint
 from ._driver import Driver
@@ -72,10 +72,12 @@ def fit(
       step sees the whole picture evenly (lower-variance gradients at the same cost).
     - `steps_per_dispatch`: steps run per compiled call (also how often the progress
       bar updates).
-    - `progress`: show a progress bar with the current loss.
+    - `progress`: `True` to show a progress bar with the current loss.
     - `snapshots`: keep this many models at evenly spaced steps (including the start and
       the end) in `FitResult.snapshots`, for a progress animation
-      ([`diffprims.save_gif`][]). Models, not images: render them at any size.
+      ([`diffprims.save_gif`][]). Models, not images: render them at any size. At most
+      `steps + 1` (one per step): a larger count is clipped to that, so no two
+      snapshots are the same step (`FitResult.snapshot_steps` says which were taken).
     - `checkpoint`: a file to save the fit's state to (model, optimizer state, step, key
       and losses; written atomically, no pickle), so a long fit survives interruption.
     - `checkpoint_every`: save once at least this many steps have passed since the last
@@ -131,6 +133,7 @@ def fit(
     target = _checks.check_target(target, model)
     steps = check_positive_int(steps, "steps")
     steps_per_dispatch = check_positive_int(steps_per_dispatch, "steps_per_dispatch")
+    progress = check_bool(progress, "progress")
     optimizer = _checks.check_optimizer(optimizer)
     loss = _checks.check_loss(loss)
     sampler, batch = _checks.sampler_for(batch, sampling, target.shape)
