@@ -208,6 +208,43 @@ def test_stratified_sampling(getkey):
 # -- the boundary: NaN and divergence under jit, bad arguments, batches of models ------
 
 
+def _batch(n=3):
+    keys = jax.random.split(jax.random.key(0), n)
+    return jax.vmap(lambda k: dp.Circles.init(4, key=k))(keys)
+
+
+def test_batched_model_is_refused_clearly_eagerly_and_under_jit():
+    model, target = _batch(), jnp.full((8, 8, 3), 0.5)
+    for run in (
+        lambda: dp.fit(model, target, steps=2),
+        lambda: jax.jit(lambda m: dp.fit(m, target, steps=2).model)(model),
+    ):
+        with pytest.raises(ValueError, match=r"batch of 3 models") as info:
+            run()
+        assert "jax.vmap" in str(info.value) and "x[i]" in str(info.value)
+    # Under vmap each member is one model: fitting works, as the message says.
+    fitted = jax.vmap(lambda m: dp.fit(m, target, steps=2).model)(model)
+    assert fitted.raw_colours.shape == (3, 4, 3)
+
+
+def test_batched_layers_are_refused_by_render():
+    keys = jax.random.split(jax.random.key(0), 2)
+    layers = jax.vmap(
+        lambda k: dp.Layers([dp.Rectangles.init(2, key=k), dp.Circles.init(3, key=k)])
+    )(keys)
+    with pytest.raises(ValueError, match=r"`render_image` takes one model.*batch of 2"):
+        layers.render_image((8, 8))
+    images = jax.vmap(lambda m: m.render_image((8, 8)))(layers)
+    assert images.shape == (2, 8, 8, 3)
+
+
+def test_one_model_with_as_many_shapes_as_channels_is_not_a_batch():
+    # N == C == 3: every array has a leading 3, yet it is one valid model.
+    model = dp.Circles.init(3, key=jax.random.key(0))
+    result = dp.fit(model, jnp.full((8, 8, 3), 0.5), steps=2)
+    assert result.model.raw_colours.shape == (3, 3)
+
+
 @pytest.mark.parametrize("progress", ["yes", 1, None])
 def test_progress_must_be_a_bool(progress):
     model = dp.Circles.init(2, key=jax.random.key(0))

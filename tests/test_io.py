@@ -107,6 +107,19 @@ def reseal(data: bytes) -> bytes:
     return magic + b"\n" + line + digest + b"\n" + payload
 
 
+def test_load_error_example_handles_both_cases(tmp_path, monkeypatch):
+    """The example in `LoadError`'s docstring: no file starts afresh, a bad one stops."""
+    code = dp.LoadError.__doc__.split("```python\n")[1].split("```")[0]  # pyright: ignore
+    code = "\n".join(line[4:] for line in code.splitlines())
+    monkeypatch.chdir(tmp_path)
+    scope = {"dp": dp, "jax": jax}
+    exec(code, scope)  # no model.eqx yet
+    assert isinstance(scope["model"], dp.Circles)
+    (tmp_path / "model.eqx").write_bytes(b"not a model")
+    with pytest.raises(SystemExit, match="unusable"):
+        exec(code, {"dp": dp, "jax": jax})
+
+
 class Unregistered(eqx.Module):
     weights: jax.Array
     scale: float = 1.0
@@ -123,12 +136,91 @@ def test_unknown_module_needs_classes(tmp_path):
     # A class of the program loads only when the caller names it.
     mine = Unregistered(jnp.arange(3.0), 2.0)
     path = dp.save(tmp_path / "mine.eqx", mine)
-    with pytest.raises(dp.LoadError, match="not a diffprims type"):
+    with pytest.raises(dp.LoadError, match="not a diffprims class") as info:
         dp.load(path)
+    # It names the class and what to pass; the file is not damaged, so it does not say so.
+    assert "holds the class `Unregistered`" in str(info.value)
+    assert "classes=[Unregistered]" in str(info.value)
+    assert "damaged" not in str(info.value)
     assert_same(dp.load(path, classes=[Unregistered]), mine)
     assert_same(dp.load(path, like=mine), mine)
     with pytest.raises(TypeError, match="classes"):
         dp.load(path, classes=Unregistered)
+
+
+# -- batches of models (jax.vmap over a constructor) ------------------------------------
+
+
+def _batched(make, shape=(3,)):
+    keys = jax.random.split(jax.random.key(0), shape)
+    for _ in shape:
+        make = jax.vmap(make)
+    return make(keys)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda k: dp.Circles.init(4, key=k),
+        lambda k: dp.Circles.init(3, key=k, compositing="depth"),
+        lambda k: dp.Layers([dp.Rectangles.init(2, key=k), dp.Ellipses.init(3, key=k)]),
+    ],
+    ids=["circles", "depth", "layers"],
+)
+@pytest.mark.parametrize("shape", [(3,), (2, 3)], ids=["B", "B1xB2"])
+def test_batched_model_round_trips(tmp_path, make, shape):
+    model = _batched(make, shape)
+    path = dp.save(tmp_path / "batch.eqx", model)
+    loaded = dp.load(path)
+    assert_same(loaded, model)
+    assert_same(dp.load(path, like=model), model)
+    render = lambda m: m.render_image((6, 6))  # noqa: E731
+    for _ in shape:
+        render = jax.vmap(render)
+    np.testing.assert_array_equal(render(loaded), render(model))
+    assert render(loaded).shape == (*shape, 6, 6, 3)
+
+
+def test_batched_model_header_describes_one_member(tmp_path):
+    model = _batched(lambda k: dp.Circles.init(5, key=k, softness=2.0))
+    path = dp.save(tmp_path / "b.eqx", model)
+    with open(path, "rb") as file:
+        file.readline()
+        header = json.loads(file.readline())
+    assert header["batch"] == [3]
+    assert header["num_shapes"] == 5 and header["num_channels"] == 3
+    # A batch's file does not load as one model of that structure.
+    with pytest.raises(ValueError, match="does not match"):
+        dp.load(path, like=dp.Circles.init(5, key=jax.random.key(0), softness=2.0))
+
+
+def test_header_batch_is_checked(tmp_path):
+    model = _batched(lambda k: dp.Circles.init(4, key=k))
+    data = dp.save(tmp_path / "b.eqx", model).read_bytes()
+    for bad in (b'"batch":[4]', b'"batch":[0]', b'"batch":"3"'):
+        (tmp_path / "bad.eqx").write_bytes(reseal(data.replace(b'"batch":[3]', bad)))
+        with pytest.raises(dp.LoadError, match="bad `batch`|declares a batch of"):
+            dp.load(tmp_path / "bad.eqx")
+
+
+def test_save_refuses_what_load_would_refuse(tmp_path):
+    model = dp.Circles.init(3, key=jax.random.key(0))
+    broken = eqx.tree_at(lambda m: m.raw_opacities, model, jnp.zeros((5,)))
+    with pytest.raises(ValueError, match=r"constructor accepts.*opacities must have shape"):
+        dp.save(tmp_path / "broken.eqx", broken)
+    assert not (tmp_path / "broken.eqx").exists()
+
+
+def test_refused_by_constructor_message_has_one_full_stop(tmp_path):
+    model = dp.Circles.init(3, key=jax.random.key(0))
+    data = dp.save(tmp_path / "m.eqx", model).read_bytes()
+    # Opacities of shape (4,) where the colours say N = 3 (sizes kept consistent).
+    (tmp_path / "bad.eqx").write_bytes(
+        reseal(data.replace(b'"raw_opacities":{"array":[3]', b'"raw_opacities":{"array":[2]'))
+    )
+    with pytest.raises(dp.LoadError, match="refused by the model's constructor") as info:
+        dp.load(tmp_path / "bad.eqx")
+    assert ".." not in str(info.value)
 
 
 # -- snapshots and GIFs -------------------------------------------------------------------

@@ -60,13 +60,16 @@ class LoadError(ValueError):
 
     A `ValueError`; its message names the file and what is wrong with it. Nothing is
     allocated beyond what the file holds and no code named by the file is run before
-    the file is refused.
+    the file is refused. A file that is not there raises `FileNotFoundError` instead (as
+    `open` does), so "no file yet" and "a file that cannot be used" can be told apart:
 
     ```python
     try:
         model = dp.load("model.eqx")
+    except FileNotFoundError:
+        model = dp.Circles.init(100, key=jax.random.key(0))    # first run: start afresh
     except dp.LoadError as error:
-        print(error)
+        raise SystemExit(f"model.eqx is unusable, not overwriting it: {error}")
     ```
     """
 

@@ -31,16 +31,18 @@ import numpy as np
 from ._errors import LoadError
 from ._files import CHECKSUM_LINE, atomic_write, checksum_line, open_regular, read_line
 from ._io_tree import (
+    MAX_NDIM,
     Spec,
+    UnknownClassError,
     allowed_classes,
     build,
-    check_inits,
     parse,
     public_name,
     read_leaves,
     rebuild,
 )
-from ._validate import describe, is_traced
+from ._model import batch_shape
+from ._validate import describe, is_traced, run_checks
 
 _MAGIC = b"diffprims-model\n"
 _FORMAT_VERSION = 2
@@ -82,8 +84,11 @@ def _non_finite(model: Any) -> str | None:
     return None
 
 
-def _summary(model: Any) -> dict[str, Any]:
+def _summary(model: Any, batch: tuple[int, ...]) -> dict[str, Any]:
     info: dict[str, Any] = {"type": type(model).__name__}
+    if batch:
+        info["batch"] = list(batch)
+        model = eqx.filter_eval_shape(_unbatch, model, batch)  # one member, abstractly
     for name in ("num_shapes", "num_channels", "softness"):
         try:
             value = getattr(model, name)
@@ -92,6 +97,32 @@ def _summary(model: Any) -> dict[str, Any]:
         if isinstance(value, int | float) and math.isfinite(value):
             info[name] = value
     return info
+
+
+def _unbatch(tree: Any, batch: tuple[int, ...]) -> Any:
+    return jax.tree.map(lambda x: x[(0,) * len(batch)] if eqx.is_array(x) else x, tree)
+
+
+def _vmapped(fn: Any, batch: tuple[int, ...]) -> Any:
+    for _ in batch:
+        fn = eqx.filter_vmap(fn)
+    return fn
+
+
+def _loadable_batch(model: Any) -> tuple[int, ...]:
+    """The batch axes of `model` (`()` for one model), or a `ValueError` when `load`
+    could not rebuild it by its constructors (so `save` never writes such a file)."""
+    try:
+        rebuild(model)
+        return ()
+    except Exception as error:  # whatever the model's constructor raises
+        batch = batch_shape(model, rebuild)
+        if batch:
+            return batch
+        raise ValueError(
+            f"`save` needs a model that its constructor accepts (`load` rebuilds it with "
+            f"the constructor); {type(model).__name__}(...) refuses this one: {error}"
+        ) from None
 
 
 def save(path: str | os.PathLike, model: Any) -> Path:
@@ -107,6 +138,9 @@ def save(path: str | os.PathLike, model: Any) -> Path:
 
     - `path`: the file to write (folders are created).
     - `model`: any diffprims model, or any `eqx.Module` of arrays, numbers and strings.
+      A batch of models (`jax.vmap` over a constructor: a leading axis on every array)
+      is saved as one, and loads as the same batch. A model that its constructor
+      refuses (so that `load` would too) is refused with a `ValueError`.
 
     **Returns:**
 
@@ -126,13 +160,14 @@ def save(path: str | os.PathLike, model: Any) -> Path:
             f"`save` needs a model with finite parameters; got NaN/inf in `model{bad}`. "
             "Save the last finite model (`error.result.model` of a diverged fit)."
         )
+    batch = _loadable_batch(model)
     buffer = io.BytesIO()
     eqx.tree_serialise_leaves(buffer, model)
     payload = buffer.getvalue()
     header = {
         "format": "diffprims",
         "version": _FORMAT_VERSION,
-        **_summary(model),
+        **_summary(model, batch),
         "payload_bytes": len(payload),
         "tree": tree,
     }
@@ -147,6 +182,7 @@ def save(path: str | os.PathLike, model: Any) -> Path:
 
 
 def _fail(path: Any, what: str) -> LoadError:
+    what = what.rstrip().rstrip(".")  # `what` may end in a constructor's full stop
     return LoadError(
         f"Cannot load the model file {os.fspath(path)!r}: {what}. Expected a model file "
         "written by `diffprims.save`; save the model again, or use an older copy."
@@ -211,11 +247,12 @@ def load(path: str | os.PathLike, like: Any = None, *, classes: Any = ()) -> Any
 
     **Returns:**
 
-    The model, equal leaf for leaf to the one saved.
+    The model, equal leaf for leaf to the one saved (a batch of models, as the batch).
 
     **Raises:**
 
-    [`diffprims.LoadError`][] (a `ValueError`) naming the file and what is wrong with it;
+    [`diffprims.LoadError`][] (a `ValueError`) naming the file and what is wrong with it
+    (for a class of yours that `classes` does not name, it says which to pass);
     `FileNotFoundError` when there is no file.
 
     ```python
@@ -236,19 +273,22 @@ def load(path: str | os.PathLike, like: Any = None, *, classes: Any = ()) -> Any
             f"{os.fspath(path)!r} holds a {header.get('type')!s:.40}; `like` is a "
             f"{type(like).__name__}."
         )
-    spec = Spec(None, [])
-    try:
-        spec.tree = parse(header.get("tree"), spec, allowed, "the model", 0)
-    except ValueError as error:
-        raise _fail(path, f"its header is damaged: {error}") from None
+    spec = _parse(path, header, allowed)
+    batch = _header_batch(path, header, spec)
     held = sum(math.prod(a.shape) * a.dtype.itemsize for a in spec.arrays)
     if held > len(payload):
         raise _fail(path, f"its header describes {held} bytes of arrays but the file holds "
                           f"{len(payload)} (truncated or damaged)")  # fmt: skip
+    members = [jax.ShapeDtypeStruct(a.shape[len(batch) :], a.dtype) for a in spec.arrays]
     try:
-        template = eqx.filter_eval_shape(build, spec.tree, spec.arrays)
+        template = eqx.filter_eval_shape(build, spec.tree, members)
     except Exception as error:
         raise _fail(path, f"its values are refused by the model's constructor: {error}") from None
+    template = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(batch + a.shape, a.dtype)
+        if isinstance(a, jax.ShapeDtypeStruct) else a,
+        template,
+    )  # fmt: skip
     if like is not None:
         shapes = jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), (like, template))
         if jax.tree.structure(like) != jax.tree.structure(template) or shapes[0] != shapes[1]:
@@ -260,8 +300,53 @@ def load(path: str | os.PathLike, like: Any = None, *, classes: Any = ()) -> Any
     try:
         model = read_leaves(payload, template if like is None else like)
         if like is None:
-            return rebuild(model)
-        check_inits(model)
+            return _vmapped(rebuild, batch)(model)
+        _vmapped(run_checks, batch)(model)
         return model
     except Exception as error:
         raise _fail(path, f"it does not hold a valid model (or is truncated): {error}") from None
+
+
+def _parse(path: Any, header: dict[str, Any], allowed: dict[str, type]) -> Spec:
+    spec = Spec(None, [])
+    try:
+        spec.tree = parse(header.get("tree"), spec, allowed, "the model", 0)
+    except UnknownClassError as error:
+        raise LoadError(_unknown_class(path, error.name)) from None
+    except ValueError as error:
+        raise _fail(path, f"its header is damaged: {error}") from None
+    return spec
+
+
+def _unknown_class(path: Any, name: str) -> str:
+    """What to do about a file naming a class that `load` was not given."""
+    module, _, qualname = name.rpartition(":")
+    if name.startswith("diffprims."):
+        return (
+            f"{os.fspath(path)!r} holds a `{name:.80}`, which this version of diffprims "
+            "does not have; upgrade diffprims to read it."
+        )
+    short = qualname.rpartition(".")[2]
+    return (
+        f"{os.fspath(path)!r} holds the class `{qualname:.80}` (from module "
+        f"`{module:.80}`), which is not a diffprims class. `load` builds only diffprims "
+        "classes and the classes you pass (a file cannot make it import or run anything "
+        f"else): import {short:.80} and pass it, `dp.load(path, classes=[{short:.80}])`."
+    )
+
+
+def _header_batch(path: Any, header: dict[str, Any], spec: Spec) -> tuple[int, ...]:
+    """The batch axes the header declares (`()` for one model), checked against every
+    array's shape."""
+    batch = header.get("batch", [])
+    if not (
+        isinstance(batch, list)
+        and len(batch) <= MAX_NDIM
+        and all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batch)
+    ):
+        raise _fail(path, f"its header has a bad `batch` {batch!r:.40}")
+    for array in spec.arrays:
+        if array.shape[: len(batch)] != tuple(batch):
+            raise _fail(path, f"its header declares a batch of {batch} models but holds an "
+                              f"array of shape {list(array.shape)}")  # fmt: skip
+    return tuple(batch)

@@ -82,6 +82,15 @@ def module_types(tree: Any) -> list[type]:
     return []
 
 
+class UnknownClassError(ValueError):
+    """A header naming a class that `load` may not build; `name` is the class's
+    `module:qualname` (or `diffprims.Name`)."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
 @dataclasses.dataclass
 class Spec:
     """A parsed, checked header: `tree` with arrays replaced by `Slot`s into `arrays`."""
@@ -147,12 +156,7 @@ def parse_module(node: dict, spec: Spec, allowed: dict[str, type], where: str, d
         name = f"diffprims.{qualname}"  # a public type saved under a private module
     cls = allowed.get(name)
     if cls is None:
-        raise ValueError(
-            f"{where} names `{name:.80}`, which is not a diffprims type nor among the "
-            "classes given to `load`. `load` builds only diffprims types and the classes "
-            "you pass (the file cannot make it import or run anything else): for your own "
-            "type, pass `classes=[YourType]` (or `like=` a model of the same structure)"
-        )
+        raise UnknownClassError(name)
     init = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(fields) - init)
     if unknown:
@@ -183,20 +187,6 @@ def rebuild(tree: Any) -> Any:
     if isinstance(tree, tuple | list):
         return type(tree)(rebuild(item) for item in tree)
     return tree
-
-
-def check_inits(tree: Any) -> None:
-    """Run the `__check_init__` of every module in `tree` (for models read into `like`)."""
-    if isinstance(tree, eqx.Module):
-        for kls in type(tree).__mro__:
-            check = kls.__dict__.get("__check_init__")
-            if check is not None:
-                check(tree)
-        for field in dataclasses.fields(tree):
-            check_inits(getattr(tree, field.name, None))
-    elif isinstance(tree, tuple | list):
-        for item in tree:
-            check_inits(item)
 
 
 def read_record(stream: io.BytesIO, like: Any, where: str) -> Any:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._validate import check_grid_shape
+from ._validate import check_grid_shape, run_checks
 
 
 def pixel_centres(shape: tuple[int, int]) -> Float[Array, "H W 2"]:
@@ -103,6 +105,61 @@ class AbstractModel(eqx.Module):
         An `(H, W, C)` image (float, in `[0, 1]` for image models).
         """
         height, width = check_grid_shape(shape)
+        check_unbatched(self, "render_image")
         points = pixel_centres((height, width)).reshape(-1, 2)
         values = self.render(points, pixel_size=1.0 / height)
         return values.reshape(height, width, -1)
+
+
+def batch_shape(model: Any, accepts: Callable[[Any], Any] = run_checks) -> tuple[int, ...]:
+    """The leading axes `model` holds beyond one model: `(B,)` for a batch of `B` models
+    (as `jax.vmap` over a constructor makes), `()` for one model. Reads shapes only.
+
+    A batch is recognised when every array leaf shares those leading axes and `accepts`
+    (by default the models' `__check_init__`) refuses `model` but accepts one member,
+    checked abstractly. A model without checks of its shapes never counts as a batch.
+    """
+    arrays = [leaf for leaf in jax.tree.leaves(model) if eqx.is_array(leaf)]
+    if not arrays or _accepts(accepts, model, abstract=False):
+        return ()
+    batch: tuple[int, ...] = ()
+    while all(a.ndim > len(batch) for a in arrays) and (
+        len({a.shape[len(batch)] for a in arrays}) == 1
+    ):
+        batch += (arrays[0].shape[len(batch)],)
+        member = eqx.filter_eval_shape(_member, model, len(batch))
+        if _accepts(accepts, member, abstract=True):
+            return batch
+    return ()
+
+
+def _accepts(accepts: Callable[[Any], Any], model: Any, *, abstract: bool) -> bool:
+    try:
+        eqx.filter_eval_shape(accepts, model) if abstract else accepts(model)
+    except Exception:  # whatever a model's own checks raise
+        return False
+    return True
+
+
+def _member(model: Any, axes: int) -> Any:
+    return jax.tree.map(lambda x: x[(0,) * axes] if eqx.is_array(x) else x, model)
+
+
+def batch_message(model: Any, batch: tuple[int, ...], action: str) -> str:
+    """Why `action` refuses a batch of models, and the two ways out."""
+    size = str(batch[0]) if len(batch) == 1 else f"{batch} batch of"
+    index = ", ".join("ijk"[n] if n < 3 else f"i{n}" for n in range(len(batch)))
+    return (
+        f"`{action}` takes one model; got a {type(model).__name__} that holds a batch of "
+        f"{size} models (leading axes {batch} on every parameter, as `jax.vmap` over a "
+        f"constructor makes). Call `{action}` under `jax.vmap` (once per member), or take "
+        f"one member with `jax.tree.map(lambda x: x[{index}], model)`."
+    )
+
+
+def check_unbatched(model: Any, action: str) -> None:
+    """A `ValueError` when `model` is a batch of models (see `batch_shape`): rendering,
+    fitting or exporting one would otherwise fail deep inside JAX."""
+    batch = batch_shape(model)
+    if batch:
+        raise ValueError(batch_message(model, batch, action))

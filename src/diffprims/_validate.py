@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from typing import Any, cast
 
@@ -263,3 +264,18 @@ def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool | np.bool_):
         raise TypeError(f"`{name}` must be True or False; got {describe(value)}.")
     return bool(value)
+
+
+def run_checks(tree: Any) -> None:
+    """Run the `__check_init__` of every module in `tree` (as its constructor did): for
+    models made without their constructor (`jax.vmap`, `tree_at`, a file's records)."""
+    if isinstance(tree, eqx.Module):
+        for kls in type(tree).__mro__:
+            check = kls.__dict__.get("__check_init__")
+            if check is not None:
+                check(tree)
+        for field in dataclasses.fields(tree):
+            run_checks(getattr(tree, field.name, None))
+    elif isinstance(tree, tuple | list):
+        for item in tree:
+            run_checks(item)

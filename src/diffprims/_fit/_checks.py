@@ -14,7 +14,7 @@ import optax
 
 from .._image import check_image
 from .._losses import L2, AbstractLoss, as_loss, check_loss_output, restrict_to_pixels
-from .._model import AbstractModel
+from .._model import AbstractModel, check_unbatched
 from .._validate import check_key, check_positive_int, check_values, describe, is_traced
 
 # One object, so fits with the default optimizer reuse one compilation.
@@ -27,6 +27,7 @@ def check_model(model: Any) -> AbstractModel:
             "`model` must be a diffprims model (an `AbstractModel` such as `dp.Circles`); "
             f"got {describe(model)}."
         )
+    check_unbatched(model, "fit")
     return model
 
 

@@ -55,7 +55,9 @@ def fit(
 
     **Arguments:**
 
-    - `model`: any [`diffprims.AbstractModel`][] (circles, a filter bank, your own).
+    - `model`: any [`diffprims.AbstractModel`][] (circles, a filter bank, your own),
+      with finite parameters. One model: a batch of models (`jax.vmap` over a
+      constructor) is fitted under `jax.vmap`, `jax.vmap(lambda m: dp.fit(m, target))`.
     - `target`: `(H, W, C)` float array; in `[0, 1]` for image models, `C` equal to the
       model's channel count. A kernel is a one-channel image: `kernel[..., None]`.
     - `loss`: a loss module or any function `(pred, target) -> scalar`; default

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._model import AbstractModel
+from .._model import AbstractModel, check_unbatched
 from .._validate import check_pixel_size, check_points, describe, is_eager
 from ._base import AbstractShapes
 from ._compositing import composite
@@ -78,6 +78,7 @@ class Layers(AbstractModel):
         self, points: Float[Array, "P 2"], *, pixel_size: float | Float[Array, ""]
     ) -> Float[Array, "P C"]:
         """Composite every layer at `points`; see [`diffprims.AbstractModel.render`][]."""
+        check_unbatched(self, "render")
         points = check_points(points).astype(self.layers[0].raw_colours.dtype)
         points, pixel_size = check_pixel_size(points, pixel_size)
         if is_eager(self, points, pixel_size):
