@@ -294,3 +294,54 @@ def test_recommended_optimizer_checks_the_learning_rate(lr, error):
     with pytest.raises(error, match="`learning_rate` must be a finite number > 0"):
         dp.SeparableFilters.recommended_optimizer(learning_rate=lr)
     dp.SeparableFilters.recommended_optimizer(learning_rate=np.float32(0.1))
+
+
+# -- Layers.trainable ---------------------------------------------------------------------
+
+
+def _layers():
+    keys = jax.random.split(jax.random.key(3), 2)
+    back = dp.Rectangles.init(3, key=keys[0], opacity=0.8)
+    front = dp.Circles.init(4, key=keys[1], opacity=0.8)
+    return dp.Layers([back, front]), _target(jax.random.key(4), (12, 12))
+
+
+def _changed(before, after):
+    return jax.tree.map(lambda a, b: not np.array_equal(a, b), before, after)
+
+
+def test_layers_trainable_kinds_apply_to_every_layer():
+    model, target = _layers()
+    result = dp.fit(model, target, steps=5, trainable=model.trainable("geometry"))
+    changed = _changed(model, result.model)
+    for layer in changed.layers:
+        assert not layer.raw_colours and not layer.raw_opacities
+    assert changed.layers[0].raw_centres and changed.layers[1].raw_radii
+
+
+def test_layers_trainable_freezes_whole_layers():
+    model, target = _layers()
+    result = dp.fit(model, target, steps=5, trainable=model.trainable(layers=[1]))
+    changed = _changed(model, result.model)
+    assert not any(jax.tree.leaves(changed.layers[0]))  # the back layer stays exactly
+    assert changed.layers[1].raw_centres and changed.layers[1].raw_colours
+    spec = model.trainable("colour", layers=-2)  # the back layer's colours only
+    assert jax.tree.leaves(spec.layers[0]).count(True) == 2  # colours and background
+    assert not any(jax.tree.leaves(spec.layers[1]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(layers=2), ValueError, "2 layers"),
+        (dict(layers=[0, -3]), ValueError, "-3"),
+        (dict(layers="back"), TypeError, "layer index"),
+        (dict(layers=[True]), TypeError, "ints"),
+        (dict(kinds=("nonsense",)), ValueError, "role kinds"),
+    ],
+)
+def test_layers_trainable_errors(kwargs, error, match):
+    model, _ = _layers()
+    kinds = kwargs.pop("kinds", ())
+    with pytest.raises(error, match=match):
+        model.trainable(*kinds, **kwargs)

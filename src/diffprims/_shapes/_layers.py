@@ -7,6 +7,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from .._model import AbstractModel, check_unbatched
@@ -27,7 +28,8 @@ class Layers(AbstractModel):
     exactly like one set holding the bottom's shapes then the top's.
 
     `Layers` is a model like any other: `fit` trains every layer at once (train some
-    only with `fit(..., trainable=...)`), and `to_svg`, `save` and `load` take it.
+    parts only with `fit(..., trainable=layers.trainable(...))`), and `to_svg`, `save`
+    and `load` take it.
     Rendering composites all layers in one closed-form pass over chunks of points (no
     culling), so it costs about what the scan renderer costs.
 
@@ -105,6 +107,63 @@ class Layers(AbstractModel):
             alphas = layer.alphas(points, pixel_size=pixel_size)
             picture = composite(layer.compositing, alphas, layer.colours, picture, layer.depths)
         return picture
+
+    def trainable(self, *kinds: str, layers: Any = None) -> Any:
+        """A filter spec for `fit(..., trainable=...)`: train only some parts of the layers.
+
+        **Arguments:**
+
+        - `kinds`: role kinds or groups, as for [`diffprims.AbstractShapes.trainable`][]
+          (`"geometry"`, `"appearance"`, `"position"`, `"colour"`, ...), applied to every
+          layer that trains; none for every parameter of those layers.
+        - `layers`: the indices of the layers that train (negative ones count from the
+          top), an int for one layer; default every layer. The others are frozen whole.
+
+        **Returns:**
+
+        A pytree of bools shaped like these layers.
+
+        ```python
+        model = dp.Layers([back, front])
+        spec = model.trainable("geometry")            # shapes move, colours stay
+        spec = model.trainable(layers=[1])            # the back layer stays as it is
+        spec = model.trainable("colour", layers=0)    # recolour the back layer only
+        result = dp.fit(model, target, trainable=spec, steps=500)
+        ```
+        """
+        chosen = self._layer_indices(layers)
+        specs = []
+        for index, layer in enumerate(self.layers):
+            if index not in chosen:
+                specs.append(jax.tree.map(lambda _: False, layer))
+            elif kinds:
+                specs.append(layer.trainable(*kinds))
+            else:
+                specs.append(jax.tree.map(eqx.is_inexact_array, layer))
+        spec = jax.tree.map(lambda _: False, self)
+        return eqx.tree_at(lambda s: s.layers, spec, tuple(specs))
+
+    def _layer_indices(self, layers: Any) -> set[int]:
+        """`trainable`'s `layers` as a set of indices in `[0, len(self))`."""
+        count = len(self.layers)
+        if layers is None:
+            return set(range(count))
+        items = [layers] if isinstance(layers, int | np.integer) else layers
+        if isinstance(items, str) or not isinstance(items, list | tuple | range | set):
+            raise TypeError(
+                f"`layers` must be a layer index or a list of them; got {describe(layers)}."
+            )
+        chosen = set()
+        for item in items:
+            if isinstance(item, bool | np.bool_) or not isinstance(item, int | np.integer):
+                raise TypeError(f"`layers` must hold ints (layer indices); got {describe(item)}.")
+            if not -count <= item < count:
+                raise ValueError(
+                    f"`layers` holds {item}, but there are {count} layers (indices "
+                    f"{-count} to {count - 1}, bottom first)."
+                )
+            chosen.add(int(item) % count)
+        return chosen
 
     def __getitem__(self, index: int) -> AbstractShapes:
         return self.layers[index]
