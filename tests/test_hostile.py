@@ -367,3 +367,13 @@ def test_chunked_colour_solve_matches_one_chunk(small, monkeypatch):
     chunked, chunked_error = _solve.solve_colours(model, target, weights)
     np.testing.assert_allclose(chunked.colours, whole.colours, atol=1e-4)
     np.testing.assert_allclose(chunked_error, error, rtol=1e-4)
+
+
+@pytest.mark.parametrize("restarts", [1, 2])
+def test_paint_divergence_sets_the_flag(small, restarts):
+    _, target = small
+    rates = dict(lr=1e9, lr_geometry=1e9, lr_colour=1e9)
+    with pytest.raises(dp.FitDivergedError) as info:
+        dp.paint(target, 4, key=jax.random.key(0), steps=40, restarts=restarts, **rates)
+    assert info.value.result.diverged is True
+    assert dp.paint(target, 4, key=jax.random.key(0), steps=4).diverged is False

@@ -307,3 +307,20 @@ def test_images_that_are_not_channels_first_are_accepted():
     assert result.model.num_channels == 8
     with pytest.raises(ValueError, match=r"moveaxis\(target, 0, -1\)"):
         dp.fit(dp.Circles.init(2, key=key), jnp.full((3, 16, 16), 0.5), steps=1)
+
+
+@pytest.mark.parametrize("cls", SHAPES, ids=ids)
+def test_a_batch_of_sets_is_refused_by_render_and_export(cls):
+    keys = jax.random.split(jax.random.key(0), 3)
+    batch = jax.vmap(lambda k: cls.init(5, key=k))(keys)
+    calls = {
+        "render_image": lambda: batch.render_image((8, 8)),
+        "render": lambda: batch.render(jnp.full((4, 2), 0.5), pixel_size=0.1),
+        "to_svg": lambda: dp.to_svg(batch, (8, 8)),
+    }
+    for action, call in calls.items():
+        with pytest.raises(ValueError, match=rf"`{action}` takes one model.*batch of 3 models"):
+            call()
+    # What the message offers: vmap for pictures, one member at a time for exports.
+    assert jax.vmap(lambda m: m.render_image((8, 8)))(batch).shape == (3, 8, 8, 3)
+    assert "<svg" in dp.to_svg(jax.tree.map(lambda x: x[0], batch), (8, 8))

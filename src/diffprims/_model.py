@@ -145,21 +145,29 @@ def _member(model: Any, axes: int) -> Any:
     return jax.tree.map(lambda x: x[(0,) * axes] if eqx.is_array(x) else x, model)
 
 
-def batch_message(model: Any, batch: tuple[int, ...], action: str) -> str:
+def batch_message(
+    model: Any, batch: tuple[int, ...], action: str, *, mappable: bool = True
+) -> str:
     """Why `action` refuses a batch of models, and the two ways out."""
-    size = str(batch[0]) if len(batch) == 1 else f"{batch} batch of"
+    size = " x ".join(str(b) for b in batch)
     index = ", ".join("ijk"[n] if n < 3 else f"i{n}" for n in range(len(batch)))
+    member = f"`jax.tree.map(lambda x: x[{index}], model)`"
+    way = (
+        f"Call `{action}` under `jax.vmap` (once per member), or take one member with {member}."
+        if mappable
+        else f"Take one member at a time with {member} (in a Python loop)."
+    )
     return (
         f"`{action}` takes one model; got a {type(model).__name__} that holds a batch of "
         f"{size} models (leading axes {batch} on every parameter, as `jax.vmap` over a "
-        f"constructor makes). Call `{action}` under `jax.vmap` (once per member), or take "
-        f"one member with `jax.tree.map(lambda x: x[{index}], model)`."
+        f"constructor makes). {way}"
     )
 
 
-def check_unbatched(model: Any, action: str) -> None:
+def check_unbatched(model: Any, action: str, *, mappable: bool = True) -> None:
     """A `ValueError` when `model` is a batch of models (see `batch_shape`): rendering,
-    fitting or exporting one would otherwise fail deep inside JAX."""
+    fitting or exporting one would otherwise fail deep inside JAX. `mappable`: whether
+    `action` can run under `jax.vmap` (not an export to a file or string)."""
     batch = batch_shape(model)
     if batch:
-        raise ValueError(batch_message(model, batch, action))
+        raise ValueError(batch_message(model, batch, action, mappable=mappable))

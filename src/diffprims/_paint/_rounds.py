@@ -176,12 +176,14 @@ class Painting:
             done_rounds.append((done, self.models(state)))
         models = done_rounds[-1][1]
         snapshots = [m for _, m in done_rounds]
+        diverged = ~state.ok  # per restart: its steps stopped at a non-finite loss
         if self.restarts > 1:
             size = self.target.shape[:2]
             errors = jax.vmap(lambda m: jnp.mean((m.render_image(size) - self.target) ** 2))
             best = int(jnp.argmin(errors(models)))
             snapshots = [jax.tree.map(lambda x: x[best], m) for m in snapshots]
             losses = losses[:, best] if losses.ndim == 2 else losses
+            diverged = diverged[best]
         if self.knobs["keep"] < self.active.shape[-1]:
             # Painted with extra shapes: return the `keep` still active, in depth order
             # (the first `keep` if interrupted before the removal round).
@@ -194,4 +196,5 @@ class Painting:
             seconds=float("nan"),
             snapshots=tuple(snapshots),
             snapshot_steps=tuple(at for at, _ in done_rounds),
+            diverged=bool(diverged),
         )

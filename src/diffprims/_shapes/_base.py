@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._model import AbstractModel
+from .._model import AbstractModel, check_unbatched
 from .._validate import check_grid_shape, check_indices, check_pixel_size, check_points
 from . import _build, _protocol, _render
 from ._roles import (
@@ -245,6 +245,7 @@ class AbstractShapes(AbstractModel):
         """
         # In the parameters' dtype: float64 points on a float32 set (or the reverse, under
         # jax_enable_x64) would otherwise change the compositing carry's dtype mid-scan.
+        check_unbatched(self, "render")
         points = check_points(points).astype(self.raw_colours.dtype)
         points, pixel_size = check_pixel_size(points, pixel_size)
         method = _render.check_method(method, self)
@@ -263,6 +264,7 @@ class AbstractShapes(AbstractModel):
         image = model.render_image((256, 256), method="scan")  # the reference loop
         ```
         """
+        check_unbatched(self, "render_image")
         shape = check_grid_shape(shape)
         method = _render.check_method(method, self)
         return _render.render_grid_eager(self, shape, method)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._files import atomic_write
+from .._model import check_unbatched
 from .._validate import check_grid_shape, describe, is_traced
 from ._base import AbstractShapes
 from ._layers import Layers, flatten_layers
@@ -73,6 +74,7 @@ def to_svg(
             f"`to_svg` needs a shape set such as `dp.Circles` or `dp.Layers`; got "
             f"{describe(model)}."
         )
+    check_unbatched(model, "to_svg", mappable=False)
     height, width = check_grid_shape(shape)
     layers = flatten_layers(model)
     for layer in layers:
