@@ -4,8 +4,10 @@ Every test runs in its own empty working folder (the default `-o out` never meet
 results of an earlier run, such as the README's quick start)."""
 
 import argparse
+import inspect
 import io
 import json
+import math
 import os
 import signal
 import subprocess
@@ -54,6 +56,7 @@ def write_picture(path, mode="RGB", size=(32, 24)):
 
 FAST = ["-n", 6, "--steps", 30, "--size", 16, "-q"]
 FOLDER = {"result.png", "result.svg", "progress.gif", "shapes.json", "model.eqx", "summary.json"}
+FILTER_FOLDER = {"kernel.png", "vectors.json", "vectors.npz", "summary.json"}
 
 
 def svg_psnr(svg_text, picture):
@@ -329,6 +332,19 @@ def test_paint_help_lists_every_option():
         (["filter", "--kernel", "disk:100000"], "SIZE must be from 1 to 1025"),
         (["filter", "--kernel", "gaussian:1026:5"], "SIZE must be from 1 to 1025"),
         (["filter", "--weights", "0,0,0"], "at least one weight must be > 0"),
+        # A kernel that is zero everywhere: it used to be fitted into NaN (and with
+        # --apply failed after the fit).
+        (["filter", "--kernel", "gaussian:4:0.001"], "zero everywhere"),
+        (["filter", "--kernel", "gaussian:4:0.001", "--apply", "{image}"], "odd SIZE"),
+        (["filter", "--kernel", "gaussian:9:nan"], "SIGMA must be a finite number"),
+        # SIDES: 1e9 ran for minutes, 6.7 was cut to 6.
+        (["filter", "--kernel", "polygon:9:1e9"], "SIDES must be a whole number from 3 to 64"),
+        (["filter", "--kernel", "polygon:9:6.7"], "SIDES must be a whole number from 3 to 64"),
+        (["filter", "--kernel", "polygon:9:65"], "SIDES must be a whole number from 3 to 64"),
+        (["filter", "--kernel", "polygon:9:2"], "SIDES must be a whole number from 3 to 64"),
+        (["filter", "-o", "x.npz"], "writes a folder of files"),
+        (["filter", "--border", "zero"], "--border applies to --apply only"),
+        (["filter", "--apply", "{image}", "--border", "mirror"], "--border"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
@@ -372,6 +388,137 @@ def test_filter_end_to_end(tmp_path, capsys):
     with Image.open(out / "kernel.png") as picture:
         zoom = 256 // 9
         assert picture.size == ((9 * 3 + 4) * zoom, 9 * zoom)  # big enough to see
+
+
+def write_flat_picture(path, value=0.8, size=(32, 24)):
+    Image.fromarray(np.full((size[1], size[0], 3), round(value * 255), np.uint8)).save(path)
+    return path
+
+
+def test_filter_apply_continues_the_image_past_its_edges(capsys):
+    # A flat picture stays flat under a blur that sums to 1, unless the border is zero:
+    # the default zero padding darkened the edges (top rows 0.36 against 0.64).
+    image = write_flat_picture("flat.png")
+    argv = ["filter", "--kernel", "disk:9", "--rank", 2, "--steps", 5, "-q", "--apply", image]
+    status, err = run([*argv, "-o", "reflect"], capsys)
+    assert status == 0, err
+    blurred = np.asarray(dp.load_image("reflect/blurred.png"))
+    np.testing.assert_allclose(blurred, 0.8, atol=1.5 / 255)
+    assert json.loads(Path("reflect/summary.json").read_text())["border"] == "reflect"
+    status, err = run([*argv, "--border", "zero", "-o", "zero"], capsys)
+    assert status == 0, err
+    assert float(np.asarray(dp.load_image("zero/blurred.png"))[0].mean()) < 0.7
+    # --border offers exactly what SeparableFilters.apply supports.
+    from diffprims._cli._filter import BORDERS
+    from diffprims._filters._bank import _BORDERS
+
+    assert sorted(BORDERS) == sorted(_BORDERS) and BORDERS[0] == "reflect"
+
+
+def test_filter_vectors_are_the_normalised_bank(capsys):
+    # vectors.json is "ready to paste into a shader": its kernel sums to 1, as the bank
+    # that blurs --apply's image (it summed to the kernel's area, 2006 for disk:50).
+    status, err = run(["filter", "--kernel", "disk:9", "--rank", 2, "--steps", 5, "-q"], capsys)
+    assert status == 0, err
+    vectors = json.loads(Path("out/vectors.json").read_text())
+    vertical, horizontal = np.asarray(vectors["vertical"]), np.asarray(vectors["horizontal"])
+    assert np.einsum("ri,rj->ij", vertical, horizontal).sum() == pytest.approx(1, rel=1e-5)
+    with np.load("out/vectors.npz") as npz:
+        np.testing.assert_allclose(npz["vertical"], vertical, rtol=1e-6)
+    summary = json.loads(Path("out/summary.json").read_text())
+    assert summary["vectors"].startswith("normalized") and summary["kernel_sum"] > 50
+    assert np.einsum("ri,rj->", vertical * summary["kernel_sum"], horizontal) == pytest.approx(
+        summary["kernel_sum"], rel=1e-5
+    )
+
+
+def test_filter_summary_records_the_loss_weights_used(capsys):
+    status, err = run(["filter", "--kernel", "disk:5", "--rank", 1, "--steps", 2, "-q"], capsys)
+    assert status == 0, err
+    summary = json.loads(Path("out/summary.json").read_text())
+    library = inspect.signature(dp.SeparableFilters.recommended_loss).parameters
+    used = {"l2": 1.0, **{k: library[k].default for k in ("non_negative", "keep_zeros")}}
+    assert summary["weights"] == used == {"l2": 1, "non_negative": 1, "keep_zeros": 0}
+    argv = ["filter", "--kernel", "disk:5", "--rank", 1, "--steps", 2, "-q", "-o", "w"]
+    status, err = run([*argv, "--weights", "1,3,0.3"], capsys)
+    assert status == 0, err
+    weights = json.loads(Path("w/summary.json").read_text())["weights"]
+    assert weights == {"l2": 1, "non_negative": 3, "keep_zeros": 0.3}
+    # The help describes that loss: no zeros term unless --weights asks for one.
+    from diffprims._cli import build_parser
+
+    filt = build_parser()._subparsers._group_actions[0].choices["filter"]  # pyright: ignore
+    text = " ".join(filt.format_help().split())
+    assert "the library's, 1,1,0" in text
+    assert "penalises negative values and non-zeros where the kernel is zero" not in text
+    for option in ("--border", "reflect", "symmetric", "edge", "wrap", "zero"):
+        assert option in text
+
+
+def test_filter_output_must_be_a_folder(capsys):
+    status, err = run(["filter", "-o", "x.npz"], capsys)
+    assert status == 2 and "vectors.npz" in err
+    assert ".eqx" not in err and ".gif" not in err  # paint's file types, not filter's
+
+
+def test_filter_summary_is_strict_json_for_a_faint_kernel(capsys):
+    # An even-sized Gaussian with a small sigma peaks far below 1 (1.5e-5 here): fitted
+    # at peak 1, it fits as well as any kernel (at its own scale it fitted to garbage).
+    argv = ["filter", "--kernel", "gaussian:4:0.15", "--rank", 1, "--steps", 5, "-q"]
+    status, err = run(argv, capsys)
+    assert status == 0, err
+
+    def no_constants(name):
+        raise AssertionError(f"{name} in summary.json")
+
+    summary = json.loads(Path("out/summary.json").read_text(), parse_constant=no_constants)
+    assert summary["kernel_peak"] == pytest.approx(math.exp(-0.5 / (2 * 0.15**2)), rel=1e-4)
+    assert summary["fitted"]["relative_l2_error"] < 0.1 and summary["fitted"]["max"] > 0.9
+
+
+def test_json_outputs_are_strict(tmp_path):
+    from diffprims._cli._common import write_json
+
+    write_json(tmp_path / "a.json", {"a": math.nan, "b": [1.0, -math.inf], "c": "x"})
+    text = (tmp_path / "a.json").read_text()
+    assert json.loads(text) == {"a": None, "b": [1.0, None], "c": "x"}
+
+
+def test_filter_ctrl_c_writes_results_so_far_and_exits_130(monkeypatch, capsys):
+    _interrupt_dispatch(monkeypatch, 2)
+    argv = ["filter", "--kernel", "disk:5", "--rank", 1, "--steps", 100000, "-q"]
+    status, err = run(argv, capsys)
+    assert status == 130, err
+    assert "interrupted after" in err and "writing the results so far" in err
+    assert {p.name for p in os.scandir("out")} == FILTER_FOLDER
+    summary = json.loads(Path("out/summary.json").read_text())
+    assert summary["interrupted"] is True and 1 <= summary["steps"] < 100000
+
+
+def test_filter_sigterm_writes_results_and_unlocks(tmp_path):
+    """SIGTERM to a running `python -m diffprims filter` does what Ctrl-C does: the fit
+    stops and the results so far are written as a set; no lock is left behind (it used
+    to die, leaving only `.diffprims.lock`). Exit status 143."""
+    argv = [sys.executable, "-m", "diffprims", "filter", "--kernel", "disk:5", "--rank", 1,
+            "--steps", 10**9, "-o", "f"]  # fmt: skip
+    env = dict(os.environ, JAX_PLATFORMS="cpu", HOME=str(tmp_path))
+    process = subprocess.Popen([str(a) for a in argv], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stderr is not None
+        seen = ""
+        while "step" not in seen:  # the progress bar is up: the fit loop has started
+            char = process.stderr.read(1)
+            assert char, seen
+            seen += char
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 143, err[-2000:]
+    assert "interrupted after" in err
+    assert {p.name for p in os.scandir("f")} == FILTER_FOLDER  # no lock, no temp folder
+    assert json.loads(Path("f/summary.json").read_text())["interrupted"] is True
 
 
 @pytest.mark.parametrize("budget", [["--fit", "--steps", "10000000"], ["--seconds", "600"]])

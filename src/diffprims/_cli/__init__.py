@@ -6,6 +6,7 @@ import sys
 
 from ._common import UsageError as UsageError
 from ._parser import build_parser as build_parser
+from ._signals import terminate_as_interrupt
 
 _build_parser = build_parser  # the name the tests and docs scripts use
 
@@ -16,26 +17,30 @@ def main(argv: list[str] | None = None) -> int:
     Run as the program (`argv` None: the `diffprims` script, `python -m diffprims`), it
     keeps compiled programs in JAX's persistent compilation cache in a per-user folder
     (`--no-cache` turns that off). Called with a list from Python (a test, a script),
-    it leaves the calling process's JAX settings alone.
+    it leaves the calling process's JAX settings alone. SIGTERM does what Ctrl-C would
+    (the results so far are written) and the status is then 143, not 130.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     if argv is not None:
         args.no_cache = True
-    try:
-        return args.run(args)
-    except UsageError as error:
-        print(f"diffprims {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"diffprims {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:  # noqa: BLE001 - one line for the user, not a traceback
-        if args.debug:
-            raise
-        print(
-            f"diffprims {args.command}: failed: {type(error).__name__}: {error} "
-            "(run with --debug for the traceback)",
-            file=sys.stderr,
-        )
-        return 1
+    with terminate_as_interrupt() as signals:
+        try:
+            status = args.run(args)
+        except UsageError as error:
+            print(f"diffprims {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            stopped = "terminated" if signals["terminated"] else "interrupted"
+            print(f"diffprims {args.command}: {stopped}", file=sys.stderr)
+            status = 130
+        except Exception as error:  # noqa: BLE001 - one line for the user, not a traceback
+            if args.debug:
+                raise
+            print(
+                f"diffprims {args.command}: failed: {type(error).__name__}: {error} "
+                "(run with --debug for the traceback)",
+                file=sys.stderr,
+            )
+            return 1
+    return 143 if status == 130 and signals["terminated"] else status

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, NoReturn
@@ -128,10 +129,22 @@ def read_image(path: str | os.PathLike, size: Any = None, *, what: str = "IMAGE"
         raise UsageError(message.replace("`path`", what)) from None
 
 
+def _strict(data: Any) -> Any:
+    """`data` with NaN and infinities as None: strict JSON has no such numbers."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {key: _strict(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_strict(value) for value in data]
+    return data
+
+
 def write_json(path: Path, data: Any) -> None:
+    """`data` as strict JSON (NaN and infinities written as null), atomically."""
     from .._files import atomic_write
 
-    text = json.dumps(data, indent=2) + "\n"
+    text = json.dumps(_strict(data), indent=2, allow_nan=False) + "\n"
     atomic_write(path, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 from . import _outputs
 from ._common import UsageError, read_image, write_json
+from ._signals import finish_writing
 
 #: What `-o OUTDIR` receives (name -> format).
 FOLDER_FILES = {
@@ -19,14 +21,27 @@ FOLDER_FILES = {
 #: The largest kernel side: the fit renders the full K x K kernel (and its gradient) at
 #: every step; at 1025 that is 1M values, at 50000 it was 2.5G (10 GB a copy).
 MAX_KERNEL = 1025
+#: `polygon:SIZE:SIDES`: a triangle at least; the kernel holds one edge distance per side
+#: and pixel (SIDES 1e9 ran for minutes), and at 64 sides a polygon is a disk to the eye.
+MIN_SIDES, MAX_SIDES = 3, 64
+#: `--border`: the borders of `SeparableFilters.apply`, the default (a photo's edges
+#: continue as a mirror image; zero padding darkens them) first.
+BORDERS = ("reflect", "symmetric", "edge", "wrap", "zero")
+#: What the vectors are, in summary.json.
+VECTORS_NOTE = (
+    "normalized: the kernel sum_r outer(vertical[r], horizontal[r]) sums to 1 (the bank "
+    "--apply blurs with); vertical * kernel_sum is the bank fitted at peak 1"
+)
 
 
-def _loss(weights: str | None):
-    """The filter loss: the library's, or `L2,NONNEG,ZEROS` weights of its three terms."""
+def _loss(weights: str | None) -> tuple[Any, dict[str, float]]:
+    """The filter loss and its weights: the library's, or `L2,NONNEG,ZEROS` weights."""
     import diffprims as dp
 
     if weights is None:
-        return dp.SeparableFilters.recommended_loss()
+        defaults = inspect.signature(dp.SeparableFilters.recommended_loss).parameters
+        used = {name: float(defaults[name].default) for name in ("non_negative", "keep_zeros")}
+        return dp.SeparableFilters.recommended_loss(), {"l2": 1.0, **used}
     try:
         l2, non_negative, keep_zeros = (float(w) for w in weights.split(","))
     except ValueError:
@@ -38,20 +53,28 @@ def _loss(weights: str | None):
     if l2 == non_negative == keep_zeros == 0:
         raise UsageError(f"--weights {weights!r}: at least one weight must be > 0 (all zero "
                          "is a loss that is always 0: the fit would change nothing)")  # fmt: skip
-    return l2 * dp.L2() + non_negative * dp.NonNegative() + keep_zeros * dp.KeepZeros()
+    loss = l2 * dp.L2() + non_negative * dp.NonNegative() + keep_zeros * dp.KeepZeros()
+    return loss, {"l2": l2, "non_negative": non_negative, "keep_zeros": keep_zeros}
 
 
-def _stats(kernel: Any, goal: Any) -> dict[str, float]:
-    """The measures of the filters tutorial's table (docs/scripts/filter_figures.py)."""
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _stats(kernel: Any, goal: Any) -> dict[str, float | None]:
+    """The measures of the filters tutorial's table (docs/scripts/filter_figures.py);
+    None where one is undefined (min/max of a kernel whose maximum is not > 0)."""
     import numpy as np
 
+    kernel, goal = np.asarray(kernel, np.float64), np.asarray(goal, np.float64)
+    high, mass = float(kernel.max()), max(float(np.abs(kernel).sum()), 1e-30)
     return {
-        "relative_l2_error": float(np.linalg.norm(kernel - goal) / np.linalg.norm(goal)),
-        "min_over_max": float(kernel.min() / kernel.max()),
-        "min": float(kernel.min()),
-        "max": float(kernel.max()),
-        "spill": float(np.abs(kernel[goal == 0]).sum() / max(np.abs(kernel).sum(), 1e-30)),
-    }
+        "relative_l2_error": _finite(float(np.linalg.norm(kernel - goal) / np.linalg.norm(goal))),
+        "min_over_max": _finite(float(kernel.min()) / high) if high > 0 else None,
+        "min": _finite(float(kernel.min())),
+        "max": _finite(high),
+        "spill": _finite(float(np.abs(kernel[goal == 0]).sum()) / mass),
+    }  # fmt: skip
 
 
 def _vectors(bank: Any) -> dict[str, Any]:
@@ -60,33 +83,60 @@ def _vectors(bank: Any) -> dict[str, Any]:
     return {"vertical": np.asarray(bank.vertical), "horizontal": np.asarray(bank.horizontal)}
 
 
-def _kernel(spec: str):
-    """A target kernel from `NAME:SIZE[:ARG]` (disk:50, polygon:51:6, gaussian:31:5, box:9)."""
+def _whole(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _kernel(spec: str) -> tuple[Any, float]:
+    """`(kernel scaled to peak 1, its peak as made)` from `NAME:SIZE[:ARG]` (disk:50,
+    polygon:51:6, gaussian:31:5, box:9); refused unless it has a positive peak."""
+    import numpy as np
+
     import diffprims as dp
 
     name, _, rest = spec.partition(":")
     parts = rest.split(":") if rest else []
-    makers = {"disk": 0, "polygon": 1, "gaussian": 1, "box": 0}
-    if name not in makers or not 1 <= len(parts) <= 1 + makers[name]:
+    extra = {"disk": 0, "polygon": 1, "gaussian": 1, "box": 0}
+    if name not in extra or not 1 <= len(parts) <= 1 + extra[name]:
         raise UsageError(
             f"--kernel {spec!r} is not NAME:SIZE[:ARG]; use disk:50, polygon:51:6 (sides), "
             "gaussian:31:5 (sigma) or box:9"
         )
-    try:
-        size = int(parts[0])
-        extra = [float(parts[1])] if len(parts) > 1 else []
-    except ValueError:
-        raise UsageError(f"--kernel {spec!r}: SIZE must be a whole number, ARG a number") from None
+    size = _whole(parts[0])
+    if size is None:
+        raise UsageError(f"--kernel {spec!r}: SIZE must be a whole number")
     if not 1 <= size <= MAX_KERNEL:
         raise UsageError(f"--kernel {spec!r}: SIZE must be from 1 to {MAX_KERNEL} pixels")
+    options: dict[str, Any] = {}
+    if name == "polygon" and len(parts) > 1:
+        options["sides"] = _whole(parts[1])
+        if options["sides"] is None or not MIN_SIDES <= options["sides"] <= MAX_SIDES:
+            raise UsageError(f"--kernel {spec!r}: SIDES must be a whole number from "
+                             f"{MIN_SIDES} to {MAX_SIDES}")  # fmt: skip
+    if name == "gaussian" and len(parts) > 1:
+        try:
+            options["sigma"] = float(parts[1])
+        except ValueError:
+            raise UsageError(f"--kernel {spec!r}: SIGMA must be a number of pixels > 0") from None
     try:
-        if name == "polygon" and extra:
-            return dp.kernels.polygon(size, int(extra[0]))
-        if name == "gaussian" and extra:
-            return dp.kernels.gaussian(size, sigma=extra[0])
-        return getattr(dp.kernels, name)(size)
+        kernel = np.asarray(getattr(dp.kernels, name)(size, **options), np.float64)
     except (TypeError, ValueError) as error:
-        raise UsageError(f"--kernel {spec!r}: {str(error).rstrip('.')}") from None
+        message = str(error).rstrip(".").replace("`sigma`", "SIGMA")
+        raise UsageError(f"--kernel {spec!r}: {message}") from None
+    peak = float(kernel.max())
+    if not (np.all(np.isfinite(kernel)) and peak > 0):
+        hint = (" (an even SIZE has no pixel at the centre: use an odd SIZE or a larger SIGMA)"
+                if name == "gaussian" else "")  # fmt: skip
+        raise UsageError(
+            f"--kernel {spec!r} is zero everywhere (its largest value is {peak:.3g} in "
+            f"float32): there is nothing to fit{hint}"
+        )
+    # Fitted at peak 1, the scale the loss weights and the optimizer are meant for: a
+    # Gaussian of an even SIZE peaks below 1 (far below for a small SIGMA).
+    return (kernel / peak).astype(np.float32), peak
 
 
 def _kernel_picture(kernels: list[Any]):
@@ -106,50 +156,80 @@ def _kernel_picture(kernels: list[Any]):
 
 
 def run_filter(args: argparse.Namespace) -> int:
-    """Run `diffprims filter`; returns the exit status."""
-    import numpy as np
-
+    """Run `diffprims filter`; returns the exit status (130 after Ctrl-C)."""
     import diffprims as dp
 
-    target = _kernel(args.kernel)
-    loss = _loss(args.weights)
+    if args.border is not None and args.apply is None:
+        raise UsageError("--border applies to --apply only")
+    target, peak = _kernel(args.kernel)
+    loss, weights = _loss(args.weights)
     if args.rank > min(target.shape):
         raise UsageError(f"--rank {args.rank} exceeds the kernel's size {target.shape}")
-    for spec in args.output or ["out"]:
-        if Path(spec).suffix.lower() in _outputs.FORMATS and not Path(spec).is_dir():
-            raise UsageError(f"-o {spec!r}: diffprims filter writes to a folder")
     folder = dict(FOLDER_FILES, **({"blurred.png": "blurred"} if args.apply else {}))
-    files = _outputs.plan(args.output or ["out"], folder, force=args.force)
+    files = _outputs.plan(args.output or ["out"], folder, force=args.force, formats={})
     image = None if args.apply is None else read_image(args.apply, what="--apply")
     with _outputs.claimed(files, force=args.force):
         start = dp.SeparableFilters.from_svd(target, rank=args.rank)
-        result = dp.fit(
-            start, target[..., None], loss=loss, steps=args.steps, progress=not args.quiet,
-            optimizer=dp.SeparableFilters.recommended_optimizer(),
-        )  # fmt: skip
-        bank: Any = result.model
-        kernel_shape = (int(target.shape[0]), int(target.shape[1]))
-        fitted = np.asarray(bank.render_image(kernel_shape))[..., 0]
-        svd = np.asarray(start.render_image(kernel_shape))[..., 0]
-        goal = np.asarray(target)
-        summary = {
-            "kernel": args.kernel, "kernel_shape": list(goal.shape), "rank": args.rank,
-            "steps": args.steps, "loss": float(np.asarray(result.losses)[-1]),
-            "seconds": round(float(result.seconds), 3), "svd": _stats(svd, goal),
-            "fitted": _stats(fitted, goal), "weights": args.weights,
-            "files": sorted(p.name for p in files),
-        }  # fmt: skip
-        _outputs.write_all(files, _writer(bank, image, [goal, svd, fitted], summary))
+        result, interrupted = _fit(args, start, target, loss)
+        with finish_writing():
+            summary, kernels = _summary(args, start, result, target, files)
+            summary.update(kernel_peak=peak, weights=weights, interrupted=interrupted)
+            _outputs.write_all(files, _writer(result.model, image, kernels, summary))
     if not args.quiet:
         fit_stats, svd_stats = summary["fitted"], summary["svd"]
         print(
             f"rank {args.rank} bank for {args.kernel}: relative L2 error "
-            f"{fit_stats['relative_l2_error']:.3f} (SVD {svd_stats['relative_l2_error']:.3f}), "
-            f"min/max {fit_stats['min_over_max']:+.3f} (SVD {svd_stats['min_over_max']:+.3f}); "
+            f"{_shown(fit_stats['relative_l2_error'])} "
+            f"(SVD {_shown(svd_stats['relative_l2_error'])}), min/max "
+            f"{_shown(fit_stats['min_over_max'], '+.3f')} "
+            f"(SVD {_shown(svd_stats['min_over_max'], '+.3f')}); "
             f"wrote {', '.join(summary['files'])} to {', '.join(args.output or ['out'])}",
             file=sys.stderr,
         )
-    return 0
+    return 130 if interrupted else 0
+
+
+def _shown(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _fit(args: argparse.Namespace, start: Any, target: Any, loss: Any) -> tuple[Any, bool]:
+    """`(result, interrupted)`: the fit from the SVD start, or where Ctrl-C stopped it."""
+    import diffprims as dp
+
+    try:
+        return dp.fit(
+            start, target[..., None], loss=loss, steps=args.steps, progress=not args.quiet,
+            optimizer=dp.SeparableFilters.recommended_optimizer(),
+        ), False  # fmt: skip
+    except dp.FitInterrupted as stop:
+        # Ctrl-C: write what the fit reached (a second Ctrl-C aborts the writing).
+        print(f"interrupted after {stop.step} steps; writing the results so far", file=sys.stderr)
+        return stop.result, True
+
+
+def _summary(args, start, result, target, files) -> tuple[dict[str, Any], list[Any]]:
+    """summary.json (less the settings `run_filter` adds), and the target, SVD and fitted
+    kernels."""
+    import numpy as np
+
+    shape = (int(target.shape[0]), int(target.shape[1]))
+    bank: Any = result.model
+    fitted = np.asarray(bank.render_image(shape))[..., 0]
+    svd = np.asarray(start.render_image(shape))[..., 0]
+    goal = np.asarray(target)
+    losses = np.asarray(result.losses)
+    summary = {
+        "kernel": args.kernel, "kernel_shape": list(shape), "rank": args.rank,
+        "steps": int(losses.shape[0]), "steps_budget": args.steps,
+        "loss": _finite(float(losses[-1])) if losses.size else None,
+        "seconds": round(float(result.seconds), 3),
+        "border": (args.border or BORDERS[0]) if args.apply is not None else None,
+        "svd": _stats(svd, goal), "fitted": _stats(fitted, goal),
+        "vectors": VECTORS_NOTE, "kernel_sum": _finite(float(np.sum(bank.kernel()))),
+        "files": sorted(p.name for p in files),
+    }  # fmt: skip
+    return summary, [goal, svd, fitted]
 
 
 def _writer(bank: Any, image: Any, kernels: list[Any], summary: dict[str, Any]):
@@ -157,15 +237,17 @@ def _writer(bank: Any, image: Any, kernels: list[Any], summary: dict[str, Any]):
 
     import diffprims as dp
 
+    normalized = bank.normalized()
+
     def write(path: Path, kind: str) -> None:
         if kind == "png":
             dp.save_image(path, _kernel_picture(kernels))
         elif kind == "json":
-            write_json(path, {k: v.tolist() for k, v in _vectors(bank).items()})
+            write_json(path, {k: v.tolist() for k, v in _vectors(normalized).items()})
         elif kind == "npz":
-            np.savez(path, **_vectors(bank))
+            np.savez(path, **_vectors(normalized))
         elif kind == "blurred":
-            blurred = bank.normalized().apply(image)
+            blurred = normalized.apply(image, border=summary["border"])
             dp.save_image(path, np.clip(np.asarray(blurred), 0.0, 1.0))
         else:
             write_json(path, summary)

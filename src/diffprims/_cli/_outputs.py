@@ -28,26 +28,30 @@ FORMATS = {
 LOCK_NAME = ".diffprims.lock"
 
 
-def plan(specs: list[str], folder_files: dict[str, str], *, force: bool) -> dict[Path, str]:
+def plan(
+    specs: list[str],
+    folder_files: dict[str, str],
+    *,
+    force: bool,
+    formats: dict[str, str] = FORMATS,
+) -> dict[Path, str]:
     """`path -> format` of every file the `-o` arguments ask for; touches nothing.
 
-    An `-o` that is an existing folder, or has no known file extension, is a folder and
-    gets `folder_files` (name -> format); otherwise the extension names the format.
+    An `-o` that is an existing folder, or has no file extension of `formats` (the
+    command's single-file formats, by extension; none for a command that writes only
+    folders), is a folder and gets `folder_files` (name -> format); otherwise the
+    extension names the format.
     """
     files: dict[Path, str] = {}
     for spec in specs:
         path = Path(spec)
         suffix = path.suffix.lower()
-        if path.is_dir() or (suffix not in FORMATS and not path.exists()):
-            if suffix and suffix not in FORMATS and not path.is_dir():
-                known = " ".join(sorted(set(FORMATS)))
-                raise UsageError(
-                    f"-o {spec!r}: unknown file type {path.suffix!r}; name a file ending in "
-                    f"{known}, or a folder"
-                )
+        if path.is_dir() or (suffix not in formats and not path.exists()):
+            if suffix and not path.is_dir():
+                raise UsageError(_not_a_file_type(spec, path.suffix, formats, folder_files))
             new = {path / name: kind for name, kind in folder_files.items()}
-        elif suffix in FORMATS:
-            new = {path: FORMATS[suffix]}
+        elif suffix in formats:
+            new = {path: formats[suffix]}
         else:
             raise UsageError(f"-o {spec!r} is a file, not a folder")
         for target in new:
@@ -56,6 +60,16 @@ def plan(specs: list[str], folder_files: dict[str, str], *, force: bool) -> dict
         files.update(new)
     _check_places(files, force=force)
     return files
+
+
+def _not_a_file_type(spec: str, suffix: str, formats: dict[str, str], folder_files) -> str:
+    if not formats:
+        return (
+            f"-o {spec!r}: this command writes a folder of files ({', '.join(folder_files)}), "
+            "not one file; name a folder without a file extension (or make the folder first)"
+        )
+    known = " ".join(sorted(formats))
+    return f"-o {spec!r}: unknown file type {suffix!r}; name a file ending in {known}, or a folder"
 
 
 def _check_places(files: dict[Path, str], *, force: bool) -> None:

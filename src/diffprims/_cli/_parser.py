@@ -7,7 +7,7 @@ from typing import Any
 
 from . import _common as types
 from ._common import Parser, shape_types
-from ._filter import run_filter
+from ._filter import BORDERS, MAX_KERNEL, MAX_SIDES, MIN_SIDES, run_filter
 from ._paint import MAX_FRAMES, MAX_RENDER_SIZE, MAX_SHAPES, MAX_SIZE, run_paint
 
 DESCRIPTION = """\
@@ -37,12 +37,23 @@ folder (~/.cache/diffprims/jax; on macOS ~/Library/Caches/diffprims/jax):
 --no-cache turns it off.
 """
 
-FILTER_EPILOG = """\
-KERNEL is NAME:SIZE[:ARG]: disk:50 (a 50 px bokeh disk), polygon:51:6 (a hexagon),
-gaussian:31:5 (sigma 5), box:9.
-writes OUTDIR/kernel.png (target | SVD | fitted, negative values red), vectors.json,
-vectors.npz, summary.json (relative L2 error, min/max, spill), and blurred.png with
---apply.
+FILTER_EPILOG = f"""\
+KERNEL is NAME:SIZE[:ARG]: disk:50 (a 50 px bokeh disk), polygon:51:6 (a hexagon;
+SIDES from {MIN_SIDES} to {MAX_SIDES}), gaussian:31:5 (sigma 5), box:9; SIZE at most
+{MAX_KERNEL}. The kernel is fitted scaled to peak 1, the scale the loss weights are
+meant for.
+
+The default loss is diffprims.SeparableFilters.recommended_loss(): L2 plus a
+penalty on negative values (weights 1,1,0), which removes the negative lobes that
+ring when the kernel is applied; it leaves the corners outside a disk. A ZEROS
+weight > 0 (e.g. --weights 1,3,0.3) also penalises non-zeros where the kernel is
+zero, at some cost in accuracy.
+
+Writes OUTDIR/kernel.png (target | SVD | fitted, negative values red),
+vectors.json and vectors.npz (the vertical and horizontal vectors, normalised: the
+kernel they make sums to 1), summary.json (relative L2 error, min/max, spill, the
+loss weights), and blurred.png with --apply. Ctrl-C (or SIGTERM) stops the fit and
+writes the results so far.
 """
 
 
@@ -152,7 +163,7 @@ def _add_filter(commands) -> None:
         description=(
             "Fit a bank of R separable passes (R pairs of 1D filters) to a 2D kernel, "
             "starting from its truncated SVD, with a loss that penalises negative "
-            "values and non-zeros where the kernel is zero (no ringing)."
+            "values (no ringing)."
         ),
         epilog=FILTER_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -161,11 +172,15 @@ def _add_filter(commands) -> None:
     filt.add_argument("--rank", type=types.positive_int, default=4, metavar="R",
                       help="separable passes (default: 4)")  # fmt: skip
     filt.add_argument("--weights", default=None, metavar="L2,NONNEG,ZEROS",
-                      help="loss weights of the three terms (default: the library's)")  # fmt: skip
+                      help="loss weights of L2, negative values and non-zeros where the "
+                      "kernel is zero (default: the library's, 1,1,0)")  # fmt: skip
     filt.add_argument("--steps", type=types.int_up_to(types.MAX_INT32), default=500,
                       help="optimizer steps (default: 500)")  # fmt: skip
     filt.add_argument("--apply", default=None, metavar="IMAGE",
                       help="blur this image with the fitted bank, write blurred.png")  # fmt: skip
+    filt.add_argument("--border", choices=BORDERS, default=None,
+                      help="with --apply: how the image continues past its edges "
+                      f"(default: {BORDERS[0]}; zero darkens the edges)")  # fmt: skip
     filt.add_argument("-o", "--output", action="append", default=None, metavar="OUTDIR",
                       help="folder for the results (default: out)")  # fmt: skip
     filt.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")

@@ -1,4 +1,5 @@
-"""Ctrl-C while the results are written: the first one waits for the writing to end."""
+"""Ctrl-C and SIGTERM: the first one while the results are written waits for the writing
+to end; SIGTERM does what Ctrl-C would."""
 
 from __future__ import annotations
 
@@ -34,3 +35,30 @@ def finish_writing() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[dict[str, bool]]:
+    """SIGTERM in the block does what Ctrl-C does at that moment: stops the fit, whose
+    results are then written as a set; while they are written, is noted; elsewhere
+    raises `KeyboardInterrupt`. Either way the run unwinds (its output locks removed),
+    instead of dying with its output folders locked and half made. The flag it yields
+    says whether SIGTERM came (exit status 143). Outside the main thread, does nothing.
+    """
+    state = {"terminated": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum, frame):
+        state["terminated"] = True
+        on_ctrl_c = signal.getsignal(signal.SIGINT)
+        if not callable(on_ctrl_c):  # ignored (a background job) or not Python's
+            raise KeyboardInterrupt
+        on_ctrl_c(signal.SIGINT, frame)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGTERM, previous)
