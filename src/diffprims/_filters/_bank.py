@@ -11,7 +11,7 @@ import optax
 from jaxtyping import Array, Float
 
 from .._losses import L2, AbstractLoss, KeepZeros, NonNegative
-from .._model import AbstractModel
+from .._model import AbstractModel, batch_shape
 from .._validate import (
     check_float_array,
     check_grid_shape,
@@ -23,6 +23,8 @@ from .._validate import (
     is_traced,
 )
 from ._passes import apply_passes, sample_kernel
+
+_HINT = " Build a bank with `dp.SeparableFilters.from_svd(kernel, rank)`."
 
 # Border modes of `apply`, as `jnp.pad` modes.
 _BORDERS = {"zero": "constant"} | {mode: mode for mode in ("edge", "reflect", "symmetric", "wrap")}
@@ -94,26 +96,43 @@ class SeparableFilters(AbstractModel):
     recommended_steps: ClassVar[int] = 500
 
     def __init__(self, vertical: Any, horizontal: Any):
-        hint = " Build a bank with `dp.SeparableFilters.from_svd(kernel, rank)`."
-        vertical = check_float_array(vertical, "vertical", ndim=2, hint=hint)
-        horizontal = check_float_array(horizontal, "horizontal", ndim=2, hint=hint)
-        if vertical.shape[0] != horizontal.shape[0] or 0 in vertical.shape + horizontal.shape:
+        vertical = check_float_array(vertical, "vertical", hint=_HINT)
+        horizontal = check_float_array(horizontal, "horizontal", hint=_HINT)
+        self.vertical = check_values(vertical, "vertical", hint=_HINT)
+        self.horizontal = check_values(horizontal, "horizontal", hint=_HINT)
+
+    def __check_init__(self):
+        # Shapes only (cheap, and run on every construction): `batch_shape` reads a bank
+        # whose arrays have extra leading axes as a batch of banks by these checks.
+        vertical, horizontal = jnp.shape(self.vertical), jnp.shape(self.horizontal)
+        if (
+            len(vertical) != 2
+            or len(horizontal) != 2
+            or vertical[0] != horizontal[0]
+            or 0 in vertical + horizontal
+        ):
+            batch = ""
+            if len(vertical) == len(horizontal) > 2 and vertical[:-2] == horizontal[:-2]:
+                batch = (
+                    f" For a batch of {' x '.join(map(str, vertical[:-2]))} banks, build "
+                    "and use them under `jax.vmap`: `jax.vmap(dp.SeparableFilters)(vs, hs)`."
+                )
             raise ValueError(
-                "`vertical` (R, Kh) and `horizontal` (R, Kw) must hold the same number R >= 1 "
-                f"of non-empty filters; got shapes {tuple(vertical.shape)} and "
-                f"{tuple(horizontal.shape)}."
+                "`vertical` (R, Kh) and `horizontal` (R, Kw) must have 2 dimensions and "
+                f"hold the same number R >= 1 of non-empty filters; got shapes {vertical} "
+                f"and {horizontal}.{batch}{_HINT}"
             )
-        self.vertical = check_values(vertical, "vertical", hint=hint)
-        self.horizontal = check_values(horizontal, "horizontal", hint=hint)
 
     @property
     def rank(self) -> int:
         """The number `R` of separable passes."""
+        check_one_bank(self, "rank")
         return self.vertical.shape[0]
 
     @property
     def shape(self) -> tuple[int, int]:
         """The kernel's `(Kh, Kw)`."""
+        check_one_bank(self, "shape")
         return self.vertical.shape[1], self.horizontal.shape[1]
 
     @property
@@ -122,6 +141,7 @@ class SeparableFilters(AbstractModel):
 
     def kernel(self) -> Float[Array, "Kh Kw"]:
         """The 2D kernel `sum_r outer(vertical[r], horizontal[r])`, shape `(Kh, Kw)`."""
+        check_one_bank(self, "kernel", "b.kernel()")
         return jnp.einsum("ri,rj->ij", self.vertical, self.horizontal)
 
     def render(self, points, *, pixel_size):
@@ -142,6 +162,7 @@ class SeparableFilters(AbstractModel):
         `(P, 1)` kernel values.
         """
         del pixel_size
+        check_one_bank(self, "render", "b.render(points, pixel_size=s)")
         return sample_kernel(self.vertical, self.horizontal, check_points(points))
 
     def render_image(self, shape):
@@ -151,6 +172,7 @@ class SeparableFilters(AbstractModel):
         other grids sample it as [`diffprims.SeparableFilters.render`][] does.
         """
         shape = check_grid_shape(shape)
+        check_one_bank(self, "render_image", "b.render_image(shape)")
         if shape == self.shape:
             return self.kernel()[..., None]
         return super().render_image(shape)
@@ -202,6 +224,7 @@ class SeparableFilters(AbstractModel):
 
         A `SeparableFilters` whose `kernel()` is `self.kernel() / self.kernel().sum()`.
         """
+        check_one_bank(self, "normalized", "b.normalized()")
         total = jnp.sum(self.kernel())
         if not is_traced(total) and float(total) == 0.0:
             raise ValueError(
@@ -249,6 +272,7 @@ class SeparableFilters(AbstractModel):
                 f"{describe(image)}. Add a channel axis with `x[..., None]`; batch with "
                 "`jax.vmap(bank.apply)`."
             )
+        check_one_bank(self, "apply", "b.apply(image)")
         if border not in _BORDERS:
             raise ValueError(f"`border` must be one of {sorted(_BORDERS)}; got {border!r}.")
         return apply_passes(self.vertical, self.horizontal, image, _BORDERS[border])
@@ -331,3 +355,23 @@ def _check_peak(peak: Any) -> float:
             "Pass `float(target.max())`."
         )
     return float(peak)
+
+
+def check_one_bank(bank: Any, action: str, call: str | None = None) -> None:
+    """A `ValueError` when `bank` holds a batch of banks (arrays with extra leading axes,
+    as `jax.vmap` over `from_svd` makes), which `action` would misread deep inside JAX."""
+    batch = batch_shape(bank)
+    if not batch:
+        return
+    size = " x ".join(map(str, batch))
+    way = (
+        f"Map over the batch, `jax.vmap(lambda b: {call})(banks)` (one `jax.vmap` per "
+        "batch axis), or take"
+        if call is not None
+        else "Take"
+    )
+    raise ValueError(
+        f"`{action}` takes one bank; got a batch of {size} banks (`vertical` "
+        f"{tuple(bank.vertical.shape)} and `horizontal` {tuple(bank.horizontal.shape)} have "
+        f"leading axes {batch}). {way} one bank with `jax.tree.map(lambda x: x[0], banks)`."
+    )

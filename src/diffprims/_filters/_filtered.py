@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._model import AbstractModel
+from .._model import AbstractModel, batch_shape, check_unbatched
 from .._validate import check_float_array, check_grid_shape, check_points, describe
 from ._bank import SeparableFilters
 
@@ -56,6 +56,13 @@ class Filtered(AbstractModel):
     def __check_init__(self):
         if not isinstance(self.bank, SeparableFilters):
             raise TypeError(f"`bank` must be a `dp.SeparableFilters`; got {describe(self.bank)}.")
+        batch = batch_shape(self.bank)
+        if batch:
+            raise ValueError(
+                f"`Filtered` takes one bank; got a batch of {' x '.join(map(str, batch))} "
+                "banks. Build one `Filtered` per bank under `jax.vmap`: "
+                "`jax.vmap(lambda b: dp.Filtered(b, scene))(banks)`."
+            )
         if jnp.ndim(self.image) != 3 or 0 in jnp.shape(self.image):
             raise ValueError(
                 f"`image` must be a non-empty (H, W, C) array; got {describe(self.image)}."
@@ -80,11 +87,13 @@ class Filtered(AbstractModel):
 
     def filtered(self) -> Float[Array, "H W C"]:
         """The filtered scene, `(H, W, C)`."""
+        check_unbatched(self, "filtered")
         return self.bank.apply(jax.lax.stop_gradient(self.image), border=self.border)
 
     def render_image(self, shape: tuple[int, int]) -> Float[Array, "H W C"]:
         """The filtered scene; `shape` must be the scene's `(H, W)`."""
         shape = check_grid_shape(shape)
+        check_unbatched(self, "render_image")
         if shape != tuple(self.image.shape[:2]):
             raise ValueError(
                 f"`Filtered` renders at its scene's size {tuple(self.image.shape[:2])}; got "
@@ -98,6 +107,7 @@ class Filtered(AbstractModel):
         """The filtered scene at the pixels holding `points` (nearest pixel)."""
         del pixel_size  # the scene's own grid fixes the resolution
         points = check_points(points)
+        check_unbatched(self, "render")
         height, width = self.image.shape[:2]
         cols = jnp.clip(jnp.floor(points[:, 0] * height), 0, width - 1).astype(jnp.int32)
         rows = jnp.clip(jnp.floor(points[:, 1] * height), 0, height - 1).astype(jnp.int32)
