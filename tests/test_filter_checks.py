@@ -84,3 +84,25 @@ def test_filtered_refuses_a_batch_of_banks_and_a_batch_of_itself():
             call(models)
     with pytest.raises(ValueError, match="batch of 2 models"):
         dp.fit(models, SCENE, steps=2)
+
+
+# --- a target of another size -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [None, 0.5])
+def test_fit_refuses_a_kernel_target_of_another_size(batch):
+    bank = bank_of(dp.kernels.disk(9))
+    key = None if batch is None else jax.random.key(0)
+    with pytest.raises(ValueError, match=r"bank's size \(Kh, Kw\) = \(9, 9\).*\(11, 11, 1\)"):
+        dp.fit(bank, dp.kernels.disk(11)[..., None], steps=2, batch=batch, key=key)
+    # Its own size fits; rendering at another size still samples the kernel.
+    assert dp.fit(bank, dp.kernels.disk(9)[..., None], steps=2).model.shape == (9, 9)
+    assert bank.render_image((18, 18)).shape == (18, 18, 1)
+
+
+@pytest.mark.parametrize("batch", [None, 0.5])
+def test_fit_refuses_a_filtered_target_of_another_size(batch):
+    model = dp.Filtered(bank_of(dp.kernels.disk(5)), SCENE)
+    key = None if batch is None else jax.random.key(0)
+    with pytest.raises(ValueError, match=r"scene's size \(H, W\) = \(16, 16\).*\(12, 12, 3\)"):
+        dp.fit(model, SCENE[:12, :12], steps=2, batch=batch, key=key)

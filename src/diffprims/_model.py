@@ -92,6 +92,13 @@ class AbstractModel(eqx.Module):
             f"{type(self).__name__}, which has one way to render. Leave `method` unset."
         )
 
+    def _check_fit_target(self, shape: tuple[int, ...]) -> None:
+        """Refuse an `(H, W, C)` target of this `shape` that `fit` could not fit the model
+        to, with a `ValueError` that says why. `fit` checks the value range and channels
+        itself; the default accepts any `(H, W)` (the frame scales to the grid). Models
+        tied to one grid (a filter bank's kernel, a filtered scene) override this."""
+        del shape
+
     def render_image(self, shape: tuple[int, int]) -> Float[Array, "H W C"]:
         """Render the model on the full pixel grid of `shape = (H, W)`.
 

@@ -177,6 +177,16 @@ class SeparableFilters(AbstractModel):
             return self.kernel()[..., None]
         return super().render_image(shape)
 
+    def _check_fit_target(self, shape: tuple[int, ...]) -> None:
+        if tuple(shape[:2]) != self.shape:
+            raise ValueError(
+                f"`target` must be a kernel of the bank's size (Kh, Kw) = {self.shape}, as "
+                f"`(Kh, Kw, 1)`; got a target of shape {tuple(shape)}. A bank is fitted on "
+                "its own grid (another size would fit a resampled kernel): start from "
+                "`dp.SeparableFilters.from_svd(target[..., 0], rank)`, or make the target at "
+                "the bank's size."
+            )
+
     @classmethod
     def from_svd(cls, kernel: Any, rank: int) -> SeparableFilters:
         """The best rank-`R` bank in the L2 sense: a truncated SVD of `kernel`.

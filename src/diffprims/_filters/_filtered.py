@@ -90,6 +90,14 @@ class Filtered(AbstractModel):
         check_unbatched(self, "filtered")
         return self.bank.apply(jax.lax.stop_gradient(self.image), border=self.border)
 
+    def _check_fit_target(self, shape: tuple[int, ...]) -> None:
+        if tuple(shape[:2]) != tuple(self.image.shape[:2]):
+            raise ValueError(
+                f"`target` must be the filtered scene, of the scene's size (H, W) = "
+                f"{tuple(self.image.shape[:2])}; got a target of shape {tuple(shape)}. Make "
+                "the target from the same scene (or resize both alike)."
+            )
+
     def render_image(self, shape: tuple[int, int]) -> Float[Array, "H W C"]:
         """The filtered scene; `shape` must be the scene's `(H, W)`."""
         shape = check_grid_shape(shape)

@@ -35,6 +35,7 @@ def check_target(target: Any, model: AbstractModel) -> Any:
     """The target as an `(H, W, C)` float array in the model's value range."""
     low, high = model.value_range
     target = check_image(target, "target", channels=model.num_channels, check_range=False)
+    model._check_fit_target(tuple(target.shape))  # pyright: ignore[reportPrivateUsage]
     return check_values(target, "target", lower=low, upper=high)
 
 
