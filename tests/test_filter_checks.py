@@ -106,3 +106,59 @@ def test_fit_refuses_a_filtered_target_of_another_size(batch):
     key = None if batch is None else jax.random.key(0)
     with pytest.raises(ValueError, match=r"scene's size \(H, W\) = \(16, 16\).*\(12, 12, 3\)"):
         dp.fit(model, SCENE[:12, :12], steps=2, batch=batch, key=key)
+
+
+# --- recommended_loss and recommended_optimizer -------------------------------------------
+
+LOSS, OPTIMIZER = dp.SeparableFilters.recommended_loss, dp.SeparableFilters.recommended_optimizer
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(non_negative=-100.0), r"`non_negative` must be a finite number >= 0; got -100"),
+        (dict(keep_zeros=-0.5), r"`keep_zeros` must be a finite number >= 0"),
+        (dict(non_negative=float("inf")), "`non_negative` must be a finite number"),
+        (dict(keep_zeros=float("nan")), "`keep_zeros` must be a finite number"),
+        (dict(peak=float("inf")), r"`peak` must be a finite number > 0"),
+        (dict(peak=0.0), r"`peak` must be a finite number > 0"),
+        (dict(peak=-1.0), r"`peak` must be a finite number > 0"),
+    ],
+)
+def test_recommended_loss_refuses_bad_weights_and_peaks(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LOSS(**kwargs)
+    if "peak" in kwargs:
+        with pytest.raises(ValueError, match=match):
+            OPTIMIZER(**kwargs)
+
+
+@pytest.mark.parametrize("bad", ["1", None, True, jnp.ones(2), 1j])
+def test_recommended_settings_refuse_non_numbers(bad):
+    for name in ("non_negative", "keep_zeros", "peak"):
+        with pytest.raises(TypeError, match=f"`{name}`"):
+            LOSS(**{name: bad})
+    with pytest.raises(TypeError, match="`peak`"):
+        OPTIMIZER(peak=bad)
+
+
+def test_recommended_settings_take_any_real_scalar():
+    target = dp.kernels.disk(9, normalize=True)
+    reference = LOSS(non_negative=2.0, keep_zeros=0.5, peak=float(target.max()))
+    pred, want = bank_of(target).render_image(target.shape), target[..., None]
+    for peak in (target.max(), np.float32(target.max()), np.asarray(target.max())):
+        loss = LOSS(non_negative=np.float32(2.0), keep_zeros=jnp.asarray(0.5), peak=peak)
+        np.testing.assert_allclose(loss(pred, want), reference(pred, want), rtol=1e-6)
+        OPTIMIZER(peak=peak, learning_rate=np.float32(1e-2))
+    assert np.isfinite(float(LOSS(non_negative=0, keep_zeros=0)(pred, want)))
+
+
+def test_recommended_loss_weights_may_be_traced_and_are_checked():
+    target = dp.kernels.disk(9)[..., None]
+    pred = bank_of(target[..., 0]).render_image((9, 9))
+    values = jax.vmap(lambda w: LOSS(non_negative=w)(pred, target))(jnp.array([0.0, 3.0]))
+    assert values.shape == (2,) and float(values[1]) > float(values[0])
+    with pytest.raises(Exception, match="`non_negative` must be a finite number >= 0"):
+        jax.jit(lambda w: LOSS(non_negative=w)(pred, target))(-1.0)
+    with pytest.raises(TypeError, match="`peak` must be a concrete number"):
+        jax.jit(lambda p: LOSS(peak=p))(1.0)

@@ -11,7 +11,7 @@ import optax
 from jaxtyping import Array, Float
 
 from .._losses import L2, AbstractLoss, KeepZeros, NonNegative
-from .._model import AbstractModel, batch_shape
+from .._model import AbstractModel
 from .._validate import (
     check_float_array,
     check_grid_shape,
@@ -22,24 +22,13 @@ from .._validate import (
     describe,
     is_traced,
 )
+from ._checks import check_kernel, check_one_bank, check_peak, check_weight
 from ._passes import apply_passes, sample_kernel
 
 _HINT = " Build a bank with `dp.SeparableFilters.from_svd(kernel, rank)`."
 
 # Border modes of `apply`, as `jnp.pad` modes.
 _BORDERS = {"zero": "constant"} | {mode: mode for mode in ("edge", "reflect", "symmetric", "wrap")}
-
-
-def _check_kernel(kernel: Any, name: str = "kernel") -> Array:
-    kernel = check_float_array(
-        kernel, name, hint=" A kernel is a 2D (Kh, Kw) array such as `dp.kernels.disk(50)`."
-    )
-    if kernel.ndim != 2 or 0 in kernel.shape:
-        extra = " Drop the channel axis with `kernel[..., 0]`." if kernel.ndim == 3 else ""
-        raise ValueError(
-            f"`{name}` must be a non-empty 2D (Kh, Kw) array; got {describe(kernel)}.{extra}"
-        )
-    return check_values(kernel, name)
 
 
 class SeparableFilters(AbstractModel):
@@ -209,7 +198,7 @@ class SeparableFilters(AbstractModel):
         bank = dp.SeparableFilters.from_svd(dp.kernels.disk(50), rank=4)
         ```
         """
-        kernel = _check_kernel(kernel)
+        kernel = check_kernel(kernel)
         rank = check_positive_int(rank, "rank")
         if rank > min(kernel.shape):
             raise ValueError(
@@ -299,9 +288,11 @@ class SeparableFilters(AbstractModel):
 
         **Arguments:**
 
-        - `non_negative`: weight of [`diffprims.NonNegative`][].
-        - `keep_zeros`: weight of [`diffprims.KeepZeros`][].
-        - `peak`: the target kernel's peak value. The weights are meant for a kernel with
+        - `non_negative`: weight of [`diffprims.NonNegative`][] (a number >= 0; may be
+          traced, e.g. under `jax.vmap` for a sweep).
+        - `keep_zeros`: weight of [`diffprims.KeepZeros`][] (a number >= 0).
+        - `peak`: the target kernel's peak value, a concrete number > 0 (Python, NumPy
+          or a 0-d array such as `target.max()`). The weights are meant for a kernel with
           peak 1 (as `dp.kernels` makes it); both penalties are linear in the kernel and
           L2 quadratic, so they are multiplied by `peak` to mean the same for a kernel at
           another scale (e.g. one normalized to sum 1).
@@ -310,7 +301,9 @@ class SeparableFilters(AbstractModel):
 
         A loss for [`diffprims.fit`][].
         """
-        peak = _check_peak(peak)
+        non_negative = check_weight(non_negative, "non_negative")
+        keep_zeros = check_weight(keep_zeros, "keep_zeros")
+        peak = check_peak(peak)
         return L2() + (non_negative * peak) * NonNegative() + (keep_zeros * peak) * KeepZeros()
 
     @classmethod
@@ -331,9 +324,10 @@ class SeparableFilters(AbstractModel):
 
         - `learning_rate`: the initial step size (> 0), for a kernel with peak 1.
         - `decay_steps`: the steps over which it decays.
-        - `peak`: the target kernel's peak value. A bank's vectors scale as `sqrt(peak)`
-          and its gradients as `peak ** 1.5`; the step size and Adam's `eps` follow, so a
-          kernel at any scale fits like the same kernel at peak 1 (with
+        - `peak`: the target kernel's peak value, a concrete number > 0 (as for
+          [`diffprims.SeparableFilters.recommended_loss`][]). A bank's vectors scale as
+          `sqrt(peak)` and its gradients as `peak ** 1.5`; the step size and Adam's `eps`
+          follow, so a kernel at any scale fits like the same kernel at peak 1 (with
           [`diffprims.SeparableFilters.recommended_loss`][] given the same `peak`).
 
         **Returns:**
@@ -349,39 +343,10 @@ class SeparableFilters(AbstractModel):
         """
         learning_rate = check_scalar(learning_rate, "learning_rate", lower=0.0)
         decay_steps = check_positive_int(decay_steps, "decay_steps")
-        peak = _check_peak(peak)
+        peak = check_peak(peak)
         schedule = optax.cosine_decay_schedule(
             learning_rate * math.sqrt(peak), decay_steps, alpha=1e-3
         )
         # eps well above float32 gradient noise: an exact fit (a Gaussian at rank 1) stays
         # exact instead of being jiggled to a loss of ~1e-9 by normalised noise steps.
         return optax.adam(schedule, eps=1e-6 * peak**1.5)
-
-
-def _check_peak(peak: Any) -> float:
-    if isinstance(peak, bool) or not isinstance(peak, int | float) or not peak > 0:
-        raise ValueError(
-            f"`peak` must be the target kernel's (positive) peak value; got {peak!r}. "
-            "Pass `float(target.max())`."
-        )
-    return float(peak)
-
-
-def check_one_bank(bank: Any, action: str, call: str | None = None) -> None:
-    """A `ValueError` when `bank` holds a batch of banks (arrays with extra leading axes,
-    as `jax.vmap` over `from_svd` makes), which `action` would misread deep inside JAX."""
-    batch = batch_shape(bank)
-    if not batch:
-        return
-    size = " x ".join(map(str, batch))
-    way = (
-        f"Map over the batch, `jax.vmap(lambda b: {call})(banks)` (one `jax.vmap` per "
-        "batch axis), or take"
-        if call is not None
-        else "Take"
-    )
-    raise ValueError(
-        f"`{action}` takes one bank; got a batch of {size} banks (`vertical` "
-        f"{tuple(bank.vertical.shape)} and `horizontal` {tuple(bank.horizontal.shape)} have "
-        f"leading axes {batch}). {way} one bank with `jax.tree.map(lambda x: x[0], banks)`."
-    )

@@ -1,0 +1,69 @@
+"""Checks of a filter bank's arguments at the public boundary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+from jaxtyping import Array
+
+from .._model import batch_shape
+from .._validate import check_float_array, check_scalar, check_values, describe, is_traced
+
+
+def check_kernel(kernel: Any, name: str = "kernel") -> Array:
+    kernel = check_float_array(
+        kernel, name, hint=" A kernel is a 2D (Kh, Kw) array such as `dp.kernels.disk(50)`."
+    )
+    if kernel.ndim != 2 or 0 in kernel.shape:
+        extra = " Drop the channel axis with `kernel[..., 0]`." if kernel.ndim == 3 else ""
+        raise ValueError(
+            f"`{name}` must be a non-empty 2D (Kh, Kw) array; got {describe(kernel)}.{extra}"
+        )
+    return check_values(kernel, name)
+
+
+def check_peak(peak: Any) -> float:
+    """`peak` as a float: a concrete real number (Python, NumPy or 0-d array) > 0, finite."""
+    hint = " Pass the target kernel's peak value, e.g. `peak=target.max()`."
+    if is_traced(peak):
+        raise TypeError(
+            "`peak` must be a concrete number (it sets the optimizer's step size and eps); "
+            f"got a traced {describe(peak)} under jit/vmap. Compute it outside `jax.jit`."
+        )
+    return float(check_scalar(peak, "peak", lower=0.0, hint=hint))
+
+
+def check_weight(weight: Any, name: str) -> Any:
+    """A loss weight: a real number >= 0, finite; traced ones are checked at run time."""
+    hint = " A weight is >= 0 (0 turns the term off); see `dp.SeparableFilters`."
+    weight = check_scalar(weight, name, hint=hint)
+    message = f"`{name}` must be a finite number >= 0"
+    if is_traced(weight):
+        return eqx.error_if(weight, weight < 0, f"{message}.{hint}")
+    if float(weight) < 0:
+        raise ValueError(
+            f"{message}; got {float(weight)!r}. A negative weight rewards the "
+            f"penalised values and makes the loss unbounded below.{hint}"
+        )
+    return weight
+
+
+def check_one_bank(bank: Any, action: str, call: str | None = None) -> None:
+    """A `ValueError` when `bank` holds a batch of banks (arrays with extra leading axes,
+    as `jax.vmap` over `from_svd` makes), which `action` would misread deep inside JAX."""
+    batch = batch_shape(bank)
+    if not batch:
+        return
+    size = " x ".join(map(str, batch))
+    way = (
+        f"Map over the batch, `jax.vmap(lambda b: {call})(banks)` (one `jax.vmap` per "
+        "batch axis), or take"
+        if call is not None
+        else "Take"
+    )
+    raise ValueError(
+        f"`{action}` takes one bank; got a batch of {size} banks (`vertical` "
+        f"{tuple(bank.vertical.shape)} and `horizontal` {tuple(bank.horizontal.shape)} have "
+        f"leading axes {batch}). {way} one bank with `jax.tree.map(lambda x: x[0], banks)`."
+    )
