@@ -162,3 +162,44 @@ def test_recommended_loss_weights_may_be_traced_and_are_checked():
         jax.jit(lambda w: LOSS(non_negative=w)(pred, target))(-1.0)
     with pytest.raises(TypeError, match="`peak` must be a concrete number"):
         jax.jit(lambda p: LOSS(peak=p))(1.0)
+
+
+# --- half precision -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_filters_are_computed_in_float32(dtype):
+    kernel = dp.kernels.disk(9)
+    bank = bank_of(kernel.astype(dtype))
+    assert bank.vertical.dtype == jnp.float32
+    np.testing.assert_allclose(bank.kernel(), bank_of(kernel).kernel(), atol=2e-2)
+    assert dp.SeparableFilters(bank.vertical.astype(dtype), bank.horizontal).vertical.dtype == (
+        jnp.float32
+    )
+    blurred = bank.apply(SCENE.astype(dtype), border="reflect")
+    assert blurred.dtype == jnp.float32
+    np.testing.assert_allclose(blurred, bank.apply(SCENE, border="reflect"), rtol=1e-2)
+    assert dp.Filtered(bank, SCENE.astype(dtype)).image.dtype == jnp.float32
+    peak = kernel.astype(dtype).max()
+    result = dp.fit(
+        bank,
+        kernel.astype(dtype)[..., None],
+        loss=LOSS(non_negative=jnp.asarray(1.0, dtype), peak=peak),
+        optimizer=OPTIMIZER(peak=peak, learning_rate=jnp.asarray(1e-2, dtype)),
+        steps=3,
+    )
+    assert result.model.vertical.dtype == jnp.float32 and np.all(np.isfinite(result.losses))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_images_and_losses_are_accepted(dtype, tmp_path):
+    target = dp.load_image(dp.demo_image_path(), size=16)
+    half = target.astype(dtype)
+    loss = dp.L2()(half, target)
+    assert loss.dtype == jnp.float32 and float(loss) < 1e-4
+    assert float(dp.psnr(half, target)) > 40
+    assert float(dp.Weighted(dp.L2(), jnp.ones((16, 16), dtype))(target, target)) == 0.0
+    model = dp.Circles.init(4, key=jax.random.key(0), target=half)
+    assert np.all(np.isfinite(dp.fit(model, half, steps=2).losses))
+    dp.save_image(tmp_path / "half.png", half)
+    assert dp.kernels.gaussian(9, sigma=jnp.asarray(2.0, dtype)).dtype == jnp.float32

@@ -338,7 +338,7 @@ def check_loss_output(loss: AbstractLoss, pred: Any, target: Any) -> None:
         raise ValueError(
             f"`loss` failed on a prediction of shape {tuple(pred.shape)}; got the error: {error}"
         ) from error
-    if not hasattr(out, "shape") or out.shape != () or not np.issubdtype(out.dtype, np.floating):
+    if not hasattr(out, "shape") or out.shape != () or not jnp.issubdtype(out.dtype, jnp.floating):
         raise ValueError(
             "`loss` must return a float scalar; got "
             f"{describe(out)}. Reduce it, e.g. with `jnp.mean`."

@@ -103,7 +103,11 @@ def check_float_array(
     last_dim: int | None = None,
     hint: str = "",
 ) -> Array:
-    """`x` as a floating-point jax array of the expected rank, else a clear error."""
+    """`x` as a floating-point jax array of the expected rank, else a clear error.
+
+    Every float dtype is accepted; half precision (bfloat16, float16) comes back as
+    float32, so the library computes in at least float32 whatever it is given.
+    """
     if isinstance(x, list | tuple):
         x = np.asarray(x)
     if not hasattr(x, "dtype") or not hasattr(x, "shape"):
@@ -111,8 +115,8 @@ def check_float_array(
             x = np.asarray(x, dtype=np.float32)
         else:
             raise TypeError(f"`{name}` must be a float array; got {describe(x)}.{hint}")
-    dtype = np.dtype(x.dtype)
-    if not np.issubdtype(dtype, np.floating):
+    # `jnp.issubdtype`: NumPy does not count bfloat16 (an ml_dtypes type) as floating.
+    if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(
             f"`{name}` must be a float array; got {describe(x)}. "
             f"Convert it, e.g. `x.astype(np.float32)` (divide uint8 images by 255).{hint}"
@@ -123,7 +127,8 @@ def check_float_array(
         raise ValueError(
             f"`{name}` must have a last axis of size {last_dim}; got {describe(x)}.{hint}"
         )
-    return jnp.asarray(x)
+    x = jnp.asarray(x)
+    return x.astype(jnp.float32) if jnp.finfo(x.dtype).bits < 32 else x
 
 
 def check_values(
@@ -204,11 +209,11 @@ def check_scalar(
     if hasattr(value, "shape") and not isinstance(value, np.generic):
         value = cast(Any, value)
         if value.shape != () or not (
-            np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)
+            jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)
         ):
             raise TypeError(f"{message}; got {describe(value)}.{hint}")
         xp = jnp if is_traced(value) else np
-        concrete = value if is_traced(value) else np.asarray(value)
+        concrete = value if is_traced(value) else np.asarray(value).astype(np.float64)
         bad = ~xp.isfinite(concrete)
         if lower is not None:
             bad = bad | (concrete <= lower)

@@ -186,7 +186,8 @@ class SeparableFilters(AbstractModel):
 
         **Arguments:**
 
-        - `kernel`: `(Kh, Kw)` finite float array.
+        - `kernel`: `(Kh, Kw)` finite float array (bfloat16 and float16 are upcast: the
+          bank is float32).
         - `rank`: the number of passes, `1 <= rank <= min(Kh, Kw)`.
 
         **Returns:**
@@ -245,7 +246,8 @@ class SeparableFilters(AbstractModel):
         **Arguments:**
 
         - `image`: `(H, W, C)` float image (any range: kernels and images may be HDR or
-          negative). Batch with `jax.vmap(bank.apply)(images)`.
+          negative; half precision is computed in float32). Batch with
+          `jax.vmap(bank.apply)(images)`.
         - `border`: how the image continues past its edges: `"zero"` (zero padding, the
           default), `"edge"` (repeat the edge pixel), `"reflect"` (mirror about the edge
           pixel), `"symmetric"` (mirror including it) or `"wrap"` (periodic).

@@ -33,7 +33,7 @@ class Filtered(AbstractModel):
     **Arguments:**
 
     - `bank`: a [`diffprims.SeparableFilters`][].
-    - `image`: the `(H, W, C)` scene to filter.
+    - `image`: the `(H, W, C)` float scene to filter (half precision is upcast to float32).
     - `border`: how the scene continues past its edges, as in
       [`diffprims.SeparableFilters.apply`][].
 

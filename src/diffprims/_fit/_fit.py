@@ -60,6 +60,7 @@ def fit(
       constructor) is fitted under `jax.vmap`, `jax.vmap(lambda m: dp.fit(m, target))`.
     - `target`: `(H, W, C)` float array; in `[0, 1]` for image models, `C` equal to the
       model's channel count. A kernel is a one-channel image: `kernel[..., None]`.
+      Half precision (bfloat16, float16) is upcast: the fit runs in float32.
     - `loss`: a loss module or any function `(pred, target) -> scalar`; default
       [`diffprims.L2`][].
     - `optimizer`: an optax transformation; default `optax.adam(1e-2)`.
