@@ -203,3 +203,26 @@ def test_half_precision_images_and_losses_are_accepted(dtype, tmp_path):
     assert np.all(np.isfinite(dp.fit(model, half, steps=2).losses))
     dp.save_image(tmp_path / "half.png", half)
     assert dp.kernels.gaussian(9, sigma=jnp.asarray(2.0, dtype)).dtype == jnp.float32
+
+
+# --- the image to filter ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "filter_",
+    [
+        lambda x: bank_of(dp.kernels.disk(5)).apply(x),
+        lambda x: dp.Filtered(bank_of(dp.kernels.disk(5)), x),
+    ],
+)
+def test_a_channels_first_image_is_refused_with_the_fix(filter_):
+    for channels in (1, 3, 4):
+        with pytest.raises(ValueError, match=r"channels-first.*jnp\.moveaxis\(image, 0, -1\)"):
+            filter_(jnp.ones((channels, 16, 16)))
+    with pytest.raises(ValueError, match=r"a batch of images.*jax\.vmap"):
+        filter_(jnp.ones((2, 16, 16, 3)))
+    with pytest.raises(ValueError, match=r"x\[\.\.\., None\]"):
+        filter_(jnp.ones((16, 16)))
+    with pytest.raises(TypeError, match="float"):
+        filter_(jnp.ones((16, 16, 3), jnp.uint8))
+    filter_(jnp.full((16, 16, 3), -2.0))  # any range: scenes may be HDR or negative

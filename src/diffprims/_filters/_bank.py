@@ -19,10 +19,9 @@ from .._validate import (
     check_positive_int,
     check_scalar,
     check_values,
-    describe,
     is_traced,
 )
-from ._checks import check_kernel, check_one_bank, check_peak, check_weight
+from ._checks import check_kernel, check_one_bank, check_peak, check_scene, check_weight
 from ._passes import apply_passes, sample_kernel
 
 _HINT = " Build a bank with `dp.SeparableFilters.from_svd(kernel, rank)`."
@@ -261,18 +260,7 @@ class SeparableFilters(AbstractModel):
         blurred = bank.apply(image, border="reflect")
         ```
         """
-        image = check_float_array(
-            image,
-            "image",
-            hint=" Images are (H, W, C); add a channel axis with `x[..., None]` and batch "
-            "with `jax.vmap(bank.apply)`.",
-        )
-        if image.ndim != 3 or 0 in image.shape:
-            raise ValueError(
-                "`image` must be a non-empty (H, W, C) image; got "
-                f"{describe(image)}. Add a channel axis with `x[..., None]`; batch with "
-                "`jax.vmap(bank.apply)`."
-            )
+        image = check_scene(image, "image", "`jax.vmap(bank.apply)(images)`")
         check_one_bank(self, "apply", "b.apply(image)")
         if border not in _BORDERS:
             raise ValueError(f"`border` must be one of {sorted(_BORDERS)}; got {border!r}.")

@@ -7,6 +7,7 @@ from typing import Any
 import equinox as eqx
 from jaxtyping import Array
 
+from .._image import check_image
 from .._model import batch_shape
 from .._validate import check_float_array, check_scalar, check_values, describe, is_traced
 
@@ -21,6 +22,19 @@ def check_kernel(kernel: Any, name: str = "kernel") -> Array:
             f"`{name}` must be a non-empty 2D (Kh, Kw) array; got {describe(kernel)}.{extra}"
         )
     return check_values(kernel, name)
+
+
+def check_scene(image: Any, name: str, batched: str) -> Array:
+    """An `(H, W, C)` float image in any range (a scene to filter), as `check_image`
+    checks images (a likely channels-first `(C, H, W)` array is refused); `batched` says
+    how to filter a batch of images instead."""
+    image = check_float_array(image, name)
+    if image.ndim == 4:
+        raise ValueError(
+            f"`{name}` must be one (H, W, C) image; got {describe(image)}, a batch of "
+            f"images. Filter a batch with {batched}."
+        )
+    return check_image(image, name, check_range=False)
 
 
 def check_peak(peak: Any) -> float:

@@ -11,8 +11,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._model import AbstractModel, batch_shape, check_unbatched
-from .._validate import check_float_array, check_grid_shape, check_points, describe
+from .._validate import check_grid_shape, check_points, describe
 from ._bank import SeparableFilters
+from ._checks import check_scene
 
 _BORDERS = ("zero", "edge", "reflect", "symmetric", "wrap")
 
@@ -72,7 +73,9 @@ class Filtered(AbstractModel):
 
     def __init__(self, bank: Any, image: Any, *, border: str = "zero"):
         self.bank = bank
-        self.image = check_float_array(image, "image")
+        self.image = check_scene(
+            image, "image", "`jax.vmap(lambda x: dp.Filtered(bank, x))(images)`"
+        )
         self.border = border
 
     @property
