@@ -152,13 +152,6 @@ def docstring_examples() -> list[tuple[str, str]]:
     return out
 
 
-def _blur_exactly(scene, kernel):
-    """The true 2D blur, channel by channel (the `dp.Filtered` example's helper)."""
-    channels = range(scene.shape[-1])
-    convolve = jax.scipy.signal.convolve2d
-    return jnp.stack([convolve(scene[..., c], kernel, mode="same") for c in channels], -1)
-
-
 @pytest.fixture(scope="module")
 def given(tmp_path_factory):
     """The names an example takes as given, and a working folder holding its files."""
@@ -175,7 +168,7 @@ def given(tmp_path_factory):
         target=target, image=target, scene=target, pred=result.model.render_image((24, 24)),
         model=model, result=result, key=jax.random.key(1), k1=jax.random.key(2),
         k2=jax.random.key(3), k3=jax.random.key(4), path=folder / "photo.png",
-        kernel=dp.kernels.disk(5, normalize=True), blur_exactly=_blur_exactly,
+        kernel=dp.kernels.disk(5, normalize=True),
         face_mask=jnp.zeros((24, 24)).at[6:18, 8:16].set(1.0), raw_radius=jnp.log(0.1),
         rates=jnp.array([1e-3, 1e-2]), back=dp.Rectangles.init(3, key=jax.random.key(5)),
         front=dp.Circles.init(3, key=jax.random.key(6)),

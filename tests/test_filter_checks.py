@@ -226,3 +226,34 @@ def test_a_channels_first_image_is_refused_with_the_fix(filter_):
     with pytest.raises(TypeError, match="float"):
         filter_(jnp.ones((16, 16, 3), jnp.uint8))
     filter_(jnp.full((16, 16, 3), -2.0))  # any range: scenes may be HDR or negative
+
+
+# --- what the docstrings claim --------------------------------------------------------------
+
+
+def test_an_exact_start_behaves_as_recommended_optimizer_says():
+    def fitted(target, rank, **weights):
+        start = bank_of(target, rank)
+        result = dp.fit(
+            start, target[..., None], loss=LOSS(**weights), optimizer=OPTIMIZER(), steps=500
+        )
+        kernel = result.model.kernel()
+        error = float(jnp.linalg.norm(kernel - target) / jnp.linalg.norm(target))
+        return float(result.losses.max()), float(result.losses[-1]), error
+
+    # No zeros in the target: pushed away first, back to float32 rounding at the end.
+    peak, final, _ = fitted(dp.kernels.gaussian(15, sigma=3.0), 1)
+    assert 1e-6 < peak < 1e-3 and final < 1e-12
+    disk = dp.kernels.disk(9)
+    peak, final, _ = fitted(disk, 9, non_negative=0.0)
+    assert 1e-6 < peak < 1e-3 and final < 1e-12
+    # Zeros in the target and the NonNegative hinge: it does not come back.
+    _, _, error = fitted(disk, 9)
+    assert 1e-3 < error < 5e-3
+
+
+def test_docstring_examples_blur_with_a_reflected_border():
+    bank, filtered = dp.SeparableFilters.__doc__, dp.Filtered.__doc__
+    assert bank is not None and filtered is not None
+    assert '.apply(image, border="reflect")' in bank
+    assert "blur_exactly" not in filtered and "kernel = dp.kernels" in filtered

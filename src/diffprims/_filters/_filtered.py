@@ -39,8 +39,11 @@ class Filtered(AbstractModel):
       [`diffprims.SeparableFilters.apply`][].
 
     ```python
+    kernel = dp.kernels.disk(15, normalize=True)         # rank 3 is not exact for it
     scene = dp.load_image(path, size=128)
-    exact = blur_exactly(scene, kernel)               # the target: the true 2D blur
+    # The target: the true 2D blur, channel by channel (zero padding, as `border="zero"`).
+    convolve = lambda channel: jax.scipy.signal.convolve2d(channel, kernel, mode="same")
+    exact = jax.vmap(convolve, in_axes=2, out_axes=2)(scene)
     model = dp.Filtered(dp.SeparableFilters.from_svd(kernel, rank=3), scene)
     result = dp.fit(model, exact, steps=500, trainable=model.trainable())
     bank = result.model.bank
