@@ -162,6 +162,15 @@ def test_fixed_background_and_opacity(capsys):
     assert json.loads(Path("m.json").read_text())["background"] == "#ff8000"
 
 
+def test_fixed_opacity_one_is_opaque(capsys):
+    # The parser takes (0, 1]; `init` stores a logit and refused 1 after the run began.
+    image = write_picture("in.png")
+    argv = ["paint", image, *FAST, "--fit", "--opacity", 1, "-o", "m.eqx"]
+    status, err = run(argv, capsys)
+    assert status == 0, err
+    np.testing.assert_allclose(dp.load("m.eqx").opacities, 1.0, atol=1e-5)
+
+
 def test_hard_svg_edges_are_plain_fills(capsys):
     image = write_picture("in.png")
     status, err = run(["paint", image, *FAST, "--svg-edges", "hard", "-o", "a.svg"], capsys)
@@ -307,6 +316,7 @@ def test_paint_help_lists_every_option():
         (["paint", "{image}", "-o", "{text}"], "not a folder"),
         (["paint", "{image}", "-o", "a.bmp"], "unknown file type"),
         (["paint", "{image}", "-o", "a.png", "-o", "a.png"], "twice"),
+        (["paint", "{image}", "-o", "g/a.png", "-o", "g/../g/a.png"], "twice"),
         (["paint", "--frobnicate"], "unrecognized"),
         (["bogus"], "invalid choice"),
         ([], "required"),

@@ -925,3 +925,21 @@ def test_cli_bad_arguments(argv, option, capsys):
     err = capsys.readouterr().err
     assert status == 2, err
     assert err.count("\n") == 1 and option in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("batch", [None, 0.5])
+def test_weight_map_of_another_size_is_refused(batch):
+    # Sampled at a minibatch's pixels, a smaller map was read out of range silently.
+    target = jnp.full((16, 16, 3), 0.5)
+    loss = dp.Weighted(dp.L2(), np.ones((12, 12)))
+    model = dp.Circles.init(3, key=jax.random.key(0), target=target)
+    with pytest.raises(ValueError, match=r"target's size \(16, 16\).*\(12, 12, 1\)"):
+        dp.fit(model, target, loss=loss, steps=2, batch=batch, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"target's size \(16, 16\)"):
+        dp.paint(target, 4, key=jax.random.key(0), steps=2, loss=loss)
+
+
+def test_values_just_outside_the_range_are_shown_exactly():
+    target = jnp.full((8, 8, 3), 0.5).at[0, 0, 0].set(np.nextafter(np.float32(1), 2))
+    with pytest.raises(ValueError, match=r"1\.0000001.*\(1 outside\).*jnp\.clip\(target"):
+        dp.Circles.init(3, key=jax.random.key(0), target=target)

@@ -154,8 +154,15 @@ def check_values(
         count = int(np.sum(~np.isfinite(values)))
         raise ValueError(f"{message}; got {count} NaN/inf value(s).{hint}")
     if np.any(bad_range):
+        # `repr` of the exact extremes: `.4g` showed 1 for a value a rounding error above.
         low, high = float(values.min()), float(values.max())
-        raise ValueError(f"{message}; got values in [{low:.4g}, {high:.4g}].{hint}")
+        clip = ""
+        if np.isfinite(lower) and np.isfinite(upper):
+            clip = f" To clamp them, use `jnp.clip({name.strip('`')}, {lower}, {upper})`."
+        raise ValueError(
+            f"{message}; got values in [{low!r}, {high!r}] ({int(np.sum(bad_range))} "
+            f"outside).{clip}{hint}"
+        )
     return x
 
 

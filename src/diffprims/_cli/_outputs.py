@@ -43,6 +43,7 @@ def plan(
     extension names the format.
     """
     files: dict[Path, str] = {}
+    seen: set[str] = set()  # real paths: `a/x.png` and `a/../a/x.png` are one file
     for spec in specs:
         path = Path(spec)
         suffix = path.suffix.lower()
@@ -55,8 +56,9 @@ def plan(
         else:
             raise UsageError(f"-o {spec!r} is a file, not a folder")
         for target in new:
-            if target in files:
+            if os.path.realpath(target) in seen:
                 raise UsageError(f"-o names {os.fspath(target)!r} twice")
+            seen.add(os.path.realpath(target))
         files.update(new)
     _check_places(files, force=force)
     return files
@@ -100,7 +102,7 @@ def claimed(files: dict[Path, str], *, force: bool) -> Iterator[None]:
     with contextlib.ExitStack() as locks:
         parent = None
         try:
-            for parent in sorted({p.parent for p in files}):
+            for parent in _folders(files):
                 made += _make_folder(parent)
                 locks.enter_context(_lock(parent))
         except OSError as error:
@@ -116,6 +118,15 @@ def claimed(files: dict[Path, str], *, force: bool) -> Iterator[None]:
         finally:
             locks.close()
             _remove_empty(made)
+
+
+def _folders(files: dict[Path, str]) -> list[Path]:
+    """The folders the files go to, one per real folder (so two spellings of one folder,
+    or a link to it, take its lock once)."""
+    folders: dict[str, Path] = {}
+    for path in files:
+        folders.setdefault(os.path.realpath(path.parent), path.parent)
+    return sorted(folders.values())
 
 
 def _make_folder(folder: Path) -> list[Path]:

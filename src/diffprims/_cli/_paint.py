@@ -201,9 +201,12 @@ def _start(args, settings, shape_type, target, key):
 
     import diffprims as dp
 
+    # `init` takes opacities in (0, 1) (a logit is stored); `--opacity 1` means opaque:
+    # 1 - 1e-6 is within float32 rounding of it.
+    opacity = min(args.opacity, 1.0 - 1e-6) if args.opacity is not None else 0.6
     model = shape_type.init(
         args.num_shapes, key=key, target=target, softness=settings["softness"],
-        opacity=args.opacity if args.opacity is not None else 0.6,
+        opacity=opacity,
     )  # fmt: skip
     if args.background is not None:
         raw = dp.roles.COLOUR.raw(jnp.asarray(args.background, jnp.float32))

@@ -13,7 +13,14 @@ import numpy as np
 import optax
 
 from .._image import check_image
-from .._losses import L2, AbstractLoss, as_loss, check_loss_output, restrict_to_pixels
+from .._losses import (
+    L2,
+    AbstractLoss,
+    as_loss,
+    check_loss_output,
+    check_weight_maps,
+    restrict_to_pixels,
+)
 from .._model import AbstractModel, check_unbatched
 from .._validate import check_key, check_positive_int, check_values, describe, is_traced
 
@@ -132,6 +139,7 @@ def check_fit_key(key: Any, batch: int | None) -> Any:
 def check_loss_on(loss: AbstractLoss, target: Any, batch: int | None) -> None:
     """Evaluate the loss abstractly on what each step will give it."""
     height, width, channels = target.shape
+    check_weight_maps(loss, (height, width))
     pred_shape = (height, width, channels) if batch is None else (batch, channels)
     check_loss_output(
         # What each step calls: per-pixel maps sampled at the batch's pixels.

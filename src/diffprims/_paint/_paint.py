@@ -40,7 +40,14 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._fit._driver import Driver
 from .._fit._result import FitResult
 from .._image import check_image
-from .._losses import L2, AbstractLoss, as_loss, check_loss_output, restrict_to_pixels
+from .._losses import (
+    L2,
+    AbstractLoss,
+    as_loss,
+    check_loss_output,
+    check_weight_maps,
+    restrict_to_pixels,
+)
 from .._shapes import MODES, AbstractShapes, Circles, Layers, check_shape_type
 from .._validate import check_key, check_positive_int, check_scalar, describe
 from ._placement import blank
@@ -170,8 +177,8 @@ def paint(
     height, width, _ = target.shape
     # The placement, pruning and colour solve minimise the same weighted squared error as
     # the fit when the loss is one; for other losses, plain squared error (and no solve).
-    pixel_weights = squared_error_weights(loss, (height, width))
     _check_loss(loss, target, stride)
+    pixel_weights = squared_error_weights(loss, (height, width))
     solving = solve_colours and compositing != "depth" and pixel_weights is not None
     # Over-complete: paint `slots` shapes, then remove the least useful down to `n`.
     slots = n + round(extra * n) if compositing != "depth" else n
@@ -272,6 +279,7 @@ def _shape_message(shape: Any) -> str:
 def _check_loss(loss: AbstractLoss, target: Array, stride: int) -> None:
     """The loss must take the `(P, C)` pixel samples each step gives it."""
     height, width, channels = target.shape
+    check_weight_maps(loss, (height, width))
     stride = min(stride, height, width)
     count = -(-height // stride) * -(-width // stride)
     sample = jax.ShapeDtypeStruct((count, channels), target.dtype)

@@ -132,7 +132,8 @@ def _dead(model, target, weights, active, seeding: Seeding) -> Array:
         # budget (this grid: +1.0 dB mean at 3 s on five photos, alike at 14 s).
         useful = usefulness(model, target, weights, seeding.level)
         useful = jnp.where(active, useful, jnp.inf)
-        ranks = jnp.zeros((n,), jnp.int32).at[jnp.argsort(useful)].set(jnp.arange(n))
+        order = jnp.arange(n, dtype=jnp.int32)  # int32 under jax_enable_x64 too
+        ranks = jnp.zeros((n,), jnp.int32).at[jnp.argsort(useful)].set(order)
         dead = dead | ((ranks < seeding.prune) & jnp.isfinite(useful))
     return dead
 
