@@ -203,3 +203,75 @@ def test_fit_interrupted_without_checkpoint_keeps_progress(monkeypatch):
 
 
 # The command line's Ctrl-C and no-clobber tests are in tests/test_cli.py.
+
+
+# A checkpoint records the model's settings, the loss and the optimizer (`_identity`):
+# resuming with others is refused, resuming with fresh but equal objects is not.
+SMALL = jax.random.uniform(jax.random.key(2), (8, 8, 3))
+
+
+def _small_fit(path, model_options=(), **kwargs):
+    model = dp.Circles.init(3, key=KEY, target=SMALL, **dict(model_options))
+    args = dict(steps=4, steps_per_dispatch=2, key=KEY, batch=0.5, checkpoint=path)
+    args.update(kwargs)
+    return dp.fit(model, SMALL, **args)
+
+
+@pytest.mark.parametrize(
+    ("options", "part"),
+    [
+        (dict(loss=dp.L1()), "different loss"),
+        (dict(optimizer=optax.adam(0.5)), "different optimizer"),
+        (dict(model_options=dict(compositing="additive")), "different model settings"),
+        (dict(model_options=dict(softness=5)), "different model settings"),
+        (dict(model_options=dict(learn_background=False)), "different model settings"),
+    ],
+    ids=["L1", "learning-rate", "compositing", "softness", "learn-background"],
+)
+def test_resume_refuses_another_loss_optimizer_or_model_settings(tmp_path, options, part):
+    path = tmp_path / "fit.ckpt"
+    _small_fit(path)
+    with pytest.raises(dp.CheckpointError, match=part) as info:
+        _small_fit(None, steps=6, resume=path, **options)
+    assert "resume=False" in str(info.value)
+
+
+def test_resume_refuses_another_loss_weight(tmp_path):
+    path = tmp_path / "fit.ckpt"
+    _small_fit(path, loss=2.0 * dp.L2())
+    with pytest.raises(dp.CheckpointError, match="different loss"):
+        _small_fit(None, steps=6, resume=path, loss=3.0 * dp.L2())
+    weights = jnp.ones((8, 8))
+    _small_fit(path, loss=dp.Weighted(dp.L1(), weights))
+    with pytest.raises(dp.CheckpointError, match="different loss"):
+        _small_fit(None, steps=6, resume=path, loss=dp.Weighted(dp.L1(), 2.0 * weights))
+
+
+def test_resume_with_fresh_but_equal_loss_and_optimizer(tmp_path):
+    path = tmp_path / "fit.ckpt"
+    reference = _small_fit(None, steps=6, loss=dp.L2(), optimizer=optax.adam(1e-2))
+    _small_fit(path, loss=dp.L2(), optimizer=optax.adam(1e-2))
+    resumed = _small_fit(None, steps=6, resume=path, loss=dp.L2(), optimizer=optax.adam(1e-2))
+    assert_bit_identical(resumed, reference)
+    _small_fit(path, loss=2.0 * dp.L2())  # array weights: equal values resume
+    _small_fit(None, steps=6, resume=path, loss=2.0 * dp.L2())
+
+
+def test_resume_names_sampling_when_it_differs(tmp_path):
+    path = tmp_path / "fit.ckpt"
+    _small_fit(path)
+    with pytest.raises(dp.CheckpointError, match="expected sampling 'stratified'"):
+        _small_fit(None, steps=6, resume=path, sampling="stratified")
+
+
+def test_resume_accepts_a_checkpoint_without_the_identity_fields(tmp_path):
+    """Checkpoints written before the model/loss/optimizer prints still resume."""
+    path = tmp_path / "fit.ckpt"
+    _small_fit(path)
+    header_line, _, payload = path.read_bytes().split(b"\n", 2)
+    header = json.loads(header_line)
+    for field in ("model_settings", "loss", "optimizer", "identity_versions"):
+        del header[field]
+    line = json.dumps(header).encode() + b"\n"
+    path.write_bytes(line + hashlib.sha256(line + payload).hexdigest().encode() + b"\n" + payload)
+    _small_fit(None, steps=6, resume=path)

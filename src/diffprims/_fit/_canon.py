@@ -32,6 +32,11 @@ CACHE_SIZE = 64
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
+def without_addresses(text: str) -> str:
+    """`text` without object addresses (` at 0x...`), which differ from run to run."""
+    return _ADDRESS.sub("", text)
+
+
 def _abstract(tree: Any) -> Any:
     def leaf(x):
         if hasattr(x, "shape") and hasattr(x, "dtype"):
@@ -54,10 +59,11 @@ def _leaf(x: Any) -> Any:
     return (type(x), x)  # a Python scalar: static to `filter_jit`, so part of the key
 
 
-def fingerprint(fn: Callable, *args: Any) -> str | None:
+def fingerprint(fn: Callable, *args: Any, portable: bool = False) -> str | None:
     """SHA-256 of `fn`'s jaxpr on abstract `args`, of its constants' values and of the
     pytree structures going in and out; None when `fn` cannot be traced there or closes
-    over traced values.
+    over traced values. `portable` drops object addresses from the jaxpr's text too, so
+    the print is the same in another process (a checkpoint's record).
 
     The structures count: two optimizers whose `update`s compute the same arithmetic
     but keep different states (`optax.sgd` and `optax.scale`) trace to one jaxpr, and
@@ -65,7 +71,8 @@ def fingerprint(fn: Callable, *args: Any) -> str | None:
     """
     try:
         closed, out = jax.make_jaxpr(fn, return_shape=True)(*_abstract(args))
-        digest = hashlib.sha256(str(closed.jaxpr).encode())
+        text = str(closed.jaxpr)
+        digest = hashlib.sha256((_ADDRESS.sub("", text) if portable else text).encode())
         for tree in (args, out):
             digest.update(_ADDRESS.sub("", str(jax.tree.structure(tree))).encode())
         for const in closed.consts:
@@ -135,13 +142,19 @@ def canonical_loss(loss: Any, call: Callable[..., Any], *args: Any) -> Any:
         hash(ident)
     except TypeError:  # an unhashable static field: equinox could not cache it either
         return loss
-    # The structure without object addresses: equal losses must have equal structures.
-    shape = _ADDRESS.sub("", str(treedef))
-    dynamic, static = eqx.partition(loss, eqx.is_array)
-
-    def make_print():
-        printed = fingerprint(lambda d, *a: call(eqx.combine(d, static), *a), dynamic, *args)
-        return None if printed is None else f"{shape}|{printed}"
-
-    canonical = _LOSSES.get(ident, treedef, make_print)
+    canonical = _LOSSES.get(ident, treedef, lambda: loss_fingerprint(loss, call, *args))
     return loss if canonical is treedef else jax.tree.unflatten(canonical, leaves)
+
+
+def loss_fingerprint(
+    loss: Any, call: Callable[..., Any], *args: Any, portable: bool = False
+) -> str | None:
+    """The structure of `loss` (object addresses dropped: equal losses must have equal
+    structures) and the program of `call(loss, *args)`, its array leaves abstract: what
+    a compiled step with this loss computes, whatever its weights' values."""
+    shape = _ADDRESS.sub("", str(jax.tree.structure(loss)))
+    dynamic, static = eqx.partition(loss, eqx.is_array)
+    printed = fingerprint(
+        lambda d, *a: call(eqx.combine(d, static), *a), dynamic, *args, portable=portable
+    )
+    return None if printed is None else f"{shape}|{printed}"

@@ -4,7 +4,8 @@ A checkpoint file is one line of JSON (the header), one line with the SHA-256 of
 header line and the payload, then the array payload written by
 `equinox.tree_serialise_leaves` (NumPy `.npy` records, never pickle). The header records
 the step, the PRNG key, what the fit was for (model/optimizer-state structure, target
-fingerprint, batch) and the payload's length, so a corrupt file or a checkpoint of a
+fingerprint, batch, and prints of the model's settings, the loss and the optimizer: see
+`_identity`) and the payload's length, so a corrupt file or a checkpoint of a
 different fit is refused with a clear error instead of a silently wrong start. Reads are
 bounded: only regular files, a header line of at most `MAX_HEADER` bytes, and a payload
 of exactly the recorded length.
@@ -27,6 +28,14 @@ from jaxtyping import Array, PRNGKeyArray
 
 from .._errors import CheckpointError
 from .._files import CHECKSUM_LINE, atomic_write, checksum_line, open_regular, read_line
+from ._identity import FIELDS, compared
+
+_HOW = {  # what each identity field covers
+    "model_settings": "built alike: class, softness, compositing, learned background, "
+    "frozen parameters",
+    "loss": "its kind, structure and weights",
+    "optimizer": "its kind and settings, e.g. the learning rate",
+}
 
 FORMAT = "diffprims-checkpoint"
 VERSION = 2
@@ -132,9 +141,19 @@ def _read_checked(path: str | os.PathLike, name: str, fit_info: dict[str, Any]):
     for field, expected in fit_info.items():
         if field == "snapshot_steps" and not expected:
             continue  # a fit without snapshots may continue one with them
+        if field in FIELDS or not compared(field, header, expected):
+            continue  # checked after the arrays' structure, the plainer message
         if header.get(field) != expected:
             raise CheckpointError(_mismatch(name, field, expected, header.get(field)))
     return header, payload
+
+
+def _check_identity(header: dict[str, Any], name: str, fit_info: dict[str, Any]) -> None:
+    """The model settings, loss and optimizer match the ones that wrote the checkpoint."""
+    for field in FIELDS:
+        expected = fit_info.get(field)
+        if compared(field, header, expected) and header.get(field) != expected:
+            raise CheckpointError(_mismatch(name, field, expected, header.get(field)))
 
 
 def _check_header(header: dict[str, Any], name: str) -> None:
@@ -163,10 +182,18 @@ def _mismatch(name: str, field: str, expected: Any, got: Any) -> str:
             "cannot continue the saved ones. Resume with the original `steps` and "
             "`snapshots`, or with `snapshots=None` to fit for longer."
         )
+    if field in FIELDS:
+        return (
+            f"{name} was written with a different {FIELDS[field]} (got SHA-256 "
+            f"{str(got):.12}... there, {str(expected):.12}... here), so resuming it would "
+            f"not continue this fit. Pass the same {FIELDS[field]} as the fit that wrote "
+            f"it ({_HOW[field]}), or start afresh: `resume=False` (or another `checkpoint` path)."
+        )
     return (
         f"{name} belongs to a different fit: expected {field} {expected!r:.200} (this "
         f"fit's), got {got!r:.200}. Call `fit` with the same model, target, loss, "
-        "optimizer and batch as the fit that wrote it."
+        "optimizer, batch and sampling as the fit that wrote it, or start afresh: "
+        "`resume=False` (or another `checkpoint` path)."
     )
 
 
@@ -205,6 +232,7 @@ def load_checkpoint(
             f"{name} holds a different model or optimizer state: got {diff} (checkpoint vs "
             "this fit). Pass a model of the same type and size and the same optimizer."
         )
+    _check_identity(header, name, fit_info)
     step = int(header["step"])
     if step > steps:
         raise CheckpointError(

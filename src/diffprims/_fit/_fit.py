@@ -22,6 +22,7 @@ from .._validate import check_bool, check_positive_int, inside_trace, is_traced
 from . import _checks
 from ._checkpoint import Checkpointer, load_checkpoint, target_fingerprint
 from ._driver import Driver
+from ._identity import fit_identity
 from ._loop import LoopState, PointRender, Problem, run_steps
 from ._result import FitResult
 
@@ -93,7 +94,10 @@ def fit(
       checkpoint's); the result is bit-identical to a fit that was never interrupted, and
       `steps` may be raised to fit for longer (without `snapshots`: their steps depend on
       `steps`). A corrupt checkpoint or one written by a
-      different fit raises [`diffprims.CheckpointError`][].
+      different fit raises [`diffprims.CheckpointError`][]: the checkpoint records the
+      model's settings, the loss (with its weights) and the optimizer by what they
+      compute, so a fresh `optax.adam(1e-2)` resumes one written with another, and
+      `optax.adam(0.5)` is refused.
     - `trainable`: which parameters train, as an equinox filter spec: a pytree of bools
       matching the model (or a prefix of it), or a function `leaf -> bool`. The others
       get exactly zero updates (the optimizer never sees them, so no weight decay
@@ -163,8 +167,8 @@ def fit(
     start, saved_losses, checkpointer = 0, None, None
     if checkpointing:
         state, start, saved_losses, key, checkpointer = _resume(
-            model, target, state, key, key_given, steps, batch, sampling, snap_steps,
-            checkpoint, checkpoint_every, resume,
+            static, loss, optimizer, sampler, target, state, key, key_given, steps, batch,
+            sampling, snap_steps, checkpoint, checkpoint_every, resume,
         )  # fmt: skip
     method = model._fit_method(method)  # pyright: ignore[reportPrivateUsage]
     problem = Problem(target, loss, optimizer, key, sampler, PointRender(method))  # pyright: ignore[reportArgumentType]
@@ -222,17 +226,18 @@ def _result_maker(static: Any, snap_steps: tuple[int, ...]):
     return make
 
 
-def _resume(model, target, state, key, key_given, steps, batch, sampling, snap_steps,
-            checkpoint, checkpoint_every, resume):  # fmt: skip
+def _resume(static, loss, optimizer, sampler, target, state, key, key_given, steps, batch,
+            sampling, snap_steps, checkpoint, checkpoint_every, resume):  # fmt: skip
     """The state to start from (a checkpoint's, with `resume`) and the checkpointer."""
     start, saved_losses, checkpointer = 0, None, None
-    fit_info = {
-        "model": type(model).__qualname__,
+    fit_info = {  # compared in this order: `sampling` changes the batch's pixel count too
+        "model": type(static).__qualname__,
         "target_shape": list(target.shape),
         "target_sha256": target_fingerprint(target),
-        "batch": batch,
         "sampling": sampling,
+        "batch": batch,
         "snapshot_steps": list(snap_steps),
+        **fit_identity(static, loss, optimizer, state.params, state.opt_state, target, sampler),
     }
     if resume is True:
         resume = checkpoint if Path(checkpoint).exists() else None  # pyright: ignore

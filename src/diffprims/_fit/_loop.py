@@ -150,8 +150,20 @@ def run_steps(
     return _run_steps(state, static, problem, first, total, length, snap_steps, update_scale)
 
 
-def _loss_call(loss, pred, goal, indices):
+def loss_call(loss, pred, goal, indices):
+    """What each step computes with the loss (sampled pixels: `indices`, else None)."""
     return loss(pred, goal) if indices is None else restrict_to_pixels(loss, indices)(pred, goal)
+
+
+def loss_args(sampler: tuple[str, int] | None, target: Any) -> tuple[Any, Any, Any]:
+    """The abstract `(pred, goal, indices)` each step passes to `loss_call`."""
+    height, width, channels = target.shape
+    if sampler is None:
+        pred = jax.ShapeDtypeStruct((height, width, channels), target.dtype)
+        return pred, pred, None
+    count = _sample_count(sampler, height, width)
+    pred = jax.ShapeDtypeStruct((count, channels), target.dtype)
+    return pred, pred, jax.ShapeDtypeStruct((count,), jnp.int32)
 
 
 @functools.lru_cache(maxsize=256)
@@ -163,16 +175,7 @@ def _sample_count(sampler: tuple[str, int], height: int, width: int) -> int:
 def _canonical_problem(problem: Problem, state: LoopState) -> Problem:
     """`problem` with its optimizer and loss swapped for the first equal ones seen."""
     optimizer = canonical_optimizer(problem.optimizer, state.params, state.opt_state)
-    height, width, channels = problem.target.shape
-    dtype = problem.target.dtype
-    if problem.sampler is None:
-        pred = jax.ShapeDtypeStruct((height, width, channels), dtype)
-        indices = None
-    else:
-        count = _sample_count(problem.sampler, height, width)
-        indices = jax.ShapeDtypeStruct((count,), jnp.int32)
-        pred = jax.ShapeDtypeStruct((count, channels), dtype)
-    loss = canonical_loss(problem.loss, _loss_call, pred, pred, indices)
+    loss = canonical_loss(problem.loss, loss_call, *loss_args(problem.sampler, problem.target))
     if optimizer is problem.optimizer and loss is problem.loss:
         return problem
     return eqx.tree_at(lambda p: (p.optimizer, p.loss), problem, (optimizer, loss))

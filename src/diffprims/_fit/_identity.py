@@ -1,0 +1,85 @@
+"""What a checkpoint records of the fit that wrote it besides its arrays' structure.
+
+A checkpoint holds the trained parameters and the optimizer state, not the model's
+settings (softness, compositing, frozen parameters), the loss or the optimizer: a resume
+takes those from its caller. So that a resume with others is refused rather than
+continued as a different fit, the checkpoint records a SHA-256 of each:
+
+- `model_settings`: the model's static part (its class and settings, with the values of
+  any arrays that do not train);
+- `loss`: what a step computes with the loss (`_canon.loss_fingerprint`) and the values
+  of its arrays (a `Scaled` weight, a `Weighted` map);
+- `optimizer`: what its `update` computes on this fit's parameters and state
+  (`_canon.fingerprint`), so a fresh `optax.adam(1e-2)` matches and `optax.adam(0.5)`
+  does not.
+
+The prints are of traced programs, whose text may change with the JAX, equinox or optax
+version: `identity_versions` is recorded with them, and prints from other versions are
+not compared. A print that cannot be made (a loss that cannot be traced abstractly) is
+None: not compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+import optax
+
+from ._canon import fingerprint, loss_fingerprint, without_addresses
+from ._loop import loss_args, loss_call
+
+#: The fields `fit_identity` adds to a checkpoint's header, and what each names.
+FIELDS = {"model_settings": "model settings", "loss": "loss", "optimizer": "optimizer"}
+VERSIONS = "identity_versions"
+CURRENT = f"jax {jax.__version__}, equinox {eqx.__version__}, optax {optax.__version__}"
+
+
+def fit_identity(
+    static: Any, loss: Any, optimizer: Any, params: Any, opt_state: Any, target: Any,
+    sampler: tuple[str, int] | None,
+) -> dict[str, str | None]:  # fmt: skip
+    """The header fields naming this fit's model settings, loss and optimizer."""
+    update = getattr(optimizer, "update", None)
+    optimizer_print = None
+    if update is not None:
+        optimizer_print = fingerprint(
+            lambda g, s, p: update(g, s, p), params, opt_state, params, portable=True
+        )
+    loss_print = loss_fingerprint(loss, loss_call, *loss_args(sampler, target), portable=True)
+    return {
+        VERSIONS: CURRENT,
+        "model_settings": _digest(without_addresses(str(jax.tree.structure(static))), static),
+        "loss": None if loss_print is None else _digest(loss_print, loss),
+        "optimizer": optimizer_print,
+    }
+
+
+def _digest(text: str, tree: Any) -> str:
+    """SHA-256 of `text` and of `tree`'s leaves (arrays by value, others by repr)."""
+    digest = hashlib.sha256(text.encode())
+    for leaf in jax.tree.leaves(tree):
+        if not eqx.is_array_like(leaf):
+            digest.update(without_addresses(repr(leaf)).encode())
+            continue
+        value = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(f"{value.dtype.name}{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def compared(field: str, header: dict[str, Any], expected: Any) -> bool:
+    """Whether a checkpoint's `field` is compared with this fit's `expected` value: all
+    fields are, but an identity field only where both sides have one (an older
+    checkpoint has none) made with the same versions."""
+    if field not in FIELDS and field != VERSIONS:
+        return True
+    return (
+        field != VERSIONS
+        and expected is not None
+        and header.get(field) is not None
+        and header.get(VERSIONS) == CURRENT
+    )
