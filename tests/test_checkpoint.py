@@ -275,3 +275,15 @@ def test_resume_accepts_a_checkpoint_without_the_identity_fields(tmp_path):
     line = json.dumps(header).encode() + b"\n"
     path.write_bytes(line + hashlib.sha256(line + payload).hexdigest().encode() + b"\n" + payload)
     _small_fit(None, steps=6, resume=path)
+
+
+def test_resume_refuses_other_frozen_parameters(tmp_path):
+    """Parameters that do not train are not in the checkpoint: they must match."""
+    path = tmp_path / "fit.ckpt"
+    model = dp.Circles.init(3, key=KEY, target=SMALL)
+    spec = model.trainable("colour")
+    dp.fit(model, SMALL, steps=4, key=KEY, batch=0.5, trainable=spec, checkpoint=path)
+    moved = dp.Circles.init(3, key=jax.random.key(5), target=SMALL)
+    dp.fit(model, SMALL, steps=6, key=KEY, batch=0.5, trainable=spec, resume=path)
+    with pytest.raises(dp.CheckpointError, match="different model settings"):
+        dp.fit(moved, SMALL, steps=6, key=KEY, batch=0.5, trainable=spec, resume=path)
