@@ -77,10 +77,13 @@ class Gaussians(AbstractShapes):
                 strict=True,
             )
         ):
+            # userSpaceOnUse means the user space of the ellipse that references the
+            # gradient, which its own `transform` has already placed and turned: the
+            # gradient only scales the unit circle onto the Gaussian's axes.
             place = f"translate({x:.6g} {y:.6g}) rotate({np.degrees(t):.6g})"
             elements.append(
                 f'<radialGradient id="gaussian{index}" gradientUnits="userSpaceOnUse" cx="0" '
-                f'cy="0" r="1" gradientTransform="{place} scale({_CUTOFF * a:.6g} '
+                f'cy="0" r="1" gradientTransform="scale({_CUTOFF * a:.6g} '
                 f'{_CUTOFF * b:.6g})">{stops}</radialGradient>'
                 f'<ellipse rx="{_CUTOFF * a:.6g}" ry="{_CUTOFF * b:.6g}" transform="{place}" '
                 f'fill="url(#gaussian{index})"/>'

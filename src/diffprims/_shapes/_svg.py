@@ -44,7 +44,8 @@ def to_svg(
 
     Soft edges are approximated. Circles draw theirs with a radial gradient whose
     stops sample the model's edge `sigmoid(-d / w)` (`w = softness / H`), linear
-    between stops (within 0.01 of the model). Shape types without an exact form use a
+    between stops (within 0.01 of the model); Gaussians, which have no edge, are drawn
+    with a radial gradient sampling their profile. Shape types without an exact form use a
     Gaussian blur (`feGaussianBlur`) of the hard shape with standard deviation `1.6 w`,
     which has the sigmoid's slope at the boundary (see
     [`diffprims.AbstractShapes.svg_geometry`][]). Rasterised at `shape` by an SVG
