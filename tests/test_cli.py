@@ -505,27 +505,42 @@ def test_filter_ctrl_c_writes_results_so_far_and_exits_130(monkeypatch, capsys):
     assert summary["interrupted"] is True and 1 <= summary["steps"] < 100000
 
 
-def test_filter_sigterm_writes_results_and_unlocks(tmp_path):
-    """SIGTERM to a running `python -m diffprims filter` does what Ctrl-C does: the fit
-    stops and the results so far are written as a set; no lock is left behind (it used
-    to die, leaving only `.diffprims.lock`). Exit status 143."""
-    argv = [sys.executable, "-m", "diffprims", "filter", "--kernel", "disk:5", "--rank", 1,
-            "--steps", 10**9, "-o", "f"]  # fmt: skip
-    env = dict(os.environ, JAX_PLATFORMS="cpu", HOME=str(tmp_path))
-    process = subprocess.Popen([str(a) for a in argv], stderr=subprocess.PIPE, text=True, env=env)
+def signal_once_fitting(argv, signum, home, *, wait, header=None):
+    """(exit status, stderr) of `python -m diffprims *argv` sent `signum` once it fits.
+
+    The program runs as a user would run it, with `home` as its HOME (its per-user cache
+    folder in there, whatever JAX_COMPILATION_CACHE_DIR says). Its stderr is read until
+    the progress bar is up (the fit loop has started; `header`, when given, must be in
+    the line before it), then the signal is sent `wait` seconds later."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", HOME=str(home))
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    command = [sys.executable, "-m", "diffprims", *(str(a) for a in argv)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert process.stderr is not None
+        if header is not None:
+            line = process.stderr.readline()  # the header: the fit is about to start
+            assert header in line, line
         seen = ""
         while "step" not in seen:  # the progress bar is up: the fit loop has started
             char = process.stderr.read(1)
             assert char, seen
             seen += char
-        time.sleep(0.5)
-        process.send_signal(signal.SIGTERM)
+        time.sleep(wait)
+        process.send_signal(signum)
         _, err = process.communicate(timeout=300)
     finally:
         process.kill()
-    assert process.returncode == 143, err[-2000:]
+    return process.returncode, err
+
+
+def test_filter_sigterm_writes_results_and_unlocks(tmp_path):
+    """SIGTERM to a running `python -m diffprims filter` does what Ctrl-C does: the fit
+    stops and the results so far are written as a set; no lock is left behind (it used
+    to die, leaving only `.diffprims.lock`). Exit status 143."""
+    argv = ["filter", "--kernel", "disk:5", "--rank", 1, "--steps", 10**9, "-o", "f"]
+    status, err = signal_once_fitting(argv, signal.SIGTERM, tmp_path, wait=0.5)
+    assert status == 143, err[-2000:]
     assert "interrupted after" in err
     assert {p.name for p in os.scandir("f")} == FILTER_FOLDER  # no lock, no temp folder
     assert json.loads(Path("f/summary.json").read_text())["interrupted"] is True
@@ -537,25 +552,11 @@ def test_sigint_end_to_end(tmp_path, budget):
     `dp.paint`'s rounds both write what they have and exit 130. The process, run as
     the program, keeps its compiled programs in the per-user cache folder."""
     image = write_picture(tmp_path / "in.png")
-    argv = [sys.executable, "-m", "diffprims", "paint", image, "-n", 3, "--size", 16, *budget]
-    env = dict(os.environ, JAX_PLATFORMS="cpu", HOME=str(tmp_path))
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)
-    process = subprocess.Popen([str(a) for a in argv], stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert process.stderr is not None
-        line = process.stderr.readline()  # the header: the fit is about to start
-        assert "the PSNR shown is at 16x12" in line, line
-        seen = ""
-        while "step" not in seen:  # the progress bar is up: the fit loop has started
-            char = process.stderr.read(1)
-            assert char, seen
-            seen += char
-        time.sleep(1.0)
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=300)
-    finally:
-        process.kill()
-    assert process.returncode == 130, err[-2000:]
+    argv = ["paint", image, "-n", 3, "--size", 16, *budget]
+    status, err = signal_once_fitting(
+        argv, signal.SIGINT, tmp_path, wait=1.0, header="the PSNR shown is at 16x12"
+    )
+    assert status == 130, err[-2000:]
     assert "interrupted after" in err
     assert {p.name for p in os.scandir("out")} == FOLDER
     assert json.loads(Path("out/summary.json").read_text())["interrupted"] is True
