@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -13,31 +14,102 @@ from typing import Any
 def atomic_write(path: str | os.PathLike, write: Any, *, suffix: str = "") -> Path:
     """Write a file by `write(temp_path)` in the same folder, then rename it into place.
 
-    A new file gets the mode a plain `open` would give it; a file that is replaced keeps
-    its mode (a private 0600 file stays private).
+    The file is synced to disk before the rename and its folder after it, so a crash
+    leaves the old file or the new one, never an empty one. A symlink is written through
+    (its target is replaced; the link stays). Missing folders are created. A new file gets
+    the mode a plain `open` would give it; a file that is replaced keeps its mode (a
+    private 0600 file stays private). Returns `path` as given.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix
-    )
-    os.close(handle)
+    given = Path(path)
+    path = _resolved(given)
+    _make_folder(path)
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        # mkstemp makes the file private (0600); give it the mode a plain `open` would.
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    os.chmod(temp, mode)
+        handle, temp = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name[:64]}.", suffix=suffix or path.suffix[:16]
+        )
+    except OSError as error:
+        raise _cannot_write(error, path, f"the folder {os.fspath(path.parent)!r}") from None
+    os.close(handle)
+    os.chmod(temp, _mode(path))
     try:
         write(temp)
+        _sync(temp)
         os.replace(temp, path)
     except BaseException:
         if os.path.exists(temp):
             os.unlink(temp)
         raise
+    try:
+        _sync(path.parent)  # the new name itself
+    except OSError:
+        pass  # some file systems cannot sync a folder; the file is whole either way
+    return given
+
+
+def _resolved(path: Path) -> Path:
+    """`path` with symlinks followed (so the link's target is written), checked to be no
+    folder."""
+    if path.is_symlink():
+        resolved = Path(os.path.realpath(path))
+        if resolved.is_symlink():
+            raise OSError(
+                errno.ELOOP,
+                f"Cannot write {os.fspath(path)!r}: it is one of symbolic links that loop; "
+                "point the link at a file or remove it",
+            )
+        path = resolved
+    if path.is_dir():
+        raise IsADirectoryError(
+            errno.EISDIR,
+            f"{os.fspath(path)!r} is a folder; pass a file name (a path inside the folder, "
+            "with a suffix such as .png) to write to",
+        )
     return path
+
+
+def _make_folder(path: Path) -> None:
+    """Create `path`'s missing folders, naming a file in the way or the folder refused."""
+    for folder in reversed(path.parents):
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(
+                errno.ENOTDIR,
+                f"Cannot write {os.fspath(path)!r}: {os.fspath(folder)!r} is a file, not a "
+                "folder; choose another path or move the file",
+            )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _cannot_write(error, path, "its folder (it could not be created)") from None
+
+
+def _cannot_write(error: OSError, path: Path, where: str) -> OSError:
+    """`error` (the same OSError subclass) in words that name `path`, not a temp file."""
+    reason = error.strerror or str(error)
+    return type(error)(
+        error.errno,
+        f"cannot write {os.fspath(path)!r}: {reason} in {where}; choose a folder you can "
+        "write to or change its permissions",
+    )
+
+
+def _mode(path: Path) -> int:
+    """The mode of the file `path` replaces, or what a plain `open` would give a new one."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        # mkstemp makes the file private (0600); give it the mode a plain `open` would.
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _sync(path: str | os.PathLike) -> None:
+    """Flush a file's (or a folder's) data to the disk."""
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def open_regular(path: str | os.PathLike, what: str, error: type[Exception]) -> tuple[Any, int]:
