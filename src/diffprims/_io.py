@@ -193,11 +193,12 @@ def _read_file(path: Any) -> tuple[dict[str, Any], bytes]:
     """`(header, payload)`: lengths bounded, the SHA-256 checked (format 2 on)."""
     file, size = open_regular(path, "The model file", LoadError)
     with file:
-        if file.read(len(_MAGIC)) != _MAGIC:
-            raise _fail(path, "it is not a diffprims model file (no `diffprims-model` line)")
+        start = file.read(len(_MAGIC))
+        if start != _MAGIC or size == len(_MAGIC):
+            raise _fail(path, _not_a_model(start, size))
         line = read_line(file, _MAX_HEADER)
         if line is None:
-            raise _fail(path, f"its header is damaged (no line end in {_MAX_HEADER} bytes)")
+            raise _fail(path, _not_a_model(start, size))
         try:
             header = json.loads(line)
         except (ValueError, RecursionError):
@@ -222,6 +223,17 @@ def _read_file(path: Any) -> tuple[dict[str, Any], bytes]:
     if version >= 2 and checksum_line(line, payload) != checksum:
         raise _fail(path, "it is damaged: its SHA-256 does not match its contents")
     return header, payload
+
+
+def _not_a_model(start: bytes, size: int) -> str:
+    """Why a file whose first two lines cannot be read is no model file, in words."""
+    if size == 0:
+        return "it is empty (0 bytes)"
+    if _MAGIC.startswith(start) or (start == _MAGIC and size <= _MAX_HEADER + len(_MAGIC)):
+        return f"it is truncated or damaged (the file ends after {size} bytes, in its header)"
+    if start != _MAGIC:
+        return "it is not a diffprims model file (no `diffprims-model` line)"
+    return f"its header is damaged (no line end in {_MAX_HEADER} bytes)"
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:

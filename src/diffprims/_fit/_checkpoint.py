@@ -96,9 +96,7 @@ def save_checkpoint(
 
     def write(temp: str) -> None:
         with open(temp, "wb") as file:
-            file.write(line + checksum + payload)
-            file.flush()
-            os.fsync(file.fileno())
+            file.write(line + checksum + payload)  # synced to disk by atomic_write
 
     return atomic_write(path, write)
 
@@ -118,11 +116,7 @@ def _read_checked(path: str | os.PathLike, name: str, fit_info: dict[str, Any]):
             if not isinstance(header, dict) or header.get("format") != FORMAT:
                 raise ValueError
         except (ValueError, RecursionError):
-            raise CheckpointError(
-                f"{name} is not a diffprims checkpoint (expected a JSON header with format "
-                f"{FORMAT!r}; got {(line or b'')[:60]!r}). Pass the file written by "
-                "`fit(..., checkpoint=PATH)`."
-            ) from None
+            raise CheckpointError(_not_a_checkpoint(name, line, size)) from None
         if header.get("version") != VERSION:
             raise CheckpointError(
                 f"{name} has an unknown format version: expected {VERSION}, got "
@@ -146,6 +140,23 @@ def _read_checked(path: str | os.PathLike, name: str, fit_info: dict[str, Any]):
         if header.get(field) != expected:
             raise CheckpointError(_mismatch(name, field, expected, header.get(field)))
     return header, payload
+
+
+def _not_a_checkpoint(name: str, line: bytes | None, size: int) -> str:
+    """Why a file's first line is no checkpoint header, in words for an empty or cut file."""
+    again = "Resume from an older checkpoint or start the fit again."
+    if size == 0:
+        return f"{name} is empty (0 bytes). {again}"
+    if line is None and size <= MAX_HEADER:
+        return (
+            f"{name} is truncated or not a checkpoint: its header line does not end (the "
+            f"file ends after {size} bytes). {again}"
+        )
+    got = "a first line that does not end" if line is None else f"{line[:60]!r}"
+    return (
+        f"{name} is not a diffprims checkpoint (expected a JSON header with format "
+        f"{FORMAT!r}; got {got}). Pass the file written by `fit(..., checkpoint=PATH)`."
+    )
 
 
 def _check_identity(header: dict[str, Any], name: str, fit_info: dict[str, Any]) -> None:
