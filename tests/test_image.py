@@ -82,4 +82,24 @@ def test_save_errors(tmp_path):
         dp.save_image(tmp_path / "a.unknown", jnp.zeros((4, 4, 3)))
     with pytest.raises(ValueError, match="NaN"):
         dp.save_image(tmp_path / "a.png", jnp.full((4, 4, 3), jnp.nan))
+    with pytest.raises(ValueError, match="'.psd', which Pillow cannot write"):
+        dp.save_image(tmp_path / "a.psd", jnp.zeros((4, 4, 3)))  # Pillow only reads PSD
+    with pytest.raises(ValueError, match="no suffix"):
+        dp.save_image(tmp_path / "a", jnp.zeros((4, 4, 3)))
     assert not os.listdir(tmp_path)
+
+
+def test_save_rgba_as_jpeg_is_refused_with_the_fixes(tmp_path):
+    rgba = jnp.full((4, 4, 4), 0.5)
+    with pytest.raises(ValueError, match="RGBA") as error:
+        dp.save_image(tmp_path / "a.jpg", rgba)
+    assert "JPEG" in str(error.value) and "image[..., :3]" in str(error.value)
+    assert ".png" in str(error.value)
+    assert not os.listdir(tmp_path)
+    # Each fix the message names works.
+    dp.save_image(tmp_path / "a.jpg", rgba[..., :3])
+    dp.save_image(tmp_path / "b.png", rgba)
+    over_white = rgba[..., :3] * rgba[..., 3:] + 1 - rgba[..., 3:]
+    np.testing.assert_allclose(
+        dp.load_image(tmp_path / "b.png"), over_white, atol=1 / 255
+    )  # as `load_image` shows transparency

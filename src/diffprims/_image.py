@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import os
 import warnings
 from importlib import resources
@@ -280,14 +281,44 @@ def save_image(path: str | os.PathLike, image: Any) -> Path:
     `[0, 1]` and rounded to 8 bits. The file appears whole or not at all (it is written
     to a temporary file in the same folder and renamed).
 
+    `C` is 1 (grey), 3 (RGB) or 4 (RGBA). An image the format cannot hold is refused
+    with a `ValueError`, never changed silently: an RGBA image as JPEG (which has no
+    alpha channel) raises, and the message says how to drop the alpha
+    (`image[..., :3]`), composite it over white as `load_image` shows transparency,
+    or keep it by saving as PNG.
+
     **Returns:**
 
     The path written.
     """
     pixels = to_uint8(image)
-    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
-    if fmt is None:
+    name = os.fspath(path)
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        said = f"the suffix {suffix!r}, which Pillow cannot write" if suffix else "no suffix"
         raise ValueError(
-            f"`path` must end in an image suffix such as .png or .jpg; got {os.fspath(path)!r}."
+            f"`path` must end in an image suffix such as .png or .jpg; got {name!r}, with {said}."
         )
-    return atomic_write(path, lambda temp: Image.fromarray(pixels).save(temp, format=fmt))
+    picture = Image.fromarray(pixels)
+    encoded = io.BytesIO()
+    try:  # in memory: what the format cannot hold is told apart from a failing disk
+        picture.save(encoded, format=fmt)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(_cannot_hold(name, fmt, picture.mode, error)) from None
+    return atomic_write(path, lambda temp: Path(temp).write_bytes(encoded.getvalue()))
+
+
+def _cannot_hold(name: str, fmt: str, mode: str, error: Exception) -> str:
+    kind = {"L": "a grey (H, W, 1)", "RGB": "an RGB (H, W, 3)", "RGBA": "an RGBA (H, W, 4)"}[mode]
+    fix = "save as .png, which holds grey, RGB and RGBA"
+    if mode == "RGBA":
+        fix = (
+            "drop the alpha with `image[..., :3]`, composite it over white with "
+            "`image[..., :3] * image[..., 3:] + 1 - image[..., 3:]`, or "
+            "save as .png to keep it"
+        )
+    return (
+        f"`image` must be in a mode {fmt} can hold to be written to {name!r}; got {kind} "
+        f"image, which {fmt} cannot hold ({error}). To write it, {fix}."
+    )
