@@ -319,7 +319,12 @@ def test_gif_errors(tmp_path, small):
         dp.save_gif(tmp_path / "a.gif", [jnp.zeros(3)], (8, 8))  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="seconds"):
         dp.save_gif(tmp_path / "a.gif", [model], (8, 8), seconds_per_frame=0)
+    with pytest.raises(ValueError, match=r"end in \.gif.*'\.png'.*save_image"):
+        dp.save_gif(tmp_path / "a.png", [model], (8, 8))
+    with pytest.raises(ValueError, match="no suffix"):
+        dp.save_gif(tmp_path / "a", [model], (8, 8))
     assert not list(tmp_path.iterdir())
+    assert dp.save_gif(tmp_path / "A.GIF", [model], (8, 8)).exists()  # any case
 
 
 # -- files written by earlier releases ----------------------------------------------------

@@ -121,6 +121,9 @@ def test_save_svg_atomic(tmp_path, demo_fit):
     path = dp.save_svg(tmp_path / "sub" / "a.svg", model, (48, 48))
     assert path.read_text() == dp.to_svg(model, (48, 48))
     assert sorted(p.name for p in path.parent.iterdir()) == ["a.svg"]
+    with pytest.raises(ValueError, match=r"end in \.svg.*'\.png'.*save_image"):
+        dp.save_svg(tmp_path / "sub" / "b.png", model, (48, 48))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["a.svg"]
 
 
 def test_errors():

@@ -15,7 +15,7 @@ from PIL import Image
 from ._files import atomic_write
 from ._image import to_uint8
 from ._model import AbstractModel
-from ._validate import check_grid_shape, describe
+from ._validate import check_grid_shape, check_suffix, describe
 
 #: Frames rendered per compiled call (a batch under `vmap`; the last one is padded).
 BATCH = 8
@@ -74,7 +74,7 @@ def save_gif(
 
     **Arguments:**
 
-    - `path`: the `.gif` file to write.
+    - `path`: the `.gif` file to write (another suffix raises a `ValueError`).
     - `snapshots`: a sequence of models with the same structure, e.g.
       `FitResult.snapshots` from `fit(..., snapshots=k)`; one frame each.
     - `shape`: the frames' `(H, W)`.
@@ -91,6 +91,12 @@ def save_gif(
     dp.save_gif("progress.gif", result.snapshots, (256, 256))
     ```
     """
+    check_suffix(
+        path,
+        ".gif",
+        "save_gif",
+        "write one frame with `dp.save_image(path, model.render_image(shape))`",
+    )
     frames_in = list(snapshots) if isinstance(snapshots, list | tuple) else None
     if not frames_in or not all(isinstance(m, AbstractModel) for m in frames_in):
         raise ValueError(

@@ -291,3 +291,20 @@ def run_checks(tree: Any) -> None:
     elif isinstance(tree, tuple | list):
         for item in tree:
             run_checks(item)
+
+
+def check_suffix(path: Any, suffix: str, writer: str, hint: str) -> None:
+    """That `path` is a file path ending in `suffix` (any case), for `writer`; `hint`
+    says what to use for other formats."""
+    import os
+    from pathlib import Path
+
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"`path` must be a file path ending in {suffix}; got {describe(path)}.")
+    got = Path(path).suffix
+    if got.lower() != suffix:
+        said = f"the suffix {got!r}" if got else "no suffix"
+        raise ValueError(
+            f"`path` must end in {suffix}: `{writer}` writes that format whatever the name; "
+            f"got {os.fspath(path)!r}, with {said}. Name the file with {suffix}, or {hint}."
+        )

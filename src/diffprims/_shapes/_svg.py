@@ -12,7 +12,7 @@ import numpy as np
 
 from .._files import atomic_write
 from .._model import check_unbatched
-from .._validate import check_grid_shape, describe, is_traced
+from .._validate import check_grid_shape, check_suffix, describe, is_traced
 from ._base import AbstractShapes
 from ._layers import Layers, flatten_layers
 from ._protocol import svg_geometry as checked_svg_geometry
@@ -167,10 +167,19 @@ def save_svg(
 ) -> Path:
     """Write [`diffprims.to_svg`][]`(model, shape, **kwargs)` to `path` atomically.
 
+    `path` must end in `.svg` (any case): another suffix raises a `ValueError` rather
+    than an SVG under a raster's name.
+
     **Returns:**
 
     The path written.
     """
+    check_suffix(
+        path,
+        ".svg",
+        "save_svg",
+        "for a raster write `dp.save_image(path, model.render_image(shape))`",
+    )
     text = to_svg(model, shape, **kwargs)
     return atomic_write(path, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
 
