@@ -65,9 +65,11 @@ def test_paint_places_shapes_where_the_weighted_error_is(getkey):
     ).render_image((32, 32))  # fmt: skip
     weights = jnp.where(jnp.arange(32) >= 16, 10.0, 1.0)[None, :].repeat(32, 0)
     loss = dp.Weighted(dp.L2(), weights)
-    result = dp.paint(target, 8, key=getkey(), steps=1, rounds=1, loss=loss, extra=0.0)
+    result = dp.paint(target, 24, key=getkey(), steps=1, rounds=1, loss=loss, extra=0.0)
     right = int(jnp.sum(result.model.centres[:, 0] > 0.5))
-    assert right >= 6, right  # unweighted placement would split them about evenly
+    # 19 to 24 (mean 21) over 12 keys; unweighted placement would split them about evenly.
+    # (With 8 shapes, 5 to 8: one key in six fell below 6.)
+    assert right >= 16, right
 
 
 def test_more_steps_and_restarts_do_not_hurt(getkey):

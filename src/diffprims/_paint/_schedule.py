@@ -46,12 +46,13 @@ def plan_rounds(n: int, rounds: int, *, coarse: float, grow: float, aspect: floa
 
     Equal counts give at most two distinct sizes, so at most two compilations of the
     adder. Early rounds see a target blurred by `coarse` pixels with edges `coarse`
-    times wider; by the last round, the sharp target and the model's own softness.
+    times wider; by the last round, the sharp target and the model's own softness (a
+    single round is the last: it fits the sharp target).
     """
     counts = [n // rounds + (1 if r < n % rounds else 0) for r in range(rounds)]
     plan, total = [], 0
     for r, count in enumerate(counts):
-        fraction = r / max(rounds - 1, 1)
+        fraction = r / (rounds - 1) if rounds > 1 else 1.0
         total += count
         plan.append(
             Round(
