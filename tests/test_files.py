@@ -60,6 +60,23 @@ def test_a_failed_sync_keeps_the_old_file(tmp_path, monkeypatch):
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["a.txt"]
 
 
+def test_a_read_only_file_is_replaced_and_stays_read_only(tmp_path):
+    path = atomic_write(tmp_path / "a.txt", _text("old"))
+    os.chmod(path, 0o444)
+    atomic_write(path, _text("new"))  # the temporary file stays writable until written
+    assert path.read_text() == "new" and os.stat(path).st_mode & 0o777 == 0o444
+    assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_a_new_file_gets_the_mode_open_gives(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "a.txt", _text("x"))
+    finally:
+        os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+
+
 def test_a_symlink_is_written_through(tmp_path):
     (tmp_path / "real").mkdir()
     target = tmp_path / "real" / "a.txt"

@@ -30,20 +30,26 @@ def atomic_write(path: str | os.PathLike, write: Any, *, suffix: str = "") -> Pa
     except OSError as error:
         raise _cannot_write(error, path, f"the folder {os.fspath(path.parent)!r}") from None
     os.close(handle)
-    os.chmod(temp, _mode(path))
     try:
         write(temp)
+        # The mode after the write: a read-only (0444) file is replaced, as a rename may.
+        os.chmod(temp, _mode(path))
         _sync(temp)
         os.replace(temp, path)
     except BaseException:
         if os.path.exists(temp):
             os.unlink(temp)
         raise
-    try:
-        _sync(path.parent)  # the new name itself
-    except OSError:
-        pass  # some file systems cannot sync a folder; the file is whole either way
+    sync_folder(path.parent)  # the new name itself
     return given
+
+
+def sync_folder(folder: str | os.PathLike) -> None:
+    """Flush a folder's entries (names renamed into it) to the disk, where it can."""
+    try:
+        _sync(folder)
+    except OSError:
+        pass  # some file systems cannot sync a folder; the files are whole either way
 
 
 def _resolved(path: Path) -> Path:
@@ -105,7 +111,8 @@ def _mode(path: Path) -> int:
 
 def _sync(path: str | os.PathLike) -> None:
     """Flush a file's (or a folder's) data to the disk."""
-    handle = os.open(path, os.O_RDONLY)
+    # Windows flushes only handles open for writing (and opens no folders: an OSError).
+    handle = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
     try:
         os.fsync(handle)
     finally:
