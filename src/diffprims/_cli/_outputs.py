@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .._files import sync_folder
 from ._common import UsageError
 
 #: File formats by extension.
@@ -81,9 +82,8 @@ def _check_places(files: dict[Path, str], *, force: bool) -> None:
         raise UsageError(f"-o: {os.fspath(folders[0])!r} is a folder, not a file")
     if existing and not force:
         shown = ", ".join(existing[:4]) + (" ..." if len(existing) > 4 else "")
-        raise UsageError(
-            f"-o: {shown} already exist; pass --force to overwrite, or choose other outputs"
-        )
+        verb = "already exists" if len(existing) == 1 else "already exist"
+        raise UsageError(f"-o: {shown} {verb}; pass --force to overwrite, or choose other outputs")
     for parent in sorted({p.parent for p in files}):
         place = parent
         while not place.exists() and place != place.parent:
@@ -181,15 +181,31 @@ def _lock(folder: Path) -> Iterator[None]:
 
 
 def write_all(files: dict[Path, str], write: Callable[[Path, str], None]) -> None:
-    """`write(temp_path, format)` for every file into temp folders, then all into place."""
+    """`write(temp_path, format)` for every file into temp folders, then all into place.
+
+    An output that is a symlink is written through: its target is replaced, the link
+    stays (the temp folder is then beside the target, so the rename stays in one file
+    system)."""
+    places = {path: _destination(path) for path in files}
     staging: dict[Path, Path] = {}
     try:
-        for parent in sorted({p.parent for p in files}):
+        for parent in sorted({p.parent for p in places.values()}):
+            parent.mkdir(parents=True, exist_ok=True)  # a dangling link's folder
             staging[parent] = Path(tempfile.mkdtemp(prefix=".diffprims-", dir=parent))
         for path, kind in files.items():
-            write(staging[path.parent] / path.name, kind)
+            write(staging[places[path].parent] / places[path].name, kind)
         for path in files:
-            os.replace(staging[path.parent] / path.name, path)
+            os.replace(staging[places[path].parent] / places[path].name, places[path])
+        for parent in staging:
+            sync_folder(parent)
     finally:
         for temp in staging.values():
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def _destination(path: Path) -> Path:
+    """Where `path`'s bytes go: the file a symlink points to (a loop: the link itself)."""
+    if not path.is_symlink():
+        return path
+    target = Path(os.path.realpath(path))
+    return path if target.is_symlink() else target

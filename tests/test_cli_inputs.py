@@ -1,0 +1,107 @@
+"""The command line on awkward inputs and outputs: one clear line, never a traceback.
+
+Fast: the bad images are refused before any fit; the outputs' tests run tiny fits.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffprims._cli import main
+from diffprims._cli._common import read_image
+from diffprims._cli._outputs import plan, write_all
+
+FAST = ["-n", "4", "--steps", "8", "--size", "12", "-q"]
+
+
+@pytest.fixture(autouse=True)
+def _in_empty_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def _run(argv, capsys):
+    status = main([str(a) for a in argv])
+    return status, capsys.readouterr().err
+
+
+def _picture(path, mode="RGB"):
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((10, 12, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).convert(mode).save(path)
+    return Path(path)
+
+
+def _zero_pixel_png() -> bytes:
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", 0, 5, 8, 2, 0, 0, 0)  # 0 x 5 RGB
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name,data,words",
+    [
+        ("missing.png", None, "No image"),
+        ("folder", "dir", "a folder"),
+        ("empty.png", b"", "got 'empty.png'"),
+        ("junk.png", b"not an image", "got 'junk.png'"),
+        ("zero.png", _zero_pixel_png(), "got 'zero.png'"),
+        ("cut.png", "cut", "damaged or truncated"),
+    ],
+    ids=lambda value: value if isinstance(value, str) and "." in value else "",
+)
+def test_bad_images_exit_2_with_one_line(capsys, name, data, words):
+    if data == "dir":
+        os.mkdir(name)
+    elif data == "cut":
+        Path(name).write_bytes(_picture("whole.png").read_bytes()[:100])
+    elif data is not None:
+        Path(name).write_bytes(data)
+    status, err = _run(["paint", name, *FAST, "-o", "out"], capsys)
+    assert status == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("diffprims paint: error: ") and words in err
+    assert not os.path.exists("out")
+
+
+@pytest.mark.parametrize("mode,suffix", [("CMYK", ".jpg"), ("P", ".png"), ("1", ".png")])
+def test_other_image_modes_read_as_rgb(mode, suffix):
+    image = np.asarray(read_image(_picture(f"in{suffix}", mode)))
+    assert image.shape == (10, 12, 3) and image.dtype == np.float32
+    assert 0.0 <= image.min() and image.max() <= 1.0
+
+
+def test_an_existing_output_is_named_in_the_singular(capsys):
+    image = _picture("in.png")
+    Path("a.png").write_bytes(b"x")
+    status, err = _run(["paint", image, *FAST, "-o", "a.png"], capsys)
+    assert status == 2 and "'a.png' already exists;" not in err and "a.png already exists;" in err
+    Path("a.svg").write_bytes(b"x")
+    status, err = _run(["paint", image, *FAST, "-o", "a.png", "-o", "a.svg"], capsys)
+    assert status == 2 and "a.png, a.svg already exist;" in err
+
+
+def test_symlinked_outputs_are_written_through():
+    os.mkdir("real")
+    Path("real/a.png").write_bytes(b"old")
+    os.symlink("real/a.png", "link.png")
+    os.symlink("real/new/b.svg", "dangling.svg")  # its folder does not exist yet
+    files = plan(["link.png", "dangling.svg"], {}, force=True)
+    write_all(files, lambda temp, kind: Path(temp).write_text(kind))
+    assert os.path.islink("link.png") and os.path.islink("dangling.svg")
+    assert Path("real/a.png").read_text() == "png"  # the new file, through the link
+    assert Path("real/new/b.svg").read_text() == "svg"
+    assert sorted(os.listdir("real")) == ["a.png", "new"]  # no temp folders left
+    assert sorted(os.listdir()) == ["dangling.svg", "link.png", "real"]
