@@ -17,7 +17,7 @@ from .._fit._result import FitResult
 from .._image import blur
 from ._placement import Seeding, add, remove
 from ._schedule import Budget, Round
-from ._solve import solve_colours
+from ._solve import solve_colours, solve_stride
 
 _GROUPS = {"position": "position", "colour": "colour", "opacity": "colour", "depth": "colour"}
 
@@ -162,7 +162,9 @@ class Painting:
 
     def solve(self, driver: Driver) -> None:
         """Colours and background by least squares for the fitted geometry."""
-        solve = solve_colours if self.restarts == 1 else jax.vmap(solve_colours, (0, None, None))
+        height, width = self.target.shape[:2]
+        solve = functools.partial(solve_colours, stride=solve_stride(height * width), error=False)
+        solve = solve if self.restarts == 1 else jax.vmap(solve, (0, None, None))
         models, _ = solve(self.models(driver.state), self.target, self.weights)
         driver.state = eqx.tree_at(
             lambda s: s.params, driver.state, eqx.filter(models, eqx.is_inexact_array)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -66,10 +68,24 @@ def solve_reserve(seconds: float | None, n: int, pixels: int, restarts: int = 1)
 
 def solve_seconds(n: int, pixels: int, restarts: int = 1) -> float:
     """A generous estimate of the colour solve's wall time on a CPU, compilation included:
-    `paint` keeps this much of a `seconds` budget for it. The solve accumulates
+    `paint` keeps this much of a `seconds` budget for it. The solve evaluates every
+    shape at each of the pixels it solves on (`solve_stride`) and accumulates
     `pixels * (n + 1)^2` products; measured on a 2-core CPU at 256 x 256: 0.72 s cold
-    (0.38 s warm) at n = 200, 1.57 s (1.17 s) at n = 1000."""
-    return 0.8 + 2e-11 * pixels * (n + 1) ** 2 * restarts
+    (0.38 s warm) at n = 200, 1.57 s (1.17 s) at n = 1000; at 1536 x 1024 and n = 200,
+    on every pixel, 18 s warm (on a loaded machine; 0.9 s at 256 x 256 there)."""
+    solved = pixels / solve_stride(pixels) ** 2
+    return 0.8 + (2e-8 * solved * (n + 1) + 2e-11 * solved * (n + 1) ** 2) * restarts
+
+
+# The solve takes one pixel of every `stride x stride` block of larger images, so that
+# it solves on at most about this many pixels (its time grows with them: 18 s warm at
+# 1536 x 1024 with 200 shapes on every pixel).
+MAX_SOLVE_PIXELS = 512 * 512
+
+
+def solve_stride(pixels: int) -> int:
+    """The solve's pixel stride for an image of `pixels` pixels (1 up to 512 x 512)."""
+    return max(1, math.ceil(math.sqrt(pixels / MAX_SOLVE_PIXELS)))
 
 
 def _chunks(count: int, n: int) -> int:
@@ -78,22 +94,29 @@ def _chunks(count: int, n: int) -> int:
 
 
 @eqx.filter_jit
-def solve_colours(model, target, pixel_weights=None, ridge: float = 1e-4):
+def solve_colours(model, target, pixel_weights=None, ridge: float = 1e-4, *,
+                  stride: int = 1, error: bool = True):  # fmt: skip
     """Colours (and background) that minimise the squared error for fixed geometry.
 
     Solves the ridge-regularised normal equations of the layer weights (the picture is
-    linear in the colours for "over" and "additive") on the full grid of `target`, each
-    pixel's squared error weighted by `pixel_weights` `(H, W)` if given; clips to
-    `[0, 1]`, and returns the new model and its (weighted) mean squared error. The
-    pixels are taken in chunks, so memory is the `(n+1)^2` matrix plus `CHUNK_BYTES`.
+    linear in the colours for "over" and "additive") on the grid of `target` (one pixel,
+    the centre one, of every `stride x stride` block), each pixel's squared error
+    weighted by `pixel_weights` `(H, W)` if given; clips to `[0, 1]`, and returns the
+    new model and its (weighted) mean squared error on those pixels (None without
+    `error`: a second pass over them). The pixels are taken in chunks, so memory is the
+    `(n+1)^2` matrix plus `CHUNK_BYTES`.
     """
     height, width, channels = target.shape
-    count, n = height * width, model.num_shapes
+    rows, cols = slice(stride // 2, None, stride), slice(stride // 2, None, stride)
+    points = pixel_centres((height, width))[rows, cols].reshape(-1, 2)
+    weights = None if pixel_weights is None else pixel_weights[rows, cols].reshape(-1)
+    flat = target[rows, cols].reshape(-1, channels)
+    count, n = points.shape[0], model.num_shapes
     chunk = _chunks(count, n)
     pad = -count % chunk
-    points = jnp.pad(pixel_centres((height, width)).reshape(-1, 2), ((0, pad), (0, 0)))
-    flat = jnp.pad(target.reshape(-1, channels), ((0, pad), (0, 0)))
-    weights = jnp.ones((count,)) if pixel_weights is None else pixel_weights.reshape(-1)
+    points = jnp.pad(points, ((0, pad), (0, 0)))
+    flat = jnp.pad(flat, ((0, pad), (0, 0)))
+    weights = jnp.ones((count,)) if weights is None else weights
     weights = jnp.pad(weights.astype(jnp.float32), (0, pad))  # padding weighs nothing
     valid = jnp.pad(jnp.ones((count,)), (0, pad))
     parts = [x.reshape(-1, chunk, *x.shape[1:]) for x in (points, flat, weights, valid)]
@@ -126,17 +149,20 @@ def solve_colours(model, target, pixel_weights=None, ridge: float = 1e-4):
     used = cover > 1e-3
     solved = solved.at[:-1].set(jnp.where(used[:, None], solved[:-1], model.colours))
 
-    def error(total, part):
+    model = eqx.tree_at(
+        lambda m: (m.raw_colours, m.raw_background),
+        model,
+        (COLOUR.raw(solved[:-1]), COLOUR.raw(solved[-1])),
+    )
+    if not error:
+        return model, None
+
+    def squared_error(total, part):
         points_c, flat_c, weights_c, valid_c = part
         squared = (layers_of(points_c).T @ solved - flat_c) ** 2
         return total + jnp.sum(
             squared * (weights_c if pixel_weights is not None else valid_c)[:, None]
         ), None
 
-    total, _ = jax.lax.scan(error, jnp.zeros(()), parts)
-    model = eqx.tree_at(
-        lambda m: (m.raw_colours, m.raw_background),
-        model,
-        (COLOUR.raw(solved[:-1]), COLOUR.raw(solved[-1])),
-    )
+    total, _ = jax.lax.scan(squared_error, jnp.zeros(()), parts)
     return model, total / (count * channels)
