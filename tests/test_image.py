@@ -36,6 +36,70 @@ def test_any_mode_becomes_rgb(tmp_path, mode):
     assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
 
 
+def _png16(path, samples, transparent=None):
+    """`samples` (H, W, 3|4) uint16 as a 16-bit PNG, its rows filtered by each of PNG's
+    five filters in turn (Sub, Average and Paeth reach back one whole 6- or 8-byte pixel)."""
+    import struct
+    import zlib
+
+    height, width, channels = samples.shape
+    rows = samples.astype(">u2").view(np.uint8).reshape(height, -1).astype(np.int64)
+    step = 2 * channels
+    data, prior = b"", np.zeros_like(rows[0])
+    for index, row in enumerate(rows):
+        a = np.concatenate([np.zeros(step, np.int64), row[:-step]])
+        c = np.concatenate([np.zeros(step, np.int64), prior[:-step]])
+        p = a + prior - c
+        pa, pb, pc = np.abs(p - a), np.abs(p - prior), np.abs(p - c)
+        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, prior, c))
+        kind = index % 5
+        predicted = [0 * a, a, prior, (a + prior) // 2, paeth][kind]
+        data += bytes([kind]) + ((row - predicted) % 256).astype(np.uint8).tobytes()
+        prior = row
+
+    def chunk(kind, body):
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 16, {3: 2, 4: 6}[channels], 0, 0, 0)
+    extra = chunk(b"tRNS", struct.pack(">HHH", *transparent)) if transparent else b""
+    body = (
+        chunk(b"IHDR", header) + extra + chunk(b"IDAT", zlib.compress(data)) + chunk(b"IEND", b"")
+    )
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_sixteen_bit_colour_png_keeps_every_bit(tmp_path, channels):
+    # Neighbouring values 1/65535 apart, which 8 bits would make equal.
+    samples = np.random.default_rng(0).integers(0, 65536, (7, 6, channels), dtype=np.uint16)
+    samples[0, :2, :3] = [[30000, 30001, 30002], [30255, 30256, 30257]]
+    samples[..., 3:] = 65535  # opaque: the colours as they are
+    image = np.asarray(dp.load_image(_png16(tmp_path / "deep.png", samples)))
+    np.testing.assert_allclose(image, samples[..., :3] / 65535.0, rtol=0, atol=1e-7)
+    assert len(np.unique(image[0, :2])) == 6
+    if channels == 4:  # alpha at 16 bits too, shown over white
+        samples[..., 3] = samples[..., 0]
+        image = np.asarray(dp.load_image(_png16(tmp_path / "alpha.png", samples)))
+        rgb, opacity = samples[..., :3] / 65535.0, samples[..., 3:] / 65535.0
+        np.testing.assert_allclose(image, 1.0 + opacity * (rgb - 1.0), rtol=0, atol=1e-6)
+    # `square` crops (rows 0 to 5 of 7) and `size` resizes the 16-bit values as they are.
+    square = np.asarray(dp.load_image(tmp_path / "deep.png", square=True))
+    np.testing.assert_allclose(square, samples[:6, :, :3] / 65535.0, rtol=0, atol=1e-7)
+
+
+def test_sixteen_bit_transparent_colour_is_matched_at_16_bits(tmp_path):
+    samples = np.full((2, 2, 3), 1000, np.uint16)
+    samples[0, 0] = [1000, 1000, 1001]  # the same colour at 8 bits
+    samples[1, 1] = [0, 0, 0]
+    image = np.asarray(dp.load_image(_png16(tmp_path / "key.png", samples, (1000, 1000, 1000))))
+    np.testing.assert_allclose(image[0, 0], [1000 / 65535, 1000 / 65535, 1001 / 65535], atol=1e-7)
+    np.testing.assert_allclose(image[0, 1], 1.0)  # transparent: white
+    np.testing.assert_allclose(image[1, 1], 0.0)
+
+
 def test_transparent_pixels_show_white(tmp_path):
     pixels = np.zeros((2, 2, 4), np.uint8)  # fully transparent black
     _write(tmp_path / "t.png", pixels, "RGBA")

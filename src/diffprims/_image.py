@@ -98,9 +98,13 @@ RASTER_FORMATS = (
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
-def _to_float(picture: Image.Image, path: Any) -> np.ndarray:
-    """`(H, W, 3)` float32: every mode at its own bit depth, transparency over white."""
+def _to_float(picture: Image.Image, path: Any, low: Image.Image | None = None) -> np.ndarray:
+    """`(H, W, 3)` float32: every mode at its own bit depth, transparency over white.
+
+    `low` holds the low bytes of a 16-bit colour PNG whose high bytes are `picture`."""
     mode = picture.mode
+    if low is not None:
+        return _sixteen_bit_colour(picture, low)
     if mode in _SIXTEEN_BIT or mode in ("I", "F", "1"):
         values = np.asarray(picture)
         if mode == "F":
@@ -121,6 +125,74 @@ def _to_float(picture: Image.Image, path: Any) -> np.ndarray:
         rgb, opacity = rgba[..., :3], rgba[..., 3:]
         return 1.0 + opacity * (rgb - 1.0)  # shown over white, as a viewer would
     return np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _sixteen_bit_colour(high: Image.Image, low: Image.Image) -> np.ndarray:
+    values = (np.asarray(high, np.uint16) << 8) | np.asarray(low, np.uint16)
+    pixels = values.astype(np.float32) / 65535.0
+    rgb = pixels[..., :3]
+    if high.mode == "RGBA":
+        opacity = pixels[..., 3:]
+    else:  # a tRNS colour, kept at 16 bits by Pillow, is transparent
+        key = high.info.get("transparency")
+        opacity = np.ones_like(rgb[..., :1])
+        if isinstance(key, tuple) and len(key) == 3:
+            opacity[np.all(values == np.asarray(key, np.uint16), axis=-1)] = 0.0
+    return 1.0 + opacity * (rgb - 1.0)  # shown over white, as a viewer would
+
+
+# Pillow reads 16-bit RGB(A) PNGs at 8 bits (its unpacker keeps each sample's high byte).
+# The unpacker for little-endian 16-bit samples takes the other byte, which in a PNG's
+# big-endian samples is the low one: a second read with it gives the low bytes.
+_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
+
+
+def _low_byte_tiles(opened: Any) -> list[Any] | None:
+    """The tiles that read a 16-bit colour PNG's low bytes; None for any other image."""
+    if opened.format != "PNG" or len(opened.tile) != 1:
+        return None
+    tile = opened.tile[0]  # a named tuple (codec, extents, offset, rawmode); a tuple in Pillow 10
+    low_mode = _LOW_BYTES.get(tile[3]) if isinstance(tile[3], str) else None
+    if low_mode is None:
+        return None
+    low_tile = (*tile[:3], low_mode)
+    return [type(tile)(*low_tile) if hasattr(tile, "_fields") else low_tile]
+
+
+def _read(path: Any, *, low_bytes: bool = False) -> tuple[Image.Image, bool]:
+    """The picture at `path`, loaded and turned upright, and whether it is a 16-bit
+    colour PNG; with `low_bytes`, such a PNG is read as its samples' low bytes."""
+    name = os.fspath(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=RASTER_FORMATS) as opened:
+                low_tiles = _low_byte_tiles(opened)
+                if low_tiles and low_bytes:
+                    opened.tile = low_tiles
+                opened.load()
+                return ImageOps.exif_transpose(opened), low_tiles is not None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"No image at {name!r}.") from None
+    except IsADirectoryError:
+        raise ValueError(f"`path` must be an image file; got {name!r}, a folder.") from None
+    except UnidentifiedImageError:
+        raise ValueError(
+            f"`path` must be a raster image file Pillow can read (PNG, JPEG, TIFF, ...); got "
+            f"{name!r}, which is not one."
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ValueError(
+            f"`path` must be an image of at most {Image.MAX_IMAGE_PIXELS} pixels; got "
+            f"{name!r}: {error}"
+        ) from None
+    except PermissionError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ValueError(
+            f"`path` must be a readable image file; got {name!r}, which is damaged or "
+            f"truncated ({error})."
+        ) from None
 
 
 def _new_size(size: Any, width: int, height: int) -> tuple[int, int]:
@@ -156,7 +228,8 @@ def load_image(
     """Read an image file as an `(H, W, 3)` float32 array in `[0, 1]`.
 
     Every mode Pillow reads becomes RGB at its own bit depth: 8- and 16-bit grey and
-    colour, float TIFFs (values clipped to `[0, 1]`), palette images, and transparency
+    colour (16-bit RGB and RGBA PNGs at full precision, though Pillow reads them at 8
+    bits), float TIFFs (values clipped to `[0, 1]`), palette images, and transparency
     shown over white. The EXIF orientation of a photo is applied. Only raster formats
     are read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...); a damaged or truncated file, or one
     too large to be an image (a decompression bomb), raises a `ValueError`.
@@ -181,39 +254,14 @@ def load_image(
         raise TypeError(f"`path` must be a file path; got {describe(path)}.")
     if size is not None:
         _new_size(size, 1, 1)  # checked before the file is read
-    name = os.fspath(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=RASTER_FORMATS) as opened:
-                opened.load()
-                picture = ImageOps.exif_transpose(opened)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"No image at {name!r}.") from None
-    except IsADirectoryError:
-        raise ValueError(f"`path` must be an image file; got {name!r}, a folder.") from None
-    except UnidentifiedImageError:
-        raise ValueError(
-            f"`path` must be a raster image file Pillow can read (PNG, JPEG, TIFF, ...); got "
-            f"{name!r}, which is not one."
-        ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ValueError(
-            f"`path` must be an image of at most {Image.MAX_IMAGE_PIXELS} pixels; got "
-            f"{name!r}: {error}"
-        ) from None
-    except PermissionError:
-        raise
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ValueError(
-            f"`path` must be a readable image file; got {name!r}, which is damaged or "
-            f"truncated ({error})."
-        ) from None
+    picture, sixteen = _read(path)
+    low = _read(path, low_bytes=True)[0] if sixteen else None
     if square:
         side = min(picture.size)
         left, top = (picture.width - side) // 2, (picture.height - side) // 2
         picture = picture.crop((left, top, left + side, top + side))
-    pixels = _to_float(picture, path)
+        low = low.crop((left, top, left + side, top + side)) if low is not None else None
+    pixels = _to_float(picture, path, low)
     if size is not None:
         new = _new_size(size, picture.width, picture.height)
         if new != picture.size:
