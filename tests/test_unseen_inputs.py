@@ -43,3 +43,18 @@ def test_the_colour_solve_of_a_large_image_takes_one_pixel_per_block(getkey, mon
     monkeypatch.setattr(_solve, "MAX_SOLVE_PIXELS", 100)
     result = dp.paint(target, 4, key=getkey(), steps=10)
     assert np.isfinite(float(dp.psnr(result.model.render_image((30, 45)), target)))
+
+
+def test_a_timed_dispatch_on_a_large_image_is_short():
+    """With `seconds`, a dispatch renders about as many pixel samples as 50 steps at
+    256 x 256: at 1536 x 1024 (98304 samples a step) 2 steps, not 50 (9 s, all of a
+    round's share of `seconds=10`: the paint took 41 s). `steps` runs keep their size."""
+    from diffprims._paint._schedule import Budget, plan_rounds
+
+    plan = plan_rounds(20, 4, coarse=3.0, grow=0.6, aspect=1.5)
+    timed = Budget(plan, 20, steps=None, seconds=10.0, reserve=0.0, start=0.0)
+    assert timed.dispatch_size(50, 64 * 64) == 50
+    assert timed.dispatch_size(50, 256 * 384) == 2
+    assert timed.dispatch_size(50, 2000 * 2000) == 1
+    counted = Budget(plan, 20, steps=1000, seconds=None, reserve=0.0, start=0.0)
+    assert counted.dispatch_size(50, 256 * 384) == 50

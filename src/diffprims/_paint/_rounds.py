@@ -148,7 +148,8 @@ class Painting:
         driver.describe(round=f"{round_.index + 1}/{rounds}")
         sampler = ("stratified", self.knobs["stride"])
         problem = Problem(goal, self.loss, self.optimizer, keys, sampler, render)
-        size = budget.dispatch_size(most)
+        (height, width), stride = goal.shape[:2], self.knobs["stride"]
+        size = budget.dispatch_size(most, -(-height // stride) * -(-width // stride))
         while (length := budget.next_length(size)) > 0:
             # The last round anneals the learning rate linearly down to `1 - anneal`.
             scale = 1.0 - self.knobs["anneal"] * budget.progress() if last else 1.0
