@@ -2,6 +2,7 @@
 banks, targets of the wrong size, loss and optimizer settings, half-precision inputs and
 channels-first images."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -257,3 +258,45 @@ def test_docstring_examples_blur_with_a_reflected_border():
     assert bank is not None and filtered is not None
     assert '.apply(image, border="reflect")' in bank
     assert "blur_exactly" not in filtered and "kernel = dp.kernels" in filtered
+
+
+# --- borders, non-finite pixels and kernels that sum to 0 ----------------------------------
+
+
+@pytest.mark.parametrize("border", [["zero"], None, 0])
+def test_a_border_that_is_not_a_string_is_refused_with_the_choices(border):
+    bank = bank_of(dp.kernels.disk(5))
+    with pytest.raises(TypeError, match=r"`border` must be a string, one of \['edge'"):
+        bank.apply(SCENE, border=border)
+    with pytest.raises(TypeError, match=r"`border` must be a string"):
+        dp.Filtered(bank, SCENE, border=border)
+
+
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -jnp.inf])
+def test_non_finite_pixels_are_refused_not_spread_over_a_tile(bad):
+    # One NaN pixel blanked a 32 x 32 tile of a 5 x 5 blur (a direct convolution: 25 px).
+    bank = bank_of(dp.kernels.disk(5, normalize=True), rank=3)
+    image = jnp.zeros((40, 40, 1)).at[20, 20, 0].set(bad)
+    with pytest.raises(
+        ValueError, match=r"`image` must be finite; got 1 NaN/inf value.*nan_to_num"
+    ):
+        bank.apply(image)
+    with pytest.raises(ValueError, match=r"`image` must be finite"):
+        dp.Filtered(bank, image)
+    # Any finite range is still filtered (HDR, negative).
+    hdr = jnp.zeros((40, 40, 1)).at[20, 20, 0].set(-1e6)
+    assert np.all(np.isfinite(bank.apply(hdr)))
+
+
+def test_normalized_refuses_a_kernel_that_sums_to_zero_up_to_rounding():
+    # The SVD of a Laplacian sums to ~3e-8, not 0: dividing by it made vectors ~1e7.
+    laplacian = jnp.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+    bank = bank_of(laplacian, rank=3)
+    with pytest.raises(ValueError, match=r"sums to 0 \(up to float32 rounding.*sum \|k\| 8"):
+        bank.normalized()
+    with pytest.raises(Exception, match="sums to 0"):
+        eqx.filter_jit(lambda b: b.normalized().kernel())(bank)
+    sharpen = laplacian * -1.0 + jnp.zeros((3, 3)).at[1, 1].set(1.0)  # sums to 1
+    np.testing.assert_allclose(
+        bank_of(sharpen, rank=3).normalized().kernel().sum(), 1.0, rtol=1e-5
+    )

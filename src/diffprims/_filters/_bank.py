@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -21,13 +22,24 @@ from .._validate import (
     check_values,
     is_traced,
 )
-from ._checks import check_kernel, check_one_bank, check_peak, check_scene, check_weight
+from ._checks import (
+    BORDERS,
+    check_border,
+    check_kernel,
+    check_one_bank,
+    check_peak,
+    check_scene,
+    check_weight,
+)
 from ._passes import apply_passes, sample_kernel
 
-_HINT = " Build a bank with `dp.SeparableFilters.from_svd(kernel, rank)`."
+# The border modes of `apply` (the CLI's tests compare their `--border` choices with it).
+_BORDERS = BORDERS
 
-# Border modes of `apply`, as `jnp.pad` modes.
-_BORDERS = {"zero": "constant"} | {mode: mode for mode in ("edge", "reflect", "symmetric", "wrap")}
+# A kernel whose |sum| is at most this share of sum |k| sums to 0 up to float32 rounding.
+_ZERO_SUM = 1e-5
+
+_HINT = " Build a bank with `dp.SeparableFilters.from_svd(kernel, rank)`."
 
 
 class SeparableFilters(AbstractModel):
@@ -222,16 +234,30 @@ class SeparableFilters(AbstractModel):
     def normalized(self) -> SeparableFilters:
         """The same bank scaled so its kernel sums to 1 (a blur that keeps brightness).
 
+        A kernel that sums to 0 up to float32 rounding (`|sum| <= 1e-5 sum |k|`: a
+        Laplacian, an edge detector, an all-zero bank) has no such scale and raises a
+        `ValueError` (under `jax.jit`, through `eqx.error_if` when run): divided by its
+        rounding error it would be multiplied by 1e5 or more.
+
         **Returns:**
 
         A `SeparableFilters` whose `kernel()` is `self.kernel() / self.kernel().sum()`.
         """
         check_one_bank(self, "normalized", "b.normalized()")
-        total = jnp.sum(self.kernel())
-        if not is_traced(total) and float(total) == 0.0:
-            raise ValueError(
-                "`normalized` needs a kernel with a non-zero sum; got a kernel that sums to 0."
-            )
+        kernel = self.kernel()
+        total, magnitude = jnp.sum(kernel), jnp.sum(jnp.abs(kernel))
+        message = (
+            "`normalized` needs a kernel with a non-zero sum; got a kernel that sums to 0 "
+            "(up to float32 rounding: |sum| <= 1e-5 sum |k|{got}). A kernel summing to 0 "
+            "(a Laplacian, an edge detector) keeps no brightness to normalise: apply it as "
+            "it is, or divide it by its sum of absolute values."
+        )
+        vanishes = jnp.abs(total) <= _ZERO_SUM * magnitude
+        if is_traced(vanishes):
+            total = eqx.error_if(total, vanishes, message.format(got=""))
+        elif bool(vanishes):
+            got = f"; sum {float(total):.3g}, sum |k| {float(magnitude):.3g}"
+            raise ValueError(message.format(got=got))
         return SeparableFilters(self.vertical / total, self.horizontal)
 
     def apply(self, image: Any, *, border: str = "zero") -> Float[Array, "H W C"]:
@@ -247,8 +273,10 @@ class SeparableFilters(AbstractModel):
 
         **Arguments:**
 
-        - `image`: `(H, W, C)` float image (any range: kernels and images may be HDR or
-          negative; half precision is computed in float32). Batch with
+        - `image`: `(H, W, C)` float image (any finite range: kernels and images may be
+          HDR or negative; half precision is computed in float32). NaN or inf pixels are
+          refused (`ValueError`; under `jax.jit` they are not checked, and each turns a
+          whole tile, the kernel's size rounded up to 32 pixels a side, to NaN). Batch with
           `jax.vmap(bank.apply)(images)`.
         - `border`: how the image continues past its edges: `"zero"` (zero padding, the
           default), `"edge"` (repeat the edge pixel), `"reflect"` (mirror about the edge
@@ -265,9 +293,7 @@ class SeparableFilters(AbstractModel):
         """
         image = check_scene(image, "image", "`jax.vmap(bank.apply)(images)`")
         check_one_bank(self, "apply", "b.apply(image)")
-        if border not in _BORDERS:
-            raise ValueError(f"`border` must be one of {sorted(_BORDERS)}; got {border!r}.")
-        return apply_passes(self.vertical, self.horizontal, image, _BORDERS[border])
+        return apply_passes(self.vertical, self.horizontal, image, BORDERS[check_border(border)])
 
     @classmethod
     def recommended_loss(

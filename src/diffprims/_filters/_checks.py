@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import equinox as eqx
+import jax.numpy as jnp
 from jaxtyping import Array
 
 from .._image import check_image
 from .._model import batch_shape
 from .._validate import check_float_array, check_scalar, check_values, describe, is_traced
+
+# The border modes of `apply` and `Filtered`, as `jnp.pad` modes.
+BORDERS = {"zero": "constant"} | {mode: mode for mode in ("edge", "reflect", "symmetric", "wrap")}
 
 
 def check_kernel(kernel: Any, name: str = "kernel") -> Array:
@@ -34,7 +38,29 @@ def check_scene(image: Any, name: str, batched: str) -> Array:
             f"`{name}` must be one (H, W, C) image; got {describe(image)}, a batch of "
             f"images. Filter a batch with {batched}."
         )
-    return check_image(image, name, check_range=False)
+    image = check_image(image, name, check_range=False)
+    if not is_traced(image) and not bool(jnp.all(jnp.isfinite(image))):
+        # Each pass is a product of dense tiles, where a non-finite pixel times the zeros
+        # around the kernel's band is NaN: it would blank a whole tile, not its footprint.
+        count = int(jnp.sum(~jnp.isfinite(image)))
+        raise ValueError(
+            f"`{name}` must be finite; got {count} NaN/inf value(s) in {describe(image)}. "
+            "The passes multiply dense tiles (the kernel's size rounded up to 32 pixels a "
+            "side), so each would turn a whole tile to NaN, not only the kernel's "
+            f"footprint. Replace them first, e.g. `jnp.nan_to_num({name}, posinf=1.0)`."
+        )
+    return image
+
+
+def check_border(border: Any) -> str:
+    """`border` as one of the names of `BORDERS`, or a clear error."""
+    if not isinstance(border, str):
+        raise TypeError(
+            f"`border` must be a string, one of {sorted(BORDERS)}; got {describe(border)}."
+        )
+    if border not in BORDERS:
+        raise ValueError(f"`border` must be one of {sorted(BORDERS)}; got {border!r}.")
+    return border
 
 
 def check_peak(peak: Any) -> float:

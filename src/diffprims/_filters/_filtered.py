@@ -13,9 +13,7 @@ from jaxtyping import Array, Float
 from .._model import AbstractModel, batch_shape, check_unbatched
 from .._validate import check_grid_shape, check_points, describe
 from ._bank import SeparableFilters
-from ._checks import check_scene
-
-_BORDERS = ("zero", "edge", "reflect", "symmetric", "wrap")
+from ._checks import check_border, check_scene
 
 
 class Filtered(AbstractModel):
@@ -71,8 +69,7 @@ class Filtered(AbstractModel):
             raise ValueError(
                 f"`image` must be a non-empty (H, W, C) array; got {describe(self.image)}."
             )
-        if self.border not in _BORDERS:
-            raise ValueError(f"`border` must be one of {_BORDERS}; got {self.border!r}.")
+        check_border(self.border)
 
     def __init__(self, bank: Any, image: Any, *, border: str = "zero"):
         self.bank = bank
