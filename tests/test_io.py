@@ -323,7 +323,30 @@ def test_gif_errors(tmp_path, small):
         dp.save_gif(tmp_path / "a.png", [model], (8, 8))
     with pytest.raises(ValueError, match="no suffix"):
         dp.save_gif(tmp_path / "a", [model], (8, 8))
+    two = dp.Circles.init(3, key=jax.random.key(0), channels=2)
+    with pytest.raises(ValueError, match="`snapshots` must be models of 1.*got models of 2"):
+        dp.save_gif(tmp_path / "a.gif", [two, two], (8, 8))
+    # Under 0.02 s a frame would be 0 or 0.01 s, which most viewers show as 0.1 s.
+    for fast in (0.001, 0.005, 0.01, 0.014):
+        with pytest.raises(ValueError, match=r"`seconds_per_frame` must be at least 0\.02"):
+            dp.save_gif(tmp_path / "a.gif", [model], (8, 8), seconds_per_frame=fast)
     assert not list(tmp_path.iterdir())
+
+
+def test_gif_delays_are_whole_hundredths(tmp_path, small):
+    model, _ = small
+    other = eqx.tree_at(lambda m: m.raw_colours, model, 1.0 - model.raw_colours)
+    models = [model, other, model]  # distinct consecutive frames: none merged
+    path = dp.save_gif(tmp_path / "d.gif", models, (8, 8), seconds_per_frame=0.037, hold_last=0.5)
+    with Image.open(path) as gif:
+        delays = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            delays.append(gif.info["duration"])
+    assert delays == [40, 40, 500]  # 0.037 s is 4 hundredths (Pillow alone wrote 3)
+    path = dp.save_gif(tmp_path / "e.gif", models, (8, 8), seconds_per_frame=0.019)
+    with Image.open(path) as gif:
+        assert gif.info["duration"] == 20  # the shortest: 0.019 rounds to 0.02
     assert dp.save_gif(tmp_path / "A.GIF", [model], (8, 8)).exists()  # any case
 
 

@@ -20,6 +20,10 @@ from ._validate import check_grid_shape, check_suffix, describe
 #: Frames rendered per compiled call (a batch under `vmap`; the last one is padded).
 BATCH = 8
 
+#: The shortest frame, in seconds. GIF delays are whole hundredths of a second, and
+#: browsers and most viewers show a delay under 0.02 s as 0.1 s (and 0 as fast as they can).
+MIN_SECONDS = 0.02
+
 
 @eqx.filter_jit
 def _render(model: AbstractModel, shape: tuple[int, int]):
@@ -55,6 +59,17 @@ def _palette(pictures: list[Image.Image]) -> Image.Image:
     return Image.fromarray(sample).quantize(256, method=Image.Quantize.MEDIANCUT)
 
 
+def _check_channels(models: list[AbstractModel]) -> None:
+    counts = sorted({m.num_channels for m in models})
+    if any(count not in (1, 3, 4) for count in counts):
+        raise ValueError(
+            "`snapshots` must be models of 1 (grey), 3 (RGB) or 4 channels to be drawn as "
+            f"GIF frames; got models of {' and '.join(map(str, counts))} channels. Save the "
+            "channels you want as images instead, e.g. "
+            "`dp.save_image(path, model.render_image(shape)[..., :1])`."
+        )
+
+
 def save_gif(
     path: str | os.PathLike,
     snapshots: Sequence[AbstractModel],
@@ -76,10 +91,14 @@ def save_gif(
 
     - `path`: the `.gif` file to write (another suffix raises a `ValueError`).
     - `snapshots`: a sequence of models with the same structure, e.g.
-      `FitResult.snapshots` from `fit(..., snapshots=k)`; one frame each.
+      `FitResult.snapshots` from `fit(..., snapshots=k)`; one frame each. Models of 1
+      (grey) or 3 (RGB) channels, or 4, of which the first three are shown.
     - `shape`: the frames' `(H, W)`.
-    - `seconds_per_frame`: how long each frame shows.
-    - `hold_last`: how long the last frame shows, in seconds, before the loop restarts.
+    - `seconds_per_frame`: how long each frame shows, at least 0.02 (GIF delays are
+      hundredths of a second, and most viewers show shorter ones as 0.1 s); rounded to
+      a hundredth. For a faster animation, pass fewer snapshots (`snapshots[::2]`).
+    - `hold_last`: how long the last frame shows, in seconds, before the loop restarts
+      (at least `seconds_per_frame`).
     - `loop`: loop forever (`True`) or play once.
 
     **Returns:**
@@ -103,19 +122,27 @@ def save_gif(
             "`snapshots` must be a non-empty list or tuple of models, such as the "
             f"`snapshots` of `fit(..., snapshots=30)`; got {describe(snapshots)}."
         )
+    _check_channels(frames_in)
     height, width = check_grid_shape(shape)
     for name, value in (("seconds_per_frame", seconds_per_frame), ("hold_last", hold_last)):
         if not (isinstance(value, int | float) and value > 0):
             raise ValueError(f"`{name}` must be a number of seconds > 0; got {value!r}.")
+    if round(seconds_per_frame * 100) < round(MIN_SECONDS * 100):
+        raise ValueError(
+            f"`seconds_per_frame` must be at least {MIN_SECONDS} once rounded to hundredths "
+            "(GIF delays are whole hundredths of a second, and most viewers show a delay "
+            f"under 0.02 s as 0.1 s); got {seconds_per_frame!r}. For a faster animation, "
+            "pass fewer snapshots, e.g. `snapshots[::2]`."
+        )
     pictures = []
     for frame in _frames(frames_in, (height, width)):
         picture = Image.fromarray(to_uint8(frame))
         pictures.append(picture.convert("RGB") if picture.mode != "RGB" else picture)
     palette = _palette(pictures)
     pictures = [p.quantize(palette=palette, dither=Image.Dither.NONE) for p in pictures]
-    # GIF frame durations are in milliseconds (multiples of 10 in most viewers).
-    durations = [round(seconds_per_frame * 1000)] * len(pictures)
-    durations[-1] = round(max(hold_last, seconds_per_frame) * 1000)
+    # Pillow takes milliseconds and writes hundredths, rounding down: whole hundredths.
+    durations = [10 * round(seconds_per_frame * 100)] * len(pictures)
+    durations[-1] = 10 * round(max(hold_last, seconds_per_frame) * 100)
 
     def write(temp: str) -> None:
         pictures[0].save(
