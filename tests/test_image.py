@@ -100,6 +100,17 @@ def test_sixteen_bit_transparent_colour_is_matched_at_16_bits(tmp_path):
     np.testing.assert_allclose(image[1, 1], 0.0)
 
 
+@pytest.mark.parametrize("suffix", [".gif", ".png", ".tif"])
+def test_several_frames_read_the_first_with_a_warning(tmp_path, suffix):
+    red, blue = (Image.new("RGB", (4, 3), colour) for colour in ("red", "blue"))
+    red.save(tmp_path / f"a{suffix}", save_all=True, append_images=[blue])
+    with pytest.warns(UserWarning, match="first frame.*im.seek"):
+        image = dp.load_image(tmp_path / f"a{suffix}")
+    np.testing.assert_allclose(image, np.broadcast_to([1.0, 0.0, 0.0], (3, 4, 3)), atol=1e-6)
+    red.save(tmp_path / f"still{suffix}")
+    dp.load_image(tmp_path / f"still{suffix}")  # one frame: no warning (they are errors here)
+
+
 def test_transparent_pixels_show_white(tmp_path):
     pixels = np.zeros((2, 2, 4), np.uint8)  # fully transparent black
     _write(tmp_path / "t.png", pixels, "RGBA")

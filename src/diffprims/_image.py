@@ -159,19 +159,21 @@ def _low_byte_tiles(opened: Any) -> list[Any] | None:
     return [type(tile)(*low_tile) if hasattr(tile, "_fields") else low_tile]
 
 
-def _read(path: Any, *, low_bytes: bool = False) -> tuple[Image.Image, bool]:
-    """The picture at `path`, loaded and turned upright, and whether it is a 16-bit
-    colour PNG; with `low_bytes`, such a PNG is read as its samples' low bytes."""
+def _read(path: Any, *, low_bytes: bool = False) -> tuple[Image.Image, bool, bool]:
+    """The picture at `path` (its first frame), loaded and turned upright; whether it is
+    a 16-bit colour PNG (with `low_bytes`, such a PNG is read as its samples' low bytes);
+    and whether the file holds more frames."""
     name = os.fspath(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=RASTER_FORMATS) as opened:
+                animated = bool(getattr(opened, "is_animated", False))  # at frame 0 still
                 low_tiles = _low_byte_tiles(opened)
                 if low_tiles and low_bytes:
                     opened.tile = low_tiles
                 opened.load()
-                return ImageOps.exif_transpose(opened), low_tiles is not None
+                return ImageOps.exif_transpose(opened), low_tiles is not None, animated
     except FileNotFoundError:
         raise FileNotFoundError(f"No image at {name!r}.") from None
     except IsADirectoryError:
@@ -234,6 +236,10 @@ def load_image(
     are read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...); a damaged or truncated file, or one
     too large to be an image (a decompression bomb), raises a `ValueError`.
 
+    Of an animation (GIF, APNG, WebP) or a multi-page TIFF, the first frame is read,
+    with a `UserWarning`: a first frame may be blank or a title card, so the choice is
+    not made silently.
+
     **Arguments:**
 
     - `path`: the file (PNG, JPEG, ...).
@@ -254,7 +260,14 @@ def load_image(
         raise TypeError(f"`path` must be a file path; got {describe(path)}.")
     if size is not None:
         _new_size(size, 1, 1)  # checked before the file is read
-    picture, sixteen = _read(path)
+    picture, sixteen, animated = _read(path)
+    if animated:
+        warnings.warn(
+            f"`load_image` read the first frame of {os.fspath(path)!r}, which holds several "
+            "(an animation or a multi-page file). To use another, save it as an image of "
+            "its own, e.g. with Pillow: `im.seek(k); im.save('frame.png')`.",
+            stacklevel=2,
+        )
     low = _read(path, low_bytes=True)[0] if sixteen else None
     if square:
         side = min(picture.size)
