@@ -300,3 +300,21 @@ def test_normalized_refuses_a_kernel_that_sums_to_zero_up_to_rounding():
     np.testing.assert_allclose(
         bank_of(sharpen, rank=3).normalized().kernel().sum(), 1.0, rtol=1e-5
     )
+
+
+def test_a_negative_peak_is_refused_with_the_magnitude_to_pass():
+    # A kernel whose largest lobe is negative (a Laplacian of Gaussian, a negated blur):
+    # the hint said `peak=target.max()`, which is the value just refused.
+    target = -dp.kernels.gaussian(9)
+    with pytest.raises(ValueError, match=r"peak=jnp\.abs\(target\)\.max\(\)"):
+        LOSS(peak=float(target.max()))
+    peak = float(jnp.abs(target).max())
+    bank = bank_of(target, rank=1)
+    fitted = dp.fit(
+        bank,
+        target[..., None],
+        loss=LOSS(non_negative=0.0, peak=peak),
+        optimizer=OPTIMIZER(peak=peak),
+        steps=20,
+    ).model
+    assert float(jnp.linalg.norm(fitted.kernel() - target) / jnp.linalg.norm(target)) < 1e-2

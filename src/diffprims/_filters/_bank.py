@@ -310,11 +310,13 @@ class SeparableFilters(AbstractModel):
         - `non_negative`: weight of [`diffprims.NonNegative`][] (a number >= 0; may be
           traced, e.g. under `jax.vmap` for a sweep).
         - `keep_zeros`: weight of [`diffprims.KeepZeros`][] (a number >= 0).
-        - `peak`: the target kernel's peak value, a concrete number > 0 (Python, NumPy
-          or a 0-d array such as `target.max()`). The weights are meant for a kernel with
-          peak 1 (as `dp.kernels` makes it); both penalties are linear in the kernel and
-          L2 quadratic, so they are multiplied by `peak` to mean the same for a kernel at
-          another scale (e.g. one normalized to sum 1).
+        - `peak`: the target kernel's scale, its largest magnitude, a concrete number
+          > 0 (Python, NumPy or a 0-d array such as `jnp.abs(target).max()`: the peak of
+          a blur; for a kernel whose largest lobe is negative, its magnitude). The
+          weights are meant for a kernel with peak 1 (as `dp.kernels` makes it); both
+          penalties are linear in the kernel and L2 quadratic, so they are multiplied by
+          `peak` to mean the same for a kernel at another scale (e.g. one normalized to
+          sum 1).
 
         **Returns:**
 
@@ -353,7 +355,7 @@ class SeparableFilters(AbstractModel):
 
         - `learning_rate`: the initial step size (> 0), for a kernel with peak 1.
         - `decay_steps`: the steps over which it decays.
-        - `peak`: the target kernel's peak value, a concrete number > 0 (as for
+        - `peak`: the target kernel's largest magnitude, a concrete number > 0 (as for
           [`diffprims.SeparableFilters.recommended_loss`][]). A bank's vectors scale as
           `sqrt(peak)` and its gradients as `peak ** 1.5`; the step size and Adam's `eps`
           follow, so a kernel at any scale fits like the same kernel at peak 1 (with

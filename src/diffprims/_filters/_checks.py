@@ -65,7 +65,11 @@ def check_border(border: Any) -> str:
 
 def check_peak(peak: Any) -> float:
     """`peak` as a float: a concrete real number (Python, NumPy or 0-d array) > 0, finite."""
-    hint = " Pass the target kernel's peak value, e.g. `peak=target.max()`."
+    hint = (
+        " Pass the target kernel's scale, its largest magnitude: "
+        "`peak=jnp.abs(target).max()` (a blur's peak; `target.max()` is <= 0 or too small "
+        "for a kernel whose largest lobe is negative, such as a Laplacian of Gaussian)."
+    )
     if is_traced(peak):
         raise TypeError(
             "`peak` must be a concrete number (it sets the optimizer's step size and eps); "
