@@ -58,3 +58,14 @@ def test_a_timed_dispatch_on_a_large_image_is_short():
     assert timed.dispatch_size(50, 2000 * 2000) == 1
     counted = Budget(plan, 20, steps=1000, seconds=None, reserve=0.0, start=0.0)
     assert counted.dispatch_size(50, 256 * 384) == 50
+
+
+def test_cycles_are_skipped_once_the_budget_is_spent(getkey):
+    """A budget spent before the cycles start (any budget is, at 1 ms) skips them: they
+    would add and remove spare shapes with no time to fit them (4 of 13 rounds here)."""
+    target = _noise(getkey())
+    result = dp.paint(target, 10, key=getkey(), seconds=1e-3, rounds=4, cycles=2)
+    assert len(result.snapshots) == 4 + 1  # the rounds and the removal, no cycles
+    assert result.model.num_shapes == 10
+    counted = dp.paint(target, 10, key=getkey(), steps=20, rounds=4, cycles=2)
+    assert len(counted.snapshots) == 4 + 1 + 2 * 2

@@ -131,7 +131,8 @@ def paint(
       compositing (it has no fixed order to rank shapes in).
     - `cycles`: after that removal, this many times: add as many spare shapes again
       where the error is largest, fit all, and remove the least useful down to `n`
-      (each try of new shapes keeps only those that earn their place).
+      (each try of new shapes keeps only those that earn their place). With `seconds`,
+      the cycles left when the budget is spent are skipped.
     - `lr`, `lr_geometry`, `lr_colour`: Adam learning rates for the parameters whose
       declared [`diffprims.Role`][] is a position, other geometry (sizes, angles, ...)
       and colours/opacities/depths.
@@ -167,12 +168,11 @@ def paint(
     ```
     """
     start_time = time.perf_counter()
-    settings = _check(
+    target, n, key, steps = _check(
         target, n, key, shape, seconds, steps, rounds, restarts, stride, steps_per_dispatch,
         compositing, opacity, prune, coarse, grow, lr, lr_geometry, lr_colour, anneal, extra,
         cycles,
     )  # fmt: skip
-    target, n, key, steps = settings
     loss = as_loss(L2() if loss is None else loss)
     height, width, _ = target.shape
     # The placement, pruning and colour solve minimise the same weighted squared error as
@@ -208,6 +208,8 @@ def paint(
     )  # fmt: skip
     with driver:
         for round_ in plan:
+            if round_.count and round_.index > rounds and budget.spent():
+                break  # a cycle's spare shapes with no time to fit them: skip the cycles
             painting.run_round(
                 driver, round_, budget, steps_per_dispatch, rounds=len(plan),
                 last=round_ is plan[-1],

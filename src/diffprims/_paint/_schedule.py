@@ -147,6 +147,12 @@ class Budget:
             return most if now < self.round_end else 0
         return 0 if now + 0.5 * self.dispatch > self.round_end else most
 
+    def spent(self) -> bool:
+        """Whether a `seconds` budget (less the time kept for the solve) is used up."""
+        if self.seconds is None:
+            return False
+        return time.perf_counter() - self.start >= self.seconds - self.reserve
+
     def took(self, steps: int) -> None:
         self.taken += steps
 
