@@ -400,6 +400,26 @@ def test_filter_end_to_end(tmp_path, capsys):
         assert picture.size == ((9 * 3 + 4) * zoom, 9 * zoom)  # big enough to see
 
 
+def test_filter_never_returns_worse_than_its_exact_start(capsys):
+    # At a rank the kernel has, the SVD start is exact; Adam's first steps and the
+    # non-negativity hinge pushed it away (relative error 3e-7 -> 2e-3 on a disk).
+    status, err = run(
+        ["filter", "--kernel", "disk:9", "--rank", 9, "--steps", 60, "-o", "x"], capsys
+    )
+    assert status == 0, err
+    assert "kept the SVD start" in err
+    summary = json.loads(Path("x/summary.json").read_text())
+    assert summary["kept"] == "svd"
+    assert summary["fitted"] == summary["svd"] and summary["fitted"]["relative_l2_error"] < 1e-5
+    assert summary["loss"] < summary["last_step_loss"]
+    # Where the fit improves on the start (rank 2 of a disk), the fit is kept.
+    status, err = run(
+        ["filter", "--kernel", "disk:9", "--rank", 2, "--steps", 60, "-o", "y"], capsys
+    )
+    summary = json.loads(Path("y/summary.json").read_text())
+    assert status == 0 and summary["kept"] == "fitted" and "kept the SVD" not in err
+
+
 def write_flat_picture(path, value=0.8, size=(32, 24)):
     Image.fromarray(np.full((size[1], size[0], 3), round(value * 255), np.uint8)).save(path)
     return path
