@@ -400,6 +400,61 @@ def test_filter_end_to_end(tmp_path, capsys):
         assert picture.size == ((9 * 3 + 4) * zoom, 9 * zoom)  # big enough to see
 
 
+def write_kernel_files(folder):
+    """An 9 x 21 ellipse (not square, which no NAME:SIZE kernel is) in every kernel format,
+    and the kernel itself."""
+    y, x = np.mgrid[-4:5, -10:11]
+    kernel = ((x / 10) ** 2 + (y / 4) ** 2 <= 1).astype(np.float64)
+    np.save(folder / "k.npy", kernel)
+    np.savetxt(folder / "k.csv", kernel, delimiter=",")
+    np.savetxt(folder / "k.txt", kernel)
+    Image.fromarray(np.repeat((kernel * 255).astype(np.uint8)[..., None], 3, -1)).save(
+        folder / "k.png"
+    )
+    return kernel
+
+
+@pytest.mark.parametrize("name", ["k.npy", "k.csv", "k.txt", "k.png"])
+def test_filter_reads_a_kernel_file(tmp_path, capsys, name):
+    kernel = write_kernel_files(tmp_path)
+    status, err = run(["filter", "--kernel", tmp_path / name, "--rank", 9, "--steps", 5], capsys)
+    assert status == 0, err
+    summary = json.loads(Path("out/summary.json").read_text())
+    assert summary["kernel_shape"] == [9, 21] and summary["kernel_peak"] == pytest.approx(1)
+    # Rank 9 of a 9-row kernel is exact: the file was read as it was written.
+    assert summary["svd"]["relative_l2_error"] < 1e-5
+    with np.load("out/vectors.npz") as npz:
+        bank = dp.SeparableFilters(npz["vertical"], npz["horizontal"])
+    np.testing.assert_allclose(bank.kernel() * kernel.sum(), kernel, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            np.zeros((2, 3, 4)),
+            "must hold a 2D array of real numbers (KH, KW); got shape (2, 3, 4)",
+        ),
+        (np.full((3, 3), np.nan), "holds NaN or infinite values"),
+        (-np.ones((3, 3)), "has no positive value (its largest is -1)"),
+        (np.zeros((3, 3)), "is zero everywhere"),
+        (np.ones((3, 1026)), "each side must be at most 1025"),
+        (np.array(["a", "b"]), "must hold a 2D array of real numbers"),
+        ("junk", "could not be read"),
+        (None, "no such file"),
+    ],
+)
+def test_bad_kernel_files_exit_2_with_one_line(tmp_path, capsys, content, message):
+    path = tmp_path / "k.npy"
+    if isinstance(content, str):
+        path.write_text(content)
+    elif content is not None:
+        np.save(path, content)
+    status, err = run(["filter", "--kernel", path], capsys)
+    assert status == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert message in err and not Path("out").exists()
+
+
 def test_filter_never_returns_worse_than_its_exact_start(capsys):
     # At a rank the kernel has, the SVD start is exact; Adam's first steps and the
     # non-negativity hinge pushed it away (relative error 3e-7 -> 2e-3 on a disk).

@@ -90,9 +90,72 @@ def _whole(text: str) -> int | None:
         return None
 
 
+#: Kernel files `--kernel` reads: NumPy arrays, text tables, pictures (their grey level).
+ARRAY_FILES, TABLE_FILES = (".npy",), (".txt", ".csv")
+PICTURE_FILES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+
+
 def _kernel(spec: str) -> tuple[Any, float]:
     """`(kernel scaled to peak 1, its peak as made)` from `NAME:SIZE[:ARG]` (disk:50,
-    polygon:51:6, gaussian:31:5, box:9); refused unless it has a positive peak."""
+    polygon:51:6, gaussian:31:5, box:9) or a kernel file; refused unless it has a
+    positive peak."""
+    import numpy as np
+
+    suffix = Path(spec).suffix.lower()
+    from_file = suffix in ARRAY_FILES + TABLE_FILES + PICTURE_FILES
+    kernel = _kernel_file(spec, suffix) if from_file else _named_kernel(spec)
+    peak = float(kernel.max()) if np.all(np.isfinite(kernel)) else math.nan
+    if not peak > 0:
+        hint = (" (an even SIZE has no pixel at the centre: use an odd SIZE or a larger SIGMA)"
+                if spec.startswith("gaussian:") else "")  # fmt: skip
+        if math.isnan(peak):
+            raise UsageError(f"--kernel {spec!r} holds NaN or infinite values")
+        if peak < 0:
+            raise UsageError(
+                f"--kernel {spec!r} has no positive value (its largest is "
+                f"{peak:.3g}); it is fitted scaled to its peak: negate it"
+            )
+        raise UsageError(f"--kernel {spec!r} is zero everywhere (its largest value is "
+                         f"{peak:.3g}): there is nothing to fit{hint}")  # fmt: skip
+    # Fitted at peak 1, the scale the loss weights and the optimizer are meant for: a
+    # Gaussian of an even SIZE peaks below 1 (far below for a small SIGMA).
+    return (kernel / peak).astype(np.float32), peak
+
+
+def _kernel_file(spec: str, suffix: str) -> Any:
+    """A 2D kernel from a `.npy` array, a `.txt`/`.csv` table of numbers, or a picture
+    (its grey level: the mean of its colour channels, alpha left out)."""
+    import numpy as np
+
+    if not Path(spec).is_file():
+        raise UsageError(f"--kernel {spec!r}: no such file (a kernel file, or NAME:SIZE)")
+    try:
+        if suffix in PICTURE_FILES:
+            picture = np.asarray(read_image(spec, what="--kernel"), np.float64)
+            colour = picture[..., :3] if picture.shape[-1] >= 3 else picture[..., :1]
+            kernel = colour.mean(axis=-1)
+        elif suffix in ARRAY_FILES:
+            kernel = np.load(spec, allow_pickle=False)
+        else:
+            kernel = np.loadtxt(spec, delimiter="," if suffix == ".csv" else None, ndmin=2)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--kernel {spec!r} could not be read: {error}") from None
+    kernel = np.asarray(kernel)
+    if kernel.ndim == 3 and kernel.shape[-1] == 1:
+        kernel = kernel[..., 0]
+    if kernel.ndim != 2 or kernel.size == 0 or kernel.dtype.kind not in "biuf":
+        raise UsageError(
+            f"--kernel {spec!r} must hold a 2D array of real numbers (KH, KW); got shape "
+            f"{kernel.shape} of {kernel.dtype}"
+        )
+    if max(kernel.shape) > MAX_KERNEL:
+        raise UsageError(f"--kernel {spec!r} is {kernel.shape[0]}x{kernel.shape[1]}: each "
+                         f"side must be at most {MAX_KERNEL} pixels")  # fmt: skip
+    return kernel.astype(np.float64)
+
+
+def _named_kernel(spec: str) -> Any:
+    """`NAME:SIZE[:ARG]` made by `dp.kernels` (float64)."""
     import numpy as np
 
     import diffprims as dp
@@ -122,21 +185,10 @@ def _kernel(spec: str) -> tuple[Any, float]:
         except ValueError:
             raise UsageError(f"--kernel {spec!r}: SIGMA must be a number of pixels > 0") from None
     try:
-        kernel = np.asarray(getattr(dp.kernels, name)(size, **options), np.float64)
+        return np.asarray(getattr(dp.kernels, name)(size, **options), np.float64)
     except (TypeError, ValueError) as error:
         message = str(error).rstrip(".").replace("`sigma`", "SIGMA")
         raise UsageError(f"--kernel {spec!r}: {message}") from None
-    peak = float(kernel.max())
-    if not (np.all(np.isfinite(kernel)) and peak > 0):
-        hint = (" (an even SIZE has no pixel at the centre: use an odd SIZE or a larger SIGMA)"
-                if name == "gaussian" else "")  # fmt: skip
-        raise UsageError(
-            f"--kernel {spec!r} is zero everywhere (its largest value is {peak:.3g} in "
-            f"float32): there is nothing to fit{hint}"
-        )
-    # Fitted at peak 1, the scale the loss weights and the optimizer are meant for: a
-    # Gaussian of an even SIZE peaks below 1 (far below for a small SIGMA).
-    return (kernel / peak).astype(np.float32), peak
 
 
 def _kernel_picture(kernels: list[Any]):

@@ -40,8 +40,10 @@ folder (~/.cache/diffprims/jax; on macOS ~/Library/Caches/diffprims/jax):
 FILTER_EPILOG = f"""\
 KERNEL is NAME:SIZE[:ARG]: disk:50 (a 50 px bokeh disk), polygon:51:6 (a hexagon;
 SIDES from {MIN_SIDES} to {MAX_SIDES}), gaussian:31:5 (sigma 5), box:9; SIZE at most
-{MAX_KERNEL}. The kernel is fitted scaled to peak 1, the scale the loss weights are
-meant for.
+{MAX_KERNEL}. Or a file holding your own kernel (any KH x KW, at most {MAX_KERNEL} a
+side; negative values allowed): .npy, .txt or .csv (a table of numbers), or a
+picture (.png .jpg .tif ...: its grey level). The kernel is fitted scaled to peak
+1, the scale the loss weights are meant for.
 
 The default loss is diffprims.SeparableFilters.recommended_loss(): L2 plus a
 penalty on negative values (weights 1,1,0), which removes the negative lobes that
@@ -168,7 +170,11 @@ def _add_filter(commands) -> None:
         epilog=FILTER_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    filt.add_argument("--kernel", default="disk:50", help="target kernel (default: disk:50)")
+    filt.add_argument(
+        "--kernel",
+        default="disk:50",
+        help="target kernel: NAME:SIZE[:ARG] or a file (default: disk:50)",
+    )
     filt.add_argument("--rank", type=types.positive_int, default=4, metavar="R",
                       help="separable passes (default: 4)")  # fmt: skip
     filt.add_argument("--weights", default=None, metavar="L2,NONNEG,ZEROS",
