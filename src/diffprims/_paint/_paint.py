@@ -215,7 +215,7 @@ def paint(
                 last=round_ is plan[-1],
             )  # fmt: skip
         if solving:
-            painting.solve(driver)
+            painting.solve(driver, seconds)
     return driver.finish()
 
 

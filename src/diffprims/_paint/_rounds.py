@@ -161,10 +161,12 @@ class Painting:
         budget.end()
         self.rounds_done.append((budget.done, self.models(driver.state)))
 
-    def solve(self, driver: Driver) -> None:
-        """Colours and background by least squares for the fitted geometry."""
+    def solve(self, driver: Driver, seconds: float | None = None) -> None:
+        """Colours and background by least squares for the fitted geometry (on fewer
+        pixels for large images or a short `seconds` budget: `solve_stride`)."""
         height, width = self.target.shape[:2]
-        solve = functools.partial(solve_colours, stride=solve_stride(height * width), error=False)
+        stride = solve_stride(height * width, self.active.shape[-1], seconds)
+        solve = functools.partial(solve_colours, stride=stride, error=False)
         solve = solve if self.restarts == 1 else jax.vmap(solve, (0, None, None))
         models, _ = solve(self.models(driver.state), self.target, self.weights)
         driver.state = eqx.tree_at(

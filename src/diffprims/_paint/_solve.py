@@ -63,18 +63,25 @@ def check_solve_memory(n: int, restarts: int) -> None:
 def solve_reserve(seconds: float | None, n: int, pixels: int, restarts: int = 1) -> float:
     """Seconds of a `seconds` budget kept for the final solve: its estimated time, at
     most a tenth of the budget (0 without a budget)."""
-    return 0.0 if seconds is None else min(0.1 * seconds, solve_seconds(n, pixels, restarts))
+    if seconds is None:
+        return 0.0
+    return min(0.1 * seconds, solve_seconds(n, pixels, restarts, seconds))
 
 
-def solve_seconds(n: int, pixels: int, restarts: int = 1) -> float:
+def solve_seconds(n: int, pixels: int, restarts: int = 1, seconds: float | None = None) -> float:
     """A generous estimate of the colour solve's wall time on a CPU, compilation included:
     `paint` keeps this much of a `seconds` budget for it. The solve evaluates every
     shape at each of the pixels it solves on (`solve_stride`) and accumulates
     `pixels * (n + 1)^2` products; measured on a 2-core CPU at 256 x 256: 0.72 s cold
     (0.38 s warm) at n = 200, 1.57 s (1.17 s) at n = 1000; at 1536 x 1024 and n = 200,
     on every pixel, 18 s warm (on a loaded machine; 0.9 s at 256 x 256 there)."""
-    solved = pixels / solve_stride(pixels) ** 2
-    return 0.8 + (2e-8 * solved * (n + 1) + 2e-11 * solved * (n + 1) ** 2) * restarts
+    solved = pixels / solve_stride(pixels, n, seconds) ** 2
+    return 0.8 + _pixel_seconds(n) * solved * restarts
+
+
+def _pixel_seconds(n: int) -> float:
+    """The solve's estimated (generous) time per pixel it solves on, with `n` shapes."""
+    return 2e-8 * (n + 1) + 2e-11 * (n + 1) ** 2
 
 
 # The solve takes one pixel of every `stride x stride` block of larger images, so that
@@ -83,9 +90,16 @@ def solve_seconds(n: int, pixels: int, restarts: int = 1) -> float:
 MAX_SOLVE_PIXELS = 512 * 512
 
 
-def solve_stride(pixels: int) -> int:
-    """The solve's pixel stride for an image of `pixels` pixels (1 up to 512 x 512)."""
-    return max(1, math.ceil(math.sqrt(pixels / MAX_SOLVE_PIXELS)))
+def solve_stride(pixels: int, n: int = 0, seconds: float | None = None) -> int:
+    """The solve's pixel stride for an image of `pixels` pixels: 1 up to 512 x 512, and
+    with a `seconds` budget so short that the solve on every pixel would take more than
+    half of it (by `solve_seconds`'s estimate, less compilation), coarse enough to fit
+    (at 256 x 256 with 100 circles, `seconds=0.2` took 1.25 s warm, 0.55 s of it the
+    solve)."""
+    most = MAX_SOLVE_PIXELS
+    if seconds is not None:
+        most = min(most, max(1.0, 0.5 * seconds / _pixel_seconds(n)))
+    return max(1, math.ceil(math.sqrt(pixels / most)))
 
 
 def _chunks(count: int, n: int) -> int:
