@@ -90,6 +90,19 @@ def test_sixteen_bit_colour_png_keeps_every_bit(tmp_path, channels):
     np.testing.assert_allclose(square, samples[:6, :, :3] / 65535.0, rtol=0, atol=1e-7)
 
 
+def test_sixteen_bit_colour_falls_back_to_8_bits_where_pillow_refuses_the_low_bytes(
+    tmp_path, monkeypatch
+):
+    # The low bytes come from Pillow's internals (a second read with another unpacker):
+    # a Pillow whose decoder refuses it must still load the image, at 8 bits.
+    import diffprims._image as image_module
+
+    monkeypatch.setattr(image_module, "_LOW_BYTES", {"RGB;16B": "no such rawmode"})
+    samples = np.random.default_rng(1).integers(0, 65536, (4, 5, 3), dtype=np.uint16)
+    image = np.asarray(dp.load_image(_png16(tmp_path / "deep.png", samples)))
+    np.testing.assert_allclose(image, (samples >> 8) / 255.0, rtol=0, atol=1e-6)
+
+
 def test_sixteen_bit_transparent_colour_is_matched_at_16_bits(tmp_path):
     samples = np.full((2, 2, 3), 1000, np.uint16)
     samples[0, 0] = [1000, 1000, 1001]  # the same colour at 8 bits

@@ -197,6 +197,17 @@ def _read(path: Any, *, low_bytes: bool = False) -> tuple[Image.Image, bool, boo
         ) from None
 
 
+def _low_bytes(path: Any, high: Image.Image) -> Image.Image | None:
+    """The low bytes of a 16-bit colour PNG whose high bytes `high` holds, or None (read
+    at 8 bits, as before) where this Pillow's decoder does not take the low-byte tiles:
+    the second read goes through Pillow's internals, so it must never fail the load."""
+    try:
+        low = _read(path, low_bytes=True)[0]
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError, OSError):
+        return None
+    return low if (low.mode, low.size) == (high.mode, high.size) else None
+
+
 def _new_size(size: Any, width: int, height: int) -> tuple[int, int]:
     """`(W, H)` to resize to, from `size`: an int (the longer side) or `(H, W)`."""
     if isinstance(size, int | np.integer) and not isinstance(size, bool | np.bool_):
@@ -268,7 +279,7 @@ def load_image(
             "its own, e.g. with Pillow: `im.seek(k); im.save('frame.png')`.",
             stacklevel=2,
         )
-    low = _read(path, low_bytes=True)[0] if sixteen else None
+    low = _low_bytes(path, picture) if sixteen else None
     if square:
         side = min(picture.size)
         left, top = (picture.width - side) // 2, (picture.height - side) // 2
