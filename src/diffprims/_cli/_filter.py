@@ -260,21 +260,23 @@ def _fit(args: argparse.Namespace, start: Any, target: Any, loss: Any) -> tuple[
         # Ctrl-C: write what the fit reached (a second Ctrl-C aborts the writing).
         print(f"interrupted after {stop.step} steps; writing the results so far", file=sys.stderr)
         return stop.result, True, "fitted"
-    return _better_of(start, result, target, loss)
+    result, kept = _better_of(start, result, target, loss)
+    return result, False, kept
 
 
-def _better_of(start: Any, result: Any, target: Any, loss: Any) -> tuple[Any, bool, str]:
-    """`result`, or the SVD start in its place when the start's loss on the whole kernel
-    is lower: an exact start (rank >= the kernel's rank) has nothing left to gain, and
-    Adam's first steps plus the non-negativity hinge only push it away (relative error
-    3e-7 -> 2e-3 on a disk), so the command never returns worse than its start."""
+def _better_of(start: Any, result: Any, target: Any, loss: Any) -> tuple[Any, str]:
+    """`(result, kept)`: `result`, or the SVD start in its place ("svd") when the start's
+    loss on the whole kernel is lower: an exact start (rank >= the kernel's rank) has
+    nothing left to gain, and Adam's first steps plus the non-negativity hinge only push
+    it away (relative error 3e-7 -> 2e-3 on a disk), so the command never returns worse
+    than its start."""
     import equinox as eqx
 
     goal = target[..., None]
     fitted = float(loss(result.model.render_image(target.shape), goal))
     if float(loss(start.render_image(target.shape), goal)) <= fitted:
-        return eqx.tree_at(lambda r: r.model, result, start), False, "svd"
-    return result, False, "fitted"
+        return eqx.tree_at(lambda r: r.model, result, start), "svd"
+    return result, "fitted"
 
 
 def _summary(args, start, result, target, files, loss) -> tuple[dict[str, Any], list[Any]]:
