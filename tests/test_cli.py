@@ -766,3 +766,19 @@ def test_summary_loss_is_the_final_pictures(monkeypatch, capsys):
     # `loss` and `psnr` measure the same picture; the last step's loss is kept apart.
     assert summary["loss"] == pytest.approx(10 ** (-summary["psnr"] / 10), rel=1e-3)
     assert summary["last_step_loss"] is not None and summary["last_step_loss"] > 0
+
+
+@pytest.mark.parametrize(("kernel", "rank"), [("disk:1", 1), ("box:3", 3)])
+def test_filter_default_rank_is_clamped_to_a_small_kernel(capsys, kernel, rank):
+    # The default --rank 4 exceeded a 1 x 1 or 3 x 3 kernel's rank and exited 2; it is
+    # cut to min(KH, KW) with one line saying so, and summary.json records the rank used.
+    status, err = run(["filter", "--kernel", kernel, "--steps", 3], capsys)
+    assert status == 0, err
+    notes = [line for line in err.splitlines() if "clamped" in line]
+    assert len(notes) == 1 and f"--rank 4 (the default) clamped to {rank}" in notes[0]
+    summary = json.loads(Path("out/summary.json").read_text())
+    assert summary["rank"] == rank
+    assert np.shape(json.loads(Path("out/vectors.json").read_text())["vertical"])[0] == rank
+    # An explicit --rank the kernel cannot have is still refused (the library is strict).
+    status, err = run(["filter", "--kernel", kernel, "--rank", rank + 1, "-o", "x"], capsys)
+    assert status == 2 and f"at most {rank}" in err and err.count("\n") == 1

@@ -27,6 +27,8 @@ MIN_SIDES, MAX_SIDES = 3, 64
 #: `--border`: the borders of `SeparableFilters.apply`, the default (a photo's edges
 #: continue as a mirror image; zero padding darkens them) first.
 BORDERS = ("reflect", "symmetric", "edge", "wrap", "zero")
+#: `--rank`'s default, cut to `min(KH, KW)` for a smaller kernel.
+DEFAULT_RANK = 4
 #: What the vectors are, in summary.json.
 VECTORS_NOTE = (
     "normalized: the kernel sum_r outer(vertical[r], horizontal[r]) sums to 1 (the bank "
@@ -215,8 +217,7 @@ def run_filter(args: argparse.Namespace) -> int:
         raise UsageError("--border applies to --apply only")
     target, peak = _kernel(args.kernel)
     loss, weights = _loss(args.weights)
-    if args.rank > min(target.shape):
-        raise UsageError(f"--rank {args.rank} exceeds the kernel's size {target.shape}")
+    args.rank = _rank(args.rank, target.shape, quiet=args.quiet)
     folder = dict(FOLDER_FILES, **({"blurred.png": "blurred"} if args.apply else {}))
     files = _outputs.plan(args.output or ["out"], folder, force=args.force, formats={})
     image = None if args.apply is None else read_image(args.apply, what="--apply")
@@ -240,6 +241,25 @@ def run_filter(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 130 if interrupted else 0
+
+
+def _rank(rank: int | None, shape: tuple[int, ...], *, quiet: bool) -> int:
+    """The rank to fit: `--rank`, or the default cut to `min(KH, KW)` (a 1 x 1 kernel has
+    rank 1 at most) with a line saying so. An explicit `--rank` above it is refused, as
+    the library refuses it."""
+    most = min(shape)
+    if rank is None:
+        if DEFAULT_RANK > most and not quiet:
+            print(
+                f"--rank {DEFAULT_RANK} (the default) clamped to {most}: a "
+                f"{shape[0]}x{shape[1]} kernel has at most rank {most}",
+                file=sys.stderr,
+            )
+        return min(DEFAULT_RANK, most)
+    if rank > most:
+        raise UsageError(f"--rank {rank} exceeds the kernel's size {shape[0]}x{shape[1]}: "
+                         f"it must be at most {most} (min(KH, KW))")  # fmt: skip
+    return rank
 
 
 def _shown(value: float | None, spec: str = ".3f") -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from . import _common as types
 from ._common import Parser, shape_types
-from ._filter import BORDERS, MAX_KERNEL, MAX_SIDES, MIN_SIDES, run_filter
+from ._filter import BORDERS, DEFAULT_RANK, MAX_KERNEL, MAX_SIDES, MIN_SIDES, run_filter
 from ._paint import MAX_FRAMES, MAX_RENDER_SIZE, MAX_SHAPES, MAX_SIZE, run_paint
 
 DESCRIPTION = """\
@@ -175,8 +175,9 @@ def _add_filter(commands) -> None:
         default="disk:50",
         help="target kernel: NAME:SIZE[:ARG] or a file (default: disk:50)",
     )
-    filt.add_argument("--rank", type=types.positive_int, default=4, metavar="R",
-                      help="separable passes (default: 4)")  # fmt: skip
+    filt.add_argument("--rank", type=types.positive_int, default=None, metavar="R",
+                      help=f"separable passes (default: {DEFAULT_RANK}, or min(KH, KW) "
+                      "for a smaller kernel)")  # fmt: skip
     filt.add_argument("--weights", default=None, metavar="L2,NONNEG,ZEROS",
                       help="loss weights of L2, negative values and non-zeros where the "
                       "kernel is zero (default: the library's, 1,1,0)")  # fmt: skip
