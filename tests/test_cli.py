@@ -782,3 +782,37 @@ def test_filter_default_rank_is_clamped_to_a_small_kernel(capsys, kernel, rank):
     # An explicit --rank the kernel cannot have is still refused (the library is strict).
     status, err = run(["filter", "--kernel", kernel, "--rank", rank + 1, "-o", "x"], capsys)
     assert status == 2 and f"at most {rank}" in err and err.count("\n") == 1
+
+
+def test_filter_apply_keeps_a_grey_image_grey(capsys):
+    # blurred.png of a grey picture was RGB; of a 16-bit grey one too.
+    write_picture("grey.png", "L")
+    write_picture("grey16.png", "I;16")
+    for name in ("grey", "grey16"):
+        argv = ["filter", "--kernel", "disk:5", "--rank", 1, "--steps", 2, "-q"]
+        status, err = run([*argv, "--apply", f"{name}.png", "-o", name], capsys)
+        assert status == 0, err
+        with Image.open(f"{name}/blurred.png") as picture:
+            assert picture.mode == "L" and picture.size == (32, 24)
+
+
+def test_filter_apply_blurs_an_rgba_image_with_premultiplied_alpha(capsys):
+    # The alpha was dropped (the picture composited over white, written RGB). Blurred
+    # premultiplied, an opaque red half keeps its colour where it fades out over a
+    # transparent half whose (invisible) colour is green.
+    rgba = np.zeros((24, 32, 4), np.uint8)
+    rgba[:, :16] = [255, 0, 0, 255]
+    rgba[:, 16:] = [0, 255, 0, 0]
+    Image.fromarray(rgba, "RGBA").save("rgba.png")
+    argv = ["filter", "--kernel", "box:5", "--rank", 1, "--steps", 2, "-q", "--apply", "rgba.png"]
+    status, err = run(argv, capsys)
+    assert status == 0, err
+    with Image.open("out/blurred.png") as picture:
+        assert picture.mode == "RGBA"
+        out = np.asarray(picture).astype(int)
+    alpha = out[..., 3]
+    assert alpha[:, :13].min() == 255 and alpha[:, 19:].max() == 0
+    fading = (alpha > 0) & (alpha < 255)
+    assert fading[:, 14:18].all()  # the edge is blurred in alpha
+    visible = alpha > 0
+    assert (out[visible][:, 0] >= 254).all() and (out[visible][:, 1] <= 1).all()

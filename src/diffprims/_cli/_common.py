@@ -129,6 +129,30 @@ def read_image(path: str | os.PathLike, size: Any = None, *, what: str = "IMAGE"
         raise UsageError(message.replace("`path`", what)) from None
 
 
+#: Pillow's modes of one grey channel (bilevel, 8-bit, 16- and 32-bit, float).
+GREY_MODES = ("1", "L", "I", "F", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def read_image_channels(path: str | os.PathLike, *, what: str = "IMAGE"):
+    """The image at `path` with its own channels, float32 in `[0, 1]`: `(H, W, 1)` for a
+    grey picture, `(H, W, 4)` (colour not premultiplied, then alpha) for one with
+    transparency (a grey one with alpha too: a PNG holds no grey + alpha `save_image`
+    writes), otherwise `(H, W, 3)`. Read as `read_image` reads it (its checks, errors
+    and warnings); alpha at 8 bits."""
+    import numpy as np
+
+    from .._image import _read
+
+    colour = np.asarray(read_image(path, what=what), np.float32)
+    try:
+        picture = _read(path)[0]
+    except (OSError, ValueError) as error:  # changed since it was read just now
+        raise UsageError(str(error).rstrip(".").replace("`path`", what)) from None
+    if picture.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in picture.info:
+        return np.asarray(picture.convert("RGBA"), np.float32) / 255.0
+    return colour[..., :1] if picture.mode in GREY_MODES else colour
+
+
 def _strict(data: Any) -> Any:
     """`data` with NaN and infinities as None: strict JSON has no such numbers."""
     if isinstance(data, float) and not math.isfinite(data):

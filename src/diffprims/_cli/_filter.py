@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _outputs
-from ._common import UsageError, read_image, write_json
+from ._common import UsageError, read_image, read_image_channels, write_json
 from ._signals import finish_writing
 
 #: What `-o OUTDIR` receives (name -> format).
@@ -220,7 +220,7 @@ def run_filter(args: argparse.Namespace) -> int:
     args.rank = _rank(args.rank, target.shape, quiet=args.quiet)
     folder = dict(FOLDER_FILES, **({"blurred.png": "blurred"} if args.apply else {}))
     files = _outputs.plan(args.output or ["out"], folder, force=args.force, formats={})
-    image = None if args.apply is None else read_image(args.apply, what="--apply")
+    image = None if args.apply is None else read_image_channels(args.apply, what="--apply")
     with _outputs.claimed(files, force=args.force):
         start = dp.SeparableFilters.from_svd(target, rank=args.rank)
         result, interrupted, kept = _fit(args, start, target, loss)
@@ -340,9 +340,26 @@ def _writer(bank: Any, image: Any, kernels: list[Any], summary: dict[str, Any]):
         elif kind == "npz":
             np.savez(path, **_vectors(normalized))
         elif kind == "blurred":
-            blurred = normalized.apply(image, border=summary["border"])
-            dp.save_image(path, np.clip(np.asarray(blurred), 0.0, 1.0))
+            dp.save_image(path, _blurred(normalized, image, summary["border"]))
         else:
             write_json(path, summary)
 
     return write
+
+
+def _blurred(bank: Any, image: Any, border: str) -> Any:
+    """`image` blurred by `bank`, in `[0, 1]`, with its channels: grey stays grey, and
+    RGBA is blurred premultiplied (alpha * colour and alpha alike, colour then divided by
+    the blurred alpha), so a transparent pixel's colour, which nobody sees, never bleeds
+    into its visible neighbours."""
+    import numpy as np
+
+    pixels = np.asarray(image, np.float32)
+    if pixels.shape[-1] != 4:
+        return np.clip(np.asarray(bank.apply(pixels, border=border)), 0.0, 1.0)
+    alpha = pixels[..., 3:]
+    both = np.asarray(bank.apply(np.concatenate([pixels[..., :3] * alpha, alpha], -1),
+                                 border=border), np.float64)  # fmt: skip
+    alpha = both[..., 3:]
+    colour = np.where(alpha > 0, both[..., :3] / np.where(alpha > 0, alpha, 1.0), 0.0)
+    return np.clip(np.concatenate([colour, alpha], -1), 0.0, 1.0)
