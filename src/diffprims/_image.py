@@ -16,6 +16,7 @@ import numpy as np
 from jaxtyping import Array, Float
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ._blur import blur as blur
 from ._files import atomic_write
 from ._validate import (
     check_float_array,
@@ -291,26 +292,6 @@ def load_image(
         if new != picture.size:
             pixels = _resize(pixels, new)
     return jnp.asarray(np.clip(pixels, 0.0, 1.0), dtype=jnp.float32)
-
-
-def _blur_matrix(size: int, sigma: Array) -> Array:
-    """`(size, size)` Gaussian blur along one axis, rows renormalised at the borders."""
-    offsets = jnp.arange(size, dtype=jnp.float32)
-    weights = jnp.exp(-0.5 * ((offsets[:, None] - offsets[None, :]) / sigma) ** 2)
-    return weights / jnp.sum(weights, 1, keepdims=True)
-
-
-@jax.jit
-def blur(image: Float[Array, "H W C"], sigma: float | Array) -> Float[Array, "H W C"]:
-    """Gaussian blur of an `(H, W, C)` image with standard deviation `sigma` pixels.
-
-    Separable (two matrix products), renormalised at the borders; `sigma` may be traced.
-    A `sigma` near 0 returns the image unchanged.
-    """
-    sigma = jnp.maximum(jnp.asarray(sigma, jnp.float32), 1e-3)
-    height, width, _ = image.shape
-    rows, cols = _blur_matrix(height, sigma), _blur_matrix(width, sigma)
-    return jnp.einsum("ij,jkc,lk->ilc", rows, image, cols)
 
 
 def demo_image_path() -> Path:
