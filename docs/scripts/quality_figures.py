@@ -1,13 +1,15 @@
 """Figures of docs/tutorials/quality.md: how `dp.paint`'s PSNR grows with its time budget,
-beside the greedy painter (our stand-in for fogleman/primitive) at the same N, for
-circles, and for ellipses and Gaussians with as many parameters.
+beside fogleman/primitive (`--primitive PATH`, its Go binary; without it, our greedy
+painter as a stand-in) at the same N, for circles, and for ellipses and Gaussians with
+as many parameters.
 
 The photos are benchmarks/quality.py's REPORT photos (never used to tune `paint`). Each
-photo: greedy paints N circles in T seconds; then `paint` gets budgets of a fraction of
-T. Every program is compiled first (a throwaway paint), so the times are those of a
+photo: the baseline paints N circles in T seconds; then `paint` gets budgets of a
+fraction of T. Every program is compiled first (a throwaway paint), so the times are those of a
 warm process; benchmarks/quality.py gives the cold figures.
 
 Run: python docs/scripts/quality_figures.py [--photos motorcycle moon grass] [--n 200]
+[--primitive PATH]
 (about 2 minutes a photo on 2 CPU cores; writes docs/images/quality/).
 """
 
@@ -33,9 +35,9 @@ FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 SHAPES = (dp.Circles, dp.Ellipses, dp.Gaussians)
 
 
-def measure(photos, n: int) -> dict:
-    """Per photo: greedy's (PSNR, seconds), and per shape type paint's (PSNR, seconds)
-    at each fraction of greedy's time."""
+def measure(photos, n: int, primitive: str | None) -> dict:
+    """Per photo: the baseline's (PSNR, seconds) under "baseline" (its name under
+    "name"), and per shape type paint's (PSNR, seconds) at each fraction of its time."""
     key = jax.random.key(0)
     warm = quality.load_photo(photos[0])
     for cls in SHAPES:  # compile every program once
@@ -43,8 +45,12 @@ def measure(photos, n: int) -> dict:
     results = {}
     for name in photos:
         target = quality.load_photo(name)
-        model, seconds = quality.greedy(target, n, key=key)
-        row = {"greedy": (quality._psnr(model, target), seconds)}
+        if primitive:
+            row = {"name": "primitive", "baseline": quality.primitive(target, n, primitive)}
+        else:
+            model, seconds = quality.greedy(target, n, key=key)
+            row = {"name": "greedy", "baseline": (quality._psnr(model, target), seconds)}
+        seconds = row["baseline"][1]
         for cls in SHAPES:
             count = quality.equal_count(n, cls)
             row[cls.__name__] = [
@@ -69,9 +75,9 @@ def plot(results: dict, n: int, path: Path) -> None:
             count = quality.equal_count(n, cls)
             ax.plot(points[:, 1], points[:, 0], "o-", color=colours[cls.__name__],
                     label=f"paint, {count} {cls.__name__.lower()}")  # fmt: skip
-        db, seconds = row["greedy"]
+        db, seconds = row["baseline"]
         ax.axhline(db, color="k", ls="--", lw=1)
-        ax.plot([seconds], [db], "ks", label=f"greedy, {n} circles")
+        ax.plot([seconds], [db], "ks", label=f"{row['name']}, {n} circles")
         ax.set_title(name)
         ax.set_xlabel("wall time (s)")
         ax.grid(alpha=0.3)
@@ -84,12 +90,13 @@ def plot(results: dict, n: int, path: Path) -> None:
 def table(results: dict, n: int) -> str:
     """Markdown: one row per photo and shape type, PSNR at each fraction of T."""
     head = " | ".join(f"{f:g} T" for f in FRACTIONS)
+    name = next(iter(results.values()))["name"]
     lines = [
-        f"| photo | greedy ({n} circles), T | shapes | {head} |",
+        f"| photo | {name} ({n} circles), T | shapes | {head} |",
         "|---|---|---|" + "---|" * len(FRACTIONS),
     ]
     for name, row in results.items():
-        db, seconds = row["greedy"]
+        db, seconds = row["baseline"]
         for cls in SHAPES:
             cells = " | ".join(f"{p:.2f} dB ({s:.1f} s)" for p, s in row[cls.__name__])
             count = quality.equal_count(n, cls)
@@ -104,9 +111,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", nargs="+", default=["motorcycle", "moon", "grass"])
     parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--primitive", help="fogleman/primitive's binary: the baseline")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    results = measure(args.photos, args.n)
+    results = measure(args.photos, args.n, args.primitive)
     plot(results, args.n, OUT / "curve.png")
     text = table(results, args.n)
     atomic_write(OUT / "curve.md", lambda temp: Path(temp).write_text(text))
