@@ -9,6 +9,10 @@ centre-cropped to a square and resized to `--size` (256). They are split in two:
 - **REPORT** (`--set report`, the default): photos no knob was ever chosen on. Quote
   these.
 
+`--photos synthetic_circles` is not a photo: 200 random circles, which 200 circles
+paint exactly, so what a painter reaches there (at `--n 200`) measures its search, not
+what circles can draw.
+
 For each N (`--n`, default 50 100 200 500) and photo it prints the PSNR and wall time of
 
 - **greedy**: the hill-climbing approach of fogleman/primitive, written with our renderer:
@@ -69,11 +73,33 @@ TUNE = (
 )  # fmt: skip
 REPORT = ("motorcycle", "hubble_deep_field", "moon", "clock", "grass", "gravel")
 SETS = {"tune": TUNE, "report": REPORT, "all": TUNE + REPORT}
+
 PARAMETERS = {"Circles": 7, "Ellipses": 9, "Gaussians": 9, "Triangles": 10}
 
 
+def synthetic_circles(size: int = 256, n: int = 200, seed: int = 1) -> jax.Array:
+    """`n` random soft circles over grey, `(size, size, 3)`: a target that `n` circles
+    paint exactly (radii log-uniform from 2 to 40 pixels, the largest at the back,
+    opacities 0.4 to 1), so the PSNR a painter reaches on it measures its search alone,
+    not what circles can draw."""
+    k_radius, k_centre, k_colour, k_opacity = jax.random.split(jax.random.key(seed), 4)
+    log_radii = jax.random.uniform(k_radius, (n,), minval=np.log(2.0), maxval=np.log(40.0))
+    model = dp.Circles.from_values(
+        jax.random.uniform(k_centre, (n, 2)),
+        -jnp.sort(-jnp.exp(log_radii)) / 256,
+        jax.random.uniform(k_colour, (n, 3)),
+        jax.random.uniform(k_opacity, (n,), minval=0.4, maxval=1.0),
+        background=jnp.full((3,), 0.5),
+        softness=0.5,
+    )
+    return jnp.clip(model.render_image((size, size)), 0, 1)
+
+
 def load_photo(name: str, size: int = 256) -> jax.Array:
-    """A photo of scikit-image's `data`, centre-cropped square, `(size, size, 3)`."""
+    """A photo of scikit-image's `data`, centre-cropped square, `(size, size, 3)`; or
+    `"synthetic_circles"` (`synthetic_circles`)."""
+    if name == "synthetic_circles":
+        return synthetic_circles(size)
     from skimage import data  # benchmark-only dependency
 
     if name == "motorcycle":
