@@ -208,7 +208,7 @@ def paint(
     )  # fmt: skip
     with driver:
         for round_ in plan:
-            if round_.count and round_.index > rounds and budget.spent():
+            if round_.cycle and budget.spent():
                 break  # a cycle's spare shapes with no time to fit them: skip the cycles
             painting.run_round(
                 driver, round_, budget, steps_per_dispatch, rounds=len(plan),

@@ -28,6 +28,7 @@ class Round:
     edge_scale: float  # soft edges this many times the model's own
     size: float  # new shapes' size (frame units)
     removed: int = 0  # shapes removed at its start (the least useful)
+    cycle: bool = False  # adds a cycle's spare shapes (after the first removal)
 
 
 def with_removal(plan: list[Round], keep: int, cycles: int = 0) -> list[Round]:
@@ -41,7 +42,9 @@ def with_removal(plan: list[Round], keep: int, cycles: int = 0) -> list[Round]:
     sharp = dict(blur=0.0, edge_scale=1.0)
     plan = [*plan, dataclasses.replace(last, count=0, total=keep, removed=spare, **sharp)]
     for _ in range(cycles):
-        plan.append(dataclasses.replace(last, count=spare, total=keep + spare, **sharp))
+        plan.append(
+            dataclasses.replace(last, count=spare, total=keep + spare, cycle=True, **sharp)
+        )
         plan.append(dataclasses.replace(last, count=0, total=keep, removed=spare, **sharp))
     return [dataclasses.replace(r, index=i) for i, r in enumerate(plan)]
 
