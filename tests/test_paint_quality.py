@@ -61,6 +61,7 @@ def test_the_removal_round_comes_last_with_its_share():
     cycled = with_removal(plan, 10, cycles=2)
     assert cycled[:5] == extended and [r.index for r in cycled] == list(range(9))
     assert [(r.count, r.removed, r.total) for r in cycled[5:]] == [(3, 0, 13), (0, 3, 10)] * 2
+    assert [r.cycle for r in cycled] == [False] * 5 + [True, False] * 2
     plain = Budget(plan, 13, steps=100, seconds=None, reserve=0.0, start=0.0, final=0.4)
     # No removal round: shares in proportion to the shapes each round fits.
     np.testing.assert_allclose(plain.share, [4 / 13 * 0.5 + 0.125] + [3 / 13 * 0.5 + 0.125] * 3)
