@@ -253,3 +253,22 @@ def test_random_geometry_output_is_checked(cls, error, pattern):
 def test_svg_geometry_output_is_checked():
     with pytest.raises(TypeError, match=r"NoSvg\.svg_geometry\(\) must return a list"):
         dp.to_svg(NoSvg.init(3, key=jax.random.key(0)), (8, 8))
+
+
+class Unsvgable(UserCircles):
+    """A type with no SVG form, as "Write your own shape" says to write one."""
+
+    def svg_geometry(self, edge_width):
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize("wrap", [lambda m: m, lambda m: dp.Layers([m])], ids=["set", "layers"])
+def test_a_shape_without_svg_is_a_type_error_naming_it(tmp_path, wrap):
+    # Was a bare `NotImplementedError` with an empty message from inside `to_svg`.
+    model = wrap(Unsvgable.init(3, key=jax.random.key(0)))
+    pattern = r"Unsvgable has no SVG form.*NotImplementedError.*dp\.save_image"
+    with pytest.raises(TypeError, match=pattern):
+        dp.to_svg(model, (8, 8))
+    with pytest.raises(TypeError, match=pattern):
+        dp.save_svg(tmp_path / "a.svg", model, (8, 8))
+    assert not (tmp_path / "a.svg").exists()

@@ -134,7 +134,8 @@ class AbstractShapes(AbstractModel):
         Gaussian blur with standard deviation `1.6 * edge_width` that `to_svg` defines
         (close to the sigmoid for shapes much larger than `w`), or draw the edge
         exactly, as `Circles` does with a radial gradient. Called on concrete arrays,
-        outside `jit`.
+        outside `jit`. A type with no SVG form raises `NotImplementedError` here, and
+        `to_svg` reports a `TypeError` naming it.
 
         ```python
         def svg_geometry(self, edge_width):

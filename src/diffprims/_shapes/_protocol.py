@@ -117,9 +117,23 @@ def random_geometry(cls: type, centres: Array, sizes: Array, key: Any) -> dict[s
 
 
 def svg_geometry(shapes: Any, edge_width: float) -> list[str]:
-    """`shapes.svg_geometry(edge_width)`, checked: a list of `N` strings."""
-    out = shapes.svg_geometry(edge_width)
+    """`shapes.svg_geometry(edge_width)`, checked: a list of `N` strings.
+
+    A type with no SVG form raises `NotImplementedError` there (see `AbstractShapes`);
+    that becomes a `TypeError` naming the type and the raster alternative.
+    """
     name, n = f"{type(shapes).__name__}.svg_geometry()", shapes.num_shapes
+    try:
+        out = shapes.svg_geometry(edge_width)
+    except NotImplementedError as error:
+        reason = f" ({error})" if str(error) else ""
+        raise TypeError(
+            f"{type(shapes).__name__} has no SVG form: {name} raised "
+            f"NotImplementedError{reason}. Expected a shape type that implements "
+            "`svg_geometry` for SVG export; save a raster instead, "
+            "`dp.save_image(path, model.render_image(shape))`, or implement it."
+            f"{_GUIDE}"
+        ) from error
     if not isinstance(out, list | tuple) or not all(isinstance(e, str) for e in out):
         raise TypeError(f"{name} must return a list of {n} SVG strings; got {_shape_of(out)}.")
     if len(out) != n:
