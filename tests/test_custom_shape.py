@@ -272,3 +272,46 @@ def test_a_shape_without_svg_is_a_type_error_naming_it(tmp_path, wrap):
     with pytest.raises(TypeError, match=pattern):
         dp.save_svg(tmp_path / "a.svg", model, (8, 8))
     assert not (tmp_path / "a.svg").exists()
+
+
+class NumpyCoverage(UserCircles):
+    def coverage(self, points, edge_width):
+        offsets = np.asarray(points)[None] - np.asarray(self.centres)[:, None]
+        distance = np.sqrt((offsets**2).sum(-1)) - np.asarray(self.radii)[:, None]
+        return dp.soft_edge(jnp.asarray(distance), edge_width)
+
+
+class PythonIfBounds(UserCircles):
+    def bounds(self):
+        if float(self.radii.max()) > 1.0:
+            raise AssertionError
+        return super().bounds()
+
+
+class NumpyGeometry(UserCircles):
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key):
+        return {"raw_centres": np.asarray(centres), "raw_radii": np.asarray(sizes)}
+
+
+@pytest.mark.parametrize(
+    "cls, call, method",
+    [
+        (NumpyCoverage, lambda m: m.render_image((16, 16)), r"coverage\(points, edge_width\)"),
+        (PythonIfBounds, lambda m: m.render_image((64, 64), method="tiled"), r"bounds\(\)"),
+        (
+            NumpyGeometry,
+            lambda m: dp.paint(
+                jnp.full((8, 8, 3), 0.5), 4, key=jax.random.key(0), shape=type(m), steps=2
+            ),  # fmt: skip
+            "random_geometry",
+        ),
+    ],
+)
+def test_numpy_in_a_traced_method_is_a_type_error_naming_it(cls, call, method):
+    # Was JAX's TracerArrayConversionError / ConcretizationTypeError from inside the
+    # library's compiled programs, naming neither the method nor that it is traced.
+    model = cls.init(10, key=jax.random.key(0))  # eager: init's random_geometry is fine
+    pattern = rf"{cls.__name__}\.{method} is traced by JAX.*`jax\.numpy`.*JAX said: \w+Error"
+    with pytest.raises(TypeError, match=pattern):
+        call(model)

@@ -9,7 +9,9 @@ tracing and cost nothing per step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -59,7 +61,8 @@ def check_shape_type(cls: type) -> None:
 
 def coverage(shapes: Any, points: Array, edge_width: Any) -> Array:
     """`shapes.coverage(points, edge_width)`, checked to be `(N, P)`."""
-    out = shapes.coverage(points, edge_width)
+    with _traceable(f"{type(shapes).__name__}.coverage(points, edge_width)"):
+        out = shapes.coverage(points, edge_width)
     expected = (shapes.num_shapes, points.shape[0])
     got = jnp.shape(out)
     if got != expected:
@@ -74,7 +77,8 @@ def coverage(shapes: Any, points: Array, edge_width: Any) -> Array:
 
 def bounds(shapes: Any) -> Array:
     """`shapes.bounds()`, checked to be `(N, 4)`."""
-    out = shapes.bounds()
+    with _traceable(f"{type(shapes).__name__}.bounds()"):
+        out = shapes.bounds()
     expected = (shapes.num_shapes, 4)
     if jnp.shape(out) != expected:
         raise ValueError(
@@ -87,8 +91,9 @@ def bounds(shapes: Any) -> Array:
 def random_geometry(cls: type, centres: Array, sizes: Array, key: Any) -> dict[str, Any]:
     """`cls.random_geometry(...)`, checked: a dict of the geometry fields, leading axis N."""
     check_concrete(cls)
-    values = cls.random_geometry(centres, sizes, key=key)  # pyright: ignore[reportAttributeAccessIssue]
     name, n = f"{cls.__name__}.random_geometry", centres.shape[0]
+    with _traceable(name):
+        values = cls.random_geometry(centres, sizes, key=key)  # pyright: ignore[reportAttributeAccessIssue]
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in SHARED_FIELDS}
     fields = {k: f for k, f in fields.items() if not f.metadata.get("static", False)}
     if not isinstance(values, dict):
@@ -114,6 +119,30 @@ def random_geometry(cls: type, centres: Array, sizes: Array, key: Any) -> dict[s
                 f"centre); got shape {jnp.shape(value)}.{_GUIDE}"
             )
     return values
+
+
+@contextlib.contextmanager
+def _traceable(name: str) -> Iterator[None]:
+    """Reword JAX's errors for a method that converts traced values to numpy or Python.
+
+    `coverage`, `bounds` and `random_geometry` run under `jit` (an eager `render_image`
+    too: it calls one compiled program), so their arguments are tracers.
+    """
+    try:
+        yield
+    except (
+        jax.errors.TracerArrayConversionError,
+        jax.errors.ConcretizationTypeError,
+        jax.errors.TracerBoolConversionError,
+        jax.errors.TracerIntegerConversionError,
+    ) as error:
+        first = str(error).strip().splitlines()[0]
+        raise TypeError(
+            f"{name} is traced by JAX (diffprims calls it under `jit`, `grad` and "
+            f"`vmap`, an eager `render_image` too), so it must compute with `jax.numpy` "
+            f"and `jax.lax`: not `numpy`, `float(...)` or an `if` on an array's value. "
+            f"JAX said: {type(error).__name__}: {first}{_GUIDE}"
+        ) from error
 
 
 def svg_geometry(shapes: Any, edge_width: float) -> list[str]:
