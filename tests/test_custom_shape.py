@@ -315,3 +315,24 @@ def test_numpy_in_a_traced_method_is_a_type_error_naming_it(cls, call, method):
     pattern = rf"{cls.__name__}\.{method} is traced by JAX.*`jax\.numpy`.*JAX said: \w+Error"
     with pytest.raises(TypeError, match=pattern):
         call(model)
+
+
+class Moved(UserCircles):
+    pass
+
+
+def test_load_finds_a_class_saved_from_a_script_by_its_name(tmp_path):
+    # Saved from a script or notebook, the file names `__main__:Moved`; loading it
+    # elsewhere with `classes=[Moved]` (imported from its module) raised a LoadError
+    # telling the user to pass `classes=[Moved]`, which they had done.
+    model = Moved.init(3, key=jax.random.key(0))
+    try:
+        Moved.__module__ = "__main__"
+        dp.save(tmp_path / "m.eqx", model)
+    finally:
+        Moved.__module__ = __name__
+    loaded = dp.load(tmp_path / "m.eqx", classes=[Moved])
+    assert type(loaded) is Moved
+    np.testing.assert_array_equal(loaded.raw_centres, model.raw_centres)
+    with pytest.raises(dp.LoadError, match=r"`Moved` \(from module `__main__`\)"):
+        dp.load(tmp_path / "m.eqx", classes=[UserCircles])

@@ -256,6 +256,8 @@ def load(path: str | os.PathLike, like: Any = None, *, classes: Any = ()) -> Any
     - `like`: optional model of the same structure (type, `N`, channels) to fill in.
     - `classes`: your own `eqx.Module` classes the file may name (a custom shape type,
       say): `dp.load("rings.eqx", classes=[Rings])`. The classes in `like` count too.
+      A class is found by module and name, or by name alone when you pass one class
+      of that name (one saved from a script is `__main__.Rings` there).
 
     **Returns:**
 

@@ -146,6 +146,15 @@ def parse(node: Any, spec: Spec, allowed: dict[str, type], where: str, depth: in
     raise ValueError(f"{where} is an unknown entry {node!r:.80}")
 
 
+def _same_name(allowed: dict[str, type], qualname: str) -> type | None:
+    """The one passed class named `qualname`, whatever its module: a class saved from a
+    script or notebook is `__main__:Rings` there, and imported from `rings` here."""
+    found = {
+        cls for key, cls in allowed.items() if ":" in key and key.rpartition(":")[2] == qualname
+    }
+    return found.pop() if len(found) == 1 else None
+
+
 def parse_module(node: dict, spec: Spec, allowed: dict[str, type], where: str, depth: int):
     name, fields = node["module"], node.get("fields")
     if not isinstance(name, str) or not isinstance(fields, dict) or len(node) != 2:
@@ -154,7 +163,7 @@ def parse_module(node: dict, spec: Spec, allowed: dict[str, type], where: str, d
     module_name, _, qualname = name.rpartition(":")
     if module_name.split(".")[0] == "diffprims" and f"diffprims.{qualname}" in allowed:
         name = f"diffprims.{qualname}"  # a public type saved under a private module
-    cls = allowed.get(name)
+    cls = allowed.get(name) or _same_name(allowed, qualname)
     if cls is None:
         raise UnknownClassError(name)
     init = {f.name for f in dataclasses.fields(cls) if f.init}
