@@ -1,5 +1,6 @@
 """A shape type written from the public API only is as good as ours."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -336,3 +337,45 @@ def test_load_finds_a_class_saved_from_a_script_by_its_name(tmp_path):
     np.testing.assert_array_equal(loaded.raw_centres, model.raw_centres)
     with pytest.raises(dp.LoadError, match=r"`Moved` \(from module `__main__`\)"):
         dp.load(tmp_path / "m.eqx", classes=[UserCircles])
+
+
+class Bumpy(UserCircles):
+    """Circles with `lobes` bumps: a setting, not learned (a static field)."""
+
+    lobes: int = eqx.field(static=True, kw_only=True)
+
+    def coverage(self, points, edge_width):
+        offsets = points[None, :, :] - self.centres[:, None, :]
+        distance = jnp.sqrt(jnp.sum(offsets**2, axis=-1) + 1e-20)
+        angle = jnp.arctan2(offsets[..., 1], offsets[..., 0])
+        reach = self.radii[:, None] * (1.0 + 0.2 * jnp.cos(self.lobes * angle))
+        return dp.soft_edge(distance - reach, edge_width)
+
+    def bounds(self):
+        reach = 1.2 * self.radii[:, None]
+        return jnp.concatenate([self.centres - reach, self.centres + reach], axis=-1)
+
+
+class FiveLobes(Bumpy):
+    lobes: int = eqx.field(static=True, default=5, kw_only=True)
+
+
+class SevenLobes(FiveLobes):
+    lobes: int = eqx.field(static=True, default=7, kw_only=True)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Bumpy.init(3, key=jax.random.key(0)),
+        lambda: dp.paint(jnp.full((8, 8, 3), 0.5), 3, key=jax.random.key(0), shape=Bumpy),
+    ],
+    ids=["init", "paint"],
+)
+def test_a_static_setting_without_a_default_is_named(build):
+    # Was "Bumpy.__init__() missing 1 required keyword-only argument: 'lobes'", from
+    # inside `init`, which takes no such argument.
+    with pytest.raises(TypeError, match=r"Bumpy's static field\(s\) `lobes` have no default"):
+        build()
+    assert FiveLobes.init(3, key=jax.random.key(0)).lobes == 5
+    assert SevenLobes.init(3, key=jax.random.key(0)).lobes == 7

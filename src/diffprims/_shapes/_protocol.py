@@ -28,7 +28,8 @@ _GUIDE = ' See "Write your own shape" in the docs.'
 
 
 def check_concrete(cls: type) -> None:
-    """A `TypeError` naming the abstract methods and attributes `cls` leaves undefined.
+    """A `TypeError` naming the abstract methods and attributes `cls` leaves undefined,
+    or its static settings without a default (which `init` and `paint` cannot set).
 
     Instantiating such a class already fails (`abc`), but `init` and `paint` call the
     classmethod `random_geometry` first, whose abstract body returns None.
@@ -41,6 +42,21 @@ def check_concrete(cls: type) -> None:
             f"{cls.__name__} is abstract: it does not implement "
             f"{', '.join(f'`{name}`' for name in missing)}. Expected a shape type that "
             f"implements all of {', '.join(f'`{name}`' for name in METHODS)}.{_GUIDE}"
+        )
+    unset = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("static", False)
+        and f.name != "softness"  # set by every constructor
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if unset:
+        raise TypeError(
+            f"{cls.__name__}'s static field(s) {', '.join(f'`{n}`' for n in unset)} have no "
+            "default: `init`, `paint` and `from_geometry` build sets without them. Expected "
+            "a default, `eqx.field(static=True, default=5)`; a subclass sets another."
+            f"{_GUIDE}"
         )
 
 
