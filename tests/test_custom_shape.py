@@ -379,3 +379,43 @@ def test_a_static_setting_without_a_default_is_named(build):
         build()
     assert FiveLobes.init(3, key=jax.random.key(0)).lobes == 5
     assert SevenLobes.init(3, key=jax.random.key(0)).lobes == 7
+
+
+#: A role of the user's own: a fraction in (0, 1), stored as a logit.
+FRACTION = dp.Role("geometry", "logit")
+
+
+class Hollow(UserCircles):
+    """Circles with a hole: `holes` is the inner radius over the outer, in (0, 1)."""
+
+    raw_holes: Float[Array, " N"] = dp.parameter(FRACTION)
+
+    def coverage(self, points, edge_width):
+        offsets = points[None, :, :] - self.centres[:, None, :]
+        distance = jnp.sqrt(jnp.sum(offsets**2, axis=-1) + 1e-20)
+        inner = FRACTION.value(self.raw_holes)[:, None] * self.radii[:, None]
+        return dp.soft_edge(jnp.maximum(distance - self.radii[:, None], inner - distance),
+                            edge_width)  # fmt: skip
+
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key):
+        return {"raw_centres": centres, "raw_radii": sizes, "raw_holes": 0.5 + 0 * sizes}
+
+
+@pytest.mark.parametrize("hole", [1.5, -0.2])
+def test_from_geometry_checks_a_logit_role_is_in_0_1(hole):
+    # Was clipped into (0, 1) in silence: 1.5 stored as 1 - 1e-6.
+    def build(value):
+        return Hollow.from_geometry(
+            {
+                "raw_centres": ("centres", jnp.full((1, 2), 0.5), (2,)),
+                "raw_radii": ("radii", jnp.array([0.2]), ()),
+                "raw_holes": ("holes", jnp.array([value]), ()),
+            },
+            [[0.5] * 3],
+            [1.0],
+        )
+
+    np.testing.assert_allclose(FRACTION.value(build(0.25).raw_holes), [0.25], rtol=1e-5)
+    with pytest.raises(ValueError, match=r"`holes` must be finite and in \[0.0, 1.0\]"):
+        build(hole)

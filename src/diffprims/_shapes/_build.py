@@ -160,6 +160,8 @@ def from_geometry(cls, geometry, colours, opacities, background, softness, optio
     for name, (label, *_) in geometry.items():
         if roles[name].transform == "log":
             values[label] = check_values(values[label], label, lower=0.0)
+        elif roles[name].transform == "logit":  # else clipped into (0, 1) in silence
+            values[label] = check_values(values[label], label, lower=0.0, upper=1.0)
     raw = {name: roles[name].raw(values[label]) for name, (label, *_) in geometry.items()}
     n = jnp.shape(next(iter(raw.values())))[0]
     raw_colours, raw_opacities, raw_background = shared_values(colours, opacities, background, n)
