@@ -66,7 +66,11 @@ def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
     shapes = shape_types()
     shape_type = shapes.get(args.shape.lower())
     if shape_type is None:
-        raise UsageError(f"unknown --shape {args.shape!r}; choose one of {', '.join(shapes)}")
+        raise UsageError(
+            f"unknown --shape {args.shape!r}; choose one of {', '.join(shapes)} (a shape "
+            "type of your own paints from Python: dp.paint(image, n, key=..., "
+            "shape=YourShape))"
+        )
     steps = args.steps if args.steps is not None else (None if args.seconds else 1500)
     if args.fit and args.steps is None:
         steps = 2000
