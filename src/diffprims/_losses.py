@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import functools
+import operator
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -218,7 +220,10 @@ class Sum(AbstractLoss):
         self.terms = tuple(as_loss(term, "terms") for term in terms)
 
     def __call__(self, pred, target):
-        return sum((term(pred, target) for term in self.terms), jnp.zeros(()))
+        values = [term(pred, target) for term in self.terms]
+        # Started from the first term, not `jnp.zeros(())`: a float64 zero (under
+        # jax_enable_x64) would promote a float32 loss.
+        return functools.reduce(operator.add, values) if values else jnp.zeros(())
 
 
 class Scaled(AbstractLoss):

@@ -131,6 +131,24 @@ def check_float_array(
     return x.astype(jnp.float32) if jnp.finfo(x.dtype).bits < 32 else x
 
 
+def upcast_half(tree: Any) -> Any:
+    """`tree` with its half-precision (bfloat16, float16) arrays as float32, as
+    `check_float_array` upcasts inputs: a model cast to half precision renders and fits
+    in float32 (its soft edges and compositing need the range). Returns `tree` itself
+    when it holds no half-precision array."""
+
+    def is_half(x: Any) -> bool:
+        return (
+            eqx.is_inexact_array(x)
+            and jnp.issubdtype(x.dtype, jnp.floating)
+            and jnp.finfo(x.dtype).bits < 32
+        )
+
+    if not any(is_half(x) for x in jax.tree.leaves(tree)):
+        return tree
+    return jax.tree.map(lambda x: x.astype(jnp.float32) if is_half(x) else x, tree)
+
+
 def check_values(
     x: Array,
     name: str,

@@ -22,7 +22,14 @@ from .._losses import (
     restrict_to_pixels,
 )
 from .._model import AbstractModel, check_unbatched
-from .._validate import check_key, check_positive_int, check_values, describe, is_traced
+from .._validate import (
+    check_key,
+    check_positive_int,
+    check_values,
+    describe,
+    is_traced,
+    upcast_half,
+)
 
 # One object, so fits with the default optimizer reuse one compilation.
 DEFAULT_OPTIMIZER = optax.adam(1e-2)
@@ -35,7 +42,7 @@ def check_model(model: Any) -> AbstractModel:
             f"got {describe(model)}."
         )
     check_unbatched(model, "fit")
-    return model
+    return upcast_half(model)  # half-precision parameters fit in float32
 
 
 def check_target(target: Any, model: AbstractModel) -> Any:

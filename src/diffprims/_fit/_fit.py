@@ -59,6 +59,8 @@ def fit(
     - `model`: any [`diffprims.AbstractModel`][] (circles, a filter bank, your own),
       with finite parameters. One model: a batch of models (`jax.vmap` over a
       constructor) is fitted under `jax.vmap`, `jax.vmap(lambda m: dp.fit(m, target))`.
+      Half-precision parameters are upcast: the fit runs, and returns the model, in
+      float32.
     - `target`: `(H, W, C)` float array; in `[0, 1]` for image models, `C` equal to the
       model's channel count. A kernel is a one-channel image: `kernel[..., None]`.
       Half precision (bfloat16, float16) is upcast: the fit runs in float32.

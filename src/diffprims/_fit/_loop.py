@@ -107,13 +107,21 @@ def _all_finite(tree: Any) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
+def _like(new: Any, old: Any) -> Any:
+    same = not hasattr(old, "dtype") or getattr(new, "dtype", old.dtype) == old.dtype
+    return new if same else jnp.asarray(new).astype(old.dtype)
+
+
 def _step(static, problem, total, update_scale, state: LoopState, index) -> tuple[Any, Array]:
     step_key = jax.random.fold_in(problem.key, index)
     value, grads = jax.value_and_grad(objective)(state.params, static, problem, step_key)
     updates, new_state = problem.optimizer.update(grads, state.opt_state, state.params)
     if update_scale is not None:
         updates = jax.tree.map(lambda u: update_scale * u, updates)
-    new_params = eqx.apply_updates(state.params, updates)
+    # In the old dtypes, as `optax.apply_updates` keeps them: a float64 learning rate (a
+    # vmapped one under jax_enable_x64) would promote float32 parameters mid-scan.
+    new_params = jax.tree.map(_like, eqx.apply_updates(state.params, updates), state.params)
+    new_state = jax.tree.map(_like, new_state, state.opt_state)
     # The first step whose loss or new parameters are not finite stops the fit for good
     # (`ok` stays False): the carry keeps the last finite state, losses read NaN.
     ok = state.ok & ((index >= total) | (jnp.isfinite(value) & _all_finite(new_params)))

@@ -244,10 +244,10 @@ class AbstractShapes(AbstractModel):
           compositing is `"depth"` or the shape type sets `tight_bounds = False`; else
           `"scan"`.
         """
-        # In the parameters' dtype: float64 points on a float32 set (or the reverse, under
-        # jax_enable_x64) would otherwise change the compositing carry's dtype mid-scan.
+        # In the parameters' dtype, at least float32: float64 points on a float32 set (or
+        # the reverse, under jax_enable_x64) would otherwise change the scan carry's dtype.
         check_unbatched(self, "render")
-        points = check_points(points).astype(self.raw_colours.dtype)
+        points = check_points(points).astype(jnp.promote_types(self.raw_colours.dtype, "f4"))
         points, pixel_size = check_pixel_size(points, pixel_size)
         method = _render.check_method(method, self)
         return _render.render_points_eager(self, points, pixel_size, method)

@@ -11,7 +11,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._model import AbstractModel, check_unbatched
-from .._validate import check_pixel_size, check_points, describe, is_eager
+from .._validate import check_pixel_size, check_points, describe, is_eager, upcast_half
 from ._base import AbstractShapes
 from ._compositing import composite
 
@@ -81,13 +81,14 @@ class Layers(AbstractModel):
     ) -> Float[Array, "P C"]:
         """Composite every layer at `points`; see [`diffprims.AbstractModel.render`][]."""
         check_unbatched(self, "render")
-        points = check_points(points).astype(self.layers[0].raw_colours.dtype)
+        model = upcast_half(self)  # half-precision parameters render in float32
+        points = check_points(points).astype(model.layers[0].raw_colours.dtype)
         points, pixel_size = check_pixel_size(points, pixel_size)
-        if is_eager(self, points, pixel_size):
+        if is_eager(model, points, pixel_size):
             # One cached compiled program, as for a shape set (`_render`); a pixel size
             # passed as an array is not a new compile.
-            return _render_compiled(self, points, jnp.asarray(pixel_size, points.dtype))
-        return self._render_chunks(points, pixel_size)
+            return _render_compiled(model, points, jnp.asarray(pixel_size, points.dtype))
+        return model._render_chunks(points, pixel_size)
 
     def _render_chunks(self, points: Array, pixel_size: Any) -> Array:
         num = points.shape[0]

@@ -1,0 +1,101 @@
+"""Models and losses in other precisions: half-precision parameters, and float64 mode.
+
+Models cast to bfloat16/float16 (a mixed-precision policy) render and fit in float32, as
+half-precision targets do; under `jax_enable_x64` (run in a subprocess) float32 losses
+stay float32 and float64 hyperparameters do not promote float32 parameters.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import diffprims as dp
+
+KEY = jax.random.key(0)
+TARGET = jax.random.uniform(jax.random.key(1), (12, 12, 3))
+
+
+def _cast(model, dtype):
+    return jax.tree.map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("n", [3, 9])
+def test_half_precision_shape_sets_render_in_float32(dtype, n):
+    model = dp.Circles.init(n, key=KEY, target=TARGET)
+    half = _cast(model, dtype)
+    image = half.render_image((12, 12))
+    assert image.dtype == jnp.float32
+    np.testing.assert_allclose(image, _cast(half, jnp.float32).render_image((12, 12)))
+    values = half.render(jnp.full((5, 2), 0.5, dtype), pixel_size=0.1)
+    assert values.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_models_fit_in_float32(dtype):
+    circles = dp.Circles.init(3, key=KEY, target=TARGET)
+    layers = dp.Layers([circles, dp.Rectangles.init(2, key=KEY, target=TARGET)])
+    kernel = dp.kernels.disk(5)
+    bank = dp.SeparableFilters.from_svd(kernel, rank=2)
+    for model, target in ((circles, TARGET), (layers, TARGET), (bank, kernel[..., None])):
+        expected = dp.fit(_cast(_cast(model, dtype), jnp.float32), target, steps=3)
+        result = dp.fit(_cast(model, dtype), target, steps=3)
+        params = jax.tree.leaves(eqx.filter(result.model, eqx.is_inexact_array))
+        assert all(x.dtype == jnp.float32 for x in params)
+        np.testing.assert_array_equal(result.losses, expected.losses)
+
+
+_X64_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import optax
+    import diffprims as dp
+
+    out = {}
+    pred = jnp.linspace(0.0, 1.0, 48, dtype=jnp.float32).reshape(4, 4, 3)
+    target = pred[::-1]
+    weights = jnp.ones((4, 4), jnp.float32)
+    for name, loss in {
+        "sum": dp.L2() + dp.L1(),
+        "scaled sum": dp.L2() + 2.0 * dp.L1(),
+        "weighted": dp.Weighted(dp.L2(), weights) + dp.NonNegative(),
+    }.items():
+        out[f"{name} float32"] = str(loss(pred, target).dtype)
+        out[f"{name} float64"] = str(loss(pred.astype(jnp.float64), target).dtype)
+
+    image = jnp.linspace(0.0, 1.0, 8 * 8 * 3, dtype=jnp.float32).reshape(8, 8, 3)
+    model = dp.Circles.init(3, key=jax.random.key(0), target=image)
+    rates = jnp.array([1e-2, 2e-2])  # float64 under x64
+    for name, make in {
+        "adam": optax.adam,
+        "inject": lambda lr: optax.inject_hyperparams(optax.adam)(learning_rate=lr),
+    }.items():
+        result = jax.vmap(lambda lr: dp.fit(model, image, optimizer=make(lr), steps=2))(rates)
+        out[f"vmap {name}"] = str(result.model.raw_centres.dtype)
+    print(json.dumps(out))
+    """
+)
+
+
+def test_float64_mode_keeps_float32_losses_and_parameters():
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    run = subprocess.run(
+        [sys.executable, "-c", _X64_SCRIPT], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    for name in ("sum", "scaled sum", "weighted"):
+        assert out[f"{name} float32"] == "float32", out
+        assert out[f"{name} float64"] == "float64", out
+    assert out["vmap adam"] == out["vmap inject"] == "float32", out
