@@ -59,6 +59,13 @@ def check_positive_int(
     NumPy integers are accepted; bools, floats and strings are not. The default maximum
     is the largest int32 (step counts and sizes become int32 inside JAX).
     """
+    if is_traced(value):
+        raise TypeError(
+            f"`{name}` must be a concrete int; got a traced {describe(value)} (an argument "
+            "of `jax.jit` or `jax.vmap`). It sets a size or a loop's length, so it cannot "
+            "be traced: make it static (`jax.jit(f, static_argnums=...)`; `eqx.filter_jit` "
+            "keeps Python ints static) or close over it."
+        )
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
         try:
             if isinstance(value, bool | np.bool_):

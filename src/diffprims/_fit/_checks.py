@@ -56,6 +56,8 @@ def check_target(target: Any, model: AbstractModel) -> Any:
 def check_optimizer(optimizer: Any) -> optax.GradientTransformation:
     if optimizer is None:
         return DEFAULT_OPTIMIZER
+    if isinstance(optimizer, optax.MultiSteps):  # a wrapper, not a transformation
+        return optimizer.gradient_transformation()
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(
             "`optimizer` must be an optax transformation such as `optax.adam(1e-2)`; "
@@ -91,6 +93,13 @@ def _check_batch(batch: Any, num_pixels: int) -> int | None:
     """The number of pixels sampled per step, or None for the full grid."""
     if batch is None:
         return None
+    if is_traced(batch):
+        raise TypeError(
+            f"`batch` must be a concrete number; got a traced {describe(batch)} (an argument "
+            "of `jax.jit` or `jax.vmap`). It sets how many pixels each step draws, so it "
+            "cannot be traced: make it static (`jax.jit(f, static_argnums=...)`) or close "
+            "over it."
+        )
     if isinstance(batch, bool | np.bool_) or not isinstance(
         batch, int | float | np.integer | np.floating
     ):

@@ -66,7 +66,10 @@ def fit(
       Half precision (bfloat16, float16) is upcast: the fit runs in float32.
     - `loss`: a loss module or any function `(pred, target) -> scalar`; default
       [`diffprims.L2`][].
-    - `optimizer`: an optax transformation; default `optax.adam(1e-2)`.
+    - `optimizer`: an optax transformation; default `optax.adam(1e-2)`. Each step
+      passes it the step's loss and a function of the parameters giving it (optax's
+      `value=`, `grad=` and `value_fn=`), so `optax.lbfgs()` and
+      `optax.contrib.reduce_on_plateau` work; `optax.MultiSteps` is accepted too.
     - `steps`: the number of optimizer steps.
     - `key`: PRNG key for pixel sampling; required when `batch` is given. The same key
       gives the same fit.

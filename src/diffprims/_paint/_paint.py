@@ -49,7 +49,14 @@ from .._losses import (
     restrict_to_pixels,
 )
 from .._shapes import MODES, AbstractShapes, Circles, Layers, check_shape_type
-from .._validate import check_key, check_positive_int, check_scalar, describe
+from .._validate import (
+    check_key,
+    check_positive_int,
+    check_scalar,
+    describe,
+    inside_trace,
+    is_traced,
+)
 from ._placement import blank
 from ._rounds import Painting, paint_optimizer
 from ._schedule import Budget, plan_rounds, with_removal
@@ -223,6 +230,8 @@ def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_
            compositing, opacity, prune, coarse, grow, lr, lr_geo, lr_colour, anneal,
            extra, cycles):  # fmt: skip
     """`paint`'s arguments checked: `(target, n, key, steps)` (steps None with seconds)."""
+    _check_eager(target=target, key=key, seconds=seconds, opacity=opacity, lr=lr,
+                 lr_geometry=lr_geo, lr_colour=lr_colour)  # fmt: skip
     if not (isinstance(shape, type) and issubclass(shape, AbstractShapes)):
         raise TypeError(_shape_message(shape))
     check_shape_type(shape)
@@ -257,6 +266,20 @@ def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_
     if not 0 <= anneal <= 1:
         raise ValueError(f"`anneal` must be in [0, 1]; got {anneal}.")
     return target, n, key, (None if seconds is not None else steps)
+
+
+def _check_eager(**values: Any) -> None:
+    """A `TypeError` under `jit`/`vmap`/`grad`: rounds are planned on concrete values."""
+    names = [name for name, value in values.items() if any(map(is_traced, jax.tree.leaves(value)))]
+    if names or inside_trace():
+        got = f"a traced `{names[0]}`" if names else "a call inside a traced function"
+        raise TypeError(
+            "`paint` runs eagerly: between rounds it looks at the error map to decide where "
+            "shapes go, so it cannot run under `jax.jit`, `jax.vmap` or `jax.grad`; got "
+            f"{got}. Call it outside the transformation (`restarts=` already runs several "
+            "paintings batched), or use `dp.fit` on `shape.init(...)`, which works under "
+            "any transformation."
+        )
 
 
 def _shape_message(shape: Any) -> str:

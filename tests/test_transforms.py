@@ -1,0 +1,84 @@
+"""`fit` inside a bigger JAX program: static arguments under `jit`, and optax optimizers
+that need more than the gradient (the loss value, a line search)."""
+
+import os
+import re
+import traceback
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import diffprims as dp
+
+KEY = jax.random.key(0)
+TARGET = jax.random.uniform(jax.random.key(1), (8, 8, 3))
+MODEL = dp.Circles.init(3, key=KEY, target=TARGET)
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda s: dp.fit(MODEL, TARGET, steps=s).losses, "steps"),
+        (
+            lambda s: dp.fit(MODEL, TARGET, steps=2, steps_per_dispatch=s).losses,
+            "steps_per_dispatch",
+        ),
+        (lambda n: dp.Circles.init(n, key=KEY, target=TARGET).raw_centres, "n"),
+        (lambda h: MODEL.render_image((h, 8)), "shape[0]"),
+        (lambda b: dp.fit(MODEL, TARGET, steps=2, batch=b, key=KEY).losses, "batch"),
+    ],
+)
+def test_a_traced_count_says_to_make_it_static(call, name):
+    with pytest.raises(TypeError, match=re.escape(f"`{name}` must be a concrete")) as info:
+        jax.jit(call)(3)
+    assert "static_argnums" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        optax.chain(optax.adam(1e-2), optax.contrib.reduce_on_plateau(patience=1)),
+        optax.lbfgs(),
+    ],
+    ids=["reduce_on_plateau", "lbfgs"],
+)
+def test_optimizers_that_need_the_loss_value(optimizer):
+    result = dp.fit(MODEL, TARGET, optimizer=optimizer, steps=4)
+    losses = np.asarray(result.losses)
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    jitted = jax.jit(lambda t: dp.fit(MODEL, t, optimizer=optimizer, steps=4).losses)(TARGET)
+    np.testing.assert_allclose(jitted, losses, rtol=1e-5)
+
+
+def test_lbfgs_line_search_sees_the_same_minibatch():
+    result = dp.fit(MODEL, TARGET, optimizer=optax.lbfgs(), steps=4, batch=0.5, key=KEY)
+    assert np.all(np.isfinite(np.asarray(result.losses)))
+
+
+def test_multi_steps_accumulates():
+    every = dp.fit(MODEL, TARGET, optimizer=optax.MultiSteps(optax.sgd(1.0), 2), steps=4)
+    params = jnp.stack([every.model.raw_centres.ravel(), MODEL.raw_centres.ravel()])
+    assert not np.allclose(*params)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: jax.jit(lambda t: dp.paint(t, 2, key=KEY, steps=2).losses)(TARGET),
+        lambda: jax.vmap(lambda k: dp.paint(TARGET, 2, key=k, steps=2).losses)(
+            jax.random.split(KEY, 2)
+        ),
+        lambda: jax.grad(lambda lr: dp.paint(TARGET, 2, key=KEY, steps=2, lr=lr).losses[-1])(1e-2),
+        lambda: jax.jit(lambda: dp.paint(TARGET, 2, key=KEY, steps=2).losses)(),
+    ],
+    ids=["jit", "vmap", "grad", "jit-no-arguments"],
+)
+def test_paint_under_a_transformation_says_it_runs_eagerly(call):
+    with pytest.raises(TypeError, match="`paint` runs eagerly") as info:
+        call()
+    assert "dp.fit" in str(info.value)
+    innermost = traceback.extract_tb(info.value.__traceback__)[-1].filename
+    assert os.path.dirname(os.path.abspath(dp.__file__)) in os.path.abspath(innermost)
