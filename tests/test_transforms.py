@@ -82,3 +82,40 @@ def test_paint_under_a_transformation_says_it_runs_eagerly(call):
     assert "dp.fit" in str(info.value)
     innermost = traceback.extract_tb(info.value.__traceback__)[-1].filename
     assert os.path.dirname(os.path.abspath(dp.__file__)) in os.path.abspath(innermost)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: optax.chain(optax.adam(1e-2), optax.contrib.reduce_on_plateau(patience=1)),
+        optax.lbfgs,
+    ],
+    ids=["reduce_on_plateau", "lbfgs"],
+)
+def test_a_fresh_optimizer_that_needs_the_loss_value_does_not_recompile(monkeypatch, make):
+    from diffprims._fit import _loop
+
+    traces = []
+    original = _loop.objective
+
+    def counting(*args):
+        traces.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(_loop, "objective", counting)
+    target = TARGET[:7, :5]  # a shape no other test compiles
+    dp.fit(MODEL, target, optimizer=make(), steps=2)
+    first = len(traces)
+    dp.fit(MODEL, target, optimizer=make(), steps=2)
+    assert len(traces) == first
+
+
+def test_a_checkpoint_names_an_optimizer_that_needs_the_loss_value(tmp_path):
+    def make(factor):
+        return optax.chain(optax.adam(1e-2), optax.contrib.reduce_on_plateau(factor=factor))
+
+    path = tmp_path / "fit.ckpt"
+    dp.fit(MODEL, TARGET, optimizer=make(0.5), steps=2, checkpoint=path)
+    assert dp.fit(MODEL, TARGET, optimizer=make(0.5), steps=3, resume=path).losses.shape == (3,)
+    with pytest.raises(dp.CheckpointError, match="optimizer"):
+        dp.fit(MODEL, TARGET, optimizer=make(0.1), steps=3, resume=path)

@@ -23,7 +23,9 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 #: Entries kept by each cache (optimizers, losses): a sweep over this many settings
 #: still hits; older ones are dropped (their compiled steps then compile again).
@@ -115,15 +117,35 @@ _OPTIMIZERS = _Cache()
 _LOSSES = _Cache()
 
 
+def optimizer_update(optimizer: Any, grads, opt_state, params, value, value_fn) -> Any:
+    """`optimizer.update`, given what optax's optimizers that need more than the gradient
+    take by name: the loss `value` (`contrib.reduce_on_plateau`), and a line search's
+    (`lbfgs`) `value_fn` of the parameters."""
+    extra = {}
+    if isinstance(optimizer, optax.GradientTransformationExtraArgs):
+        extra = dict(value=value, grad=grads, value_fn=value_fn)
+    return optimizer.update(grads, opt_state, params, **extra)
+
+
+def update_fingerprint(optimizer: Any, params: Any, opt_state: Any, **kwargs: Any) -> Any:
+    """`fingerprint` of what `optimizer_update` computes on these shapes (a constant
+    `value_fn`: the objective is not the optimizer's), or None."""
+
+    def update(g, s, p, value):
+        return optimizer_update(optimizer, g, s, p, value, lambda _: value)
+
+    value = jax.ShapeDtypeStruct((), jnp.float32)
+    return fingerprint(update, params, opt_state, params, value, **kwargs)
+
+
 def canonical_optimizer(optimizer: Any, params: Any, opt_state: Any) -> Any:
     """The first optimizer seen whose `update` traces to the same program on these shapes."""
-    update = getattr(optimizer, "update", None)
-    if update is None:
+    if getattr(optimizer, "update", None) is None:
         return optimizer
     ident = (id(optimizer), _signature((params, opt_state)))
 
     def make_print():
-        return fingerprint(lambda g, s, p: update(g, s, p), params, opt_state, params)
+        return update_fingerprint(optimizer, params, opt_state)
 
     return _OPTIMIZERS.get(ident, optimizer, make_print)
 

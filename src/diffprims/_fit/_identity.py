@@ -29,7 +29,7 @@ import jax
 import numpy as np
 import optax
 
-from ._canon import fingerprint, loss_fingerprint, without_addresses
+from ._canon import fingerprint, loss_fingerprint, update_fingerprint, without_addresses
 from ._loop import loss_args, loss_call
 
 #: The fields `fit_identity` adds to a checkpoint's header, and what each names.
@@ -46,9 +46,11 @@ def fit_identity(
     update = getattr(optimizer, "update", None)
     optimizer_print = None
     if update is not None:
+        # Its update on the gradient alone, as checkpoints before the loss value was
+        # passed recorded it; given the value only for an optimizer that needs it.
         optimizer_print = fingerprint(
             lambda g, s, p: update(g, s, p), params, opt_state, params, portable=True
-        )
+        ) or update_fingerprint(optimizer, params, opt_state, portable=True)
     loss_print = loss_fingerprint(loss, loss_call, *loss_args(sampler, target), portable=True)
     return {
         VERSIONS: CURRENT,

@@ -17,7 +17,7 @@ import optax
 from jaxtyping import Array, PRNGKeyArray
 
 from .._losses import AbstractLoss, restrict_to_pixels
-from ._canon import canonical_loss, canonical_optimizer
+from ._canon import canonical_loss, canonical_optimizer, optimizer_update
 
 
 class PointRender(eqx.Module):
@@ -115,17 +115,10 @@ def _like(new: Any, old: Any) -> Any:
 def _step(static, problem, total, update_scale, state: LoopState, index) -> tuple[Any, Array]:
     step_key = jax.random.fold_in(problem.key, index)
     value, grads = jax.value_and_grad(objective)(state.params, static, problem, step_key)
-    extra = {}
-    if isinstance(problem.optimizer, optax.GradientTransformationExtraArgs):
-        # What optax's optimizers that need more than the gradient take by name: the
-        # loss (`contrib.reduce_on_plateau`), and a line search's (`lbfgs`), on this
-        # step's pixels.
-        extra = dict(
-            value=value,
-            grad=grads,
-            value_fn=lambda params: objective(params, static, problem, step_key),
-        )
-    updates, new_state = problem.optimizer.update(grads, state.opt_state, state.params, **extra)
+    updates, new_state = optimizer_update(
+        problem.optimizer, grads, state.opt_state, state.params, value,
+        lambda params: objective(params, static, problem, step_key),  # this step's pixels
+    )  # fmt: skip
     if update_scale is not None:
         updates = jax.tree.map(lambda u: update_scale * u, updates)
     # In the old dtypes, as `optax.apply_updates` keeps them: a float64 learning rate (a
