@@ -119,3 +119,14 @@ def test_a_checkpoint_names_an_optimizer_that_needs_the_loss_value(tmp_path):
     assert dp.fit(MODEL, TARGET, optimizer=make(0.5), steps=3, resume=path).losses.shape == (3,)
     with pytest.raises(dp.CheckpointError, match="optimizer"):
         dp.fit(MODEL, TARGET, optimizer=make(0.1), steps=3, resume=path)
+
+
+@pytest.mark.parametrize("weight", [np.int64(2), jnp.array(2), np.array(2, np.int32)])
+def test_integer_loss_weights_scale_like_python_ints(weight):
+    pred, target = jnp.ones((4, 4, 3)), jnp.zeros((4, 4, 3))
+    for loss in (weight * dp.L1(), dp.L1() * weight, dp.L1() / weight):
+        assert loss.weight.dtype == jnp.float32
+    assert (weight * dp.L1())(pred, target) == (dp.L1() * weight)(pred, target) == 2.0
+    assert (dp.L1() / weight)(pred, target) == 0.5
+    with pytest.raises(TypeError, match="`loss weight` must be a float"):
+        np.bool_(True) * dp.L1()

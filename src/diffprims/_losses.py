@@ -64,7 +64,7 @@ class AbstractLoss(eqx.Module):
     __rmul__ = __mul__
 
     def __truediv__(self, divisor: Any) -> AbstractLoss:
-        divisor = check_float_array(divisor, "loss divisor")
+        divisor = _as_weight(divisor, "loss divisor")
         if not is_traced(divisor) and not np.all(np.asarray(divisor) != 0):
             raise ValueError(
                 f"`loss divisor` must be non-zero; got {np.asarray(divisor).tolist()}."
@@ -76,6 +76,14 @@ class AbstractLoss(eqx.Module):
 
     def __sub__(self, other: Any) -> AbstractLoss:
         return self + (-as_loss(other, "the right-hand side of `-`"))
+
+
+def _as_weight(value: Any, name: str) -> Array:
+    """A weight as a float array: an integer one (NumPy, JAX) counts, as a Python int
+    does; bools do not."""
+    if hasattr(value, "dtype") and jnp.issubdtype(value.dtype, jnp.integer):
+        value = jnp.asarray(value, jnp.float32)
+    return check_float_array(value, name)
 
 
 def _is_zero(x: Any) -> bool:
@@ -237,7 +245,7 @@ class Scaled(AbstractLoss):
     loss: AbstractLoss
 
     def __init__(self, weight: Any, loss: AbstractLoss):
-        weight = check_float_array(weight, "loss weight")
+        weight = _as_weight(weight, "loss weight")
         if weight.ndim != 0:
             raise ValueError(f"`loss weight` must be a scalar; got {describe(weight)}.")
         weight = check_values(weight, "loss weight")
