@@ -130,3 +130,15 @@ def test_integer_loss_weights_scale_like_python_ints(weight):
     assert (dp.L1() / weight)(pred, target) == 0.5
     with pytest.raises(TypeError, match="`loss weight` must be a float"):
         np.bool_(True) * dp.L1()
+
+
+@pytest.mark.parametrize(
+    "indices", [jnp.zeros((0,), jnp.int32), 1, jnp.array(1), jnp.array([[0, 1]])]
+)
+def test_take_needs_a_non_empty_list_of_shapes(indices):
+    model = dp.Circles.init(12, key=KEY, target=TARGET)
+    with pytest.raises(ValueError, match="`indices` must be a non-empty 1D array") as info:
+        model.take(indices)
+    assert "model.take(jnp.array([i]))" in str(info.value)
+    with pytest.raises(ValueError, match="non-empty 1D"):
+        jax.jit(lambda m: m.take(indices).raw_centres)(model)

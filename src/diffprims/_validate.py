@@ -272,6 +272,11 @@ def check_indices(indices: Any, size: int, name: str = "indices") -> Array:
         indices = np.asarray(indices)
     if not jnp.issubdtype(indices.dtype, jnp.integer):
         raise TypeError(f"`{name}` must be an integer array; got {describe(indices)}.")
+    if indices.ndim != 1 or indices.shape[0] == 0:
+        raise ValueError(
+            f"`{name}` must be a non-empty 1D array of shape indices (a set holds at least "
+            f"one shape); got {describe(indices)}. For one shape, `model.take(jnp.array([i]))`."
+        )
     message = f"`{name}` must lie in [0, {size}) for a set of {size} shapes"
     if is_traced(indices):
         return eqx.error_if(indices, jnp.any((indices < 0) | (indices >= size)), message + ".")
