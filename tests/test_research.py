@@ -69,6 +69,26 @@ def test_fit_differentiated_where_auto_would_tile():
     np.testing.assert_allclose(jax.jacfwd(total)(1.0), jax.grad(total)(1.0), rtol=1e-4)
 
 
+def test_hessian_of_a_render_where_auto_would_tile():
+    """`jax.hessian` is `jacfwd` around `jacrev`: the innermost trace is reverse mode, the
+    forward mode one around it, and "auto" must see it to leave the tiled renderer
+    (reverse mode only): it failed with "can't apply forward-mode autodiff (jvp) to a
+    custom_vjp function"."""
+    model = dp.Circles.init(10, key=jax.random.key(0))
+
+    def energy(centres, method="auto"):
+        moved = dp.Circles.from_values(centres, model.radii, model.colours, model.opacities)
+        return jnp.sum(moved.render_image((32, 32), method=method) ** 2)
+
+    expected = jax.hessian(lambda c: energy(c, "scan"))(model.centres)
+    np.testing.assert_allclose(jax.hessian(energy)(model.centres), expected, rtol=1e-4, atol=1e-4)
+    jitted = jax.jit(jax.hessian(energy))(model.centres)
+    np.testing.assert_allclose(jitted, expected, rtol=1e-4, atol=1e-4)
+    hvp = jax.jvp(jax.grad(energy), (model.centres,), (jnp.ones_like(model.centres),))[1]
+    np.testing.assert_allclose(hvp, expected.reshape(20, 20).sum(1).reshape(10, 2), rtol=1e-4,
+                               atol=1e-3)  # fmt: skip
+
+
 def test_fit_method_is_checked(photo):
     model = dp.Circles.init(3, key=jax.random.key(0), target=photo)
     with pytest.raises(ValueError, match="must be one of"):

@@ -25,9 +25,11 @@ def inside_trace() -> bool:
 
 def differentiating(forward: bool = False) -> bool:
     """Whether this call is being differentiated: traced by `jax.grad`, `jax.jacfwd`,
-    `jax.linearize` (or with `forward`, by forward mode only: `jax.jacfwd`, `jax.jvp`),
-    called eagerly; under `jax.jit` the differentiation comes after the trace and cannot
-    be seen. Reads JAX's current trace; False if JAX moves it."""
+    `jax.linearize` (or with `forward`, by forward mode anywhere around it: `jax.jacfwd`,
+    `jax.jvp`, `jax.hessian`, whose `jacfwd` wraps a `jacrev`), called eagerly or inside
+    a `jax.jit` that is itself inside the differentiation; under `jax.jit` the
+    differentiation comes after the trace and cannot be seen. Reads JAX's current trace
+    and the traces around it; False if JAX moves them."""
     try:
         from jax._src import core
 
@@ -35,7 +37,13 @@ def differentiating(forward: bool = False) -> bool:
     except (ImportError, AttributeError):  # pragma: no cover - a JAX without it
         return False
     kinds = ("JVPTrace",) if forward else ("JVPTrace", "LinearizeTrace")
-    return type(trace).__name__ in kinds
+    for _ in range(64):  # innermost first; a bound in case a trace were its own parent
+        if trace is None:
+            return False
+        if type(trace).__name__ in kinds:
+            return True
+        trace = getattr(trace, "parent_trace", None)
+    return False
 
 
 def is_eager(*trees: Any) -> bool:
