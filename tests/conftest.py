@@ -18,6 +18,23 @@ def getkey():
     return lambda: next(keys)
 
 
+@pytest.fixture
+def objective_traces(monkeypatch):
+    """A list that grows by one each time `fit`'s step objective is traced: a fit that
+    reuses a compiled step loop leaves it as it was."""
+    from diffprims._fit import _loop
+
+    traces = []
+    original = _loop.objective
+
+    def counting(*args):
+        traces.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(_loop, "objective", counting)
+    return traces
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_code():
     """Drop compiled programs after each test module.

@@ -83,15 +83,8 @@ def test_vmap_over_keys(getkey):
     assert not np.allclose(results.losses[0], results.losses[1])
 
 
-def test_second_fit_does_not_recompile(monkeypatch, getkey):
-    traces = []
-    original = loop_module.objective
-
-    def counting(*args):
-        traces.append(1)
-        return original(*args)
-
-    monkeypatch.setattr(loop_module, "objective", counting)
+def test_second_fit_does_not_recompile(objective_traces, getkey):
+    traces = objective_traces
     target = _target(getkey(), shape=(9, 11))  # a shape no other test compiles
     model = dp.Circles.init(3, key=getkey(), target=target)
     loss = dp.L2() + 0.5 * dp.L1()
