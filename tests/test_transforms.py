@@ -29,6 +29,7 @@ MODEL = dp.Circles.init(3, key=KEY, target=TARGET)
         (lambda n: dp.Circles.init(n, key=KEY, target=TARGET).raw_centres, "n"),
         (lambda h: MODEL.render_image((h, 8)), "shape[0]"),
         (lambda b: dp.fit(MODEL, TARGET, steps=2, batch=b, key=KEY).losses, "batch"),
+        (lambda s: dp.edge_weights(TARGET, sigma=s * 0.5), "sigma"),
     ],
 )
 def test_a_traced_count_says_to_make_it_static(call, name):
@@ -92,17 +93,8 @@ def test_paint_under_a_transformation_says_it_runs_eagerly(call):
     ],
     ids=["reduce_on_plateau", "lbfgs"],
 )
-def test_a_fresh_optimizer_that_needs_the_loss_value_does_not_recompile(monkeypatch, make):
-    from diffprims._fit import _loop
-
-    traces = []
-    original = _loop.objective
-
-    def counting(*args):
-        traces.append(1)
-        return original(*args)
-
-    monkeypatch.setattr(_loop, "objective", counting)
+def test_a_fresh_optimizer_that_needs_the_loss_value_does_not_recompile(objective_traces, make):
+    traces = objective_traces
     target = TARGET[:7, :5]  # a shape no other test compiles
     dp.fit(MODEL, target, optimizer=make(), steps=2)
     first = len(traces)

@@ -8,7 +8,7 @@ from jaxtyping import Array, Float
 
 from ._image import blur, check_image
 from ._losses import AbstractLoss, check_pair
-from ._validate import check_positive_int, check_scalar, describe, is_traced
+from ._validate import check_not_traced, check_positive_int, check_scalar, describe, is_traced
 
 
 class SSIM(AbstractLoss):
@@ -87,11 +87,7 @@ def edge_weights(
     strength = check_scalar(strength, "strength")
     if not is_traced(strength) and strength < 0:
         raise ValueError(f"`strength` must be >= 0; got {float(strength)!r}.")
-    if is_traced(sigma):
-        raise TypeError(
-            "`sigma` must be a concrete number (it sets the blur's kernel size); got a "
-            "traced value. Pass it as a Python float, outside `jax.jit`/`jax.vmap`."
-        )
+    check_not_traced(sigma, "sigma", "number", "the blur's kernel size")
     sigma = float(check_scalar(sigma, "sigma"))
     if sigma < 0:
         raise ValueError(f"`sigma` must be >= 0 (pixels of blur); got {sigma!r}.")

@@ -59,6 +59,18 @@ def describe(x: Any) -> str:
     return f"{type(x).__name__} {x!r}"[:120]
 
 
+def check_not_traced(value: Any, name: str, kind: str, sets: str) -> None:
+    """A `TypeError` if `value` is traced: `name` (a `kind`, which sets `sets`) shapes
+    the program, so it must be known when JAX traces it."""
+    if is_traced(value):
+        raise TypeError(
+            f"`{name}` must be a concrete {kind}; got a traced {describe(value)} (an "
+            f"argument of `jax.jit` or `jax.vmap`). It sets {sets}, so it cannot be "
+            "traced: make it static (`jax.jit(f, static_argnums=...)`; `eqx.filter_jit` "
+            "keeps Python numbers static) or close over it."
+        )
+
+
 def check_positive_int(
     value: Any, name: str, *, minimum: int = 1, maximum: int = 2**31 - 1
 ) -> int:
@@ -67,13 +79,7 @@ def check_positive_int(
     NumPy integers are accepted; bools, floats and strings are not. The default maximum
     is the largest int32 (step counts and sizes become int32 inside JAX).
     """
-    if is_traced(value):
-        raise TypeError(
-            f"`{name}` must be a concrete int; got a traced {describe(value)} (an argument "
-            "of `jax.jit` or `jax.vmap`). It sets a size or a loop's length, so it cannot "
-            "be traced: make it static (`jax.jit(f, static_argnums=...)`; `eqx.filter_jit` "
-            "keeps Python ints static) or close over it."
-        )
+    check_not_traced(value, name, "int", "a size or a loop's length")
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
         try:
             if isinstance(value, bool | np.bool_):

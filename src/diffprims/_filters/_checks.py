@@ -10,7 +10,14 @@ from jaxtyping import Array
 
 from .._image import check_image
 from .._model import batch_shape
-from .._validate import check_float_array, check_scalar, check_values, describe, is_traced
+from .._validate import (
+    check_float_array,
+    check_not_traced,
+    check_scalar,
+    check_values,
+    describe,
+    is_traced,
+)
 
 # The border modes of `apply` and `Filtered`, as `jnp.pad` modes.
 BORDERS = {"zero": "constant"} | {mode: mode for mode in ("edge", "reflect", "symmetric", "wrap")}
@@ -70,11 +77,7 @@ def check_peak(peak: Any) -> float:
         "`peak=jnp.abs(target).max()` (a blur's peak; `target.max()` is <= 0 or too small "
         "for a kernel whose largest lobe is negative, such as a Laplacian of Gaussian)."
     )
-    if is_traced(peak):
-        raise TypeError(
-            "`peak` must be a concrete number (it sets the optimizer's step size and eps); "
-            f"got a traced {describe(peak)} under jit/vmap. Compute it outside `jax.jit`."
-        )
+    check_not_traced(peak, "peak", "number", "the optimizer's step size and eps")
     return float(check_scalar(peak, "peak", lower=0.0, hint=hint))
 
 

@@ -24,6 +24,7 @@ from .._losses import (
 from .._model import AbstractModel, check_unbatched
 from .._validate import (
     check_key,
+    check_not_traced,
     check_positive_int,
     check_values,
     describe,
@@ -93,13 +94,7 @@ def _check_batch(batch: Any, num_pixels: int) -> int | None:
     """The number of pixels sampled per step, or None for the full grid."""
     if batch is None:
         return None
-    if is_traced(batch):
-        raise TypeError(
-            f"`batch` must be a concrete number; got a traced {describe(batch)} (an argument "
-            "of `jax.jit` or `jax.vmap`). It sets how many pixels each step draws, so it "
-            "cannot be traced: make it static (`jax.jit(f, static_argnums=...)`) or close "
-            "over it."
-        )
+    check_not_traced(batch, "batch", "number", "how many pixels each step draws")
     if isinstance(batch, bool | np.bool_) or not isinstance(
         batch, int | float | np.integer | np.floating
     ):
