@@ -152,6 +152,27 @@ def test_psnr():
         dp.psnr(a, jnp.zeros((4, 4, 1)))
 
 
+@pytest.mark.parametrize("max_value", [1.0, 255.0, "array"])
+def test_psnr_gradient_is_finite_at_equal_images(max_value):
+    # Equal images give inf, whose gradient was 0 * inf = NaN; an exact match is the
+    # optimum, so the gradient there is 0. Other values (and their gradients) unchanged.
+    import jax
+
+    peak = jnp.asarray(2.0) if max_value == "array" else max_value  # an array: not compiled
+    a = jnp.linspace(0.0, 1.0, 48, dtype=jnp.float32).reshape(4, 4, 3)
+    value, grad = jax.value_and_grad(lambda x: dp.psnr(x, a, max_value=peak))(a)
+    assert float(value) == np.inf and grad.dtype == jnp.float32
+    np.testing.assert_array_equal(grad, 0.0)
+    np.testing.assert_array_equal(jax.grad(lambda x: dp.psnr(a, x, max_value=peak))(a), 0.0)
+    b = a + 0.1
+    value, grad = jax.value_and_grad(lambda x: dp.psnr(x, a, max_value=peak))(b)
+    mse = np.mean(np.square(np.asarray(b, np.float64) - np.asarray(a, np.float64)))
+    np.testing.assert_allclose(value, 10.0 * np.log10(float(peak) ** 2 / mse), rtol=1e-6)
+    # d/dx 10 log10(p² / mse) = -10 / (ln 10 mse) * 2 (x - a) / n
+    expected = -10.0 / (np.log(10.0) * 0.01) * 2 * 0.1 / a.size
+    np.testing.assert_allclose(grad, expected, rtol=1e-4)
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="No image"):
         dp.load_image(tmp_path / "missing.png")

@@ -68,7 +68,7 @@ def psnr(image: Any, target: Any, *, max_value: float = 1.0) -> Float[Array, ""]
 
     **Returns:**
 
-    A scalar; `inf` when the two are equal.
+    A scalar; `inf` when the two are equal, where its gradient is 0 (not NaN).
     """
     image = check_float_array(image, "image")
     target = check_float_array(target, "target")
@@ -83,7 +83,12 @@ def psnr(image: Any, target: Any, *, max_value: float = 1.0) -> Float[Array, ""]
 
 def _psnr(image: Any, target: Any, max_value: Any) -> Array:
     mse = jnp.mean(jnp.square(image.astype(jnp.float32) - target.astype(jnp.float32)))
-    return 10.0 * jnp.log10(max_value**2 / mse)
+    # Equal images (mse 0) give inf, whose gradient would be 0 * inf = NaN: the double
+    # `where` takes the value there with no gradient through `mse`, and keeps 0 out of
+    # the differentiated branch, so the gradient is 0 (the same values everywhere).
+    safe = jnp.where(mse > 0, mse, 1.0)
+    at_zero = 10.0 * jnp.log10(max_value**2 / jax.lax.stop_gradient(mse))
+    return jnp.where(mse > 0, 10.0 * jnp.log10(max_value**2 / safe), at_zero)
 
 
 # One compiled call: eagerly, its five small ops cost several times more.
