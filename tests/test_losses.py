@@ -188,3 +188,26 @@ def test_edge_weights_checks_and_sweeps():
     sweep = jax.vmap(lambda s: dp.edge_weights(target, strength=s))(jnp.array([0.0, 4.0]))
     np.testing.assert_allclose(sweep[0], 1.0, rtol=1e-6)
     np.testing.assert_allclose(sweep[1], dp.edge_weights(target), rtol=1e-5)
+
+
+@pytest.mark.parametrize("weights_shape", [(4, 5), (4, 5, 1), (4, 5, 3)])
+@pytest.mark.parametrize("inner", [dp.L2(), dp.L1()], ids=lambda loss: type(loss).__name__)
+def test_float64_weights_keep_the_inputs_dtype(weights_shape, inner):
+    # Under jax_enable_x64, float64 weights made a float32 loss float64; the loss follows
+    # the inputs, as an unweighted one does (and float64 inputs stay float64).
+    with jax.enable_x64(True):
+        pred = jnp.linspace(0.0, 1.0, 60, dtype=jnp.float32).reshape(4, 5, 3)
+        target = pred[::-1]
+        weights = jnp.linspace(0.5, 2.0, int(np.prod(weights_shape)), dtype=jnp.float64)
+        loss = dp.Weighted(inner, weights.reshape(weights_shape))
+        value = loss(pred, target)
+        assert value.dtype == jnp.float32 == inner(pred, target).dtype
+        grad = jax.grad(loss)(pred, target)
+        assert grad.dtype == jnp.float32
+        error = np.asarray(pred, np.float64) - np.asarray(target, np.float64)
+        error = error**2 if isinstance(inner, dp.L2) else np.abs(error)
+        map_ = np.asarray(weights).reshape(weights_shape)
+        expected = np.mean((map_[..., None] if map_.ndim == 2 else map_) * error)
+        np.testing.assert_allclose(value, expected, rtol=1e-6)
+        wide = (pred.astype(jnp.float64), target.astype(jnp.float64))
+        assert loss(*wide).dtype == jnp.float64

@@ -159,7 +159,8 @@ class Weighted(AbstractPointwiseLoss):
     """A pointwise loss weighted per pixel: `mean(weights * loss.pointwise(pred, target))`.
 
     With all weights 1 this equals `loss`. Under minibatching, [`diffprims.fit`][]
-    samples the weights at the same pixels as the target.
+    samples the weights at the same pixels as the target. The loss has the dtype of
+    `loss` on its own (at least float32): float64 weights do not widen a float32 loss.
 
     **Arguments:**
 
@@ -207,7 +208,10 @@ class Weighted(AbstractPointwiseLoss):
                 "at the target's size; `dp.fit` and `dp.paint` sample them at the pixels "
                 "they draw."
             )
-        return weights * self.loss.pointwise(pred, target)
+        errors = self.loss.pointwise(pred, target)
+        # At least float32, but no wider than the errors: float64 weights (under
+        # jax_enable_x64) would promote a float32 loss, as a float64 zero would in `Sum`.
+        return weights.astype(jnp.promote_types(errors.dtype, jnp.float32)) * errors
 
 
 class Sum(AbstractLoss):
