@@ -37,8 +37,9 @@ def test_any_mode_becomes_rgb(tmp_path, mode):
 
 
 def _png16(path, samples, transparent=None):
-    """`samples` (H, W, 3|4) uint16 as a 16-bit PNG, its rows filtered by each of PNG's
-    five filters in turn (Sub, Average and Paeth reach back one whole 6- or 8-byte pixel)."""
+    """`samples` (H, W, 2|3|4) uint16 (grey + alpha, RGB, RGBA) as a 16-bit PNG, its rows
+    filtered by each of PNG's five filters in turn (Sub, Average and Paeth reach back one
+    whole 4-, 6- or 8-byte pixel)."""
     import struct
     import zlib
 
@@ -62,7 +63,7 @@ def _png16(path, samples, transparent=None):
             struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
         )
 
-    header = struct.pack(">IIBBBBB", width, height, 16, {3: 2, 4: 6}[channels], 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, 16, {2: 4, 3: 2, 4: 6}[channels], 0, 0, 0)
     extra = chunk(b"tRNS", struct.pack(">HHH", *transparent)) if transparent else b""
     body = (
         chunk(b"IHDR", header) + extra + chunk(b"IDAT", zlib.compress(data)) + chunk(b"IEND", b"")
@@ -101,6 +102,33 @@ def test_sixteen_bit_colour_falls_back_to_8_bits_where_pillow_refuses_the_low_by
     samples = np.random.default_rng(1).integers(0, 65536, (4, 5, 3), dtype=np.uint16)
     image = np.asarray(dp.load_image(_png16(tmp_path / "deep.png", samples)))
     np.testing.assert_allclose(image, (samples >> 8) / 255.0, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha", ["opaque", "varying"])
+def test_sixteen_bit_grey_alpha_png_keeps_every_bit(tmp_path, alpha):
+    # Pillow reads 16-bit grey + alpha as 8-bit RGBA; grey and alpha keep all 16 bits,
+    # as 16-bit grey does, and the transparency is shown over white.
+    samples = np.random.default_rng(2).integers(0, 65536, (7, 6, 2), dtype=np.uint16)
+    samples[0, :4, 0] = [30000, 30001, 30255, 30256]  # equal at 8 bits
+    samples[..., 1] = 65535 if alpha == "opaque" else samples[..., 1]
+    samples[1, :2, 1] = [40000, 40001]
+    image = np.asarray(dp.load_image(_png16(tmp_path / "la.png", samples)))
+    grey, opacity = samples[..., :1] / 65535.0, samples[..., 1:] / 65535.0
+    expected = np.repeat(1.0 + opacity * (grey - 1.0), 3, axis=-1)
+    np.testing.assert_allclose(image, expected, rtol=0, atol=1e-6)
+    if alpha == "opaque":
+        assert len(np.unique(image[0, :4, 0])) == 4
+    square = np.asarray(dp.load_image(tmp_path / "la.png", square=True))
+    np.testing.assert_allclose(square, expected[:6], rtol=0, atol=1e-6)
+    # A Pillow that refuses the second read still loads the image, at 8 bits.
+    grey = np.asarray(Image.open(tmp_path / "la.png").convert("RGBA"))[..., :1] / 255.0
+    import diffprims._image as image_module
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(image_module, "_LOW_BYTES", {"LA;16B": "no such rawmode"})
+        eight = np.asarray(dp.load_image(tmp_path / "la.png"))
+    opacity = (samples[..., 1:] >> 8) / 255.0
+    np.testing.assert_allclose(eight, np.repeat(1.0 + opacity * (grey - 1.0), 3, -1), atol=1e-6)
 
 
 def test_sixteen_bit_transparent_colour_is_matched_at_16_bits(tmp_path):

@@ -149,12 +149,15 @@ def _sixteen_bit_colour(high: Image.Image, low: Image.Image) -> np.ndarray:
 
 # Pillow reads 16-bit RGB(A) PNGs at 8 bits (its unpacker keeps each sample's high byte).
 # The unpacker for little-endian 16-bit samples takes the other byte, which in a PNG's
-# big-endian samples is the low one: a second read with it gives the low bytes.
-_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
+# big-endian samples is the low one: a second read with it gives the low bytes. Grey +
+# alpha (read as RGBA) has no such unpacker, but 8-bit RGBA's takes a pixel's 4 bytes as
+# they are: grey high, grey low, alpha high, alpha low.
+_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "LA;16B": "RGBA"}
 
 
 def _low_byte_tiles(opened: Any) -> list[Any] | None:
-    """The tiles that read a 16-bit colour PNG's low bytes; None for any other image."""
+    """The tiles that read a 16-bit colour (or grey + alpha) PNG's low bytes; None for any
+    other image."""
     if opened.format != "PNG" or len(opened.tile) != 1:
         return None
     tile = opened.tile[0]  # a named tuple (codec, extents, offset, rawmode); a tuple in Pillow 10
@@ -165,10 +168,10 @@ def _low_byte_tiles(opened: Any) -> list[Any] | None:
     return [type(tile)(*low_tile) if hasattr(tile, "_fields") else low_tile]
 
 
-def _read(path: Any, *, low_bytes: bool = False) -> tuple[Image.Image, bool, bool]:
-    """The picture at `path` (its first frame), loaded and turned upright; whether it is
-    a 16-bit colour PNG (with `low_bytes`, such a PNG is read as its samples' low bytes);
-    and whether the file holds more frames."""
+def _read(path: Any, *, low_bytes: bool = False) -> tuple[Image.Image, str | None, bool]:
+    """The picture at `path` (its first frame), loaded and turned upright; the raw mode
+    of a 16-bit colour or grey + alpha PNG, else None (with `low_bytes`, such a PNG is
+    read with `_LOW_BYTES`' raw mode); and whether the file holds more frames."""
     name = os.fspath(path)
     try:
         with warnings.catch_warnings():
@@ -176,10 +179,11 @@ def _read(path: Any, *, low_bytes: bool = False) -> tuple[Image.Image, bool, boo
             with Image.open(path, formats=RASTER_FORMATS) as opened:
                 animated = bool(getattr(opened, "is_animated", False))  # at frame 0 still
                 low_tiles = _low_byte_tiles(opened)
+                deep = str(opened.tile[0][3]) if low_tiles else None  # before tiles change
                 if low_tiles and low_bytes:
                     opened.tile = low_tiles
                 opened.load()
-                return ImageOps.exif_transpose(opened), low_tiles is not None, animated
+                return ImageOps.exif_transpose(opened), deep, animated
     except FileNotFoundError:
         raise FileNotFoundError(f"No image at {name!r}.") from None
     except IsADirectoryError:
@@ -203,15 +207,23 @@ def _read(path: Any, *, low_bytes: bool = False) -> tuple[Image.Image, bool, boo
         ) from None
 
 
-def _low_bytes(path: Any, high: Image.Image) -> Image.Image | None:
-    """The low bytes of a 16-bit colour PNG whose high bytes `high` holds, or None (read
-    at 8 bits, as before) where this Pillow's decoder does not take the low-byte tiles:
-    the second read goes through Pillow's internals, so it must never fail the load."""
+def _low_bytes(path: Any, high: Image.Image, raw: str) -> Image.Image | None:
+    """The low bytes of a 16-bit PNG of raw mode `raw` whose high bytes `high` holds, or
+    None (read at 8 bits, as before) where this Pillow's decoder does not take the
+    low-byte tiles: the second read goes through Pillow's internals, so it must never
+    fail the load."""
     try:
         low = _read(path, low_bytes=True)[0]
     except (ValueError, TypeError, AttributeError, IndexError, KeyError, OSError):
         return None
-    return low if (low.mode, low.size) == (high.mode, high.size) else None
+    if (low.mode, low.size) != (high.mode, high.size):
+        return None
+    if raw == "LA;16B":  # every byte: grey and alpha, each high then low
+        data, kept = np.asarray(low), np.asarray(high)
+        if not np.array_equal(data[..., [0, 2]], kept[..., [0, 3]]):
+            return None
+        low = Image.fromarray(np.ascontiguousarray(data[..., [1, 1, 1, 3]]))
+    return low
 
 
 def _new_size(size: Any, width: int, height: int) -> tuple[int, int]:
@@ -247,11 +259,12 @@ def load_image(
     """Read an image file as an `(H, W, 3)` float32 array in `[0, 1]`.
 
     Every mode Pillow reads becomes RGB at its own bit depth: 8- and 16-bit grey and
-    colour (16-bit RGB and RGBA PNGs at full precision, though Pillow reads them at 8
-    bits), float TIFFs (values clipped to `[0, 1]`), palette images, and transparency
-    shown over white. The EXIF orientation of a photo is applied. Only raster formats
-    are read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...); a damaged or truncated file, or one
-    too large to be an image (a decompression bomb), raises a `ValueError`.
+    colour (16-bit RGB, RGBA and grey + alpha PNGs at full precision, though Pillow reads
+    them at 8 bits), float TIFFs (values clipped to `[0, 1]`), palette images, and
+    transparency shown over white. The EXIF orientation of a photo is applied. Only
+    raster formats are read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...); a damaged or
+    truncated file, or one too large to be an image (a decompression bomb), raises a
+    `ValueError`.
 
     Of an animation (GIF, APNG, WebP) or a multi-page TIFF, the first frame is read,
     with a `UserWarning`: a first frame may be blank or a title card, so the choice is
@@ -277,7 +290,7 @@ def load_image(
         raise TypeError(f"`path` must be a file path; got {describe(path)}.")
     if size is not None:
         _new_size(size, 1, 1)  # checked before the file is read
-    picture, sixteen, animated = _read(path)
+    picture, deep, animated = _read(path)
     if animated:
         warnings.warn(
             f"`load_image` read the first frame of {os.fspath(path)!r}, which holds several "
@@ -285,7 +298,7 @@ def load_image(
             "its own, e.g. with Pillow: `im.seek(k); im.save('frame.png')`.",
             stacklevel=2,
         )
-    low = _low_bytes(path, picture) if sixteen else None
+    low = _low_bytes(path, picture, deep) if deep else None
     if square:
         side = min(picture.size)
         left, top = (picture.width - side) // 2, (picture.height - side) // 2
