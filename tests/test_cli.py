@@ -313,7 +313,7 @@ def test_paint_help_lists_every_option():
         (["paint", "{text}"], "notes.txt"),
         (["paint", "{folder}"], "folder"),
         (["paint", "--shape", "hexagons"], "hexagons"),
-        (["paint", "--shape", "rings"], "paints from Python: dp.paint(image, n, key=..."),
+        (["paint", "--shape", "rings"], "own as module:ClassName (e.g. --shape rings:Rings"),
         (["paint", "{image}", "-o", "{text}"], "not a folder"),
         (["paint", "{image}", "-o", "a.bmp"], "unknown file type"),
         (["paint", "{image}", "-o", "a.png", "-o", "a.png"], "twice"),

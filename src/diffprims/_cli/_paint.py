@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _outputs
-from ._common import UsageError, enable_compilation_cache, read_image, shape_types, write_json
+from ._common import UsageError, enable_compilation_cache, read_image, write_json
+from ._shape_spec import resolve_shape
 from ._signals import finish_writing
 
 #: What a folder given to `-o` receives (name -> format).
@@ -63,19 +64,14 @@ def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
             f"--rounds {args.rounds} exceeds -n {args.num_shapes}: each round adds at least "
             "one shape"
         )
-    shapes = shape_types()
-    shape_type = shapes.get(args.shape.lower())
-    if shape_type is None:
-        raise UsageError(
-            f"unknown --shape {args.shape!r}; choose one of {', '.join(shapes)} (a shape "
-            "type of your own paints from Python: dp.paint(image, n, key=..., "
-            "shape=YourShape))"
-        )
+    shape = resolve_shape(args.shape)  # last: it may import the user's module
     steps = args.steps if args.steps is not None else (None if args.seconds else 1500)
     if args.fit and args.steps is None:
         steps = 2000
     return {
-        "shape_type": shape_type,
+        "shape_type": shape.cls,
+        "shape_name": shape.name,
+        "svg": shape.svg,
         "steps": steps,
         "frames": args.frames or 40,
         "softness": args.softness or (1.0 if args.fit else 0.5),
@@ -95,7 +91,10 @@ def run_paint(args: argparse.Namespace) -> int:
     started = time.perf_counter()
 
     settings = check_arguments(args)
-    files = _outputs.plan(args.output or ["out"], FOLDER_FILES, force=args.force)
+    folder_files = {name: kind for name, kind in FOLDER_FILES.items()
+                    if kind != "svg" or settings["svg"]}  # fmt: skip
+    files = _outputs.plan(args.output or ["out"], folder_files, force=args.force)
+    _check_svg(args, settings, files)
     source = args.image if args.image is not None else dp.demo_image_path()
     target = read_image(source, size=args.size)
     render_shape, reference = _render_target(args, source, target)
@@ -120,6 +119,20 @@ def run_paint(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 130 if interrupted else 0
+
+
+def _check_svg(args: argparse.Namespace, settings: dict[str, Any], files: dict) -> None:
+    """A type with no SVG form: an `.svg` asked for by name is refused; a folder gets
+    no result.svg (said on stderr)."""
+    if settings["svg"]:
+        return
+    why = (f"{settings['shape_type'].__name__} has no SVG form (its svg_geometry raises "
+           "NotImplementedError)")  # fmt: skip
+    asked = [path for path, kind in files.items() if kind == "svg"]
+    if asked:
+        raise UsageError(f"-o {os.fspath(asked[0])!r}: {why}; write a .png instead")
+    if not args.quiet and "summary" in files.values():  # a folder
+        print(f"{why}: the output folder gets no result.svg", file=sys.stderr)
 
 
 def _size(shape: tuple[int, int] | list[int]) -> str:
@@ -252,7 +265,7 @@ def _write(args, settings, files, source, result, target, render_shape, referenc
         "steps": int(losses.shape[0]),
         "interrupted": interrupted,
         "seconds": round(float(result.seconds), 3),
-        "shape": args.shape.lower(),
+        "shape": settings["shape_name"],
         "num_shapes": args.num_shapes,
         "settings": _settings(args, settings, fitted),
         "files": [os.fspath(p) for p in files],

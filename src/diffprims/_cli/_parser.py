@@ -26,10 +26,16 @@ By default paints with diffprims.paint's recipe (progressive rounds, pruning,
 colours in closed form); --fit runs plain gradient descent from random shapes.
 
 -o takes a folder (default: out), which receives result.png (at the input's
-resolution, or --render-size), result.svg, progress.gif, shapes.json (the shapes
-as a readable list), model.eqx (reload with diffprims.load) and summary.json; or
-file names, as many as you like, the format from the extension: .png .jpg .svg
-.gif .json .eqx. Nothing is overwritten without --force.
+resolution, or --render-size), result.svg (unless the shape type has no SVG form),
+progress.gif, shapes.json (the shapes as a readable list), model.eqx (reload with
+diffprims.load) and summary.json; or file names, as many as you like, the format
+from the extension: .png .jpg .svg .gif .json .eqx. Nothing is overwritten without
+--force.
+
+--shape module:ClassName paints with a shape type of your own (a subclass of
+diffprims.AbstractShapes), e.g. --shape rings:Rings for the class Rings in
+./rings.py: the module is imported from the current folder or the installed
+packages.
 
 PSNR is measured against the image at the fit size (--size); while painting, on
 the sampled pixels. The command line keeps compiled programs in a per-user cache
@@ -101,7 +107,9 @@ def _add_paint(commands) -> None:
                        "(default: 200)")  # fmt: skip
     shape_names = ", ".join(shape_types())
     paint.add_argument("--shape", default="circles", metavar="TYPE",
-                       help=f"shape type: {shape_names} (default: circles)")  # fmt: skip
+                       help=f"shape type: {shape_names}, or a type of your own as "
+                       "module:ClassName, imported from the current folder or the "
+                       "installed packages (default: circles)")  # fmt: skip
     paint.add_argument("--steps", type=types.int_up_to(types.MAX_INT32), default=None,
                        help="optimizer steps in all (default: 1500; 2000 with --fit)")  # fmt: skip
     paint.add_argument("--seconds", type=types.positive_float, default=None, metavar="T",
