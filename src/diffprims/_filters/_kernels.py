@@ -16,6 +16,9 @@ from .._validate import check_positive_int, check_scalar, is_traced
 
 # Sub-pixel samples per axis for anti-aliased edges: 16 x 16 gives 257 coverage levels.
 _SUPERSAMPLE = 16
+# The most sub-pixel tests (samples x polygon sides) held at once: a kernel is covered a
+# block of rows at a time, so a 501 x 501 anti-aliased hexagon (386M tests) stays small.
+_BLOCK = 2**21
 
 
 def _check_size(size: Any) -> tuple[int, int]:
@@ -38,41 +41,74 @@ def _check_length(value: Any, name: str, default: float) -> Any:
     return check_scalar(value, name, lower=0.0, hint=" It is a length in pixels.")
 
 
-def _offsets(shape: tuple[int, int], samples: int) -> tuple[Array, Array]:
+def _offsets(
+    shape: tuple[int, int], samples: int, first: Any = 0, rows: int | None = None
+) -> tuple[Array, Array]:
     """`(y, x)` of `samples**2` sub-pixel points per pixel, relative to the kernel centre.
 
-    Shape `(Kh, Kw, S)`, in pixels; with `samples == 1` these are the pixel centres.
+    Shape `(rows, Kw, S)` (`rows` defaults to `Kh`) for the rows from `first` on, in
+    pixels; with `samples == 1` these are the pixel centres.
     """
     height, width = shape
+    rows = height if rows is None else rows
     sub = (jnp.arange(samples, dtype=jnp.float32) + 0.5) / samples
-    ys = (jnp.arange(height, dtype=jnp.float32)[:, None] + sub[None, :]).reshape(-1) - height / 2
+    row = (first + jnp.arange(rows)).astype(jnp.float32)
+    ys = (row[:, None] + sub[None, :]).reshape(-1) - height / 2
     xs = (jnp.arange(width, dtype=jnp.float32)[:, None] + sub[None, :]).reshape(-1) - width / 2
     grid_y, grid_x = jnp.meshgrid(ys, xs, indexing="ij")
 
     def per_pixel(grid: Array) -> Array:
-        grid = grid.reshape(height, samples, width, samples)
-        return grid.transpose(0, 2, 1, 3).reshape(height, width, samples * samples)
+        grid = grid.reshape(rows, samples, width, samples)
+        return grid.transpose(0, 2, 1, 3).reshape(rows, width, samples * samples)
 
     return per_pixel(grid_y), per_pixel(grid_x)
 
 
+def _coverage(
+    shape: tuple[int, int], samples: int, inside: Any, depth: int, block: int
+) -> Float[Array, "Kh Kw"]:
+    """The fraction of each pixel's `samples**2` sub-pixel points where `inside(y, x)`
+    holds (`y`, `x` as from `_offsets`; `depth` tests per point), a block of rows at a
+    time (one after another, `lax.map`) so that at most about `block` tests are held
+    (or one row's, if more)."""
+    height, width = shape
+    rows = min(height, max(1, block // (width * samples * samples * depth)))
+
+    def cover(first: Any) -> Array:
+        y, x = _offsets(shape, samples, first, rows)
+        return jnp.mean(inside(y, x).astype(jnp.float32), axis=-1)
+
+    if rows == height:
+        return cover(0)
+    count = -(-height // rows)  # the last block runs past the kernel; cut off below
+    blocks = jax.lax.map(cover, jnp.arange(count) * rows)
+    return blocks.reshape(count * rows, width)[:height]
+
+
 # Each kernel is compiled as a whole (eagerly, its small ops cost ~10x more to dispatch).
-@functools.partial(jax.jit, static_argnames=("shape", "samples"))
-def _disk(shape: tuple[int, int], samples: int, radius: Any) -> Array:
-    y, x = _offsets(shape, samples)
-    return jnp.mean((y * y + x * x <= radius * radius).astype(jnp.float32), axis=-1)
+@functools.partial(jax.jit, static_argnames=("shape", "samples", "block"))
+def _disk(shape: tuple[int, int], samples: int, radius: Any, block: int = _BLOCK) -> Array:
+    return _coverage(shape, samples, lambda y, x: y * y + x * x <= radius * radius, 1, block)
 
 
-@functools.partial(jax.jit, static_argnames=("shape", "samples", "sides"))
+@functools.partial(jax.jit, static_argnames=("shape", "samples", "sides", "block"))
 def _polygon(
-    shape: tuple[int, int], samples: int, sides: int, radius: Any, rotation: Any
+    shape: tuple[int, int],
+    samples: int,
+    sides: int,
+    radius: Any,
+    rotation: Any,
+    block: int = _BLOCK,
 ) -> Array:
-    y, x = _offsets(shape, samples)
     apothem = radius * math.cos(math.pi / sides)
     # Edge normals sit half-way between vertices; a vertex points up (-y) at rotation 0.
     angles = jnp.pi / 2 + rotation + (2 * jnp.arange(sides) + 1) * jnp.pi / sides
-    distance = x[..., None] * jnp.cos(angles) - y[..., None] * jnp.sin(angles)
-    return jnp.mean((jnp.max(distance, axis=-1) <= apothem).astype(jnp.float32), axis=-1)
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+
+    def inside(y: Array, x: Array) -> Array:
+        return jnp.max(x[..., None] * cos - y[..., None] * sin, axis=-1) <= apothem
+
+    return _coverage(shape, samples, inside, sides, block)
 
 
 @functools.partial(jax.jit, static_argnames=("shape", "normalize"))
@@ -127,7 +163,8 @@ def disk(
     The circle is centred in the grid; pixel `(i, j)` has centre `(i + 0.5, j + 0.5)`.
     With a hard edge a pixel is 1 when its centre lies within `radius` of the kernel
     centre; with `antialias=True` it holds the fraction of the pixel inside the circle
-    (measured on 16 x 16 sub-pixel samples), so pixels fully outside are exactly 0.
+    (measured on 16 x 16 sub-pixel samples), so pixels fully outside are exactly 0. The
+    samples are tested a block of rows at a time: a large kernel needs little memory.
 
     **Arguments:**
 
