@@ -11,9 +11,11 @@ The recipe (each piece a knob of `paint`):
   budget). Fitting with spare shapes escapes local minima that `n` shapes get stuck
   in (+0.5 dB mean on the tuning photos at N = 200 in equal time); `cycles` more times,
   spare shapes are added where the error is largest and the least useful removed;
-- **error-driven initialisation**: a new shape is centred on a pixel drawn with
-  probability proportional to the (blurred) squared error there, sized for the number of
-  shapes on the canvas, and coloured in closed form so that it fixes that error;
+- **scored seeding**: every pixel of a grid of about 256 pixels a side and five sizes
+  (1/8 to 2 times the size at which the shapes on the canvas would tile it) are scored at
+  once by how much a shape there, coloured in closed form, would lower the error (as
+  primitive scores its candidates, but all of them); new shapes go to the best, each
+  at least its radius from those before it;
 - **coarse-to-fine**: early rounds fit a blurred target with wider soft edges, later
   rounds the sharp target with the model's own softness;
 - **stratified pixel sampling**: each step renders one random pixel of every
@@ -203,9 +205,9 @@ def paint(
     painting = Painting(
         models, target, pixel_weights, jnp.stack(run_keys), loss,
         paint_optimizer(float(lr), float(lr_geometry), float(lr_colour)),
-        stride=min(stride, height, width), level=max(1, min(height, width) // 64),
-        method=method or "auto", prune=prune, opacity=opacity,
-        anneal=anneal, most=max(r.count for r in plan), keep=n,
+        stride=min(stride, height, width), method=method or "auto", prune=prune,
+        level=max(1, min(height, width) // 64), fine=max(1, min(height, width) // 256),
+        opacity=opacity, anneal=anneal, most=max(r.count for r in plan), keep=n,
     )  # fmt: skip
     reserve = solve_reserve(seconds, n, height * width, restarts) if solving else 0.0
     budget = Budget(plan, n, steps=steps, seconds=seconds, reserve=reserve, start=start_time)

@@ -91,7 +91,7 @@ class Painting:
         params, self.static = eqx.partition(models, eqx.is_inexact_array)
         self.state = LoopState(params, None, jnp.asarray(True))
         self.target, self.weights, self.loss, self.optimizer = target, weights, loss, optimizer
-        self.knobs = knobs  # stride, level, method, prune, opacity, anneal, most, keep
+        self.knobs = knobs  # stride, level, fine, method, prune, opacity, anneal, most, keep
         self.rounds_done: list[tuple[int, Any]] = []  # (steps so far, models)
 
     def _fold(self, keys, r):
@@ -111,7 +111,7 @@ class Painting:
             size=jnp.asarray(round_.size, jnp.float32),
             opacity=jnp.asarray(knobs["opacity"], jnp.float32),
             prune=None if prune is None else jnp.int32(prune),
-            most=knobs["most"], level=knobs["level"], method=knobs["method"],
+            most=knobs["most"], level=knobs["level"], fine=knobs["fine"], method=knobs["method"],
         )  # fmt: skip
         models, self.active = add(
             self.models(driver.state), goal, self.weights, self.active, seeding,
