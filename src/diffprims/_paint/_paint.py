@@ -11,7 +11,7 @@ The recipe (each piece a knob of `paint`):
   budget). Fitting with spare shapes escapes local minima that `n` shapes get stuck
   in (+0.5 dB mean on the tuning photos at N = 200 in equal time); `cycles` more times,
   spare shapes are added where the error is largest and the least useful removed;
-- **scored seeding**: every pixel of a grid of about 256 pixels a side and five sizes
+- **scored seeding**: every pixel of a grid of 128 to 255 pixels a side and five sizes
   (1/8 to 2 times the size at which the shapes on the canvas would tile it) are scored at
   once by how much a shape there, coloured in closed form, would lower the error (as
   primitive scores its candidates, but all of them); new shapes go to the best, each
@@ -206,7 +206,7 @@ def paint(
         models, target, pixel_weights, jnp.stack(run_keys), loss,
         paint_optimizer(float(lr), float(lr_geometry), float(lr_colour)),
         stride=min(stride, height, width), method=method or "auto", prune=prune,
-        level=max(1, min(height, width) // 64), fine=max(1, min(height, width) // 256),
+        level=max(1, min(height, width) // 64), fine=max(1, min(height, width) // 128),
         opacity=opacity, anneal=anneal, most=max(r.count for r in plan), keep=n,
     )  # fmt: skip
     reserve = solve_reserve(seconds, n, height * width, restarts) if solving else 0.0
