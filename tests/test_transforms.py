@@ -59,6 +59,52 @@ def test_lbfgs_line_search_sees_the_same_minibatch():
     assert np.all(np.isfinite(np.asarray(result.losses)))
 
 
+def _own_extra_args(update):
+    """A `GradientTransformationExtraArgs` of one's own: plain SGD through `update`."""
+    sgd = optax.sgd(1e-2)
+    return optax.GradientTransformationExtraArgs(sgd.init, lambda *a, **k: update(sgd, *a, **k))
+
+
+def _takes_none(sgd, updates, state, params=None):
+    return sgd.update(updates, state, params)
+
+
+def _takes_value(sgd, updates, state, params=None, *, value):
+    assert value.shape == ()
+    return sgd.update(updates, state, params)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: optax.GradientTransformationExtraArgs(
+            optax.sgd(1e-2).init, lambda u, s, p=None: optax.sgd(1e-2).update(u, s, p)
+        ),
+        lambda: _own_extra_args(_takes_none),
+        lambda: _own_extra_args(_takes_value),
+        lambda: optax.chain(
+            optax.GradientTransformationExtraArgs(
+                optax.sgd(1e-2).init, lambda u, s, p=None: optax.sgd(1e-2).update(u, s, p)
+            ),
+            optax.scale(1.0),
+        ),
+    ],
+    ids=["no-extra-args", "no-extra-args-wrapped", "value-only", "in-a-chain"],
+)
+def test_an_extra_args_optimizer_whose_update_takes_fewer_names(make):
+    expected = dp.fit(MODEL, TARGET, optimizer=optax.sgd(1e-2), steps=3).losses
+    np.testing.assert_allclose(dp.fit(MODEL, TARGET, optimizer=make(), steps=3).losses, expected)
+
+
+def test_a_chain_member_that_refuses_the_value_another_needs_says_which():
+    refuses = optax.GradientTransformationExtraArgs(
+        optax.identity().init, lambda u, s, p=None: (u, s)
+    )
+    optimizer = optax.chain(refuses, optax.adam(1e-2), optax.contrib.reduce_on_plateau())
+    with pytest.raises(TypeError, match=r"does not take `value=`.*\*\*extra_args"):
+        dp.fit(MODEL, TARGET, optimizer=optimizer, steps=2)
+
+
 def test_multi_steps_accumulates():
     every = dp.fit(MODEL, TARGET, optimizer=optax.MultiSteps(optax.sgd(1.0), 2), steps=4)
     params = jnp.stack([every.model.raw_centres.ravel(), MODEL.raw_centres.ravel()])

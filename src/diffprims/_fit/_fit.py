@@ -69,7 +69,9 @@ def fit(
     - `optimizer`: an optax transformation; default `optax.adam(1e-2)`. Each step
       passes it the step's loss and a function of the parameters giving it (optax's
       `value=`, `grad=` and `value_fn=`), so `optax.lbfgs()` and
-      `optax.contrib.reduce_on_plateau` work; `optax.MultiSteps` is accepted too.
+      `optax.contrib.reduce_on_plateau` work; `optax.MultiSteps` is accepted too. A
+      `GradientTransformationExtraArgs` of your own whose `update` does not take some
+      of these names (no `**extra_args`) is not given them.
     - `steps`: the number of optimizer steps.
     - `key`: PRNG key for pixel sampling; required when `batch` is given. The same key
       gives the same fit.
