@@ -333,6 +333,26 @@ def test_gif_errors(tmp_path, small):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_gif_frames_show_every_channel(tmp_path, channels):
+    """Grey as grey, RGB as it is, RGBA over white as `load_image` shows transparency
+    (its fourth channel is the opacity, as `save_image` writes it)."""
+    model = dp.Circles.init(4, key=jax.random.key(3), channels=channels)
+    image = np.clip(np.asarray(model.render_image((8, 8))), 0.0, 1.0)
+    if channels == 4:
+        assert image[..., 3].max() < 0.9  # the opacity matters here
+        expected = image[..., :3] * image[..., 3:] + 1.0 - image[..., 3:]
+    else:
+        expected = np.broadcast_to(image, (8, 8, 3))
+    path = dp.save_gif(tmp_path / "c.gif", [model], (8, 8))
+    with Image.open(path) as gif:
+        shown = np.asarray(gif.convert("RGB"), np.float32) / 255
+    np.testing.assert_allclose(shown, expected, atol=0.03)  # one 256-colour palette
+    if channels == 4:  # as the PNG of the same picture reads
+        png = dp.load_image(dp.save_image(tmp_path / "c.png", image))
+        np.testing.assert_allclose(shown, png, atol=0.03)
+
+
 def test_gif_delays_are_whole_hundredths(tmp_path, small):
     model, _ = small
     other = eqx.tree_at(lambda m: m.raw_colours, model, 1.0 - model.raw_colours)

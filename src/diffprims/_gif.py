@@ -59,13 +59,24 @@ def _palette(pictures: list[Image.Image]) -> Image.Image:
     return Image.fromarray(sample).quantize(256, method=Image.Quantize.MEDIANCUT)
 
 
+def _over_white(frame: np.ndarray) -> np.ndarray:
+    """An RGBA frame shown over white, as `load_image` reads a transparent image (GIF
+    holds no partial transparency); other frames as they are. Clipped to [0, 1] first,
+    as `save_image` writes the channels."""
+    if frame.shape[-1] != 4:
+        return frame
+    rgba = np.clip(frame, 0.0, 1.0)
+    rgb, opacity = rgba[..., :3], rgba[..., 3:]
+    return 1.0 + opacity * (rgb - 1.0)
+
+
 def _check_channels(models: list[AbstractModel]) -> None:
     counts = sorted({m.num_channels for m in models})
     if any(count not in (1, 3, 4) for count in counts):
         raise ValueError(
-            "`snapshots` must be models of 1 (grey), 3 (RGB) or 4 channels to be drawn as "
-            f"GIF frames; got models of {' and '.join(map(str, counts))} channels. Save the "
-            "channels you want as images instead, e.g. "
+            "`snapshots` must be models of 1 (grey), 3 (RGB) or 4 (RGBA) channels to be "
+            f"drawn as GIF frames; got models of {' and '.join(map(str, counts))} channels. "
+            "Save the channels you want as images instead, e.g. "
             "`dp.save_image(path, model.render_image(shape)[..., :1])`."
         )
 
@@ -92,7 +103,9 @@ def save_gif(
     - `path`: the `.gif` file to write (another suffix raises a `ValueError`).
     - `snapshots`: a sequence of models with the same structure, e.g.
       `FitResult.snapshots` from `fit(..., snapshots=k)`; one frame each. Models of 1
-      (grey) or 3 (RGB) channels, or 4, of which the first three are shown.
+      (grey), 3 (RGB) or 4 (RGBA) channels; an RGBA frame is shown over white (the
+      fourth channel its opacity, as `save_image` writes it and `load_image` reads
+      transparency), since a GIF pixel is either opaque or fully transparent.
     - `shape`: the frames' `(H, W)`.
     - `seconds_per_frame`: how long each frame shows, at least 0.02 (GIF delays are
       hundredths of a second, and most viewers show shorter ones as 0.1 s); rounded to
@@ -136,7 +149,7 @@ def save_gif(
         )
     pictures = []
     for frame in _frames(frames_in, (height, width)):
-        picture = Image.fromarray(to_uint8(frame))
+        picture = Image.fromarray(to_uint8(_over_white(frame)))
         pictures.append(picture.convert("RGB") if picture.mode != "RGB" else picture)
     palette = _palette(pictures)
     pictures = [p.quantize(palette=palette, dither=Image.Dither.NONE) for p in pictures]
