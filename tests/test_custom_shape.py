@@ -419,3 +419,53 @@ def test_from_geometry_checks_a_logit_role_is_in_0_1(hole):
     np.testing.assert_allclose(FRACTION.value(build(0.25).raw_holes), [0.25], rtol=1e-5)
     with pytest.raises(ValueError, match=r"`holes` must be finite and in \[0.0, 1.0\]"):
         build(hole)
+
+
+class _StackedLayers(dp.Layers):
+    """A subclass of `Layers`: still a container, not a shape type."""
+
+
+@pytest.mark.parametrize(
+    "make, shortfall",
+    [
+        (lambda: dp.Circles.init(2, key=jax.random.key(0)), "set"),
+        (lambda: UserCircles.init(2, key=jax.random.key(0)), "set"),
+        (lambda: "circles", "object"),
+        (lambda: len, "object"),
+        (lambda: dp.Layers, "layers"),
+        (lambda: _StackedLayers, "layers"),
+        (lambda: int, "class"),
+        (lambda: dp.L2, "class"),
+        (lambda: dp.Circles, None),
+        (lambda: UserCircles, None),
+    ],
+    ids=[
+        "set",
+        "user-set",
+        "str",
+        "function",
+        "layers",
+        "layers-subclass",
+        "int",
+        "loss",
+        "circles",
+        "user-type",
+    ],  # fmt: skip
+)
+def test_paint_and_the_command_line_refuse_the_same_non_shape_types(make, shortfall):
+    """One test (`not_a_shape_type`) decides for `paint(shape=...)` and `--shape`, each
+    wording its own message."""
+    from diffprims._cli._common import UsageError
+    from diffprims._cli._shape_spec import _check_class  # pyright: ignore[reportPrivateUsage]
+    from diffprims._shapes import not_a_shape_type
+
+    obj = make()
+    assert not_a_shape_type(obj) == shortfall
+    target = jnp.full((8, 8, 3), 0.5)
+    if shortfall is None:
+        _check_class(obj, "module:Name")
+        return
+    with pytest.raises(TypeError, match="`shape` must be a shape class"):
+        dp.paint(target, 2, key=jax.random.key(0), shape=obj, steps=1)
+    with pytest.raises(UsageError, match="--shape 'module:Name'"):
+        _check_class(obj, "module:Name")

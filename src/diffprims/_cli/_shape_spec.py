@@ -150,23 +150,22 @@ def _defined_here(module: ModuleType) -> str:
 def _check_class(cls: Any, spec: str) -> None:
     """A `UsageError` unless `cls` is a concrete subclass of `dp.AbstractShapes`; then the
     library's check of its methods' outputs (`check_shape_type`: its errors propagate)."""
-    import diffprims as dp
-
-    from .._shapes import check_shape_type
+    from .._shapes import check_shape_type, not_a_shape_type
     from .._shapes._protocol import check_concrete
 
     named = f"--shape {spec!r}"
     expected = "name a subclass of diffprims.AbstractShapes"
-    if isinstance(cls, dp.AbstractShapes):
+    shortfall = not_a_shape_type(cls)
+    if shortfall == "set":
         name = type(cls).__name__
         raise UsageError(f"{named} is a shape set (a {name}), not a shape class: name the "
                          f"class itself, {spec.partition(':')[0]}:{name}")  # fmt: skip
-    if not isinstance(cls, type):
+    if shortfall == "object":
         raise UsageError(f"{named} is a {type(cls).__name__}, not a class: {expected}")
-    if issubclass(cls, dp.Layers):
+    if shortfall == "layers":
         raise UsageError(f"{named} is a container of shape sets ({cls.__name__}), not a "
                          f"shape type: paint paints with one type; {expected}")  # fmt: skip
-    if not issubclass(cls, dp.AbstractShapes):
+    if shortfall == "class":
         raise UsageError(f"{named}: the class {cls.__name__} is not a shape type; {expected}")
     try:
         check_concrete(cls)

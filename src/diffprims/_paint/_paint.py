@@ -50,7 +50,7 @@ from .._losses import (
     check_weight_maps,
     restrict_to_pixels,
 )
-from .._shapes import MODES, AbstractShapes, Circles, Layers, check_shape_type
+from .._shapes import MODES, AbstractShapes, Circles, Shortfall, check_shape_type, not_a_shape_type
 from .._validate import (
     check_key,
     check_positive_int,
@@ -234,8 +234,9 @@ def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_
     """`paint`'s arguments checked: `(target, n, key, steps)` (steps None with seconds)."""
     _check_eager(target=target, key=key, seconds=seconds, opacity=opacity, lr=lr,
                  lr_geometry=lr_geo, lr_colour=lr_colour)  # fmt: skip
-    if not (isinstance(shape, type) and issubclass(shape, AbstractShapes)):
-        raise TypeError(_shape_message(shape))
+    shortfall = not_a_shape_type(shape)
+    if shortfall is not None:
+        raise TypeError(_shape_message(shape, shortfall))
     check_shape_type(shape)
     target = check_image(target, "target")
     n = check_positive_int(n, "n")
@@ -284,21 +285,21 @@ def _check_eager(**values: Any) -> None:
         )
 
 
-def _shape_message(shape: Any) -> str:
-    """Why `shape` is not a shape type, and what to pass instead."""
+def _shape_message(shape: Any, shortfall: Shortfall) -> str:
+    """Why `shape` is not a shape type (`not_a_shape_type`), and what to pass instead."""
     expected = (
         "`shape` must be a shape class, a subclass of `dp.AbstractShapes` such as `dp.Circles`"
     )
-    if isinstance(shape, AbstractShapes):
+    if shortfall == "set":
         name = type(shape).__name__
         return f"{expected}, the class; got a shape set (a {name}). Pass `shape={name}`."
-    if isinstance(shape, type) and issubclass(shape, Layers):
+    if shortfall == "layers":
         return (
             f"{expected}; got the class {shape.__name__}, a container that stacks shape sets "
             "of other types, not a shape type. Paint with one type (e.g. `shape=dp.Circles`), "
             "or build `dp.Layers([...])` from shape sets and train it with `dp.fit`."
         )
-    if isinstance(shape, type):
+    if shortfall == "class":
         return f"{expected}; got the class {shape.__name__}, which is not one."
     return f"{expected} (the class itself); got {describe(shape)}."
 
