@@ -105,6 +105,22 @@ def test_a_chain_member_that_refuses_the_value_another_needs_says_which():
         dp.fit(MODEL, TARGET, optimizer=optimizer, steps=2)
 
 
+def test_lbfgs_fits_differentiate_in_forward_mode_only():
+    """As `fit` and the research tutorial say: `optax.lbfgs`'s line search is a
+    `while_loop`, which JAX differentiates in forward mode only."""
+
+    def final(scale):
+        return dp.fit(MODEL, TARGET * scale, optimizer=optax.lbfgs(), steps=2).losses[-1]
+
+    forward = jax.jacfwd(final)(1.0)
+    assert np.isfinite(forward) and forward != 0
+    np.testing.assert_allclose(jax.jvp(final, (1.0,), (1.0,))[1], forward, rtol=1e-5)
+    with pytest.raises(ValueError, match="Reverse-mode differentiation does not work for lax"):
+        jax.grad(final)(1.0)
+    assert "lbfgs" in (dp.fit.__doc__ or "") and "jax.jacfwd" in (dp.fit.__doc__ or "")
+    assert "while_loop" in (dp.fit.__doc__ or "")
+
+
 def test_multi_steps_accumulates():
     every = dp.fit(MODEL, TARGET, optimizer=optax.MultiSteps(optax.sgd(1.0), 2), steps=4)
     params = jnp.stack([every.model.raw_centres.ravel(), MODEL.raw_centres.ravel()])

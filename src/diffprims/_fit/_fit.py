@@ -142,6 +142,13 @@ def fit(
     keys, loss weights, optimizer settings), e.g.
     `jax.vmap(lambda k: dp.fit(model, target, steps=100, batch=0.1, key=k).model)(keys)`
     or `jax.grad(lambda lr: dp.fit(model, target, optimizer=optax.adam(lr)).losses[-1])`.
+    Not in reverse mode with an optimizer that loops a number of times known only at
+    run time: `optax.lbfgs`'s line search is a `lax.while_loop`, which JAX cannot
+    differentiate in reverse mode, so `jax.grad` (or `jax.vjp`) of a fit with it raises
+    JAX's `ValueError` "Reverse-mode differentiation does not work for lax.while_loop"
+    in the backward pass, after `fit` has returned (so `fit` cannot catch it). Forward
+    mode works: `jax.jacfwd` or `jax.jvp` (one pass per input, fine for a few
+    hyperparameters); or fit with a fixed-step optimizer such as `optax.adam`.
     """
     model = _checks.check_model(model)
     target = _checks.check_target(target, model)
