@@ -39,7 +39,10 @@ For each N (`--n`, default 50 100 200 500) and photo it prints the PSNR and wall
 - `--budget S`: no baseline; give paint S seconds (for quick tuning runs);
   `--warmup` compiles every variant first, so that none pays for compilation.
 
-Run: `python benchmarks/quality.py [--set report|tune|all] [--photos NAME ...]
+`--photos` also takes image files (a path, e.g. `--photos ~/photos/*.jpg`): photos
+no knob was chosen on, for checking that a figure holds beyond the fixed sets.
+
+Run: `python benchmarks/quality.py [--set report|tune|all] [--photos NAME|PATH ...]
 [--n 200] [--primitive PATH] [--curve 0.1 0.25 0.5] [--shapes] [--variant NAME=JSON ...]
 [--budget S]`.
 """
@@ -97,16 +100,17 @@ def synthetic_circles(size: int = 256, n: int = 200, seed: int = 1) -> jax.Array
 
 def load_photo(name: str, size: int = 256) -> jax.Array:
     """A photo of scikit-image's `data`, centre-cropped square, `(size, size, 3)`; or
-    `"synthetic_circles"` (`synthetic_circles`)."""
+    `"synthetic_circles"` (`synthetic_circles`); or an image file of your own (a path:
+    any file `dp.load_image` reads; its alpha, if any, dropped)."""
     if name == "synthetic_circles":
         return synthetic_circles(size)
-    from skimage import data  # benchmark-only dependency
-
-    if name == "motorcycle":
-        image = data.stereo_motorcycle()[0]
+    if os.path.sep in name or os.path.isfile(name):
+        image = np.asarray(dp.load_image(name), np.float32)
     else:
-        image = getattr(data, name)()
-    image = np.asarray(image, np.float32) / 255.0
+        from skimage import data  # benchmark-only dependency
+
+        image = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+        image = np.asarray(image, np.float32) / 255.0
     if image.ndim == 2:
         image = np.stack([image] * 3, -1)
     image = image[..., :3]
@@ -298,7 +302,12 @@ def run_photo(name, n, args, variants) -> dict:
 
 def _line(row: dict) -> str:
     cells = "".join(f" {k} {db:6.2f} dB {s:5.1f} s" for k, (db, s) in _results(row))
-    return f"{row['n']:<4} {row['photo']:<21}{cells}"
+    return f"{row['n']:<4} {_short(row['photo']):<21}{cells}"
+
+
+def _short(name: str) -> str:
+    """A photo's name for the tables (an image file's name without folder or suffix)."""
+    return os.path.splitext(os.path.basename(name))[0]
 
 
 def _results(row: dict) -> list[tuple[str, tuple[float, float]]]:
@@ -317,7 +326,7 @@ def _table(sel: list[dict]) -> None:
         f"{'photo':<21}" + "".join(f" {label:>16}" for label in labels)
         + "".join(f" {'gain ' + label:>14}" for label in others)
     )  # fmt: skip
-    for part, title in [*(([r], r["photo"]) for r in sel), (sel, "mean")]:
+    for part, title in [*(([r], _short(r["photo"])) for r in sel), (sel, "mean")]:
         text = f"{title:<21}"
         for label in labels:
             db = np.mean([r[label][0] for r in part])
@@ -341,7 +350,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[50, 100, 200, 500])
     parser.add_argument("--set", choices=sorted(SETS), default="report")
-    parser.add_argument("--photos", nargs="+", help="these photos instead of a set")
+    parser.add_argument(
+        "--photos", nargs="+", help="these photos (names or image files) instead of a set"
+    )
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--shapes", action="store_true", help="ellipses, Gaussians, triangles")
     parser.add_argument("--curve", type=float, nargs="*", default=[], help="budget fractions")
