@@ -101,7 +101,7 @@ def synthetic_circles(size: int = 256, n: int = 200, seed: int = 1) -> jax.Array
 def load_photo(name: str, size: int = 256) -> jax.Array:
     """A photo of scikit-image's `data`, centre-cropped square, `(size, size, 3)`; or
     `"synthetic_circles"` (`synthetic_circles`); or an image file of your own (a path:
-    any file `dp.load_image` reads; its alpha, if any, dropped)."""
+    any file `dp.load_image` reads, as RGB: grey repeated, transparency over white)."""
     if name == "synthetic_circles":
         return synthetic_circles(size)
     if os.path.sep in name or os.path.isfile(name):
