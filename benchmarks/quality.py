@@ -109,6 +109,8 @@ def load_photo(name: str, size: int = 256) -> jax.Array:
     else:
         from skimage import data  # benchmark-only dependency
 
+        if name != "motorcycle" and not callable(getattr(data, name, None)):
+            raise SystemExit(f"--photos {name!r}: neither a file nor a photo of skimage.data")
         image = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
         image = np.asarray(image, np.float32) / 255.0
     if image.ndim == 2:
