@@ -35,9 +35,15 @@ METHODS = ("auto", "scan", "tiled")
 #: "auto" uses the tiled path from this many shapes and points on.
 AUTO_MIN_SHAPES = 8
 AUTO_MIN_POINTS = 1024
-#: Tiled `render`: neighbouring points per culling group, and groups per chunk.
-POINT_GROUP = 8
-POINT_CHUNK = 64
+#: Tiled `render`: neighbouring points per culling group, and groups per chunk. Fewer,
+#: larger groups (each culls against a box of 32 points) spend less on list bookkeeping
+#: than they lose to shapes that cover only part of the box; 1024 points a chunk keeps
+#: a chunk's pictures in cache (2048 took twice as long). On a 2-core CPU, a step's
+#: forward and backward against 8 x 64: 1.15 to 1.6 times faster from 50 to 1000
+#: circles and 1024 to 16384 points, stratified or uniform (260 circles, 4096 points:
+#: 4.7 -> 3.5 ms); `paint`'s 1800 steps 9.2 -> 6.9 s.
+POINT_GROUP = 32
+POINT_CHUNK = 32
 #: Tiled `render_image`: tiles per chunk.
 IMAGE_CHUNK = 16
 

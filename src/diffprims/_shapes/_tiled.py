@@ -1,6 +1,6 @@
 """The tiled renderer: shapes culled per group of neighbouring points.
 
-Points are grouped (a `tile x tile` block of pixels for `render_image`; 8 neighbouring
+Points are grouped (a `tile x tile` block of pixels for `render_image`; 32 neighbouring
 points along a snake path for `render`). Each group lists the shapes whose bounds, grown
 by `CUTOFF` edge widths, overlap its box, in index order. Groups are sorted by list
 length and run a chunk at a time. A chunk draws layer after layer, each group its own
@@ -348,7 +348,7 @@ def render_image_tiled(
 
 
 def render_points_tiled(
-    model, points: Float[Array, "P 2"], pixel_size, group: int = 8, chunk: int = 64
+    model, points: Float[Array, "P 2"], pixel_size, group: int = 32, chunk: int = 32
 ) -> Float[Array, "P C"]:
     """`render` at arbitrary points, `group` neighbouring points sharing one culling list.
 
