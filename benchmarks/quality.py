@@ -379,7 +379,8 @@ def main():
                 _paint(load_photo(names[0], args.size), n, jax.random.key(99), 1.0, **kwargs)
     rows = [run_photo(name, n, args, variants) for n in args.n for name in names]
     groups = {k: tuple(p for p in names if p in v) for k, v in SETS.items() if k != "all"}
-    groups = {k: v for k, v in groups.items() if v} or {"photos": names}
+    groups["other"] = tuple(p for p in names if p not in SETS["all"])  # e.g. image files
+    groups = {k: v for k, v in groups.items() if v}
     summary(rows, groups)
     print(f"\nload after: {os.getloadavg()}")
     if args.json:
