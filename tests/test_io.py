@@ -347,10 +347,30 @@ def test_gif_frames_show_every_channel(tmp_path, channels):
     path = dp.save_gif(tmp_path / "c.gif", [model], (8, 8))
     with Image.open(path) as gif:
         shown = np.asarray(gif.convert("RGB"), np.float32) / 255
-    np.testing.assert_allclose(shown, expected, atol=0.03)  # one 256-colour palette
+    # 64 pixels: at most 64 colours, so the palette holds them all (to 8 bits).
+    np.testing.assert_allclose(shown, expected, atol=0.5 / 255 + 1e-6)
     if channels == 4:  # as the PNG of the same picture reads
         png = dp.load_image(dp.save_image(tmp_path / "c.png", image))
-        np.testing.assert_allclose(shown, png, atol=0.03)
+        np.testing.assert_allclose(shown, png, atol=1 / 255 + 1e-6)
+
+
+def test_gif_of_few_colours_is_exact_and_of_many_close(tmp_path):
+    """Frames with at most 256 colours in all are written exactly (the palette is theirs);
+    with more, one median-cut palette for all frames keeps them close."""
+    few = [dp.Circles.init(3, key=jax.random.key(k)) for k in range(3)]
+    many = [dp.Circles.init(40, key=jax.random.key(k), softness=4.0) for k in range(3)]
+    for models, size, atol in ((few, (12, 12), 0.5 / 255 + 1e-6), (many, (48, 48), 0.1)):
+        frames = [np.round(np.clip(np.asarray(m.render_image(size)), 0, 1) * 255) / 255
+                  for m in models]  # fmt: skip
+        colours = {tuple(c) for f in frames for c in f.reshape(-1, 3)}
+        assert (len(colours) <= 256) == (models is few)
+        path = dp.save_gif(tmp_path / f"{len(models[0].radii)}.gif", models, size)
+        with Image.open(path) as gif:
+            for index, frame in enumerate(frames):
+                gif.seek(index)
+                shown = np.asarray(gif.convert("RGB"), np.float32) / 255
+                np.testing.assert_allclose(shown, frame, atol=atol)
+                assert np.mean(np.abs(shown - frame)) < (1e-6 if models is few else 0.01)
 
 
 def test_gif_delays_are_whole_hundredths(tmp_path, small):

@@ -52,11 +52,32 @@ def _frames(models: list[AbstractModel], shape: tuple[int, int]) -> list[np.ndar
     return frames
 
 
-def _palette(pictures: list[Image.Image]) -> Image.Image:
-    """One 256-colour palette for the whole animation, from a sample of every frame."""
+def _quantize(pictures: list[Image.Image]) -> list[Image.Image]:
+    """The frames on one 256-colour palette: the animation's own colours when it has at
+    most 256 (every frame then exact), else a median cut of a sample of every frame."""
     step = max(1, round((len(pictures) * pictures[0].width * pictures[0].height / 2**18) ** 0.5))
     sample = np.concatenate([np.asarray(p)[::step, ::step] for p in pictures], axis=0)
-    return Image.fromarray(sample).quantize(256, method=Image.Quantize.MEDIANCUT)
+    if len(np.unique(_packed(sample))) <= 256:  # else no exact palette: no full pass
+        frames = [_packed(np.asarray(p)) for p in pictures]
+        colours = np.unique(np.concatenate([f.ravel() for f in frames]))
+        if len(colours) <= 256:
+            # Indices by hand: Pillow maps onto a given palette through a 6-bit cache.
+            rgb = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=-1)
+            entries = rgb.astype(np.uint8).ravel().tolist()
+            exact = []
+            for frame in frames:
+                picture = Image.fromarray(np.searchsorted(colours, frame).astype(np.uint8), "P")
+                picture.putpalette(entries)
+                exact.append(picture)
+            return exact
+    palette = Image.fromarray(sample).quantize(256, method=Image.Quantize.MEDIANCUT)
+    return [p.quantize(palette=palette, dither=Image.Dither.NONE) for p in pictures]
+
+
+def _packed(rgb: np.ndarray) -> np.ndarray:
+    """An `(..., 3)` uint8 array's colours packed as `R << 16 | G << 8 | B`."""
+    packed = rgb.astype(np.int32)
+    return (packed[..., 0] << 16) | (packed[..., 1] << 8) | packed[..., 2]
 
 
 def _over_white(frame: np.ndarray) -> np.ndarray:
@@ -95,8 +116,9 @@ def save_gif(
     Each model is rendered with `render_image(shape)` (compiled once for all frames,
     several frames per call), so the animation can be made at any size, whatever size
     the fit ran at. Colours are reduced to one 256-colour palette for all frames (GIF's
-    limit), and identical consecutive frames (a fit that stopped changing) are merged
-    into one longer frame. The file is written atomically.
+    limit; an animation of at most 256 colours keeps them exactly), and identical
+    consecutive frames (a fit that stopped changing) are merged into one longer frame.
+    The file is written atomically.
 
     **Arguments:**
 
@@ -151,8 +173,7 @@ def save_gif(
     for frame in _frames(frames_in, (height, width)):
         picture = Image.fromarray(to_uint8(_over_white(frame)))
         pictures.append(picture.convert("RGB") if picture.mode != "RGB" else picture)
-    palette = _palette(pictures)
-    pictures = [p.quantize(palette=palette, dither=Image.Dither.NONE) for p in pictures]
+    pictures = _quantize(pictures)
     # Pillow takes milliseconds and writes hundredths, rounding down: whole hundredths.
     durations = [10 * round(seconds_per_frame * 100)] * len(pictures)
     durations[-1] = 10 * round(max(hold_last, seconds_per_frame) * 100)
