@@ -9,7 +9,14 @@ import pytest
 
 import diffprims as dp
 from diffprims._paint._placement import remove, usefulness
-from diffprims._paint._schedule import FINAL_SHARE, Budget, plan_rounds, with_removal
+from diffprims._paint._schedule import (
+    CYCLE_DISPATCHES,
+    FINAL_SHARE,
+    Budget,
+    affordable_cycles,
+    plan_rounds,
+    with_removal,
+)
 from diffprims._paint._solve import solve_seconds
 
 from .helpers import tree_allclose
@@ -65,6 +72,39 @@ def test_the_removal_round_comes_last_with_its_share():
     plain = Budget(plan, 13, steps=100, seconds=None, reserve=0.0, start=0.0, final=0.4)
     # No removal round: shares in proportion to the shapes each round fits.
     np.testing.assert_allclose(plain.share, [4 / 13 * 0.5 + 0.125] + [3 / 13 * 0.5 + 0.125] * 3)
+
+
+@pytest.mark.parametrize(
+    "dispatches, kept", [(None, 2), (0, 0), (5, 0), (6, 1), (9, 1), (10, 2), (99, 2)]
+)
+def test_a_short_budget_keeps_only_the_cycles_it_can_feed(dispatches, kept):
+    """At the first removal, the cycles kept are those whose rounds (and the removal)
+    the dispatches left can give `CYCLE_DISPATCHES` each; the removal round is then
+    the last and takes the time left."""
+    plan = with_removal(plan_rounds(13, 4, coarse=3.0, grow=0.6, aspect=1.0), 10, cycles=2)
+    assert CYCLE_DISPATCHES == 2  # the cases above count in twos
+    trimmed = affordable_cycles(plan, 4, None if dispatches is None else float(dispatches))
+    assert trimmed == plan[: 5 + 2 * kept] and trimmed[-1].removed
+    budget = Budget(plan, 10, steps=None, seconds=10.0, reserve=0.0, start=time.perf_counter())
+    budget.replan(trimmed)
+    np.testing.assert_allclose(budget.share[-1], FINAL_SHARE)
+    assert len(budget.share) == len(trimmed)
+    # With `seconds`, nothing to go on before a dispatch is measured.
+    assert budget.dispatches_left() is None
+    budget.dispatch = 0.5
+    assert 19 < budget.dispatches_left() <= 20
+
+
+@pytest.mark.parametrize("dispatches, rounds_run", [(1.0, 3), (7.0, 5), (99.0, 9)])
+def test_paint_runs_the_cycles_its_time_left_can_feed(dispatches, rounds_run, getkey, monkeypatch):
+    """`paint(seconds=...)` asks at its first removal how many dispatches are left and
+    runs only the cycles they feed: the removal is then its last round, and it returns
+    `n` shapes."""
+    monkeypatch.setattr(Budget, "dispatches_left", lambda self: dispatches)
+    target = _target(getkey())
+    result = dp.paint(target, 6, key=getkey(), seconds=2.0, rounds=2, cycles=3)
+    assert result.model.num_shapes == 6
+    assert len(result.snapshots) == rounds_run  # 2 rounds, the removal, 2 per cycle
 
 
 def test_the_time_kept_for_the_solve_grows_with_its_work():

@@ -61,7 +61,7 @@ from .._validate import (
 )
 from ._placement import blank
 from ._rounds import Painting, paint_optimizer
-from ._schedule import Budget, plan_rounds, with_removal
+from ._schedule import Budget, affordable_cycles, plan_rounds, with_removal
 from ._solve import check_solve_memory, solve_reserve, squared_error_weights
 
 
@@ -141,7 +141,8 @@ def paint(
     - `cycles`: after that removal, this many times: add as many spare shapes again
       where the error is largest, fit all, and remove the least useful down to `n`
       (each try of new shapes keeps only those that earn their place). With `seconds`,
-      the cycles left when the budget is spent are skipped.
+      only the cycles that the time left at the first removal can feed (two steps'
+      dispatches a round, as measured so far) are run; a short budget runs none.
     - `lr`, `lr_geometry`, `lr_colour`: Adam learning rates for the parameters whose
       declared [`diffprims.Role`][] is a position, other geometry (sizes, angles, ...)
       and colours/opacities/depths.
@@ -216,16 +217,22 @@ def paint(
         show_psnr=isinstance(loss, L2),
     )  # fmt: skip
     with driver:
-        for round_ in plan:
-            if round_.cycle and budget.spent():
-                break  # a cycle's spare shapes with no time to fit them: skip the cycles
-            painting.run_round(
-                driver, round_, budget, steps_per_dispatch, rounds=len(plan),
-                last=round_ is plan[-1],
-            )  # fmt: skip
+        _run_rounds(painting, driver, plan, budget, steps_per_dispatch)
         if solving:
             painting.solve(driver, seconds)
     return driver.finish()
+
+
+def _run_rounds(painting: Painting, driver: Driver, plan: list, budget: Budget, most: int):
+    """Every round of `plan`, less the cycles a `seconds` budget cannot feed."""
+    first_removal = next((r.index for r in plan if r.removed), None)
+    for round_ in list(plan):
+        if round_.index >= len(plan) or (round_.cycle and budget.spent()):
+            break  # a cycle's spare shapes with no time to fit them: skip the cycles
+        if round_.index == first_removal:  # keep the cycles the time left can feed
+            plan = affordable_cycles(plan, round_.index, budget.dispatches_left())
+            budget.replan(plan)
+        painting.run_round(driver, round_, budget, most, rounds=len(plan), last=round_ is plan[-1])
 
 
 def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_dispatch,
