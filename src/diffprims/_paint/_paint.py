@@ -141,8 +141,8 @@ def paint(
     - `cycles`: after that removal, this many times: add as many spare shapes again
       where the error is largest, fit all, and remove the least useful down to `n`
       (each try of new shapes keeps only those that earn their place). With `seconds`,
-      only the cycles that the time left at the first removal can feed (two steps'
-      dispatches a round, as measured so far) are run; a short budget runs none.
+      only the cycles that the time left at the first removal can feed (two dispatches
+      of steps a round, as measured so far) are run; a short budget runs none.
     - `lr`, `lr_geometry`, `lr_colour`: Adam learning rates for the parameters whose
       declared [`diffprims.Role`][] is a position, other geometry (sizes, angles, ...)
       and colours/opacities/depths.

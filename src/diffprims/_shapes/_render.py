@@ -113,9 +113,7 @@ def _use_tiles(model, num_points: int, method: str) -> bool:
 def render_points(model, points, pixel_size, method: str = "auto"):
     """`AbstractShapes.render`: the scan or the tiled path at arbitrary points."""
     if _use_tiles(model, points.shape[0], method):
-        group = POINT_GROUP
-        groups = -(-points.shape[0] // group)
-        return render_points_tiled(model, points, pixel_size, group, min(POINT_CHUNK, groups))
+        return render_points_tiled(model, points, pixel_size, POINT_GROUP, POINT_CHUNK)
     return render_scan(model, points, pixel_size)
 
 

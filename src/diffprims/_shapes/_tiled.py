@@ -1,14 +1,15 @@
 """The tiled renderer: shapes culled per group of neighbouring points.
 
-Points are grouped (a `tile x tile` block of pixels for `render_image`; 32 neighbouring
-points along a snake path for `render`). Each group lists the shapes whose bounds, grown
-by `CUTOFF` edge widths, overlap its box, in index order. Groups are sorted by list
-length and run a chunk at a time. A chunk draws layer after layer, each group its own
-`k`-th listed shape, for as many layers as its fullest group lists: a loop whose length
-is known only at run time, so one compiled body serves every list length and the program
-does not grow with the number of shapes (a ladder of fixed-capacity branches did, and its
-compile time dominated a first `fit`). Under `vmap` a chunk runs as long as its longest
-member needs (`_batch_max`), so the loops stay loops of one length.
+Points are grouped (a `tile x tile` block of pixels for `render_image`; `group`
+neighbouring points along a snake path for `render`). Each group lists the shapes whose
+bounds, grown by `CUTOFF` edge widths, overlap its box, in index order. Groups are
+sorted by list length and run a chunk at a time. A chunk draws layer after layer, each
+group its own `k`-th listed shape, for as many layers as its fullest group lists: a loop
+whose length is known only at run time, so one compiled body serves every list length
+and the program does not grow with the number of shapes (a ladder of fixed-capacity
+branches did, and its compile time dominated a first `fit`). Under `vmap` a chunk runs
+as long as its longest member needs (`_batch_max`), so the loops stay loops of one
+length.
 
 A custom VJP recomputes each chunk: a forward sweep stores the picture behind every layer,
 then a sweep from the front applies each layer's step VJP and scatters the gradients of
@@ -334,7 +335,7 @@ def tile_points(shape: tuple[int, int], tile: int) -> tuple[np.ndarray, np.ndarr
 
 
 def render_image_tiled(
-    model, shape: tuple[int, int], tile: int = 8, chunk: int = 32
+    model, shape: tuple[int, int], tile: int, chunk: int
 ) -> Float[Array, "H W C"]:
     """`render_image` by tiles of `tile x tile` pixels, each drawing only its shapes."""
     height, width = shape
@@ -348,13 +349,14 @@ def render_image_tiled(
 
 
 def render_points_tiled(
-    model, points: Float[Array, "P 2"], pixel_size, group: int = 32, chunk: int = 32
+    model, points: Float[Array, "P 2"], pixel_size, group: int, chunk: int
 ) -> Float[Array, "P C"]:
     """`render` at arbitrary points, `group` neighbouring points sharing one culling list.
 
     Points are ordered along a snake path through a grid of cells over their bounding
     box (so consecutive points are close), cut into groups of `group`, and each group
-    culls shapes against the box of its own points.
+    culls shapes against the box of its own points; `chunk` groups run at a time (all
+    of them when there are fewer).
     """
     num = points.shape[0]
     stopped = jax.lax.stop_gradient(points)
