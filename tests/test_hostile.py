@@ -295,15 +295,15 @@ def test_resume_with_more_steps_without_snapshots(small, tmp_path):
 
 
 def test_no_sigint_handler_when_sigint_is_ignored(small):
-    from diffprims._fit._driver import _ctrl_c_flag
+    from diffprims._fit._driver import ctrl_c_flag
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        with _ctrl_c_flag(True):
+        with ctrl_c_flag(True):
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
-    with _ctrl_c_flag(True) as flag:
+    with ctrl_c_flag(True) as flag:
         handler = signal.getsignal(signal.SIGINT)
         assert callable(handler)
         flag["busy"] = True  # a second Ctrl-C while a dispatch runs: no raise inside JAX

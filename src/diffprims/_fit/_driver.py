@@ -27,7 +27,7 @@ from ._result import FitResult
 
 
 @contextlib.contextmanager
-def _ctrl_c_flag(active: bool) -> Iterator[dict[str, bool]]:
+def ctrl_c_flag(active: bool) -> Iterator[dict[str, bool]]:
     """Turn the first Ctrl-C into a flag that the driver checks between dispatches.
 
     A `KeyboardInterrupt` raised at an arbitrary point can land inside JAX's dispatch
@@ -71,12 +71,15 @@ class Driver:
     - `start`, `losses`: the step and losses a resumed fit starts from.
     - `show_psnr`: show `-10 log10(loss)` as PSNR (an L2 loss on images in `[0, 1]`).
     - `hint`: appended to the `FitInterrupted` message (how to resume).
+    - `stop`: another thread's Ctrl-C flag (`ctrl_c_flag`), checked with its own: a run in
+      a worker thread, which Python's signals never reach, stops when it is set. Its
+      "dispatched" is set once a dispatch has finished (the programs are compiled).
     """
 
     def __init__(self, make_result: Callable[[Any, Any, int], FitResult], state: Any, *,
                  steps: int | None, progress: bool = False, traced: bool = False,
                  checkpointer: Any = None, start: int = 0, losses: Any = None,
-                 show_psnr: bool = False, hint: str = ""):  # fmt: skip
+                 show_psnr: bool = False, hint: str = "", stop: dict | None = None):  # fmt: skip
         self.make_result, self.state, self.steps = make_result, state, steps
         self.traced, self.checkpointer, self.show_psnr = traced, checkpointer, show_psnr
         # Checked here, where `fit` and `paint` both hand it over: "no" would be true.
@@ -88,9 +91,10 @@ class Driver:
         self.info: dict[str, str] = {}
         self._exit = contextlib.ExitStack()
         self._flag = {"stop": False, "busy": False}
+        self._stop = stop if stop is not None else {"stop": False}
 
     def __enter__(self) -> Driver:
-        self._flag = self._exit.enter_context(_ctrl_c_flag(not self.traced))
+        self._flag = self._exit.enter_context(ctrl_c_flag(not self.traced))
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
@@ -119,7 +123,7 @@ class Driver:
         Checks for Ctrl-C before, and for divergence after; saves a checkpoint and
         updates the progress bar. Returns the new state.
         """
-        if self._flag["stop"]:
+        if self._flag["stop"] or self._stop["stop"]:
             raise KeyboardInterrupt
         self._flag["busy"] = True
         try:
@@ -131,6 +135,7 @@ class Driver:
                 self.traced = True
                 return self.state
             host = np.asarray(values[:steps])  # waits for the dispatch
+            self._stop["dispatched"] = True
         finally:
             self._flag["busy"] = False
         # One flag per step (all restarts of a batched paint finite).

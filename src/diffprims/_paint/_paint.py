@@ -21,7 +21,8 @@ The recipe (each piece a knob of `paint`):
 - **stratified pixel sampling**: each step renders one random pixel of every
   `stride x stride` block of the full-resolution target (one compilation for the whole
   run, full-resolution detail at a fraction of the cost of a full render);
-- **random restarts** batched with `jax.vmap` over keys, keeping the best;
+- **random restarts**, each in its own thread on a CPU (batched with `jax.vmap` on an
+  accelerator), keeping the best;
 - a **wall-time budget**: `seconds=T` spends T seconds in all, compilation included;
 - a final **colour solve**: for the fitted geometry, colours and background by linear
   least squares.
@@ -52,6 +53,7 @@ from .._losses import (
 )
 from .._shapes import MODES, AbstractShapes, Circles, Shortfall, check_shape_type, not_a_shape_type
 from .._validate import (
+    check_bool,
     check_key,
     check_positive_int,
     check_scalar,
@@ -63,6 +65,7 @@ from ._placement import blank
 from ._rounds import Painting, paint_optimizer
 from ._schedule import Budget, affordable_cycles, plan_rounds, with_removal
 from ._solve import check_solve_memory, solve_reserve, squared_error_weights
+from ._threads import best_of_threads
 
 
 def paint(
@@ -75,6 +78,7 @@ def paint(
     steps: int | None = None,
     rounds: int = 8,
     restarts: int = 1,
+    threads: bool | None = None,
     loss: Any = None,
     stride: int = 4,
     coarse: float = 3.0,
@@ -100,8 +104,8 @@ def paint(
     Shapes are added in `rounds` (each round puts new shapes where the picture is most
     wrong, coloured in closed form, then fits every shape so far by gradient descent on
     stratified pixel samples of the full-resolution target); the first rounds see a
-    blurred target with wider edges (coarse to fine); `restarts` independent runs are
-    batched with `jax.vmap` and the best is kept. Either `steps` or `seconds` sets how
+    blurred target with wider edges (coarse to fine); of `restarts` independent runs
+    (concurrent threads on a CPU) the best is kept. Either `steps` or `seconds` sets how
     long it runs.
 
     **Arguments:**
@@ -117,8 +121,13 @@ def paint(
       about 6 s with `seconds=3` (later calls keep to the budget).
     - `steps`: total optimizer steps when no `seconds` is given (default 1500).
     - `rounds`: the number of progressive rounds (1 places all shapes at once).
-    - `restarts`: independent runs batched with `jax.vmap`; the one with the lowest
-      loss on the full image is returned.
+    - `restarts`: independent runs (see `threads`); the one with the lowest squared
+      error on the full image is returned.
+    - `threads`: run each restart in its own thread rather than batched with
+      `jax.vmap` (None: threads on a CPU, where one painting keeps one core busy, so
+      restarts up to the number of cores take about the time of one, each with the
+      whole `seconds`; `vmap` on an accelerator). Threaded restarts show the first's
+      progress bar.
     - `loss`: a loss `(pred, target) -> scalar` on sampled pixels (default
       [`diffprims.L2`][]); per-pixel maps ([`diffprims.Weighted`][]) are sampled along.
       With `dp.Weighted(dp.L2(), weights)` new shapes also go where the *weighted* error
@@ -181,13 +190,38 @@ def paint(
     target, n, key, steps = _check(
         target, n, key, shape, seconds, steps, rounds, restarts, stride, steps_per_dispatch,
         compositing, opacity, prune, coarse, grow, lr, lr_geometry, lr_colour, anneal, extra,
-        cycles,
+        cycles, threads,
     )  # fmt: skip
     loss = as_loss(L2() if loss is None else loss)
-    height, width, _ = target.shape
     # The placement, pruning and colour solve minimise the same weighted squared error as
     # the fit when the loss is one; for other losses, plain squared error (and no solve).
     _check_loss(loss, target, stride)
+    knobs = dict(
+        shape=shape, seconds=seconds, steps=steps, rounds=rounds, loss=loss, stride=stride,
+        coarse=coarse, softness=softness, opacity=opacity, grow=grow, prune=prune,
+        compositing=compositing, learn_background=learn_background, lr=lr,
+        lr_geometry=lr_geometry, lr_colour=lr_colour, anneal=anneal,
+        solve_colours=solve_colours, extra=extra, cycles=cycles,
+        method=method, steps_per_dispatch=steps_per_dispatch, start_time=start_time,
+    )  # fmt: skip
+    k_blank, *run_keys = jax.random.split(key, restarts + 1)
+    if restarts > 1 and (jax.default_backend() == "cpu" if threads is None else threads):
+        return best_of_threads(
+            lambda run_key, stop, bar: _paint_once(
+                target, n, k_blank, run_key[None], progress=bar, stop=stop, **knobs
+            ),
+            run_keys, target, progress=progress,
+        )  # fmt: skip
+    return _paint_once(target, n, k_blank, jnp.stack(run_keys), progress=progress, **knobs)
+
+
+def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, loss, stride,
+                coarse, softness, opacity, grow, prune, compositing, learn_background, lr,
+                lr_geometry, lr_colour, anneal, solve_colours, extra, cycles, method,
+                steps_per_dispatch, start_time, progress, stop=None) -> FitResult:  # fmt: skip
+    """One painting of `target`, its restarts (`run_keys`, one each) batched with `vmap`."""
+    restarts = len(run_keys)
+    height, width, _ = target.shape
     pixel_weights = squared_error_weights(loss, (height, width))
     solving = solve_colours and compositing != "depth" and pixel_weights is not None
     # Over-complete: paint `slots` shapes, then remove the least useful down to `n`.
@@ -198,13 +232,12 @@ def paint(
     rounds = min(rounds, n)
     plan = plan_rounds(slots, rounds, coarse=coarse, grow=grow, aspect=width / height)
     plan = with_removal(plan, n, cycles)
-    k_blank, *run_keys = jax.random.split(key, restarts + 1)
     models = blank(
         shape, slots, target, key=k_blank, softness=softness, compositing=compositing,
         learn_background=learn_background,
     )  # fmt: skip
     painting = Painting(
-        models, target, pixel_weights, jnp.stack(run_keys), loss,
+        models, target, pixel_weights, run_keys, loss,
         paint_optimizer(float(lr), float(lr_geometry), float(lr_colour)),
         stride=min(stride, height, width), method=method or "auto", prune=prune,
         level=max(1, min(height, width) // 64), fine=max(1, min(height, width) // 128),
@@ -214,7 +247,7 @@ def paint(
     budget = Budget(plan, n, steps=steps, seconds=seconds, reserve=reserve, start=start_time)
     driver = Driver(
         painting.result, painting.state, steps=steps, progress=progress,
-        show_psnr=isinstance(loss, L2),
+        show_psnr=isinstance(loss, L2), stop=stop,
     )  # fmt: skip
     with driver:
         _run_rounds(painting, driver, plan, budget, steps_per_dispatch)
@@ -237,7 +270,7 @@ def _run_rounds(painting: Painting, driver: Driver, plan: list, budget: Budget, 
 
 def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_dispatch,
            compositing, opacity, prune, coarse, grow, lr, lr_geo, lr_colour, anneal,
-           extra, cycles):  # fmt: skip
+           extra, cycles, threads):  # fmt: skip
     """`paint`'s arguments checked: `(target, n, key, steps)` (steps None with seconds)."""
     _check_eager(target=target, key=key, seconds=seconds, opacity=opacity, lr=lr,
                  lr_geometry=lr_geo, lr_colour=lr_colour)  # fmt: skip
@@ -271,6 +304,8 @@ def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_
     if not float(check_scalar(extra, "extra")) >= 0:
         raise ValueError(f"`extra` must be >= 0 (a fraction of `n`); got {extra}.")
     check_positive_int(cycles, "cycles", minimum=0)
+    if threads is not None:
+        check_bool(threads, "threads")
     for name, value in (("lr", lr), ("lr_geometry", lr_geo), ("lr_colour", lr_colour)):
         check_scalar(value, name, lower=0.0)
     if not 0 <= anneal <= 1:

@@ -1,0 +1,108 @@
+"""`paint`'s restarts in threads (the CPU default) against batched restarts."""
+
+import signal
+import threading
+
+import jax
+import numpy as np
+import pytest
+
+import diffprims as dp
+from diffprims._fit._result import FitResult
+from diffprims._paint import _threads
+
+
+def _target(key, size=16):
+    model = dp.Circles.init(3, key=key, size_range=(0.15, 0.3), opacity=0.9)
+    return model.render_image((size, size))
+
+
+def _error(model, target):
+    return float(np.mean((np.asarray(model.render_image(target.shape[:2])) - target) ** 2))
+
+
+def test_threaded_restarts_match_batched_restarts(getkey):
+    """Each thread paints what its restart paints batched; both keep the best."""
+    target, key = _target(getkey()), getkey()
+    kwargs = dict(key=key, steps=40, rounds=2, restarts=3)
+    threaded = dp.paint(target, 6, threads=True, **kwargs)
+    batched = dp.paint(target, 6, threads=False, **kwargs)
+    assert threaded.model.num_shapes == batched.model.num_shapes == 6
+    assert threaded.losses.shape == batched.losses.shape == (40,)
+    np.testing.assert_allclose(_error(threaded.model, target), _error(batched.model, target),
+                               rtol=1e-3)  # fmt: skip
+    again = dp.paint(target, 6, threads=True, **kwargs)
+    np.testing.assert_array_equal(np.asarray(again.losses), np.asarray(threaded.losses))
+
+
+def test_restarts_run_in_threads_on_a_cpu(getkey, monkeypatch):
+    seen = []
+    original = _threads.best_of_threads
+
+    def spy(run, keys, target, *, progress):
+        seen.append(len(keys))
+        return original(run, keys, target, progress=progress)
+
+    monkeypatch.setattr("diffprims._paint._paint.best_of_threads", spy)
+    target = _target(getkey())
+    dp.paint(target, 4, key=getkey(), steps=10, rounds=1, restarts=2)
+    dp.paint(target, 4, key=getkey(), steps=10, rounds=1)  # one restart: no threads
+    assert seen == [2]
+
+
+def _result(value):
+    """A painting of one flat colour `value` (a faint circle of it over it)."""
+    flat = np.full((4, 4, 3), value, np.float32)
+    model = dp.Circles.init(1, key=jax.random.key(0), target=flat, opacity=0.01)
+    return FitResult(model=model, losses=np.zeros(3), seconds=1.0 + value)
+
+
+def test_best_of_threads_keeps_the_best_and_collects_interrupts():
+    target = np.full((4, 4, 3), 0.5, np.float32)
+    backgrounds = {0: 0.1, 1: 0.45, 2: 0.9}
+
+    def run(key, stop, progress):
+        return _result(backgrounds[int(key)])
+
+    best = _threads.best_of_threads(run, [0, 1, 2], target, progress=False)
+    assert float(best.model.background[0]) == pytest.approx(0.45)
+    assert best.seconds == pytest.approx(1.9)  # the slowest run's wall time
+
+    def stopped(key, stop, progress):
+        if int(key) == 1:
+            raise dp.FitInterrupted("stop", step=5, result=_result(0.45))
+        return _result(backgrounds[int(key)])
+
+    with pytest.raises(dp.FitInterrupted, match="best painting so far") as info:
+        _threads.best_of_threads(stopped, [0, 1, 2], target, progress=False)
+    assert float(info.value.result.model.background[0]) == pytest.approx(0.45)
+
+
+def test_best_of_threads_raises_a_runs_error_after_all_end():
+    ended = []
+
+    def run(key, stop, progress):
+        if int(key) == 0:
+            raise ValueError("bad restart")
+        ended.append(key)
+        return _result(0.5)
+
+    with pytest.raises(ValueError, match="bad restart"):
+        _threads.best_of_threads(run, [0, 1], np.zeros((2, 2, 3)), progress=False)
+    assert ended == [1]
+
+
+def test_ctrl_c_stops_threaded_restarts(getkey):
+    """The main thread's Ctrl-C reaches the restarts in their threads."""
+    target = _target(getkey())
+    timer = threading.Timer(1.5, lambda: signal.raise_signal(signal.SIGINT))
+    # Compile first, so that the signal lands while steps run.
+    dp.paint(target, 4, key=getkey(), steps=50, rounds=1, restarts=2)
+    timer.start()
+    try:
+        with pytest.raises(dp.FitInterrupted, match="best painting so far") as info:
+            dp.paint(target, 4, key=getkey(), steps=10**6, rounds=1, restarts=2)
+    finally:
+        timer.cancel()
+    assert info.value.result.model.num_shapes == 4
+    assert 0 < info.value.step < 10**6
