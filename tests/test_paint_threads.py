@@ -106,3 +106,14 @@ def test_ctrl_c_stops_threaded_restarts(getkey):
         timer.cancel()
     assert info.value.result.model.num_shapes == 4
     assert 0 < info.value.step < 10**6
+
+
+def test_threaded_restarts_count_together_for_the_solve_memory(getkey, monkeypatch):
+    """Each thread solves its own colours at the same time: the check counts them all."""
+    from diffprims._paint import _solve
+
+    monkeypatch.setattr(_solve, "MAX_GRAM_BYTES", 2000)  # 8 slots: 972 bytes a restart
+    target = _target(getkey())
+    dp.paint(target, 6, key=getkey(), steps=4, rounds=1, threads=True, restarts=2)
+    with pytest.raises(ValueError, match="4 restart"):
+        dp.paint(target, 6, key=getkey(), steps=4, rounds=1, threads=True, restarts=4)

@@ -208,7 +208,8 @@ def paint(
     if restarts > 1 and (jax.default_backend() == "cpu" if threads is None else threads):
         return best_of_threads(
             lambda run_key, stop, bar: _paint_once(
-                target, n, k_blank, run_key[None], progress=bar, stop=stop, **knobs
+                target, n, k_blank, run_key[None], progress=bar, stop=stop, running=restarts,
+                **knobs
             ),
             run_keys, target, progress=progress,
         )  # fmt: skip
@@ -218,8 +219,10 @@ def paint(
 def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, loss, stride,
                 coarse, softness, opacity, grow, prune, compositing, learn_background, lr,
                 lr_geometry, lr_colour, anneal, solve_colours, extra, cycles, method,
-                steps_per_dispatch, start_time, progress, stop=None) -> FitResult:  # fmt: skip
-    """One painting of `target`, its restarts (`run_keys`, one each) batched with `vmap`."""
+                steps_per_dispatch, start_time, progress, stop=None,
+                running=1) -> FitResult:  # fmt: skip
+    """One painting of `target`, its restarts (`run_keys`, one each) batched with `vmap`
+    (`running`: how many paint at once in all, for the memory check)."""
     restarts = len(run_keys)
     height, width, _ = target.shape
     pixel_weights = squared_error_weights(loss, (height, width))
@@ -227,7 +230,7 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
     # Over-complete: paint `slots` shapes, then remove the least useful down to `n`.
     slots = n + round(extra * n) if compositing != "depth" else n
     if solving:
-        check_solve_memory(slots, restarts)
+        check_solve_memory(slots, max(restarts, running))
     pixel_weights = jnp.ones((height, width)) if pixel_weights is None else pixel_weights
     rounds = min(rounds, n)
     plan = plan_rounds(slots, rounds, coarse=coarse, grow=grow, aspect=width / height)
