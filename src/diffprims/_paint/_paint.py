@@ -196,7 +196,7 @@ def paint(
     # The placement, pruning and colour solve minimise the same weighted squared error as
     # the fit when the loss is one; for other losses, plain squared error (and no solve).
     _check_loss(loss, target, stride)
-    knobs = dict(
+    knobs: dict[str, Any] = dict(
         shape=shape, seconds=seconds, steps=steps, rounds=rounds, loss=loss, stride=stride,
         coarse=coarse, softness=softness, opacity=opacity, grow=grow, prune=prune,
         compositing=compositing, learn_background=learn_background, lr=lr,
