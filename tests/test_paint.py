@@ -233,3 +233,22 @@ def test_paint_snapshots_every_round(getkey):
     # Shapes appear round by round: early snapshots show fewer of them.
     visible = [int(jnp.sum(m.opacities > 1e-6)) for m in result.snapshots]
     assert visible[0] < visible[-1] == 6
+
+
+@pytest.mark.parametrize("restarts", [1, 2])
+def test_repeated_paint_traces_nothing(getkey, monkeypatch, restarts):
+    """A second paint of the same shapes reuses every compiled step loop without
+    tracing the optimizer again (each dispatch once re-traced it: a rebuilt optimizer
+    object missed `run_steps`' cache of equal ones)."""
+    from diffprims._fit import _canon
+
+    target, key = _target(getkey()), getkey()
+    kwargs = dict(key=key, steps=40, rounds=2, steps_per_dispatch=10, restarts=restarts)
+    dp.paint(target, 6, threads=False, **kwargs)
+    calls = []
+    original = _canon.fingerprint
+    monkeypatch.setattr(
+        _canon, "fingerprint", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    dp.paint(target, 6, threads=False, **kwargs)
+    assert calls == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -67,7 +68,10 @@ def _steps(state, static, problem: Problem, lr_scale, first, count, size: int):
     """
 
     def one(state, key):
-        keyed = eqx.tree_at(lambda p: p.key, problem, key)
+        # Not `eqx.tree_at`: it rebuilds the optimizer (a NamedTuple, so a pytree), and a
+        # new optimizer object each dispatch missed `run_steps`' cache of equal ones
+        # (re-tracing its update to fingerprint it: about 15 ms a dispatch).
+        keyed = dataclasses.replace(problem, key=key)
         return run_steps(state, static, keyed, first, first + count, size, None, lr_scale)
 
     if problem.key.ndim == 0:  # a single run: no restart axis
