@@ -694,6 +694,12 @@ def _paint_and_image_loss_cases() -> list[Case]:
             ),
             Case("paint-rounds-zero", lambda: paint(rounds=0), names=("`rounds`",)),
             Case("paint-restarts-zero", lambda: paint(restarts=0), names=("`restarts`",)),
+            Case(
+                "paint-threads-string",
+                lambda: paint(restarts=2, threads="no"),
+                names=("`threads`",),
+                expect=(TypeError,),
+            ),
             Case("paint-method-unknown", lambda: paint(method="fastest"), names=("`method`",)),
         ]
     cases.append(

@@ -70,7 +70,7 @@ def _steps(state, static, problem: Problem, lr_scale, first, count, size: int):
     def one(state, key):
         # Not `eqx.tree_at`: it rebuilds the optimizer (a NamedTuple, so a pytree), and a
         # new optimizer object each dispatch missed `run_steps`' cache of equal ones
-        # (re-tracing its update to fingerprint it: about 15 ms a dispatch).
+        # (re-tracing its update to fingerprint it: about 8 ms a dispatch).
         keyed = dataclasses.replace(problem, key=key)
         return run_steps(state, static, keyed, first, first + count, size, None, lr_scale)
 
