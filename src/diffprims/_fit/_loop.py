@@ -114,8 +114,8 @@ def _like(new: Any, old: Any) -> Any:
 
 def _step(static, problem, total, update_scale, state: LoopState, index) -> tuple[Any, Array]:
     """One optimizer step, or none for the padding past `total` of a dispatch's last
-    steps: a `lax.cond`, since a masked step cost a whole step (about a fifth of
-    `paint`'s work with `steps`, whose rounds each end in a short dispatch)."""
+    steps: a `lax.cond`, since a masked step cost a whole step (`paint(steps=300)`, whose
+    rounds each end in a short dispatch: 2.83 -> 1.75 s; `steps=1500` 4.98 -> 4.87 s)."""
     skipped = (state.params, state.opt_state, state.ok), jnp.full((), jnp.nan, _loss_dtype())
     return jax.lax.cond(
         index < total,

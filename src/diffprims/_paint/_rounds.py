@@ -45,6 +45,11 @@ def paint_optimizer(lr: float, lr_geometry: float, lr_colour: float):
     )
 
 
+def image_error(model: Any, target: Array) -> Array:
+    """The mean squared error of `model`'s whole picture: what restarts are ranked by."""
+    return jnp.mean((model.render_image(target.shape[:2]) - target) ** 2)
+
+
 class ShapeRender(eqx.Module):
     """The step loop's render: soft edges `edge_scale` times wider, a chosen renderer
     (on sampled pixels: `paint` never fits on the full grid)."""
@@ -187,9 +192,8 @@ class Painting:
         snapshots = [m for _, m in done_rounds]
         diverged = ~state.ok  # per restart: its steps stopped at a non-finite loss
         if self.restarts > 1:
-            size = self.target.shape[:2]
-            errors = jax.vmap(lambda m: jnp.mean((m.render_image(size) - self.target) ** 2))
-            best = int(jnp.argmin(errors(models)))
+            errors = jax.vmap(image_error, (0, None))(models, self.target)
+            best = int(jnp.argmin(errors))
             snapshots = [jax.tree.map(lambda x: x[best], m) for m in snapshots]
             losses = losses[:, best] if losses.ndim == 2 else losses
             diverged = diverged[best]

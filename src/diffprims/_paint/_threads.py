@@ -11,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any
 
-import jax.numpy as jnp
 from jaxtyping import Array
 
 from .._errors import FitInterrupted
 from .._fit._driver import ctrl_c_flag
 from .._fit._result import FitResult
+from ._rounds import image_error
 
 
 def best_of_threads(run: Callable[[Array, dict, bool], FitResult], keys: Sequence[Array],
@@ -52,7 +51,7 @@ def best_of_threads(run: Callable[[Array, dict, bool], FitResult], keys: Sequenc
     if errors:
         raise errors[0]
     results = [o.result if isinstance(o, FitInterrupted) else o for o in outcomes]
-    best = min(results, key=lambda result: _squared_error(result.model, target))
+    best = min(results, key=lambda result: float(image_error(result.model, target)))
     best = dataclasses.replace(best, seconds=max(float(r.seconds) for r in results))
     stopped = [o for o in outcomes if isinstance(o, FitInterrupted)]
     if stopped:
@@ -64,7 +63,3 @@ def best_of_threads(run: Callable[[Array, dict, bool], FitResult], keys: Sequenc
             result=best,
         )
     return best
-
-
-def _squared_error(model: Any, target: Array) -> float:
-    return float(jnp.mean((model.render_image(target.shape[:2]) - target) ** 2))
