@@ -127,8 +127,8 @@ def seed_scores(pred, goal, weights, radii, opacity):
         ],
         -1,
     )
-    scores, colours = [], []
-    for radius in radii:
+
+    def one(radius):
         half = jnp.maximum(jnp.round((jnp.sqrt(jnp.pi) * radius - 1) / 2), 0).astype(jnp.int32)
         box = _box_sums(values, half)
         before, squares, cross, weight = box[..., 0], box[..., 1], box[..., 2:-1], box[..., -1]
@@ -136,9 +136,10 @@ def seed_scores(pred, goal, weights, radii, opacity):
         colour = jnp.clip(cross / (opacity * weight[..., None]), 0.02, 0.98)
         after = squares - 2 * opacity * jnp.sum(colour * cross, -1)
         after = after + opacity**2 * jnp.sum(colour**2, -1) * weight
-        scores.append(before - after)
-        colours.append(colour)
-    return jnp.stack(scores), jnp.stack(colours)
+        return before - after, colour
+
+    # `vmap` over the sizes rather than a Python loop: one copy of the program to compile.
+    return jax.vmap(one)(radii)
 
 
 def _pick(scores: Array, radii: Array, count: int) -> Array:
@@ -276,8 +277,10 @@ def add(models, target, weights, active, seeding: Seeding, keys):
     )
 
 
+@eqx.filter_jit
 def blank(cls, n: int, target: Array, *, key, softness, compositing, learn_background):
-    """`n` invisible shapes (opacity ~0) over the target's mean colour."""
+    """`n` invisible shapes (opacity ~0) over the target's mean colour (one compiled
+    program rather than a dozen eager operations, each compiled on a cold first call)."""
     height, width, channels = target.shape
     hidden = _hidden(cls, n, key)
     background = jnp.mean(target, (0, 1))

@@ -85,6 +85,14 @@ def _steps(state, static, problem: Problem, lr_scale, first, count, size: int):
     return state, values.T
 
 
+@eqx.filter_jit
+def _keep_active(snapshots: list, active: Array, keep: int) -> list:
+    """Painted with extra shapes: every snapshot's `keep` shapes still active, in depth
+    order (the first `keep` if interrupted before the removal round)."""
+    kept = jnp.sort(jnp.argsort(~active, stable=True)[:keep])
+    return [m.take(kept) for m in snapshots]
+
+
 class Painting:
     """The state of one `paint` call between rounds (host side)."""
 
@@ -139,8 +147,8 @@ class Painting:
 
     def _restart(self, driver: Driver, models) -> None:
         params, self.static = eqx.partition(models, eqx.is_inexact_array)
-        init = self.optimizer.init if self.restarts == 1 else jax.vmap(self.optimizer.init)
         ok = jnp.ones((self.restarts,), bool) if self.restarts > 1 else jnp.asarray(True)
+        init = self.optimizer.init if self.restarts == 1 else jax.vmap(self.optimizer.init)
         driver.state = LoopState(params, init(params), ok)
 
     def run_round(self, driver: Driver, round_: Round, budget: Budget, most: int, *,
@@ -198,11 +206,8 @@ class Painting:
             losses = losses[:, best] if losses.ndim == 2 else losses
             diverged = diverged[best]
         if self.knobs["keep"] < self.active.shape[-1]:
-            # Painted with extra shapes: return the `keep` still active, in depth order
-            # (the first `keep` if interrupted before the removal round).
             active = self.active if self.restarts == 1 else self.active[best]
-            kept = jnp.sort(jnp.argsort(~active, stable=True)[: self.knobs["keep"]])
-            snapshots = [m.take(kept) for m in snapshots]
+            snapshots = _keep_active(snapshots, active, self.knobs["keep"])
         return FitResult(
             model=snapshots[-1],
             losses=losses,
