@@ -92,18 +92,25 @@ def test_best_of_threads_raises_a_runs_error_after_all_end():
     assert ended == [1]
 
 
-def test_ctrl_c_stops_threaded_restarts(getkey):
+def test_ctrl_c_stops_threaded_restarts(getkey, monkeypatch):
     """The main thread's Ctrl-C reaches the restarts in their threads."""
+    from diffprims._fit._driver import Driver
+
     target = _target(getkey())
-    timer = threading.Timer(1.5, lambda: signal.raise_signal(signal.SIGINT))
     # Compile first, so that the signal lands while steps run.
     dp.paint(target, 4, key=getkey(), steps=50, rounds=1, restarts=2)
-    timer.start()
-    try:
-        with pytest.raises(dp.FitInterrupted, match="best painting so far") as info:
-            dp.paint(target, 4, key=getkey(), steps=10**6, rounds=1, restarts=2)
-    finally:
-        timer.cancel()
+    dispatch, sent = Driver.dispatch, threading.Event()
+
+    def dispatch_then_interrupt(self, *args, **kwargs):
+        state = dispatch(self, *args, **kwargs)
+        if not sent.is_set():  # after the first steps (a fixed timer raced a loaded CPU)
+            sent.set()
+            signal.raise_signal(signal.SIGINT)
+        return state
+
+    monkeypatch.setattr(Driver, "dispatch", dispatch_then_interrupt)
+    with pytest.raises(dp.FitInterrupted, match="best painting so far") as info:
+        dp.paint(target, 4, key=getkey(), steps=10**6, rounds=1, restarts=2)
     assert info.value.result.model.num_shapes == 4
     assert 0 < info.value.step < 10**6
 

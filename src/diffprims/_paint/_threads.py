@@ -51,15 +51,18 @@ def best_of_threads(run: Callable[[Array, dict, bool], FitResult], keys: Sequenc
     if errors:
         raise errors[0]
     results = [o.result if isinstance(o, FitInterrupted) else o for o in outcomes]
-    best = min(results, key=lambda result: float(image_error(result.model, target)))
-    best = dataclasses.replace(best, seconds=max(float(r.seconds) for r in results))
-    stopped = [o for o in outcomes if isinstance(o, FitInterrupted)]
-    if stopped:
+    image_errors = [float(image_error(result.model, target)) for result in results]
+    at = min(range(len(results)), key=image_errors.__getitem__)
+    best = dataclasses.replace(results[at], seconds=max(float(r.seconds) for r in results))
+    if any(isinstance(o, FitInterrupted) for o in outcomes):
+        # The step of the painting handed back (a restart still waiting for its first
+        # dispatch has none, so the fewest would often say 0).
+        outcome = outcomes[at]
+        step = outcome.step if isinstance(outcome, FitInterrupted) else len(best.losses)
         raise FitInterrupted(
-            f"Paint interrupted: {len(keys)} restarts ran in threads, for "
-            f"{min(o.step for o in stopped)} steps or more each. `error.result` holds the "
-            "best painting so far.",
-            step=min(o.step for o in stopped),
+            f"Paint interrupted: {len(keys)} restarts ran in threads. `error.result` holds "
+            f"the best painting so far, after {step} steps.",
+            step=step,
             result=best,
         )
     return best
