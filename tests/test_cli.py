@@ -116,6 +116,17 @@ def test_outputs_named_by_file(capsys):
     assert Path("d/a.png").read_bytes() != before["a.png"]
 
 
+def test_paint_restarts_keep_the_best_of_several(capsys):
+    image = write_picture("in.png")
+    status, err = run(["paint", image, *FAST, "--restarts", 2, "-o", "two"], capsys)
+    assert status == 0, err
+    summary = json.loads(Path("two/summary.json").read_text())
+    assert summary["settings"]["restarts"] == 2 and summary["num_shapes"] == 6
+    # The same seed paints the same picture (each restart's key comes from it).
+    assert run(["paint", image, *FAST, "--restarts", 2, "-o", "again"], capsys)[0] == 0
+    assert Path("two/result.png").read_bytes() == Path("again/result.png").read_bytes()
+
+
 def test_an_output_folder_is_not_clobbered(capsys):
     image = write_picture("in.png")
     assert run(["paint", image, *FAST, "--steps", 2], capsys)[0] == 0
@@ -284,7 +295,7 @@ def test_paint_help_lists_every_option():
 
     text = build_parser()._subparsers._group_actions[0].choices["paint"].format_help()  # pyright: ignore
     for option in ("-n", "--shape", "--steps", "--seconds", "--fit", "--rounds", "--size",
-                   "--seed", "-o", "--render-size", "--quiet", "--force", "--gif",
+                   "--restarts", "--seed", "-o", "--render-size", "--quiet", "--force", "--gif",
                    "--svg-edges", "--no-cache", "--background", "--opacity"):  # fmt: skip
         assert option in text
     for name in ("circles", "rectangles"):
@@ -301,6 +312,9 @@ def test_paint_help_lists_every_option():
         (["paint", "--batch", "0.5"], "--batch applies to --fit only"),
         (["paint", "--fit", "--seconds", "5"], "--seconds applies to paint"),
         (["paint", "--fit", "--rounds", "5"], "--rounds applies to paint"),
+        (["paint", "--fit", "--restarts", "2"], "--restarts applies to paint"),
+        (["paint", "--restarts", "0"], "--restarts: expected a number from 1 to 64"),
+        (["paint", "--restarts", "two"], "--restarts"),
         (["paint", "--steps", "5", "--seconds", "5"], "not both"),
         (["paint", "--frames", "5"], "--frames applies to --fit or --gif shapes"),
         (["paint", "--background", "white"], "--background applies to --fit only"),

@@ -30,6 +30,8 @@ MAX_SIZE = 4096
 MAX_RENDER_SIZE = 8192
 #: `--frames` and `--rounds`: each frame of the animation is one render at the fit size.
 MAX_FRAMES = 1000
+#: `--restarts`: each restart is a whole painting in memory (and a thread on a CPU).
+MAX_RESTARTS = 64
 #: The animation's frames are rendered together: at most this much memory for them.
 MAX_GIF_BYTES = 4 * 2**30
 #: Rounds after paint's `--rounds`: one removes the spare shapes (paint places 30 % more
@@ -42,6 +44,7 @@ _MODE_ONLY = (
     ("--background", "background", "--fit"),
     ("--opacity", "opacity", "--fit"),
     ("--rounds", "rounds", "paint (without --fit)"),
+    ("--restarts", "restarts", "paint (without --fit)"),
     ("--seconds", "seconds", "paint (without --fit)"),
 )
 
@@ -194,7 +197,7 @@ def _fit(args: argparse.Namespace, settings: dict[str, Any], target: Any, second
             return dp.paint(
                 target, args.num_shapes, key=key_fit, shape=shape_type, seconds=seconds,
                 steps=steps, softness=settings["softness"], lr=settings["lr"],
-                rounds=args.rounds or 8, progress=not args.quiet,
+                rounds=args.rounds or 8, restarts=args.restarts or 1, progress=not args.quiet,
             ), False  # fmt: skip
         batch = args.batch if args.batch is not None else 0.1
         if batch is not None and round(batch * target.shape[0] * target.shape[1]) < 1:
@@ -299,6 +302,7 @@ def _settings(args, settings, fitted) -> dict[str, Any]:
         "lr": settings["lr"],
         "batch": (args.batch if args.batch is not None else 0.1) if args.fit else None,
         "rounds": None if args.fit else (args.rounds or 8),
+        "restarts": None if args.fit else (args.restarts or 1),
         "softness": fitted.softness,
         "seed": args.seed,
         "gif": args.gif,

@@ -8,7 +8,7 @@ from typing import Any
 from . import _common as types
 from ._common import Parser, shape_types
 from ._filter import BORDERS, DEFAULT_RANK, MAX_KERNEL, MAX_SIDES, MIN_SIDES, run_filter
-from ._paint import MAX_FRAMES, MAX_RENDER_SIZE, MAX_SHAPES, MAX_SIZE, run_paint
+from ._paint import MAX_FRAMES, MAX_RENDER_SIZE, MAX_RESTARTS, MAX_SHAPES, MAX_SIZE, run_paint
 
 DESCRIPTION = """\
 Differentiable 2D primitives. Paint a photo with a few hundred soft shapes, or
@@ -122,6 +122,10 @@ def _add_paint(commands) -> None:
                        help="rounds that add shapes (default: 8; at most N; not with "
                        "--fit); paint then runs 5 more: one removes the spare shapes, "
                        "two cycles add spares and remove them")  # fmt: skip
+    paint.add_argument("--restarts", type=types.int_up_to(MAX_RESTARTS), default=None,
+                       metavar="K", help="paint K times with different keys and keep the "
+                       "best; on a CPU each in its own thread with the whole --seconds "
+                       f"(default: 1, at most {MAX_RESTARTS}; not with --fit)")  # fmt: skip
     paint.add_argument("--size", type=types.int_up_to(MAX_SIZE), default=256, metavar="PX",
                        help=f"fit at this size, longer side in pixels, up to {MAX_SIZE} "
                        "(default: 256)")  # fmt: skip
