@@ -247,6 +247,18 @@ def test_resume_refuses_another_loss_weight(tmp_path):
         _small_fit(None, steps=6, resume=path, loss=dp.Weighted(dp.L1(), 2.0 * weights))
 
 
+def test_resume_refuses_a_jitted_loss_closing_over_other_weights(tmp_path):
+    def jitted(weights):  # an inner jit's constants are not in the printed program
+        weights = np.asarray(weights, np.float32)
+        return jax.jit(lambda p, t: jnp.mean(weights * (p - t) ** 2))
+
+    path = tmp_path / "fit.ckpt"
+    _small_fit(path, loss=jitted([1.0, 1.0, 1.0]))
+    with pytest.raises(dp.CheckpointError, match="different loss"):
+        _small_fit(None, steps=6, resume=path, loss=jitted([0.0, 0.0, 5.0]))
+    _small_fit(None, steps=6, resume=path, loss=jitted([1.0, 1.0, 1.0]))  # equal: resumes
+
+
 def test_resume_with_fresh_but_equal_loss_and_optimizer(tmp_path):
     path = tmp_path / "fit.ckpt"
     reference = _small_fit(None, steps=6, loss=dp.L2(), optimizer=optax.adam(1e-2))

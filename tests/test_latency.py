@@ -7,6 +7,7 @@ import logging
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -82,6 +83,64 @@ def test_other_settings_do_compile(compiles):
     b = _fit(optax.adam(1e-2), lambda p, t: jnp.mean(jnp.abs(p - t)))
     assert [n for n in compiles if "run_steps" in n]
     assert not jnp.array_equal(a.losses, b.losses)
+
+
+def _jitted_loss(weight):
+    weights = np.full((3,), weight, np.float32)
+    return jax.jit(lambda p, t: jnp.mean(weights * (p - t) ** 2))
+
+
+def _custom_jvp_loss(weight):
+    @jax.custom_jvp
+    def loss(p, t):
+        return jnp.mean((p - t) ** 2)
+
+    @loss.defjvp
+    def _(primals, tangents):
+        p, t = primals
+        return loss(p, t), weight * jnp.sum(2 * (p - t) * tangents[0]) / p.size
+
+    return loss
+
+
+def _custom_vjp_loss(weight):
+    @jax.custom_vjp
+    def loss(p, t):
+        return jnp.mean((p - t) ** 2)
+
+    def forward(p, t):
+        return loss(p, t), (p, t)
+
+    def backward(saved, g):
+        p, t = saved
+        return weight * g * 2 * (p - t) / p.size, jnp.zeros_like(t)
+
+    loss.defvjp(forward, backward)
+    return loss
+
+
+@pytest.mark.parametrize("make", [_jitted_loss, _custom_jvp_loss, _custom_vjp_loss])
+def test_losses_differing_where_the_program_text_is_silent_do_not_share_a_step(make):
+    # An inner `jax.jit` keeps what it closes over out of the printed program; a custom
+    # rule is a Python function. Sharing the first compiled step trained with its loss.
+    trained = _fit(optax.adam(1e-2), make(1.0)).losses
+    frozen = _fit(optax.adam(1e-2), make(0.0)).losses
+    assert not jnp.allclose(trained[0], trained[-1])
+    if make is _jitted_loss:
+        assert jnp.all(frozen == 0)
+    else:  # a zero gradient: the loss stays where it started
+        assert jnp.allclose(frozen, frozen[0])
+
+
+def test_an_optimizer_closing_over_an_array_in_an_inner_jit_is_not_shared():
+    def sgd(rate):
+        rate = np.float32(rate)
+        update = jax.jit(lambda g: jax.tree.map(lambda x: -rate * x, g))
+        return optax.GradientTransformation(lambda p: optax.EmptyState(),
+                                            lambda g, s, p=None: (update(g), s))  # fmt: skip
+
+    moving, still = _fit(sgd(1.0)).losses, _fit(sgd(0.0)).losses
+    assert not jnp.allclose(moving[0], moving[-1]) and jnp.allclose(still, still[0])
 
 
 @pytest.mark.parametrize(

@@ -78,13 +78,41 @@ def fingerprint(fn: Callable, *args: Any, portable: bool = False) -> str | None:
         digest = hashlib.sha256((_ADDRESS.sub("", text) if portable else text).encode())
         for tree in (args, out):
             digest.update(_ADDRESS.sub("", str(jax.tree.structure(tree))).encode())
-        for const in closed.consts:
+        consts = _constants(closed)
+        if consts is None:
+            return None
+        for const in consts:
             value = np.asarray(const)
             digest.update(f"{value.dtype}{value.shape}".encode())
             digest.update(value.tobytes())
     except Exception:
         return None
     return digest.hexdigest()
+
+
+def _constants(closed: Any) -> list | None:
+    """Every constant of `closed` and of the programs nested in it (an inner `jax.jit`
+    keeps what it closes over as its own constants, which the printed text leaves out);
+    None when an equation holds a Python function the text cannot show (a `custom_jvp`
+    or `custom_vjp` rule, a callback): two losses differing only there must not share a
+    compiled step."""
+    found = list(closed.consts)
+    todo = [closed.jaxpr]
+    while todo:
+        for eqn in todo.pop().eqns:
+            name = eqn.primitive.name
+            if "custom" in name or "callback" in name:
+                return None
+            for value in eqn.params.values():
+                for item in value if isinstance(value, (tuple, list)) else (value,):
+                    if isinstance(item, jax.extend.core.ClosedJaxpr):
+                        found.extend(item.consts)
+                        todo.append(item.jaxpr)
+                    elif isinstance(item, jax.extend.core.Jaxpr):
+                        todo.append(item)
+                    elif inspect.isroutine(item) or hasattr(item, "call_wrapped"):
+                        return None  # a function, or jax's wrapper of one
+    return found
 
 
 class _Cache:
