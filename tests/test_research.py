@@ -1,6 +1,7 @@
 """Research use: fit under JAX transformations, frozen parameters, layers, filtered scenes,
 plain functions as losses."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -217,6 +218,32 @@ def test_a_plain_function_scales_as_a_loss(photo):
     assert dp.fit(model, photo, loss=loss, steps=3).losses.shape == (3,)
     with pytest.raises(TypeError, match="function"):
         dp.Loss(3.0)  # pyright: ignore[reportArgumentType]
+
+
+class _WeightedLuma(eqx.Module):
+    """A loss with weights of its own, as a learned or perceptual loss has."""
+
+    weights: jax.Array
+
+    def __call__(self, pred, target):
+        return jnp.mean(((pred - target) @ self.weights) ** 2)
+
+
+def test_a_module_with_weights_is_a_loss_whose_weights_get_gradients(photo):
+    model = dp.Circles.init(6, key=jax.random.key(0), target=photo)
+
+    def final_loss(weights):
+        return dp.fit(model, photo, loss=_WeightedLuma(weights), steps=3).losses[-1]
+
+    weights = jnp.array([0.3, 0.6, 0.1])
+    first = final_loss(weights)  # eager first: its weights must not become static
+    assert not jnp.allclose(final_loss(2 * weights), first)
+    grad = jax.grad(final_loss)(weights)
+    h = 1e-2
+    for i in range(3):
+        fd = (final_loss(weights.at[i].add(h)) - final_loss(weights.at[i].add(-h))) / (2 * h)
+        assert abs(grad[i] - fd) <= 0.05 * abs(fd), (i, grad, fd)
+    assert final_loss(weights) == first  # the traced fit left nothing behind
 
 
 def test_paint_refuses_a_neighbourhood_loss_up_front(photo):

@@ -272,7 +272,9 @@ class Loss(AbstractLoss):
       `(P, C)` sampled values (see [`diffprims.AbstractLoss`][]). It is static;
       [`diffprims.fit`][] keys its compiled step on what the step computes, so a new
       function object that computes the same thing (a lambda written again) reuses the
-      compilation.
+      compilation. A pytree holding arrays (an `eqx.Module` with weights, a learned or
+      perceptual loss) keeps those arrays as the loss's own leaves: they are traced, not
+      baked into the compiled step, and gradients reach them.
 
     ```python
     def luma_l2(pred, target):
@@ -284,16 +286,24 @@ class Loss(AbstractLoss):
     """
 
     fn: Callable[[Array, Array], Array] = eqx.field(static=True)
+    #: `fn`'s array leaves when it is a pytree (`fn` keeps the rest), else None.
+    arrays: Any = None
 
-    def __check_init__(self):
-        if not callable(self.fn) or isinstance(self.fn, type | AbstractLoss):
+    def __init__(self, fn: Callable[[Array, Array], Array]):
+        if not callable(fn) or isinstance(fn, type | AbstractLoss):
             raise TypeError(
                 "`dp.Loss` wraps a function `(pred, target) -> scalar`; got "
-                f"{describe(self.fn)}. Losses such as `dp.L2()` compose without it."
+                f"{describe(fn)}. Losses such as `dp.L2()` compose without it."
             )
+        arrays, rest = eqx.partition(fn, eqx.is_array)
+        if jax.tree.leaves(arrays):  # a module with weights: those stay dynamic
+            self.fn, self.arrays = rest, arrays
+        else:
+            self.fn, self.arrays = fn, None
 
     def __call__(self, pred, target):
-        return self.fn(pred, target)
+        fn = self.fn if self.arrays is None else eqx.combine(self.arrays, self.fn)
+        return fn(pred, target)
 
 
 #: The name of `Loss` before release 0.2.
