@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.extend.core import ClosedJaxpr, Jaxpr
 
 #: Entries kept by each cache (optimizers, losses): a sweep over this many settings
 #: still hits; older ones are dropped (their compiled steps then compile again).
@@ -105,10 +106,10 @@ def _constants(closed: Any) -> list | None:
                 return None
             for value in eqn.params.values():
                 for item in value if isinstance(value, (tuple, list)) else (value,):
-                    if isinstance(item, jax.extend.core.ClosedJaxpr):
+                    if isinstance(item, ClosedJaxpr):
                         found.extend(item.consts)
                         todo.append(item.jaxpr)
-                    elif isinstance(item, jax.extend.core.Jaxpr):
+                    elif isinstance(item, Jaxpr):
                         todo.append(item)
                     elif inspect.isroutine(item) or hasattr(item, "call_wrapped"):
                         return None  # a function, or jax's wrapper of one
