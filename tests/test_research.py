@@ -116,6 +116,25 @@ def test_frozen_colours_stay_bit_identical_and_get_no_weight_decay(photo):
     assert float(result.losses[-1]) < float(result.losses[0])
 
 
+SHAPE_TYPES = [dp.Circles, dp.Ellipses, dp.Rectangles, dp.Triangles, dp.Gaussians]
+
+
+@pytest.mark.parametrize("cls", SHAPE_TYPES, ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("trainable", [None, "appearance"])
+def test_a_fixed_background_stays_fixed_under_weight_decay(photo, cls, trainable):
+    model = cls.init(6, key=jax.random.key(0), target=photo, learn_background=False)
+    spec = None if trainable is None else model.trainable(trainable, "geometry")
+    decay = optax.adamw(1e-2, weight_decay=0.5)
+    fitted = dp.fit(model, photo, steps=20, trainable=spec, optimizer=decay).model
+    np.testing.assert_array_equal(fitted.raw_background, model.raw_background)
+    assert not np.array_equal(fitted.raw_colours, model.raw_colours)
+    # In layers too: the fixed layer's background stays, the learning one's moves.
+    learning = dp.Circles.init(4, key=jax.random.key(1), target=photo)
+    layers = dp.fit(dp.Layers([model, learning]), photo, steps=20, optimizer=decay).model
+    np.testing.assert_array_equal(layers.layers[0].raw_background, model.raw_background)
+    assert not np.array_equal(layers.layers[1].raw_background, learning.raw_background)
+
+
 def test_trainable_as_a_function_and_bad_specs(photo):
     model = dp.Circles.init(4, key=jax.random.key(0), target=photo)
     fitted = dp.fit(model, photo, steps=5, trainable=lambda leaf: leaf.ndim == 1).model

@@ -92,6 +92,13 @@ class AbstractModel(eqx.Module):
             f"{type(self).__name__}, which has one way to render. Leave `method` unset."
         )
 
+    def _fixed_parameters(self) -> Any:
+        """A filter spec shaped like the model, True at the leaves `fit` never trains
+        whatever `trainable` says (so no optimizer touches them, weight decay included);
+        None when there are none. Shape sets fix their background with
+        `learn_background=False`."""
+        return None
+
     def _check_fit_target(self, shape: tuple[int, ...]) -> None:
         """Refuse an `(H, W, C)` target of this `shape` that `fit` could not fit the model
         to, with a `ValueError` that says why. `fit` checks the value range and channels

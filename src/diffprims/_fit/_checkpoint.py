@@ -232,6 +232,9 @@ def load_checkpoint(
         saved_snapshots = jax.tree.map(
             lambda p: jax.ShapeDtypeStruct((count, *np.shape(p)), p.dtype), params
         )
+    # The settings first: a fixed background (say) also changes what trains, and "a
+    # different model setting" says more than the arrays that differ because of it.
+    _check_identity(header, name, fit_info)
     structure = _structure((params, opt_state, saved_snapshots))
     if header.get("structure") != structure:
         saved = header.get("structure") or []
@@ -243,7 +246,6 @@ def load_checkpoint(
             f"{name} holds a different model or optimizer state: got {diff} (checkpoint vs "
             "this fit). Pass a model of the same type and size and the same optimizer."
         )
-    _check_identity(header, name, fit_info)
     step = int(header["step"])
     if step > steps:
         raise CheckpointError(

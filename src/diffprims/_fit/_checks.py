@@ -205,8 +205,13 @@ def snapshot_steps(snapshots: Any, steps: int) -> tuple[int, ...]:
 
 
 def partition_trainable(model: AbstractModel, trainable: Any) -> tuple[Any, Any]:
-    """`(params, static)`: the floating-point leaves `trainable` selects, and the rest."""
+    """`(params, static)`: the floating-point leaves `trainable` selects, and the rest
+    (the model's fixed parameters always among the rest)."""
     arrays, rest = eqx.partition(model, eqx.is_inexact_array)
+    fixed = model._fixed_parameters()
+    if fixed is not None:
+        held, arrays = eqx.partition(arrays, fixed)
+        rest = eqx.combine(held, rest)
     if trainable is None:
         return arrays, rest
     if isinstance(trainable, bool):

@@ -18,15 +18,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._model import AbstractModel, check_unbatched
 from .._validate import check_grid_shape, check_indices, check_pixel_size, check_points
 from . import _build, _protocol, _render
-from ._roles import (
-    COLOUR,
-    DEPTH,
-    OPACITY,
-    Role,
-    declared_roles,
-    parameter,
-    role_metadata,
-)
+from ._roles import COLOUR, DEPTH, OPACITY, Role, declared_roles, parameter, role_metadata
 
 
 class AbstractShapes(AbstractModel):
@@ -164,6 +156,7 @@ class AbstractShapes(AbstractModel):
         - `kinds`: role kinds (`"position"`, `"size"`, `"angle"`, `"geometry"`,
           `"colour"`, `"opacity"`, `"depth"`) or groups: `"geometry"` (positions, sizes,
           angles and other geometry) and `"appearance"` (colours, background, opacities).
+          A background fixed by `learn_background=False` never trains.
 
         **Returns:**
 
@@ -175,6 +168,9 @@ class AbstractShapes(AbstractModel):
         ```
         """
         return _build.trainable_spec(self, kinds)
+
+    def _fixed_parameters(self) -> Any:  # `learn_background=False`: weight decay too
+        return None if self.learn_background else _build.fields_spec(self, ["raw_background"])
 
     @property
     def num_shapes(self) -> int:

@@ -273,16 +273,16 @@ def trainable_spec(shapes: Any, kinds: tuple[str, ...]) -> Any:
             )
         wanted.update(GROUPS.get(kind, (kind,)))
     roles = shapes.parameter_roles()
-    return _fields_spec(shapes, [n for n, r in roles.items() if r.kind in wanted])
+    return fields_spec(shapes, [n for n, r in roles.items() if r.kind in wanted])
 
 
 def per_shape_spec(shapes: Any) -> Any:
     """A filter spec: True at the fields with one row per shape (`partition_shapes`)."""
     cls = type(shapes)
-    return _fields_spec(shapes, [n for n in cls.parameter_roles() if is_per_shape(cls, n)])
+    return fields_spec(shapes, [n for n in cls.parameter_roles() if is_per_shape(cls, n)])
 
 
-def _fields_spec(shapes: Any, names: list[str]) -> Any:
+def fields_spec(shapes: Any, names: list[str]) -> Any:
     """A filter spec shaped like `shapes`: True at the array fields `names`, else False."""
     names = [name for name in names if getattr(shapes, name) is not None]
     spec = jax.tree.map(lambda _: False, shapes)

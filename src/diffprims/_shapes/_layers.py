@@ -66,6 +66,16 @@ class Layers(AbstractModel):
         """The number of colour channels `C`."""
         return self.layers[0].num_channels
 
+    def _fixed_parameters(self) -> Any:
+        specs = [layer._fixed_parameters() for layer in self.layers]
+        if all(spec is None for spec in specs):
+            return None
+        specs = [
+            jax.tree.map(lambda _: False, layer) if spec is None else spec
+            for layer, spec in zip(self.layers, specs, strict=True)
+        ]
+        return eqx.tree_at(lambda m: m.layers, jax.tree.map(lambda _: False, self), tuple(specs))
+
     @property
     def num_shapes(self) -> int:
         """The number of shapes in all layers."""
