@@ -161,7 +161,7 @@ def _pick(scores: Array, radii: Array, count: int) -> Array:
         scores, picks = carry
         best = jnp.argmax(scores)
         near = (rows - rows[best]) ** 2 + (cols - cols[best]) ** 2 <= reach[best]
-        return jnp.where(near, -jnp.inf, scores), picks.at[i].set(flat[best])
+        return jnp.where(near, -jnp.inf, scores), picks.at[i].set(flat[best].astype(jnp.int32))
 
     picks = jnp.zeros((count,), jnp.int32)
     return jax.lax.fori_loop(0, count, pick, (best_scores, picks))[1]

@@ -53,7 +53,10 @@ class Gaussians(AbstractShapes):
 
     def coverage(self, points, edge_width):
         del edge_width
-        q = to_local(points, self.centres, self.angles) / self.scales[:, None, :]
+        # Scales clamped far below a pixel: at 1e-20, q * q overflowed float32 and the
+        # gradient came out NaN (the coverage is 0 at any point off the centre anyway).
+        scales = jnp.maximum(self.scales, 1e-7)
+        q = to_local(points, self.centres, self.angles) / scales[:, None, :]
         return jnp.exp(-0.5 * jnp.sum(q * q, axis=-1))
 
     def bounds(self):
