@@ -26,6 +26,10 @@ def models():
     out.append(("depth", dp.Circles.init(3, key=jax.random.key(2), compositing="depth")))
     if hasattr(dp, "SeparableFilters") and hasattr(dp, "kernels"):
         out.append(("filters", dp.SeparableFilters.from_svd(dp.kernels.disk(9), rank=2)))
+    circles = dp.Circles.init(3, key=jax.random.key(3))
+    for dtype in (jnp.float16, jnp.bfloat16):  # bfloat16 is raw bytes in a .npy record
+        half = jax.tree.map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, circles)
+        out.append((jnp.dtype(dtype).name, half))
     return out
 
 

@@ -206,6 +206,9 @@ def read_record(stream: io.BytesIO, like: Any, where: str) -> Any:
     else:
         shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
     scalar = not hasattr(like, "shape")
+    wanted = None if scalar else np.dtype(like.dtype)
+    if wanted is not None and _raw_bytes_of(dtype, wanted):
+        dtype = wanted  # NumPy writes bfloat16 (and other ml_dtypes) as raw bytes
     if dtype.hasobject or (not scalar and (shape != tuple(like.shape) or dtype != like.dtype)):
         expected = "a number" if scalar else f"{np.dtype(like.dtype).name}{list(like.shape)}"
         raise ValueError(f"{where} holds {dtype.name}{list(shape)} where {expected} belongs")
@@ -217,6 +220,14 @@ def read_record(stream: io.BytesIO, like: Any, where: str) -> Any:
         raise ValueError(f"{where} is cut short ({len(data)} of {size} bytes)")
     array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C").copy()
     return type(like)(array.item()) if scalar else jnp.asarray(array)
+
+
+def _raw_bytes_of(stored: np.dtype, wanted: np.dtype) -> bool:
+    """Whether `stored` is the plain `void` dtype NumPy's `.npy` header gives an
+    ml_dtypes type such as bfloat16 (itself a `void` kind to NumPy) of `wanted`'s size."""
+    plain = stored.kind == "V" and stored.names is None and stored.subdtype is None
+    same_size = stored.itemsize == wanted.itemsize
+    return plain and same_size and wanted.kind == "V" and wanted.names is None
 
 
 def read_leaves(payload: bytes, template: Any) -> Any:
