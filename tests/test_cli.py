@@ -201,6 +201,28 @@ def test_paint_reports_progress_and_one_psnr(capsys):
     assert f"{summary['psnr_at_render_size']:.2f} dB at 64x48" in err
 
 
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_default_render_size_keeps_within_the_render_size_cap(capsys, monkeypatch, quiet):
+    """The input's own size is the default render size, but never beyond --render-size's
+    cap (a 9400 px photo wrote a 9400 px result.png): the longer side is cut to the cap,
+    with a line saying so (unless -q)."""
+    import diffprims._cli._paint as paint_module
+
+    monkeypatch.setattr(paint_module, "MAX_RENDER_SIZE", 20)  # the input is 32x24
+    image = write_picture("in.png")
+    argv = ["paint", image, *FAST[:-1], *(["-q"] if quiet else []), "-o", "out", "-o", "a.png"]
+    status, err = run(argv, capsys)
+    assert status == 0, err
+    for path in ("a.png", "out/result.png"):
+        with Image.open(path) as picture:
+            assert picture.size == (20, 15)
+    summary = json.loads(Path("out/summary.json").read_text())
+    assert summary["render_size"] == "20x15"
+    assert 'width="20" height="15"' in Path("out/result.svg").read_text()
+    note = "rendering the results at most 20 px on the longer side"
+    assert (note in err) != quiet and (err == "") == quiet
+
+
 def _interrupt_dispatch(monkeypatch, call):
     """The `call`-th dispatch of the fit driver raises KeyboardInterrupt (a Ctrl-C)."""
     original, calls = driver_module.Driver.dispatch, [0]

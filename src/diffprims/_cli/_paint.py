@@ -162,10 +162,19 @@ def _render_target(args: argparse.Namespace, source: Any, target: Any):
     """`(render shape, reference at that shape or None when it is the fit size)`."""
     full = read_image(source)
     full_height, full_width = full.shape[:2]
-    if args.render_size is None:
+    side = args.render_size
+    if side is None and max(full_height, full_width) > MAX_RENDER_SIZE:
+        side = MAX_RENDER_SIZE  # the input's own size, as far as --render-size may go
+        if not args.quiet:
+            print(
+                f"the image is {_size((full_height, full_width))}: rendering the results at most "
+                f"{MAX_RENDER_SIZE} px on the longer side (set --render-size to choose)",
+                file=sys.stderr,
+            )
+    if side is None:
         render_shape = (full_height, full_width)
     else:
-        scale = args.render_size / max(full_height, full_width)
+        scale = side / max(full_height, full_width)
         render_shape = (max(1, round(full_height * scale)), max(1, round(full_width * scale)))
     if render_shape == tuple(target.shape[:2]):
         return render_shape, None
