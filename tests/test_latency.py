@@ -74,6 +74,20 @@ def test_fresh_optimizer_and_loss_do_not_recompile(compiles):
     assert jnp.array_equal(a.losses, b.losses)
 
 
+def test_a_sweep_over_short_step_counts_compiles_once(compiles):
+    target = jnp.full((32, 32, 3), 0.25)
+
+    def fit(steps):
+        return dp.fit(_model(), target, steps=steps, batch=0.5, key=jax.random.key(1))
+
+    fit(20)
+    compiles.clear()
+    thirty = fit(30)  # both run one dispatch of 32 steps, the last ones skipped
+    assert not [n for n in compiles if "run_steps" in n]
+    assert thirty.losses.shape == (30,)
+    np.testing.assert_array_equal(thirty.losses[:20], fit(20).losses)
+
+
 def test_other_settings_do_compile(compiles):
     _fit(optax.adam(1e-2))
     compiles.clear()

@@ -194,7 +194,9 @@ def fit(
             traced=traced, checkpointer=checkpointer, start=start, losses=saved_losses,
             show_psnr=isinstance(loss, L2), hint=hint,
         )  # fmt: skip
-        length = min(steps, steps_per_dispatch)
+        # Short fits round their dispatch up to a power of two (the steps past `steps`
+        # are skipped): a sweep over `steps` compiles a handful of programs, not one each.
+        length = min(steps_per_dispatch, 1 << (steps - 1).bit_length())
         marks = None if snaps is None else jnp.asarray(snap_steps)
         with driver:
             for first in range(start, steps, length):
