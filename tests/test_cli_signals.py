@@ -1,0 +1,38 @@
+"""The program's exit on Ctrl-C, run as a user runs it (a subprocess)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from .test_cli import write_picture
+
+
+def test_two_quick_ctrl_cs_during_paint_exit_130(tmp_path, monkeypatch):
+    """The second Ctrl-C lands while JAX has work in flight; the process then crashed
+    at exit (a segfault in about 1 run in 3) instead of leaving with status 130."""
+    monkeypatch.chdir(tmp_path)
+    image = write_picture(tmp_path / "in.png")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", HOME=str(tmp_path))
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    argv = ["paint", image, "-n", 3, "--size", 16, "--seconds", 600, "-o", "out"]
+    command = [sys.executable, "-m", "diffprims", *(str(a) for a in argv)]
+    statuses = []
+    for gap in (0.01, 0.2):
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            assert process.stderr is not None
+            seen = ""
+            while "step" not in seen:  # the progress bar is up: the rounds have started
+                char = process.stderr.read(1)
+                assert char, seen
+                seen += char
+            process.send_signal(signal.SIGINT)
+            time.sleep(gap)
+            process.send_signal(signal.SIGINT)
+            _, err = process.communicate(timeout=300)
+        finally:
+            process.kill()
+        statuses.append((process.returncode, err[-500:]))
+    assert all(status == 130 for status, _ in statuses), statuses
