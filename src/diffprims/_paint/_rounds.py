@@ -147,8 +147,8 @@ class Painting:
 
     def _restart(self, driver: Driver, models) -> None:
         params, self.static = eqx.partition(models, eqx.is_inexact_array)
-        ok = jnp.ones((self.restarts,), bool) if self.restarts > 1 else jnp.asarray(True)
         init = self.optimizer.init if self.restarts == 1 else jax.vmap(self.optimizer.init)
+        ok = jnp.ones((self.restarts,), bool) if self.restarts > 1 else jnp.asarray(True)
         driver.state = LoopState(params, init(params), ok)
 
     def run_round(self, driver: Driver, round_: Round, budget: Budget, most: int, *,
