@@ -206,9 +206,9 @@ def test_the_default_render_size_keeps_within_the_render_size_cap(capsys, monkey
     """The input's own size is the default render size, but never beyond --render-size's
     cap (a 9400 px photo wrote a 9400 px result.png): the longer side is cut to the cap,
     with a line saying so (unless -q)."""
-    import diffprims._cli._paint as paint_module
+    import diffprims._cli._paint_input as input_module
 
-    monkeypatch.setattr(paint_module, "MAX_RENDER_SIZE", 20)  # the input is 32x24
+    monkeypatch.setattr(input_module, "MAX_RENDER_SIZE", 20)  # the input is 32x24
     image = write_picture("in.png")
     argv = ["paint", image, *FAST[:-1], *(["-q"] if quiet else []), "-o", "out", "-o", "a.png"]
     status, err = run(argv, capsys)
@@ -682,11 +682,58 @@ def test_seconds_budget_covers_the_command():
 
     now = time.perf_counter()
     args = argparse.Namespace(seconds=8.0)
-    left = _paint._paint_seconds(args, now - 2.0)
+    left = _paint._paint_seconds(args, now - 2.0, 1.0)
     assert left is not None
-    assert 8.0 - 2.0 - _paint.WRITE_RESERVE - 0.5 < left <= 8.0 - 2.0 - _paint.WRITE_RESERVE
-    assert _paint._paint_seconds(args, now - 100.0) == 2.0
-    assert _paint._paint_seconds(argparse.Namespace(seconds=None), now) is None
+    assert 8.0 - 2.0 - 1.0 - 0.5 < left <= 8.0 - 2.0 - 1.0
+    assert _paint._paint_seconds(args, now - 100.0, 1.0) == 2.0
+    assert _paint._paint_seconds(argparse.Namespace(seconds=None), now, 1.0) is None
+
+
+def test_the_write_reserve_grows_with_the_render_size(capsys):
+    """Writing a 6000x4000 render took 9 s, all of it beyond a --seconds 5 budget that
+    kept 1 s for writing: the reserve counts the render's pixels."""
+    from diffprims._cli import _paint_input
+
+    fit = (43, 64)
+    small = _paint_input.write_seconds(fit, fit)
+    assert small == _paint_input.WRITE_RESERVE
+    assert small < _paint_input.write_seconds((256, 384), fit) < small + 0.1
+    assert _paint_input.write_seconds((4000, 6000), fit) > 5.0
+    # Writing longer than half the budget is said (the command will take longer).
+    from diffprims._cli import _paint
+
+    for seconds, render in ((5.0, (4000, 6000)), (5.0, fit), (None, (4000, 6000))):
+        args = argparse.Namespace(seconds=seconds)
+        _paint._warn_of_slow_writing(args, _paint_input.write_seconds(render, fit), render)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at 6000x4000 takes about" in err
+
+
+def test_paint_decodes_the_image_once(capsys, monkeypatch):
+    """The fit-size target and the render-size reference come from one decoding (each
+    read of a large photo took a second, and a pipe can be read only once)."""
+    reads = []
+    original = dp.load_image
+
+    def counted(*args, **kwargs):
+        reads.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(dp, "load_image", counted)
+    image = write_picture("in.png", size=(40, 30))
+    status, err = run(["paint", image, *FAST, "--render-size", 24, "-o", "a.png"], capsys)
+    assert status == 0, err
+    assert len(reads) == 1
+    with Image.open("a.png") as picture:
+        assert picture.size == (24, 18)
+    # The resizes are load_image's: the same target as reading the file at the fit size.
+    from diffprims._cli._paint_input import read_inputs
+
+    args = argparse.Namespace(size=16, render_size=24, quiet=True)
+    target, render_shape, reference = read_inputs(args, image)
+    np.testing.assert_allclose(target, original(image, size=16), atol=1e-6)
+    np.testing.assert_allclose(reference, original(image, size=(18, 24)), atol=1e-6)
+    assert render_shape == (18, 24)
 
 
 def _record_frame_batches(monkeypatch):

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _outputs
-from ._common import UsageError, enable_compilation_cache, read_image, write_json
+from ._common import UsageError, enable_compilation_cache, write_json
+from ._paint_input import MAX_RENDER_SIZE as MAX_RENDER_SIZE, read_inputs, write_seconds
 from ._shape_spec import resolve_shape
 from ._signals import finish_writing
 
@@ -24,10 +25,9 @@ FOLDER_FILES = {
 #: colour solve holds an (n+1)^2 matrix for the n shapes plus 30 % spares, which
 #: `dp.paint` caps at 4 GiB (about 14500 shapes); the same cap keeps `--fit` sane.
 MAX_SHAPES = 10_000
-#: `--size` (the fit) and `--render-size` (a render 12000 px wide took 9 GB while
-#: drawing).
+#: `--size` (the fit) and `--render-size` (`MAX_RENDER_SIZE`: a render 12000 px wide took
+#: 9 GB while drawing).
 MAX_SIZE = 4096
-MAX_RENDER_SIZE = 8192
 #: `--frames` and `--rounds`: each frame of the animation is one render at the fit size.
 MAX_FRAMES = 1000
 #: `--restarts`: each restart is a whole painting in memory (and a thread on a CPU).
@@ -82,11 +82,6 @@ def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-#: Seconds of a `--seconds` budget kept for writing the outputs after painting (the final
-#: renders, GIF frames, SVG: about 1-1.5 s at 256^2 on 2 cores, compiling included).
-WRITE_RESERVE = 1.0
-
-
 def run_paint(args: argparse.Namespace) -> int:
     """Run `diffprims paint`; returns the exit status (130 after Ctrl-C)."""
     import diffprims as dp
@@ -99,17 +94,19 @@ def run_paint(args: argparse.Namespace) -> int:
     files = _outputs.plan(args.output or ["out"], folder_files, force=args.force)
     _check_svg(args, settings, files)
     source = args.image if args.image is not None else dp.demo_image_path()
-    target = read_image(source, size=args.size)
-    render_shape, reference = _render_target(args, source, target)
+    target, render_shape, reference = read_inputs(args, source)
     fit_shape = (int(target.shape[0]), int(target.shape[1]))
     if "gif" in files.values():
         _check_gif_memory(args, settings, fit_shape)
+    reserve = write_seconds(render_shape, fit_shape)
     if not args.quiet:
         print(_header(args, settings, source, fit_shape), file=sys.stderr)
+        _warn_of_slow_writing(args, reserve, render_shape)
     with _outputs.claimed(files, force=args.force):
         if not args.no_cache:
             enable_compilation_cache()
-        result, interrupted = _fit(args, settings, target, _paint_seconds(args, started))
+        seconds = _paint_seconds(args, started, reserve)
+        result, interrupted = _fit(args, settings, target, seconds)
         with finish_writing():
             summary = _write(args, settings, files, source, result, target, render_shape,
                              reference, interrupted)  # fmt: skip
@@ -158,38 +155,27 @@ def _header(args, settings, source, fit_shape) -> str:
     )
 
 
-def _render_target(args: argparse.Namespace, source: Any, target: Any):
-    """`(render shape, reference at that shape or None when it is the fit size)`."""
-    full = read_image(source)
-    full_height, full_width = full.shape[:2]
-    side = args.render_size
-    if side is None and max(full_height, full_width) > MAX_RENDER_SIZE:
-        side = MAX_RENDER_SIZE  # the input's own size, as far as --render-size may go
-        if not args.quiet:
-            print(
-                f"the image is {_size((full_height, full_width))}: rendering the results at most "
-                f"{MAX_RENDER_SIZE} px on the longer side (set --render-size to choose)",
-                file=sys.stderr,
-            )
-    if side is None:
-        render_shape = (full_height, full_width)
-    else:
-        scale = side / max(full_height, full_width)
-        render_shape = (max(1, round(full_height * scale)), max(1, round(full_width * scale)))
-    if render_shape == tuple(target.shape[:2]):
-        return render_shape, None
-    if render_shape == (full_height, full_width):
-        return render_shape, full
-    return render_shape, read_image(source, size=render_shape)
-
-
-def _paint_seconds(args: argparse.Namespace, started: float) -> float | None:
+def _paint_seconds(args: argparse.Namespace, started: float, reserve: float) -> float | None:
     """`--seconds` covers the command, not only the painting: what is left of it after
-    reading the image, less `WRITE_RESERVE` (at least a quarter of it)."""
+    reading the image, less `reserve` for writing the outputs (`write_seconds`), and at
+    least a quarter of it."""
     if args.seconds is None:
         return None
-    left = args.seconds - (time.perf_counter() - started) - WRITE_RESERVE
+    left = args.seconds - (time.perf_counter() - started) - reserve
     return max(left, 0.25 * args.seconds)
+
+
+def _warn_of_slow_writing(args, reserve: float, render_shape: tuple[int, int]) -> None:
+    """A line when writing the render is likely to take more than half of `--seconds`:
+    the command will then take longer than asked."""
+    if args.seconds is None or reserve <= 0.5 * args.seconds:
+        return
+    print(
+        f"writing the results at {_size(render_shape)} takes about {reserve:.0f} s: the "
+        f"command will take longer than --seconds {args.seconds:g} (a smaller "
+        "--render-size writes faster)",
+        file=sys.stderr,
+    )
 
 
 def _fit(args: argparse.Namespace, settings: dict[str, Any], target: Any, seconds: Any):
