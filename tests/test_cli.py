@@ -445,13 +445,17 @@ def write_kernel_files(folder):
     np.save(folder / "k.npy", kernel)
     np.savetxt(folder / "k.csv", kernel, delimiter=",")
     np.savetxt(folder / "k.txt", kernel)
-    Image.fromarray(np.repeat((kernel * 255).astype(np.uint8)[..., None], 3, -1)).save(
-        folder / "k.png"
-    )
+    level = (kernel * 255).astype(np.uint8)
+    Image.fromarray(np.repeat(level[..., None], 3, -1)).save(folder / "k.png")
+    # White everywhere, the kernel in the alpha channel (a white shape on transparency):
+    # a transparent pixel is 0, not white.
+    white = np.full_like(level, 255)
+    Image.fromarray(np.stack([white, white, white, level], -1), "RGBA").save(folder / "ka.png")
+    Image.fromarray(np.stack([white, level], -1), "LA").save(folder / "kla.png")
     return kernel
 
 
-@pytest.mark.parametrize("name", ["k.npy", "k.csv", "k.txt", "k.png"])
+@pytest.mark.parametrize("name", ["k.npy", "k.csv", "k.txt", "k.png", "ka.png", "kla.png"])
 def test_filter_reads_a_kernel_file(tmp_path, capsys, name):
     kernel = write_kernel_files(tmp_path)
     status, err = run(["filter", "--kernel", tmp_path / name, "--rank", 9, "--steps", 5], capsys)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _outputs
-from ._common import UsageError, read_image, read_image_channels, write_json
+from ._common import UsageError, read_image_channels, write_json
 from ._signals import finish_writing
 
 #: What `-o OUTDIR` receives (name -> format).
@@ -126,16 +126,18 @@ def _kernel(spec: str) -> tuple[Any, float]:
 
 def _kernel_file(spec: str, suffix: str) -> Any:
     """A 2D kernel from a `.npy` array, a `.txt`/`.csv` table of numbers, or a picture
-    (its grey level: the mean of its colour channels, alpha left out)."""
+    (its grey level: the mean of its colour channels, times its alpha where it has
+    transparency, so a transparent pixel is 0 whatever its colour)."""
     import numpy as np
 
     if not Path(spec).is_file():
         raise UsageError(f"--kernel {spec!r}: no such file (a kernel file, or NAME:SIZE)")
     try:
         if suffix in PICTURE_FILES:
-            picture = np.asarray(read_image(spec, what="--kernel"), np.float64)
-            colour = picture[..., :3] if picture.shape[-1] >= 3 else picture[..., :1]
-            kernel = colour.mean(axis=-1)
+            picture = np.asarray(read_image_channels(spec, what="--kernel"), np.float64)
+            kernel = picture[..., :3].mean(axis=-1)
+            if picture.shape[-1] == 4:  # straight colour, then alpha
+                kernel = kernel * picture[..., 3]
         elif suffix in ARRAY_FILES:
             kernel = np.load(spec, allow_pickle=False)
         else:
