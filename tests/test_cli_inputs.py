@@ -105,3 +105,18 @@ def test_symlinked_outputs_are_written_through():
     assert Path("real/new/b.svg").read_text() == "svg"
     assert sorted(os.listdir("real")) == ["a.png", "new"]  # no temp folders left
     assert sorted(os.listdir()) == ["dangling.svg", "link.png", "real"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+def test_an_overwritten_output_keeps_its_permissions(capsys):
+    """`--force` over a private (0600) result left it 0644: the staged file now takes
+    the replaced file's mode before the rename; a new file gets the usual one."""
+    image = _picture("in.png")
+    assert _run(["paint", image, *FAST, "-o", "a.png", "-o", "a.json"], capsys)[0] == 0
+    new_mode = os.stat("a.json").st_mode & 0o777
+    os.chmod("a.png", 0o600)
+    argv = ["paint", image, *FAST, "-o", "a.png", "-o", "a.json", "-o", "b.svg", "--force"]
+    assert _run(argv, capsys)[0] == 0
+    assert os.stat("a.png").st_mode & 0o777 == 0o600
+    assert os.stat("a.json").st_mode & 0o777 == new_mode
+    assert os.stat("b.svg").st_mode & 0o777 == new_mode

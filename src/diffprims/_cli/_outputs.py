@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -185,7 +186,8 @@ def write_all(files: dict[Path, str], write: Callable[[Path, str], None]) -> Non
 
     An output that is a symlink is written through: its target is replaced, the link
     stays (the temp folder is then beside the target, so the rename stays in one file
-    system)."""
+    system). A file that is replaced keeps its permissions (a private 0600 result stays
+    private), as the library's own atomic writes do."""
     places = {path: _destination(path) for path in files}
     staging: dict[Path, Path] = {}
     try:
@@ -195,12 +197,23 @@ def write_all(files: dict[Path, str], write: Callable[[Path, str], None]) -> Non
         for path, kind in files.items():
             write(staging[places[path].parent] / places[path].name, kind)
         for path in files:
-            os.replace(staging[places[path].parent] / places[path].name, places[path])
+            staged = staging[places[path].parent] / places[path].name
+            _keep_mode(staged, places[path])
+            os.replace(staged, places[path])
         for parent in staging:
             sync_folder(parent)
     finally:
         for temp in staging.values():
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def _keep_mode(staged: Path, destination: Path) -> None:
+    """Give `staged` the permission bits of the file it is about to replace, if any."""
+    try:
+        mode = stat.S_IMODE(os.stat(destination).st_mode)
+    except FileNotFoundError:
+        return
+    os.chmod(staged, mode)
 
 
 def _destination(path: Path) -> Path:
