@@ -50,8 +50,23 @@ def int_up_to(most: int, what: str = ""):
     return convert
 
 
+#: float32's range of positive normal numbers, which the fit computes in: 1e308 became
+#: inf and 1e-45 a subnormal (0 on many CPUs), and the fit failed late.
+FLOAT32_TINY, FLOAT32_MAX = 1.1754943508222875e-38, 3.4028234663852886e38
+FLOAT32_RANGE = f"from {FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g} (float32's range)"
+
+
+def in_float32_range(value: float) -> bool:
+    """Whether `value` is a positive number float32 holds as it is (not inf, nor a
+    subnormal that flushes to 0)."""
+    return FLOAT32_TINY <= value <= FLOAT32_MAX
+
+
 def positive_float(text: str) -> float:
-    return _number(text, float, "a number", lambda v: 0 < v < float("inf"), "a number > 0")
+    value = _number(text, float, "a number", lambda v: v > 0, "a number > 0")
+    if not in_float32_range(value):
+        raise argparse.ArgumentTypeError(f"expected a number > 0 {FLOAT32_RANGE}, got {text}")
+    return value
 
 
 def seed(text: str) -> int:

@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from . import _outputs
-from ._common import UsageError, read_image_channels, write_json
+from ._common import (
+    FLOAT32_RANGE,
+    UsageError,
+    in_float32_range,
+    read_image_channels,
+    write_json,
+)
 from ._signals import finish_writing
 
 #: What `-o OUTDIR` receives (name -> format).
@@ -52,6 +58,8 @@ def _loss(weights: str | None) -> tuple[Any, dict[str, float]]:
         ) from None
     if not all(0 <= w < math.inf for w in (l2, non_negative, keep_zeros)):
         raise UsageError(f"--weights {weights!r} must be finite numbers >= 0")
+    if not all(w == 0 or in_float32_range(w) for w in (l2, non_negative, keep_zeros)):
+        raise UsageError(f"--weights {weights!r}: each weight must be 0 or {FLOAT32_RANGE}")
     if l2 == non_negative == keep_zeros == 0:
         raise UsageError(f"--weights {weights!r}: at least one weight must be > 0 (all zero "
                          "is a loss that is always 0: the fit would change nothing)")  # fmt: skip
