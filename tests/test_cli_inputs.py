@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -120,3 +122,44 @@ def test_an_overwritten_output_keeps_its_permissions(capsys):
     assert os.stat("a.png").st_mode & 0o777 == 0o600
     assert os.stat("a.json").st_mode & 0o777 == new_mode
     assert os.stat("b.svg").st_mode & 0o777 == new_mode
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/dev/fd reopens a pipe")
+@pytest.mark.parametrize("command", ["paint", "filter --apply"])
+def test_an_image_from_a_pipe_is_read_once(capsys, command):
+    """`diffprims paint <(cat a.png)`: the second read of a pipe found nothing ("not a
+    raster image"); the pipe's bytes are now read once."""
+    data = _picture("in.png", "RGBA").read_bytes()
+    read, write = os.pipe()
+    try:
+        os.write(write, data)  # a small PNG fits the pipe's buffer
+        os.close(write)
+        argv = [*command.split(), f"/dev/fd/{read}", "-q", "-o", "out"]
+        argv += FAST[:-1] if command == "paint" else ["--kernel", "box:3", "--steps", "2"]
+        status, err = _run(argv, capsys)
+    finally:
+        os.close(read)
+    assert status == 0, err
+    assert Path("out/summary.json").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+@pytest.mark.parametrize("command", ["paint", "filter --apply"])
+def test_a_named_pipe_with_no_writer_is_refused_at_once(capsys, command):
+    """A named pipe no one writes to hung the command (waiting for a writer); it is
+    refused with one line. (A watchdog opens it for writing after 60 s, so the test
+    ends even where the command waits.)"""
+    os.mkfifo("in.png")
+    done = threading.Event()
+
+    def watchdog():
+        if not done.wait(60):
+            os.close(os.open("in.png", os.O_WRONLY))
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    try:
+        status, err = _run([*command.split(), "in.png", "-q"], capsys)
+    finally:
+        done.set()
+    assert status == 2 and err.count("\n") == 1
+    assert "'in.png' is a pipe or device with nothing to read" in err

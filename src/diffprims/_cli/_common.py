@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -126,9 +130,67 @@ def shape_types() -> dict[str, type]:
     return dict(sorted(found.items()))
 
 
+#: The most a pipe or device given as an image is read (an image file is not limited).
+MAX_STREAM_BYTES = 2**30
+
+
+@contextlib.contextmanager
+def regular_file(path: str | os.PathLike, what: str) -> Iterator[str | os.PathLike]:
+    """`path`, or where it is a pipe or device (`<(cat a.png)`, `/dev/stdin`), a temporary
+    file of its bytes, read once: the image is read more than once (16-bit PNGs, the
+    channels of `--apply`), and a pipe's second read finds nothing. A named pipe with no
+    writer is refused at once, not waited for. Errors name `path`, never the copy."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        mode = stat.S_IFREG  # load_image says what is wrong
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        yield path
+        return
+    data = _read_stream(path, what)
+    with tempfile.TemporaryDirectory(prefix="diffprims-") as folder:
+        copy = os.path.join(folder, os.path.basename(os.fspath(path)) or "image")
+        Path(copy).write_bytes(data)
+        try:
+            yield copy
+        except UsageError as error:
+            raise UsageError(str(error).replace(copy, os.fspath(path))) from None
+
+
+def _read_stream(path: str | os.PathLike, what: str) -> bytes:
+    name = os.fspath(path)
+    try:  # not blocking to open: a named pipe with no writer reads as empty
+        handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        raise UsageError(f"{what} {name!r} cannot be read ({error.strerror})") from None
+    chunks, total = [], 0
+    try:
+        os.set_blocking(handle, True)
+        while chunk := os.read(handle, 2**20):
+            total += len(chunk)
+            if total > MAX_STREAM_BYTES:
+                raise UsageError(f"{what} {name!r} is a pipe or device of more than "
+                                 f"{MAX_STREAM_BYTES // 2**20} MiB")  # fmt: skip
+            chunks.append(chunk)
+    finally:
+        os.close(handle)
+    if not chunks:
+        raise UsageError(
+            f"{what} {name!r} is a pipe or device with nothing to read (a named pipe "
+            "needs its writer started first); give an image file"
+        )
+    return b"".join(chunks)
+
+
 def read_image(path: str | os.PathLike, size: Any = None, *, what: str = "IMAGE"):
     """`dp.load_image(path, size)`, or a `UsageError` that names `what` (the argument
-    the path came from: `IMAGE`, `--apply`), not the library's parameter `path`."""
+    the path came from: `IMAGE`, `--apply`), not the library's parameter `path`. A
+    pipe is read once (`regular_file`)."""
+    with regular_file(path, what) as real:
+        return _load(real, size, what)
+
+
+def _load(path: str | os.PathLike, size: Any, what: str):
     from PIL import Image
 
     import diffprims as dp
@@ -158,11 +220,12 @@ def read_image_channels(path: str | os.PathLike, *, what: str = "IMAGE"):
 
     from .._image import _read
 
-    colour = np.asarray(read_image(path, what=what), np.float32)
-    try:
-        picture = _read(path)[0]
-    except (OSError, ValueError) as error:  # changed since it was read just now
-        raise UsageError(str(error).rstrip(".").replace("`path`", what)) from None
+    with regular_file(path, what) as real:
+        colour = np.asarray(_load(real, None, what), np.float32)
+        try:
+            picture = _read(real)[0]
+        except (OSError, ValueError) as error:  # changed since it was read just now
+            raise UsageError(str(error).rstrip(".").replace("`path`", what)) from None
     if picture.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in picture.info:
         return np.asarray(picture.convert("RGBA"), np.float32) / 255.0
     return colour[..., :1] if picture.mode in GREY_MODES else colour
