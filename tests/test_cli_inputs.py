@@ -9,6 +9,7 @@ import os
 import struct
 import sys
 import threading
+import warnings
 import zlib
 from pathlib import Path
 
@@ -163,3 +164,22 @@ def test_a_named_pipe_with_no_writer_is_refused_at_once(capsys, command):
         done.set()
     assert status == 2 and err.count("\n") == 1
     assert "'in.png' is a pipe or device with nothing to read" in err
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+@pytest.mark.parametrize("command", ["paint", "filter --apply"])
+def test_an_animated_input_is_said_in_one_line_once(capsys, command, quiet):
+    """An animated GIF's first frame is read with one line on stderr (none with -q), not
+    a Python UserWarning block printed twice (once per read)."""
+    frames = [Image.fromarray(np.full((10, 12, 3), 60 * k, np.uint8)) for k in range(3)]
+    frames[0].save("anim.gif", save_all=True, append_images=frames[1:])
+    argv = [*command.split(), "anim.gif", "-o", "out", *(["-q"] if quiet else [])]
+    argv += FAST[:-1] if command == "paint" else ["--kernel", "box:3", "--steps", "2"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        status, err = _run(argv, capsys)
+    assert status == 0, err
+    assert [str(w.message) for w in caught] == []
+    note = "'anim.gif' holds several frames (an animation or a multi-page file): using the first"
+    assert err.count(note) == (0 if quiet else 1)
+    assert "UserWarning" not in err and (err == "") == quiet

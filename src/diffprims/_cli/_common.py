@@ -8,7 +8,9 @@ import json
 import math
 import os
 import stat
+import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -182,15 +184,33 @@ def _read_stream(path: str | os.PathLike, what: str) -> bytes:
     return b"".join(chunks)
 
 
-def read_image(path: str | os.PathLike, size: Any = None, *, what: str = "IMAGE"):
+def read_image(
+    path: str | os.PathLike, size: Any = None, *, what: str = "IMAGE", quiet: bool = False
+):
     """`dp.load_image(path, size)`, or a `UsageError` that names `what` (the argument
     the path came from: `IMAGE`, `--apply`), not the library's parameter `path`. A
-    pipe is read once (`regular_file`)."""
+    pipe is read once (`regular_file`). Of an animation or a multi-page file, the first
+    frame is read with one line saying so (none with `quiet`), not Python's warning."""
     with regular_file(path, what) as real:
-        return _load(real, size, what)
+        return _load(real, size, what, shown=path, quiet=quiet)
 
 
-def _load(path: str | os.PathLike, size: Any, what: str):
+def _load(path: str | os.PathLike, size: Any, what: str, *, shown: Any, quiet: bool):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = _load_image(path, size, what)
+    for warning in caught:
+        if "read the first frame" in str(warning.message):
+            if not quiet:
+                print(f"{what} {os.fspath(shown)!r} holds several frames (an animation or "
+                      "a multi-page file): using the first", file=sys.stderr)  # fmt: skip
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)  # fmt: skip
+    return image
+
+
+def _load_image(path: str | os.PathLike, size: Any, what: str):
     from PIL import Image
 
     import diffprims as dp
@@ -210,7 +230,7 @@ def _load(path: str | os.PathLike, size: Any, what: str):
 GREY_MODES = ("1", "L", "I", "F", "I;16", "I;16B", "I;16L", "I;16N")
 
 
-def read_image_channels(path: str | os.PathLike, *, what: str = "IMAGE"):
+def read_image_channels(path: str | os.PathLike, *, what: str = "IMAGE", quiet: bool = False):
     """The image at `path` with its own channels, float32 in `[0, 1]`: `(H, W, 1)` for a
     grey picture, `(H, W, 4)` (colour not premultiplied, then alpha) for one with
     transparency (a grey one with alpha too: a PNG holds no grey + alpha `save_image`
@@ -221,7 +241,7 @@ def read_image_channels(path: str | os.PathLike, *, what: str = "IMAGE"):
     from .._image import _read
 
     with regular_file(path, what) as real:
-        colour = np.asarray(_load(real, None, what), np.float32)
+        colour = np.asarray(_load(real, None, what, shown=path, quiet=quiet), np.float32)
         try:
             picture = _read(real)[0]
         except (OSError, ValueError) as error:  # changed since it was read just now

@@ -105,7 +105,7 @@ ARRAY_FILES, TABLE_FILES = (".npy",), (".txt", ".csv")
 PICTURE_FILES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 
 
-def _kernel(spec: str) -> tuple[Any, float]:
+def _kernel(spec: str, *, quiet: bool = False) -> tuple[Any, float]:
     """`(kernel scaled to peak 1, its peak as made)` from `NAME:SIZE[:ARG]` (disk:50,
     polygon:51:6, gaussian:31:5, box:9) or a kernel file; refused unless it has a
     positive peak."""
@@ -113,7 +113,7 @@ def _kernel(spec: str) -> tuple[Any, float]:
 
     suffix = Path(spec).suffix.lower()
     from_file = suffix in ARRAY_FILES + TABLE_FILES + PICTURE_FILES
-    kernel = _kernel_file(spec, suffix) if from_file else _named_kernel(spec)
+    kernel = _kernel_file(spec, suffix, quiet=quiet) if from_file else _named_kernel(spec)
     peak = float(kernel.max()) if np.all(np.isfinite(kernel)) else math.nan
     if not peak > 0:
         hint = (" (an even SIZE has no pixel at the centre: use an odd SIZE or a larger SIGMA)"
@@ -132,7 +132,7 @@ def _kernel(spec: str) -> tuple[Any, float]:
     return (kernel / peak).astype(np.float32), peak
 
 
-def _kernel_file(spec: str, suffix: str) -> Any:
+def _kernel_file(spec: str, suffix: str, *, quiet: bool = False) -> Any:
     """A 2D kernel from a `.npy` array, a `.txt`/`.csv` table of numbers, or a picture
     (its grey level: the mean of its colour channels, times its alpha where it has
     transparency, so a transparent pixel is 0 whatever its colour)."""
@@ -142,7 +142,7 @@ def _kernel_file(spec: str, suffix: str) -> Any:
         raise UsageError(f"--kernel {spec!r}: no such file (a kernel file, or NAME:SIZE)")
     try:
         if suffix in PICTURE_FILES:
-            picture = np.asarray(read_image_channels(spec, what="--kernel"), np.float64)
+            picture = read_image_channels(spec, what="--kernel", quiet=quiet).astype(np.float64)
             kernel = picture[..., :3].mean(axis=-1)
             if picture.shape[-1] == 4:  # straight colour, then alpha
                 kernel = kernel * picture[..., 3]
@@ -225,12 +225,14 @@ def run_filter(args: argparse.Namespace) -> int:
 
     if args.border is not None and args.apply is None:
         raise UsageError("--border applies to --apply only")
-    target, peak = _kernel(args.kernel)
+    target, peak = _kernel(args.kernel, quiet=args.quiet)
     loss, weights = _loss(args.weights)
     args.rank = _rank(args.rank, target.shape, quiet=args.quiet)
     folder = dict(FOLDER_FILES, **({"blurred.png": "blurred"} if args.apply else {}))
     files = _outputs.plan(args.output or ["out"], folder, force=args.force, formats={})
-    image = None if args.apply is None else read_image_channels(args.apply, what="--apply")
+    image = None
+    if args.apply is not None:
+        image = read_image_channels(args.apply, what="--apply", quiet=args.quiet)
     with _outputs.claimed(files, force=args.force):
         start = dp.SeparableFilters.from_svd(target, rank=args.rank)
         result, interrupted, kept = _fit(args, start, target, loss)

@@ -29,7 +29,7 @@ def read_inputs(args: argparse.Namespace, source: Any) -> tuple[Any, tuple[int, 
     import jax.numpy as jnp
     import numpy as np
 
-    full = np.asarray(read_image(source), np.float32)
+    full = np.asarray(read_image(source, quiet=args.quiet), np.float32)
     height, width = full.shape[:2]
     target = _resized(full, _fit_shape(args.size, height, width))
     render_shape = _render_shape(args, height, width)
