@@ -194,9 +194,7 @@ def fit(
             traced=traced, checkpointer=checkpointer, start=start, losses=saved_losses,
             show_psnr=isinstance(loss, L2), hint=hint,
         )  # fmt: skip
-        # Short fits round their dispatch up to a power of two (the steps past `steps`
-        # are skipped): a sweep over `steps` compiles a handful of programs, not one each.
-        length = min(steps_per_dispatch, 1 << (steps - 1).bit_length())
+        length = _dispatch_length(steps, steps_per_dispatch)
         marks = None if snaps is None else jnp.asarray(snap_steps)
         with driver:
             for first in range(start, steps, length):
@@ -213,6 +211,13 @@ def fit(
         if not (method is None and _tiled_only_first_order(error)):
             raise
         return run(eqx.tree_at(lambda p: p.render, problem, PointRender("scan")))
+
+
+def _dispatch_length(steps: int, steps_per_dispatch: int) -> int:
+    """Steps per compiled call: a fit shorter than `steps_per_dispatch` rounds up to a
+    power of two (the steps past `steps` are skipped), so a sweep over `steps` compiles
+    a handful of programs rather than one for each value."""
+    return min(steps_per_dispatch, 1 << (steps - 1).bit_length())
 
 
 def _tiled_only_first_order(error: Exception) -> bool:
