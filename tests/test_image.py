@@ -152,6 +152,38 @@ def test_several_frames_read_the_first_with_a_warning(tmp_path, suffix):
     dp.load_image(tmp_path / f"still{suffix}")  # one frame: no warning (they are errors here)
 
 
+def _grey_32_bit_tiff(path, values, sample_format=None):
+    """A baseline little-endian TIFF of one row of 32-bit grey samples (Pillow writes
+    only signed ones), with SampleFormat (tag 339) as given or absent."""
+    import struct
+
+    data = np.asarray(values, "<u4").tobytes()
+    tags = [(256, 4, len(values)), (257, 4, 1), (258, 3, 32), (259, 3, 1), (262, 3, 1),
+            (273, 4, 0), (277, 3, 1), (278, 4, 1), (279, 4, len(data))]  # fmt: skip
+    if sample_format is not None:
+        tags.append((339, 3, sample_format))
+    ifd_size = 2 + 12 * len(tags) + 4
+    tags[5] = (273, 4, 8 + ifd_size)  # the strip right after the directory
+    entries = b"".join(
+        struct.pack("<HHI", tag, kind, 1)
+        + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
+        for tag, kind, value in tags
+    )
+    header = b"II" + struct.pack("<HI", 42, 8) + struct.pack("<H", len(tags))
+    path.write_bytes(header + entries + struct.pack("<I", 0) + data)
+    return path
+
+
+@pytest.mark.parametrize("sample_format", [None, 1])
+def test_unsigned_32_bit_tiff_keeps_its_values(tmp_path, sample_format):
+    # Pillow reads these as signed: values past 2^31 wrapped negative and were clipped.
+    truth = np.array([0.0, 0.233, 0.466, 0.698, 0.931, 1.0])
+    values = np.round(truth * (2**32 - 1)).astype(np.uint64)
+    path = _grey_32_bit_tiff(tmp_path / "u32.tif", values, sample_format)
+    image = np.asarray(dp.load_image(path))
+    np.testing.assert_allclose(image[0, :, 0], truth, atol=1e-6)
+
+
 def test_transparent_pixels_show_white(tmp_path):
     pixels = np.zeros((2, 2, 4), np.uint8)  # fully transparent black
     _write(tmp_path / "t.png", pixels, "RGBA")

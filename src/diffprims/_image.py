@@ -122,6 +122,8 @@ def _to_float(picture: Image.Image, path: Any, low: Image.Image | None = None) -
             grey = values.astype(np.float32)
         elif mode == "1":
             grey = values.astype(np.float32)
+        elif mode == "I" and picture.info.get("uint32"):  # Pillow reads it as signed
+            grey = values.view(np.uint32).astype(np.float64) / (2**32 - 1)
         else:  # 16-bit, or 32-bit ints (a 16-bit PNG may read as "I")
             peak = 65535.0 if mode in _SIXTEEN_BIT or values.max(initial=0) <= 65535 else 2**31 - 1
             grey = values.astype(np.float64) / peak
@@ -183,6 +185,9 @@ def _read(path: Any, *, low_bytes: bool = False) -> tuple[Image.Image, str | Non
                 if low_tiles and low_bytes:
                     opened.tile = low_tiles
                 opened.load()
+                tags = getattr(opened, "tag_v2", {})  # 32-bit TIFF samples, unsigned (default)
+                unsigned = tags.get(339, 1) in (1, (1,))
+                opened.info["uint32"] = unsigned and tags.get(258) in ((32,), 32)
                 return ImageOps.exif_transpose(opened), deep, animated
     except FileNotFoundError:
         raise FileNotFoundError(f"No image at {name!r}.") from None
