@@ -258,6 +258,21 @@ def test_save_errors(tmp_path):
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "name,channels,size,said",
+    [("a.bmp", 4, (8, 8), "without the alpha"), ("a.ico", 3, (300, 400), "at 256x192")],
+)
+def test_save_refuses_what_would_not_load_back(tmp_path, name, channels, size, said):
+    # A BMP drops the alpha (a transparent picture came back opaque black); an ICO
+    # shrinks to at most 256 x 256. Both were written silently.
+    image = np.zeros((*size, channels), np.float32)
+    with pytest.raises(ValueError, match=said):
+        dp.save_image(tmp_path / name, image)
+    assert not os.listdir(tmp_path)
+    dp.save_image(tmp_path / "a.png", image)  # the fix the message gives
+    dp.save_image(tmp_path / "b.ico", np.zeros((16, 16, 3), np.float32))  # small: fine
+
+
 def test_save_rgba_as_jpeg_is_refused_with_the_fixes(tmp_path):
     rgba = jnp.full((4, 4, 4), 0.5)
     with pytest.raises(ValueError, match="RGBA") as error:

@@ -18,6 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ._blur import blur as blur
 from ._files import atomic_write
+from ._image_formats import cannot_hold, check_written
 from ._validate import (
     check_float_array,
     check_positive_int,
@@ -358,7 +359,8 @@ def save_image(path: str | os.PathLike, image: Any) -> Path:
     to a temporary file in the same folder and renamed).
 
     `C` is 1 (grey), 3 (RGB) or 4 (RGBA). An image the format cannot hold is refused
-    with a `ValueError`, never changed silently: an RGBA image as JPEG (which has no
+    with a `ValueError`, never changed silently (a BMP would lose the alpha, an ICO
+    shrink to 256 pixels): an RGBA image as JPEG (which has no
     alpha channel) raises, and the message says how to drop the alpha
     (`image[..., :3]`), composite it over white as `load_image` shows transparency,
     or keep it by saving as PNG.
@@ -380,21 +382,7 @@ def save_image(path: str | os.PathLike, image: Any) -> Path:
     encoded = io.BytesIO()
     try:  # in memory: what the format cannot hold is told apart from a failing disk
         picture.save(encoded, format=fmt)
+        check_written(picture, encoded.getvalue())
     except (OSError, ValueError, KeyError) as error:
-        raise ValueError(_cannot_hold(name, fmt, picture.mode, error)) from None
+        raise ValueError(cannot_hold(name, fmt, picture.mode, error)) from None
     return atomic_write(path, lambda temp: Path(temp).write_bytes(encoded.getvalue()))
-
-
-def _cannot_hold(name: str, fmt: str, mode: str, error: Exception) -> str:
-    kind = {"L": "a grey (H, W, 1)", "RGB": "an RGB (H, W, 3)", "RGBA": "an RGBA (H, W, 4)"}[mode]
-    fix = "save as .png, which holds grey, RGB and RGBA"
-    if mode == "RGBA":
-        fix = (
-            "drop the alpha with `image[..., :3]`, composite it over white with "
-            "`image[..., :3] * image[..., 3:] + 1 - image[..., 3:]`, or "
-            "save as .png to keep it"
-        )
-    return (
-        f"`image` must be in a mode {fmt} can hold to be written to {name!r}; got {kind} "
-        f"image, which {fmt} cannot hold ({error}). To write it, {fix}."
-    )
