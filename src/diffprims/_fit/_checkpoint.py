@@ -159,9 +159,11 @@ def _not_a_checkpoint(name: str, line: bytes | None, size: int) -> str:
     )
 
 
-def _check_identity(header: dict[str, Any], name: str, fit_info: dict[str, Any]) -> None:
-    """The model settings, loss and optimizer match the ones that wrote the checkpoint."""
-    for field in FIELDS:
+def _check_identity(
+    header: dict[str, Any], name: str, fit_info: dict[str, Any], fields: tuple[str, ...]
+) -> None:
+    """The identity `fields` (model settings, loss, optimizer) match the checkpoint's."""
+    for field in fields:
         expected = fit_info.get(field)
         if compared(field, header, expected) and header.get(field) != expected:
             raise CheckpointError(_mismatch(name, field, expected, header.get(field)))
@@ -232,9 +234,9 @@ def load_checkpoint(
         saved_snapshots = jax.tree.map(
             lambda p: jax.ShapeDtypeStruct((count, *np.shape(p)), p.dtype), params
         )
-    # The settings first: a fixed background (say) also changes what trains, and "a
-    # different model setting" says more than the arrays that differ because of it.
-    _check_identity(header, name, fit_info)
+    # The model's settings first: a fixed background (say) also changes what trains,
+    # and "different model settings" says more than the arrays that differ because of it.
+    _check_identity(header, name, fit_info, ("model_settings",))
     structure = _structure((params, opt_state, saved_snapshots))
     if header.get("structure") != structure:
         saved = header.get("structure") or []
@@ -246,6 +248,7 @@ def load_checkpoint(
             f"{name} holds a different model or optimizer state: got {diff} (checkpoint vs "
             "this fit). Pass a model of the same type and size and the same optimizer."
         )
+    _check_identity(header, name, fit_info, tuple(FIELDS))
     step = int(header["step"])
     if step > steps:
         raise CheckpointError(
