@@ -334,7 +334,17 @@ def test_gif_errors(tmp_path, small):
     for fast in (0.001, 0.005, 0.01, 0.014):
         with pytest.raises(ValueError, match=r"`seconds_per_frame` must be at least 0\.02"):
             dp.save_gif(tmp_path / "a.gif", [model], (8, 8), seconds_per_frame=fast)
+    with pytest.raises(ValueError, match="at most 65535 pixels a side"):  # was OverflowError
+        dp.save_gif(tmp_path / "a.gif", [model], (1, 70000))
     assert not list(tmp_path.iterdir())
+
+
+def test_gif_of_models_with_different_numbers_of_shapes(tmp_path):
+    # Batched rendering stacked them and failed with NumPy's shape message.
+    models = [dp.Circles.init(n, key=jax.random.key(n)) for n in (3, 5, 3)]
+    path = dp.save_gif(tmp_path / "mixed.gif", models, (8, 8))
+    with Image.open(path) as gif:
+        assert gif.n_frames == 3
 
 
 @pytest.mark.parametrize("channels", [1, 3, 4])

@@ -37,8 +37,8 @@ def _render_batch(models: AbstractModel, shape: tuple[int, int]):
 
 def _frames(models: list[AbstractModel], shape: tuple[int, int]) -> list[np.ndarray]:
     """Every model rendered, `BATCH` at a time when they share a structure."""
-    try:
-        treedefs = {jax.tree.structure(m) for m in models}
+    try:  # batched only where every model has the same structure and shapes (and N)
+        treedefs = {_signature(m) for m in models}
     except TypeError:
         treedefs = {None, 0}
     if len(treedefs) != 1 or len(models) == 1:
@@ -50,6 +50,11 @@ def _frames(models: list[AbstractModel], shape: tuple[int, int]) -> list[np.ndar
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *padded)
         frames.extend(np.asarray(_render_batch(stacked, shape))[: len(batch)])
     return frames
+
+
+def _signature(model: AbstractModel) -> tuple:
+    leaves, treedef = jax.tree.flatten(model)
+    return treedef, tuple((np.shape(x), str(getattr(x, "dtype", type(x)))) for x in leaves)
 
 
 def _quantize(pictures: list[Image.Image]) -> list[Image.Image]:
@@ -89,6 +94,10 @@ def _over_white(frame: np.ndarray) -> np.ndarray:
     rgba = np.clip(frame, 0.0, 1.0)
     rgb, opacity = rgba[..., :3], rgba[..., 3:]
     return 1.0 + opacity * (rgb - 1.0)
+
+
+#: A GIF stores its width and height in 16 bits.
+MAX_SIDE = 65535
 
 
 def _check_channels(models: list[AbstractModel]) -> None:
@@ -159,6 +168,11 @@ def save_gif(
         )
     _check_channels(frames_in)
     height, width = check_grid_shape(shape)
+    if max(height, width) > MAX_SIDE:
+        raise ValueError(
+            f"`shape` must be at most {MAX_SIDE} pixels a side for a GIF (its sizes are "
+            f"16-bit); got {(height, width)}. Pass a smaller `shape`."
+        )
     for name, value in (("seconds_per_frame", seconds_per_frame), ("hold_last", hold_last)):
         if not (isinstance(value, int | float) and value > 0):
             raise ValueError(f"`{name}` must be a number of seconds > 0; got {value!r}.")
