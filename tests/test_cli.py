@@ -489,11 +489,14 @@ def test_filter_reads_a_kernel_file(tmp_path, capsys, name):
         (np.array(["a", "b"]), "must hold a 2D array of real numbers"),
         ("junk", "could not be read"),
         (None, "no such file"),
+        ("folder", "not a regular file"),
     ],
 )
 def test_bad_kernel_files_exit_2_with_one_line(tmp_path, capsys, content, message):
     path = tmp_path / "k.npy"
-    if isinstance(content, str):
+    if content == "folder":  # a folder, pipe or device: it exists, but is no file
+        path.mkdir()
+    elif isinstance(content, str):
         path.write_text(content)
     elif content is not None:
         np.save(path, content)

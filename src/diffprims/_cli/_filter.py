@@ -139,7 +139,8 @@ def _kernel_file(spec: str, suffix: str, *, quiet: bool = False) -> Any:
     import numpy as np
 
     if not Path(spec).is_file():
-        raise UsageError(f"--kernel {spec!r}: no such file (a kernel file, or NAME:SIZE)")
+        what = "not a regular file" if Path(spec).exists() else "no such file"
+        raise UsageError(f"--kernel {spec!r}: {what} (a kernel file, or NAME:SIZE)")
     try:
         if suffix in PICTURE_FILES:
             picture = read_image_channels(spec, what="--kernel", quiet=quiet).astype(np.float64)
