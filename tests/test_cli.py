@@ -494,7 +494,7 @@ def test_filter_reads_a_kernel_file(tmp_path, capsys, name):
 )
 def test_bad_kernel_files_exit_2_with_one_line(tmp_path, capsys, content, message):
     path = tmp_path / "k.npy"
-    if content == "folder":  # a folder, pipe or device: it exists, but is no file
+    if isinstance(content, str) and content == "folder":  # exists, but is no file
         path.mkdir()
     elif isinstance(content, str):
         path.write_text(content)
