@@ -185,6 +185,26 @@ def test_colour_solve_is_the_least_squares_optimum(learn_background, weighted, g
         assert weighted_error(nudged) >= float(error) - 1e-6
 
 
+@pytest.mark.parametrize("compositing", ["over", "additive"])
+def test_colour_solve_never_raises_the_error_where_the_optimum_is_out_of_range(compositing):
+    # Many shapes on few pixels: most unconstrained colours come out negative, and
+    # clipping them threw the fit away (additive: 4x the squared error of no solve).
+    yy, xx = jnp.mgrid[0:16, 0:16] / 16
+    target = jnp.stack([(jnp.sin(6 * xx + i) + 1) / 2 * (0.5 + 0.5 * yy) for i in range(3)], -1)
+    kwargs = dict(key=jax.random.key(1), steps=60, compositing=compositing)
+    unsolved = dp.paint(target, 40, solve_colours=False, **kwargs).model
+    solved, error = _solve_colours(unsolved, target)
+
+    def mse(m):
+        return float(jnp.mean((m.render_image((16, 16)) - target) ** 2))
+
+    assert mse(solved) <= mse(unsolved)
+    np.testing.assert_allclose(error, mse(solved), rtol=1e-3)
+    assert bool(jnp.all((solved.colours >= 0) & (solved.colours <= 1)))
+    # The same through paint: its solve is this one.
+    assert mse(dp.paint(target, 40, **kwargs).model) <= mse(unsolved)
+
+
 # -- image losses ----------------------------------------------------------------------
 
 

@@ -107,6 +107,32 @@ def _chunks(count: int, n: int) -> int:
     return max(1, min(count, CHUNK_BYTES // (16 * (n + 1))))
 
 
+#: Projected-gradient steps after the clipped solve (each a `(k, k) @ (k, C)` product).
+BOUNDED_STEPS = 100
+
+
+def _bounded_solve(gram: Array, rhs: Array, current: Array) -> Array:
+    """The colours in `[1e-3, 1 - 1e-3]` minimising `x' G x - 2 b' x`, never worse than
+    `current`: the better of the clipped unconstrained solution and `current`, then
+    projected-gradient steps (monotone at step `1 / λ_max`). Clipping alone threw the
+    fit away where many colours come out negative: additive paintings ended with 4x
+    the squared error of no solve at all."""
+    low, high = 1e-3, 1 - 1e-3
+
+    def objective(x):
+        return jnp.sum(x * (gram @ x)) - 2 * jnp.sum(rhs * x)
+
+    clipped = jnp.clip(jnp.linalg.solve(gram, rhs), low, high)
+    current = jnp.clip(current, low, high)
+    start = jnp.where(objective(clipped) <= objective(current), clipped, current)
+    step = 1.0 / jnp.maximum(jnp.linalg.eigvalsh(gram)[-1], 1e-12)
+
+    def descend(_, x):
+        return jnp.clip(x - step * (gram @ x - rhs), low, high)
+
+    return jax.lax.fori_loop(0, BOUNDED_STEPS, descend, start)
+
+
 @eqx.filter_jit
 def solve_colours(model, target, pixel_weights=None, ridge: float = 1e-4, *,
                   stride: int = 1, error: bool = True):  # fmt: skip
@@ -115,9 +141,9 @@ def solve_colours(model, target, pixel_weights=None, ridge: float = 1e-4, *,
     Solves the ridge-regularised normal equations of the layer weights (the picture is
     linear in the colours for "over" and "additive") on the grid of `target` (one pixel,
     the centre one, of every `stride x stride` block), each pixel's squared error
-    weighted by `pixel_weights` `(H, W)` if given; clips to `[0, 1]`, and returns the
-    new model and its (weighted) mean squared error on those pixels (None without
-    `error`: a second pass over them). The pixels are taken in chunks, so memory is the
+    weighted by `pixel_weights` `(H, W)` if given, within `[0, 1]` (`_bounded_solve`);
+    returns the new model and its (weighted) mean squared error on those pixels (None
+    without `error`: a second pass over them). The pixels are taken in chunks, so memory is the
     `(n+1)^2` matrix plus `CHUNK_BYTES`.
     """
     height, width, channels = target.shape
@@ -156,7 +182,12 @@ def solve_colours(model, target, pixel_weights=None, ridge: float = 1e-4, *,
     (gram, rhs, cover), _ = jax.lax.scan(accumulate, zeros, parts)
     diagonal = jnp.arange(k)
     gram = gram.at[diagonal, diagonal].add(ridge * jnp.trace(gram) / k)
-    solved = jnp.clip(jnp.linalg.solve(gram, rhs), 1e-3, 1 - 1e-3)
+    current = (
+        model.colours
+        if not model.learn_background
+        else jnp.concatenate([model.colours, model.background[None]], 0)
+    )
+    solved = _bounded_solve(gram, rhs, current)
     if not model.learn_background:
         solved = jnp.concatenate([solved, model.background[None]], 0)
     # Shapes that cover nothing keep their colour.
