@@ -33,7 +33,7 @@ def atomic_write(path: str | os.PathLike, write: Any, *, suffix: str = "") -> Pa
     try:
         write(temp)
         # The mode after the write: a read-only (0444) file is replaced, as a rename may.
-        os.chmod(temp, _mode(path))
+        os.chmod(temp, replaced_mode(path))
         _sync(temp)
         os.replace(temp, path)
     except BaseException:
@@ -98,7 +98,7 @@ def _cannot_write(error: OSError, path: Path, where: str) -> OSError:
     )
 
 
-def _mode(path: Path) -> int:
+def replaced_mode(path: str | os.PathLike) -> int:
     """The mode of the file `path` replaces, or what a plain `open` would give a new one."""
     try:
         return stat.S_IMODE(os.stat(path).st_mode)

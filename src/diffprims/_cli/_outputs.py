@@ -13,12 +13,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .._files import sync_folder
+from .._files import replaced_mode, sync_folder
 from ._common import UsageError
 
 #: File formats by extension.
@@ -198,22 +197,13 @@ def write_all(files: dict[Path, str], write: Callable[[Path, str], None]) -> Non
             write(staging[places[path].parent] / places[path].name, kind)
         for path in files:
             staged = staging[places[path].parent] / places[path].name
-            _keep_mode(staged, places[path])
+            os.chmod(staged, replaced_mode(places[path]))
             os.replace(staged, places[path])
         for parent in staging:
             sync_folder(parent)
     finally:
         for temp in staging.values():
             shutil.rmtree(temp, ignore_errors=True)
-
-
-def _keep_mode(staged: Path, destination: Path) -> None:
-    """Give `staged` the permission bits of the file it is about to replace, if any."""
-    try:
-        mode = stat.S_IMODE(os.stat(destination).st_mode)
-    except FileNotFoundError:
-        return
-    os.chmod(staged, mode)
 
 
 def _destination(path: Path) -> Path:
