@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ._files import atomic_write
+from ._fit._canon import signature
 from ._image import to_uint8
 from ._model import AbstractModel
 from ._validate import check_grid_shape, check_suffix, describe
@@ -38,7 +39,7 @@ def _render_batch(models: AbstractModel, shape: tuple[int, int]):
 def _frames(models: list[AbstractModel], shape: tuple[int, int]) -> list[np.ndarray]:
     """Every model rendered, `BATCH` at a time when they share a structure."""
     try:  # batched only where every model has the same structure and shapes (and N)
-        treedefs = {_signature(m) for m in models}
+        treedefs = {signature(m) for m in models}
     except TypeError:
         treedefs = {None, 0}
     if len(treedefs) != 1 or len(models) == 1:
@@ -50,11 +51,6 @@ def _frames(models: list[AbstractModel], shape: tuple[int, int]) -> list[np.ndar
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *padded)
         frames.extend(np.asarray(_render_batch(stacked, shape))[: len(batch)])
     return frames
-
-
-def _signature(model: AbstractModel) -> tuple:
-    leaves, treedef = jax.tree.flatten(model)
-    return treedef, tuple((np.shape(x), str(getattr(x, "dtype", type(x)))) for x in leaves)
 
 
 def _quantize(pictures: list[Image.Image]) -> list[Image.Image]:

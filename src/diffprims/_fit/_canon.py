@@ -51,7 +51,7 @@ def _abstract(tree: Any) -> Any:
     return jax.tree.map(leaf, tree)
 
 
-def _signature(tree: Any) -> tuple:
+def signature(tree: Any) -> tuple:
     """Structure, shapes and dtypes of a pytree's array leaves (hashable)."""
     leaves, treedef = jax.tree.flatten(tree)
     return (treedef, tuple(_leaf(x) for x in leaves))
@@ -220,7 +220,7 @@ def canonical_optimizer(optimizer: Any, params: Any, opt_state: Any) -> Any:
     """The first optimizer seen whose `update` traces to the same program on these shapes."""
     if getattr(optimizer, "update", None) is None:
         return optimizer
-    ident = (id(optimizer), _signature((params, opt_state)))
+    ident = (id(optimizer), signature((params, opt_state)))
 
     def make_print():
         return update_fingerprint(optimizer, params, opt_state)
@@ -237,7 +237,7 @@ def canonical_loss(loss: Any, call: Callable[..., Any], *args: Any) -> Any:
     identity; this finds the compiled step again for a fresh but equal function.
     """
     leaves, treedef = jax.tree.flatten(loss)
-    ident = (treedef, _signature(leaves), _signature(args))
+    ident = (treedef, signature(leaves), signature(args))
     try:
         hash(ident)
     except TypeError:  # an unhashable static field: equinox could not cache it either
