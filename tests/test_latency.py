@@ -181,3 +181,28 @@ def test_save_gif_one_palette(tmp_path, compiles):
     with Image.open(path) as gif:
         frames = [frame.copy() for frame in ImageSequence.Iterator(gif)]
     assert len(frames) == 3
+
+
+def test_library_programs_hold_no_host_callbacks(monkeypatch):
+    """`paint`'s and `fit`'s own compiled programs trace no `eqx.error_if` (a host
+    callback: JAX's persistent compilation cache never stores a program holding one, so
+    the command line compiled its step loop again on every run); a user's traced call
+    is still checked."""
+    import equinox as eqx
+
+    messages: list[str] = []
+    real = eqx.error_if
+
+    def spy(x, pred, message):
+        messages.append(message)
+        return real(x, pred, message)
+
+    monkeypatch.setattr(eqx, "error_if", spy)
+    target = jnp.full((23, 19, 3), 0.4)  # a size no other test compiles for
+    dp.paint(target, 9, key=jax.random.key(0), steps=30)
+    model = dp.Circles.init(9, key=jax.random.key(1), target=target)
+    dp.fit(model, target, steps=5, batch=0.5, key=jax.random.key(2))
+    assert messages == []
+    points = jnp.full((3, 2), 0.5)
+    jax.jit(lambda size: model.render(points, pixel_size=size))(jnp.float32(0.1))
+    assert any("pixel_size" in m for m in messages)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import functools
 import operator
 from typing import Any, cast
 
@@ -16,6 +18,34 @@ from jaxtyping import Array
 def is_traced(x: Any) -> bool:
     """Whether `x` is a tracer (we are inside `jit`/`vmap`/`grad`)."""
     return isinstance(x, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
+
+
+# Set while the library traces its own compiled programs (paint's rounds, fit's step
+# loop), whose inputs were checked at the public boundary: there a traced check is
+# dropped. `eqx.error_if` is a host callback, and a program holding one is never
+# written to JAX's persistent compilation cache (the command line's second run then
+# compiled the step loop again, 2 to 3 s).
+_TRUSTED = contextvars.ContextVar("diffprims_trusted", default=False)
+
+
+def trusted(fn):
+    """`fn` with the traced checks inside it (`runtime_check`) dropped: for the library's
+    own compiled programs, whose inputs come checked or are made by the library."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        token = _TRUSTED.set(True)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _TRUSTED.reset(token)
+
+    return wrapper
+
+
+def runtime_check(x: Any, bad: Any, message: str) -> Any:
+    """`eqx.error_if(x, bad, message)`, or `x` inside a `trusted` program."""
+    return x if _TRUSTED.get() else eqx.error_if(x, bad, message)
 
 
 def inside_trace() -> bool:
@@ -183,8 +213,8 @@ def check_values(
     message = f"`{name}` must be finite{range_text}"
     if is_traced(x):
         bad_range = (x < lower) | (x > upper)
-        x = eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), f"{message}; got NaN or inf.{hint}")
-        return eqx.error_if(x, jnp.any(bad_range), f"{message}; got values outside.{hint}")
+        x = runtime_check(x, ~jnp.all(jnp.isfinite(x)), f"{message}; got NaN or inf.{hint}")
+        return runtime_check(x, jnp.any(bad_range), f"{message}; got values outside.{hint}")
     # A concrete array is checked now with NumPy, even inside a trace (where JAX ops on
     # constants would give tracers).
     values = np.asarray(x)
@@ -266,7 +296,7 @@ def check_scalar(
         if upper is not None:
             bad = bad | (concrete >= upper)
         if is_traced(value):
-            return eqx.error_if(value, bad, f"{message}.{hint}")
+            return runtime_check(value, bad, f"{message}.{hint}")
         if bool(bad):
             raise ValueError(f"{message}; got {float(value)!r}.{hint}")
         return value
@@ -293,7 +323,7 @@ def check_indices(indices: Any, size: int, name: str = "indices") -> Array:
         )
     message = f"`{name}` must lie in [0, {size}) for a set of {size} shapes"
     if is_traced(indices):
-        return eqx.error_if(indices, jnp.any((indices < 0) | (indices >= size)), message + ".")
+        return runtime_check(indices, jnp.any((indices < 0) | (indices >= size)), message + ".")
     values = np.asarray(indices)
     if values.size and (values.min() < 0 or values.max() >= size):
         raise ValueError(f"{message}; got values in [{values.min()}, {values.max()}].")
@@ -310,7 +340,7 @@ def check_pixel_size(points: Array, pixel_size: Any) -> tuple[Array, Any]:
     checked = check_scalar(pixel_size, "pixel_size", lower=0.0, hint=hint)
     if is_traced(checked):
         bad = ~jnp.isfinite(pixel_size) | (pixel_size <= 0)
-        points = eqx.error_if(points, bad, f"`pixel_size` must be a finite number > 0.{hint}")
+        points = runtime_check(points, bad, f"`pixel_size` must be a finite number > 0.{hint}")
     return points, checked
 
 

@@ -17,6 +17,7 @@ import optax
 from jaxtyping import Array, PRNGKeyArray
 
 from .._losses import AbstractLoss, restrict_to_pixels
+from .._validate import trusted
 from ._canon import canonical_loss, canonical_optimizer, optimizer_update
 
 
@@ -208,6 +209,7 @@ def _canonical_problem(problem: Problem, state: LoopState) -> Problem:
 
 
 @eqx.filter_jit
+@trusted
 def _run_steps(state, static, problem, first, total, length, snap_steps, update_scale):
 
     def body(carry: LoopState, index):

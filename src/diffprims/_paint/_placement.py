@@ -18,6 +18,7 @@ from .._shapes import layer_weights
 from .._shapes._build import initial_depths
 from .._shapes._compositing import over_step
 from .._shapes._roles import COLOUR, OPACITY
+from .._validate import trusted
 
 
 def downsample(image: Array, level: int) -> Array:
@@ -252,6 +253,7 @@ def _hide(model, slots: Array):
 
 
 @eqx.filter_jit
+@trusted
 def remove(models, target, weights, active, count: int, level: int):
     """Remove (hide and deactivate) the `count` least useful active shapes of every
     restart: those whose removal raises the weighted squared error least."""
@@ -268,6 +270,7 @@ def remove(models, target, weights, active, count: int, level: int):
 
 
 @eqx.filter_jit
+@trusted
 def add(models, target, weights, active, seeding: Seeding, keys):
     """`add_shapes` for every restart (a leading axis on `models`, `active`, `keys`)."""
     if keys.ndim == 0:
@@ -278,6 +281,7 @@ def add(models, target, weights, active, seeding: Seeding, keys):
 
 
 @eqx.filter_jit
+@trusted
 def blank(cls, n: int, target: Array, *, key, softness, compositing, learn_background):
     """`n` invisible shapes (opacity ~0) over the target's mean colour (one compiled
     program rather than a dozen eager operations, each compiled on a cold first call)."""

@@ -16,6 +16,7 @@ from .._fit._driver import Driver
 from .._fit._loop import LoopState, Problem, run_steps
 from .._fit._result import FitResult
 from .._image import blur
+from .._validate import trusted
 from ._placement import Seeding, add, remove
 from ._schedule import Budget, Round
 from ._solve import solve_colours, solve_stride
@@ -86,6 +87,7 @@ def _steps(state, static, problem: Problem, lr_scale, first, count, size: int):
 
 
 @eqx.filter_jit
+@trusted
 def _keep_active(snapshots: list, active: Array, keep: int) -> list:
     """Painted with extra shapes: every snapshot's `keep` shapes still active, in depth
     order (the first `keep` if interrupted before the removal round)."""

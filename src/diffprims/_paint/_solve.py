@@ -13,6 +13,7 @@ from .._losses import L2, AbstractLoss, Scaled, Sum, Weighted
 from .._model import pixel_centres
 from .._shapes import layer_weights
 from .._shapes._roles import COLOUR
+from .._validate import trusted
 
 
 def squared_error_weights(loss: AbstractLoss, shape: tuple[int, int]) -> Array | None:
@@ -136,6 +137,7 @@ def _bounded_solve(gram: Array, rhs: Array, current: Array) -> Array:
 
 
 @eqx.filter_jit
+@trusted
 def solve_colours(model, target, pixel_weights=None, ridge: float = 1e-4, *,
                   stride: int = 1, error: bool = True):  # fmt: skip
     """Colours (and background) that minimise the squared error for fixed geometry.
