@@ -299,3 +299,18 @@ def test_resume_refuses_other_frozen_parameters(tmp_path):
     dp.fit(model, SMALL, steps=6, key=KEY, batch=0.5, trainable=spec, resume=path)
     with pytest.raises(dp.CheckpointError, match="different model settings"):
         dp.fit(moved, SMALL, steps=6, key=KEY, batch=0.5, trainable=spec, resume=path)
+
+
+def test_resume_under_float64_mode(tmp_path):
+    # Under `jax_enable_x64` the losses are float64 even for a float32 model; the reader
+    # expected float32 and refused every resume as a damaged file.
+    path = tmp_path / "x64.ckpt"
+    with jax.enable_x64(True):
+        target = jnp.full((8, 8, 3), 0.3, jnp.float32)
+        model = dp.Circles.init(3, key=jax.random.key(0))
+        dp.fit(model, target, steps=4, steps_per_dispatch=2, checkpoint=path)
+        resumed = dp.fit(
+            model, target, steps=6, steps_per_dispatch=2, checkpoint=path, resume=True
+        )
+        whole = dp.fit(model, target, steps=6, steps_per_dispatch=2)
+    np.testing.assert_array_equal(resumed.losses, whole.losses)

@@ -88,6 +88,8 @@ def save_checkpoint(
         "step": int(step),
         "key": _key_record(key),
         "structure": _structure((params, opt_state, snapshots)),
+        # float64 under `jax_enable_x64` even for a float32 model.
+        "losses_dtype": jnp.dtype(losses.dtype).name,
         "payload_bytes": len(payload),
         **fit_info,
     }
@@ -169,6 +171,9 @@ def _check_identity(
             raise CheckpointError(_mismatch(name, field, expected, header.get(field)))
 
 
+_LOSS_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
 def _check_header(header: dict[str, Any], name: str) -> None:
     """The fields `load_checkpoint` reads have the types it expects."""
     key, step, steps = header.get("key"), header.get("step"), header.get("snapshot_steps", [])
@@ -179,6 +184,7 @@ def _check_header(header: dict[str, Any], name: str) -> None:
         and all(isinstance(v, int) and 0 <= v < 2**32 for v in key["data"])
         and isinstance(header.get("structure"), list)
         and isinstance(steps, list) and all(isinstance(v, int) for v in steps)
+        and header.get("losses_dtype", "float32") in _LOSS_DTYPES
     )  # fmt: skip
     if not ok:
         raise CheckpointError(
@@ -268,7 +274,9 @@ def load_checkpoint(
             f"there, {_key_record(key)['data']} here). Pass the same key, or `key=None` to "
             "use the checkpoint's."
         )
-    like = (params, opt_state, jax.ShapeDtypeStruct((step,), jnp.float32), saved_snapshots)
+    # Checkpoints written before the dtype was recorded hold float32 losses.
+    losses_like = jax.ShapeDtypeStruct((step,), header.get("losses_dtype", "float32"))
+    like = (params, opt_state, losses_like, saved_snapshots)
     try:
         params, opt_state, losses, saved_snapshots = eqx.tree_deserialise_leaves(
             io.BytesIO(payload), like
