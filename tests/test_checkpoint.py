@@ -314,3 +314,20 @@ def test_resume_under_float64_mode(tmp_path):
         )
         whole = dp.fit(model, target, steps=6, steps_per_dispatch=2)
     np.testing.assert_array_equal(resumed.losses, whole.losses)
+
+
+def test_batched_resume_takes_the_checkpoints_key(tmp_path):
+    # `key=None` takes the checkpoint's key; a batched fit refused it before reading.
+    path = tmp_path / "batched.ckpt"
+    target = jnp.full((8, 8, 3), 0.3)
+    model = dp.Circles.init(3, key=jax.random.key(0))
+    key = jax.random.key(1)
+    dp.fit(model, target, steps=4, steps_per_dispatch=2, batch=0.5, key=key, checkpoint=path)
+    resumed = dp.fit(
+        model, target, steps=8, steps_per_dispatch=2, batch=0.5, key=None, resume=path
+    )
+    whole = dp.fit(model, target, steps=8, steps_per_dispatch=2, batch=0.5, key=key)
+    np.testing.assert_array_equal(resumed.losses, whole.losses)
+    # A fresh batched fit (nothing to resume from) still needs its key.
+    with pytest.raises(ValueError, match="`key` is required when `batch` is given"):
+        dp.fit(model, target, steps=4, batch=0.5, checkpoint=tmp_path / "new.ckpt", resume=True)

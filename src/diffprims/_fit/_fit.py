@@ -158,7 +158,9 @@ def fit(
     optimizer = _checks.check_optimizer(optimizer)
     loss = _checks.check_loss(loss)
     sampler, batch = _checks.sampler_for(batch, sampling, target.shape)
-    key_given, key = key, _checks.check_fit_key(key, batch)
+    # A resumed fit may take the checkpoint's key (`key=None`), batched or not.
+    resuming = resume not in (None, False)
+    key_given, key = key, _checks.check_fit_key(key, None if resuming else batch)
     checkpoint_every = _checks.check_checkpointing(checkpoint, checkpoint_every, resume)
     _checks.check_loss_on(loss, target, batch)
     snap_steps = _checks.snapshot_steps(snapshots, steps)
@@ -167,7 +169,7 @@ def fit(
     traced = inside_trace() or any(
         is_traced(x) for x in jax.tree.leaves((params, key, loss, target))
     )
-    checkpointing = checkpoint is not None or resume not in (None, False)
+    checkpointing = checkpoint is not None or resuming
     if traced and checkpointing:
         raise ValueError(
             "`checkpoint`/`resume` need concrete values; got a fit traced under jit/vmap. "
@@ -262,6 +264,8 @@ def _resume(static, loss, optimizer, sampler, target, state, key, key_given, ste
     }
     if resume is True:
         resume = checkpoint if Path(checkpoint).exists() else None  # pyright: ignore
+    if resume in (None, False) and key_given is None:
+        _checks.check_fit_key(None, batch)  # a fresh batched fit needs its key
     if resume not in (None, False):
         params, opt_state, saved_losses, start, key, snaps = load_checkpoint(
             resume, params=state.params, opt_state=state.opt_state,  # pyright: ignore
