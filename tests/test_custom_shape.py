@@ -143,6 +143,24 @@ def test_shared_field_gets_the_same_gradient_from_every_renderer():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-8)
 
 
+class SwollenByGeometry(SwollenCircles):
+    """The shared field set by `random_geometry` too (as a user's ring width would be)."""
+
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key):
+        return {"raw_centres": centres, "raw_radii": sizes, "raw_swell": jnp.asarray(0.1)}
+
+
+@pytest.mark.parametrize("cls", [SwollenCircles, SwollenByGeometry])
+def test_paint_keeps_a_shared_field_shared(cls, photo):
+    # paint scattered every value of `random_geometry` into shape rows: an IndexError on
+    # a shared field.
+    result = dp.paint(photo, 6, key=jax.random.key(0), shape=cls, steps=20, rounds=2)
+    assert result.model.raw_swell.shape == ()
+    assert bool(jnp.isfinite(result.model.raw_swell))
+    assert float(dp.psnr(result.model.render_image(photo.shape[:2]), photo)) > 12.0
+
+
 # -- a shape type that breaks the protocol is named, with what was expected ----------------
 
 

@@ -17,7 +17,7 @@ from .._model import pixel_centres
 from .._shapes import layer_weights
 from .._shapes._build import initial_depths
 from .._shapes._compositing import over_step
-from .._shapes._roles import COLOUR, OPACITY
+from .._shapes._roles import COLOUR, OPACITY, is_per_shape
 from .._validate import trusted
 
 
@@ -229,12 +229,19 @@ def add_shapes(model, target, weights, active, seeding: Seeding, key) -> tuple[A
     if model.raw_depths is not None:
         top = jnp.max(jnp.where(active, model.raw_depths, -jnp.inf), initial=0.0)
         values["raw_depths"] = top + 0.5 + 0.5 * jnp.arange(2 * most, dtype=jnp.float32)
-    names = list(values)
+    names = _per_shape(model, values)
     new = [
         getattr(model, k).at[slots].set(values[k].astype(jnp.float32), mode="drop") for k in names
     ]
     model = eqx.tree_at(lambda m: [getattr(m, k) for k in names], model, new)
     return model, active.at[slots].set(True, mode="drop")
+
+
+def _per_shape(model, values: dict[str, Array]) -> list[str]:
+    """The names in `values` of `model`'s per-shape fields: those placing a shape sets
+    (a field shared by all shapes, `dp.parameter(..., per_shape=False)`, keeps the value
+    the set was built with)."""
+    return [name for name in values if is_per_shape(type(model), name)]
 
 
 def _hidden(cls, count: int, key) -> dict[str, Array]:
@@ -247,7 +254,7 @@ def _hidden(cls, count: int, key) -> dict[str, Array]:
 def _hide(model, slots: Array):
     """Shapes at `slots` made invisible and moved off the canvas (as `blank` makes them)."""
     values = _hidden(type(model), slots.shape[0], jax.random.key(0))
-    names = list(values)
+    names = _per_shape(model, values)
     new = [getattr(model, k).at[slots].set(values[k].astype(jnp.float32)) for k in names]
     return eqx.tree_at(lambda m: [getattr(m, k) for k in names], model, new)
 
