@@ -318,3 +318,20 @@ def test_a_negative_peak_is_refused_with_the_magnitude_to_pass():
         steps=20,
     ).model
     assert float(jnp.linalg.norm(fitted.kernel() - target) / jnp.linalg.norm(target)) < 1e-2
+
+
+def test_a_closed_over_image_is_checked_under_jit():
+    # A concrete image closed over by a jitted function was checked with a JAX op, which
+    # inside the trace gave a tracer: `bool` of it raised TracerBoolConversionError.
+    bank = bank_of(dp.kernels.disk(5, normalize=True), rank=2)
+    image = jnp.ones((16, 16, 3))
+    blurred = eqx.filter_jit(lambda b: b.apply(image))(bank)
+    np.testing.assert_allclose(blurred, bank.apply(image), rtol=1e-6, atol=1e-6)
+    filtered = eqx.filter_jit(lambda b: dp.Filtered(b, image).filtered())(bank)
+    np.testing.assert_allclose(filtered, blurred, rtol=1e-6, atol=1e-6)
+    # Still refused when the closed-over image holds a NaN (it is concrete: checked now).
+    bad = image.at[3, 4, 0].set(jnp.nan)
+    with pytest.raises(ValueError, match=r"`image` must be finite; got 1 NaN/inf"):
+        eqx.filter_jit(lambda b: b.apply(bad))(bank)
+    # A traced image (an argument of jit) is not checked, as `apply` says.
+    assert eqx.filter_jit(lambda b, x: b.apply(x))(bank, image).shape == (16, 16, 3)

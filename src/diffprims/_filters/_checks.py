@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import equinox as eqx
-import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array
 
 from .._image import check_image
@@ -46,10 +46,15 @@ def check_scene(image: Any, name: str, batched: str) -> Array:
             f"images. Filter a batch with {batched}."
         )
     image = check_image(image, name, check_range=False)
-    if not is_traced(image) and not bool(jnp.all(jnp.isfinite(image))):
+    if is_traced(image):  # not checked under `jit` (see `SeparableFilters.apply`)
+        return image
+    # A concrete array is checked with NumPy, even inside a trace (a closed-over image):
+    # there a JAX op on it would give a tracer, which `bool` cannot read.
+    finite = np.isfinite(np.asarray(image))
+    if not finite.all():
         # Each pass is a product of dense tiles, where a non-finite pixel times the zeros
         # around the kernel's band is NaN: it would blank a whole tile, not its footprint.
-        count = int(jnp.sum(~jnp.isfinite(image)))
+        count = int(np.sum(~finite))
         raise ValueError(
             f"`{name}` must be finite; got {count} NaN/inf value(s) in {describe(image)}. "
             "The passes multiply dense tiles (the kernel's size rounded up to 32 pixels a "
