@@ -488,3 +488,37 @@ def test_gaussian_docstring_states_the_even_size_peaks():
         assert peak == pytest.approx(math.exp(-0.5 / (2 * (size / 6) ** 2)), rel=1e-5)
         assert f"{peak:.{len(shown) - 2}f}" == shown and f"{shown} at" in doc
     assert float(dp.kernels.gaussian(5).max()) == 1.0
+
+
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        (lambda flag: dp.kernels.disk(5, antialias=flag), "antialias"),
+        (lambda flag: dp.kernels.disk(5, normalize=flag), "normalize"),
+        (lambda flag: dp.kernels.polygon(9, antialias=flag), "antialias"),
+        (lambda flag: dp.kernels.polygon(9, normalize=flag), "normalize"),
+        (lambda flag: dp.kernels.gaussian(5, normalize=flag), "normalize"),
+        (lambda flag: dp.kernels.box(3, normalize=flag), "normalize"),
+    ],
+)
+def test_kernel_flags_must_be_bools(make, name):
+    # `antialias="no"` antialiased (a non-empty string is true), and a traced bool gave
+    # JAX's TracerBoolConversionError.
+    for bad in ("no", 0, None):
+        with pytest.raises(TypeError, match=rf"`{name}` must be True or False; got"):
+            make(bad)
+    with pytest.raises(TypeError, match=rf"`{name}` must be a concrete bool; got a traced"):
+        jax.jit(make)(True)
+    np.testing.assert_array_equal(make(np.bool_(True)), make(True))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_from_svd_of_a_kernel_near_float32_max(jit):
+    # The singular values (5e38 here) were cast to float32 before their root: inf, and
+    # the error blamed `vertical`. The vectors (1e19) fit; so does the kernel.
+    kernel = np.full((5, 5), 1e38, np.float32)
+    kernel[0, 0] = -3e38
+    make = lambda k: dp.SeparableFilters.from_svd(k, 5)  # noqa: E731
+    bank = eqx.filter_jit(make)(kernel) if jit else make(kernel)
+    assert bank.vertical.dtype == jnp.float32
+    np.testing.assert_allclose(bank.kernel(), kernel, rtol=1e-5, atol=1e33)

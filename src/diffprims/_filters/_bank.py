@@ -220,16 +220,21 @@ class SeparableFilters(AbstractModel):
                 f"`rank` must be at most min(Kh, Kw) = {min(kernel.shape)} for a kernel of "
                 f"shape {tuple(kernel.shape)}; got {rank}. A higher rank adds nothing."
             )
-        if is_traced(kernel):
-            u, s, vt = jnp.linalg.svd(kernel, full_matrices=False)
-        else:  # float64 on the host: exact to float32 rounding even for large kernels
-            u, s, vt = np.linalg.svd(np.asarray(kernel, np.float64), full_matrices=False)
-        root = jnp.sqrt(jnp.asarray(s[:rank]))
-        vertical = jnp.asarray(u[:, :rank]).T * root[:, None]
-        horizontal = jnp.asarray(vt[:rank]) * root[:, None]
-        sign = jnp.where(jnp.sum(vertical, axis=1, keepdims=True) < 0, -1.0, 1.0)
-        dtype = kernel.dtype
-        return cls((sign * vertical).astype(dtype), (sign * horizontal).astype(dtype))
+        # float64 on the host: exact to float32 rounding even for large kernels.
+        xp = jnp if is_traced(kernel) else np
+        values = kernel if xp is jnp else np.asarray(kernel, np.float64)
+        # A power of 4 near the largest magnitude is divided out before the SVD and its
+        # root (a power of 2: exact) multiplied back into the vectors: a singular value
+        # may exceed the dtype (5e38 for a 5 x 5 kernel of 1e38 in float32, cast to inf)
+        # where the vectors do not (1e19).
+        # `ldexp` scales exactly (under `jit`, XLA turned a division by `exp2` into 0).
+        half = xp.frexp(xp.max(xp.abs(values)))[1] // 2
+        u, s, vt = xp.linalg.svd(xp.ldexp(values, -2 * half), full_matrices=False)
+        root = xp.ldexp(xp.sqrt(s[:rank]), half)
+        vertical, horizontal = u[:, :rank].T * root[:, None], vt[:rank] * root[:, None]
+        sign = xp.where(xp.sum(vertical, axis=1, keepdims=True) < 0, -1.0, 1.0)
+        vertical, horizontal = sign * vertical, sign * horizontal
+        return cls(vertical.astype(kernel.dtype), horizontal.astype(kernel.dtype))
 
     def normalized(self) -> SeparableFilters:
         """The same bank scaled so its kernel sums to 1 (a blur that keeps brightness).

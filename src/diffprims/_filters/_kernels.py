@@ -12,7 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._validate import check_positive_int, check_scalar, is_traced
+from .._validate import (
+    check_bool,
+    check_not_traced,
+    check_positive_int,
+    check_scalar,
+    is_traced,
+)
 
 # Sub-pixel samples per axis for anti-aliased edges: 16 x 16 gives 257 coverage levels.
 _SUPERSAMPLE = 16
@@ -28,6 +34,13 @@ def _check_size(size: Any) -> tuple[int, int]:
         return check_positive_int(size[0], "size[0]"), check_positive_int(size[1], "size[1]")
     size = check_positive_int(size, "size")
     return size, size
+
+
+def _flag(value: Any, name: str) -> bool:
+    """`value` as a Python bool: a string such as "no" counted as true, and a traced
+    bool cannot choose the program (the sampling, the division)."""
+    check_not_traced(value, name, "bool", "how the kernel is made")
+    return check_bool(value, name)
 
 
 def _check_length(value: Any, name: str, default: float) -> Any:
@@ -191,6 +204,7 @@ def disk(
     ```
     """
     shape = _check_size(size)
+    antialias, normalize = _flag(antialias, "antialias"), _flag(normalize, "normalize")
     radius = _check_length(radius, "radius", min(shape) / 2)
     kernel = _disk(shape, _SUPERSAMPLE if antialias else 1, radius)
     return _finish(kernel, normalize, _empty_hint(shape, radius, antialias))
@@ -233,6 +247,7 @@ def polygon(
     ```
     """
     shape = _check_size(size)
+    antialias, normalize = _flag(antialias, "antialias"), _flag(normalize, "normalize")
     sides = check_positive_int(sides, "sides", minimum=3)
     radius = _check_length(radius, "radius", min(shape) / 2)
     rotation = check_scalar(rotation, "rotation", hint=" It is an angle in radians.")
@@ -273,6 +288,7 @@ def gaussian(
     ```
     """
     shape = _check_size(size)
+    normalize = _flag(normalize, "normalize")
     sigma = _check_length(sigma, "sigma", min(shape) / 6)
     # Never all zero: normalised, the pixels nearest the centre are exp(0) = 1.
     return _finish(_gaussian(shape, sigma, normalize), normalize)
@@ -294,4 +310,5 @@ def box(size: int | tuple[int, int], *, normalize: bool = False) -> Float[Array,
     mean_filter = dp.kernels.box(5, normalize=True)
     ```
     """
-    return _finish(jnp.ones(_check_size(size), jnp.float32), normalize)
+    shape, normalize = _check_size(size), _flag(normalize, "normalize")
+    return _finish(jnp.ones(shape, jnp.float32), normalize)
