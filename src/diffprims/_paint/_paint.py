@@ -156,10 +156,12 @@ def paint(
       declared [`diffprims.Role`][] is a position, other geometry (sizes, angles, ...)
       and colours/opacities/depths.
     - `solve_colours`: finish by solving for the colours and background that minimise
-      the squared error on the full image for the fitted geometry (a linear least-squares
-      problem for "over" and "additive" compositing; weighted by the loss's per-pixel
-      weights for `dp.Weighted(dp.L2(), weights)`; skipped for losses that are not
-      squared errors).
+      the squared error on the full image for the fitted geometry, kept in `[0, 1]` (the
+      picture is linear in the colours for "over" and "additive" compositing: the
+      better of the clipped least-squares solution and the current colours, then
+      projected-gradient steps, so never worse than the fit's own colours; weighted by
+      the loss's per-pixel weights for `dp.Weighted(dp.L2(), weights)`; skipped for
+      losses that are not squared errors).
     - `method`: the renderer for the sampled pixels and for the error maps that place
       new shapes, as in [`diffprims.AbstractShapes.render`][]. By default "auto" (the tiled, culled
       renderer from 8 shapes on: it compiles as fast as "scan" and steps 4x faster at
