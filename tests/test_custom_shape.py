@@ -439,6 +439,36 @@ def test_from_geometry_checks_a_logit_role_is_in_0_1(hole):
         build(hole)
 
 
+class _BadGeometry(Hollow):
+    """`random_geometry` values outside their roles' domains (set per test)."""
+
+    radii_offset = 0.0
+    hole = 0.5
+
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key):
+        holes = cls.hole + 0 * sizes
+        return {"raw_centres": centres, "raw_radii": sizes + cls.radii_offset, "raw_holes": holes}
+
+
+@pytest.mark.parametrize(
+    "offset, hole, field",
+    [
+        (-1.0, 0.5, "raw_radii"),
+        (0.0, 1.5, "raw_holes"),
+        (0.0, float("nan"), "raw_holes"),
+    ],  # fmt: skip
+)
+@pytest.mark.parametrize(
+    "wrap", [lambda f: f(), lambda f: eqx.filter_jit(f)()], ids=["eager", "jit"]
+)
+def test_random_geometry_values_outside_their_roles_are_named(offset, hole, field, wrap):
+    # Were clamped in silence: a size <= 0 stored as an invisible 1e-30, a hole of 1.5 as 1.
+    cls = type("Bad", (_BadGeometry,), {"radii_offset": offset, "hole": hole})
+    with pytest.raises((ValueError, eqx.EquinoxRuntimeError), match=f"`{field}` values"):
+        jax.block_until_ready(wrap(lambda: cls.init(3, key=jax.random.key(0))))
+
+
 class _StackedLayers(dp.Layers):
     """A subclass of `Layers`: still a container, not a shape type."""
 

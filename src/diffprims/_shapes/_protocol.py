@@ -16,8 +16,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array
 
+from .._validate import is_traced, runtime_check
 from ._roles import is_per_shape
 
 #: The methods a shape type implements.
@@ -134,7 +136,40 @@ def random_geometry(cls: type, centres: Array, sizes: Array, key: Any) -> dict[s
                 f"{name} must give `{key_name}` a leading axis N = {n} (one row per "
                 f"centre); got shape {jnp.shape(value)}.{_GUIDE}"
             )
-    return values
+    roles = cls.parameter_roles()  # pyright: ignore[reportAttributeAccessIssue]
+    return {k: _in_domain(name, k, roles[k].transform, v) for k, v in values.items()}
+
+
+_DOMAINS = {"log": "finite and > 0", "logit": "in [0, 1]", "linear": "finite"}
+
+
+def _in_domain(name: str, field: str, transform: str, value: Any) -> Any:
+    """A `random_geometry` value its role can store: `Role.raw` would otherwise clamp it
+    in silence (a size of 0 became an invisible 1e-30, a logit value of 2 became 1)."""
+
+    def bad_values(x):
+        xp = jnp if is_traced(x) else np
+        bad = ~xp.isfinite(x)
+        if transform == "log":
+            bad = bad | (x <= 0)
+        elif transform == "logit":
+            bad = bad | (x < 0) | (x > 1)
+        return bad
+
+    message = (
+        f"{name} must give `{field}` values {_DOMAINS[transform]} (its role stores them "
+        f"with a {transform!r} transform)"
+    )
+    if is_traced(value):
+        return runtime_check(value, jnp.any(bad_values(value)), f"{message}.{_GUIDE}")
+    array = np.asarray(value, np.float64)
+    bad = bad_values(array)
+    if np.any(bad):
+        raise ValueError(
+            f"{message}; got {int(np.sum(bad))} value(s) outside, e.g. "
+            f"{float(array[bad].flat[0])!r}.{_GUIDE}"
+        )
+    return value
 
 
 @contextlib.contextmanager
