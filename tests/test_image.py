@@ -273,6 +273,17 @@ def test_save_refuses_what_would_not_load_back(tmp_path, name, channels, size, s
     dp.save_image(tmp_path / "b.ico", np.zeros((16, 16, 3), np.float32))  # small: fine
 
 
+def test_save_refuses_a_gif_of_more_than_256_colours(tmp_path):
+    # Quantised in silence (an error of 0.22 after reloading).
+    image = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="256 colours"):
+        dp.save_image(tmp_path / "a.gif", image)
+    assert not os.listdir(tmp_path)
+    few = np.round(image * 3) / 3  # 64 colours: held exactly
+    dp.save_image(tmp_path / "b.gif", few)
+    np.testing.assert_allclose(dp.load_image(tmp_path / "b.gif"), few, atol=1 / 255)
+
+
 def test_save_rgba_as_jpeg_is_refused_with_the_fixes(tmp_path):
     rgba = jnp.full((4, 4, 4), 0.5)
     with pytest.raises(ValueError, match="RGBA") as error:

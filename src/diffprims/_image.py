@@ -360,7 +360,8 @@ def save_image(path: str | os.PathLike, image: Any) -> Path:
 
     `C` is 1 (grey), 3 (RGB) or 4 (RGBA). An image the format cannot hold is refused
     with a `ValueError`, never changed silently (a BMP would lose the alpha, an ICO
-    shrink to 256 pixels): an RGBA image as JPEG (which has no
+    shrink to 256 pixels, a GIF keep 256 colours); lossy formats (JPEG) change values
+    only by their compression. An RGBA image as JPEG (which has no
     alpha channel) raises, and the message says how to drop the alpha
     (`image[..., :3]`), composite it over white as `load_image` shows transparency,
     or keep it by saving as PNG.

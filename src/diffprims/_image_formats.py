@@ -8,8 +8,9 @@ from PIL import Image, UnidentifiedImageError
 
 
 def check_written(picture: Image.Image, data: bytes) -> None:
-    """A `ValueError` if `data` (`picture` encoded) would not load back at its size, or
-    without the alpha it had: a BMP drops alpha, an ICO shrinks to at most 256 x 256."""
+    """A `ValueError` if `data` (`picture` encoded) would not load back at its size,
+    without the alpha it had, or with fewer colours: a BMP drops alpha, an ICO shrinks
+    to at most 256 x 256, a GIF keeps at most 256 colours."""
     try:
         back = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError):
@@ -20,6 +21,8 @@ def check_written(picture: Image.Image, data: bytes) -> None:
         alpha = "A" in back.getbands() or "transparency" in back.info
         if picture.mode == "RGBA" and not alpha:
             raise ValueError("it would be written without the alpha channel")
+        if back.mode == "P" and picture.getcolors(256) is None:  # a GIF's palette
+            raise ValueError("it would be reduced to a palette of 256 colours")
 
 
 def cannot_hold(name: str, fmt: str, mode: str, error: Exception) -> str:
