@@ -448,3 +448,15 @@ def test_snapshot_steps_never_repeat():
             taken = snapshot_steps(k, steps)
             assert len(set(taken)) == len(taken) == min(k, steps + 1)
             assert taken[-1] == steps and (k == 1 or taken[0] == 0)
+
+
+def test_gif_loop_false_plays_once(tmp_path, small):
+    # `loop=False` wrote a loop count of 1: one repeat, so browsers played it twice.
+    model, _ = small
+    other = eqx.tree_at(lambda m: m.raw_colours, model, 1.0 - model.raw_colours)
+    once = dp.save_gif(tmp_path / "once.gif", [model, other], (8, 8), loop=False)
+    always = dp.save_gif(tmp_path / "always.gif", [model, other], (8, 8))
+    with Image.open(once) as gif:
+        assert "loop" not in gif.info
+    with Image.open(always) as gif:
+        assert gif.info["loop"] == 0

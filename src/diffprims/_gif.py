@@ -188,6 +188,10 @@ def save_gif(
     durations = [10 * round(seconds_per_frame * 100)] * len(pictures)
     durations[-1] = 10 * round(max(hold_last, seconds_per_frame) * 100)
 
+    # `loop=0` repeats forever; no loop entry at all plays once (a count of 1 asks for
+    # one repeat: twice in a browser).
+    repeat = {"loop": 0} if loop else {}
+
     def write(temp: str) -> None:
         pictures[0].save(
             temp,
@@ -195,8 +199,8 @@ def save_gif(
             save_all=True,
             append_images=pictures[1:],
             duration=durations,
-            loop=0 if loop else 1,
             optimize=False,
+            **repeat,
         )
 
     return atomic_write(path, write)
