@@ -913,3 +913,45 @@ def test_filter_apply_blurs_an_rgba_image_with_premultiplied_alpha(capsys):
     assert fading[:, 14:18].all()  # the edge is blurred in alpha
     visible = alpha > 0
     assert (out[visible][:, 0] >= 254).all() and (out[visible][:, 1] <= 1).all()
+
+
+def written_kernel(folder):
+    with np.load(f"{folder}/vectors.npz") as npz:
+        return np.einsum("ri,rj->ij", npz["vertical"], npz["horizontal"])
+
+
+@pytest.mark.parametrize("mode", ["F", "I"])
+def test_filter_reads_a_float_or_integer_tiff_kernel_as_it_is(capsys, mode):
+    # Read as a picture, a float (or 32-bit integer) TIFF was clipped to [0, 1]: this
+    # sharpening kernel's -3s became 0 and its 15 became 1 (a box, not a sharpener).
+    kernel = 3 * np.array([[0.0, -1.0, 0.0], [-1.0, 5.0, -1.0], [0.0, -1.0, 0.0]])
+    Image.fromarray(kernel.astype(np.float32 if mode == "F" else np.int32), mode).save("k.tif")
+    argv = ["filter", "--kernel", "k.tif", "--rank", 3, "--steps", 5, "--weights", "1,0,0"]
+    status, err = run(argv, capsys)
+    assert status == 0, err
+    summary = json.loads(Path("out/summary.json").read_text())
+    assert summary["kernel_peak"] == 15 and summary["svd"]["min"] == pytest.approx(-0.2)
+    assert summary["svd"]["relative_l2_error"] < 1e-6
+    np.testing.assert_allclose(written_kernel("out"), kernel / kernel.sum(), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("kernel.dat", "1 2\n3 4\n", "is a .dat file; kernel files are .npy, .txt, .csv or a"),
+        ("k.npz", None, "is a .npz file; kernel files are .npy, .txt, .csv or a picture"),
+        ("k.txt", "", "'k.txt' is empty: it holds no numbers; write the kernel as KH lines"),
+        ("k.csv", "\n", "'k.csv' is empty: it holds no numbers"),
+        ("nothere.npz", "-", "nor an existing kernel file (.npy, .txt, .csv or a picture"),
+    ],
+)
+def test_filter_says_which_kernel_files_it_reads(capsys, name, content, message):
+    # An existing kernel.dat or .npz was "not NAME:SIZE[:ARG]"; an empty table leaked
+    # NumPy's "loadtxt: input contained no data" warning before "got shape (0, 1)".
+    if content is None:
+        np.savez(name, a=np.ones((3, 3)))
+    elif content != "-":
+        Path(name).write_text(content)
+    status, err = run(["filter", "--kernel", name], capsys)
+    assert status == 2 and err.count("\n") == 1 and "Warning" not in err, err
+    assert message in err and not Path("out").exists()

@@ -17,6 +17,12 @@ from ._common import (
     read_image_channels,
     write_json,
 )
+from ._filter_kernel import (
+    MAX_KERNEL as MAX_KERNEL,
+    MAX_SIDES as MAX_SIDES,
+    MIN_SIDES as MIN_SIDES,
+    read_kernel,
+)
 from ._signals import finish_writing
 
 #: What `-o OUTDIR` receives (name -> format).
@@ -24,12 +30,6 @@ FOLDER_FILES = {
     "kernel.png": "png", "vectors.json": "json", "vectors.npz": "npz", "summary.json": "summary",
 }  # fmt: skip
 
-#: The largest kernel side: the fit renders the full K x K kernel (and its gradient) at
-#: every step; at 1025 that is 1M values, at 50000 it was 2.5G (10 GB a copy).
-MAX_KERNEL = 1025
-#: `polygon:SIZE:SIDES`: a triangle at least; the kernel holds one edge distance per side
-#: and pixel (SIDES 1e9 ran for minutes), and at 64 sides a polygon is a disk to the eye.
-MIN_SIDES, MAX_SIDES = 3, 64
 #: `--border`: the borders of `SeparableFilters.apply`, the default (a photo's edges
 #: continue as a mirror image; zero padding darkens them) first.
 BORDERS = ("reflect", "symmetric", "edge", "wrap", "zero")
@@ -93,117 +93,6 @@ def _vectors(bank: Any) -> dict[str, Any]:
     return {"vertical": np.asarray(bank.vertical), "horizontal": np.asarray(bank.horizontal)}
 
 
-def _whole(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
-        return None
-
-
-#: Kernel files `--kernel` reads: NumPy arrays, text tables, pictures (their grey level).
-ARRAY_FILES, TABLE_FILES = (".npy",), (".txt", ".csv")
-PICTURE_FILES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
-
-
-def _kernel(spec: str, *, quiet: bool = False) -> tuple[Any, float]:
-    """`(kernel scaled to peak 1, its peak as made)` from `NAME:SIZE[:ARG]` (disk:50,
-    polygon:51:6, gaussian:31:5, box:9) or a kernel file; refused unless it has a
-    positive peak."""
-    import numpy as np
-
-    suffix = Path(spec).suffix.lower()
-    from_file = suffix in ARRAY_FILES + TABLE_FILES + PICTURE_FILES
-    kernel = _kernel_file(spec, suffix, quiet=quiet) if from_file else _named_kernel(spec)
-    peak = float(kernel.max()) if np.all(np.isfinite(kernel)) else math.nan
-    if not peak > 0:
-        hint = (" (an even SIZE has no pixel at the centre: use an odd SIZE or a larger SIGMA)"
-                if spec.startswith("gaussian:") else "")  # fmt: skip
-        if math.isnan(peak):
-            raise UsageError(f"--kernel {spec!r} holds NaN or infinite values")
-        if peak < 0:
-            raise UsageError(
-                f"--kernel {spec!r} has no positive value (its largest is "
-                f"{peak:.3g}); it is fitted scaled to its peak: negate it"
-            )
-        raise UsageError(f"--kernel {spec!r} is zero everywhere (its largest value is "
-                         f"{peak:.3g}): there is nothing to fit{hint}")  # fmt: skip
-    # Fitted at peak 1, the scale the loss weights and the optimizer are meant for: a
-    # Gaussian of an even SIZE peaks below 1 (far below for a small SIGMA).
-    return (kernel / peak).astype(np.float32), peak
-
-
-def _kernel_file(spec: str, suffix: str, *, quiet: bool = False) -> Any:
-    """A 2D kernel from a `.npy` array, a `.txt`/`.csv` table of numbers, or a picture
-    (its grey level: the mean of its colour channels, times its alpha where it has
-    transparency, so a transparent pixel is 0 whatever its colour)."""
-    import numpy as np
-
-    if not Path(spec).is_file():
-        what = "not a regular file" if Path(spec).exists() else "no such file"
-        raise UsageError(f"--kernel {spec!r}: {what} (a kernel file, or NAME:SIZE)")
-    try:
-        if suffix in PICTURE_FILES:
-            picture = read_image_channels(spec, what="--kernel", quiet=quiet).astype(np.float64)
-            kernel = picture[..., :3].mean(axis=-1)
-            if picture.shape[-1] == 4:  # straight colour, then alpha
-                kernel = kernel * picture[..., 3]
-        elif suffix in ARRAY_FILES:
-            kernel = np.load(spec, allow_pickle=False)
-        else:
-            kernel = np.loadtxt(spec, delimiter="," if suffix == ".csv" else None, ndmin=2)
-    except (OSError, ValueError) as error:
-        raise UsageError(f"--kernel {spec!r} could not be read: {error}") from None
-    kernel = np.asarray(kernel)
-    if kernel.ndim == 3 and kernel.shape[-1] == 1:
-        kernel = kernel[..., 0]
-    if kernel.ndim != 2 or kernel.size == 0 or kernel.dtype.kind not in "biuf":
-        raise UsageError(
-            f"--kernel {spec!r} must hold a 2D array of real numbers (KH, KW); got shape "
-            f"{kernel.shape} of {kernel.dtype}"
-        )
-    if max(kernel.shape) > MAX_KERNEL:
-        raise UsageError(f"--kernel {spec!r} is {kernel.shape[0]}x{kernel.shape[1]}: each "
-                         f"side must be at most {MAX_KERNEL} pixels")  # fmt: skip
-    return kernel.astype(np.float64)
-
-
-def _named_kernel(spec: str) -> Any:
-    """`NAME:SIZE[:ARG]` made by `dp.kernels` (float64)."""
-    import numpy as np
-
-    import diffprims as dp
-
-    name, _, rest = spec.partition(":")
-    parts = rest.split(":") if rest else []
-    extra = {"disk": 0, "polygon": 1, "gaussian": 1, "box": 0}
-    if name not in extra or not 1 <= len(parts) <= 1 + extra[name]:
-        raise UsageError(
-            f"--kernel {spec!r} is not NAME:SIZE[:ARG]; use disk:50, polygon:51:6 (sides), "
-            "gaussian:31:5 (sigma) or box:9"
-        )
-    size = _whole(parts[0])
-    if size is None:
-        raise UsageError(f"--kernel {spec!r}: SIZE must be a whole number")
-    if not 1 <= size <= MAX_KERNEL:
-        raise UsageError(f"--kernel {spec!r}: SIZE must be from 1 to {MAX_KERNEL} pixels")
-    options: dict[str, Any] = {}
-    if name == "polygon" and len(parts) > 1:
-        options["sides"] = _whole(parts[1])
-        if options["sides"] is None or not MIN_SIDES <= options["sides"] <= MAX_SIDES:
-            raise UsageError(f"--kernel {spec!r}: SIDES must be a whole number from "
-                             f"{MIN_SIDES} to {MAX_SIDES}")  # fmt: skip
-    if name == "gaussian" and len(parts) > 1:
-        try:
-            options["sigma"] = float(parts[1])
-        except ValueError:
-            raise UsageError(f"--kernel {spec!r}: SIGMA must be a number of pixels > 0") from None
-    try:
-        return np.asarray(getattr(dp.kernels, name)(size, **options), np.float64)
-    except (TypeError, ValueError) as error:
-        message = str(error).rstrip(".").replace("`sigma`", "SIGMA")
-        raise UsageError(f"--kernel {spec!r}: {message}") from None
-
-
 def _kernel_picture(kernels: list[Any]):
     """Kernels side by side: white where positive, red where negative (scaled 4x)."""
     import numpy as np
@@ -226,7 +115,7 @@ def run_filter(args: argparse.Namespace) -> int:
 
     if args.border is not None and args.apply is None:
         raise UsageError("--border applies to --apply only")
-    target, peak = _kernel(args.kernel, quiet=args.quiet)
+    target, peak = read_kernel(args.kernel, quiet=args.quiet)
     loss, weights = _loss(args.weights)
     args.rank = _rank(args.rank, target.shape, quiet=args.quiet)
     folder = dict(FOLDER_FILES, **({"blurred.png": "blurred"} if args.apply else {}))
