@@ -483,7 +483,6 @@ def test_filter_reads_a_kernel_file(tmp_path, capsys, name):
             "must hold a 2D array of real numbers (KH, KW); got shape (2, 3, 4)",
         ),
         (np.full((3, 3), np.nan), "holds NaN or infinite values"),
-        (-np.ones((3, 3)), "has no positive value (its largest is -1)"),
         (np.zeros((3, 3)), "is zero everywhere"),
         (np.ones((3, 1026)), "each side must be at most 1025"),
         (np.array(["a", "b"]), "must hold a 2D array of real numbers"),
@@ -915,9 +914,71 @@ def test_filter_apply_blurs_an_rgba_image_with_premultiplied_alpha(capsys):
     assert (out[visible][:, 0] >= 254).all() and (out[visible][:, 1] <= 1).all()
 
 
+SOBEL = np.array([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])
+LAPLACIAN = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
 def written_kernel(folder):
     with np.load(f"{folder}/vectors.npz") as npz:
         return np.einsum("ri,rj->ij", npz["vertical"], npz["horizontal"])
+
+
+@pytest.mark.parametrize(
+    ("kernel", "weights"),
+    [
+        (SOBEL, None),
+        (LAPLACIAN, None),
+        (LAPLACIAN, "1,0,0"),  # exited 1 after the fit: `normalized` needs a non-zero sum
+        (LAPLACIAN - 0.5, None),  # sums to -4.5: normalising negated it
+        (-np.ones((3, 3)), None),  # no positive value: refused, peak was its largest value
+    ],
+)
+def test_filter_keeps_an_edge_detector_an_edge_detector(capsys, kernel, weights):
+    # A Sobel with the default weights: the non-negativity term dragged the exact start
+    # to sum 0.22, and the vectors were divided by it ("normalized", 4.5x too large). A
+    # kernel with negative values gets NONNEG 0 by default; one whose sum is not clearly
+    # positive is written at its own scale, not normalised.
+    np.save("k.npy", kernel)
+    argv = ["filter", "--kernel", "k.npy", "--rank", 3, "--steps", 100]
+    status, err = run([*argv, *(["--weights", weights] if weights else [])], capsys)
+    assert status == 0, err
+    np.testing.assert_allclose(written_kernel("out"), kernel, atol=1e-4 * np.abs(kernel).max())
+    summary = json.loads(Path("out/summary.json").read_text())
+    assert summary["normalized"] is False and summary["vectors"].startswith("not normalized")
+    assert summary["kernel_peak"] == np.abs(kernel).max()
+    assert summary["fitted"]["relative_l2_error"] < 1e-4
+    notes = [line for line in err.splitlines() if "at the kernel's own scale" in line]
+    assert len(notes) == 1 and f"the kernel sums to {kernel.sum():.3g}" in notes[0]
+    if weights is None:
+        assert summary["weights"]["non_negative"] == 0
+        assert "NONNEG weight 0: the kernel has negative values" in summary["weights_note"]
+        assert "NONNEG weight 0" in err
+
+
+def test_filter_normalises_a_kernel_with_negative_values_and_a_positive_sum(capsys):
+    # A sharpening kernel sums to 1: normalised (to itself), its negative lobes kept.
+    sharpen = np.array([[0.0, -1.0, 0.0], [-1.0, 5.0, -1.0], [0.0, -1.0, 0.0]])
+    np.save("k.npy", sharpen)
+    status, err = run(["filter", "--kernel", "k.npy", "--rank", 3, "--steps", 100], capsys)
+    assert status == 0, err
+    np.testing.assert_allclose(written_kernel("out"), sharpen, atol=1e-4)
+    summary = json.loads(Path("out/summary.json").read_text())
+    assert summary["normalized"] is True and summary["weights"]["non_negative"] == 0
+    assert "own scale" not in err
+    # A blur keeps the library's weights, and no note.
+    status, err = run(["filter", "--kernel", "disk:5", "--steps", 5, "-o", "d"], capsys)
+    summary = json.loads(Path("d/summary.json").read_text())
+    assert summary["weights"]["non_negative"] == 1 and summary["weights_note"] is None
+    assert summary["normalized"] is True and "NONNEG" not in err
+
+
+def test_filter_kernel_peak_is_its_largest_magnitude(capsys):
+    # A kernel whose largest lobe is negative was scaled by its largest value (0.5 here):
+    # fitted at peak 8, not the peak 1 the loss weights and the optimizer are meant for.
+    np.save("k.npy", 0.5 * np.array([[1.0, 1.0, 1.0], [1.0, -16.0, 1.0], [1.0, 1.0, 1.0]]))
+    status, err = run(["filter", "--kernel", "k.npy", "--steps", 5, "-q"], capsys)
+    assert status == 0, err
+    assert json.loads(Path("out/summary.json").read_text())["kernel_peak"] == 8
 
 
 @pytest.mark.parametrize("mode", ["F", "I"])

@@ -35,21 +35,39 @@ FOLDER_FILES = {
 BORDERS = ("reflect", "symmetric", "edge", "wrap", "zero")
 #: `--rank`'s default, cut to `min(KH, KW)` for a smaller kernel.
 DEFAULT_RANK = 4
-#: What the vectors are, in summary.json.
+#: What the vectors are, in summary.json: normalised, or at the kernel's own scale.
 VECTORS_NOTE = (
     "normalized: the kernel sum_r outer(vertical[r], horizontal[r]) sums to 1 (the bank "
     "--apply blurs with); vertical * kernel_sum is the bank fitted at peak 1"
 )
+OWN_SCALE_NOTE = (
+    "not normalized (the kernel's sum is not clearly > 0): sum_r outer(vertical[r], "
+    "horizontal[r]) is the kernel at its own scale (the bank --apply filters with); "
+    "vertical / kernel_peak is the bank fitted at peak 1"
+)
+#: The vectors are normalised where the kernel's sum is above this share of sum |k|:
+#: one summing to 0 (an edge detector) or less keeps no brightness, and divided by its
+#: sum it would be amplified (by 4.5x for a Sobel fitted to sum 0.22) or negated.
+NORMALIZE_MIN = 1e-3
+#: A kernel with a value below -NEGATIVE of its peak has negative lobes of its own,
+#: which the default loss keeps: its NONNEG weight is 0 (the library's applies otherwise).
+NEGATIVE = 1e-6
 
 
-def _loss(weights: str | None) -> tuple[Any, dict[str, float]]:
-    """The filter loss and its weights: the library's, or `L2,NONNEG,ZEROS` weights."""
+def _loss(weights: str | None, target: Any) -> tuple[Any, dict[str, float], str | None]:
+    """`(loss, weights, note)`: the library's loss (with NONNEG 0 for a kernel with
+    negative values, and a note saying so), or one of `L2,NONNEG,ZEROS` weights."""
     import diffprims as dp
 
     if weights is None:
         defaults = inspect.signature(dp.SeparableFilters.recommended_loss).parameters
         used = {name: float(defaults[name].default) for name in ("non_negative", "keep_zeros")}
-        return dp.SeparableFilters.recommended_loss(), {"l2": 1.0, **used}
+        note, low = None, float(target.min())
+        if low < -NEGATIVE and used["non_negative"] > 0:
+            note = (f"NONNEG weight 0: the kernel has negative values (min {low:.3g} at peak 1), "
+                    "which the default 1 would remove; set it with --weights")  # fmt: skip
+            used["non_negative"] = 0.0
+        return dp.SeparableFilters.recommended_loss(**used), {"l2": 1.0, **used}, note
     try:
         l2, non_negative, keep_zeros = (float(w) for w in weights.split(","))
     except ValueError:
@@ -64,7 +82,7 @@ def _loss(weights: str | None) -> tuple[Any, dict[str, float]]:
         raise UsageError(f"--weights {weights!r}: at least one weight must be > 0 (all zero "
                          "is a loss that is always 0: the fit would change nothing)")  # fmt: skip
     loss = l2 * dp.L2() + non_negative * dp.NonNegative() + keep_zeros * dp.KeepZeros()
-    return loss, {"l2": l2, "non_negative": non_negative, "keep_zeros": keep_zeros}
+    return loss, {"l2": l2, "non_negative": non_negative, "keep_zeros": keep_zeros}, None
 
 
 def _finite(value: float) -> float | None:
@@ -116,7 +134,9 @@ def run_filter(args: argparse.Namespace) -> int:
     if args.border is not None and args.apply is None:
         raise UsageError("--border applies to --apply only")
     target, peak = read_kernel(args.kernel, quiet=args.quiet)
-    loss, weights = _loss(args.weights)
+    loss, weights, weights_note = _loss(args.weights, target)
+    if weights_note is not None and not args.quiet:
+        print(weights_note, file=sys.stderr)
     args.rank = _rank(args.rank, target.shape, quiet=args.quiet)
     folder = dict(FOLDER_FILES, **({"blurred.png": "blurred"} if args.apply else {}))
     files = _outputs.plan(args.output or ["out"], folder, force=args.force, formats={})
@@ -127,9 +147,14 @@ def run_filter(args: argparse.Namespace) -> int:
         start = dp.SeparableFilters.from_svd(target, rank=args.rank)
         result, interrupted, kept = _fit(args, start, target, loss)
         with finish_writing():
+            bank, scale_note = _written(result.model, target, peak)
             summary, kernels = _summary(args, start, result, target, files, loss)
-            summary.update(kernel_peak=peak, weights=weights, interrupted=interrupted, kept=kept)
-            _outputs.write_all(files, _writer(result.model, image, kernels, summary))
+            summary.update(kernel_peak=peak, weights=weights, weights_note=weights_note,
+                           interrupted=interrupted, kept=kept, normalized=scale_note is None,
+                           vectors=OWN_SCALE_NOTE if scale_note else VECTORS_NOTE)  # fmt: skip
+            _outputs.write_all(files, _writer(bank, image, kernels, summary))
+    if scale_note is not None and not args.quiet:
+        print(scale_note, file=sys.stderr)
     if not args.quiet:
         fit_stats, svd_stats = summary["fitted"], summary["svd"]
         print(
@@ -221,10 +246,35 @@ def _summary(args, start, result, target, files, loss) -> tuple[dict[str, Any], 
         "seconds": round(float(result.seconds), 3),
         "border": (args.border or BORDERS[0]) if args.apply is not None else None,
         "svd": _stats(svd, goal), "fitted": _stats(fitted, goal),
-        "vectors": VECTORS_NOTE, "kernel_sum": _finite(float(np.sum(bank.kernel()))),
+        "kernel_sum": _finite(float(np.sum(bank.kernel()))),
         "files": sorted(p.name for p in files),
     }  # fmt: skip
     return summary, [goal, svd, fitted]
+
+
+def _written(bank: Any, target: Any, peak: float) -> tuple[Any, str | None]:
+    """`(bank, note)`: the bank the files hold and `--apply` filters with. Normalised (its
+    kernel sums to 1) where the kernel's sum and the fitted one's are clearly positive
+    (above `NORMALIZE_MIN` of their sum of magnitudes); otherwise the fitted bank at the
+    kernel's own scale (`peak` times the bank fitted at peak 1), and a note saying so."""
+    import numpy as np
+
+    import diffprims as dp
+
+    def total(kernel: Any) -> tuple[float, float]:
+        kernel = np.asarray(kernel, np.float64)
+        return float(kernel.sum()), float(np.abs(kernel).sum())
+
+    (goal, mass), (fitted, fitted_mass) = total(target), total(bank.kernel())
+    if goal > NORMALIZE_MIN * mass and fitted > NORMALIZE_MIN * fitted_mass:
+        return bank.normalized(), None
+    why = (f"the kernel sums to {goal * peak:.3g} (its magnitudes to {mass * peak:.3g})"
+           if goal <= NORMALIZE_MIN * mass else f"the fitted kernel sums to {fitted * peak:.3g} "
+           f"(its magnitudes to {fitted_mass * peak:.3g})")  # fmt: skip
+    note = (f"vectors written at the kernel's own scale, not normalised to sum 1: {why}, "
+            "which keeps no brightness to normalise (divided by it, it would be amplified or "
+            "negated)")  # fmt: skip
+    return dp.SeparableFilters(bank.vertical * peak, bank.horizontal), note
 
 
 def _writer(bank: Any, image: Any, kernels: list[Any], summary: dict[str, Any]):
@@ -232,17 +282,15 @@ def _writer(bank: Any, image: Any, kernels: list[Any], summary: dict[str, Any]):
 
     import diffprims as dp
 
-    normalized = bank.normalized()
-
     def write(path: Path, kind: str) -> None:
         if kind == "png":
             dp.save_image(path, _kernel_picture(kernels))
         elif kind == "json":
-            write_json(path, {k: v.tolist() for k, v in _vectors(normalized).items()})
+            write_json(path, {k: v.tolist() for k, v in _vectors(bank).items()})
         elif kind == "npz":
-            np.savez(path, **_vectors(normalized))
+            np.savez(path, **_vectors(bank))
         elif kind == "blurred":
-            dp.save_image(path, _blurred(normalized, image, summary["border"]))
+            dp.save_image(path, _blurred(bank, image, summary["border"]))
         else:
             write_json(path, summary)
 

@@ -25,8 +25,8 @@ NAMED = {"disk": 0, "polygon": 1, "gaussian": 1, "box": 0}
 
 def read_kernel(spec: str, *, quiet: bool = False) -> tuple[Any, float]:
     """`(kernel scaled to peak 1, its peak as made)` from `NAME:SIZE[:ARG]` (disk:50,
-    polygon:51:6, gaussian:31:5, box:9) or a kernel file; refused unless it has a
-    positive peak."""
+    polygon:51:6, gaussian:31:5, box:9) or a kernel file; the peak is its largest
+    magnitude (as `recommended_loss` has it), refused where it is 0 or not finite."""
     import numpy as np
 
     suffix = Path(spec).suffix.lower()
@@ -37,19 +37,13 @@ def read_kernel(spec: str, *, quiet: bool = False) -> tuple[Any, float]:
                          f"are {FILE_TYPES} (or give NAME:SIZE[:ARG], e.g. disk:50)")  # fmt: skip
     else:
         kernel = _named_kernel(spec)
-    peak = float(kernel.max()) if np.all(np.isfinite(kernel)) else math.nan
+    peak = float(np.abs(kernel).max()) if np.all(np.isfinite(kernel)) else math.nan
+    if math.isnan(peak):
+        raise UsageError(f"--kernel {spec!r} holds NaN or infinite values")
     if not peak > 0:
         hint = (" (an even SIZE has no pixel at the centre: use an odd SIZE or a larger SIGMA)"
                 if spec.startswith("gaussian:") else "")  # fmt: skip
-        if math.isnan(peak):
-            raise UsageError(f"--kernel {spec!r} holds NaN or infinite values")
-        if peak < 0:
-            raise UsageError(
-                f"--kernel {spec!r} has no positive value (its largest is "
-                f"{peak:.3g}); it is fitted scaled to its peak: negate it"
-            )
-        raise UsageError(f"--kernel {spec!r} is zero everywhere (its largest value is "
-                         f"{peak:.3g}): there is nothing to fit{hint}")  # fmt: skip
+        raise UsageError(f"--kernel {spec!r} is zero everywhere: there is nothing to fit{hint}")
     # Fitted at peak 1, the scale the loss weights and the optimizer are meant for: a
     # Gaussian of an even SIZE peaks below 1 (far below for a small SIGMA).
     return (kernel / peak).astype(np.float32), peak
