@@ -96,9 +96,9 @@ def test_sixteen_bit_colour_falls_back_to_8_bits_where_pillow_refuses_the_low_by
 ):
     # The low bytes come from Pillow's internals (a second read with another unpacker):
     # a Pillow whose decoder refuses it must still load the image, at 8 bits.
-    import diffprims._image as image_module
+    import diffprims._image_formats as formats_module
 
-    monkeypatch.setattr(image_module, "_LOW_BYTES", {"RGB;16B": "no such rawmode"})
+    monkeypatch.setattr(formats_module, "_LOW_BYTES", {"RGB;16B": "no such rawmode"})
     samples = np.random.default_rng(1).integers(0, 65536, (4, 5, 3), dtype=np.uint16)
     image = np.asarray(dp.load_image(_png16(tmp_path / "deep.png", samples)))
     np.testing.assert_allclose(image, (samples >> 8) / 255.0, rtol=0, atol=1e-6)
@@ -122,10 +122,10 @@ def test_sixteen_bit_grey_alpha_png_keeps_every_bit(tmp_path, alpha):
     np.testing.assert_allclose(square, expected[:6], rtol=0, atol=1e-6)
     # A Pillow that refuses the second read still loads the image, at 8 bits.
     grey = np.asarray(Image.open(tmp_path / "la.png").convert("RGBA"))[..., :1] / 255.0
-    import diffprims._image as image_module
+    import diffprims._image_formats as formats_module
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(image_module, "_LOW_BYTES", {"LA;16B": "no such rawmode"})
+        patch.setattr(formats_module, "_LOW_BYTES", {"LA;16B": "no such rawmode"})
         eight = np.asarray(dp.load_image(tmp_path / "la.png"))
     opacity = (samples[..., 1:] >> 8) / 255.0
     np.testing.assert_allclose(eight, np.repeat(1.0 + opacity * (grey - 1.0), 3, -1), atol=1e-6)
@@ -182,6 +182,41 @@ def test_unsigned_32_bit_tiff_keeps_its_values(tmp_path, sample_format):
     path = _grey_32_bit_tiff(tmp_path / "u32.tif", values, sample_format)
     image = np.asarray(dp.load_image(path))
     np.testing.assert_allclose(image[0, :, 0], truth, atol=1e-6)
+
+
+def _rgb_16_bit_tiff(path, values, order):
+    """A baseline uncompressed TIFF of `(H, W, 3)` 16-bit samples in byte `order` ("II"
+    little-endian, "MM" big-endian)."""
+    import struct
+
+    e = "<" if order == "II" else ">"
+    height, width, _ = values.shape
+    data = np.asarray(values, f"{e}u2").tobytes()
+    bits_at = 8 + 2 + 12 * 9 + 4  # after the directory: BitsPerSample's three, then the strip
+    tags = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 3, bits_at), (259, 3, 1, 1),
+            (262, 3, 1, 2), (273, 4, 1, bits_at + 6), (277, 3, 1, 3), (278, 4, 1, height),
+            (279, 4, 1, len(data))]  # fmt: skip
+    entries = b"".join(
+        struct.pack(f"{e}HHI", tag, kind, count)
+        + (
+            struct.pack(f"{e}HH", value, 0)
+            if kind == 3 and count == 1
+            else struct.pack(f"{e}I", value)
+        )
+        for tag, kind, count, value in tags
+    )
+    header = order.encode() + struct.pack(f"{e}HIH", 42, 8, len(tags))
+    bits = struct.pack(f"{e}HHH", 16, 16, 16)
+    path.write_bytes(header + entries + struct.pack(f"{e}I", 0) + bits + data)
+    return path
+
+
+@pytest.mark.parametrize("order", ["II", "MM"])
+def test_16_bit_rgb_tiff_keeps_its_depth(tmp_path, order):
+    # Read at 8 bits (1000 / 65535 came back as 3 / 255), though PNGs kept 16.
+    values = (np.arange(4 * 5 * 3).reshape(4, 5, 3) * 1000 + 7).astype(np.uint16)
+    path = _rgb_16_bit_tiff(tmp_path / "rgb16.tif", values, order)
+    np.testing.assert_allclose(dp.load_image(path), values / 65535.0, atol=1e-7)
 
 
 def test_transparent_pixels_show_white(tmp_path):

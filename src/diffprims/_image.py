@@ -18,7 +18,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ._blur import blur as blur
 from ._files import atomic_write
-from ._image_formats import cannot_hold, check_written
+from ._image_formats import (
+    cannot_hold,
+    check_written,
+    low_byte_tiles,
+    raw_mode,
+    sixteen_bit_colour,
+)
 from ._validate import (
     check_float_array,
     check_positive_int,
@@ -111,7 +117,7 @@ def _to_float(picture: Image.Image, path: Any, low: Image.Image | None = None) -
     `low` holds the low bytes of a 16-bit colour PNG whose high bytes are `picture`."""
     mode = picture.mode
     if low is not None:
-        return _sixteen_bit_colour(picture, low)
+        return sixteen_bit_colour(picture, low)
     if mode in _SIXTEEN_BIT or mode in ("I", "F", "1"):
         values = np.asarray(picture)
         if mode == "F":
@@ -136,41 +142,6 @@ def _to_float(picture: Image.Image, path: Any, low: Image.Image | None = None) -
     return np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def _sixteen_bit_colour(high: Image.Image, low: Image.Image) -> np.ndarray:
-    values = (np.asarray(high, np.uint16) << 8) | np.asarray(low, np.uint16)
-    pixels = values.astype(np.float32) / 65535.0
-    rgb = pixels[..., :3]
-    if high.mode == "RGBA":
-        opacity = pixels[..., 3:]
-    else:  # a tRNS colour, kept at 16 bits by Pillow, is transparent
-        key = high.info.get("transparency")
-        opacity = np.ones_like(rgb[..., :1])
-        if isinstance(key, tuple) and len(key) == 3:
-            opacity[np.all(values == np.asarray(key, np.uint16), axis=-1)] = 0.0
-    return 1.0 + opacity * (rgb - 1.0)  # shown over white, as a viewer would
-
-
-# Pillow reads 16-bit RGB(A) PNGs at 8 bits (its unpacker keeps each sample's high byte).
-# The unpacker for little-endian 16-bit samples takes the other byte, which in a PNG's
-# big-endian samples is the low one: a second read with it gives the low bytes. Grey +
-# alpha (read as RGBA) has no such unpacker, but 8-bit RGBA's takes a pixel's 4 bytes as
-# they are: grey high, grey low, alpha high, alpha low.
-_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "LA;16B": "RGBA"}
-
-
-def _low_byte_tiles(opened: Any) -> list[Any] | None:
-    """The tiles that read a 16-bit colour (or grey + alpha) PNG's low bytes; None for any
-    other image."""
-    if opened.format != "PNG" or len(opened.tile) != 1:
-        return None
-    tile = opened.tile[0]  # a named tuple (codec, extents, offset, rawmode); a tuple in Pillow 10
-    low_mode = _LOW_BYTES.get(tile[3]) if isinstance(tile[3], str) else None
-    if low_mode is None:
-        return None
-    low_tile = (*tile[:3], low_mode)
-    return [type(tile)(*low_tile) if hasattr(tile, "_fields") else low_tile]
-
-
 def _read(path: Any, *, low_bytes: bool = False) -> tuple[Image.Image, str | None, bool]:
     """The picture at `path` (its first frame), loaded and turned upright; the raw mode
     of a 16-bit colour or grey + alpha PNG, else None (with `low_bytes`, such a PNG is
@@ -181,8 +152,8 @@ def _read(path: Any, *, low_bytes: bool = False) -> tuple[Image.Image, str | Non
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=RASTER_FORMATS) as opened:
                 animated = bool(getattr(opened, "is_animated", False))  # at frame 0 still
-                low_tiles = _low_byte_tiles(opened)
-                deep = str(opened.tile[0][3]) if low_tiles else None  # before tiles change
+                low_tiles = low_byte_tiles(opened)
+                deep = raw_mode(opened.tile[0]) if low_tiles else None  # before tiles change
                 if low_tiles and low_bytes:
                     opened.tile = low_tiles
                 opened.load()

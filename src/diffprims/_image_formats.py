@@ -1,9 +1,13 @@
-"""What an image format can hold: `save_image` refuses, never changes silently."""
+"""What image formats hold: `save_image` refuses what a format would change; 16-bit
+colour PNGs and TIFFs read at their full depth (Pillow's own reader keeps 8 bits)."""
 
 from __future__ import annotations
 
 import io
+import sys
+from typing import Any
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 
@@ -38,3 +42,52 @@ def cannot_hold(name: str, fmt: str, mode: str, error: Exception) -> str:
         f"`image` must be in a mode {fmt} can hold to be written to {name!r}; got {kind} "
         f"image, which {fmt} cannot hold ({error}). To write it, {fix}."
     )
+
+
+# Pillow reads 16-bit RGB(A) PNGs and TIFFs at 8 bits (its unpacker keeps each sample's
+# high byte). The unpacker for the other byte order takes the other byte, the low one: a
+# second read with it gives the low bytes (PNGs are big-endian; TIFFs either, or native
+# when compressed). Grey + alpha PNGs (read as RGBA) have no such unpacker, but 8-bit
+# RGBA's takes a pixel's 4 bytes as they are: grey high, grey low, alpha high, alpha low.
+_NATIVE = "L" if sys.byteorder == "little" else "B"
+_LOW_BYTES = {"LA;16B": "RGBA"} | {
+    f"{mode};16{order}": f"{mode};16{'B' if (_NATIVE if order == 'N' else order) == 'L' else 'L'}"
+    for mode in ("RGB", "RGBA")
+    for order in "BLN"
+}
+
+
+def low_byte_tiles(opened: Any) -> list[Any] | None:
+    """The tiles that read a 16-bit colour (or grey + alpha) PNG's or TIFF's low bytes;
+    None for any other image."""
+    if opened.format not in ("PNG", "TIFF") or not opened.tile:
+        return None
+    tiles = []
+    for tile in opened.tile:  # named tuples (codec, extents, offset, args); tuples in Pillow 10
+        args = tile[3]  # the raw mode (PNG), or a tuple that starts with it (TIFF)
+        raw = args if isinstance(args, str) else args[0] if isinstance(args, tuple) else None
+        low_mode = _LOW_BYTES.get(raw) if isinstance(raw, str) else None
+        if low_mode is None or (opened.format == "TIFF" and str(raw).startswith("LA")):
+            return None
+        low_args = low_mode if isinstance(args, str) else (low_mode, *args[1:])
+        low_tile = (*tile[:3], low_args)
+        tiles.append(type(tile)(*low_tile) if hasattr(tile, "_fields") else low_tile)
+    return tiles
+
+
+def raw_mode(tile: Any) -> str:
+    return tile[3] if isinstance(tile[3], str) else tile[3][0]
+
+
+def sixteen_bit_colour(high: Image.Image, low: Image.Image) -> np.ndarray:
+    values = (np.asarray(high, np.uint16) << 8) | np.asarray(low, np.uint16)
+    pixels = values.astype(np.float32) / 65535.0
+    rgb = pixels[..., :3]
+    if high.mode == "RGBA":
+        opacity = pixels[..., 3:]
+    else:  # a tRNS colour, kept at 16 bits by Pillow, is transparent
+        key = high.info.get("transparency")
+        opacity = np.ones_like(rgb[..., :1])
+        if isinstance(key, tuple) and len(key) == 3:
+            opacity[np.all(values == np.asarray(key, np.uint16), axis=-1)] = 0.0
+    return 1.0 + opacity * (rgb - 1.0)  # shown over white, as a viewer would

@@ -136,9 +136,11 @@ def sampler_for(batch: Any, sampling: Any, shape: tuple[int, ...]) -> tuple[Any,
     return ("stratified", stride), -(-height // stride) * -(-width // stride)
 
 
-def check_fit_key(key: Any, batch: int | None) -> Any:
+def check_fit_key(key: Any, batch: int | None, resume: Any = None) -> Any:
+    """`key`, or a stand-in for `key=None`: refused for a batched fit, unless it resumes
+    (it takes the checkpoint's key; `_resume` checks again when nothing is resumed)."""
     if key is None:
-        if batch is not None:
+        if batch is not None and resume in (None, False):
             raise ValueError(
                 f"`key` is required when `batch` is given; got `key=None` with `batch={batch}`. "
                 "Pass `key=jax.random.key(0)`."

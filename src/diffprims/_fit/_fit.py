@@ -158,9 +158,7 @@ def fit(
     optimizer = _checks.check_optimizer(optimizer)
     loss = _checks.check_loss(loss)
     sampler, batch = _checks.sampler_for(batch, sampling, target.shape)
-    # A resumed fit may take the checkpoint's key (`key=None`), batched or not.
-    resuming = resume not in (None, False)
-    key_given, key = key, _checks.check_fit_key(key, None if resuming else batch)
+    key_given, key = key, _checks.check_fit_key(key, batch, resume)
     checkpoint_every = _checks.check_checkpointing(checkpoint, checkpoint_every, resume)
     _checks.check_loss_on(loss, target, batch)
     snap_steps = _checks.snapshot_steps(snapshots, steps)
@@ -169,7 +167,7 @@ def fit(
     traced = inside_trace() or any(
         is_traced(x) for x in jax.tree.leaves((params, key, loss, target))
     )
-    checkpointing = checkpoint is not None or resuming
+    checkpointing = checkpoint is not None or resume not in (None, False)
     if traced and checkpointing:
         raise ValueError(
             "`checkpoint`/`resume` need concrete values; got a fit traced under jit/vmap. "
