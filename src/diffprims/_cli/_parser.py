@@ -48,20 +48,23 @@ KERNEL is NAME:SIZE[:ARG]: disk:50 (a 50 px bokeh disk), polygon:51:6 (a hexagon
 SIDES from {MIN_SIDES} to {MAX_SIDES}), gaussian:31:5 (sigma 5), box:9; SIZE at most
 {MAX_KERNEL}. Or a file holding your own kernel (any KH x KW, at most {MAX_KERNEL} a
 side; negative values allowed): .npy, .txt or .csv (a table of numbers), or a
-picture (.png .jpg .tif ...: its grey level). The kernel is fitted scaled to peak
-1, the scale the loss weights are meant for.
+picture (.png .jpg .tif ...: its grey level; float TIFFs as they are). The kernel
+is fitted scaled to peak 1 (its largest magnitude), the scale the loss weights are
+meant for.
 
 The default loss is diffprims.SeparableFilters.recommended_loss(): L2 plus a
 penalty on negative values (weights 1,1,0), which removes the negative lobes that
-ring when the kernel is applied; it leaves the corners outside a disk. A ZEROS
-weight > 0 (e.g. --weights 1,3,0.3) also penalises non-zeros where the kernel is
-zero, at some cost in accuracy.
+ring when the kernel is applied; it leaves the corners outside a disk. For a kernel
+with negative values of its own (an edge detector) the default is 1,0,0, which
+keeps them. A ZEROS weight > 0 (e.g. --weights 1,3,0.3) also penalises non-zeros
+where the kernel is zero, at some cost in accuracy.
 
 Writes OUTDIR/kernel.png (target | SVD | fitted, negative values red),
 vectors.json and vectors.npz (the vertical and horizontal vectors, normalised: the
-kernel they make sums to 1), summary.json (relative L2 error, min/max, spill, the
-loss weights), and blurred.png with --apply. Ctrl-C (or SIGTERM) stops the fit and
-writes the results so far.
+kernel they make sums to 1; at the kernel's own scale when its sum is not clearly
+positive, as an edge detector's), summary.json (relative L2 error, min/max, spill,
+the loss weights), and blurred.png with --apply. Ctrl-C (or SIGTERM) stops the fit
+and writes the results so far.
 """
 
 
@@ -192,7 +195,8 @@ def _add_filter(commands) -> None:
                       "for a smaller kernel)")  # fmt: skip
     filt.add_argument("--weights", default=None, metavar="L2,NONNEG,ZEROS",
                       help="loss weights of L2, negative values and non-zeros where the "
-                      "kernel is zero (default: the library's, 1,1,0)")  # fmt: skip
+                      "kernel is zero (default: the library's, 1,1,0; NONNEG 0 for a kernel "
+                      "with negative values)")  # fmt: skip
     filt.add_argument("--steps", type=types.int_up_to(types.MAX_INT32), default=500,
                       help="optimizer steps (default: 500)")  # fmt: skip
     filt.add_argument("--apply", default=None, metavar="IMAGE",
