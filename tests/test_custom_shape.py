@@ -357,6 +357,22 @@ def test_load_finds_a_class_saved_from_a_script_by_its_name(tmp_path):
         dp.load(tmp_path / "m.eqx", classes=[UserCircles])
 
 
+def test_load_names_every_class_it_lacks_with_those_passed(tmp_path):
+    # The hint named only the first class missing, dropping the ones already passed:
+    # following it failed on those.
+    layers = dp.Layers(
+        [UserCircles.init(3, key=jax.random.key(0)), Hollow.init(2, key=jax.random.key(1))]
+    )
+    path = dp.save(tmp_path / "l.eqx", layers)
+    for passed in ([], [UserCircles], [Hollow]):
+        with pytest.raises(dp.LoadError) as info:
+            dp.load(path, classes=passed)
+        names = [*(cls.__name__ for cls in passed), "UserCircles", "Hollow"]
+        assert f"classes=[{', '.join(dict.fromkeys(names))}]" in str(info.value)
+    loaded = dp.load(path, classes=[UserCircles, Hollow])
+    assert [type(layer) for layer in loaded.layers] == [UserCircles, Hollow]
+
+
 class Bumpy(UserCircles):
     """Circles with `lobes` bumps: a setting, not learned (a static field)."""
 

@@ -143,7 +143,7 @@ def test_unknown_module_needs_classes(tmp_path):
     with pytest.raises(dp.LoadError, match="not a diffprims class") as info:
         dp.load(path)
     # It names the class and what to pass; the file is not damaged, so it does not say so.
-    assert "holds the class `Unregistered`" in str(info.value)
+    assert "holds `Unregistered`" in str(info.value)
     assert "classes=[Unregistered]" in str(info.value)
     assert "damaged" not in str(info.value)
     assert_same(dp.load(path, classes=[Unregistered]), mine)

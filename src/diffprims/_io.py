@@ -36,6 +36,7 @@ from ._io_tree import (
     UnknownClassError,
     allowed_classes,
     build,
+    missing_classes,
     parse,
     public_name,
     read_leaves,
@@ -326,26 +327,34 @@ def _parse(path: Any, header: dict[str, Any], allowed: dict[str, type]) -> Spec:
     try:
         spec.tree = parse(header.get("tree"), spec, allowed, "the model", 0)
     except UnknownClassError as error:
-        raise LoadError(_unknown_class(path, error.name)) from None
+        missing = missing_classes(header.get("tree"), allowed) or [error.name]
+        raise LoadError(_unknown_class(path, missing, allowed)) from None
     except ValueError as error:
         raise _fail(path, f"its header is damaged: {error}") from None
     return spec
 
 
-def _unknown_class(path: Any, name: str) -> str:
-    """What to do about a file naming a class that `load` was not given."""
-    module, _, qualname = name.rpartition(":")
-    if name.startswith("diffprims."):
+def _unknown_class(path: Any, names: list[str], allowed: dict[str, type]) -> str:
+    """What to do about a file naming classes that `load` was not given (all of them,
+    with those already passed in the `classes` to pass)."""
+    upgrade = [name for name in names if name.startswith("diffprims.")]
+    if upgrade:
         return (
-            f"{os.fspath(path)!r} holds a `{name:.80}`, which this version of diffprims "
+            f"{os.fspath(path)!r} holds a `{upgrade[0]:.80}`, which this version of diffprims "
             "does not have; upgrade diffprims to read it."
         )
-    short = qualname.rpartition(".")[2]
+    shorts = [name.rpartition(":")[2].rpartition(".")[2][:80] for name in names]
+    passed = [cls.__name__ for key, cls in allowed.items() if not key.startswith("diffprims.")]
+    listed = ", ".join(dict.fromkeys([*passed, *shorts]))
+    holds = ", ".join(
+        f"`{qualname:.80}` (from module `{module:.80}`)"
+        for module, _, qualname in (name.rpartition(":") for name in names[:8])
+    )
     return (
-        f"{os.fspath(path)!r} holds the class `{qualname:.80}` (from module "
-        f"`{module:.80}`), which is not a diffprims class. `load` builds only diffprims "
-        "classes and the classes you pass (a file cannot make it import or run anything "
-        f"else): import {short:.80} and pass it, `dp.load(path, classes=[{short:.80}])`."
+        f"{os.fspath(path)!r} holds {holds}, not a diffprims class. `load` "
+        "builds only diffprims classes and the classes you pass (a file cannot make it "
+        f"import or run anything else): import {', '.join(shorts[:8])} and pass "
+        f"{'it' if len(shorts) == 1 else 'them'}, `dp.load(path, classes=[{listed}])`."
     )
 
 

@@ -155,15 +155,36 @@ def _same_name(allowed: dict[str, type], qualname: str) -> type | None:
     return found.pop() if len(found) == 1 else None
 
 
-def parse_module(node: dict, spec: Spec, allowed: dict[str, type], where: str, depth: int):
-    name, fields = node["module"], node.get("fields")
-    if not isinstance(name, str) or not isinstance(fields, dict) or len(node) != 2:
-        raise ValueError(f"{where} is a damaged module entry {node!r:.80}")
+def resolve(name: str, allowed: dict[str, type]) -> tuple[str, type | None]:
+    """`(name, class)` of a saved class name (the class None if `allowed` lacks it)."""
     name = OLD_NAMES.get(name, name)
     module_name, _, qualname = name.rpartition(":")
     if module_name.split(".")[0] == "diffprims" and f"diffprims.{qualname}" in allowed:
         name = f"diffprims.{qualname}"  # a public type saved under a private module
-    cls = allowed.get(name) or _same_name(allowed, qualname)
+    return name, allowed.get(name) or _same_name(allowed, qualname)
+
+
+def missing_classes(node: Any, allowed: dict[str, type]) -> list[str]:
+    """Every class name in a header's tree that `allowed` lacks, in order, once each."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        name = node.get("module")
+        if isinstance(name, str):
+            name, cls = resolve(name, allowed)
+            found += [] if cls is not None else [name]
+        for value in node.values():
+            found += missing_classes(value, allowed)
+    elif isinstance(node, list):
+        for value in node:
+            found += missing_classes(value, allowed)
+    return list(dict.fromkeys(found))
+
+
+def parse_module(node: dict, spec: Spec, allowed: dict[str, type], where: str, depth: int):
+    name, fields = node["module"], node.get("fields")
+    if not isinstance(name, str) or not isinstance(fields, dict) or len(node) != 2:
+        raise ValueError(f"{where} is a damaged module entry {node!r:.80}")
+    name, cls = resolve(name, allowed)
     if cls is None:
         raise UnknownClassError(name)
     init = {f.name for f in dataclasses.fields(cls) if f.init}
