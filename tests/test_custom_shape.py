@@ -205,6 +205,33 @@ class FlatBounds(UserCircles):
         return super().bounds().reshape(-1)
 
 
+class ListCoverage(UserCircles):
+    """Returns coverage as a list of rows: JAX's TracerArrayConversionError came out."""
+
+    def coverage(self, points, edge_width):
+        return list(super().coverage(points, edge_width))
+
+
+class ListBounds(UserCircles):
+    def bounds(self):
+        return list(super().bounds())
+
+
+@pytest.mark.parametrize(
+    "cls, method, renderer",
+    [
+        (ListCoverage, "coverage", "scan"),
+        (ListCoverage, "coverage", "tiled"),
+        (ListBounds, "bounds", "tiled"),
+    ],  # fmt: skip
+)
+def test_a_list_instead_of_an_array_is_a_type_error_naming_it(cls, method, renderer):
+    # (The scan renderer does not call `bounds`.)
+    model = cls.init(10, key=jax.random.key(0))
+    with pytest.raises(TypeError, match=rf"{cls.__name__}\.{method}\(.*must return one"):
+        jax.block_until_ready(model.render_image((16, 16), method=renderer))
+
+
 def _message(error) -> str:
     return str(error.value)
 

@@ -82,6 +82,7 @@ def coverage(shapes: Any, points: Array, edge_width: Any) -> Array:
     with _traceable(f"{type(shapes).__name__}.coverage(points, edge_width)"):
         out = shapes.coverage(points, edge_width)
     expected = (shapes.num_shapes, points.shape[0])
+    _check_array(out, f"{type(shapes).__name__}.coverage(points, edge_width)", "(N, P)")
     got = jnp.shape(out)
     if got != expected:
         flipped = " It looks transposed: return it as `(N, P)`." if got == expected[::-1] else ""
@@ -98,6 +99,7 @@ def bounds(shapes: Any) -> Array:
     with _traceable(f"{type(shapes).__name__}.bounds()"):
         out = shapes.bounds()
     expected = (shapes.num_shapes, 4)
+    _check_array(out, f"{type(shapes).__name__}.bounds()", "(N, 4)")
     if jnp.shape(out) != expected:
         raise ValueError(
             f"{type(shapes).__name__}.bounds() must return shape (N, 4) = {expected}: one "
@@ -221,6 +223,15 @@ def svg_geometry(shapes: Any, edge_width: float) -> list[str]:
             f"{name} gave {len(out)} elements for {n} shapes; it must give one per shape."
         )
     return list(out)
+
+
+def _check_array(out: Any, name: str, shape: str) -> None:
+    """A `TypeError` unless `out` is one array (a list of rows gave JAX's traceback)."""
+    if not (isinstance(out, jax.Array | np.ndarray) or hasattr(out, "aval")):
+        raise TypeError(
+            f"{name} must return one {shape} array; got {type(out).__name__}. Stack rows "
+            f"with `jnp.stack(...)`.{_GUIDE}"
+        )
 
 
 def _shape_of(x: Any) -> str:
