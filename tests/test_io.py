@@ -460,3 +460,39 @@ def test_gif_loop_false_plays_once(tmp_path, small):
         assert "loop" not in gif.info
     with Image.open(always) as gif:
         assert gif.info["loop"] == 0
+
+
+@pytest.mark.parametrize(
+    "old, new, said",
+    [
+        (b'"softness":{"value":1.5}', b'"softness":{"value":true}', "softness"),
+        (
+            b'"learn_background":{"value":true}',
+            b'"learn_background":{"value":"yes"}',
+            "learn_background",
+        ),  # fmt: skip
+    ],
+)
+def test_load_refuses_settings_of_the_wrong_type(tmp_path, old, new, said):
+    # A hand-made file (with its SHA-256 line recomputed) loaded `softness: true` and
+    # `learn_background: "yes"`.
+    path = dp.save(tmp_path / "m.eqx", dp.Circles.init(2, key=jax.random.key(0), softness=1.5))
+    data = path.read_bytes()
+    assert old in data
+    path.write_bytes(reseal(data.replace(old, new)))
+    with pytest.raises(dp.LoadError, match=said):
+        dp.load(path)
+
+
+def test_load_refuses_non_finite_parameters(tmp_path, monkeypatch):
+    # `save` refuses NaN; a file holding them anyway (hand-made, or written by an older
+    # version) loaded them.
+    import diffprims._io as io_module
+
+    model = dp.Circles.init(2, key=jax.random.key(0))
+    model = eqx.tree_at(lambda m: m.raw_radii, model, model.raw_radii.at[1].set(jnp.nan))
+    monkeypatch.setattr(io_module, "_non_finite", lambda model: None)
+    path = dp.save(tmp_path / "nan.eqx", model)
+    monkeypatch.undo()
+    with pytest.raises(dp.LoadError, match=r"NaN/inf parameters \(in `model.raw_radii`\)"):
+        dp.load(path)

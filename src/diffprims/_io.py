@@ -315,11 +315,15 @@ def load(path: str | os.PathLike, like: Any = None, *, classes: Any = ()) -> Any
     try:
         model = read_leaves(payload, template if like is None else like)
         if like is None:
-            return _vmapped(rebuild, batch)(model)
-        _vmapped(run_checks, batch)(model)
-        return model
+            model = _vmapped(rebuild, batch)(model)
+        else:
+            _vmapped(run_checks, batch)(model)
     except Exception as error:
         raise _fail(path, f"it does not hold a valid model (or is truncated): {error}") from None
+    bad = _non_finite(model)
+    if bad is not None:  # `save` never writes them: a damaged or hand-made file
+        raise _fail(path, f"it holds NaN/inf parameters (in `model{bad}`)")
+    return model
 
 
 def _parse(path: Any, header: dict[str, Any], allowed: dict[str, type]) -> Spec:

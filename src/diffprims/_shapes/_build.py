@@ -65,8 +65,13 @@ def check_set(shapes: Any) -> None:
             raise ValueError(
                 f"`{name}` must have leading axis N={n}; got shape {jnp.shape(leaf)}."
             )
-    if not (isinstance(shapes.softness, float | int) and shapes.softness > 0):
-        raise ValueError(f"`softness` must be a float > 0 (pixels); got {shapes.softness!r}.")
+    softness = shapes.softness
+    if isinstance(softness, bool) or not (isinstance(softness, float | int) and softness > 0):
+        raise ValueError(f"`softness` must be a float > 0 (pixels); got {softness!r}.")
+    if not isinstance(shapes.learn_background, bool | np.bool_):
+        raise TypeError(
+            f"`learn_background` must be True or False; got {describe(shapes.learn_background)}."
+        )
     _check_compositing(shapes, n)
 
 
