@@ -156,7 +156,9 @@ def paint(
       declared [`diffprims.Role`][] is a position, other geometry (sizes, angles, ...)
       and colours/opacities/depths.
     - `solve_colours`: finish by solving for the colours and background that minimise
-      the squared error on the full image for the fitted geometry, kept in `[0, 1]` (the
+      the squared error on the whole image (every pixel up to 512 x 512, and with a
+      `seconds` budget too short for that, a regular subset of them) for the fitted
+      geometry, kept in `[0, 1]` (the
       picture is linear in the colours for "over" and "additive" compositing: the
       better of the clipped least-squares solution and the current colours, then
       projected-gradient steps, so never worse than the fit's own colours; weighted by

@@ -1,4 +1,5 @@
-"""The closed-form colour solve, and the per-pixel weights a loss puts on squared error."""
+"""The final colour solve (least squares kept in [0, 1]), and the per-pixel weights a loss
+puts on squared error."""
 
 from __future__ import annotations
 
