@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -21,6 +20,7 @@ from .._validate import (
     check_scalar,
     check_values,
     is_traced,
+    runtime_check,
 )
 from ._checks import (
     BORDERS,
@@ -259,7 +259,7 @@ class SeparableFilters(AbstractModel):
         )
         vanishes = jnp.abs(total) <= _ZERO_SUM * magnitude
         if is_traced(vanishes):
-            total = eqx.error_if(total, vanishes, message.format(got=""))
+            total = runtime_check(total, vanishes, message.format(got=""))
         elif bool(vanishes):
             got = f"; sum {float(total):.3g}, sum |k| {float(magnitude):.3g}"
             raise ValueError(message.format(got=got))

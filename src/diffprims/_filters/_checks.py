@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import equinox as eqx
 import numpy as np
 from jaxtyping import Array
 
@@ -17,6 +16,7 @@ from .._validate import (
     check_values,
     describe,
     is_traced,
+    runtime_check,
 )
 
 # The border modes of `apply` and `Filtered`, as `jnp.pad` modes.
@@ -92,7 +92,7 @@ def check_weight(weight: Any, name: str) -> Any:
     weight = check_scalar(weight, name, hint=hint)
     message = f"`{name}` must be a finite number >= 0"
     if is_traced(weight):
-        return eqx.error_if(weight, weight < 0, f"{message}.{hint}")
+        return runtime_check(weight, weight < 0, f"{message}.{hint}")
     if float(weight) < 0:
         raise ValueError(
             f"{message}; got {float(weight)!r}. A negative weight rewards the "

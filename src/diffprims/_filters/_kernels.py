@@ -6,7 +6,6 @@ import functools
 import math
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +17,7 @@ from .._validate import (
     check_positive_int,
     check_scalar,
     is_traced,
+    runtime_check,
 )
 
 # Sub-pixel samples per axis for anti-aliased edges: 16 x 16 gives 257 coverage levels.
@@ -143,7 +143,7 @@ def _finish(kernel: Array, normalize: bool, hint: str = "") -> Float[Array, "Kh 
     total = jnp.sum(kernel)
     message = f"cannot normalize an all-zero kernel (it sums to 0): {hint}"
     if is_traced(total):
-        kernel = eqx.error_if(kernel, ~(total > 0), message)
+        kernel = runtime_check(kernel, ~(total > 0), message)
     elif not float(np.asarray(total)) > 0:
         raise ValueError(message)
     return kernel / total

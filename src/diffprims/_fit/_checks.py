@@ -29,6 +29,7 @@ from .._validate import (
     check_values,
     describe,
     is_traced,
+    runtime_check,
     upcast_half,
 )
 
@@ -87,7 +88,7 @@ def check_finite_model(params: Any) -> Any:
     if not traced:
         return params
     bad = ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in traced]))
-    return eqx.error_if(params, bad, f"`model` must have finite parameters; got NaN/inf. {fix}")
+    return runtime_check(params, bad, f"`model` must have finite parameters; got NaN/inf. {fix}")
 
 
 def _check_batch(batch: Any, num_pixels: int) -> int | None:

@@ -19,6 +19,7 @@ from .._validate import (
     check_values,
     describe,
     is_traced,
+    runtime_check,
 )
 from ._compositing import MODES
 from ._protocol import check_concrete
@@ -207,7 +208,7 @@ def shape_values(**fields: tuple[Any, tuple[int, ...], float | None]) -> dict[st
         if lower is not None:
             if is_traced(value):
                 message = f"`{name}` must be > {lower}."
-                value = eqx.error_if(value, jnp.any(value <= lower), message)
+                value = runtime_check(value, jnp.any(value <= lower), message)
             elif np.any(np.asarray(value) <= lower):
                 raise ValueError(
                     f"`{name}` must be > {lower}; got a minimum of {float(value.min()):.4g}."
