@@ -5,6 +5,9 @@ Run from the repository root:
     python docs/scripts/filter_figures.py            # about a minute on 2 cores
     python docs/scripts/filter_figures.py --quick    # small photo, to check the script
 
+`--quick` writes to a new temporary folder instead of docs/images/filters/ (or to
+`--out`) and records nothing in made_by.json, so it never touches the committed figures.
+
 Writes under docs/images/filters/ (each file atomically):
 
 - `kernel_<name>.png`: the 50 x 50 disk target, its rank-4 SVD and rank-4 banks fitted
@@ -20,6 +23,7 @@ Writes under docs/images/filters/ (each file atomically):
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -95,9 +99,12 @@ def metrics(kernel, target):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a 128 px photo")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--quick", action="store_true",
+                        help="a 128 px photo, into a temporary folder")  # fmt: skip
+    parser.add_argument("--out", type=Path, help=f"the folder to write (default {OUT})")
     args = parser.parse_args()
+    if args.out is None:  # a quick run never writes over the committed figures
+        args.out = Path(tempfile.mkdtemp(prefix="diffprims-figures-")) if args.quick else OUT
     target = dp.kernels.disk(50)
     photo = dp.load_image(dp.demo_image_path(), size=128 if args.quick else 512, square=True)
     banks = kernels(target)
@@ -118,7 +125,8 @@ def main():
     dp.save_image(args.out / "kernels.png", side_by_side(kernel_pictures))
     table = "\n".join(rows) + "\n"
     atomic_write(args.out / "table.md", lambda path: Path(path).write_text(table))
-    record(args.out, __file__)
+    if not args.quick:  # a quick run's files are no figures of the docs
+        record(args.out, __file__)
     print(f"wrote {args.out}")
 
 

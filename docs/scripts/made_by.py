@@ -1,9 +1,10 @@
 """Which script made the files of a folder under docs/images/, and from which source.
 
-Each figures script ends with `record(OUT, __file__)`: it writes `OUT/made_by.json`
-(the script's path, the SHA-256 of its source, the files in `OUT`). tests/test_docs.py
-checks that every figure and table the pages show is listed in one, and that the
-script has not changed since: a changed script means the figures are stale.
+Each figures script ends with `record(OUT, __file__)` (not in its `--quick` mode): it
+writes `OUT/made_by.json` atomically (the script's path, the SHA-256 of its source, the
+files in `OUT`). tests/test_docs.py checks that every figure and table the pages show
+is listed in one, and that the script has not changed since: a changed script means the
+figures are stale.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+
+from diffprims._files import atomic_write
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +30,8 @@ def record(folder: Path, script: str | Path) -> None:
         "sha256": source_hash(script),
         "files": files,
     }
-    (Path(folder) / "made_by.json").write_text(json.dumps(data, indent=1) + "\n")
+    text = json.dumps(data, indent=1) + "\n"
+    atomic_write(Path(folder) / "made_by.json", lambda temp: Path(temp).write_text(text))
 
 
 if __name__ == "__main__":  # record folders whose script is unchanged since they were made

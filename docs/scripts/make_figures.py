@@ -5,8 +5,11 @@ Run from the repository root:
     python docs/scripts/make_figures.py            # all figures, a few minutes on 2 cores
     python docs/scripts/make_figures.py --quick    # tiny versions, to check the script
 
-Writes PNGs, a GIF and small Markdown tables under docs/images/circles/; the pages
-include the tables with `--8<--`, so every number in the text comes from this script.
+Writes PNGs, a GIF and small Markdown tables under docs/images/circles/ (each file
+atomically), and records them in its made_by.json; the pages include the tables with
+`--8<--`, so every number in the text comes from this script. `--quick` writes to a
+new temporary folder instead (or to `--out`) and records nothing, so it never touches
+the committed figures.
 The filter figures come from docs/scripts/filter_figures.py.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +28,7 @@ import optax
 from made_by import record  # docs/scripts/made_by.py
 
 import diffprims as dp
+from diffprims._files import atomic_write
 
 OUT = Path(__file__).resolve().parents[1] / "images" / "circles"
 
@@ -56,7 +61,8 @@ def psnr_curve(path, curves):
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
+    # The temporary file's name may lack the suffix: name the format.
+    atomic_write(path, lambda temp: fig.savefig(temp, format="png"))
     plt.close(fig)
 
 
@@ -115,53 +121,62 @@ def mastercard(size, steps, seeds):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes and few steps, into a temporary folder")  # fmt: skip
+    parser.add_argument("--out", type=Path, help=f"the folder to write (default {OUT})")
     args = parser.parse_args()
     size, steps, counts = (32, 60, (5, 20)) if args.quick else (128, 1500, (10, 50, 200))
-    OUT.mkdir(parents=True, exist_ok=True)
+    if args.out is not None:
+        out = args.out
+    elif args.quick:  # never over the committed figures
+        out = Path(tempfile.mkdtemp(prefix="diffprims-figures-"))
+    else:
+        out = OUT
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
     target = dp.load_image(dp.demo_image_path(), size=size)
-    dp.save_image(OUT / "target.png", target)
+    dp.save_image(out / "target.png", target)
     rows, curves = [], {}
     for n in counts:
         result = fit_circles(target, n, steps=steps, snapshots=12 if n == counts[-1] else None)
         image = result.model.render_image((size, size))
-        dp.save_image(OUT / f"n{n}.png", image)
+        dp.save_image(out / f"n{n}.png", image)
         curves[f"N = {n}"] = result.losses
         rows.append((n, float(dp.psnr(image, target)), float(result.seconds)))
         if n == counts[-1]:
             gif_size = max(size, 160)  # the size the pages show it at
-            dp.save_gif(OUT / "progress.gif", result.snapshots, (gif_size, gif_size),
+            dp.save_gif(out / "progress.gif", result.snapshots, (gif_size, gif_size),
                         seconds_per_frame=0.25, hold_last=1.5)  # fmt: skip
             # The same model drawn three times larger: positions are resolution independent.
-            dp.save_image(OUT / f"n{n}_large.png", result.model.render_image((3 * size, 3 * size)))
+            dp.save_image(out / f"n{n}_large.png", result.model.render_image((3 * size, 3 * size)))
         print(f"N={n}: {rows[-1][1]:.2f} dB in {rows[-1][2]:.1f} s", flush=True)
-    psnr_curve(OUT / "psnr.png", curves)
+    psnr_curve(out / "psnr.png", curves)
     # The library's best defaults for the same job: progressive rounds, smart placement.
     n = counts[-1]
     painted = dp.paint(target, n, key=jax.random.key(0), steps=steps)
     image = painted.model.render_image((size, size))
-    dp.save_image(OUT / f"paint{n}.png", image)
+    dp.save_image(out / f"paint{n}.png", image)
     # The home page and README pictures, at 3x: the photo, and the painting drawn at that
     # size (shapes have no pixels to upscale).
-    dp.save_image(OUT / "hero_target.png", dp.load_image(dp.demo_image_path(), size=3 * size))
-    dp.save_image(OUT / "hero_paint.png", painted.model.render_image((3 * size, 3 * size)))
+    dp.save_image(out / "hero_target.png", dp.load_image(dp.demo_image_path(), size=3 * size))
+    dp.save_image(out / "hero_paint.png", painted.model.render_image((3 * size, 3 * size)))
     paint_row = (n, float(dp.psnr(image, target)), float(painted.seconds))
     print(f"paint N={n}: {paint_row[1]:.2f} dB in {paint_row[2]:.1f} s", flush=True)
     table = ["| method | circles N | PSNR (dB) | time (s) |", "|---|---:|---:|---:|"]
     table += [f"| `fit` (the seed's method) | {n} | {p:.1f} | {s:.0f} |" for n, p, s in rows]
     table += ["| `paint` | {} | {:.1f} | {:.0f} |".format(*paint_row)]
-    (OUT / "results.md").write_text("\n".join(table) + "\n")
+    text = "\n".join(table) + "\n"
+    atomic_write(out / "results.md", lambda temp: Path(temp).write_text(text))
 
     mc_size, mc_seeds = (32, 4) if args.quick else (64, 8)
     mc_target, mc = mastercard(mc_size, steps=100 if args.quick else 1000, seeds=mc_seeds)
-    dp.save_image(OUT / "mastercard_target.png", mc_target)
+    dp.save_image(out / "mastercard_target.png", mc_target)
     images, errors, swapped = mc["over"]
-    dp.save_image(OUT / "mastercard_good.png", images[int(np.argmin(errors))])
-    dp.save_image(OUT / "mastercard_stuck.png", images[int(np.argmax(errors))])
+    dp.save_image(out / "mastercard_good.png", images[int(np.argmin(errors))])
+    dp.save_image(out / "mastercard_stuck.png", images[int(np.argmax(errors))])
     depth_images, depth_errors, _ = mc["depth"]
-    dp.save_image(OUT / "mastercard_depth.png", depth_images[int(np.argmax(depth_errors))])
+    dp.save_image(out / "mastercard_depth.png", depth_images[int(np.argmax(depth_errors))])
 
     def db(values):
         return f"{-10 * np.log10(values.max()):.1f} to {-10 * np.log10(values.min()):.1f}"
@@ -173,8 +188,9 @@ def main() -> None:
     for name, (_, errs, swap) in mc.items():
         lines.append(f"| `{name}` | {db(errs[~swap])} ({np.sum(~swap)} starts) | "
                      f"{db(errs[swap])} ({np.sum(swap)} starts) |")  # fmt: skip
-    (OUT / "mastercard.md").write_text("\n".join(lines) + "\n")
-    (OUT / "results.json").write_text(
+    text = "\n".join(lines) + "\n"
+    atomic_write(out / "mastercard.md", lambda temp: Path(temp).write_text(text))
+    text = (
         json.dumps(
             {
                 "size": size,
@@ -190,8 +206,10 @@ def main() -> None:
         )
         + "\n"
     )
-    record(OUT, __file__)
-    print(f"wrote {OUT} in {time.perf_counter() - started:.0f} s")
+    atomic_write(out / "results.json", lambda temp: Path(temp).write_text(text))
+    if not args.quick:  # a quick run's files are no figures of the docs
+        record(out, __file__)
+    print(f"wrote {out} in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

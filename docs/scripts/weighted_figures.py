@@ -5,6 +5,9 @@ Run from the repository root:
     python docs/scripts/weighted_figures.py            # about 3 minutes on 1 core
     python docs/scripts/weighted_figures.py --quick    # tiny versions, to check the script
 
+`--quick` writes to a new temporary folder instead of docs/images/weighted/ (or to
+`--out`) and records nothing in made_by.json, so it never touches the committed figures.
+
 Paints the demo photo with `dp.paint` and three losses, with the same shapes and steps:
 plain `dp.L2()`, `dp.Weighted(dp.L2(), face)` with a soft ellipse around the face
 weighted ~8x, and `dp.Weighted(dp.L2(), dp.edge_weights(target))`. Every loss is run with
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,9 +66,17 @@ def grey(weights):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes and few steps, into a temporary folder")  # fmt: skip
+    parser.add_argument("--out", type=Path, help=f"the folder to write (default {OUT})")
     args = parser.parse_args()
     size, n, steps, seeds = (64, 20, 100, 2) if args.quick else (256, 150, 1500, 8)
+    if args.out is not None:
+        out = args.out
+    elif args.quick:  # never over the committed figures
+        out = Path(tempfile.mkdtemp(prefix="diffprims-figures-"))
+    else:
+        out = OUT
     started = time.perf_counter()
 
     # --8<-- [start:weights]
@@ -88,9 +100,9 @@ def main() -> None:
         "flat": edge_map < np.median(edge_map),
     }
 
-    dp.save_image(OUT / "target.png", target)
-    dp.save_image(OUT / "weights_face.png", grey(weights[..., None]))
-    dp.save_image(OUT / "weights_edges.png", grey(losses["edges"].weights))
+    dp.save_image(out / "target.png", target)
+    dp.save_image(out / "weights_face.png", grey(weights[..., None]))
+    dp.save_image(out / "weights_edges.png", grey(losses["edges"].weights))
 
     runs, images = [], {}
     for seed in range(seeds):
@@ -130,8 +142,8 @@ def main() -> None:
     # The pictures: the key whose face gain is the median (the lower one), not the best.
     shown = int(np.argsort(gains)[(seeds - 1) // 2])
     for name in losses:
-        dp.save_image(OUT / f"paint_{name}.png", images[name, shown])
-        dp.save_image(OUT / f"error_{name}.png", error_map(images[name, shown], target, inside))
+        dp.save_image(out / f"paint_{name}.png", images[name, shown])
+        dp.save_image(out / f"error_{name}.png", error_map(images[name, shown], target, inside))
     table = [
         f"| loss | whole image, key {shown} | face, key {shown} | whole image, mean of "
         f"{seeds} keys | face, mean of {seeds} keys |",
@@ -171,14 +183,15 @@ def main() -> None:
     table += ["", "PSNR in dB over the pixels where `dp.edge_weights(target)` is largest and "
               "smallest."]  # fmt: skip
     text = "\n".join(table) + "\n"
-    atomic_write(OUT / "table.md", lambda path: Path(path).write_text(text))
+    atomic_write(out / "table.md", lambda path: Path(path).write_text(text))
     summary = {"size": size, "n": n, "steps": steps, "shown_key": shown, "runs": runs}
     atomic_write(
-        OUT / "results.json",
+        out / "results.json",
         lambda path: Path(path).write_text(json.dumps(summary, indent=1) + "\n"),
     )
-    record(OUT, __file__)
-    print(f"wrote {OUT} in {time.perf_counter() - started:.0f} s")
+    if not args.quick:  # a quick run's files are no figures of the docs
+        record(out, __file__)
+    print(f"wrote {out} in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
