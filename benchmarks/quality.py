@@ -6,8 +6,9 @@ centre-cropped to a square and resized to `--size` (256). They are split in two:
 
 - **TUNE** (`--set tune`): the photos `paint`'s defaults were tuned on (all of its
   knobs were chosen on these, in this session and earlier ones);
-- **REPORT** (`--set report`, the default): photos no knob was ever chosen on. Quote
-  these.
+- **REPORT** (`--set report`, the default): photos no default was chosen on, except
+  that the scored seeding's choices also looked at motorcycle and hubble_deep_field
+  (docs/tutorials/quality.md). Quote these, saying so.
 
 `--photos synthetic_circles` is not a photo: 200 random circles, which 200 circles
 paint exactly, so what a painter reaches there (at `--n 200`) measures its search, not
@@ -55,6 +56,7 @@ import os
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -62,6 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import diffprims as dp
+from diffprims._files import atomic_write
 
 ALPHA = 0.5  # primitive's default alpha 128
 
@@ -384,8 +387,8 @@ def main():
     summary(rows, groups)
     print(f"\nload after: {os.getloadavg()}")
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump(rows, file, indent=1)
+        text = json.dumps(rows, indent=1)
+        atomic_write(args.json, lambda temp: Path(temp).write_text(text))
 
 
 if __name__ == "__main__":
