@@ -67,8 +67,10 @@ def fits(target) -> None:
 
 
 def paints(target, budgets) -> None:
-    for budget in budgets:
-        for label in ("first", "again"):
+    # Only the very first call compiles; every later one (any budget) runs warm.
+    for i, budget in enumerate(budgets):
+        for j in range(2):
+            label = "first" if i == j == 0 else "warm"
             took = seconds(
                 lambda: dp.paint(target, 100, key=jax.random.key(0), seconds=budget).model
             )
@@ -77,17 +79,25 @@ def paints(target, budgets) -> None:
 
 
 def cli(budget: float) -> None:
+    """Two runs of the command line. Its persistent compilation cache lives under the
+    home folder (~/.cache/diffprims/jax on Linux, ~/Library/Caches/... on macOS), so both
+    run with a new, empty home folder: the first starts with an empty cache (a true first
+    run, whatever this machine ran before), the second finds what the first wrote."""
     exe = os.path.join(os.path.dirname(sys.executable), "diffprims")
     with tempfile.TemporaryDirectory() as folder:
-        for label in ("first", "again (cache)"):
+        home = os.path.join(folder, "home")
+        os.mkdir(home)
+        env = dict(os.environ, HOME=home, USERPROFILE=home)
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)  # it would win over the home folder's
+        for label in ("first (empty compilation cache)", "again (cache warm)"):
             command = [exe, "paint", dp.demo_image_path().as_posix(), "-n", "100",
                        "--size", "256", "--seconds", str(budget), "-q",
                        "-o", os.path.join(folder, "out"), "--force"]  # fmt: skip
             start = time.perf_counter()
-            subprocess.run(command, check=True, capture_output=True)
+            subprocess.run(command, check=True, capture_output=True, env=env)
             took = time.perf_counter() - start
-            print(f"diffprims paint -n 100 --seconds {budget:g} ({label}): wall {took:.2f} s"
-                  f" (bar: 12 s)")  # fmt: skip
+            print(f"diffprims paint -n 100 --seconds {budget:g}, {label}: wall {took:.2f} s,"
+                  f" over budget {took - budget:+.2f} s (bar: 12 s)")  # fmt: skip
 
 
 def main() -> None:
