@@ -9,7 +9,8 @@ tiled rows also say how many pairs they actually evaluated (per chunk, its longe
 times its points).
 
     python benchmarks/render.py            # everything (a few minutes on 2 cores)
-    python benchmarks/render.py --quick    # 256^2 x 200 and the fit step only
+    python benchmarks/render.py --quick    # 256^2 x 200, the 128^2 vmap-versus-loop
+                                           # table and the fit step
 """
 
 from __future__ import annotations
