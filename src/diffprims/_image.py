@@ -286,7 +286,8 @@ def load_image(
         new = _new_size(size, picture.width, picture.height)
         if new != picture.size:
             pixels = _resize(pixels, new)
-    return jnp.asarray(np.clip(pixels, 0.0, 1.0), dtype=jnp.float32)
+    # `device_put`: `jnp.asarray` of a NumPy array compiles a program for each new size.
+    return jax.device_put(np.clip(pixels, 0.0, 1.0).astype(np.float32))
 
 
 def demo_image_path() -> Path:

@@ -26,7 +26,7 @@ def read_inputs(args: argparse.Namespace, source: Any) -> tuple[Any, tuple[int, 
     """`(target at the fit size, render shape, reference at the render shape or None when
     it is the fit size)`, from one decoding of the file (a large photo took about a
     second a read, and a pipe can be read only once)."""
-    import jax.numpy as jnp
+    import jax
     import numpy as np
 
     full = np.asarray(read_image(source, quiet=args.quiet), np.float32)
@@ -39,7 +39,7 @@ def read_inputs(args: argparse.Namespace, source: Any) -> tuple[Any, tuple[int, 
         reference = full
     else:
         reference = _resized(full, render_shape)
-    return jnp.asarray(target), render_shape, reference
+    return jax.device_put(np.asarray(target, np.float32)), render_shape, reference
 
 
 def _fit_shape(size: int, height: int, width: int) -> tuple[int, int]:

@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -304,11 +305,12 @@ class Checkpointer:
         self.path, self.every, self.key, self.fit_info = path, every or 1, key, fit_info
         self.steps, self.last_saved = static_steps, last_saved
 
-    def save(self, state: Any, losses: Array, done: int, final: bool) -> None:
+    def save(self, state: Any, losses: Callable[[], Array], done: int, final: bool) -> None:
+        """Save `state` and `losses()` (called only when this step is saved)."""
         if done == self.last_saved or not (final or done - self.last_saved >= self.every):
             return
         save_checkpoint(
-            self.path, params=state.params, opt_state=state.opt_state, losses=losses,
+            self.path, params=state.params, opt_state=state.opt_state, losses=losses(),
             step=done, key=self.key, fit_info=self.fit_info, snapshots=state.snaps,
         )  # fmt: skip
         self.last_saved = done

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from .._validate import is_traced, runtime_check
+from .._validate import is_traced, runtime_check, trusted
 from ._roles import is_per_shape
 
 #: The methods a shape type implements.
@@ -70,6 +70,7 @@ def check_shape_type(cls: type) -> None:
     """
     check_concrete(cls)
 
+    @trusted  # shapes only: no value is computed, so there is nothing to check
     def probe():
         shapes = cls.init(2, key=jax.random.key(0))  # pyright: ignore[reportAttributeAccessIssue]
         return bounds(shapes), coverage(shapes, jnp.full((3, 2), 0.5), 0.01)
