@@ -130,11 +130,23 @@ def test_a_fixed_background_stays_fixed_under_weight_decay(photo, cls, trainable
     assert not np.array_equal(fitted.raw_colours, model.raw_colours)
     if trainable is not None:
         return
-    # In layers too: the fixed layer's background stays, the learning one's moves.
+    # In layers too: the fixed layer's background stays, a learning bottom one's moves,
+    # and an upper layer's (never drawn) stays (weight decay moved it).
     learning = dp.Circles.init(4, key=jax.random.key(1), target=photo)
     layers = dp.fit(dp.Layers([model, learning]), photo, steps=20, optimizer=decay).model
     np.testing.assert_array_equal(layers.layers[0].raw_background, model.raw_background)
-    assert not np.array_equal(layers.layers[1].raw_background, learning.raw_background)
+    np.testing.assert_array_equal(layers.layers[1].raw_background, learning.raw_background)
+    layers = dp.fit(dp.Layers([learning, model]), photo, steps=20, optimizer=decay).model
+    assert not np.array_equal(layers.layers[0].raw_background, learning.raw_background)
+    np.testing.assert_array_equal(layers.layers[1].raw_background, model.raw_background)
+    learning_top = dp.Circles.init(3, key=jax.random.key(2), target=photo)
+    layers = dp.Layers([learning, learning_top])
+    fitted = dp.fit(
+        layers, photo, steps=20, optimizer=decay, trainable=layers.trainable("appearance")
+    )
+    np.testing.assert_array_equal(
+        fitted.model.layers[1].raw_background, learning_top.raw_background
+    )
 
 
 def test_trainable_as_a_function_and_bad_specs(photo):

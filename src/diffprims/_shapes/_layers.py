@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import equinox as eqx
@@ -13,6 +14,7 @@ from jaxtyping import Array, Float
 from .._model import AbstractModel, check_unbatched
 from .._validate import check_pixel_size, check_points, describe, is_eager, upcast_half
 from ._base import AbstractShapes
+from ._build import fields_spec
 from ._compositing import composite
 
 # (shape, point) pairs evaluated at once: bounds the memory of a render.
@@ -67,13 +69,17 @@ class Layers(AbstractModel):
         return self.layers[0].num_channels
 
     def _fixed_parameters(self) -> Any:
-        specs = [layer._fixed_parameters() for layer in self.layers]
-        if all(spec is None for spec in specs):
+        """Each layer's own, and the upper layers' backgrounds: never drawn, so never
+        trained (weight decay moved them, and `result.model[1]` drawn alone changed)."""
+        specs = []
+        for index, layer in enumerate(self.layers):
+            spec = layer._fixed_parameters()
+            if index > 0:
+                unused = fields_spec(layer, ["raw_background"])
+                spec = unused if spec is None else jax.tree.map(operator.or_, spec, unused)
+            specs.append(jax.tree.map(lambda _: False, layer) if spec is None else spec)
+        if len(specs) == 1 and self.layers[0]._fixed_parameters() is None:
             return None
-        specs = [
-            jax.tree.map(lambda _: False, layer) if spec is None else spec
-            for layer, spec in zip(self.layers, specs, strict=True)
-        ]
         return eqx.tree_at(lambda m: m.layers, jax.tree.map(lambda _: False, self), tuple(specs))
 
     @property
