@@ -199,10 +199,11 @@ def solve_colours(model, target, pixel_weights=None, ridge: float = 1e-4, *,
     used = cover > 1e-3
     solved = solved.at[:-1].set(jnp.where(used[:, None], solved[:-1], model.colours))
 
+    # A fixed background keeps its stored value (through `COLOUR.raw` it came back a
+    # rounding error away).
+    background = COLOUR.raw(solved[-1]) if model.learn_background else model.raw_background
     model = eqx.tree_at(
-        lambda m: (m.raw_colours, m.raw_background),
-        model,
-        (COLOUR.raw(solved[:-1]), COLOUR.raw(solved[-1])),
+        lambda m: (m.raw_colours, m.raw_background), model, (COLOUR.raw(solved[:-1]), background)
     )
     if not error:
         return model, None
