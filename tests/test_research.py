@@ -158,6 +158,13 @@ def test_trainable_as_a_function_and_bad_specs(photo):
         dp.fit(model, photo, steps=2, trainable=(True, False))
     with pytest.raises(ValueError, match="selects no parameter"):
         dp.fit(model, photo, steps=2, trainable=False)
+    # No kinds: every parameter, as `Layers.trainable()` (it selected none).
+    everything = dp.fit(model, photo, steps=5, trainable=model.trainable()).model
+    assert not np.array_equal(everything.raw_centres, model.raw_centres)
+    assert not np.array_equal(everything.raw_colours, model.raw_colours)
+    # A function's own error is named as its own (it was called a structure mismatch).
+    with pytest.raises(ValueError, match="a function `leaf -> bool`, raised AttributeError"):
+        dp.fit(model, photo, steps=2, trainable=lambda leaf: leaf.foo)
     with pytest.raises(ValueError, match="role kinds"):
         model.trainable("colours")
 

@@ -221,8 +221,13 @@ def partition_trainable(model: AbstractModel, trainable: Any) -> tuple[Any, Any]
         trainable = jax.tree.map(lambda _: trainable, arrays)
     try:
         params, frozen = eqx.partition(arrays, trainable)
-    except Exception as error:  # a spec of another structure
-        raise ValueError(
+    except Exception as error:
+        if callable(trainable):  # its own error, not a structure mismatch
+            raise ValueError(
+                f"`trainable`, a function `leaf -> bool`, raised {type(error).__name__}: "
+                f"{error}. It is called on every floating-point array of the model."
+            ) from error
+        raise ValueError(  # a spec of another structure
             "`trainable` must be a pytree of bools matching the model (or a prefix of it, "
             "e.g. `model.trainable('position')` for shape sets), or a function "
             f"`leaf -> bool`; got one that does not fit the model: {error}"

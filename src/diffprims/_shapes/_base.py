@@ -155,8 +155,9 @@ class AbstractShapes(AbstractModel):
 
         - `kinds`: role kinds (`"position"`, `"size"`, `"angle"`, `"geometry"`,
           `"colour"`, `"opacity"`, `"depth"`) or groups: `"geometry"` (positions, sizes,
-          angles and other geometry) and `"appearance"` (colours, background, opacities).
-          A background fixed by `learn_background=False` never trains.
+          angles and other geometry) and `"appearance"` (colours, background, opacities);
+          none for every parameter. A background fixed by `learn_background=False` never
+          trains.
 
         **Returns:**
 

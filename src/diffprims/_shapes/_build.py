@@ -268,9 +268,12 @@ GROUPS = {
 
 
 def trainable_spec(shapes: Any, kinds: tuple[str, ...]) -> Any:
-    """`AbstractShapes.trainable`: True at the fields whose role kind is in `kinds`."""
+    """`AbstractShapes.trainable`: True at the fields whose role kind is in `kinds`
+    (every parameter with none, as `Layers.trainable`)."""
     from ._roles import KINDS
 
+    if not kinds:
+        return fields_spec(shapes, list(shapes.parameter_roles()))
     wanted: set[str] = set()
     for kind in kinds:
         if kind not in KINDS and kind not in GROUPS:
