@@ -218,6 +218,17 @@ def test_layers_refuse_bad_input(photo):
         dp.Layers([dp.Circles.init(2, key=jax.random.key(0), channels=1),
                    dp.Circles.init(2, key=jax.random.key(0))])  # fmt: skip
 
+    # A batch beside one set (or batches of two sizes) broke deep inside the renderer.
+    def batch(size):
+        keys = jax.random.split(jax.random.key(0), size)
+        return jax.vmap(lambda k: dp.Circles.init(2, key=k))(keys)
+
+    with pytest.raises(ValueError, match=r"layers\[1\] a batch of \(3,\)"):
+        dp.Layers([dp.Circles.init(2, key=jax.random.key(0)), batch(3)])
+    with pytest.raises(ValueError, match=r"layers\[1\] a batch of \(2,\)"):
+        dp.Layers([batch(3), batch(2)])
+    assert dp.Layers([batch(3), batch(3)]).layers[0].raw_radii.shape == (3, 2)
+
 
 # -- Filtered ------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._model import AbstractModel, check_unbatched
+from .._model import AbstractModel, batch_shape, check_unbatched
 from .._validate import check_pixel_size, check_points, describe, is_eager, upcast_half
 from ._base import AbstractShapes
 from ._build import fields_spec
@@ -61,6 +61,17 @@ class Layers(AbstractModel):
         channels = {layer.num_channels for layer in layers}
         if len(channels) != 1:
             raise ValueError(f"every layer must have the same channels; got {sorted(channels)}.")
+        batches = [batch_shape(layer) for layer in layers]
+        if len(set(batches)) > 1:  # else a deep broadcasting error when drawn or fitted
+            got = ", ".join(
+                f"layers[{i}] {'one set' if not b else f'a batch of {b}'}"
+                for i, b in enumerate(batches)
+            )
+            raise ValueError(
+                f"every layer must be one shape set, or all batches of the same shape; got "
+                f"{got}. Build the layers inside `jax.vmap` (one Layers per member), or "
+                "batch every layer alike."
+            )
         self.layers = layers
 
     @property
