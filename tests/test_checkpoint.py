@@ -331,3 +331,23 @@ def test_batched_resume_takes_the_checkpoints_key(tmp_path):
     # A fresh batched fit (nothing to resume from) still needs its key.
     with pytest.raises(ValueError, match="`key` is required when `batch` is given"):
         dp.fit(model, target, steps=4, batch=0.5, checkpoint=tmp_path / "new.ckpt", resume=True)
+
+
+def test_resume_tells_losses_with_custom_rules_apart(tmp_path):
+    # A loss with a custom_jvp op (jax.nn.relu) printed no identity, and a resume with
+    # any other loss was accepted: two losses in one history.
+    target = jax.random.uniform(jax.random.key(1), (8, 8, 3))
+    model = dp.Circles.init(3, key=jax.random.key(0), target=target)
+
+    def relu(flip):
+        return lambda a, b: jnp.mean(jax.nn.relu(flip * (a - b)))
+
+    path = tmp_path / "relu.ckpt"
+    dp.fit(model, target, loss=dp.L2() + relu(1.0), steps=2, steps_per_dispatch=2, checkpoint=path)
+    for other in (dp.L1() + relu(1.0), dp.L2(), dp.L2() + relu(-1.0)):
+        with pytest.raises(dp.CheckpointError, match="different loss"):
+            dp.fit(model, target, loss=other, steps=4, steps_per_dispatch=2, resume=path)
+    same = dp.fit(
+        model, target, loss=dp.L2() + relu(1.0), steps=4, steps_per_dispatch=2, resume=path
+    )
+    assert same.losses.shape == (4,)

@@ -63,11 +63,16 @@ def _leaf(x: Any) -> Any:
     return (type(x), x)  # a Python scalar: static to `filter_jit`, so part of the key
 
 
-def fingerprint(fn: Callable, *args: Any, portable: bool = False) -> str | None:
+def fingerprint(
+    fn: Callable, *args: Any, portable: bool = False, exact: bool = True
+) -> str | None:
     """SHA-256 of `fn`'s jaxpr on abstract `args`, of its constants' values and of the
     pytree structures going in and out; None when `fn` cannot be traced there or closes
     over traced values. `portable` drops object addresses from the jaxpr's text too, so
-    the print is the same in another process (a checkpoint's record).
+    the print is the same in another process (a checkpoint's record). With `exact`
+    (sharing a compiled step), None also where the text cannot show everything (a
+    `custom_jvp` rule, a callback); without (a checkpoint's record, which must tell a
+    `relu` loss from an `L1 + relu` one), the print of what it does show.
 
     The structures count: two optimizers whose `update`s compute the same arithmetic
     but keep different states (`optax.sgd` and `optax.scale`) trace to one jaxpr, and
@@ -79,8 +84,8 @@ def fingerprint(fn: Callable, *args: Any, portable: bool = False) -> str | None:
         digest = hashlib.sha256((_ADDRESS.sub("", text) if portable else text).encode())
         for tree in (args, out):
             digest.update(_ADDRESS.sub("", str(jax.tree.structure(tree))).encode())
-        consts = _constants(closed)
-        if consts is None:
+        consts, complete = _constants(closed)
+        if exact and not complete:
             return None
         for const in consts:
             value = np.asarray(const)
@@ -91,19 +96,18 @@ def fingerprint(fn: Callable, *args: Any, portable: bool = False) -> str | None:
     return digest.hexdigest()
 
 
-def _constants(closed: Any) -> list | None:
+def _constants(closed: Any) -> tuple[list, bool]:
     """Every constant of `closed` and of the programs nested in it (an inner `jax.jit`
-    keeps what it closes over as its own constants, which the printed text leaves out);
-    None when an equation holds a Python function the text cannot show (a `custom_jvp`
-    or `custom_vjp` rule, a callback): two losses differing only there must not share a
-    compiled step."""
-    found = list(closed.consts)
+    keeps what it closes over as its own constants, which the printed text leaves out),
+    and whether that is all: not when an equation holds a Python function the text
+    cannot show (a `custom_jvp` or `custom_vjp` rule, a callback), so two losses
+    differing only there must not share a compiled step."""
+    found, complete = list(closed.consts), True
     todo = [closed.jaxpr]
     while todo:
         for eqn in todo.pop().eqns:
             name = eqn.primitive.name
-            if "custom" in name or "callback" in name:
-                return None
+            complete = complete and "custom" not in name and "callback" not in name
             for value in eqn.params.values():
                 for item in value if isinstance(value, (tuple, list)) else (value,):
                     if isinstance(item, ClosedJaxpr):
@@ -112,8 +116,8 @@ def _constants(closed: Any) -> list | None:
                     elif isinstance(item, Jaxpr):
                         todo.append(item)
                     elif inspect.isroutine(item) or hasattr(item, "call_wrapped"):
-                        return None  # a function, or jax's wrapper of one
-    return found
+                        complete = False  # a function, or jax's wrapper of one
+    return found, complete
 
 
 class _Cache:
@@ -247,7 +251,7 @@ def canonical_loss(loss: Any, call: Callable[..., Any], *args: Any) -> Any:
 
 
 def loss_fingerprint(
-    loss: Any, call: Callable[..., Any], *args: Any, portable: bool = False
+    loss: Any, call: Callable[..., Any], *args: Any, portable: bool = False, exact: bool = True
 ) -> str | None:
     """The structure of `loss` (object addresses dropped: equal losses must have equal
     structures) and the program of `call(loss, *args)`, its array leaves abstract: what
@@ -255,6 +259,7 @@ def loss_fingerprint(
     shape = _ADDRESS.sub("", str(jax.tree.structure(loss)))
     dynamic, static = eqx.partition(loss, eqx.is_array)
     printed = fingerprint(
-        lambda d, *a: call(eqx.combine(d, static), *a), dynamic, *args, portable=portable
-    )
+        lambda d, *a: call(eqx.combine(d, static), *a), dynamic, *args, portable=portable,
+        exact=exact,
+    )  # fmt: skip
     return None if printed is None else f"{shape}|{printed}"

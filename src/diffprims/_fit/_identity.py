@@ -49,9 +49,14 @@ def fit_identity(
         # Its update on the gradient alone, as checkpoints before the loss value was
         # passed recorded it; given the value only for an optimizer that needs it.
         optimizer_print = fingerprint(
-            lambda g, s, p: update(g, s, p), params, opt_state, params, portable=True
-        ) or update_fingerprint(optimizer, params, opt_state, portable=True)
-    loss_print = loss_fingerprint(loss, loss_call, *loss_args(sampler, target), portable=True)
+            lambda g, s, p: update(g, s, p), params, opt_state, params, portable=True,
+            exact=False,
+        ) or update_fingerprint(optimizer, params, opt_state, portable=True)  # fmt: skip
+    # Not `exact`: a loss with a `custom_jvp` op (`jax.nn.relu`) printed None, and a
+    # resume with any other loss was accepted.
+    loss_print = loss_fingerprint(
+        loss, loss_call, *loss_args(sampler, target), portable=True, exact=False
+    )
     return {
         VERSIONS: CURRENT,
         "model_settings": _digest(without_addresses(str(jax.tree.structure(static))), static),
