@@ -333,3 +333,9 @@ def test_save_rgba_as_jpeg_is_refused_with_the_fixes(tmp_path):
     np.testing.assert_allclose(
         dp.load_image(tmp_path / "b.png"), over_white, atol=1 / 255
     )  # as `load_image` shows transparency
+
+
+def test_square_must_be_a_bool():
+    # "no" is true: it cropped.
+    with pytest.raises(TypeError, match="`square` must be True or False"):
+        dp.load_image(dp.demo_image_path(), square="no")  # pyright: ignore[reportArgumentType]

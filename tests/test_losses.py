@@ -2,6 +2,7 @@
 
 import itertools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -211,3 +212,36 @@ def test_float64_weights_keep_the_inputs_dtype(weights_shape, inner):
         np.testing.assert_allclose(value, expected, rtol=1e-6)
         wide = (pred.astype(jnp.float64), target.astype(jnp.float64))
         assert loss(*wide).dtype == jnp.float64
+
+
+_P, _T = (jax.random.uniform(jax.random.key(i), (16, 16, 3)) for i in (10, 11))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda v: dp.SSIM(max_value=v)(_P, _T),
+        lambda v: dp.SSIM(filter_sigma=v)(_P, _T),
+        lambda v: dp.edge_weights(_T, strength=v - 1.0),
+        lambda v: dp.psnr(_P, _T, max_value=v),
+    ],
+    ids=["ssim max_value", "ssim filter_sigma", "edge_weights strength", "psnr max_value"],
+)
+def test_traced_settings_are_checked_when_run(call):
+    # SSIM dropped its check's result, edge_weights skipped a traced strength, psnr had
+    # none: 0 (or -1) under jit gave garbage or NaN.
+    with pytest.raises(eqx.EquinoxRuntimeError):
+        jax.block_until_ready(eqx.filter_jit(call)(jnp.float32(0.0)))
+    assert bool(jnp.isfinite(eqx.filter_jit(call)(jnp.float32(1.5))).all())
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), "1", None, True])
+def test_psnr_max_value_is_checked(bad):
+    with pytest.raises((ValueError, TypeError), match="max_value"):
+        dp.psnr(_P, _T, max_value=bad)
+
+
+def test_psnr_keeps_float64():
+    with jax.enable_x64(True):
+        target = jnp.linspace(0.0, 1.0, 12, dtype=jnp.float64).reshape(2, 2, 3)
+        np.testing.assert_allclose(float(dp.psnr(target + 1e-9, target)), 180.0, atol=1e-6)

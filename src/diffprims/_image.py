@@ -26,8 +26,10 @@ from ._image_formats import (
     sixteen_bit_colour,
 )
 from ._validate import (
+    check_bool,
     check_float_array,
     check_positive_int,
+    check_scalar,
     check_values,
     describe,
     is_traced,
@@ -83,13 +85,16 @@ def psnr(image: Any, target: Any, *, max_value: float = 1.0) -> Float[Array, ""]
         raise ValueError(
             f"`image` and `target` must have the same shape; got {image.shape} and {target.shape}."
         )
-    if isinstance(max_value, int | float) and not isinstance(max_value, bool):
-        return _psnr_compiled(image, target, float(max_value))
+    max_value = check_scalar(max_value, "max_value", lower=0.0)  # traced: checked when run
+    if isinstance(max_value, float):
+        return _psnr_compiled(image, target, max_value)
     return _psnr(image, target, max_value)
 
 
 def _psnr(image: Any, target: Any, max_value: Any) -> Array:
-    mse = jnp.mean(jnp.square(image.astype(jnp.float32) - target.astype(jnp.float32)))
+    # At least float32 (half precision would round the error away); float64 kept.
+    dtype = jnp.promote_types(jnp.result_type(image, target), jnp.float32)
+    mse = jnp.mean(jnp.square(image.astype(dtype) - target.astype(dtype)))
     # Equal images (mse 0) give inf, whose gradient would be 0 * inf = NaN: the double
     # `where` takes the value there with no gradient through `mse`, and keeps 0 out of
     # the differentiated branch, so the gradient is 0 (the same values everywhere).
@@ -267,6 +272,7 @@ def load_image(
         raise TypeError(f"`path` must be a file path; got {describe(path)}.")
     if size is not None:
         _new_size(size, 1, 1)  # checked before the file is read
+    square = check_bool(square, "square")  # "no" would crop
     picture, deep, animated = _read(path)
     if animated:
         warnings.warn(

@@ -8,7 +8,14 @@ from jaxtyping import Array, Float
 
 from ._image import blur, check_image
 from ._losses import AbstractLoss, check_pair
-from ._validate import check_not_traced, check_positive_int, check_scalar, describe, is_traced
+from ._validate import (
+    check_not_traced,
+    check_positive_int,
+    check_scalar,
+    describe,
+    is_traced,
+    runtime_check,
+)
 
 
 class SSIM(AbstractLoss):
@@ -41,6 +48,10 @@ class SSIM(AbstractLoss):
 
     def __call__(self, pred, target):
         pred, target = check_pair(pred, target)
+        # Traced settings are checked here, where the check's result is used (in
+        # `__check_init__` it was dropped, and `max_value=0` under jit gave garbage).
+        max_value = check_scalar(self.max_value, "max_value", lower=0.0)
+        filter_sigma = check_scalar(self.filter_sigma, "filter_sigma", lower=0.0)
         if pred.ndim != 3 or min(pred.shape[:2]) < self.filter_size:
             raise ValueError(
                 f"`SSIM` compares whole images (H, W, C) of at least {self.filter_size} "
@@ -50,9 +61,9 @@ class SSIM(AbstractLoss):
         ssim = dm_pix.ssim(
             pred,
             target,
-            max_val=self.max_value,
+            max_val=max_value,
             filter_size=self.filter_size,
-            filter_sigma=self.filter_sigma,
+            filter_sigma=filter_sigma,
         )
         return 1.0 - ssim
 
@@ -84,8 +95,10 @@ def edge_weights(
     target = check_image(target, "target")
     # `strength` may be traced (a sweep under `jax.vmap`); `sigma` sets a blur kernel's
     # size, so it must be a concrete number.
-    strength = check_scalar(strength, "strength")
-    if not is_traced(strength) and strength < 0:
+    strength = check_scalar(strength, "strength", upper=1e30)
+    if is_traced(strength):  # checked when it runs (a negative one gave negative weights)
+        strength = runtime_check(strength, strength < 0, "`strength` must be >= 0.")
+    elif strength < 0:
         raise ValueError(f"`strength` must be >= 0; got {float(strength)!r}.")
     check_not_traced(sigma, "sigma", "number", "the blur's kernel size")
     sigma = float(check_scalar(sigma, "sigma"))
