@@ -245,3 +245,28 @@ def test_psnr_keeps_float64():
     with jax.enable_x64(True):
         target = jnp.linspace(0.0, 1.0, 12, dtype=jnp.float64).reshape(2, 2, 3)
         np.testing.assert_allclose(float(dp.psnr(target + 1e-9, target)), 180.0, atol=1e-6)
+
+
+def test_operators_agree_whatever_the_number_type():
+    # NumPy's `array * loss` made an object array of losses; NumPy and JAX zeros were
+    # refused on the right of `+`, and `loss - 0` raised where `loss + 0` worked.
+    loss = dp.L2()
+    with pytest.raises(ValueError, match="must be a scalar"):
+        _ = np.array([1.0, 2.0]) * loss
+    for zero in (0, 0.0, np.float32(0), jnp.zeros(())):
+        assert loss + zero is loss and zero + loss is loss and loss - zero is loss
+    assert float((np.float32(2) * loss).weight) == 2.0  # pyright: ignore[reportAttributeAccessIssue]
+
+
+@pytest.mark.parametrize(
+    "make, said",
+    [
+        (lambda: dp.L2() * 1e39, "must fit in float32"),
+        (lambda: dp.L2() / 1e-300, "must fit in float32"),  # was "non-zero; got 0.0"
+        (lambda: dp.L2() / 0, "must be non-zero"),
+        (lambda: dp.Sum([]), "at least one loss"),  # a loss always 0 was accepted
+    ],
+)
+def test_weights_beyond_float32_and_empty_sums_are_named(make, said):
+    with pytest.raises(ValueError, match=said):
+        make()

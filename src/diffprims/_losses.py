@@ -38,6 +38,10 @@ class AbstractLoss(eqx.Module):
     an argument of it, and `jax.vmap`ped over, like any pytree).
     """
 
+    # NumPy defers to the operators below: `np.array([1., 2.]) * loss` made an object
+    # array of two losses, where `loss * np.array(...)` raised.
+    __array_ufunc__ = None
+
     @abc.abstractmethod
     def __call__(self, pred: Array, target: Array) -> Float[Array, ""]:
         """The loss value, a scalar."""
@@ -64,30 +68,54 @@ class AbstractLoss(eqx.Module):
     __rmul__ = __mul__
 
     def __truediv__(self, divisor: Any) -> AbstractLoss:
-        divisor = _as_weight(divisor, "loss divisor")
-        if not is_traced(divisor) and not np.all(np.asarray(divisor) != 0):
-            raise ValueError(
-                f"`loss divisor` must be non-zero; got {np.asarray(divisor).tolist()}."
-            )
-        return Scaled(1.0 / divisor, self)
+        if is_traced(divisor):
+            return Scaled(1.0 / _as_weight(divisor, "loss divisor"), self)
+        _as_weight(divisor, "loss divisor")  # its type and shape
+        exact = np.asarray(divisor, np.float64)  # before float32 rounds 1e-300 to 0
+        if not np.all(exact != 0):
+            raise ValueError(f"`loss divisor` must be non-zero; got {exact.tolist()}.")
+        return Scaled(1.0 / exact, self)
 
     def __neg__(self) -> AbstractLoss:
         return Scaled(-1.0, self)
 
     def __sub__(self, other: Any) -> AbstractLoss:
+        if _is_zero(other):  # as `loss + 0`
+            return self
         return self + (-as_loss(other, "the right-hand side of `-`"))
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _as_weight(value: Any, name: str) -> Array:
     """A weight as a float array: an integer one (NumPy, JAX) counts, as a Python int
-    does; bools do not."""
+    does; bools do not. A concrete one must fit in float32 (1e39 became inf, and was
+    then called "not finite")."""
     if hasattr(value, "dtype") and jnp.issubdtype(value.dtype, jnp.integer):
         value = jnp.asarray(value, jnp.float32)
+    if not is_traced(value) and not isinstance(value, bool):
+        try:
+            exact = np.asarray(value, np.float64)
+        except (TypeError, ValueError):
+            exact = None  # not a number: `check_float_array` says so
+        if (
+            exact is not None
+            and np.all(np.isfinite(exact))
+            and np.any(np.abs(exact) > _FLOAT32_MAX)
+        ):
+            raise ValueError(
+                f"`{name}` must fit in float32 (magnitude at most {_FLOAT32_MAX:.3g}); got "
+                f"{exact.tolist()}."
+            )
     return check_float_array(value, name)
 
 
 def _is_zero(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and x == 0
+    """A concrete scalar zero: Python's, NumPy's or JAX's (`loss + 0`, `sum([...])`)."""
+    if isinstance(x, bool) or is_traced(x) or np.ndim(x) != 0:
+        return False
+    return isinstance(x, int | float | np.number | jax.Array) and float(x) == 0
 
 
 def _abs(x: Array) -> Array:
@@ -229,13 +257,15 @@ class Sum(AbstractLoss):
                 f"`Sum` takes a sequence of losses; got {describe(terms)}. Write "
                 "`dp.L2() + dp.L1()`."
             ) from None
+        if not terms:  # a loss that is always 0: a fit would change nothing
+            raise ValueError("`Sum` takes at least one loss; got none.")
         self.terms = tuple(as_loss(term, "terms") for term in terms)
 
     def __call__(self, pred, target):
         values = [term(pred, target) for term in self.terms]
         # Started from the first term, not `jnp.zeros(())`: a float64 zero (under
-        # jax_enable_x64) would promote a float32 loss.
-        return functools.reduce(operator.add, values) if values else jnp.zeros(())
+        # jax_enable_x64) would promote a float32 loss. (`terms` is never empty.)
+        return functools.reduce(operator.add, values)
 
 
 class Scaled(AbstractLoss):
