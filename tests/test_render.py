@@ -254,3 +254,29 @@ def test_traced_pixel_size(getkey):
 
     tiled, scan = both(model, jnp.asarray(0.02))
     np.testing.assert_allclose(tiled, scan, atol=1e-5)
+
+
+def test_thin_ellipses_and_gaussian_tails_stay_inside_their_bounds():
+    # A thin ellipse's first-order distance fell short past its tip: a streak (0.3 on a
+    # pixel 23 px beyond it) that the tiled renderer, culling by bounds, did not draw.
+    # Gaussians' bounds reached 3.5 scales, where the coverage is still 2e-3.
+    row = 24.5 / 48 + 0.0005
+    thin = dp.Ellipses.from_values([[0.3, row]], [[0.2, 0.001]], [0.0], [[0.0, 0.0, 0.0]], [1.0])
+    stretched = [
+        dp.Ellipses.from_values([[0.5, 0.5]], [[0.15, 0.15 / aspect]], [0.7], [[0.0] * 3], [1.0])
+        for aspect in (8, 16, 50)
+    ]
+    gaussians = dp.Gaussians.from_values(
+        np.full((8, 2), 0.5), np.full((8, 2), 0.05), np.zeros(8), np.ones((8, 3)), np.ones(8),
+        background=0.0, compositing="additive",
+    )  # fmt: skip
+    for model in (thin, *stretched, gaussians):
+        scan = model.render_image((48, 48), method="scan")
+        tiled = model.render_image((48, 48), method="tiled")
+        np.testing.assert_allclose(scan, tiled, rtol=2e-6, atol=2e-6)
+    assert float(1.0 - thin.render_image((48, 48), method="scan")[24, 47, 0]) < 1e-5
+    points = jnp.tile(jnp.array([[0.5 + 4.0 * 0.05, 0.5]]), (1024, 1))  # 4 scales out
+    np.testing.assert_allclose(
+        gaussians.render(points, pixel_size=1 / 1024, method="tiled"),
+        gaussians.render(points, pixel_size=1 / 1024, method="scan"), rtol=1e-5,
+    )  # fmt: skip

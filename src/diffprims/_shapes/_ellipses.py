@@ -54,7 +54,11 @@ class Ellipses(AbstractShapes):
         # First-order signed distance (|q| - 1) / |grad |q||, exact on the boundary.
         level = safe_norm(local / radii)
         grad = safe_norm(local / radii**2)
-        return soft_edge((level - 1.0) * level / grad, edge_width)
+        # At least the distance to the bounding box: past the tip of a thin ellipse the
+        # first-order distance (to the tangent line) falls far short (b << a: about
+        # 2 b x^2), and a streak showed across the canvas, beyond the shape's bounds.
+        outside_box = jnp.max(jnp.abs(local) - radii, axis=-1)
+        return soft_edge(jnp.maximum((level - 1.0) * level / grad, outside_box), edge_width)
 
     def bounds(self):
         return box(self.centres, rotated_ellipse_extent(self.radii, self.angles))
