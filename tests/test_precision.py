@@ -99,3 +99,16 @@ def test_float64_mode_keeps_float32_losses_and_parameters():
         assert out[f"{name} float32"] == "float32", out
         assert out[f"{name} float64"] == "float64", out
     assert out["vmap adam"] == out["vmap inject"] == "float32", out
+
+
+@pytest.mark.parametrize("method", ["scan", "tiled"])
+def test_float32_and_float64_parameters_render_together_under_x64(method):
+    # A float64 leaf beside float32 ones (a NumPy array put into a model) broke the
+    # renderers' loops: "carry input and carry output must have equal types".
+    with jax.enable_x64(True):
+        single = dp.Circles.from_values([[0.5, 0.5]], [0.2], [[1.0, 0.0, 0.0]], [1.0])
+        model = eqx.tree_at(lambda m: m.raw_centres, single, np.asarray(single.raw_centres, float))
+        image = model.render_image((8, 8), method=method)
+        points = model.render(jnp.full((3, 2), 0.5), pixel_size=0.1, method=method)
+        assert image.dtype == points.dtype == jnp.float64
+        np.testing.assert_allclose(image, single.render_image((8, 8), method=method), atol=1e-6)

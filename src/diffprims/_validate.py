@@ -182,22 +182,27 @@ def check_float_array(
     return x.astype(jnp.float32) if jnp.finfo(x.dtype).bits < 32 else x
 
 
-def upcast_half(tree: Any) -> Any:
-    """`tree` with its half-precision (bfloat16, float16) arrays as float32, as
-    `check_float_array` upcasts inputs: a model cast to half precision renders and fits
-    in float32 (its soft edges and compositing need the range). Returns `tree` itself
-    when it holds no half-precision array."""
-
-    def is_half(x: Any) -> bool:
-        return (
-            eqx.is_inexact_array(x)
-            and jnp.issubdtype(x.dtype, jnp.floating)
-            and jnp.finfo(x.dtype).bits < 32
-        )
-
-    if not any(is_half(x) for x in jax.tree.leaves(tree)):
+def upcast_floats(tree: Any) -> Any:
+    """`tree` with its floating-point arrays in one dtype, at least float32: half
+    precision (bfloat16, float16) as float32, as `check_float_array` upcasts inputs (a
+    model cast to half precision renders and fits in float32: its soft edges and
+    compositing need the range), and float32 beside float64 (under `jax_enable_x64`) as
+    float64 (a scan's carry must keep one dtype). Returns `tree` itself when it is so."""
+    floats = [
+        x for x in jax.tree.leaves(tree)
+        if eqx.is_inexact_array(x) and jnp.issubdtype(x.dtype, jnp.floating)
+    ]  # fmt: skip
+    if not floats:
         return tree
-    return jax.tree.map(lambda x: x.astype(jnp.float32) if is_half(x) else x, tree)
+    dtype = jnp.promote_types(jnp.result_type(*floats), jnp.float32)
+    if all(x.dtype == dtype for x in floats):
+        return tree
+
+    def cast(x: Any) -> Any:
+        floating = eqx.is_inexact_array(x) and jnp.issubdtype(x.dtype, jnp.floating)
+        return x.astype(dtype) if floating else x
+
+    return jax.tree.map(cast, tree)
 
 
 def check_values(

@@ -30,7 +30,7 @@ from .._validate import (
     describe,
     is_traced,
     runtime_check,
-    upcast_half,
+    upcast_floats,
 )
 
 # One object, so fits with the default optimizer reuse one compilation.
@@ -44,7 +44,7 @@ def check_model(model: Any) -> AbstractModel:
             f"got {describe(model)}."
         )
     check_unbatched(model, "fit")
-    return upcast_half(model)  # half-precision parameters fit in float32
+    return upcast_floats(model)  # half-precision parameters fit in float32
 
 
 def check_target(target: Any, model: AbstractModel) -> Any:

@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._model import AbstractModel, batch_shape, check_unbatched
-from .._validate import check_pixel_size, check_points, describe, is_eager, upcast_half
+from .._validate import check_pixel_size, check_points, describe, is_eager, upcast_floats
 from ._base import AbstractShapes
 from ._build import fields_spec
 from ._compositing import composite
@@ -108,7 +108,7 @@ class Layers(AbstractModel):
     ) -> Float[Array, "P C"]:
         """Composite every layer at `points`; see [`diffprims.AbstractModel.render`][]."""
         check_unbatched(self, "render")
-        model = upcast_half(self)  # half-precision parameters render in float32
+        model = upcast_floats(self)  # half-precision parameters render in float32
         points = check_points(points).astype(model.layers[0].raw_colours.dtype)
         points, pixel_size = check_pixel_size(points, pixel_size)
         if is_eager(model, points, pixel_size):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._model import pixel_centres
-from .._validate import differentiating, is_eager, upcast_half
+from .._validate import differentiating, is_eager, upcast_floats
 from . import _compositing
 from ._tiled import CUTOFF, render_image_tiled, render_points_tiled
 
@@ -145,7 +145,7 @@ def _grid_compiled(model, shape, method):
 def render_points_eager(model, points, pixel_size, method: str = "auto"):
     """`render_points` through the compiled cache when called eagerly (half-precision
     parameters in float32)."""
-    model = upcast_half(model)
+    model = upcast_floats(model)
     if not is_eager(model, points, pixel_size):
         return render_points(model, points, pixel_size, method)
     # An array, so each pixel size is not a new compile (equinox keys on Python scalars).
@@ -156,7 +156,7 @@ def render_points_eager(model, points, pixel_size, method: str = "auto"):
 def render_grid_eager(model, shape: tuple[int, int], method: str = "auto"):
     """`render_grid` through the compiled cache when called eagerly (half-precision
     parameters in float32)."""
-    model = upcast_half(model)
+    model = upcast_floats(model)
     if not is_eager(model):
         return render_grid(model, shape, method)
     return _grid_compiled(model, shape, method)
