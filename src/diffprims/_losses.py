@@ -385,37 +385,3 @@ def restrict_to_pixels(loss: AbstractLoss, indices: Array) -> AbstractLoss:
         return node
 
     return jax.tree.map(sample, loss, is_leaf=lambda node: isinstance(node, Weighted))
-
-
-def check_weight_maps(loss: AbstractLoss, shape: tuple[int, int]) -> None:
-    """Every per-pixel map in `loss` must be of the target's `(H, W)`: sampled at the
-    pixels a minibatch draws, a map of another size would be read out of range (and
-    JAX clamps such reads silently)."""
-    maps = [
-        node
-        for node in jax.tree.leaves(loss, is_leaf=lambda node: isinstance(node, Weighted))
-        if isinstance(node, Weighted)
-    ]
-    for node in maps:
-        if tuple(node.weights.shape[:2]) != tuple(shape):
-            raise ValueError(
-                f"`loss`: `Weighted` weights must be a map of the target's size {tuple(shape)} "
-                f"(H, W); got weights of shape {tuple(node.weights.shape)}. Build the "
-                "weights from the target you fit, e.g. `dp.edge_weights(target)`."
-            )
-        check_weight_maps(node.loss, shape)
-
-
-def check_loss_output(loss: AbstractLoss, pred: Any, target: Any) -> None:
-    """Raise a clear error now if `loss` does not return a float scalar for these shapes."""
-    try:
-        out = jax.eval_shape(loss, pred, target)
-    except Exception as error:  # the user's loss failed; say so plainly
-        raise ValueError(
-            f"`loss` failed on a prediction of shape {tuple(pred.shape)}; got the error: {error}"
-        ) from error
-    if not hasattr(out, "shape") or out.shape != () or not jnp.issubdtype(out.dtype, jnp.floating):
-        raise ValueError(
-            "`loss` must return a float scalar; got "
-            f"{describe(out)}. Reduce it, e.g. with `jnp.mean`."
-        )
