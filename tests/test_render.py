@@ -280,3 +280,22 @@ def test_thin_ellipses_and_gaussian_tails_stay_inside_their_bounds():
         gaussians.render(points, pixel_size=1 / 1024, method="tiled"),
         gaussians.render(points, pixel_size=1 / 1024, method="scan"), rtol=1e-5,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["scan", "tiled"])
+def test_a_subnormal_edge_width_keeps_gradients_finite(method):
+    # softness * pixel_size below float32's normal range overflowed: NaN gradients.
+    model = dp.Circles.from_values([[0.5, 0.5]], [0.3], [[1.0, 0.0, 0.0]], [1.0])
+    points = jnp.array([[0.5, 0.5], [0.9, 0.9]])
+    grads = jax.grad(lambda m: jnp.sum(m.render(points, pixel_size=1e-38, method=method) ** 2))(
+        model
+    )
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+def test_tiled_under_forward_mode_names_the_fix():
+    # JAX's bare "can't apply forward-mode autodiff (jvp) to a custom_vjp function".
+    model = dp.Circles.from_values([[0.5, 0.5]], [0.3], [[1.0, 0.0, 0.0]], [1.0])
+    points = jnp.full((2, 2), 0.5)
+    with pytest.raises(ValueError, match='method="scan"'):
+        jax.jacfwd(lambda m: m.render(points, pixel_size=0.1, method="tiled"))(model)

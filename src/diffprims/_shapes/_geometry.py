@@ -40,9 +40,10 @@ def soft_edge(signed_distance: Array, width: float | Array) -> Array:
 
     `sigmoid(-signed_distance / width)`: exactly 0.5 on the boundary, and the 10 %→90 %
     ramp spans about `4.4 * width`. Shapes defined by a signed distance use this to turn
-    geometry into coverage.
+    geometry into coverage. A width below 1e-30 counts as 1e-30: a subnormal one (a
+    `pixel_size` of 1e-38) overflowed the quotient and made the gradient NaN.
     """
-    return jax.nn.sigmoid(-signed_distance / width)
+    return jax.nn.sigmoid(-signed_distance / jnp.maximum(width, 1e-30))
 
 
 def safe_norm(x: Array, axis: int = -1) -> Array:

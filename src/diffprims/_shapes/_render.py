@@ -96,6 +96,12 @@ def fit_method(method: Any, model) -> str | None:
 
 
 def _use_tiles(model, num_points: int, method: str) -> bool:
+    if method == "tiled" and differentiating(forward=True):
+        raise ValueError(
+            'method="tiled" has a reverse-mode gradient only (a custom VJP); got a '
+            "forward-mode derivative (`jax.jacfwd`, `jax.jvp`, `jax.hessian`). Use "
+            'method="scan", or "auto", which takes the scan there.'
+        )
     if method != "auto":
         return method == "tiled"
     # Culling pays once there are enough shapes and points to skip; "depth" is not
