@@ -23,12 +23,11 @@ Writes under docs/images/filters/ (each file atomically):
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
-from made_by import record  # docs/scripts/made_by.py
+from made_by import output_folder, record  # docs/scripts/made_by.py
 
 import diffprims as dp
 from diffprims._files import atomic_write
@@ -103,8 +102,7 @@ def main():
                         help="a 128 px photo, into a temporary folder")  # fmt: skip
     parser.add_argument("--out", type=Path, help=f"the folder to write (default {OUT})")
     args = parser.parse_args()
-    if args.out is None:  # a quick run never writes over the committed figures
-        args.out = Path(tempfile.mkdtemp(prefix="diffprims-figures-")) if args.quick else OUT
+    args.out = output_folder(args.out, args.quick, OUT)
     target = dp.kernels.disk(50)
     photo = dp.load_image(dp.demo_image_path(), size=128 if args.quick else 512, square=True)
     banks = kernels(target)

@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from pathlib import Path
 
 from diffprims._files import atomic_write
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def output_folder(out: Path | None, quick: bool, default: Path) -> Path:
+    """The folder a figures script writes: `--out`, else a new temporary folder for a
+    `--quick` run (never over the committed figures), else `default`; made if missing."""
+    if out is None:
+        out = Path(tempfile.mkdtemp(prefix="diffprims-figures-")) if quick else default
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def source_hash(script: Path) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from made_by import record  # docs/scripts/made_by.py
+from made_by import output_folder, record  # docs/scripts/made_by.py
 
 import diffprims as dp
 from diffprims._files import atomic_write
@@ -126,13 +125,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help=f"the folder to write (default {OUT})")
     args = parser.parse_args()
     size, steps, counts = (32, 60, (5, 20)) if args.quick else (128, 1500, (10, 50, 200))
-    if args.out is not None:
-        out = args.out
-    elif args.quick:  # never over the committed figures
-        out = Path(tempfile.mkdtemp(prefix="diffprims-figures-"))
-    else:
-        out = OUT
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out, args.quick, OUT)
     started = time.perf_counter()
 
     target = dp.load_image(dp.demo_image_path(), size=size)

@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from made_by import record  # docs/scripts/made_by.py
+from made_by import output_folder, record  # docs/scripts/made_by.py
 
 import diffprims as dp
 from diffprims._files import atomic_write
@@ -71,12 +70,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help=f"the folder to write (default {OUT})")
     args = parser.parse_args()
     size, n, steps, seeds = (64, 20, 100, 2) if args.quick else (256, 150, 1500, 8)
-    if args.out is not None:
-        out = args.out
-    elif args.quick:  # never over the committed figures
-        out = Path(tempfile.mkdtemp(prefix="diffprims-figures-"))
-    else:
-        out = OUT
+    out = output_folder(args.out, args.quick, OUT)
     started = time.perf_counter()
 
     # --8<-- [start:weights]
