@@ -82,15 +82,15 @@ class Layers(AbstractModel):
     def _fixed_parameters(self) -> Any:
         """Each layer's own, and the upper layers' backgrounds: never drawn, so never
         trained (weight decay moved them, and `result.model[1]` drawn alone changed)."""
+        own = [layer._fixed_parameters() for layer in self.layers]
+        if len(own) == 1 and own[0] is None:  # one layer, nothing fixed
+            return None
         specs = []
-        for index, layer in enumerate(self.layers):
-            spec = layer._fixed_parameters()
+        for index, (layer, spec) in enumerate(zip(self.layers, own, strict=True)):
             if index > 0:
                 unused = fields_spec(layer, ["raw_background"])
                 spec = unused if spec is None else jax.tree.map(operator.or_, spec, unused)
             specs.append(jax.tree.map(lambda _: False, layer) if spec is None else spec)
-        if len(specs) == 1 and self.layers[0]._fixed_parameters() is None:
-            return None
         return eqx.tree_at(lambda m: m.layers, jax.tree.map(lambda _: False, self), tuple(specs))
 
     @property
