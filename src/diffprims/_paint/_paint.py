@@ -255,11 +255,15 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
         painting.result, painting.state, steps=steps, progress=progress,
         show_psnr=isinstance(loss, L2), stop=stop,
     )  # fmt: skip
-    with driver:
-        _run_rounds(painting, driver, plan, budget, steps_per_dispatch)
-        if solving:
-            painting.solve(driver, seconds)
-    return driver.finish()
+    painting.warm_up(plan, budget, steps_per_dispatch, seconds if solving else False)
+    try:
+        with driver:
+            _run_rounds(painting, driver, plan, budget, steps_per_dispatch)
+            if solving:
+                painting.solve(driver, seconds)
+        return driver.finish()
+    finally:
+        painting.warm_stop.set()
 
 
 def _run_rounds(painting: Painting, driver: Driver, plan: list, budget: Budget, most: int):
@@ -284,7 +288,10 @@ def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_
     if shortfall is not None:
         raise TypeError(_shape_message(shape, shortfall))
     check_shape_type(shape)
+    # A strong dtype: the blurred goals of early rounds are, and a weakly typed target
+    # (`jnp.full(..., 0.6)`) compiled the step loop twice.
     target = check_image(target, "target")
+    target = jnp.asarray(target, target.dtype)
     n = check_positive_int(n, "n")
     key = check_key(key)
     for name, value in (("rounds", rounds), ("restarts", restarts), ("stride", stride),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import threading
 from typing import Any
 
 import equinox as eqx
@@ -88,11 +90,12 @@ def _steps(state, static, problem: Problem, lr_scale, first, count, size: int):
 
 @eqx.filter_jit
 @trusted
-def _keep_active(snapshots: list, active: Array, keep: int) -> list:
-    """Painted with extra shapes: every snapshot's `keep` shapes still active, in depth
-    order (the first `keep` if interrupted before the removal round)."""
-    kept = jnp.sort(jnp.argsort(~active, stable=True)[:keep])
-    return [m.take(kept) for m in snapshots]
+def _keep_active(model, active: Array, keep: int):
+    """Painted with extra shapes: the snapshot's `keep` shapes still active, in depth
+    order (the first `keep` if interrupted before the removal round). One snapshot a
+    call, so that one program serves any number of rounds (and `warm_up` can compile it).
+    """
+    return model.take(jnp.sort(jnp.argsort(~active, stable=True)[:keep]))
 
 
 class Painting:
@@ -112,6 +115,7 @@ class Painting:
         self.target, self.weights, self.loss, self.optimizer = target, weights, loss, optimizer
         self.knobs = knobs  # stride, level, fine, method, prune, opacity, anneal, most, keep
         self.rounds_done: list[tuple[int, Any]] = []  # (steps so far, models)
+        self.warm_stop = threading.Event()  # set when the painting ends: `warm_up` stops
 
     def _fold(self, keys, r):
         if self.restarts == 1:
@@ -153,22 +157,29 @@ class Painting:
         ok = jnp.ones((self.restarts,), bool) if self.restarts > 1 else jnp.asarray(True)
         driver.state = LoopState(params, init(params), ok)
 
+    def _problem(self, round_: Round) -> Problem:
+        """What the round's steps fit: its (blurred) goal, edges and per-step keys."""
+        goal = blur(self.target, round_.blur) if round_.blur > 0.05 else self.target
+        keys = self._fold(self.keys, 1000 + round_.index)
+        render = ShapeRender(jnp.asarray(round_.edge_scale, jnp.float32), self.knobs["method"])
+        sampler = ("stratified", self.knobs["stride"])
+        return Problem(goal, self.loss, self.optimizer, keys, sampler, render)
+
+    def _dispatch_size(self, budget: Budget, most: int) -> int:
+        (height, width), stride = self.target.shape[:2], self.knobs["stride"]
+        return budget.dispatch_size(most, -(-height // stride) * -(-width // stride))
+
     def run_round(self, driver: Driver, round_: Round, budget: Budget, most: int, *,
                   rounds: int, last: bool) -> None:  # fmt: skip
         """Seed the round's shapes, then fit every shape so far for the round's budget."""
-        goal = blur(self.target, round_.blur) if round_.blur > 0.05 else self.target
+        problem = self._problem(round_)
         if round_.removed:
             self._remove(driver, round_)
         else:
-            self._seed(driver, round_, goal)
+            self._seed(driver, round_, problem.target)
         budget.begin(round_.index)
-        keys = self._fold(self.keys, 1000 + round_.index)
-        render = ShapeRender(jnp.asarray(round_.edge_scale, jnp.float32), self.knobs["method"])
         driver.describe(round=f"{round_.index + 1}/{rounds}")
-        sampler = ("stratified", self.knobs["stride"])
-        problem = Problem(goal, self.loss, self.optimizer, keys, sampler, render)
-        (height, width), stride = goal.shape[:2], self.knobs["stride"]
-        size = budget.dispatch_size(most, -(-height // stride) * -(-width // stride))
+        size = self._dispatch_size(budget, most)
         while (length := budget.next_length(size)) > 0:
             # The last round anneals the learning rate linearly down to `1 - anneal`.
             scale = 1.0 - self.knobs["anneal"] * budget.progress() if last else 1.0
@@ -180,18 +191,61 @@ class Painting:
         budget.end()
         self.rounds_done.append((budget.done, self.models(driver.state)))
 
+    def _solver(self, seconds: float | None):
+        """The colour solve, on fewer pixels for large images or a short `seconds`."""
+        height, width = self.target.shape[:2]
+        stride = solve_stride(height * width, self.active.shape[-1], seconds)
+        return functools.partial(solve_colours, stride=stride, error=False)
+
     def solve(self, driver: Driver, seconds: float | None = None) -> None:
         """Colours and background by least squares for the fitted geometry (on fewer
         pixels for large images or a short `seconds` budget: `solve_stride`)."""
-        height, width = self.target.shape[:2]
-        stride = solve_stride(height * width, self.active.shape[-1], seconds)
-        solve = functools.partial(solve_colours, stride=stride, error=False)
+        solve = self._solver(seconds)
         solve = solve if self.restarts == 1 else jax.vmap(solve, (0, None, None))
         models, _ = solve(self.models(driver.state), self.target, self.weights)
         driver.state = eqx.tree_at(
             lambda s: s.params, driver.state, eqx.filter(models, eqx.is_inexact_array)
         )
         self.rounds_done[-1] = (self.rounds_done[-1][0], models)
+
+    def warm_up(self, plan: list[Round], budget: Budget, most: int,
+                solve: float | None | bool) -> threading.Thread:  # fmt: skip
+        """Compile the programs the rounds will need after the seeding (the step loop, the
+        removal, the colour solve with `solve`'s seconds unless False, the kept shapes) in a
+        thread, while this one compiles the seeding; returns the (started) thread.
+
+        XLA compiles without the GIL, so on a CPU of two cores or more these compile
+        beside the seeding and the first steps (a cold `paint(seconds=3)` ran 5.8 s, its
+        budget spent before its first step: 4.4 s of compiling, one program after the
+        other). Compiled programs are cached by their inputs' shapes, so the rounds find
+        them there; any failure is left for the round that needs the program to report.
+        """
+        models, stop = self.models(self.state), self.warm_stop
+        params = eqx.filter(models, eqx.is_inexact_array)
+        init = self.optimizer.init if self.restarts == 1 else jax.vmap(self.optimizer.init)
+        ok = jnp.ones((self.restarts,), bool) if self.restarts > 1 else jnp.asarray(True)
+        removal = next((r for r in plan if r.removed), None)
+        single = self.restarts == 1  # the batched solve is `vmap`ped: not compiled ahead
+
+        def compile_all() -> None:
+            with contextlib.suppress(Exception):
+                # Every step masked (past `total`): compiles the loop, runs no step.
+                start, fresh = jnp.int32(0), LoopState(params, init(params), ok)
+                problem, size = self._problem(plan[0]), self._dispatch_size(budget, most)
+                _steps(fresh, self.static, problem, jnp.float32(1.0), start, start, size)
+                args = (models, self.target, self.weights)
+                if removal is not None and not stop.is_set():
+                    level = max(1, self.knobs["level"] // 2)
+                    remove.lower(*args, self.active, removal.removed, level).compile()
+                if solve is not False and single and not stop.is_set():
+                    solver = self._solver(solve)
+                    solver.func.lower(*args, **solver.keywords).compile()
+                if self.knobs["keep"] < self.active.shape[-1] and single and not stop.is_set():
+                    _keep_active.lower(models, self.active, self.knobs["keep"]).compile()
+
+        thread = threading.Thread(target=compile_all, name="diffprims-warm-up", daemon=True)
+        thread.start()
+        return thread
 
     def result(self, state: LoopState, losses: Array, done: int) -> FitResult:
         """The painting after `done` steps: the best restart, a snapshot per round."""
@@ -209,7 +263,7 @@ class Painting:
             diverged = diverged[best]
         if self.knobs["keep"] < self.active.shape[-1]:
             active = self.active if self.restarts == 1 else self.active[best]
-            snapshots = _keep_active(snapshots, active, self.knobs["keep"])
+            snapshots = [_keep_active(m, active, self.knobs["keep"]) for m in snapshots]
         return FitResult(
             model=snapshots[-1],
             losses=losses,
