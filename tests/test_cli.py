@@ -389,7 +389,7 @@ def test_paint_help_lists_every_option():
         # --apply failed after the fit).
         (["filter", "--kernel", "gaussian:4:0.001"], "zero everywhere"),
         (["filter", "--kernel", "gaussian:4:0.001", "--apply", "{image}"], "odd SIZE"),
-        (["filter", "--kernel", "gaussian:9:nan"], "SIGMA must be a finite number"),
+        (["filter", "--kernel", "gaussian:9:nan"], "SIGMA must be a number of pixels > 0"),
         # SIDES: 1e9 ran for minutes, 6.7 was cut to 6.
         (["filter", "--kernel", "polygon:9:1e9"], "SIDES must be a whole number from 3 to 64"),
         (["filter", "--kernel", "polygon:9:6.7"], "SIDES must be a whole number from 3 to 64"),

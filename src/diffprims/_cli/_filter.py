@@ -52,6 +52,10 @@ NORMALIZE_MIN = 1e-3
 #: A kernel with a value below -NEGATIVE of its peak has negative lobes of its own,
 #: which the default loss keeps: its NONNEG weight is 0 (the library's applies otherwise).
 NEGATIVE = 1e-6
+#: The peaks a kernel written at its own scale may have: its vectors, `peak` times those
+#: of the bank fitted at peak 1, are float32, whose normal numbers span 1.2e-38 to 3.4e38;
+#: the margin covers the vectors' own values (1e300 overflowed to inf after the fit).
+OWN_SCALE_PEAKS = (1e-30, 1e30)
 
 
 def _loss(weights: str | None, target: Any) -> tuple[Any, dict[str, float], str | None]:
@@ -134,6 +138,8 @@ def run_filter(args: argparse.Namespace) -> int:
     if args.border is not None and args.apply is None:
         raise UsageError("--border applies to --apply only")
     target, peak = read_kernel(args.kernel, quiet=args.quiet)
+    if not _normalizable(target):
+        _check_own_scale(args.kernel, peak, "the kernel's sum is not clearly > 0")
     loss, weights, weights_note = _loss(args.weights, target)
     if weights_note is not None and not args.quiet:
         print(weights_note, file=sys.stderr)
@@ -257,17 +263,13 @@ def _written(bank: Any, target: Any, peak: float) -> tuple[Any, str | None]:
     kernel sums to 1) where the kernel's sum and the fitted one's are clearly positive
     (above `NORMALIZE_MIN` of their sum of magnitudes); otherwise the fitted bank at the
     kernel's own scale (`peak` times the bank fitted at peak 1), and a note saying so."""
-    import numpy as np
-
     import diffprims as dp
 
-    def total(kernel: Any) -> tuple[float, float]:
-        kernel = np.asarray(kernel, np.float64)
-        return float(kernel.sum()), float(np.abs(kernel).sum())
-
-    (goal, mass), (fitted, fitted_mass) = total(target), total(bank.kernel())
+    (goal, mass), (fitted, fitted_mass) = _total(target), _total(bank.kernel())
     if goal > NORMALIZE_MIN * mass and fitted > NORMALIZE_MIN * fitted_mass:
         return bank.normalized(), None
+    if goal > NORMALIZE_MIN * mass:  # checked before the fit otherwise
+        _check_own_scale("", peak, f"the fitted kernel sums to {fitted * peak:.3g}")
     why = (f"the kernel sums to {goal * peak:.3g} (its magnitudes to {mass * peak:.3g})"
            if goal <= NORMALIZE_MIN * mass else f"the fitted kernel sums to {fitted * peak:.3g} "
            f"(its magnitudes to {fitted_mass * peak:.3g})")  # fmt: skip
@@ -275,6 +277,39 @@ def _written(bank: Any, target: Any, peak: float) -> tuple[Any, str | None]:
             "which keeps no brightness to normalise (divided by it, it would be amplified or "
             "negated)")  # fmt: skip
     return dp.SeparableFilters(bank.vertical * peak, bank.horizontal), note
+
+
+def _total(kernel: Any) -> tuple[float, float]:
+    """`(sum, sum of magnitudes)` of `kernel`."""
+    import numpy as np
+
+    kernel = np.asarray(kernel, np.float64)
+    return float(kernel.sum()), float(np.abs(kernel).sum())
+
+
+def _normalizable(kernel: Any) -> bool:
+    """Whether `kernel`'s sum is clearly positive (`NORMALIZE_MIN`): its bank is written
+    normalised, unless the fitted kernel's sum is not."""
+    total, mass = _total(kernel)
+    return total > NORMALIZE_MIN * mass
+
+
+def _check_own_scale(spec: str, peak: float, why: str) -> None:
+    """Refuse a kernel to be written at its own scale (`why` says why) whose `peak` puts
+    its vectors beyond float32 (`OWN_SCALE_PEAKS`)."""
+    low, high = OWN_SCALE_PEAKS
+    if low <= peak <= high:
+        return
+    named = f"--kernel {spec!r}" if spec else "the kernel"
+    raise UsageError(
+        f"{named} peaks at {peak:.3g} (its largest magnitude) and {why}, so its vectors "
+        f"are written at its own scale, in float32: its peak must be from {low:g} to "
+        f"{high:g}; rescale the kernel (divide it by {_power_of_ten(peak):g})"
+    )
+
+
+def _power_of_ten(value: float) -> float:
+    return 10.0 ** math.floor(math.log10(value))
 
 
 def _writer(bank: Any, image: Any, kernels: list[Any], summary: dict[str, Any]):

@@ -15,6 +15,9 @@ MAX_KERNEL = 1025
 #: `polygon:SIZE:SIDES`: a triangle at least; the kernel holds one edge distance per side
 #: and pixel (SIDES 1e9 ran for minutes), and at 64 sides a polygon is a disk to the eye.
 MIN_SIDES, MAX_SIDES = 3, 64
+#: `gaussian:SIZE:SIGMA`'s largest SIGMA: wider, a Gaussian over the largest kernel is
+#: flat to 3e-7, a box (SIGMA 1e300 overflowed float32, with NumPy's warning).
+MAX_SIGMA = 1e6
 #: Kernel files `--kernel` reads: NumPy arrays, text tables, pictures (their grey level).
 ARRAY_FILES, TABLE_FILES = (".npy",), (".txt", ".csv")
 PICTURE_FILES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
@@ -145,7 +148,11 @@ def _named_kernel(spec: str) -> Any:
         try:
             options["sigma"] = float(parts[1])
         except ValueError:
-            raise UsageError(f"--kernel {spec!r}: SIGMA must be a number of pixels > 0") from None
+            options["sigma"] = math.nan
+        if not 0 < options["sigma"] <= MAX_SIGMA:
+            raise UsageError(f"--kernel {spec!r}: SIGMA must be a number of pixels > 0 and "
+                             f"at most {MAX_SIGMA:.0f} (wider, the Gaussian is flat: use "
+                             "box:SIZE)")  # fmt: skip
     try:
         return np.asarray(getattr(dp.kernels, name)(size, **options), np.float64)
     except (TypeError, ValueError) as error:

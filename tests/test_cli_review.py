@@ -1,0 +1,66 @@
+"""The command line on what a review found: bad input refused before the fit, in one
+line (status 2, no warning, no traceback), and outputs that say what they are."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffprims._cli import main
+
+LAPLACIAN = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+@pytest.fixture(autouse=True)
+def _in_empty_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def _run(argv, capsys):
+    """(exit status, stderr) of `diffprims *argv`; a warning fails the test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            status = main([str(a) for a in argv])
+        except SystemExit as exit:  # argparse's errors
+            status = exit.code
+    return status, capsys.readouterr().err
+
+
+def _refused(argv, capsys, *words):
+    status, err = _run(argv, capsys)
+    assert status == 2, err
+    assert err.count("\n") == 1 and err.startswith("diffprims"), err
+    for word in words:
+        assert word in err, err
+    return err
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_an_edge_detector_beyond_float32_is_refused_before_the_fit(capsys, scale):
+    # Written at its own scale (its sum is 0), 1e300 times the bank overflowed float32
+    # after the fit: NumPy's warning, then exit 1 with the library's advice.
+    np.save("k.npy", scale * LAPLACIAN)
+    argv = ["filter", "--kernel", "k.npy", "--steps", 2, "-q"]
+    _refused(argv, capsys, f"peaks at {4 * scale:.3g}", "rescale the kernel", "from 1e-30")
+    assert not Path("out").exists()
+
+
+def test_a_blur_of_huge_values_is_normalised_as_before(capsys):
+    # Its vectors are normalised: its scale is never written, so it is not refused.
+    np.save("k.npy", np.full((3, 3), 1e300))
+    status, err = _run(["filter", "--kernel", "k.npy", "--steps", 2, "-q"], capsys)
+    assert status == 0, err
+    with np.load("out/vectors.npz") as npz:
+        kernel = np.einsum("ri,rj->ij", npz["vertical"], npz["horizontal"])
+    np.testing.assert_allclose(kernel, np.full((3, 3), 1 / 9), rtol=1e-4)
+
+
+@pytest.mark.parametrize("sigma", ["1e300", "1e40", "2e6", "inf", "nan", "0", "-1", "x"])
+def test_a_gaussian_sigma_out_of_range_is_refused(capsys, sigma):
+    # 1e300 overflowed float32 (NumPy's warning) and was fitted as a box.
+    argv = ["filter", "--kernel", f"gaussian:9:{sigma}", "--steps", 2, "-q"]
+    _refused(argv, capsys, "SIGMA must be a number of pixels > 0 and at most 1000000")
