@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,7 +64,8 @@ def check_concrete(cls: type) -> None:
 
 
 def check_shape_type(cls: type) -> None:
-    """`check_concrete`, then the outputs of a small set's methods checked abstractly.
+    """`check_concrete`, then the outputs of a small set's methods checked abstractly,
+    and the values of `random_geometry` on 4 shapes checked against their roles.
 
     For code that calls `coverage` and `bounds` directly (as `paint` places shapes):
     `jax.eval_shape` traces them on 2 shapes and 3 points and computes nothing.
@@ -76,6 +78,25 @@ def check_shape_type(cls: type) -> None:
         return bounds(shapes), coverage(shapes, jnp.full((3, 2), 0.5), 0.01)
 
     jax.eval_shape(probe)
+    # paint calls `random_geometry` inside its `trusted` programs, where the traced
+    # domain checks are dropped (a negative size became an invisible 1e-30): check its
+    # values here, on concrete probe shapes, as `init` checks them.
+    roles = cls.parameter_roles()  # pyright: ignore[reportAttributeAccessIssue]
+    values = _probe_geometry(cls, _PROBE_CENTRES, _PROBE_SIZES, jax.random.key(0))
+    for field, value in values.items():
+        _in_domain(f"{cls.__name__}.random_geometry", field, roles[field].transform, value)
+
+
+#: Shapes as paint places them: across the frame, from a pixel of a large image to half
+#: the frame.
+_PROBE_CENTRES = np.array([[0.5, 0.5], [0.0, 0.0], [1.0, 1.0], [0.25, 0.75]], np.float32)
+_PROBE_SIZES = np.array([0.05, 0.002, 0.5, 0.1], np.float32)
+
+
+@functools.partial(jax.jit, static_argnums=0)  # one small program per class, cached
+@trusted  # its values are checked eagerly by the caller
+def _probe_geometry(cls: type, centres: Array, sizes: Array, key: Any) -> dict[str, Any]:
+    return random_geometry(cls, centres, sizes, key)
 
 
 def coverage(shapes: Any, points: Array, edge_width: Any) -> Array:
