@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from diffprims._cli import main
+from diffprims._cli._outputs import plan
 
 LAPLACIAN = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
@@ -64,3 +65,30 @@ def test_a_gaussian_sigma_out_of_range_is_refused(capsys, sigma):
     # 1e300 overflowed float32 (NumPy's warning) and was fitted as a box.
     argv = ["filter", "--kernel", f"gaussian:9:{sigma}", "--steps", 2, "-q"]
     _refused(argv, capsys, "SIGMA must be a number of pixels > 0 and at most 1000000")
+
+
+@pytest.mark.parametrize("spec", ["my.results/", "run.v2/", "x.png/"])
+def test_an_output_ending_in_a_slash_is_a_folder(spec):
+    # Refused as "unknown file type '.results'" (and x.png/ was one file).
+    files = plan([spec], {"a.png": "png", "b.json": "json"}, force=False)
+    assert files == {Path(spec) / "a.png": "png", Path(spec) / "b.json": "json"}
+    assert not Path(spec).exists()  # nothing touched yet
+
+
+def test_filter_writes_into_a_dotted_folder_ending_in_a_slash(capsys):
+    argv = ["filter", "--kernel", "box:3", "--steps", 2, "-q", "-o", "run.v2/"]
+    status, err = _run(argv, capsys)
+    assert status == 0, err
+    assert {p.name for p in Path("run.v2").iterdir()} >= {"vectors.npz", "summary.json"}
+
+
+@pytest.mark.parametrize("command", [["paint"], ["filter"]])
+def test_a_dotted_output_says_to_end_it_with_a_slash(capsys, command):
+    _refused([*command, "-o", "run.v2", "--steps", 2], capsys, "end it with '/'", "run.v2/")
+
+
+@pytest.mark.parametrize("command", [["paint"], ["filter"]])
+def test_an_empty_output_is_refused(capsys, command):
+    # `-o ""` wrote every file into the current folder.
+    _refused([*command, "-o", "", "--steps", 2], capsys, "-o '' is empty", "-o .")
+    assert list(Path().iterdir()) == []

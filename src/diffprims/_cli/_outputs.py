@@ -27,6 +27,8 @@ FORMATS = {
 }  # fmt: skip
 
 LOCK_NAME = ".diffprims.lock"
+#: What ends an `-o` that names a folder, whatever its name (`my.results/`).
+_SEPARATORS = tuple(sep for sep in (os.sep, os.altsep, "/") if sep)
 
 
 def plan(
@@ -46,10 +48,14 @@ def plan(
     files: dict[Path, str] = {}
     seen: set[str] = set()  # real paths: `a/x.png` and `a/../a/x.png` are one file
     for spec in specs:
+        if not spec:
+            raise UsageError("-o '' is empty: name a folder or a file (-o . for the current "
+                             "folder)")  # fmt: skip
         path = Path(spec)
         suffix = path.suffix.lower()
-        if path.is_dir() or (suffix not in formats and not path.exists()):
-            if suffix and not path.is_dir():
+        folder = spec.endswith(_SEPARATORS)  # `my.results/`: a folder, whatever its name
+        if folder or path.is_dir() or (suffix not in formats and not path.exists()):
+            if suffix and not folder and not path.is_dir():
                 raise UsageError(_not_a_file_type(spec, path.suffix, formats, folder_files))
             new = {path / name: kind for name, kind in folder_files.items()}
         elif suffix in formats:
@@ -69,10 +75,11 @@ def _not_a_file_type(spec: str, suffix: str, formats: dict[str, str], folder_fil
     if not formats:
         return (
             f"-o {spec!r}: this command writes a folder of files ({', '.join(folder_files)}), "
-            "not one file; name a folder without a file extension (or make the folder first)"
+            f"not one file; name a folder: end it with '/' ({spec}/), or make it first"
         )
     known = " ".join(sorted(formats))
-    return f"-o {spec!r}: unknown file type {suffix!r}; name a file ending in {known}, or a folder"
+    return (f"-o {spec!r}: unknown file type {suffix!r}; name a file ending in {known}, or "
+            f"end it with '/' to mean a folder ({spec}/)")  # fmt: skip
 
 
 def _check_places(files: dict[Path, str], *, force: bool) -> None:

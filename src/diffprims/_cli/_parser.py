@@ -25,7 +25,8 @@ PAINT_EPILOG = """\
 By default paints with diffprims.paint's recipe (progressive rounds, pruning,
 colours in closed form); --fit runs plain gradient descent from random shapes.
 
--o takes a folder (default: out), which receives result.png (at the input's
+-o takes a folder (default: out; end it with / when its name has a dot, as
+run.v2/), which receives result.png (at the input's
 resolution, or --render-size), result.svg (unless the shape type has no SVG form),
 progress.gif, shapes.json (the shapes as a readable list), model.eqx (reload with
 diffprims.load) and summary.json; or file names, as many as you like, the format
@@ -205,7 +206,8 @@ def _add_filter(commands) -> None:
                       help="with --apply: how the image continues past its edges "
                       f"(default: {BORDERS[0]}; zero darkens the edges)")  # fmt: skip
     filt.add_argument("-o", "--output", action="append", default=None, metavar="OUTDIR",
-                      help="folder for the results (default: out)")  # fmt: skip
+                      help="folder for the results (default: out; end a name with a dot "
+                      "with /, as run.v2/)")  # fmt: skip
     filt.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     filt.add_argument("--force", action="store_true",
                       help="overwrite results already in OUTDIR")  # fmt: skip
