@@ -6,7 +6,7 @@ import pytest
 
 import diffprims as dp
 
-from .test_custom_shape import Hollow
+from .test_custom_shape import Hollow, UserCircles
 
 TARGET = jnp.full((8, 8, 3), 0.5)
 
@@ -40,3 +40,27 @@ def test_paint_checks_random_geometry_values_as_init_does(offset, hole, field):
         cls.init(3, key=jax.random.key(0))
     with pytest.raises(ValueError, match=pattern):
         _paint(cls)
+
+
+class IntCoverage(UserCircles):
+    def coverage(self, points, edge_width):
+        return (super().coverage(points, edge_width) > 0.5).astype(jnp.int32)
+
+
+class BoolCoverage(UserCircles):
+    def coverage(self, points, edge_width):
+        return super().coverage(points, edge_width) > 0.5
+
+
+@pytest.mark.parametrize("cls", [IntCoverage, BoolCoverage])
+@pytest.mark.parametrize(
+    "call",
+    [lambda cls: cls.init(10, key=jax.random.key(0)).render_image((16, 16)), _paint],
+    ids=["render", "paint"],
+)
+def test_a_coverage_that_is_not_float_is_a_type_error_naming_it(cls, call):
+    # Was accepted: the geometry rendered, but got zero gradients and never moved.
+    pattern = rf"{cls.__name__}\.coverage\(points, edge_width\) must return floats in \[0, 1\]"
+    with pytest.raises(TypeError, match=pattern) as info:
+        call(cls)
+    assert "smooth function of the parameters" in str(info.value)

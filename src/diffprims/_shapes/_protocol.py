@@ -105,6 +105,14 @@ def coverage(shapes: Any, points: Array, edge_width: Any) -> Array:
         out = shapes.coverage(points, edge_width)
     expected = (shapes.num_shapes, points.shape[0])
     _check_array(out, f"{type(shapes).__name__}.coverage(points, edge_width)", "(N, P)")
+    if not jnp.issubdtype(out.dtype, jnp.floating):  # an int or bool has no gradient
+        raise TypeError(
+            f"{type(shapes).__name__}.coverage(points, edge_width) must return floats in "
+            f"[0, 1] that are a smooth function of the parameters (fit trains the geometry "
+            f"through their gradient); got a {out.dtype} array. A threshold or an integer "
+            "has no gradient, and `.astype(jnp.float32)` does not bring it back: compute a "
+            f"signed distance and return `dp.soft_edge(distance, edge_width)`.{_GUIDE}"
+        )
     got = jnp.shape(out)
     if got != expected:
         flipped = " It looks transposed: return it as `(N, P)`." if got == expected[::-1] else ""
