@@ -497,3 +497,63 @@ def test_load_refuses_non_finite_parameters(tmp_path, monkeypatch):
     monkeypatch.undo()
     with pytest.raises(dp.LoadError, match=r"NaN/inf parameters \(in `model.raw_radii`\)"):
         dp.load(path)
+
+
+# -- a class of the caller's that changed since the file was saved ----------------------
+
+
+def _ring_class(*extra: str, module: str | None = None, optional: str = ""):
+    """A class `Ring` (the same qualname each call), as a notebook cell redefines it; its
+    `optional` field defaults to None."""
+    annotations = {"centres": jax.Array, **{name: jax.Array for name in extra}}
+    namespace = {"__annotations__": annotations, "__qualname__": "Ring"}
+    namespace["__module__"] = module or __name__
+    if optional:
+        annotations[optional] = jax.Array | None
+        namespace[optional] = None
+    return type("Ring", (eqx.Module,), namespace)
+
+
+@pytest.mark.parametrize("saved_module", [None, "__main__"], ids=["same", "script"])
+def test_a_changed_class_is_named_not_the_file(tmp_path, saved_module):
+    # Loading with a class given a field since the save said the file's "header is
+    # damaged" or "refused by the model's constructor: missing 1 required argument", and
+    # to "save the model again, or use an older copy".
+    old = _ring_class("radii", module=saved_module)
+    path = dp.save(tmp_path / "ring.eqx", old(jnp.zeros((3, 2)), jnp.ones(3)))
+    added, renamed = _ring_class("radii", "tilts"), _ring_class("sizes")
+    for new, only_file, only_class in (
+        (added, "none", "`tilts`"),
+        (renamed, "`radii`", "`sizes`"),
+    ):
+        with pytest.raises(dp.LoadError) as info:
+            dp.load(path, classes=[new])
+        said = str(info.value)
+        assert f"the class passed, `{new.__module__}.Ring`, does not match" in said
+        assert f"only in the file: {only_file}; only in the class: {only_class}." in said
+        assert "load the file with `Ring` as it was then" in said
+        assert "damaged" not in said and "older copy" not in said
+        if saved_module:
+            assert "saved from module `__main__`" in said
+    # A field added with a default still loads (files saved before it keep loading).
+    loaded = dp.load(path, classes=[_ring_class("radii", optional="tilts")])
+    np.testing.assert_array_equal(loaded.radii, jnp.ones(3))
+    assert loaded.tilts is None
+
+
+def test_a_class_that_refuses_its_values_is_named(tmp_path):
+    # A class whose check changed since the save: the file is not blamed alone.
+    old = _ring_class()
+    path = dp.save(tmp_path / "ring.eqx", old(jnp.zeros((3, 2))))
+    stricter = _ring_class()
+
+    def check(self):
+        if self.centres.shape[-1] != 3:
+            raise ValueError("centres must be (N, 3)")
+
+    stricter.__check_init__ = check
+    with pytest.raises(dp.LoadError, match="centres must be") as info:
+        dp.load(path, classes=[stricter])
+    said = str(info.value)
+    assert f"It holds your class `{stricter.__module__}.Ring`: if one changed since" in said
+    assert "older copy" not in said

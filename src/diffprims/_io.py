@@ -32,10 +32,12 @@ from ._errors import LoadError
 from ._files import CHECKSUM_LINE, atomic_write, checksum_line, open_regular, read_line
 from ._io_tree import (
     MAX_NDIM,
+    ClassMismatchError,
     Spec,
     UnknownClassError,
     allowed_classes,
     build,
+    changed_class_advice,
     missing_classes,
     parse,
     public_name,
@@ -182,12 +184,16 @@ def save(path: str | os.PathLike, model: Any) -> Path:
     return atomic_write(path, write)
 
 
-def _fail(path: Any, what: str) -> LoadError:
+def _fail(path: Any, what: str, spec: Spec | None = None) -> LoadError:
+    """A `LoadError` naming the file and what is wrong with it; for a file holding the
+    caller's classes (in `spec`), that one of them may have changed since it was saved."""
     what = what.rstrip().rstrip(".")  # `what` may end in a constructor's full stop
-    return LoadError(
-        f"Cannot load the model file {os.fspath(path)!r}: {what}. Expected a model file "
-        "written by `diffprims.save`; save the model again, or use an older copy."
+    advice = changed_class_advice(spec.tree) if spec is not None else None
+    advice = advice or (
+        "Expected a model file written by `diffprims.save`; save the model again, or use "
+        "an older copy."
     )
+    return LoadError(f"Cannot load the model file {os.fspath(path)!r}: {what}. {advice}")
 
 
 def _read_file(path: Any) -> tuple[dict[str, Any], bytes]:
@@ -298,7 +304,8 @@ def load(path: str | os.PathLike, like: Any = None, *, classes: Any = ()) -> Any
     try:
         template = eqx.filter_eval_shape(build, spec.tree, members)
     except Exception as error:
-        raise _fail(path, f"its values are refused by the model's constructor: {error}") from None
+        what = f"its values are refused by the model's constructor: {error}"
+        raise _fail(path, what, spec) from None
     template = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(batch + a.shape, a.dtype)
         if isinstance(a, jax.ShapeDtypeStruct) else a,
@@ -319,7 +326,8 @@ def load(path: str | os.PathLike, like: Any = None, *, classes: Any = ()) -> Any
         else:
             _vmapped(run_checks, batch)(model)
     except Exception as error:
-        raise _fail(path, f"it does not hold a valid model (or is truncated): {error}") from None
+        what = f"it does not hold a valid model (or is truncated): {error}"
+        raise _fail(path, what, spec) from None
     bad = _non_finite(model)
     if bad is not None:  # `save` never writes them: a damaged or hand-made file
         raise _fail(path, f"it holds NaN/inf parameters (in `model{bad}`)")
@@ -333,6 +341,8 @@ def _parse(path: Any, header: dict[str, Any], allowed: dict[str, type]) -> Spec:
     except UnknownClassError as error:
         missing = missing_classes(header.get("tree"), allowed) or [error.name]
         raise LoadError(_unknown_class(path, missing, allowed)) from None
+    except ClassMismatchError as error:  # the caller's class changed since the save
+        raise LoadError(f"Cannot load the model file {os.fspath(path)!r}: {error}.") from None
     except ValueError as error:
         raise _fail(path, f"its header is damaged: {error}") from None
     return spec

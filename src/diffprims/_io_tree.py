@@ -91,6 +91,11 @@ class UnknownClassError(ValueError):
         self.name = name
 
 
+class ClassMismatchError(ValueError):
+    """A header whose fields for one of the caller's classes differ from that class's
+    own: the class changed since the file was saved (the file is not damaged)."""
+
+
 @dataclasses.dataclass
 class Spec:
     """A parsed, checked header: `tree` with arrays replaced by `Slot`s into `arrays`."""
@@ -187,8 +192,17 @@ def parse_module(node: dict, spec: Spec, allowed: dict[str, type], where: str, d
     name, cls = resolve(name, allowed)
     if cls is None:
         raise UnknownClassError(name)
-    init = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(fields) - init)
+    init = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(fields) - set(init))
+    required = [
+        key
+        for key, f in init.items()
+        if key not in fields
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if (unknown or required) and not is_diffprims(cls):
+        raise ClassMismatchError(_mismatch(name, cls, list(fields), list(init), where))
     if unknown:
         raise ValueError(f"{where} gives {cls.__name__} unknown fields {unknown!r:.80}")
     parsed = {
@@ -196,6 +210,55 @@ def parse_module(node: dict, spec: Spec, allowed: dict[str, type], where: str, d
         for key, value in fields.items()
     }
     return Node(cls, parsed)
+
+
+def is_diffprims(cls: type) -> bool:
+    return cls.__module__.split(".")[0] == "diffprims"
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(f"`{name:.40}`" for name in names[:12])
+    return (shown + (f" and {len(names) - 12} more" if len(names) > 12 else "")) or "none"
+
+
+def _mismatch(saved: str, cls: type, fields: list[str], init: list[str], where: str) -> str:
+    """Why a class of the caller's cannot take the fields saved for it, and what to do."""
+    module, _, qualname = saved.rpartition(":")
+    origin = f" (saved from module `{module:.80}`)" if module else ""
+    at = "" if where == "the model" else f" at `{where.removeprefix('the '):.80}`"
+    only_file = [name for name in fields if name not in init]
+    only_class = [name for name in init if name not in fields]
+    return (
+        f"the class passed, `{cls.__module__}.{cls.__qualname__}`, does not match the "
+        f"`{qualname:.80}`{origin}{at} in the file: fields only in the file: "
+        f"{_listed(only_file)}; only in the class: {_listed(only_class)}. The class has "
+        "changed since the file was saved (or is another class of that name): load the "
+        f"file with `{cls.__name__}` as it was then, or save the model again from the "
+        "class as it is now"
+    )
+
+
+def changed_class_advice(tree: Any) -> str | None:
+    """What to do when a parsed header holding classes of the caller's is refused (one
+    of them may have changed since the save); None when it holds only diffprims'."""
+    mine = list(dict.fromkeys(_user_classes(tree)))
+    if not mine:
+        return None
+    names = ", ".join(f"`{cls.__module__}.{cls.__qualname__}`" for cls in mine[:8])
+    return (
+        f"It holds your {'class' if len(mine) == 1 else 'classes'} {names}: if one changed "
+        "since the file was saved, load the file with the class as it was then, or save "
+        "the model again from the class as it is now."
+    )
+
+
+def _user_classes(tree: Any) -> list[type]:
+    if isinstance(tree, Node):
+        mine = [] if is_diffprims(tree.cls) else [tree.cls]
+        return mine + [cls for value in tree.fields.values() for cls in _user_classes(value)]
+    if isinstance(tree, tuple | list):
+        return [cls for item in tree for cls in _user_classes(item)]
+    return []
 
 
 def build(tree: Any, arrays: list[Any]) -> Any:
