@@ -3,11 +3,13 @@ line (status 2, no warning, no traceback), and outputs that say what they are.""
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from diffprims._cli import main
 from diffprims._cli._outputs import plan
@@ -92,3 +94,30 @@ def test_an_empty_output_is_refused(capsys, command):
     # `-o ""` wrote every file into the current folder.
     _refused([*command, "-o", "", "--steps", 2], capsys, "-o '' is empty", "-o .")
     assert list(Path().iterdir()) == []
+
+
+def _image(path):
+    pixels = (np.random.default_rng(0).random((10, 12, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+    return Path(path).read_bytes()
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+@pytest.mark.parametrize("output", ["in.png", "./in.png", "link.png", "hard.png"])
+def test_paint_never_writes_over_its_input_image(capsys, force, output):
+    # With --force, `paint in.png -o in.png` replaced the photo with the painting.
+    data = _image("in.png")
+    Path("link.png").symlink_to("in.png")
+    os.link("in.png", "hard.png")
+    argv = ["paint", "in.png", "-o", output, "-o", "out.svg", "-n", 2, "--steps", 2, *force]
+    _refused(argv, capsys, "is the input file 'in.png' (IMAGE)", "choose another output")
+    assert Path("in.png").read_bytes() == data and not Path("out.svg").exists()
+
+
+@pytest.mark.parametrize("option,name", [("--apply", "blurred.png"), ("--kernel", "kernel.png")])
+def test_filter_never_writes_over_an_input_file(capsys, option, name):
+    Path("out").mkdir()
+    data = _image(f"out/{name}")
+    argv = ["filter", option, f"out/{name}", "-o", "out", "--force", "--steps", 2]
+    _refused(argv, capsys, f"is the input file 'out/{name}' ({option})")
+    assert Path(f"out/{name}").read_bytes() == data

@@ -37,13 +37,14 @@ def plan(
     *,
     force: bool,
     formats: dict[str, str] = FORMATS,
+    inputs: dict[str, str | os.PathLike | None] | None = None,
 ) -> dict[Path, str]:
     """`path -> format` of every file the `-o` arguments ask for; touches nothing.
 
     An `-o` that is an existing folder, or has no file extension of `formats` (the
     command's single-file formats, by extension; none for a command that writes only
     folders), is a folder and gets `folder_files` (name -> format); otherwise the
-    extension names the format.
+    extension names the format. No file may be one of `inputs` (`check_inputs`).
     """
     files: dict[Path, str] = {}
     seen: set[str] = set()  # real paths: `a/x.png` and `a/../a/x.png` are one file
@@ -67,6 +68,7 @@ def plan(
                 raise UsageError(f"-o names {os.fspath(target)!r} twice")
             seen.add(os.path.realpath(target))
         files.update(new)
+    _check_inputs(files, inputs or {})
     _check_places(files, force=force)
     return files
 
@@ -80,6 +82,29 @@ def _not_a_file_type(spec: str, suffix: str, formats: dict[str, str], folder_fil
     known = " ".join(sorted(formats))
     return (f"-o {spec!r}: unknown file type {suffix!r}; name a file ending in {known}, or "
             f"end it with '/' to mean a folder ({spec}/)")  # fmt: skip
+
+
+def _check_inputs(files: dict[Path, str], inputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse an output that is one of the run's input files (`inputs`: the option that
+    names it -> its path or None), however spelled or linked: `--force` overwrote the
+    image being painted."""
+    for option, given in inputs.items():
+        if given is None or not os.path.isfile(given):
+            continue
+        source = os.fspath(given)
+        for path in files:
+            if os.path.realpath(path) == os.path.realpath(source) or _same_file(path, source):
+                raise UsageError(
+                    f"-o: {os.fspath(path)!r} is the input file {source!r} ({option}); "
+                    "writing it would overwrite the input: choose another output"
+                )
+
+
+def _same_file(path: Path, source: str) -> bool:
+    try:
+        return os.path.samefile(path, source)
+    except OSError:  # not there yet
+        return False
 
 
 def _check_places(files: dict[Path, str], *, force: bool) -> None:

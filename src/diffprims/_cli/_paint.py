@@ -91,9 +91,10 @@ def run_paint(args: argparse.Namespace) -> int:
     settings = check_arguments(args)
     folder_files = {name: kind for name, kind in FOLDER_FILES.items()
                     if kind != "svg" or settings["svg"]}  # fmt: skip
-    files = _outputs.plan(args.output or ["out"], folder_files, force=args.force)
-    _check_svg(args, settings, files)
     source = args.image if args.image is not None else dp.demo_image_path()
+    files = _outputs.plan(args.output or ["out"], folder_files, force=args.force,
+                          inputs={"IMAGE": source})  # fmt: skip
+    _check_svg(args, settings, files)
     target, render_shape, reference = read_inputs(args, source)
     fit_shape = (int(target.shape[0]), int(target.shape[1]))
     if "gif" in files.values():
