@@ -1,6 +1,7 @@
 """SVG export: structure, and agreement with the renderer through an independent rasteriser."""
 
 import io
+import re
 import xml.etree.ElementTree as ET
 
 import jax
@@ -136,3 +137,40 @@ def test_errors():
         dp.to_svg(dp.Circles.init(3, key=jax.random.key(0), channels=4), (8, 8))
     with pytest.raises(TypeError, match="concrete"):
         jax.jit(lambda m: len(dp.to_svg(m, (8, 8))))(model)
+    # A string counted as true: "no" drew soft edges.
+    with pytest.raises(TypeError, match=r"`soft_edges` must be True or False; got str 'no'"):
+        dp.to_svg(model, (8, 8), soft_edges="no")  # pyright: ignore[reportArgumentType]
+
+
+class UseCircles(dp.Circles):
+    """Circles drawn through `<defs>` and `<use>`, the references written every way SVG
+    allows: `href` and `xlink:href`, `url(#...)`, double and single quotes."""
+
+    def svg_geometry(self, edge_width):
+        out = []
+        for index, circle in enumerate(dp.Circles.svg_geometry(self, 0.0)):
+            q, other = ("'", '"') if index % 2 else ('"', "'")
+            href = "xlink:href" if index % 3 else "href"
+            soft = f" filter={other}url({q}#soft-edge{q}){other}" if edge_width > 0 else ""
+            circle = circle.replace("<circle", f"<circle id={q}c{index}{q}")
+            out.append(f"<defs>{circle}</defs><use {href}={q}#c{index}{q}{soft}/>")
+        return out
+
+
+def test_layers_keep_every_reference_of_a_shape_to_its_own_ids():
+    # Ids were made unique per layer, but only `id="` and `url(#` were rewritten: a
+    # `<use href="#c0">` pointed at no id (nothing drawn), and `id='c1'` (not renamed)
+    # was defined in both layers, so the second layer drew the first one's circle.
+    def layers(cls):
+        return dp.Layers([cls.init(6, key=jax.random.key(k)) for k in range(2)])
+
+    for soft_edges in (False, True):
+        svg = dp.to_svg(layers(UseCircles), (32, 32), soft_edges=soft_edges)
+        ET.fromstring(svg)  # well formed: `xlink:` is declared
+        ids = re.findall(r"""\bid\s*=\s*["']([\w.-]+)""", svg)
+        references = re.findall(r"""(?:href\s*=\s*["']|url\(["']?)#([\w.-]+)""", svg)
+        assert len(ids) == len(set(ids))
+        assert len(references) == 12 * (1 + soft_edges) and set(references) <= set(ids)
+    drawn = rasterise(dp.to_svg(layers(UseCircles), (32, 32), soft_edges=False))
+    plain = rasterise(dp.to_svg(layers(dp.Circles), (32, 32), soft_edges=False))
+    np.testing.assert_array_equal(drawn, plain)

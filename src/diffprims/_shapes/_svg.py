@@ -12,7 +12,7 @@ import numpy as np
 
 from .._files import atomic_write
 from .._model import check_unbatched
-from .._validate import check_grid_shape, check_suffix, describe, is_traced
+from .._validate import check_bool, check_grid_shape, check_suffix, describe, is_traced
 from ._base import AbstractShapes
 from ._layers import Layers, flatten_layers
 from ._protocol import svg_geometry as checked_svg_geometry
@@ -21,6 +21,13 @@ from ._protocol import svg_geometry as checked_svg_geometry
 # many edge widths: 4 / sqrt(2 pi) matches the two profiles' slopes at the boundary, and
 # the largest difference between them is then below 0.02 of the colour step.
 _BLUR_PER_EDGE_WIDTH = 4.0 / math.sqrt(2.0 * math.pi)
+
+
+# An id, and each local reference to one: `href`/`xlink:href="#..."` and `url(#...)`, the
+# values in double or single quotes (or none, in `url()`); ends where the name begins.
+_ID_OR_REFERENCE = re.compile(
+    r"""(?<![\w.-])id\s*=\s*["']|(?<![\w.-])href\s*=\s*["']\s*#|url\(\s*["']?\s*#"""
+)
 
 
 def _hex(colour: np.ndarray) -> str:
@@ -77,12 +84,14 @@ def to_svg(
         )
     check_unbatched(model, "to_svg", mappable=False)
     height, width = check_grid_shape(shape)
+    soft_edges = check_bool(soft_edges, "soft_edges")
     layers = flatten_layers(model)
     for layer in layers:
         _check_exportable(layer)
     aspect = width / height
     lines = [
-        '<svg xmlns="http://www.w3.org/2000/svg" '
+        # `xlink:` for shapes that reference their defs the SVG 1.1 way (`xlink:href`).
+        '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
         f'width="{width}" height="{height}" viewBox="0 0 {aspect:.6g} 1">',
         # Gradient stops take the colour of the shape's group (see `svg_geometry`).
         "<style>stop { stop-color: currentColor; }</style>",
@@ -144,10 +153,7 @@ def _shape_groups(model: AbstractShapes, edge_width: float, prefix: str) -> list
     opacities = np.asarray(model.opacities, dtype=np.float64)
     elements = checked_svg_geometry(model, edge_width)
     if prefix:
-        elements = [
-            re.sub(r"url\(#", f"url(#{prefix}", re.sub(r'\bid="', f'id="{prefix}', element))
-            for element in elements
-        ]
+        elements = [_ID_OR_REFERENCE.sub(lambda m: m.group(0) + prefix, e) for e in elements]
     # "depth" compositing blends by soft depth; drawing nearest last approximates it.
     if model.compositing == "depth":
         order = np.argsort(np.asarray(model.depths), kind="stable")
