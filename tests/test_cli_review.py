@@ -4,6 +4,7 @@ line (status 2, no warning, no traceback), and outputs that say what they are.""
 from __future__ import annotations
 
 import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -121,3 +122,48 @@ def test_filter_never_writes_over_an_input_file(capsys, option, name):
     argv = ["filter", option, f"out/{name}", "-o", "out", "--force", "--steps", 2]
     _refused(argv, capsys, f"is the input file 'out/{name}' ({option})")
     assert Path(f"out/{name}").read_bytes() == data
+
+
+def test_a_second_ctrl_c_stops_the_writing(monkeypatch, capsys):
+    # The Ctrl-C that stopped the fit was not counted: the second only printed "press
+    # Ctrl-C again to stop" and the writing went on; a third stopped it.
+    import diffprims as dp
+    import diffprims._fit._driver as driver_module
+
+    dispatch, save_image = driver_module.Driver.dispatch, dp.save_image
+    calls = [0]
+
+    def first_ctrl_c(self, *args, **kwargs):  # in the fit
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return dispatch(self, *args, **kwargs)
+
+    def second_ctrl_c(*args, **kwargs):  # while kernel.png is written
+        signal.raise_signal(signal.SIGINT)
+        return save_image(*args, **kwargs)
+
+    monkeypatch.setattr(driver_module.Driver, "dispatch", first_ctrl_c)
+    monkeypatch.setattr(dp, "save_image", second_ctrl_c)
+    argv = ["filter", "--kernel", "disk:5", "--rank", 1, "--steps", 10**6, "-q"]
+    status, err = _run(argv, capsys)
+    assert status == 130, err
+    assert "Ctrl-C again stops the writing" in err and "press Ctrl-C again" not in err
+    assert err.strip().endswith("diffprims filter: interrupted")
+    assert not Path("out").exists()  # stopped: no file written, the folder made removed
+
+
+def test_a_first_ctrl_c_while_writing_a_finished_fit_lets_it_finish(monkeypatch, capsys):
+    import diffprims as dp
+
+    save_image = dp.save_image
+
+    def ctrl_c(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+        return save_image(*args, **kwargs)
+
+    monkeypatch.setattr(dp, "save_image", ctrl_c)
+    status, err = _run(["filter", "--kernel", "disk:5", "--rank", 1, "--steps", 2], capsys)
+    assert status == 0, err
+    assert "writing the results; press Ctrl-C again to stop" in err
+    assert Path("out/kernel.png").exists()

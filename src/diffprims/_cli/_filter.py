@@ -153,7 +153,7 @@ def run_filter(args: argparse.Namespace) -> int:
     with _outputs.claimed(files, force=args.force):
         start = dp.SeparableFilters.from_svd(target, rank=args.rank)
         result, interrupted, kept = _fit(args, start, target, loss)
-        with finish_writing():
+        with finish_writing(interrupted):
             bank, scale_note = _written(result.model, target, peak)
             summary, kernels = _summary(args, start, result, target, files, loss)
             summary.update(kernel_peak=peak, weights=weights, weights_note=weights_note,
@@ -211,8 +211,9 @@ def _fit(args: argparse.Namespace, start: Any, target: Any, loss: Any) -> tuple[
             optimizer=dp.SeparableFilters.recommended_optimizer(),
         )  # fmt: skip
     except dp.FitInterrupted as stop:
-        # Ctrl-C: write what the fit reached (a second Ctrl-C aborts the writing).
-        print(f"interrupted after {stop.step} steps; writing the results so far", file=sys.stderr)
+        # Ctrl-C: write what the fit reached (a second Ctrl-C stops the writing).
+        print(f"interrupted after {stop.step} steps; writing the results so far (Ctrl-C "
+              "again stops the writing)", file=sys.stderr)  # fmt: skip
         return stop.result, True, "fitted"
     result, kept = _better_of(start, result, target, loss)
     return result, False, kept

@@ -108,7 +108,7 @@ def run_paint(args: argparse.Namespace) -> int:
             enable_compilation_cache()
         seconds = _paint_seconds(args, started, reserve)
         result, interrupted = _fit(args, settings, target, seconds)
-        with finish_writing():
+        with finish_writing(interrupted):
             summary = _write(args, settings, files, source, result, target, render_shape,
                              reference, interrupted)  # fmt: skip
     if not args.quiet:
@@ -205,8 +205,9 @@ def _fit(args: argparse.Namespace, settings: dict[str, Any], target: Any, second
             snapshots=min(settings["frames"], steps + 1),
         ), False  # fmt: skip
     except dp.FitInterrupted as stop:
-        # Ctrl-C: write what the fit reached (a second Ctrl-C aborts the writing).
-        print(f"interrupted after {stop.step} steps; writing the results so far", file=sys.stderr)
+        # Ctrl-C: write what the fit reached (a second Ctrl-C stops the writing).
+        print(f"interrupted after {stop.step} steps; writing the results so far (Ctrl-C "
+              "again stops the writing)", file=sys.stderr)  # fmt: skip
         return stop.result, True
 
 

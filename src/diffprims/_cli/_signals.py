@@ -1,5 +1,6 @@
 """Ctrl-C and SIGTERM: the first one while the results are written waits for the writing
-to end; SIGTERM does what Ctrl-C would."""
+to end, the second (counting the one that stopped the fit) stops it; SIGTERM does what
+Ctrl-C would."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from collections.abc import Iterator
 
 
 @contextlib.contextmanager
-def finish_writing() -> Iterator[None]:
-    """The first Ctrl-C in the block is noted and the block runs on (writing takes a
-    second or two); a second one stops it (`KeyboardInterrupt`). Where SIGINT is ignored,
-    or outside the main thread, nothing changes."""
+def finish_writing(interrupted: bool = False) -> Iterator[None]:
+    """The first Ctrl-C is noted and the block runs on (writing takes a second or two); a
+    second one stops it (`KeyboardInterrupt`). With `interrupted` (a Ctrl-C or SIGTERM
+    stopped the fit: that was the first), the first one in the block is the second. Where
+    SIGINT is ignored, or outside the main thread, nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -22,7 +24,7 @@ def finish_writing() -> Iterator[None]:
     if previous is signal.SIG_IGN:
         yield
         return
-    pressed = {"count": 0}
+    pressed = {"count": 1 if interrupted else 0}
 
     def handler(signum, frame):
         pressed["count"] += 1
