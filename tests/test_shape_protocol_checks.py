@@ -1,5 +1,8 @@
 """A user's shape type that breaks the protocol is refused at the boundary, naming it."""
 
+import dataclasses
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import pytest
@@ -64,3 +67,58 @@ def test_a_coverage_that_is_not_float_is_a_type_error_naming_it(cls, call):
     with pytest.raises(TypeError, match=pattern) as info:
         call(cls)
     assert "smooth function of the parameters" in str(info.value)
+
+
+class SharedGain(UserCircles):
+    gain: float = dp.parameter(dp.roles.SIZE, per_shape=False, default=1.0)
+
+
+class RowGain(UserCircles):
+    gain: float = dp.parameter(dp.roles.SIZE, default=1.0)
+
+
+class Setting(UserCircles):
+    gain: int = 5  # undeclared, not static: a GEOMETRY parameter
+
+
+@pytest.mark.parametrize("cls", [SharedGain, RowGain, Setting])
+@pytest.mark.parametrize(
+    "call", [lambda cls: cls.init(3, key=jax.random.key(0)), _paint], ids=["init", "paint"]
+)
+def test_a_parameter_field_holding_a_number_is_a_type_error_naming_it(cls, call):
+    # A shared one was accepted and never trained; a per-shape one said "`gain` must
+    # have leading axis N=3; got shape ()", naming neither the class nor the cause.
+    with pytest.raises(
+        TypeError, match=rf"{cls.__name__}\.gain holds \w+ [\d.]+, not an array"
+    ) as info:
+        call(cls)
+    for hint in ("`jnp.asarray(...)`", "eqx.field(static=True"):
+        assert hint in str(info.value)
+
+
+def test_a_static_setting_and_an_array_parameter_are_accepted():
+    class Fine(UserCircles):
+        gain: jax.Array = dp.parameter(
+            dp.roles.SIZE, per_shape=False, default_factory=lambda: jnp.asarray(1.0)
+        )
+        lobes: int = eqx.field(static=True, default=5, kw_only=True)
+
+    model = Fine.init(3, key=jax.random.key(0))
+    assert model.gain.shape == () and model.lobes == 5
+
+
+@pytest.mark.parametrize(
+    "change, pattern",
+    [
+        ({"raw_opacities": jnp.zeros(5)}, r"UserCircles: opacities must have shape \(3,\)"),
+        ({"raw_background": jnp.zeros(2)}, r"UserCircles: background must have shape \(3,\)"),
+        ({"raw_radii": jnp.zeros(2)}, r"UserCircles: `raw_radii` must have leading axis N=3"),
+        ({"softness": -1.0}, r"UserCircles: `softness` must be a float > 0"),
+        ({"compositing": "under"}, r"UserCircles: `compositing` must be one of"),
+        ({"raw_depths": jnp.zeros(3)}, r"UserCircles: `raw_depths` is only used with"),
+    ],
+)
+def test_a_malformed_set_is_named_by_its_class(change, pattern):
+    model = UserCircles.init(3, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=pattern):
+        dataclasses.replace(model, **change)

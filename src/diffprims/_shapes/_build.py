@@ -34,28 +34,24 @@ def initial_depths(n: int) -> Array:
 def check_set(shapes: Any) -> None:
     """`AbstractShapes.__check_init__`: field types, shapes and static settings."""
     cls = type(shapes)
+    kind = cls.__name__
     roles = cls.parameter_roles()
     for name in roles:
-        leaf = getattr(shapes, name)
-        if eqx.is_array(leaf) and not jnp.issubdtype(leaf.dtype, jnp.floating):
-            raise TypeError(
-                f"`{name}` must be a float array (parameters are trained by `fit`); got "
-                f"{describe(leaf)}. Build shape sets with `init` or `from_values`."
-            )
+        _check_parameter(cls, name, getattr(shapes, name))
     n, channels = shapes.num_shapes, shapes.num_channels
     if shapes.raw_colours.ndim != 2 or n < 1 or channels < 1:
         raise ValueError(
-            "A shape set needs colours of shape (N, C) with N >= 1 and C >= 1; got "
+            f"A {kind} set needs colours of shape (N, C) with N >= 1 and C >= 1; got "
             f"{shapes.raw_colours.shape}."
         )
     if shapes.raw_background.shape != (channels,):
         raise ValueError(
-            f"background must have shape ({channels},) to match the colours; got "
+            f"{kind}: background must have shape ({channels},) to match the colours; got "
             f"{shapes.raw_background.shape}."
         )
     if shapes.raw_opacities.shape != (n,):
         raise ValueError(
-            f"opacities must have shape ({n},) to match the colours; got "
+            f"{kind}: opacities must have shape ({n},) to match the colours; got "
             f"{shapes.raw_opacities.shape}."
         )
     for name in roles:
@@ -64,33 +60,58 @@ def check_set(shapes: Any) -> None:
             continue
         if jnp.shape(leaf)[:1] != (n,):
             raise ValueError(
-                f"`{name}` must have leading axis N={n}; got shape {jnp.shape(leaf)}."
+                f"{kind}: `{name}` must have leading axis N={n} (one row per shape, as the "
+                f"colours have); got shape {jnp.shape(leaf)}."
             )
     softness = shapes.softness
     if isinstance(softness, bool) or not (isinstance(softness, float | int) and softness > 0):
-        raise ValueError(f"`softness` must be a float > 0 (pixels); got {softness!r}.")
+        raise ValueError(f"{kind}: `softness` must be a float > 0 (pixels); got {softness!r}.")
     if not isinstance(shapes.learn_background, bool | np.bool_):
         raise TypeError(
-            f"`learn_background` must be True or False; got {describe(shapes.learn_background)}."
+            f"{kind}: `learn_background` must be True or False; got "
+            f"{describe(shapes.learn_background)}."
         )
     _check_compositing(shapes, n)
 
 
+def _check_parameter(cls: type, name: str, leaf: Any) -> None:
+    """A parameter field holds a float array (or None, as `raw_depths` may): `fit` trains
+    only arrays, so a Python number there was never trained, in silence."""
+    if leaf is None:
+        return
+    if not eqx.is_array(leaf):
+        raise TypeError(
+            f"{cls.__name__}.{name} holds {describe(leaf)}, not an array. Fields with a role "
+            "(`dp.parameter(role)`; an undeclared field counts as `dp.roles.GEOMETRY`) are "
+            "parameters that `fit` trains, so they hold arrays: `jnp.asarray(...)` (as a default, "
+            "`default_factory=lambda: jnp.asarray(1.0)`). A setting that is not learned is "
+            "a static field: `eqx.field(static=True, default=..., kw_only=True)`."
+        )
+    if not jnp.issubdtype(leaf.dtype, jnp.floating):
+        raise TypeError(
+            f"{cls.__name__}.{name} must be a float array (parameters are trained by "
+            f"`fit`); got {describe(leaf)}. Build shape sets with `init` or `from_values`."
+        )
+
+
 def _check_compositing(shapes: Any, n: int) -> None:
+    kind = type(shapes).__name__
     if shapes.compositing not in MODES:
-        raise ValueError(f"`compositing` must be one of {MODES}; got {shapes.compositing!r}.")
+        raise ValueError(
+            f"{kind}: `compositing` must be one of {MODES}; got {shapes.compositing!r}."
+        )
     depths = shapes.raw_depths
     if shapes.compositing == "depth":
         if depths is None or jnp.shape(depths) != (n,):
             raise ValueError(
-                f'compositing="depth" needs `raw_depths` of shape ({n},); got '
+                f'{kind}: compositing="depth" needs `raw_depths` of shape ({n},); got '
                 f"{None if depths is None else jnp.shape(depths)}. "
                 'Build the set with `init(..., compositing="depth")` or convert one with '
                 '`shapes.with_compositing("depth")`.'
             )
     elif depths is not None:
         raise ValueError(
-            f'`raw_depths` is only used with compositing="depth"; got it with '
+            f'{kind}: `raw_depths` is only used with compositing="depth"; got it with '
             f"{shapes.compositing!r}. Use `shapes.with_compositing(...)` to switch modes."
         )
 
