@@ -557,3 +557,28 @@ def test_a_class_that_refuses_its_values_is_named(tmp_path):
     said = str(info.value)
     assert f"It holds your class `{stricter.__module__}.Ring`: if one changed since" in said
     assert "older copy" not in said
+
+
+def test_gif_settings_are_checked(tmp_path, small):
+    # `loop="no"` looped forever, `seconds_per_frame=True` was a second, an infinite or
+    # too long time raised OverflowError, a NumPy float was refused, and an image in
+    # `snapshots` had its values printed in the message.
+    model, _ = small
+    path = tmp_path / "a.gif"
+    with pytest.raises(TypeError, match="`loop` must be True or False; got str 'no'"):
+        dp.save_gif(path, [model], (8, 8), loop="no")  # pyright: ignore[reportArgumentType]
+    with pytest.raises(TypeError, match="`seconds_per_frame` must be a finite number"):
+        dp.save_gif(path, [model], (8, 8), seconds_per_frame=True)
+    for name in ("seconds_per_frame", "hold_last"):
+        for bad in (float("inf"), float("nan"), 655.36, 1e6):
+            with pytest.raises(ValueError, match=f"`{name}` must be .*655.35"):
+                dp.save_gif(path, [model], (8, 8), **{name: bad})
+    image = np.full((8, 8, 3), 0.123456, np.float32)
+    with pytest.raises(ValueError, match=r"item 1 is a float32 array of shape \(8, 8, 3\)\.$"):
+        dp.save_gif(path, [model, image], (8, 8))  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError, match=r"got one Circles model \(pass a list, `\[model\]`\)"):
+        dp.save_gif(path, model, (8, 8))  # pyright: ignore[reportArgumentType]
+    assert not list(tmp_path.iterdir())
+    longest = dp.save_gif(path, [model], (8, 8), seconds_per_frame=np.float32(655.35))
+    with Image.open(longest) as gif:
+        assert gif.info["duration"] == 655350

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -16,7 +17,7 @@ from ._files import atomic_write
 from ._fit._canon import signature
 from ._image import to_uint8
 from ._model import AbstractModel
-from ._validate import check_grid_shape, check_suffix, describe
+from ._validate import check_bool, check_grid_shape, check_scalar, check_suffix, describe
 
 #: Frames rendered per compiled call (a batch under `vmap`; the last one is padded).
 BATCH = 8
@@ -107,6 +108,64 @@ def _check_channels(models: list[AbstractModel]) -> None:
         )
 
 
+def _check_snapshots(snapshots: Any) -> list[AbstractModel]:
+    """`snapshots` as a list of models of 1, 3 or 4 channels, else a `ValueError` that
+    describes what it got by type and shape (never by its values)."""
+    frames = list(snapshots) if isinstance(snapshots, list | tuple) else None
+    if not frames or not all(_is_model(m) for m in frames):
+        kind = type(snapshots).__name__
+        if frames:
+            index, item = next((i, m) for i, m in enumerate(frames) if not _is_model(m))
+            got = f"a {kind} of {len(frames)} whose item {index} is {_described(item)}"
+        else:
+            got = _described(snapshots) if frames is None else f"an empty {kind}"
+        raise ValueError(
+            "`snapshots` must be a non-empty list or tuple of models, such as the "
+            f"`snapshots` of `fit(..., snapshots=30)`; got {got}."
+        )
+    _check_channels(frames)
+    return frames
+
+
+def _is_model(x: Any) -> bool:
+    return isinstance(x, AbstractModel)
+
+
+def _described(x: Any) -> str:
+    """`x` for an error message, by type and shape (a module's repr is every field)."""
+    if _is_model(x):
+        return f"one {type(x).__name__} model (pass a list, `[model]`)"
+    if isinstance(x, eqx.Module):
+        return f"a {type(x).__name__} (an eqx.Module, not a model)"
+    return f"a {describe(x)}" if hasattr(x, "shape") else describe(x)
+
+
+#: The longest frame, in seconds: a GIF delay is a 16-bit count of hundredths.
+MAX_SECONDS = 655.35
+
+
+def _check_seconds(seconds_per_frame: Any, hold_last: Any) -> tuple[float, float]:
+    """The two durations as floats, each a number of seconds a GIF can hold."""
+    out = []
+    for name, value in (("seconds_per_frame", seconds_per_frame), ("hold_last", hold_last)):
+        hint = f" It is a number of seconds, at most {MAX_SECONDS} (a GIF's longest delay)."
+        value = float(check_scalar(value, name, lower=0.0, hint=hint))
+        if round(value * 100) > round(MAX_SECONDS * 100):
+            raise ValueError(
+                f"`{name}` must be at most {MAX_SECONDS} seconds (GIF delays are 16-bit "
+                f"counts of hundredths); got {value!r}. Pass a shorter time."
+            )
+        out.append(value)
+    if round(out[0] * 100) < round(MIN_SECONDS * 100):
+        raise ValueError(
+            f"`seconds_per_frame` must be at least {MIN_SECONDS} once rounded to hundredths "
+            "(GIF delays are whole hundredths of a second, and most viewers show a delay "
+            f"under 0.02 s as 0.1 s); got {out[0]!r}. For a faster animation, "
+            "pass fewer snapshots, e.g. `snapshots[::2]`."
+        )
+    return out[0], out[1]
+
+
 def save_gif(
     path: str | os.PathLike,
     snapshots: Sequence[AbstractModel],
@@ -138,7 +197,7 @@ def save_gif(
       hundredths of a second, and most viewers show shorter ones as 0.1 s); rounded to
       a hundredth. For a faster animation, pass fewer snapshots (`snapshots[::2]`).
     - `hold_last`: how long the last frame shows, in seconds, before the loop restarts
-      (at least `seconds_per_frame`).
+      (at least `seconds_per_frame`). Neither may exceed 655.35 s, a GIF's longest delay.
     - `loop`: loop forever (`True`) or play once.
 
     **Returns:**
@@ -156,29 +215,15 @@ def save_gif(
         "save_gif",
         "write one frame with `dp.save_image(path, model.render_image(shape))`",
     )
-    frames_in = list(snapshots) if isinstance(snapshots, list | tuple) else None
-    if not frames_in or not all(isinstance(m, AbstractModel) for m in frames_in):
-        raise ValueError(
-            "`snapshots` must be a non-empty list or tuple of models, such as the "
-            f"`snapshots` of `fit(..., snapshots=30)`; got {describe(snapshots)}."
-        )
-    _check_channels(frames_in)
+    frames_in = _check_snapshots(snapshots)
     height, width = check_grid_shape(shape)
     if max(height, width) > MAX_SIDE:
         raise ValueError(
             f"`shape` must be at most {MAX_SIDE} pixels a side for a GIF (its sizes are "
             f"16-bit); got {(height, width)}. Pass a smaller `shape`."
         )
-    for name, value in (("seconds_per_frame", seconds_per_frame), ("hold_last", hold_last)):
-        if not (isinstance(value, int | float) and value > 0):
-            raise ValueError(f"`{name}` must be a number of seconds > 0; got {value!r}.")
-    if round(seconds_per_frame * 100) < round(MIN_SECONDS * 100):
-        raise ValueError(
-            f"`seconds_per_frame` must be at least {MIN_SECONDS} once rounded to hundredths "
-            "(GIF delays are whole hundredths of a second, and most viewers show a delay "
-            f"under 0.02 s as 0.1 s); got {seconds_per_frame!r}. For a faster animation, "
-            "pass fewer snapshots, e.g. `snapshots[::2]`."
-        )
+    seconds_per_frame, hold_last = _check_seconds(seconds_per_frame, hold_last)
+    loop = check_bool(loop, "loop")
     pictures = []
     for frame in _frames(frames_in, (height, width)):
         picture = Image.fromarray(to_uint8(_over_white(frame)))
