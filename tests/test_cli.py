@@ -382,7 +382,7 @@ def test_paint_help_lists_every_option():
         # Beyond float32, which the fit computes in: they passed and failed late (exit 1).
         (["paint", "--lr", "1e308"], "--lr: expected a number > 0 from 1.18e-38 to 3.4e+38"),
         (["paint", "--softness", "1e-45"], "--softness: expected a number > 0 from 1.18e-38"),
-        (["paint", "--fit", "--batch", "1e-300"], "--batch: expected a number > 0 from"),
+        (["paint", "--fit", "--batch", "1e-300"], "--batch: expected a fraction of the pixels"),
         (["filter", "--weights", "1e308,1e308,1e308"], "each weight must be 0 or from 1.18e-38"),
         (["filter", "--weights", "1,1e-45,0"], "(float32's range)"),
         # A kernel that is zero everywhere: it used to be fitted into NaN (and with

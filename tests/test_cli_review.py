@@ -167,3 +167,60 @@ def test_a_first_ctrl_c_while_writing_a_finished_fit_lets_it_finish(monkeypatch,
     assert status == 0, err
     assert "writing the results; press Ctrl-C again to stop" in err
     assert Path("out/kernel.png").exists()
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        # argparse's top parser said it, pointing at `diffprims --help`.
+        (
+            ["paint", "-dash.png"],
+            [
+                "diffprims paint: error: unrecognized arguments: -dash.png",
+                "write ./-dash.png",
+                "-- -dash.png",
+                "(see `diffprims paint --help`)",
+            ],
+        ),  # fmt: skip
+        (
+            ["filter", "--frob"],
+            [
+                "diffprims filter: error: unrecognized arguments: --frob (see "
+                "`diffprims filter --help`)"
+            ],
+        ),  # fmt: skip
+        # '' is the current folder: "a suffix-less file".
+        (["filter", "--kernel", ""], ["--kernel '' is empty: give NAME:SIZE[:ARG]"]),
+        # NumPy's advice: "use `usecols` to select a subset".
+        (
+            ["filter", "--kernel", "ragged.txt"],
+            ["every row must have the same number of values"],
+        ),  # fmt: skip
+        # -0.1 said "a number > 0", 2 said "in (0, 1]".
+        (
+            ["paint", "--fit", "--opacity", "-0.1"],
+            ["--opacity: expected a number in (0, 1], got -0.1"],
+        ),  # fmt: skip
+        (["paint", "--fit", "--opacity", "2"], ["--opacity: expected a number in (0, 1], got 2"]),
+        (
+            ["paint", "--fit", "--batch", "-0.1"],
+            ["--batch: expected a fraction of the pixels in (0, 1] or 'all', got -0.1"],
+        ),  # fmt: skip
+        # Which option named the missing image?
+        (["filter", "--apply", "none.png"], ["error: --apply: No image at 'none.png'"]),
+        (["paint", "none.png"], ["error: IMAGE: No image at 'none.png'"]),
+    ],
+)
+def test_messages_say_what_is_wrong(capsys, argv, words):
+    Path("ragged.txt").write_text("1 2 3\n4 5\n")
+    assert "usecols" not in _refused(argv, capsys, *words)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="a /proc file system")
+def test_an_output_folder_that_takes_no_files_is_said_so(capsys):
+    # "cannot write files in '/proc' (No such file or directory)": the errno was of the
+    # lock file it made, and `paint` printed its header line first.
+    err = _refused(["paint", "-o", "/proc/x.png"], capsys, "cannot create files in '/proc' "
+                   "(creating .diffprims.lock there: No such file or directory)")  # fmt: skip
+    assert err.startswith("diffprims paint: error: -o:")
+    _refused(["filter", "-o", "/proc/x/y"], capsys, "cannot make the folder '/proc/x/y'")

@@ -25,6 +25,25 @@ class Parser(argparse.ArgumentParser):
         # One line, not argparse's usage block: the usage is one `--help` away.
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, but arguments no one knows are said by the command's parser
+        (its `--help`), with a hint for a file name that starts with '-'."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            message = f"unrecognized arguments: {' '.join(extras)}"
+            dashed = next((a for a in extras if a.startswith("-") and _looks_like_file(a)), None)
+            if dashed is not None:
+                message += (f" (a file whose name starts with '-'? write ./{dashed}, or give "
+                            f"it last, after --: -- {dashed})")  # fmt: skip
+            self.exit(2, f"{prog}: error: {message} (see `{prog} --help`)\n")
+        return parsed
+
+
+def _looks_like_file(argument: str) -> bool:
+    return "." in argument.lstrip("-") or "/" in argument or os.path.exists(argument)
+
 
 def _number(text: str, convert, kind: str, ok, expected: str):
     """`convert(text)`, or an argparse error naming what was expected and what was got."""
@@ -97,22 +116,24 @@ def colour(text: str) -> tuple[float, float, float]:
     )
 
 
-def fraction(text: str) -> float:
-    value = positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text}")
+def _in_unit_interval(text: str, expected: str) -> float:
+    """A number in `(0, 1]` that float32 holds (not a subnormal); `expected` says what
+    that is, in the message for any other (-0.1 and 2 alike)."""
+    value = _number(text, float, expected, lambda v: 0 < v <= 1, expected)
+    if value < FLOAT32_TINY:
+        raise argparse.ArgumentTypeError(f"expected {expected}, at least {FLOAT32_TINY:.3g} "
+                                         f"(float32's range), got {text}")  # fmt: skip
     return value
+
+
+def fraction(text: str) -> float:
+    return _in_unit_interval(text, "a number in (0, 1]")
 
 
 def batch_fraction(text: str) -> float | None:
     if text.lower() in ("all", "none", "1", "1.0"):
         return None
-    value = positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a fraction of the pixels in (0, 1] or 'all', got {text}"
-        )
-    return value
+    return _in_unit_interval(text, "a fraction of the pixels in (0, 1] or 'all'")
 
 
 def shape_types() -> dict[str, type]:
@@ -223,6 +244,8 @@ def _load_image(path: str | os.PathLike, size: Any, what: str):
         # PIL raises SyntaxError for some malformed files, DecompressionBombError (an
         # Exception) for images too large to be safe.
         message = str(error).rstrip(".") or type(error).__name__
+        if "`path`" not in message:  # "No image at 'x'": which option gave it?
+            message = f"{what}: {message}"
         raise UsageError(message.replace("`path`", what)) from None
 
 

@@ -32,6 +32,9 @@ def read_kernel(spec: str, *, quiet: bool = False) -> tuple[Any, float]:
     magnitude (as `recommended_loss` has it), refused where it is 0 or not finite."""
     import numpy as np
 
+    if not spec.strip():
+        raise UsageError(f"--kernel {spec!r} is empty: give NAME:SIZE[:ARG] (e.g. disk:50) "
+                         f"or a kernel file ({FILE_TYPES})")  # fmt: skip
     suffix = Path(spec).suffix.lower()
     if suffix in ARRAY_FILES + TABLE_FILES + PICTURE_FILES:
         kernel = _kernel_file(spec, suffix, quiet=quiet)
@@ -77,7 +80,11 @@ def _kernel_file(spec: str, suffix: str, *, quiet: bool = False) -> Any:
                 warnings.filterwarnings("ignore", "loadtxt: input contained no data")
                 kernel = np.loadtxt(spec, delimiter="," if suffix == ".csv" else None, ndmin=2)
     except (OSError, ValueError) as error:
-        raise UsageError(f"--kernel {spec!r} could not be read: {error}") from None
+        reason = str(error)
+        if "number of columns changed" in reason:  # NumPy's advice: "use `usecols`"
+            reason = (reason.partition(";")[0] + "; every row must have the same number of "
+                      "values (write 0 where the kernel is zero)")  # fmt: skip
+        raise UsageError(f"--kernel {spec!r} could not be read: {reason}") from None
     kernel = np.asarray(kernel)
     if suffix in TABLE_FILES and kernel.size == 0:
         raise UsageError(f"--kernel {spec!r} is empty: it holds no numbers; write the "

@@ -132,18 +132,21 @@ def claimed(files: dict[Path, str], *, force: bool) -> Iterator[None]:
     """Make the output folders and hold a lock in each until the block ends."""
     made: list[Path] = []
     with contextlib.ExitStack() as locks:
-        parent = None
+        parent, doing = None, "make the folder"
         try:
             for parent in _folders(files):
+                doing = "make the folder"
                 made += _make_folder(parent)
+                doing = "create files in"
                 locks.enter_context(_lock(parent))
         except OSError as error:
             _remove_empty(made)
             # Name the folder of the user's -o, not our lock file inside it.
             reason = error.strerror or str(error)
-            raise UsageError(
-                f"-o: cannot write files in {os.fspath(parent or '.')!r} ({reason})"
-            ) from None
+            if doing == "create files in":  # the errno is of the first file: our lock
+                reason = f"creating {LOCK_NAME} there: {reason}"
+            raise UsageError(f"-o: cannot {doing} {os.fspath(parent or '.')!r} ({reason}); "
+                             "choose another output folder") from None  # fmt: skip
         try:
             _check_places(files, force=force)  # a run that finished since we looked
             yield

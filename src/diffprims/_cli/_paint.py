@@ -100,10 +100,10 @@ def run_paint(args: argparse.Namespace) -> int:
     if "gif" in files.values():
         _check_gif_memory(args, settings, fit_shape)
     reserve = write_seconds(render_shape, fit_shape)
-    if not args.quiet:
-        print(_header(args, settings, source, fit_shape), file=sys.stderr)
-        _warn_of_slow_writing(args, reserve, render_shape)
     with _outputs.claimed(files, force=args.force):
+        if not args.quiet:  # not before an output refused here: one line then
+            print(_header(args, settings, source, fit_shape), file=sys.stderr)
+            _warn_of_slow_writing(args, reserve, render_shape)
         if not args.no_cache:
             enable_compilation_cache()
         seconds = _paint_seconds(args, started, reserve)
