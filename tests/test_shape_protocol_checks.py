@@ -122,3 +122,31 @@ def test_a_malformed_set_is_named_by_its_class(change, pattern):
     model = UserCircles.init(3, key=jax.random.key(0))
     with pytest.raises(ValueError, match=pattern):
         dataclasses.replace(model, **change)
+
+
+class InstanceGeometry(UserCircles):
+    def random_geometry(self, centres, sizes, *, key):  # pyright: ignore[reportIncompatibleMethodOverride]
+        return {"raw_centres": centres, "raw_radii": sizes}
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda cls: cls.init(3, key=jax.random.key(0)),
+        _paint,
+        lambda cls: cls.from_geometry(
+            {
+                "raw_centres": ("centres", jnp.full((1, 2), 0.5), (2,)),
+                "raw_radii": ("radii", jnp.array([0.2]), ()),
+            },
+            [[0.5] * 3],
+            [1.0],
+        ),
+    ],
+    ids=["init", "paint", "from_geometry"],
+)
+def test_random_geometry_without_classmethod_is_named(call):
+    # Was "random_geometry() missing 1 required positional argument: 'sizes'".
+    pattern = r"InstanceGeometry\.random_geometry must be a `@classmethod`.*got an instance method"
+    with pytest.raises(TypeError, match=pattern):
+        call(InstanceGeometry)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +33,8 @@ _GUIDE = ' See "Write your own shape" in the docs.'
 
 def check_concrete(cls: type) -> None:
     """A `TypeError` naming the abstract methods and attributes `cls` leaves undefined,
-    or its static settings without a default (which `init` and `paint` cannot set).
+    a `random_geometry` that is not a classmethod, or its static settings without a
+    default (which `init` and `paint` cannot set).
 
     Instantiating such a class already fails (`abc`), but `init` and `paint` call the
     classmethod `random_geometry` first, whose abstract body returns None.
@@ -45,6 +47,17 @@ def check_concrete(cls: type) -> None:
             f"{cls.__name__} is abstract: it does not implement "
             f"{', '.join(f'`{name}`' for name in missing)}. Expected a shape type that "
             f"implements all of {', '.join(f'`{name}`' for name in METHODS)}.{_GUIDE}"
+        )
+    # `init` and `paint` call it on the class, before any set exists: as an instance
+    # method it got `centres` as `self` ("missing 1 required positional argument").
+    method = inspect.getattr_static(cls, "random_geometry")
+    if not isinstance(method, classmethod | staticmethod):
+        got = "an instance method" if inspect.isfunction(method) else type(method).__name__
+        raise TypeError(
+            f"{cls.__name__}.random_geometry must be a `@classmethod`, "
+            "`def random_geometry(cls, centres, sizes, *, key)`: `init` and `paint` call it "
+            f"on the class to make the geometry of new shapes; got {got}. Add "
+            f"`@classmethod` above it.{_GUIDE}"
         )
     unset = [
         f.name
