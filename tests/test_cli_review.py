@@ -3,6 +3,7 @@ line (status 2, no warning, no traceback), and outputs that say what they are.""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import warnings
@@ -15,6 +16,7 @@ from PIL import Image
 from diffprims._cli import main
 from diffprims._cli._outputs import plan
 
+FILTER_FILES = {"kernel.png", "vectors.json", "vectors.npz", "summary.json"}
 LAPLACIAN = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 
@@ -224,3 +226,30 @@ def test_an_output_folder_that_takes_no_files_is_said_so(capsys):
                    "(creating .diffprims.lock there: No such file or directory)")  # fmt: skip
     assert err.startswith("diffprims paint: error: -o:")
     _refused(["filter", "-o", "/proc/x/y"], capsys, "cannot make the folder '/proc/x/y'")
+
+
+@pytest.mark.parametrize("n,shapes", [(1, "1 circle"), (2, "2 circles")])
+def test_paint_counts_its_shapes_in_words(capsys, n, shapes):
+    # "with 1 circles", in the header and the last line.
+    _image("in.png")
+    argv = ["paint", "in.png", "--fit", "-n", n, "--steps", 2, "--size", 8, "-o", "a.png"]
+    status, err = _run(argv, capsys)
+    assert status == 0, err
+    assert f"with {shapes}, 2 steps" in err and f"with {shapes} after 2 steps" in err
+
+
+def test_paint_help_names_the_image_formats_it_reads(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["paint", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert exit.value.code == 0 and "PNG or JPEG" not in help_text
+    assert "PNG, JPEG, WebP, TIFF, BMP, GIF or any other Pillow reads" in help_text
+
+
+def test_filter_summary_lists_its_files_as_paths_as_paint_does(capsys):
+    # filter listed bare names ("kernel.png"), paint paths ("out/result.png").
+    status, err = _run(["filter", "--kernel", "box:3", "--steps", 2, "-o", "f"], capsys)
+    assert status == 0, err
+    files = json.loads(Path("f/summary.json").read_text())["files"]
+    assert files == sorted(str(Path("f", name)) for name in FILTER_FILES)
+    assert f"wrote {', '.join(sorted(FILTER_FILES))} to f" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -171,7 +172,8 @@ def run_filter(args: argparse.Namespace) -> int:
             f"{_shown(fit_stats['min_over_max'], '+.3f')} "
             f"(SVD {_shown(svd_stats['min_over_max'], '+.3f')}); "
             f"{'kept the SVD start, which the fit did not improve on; ' if kept == 'svd' else ''}"
-            f"wrote {', '.join(summary['files'])} to {', '.join(args.output or ['out'])}",
+            f"wrote {', '.join(sorted({p.name for p in files}))} to "
+            f"{', '.join(args.output or ['out'])}",
             file=sys.stderr,
         )
     return 130 if interrupted else 0
@@ -255,7 +257,7 @@ def _summary(args, start, result, target, files, loss) -> tuple[dict[str, Any], 
         "border": (args.border or BORDERS[0]) if args.apply is not None else None,
         "svd": _stats(svd, goal), "fitted": _stats(fitted, goal),
         "kernel_sum": _finite(float(np.sum(bank.kernel()))),
-        "files": sorted(p.name for p in files),
+        "files": sorted(os.fspath(p) for p in files),  # paths, as paint's summary
     }  # fmt: skip
     return summary, [goal, svd, fitted]
 

@@ -115,7 +115,7 @@ def run_paint(args: argparse.Namespace) -> int:
         shown = sorted({os.fspath(p.parent) for p in files})
         print(
             f"PSNR {summary['psnr']:.2f} dB at {_size(fit_shape)}{_render_psnr(summary)} with "
-            f"{args.num_shapes} {args.shape} after {summary['steps']} steps "
+            f"{_count(args.num_shapes, settings['shape_name'])} after {summary['steps']} steps "
             f"({summary['seconds']:.1f} s); wrote {len(files)} files to {', '.join(shown)}",
             file=sys.stderr,
         )
@@ -141,6 +141,14 @@ def _size(shape: tuple[int, int] | list[int]) -> str:
     return f"{shape[1]}x{shape[0]}"
 
 
+def _count(n: int, name: str) -> str:
+    """`n` shapes of the type `name` as people write it: 1 circle, 2 circles; 1
+    rings:Rings shape, 2 rings:Rings shapes (a type of one's own)."""
+    if ":" in name:
+        return f"{n} {name} shape{'' if n == 1 else 's'}"
+    return f"{n} {name.removesuffix('s') if n == 1 else name}"
+
+
 def _render_psnr(summary: dict[str, Any]) -> str:
     extra = summary.get("psnr_at_render_size")
     return "" if extra is None else f" ({extra:.2f} dB at {summary['render_size']})"
@@ -150,9 +158,9 @@ def _header(args, settings, source, fit_shape) -> str:
     budget = f"{args.seconds:g} s" if args.seconds else f"{settings['steps']} steps"
     recipe = "plain fit" if args.fit else "paint"
     return (
-        f"{recipe}: {os.fspath(source)} at {_size(fit_shape)} with {args.num_shapes} "
-        f"{args.shape}, {budget}; the PSNR shown is at {_size(fit_shape)} (while running, "
-        "on the sampled pixels)"
+        f"{recipe}: {os.fspath(source)} at {_size(fit_shape)} with "
+        f"{_count(args.num_shapes, settings['shape_name'])}, {budget}; the PSNR shown is at "
+        f"{_size(fit_shape)} (while running, on the sampled pixels)"
     )
 
 

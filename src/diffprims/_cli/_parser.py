@@ -104,7 +104,8 @@ def _add_paint(commands) -> None:
     paint.add_argument(
         "image",
         nargs="?",
-        help="PNG or JPEG to paint (RGB, RGBA or grey); default: the bundled demo photo",
+        help="image to paint: PNG, JPEG, WebP, TIFF, BMP, GIF or any other Pillow reads "
+        "(RGB, RGBA or grey); default: the bundled demo photo",
     )
     paint.add_argument("-n", "--num-shapes", type=types.int_up_to(MAX_SHAPES), default=200,
                        metavar="N", help=f"number of shapes, up to {MAX_SHAPES} "
