@@ -91,8 +91,10 @@ def test_load_errors(tmp_path):
         dp.load(tmp_path / "junk.eqx")
     with pytest.raises(ValueError, match="does not match"):
         dp.load(path, like=dp.Circles.init(4, key=jax.random.key(0)))
-    with pytest.raises(ValueError, match="holds a Circles"):
+    with pytest.raises(ValueError, match="holds a Circles.*Pass a `like` of the file's type"):
         dp.load(path, like=dp.Rectangles.init(3, key=jax.random.key(0)))
+    with pytest.raises(TypeError, match="`path` must be a file path; got int 3"):
+        dp.save(3, model)  # pyright: ignore[reportArgumentType]
     truncated = tmp_path / "short.eqx"
     truncated.write_bytes(path.read_bytes()[:-8])
     with pytest.raises(ValueError, match="truncated"):
@@ -148,8 +150,11 @@ def test_unknown_module_needs_classes(tmp_path):
     assert "damaged" not in str(info.value)
     assert_same(dp.load(path, classes=[Unregistered]), mine)
     assert_same(dp.load(path, like=mine), mine)
-    with pytest.raises(TypeError, match="classes"):
+    # A class or a model where a list of classes belongs: what to pass, not its repr.
+    with pytest.raises(TypeError, match=r"the class Unregistered itself; pass `classes=\["):
         dp.load(path, classes=Unregistered)
+    with pytest.raises(TypeError, match=r"Unregistered model \(an instance\)\. Pass its class"):
+        dp.load(path, classes=[mine])
 
 
 # -- batches of models (jax.vmap over a constructor) ------------------------------------
@@ -582,3 +587,15 @@ def test_gif_settings_are_checked(tmp_path, small):
     longest = dp.save_gif(path, [model], (8, 8), seconds_per_frame=np.float32(655.35))
     with Image.open(longest) as gif:
         assert gif.info["duration"] == 655350
+
+
+def test_a_file_of_another_diffprims_is_not_called_damaged(tmp_path):
+    # A diffprims type with other fields than this version's: the header "is damaged".
+    data = dp.save(tmp_path / "m.eqx", dp.Circles.init(2, key=jax.random.key(0))).read_bytes()
+    (tmp_path / "new.eqx").write_bytes(reseal(data.replace(b'"raw_radii"', b'"raw_sizes"')))
+    with pytest.raises(dp.LoadError) as info:
+        dp.load(tmp_path / "new.eqx")
+    said = str(info.value)
+    assert "does not match `diffprims.Circles` of this diffprims" in said
+    assert "only in the file: `raw_sizes`; only in this diffprims: `raw_radii`." in said
+    assert "another version of diffprims" in said and "damaged" not in said

@@ -156,6 +156,8 @@ def save(path: str | os.PathLike, model: Any) -> Path:
     """
     if not isinstance(model, eqx.Module):
         raise TypeError(f"`save` needs a diffprims model (an eqx.Module); got {describe(model)}.")
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"`path` must be a file path; got {describe(path)}.")
     tree = _encode(model, type(model).__name__)
     bad = _non_finite(model)
     if bad is not None:
@@ -292,7 +294,7 @@ def load(path: str | os.PathLike, like: Any = None, *, classes: Any = ()) -> Any
     if like is not None and type(like).__name__ != header.get("type"):
         raise LoadError(
             f"{os.fspath(path)!r} holds a {header.get('type')!s:.40}; `like` is a "
-            f"{type(like).__name__}."
+            f"{type(like).__name__}. Pass a `like` of the file's type, or no `like`."
         )
     spec = _parse(path, header, allowed)
     batch = _header_batch(path, header, spec)

@@ -60,11 +60,19 @@ def allowed_classes(classes: Any, like: Any) -> dict[str, type]:
         if isinstance(obj, type) and issubclass(obj, eqx.Module) and not inspect.isabstract(obj)
     }
     if isinstance(classes, type) or not isinstance(classes, list | tuple | set | frozenset):
+        got = describe(classes)
+        if isinstance(classes, type):
+            got = f"the class {classes.__name__} itself; pass `classes=[{classes.__name__}]`"
         raise TypeError(
             "`classes` must be a list of your eqx.Module classes, e.g. `classes=[Rings]`; "
-            f"got {describe(classes)}."
+            f"got {got}."
         )
     for cls in [*classes, *module_types(like)]:
+        if isinstance(cls, eqx.Module):  # its repr would be its every field
+            raise TypeError(
+                f"`classes` must hold eqx.Module classes; got a {type(cls).__name__} model "
+                f"(an instance). Pass its class, `classes=[{type(cls).__name__}]`."
+            )
         if not (isinstance(cls, type) and issubclass(cls, eqx.Module)):
             raise TypeError(f"`classes` must hold eqx.Module classes; got {describe(cls)}.")
         allowed[f"{cls.__module__}:{cls.__qualname__}"] = cls
@@ -201,10 +209,8 @@ def parse_module(node: dict, spec: Spec, allowed: dict[str, type], where: str, d
         and f.default is dataclasses.MISSING
         and f.default_factory is dataclasses.MISSING
     ]
-    if (unknown or required) and not is_diffprims(cls):
+    if unknown or required:
         raise ClassMismatchError(_mismatch(name, cls, list(fields), list(init), where))
-    if unknown:
-        raise ValueError(f"{where} gives {cls.__name__} unknown fields {unknown!r:.80}")
     parsed = {
         key: parse(value, spec, allowed, f"{where}.{key}", depth + 1)
         for key, value in fields.items()
@@ -228,6 +234,16 @@ def _mismatch(saved: str, cls: type, fields: list[str], init: list[str], where: 
     at = "" if where == "the model" else f" at `{where.removeprefix('the '):.80}`"
     only_file = [name for name in fields if name not in init]
     only_class = [name for name in init if name not in fields]
+    if is_diffprims(cls):  # the file's version of a diffprims type: another release's
+        import diffprims
+
+        return (
+            f"its `{qualname:.80}`{at} does not match `diffprims.{cls.__name__}` of this "
+            f"diffprims ({diffprims.__version__}): fields only in the file: "
+            f"{_listed(only_file)}; only in this diffprims: {_listed(only_class)}. It was "
+            "written by another version of diffprims (or edited by hand): upgrade "
+            "diffprims, or load it with the version that wrote it"
+        )
     return (
         f"the class passed, `{cls.__module__}.{cls.__qualname__}`, does not match the "
         f"`{qualname:.80}`{origin}{at} in the file: fields only in the file: "
