@@ -133,8 +133,11 @@ def test_errors():
         dp.to_svg(object(), (8, 8))  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match=r"\(H, W\)"):
         dp.to_svg(model, (8,))  # pyright: ignore[reportArgumentType]
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(ValueError, match="4 channels. Export a model of 1 or 3 channels"):
         dp.to_svg(dp.Circles.init(3, key=jax.random.key(0), channels=4), (8, 8))
+    # A list of sets was printed value by value; it says to stack them instead.
+    with pytest.raises(TypeError, match=r"got a list \(for several shape sets, pass `dp.Layers"):
+        dp.to_svg([model, model], (8, 8))  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="concrete"):
         jax.jit(lambda m: len(dp.to_svg(m, (8, 8))))(model)
     # A string counted as true: "no" drew soft edges.

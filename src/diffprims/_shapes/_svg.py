@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import equinox as eqx
 import numpy as np
 
 from .._files import atomic_write
@@ -78,9 +79,13 @@ def to_svg(
     ```
     """
     if not isinstance(model, AbstractShapes | Layers):
+        got = describe(model)  # a module's or a list's repr would be its every value
+        if isinstance(model, list | tuple):
+            got = f"a {type(model).__name__} (for several shape sets, pass `dp.Layers(sets)`)"
+        elif isinstance(model, eqx.Module):
+            got = f"a {type(model).__name__}, not a shape set"
         raise TypeError(
-            f"`to_svg` needs a shape set such as `dp.Circles` or `dp.Layers`; got "
-            f"{describe(model)}."
+            f"`to_svg` needs a shape set such as `dp.Circles` or `dp.Layers`; got {got}."
         )
     check_unbatched(model, "to_svg", mappable=False)
     height, width = check_grid_shape(shape)
@@ -114,7 +119,9 @@ def to_svg(
 def _check_exportable(model: AbstractShapes) -> None:
     if model.num_channels not in (1, 3):
         raise ValueError(
-            f"SVG holds grey or RGB colours; the model has {model.num_channels} channels."
+            f"SVG holds grey or RGB colours; the model has {model.num_channels} channels. "
+            "Export a model of 1 or 3 channels, or save a raster, "
+            "`dp.save_image(path, model.render_image(shape))`."
         )
     mode = model.compositing
     if mode not in ("over", "depth"):
@@ -191,7 +198,6 @@ def save_svg(
 
 
 def _array_leaves(model: Any) -> list[Any]:
-    import equinox as eqx
     import jax
 
     return [leaf for leaf in jax.tree.leaves(model) if eqx.is_array(leaf)]
