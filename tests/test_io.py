@@ -583,6 +583,8 @@ def test_gif_settings_are_checked(tmp_path, small):
         dp.save_gif(path, [model, image], (8, 8))  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match=r"got one Circles model \(pass a list, `\[model\]`\)"):
         dp.save_gif(path, model, (8, 8))  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError, match=r"got a generator \(pass a list, `list\(snapshots\)`\)"):
+        dp.save_gif(path, (m for m in [model]), (8, 8))  # pyright: ignore[reportArgumentType]
     assert not list(tmp_path.iterdir())
     longest = dp.save_gif(path, [model], (8, 8), seconds_per_frame=np.float32(655.35))
     with Image.open(longest) as gif:

@@ -137,6 +137,8 @@ def _described(x: Any) -> str:
         return f"one {type(x).__name__} model (pass a list, `[model]`)"
     if isinstance(x, eqx.Module):
         return f"a {type(x).__name__} (an eqx.Module, not a model)"
+    if hasattr(x, "__next__"):  # a generator or other iterator: no length, read once
+        return f"a {type(x).__name__} (pass a list, `list(snapshots)`)"
     return f"a {describe(x)}" if hasattr(x, "shape") else describe(x)
 
 
