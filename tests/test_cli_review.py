@@ -9,10 +9,13 @@ import signal
 import warnings
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from jaxtyping import Array, Float
 from PIL import Image
 
+import diffprims as dp
 from diffprims._cli import main
 from diffprims._cli._outputs import plan
 
@@ -253,3 +256,59 @@ def test_filter_summary_lists_its_files_as_paths_as_paint_does(capsys):
     files = json.loads(Path("f/summary.json").read_text())["files"]
     assert files == sorted(str(Path("f", name)) for name in FILTER_FILES)
     assert f"wrote {', '.join(sorted(FILTER_FILES))} to f" in err
+
+
+class _Tinted(dp.AbstractShapes):
+    """Discs with a shared offset, a tint each (a colour role), a shared gain, and a
+    field declared with no role."""
+
+    raw_centres: Float[Array, "N 2"] = dp.parameter(dp.roles.POSITION)
+    raw_offset: Float[Array, " D"] = dp.parameter(dp.roles.POSITION, per_shape=False)
+    raw_tints: Float[Array, "N 3"] = dp.parameter(dp.roles.COLOUR)
+    raw_gain: Float[Array, ""] = dp.parameter(dp.roles.SIZE, per_shape=False)
+    wobble: Float[Array, " N"]
+
+    def coverage(self, points, edge_width):
+        centres = dp.roles.POSITION.value(self.raw_centres)
+        distance = jnp.linalg.norm(points[None] - centres[:, None], axis=-1)
+        return dp.soft_edge(distance - 0.1, edge_width)
+
+    def bounds(self):
+        centres = dp.roles.POSITION.value(self.raw_centres)
+        return jnp.concatenate([centres - 0.1, centres + 0.1], axis=-1)
+
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key):
+        raise NotImplementedError
+
+    def svg_geometry(self, edge_width):
+        raise NotImplementedError
+
+
+def test_shapes_json_writes_each_field_as_declared():
+    # Per shape was guessed from the length: the shared offset (2,) with N = 2 was
+    # written as if one value per shape, the shared gain was lost, the tints (a colour
+    # role) were dropped, and `wobble` (no role) was written raw as if a value.
+    from diffprims._cli._pictures import shapes_json
+
+    roles = dp.roles
+    model = _Tinted(
+        raw_colours=roles.COLOUR.raw(jnp.full((2, 3), 0.5)),
+        raw_opacities=roles.OPACITY.raw(jnp.full((2,), 0.8)),
+        raw_background=roles.COLOUR.raw(jnp.ones(3)),
+        softness=1.0,
+        raw_centres=roles.POSITION.raw(jnp.array([[0.25, 0.5], [0.75, 0.5]])),
+        raw_offset=roles.POSITION.raw(jnp.array([0.1, 0.2])),
+        raw_tints=roles.COLOUR.raw(jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])),
+        raw_gain=roles.SIZE.raw(jnp.asarray(0.5)),
+        wobble=jnp.array([3.0, -4.0]),
+    )
+    data = json.loads(json.dumps(shapes_json(model, (10, 20))))
+    assert data["shared"] == {"offset": [1.0, 2.0], "gain": 5.0}  # pixels of 10 px high
+    first, second = data["shapes"]
+    assert set(first) == {"centres", "tints", "raw_wobble", "colour", "opacity"}
+    assert first["centres"] == [2.5, 5.0] and second["centres"] == [7.5, 5.0]
+    assert (first["tints"], second["tints"]) == ("#ff0000", "#0000ff")
+    assert (first["raw_wobble"], second["raw_wobble"]) == (3.0, -4.0)
+    assert first["colour"] == "#808080" and first["opacity"] == pytest.approx(0.8, abs=1e-3)
+    assert data["background"] == "#ffffff"

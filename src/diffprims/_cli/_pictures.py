@@ -3,8 +3,9 @@ as a readable JSON list."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -90,27 +91,34 @@ def encode_gif(path: Path, frames: np.ndarray, *, seconds_per_frame: float = 0.1
     )  # fmt: skip
 
 
+#: The fields `shapes_json` writes as `colour`, `opacity` and `background`.
+_APPEARANCE = ("raw_colours", "raw_opacities", "raw_background")
+
+
+class _Field(NamedTuple):
+    label: str  # its name in shapes.json
+    value: np.ndarray
+    per_shape: bool
+    colour: bool  # written as #rrggbb
+
+
 def shapes_json(model: Any, fit_shape: tuple[int, int]) -> dict[str, Any]:
-    """The shapes as data: type, frame, background, and per shape its geometry (in
-    pixels of the fit size for positions and sizes), colour and opacity."""
+    """The shapes as data: type, frame, background, `shared` (the values every shape has,
+    `per_shape=False`) and per shape its geometry, colour and opacity.
+
+    Each field is written as its declaration says (`dp.parameter(role, per_shape=...)`),
+    never guessed from its length: as its value (the role's transform; positions and
+    sizes in pixels of the fit size, colours `#rrggbb`), named without `raw_`; a field
+    declared with no role as it is stored, under a `raw_` name."""
     height, width = fit_shape
-    roles = model.parameter_roles()
-    per_shape: dict[str, np.ndarray] = {}
-    for name, role in roles.items():
-        raw = getattr(model, name)
-        if raw is None or role.kind in ("colour", "opacity") or raw.ndim == 0:
-            continue
-        if raw.shape[0] != model.num_shapes:
-            continue
-        value = np.asarray(role.value(raw), np.float64)
-        if role.kind in ("position", "size"):
-            value = value * height  # frame units are image heights
-        per_shape[name.removeprefix("raw_")] = value
+    fields = _fields(model, height)
+    channels = model.num_channels
+    shared = {f.label: _exported(f.value, f.colour, channels) for f in fields if not f.per_shape}
     colours = np.asarray(model.colours, np.float64)
     opacities = np.asarray(model.opacities, np.float64)
     shapes = []
     for i in range(model.num_shapes):
-        entry: dict[str, Any] = {k: _rounded(v[i]) for k, v in per_shape.items()}
+        entry = {f.label: _exported(f.value[i], f.colour, channels) for f in fields if f.per_shape}
         entry["colour"] = _hex(colours[i])
         entry["opacity"] = round(float(opacities[i]), 4)
         shapes.append(entry)
@@ -122,8 +130,40 @@ def shapes_json(model: Any, fit_shape: tuple[int, int]) -> dict[str, Any]:
         "background": _hex(np.asarray(model.background, np.float64)),
         "softness": model.softness,
         "compositing": model.compositing,
+        "shared": shared,
         "shapes": shapes,
     }
+
+
+def _fields(model: Any, height: int) -> list[_Field]:
+    """Every array field as its declaration says, but the appearance `shapes_json` writes
+    itself and the unset (None) ones."""
+    declared = {f.name: f.metadata for f in dataclasses.fields(model)}
+    found = []
+    for name, role in model.parameter_roles().items():
+        raw = getattr(model, name)
+        if raw is None or name in _APPEARANCE:
+            continue
+        per_shape = bool(declared[name].get("per_shape", True))
+        if declared[name].get("role") is None:  # undeclared: as stored, under a raw_ name
+            label = name if name.startswith("raw_") else f"raw_{name}"
+            found.append(_Field(label, np.asarray(raw, np.float64), per_shape, False))
+            continue
+        value = np.asarray(role.value(raw), np.float64)
+        if role.kind in ("position", "size"):
+            value = value * height  # frame units are image heights
+        found.append(_Field(name.removeprefix("raw_"), value, per_shape, role.kind == "colour"))
+    return found
+
+
+def _exported(value: np.ndarray, colour: bool, channels: int) -> Any:
+    """`value` for JSON: a colour (its last axis the channels) as `#rrggbb`, numbers
+    rounded."""
+    if not colour or np.ndim(value) == 0 or np.shape(value)[-1] != channels:
+        return _rounded(value)
+    if np.ndim(value) == 1:
+        return _hex(value)
+    return [_exported(row, colour, channels) for row in value]
 
 
 def _rounded(value: np.ndarray) -> Any:
