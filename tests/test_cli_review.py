@@ -226,7 +226,7 @@ def test_an_output_folder_that_takes_no_files_is_said_so(capsys):
     # "cannot write files in '/proc' (No such file or directory)": the errno was of the
     # lock file it made, and `paint` printed its header line first.
     err = _refused(["paint", "-o", "/proc/x.png"], capsys, "cannot create files in '/proc' "
-                   "(creating .diffprims.lock there: No such file or directory)")  # fmt: skip
+                   "(creating one failed: No such file or directory)")  # fmt: skip
     assert err.startswith("diffprims paint: error: -o:")
     _refused(["filter", "-o", "/proc/x/y"], capsys, "cannot make the folder '/proc/x/y'")
 

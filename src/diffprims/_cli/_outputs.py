@@ -144,7 +144,7 @@ def claimed(files: dict[Path, str], *, force: bool) -> Iterator[None]:
             # Name the folder of the user's -o, not our lock file inside it.
             reason = error.strerror or str(error)
             if doing == "create files in":  # the errno is of the first file: our lock
-                reason = f"creating {LOCK_NAME} there: {reason}"
+                reason = f"creating one failed: {reason}"
             raise UsageError(f"-o: cannot {doing} {os.fspath(parent or '.')!r} ({reason}); "
                              "choose another output folder") from None  # fmt: skip
         try:
