@@ -5,6 +5,7 @@ import dataclasses
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import diffprims as dp
@@ -110,12 +111,15 @@ def test_a_static_setting_and_an_array_parameter_are_accepted():
 @pytest.mark.parametrize(
     "change, pattern",
     [
-        ({"raw_opacities": jnp.zeros(5)}, r"UserCircles: opacities must have shape \(3,\)"),
-        ({"raw_background": jnp.zeros(2)}, r"UserCircles: background must have shape \(3,\)"),
-        ({"raw_radii": jnp.zeros(2)}, r"UserCircles: `raw_radii` must have leading axis N=3"),
-        ({"softness": -1.0}, r"UserCircles: `softness` must be a float > 0"),
-        ({"compositing": "under"}, r"UserCircles: `compositing` must be one of"),
-        ({"raw_depths": jnp.zeros(3)}, r"UserCircles: `raw_depths` is only used with"),
+        (
+            {"raw_opacities": jnp.zeros(5)},
+            r"opacities must have shape \(3,\).*this UserCircles set",
+        ),
+        ({"raw_background": jnp.zeros(2)}, r"background must have shape \(3,\).*this UserCircles"),
+        ({"raw_radii": jnp.zeros(2)}, r"`raw_radii` must have leading axis N=3.*this UserCircles"),
+        ({"softness": -1.0}, r"`softness` of a UserCircles set must be a float > 0"),
+        ({"compositing": "under"}, r"`compositing` of a UserCircles set must be one of"),
+        ({"raw_depths": jnp.zeros(3)}, r"`raw_depths` of a UserCircles set is only used with"),
     ],
 )
 def test_a_malformed_set_is_named_by_its_class(change, pattern):
@@ -150,3 +154,65 @@ def test_random_geometry_without_classmethod_is_named(call):
     pattern = r"InstanceGeometry\.random_geometry must be a `@classmethod`.*got an instance method"
     with pytest.raises(TypeError, match=pattern):
         call(InstanceGeometry)
+
+
+def _circles(**geometry):
+    return UserCircles.from_geometry(geometry, jnp.full((2, 3), 0.5), jnp.ones(2))
+
+
+CENTRES = ("centres", jnp.full((2, 2), 0.5), (2,))
+RADII = ("radii", jnp.full((2,), 0.2), ())
+
+
+@pytest.mark.parametrize(
+    "geometry, wrong",
+    [
+        (
+            {"raw_centres": CENTRES, "raw_radii": RADII, "raw_bogus": RADII},
+            r"unknown \['raw_bogus'\]",
+        ),
+        ({"raw_centres": CENTRES}, r"missing \['raw_radii'\]"),
+        (
+            {"raw_colours": RADII, "raw_radii": RADII},
+            r"unknown \['raw_colours'\]; missing \['raw_centres'\]",
+        ),
+    ],
+    ids=["unknown", "missing", "both"],
+)
+def test_from_geometry_names_unknown_and_missing_fields(geometry, wrong):
+    # Were a bare `KeyError: 'raw_bogus'` and "__init__() missing 1 required positional
+    # argument: 'raw_radii'".
+    fields = r"\['raw_centres', 'raw_radii'\]"
+    pattern = rf"UserCircles\.from_geometry takes its geometry fields {fields}.*\({wrong}\)"
+    with pytest.raises(ValueError, match=pattern):
+        _circles(**geometry)
+
+
+class SharedWidth(UserCircles):
+    """Circles with one learned width for all (not drawn: only its storage matters)."""
+
+    raw_width: jax.Array = dp.parameter(
+        dp.roles.SIZE, per_shape=False, default_factory=lambda: jnp.asarray(0.0)
+    )
+
+
+def _shared(width):
+    return SharedWidth.from_geometry(
+        {"raw_centres": CENTRES, "raw_radii": RADII, "raw_width": ("width", width, ())},
+        jnp.full((2, 3), 0.5),
+        jnp.ones(2),
+    )
+
+
+def test_from_geometry_takes_a_shared_field_with_its_own_shape():
+    # Every value had to be (N, *trailing): "`width` must have 1 dimensions".
+    model = _shared(jnp.asarray(0.05))
+    assert model.raw_width.shape == () and model.num_shapes == 2
+    np.testing.assert_allclose(dp.roles.SIZE.value(model.raw_width), 0.05, rtol=1e-6)
+    assert _shared(0.05).raw_width.shape == ()  # a Python float too
+    with pytest.raises(
+        ValueError, match=r"`width` is one value for every shape.*shape \(\).*got \(2,\)"
+    ):
+        _shared(jnp.full((2,), 0.05))
+    with pytest.raises(ValueError, match=r"`width` must be > 0"):
+        _shared(jnp.asarray(-0.05))

@@ -22,7 +22,7 @@ from .._validate import (
     runtime_check,
 )
 from ._compositing import MODES
-from ._protocol import check_concrete
+from ._protocol import SHARED_FIELDS, check_concrete
 from ._roles import COLOUR, OPACITY, is_per_shape
 
 
@@ -46,12 +46,12 @@ def check_set(shapes: Any) -> None:
         )
     if shapes.raw_background.shape != (channels,):
         raise ValueError(
-            f"{kind}: background must have shape ({channels},) to match the colours; got "
-            f"{shapes.raw_background.shape}."
+            f"background must have shape ({channels},) to match the colours of this {kind} "
+            f"set; got {shapes.raw_background.shape}."
         )
     if shapes.raw_opacities.shape != (n,):
         raise ValueError(
-            f"{kind}: opacities must have shape ({n},) to match the colours; got "
+            f"opacities must have shape ({n},) to match the colours of this {kind} set; got "
             f"{shapes.raw_opacities.shape}."
         )
     for name in roles:
@@ -60,15 +60,17 @@ def check_set(shapes: Any) -> None:
             continue
         if jnp.shape(leaf)[:1] != (n,):
             raise ValueError(
-                f"{kind}: `{name}` must have leading axis N={n} (one row per shape, as the "
-                f"colours have); got shape {jnp.shape(leaf)}."
+                f"`{name}` must have leading axis N={n} (one row per shape of this {kind} "
+                f"set, as its colours have); got shape {jnp.shape(leaf)}."
             )
     softness = shapes.softness
     if isinstance(softness, bool) or not (isinstance(softness, float | int) and softness > 0):
-        raise ValueError(f"{kind}: `softness` must be a float > 0 (pixels); got {softness!r}.")
+        raise ValueError(
+            f"`softness` of a {kind} set must be a float > 0 (pixels); got {softness!r}."
+        )
     if not isinstance(shapes.learn_background, bool | np.bool_):
         raise TypeError(
-            f"{kind}: `learn_background` must be True or False; got "
+            f"`learn_background` of a {kind} set must be True or False; got "
             f"{describe(shapes.learn_background)}."
         )
     _check_compositing(shapes, n)
@@ -98,20 +100,20 @@ def _check_compositing(shapes: Any, n: int) -> None:
     kind = type(shapes).__name__
     if shapes.compositing not in MODES:
         raise ValueError(
-            f"{kind}: `compositing` must be one of {MODES}; got {shapes.compositing!r}."
+            f"`compositing` of a {kind} set must be one of {MODES}; got {shapes.compositing!r}."
         )
     depths = shapes.raw_depths
     if shapes.compositing == "depth":
         if depths is None or jnp.shape(depths) != (n,):
             raise ValueError(
-                f'{kind}: compositing="depth" needs `raw_depths` of shape ({n},); got '
+                f'compositing="depth" needs `raw_depths` of shape ({n},) in a {kind} set; got '
                 f"{None if depths is None else jnp.shape(depths)}. "
                 'Build the set with `init(..., compositing="depth")` or convert one with '
                 '`shapes.with_compositing("depth")`.'
             )
     elif depths is not None:
         raise ValueError(
-            f'{kind}: `raw_depths` is only used with compositing="depth"; got it with '
+            f'`raw_depths` of a {kind} set is only used with compositing="depth"; got it with '
             f"{shapes.compositing!r}. Use `shapes.with_compositing(...)` to switch modes."
         )
 
@@ -178,19 +180,27 @@ def from_geometry(cls, geometry, colours, opacities, background, softness, optio
             f"Unexpected keyword argument(s) {sorted(unknown)}; expected `compositing`, "
             "`learn_background` or `depths`."
         )
+    _check_geometry_names(cls, geometry)
     roles = cls.parameter_roles()
-    checks = {}
+    checks, shared = {}, {}
     for name, (label, value, trailing, *zero_ok) in geometry.items():
         strict = roles[name].transform == "log" and not (zero_ok and zero_ok[0])
-        checks[label] = (value, tuple(trailing), 0.0 if strict else None)
+        check = (value, tuple(trailing), 0.0 if strict else None)
+        if is_per_shape(cls, name):
+            checks[label] = check
+        else:  # one value for every shape (`per_shape=False`): no leading axis N
+            shared[label] = _shared_value(cls, name, label, *check)
     values = shape_values(**checks)
+    # N from the rows of the per-shape values, or from the colours (every field shared)
+    rows = next(iter(values.values())) if values else check_float_array(colours, "colours")
+    n = rows.shape[0]
+    values.update(shared)
     for name, (label, *_) in geometry.items():
         if roles[name].transform == "log":
             values[label] = check_values(values[label], label, lower=0.0)
         elif roles[name].transform == "logit":  # else clipped into (0, 1) in silence
             values[label] = check_values(values[label], label, lower=0.0, upper=1.0)
     raw = {name: roles[name].raw(values[label]) for name, (label, *_) in geometry.items()}
-    n = jnp.shape(next(iter(raw.values())))[0]
     raw_colours, raw_opacities, raw_background = shared_values(colours, opacities, background, n)
     compositing = options.get("compositing", "over")
     depths = options.get("depths")
@@ -210,6 +220,49 @@ def from_geometry(cls, geometry, colours, opacities, background, softness, optio
     )
 
 
+def _check_geometry_names(cls: type, geometry: dict[str, Any]) -> None:
+    """A `ValueError` naming the unknown and the missing fields of a `from_geometry`
+    (they were a bare `KeyError` and the constructor's "missing 2 required positional
+    arguments")."""
+    fields = {
+        f.name: f
+        for f in dataclasses.fields(cls)
+        if f.name not in SHARED_FIELDS and not f.metadata.get("static", False)
+    }
+    required = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    unknown = sorted(set(geometry) - set(fields))
+    missing = [name for name in required if name not in geometry]
+    if unknown or missing:
+        wrong = "; ".join(
+            f"{what} {names}" for what, names in (("unknown", unknown), ("missing", missing))
+            if names
+        )  # fmt: skip
+        raise ValueError(
+            f"{cls.__name__}.from_geometry takes its geometry fields {sorted(fields)} "
+            f"(required: {required}) by field name; got {sorted(geometry)} ({wrong}). Give "
+            'each as `field: (argument name, value, trailing shape)`, e.g. `{"raw_radii": '
+            '("radii", radii, ())}`.'
+        )
+
+
+def _shared_value(cls: type, name: str, label: str, value: Any, shape: tuple[int, ...],
+                  lower: float | None) -> Array:  # fmt: skip
+    """A geometry value shared by every shape (`dp.parameter(..., per_shape=False)`),
+    checked as `shape_values` checks one row per shape, but with its own shape."""
+    value = check_float_array(value, label)
+    if tuple(value.shape) != shape:
+        raise ValueError(
+            f"`{label}` is one value for every shape ({cls.__name__}.{name} is declared "
+            f"with `per_shape=False`), so it must have shape {shape}, with no leading axis "
+            f"N; got {value.shape}."
+        )
+    return _checked(label, value, lower)
+
+
 def shape_values(**fields: tuple[Any, tuple[int, ...], float | None]) -> dict[str, Array]:
     """Check the geometry arguments of a `from_values`: `name=(value, trailing, lower)`.
 
@@ -225,17 +278,22 @@ def shape_values(**fields: tuple[Any, tuple[int, ...], float | None]) -> dict[st
         n = value.shape[0]
         if n < 1:
             raise ValueError(f"`{name}` must hold at least one shape; got shape {value.shape}.")
-        value = check_values(value, name)
-        if lower is not None:
-            if is_traced(value):
-                message = f"`{name}` must be > {lower}."
-                value = runtime_check(value, jnp.any(value <= lower), message)
-            elif np.any(np.asarray(value) <= lower):
-                raise ValueError(
-                    f"`{name}` must be > {lower}; got a minimum of {float(value.min()):.4g}."
-                )
-        out[name] = jnp.asarray(value, jnp.float32)
+        out[name] = _checked(name, value, lower)
     return out
+
+
+def _checked(name: str, value: Array, lower: float | None) -> Array:
+    """`value` as float32, checked finite and (eagerly) greater than `lower` if given."""
+    value = check_values(value, name)
+    if lower is not None:
+        if is_traced(value):
+            message = f"`{name}` must be > {lower}."
+            value = runtime_check(value, jnp.any(value <= lower), message)
+        elif np.any(np.asarray(value) <= lower):
+            raise ValueError(
+                f"`{name}` must be > {lower}; got a minimum of {float(value.min()):.4g}."
+            )
+    return jnp.asarray(value, jnp.float32)
 
 
 def shared_values(
