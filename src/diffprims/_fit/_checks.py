@@ -32,8 +32,11 @@ from .._validate import (
     upcast_floats,
 )
 
-# One object, so fits with the default optimizer reuse one compilation.
-DEFAULT_OPTIMIZER = optax.adam(1e-2)
+# One object, so fits with the default optimizer reuse one compilation. `eps_root` keeps
+# the fit differentiable: Adam's `sqrt(nu)` has an infinite derivative at `nu = 0`, so a
+# parameter whose gradient is exactly zero (a shape off the canvas, or hidden) made
+# `jax.grad`/`jax.jacfwd` of the fit NaN; `sqrt(nu + 1e-16)` moves steps by < 1e-8.
+DEFAULT_OPTIMIZER = optax.adam(1e-2, eps_root=1e-16)
 
 
 def check_model(model: Any) -> AbstractModel:

@@ -66,7 +66,8 @@ def fit(
       Half precision (bfloat16, float16) is upcast: the fit runs in float32.
     - `loss`: a loss module or any function `(pred, target) -> scalar`; default
       [`diffprims.L2`][].
-    - `optimizer`: an optax transformation; default `optax.adam(1e-2)`. Each step
+    - `optimizer`: an optax transformation; default `optax.adam(1e-2, eps_root=1e-16)`
+      (`eps_root`: see below, on `jax.grad`). Each step
       passes it the step's loss and a function of the parameters giving it (optax's
       `value=`, `grad=` and `value_fn=`), so `optax.lbfgs()` and
       `optax.contrib.reduce_on_plateau` work; `optax.MultiSteps` is accepted too. A
@@ -141,7 +142,15 @@ def fit(
     `fit` works under `jax.jit`, `jax.vmap` and `jax.grad` over any argument (targets,
     keys, loss weights, optimizer settings), e.g.
     `jax.vmap(lambda k: dp.fit(model, target, steps=100, batch=0.1, key=k).model)(keys)`
-    or `jax.grad(lambda lr: dp.fit(model, target, optimizer=optax.adam(lr)).losses[-1])`.
+    or `jax.grad(lambda lr: dp.fit(model, target, optimizer=adam(lr)).losses[-1])` with
+    `adam = functools.partial(optax.adam, eps_root=1e-16)`. Give Adam (and its kin:
+    `adamw`, `rmsprop`, ...) a small `eps_root` whenever a fit is differentiated: its
+    `sqrt` of the squared gradients has an infinite derivative at zero, so one parameter
+    whose gradient is exactly zero (a shape off the canvas, a hidden or frozen one) makes
+    the whole derivative NaN; the default optimizer has it. Sweeps over a learning rate
+    without `jax.vmap` compile the step loop once per value (the rate is a constant of
+    the program); `optax.inject_hyperparams(optax.adam)(learning_rate=lr)` makes it an
+    input, compiled once.
     Not in reverse mode with an optimizer that loops a number of times known only at
     run time: `optax.lbfgs`'s line search is a `lax.while_loop`, which JAX cannot
     differentiate in reverse mode, so `jax.grad` (or `jax.vjp`) of a fit with it raises
