@@ -35,6 +35,27 @@ def test_grad_through_fit_wrt_learning_rate_matches_finite_differences(photo):
     np.testing.assert_allclose(swept[1], final_loss(1e-2), rtol=1e-4)
 
 
+def test_differentiating_a_fit_with_a_shape_off_the_canvas_is_finite(photo):
+    """A parameter with an exactly zero gradient (a shape off the canvas): Adam's
+    `sqrt(nu)` has an infinite derivative at 0, so the hypergradient was NaN with the
+    default optimizer; with `eps_root` it is finite and matches finite differences."""
+    model = dp.Circles.init(5, key=jax.random.key(0), target=photo)
+    far = eqx.tree_at(lambda m: m.raw_centres, model, model.raw_centres.at[0].set(50.0))
+
+    def final_loss(scale, optimizer=None):
+        scaled = eqx.tree_at(lambda m: m.raw_radii, far, far.raw_radii * scale)
+        return dp.fit(scaled, photo, optimizer=optimizer, steps=3).losses[-1]
+
+    forward = float(jax.jacfwd(final_loss)(1.0))
+    reverse = float(jax.grad(final_loss)(1.0))
+    h = 1e-2
+    fd = float((final_loss(1.0 + h) - final_loss(1.0 - h)) / (2 * h))
+    assert np.isfinite(forward) and abs(forward - fd) <= 0.05 * abs(fd), (forward, fd)
+    np.testing.assert_allclose(reverse, forward, rtol=1e-3)
+    # The plain `optax.adam` still gives NaN: the docs' reason for `eps_root`.
+    assert np.isnan(float(jax.grad(lambda s: final_loss(s, optax.adam(1e-2)))(1.0)))
+
+
 def test_jacfwd_through_fit_with_the_scan_renderer(photo):
     model = dp.Circles.init(3, key=jax.random.key(0), target=photo)
 
@@ -88,6 +109,27 @@ def test_hessian_of_a_render_where_auto_would_tile():
     hvp = jax.jvp(jax.grad(energy), (model.centres,), (jnp.ones_like(model.centres),))[1]
     np.testing.assert_allclose(hvp, expected.reshape(20, 20).sum(1).reshape(10, 2), rtol=1e-4,
                                atol=1e-3)  # fmt: skip
+
+
+def test_second_derivative_of_a_render_where_auto_would_tile():
+    """`jax.grad` of `jax.grad`: the tiled renderer's backward pass loops a number of
+    times known at run time, which reverse mode cannot differentiate (JAX's "Reverse-mode
+    differentiation does not work for lax.while_loop"); "auto" takes the scan, also with
+    a `jax.jit` between the two, and an explicit "tiled" is refused clearly."""
+    model = dp.Circles.init(10, key=jax.random.key(0))
+
+    def total(grow, method="auto"):
+        grown = eqx.tree_at(lambda m: m.raw_radii, model, model.raw_radii + grow)
+        return jnp.sum(grown.render_image((32, 32), method=method) ** 2)
+
+    expected = jax.grad(jax.grad(lambda g: total(g, "scan")))(0.0)
+    np.testing.assert_allclose(jax.grad(jax.grad(total))(0.0), expected, rtol=1e-4)
+    np.testing.assert_allclose(jax.grad(jax.jit(jax.grad(total)))(0.0), expected, rtol=1e-4)
+    with pytest.raises(ValueError, match='method="scan"'):
+        jax.grad(jax.grad(lambda g: total(g, "tiled")))(0.0)
+    # First order keeps the tiled renderer's gradient, the same as the scan's.
+    np.testing.assert_allclose(jax.grad(total)(0.0), jax.grad(lambda g: total(g, "scan"))(0.0),
+                               rtol=1e-4)  # fmt: skip
 
 
 def test_fit_method_is_checked(photo):

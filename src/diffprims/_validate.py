@@ -53,29 +53,6 @@ def inside_trace() -> bool:
     return is_traced(jnp.zeros(()))
 
 
-def differentiating(forward: bool = False) -> bool:
-    """Whether this call is being differentiated: traced by `jax.grad`, `jax.jacfwd`,
-    `jax.linearize` (or with `forward`, by forward mode anywhere around it: `jax.jacfwd`,
-    `jax.jvp`, `jax.hessian`, whose `jacfwd` wraps a `jacrev`), called eagerly or inside
-    a `jax.jit` that is itself inside the differentiation; under `jax.jit` the
-    differentiation comes after the trace and cannot be seen. Reads JAX's current trace
-    and the traces around it; False if JAX moves them."""
-    try:
-        from jax._src import core
-
-        trace = core.trace_ctx.trace
-    except (ImportError, AttributeError):  # pragma: no cover - a JAX without it
-        return False
-    kinds = ("JVPTrace",) if forward else ("JVPTrace", "LinearizeTrace")
-    for _ in range(64):  # innermost first; a bound in case a trace were its own parent
-        if trace is None:
-            return False
-        if type(trace).__name__ in kinds:
-            return True
-        trace = getattr(trace, "parent_trace", None)
-    return False
-
-
 def is_eager(*trees: Any) -> bool:
     """Whether nothing in `trees` is traced and we are not inside a trace: a call that
     may run one cached compiled program instead of JAX's op-by-op dispatch."""
@@ -173,7 +150,8 @@ def check_float_array(
             f"Convert it, e.g. `x.astype(np.float32)` (divide uint8 images by 255).{hint}"
         )
     if ndim is not None and x.ndim != ndim:
-        raise ValueError(f"`{name}` must have {ndim} dimensions; got {describe(x)}.{hint}")
+        axes = "1 axis" if ndim == 1 else f"{ndim} axes"
+        raise ValueError(f"`{name}` must have {axes}; got {describe(x)}.{hint}")
     if last_dim is not None and (x.ndim == 0 or x.shape[-1] != last_dim):
         raise ValueError(
             f"`{name}` must have a last axis of size {last_dim}; got {describe(x)}.{hint}"

@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._derivatives import differentiating, differentiation_order
 from .._model import pixel_centres
-from .._validate import differentiating, is_eager, upcast_floats
+from .._validate import is_eager, upcast_floats
 from . import _compositing
 from ._tiled import CUTOFF, render_image_tiled, render_points_tiled
 
@@ -95,20 +96,29 @@ def fit_method(method: Any, model) -> str | None:
     return check_method(method, model)
 
 
+def _first_order_only() -> bool:
+    """Whether the tiled path's gradient, reverse mode and first order only (a custom
+    VJP whose backward pass loops a number of times known at run time), cannot serve:
+    forward mode anywhere around (`jax.jacfwd`, `jax.jvp`, `jax.hessian`) or a second
+    reverse-mode derivative (`jax.grad(jax.grad(f))`), where it can be seen."""
+    return differentiating(forward=True) or differentiation_order() > 1
+
+
 def _use_tiles(model, num_points: int, method: str) -> bool:
-    if method == "tiled" and differentiating(forward=True):
+    if method == "tiled" and _first_order_only():
         raise ValueError(
-            'method="tiled" has a reverse-mode gradient only (a custom VJP); got a '
-            "forward-mode derivative (`jax.jacfwd`, `jax.jvp`, `jax.hessian`). Use "
-            'method="scan", or "auto", which takes the scan there.'
+            'method="tiled" has a first-order reverse-mode gradient only (a custom VJP); '
+            "got a forward-mode derivative (`jax.jacfwd`, `jax.jvp`, `jax.hessian`) or a "
+            'second derivative (`jax.grad` of `jax.grad`). Use method="scan", or "auto", '
+            "which takes the scan there."
         )
     if method != "auto":
         return method == "tiled"
     # Culling pays once there are enough shapes and points to skip; "depth" is not
-    # culling-safe (see check_method). The tiled path's gradient is reverse-mode only:
-    # under `jax.jacfwd` (called eagerly) "auto" takes the scan.
+    # culling-safe (see check_method). Under derivatives the tiled path cannot take
+    # (called eagerly or traced inside them), "auto" takes the scan.
     return (
-        not differentiating(forward=True)
+        not _first_order_only()
         and model.compositing != "depth"
         and model.tight_bounds
         and model.num_shapes >= AUTO_MIN_SHAPES
