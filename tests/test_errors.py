@@ -949,3 +949,18 @@ def test_values_just_outside_the_range_are_shown_exactly():
     target = jnp.full((8, 8, 3), 0.5).at[0, 0, 0].set(np.nextafter(np.float32(1), 2))
     with pytest.raises(ValueError, match=r"1\.0000001.*\(1 outside\).*jnp\.clip\(target"):
         dp.Circles.init(3, key=jax.random.key(0), target=target)
+
+
+@pytest.mark.parametrize("call", ["render_image", "fit", "to_svg"])
+def test_a_model_edited_into_inconsistent_shapes_is_refused_by_its_own_check(call):
+    # `eqx.tree_at` skips `__check_init__`: six radii for five circles failed deep in
+    # JAX's scan ("scan got values with different leading axis sizes: 5, 5, 5, 6").
+    model = dp.Circles.init(5, key=jax.random.key(0))
+    bad = eqx.tree_at(lambda m: m.raw_radii, model, jnp.zeros(6))
+    run = {
+        "render_image": lambda: bad.render_image((8, 8)),
+        "fit": lambda: dp.fit(bad, jnp.zeros((8, 8, 3)), steps=2),
+        "to_svg": lambda: dp.to_svg(bad, (8, 8)),
+    }[call]
+    with pytest.raises(ValueError, match=r"own checks refuse: .*`raw_radii` must have leading"):
+        run()

@@ -66,7 +66,7 @@ def test_fit_refuses_a_batch_of_banks_and_fits_one_under_vmap():
 
 
 def test_the_constructor_checks_shapes_and_points_a_batch_to_vmap():
-    with pytest.raises(ValueError, match="2 dimensions"):
+    with pytest.raises(ValueError, match="2 (dimensions|axes)"):
         dp.SeparableFilters(jnp.ones(5), jnp.ones(5))
     with pytest.raises(ValueError, match=r"batch of 2 banks.*jax\.vmap\(dp\.SeparableFilters\)"):
         dp.SeparableFilters(jnp.ones((2, 3, 5)), jnp.ones((2, 3, 5)))

@@ -308,7 +308,7 @@ def test_from_svd_rejects_nan_under_jit():
 def test_constructor_and_apply_reject_bad_input():
     with pytest.raises(ValueError, match="same number"):
         dp.SeparableFilters(jnp.ones((2, 5)), jnp.ones((3, 5)))
-    with pytest.raises(ValueError, match="2 dimensions"):
+    with pytest.raises(ValueError, match="2 (dimensions|axes)"):
         dp.SeparableFilters(jnp.ones(5), jnp.ones(5))
     with pytest.raises(TypeError, match="float"):
         dp.SeparableFilters(jnp.ones((1, 5), jnp.int32), jnp.ones((1, 5)))

@@ -90,7 +90,7 @@ def test_a_parameter_field_holding_a_number_is_a_type_error_naming_it(cls, call)
     # A shared one was accepted and never trained; a per-shape one said "`gain` must
     # have leading axis N=3; got shape ()", naming neither the class nor the cause.
     with pytest.raises(
-        TypeError, match=rf"{cls.__name__}\.gain holds \w+ [\d.]+, not an array"
+        TypeError, match=rf"`gain` of {cls.__name__} holds \w+ [\d.]+, not an array"
     ) as info:
         call(cls)
     for hint in ("`jnp.asarray(...)`", "eqx.field(static=True"):

@@ -133,26 +133,34 @@ def batch_shape(model: Any, accepts: Callable[[Any], Any] = run_checks) -> tuple
     (by default the models' `__check_init__`) refuses `model` but accepts one member,
     checked abstractly. A model without checks of its shapes never counts as a batch.
     """
+    return _batch_or_refusal(model, accepts)[0]
+
+
+def _batch_or_refusal(
+    model: Any, accepts: Callable[[Any], Any] = run_checks
+) -> tuple[tuple[int, ...], Exception | None]:
+    """`batch_shape`, and why `accepts` refused `model` when no batch explains it."""
     arrays = [leaf for leaf in jax.tree.leaves(model) if eqx.is_array(leaf)]
-    if not arrays or _accepts(accepts, model, abstract=False):
-        return ()
+    refusal = _refusal(accepts, model, abstract=False) if arrays else None
+    if refusal is None:
+        return (), None
     batch: tuple[int, ...] = ()
     while all(a.ndim > len(batch) for a in arrays) and (
         len({a.shape[len(batch)] for a in arrays}) == 1
     ):
         batch += (arrays[0].shape[len(batch)],)
         member = eqx.filter_eval_shape(_member, model, len(batch))
-        if _accepts(accepts, member, abstract=True):
-            return batch
-    return ()
+        if _refusal(accepts, member, abstract=True) is None:
+            return batch, None
+    return (), refusal
 
 
-def _accepts(accepts: Callable[[Any], Any], model: Any, *, abstract: bool) -> bool:
+def _refusal(accepts: Callable[[Any], Any], model: Any, *, abstract: bool) -> Exception | None:
     try:
         eqx.filter_eval_shape(accepts, model) if abstract else accepts(model)
-    except Exception:  # whatever a model's own checks raise
-        return False
-    return True
+    except Exception as error:  # whatever a model's own checks raise
+        return error
+    return None
 
 
 def _member(model: Any, axes: int) -> Any:
@@ -182,6 +190,14 @@ def check_unbatched(model: Any, action: str, *, mappable: bool = True) -> None:
     """A `ValueError` when `model` is a batch of models (see `batch_shape`): rendering,
     fitting or exporting one would otherwise fail deep inside JAX. `mappable`: whether
     `action` can run under `jax.vmap` (not an export to a file or string)."""
-    batch = batch_shape(model)
+    batch, refusal = _batch_or_refusal(model)
     if batch:
         raise ValueError(batch_message(model, batch, action, mappable=mappable))
+    if isinstance(refusal, ValueError | TypeError) and not isinstance(
+        refusal,
+        jax.errors.JAXTypeError,  # a check that needs concrete values, under a trace
+    ):
+        # Not a batch, yet its own checks refuse it: a model edited past its constructor
+        # (`eqx.tree_at`) into inconsistent shapes failed deep inside JAX's scan.
+        name = type(model).__name__
+        raise type(refusal)(f"`{action}` got a {name} its own checks refuse: {refusal}") from None

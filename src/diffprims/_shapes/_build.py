@@ -83,7 +83,7 @@ def _check_parameter(cls: type, name: str, leaf: Any) -> None:
         return
     if not eqx.is_array(leaf):
         raise TypeError(
-            f"{cls.__name__}.{name} holds {describe(leaf)}, not an array. Fields with a role "
+            f"`{name}` of {cls.__name__} holds {describe(leaf)}, not an array. Fields with a role "
             "(`dp.parameter(role)`; an undeclared field counts as `dp.roles.GEOMETRY`) are "
             "parameters that `fit` trains, so they hold arrays: `jnp.asarray(...)` (as a default, "
             "`default_factory=lambda: jnp.asarray(1.0)`). A setting that is not learned is "
@@ -91,7 +91,7 @@ def _check_parameter(cls: type, name: str, leaf: Any) -> None:
         )
     if not jnp.issubdtype(leaf.dtype, jnp.floating):
         raise TypeError(
-            f"{cls.__name__}.{name} must be a float array (parameters are trained by "
+            f"`{name}` of {cls.__name__} must be a float array (parameters are trained by "
             f"`fit`); got {describe(leaf)}. Build shape sets with `init` or `from_values`."
         )
 
