@@ -292,6 +292,22 @@ def test_fit_divergence_from_a_nan_loss():
     assert all_finite(info.value.result.model)
 
 
+def test_a_divergence_at_the_first_step_points_at_the_model_not_the_learning_rate():
+    # A NaN gradient at the starting model (a user shape's coverage at a point on its
+    # centre did this in `paint`) was blamed on the learning rate.
+    model = dp.Circles.init(4, key=KEY, target=TARGET)
+
+    def nan_gradient(pred, target):  # finite (the L2 loss), its gradient NaN: sqrt'(0)
+        return jnp.mean(jnp.sqrt(pred - pred)) + jnp.mean((pred - target) ** 2)
+
+    with pytest.raises(dp.FitDivergedError, match="starting model") as info:
+        dp.fit(model, TARGET, loss=nan_gradient, steps=5)
+    assert info.value.step == 0 and "learning rate" not in str(info.value)
+    with pytest.raises(dp.FitDivergedError, match="learning rate") as later:
+        dp.fit(model, TARGET, optimizer=_poisoned(3), steps=8, steps_per_dispatch=4)
+    assert later.value.step == 3
+
+
 def test_fit_divergence_under_jit_freezes_model():
     model = dp.Circles.init(4, key=KEY, target=TARGET)
     fit = eqx.filter_jit(

@@ -181,11 +181,24 @@ class Driver:
 
     def _diverged(self, bad: int) -> None:
         result = self.make_result(self.state, self.losses(bad), bad)
+        # A divergence with no growing loss before it is a loss or gradient that is not
+        # finite at the model itself (a user shape's `coverage` at a point on its centre
+        # gave NaN gradients there), which no learning rate fixes.
+        cause = (
+            "At the first step nothing has grown yet: the loss or its gradient is not "
+            "finite at the starting model. Check them with `jax.grad` of the loss at that "
+            "model, and a custom shape's `coverage` at degenerate inputs (a point on a "
+            "shape's centre, a size near 0, a 0/0 or a sqrt of 0)."
+            if bad == 0
+            else "Lower the learning rate or clip the gradients "
+            "(`optax.chain(optax.clip_by_global_norm(1.0), ...)`); if the loss was not "
+            "growing before it, the gradient is not finite there: check a custom shape's "
+            "`coverage` at degenerate inputs (a point on a shape's centre, a size near 0)."
+        )
         raise FitDivergedError(
             f"The fit diverged at step {bad}: the loss or the updated parameters became "
             f"NaN/inf. `error.result` holds the last finite model (after {bad} steps). "
-            "Lower the learning rate or clip the gradients "
-            "(`optax.chain(optax.clip_by_global_norm(1.0), ...)`).",
+            f"{cause}",
             step=bad,
             result=_with_seconds(result, self.seconds),
         )
