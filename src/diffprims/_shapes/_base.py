@@ -363,9 +363,10 @@ class AbstractShapes(AbstractModel):
 
         - `geometry`: field name -> `(argument name, value, trailing shape)`, e.g.
           `{"raw_centres": ("centres", centres, (2,))}`. Each value must be a finite
-          `(N, *trailing)` float array (> 0 for a `"log"` role, or >= 0 with a fourth
-          element `True`; in `[0, 1]` for a `"logit"` role); it is stored through the
-          field's declared role. The argument name is used in error messages.
+          `(N, *trailing)` float array, or `trailing` itself for a shared
+          (`per_shape=False`) field (> 0 for a `"log"` role, or >= 0 with a fourth element
+          `True`; in `[0, 1]` for a `"logit"` role), stored through the field's declared
+          role. The argument name is used in error messages.
         - `colours`, `opacities`, `background`, `softness`, `options`: as for
           [`diffprims.Circles.from_values`][].
         """
