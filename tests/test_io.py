@@ -601,3 +601,25 @@ def test_a_file_of_another_diffprims_is_not_called_damaged(tmp_path):
     assert "does not match `diffprims.Circles` of this diffprims" in said
     assert "only in the file: `raw_sizes`; only in this diffprims: `raw_radii`." in said
     assert "another version of diffprims" in said and "damaged" not in said
+
+
+def test_gif_identical_frames_in_a_row_are_one_frame_within_the_longest_delay(tmp_path):
+    # Pillow merges identical frames and sums their delays: a fit that stopped changing,
+    # held 655.35 s (each delay allowed alone), raised "int too big to convert".
+    from PIL import Image
+
+    still = dp.Circles.init(3, key=jax.random.key(0))
+    moved = dp.Circles.init(3, key=jax.random.key(1))
+    dp.save_gif(tmp_path / "a.gif", [still, still], (8, 8), hold_last=655.35)
+    dp.save_gif(tmp_path / "b.gif", [still] * 3 + [moved], (8, 8), seconds_per_frame=300)
+
+    def delays(path):
+        with Image.open(path) as gif:
+            out = []
+            for index in range(gif.n_frames):
+                gif.seek(index)
+                out.append(gif.info["duration"])
+            return out
+
+    assert delays(tmp_path / "a.gif") == [655350]
+    assert delays(tmp_path / "b.gif") == [655350, 300000]

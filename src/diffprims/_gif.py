@@ -199,7 +199,8 @@ def save_gif(
       hundredths of a second, and most viewers show shorter ones as 0.1 s); rounded to
       a hundredth. For a faster animation, pass fewer snapshots (`snapshots[::2]`).
     - `hold_last`: how long the last frame shows, in seconds, before the loop restarts
-      (at least `seconds_per_frame`). Neither may exceed 655.35 s, a GIF's longest delay.
+      (at least `seconds_per_frame`). Neither may exceed 655.35 s, a GIF's longest delay;
+      identical frames in a row are one frame, shown at most that long.
     - `loop`: loop forever (`True`) or play once.
 
     **Returns:**
@@ -234,6 +235,7 @@ def save_gif(
     # Pillow takes milliseconds and writes hundredths, rounding down: whole hundredths.
     durations = [10 * round(seconds_per_frame * 100)] * len(pictures)
     durations[-1] = 10 * round(max(hold_last, seconds_per_frame) * 100)
+    pictures, durations = _merge_repeats(pictures, durations)
 
     # `loop=0` repeats forever; no loop entry at all plays once (a count of 1 asks for
     # one repeat: twice in a browser).
@@ -251,3 +253,19 @@ def save_gif(
         )
 
     return atomic_write(path, write)
+
+
+def _merge_repeats(pictures: list, durations: list[int]) -> tuple[list, list[int]]:
+    """Identical frames in a row as one frame shown for their summed delay, at most a
+    GIF's longest (Pillow merges them itself, and its sum overflowed the 16-bit delay:
+    a fit that stopped changing, held 600 s, raised "int too big to convert")."""
+    merged, times = [pictures[0]], [durations[0]]
+    for picture, duration in zip(pictures[1:], durations[1:]):
+        if picture.tobytes() == merged[-1].tobytes() and (
+            picture.getpalette() == merged[-1].getpalette()
+        ):
+            times[-1] = min(times[-1] + duration, round(MAX_SECONDS * 1000))
+        else:
+            merged.append(picture)
+            times.append(duration)
+    return merged, times

@@ -115,8 +115,10 @@ def fit(
       (default: its own, "auto"). Only for shape sets. The tiled renderer that "auto"
       picks from 8 shapes on has a first-order reverse-mode gradient only, so a fit
       that is itself differentiated (`jax.grad` or `jax.jacfwd` of its result) renders
-      with "scan" when `method` is left unset. Under `jax.jit(jax.grad(...))` that
-      cannot be seen from inside: pass `method="scan"` there.
+      with "scan" when `method` is left unset (also inside `jax.jit(jax.grad(...))`).
+      What it cannot see is a derivative of a `jax.jit`-ed function traced before
+      without one (`f = jax.jit(g); f(x); jax.grad(f)(x)` reuses that trace): pass
+      `method="scan"` there.
 
     **Returns:**
 

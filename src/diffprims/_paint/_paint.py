@@ -117,7 +117,7 @@ def paint(
     - `seconds`: wall-time budget in seconds, compilation included; rounds share it in
       proportion to their step share. Overrides `steps`. Every piece runs at least
       once, so the first call in a process, which compiles for about 4 s on a CPU (the
-      programs needed after the first round in a second thread), takes about 5.5 s with
+      programs needed after the first round in a second thread), takes about 6 s with
       `seconds=3`; from about `seconds=8`, and in later calls, it keeps to the budget.
     - `steps`: total optimizer steps when no `seconds` is given (default 1500).
     - `rounds`: the number of progressive rounds (1 places all shapes at once).

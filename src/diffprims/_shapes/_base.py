@@ -80,8 +80,8 @@ class AbstractShapes(AbstractModel):
 
         **Returns:**
 
-        An `(N, P)` array. Must be vectorised over shapes (each geometry field has a
-        leading axis `N`) and differentiable in every geometry parameter.
+        An `(N, P)` float array (an int or bool one is refused: it has no gradient),
+        vectorised over shapes and differentiable in every geometry parameter.
         """
 
     @abc.abstractmethod
@@ -101,10 +101,10 @@ class AbstractShapes(AbstractModel):
     ) -> dict[str, Array]:
         """Geometry for `N` shapes at `centres` `(N, 2)` of about `sizes` `(N,)`.
 
-        Used by `init` and `paint`. Returns a dict from field name to the field's
-        *value* (positions in frame units, sizes > 0, angles in radians), leading axis
-        `N`; each value is converted to its stored parameter by the field's declared
-        [`diffprims.Role`][].
+        A `@classmethod`, used by `init` and `paint`. Returns a dict from field name to
+        the field's *value* (positions in frame units, sizes > 0, angles in radians),
+        leading axis `N` (a `per_shape=False` field: its declared shape), converted to
+        its stored parameter by the field's declared [`diffprims.Role`][].
         """
 
     @abc.abstractmethod
@@ -235,10 +235,12 @@ class AbstractShapes(AbstractModel):
         - `"tiled"`: neighbouring points share a list of the shapes whose bounds (grown
           by 14 edge widths) reach them, and draw only those; the backward pass
           recomputes instead of storing. Many times faster once shapes are small next to
-          the frame (15-50x at 256^2 with 200 circles on CPU); reverse-mode only (use
-          `"scan"` for `jax.jvp`/`jacfwd`); not available for `compositing="depth"`.
+          the frame (15-50x at 256^2 with 200 circles on CPU); first-order reverse mode
+          only (`"scan"` for `jax.jvp`/`jacfwd`, `jax.grad` of `jax.grad`); not available
+          for `compositing="depth"`.
         - `"auto"` (default): `"tiled"` from 8 shapes and 1024 points on, unless the
-          compositing is `"depth"` or the shape type sets `tight_bounds = False`; else
+          compositing is `"depth"`, the shape type sets `tight_bounds = False`, or the
+          call is differentiated in forward mode or twice (where it can be seen); else
           `"scan"`.
         """
         # In the parameters' dtype, at least float32: float64 points on a float32 set (or
@@ -362,11 +364,11 @@ class AbstractShapes(AbstractModel):
         **Arguments:**
 
         - `geometry`: field name -> `(argument name, value, trailing shape)`, e.g.
-          `{"raw_centres": ("centres", centres, (2,))}`. Each value must be a finite
-          `(N, *trailing)` float array, or `trailing` itself for a shared
-          (`per_shape=False`) field (> 0 for a `"log"` role, or >= 0 with a fourth element
-          `True`; in `[0, 1]` for a `"logit"` role), stored through the field's declared
-          role. The argument name is used in error messages.
+          `{"raw_centres": ("centres", centres, (2,))}`. Each value is a finite float
+          array of shape `(N, *trailing)` (a `per_shape=False` field: of shape
+          `trailing`); > 0 for a `"log"` role (>= 0 with a fourth element `True`), in
+          `[0, 1]` for a `"logit"` role; stored through the field's declared role. The
+          argument name is used in error messages.
         - `colours`, `opacities`, `background`, `softness`, `options`: as for
           [`diffprims.Circles.from_values`][].
         """
