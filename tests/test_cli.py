@@ -817,7 +817,7 @@ def test_the_shape_limit_is_one_paint_can_solve():
     from diffprims._cli._paint import MAX_SHAPES
     from diffprims._paint._solve import check_solve_memory
 
-    check_solve_memory(MAX_SHAPES + round(0.3 * MAX_SHAPES), 1)  # paint's 30 % spares
+    check_solve_memory(MAX_SHAPES, 1, 0.3)  # with paint's 30 % spares
 
 
 @pytest.mark.parametrize("where", ["before", "after"])

@@ -276,3 +276,13 @@ def test_repeated_paint_traces_nothing(getkey, monkeypatch, restarts):
     )
     dp.paint(target, 6, threads=False, **kwargs)
     assert calls == []
+
+
+def test_a_bug_in_a_loss_is_not_blamed_on_whole_images():
+    # Any error raised by a user loss was said to be a loss needing whole images.
+    target = jnp.full((12, 12, 3), 0.5)
+    with pytest.raises(ValueError, match="division by zero") as info:
+        dp.paint(target, 4, key=jax.random.key(0), steps=4, loss=lambda p, t: 1 / 0)
+    assert "whole images" not in str(info.value)
+    with pytest.raises(ValueError, match="whole images"):
+        dp.paint(target, 4, key=jax.random.key(0), steps=4, loss=dp.SSIM())

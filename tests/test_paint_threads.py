@@ -124,3 +124,23 @@ def test_threaded_restarts_count_together_for_the_solve_memory(getkey, monkeypat
     dp.paint(target, 6, key=getkey(), steps=4, rounds=1, threads=True, restarts=2)
     with pytest.raises(ValueError, match="4 restart"):
         dp.paint(target, 6, key=getkey(), steps=4, rounds=1, threads=True, restarts=4)
+
+
+def test_the_solve_memory_message_speaks_of_the_n_asked_for(getkey, monkeypatch):
+    # It said "n=39000 shapes ... (n <= 18917)" for n=30000: the count with the spares.
+    from diffprims._paint import _solve
+
+    monkeypatch.setattr(_solve, "MAX_GRAM_BYTES", 12 * 11**2)  # a solve of 10 slots
+    with pytest.raises(ValueError, match=r"n=10 shapes and 3 spare ones \(`extra=0.3`\)") as info:
+        dp.paint(_target(getkey()), 10, key=getkey(), steps=4, rounds=1)
+    assert "n <= 7 with these spares" in str(info.value) and "extra=0" in str(info.value)
+
+
+def test_a_paint_that_raises_leaves_no_warm_up_thread_running(getkey):
+    # A daemon thread inside an XLA compile when the interpreter exited aborted the
+    # process (rc 134, "FATAL: exception not rethrown") after a paint that diverged.
+    target = np.full((13, 11, 3), 0.5, np.float32)  # a size no other test uses
+    target[3:8, 2:6] = 0.1
+    with pytest.raises(dp.FitDivergedError):
+        dp.paint(target, 9, key=getkey(), steps=60, lr=1e30, lr_geometry=1e30, lr_colour=1e30)
+    assert not [t for t in threading.enumerate() if t.name == "diffprims-warm-up"]

@@ -234,7 +234,7 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
     # Over-complete: paint `slots` shapes, then remove the least useful down to `n`.
     slots = n + round(extra * n) if compositing != "depth" else n
     if solving:
-        check_solve_memory(slots, max(restarts, running))
+        check_solve_memory(n, max(restarts, running), (slots - n) / n)
     pixel_weights = jnp.ones((height, width)) if pixel_weights is None else pixel_weights
     rounds = min(rounds, n)
     plan = plan_rounds(slots, rounds, coarse=coarse, grow=grow, aspect=width / height)
@@ -256,7 +256,7 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
         painting.result, painting.state, steps=steps, progress=progress,
         show_psnr=isinstance(loss, L2), stop=stop,
     )  # fmt: skip
-    painting.warm_up(plan, budget, steps_per_dispatch, seconds if solving else False)
+    warm_up = painting.warm_up(plan, budget, steps_per_dispatch, seconds if solving else False)
     try:
         with driver:
             _run_rounds(painting, driver, plan, budget, steps_per_dispatch)
@@ -264,7 +264,12 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
                 painting.solve(driver, seconds)
         return driver.finish()
     finally:
+        # Joined, not left running: a thread inside an XLA compile when the interpreter
+        # exits (a paint that raised, then the script's end) aborted the process. At the
+        # end of a paint it is done (the rounds needed its programs); after an error it
+        # finishes the one compile under way.
         painting.warm_stop.set()
+        warm_up.join()
 
 
 def _run_rounds(painting: Painting, driver: Driver, plan: list, budget: Budget, most: int):
@@ -370,8 +375,10 @@ def _check_loss(loss: AbstractLoss, target: Array, stride: int) -> None:
     try:
         check_loss_output(restrict_to_pixels(loss, jnp.zeros((count,), jnp.int32)), sample, sample)
     except ValueError as error:
-        if not str(error).startswith("`loss` failed"):
-            raise
+        cause = str(error).partition("got the error:")[2].lower()
+        shapes = ("shape", "broadcast", "axis", "axes", "dimension", "rank", "whole image")
+        if not str(error).startswith("`loss` failed") or not any(w in cause for w in shapes):
+            raise  # not about the samples' shape: a bug in the loss, said as it is
         raise ValueError(
             f"`loss` must work on sampled pixels (P, C): `paint` fits on one pixel per "
             f"{stride}x{stride} block; a loss that needs whole images (SSIM, Sobel) cannot "

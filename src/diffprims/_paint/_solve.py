@@ -49,16 +49,21 @@ CHUNK_BYTES = 2**27
 MAX_GRAM_BYTES = 2**32
 
 
-def check_solve_memory(n: int, restarts: int) -> None:
-    """Refuse, before anything is allocated, a colour solve whose matrix is too large."""
-    need = 3 * 4 * (n + 1) ** 2 * restarts  # the matrix, its factorisation, a copy
+def check_solve_memory(n: int, restarts: int, extra: float = 0.0) -> None:
+    """Refuse, before anything is allocated, a colour solve whose matrix is too large
+    (`n` shapes asked for, painted with `round(extra * n)` spare ones)."""
+    slots = n + round(extra * n)
+    need = 3 * 4 * (slots + 1) ** 2 * restarts  # the matrix, its factorisation, a copy
     if need > MAX_GRAM_BYTES:
         most = int((MAX_GRAM_BYTES / (12 * restarts)) ** 0.5) - 1
+        spares = f" and {slots - n} spare ones (`extra={extra:g}`)" if slots > n else ""
         raise ValueError(
-            f"`paint`'s final colour solve for n={n} shapes ({restarts} restart(s)) needs "
-            f"about {need / 2**30:.1f} GiB for its ({n + 1})^2 normal equations; expected "
-            f"at most {MAX_GRAM_BYTES / 2**30:.0f} GiB (n <= {most}). Pass "
-            "`solve_colours=False`, fewer shapes, or fewer restarts."
+            f"`paint`'s final colour solve for n={n} shapes{spares} ({restarts} restart(s)) "
+            f"needs about {need / 2**30:.1f} GiB for its ({slots + 1})^2 normal equations; "
+            f"expected at most {MAX_GRAM_BYTES / 2**30:.0f} GiB (n <= "
+            f"{int(most / (1 + extra))}{' with these spares' if spares else ''}). Pass "
+            "`solve_colours=False`, fewer shapes, fewer restarts"
+            f"{', or extra=0' if spares else ''}."
         )
 
 
