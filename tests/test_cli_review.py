@@ -312,3 +312,28 @@ def test_shapes_json_writes_each_field_as_declared():
     assert (first["raw_wobble"], second["raw_wobble"]) == (3.0, -4.0)
     assert first["colour"] == "#808080" and first["opacity"] == pytest.approx(0.8, abs=1e-3)
     assert data["background"] == "#ffffff"
+
+
+def test_a_ctrl_c_swallowed_while_writing_still_stops_the_writing(tmp_path):
+    # The second Ctrl-C's KeyboardInterrupt can land in a garbage-collection callback,
+    # where Python prints "Exception ignored" and runs on: the writing then finished.
+    from diffprims._cli._outputs import write_all
+    from diffprims._cli._signals import finish_writing
+
+    def write(path, kind):
+        if path.name == "a.png":
+            try:  # the press lands here and is swallowed, as in a GC callback
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(10**6):  # let Python run the handler
+                    pass
+            except KeyboardInterrupt:
+                pass
+        path.write_bytes(b"x")
+
+    files = {tmp_path / "a.png": "png", tmp_path / "b.json": "json"}
+    with pytest.raises(KeyboardInterrupt), finish_writing(interrupted=True):
+        write_all(files, write)
+    assert not any(p.exists() for p in files)
+    with finish_writing(interrupted=True):  # the next writing is not stopped by it
+        write_all(files, lambda path, kind: path.write_bytes(b"x"))
+    assert all(p.exists() for p in files)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .._files import replaced_mode, sync_folder
 from ._common import UsageError
+from ._signals import raise_if_writing_stopped
 
 #: File formats by extension.
 FORMATS = {
@@ -230,6 +231,7 @@ def write_all(files: dict[Path, str], write: Callable[[Path, str], None]) -> Non
             staging[parent] = Path(tempfile.mkdtemp(prefix=".diffprims-", dir=parent))
         for path, kind in files.items():
             write(staging[places[path].parent] / places[path].name, kind)
+        raise_if_writing_stopped()  # a Ctrl-C whose exception was swallowed: none placed
         for path in files:
             staged = staging[places[path].parent] / places[path].name
             os.chmod(staged, replaced_mode(places[path]))

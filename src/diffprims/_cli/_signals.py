@@ -10,6 +10,17 @@ import sys
 import threading
 from collections.abc import Iterator
 
+# Set by the Ctrl-C that stops the writing. Its `KeyboardInterrupt` can land where Python
+# swallows it (in a garbage-collection callback of JAX's: "Exception ignored in ..."),
+# and the writing then finished; `write_all` checks this before it puts files in place.
+_STOP_WRITING = threading.Event()
+
+
+def raise_if_writing_stopped() -> None:
+    """`KeyboardInterrupt` if a Ctrl-C stopped the writing (see `finish_writing`)."""
+    if _STOP_WRITING.is_set():
+        raise KeyboardInterrupt
+
 
 @contextlib.contextmanager
 def finish_writing(interrupted: bool = False) -> Iterator[None]:
@@ -29,14 +40,17 @@ def finish_writing(interrupted: bool = False) -> Iterator[None]:
     def handler(signum, frame):
         pressed["count"] += 1
         if pressed["count"] > 1:
+            _STOP_WRITING.set()
             raise KeyboardInterrupt
         print("writing the results; press Ctrl-C again to stop", file=sys.stderr)
 
+    _STOP_WRITING.clear()
     signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        _STOP_WRITING.clear()
 
 
 @contextlib.contextmanager
