@@ -91,7 +91,7 @@ def test_load_errors(tmp_path):
         dp.load(tmp_path / "junk.eqx")
     with pytest.raises(ValueError, match="does not match"):
         dp.load(path, like=dp.Circles.init(4, key=jax.random.key(0)))
-    with pytest.raises(ValueError, match="holds a Circles.*Pass a `like` of the file's type"):
+    with pytest.raises(ValueError, match="of type Circles.*Pass a `like` of the file.s type"):
         dp.load(path, like=dp.Rectangles.init(3, key=jax.random.key(0)))
     with pytest.raises(TypeError, match="`path` must be a file path; got int 3"):
         dp.save(3, model)  # pyright: ignore[reportArgumentType]

@@ -144,3 +144,20 @@ def test_a_paint_that_raises_leaves_no_warm_up_thread_running(getkey):
     with pytest.raises(dp.FitDivergedError):
         dp.paint(target, 9, key=getkey(), steps=60, lr=1e30, lr_geometry=1e30, lr_colour=1e30)
     assert not [t for t in threading.enumerate() if t.name == "diffprims-warm-up"]
+
+
+def test_ctrl_c_on_one_painting_says_paint(getkey, monkeypatch):
+    # It said "Fit interrupted after ..." for a `paint` call (threaded restarts: "Paint").
+    from diffprims._fit._driver import Driver
+
+    dispatch = Driver.dispatch
+
+    def dispatch_then_interrupt(self, *args, **kwargs):
+        state = dispatch(self, *args, **kwargs)
+        signal.raise_signal(signal.SIGINT)
+        return state
+
+    monkeypatch.setattr(Driver, "dispatch", dispatch_then_interrupt)
+    with pytest.raises(dp.FitInterrupted, match="^Paint interrupted after") as info:
+        dp.paint(_target(getkey()), 4, key=getkey(), steps=10**6, rounds=1)
+    assert info.value.result.model.num_shapes == 4

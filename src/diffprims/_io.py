@@ -293,8 +293,8 @@ def load(path: str | os.PathLike, like: Any = None, *, classes: Any = ()) -> Any
     header, payload = _read_file(path)
     if like is not None and type(like).__name__ != header.get("type"):
         raise LoadError(
-            f"{os.fspath(path)!r} holds a {header.get('type')!s:.40}; `like` is a "
-            f"{type(like).__name__}. Pass a `like` of the file's type, or no `like`."
+            f"{os.fspath(path)!r} holds a model of type {header.get('type')!s:.40}; `like` "
+            f"is of type {type(like).__name__}. Pass a `like` of the file's type, or no `like`."
         )
     spec = _parse(path, header, allowed)
     batch = _header_batch(path, header, spec)

@@ -71,6 +71,7 @@ class Driver:
     - `start`, `losses`: the step and losses a resumed fit starts from.
     - `show_psnr`: show `-10 log10(loss)` as PSNR (an L2 loss on images in `[0, 1]`).
     - `hint`: appended to the `FitInterrupted` message (how to resume).
+    - `name`: what the caller calls the run in that message ("Fit", "Paint").
     - `stop`: another thread's Ctrl-C flag (`ctrl_c_flag`), checked with its own: a run in
       a worker thread, which Python's signals never reach, stops when it is set. Its
       "dispatched" is set once a dispatch has finished (the programs are compiled).
@@ -79,11 +80,13 @@ class Driver:
     def __init__(self, make_result: Callable[[Any, Any, int], FitResult], state: Any, *,
                  steps: int | None, progress: bool = False, traced: bool = False,
                  checkpointer: Any = None, start: int = 0, losses: Any = None,
-                 show_psnr: bool = False, hint: str = "", stop: dict | None = None):  # fmt: skip
+                 show_psnr: bool = False, hint: str = "", stop: dict | None = None,
+                 name: str = "Fit"):  # fmt: skip
         self.make_result, self.state, self.steps = make_result, state, steps
         self.traced, self.checkpointer, self.show_psnr = traced, checkpointer, show_psnr
         # Checked here, where `fit` and `paint` both hand it over: "no" would be true.
         self.progress, self.hint = check_bool(progress, "progress"), hint
+        self.name = name
         self.done = start
         self.chunks = [] if losses is None else [losses]
         self.start_time = time.perf_counter()
@@ -209,7 +212,7 @@ class Driver:
         total = "" if self.steps is None else f" of {self.steps}"
         result = self.make_result(self.state, self.losses(), self.done)
         raise FitInterrupted(
-            f"Fit interrupted after {self.done}{total} steps{self.hint}. `error.result` "
+            f"{self.name} interrupted after {self.done}{total} steps{self.hint}. `error.result` "
             "holds the model so far.",
             step=self.done,
             result=_with_seconds(result, self.seconds),
