@@ -10,25 +10,13 @@ import pytest
 
 import diffprims as dp
 
-from .test_custom_shape import Hollow, UserCircles
+from .test_custom_shape import UserCircles, _BadGeometry
 
 TARGET = jnp.full((8, 8, 3), 0.5)
 
 
 def _paint(cls):
     return dp.paint(TARGET, 4, key=jax.random.key(0), shape=cls, steps=2, rounds=1)
-
-
-class _OutOfDomain(Hollow):
-    """`random_geometry` values outside their roles' domains (set per test)."""
-
-    radii_offset = 0.0
-    hole = 0.5
-
-    @classmethod
-    def random_geometry(cls, centres, sizes, *, key):
-        holes = cls.hole + 0 * sizes
-        return {"raw_centres": centres, "raw_radii": sizes + cls.radii_offset, "raw_holes": holes}
 
 
 @pytest.mark.parametrize(
@@ -38,7 +26,7 @@ class _OutOfDomain(Hollow):
 def test_paint_checks_random_geometry_values_as_init_does(offset, hole, field):
     # paint draws its shapes inside compiled programs that drop traced checks: negative
     # radii became invisible 1e-30 circles, a hole of 1.5 a full disc, in silence.
-    cls = type("OutOfDomain", (_OutOfDomain,), {"radii_offset": offset, "hole": hole})
+    cls = type("OutOfDomain", (_BadGeometry,), {"radii_offset": offset, "hole": hole})
     pattern = rf"OutOfDomain\.random_geometry must give `{field}` values"
     with pytest.raises(ValueError, match=pattern):
         cls.init(3, key=jax.random.key(0))
