@@ -160,9 +160,13 @@ class Painting:
 
     def _restart(self, driver: Driver, models) -> None:
         params, self.static = eqx.partition(models, eqx.is_inexact_array)
+        driver.state = self._fresh_state(params)
+
+    def _fresh_state(self, params) -> LoopState:
+        """The step loop's state at `params`, the optimizer (re)started, every restart ok."""
         init = self.optimizer.init if self.restarts == 1 else jax.vmap(self.optimizer.init)
         ok = jnp.ones((self.restarts,), bool) if self.restarts > 1 else jnp.asarray(True)
-        driver.state = LoopState(params, init(params), ok)
+        return LoopState(params, init(params), ok)
 
     def _problem(self, round_: Round) -> Problem:
         """What the round's steps fit: its (blurred) goal, edges and per-step keys."""
@@ -229,15 +233,13 @@ class Painting:
         """
         models, stop = self.models(self.state), self.warm_stop
         params = eqx.filter(models, eqx.is_inexact_array)
-        init = self.optimizer.init if self.restarts == 1 else jax.vmap(self.optimizer.init)
-        ok = jnp.ones((self.restarts,), bool) if self.restarts > 1 else jnp.asarray(True)
         removal = next((r for r in plan if r.removed), None)
         single = self.restarts == 1  # the batched solve is `vmap`ped: not compiled ahead
 
         def compile_all() -> None:
             with contextlib.suppress(Exception):
                 # Every step masked (past `total`): compiles the loop, runs no step.
-                start, fresh = jnp.int32(0), LoopState(params, init(params), ok)
+                start, fresh = jnp.int32(0), self._fresh_state(params)
                 problem, size = self._problem(plan[0]), self._dispatch_size(budget, most)
                 _steps(fresh, self.static, problem, jnp.float32(1.0), start, start, size)
                 args = (models, self.target, self.weights)
