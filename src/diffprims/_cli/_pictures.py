@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._shapes._roles import is_per_shape
+
 
 @eqx.filter_jit
 def render(model: Any, shape: tuple[int, int]):
@@ -144,7 +146,7 @@ def _fields(model: Any, height: int) -> list[_Field]:
         raw = getattr(model, name)
         if raw is None or name in _APPEARANCE:
             continue
-        per_shape = bool(declared[name].get("per_shape", True))
+        per_shape = is_per_shape(type(model), name)
         if declared[name].get("role") is None:  # undeclared: as stored, under a raw_ name
             label = name if name.startswith("raw_") else f"raw_{name}"
             found.append(_Field(label, np.asarray(raw, np.float64), per_shape, False))
