@@ -270,3 +270,23 @@ def test_operators_agree_whatever_the_number_type():
 def test_weights_beyond_float32_and_empty_sums_are_named(make, said):
     with pytest.raises(ValueError, match=said):
         make()
+
+
+class _ChannelSummed(dp.AbstractPointwiseLoss):
+    """A pointwise loss that reduces over channels (its mean would be C times too large)."""
+
+    def pointwise(self, pred, target):
+        return jnp.sum((pred - target) ** 2, axis=-1)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize(
+    "wrap",
+    [lambda loss: loss, lambda loss: dp.Weighted(loss, jnp.ones((4, 4)))],
+    ids=["alone", "weighted"],
+)
+def test_pointwise_of_the_wrong_shape_is_named(wrap, jit):
+    loss = wrap(_ChannelSummed())
+    call = eqx.filter_jit(loss) if jit else loss
+    with pytest.raises(ValueError, match=r"_ChannelSummed.pointwise` must return one error per"):
+        call(jnp.zeros((4, 4, 3)), jnp.ones((4, 4, 3)))

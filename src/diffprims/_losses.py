@@ -137,7 +137,20 @@ class AbstractPointwiseLoss(AbstractLoss):
 
     def __call__(self, pred: Array, target: Array) -> Float[Array, ""]:
         pred, target = check_pair(pred, target)
-        return jnp.mean(self.pointwise(pred, target))
+        return jnp.mean(_errors(self, pred, target))
+
+
+def _errors(loss: AbstractPointwiseLoss, pred: Array, target: Array) -> Array:
+    """`loss.pointwise`, checked: one error per element of `pred` (a reduced result
+    would change the mean's scale silently)."""
+    errors = loss.pointwise(pred, target)
+    if getattr(errors, "shape", None) != pred.shape:
+        raise ValueError(
+            f"`{type(loss).__name__}.pointwise` must return one error per element of the "
+            f"prediction, shape {tuple(pred.shape)}; got {describe(errors)}. Return the "
+            "error unreduced, e.g. `jnp.square(pred - target)`: the loss takes the mean."
+        )
+    return errors
 
 
 class L2(AbstractPointwiseLoss):
@@ -236,7 +249,7 @@ class Weighted(AbstractPointwiseLoss):
                 "at the target's size; `dp.fit` and `dp.paint` sample them at the pixels "
                 "they draw."
             )
-        errors = self.loss.pointwise(pred, target)
+        errors = _errors(self.loss, pred, target)
         # At least float32, but no wider than the errors: float64 weights (under
         # jax_enable_x64) would promote a float32 loss, as a float64 zero would in `Sum`.
         return weights.astype(jnp.promote_types(errors.dtype, jnp.float32)) * errors
