@@ -286,8 +286,11 @@ def test_save_errors(tmp_path):
         dp.save_image(tmp_path / "a.unknown", jnp.zeros((4, 4, 3)))
     with pytest.raises(ValueError, match="NaN"):
         dp.save_image(tmp_path / "a.png", jnp.full((4, 4, 3), jnp.nan))
-    with pytest.raises(ValueError, match="'.psd', which Pillow cannot write"):
+    with pytest.raises(ValueError, match="'.psd', not a raster format it writes"):
         dp.save_image(tmp_path / "a.psd", jnp.zeros((4, 4, 3)))  # Pillow only reads PSD
+    for suffix in (".eps", ".pdf", ".xbm", ".im"):  # Pillow writes them; load_image refuses
+        with pytest.raises(ValueError, match=f"'{suffix}', not a raster format"):
+            dp.save_image(tmp_path / f"a{suffix}", jnp.zeros((4, 4, 3)))
     with pytest.raises(ValueError, match="no suffix"):
         dp.save_image(tmp_path / "a", jnp.zeros((4, 4, 3)))
     assert not os.listdir(tmp_path)

@@ -352,10 +352,11 @@ def save_image(path: str | os.PathLike, image: Any) -> Path:
     name = os.fspath(path)
     suffix = Path(path).suffix.lower()
     fmt = Image.registered_extensions().get(suffix)
-    if fmt is None or fmt not in Image.SAVE:
-        said = f"the suffix {suffix!r}, which Pillow cannot write" if suffix else "no suffix"
+    if fmt not in RASTER_FORMATS or fmt not in Image.SAVE:  # what `load_image` reads back
+        said = f"the suffix {suffix!r}, not a raster format it writes" if suffix else "no suffix"
         raise ValueError(
-            f"`path` must end in an image suffix such as .png or .jpg; got {name!r}, with {said}."
+            f"`path` must end in an image suffix such as .png or .jpg; got {name!r}, with "
+            f"{said}. For vector output (SVG) use `dp.save_svg`."
         )
     picture = Image.fromarray(pixels)
     encoded = io.BytesIO()
