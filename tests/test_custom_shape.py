@@ -560,3 +560,31 @@ def test_paint_and_the_command_line_refuse_the_same_non_shape_types(make, shortf
         dp.paint(target, 2, key=jax.random.key(0), shape=obj, steps=1)
     with pytest.raises(UsageError, match="--shape 'module:Name'"):
         _check_class(obj, "module:Name")
+
+
+class _HalfBoxes(dp.Circles):
+    """Circles whose boxes hold only half of each disc (a radius taken for a diameter)."""
+
+    def bounds(self):
+        half = 0.5 * self.radii[:, None]
+        return jnp.concatenate([self.centres - half, self.centres + half], axis=1)
+
+
+class _LooseHalfBoxes(_HalfBoxes):
+    tight_bounds = False
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_bounds_that_cut_shapes_off_are_named(jit):
+    model = _HalfBoxes.init(12, key=jax.random.key(0))
+    render = jax.jit(lambda m: m.render_image((40, 40))) if jit else None
+    with pytest.raises(
+        ValueError, match=r"_HalfBoxes\.bounds\(\) must hold each shape.*tight_bounds = False"
+    ):
+        render(model) if render else model.render_image((40, 40))
+    # declared loose, "auto" takes the scan, and the picture is the circles' own
+    loose = _LooseHalfBoxes.init(12, key=jax.random.key(0))
+    circles = dp.Circles.init(12, key=jax.random.key(0))
+    np.testing.assert_allclose(
+        loose.render_image((40, 40)), circles.render_image((40, 40)), atol=1e-5
+    )

@@ -19,6 +19,7 @@ from .._derivatives import differentiating, differentiation_order
 from .._model import pixel_centres
 from .._validate import is_eager, upcast_floats
 from . import _compositing
+from ._bounds_probe import check_tight_bounds
 from ._tiled import CUTOFF, render_image_tiled, render_points_tiled
 
 __all__ = [
@@ -113,17 +114,21 @@ def _use_tiles(model, num_points: int, method: str) -> bool:
             "which takes the scan there."
         )
     if method != "auto":
-        return method == "tiled"
-    # Culling pays once there are enough shapes and points to skip; "depth" is not
-    # culling-safe (see check_method). Under derivatives the tiled path cannot take
-    # (called eagerly or traced inside them), "auto" takes the scan.
-    return (
-        not _first_order_only()
-        and model.compositing != "depth"
-        and model.tight_bounds
-        and model.num_shapes >= AUTO_MIN_SHAPES
-        and num_points >= AUTO_MIN_POINTS
-    )
+        tiles = method == "tiled"
+    else:
+        # Culling pays once there are enough shapes and points to skip; "depth" is not
+        # culling-safe (see check_method). Under derivatives the tiled path cannot take
+        # (called eagerly or traced inside them), "auto" takes the scan.
+        tiles = (
+            not _first_order_only()
+            and model.compositing != "depth"
+            and model.tight_bounds
+            and model.num_shapes >= AUTO_MIN_SHAPES
+            and num_points >= AUTO_MIN_POINTS
+        )
+    if tiles:  # a user type's boxes must not cut its shapes off (once per type)
+        check_tight_bounds(type(model), CUTOFF)
+    return tiles
 
 
 def render_points(model, points, pixel_size, method: str = "auto"):

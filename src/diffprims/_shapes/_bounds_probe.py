@@ -1,0 +1,85 @@
+"""A user shape type's `bounds()` checked against its `coverage` before tiles trust it.
+
+The tiled renderer skips every pixel outside a shape's box grown by `CUTOFF` edge
+widths. A box too small (a radius where a diameter was meant, x and y swapped, min and
+max swapped) would cut the shape off in silence, so the first time a shape type from
+outside the library takes the tiled path, a few probe shapes are drawn on a grid wider
+than the frame and their coverage outside the grown boxes must be negligible. Types of
+this library are tested instead (their first render pays nothing).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._validate import trusted
+from ._protocol import bounds, coverage
+from ._roles import COLOUR, OPACITY
+
+#: Probe shapes across the frame, from a few pixels to half the frame; their edge width
+#: (frame units) is a pixel of a 256-pixel image.
+_CENTRES = np.array([[0.5, 0.5], [0.1, 0.2], [0.9, 0.7], [0.3, 0.8]], np.float32)
+_SIZES = np.array([0.3, 0.05, 0.15, 0.02], np.float32)
+_EDGE = 1.0 / 256
+#: The grid the coverage is probed on: wider than the frame, a point every 2/3 pixel.
+_GRID = np.linspace(-0.5, 1.5, 384, dtype=np.float32)
+#: Coverage above this outside a grown box is a box too small (the contract is 1e-6;
+#: the margin leaves room for float rounding in a user's distance).
+_LEAK = 1e-3
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+@trusted  # probe shapes only; the values are checked by the caller
+def _probe(cls: type, margin: float) -> tuple[Any, Any, Any]:
+    n = len(_SIZES)
+    shapes = cls(
+        raw_colours=COLOUR.raw(jnp.full((n, 3), 0.5)),
+        raw_opacities=OPACITY.raw(jnp.ones((n,))),
+        raw_background=COLOUR.raw(jnp.ones((3,))),
+        softness=1.0,
+        **cls.raw_geometry(jnp.asarray(_CENTRES), jnp.asarray(_SIZES), key=jax.random.key(0)),
+    )
+    x, y = jnp.meshgrid(jnp.asarray(_GRID), jnp.asarray(_GRID))
+    points = jnp.stack([x.ravel(), y.ravel()], axis=-1)
+    boxes = bounds(shapes)
+    grown = boxes + margin * jnp.asarray([-1.0, -1.0, 1.0, 1.0])
+    inside = (
+        (points[None, :, 0] >= grown[:, None, 0])
+        & (points[None, :, 1] >= grown[:, None, 1])
+        & (points[None, :, 0] <= grown[:, None, 2])
+        & (points[None, :, 1] <= grown[:, None, 3])
+    )
+    leak = jnp.where(inside, 0.0, coverage(shapes, points, _EDGE))
+    return boxes, jnp.max(leak, axis=1), points[jnp.argmax(leak, axis=1)]
+
+
+@functools.cache
+def check_tight_bounds(cls: type, cutoff: float) -> None:
+    """A `ValueError` if a shape type from outside the library declares tight bounds
+    (`tight_bounds = True`, the default) that cut its probe shapes off; once per type."""
+    ours = cls.__module__.split(".")[0] == "diffprims"
+    if ours or not cls.tight_bounds or not hasattr(cls, "raw_geometry"):
+        return
+    try:  # compiled, it runs on concrete values even inside a user's `jit` or `grad`
+        boxes, leaks, where = jax.device_get(_probe.lower(cls, cutoff * _EDGE).compile()())
+    except (TypeError, ValueError):  # a method's own error: the render names it, with its N
+        return
+    worst = int(np.argmax(leaks))
+    if not leaks[worst] > _LEAK:
+        return
+    box = ", ".join(f"{v:.3g}" for v in boxes[worst])
+    (cx, cy), (px, py) = _CENTRES[worst], where[worst]
+    raise ValueError(
+        f"{cls.__name__}.bounds() must hold each shape: the tiled renderer skips pixels "
+        f"outside the box grown by {cutoff:g} edge widths, and a probe shape at "
+        f"({cx:g}, {cy:g}) of size {_SIZES[worst]:g} covers {leaks[worst]:.3g} at "
+        f"({px:.3g}, {py:.3g}), outside its box ({box}) (x_min, y_min, x_max, y_max). "
+        "Return boxes that hold the whole shape, or set the class variable "
+        '`tight_bounds = False` (method="auto" then renders it with the scan). See '
+        '"Write your own shape" in the docs.'
+    )
