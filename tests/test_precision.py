@@ -5,6 +5,7 @@ half-precision targets do; under `jax_enable_x64` (run in a subprocess) float32 
 stay float32 and float64 hyperparameters do not promote float32 parameters.
 """
 
+import inspect
 import json
 import os
 import subprocess
@@ -83,15 +84,34 @@ _X64_SCRIPT = textwrap.dedent(
     }.items():
         result = jax.vmap(lambda lr: dp.fit(model, image, optimizer=make(lr), steps=2))(rates)
         out[f"vmap {name}"] = str(result.model.raw_centres.dtype)
+    out["draws"] = _draws(dp, image)
     print(json.dumps(out))
     """
 )
 
 
+def _draws(dp, image):
+    """What a key draws: every shape type's `init`, and a minibatched fit's pixels."""
+    import jax.numpy as jnp
+
+    key = jax.random.key(0)
+    shapes = [dp.Circles, dp.Ellipses, dp.Gaussians, dp.Rectangles, dp.Triangles]
+    out = {c.__name__: jax.tree.leaves(c.init(4, key=key, target=image)) for c in shapes}
+    model = dp.Circles.init(4, key=key, target=image)
+    for sampling in ("uniform", "stratified"):
+        fitted = dp.fit(model, image, steps=3, batch=0.5, sampling=sampling, key=key)
+        out[sampling] = fitted.losses
+    return {k: [float(jnp.sum(jnp.abs(x))) for x in jax.tree.leaves(v)] for k, v in out.items()}
+
+
 def test_float64_mode_keeps_float32_losses_and_parameters():
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     run = subprocess.run(
-        [sys.executable, "-c", _X64_SCRIPT], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-c", inspect.getsource(_draws) + _X64_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
@@ -99,6 +119,10 @@ def test_float64_mode_keeps_float32_losses_and_parameters():
         assert out[f"{name} float32"] == "float32", out
         assert out[f"{name} float64"] == "float64", out
     assert out["vmap adam"] == out["vmap inject"] == "float32", out
+    # a key draws the same shapes and pixels whether x64 is on or not
+    image = jnp.linspace(0.0, 1.0, 8 * 8 * 3, dtype=jnp.float32).reshape(8, 8, 3)
+    for name, values in _draws(dp, image).items():
+        np.testing.assert_allclose(out["draws"][name], values, rtol=1e-5, err_msg=name)
 
 
 @pytest.mark.parametrize("method", ["scan", "tiled"])

@@ -78,8 +78,12 @@ def stratified_indices(key, height: int, width: int, stride: int) -> Array:
     rows, cols = np.arange(0, height, stride), np.arange(0, width, stride)
     grid_r, grid_c = np.meshgrid(rows, cols, indexing="ij")
     k_r, k_c = jax.random.split(key)
-    r = jnp.minimum(grid_r + jax.random.randint(k_r, grid_r.shape, 0, stride), height - 1)
-    c = jnp.minimum(grid_c + jax.random.randint(k_c, grid_c.shape, 0, stride), width - 1)
+    r = jnp.minimum(
+        grid_r + jax.random.randint(k_r, grid_r.shape, 0, stride, jnp.int32), height - 1
+    )
+    c = jnp.minimum(
+        grid_c + jax.random.randint(k_c, grid_c.shape, 0, stride, jnp.int32), width - 1
+    )
     return (r * width + c).reshape(-1)
 
 
@@ -87,7 +91,7 @@ def sample_indices(sampler: tuple[str, int], key, height: int, width: int) -> Ar
     kind, size = sampler
     if kind == "uniform":
         # With replacement: O(batch) per step, where a permutation is O(H W log HW).
-        return jax.random.randint(key, (size,), 0, height * width)
+        return jax.random.randint(key, (size,), 0, height * width, jnp.int32)
     return stratified_indices(key, height, width, size)
 
 

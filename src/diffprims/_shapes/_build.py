@@ -149,10 +149,12 @@ def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, ch
         height, width, channels = target.shape
         aspect = width / height
     k_pos, k_size, k_geom, k_colour = jax.random.split(key, 4)
-    centres = jax.random.uniform(k_pos, (n, 2)) * jnp.array([aspect, 1.0])
-    sizes = jnp.exp(jax.random.uniform(k_size, (n,), minval=np.log(low), maxval=np.log(high)))
+    centres = jax.random.uniform(k_pos, (n, 2), jnp.float32) * jnp.array([aspect, 1.0])
+    sizes = jnp.exp(
+        jax.random.uniform(k_size, (n,), jnp.float32, minval=np.log(low), maxval=np.log(high))
+    )
     if target is None:
-        colours = jax.random.uniform(k_colour, (n, channels), minval=0.2, maxval=0.8)
+        colours = jax.random.uniform(k_colour, (n, channels), jnp.float32, minval=0.2, maxval=0.8)
         background = jnp.full((channels,), 0.5)
     else:
         rows = jnp.clip((centres[:, 1] * height).astype(jnp.int32), 0, height - 1)

@@ -99,9 +99,11 @@ class Gaussians(AbstractShapes):
     @classmethod
     def random_geometry(cls, centres, sizes, *, key: PRNGKeyArray) -> dict[str, Array]:
         k_aspect, k_angle = jax.random.split(key)
-        stretch = jnp.exp(jax.random.uniform(k_aspect, sizes.shape, minval=-0.3, maxval=0.3))
+        stretch = jnp.exp(
+            jax.random.uniform(k_aspect, sizes.shape, jnp.float32, minval=-0.3, maxval=0.3)
+        )
         scales = 0.7 * sizes[:, None] * jnp.stack([stretch, 1.0 / stretch], -1)
-        angles = jax.random.uniform(k_angle, sizes.shape, maxval=jnp.pi)
+        angles = jax.random.uniform(k_angle, sizes.shape, jnp.float32, maxval=jnp.pi)
         return {
             "raw_centres": centres,
             "raw_scales": scales,

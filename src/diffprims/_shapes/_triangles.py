@@ -70,9 +70,11 @@ class Triangles(AbstractShapes):
     @classmethod
     def random_geometry(cls, centres, sizes, *, key: PRNGKeyArray) -> dict[str, Array]:
         k_angle, k_jitter = jax.random.split(key)
-        angles = jax.random.uniform(k_angle, sizes.shape, maxval=2 * jnp.pi)[:, None]
+        angles = jax.random.uniform(k_angle, sizes.shape, jnp.float32, maxval=2 * jnp.pi)[:, None]
         angles = angles + jnp.array([0.0, 2.0, 4.0]) * jnp.pi / 3
-        angles = angles + jax.random.uniform(k_jitter, angles.shape, minval=-0.4, maxval=0.4)
+        angles = angles + jax.random.uniform(
+            k_jitter, angles.shape, jnp.float32, minval=-0.4, maxval=0.4
+        )
         unit = jnp.stack([jnp.cos(angles), jnp.sin(angles)], -1)
         # Equal area to a disc of radius `size`: an equilateral triangle of circumradius 1.56 r.
         return {"raw_vertices": centres[:, None, :] + 1.56 * sizes[:, None, None] * unit}
