@@ -286,3 +286,45 @@ def test_a_bug_in_a_loss_is_not_blamed_on_whole_images():
     assert "whole images" not in str(info.value)
     with pytest.raises(ValueError, match="whole images"):
         dp.paint(target, 4, key=jax.random.key(0), steps=4, loss=dp.SSIM())
+
+
+def test_a_large_target_is_painted_from_a_smaller_copy(monkeypatch):
+    # Scaled down: "large" is above 24 x 16 pixels here (512 x 512 in the library).
+    from diffprims._paint import _rounds, _working
+
+    monkeypatch.setattr(_working, "WORKING_PIXELS", 24 * 16)
+    monkeypatch.setattr(_working, "PIXELS_PER_SHAPE", 1)
+    seen = []
+    init = _rounds.Painting.__init__
+
+    def spy(self, models, target, weights, *args, **kwargs):
+        seen.append((target.shape, weights.shape))
+        init(self, models, target, weights, *args, **kwargs)
+
+    monkeypatch.setattr(_rounds.Painting, "__init__", spy)
+    y, x = jnp.mgrid[0:72, 0:48] / 72.0
+    target = jnp.stack([x, y, 0.5 * (x + y)], axis=-1)
+    weights = jnp.ones((72, 48)).at[:36].set(4.0)
+    loss = dp.Weighted(dp.L2(), weights) + 0.1 * dp.Weighted(dp.L1(), weights)
+    result = dp.paint(target, 6, key=jax.random.key(0), steps=60, loss=loss)
+    assert seen == [((24, 16, 3), (24, 16))]
+    # resolution-free shapes: drawn at the target's size they paint it
+    assert _psnr(result.model, target) > 20.0
+
+
+def test_working_copy_shrinks_every_weight_map():
+    from diffprims._paint._working import working_copy
+
+    target = jnp.full((40, 60, 3), 0.25)
+    inner = dp.Weighted(dp.L2(), jnp.full((40, 60), 2.0))
+    loss = dp.Weighted(inner, jnp.full((40, 60, 3), 3.0)) + 0.5 * dp.L1()
+    small, shrunk = working_copy(target, loss, n=1)
+    assert small.shape == target.shape  # 2400 pixels: below the limit, unchanged
+    big = jnp.pad(target, ((0, 560), (0, 540), (0, 0)), constant_values=0.25)
+    maps = dp.Weighted(dp.Weighted(dp.L2(), jnp.full((600, 600), 2.0)), jnp.ones((600, 600, 3)))
+    small, shrunk = working_copy(big, maps + 0.5 * dp.L1(), n=1)
+    assert small.shape == (512, 512, 3)
+    np.testing.assert_allclose(small, 0.25, atol=1e-6)
+    outer = shrunk.terms[0]
+    assert outer.weights.shape == (512, 512, 3) and outer.loss.weights.shape == (512, 512, 1)
+    np.testing.assert_allclose(outer.loss.weights, 2.0, atol=1e-5)

@@ -65,6 +65,7 @@ from ._rounds import Painting, paint_optimizer
 from ._schedule import Budget, affordable_cycles, plan_rounds, with_removal
 from ._solve import check_solve_memory, solve_reserve, squared_error_weights
 from ._threads import best_of_threads
+from ._working import working_copy
 
 
 def paint(
@@ -102,14 +103,16 @@ def paint(
 
     Shapes are added in `rounds` (each round puts new shapes where the picture is most
     wrong, coloured in closed form, then fits every shape so far by gradient descent on
-    stratified pixel samples of the full-resolution target); the first rounds see a
+    stratified pixel samples of the target); the first rounds see a
     blurred target with wider edges (coarse to fine); of `restarts` independent runs
     (concurrent threads on a CPU) the best is kept. Either `steps` or `seconds` sets how
     long it runs.
 
     **Arguments:**
 
-    - `target`: `(H, W, C)` image, float in `[0, 1]`.
+    - `target`: `(H, W, C)` image, float in `[0, 1]`. A target of more than 512 x 512
+      pixels (or 1024 a shape) is painted from a copy of that many, antialiased: the
+      shapes do not depend on the resolution (render them at the target's size).
     - `n`: the number of shapes.
     - `key`: PRNG key; the same key (and the same `steps`) gives the same painting.
     - `shape`: any [`diffprims.AbstractShapes`][] subclass (`dp.Circles`,
@@ -200,6 +203,7 @@ def paint(
     # The placement, pruning and colour solve minimise the same weighted squared error as
     # the fit when the loss is one; for other losses, plain squared error (and no solve).
     _check_loss(loss, target, stride)
+    target, loss = working_copy(target, loss, n)  # a large photo: a smaller copy
     knobs: dict[str, Any] = dict(
         shape=shape, seconds=seconds, steps=steps, rounds=rounds, loss=loss, stride=stride,
         coarse=coarse, softness=softness, opacity=opacity, grow=grow, prune=prune,
