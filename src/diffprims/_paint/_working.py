@@ -48,7 +48,8 @@ def _shrink(image: Array, shape: tuple[int, int]) -> Array:
 
 def working_copy(target: Array, loss: Any, n: int) -> tuple[Array, Any]:
     """`target`, and `loss` with its per-pixel weight maps, at `working_shape`."""
-    shape = working_shape(*target.shape[:2], n)
+    height, width = target.shape[:2]
+    shape = working_shape(height, width, n)
     if shape == target.shape[:2]:
         return target, loss
 
