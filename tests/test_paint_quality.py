@@ -95,12 +95,26 @@ def test_a_short_budget_keeps_only_the_cycles_it_can_feed(dispatches, kept):
     assert 19 < budget.dispatches_left() <= 20
 
 
+@pytest.mark.parametrize("overhead, kept", [(0.0, 2), (1.0, 1), (2.5, 0)])
+def test_costly_rounds_keep_fewer_cycles(overhead, kept):
+    """A round that costs `overhead` dispatches besides its steps (seeding or removing
+    1000 shapes) counts: 10 dispatches feed 2 cycles of cheap rounds, 1 of rounds
+    costing a dispatch more, none of rounds costing 2.5 more."""
+    plan = with_removal(plan_rounds(13, 4, coarse=3.0, grow=0.6, aspect=1.0), 10, cycles=2)
+    assert affordable_cycles(plan, 4, 10.0, overhead) == plan[: 5 + 2 * kept]
+    budget = Budget(plan, 10, steps=None, seconds=10.0, reserve=0.0, start=time.perf_counter() - 3)
+    assert budget.round_overhead() == 0.0  # nothing measured yet
+    budget.dispatch, budget.stepping, budget.begun = 0.5, 1.0, 2
+    assert 2.0 <= budget.round_overhead() < 2.1  # (3 s - 1 s in dispatches) / 2 rounds / 0.5 s
+
+
 @pytest.mark.parametrize("dispatches, rounds_run", [(1.0, 3), (7.0, 5), (99.0, 9)])
 def test_paint_runs_the_cycles_its_time_left_can_feed(dispatches, rounds_run, getkey, monkeypatch):
     """`paint(seconds=...)` asks at its first removal how many dispatches are left and
     runs only the cycles they feed: the removal is then its last round, and it returns
     `n` shapes."""
     monkeypatch.setattr(Budget, "dispatches_left", lambda self: dispatches)
+    monkeypatch.setattr(Budget, "round_overhead", lambda self: 0.0)
     target = _target(getkey())
     result = dp.paint(target, 6, key=getkey(), seconds=2.0, rounds=2, cycles=3)
     assert result.model.num_shapes == 6

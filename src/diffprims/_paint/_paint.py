@@ -283,7 +283,8 @@ def _run_rounds(painting: Painting, driver: Driver, plan: list, budget: Budget, 
         if round_.index >= len(plan) or (round_.cycle and budget.spent()):
             break  # a cycle's spare shapes with no time to fit them: skip the cycles
         if round_.index == first_removal:  # keep the cycles the time left can feed
-            plan = affordable_cycles(plan, round_.index, budget.dispatches_left())
+            left, overhead = budget.dispatches_left(), budget.round_overhead()
+            plan = affordable_cycles(plan, round_.index, left, overhead)
             budget.replan(plan)
         painting.run_round(driver, round_, budget, most, rounds=len(plan), last=round_ is plan[-1])
 

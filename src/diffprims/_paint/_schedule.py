@@ -55,14 +55,18 @@ def with_removal(plan: list[Round], keep: int, cycles: int = 0) -> list[Round]:
     return [dataclasses.replace(r, index=i) for i, r in enumerate(plan)]
 
 
-def affordable_cycles(plan: list[Round], at: int, dispatches: float | None) -> list[Round]:
+def affordable_cycles(plan: list[Round], at: int, dispatches: float | None,
+                      overhead: float = 0.0) -> list[Round]:  # fmt: skip
     """`plan` with only the cycles after round `at` (the first removal) that `dispatches`
-    left can feed with `CYCLE_DISPATCHES` each of their rounds (all without an estimate).
+    left can feed with `CYCLE_DISPATCHES` each of their rounds (all without an estimate),
+    when a round's seeding or removal costs `overhead` dispatches besides (with 1000
+    shapes, as much as its steps).
     """
     if dispatches is None:
         return plan
     cycles = sum(r.cycle for r in plan[at:])
-    keep = min(cycles, max(0, int((dispatches / CYCLE_DISPATCHES - 1) // 2)))
+    rounds = dispatches / (CYCLE_DISPATCHES + overhead)
+    keep = min(cycles, max(0, int((rounds - 1) // 2)))
     return plan[: at + 1 + 2 * keep]
 
 
@@ -108,6 +112,7 @@ class Budget:
         self.done = 0
         self.dispatch: float | None = None  # seconds of the last dispatch
         self.dispatches = 0  # dispatches measured so far
+        self.stepping, self.begun = 0.0, 0  # seconds in dispatches; rounds begun
 
     def replan(self, plan: list[Round]) -> None:
         """Shares for `plan` (with `seconds`, a round's time is its share of the shares
@@ -126,9 +131,17 @@ class Budget:
         left = self.seconds - self.reserve - (time.perf_counter() - self.start)
         return max(left, 0.0) / self.dispatch
 
+    def round_overhead(self) -> float:
+        """A round's time outside its dispatches so far (seeding, removal), in dispatches
+        of the last measured length (0 before one is measured)."""
+        if not self.dispatch or not self.begun:
+            return 0.0
+        elapsed = time.perf_counter() - self.start
+        return max(0.0, elapsed - self.stepping) / self.begun / self.dispatch
+
     def begin(self, r: int) -> None:
         """Start round `r`."""
-        self.round, self.taken = r, 0
+        self.round, self.taken, self.begun = r, 0, self.begun + 1
         self.round_start = self.chunk_start = time.perf_counter()
         self.round_steps = self.round_end = None
         if self.seconds is None:
@@ -171,6 +184,7 @@ class Budget:
         now = time.perf_counter()
         assert self.round_end is not None
         if self.taken:
+            self.stepping += now - self.chunk_start
             # The first dispatch of the paint includes compilation: not an estimate.
             if self.dispatches:
                 self.dispatch = now - self.chunk_start
