@@ -38,24 +38,73 @@ def _tile_size(length: int, size: int) -> int:
     return min(length, 32 * -(-size // 32))
 
 
-@functools.partial(jax.jit, static_argnames="mode")
-def apply_passes(vertical: Array, horizontal: Array, image: Array, mode: str) -> Array:
+# Above this many elements in the vertical passes' intermediate images
+# `(R, H, W + Kw - 1, C)` (64 MiB of float32; about 3x that with the tile windows of
+# both passes), a bank is applied a chunk of passes at a time: memory then grows with
+# the image alone, not with R x the image (rank 200 of a 301 x 301 disk on a 2000 x 2000
+# RGB image asked for 33 GB). A bank that fits is applied in one go, as before.
+CHUNK_ELEMENTS = 2**24
+
+
+def _chunks(rank: int, per_pass: int, budget: int) -> tuple[int, int]:
+    """`(count, size)`: the fewest chunks of at most `budget // per_pass` passes (>= 1),
+    as even as they go (`count * size - rank < count` passes of zeros pad the last)."""
+    count = -(-rank // max(1, budget // per_pass))
+    return count, -(-rank // count)
+
+
+def _passes(vertical: Array, horizontal: Array, rows: Array, shape: tuple[int, ...]) -> Array:
+    """The passes of a bank (or a chunk of one) over the row tiles of the padded image,
+    summed: `(H, W', C)`, `W'` the width rounded up to whole horizontal tiles."""
+    height, width, channels = shape
+    (rank, size_h), size_w = vertical.shape, horizontal.shape[1]
+    # Vertical passes: (R, H, W + Kw - 1, C), one intermediate image per pass.
+    tile = rows.shape[1] - size_h + 1
+    columns = jnp.einsum("rtu,buwc->rbtwc", _toeplitz(vertical, tile), rows)
+    columns = columns.reshape(rank, -1, width + size_w - 1, channels)[:, :height]
+    # Horizontal passes, summed over the bank, on tile windows of these R images only.
+    tile = _tile_size(width, size_w)
+    cols = _tiles(jnp.moveaxis(columns, 2, 0), width, size_w, tile)
+    out = jnp.einsum("rtu,burhc->hbtc", _toeplitz(horizontal, tile), cols)
+    return out.reshape(height, -1, channels)
+
+
+@functools.partial(jax.jit, static_argnames=("mode", "chunk_elements"))
+def apply_passes(
+    vertical: Array,
+    horizontal: Array,
+    image: Array,
+    mode: str,
+    chunk_elements: int = CHUNK_ELEMENTS,
+) -> Array:
     # Compiled as a whole: eagerly, dispatching its dozen small ops costs ~10x more.
     height, width, channels = image.shape
     (rank, size_h), size_w = vertical.shape, horizontal.shape[1]
     dtype = jnp.result_type(image.dtype, vertical.dtype)
     padding = ((size_h // 2, (size_h - 1) // 2), (size_w // 2, (size_w - 1) // 2), (0, 0))
     padded = jnp.pad(image.astype(dtype), padding, mode=mode)
-    # Vertical passes: (R, H, W + Kw - 1, C), one intermediate image per pass.
-    tile = _tile_size(height, size_h)
-    rows = _tiles(padded, height, size_h, tile)
-    columns = jnp.einsum("rtu,buwc->rbtwc", _toeplitz(vertical, tile), rows)
-    columns = columns.reshape(rank, -1, width + size_w - 1, channels)[:, :height]
-    # Horizontal passes, summed over the bank: (H, W, C).
+    rows = _tiles(padded, height, size_h, _tile_size(height, size_h))
+    per_pass = height * (width + size_w - 1) * channels
+    count, size = _chunks(rank, per_pass, chunk_elements)
+    if count == 1:
+        return _passes(vertical, horizontal, rows, image.shape)[:, :width]
+    # Chunk by chunk, summed in a loop (passes of zeros fill the last chunk: they add 0).
+    # `checkpoint`: gradients recompute a chunk's intermediate images, not store them all.
+    pad = ((0, count * size - rank), (0, 0))
+    chunks = (
+        jnp.pad(vertical, pad).reshape(count, size, size_h),
+        jnp.pad(horizontal, pad).reshape(count, size, size_w),
+    )
+    passes = jax.checkpoint(_passes, static_argnums=3)
+
+    def step(total: Array, chunk: tuple[Array, Array]) -> tuple[Array, None]:
+        return total + passes(*chunk, rows, image.shape), None
+
     tile = _tile_size(width, size_w)
-    cols = _tiles(jnp.moveaxis(columns, 2, 0), width, size_w, tile)
-    out = jnp.einsum("rtu,burhc->hbtc", _toeplitz(horizontal, tile), cols)
-    return out.reshape(height, -1, channels)[:, :width]
+    shape = (height, -(-width // tile) * tile, channels)
+    total = jnp.zeros(shape, jnp.result_type(dtype, horizontal.dtype))
+    total, _ = jax.lax.scan(step, total, chunks)
+    return total[:, :width]
 
 
 @jax.jit
