@@ -229,6 +229,10 @@ def test_batched_layers_are_refused_by_render():
         layers.render_image((8, 8))
     images = jax.vmap(lambda m: m.render_image((8, 8)))(layers)
     assert images.shape == (2, 8, 8, 3)
+    # a batch's leading axis was taken for N (2 shapes, where each member holds 5)
+    with pytest.raises(ValueError, match=r"`num_shapes` takes one model.*batch of 2"):
+        layers.num_shapes  # noqa: B018
+    assert set(jax.vmap(lambda m: jnp.full((), m.num_shapes))(layers).tolist()) == {5}
 
 
 def test_one_model_with_as_many_shapes_as_channels_is_not_a_batch():

@@ -176,7 +176,7 @@ class AbstractShapes(AbstractModel):
     @property
     def num_shapes(self) -> int:
         """The number of shapes `N`."""
-        return self.raw_colours.shape[0]
+        return _build.num_shapes(self)
 
     @property
     def num_channels(self) -> int:

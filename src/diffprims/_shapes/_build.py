@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
+from .._model import batch_message
 from .._validate import (
     check_float_array,
     check_key,
@@ -130,6 +131,15 @@ def _size_range(size_range: Any) -> tuple[float, float]:
             f"`size_range` must be (low, high) with 0 < low <= high; got {size_range}."
         )
     return low, high
+
+
+def num_shapes(shapes) -> int:
+    """`N`, from the colours `(N, C)`. A batch of sets (`jax.vmap` over a constructor)
+    is a `ValueError`: its batch axis was silently taken for `N`."""
+    colours = shapes.raw_colours
+    if colours.ndim > 2:
+        raise ValueError(batch_message(shapes, tuple(colours.shape[:-2]), "num_shapes"))
+    return colours.shape[0]
 
 
 def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, channels,
