@@ -377,3 +377,32 @@ def test_float64_mode():
     results = json.loads(run.stdout.strip().splitlines()[-1])
     assert len(results) == 4 * len(SHAPE_TYPES) + 1
     assert all(results.values()), {k: v for k, v in results.items() if not v}
+
+
+def test_values_at_the_ends_of_their_range_still_get_gradients():
+    # A network that outputs opacities of exactly 1 (or clipped colours, a radius of 0)
+    # got exactly zero gradients from `from_values`: the clip to finite parameters.
+    centres = jnp.array([[0.5, 0.5], [0.2, 0.3]])
+
+    def mean_pixel(colours, opacities, background, radii):
+        model = dp.Circles.from_values(
+            centres=centres, radii=radii, colours=colours, opacities=opacities,
+            background=background,
+        )  # fmt: skip
+        return model.render_image((16, 16)).mean()
+
+    def grads(end, inside, radius):
+        colours = jnp.array([[end, inside, inside], [inside, end, end]])
+        args = (
+            colours,
+            jnp.full((2,), end),
+            jnp.array([end, inside, end]),
+            jnp.array([radius, 0.2]),
+        )
+        return jax.grad(mean_pixel, argnums=(0, 1, 2, 3))(*args)
+
+    at_the_ends = grads(1.0, 0.0, 0.0)
+    just_inside = grads(1.0 - 1e-3, 1e-3, 1e-4)
+    for end, inside in zip(at_the_ends, just_inside):
+        assert np.all(np.abs(end) > 0)
+        np.testing.assert_allclose(end, inside, rtol=0.1)

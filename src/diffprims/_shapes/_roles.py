@@ -76,15 +76,22 @@ class Role:
         """The stored parameter of a value; the inverse of `value` (float32).
 
         Logit values are clipped 1e-6 inside `(0, 1)` and log values to at least 1e-30,
-        so the ends map to finite parameters.
+        so the ends map to finite parameters; the clip passes gradients as the identity
+        does, so an opacity of exactly 1 or a radius of 0 given by a network still learns
+        (a clip's own gradient there is 0).
         """
         value = jnp.asarray(value, jnp.float32)
         if self.transform == "log":
-            return jnp.log(jnp.maximum(value, 1e-30))
+            return jnp.log(_clip(value, 1e-30, jnp.inf))
         if self.transform == "logit":
-            p = jnp.clip(value, _EPS, 1.0 - _EPS)
+            p = _clip(value, _EPS, 1.0 - _EPS)
             return (jnp.log(p) - jnp.log1p(-p)) / self.scale
         return value / self.scale
+
+
+def _clip(value: Array, low: Any, high: Any) -> Array:
+    """`jnp.clip` with the identity's gradient (straight through)."""
+    return value + jax.lax.stop_gradient(jnp.clip(value, low, high) - value)
 
 
 POSITION = Role("position", "linear", 0.2)
