@@ -259,6 +259,21 @@ def test_resume_refuses_a_jitted_loss_closing_over_other_weights(tmp_path):
     _small_fit(None, steps=6, resume=path, loss=jitted([1.0, 1.0, 1.0]))  # equal: resumes
 
 
+def test_resume_refuses_other_injected_hyperparameters(tmp_path):
+    # `inject_hyperparams` keeps the rate in the optimizer state, which the update's
+    # print sees only as an input: a resume at 0.5 continued at the checkpoint's 0.05.
+    def adam(rate):
+        return optax.inject_hyperparams(optax.adam)(learning_rate=rate)
+
+    path = tmp_path / "fit.ckpt"
+    _small_fit(path, optimizer=adam(0.05))
+    with pytest.raises(dp.CheckpointError, match="optimizer hyperparameters.*inject_hyperparams"):
+        _small_fit(None, steps=6, resume=path, optimizer=adam(0.5))
+    resumed = _small_fit(None, steps=6, resume=path, optimizer=adam(0.05))  # equal: resumes
+    whole = _small_fit(None, steps=6, optimizer=adam(0.05))
+    np.testing.assert_array_equal(resumed.model.raw_centres, whole.model.raw_centres)
+
+
 def test_resume_with_fresh_but_equal_loss_and_optimizer(tmp_path):
     path = tmp_path / "fit.ckpt"
     reference = _small_fit(None, steps=6, loss=dp.L2(), optimizer=optax.adam(1e-2))

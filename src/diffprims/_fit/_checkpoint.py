@@ -36,6 +36,7 @@ _HOW = {  # what each identity field covers
     "frozen parameters",
     "loss": "its kind, structure and weights",
     "optimizer": "its kind and settings, e.g. the learning rate",
+    "hyperparameters": "the values given to `optax.inject_hyperparams`",
 }
 
 FORMAT = "diffprims-checkpoint"

@@ -105,7 +105,7 @@ def fit(
       different fit raises [`diffprims.CheckpointError`][]: the checkpoint records the
       model's settings, the loss (with its weights) and the optimizer by what they
       compute, so a fresh `optax.adam(1e-2)` resumes one written with another, and
-      `optax.adam(0.5)` is refused.
+      `optax.adam(0.5)` (or another rate given to `optax.inject_hyperparams`) is refused.
     - `trainable`: which parameters train, as an equinox filter spec: a pytree of bools
       matching the model (or a prefix of it), or a function `leaf -> bool`. The others
       get exactly zero updates (the optimizer never sees them, so no weight decay

@@ -33,7 +33,12 @@ from ._canon import fingerprint, loss_fingerprint, update_fingerprint, without_a
 from ._loop import loss_args, loss_call
 
 #: The fields `fit_identity` adds to a checkpoint's header, and what each names.
-FIELDS = {"model_settings": "model settings", "loss": "loss", "optimizer": "optimizer"}
+FIELDS = {
+    "model_settings": "model settings",
+    "loss": "loss",
+    "optimizer": "optimizer",
+    "hyperparameters": "set of optimizer hyperparameters",
+}
 VERSIONS = "identity_versions"
 CURRENT = f"jax {jax.__version__}, equinox {eqx.__version__}, optax {optax.__version__}"
 
@@ -62,7 +67,24 @@ def fit_identity(
         "model_settings": _digest(without_addresses(str(jax.tree.structure(static))), static),
         "loss": None if loss_print is None else _digest(loss_print, loss),
         "optimizer": optimizer_print,
+        "hyperparameters": _hyperparameters(opt_state),
     }
+
+
+def _hyperparameters(opt_state: Any) -> str | None:
+    """SHA-256 of the settings `optax.inject_hyperparams` keeps in a fresh `opt_state`
+    (None without any): the update's print sees them only as inputs, and a resume with
+    another learning rate was continued at the checkpoint's."""
+    injected = [
+        node.hyperparams
+        for node in jax.tree.leaves(opt_state, is_leaf=_injected)
+        if _injected(node)
+    ]
+    return _digest("hyperparameters", injected) if injected else None
+
+
+def _injected(node: Any) -> bool:
+    return isinstance(getattr(node, "hyperparams", None), dict)
 
 
 def _digest(text: str, tree: Any) -> str:
