@@ -290,3 +290,20 @@ def test_pointwise_of_the_wrong_shape_is_named(wrap, jit):
     call = eqx.filter_jit(loss) if jit else loss
     with pytest.raises(ValueError, match=r"_ChannelSummed.pointwise` must return one error per"):
         call(jnp.zeros((4, 4, 3)), jnp.ones((4, 4, 3)))
+
+
+@pytest.mark.parametrize(
+    "shape, said",
+    [
+        ((8, 100, 3), r"filter_size=7\)"),  # a whole image, already batch=None
+        ((3, 3, 1), r"filter_size=3\)"),
+        ((16, 16, 0), "at least one channel"),
+        ((100, 3), "cannot be evaluated on sampled pixels"),
+    ],
+)
+def test_ssim_on_too_small_images_names_the_window_to_pass(shape, said):
+    with pytest.raises(ValueError, match=said):
+        dp.SSIM()(jnp.zeros(shape), jnp.zeros(shape))
+    if len(shape) == 3 and shape[2]:  # the window it names works
+        size = int(said.split("=")[1].split("\\")[0])
+        assert jnp.isfinite(dp.SSIM(filter_size=size)(jnp.zeros(shape), jnp.ones(shape)))

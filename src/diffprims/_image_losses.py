@@ -52,11 +52,22 @@ class SSIM(AbstractLoss):
         # `__check_init__` it was dropped, and `max_value=0` under jit gave garbage).
         max_value = check_scalar(self.max_value, "max_value", lower=0.0)
         filter_sigma = check_scalar(self.filter_sigma, "filter_sigma", lower=0.0)
-        if pred.ndim != 3 or min(pred.shape[:2]) < self.filter_size:
+        if pred.ndim != 3:
             raise ValueError(
-                f"`SSIM` compares whole images (H, W, C) of at least {self.filter_size} "
-                f"pixels a side; got {describe(pred)}. It cannot be evaluated on sampled "
-                "pixels: fit with `batch=None`, or use a pointwise loss when minibatching."
+                f"`SSIM` compares whole images (H, W, C); got {describe(pred)}. It cannot "
+                "be evaluated on sampled pixels: fit with `batch=None`, or use a pointwise "
+                "loss when minibatching."
+            )
+        side = min(pred.shape[:2])
+        if side < self.filter_size or pred.shape[2] == 0:
+            fix = (
+                f"Pass a smaller window, e.g. `dp.SSIM(filter_size={side - 1 + side % 2})`."
+                if pred.shape[2]
+                else "Give it at least one channel."
+            )
+            raise ValueError(
+                f"`SSIM` needs images of at least `filter_size` = {self.filter_size} pixels "
+                f"a side, with channels; got {describe(pred)}. {fix}"
             )
         ssim = dm_pix.ssim(
             pred,
