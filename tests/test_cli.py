@@ -1016,3 +1016,21 @@ def test_filter_says_which_kernel_files_it_reads(capsys, name, content, message)
     status, err = run(["filter", "--kernel", name], capsys)
     assert status == 2 and err.count("\n") == 1 and "Warning" not in err, err
     assert message in err and not Path("out").exists()
+
+
+def test_paint_lr_sets_every_learning_rate(capsys, monkeypatch):
+    # `--lr` is "the Adam learning rate": paint has three (positions, other geometry,
+    # colours), and it set only the first.
+    import diffprims as dp
+
+    seen = {}
+    paint = dp.paint
+
+    def spy(*args, **kwargs):
+        seen.update({k: kwargs[k] for k in ("lr", "lr_geometry", "lr_colour")})
+        return paint(*args, **kwargs)
+
+    monkeypatch.setattr(dp, "paint", spy)
+    image = write_picture("in.png")
+    assert run(["paint", image, *FAST, "--steps", 2, "--lr", "0.03"], capsys)[0] == 0
+    assert seen == {"lr": 0.03, "lr_geometry": 0.03, "lr_colour": 0.03}

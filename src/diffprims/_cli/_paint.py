@@ -201,6 +201,7 @@ def _fit(args: argparse.Namespace, settings: dict[str, Any], target: Any, second
             return dp.paint(
                 target, args.num_shapes, key=key_fit, shape=shape_type, seconds=seconds,
                 steps=steps, softness=settings["softness"], lr=settings["lr"],
+                lr_geometry=settings["lr"], lr_colour=settings["lr"],
                 rounds=args.rounds or 8, restarts=args.restarts or 1, progress=not args.quiet,
             ), False  # fmt: skip
         batch = args.batch if args.batch is not None else 0.1
