@@ -19,7 +19,7 @@ class FitDivergedError(ValueError):
 
     ```python
     try:
-        result = dp.fit(model, target, optimizer=optax.sgd(1e3), steps=500)
+        result = dp.fit(model, target, optimizer=optax.sgd(1e8), steps=500)
     except dp.FitDivergedError as error:
         result = error.result            # the last finite model
     ```
