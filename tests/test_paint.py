@@ -343,3 +343,22 @@ def test_the_colour_solve_never_spoils_a_plain_page(colour):
         for s in (True, False)
     ]
     assert psnrs[0] >= psnrs[1] - 0.01 and psnrs[0] > 80.0, psnrs
+
+
+def test_seconds_is_the_whole_call(monkeypatch):
+    # `FitResult.seconds` ("wall time, compilation included") began at the step loop's
+    # driver, after the checks, the working copy and the blank shapes.
+    import time
+
+    from diffprims._paint import _paint as module
+
+    slow_blank = module.blank
+
+    def blank(*args, **kwargs):
+        time.sleep(0.5)
+        return slow_blank(*args, **kwargs)
+
+    monkeypatch.setattr(module, "blank", blank)
+    start = time.perf_counter()
+    result = dp.paint(jnp.full((8, 8, 3), 0.5), 2, key=jax.random.key(0), steps=4)
+    assert 0.5 <= result.seconds <= time.perf_counter() - start

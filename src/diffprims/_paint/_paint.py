@@ -260,6 +260,7 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
         painting.result, painting.state, steps=steps, progress=progress,
         show_psnr=isinstance(loss, L2), stop=stop, name="Paint",
     )  # fmt: skip
+    driver.start_time = start_time  # `seconds` is the whole call's, setup included
     warm_up = painting.warm_up(plan, budget, steps_per_dispatch, seconds if solving else False)
     try:
         with driver:
