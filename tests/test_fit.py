@@ -342,3 +342,18 @@ def test_layers_trainable_errors(kwargs, error, match):
     kinds = kwargs.pop("kinds", ())
     with pytest.raises(error, match=match):
         model.trainable(*kinds, **kwargs)
+
+
+def test_a_loss_holding_its_own_map_is_told_to_use_weighted():
+    class MaskedL2(dp.AbstractPointwiseLoss):
+        mask: jax.Array
+
+        def pointwise(self, pred, target):
+            return self.mask * (pred - target) ** 2
+
+    target = jnp.full((24, 24, 3), 0.5)
+    model = dp.Circles.init(3, key=jax.random.key(0), target=target)
+    loss = MaskedL2(jnp.ones((24, 24, 1)))
+    with pytest.raises(ValueError, match=r"works on whole images.*dp\.Weighted\(loss, map\)"):
+        dp.fit(model, target, loss=loss, steps=2, batch=0.1, key=jax.random.key(0))
+    dp.fit(model, target, loss=loss, steps=2)  # whole images: fine

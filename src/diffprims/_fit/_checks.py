@@ -157,12 +157,24 @@ def check_loss_on(loss: AbstractLoss, target: Any, batch: int | None) -> None:
     height, width, channels = target.shape
     check_weight_maps(loss, (height, width))
     pred_shape = (height, width, channels) if batch is None else (batch, channels)
-    check_loss_output(
-        # What each step calls: per-pixel maps sampled at the batch's pixels.
-        loss if batch is None else restrict_to_pixels(loss, jnp.zeros((batch,), jnp.int32)),
-        jax.ShapeDtypeStruct(pred_shape, target.dtype),
-        jax.ShapeDtypeStruct(pred_shape, target.dtype),
-    )
+    try:
+        check_loss_output(
+            # What each step calls: per-pixel maps sampled at the batch's pixels.
+            loss if batch is None else restrict_to_pixels(loss, jnp.zeros((batch,), jnp.int32)),
+            jax.ShapeDtypeStruct(pred_shape, target.dtype),
+            jax.ShapeDtypeStruct(pred_shape, target.dtype),
+        )
+    except ValueError as error:
+        if batch is None or not str(error).startswith("`loss` failed"):
+            raise
+        check_loss_on(loss, target, None)  # whole images fail too: that error is the one
+        raise ValueError(
+            f"{error}. The loss works on whole images but not on the (P, C) values a "
+            f"minibatch samples ({batch} pixels a step): an (H, W) map it holds is not "
+            "sampled along. Give "
+            "per-pixel maps as `dp.Weighted(loss, map)` (`fit` samples them at the drawn "
+            "pixels), or fit with `batch=None`."
+        ) from None
 
 
 def check_checkpointing(checkpoint: Any, checkpoint_every: Any, resume: Any) -> int | None:
