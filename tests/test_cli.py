@@ -1034,3 +1034,10 @@ def test_paint_lr_sets_every_learning_rate(capsys, monkeypatch):
     image = write_picture("in.png")
     assert run(["paint", image, *FAST, "--steps", 2, "--lr", "0.03"], capsys)[0] == 0
     assert seen == {"lr": 0.03, "lr_geometry": 0.03, "lr_colour": 0.03}
+
+
+def test_a_diverged_fit_says_to_lower_the_rate(capsys):
+    image = write_picture("in.png")
+    status, err = run(["paint", image, *FAST, "--fit", "--steps", 20, "--lr", "1e30"], capsys)
+    assert status == 1 and "diverged at step" in err and "lower --lr (it was 1e+30)" in err
+    assert "error.result" not in err and "optax.chain" not in err

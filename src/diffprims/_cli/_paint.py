@@ -213,6 +213,11 @@ def _fit(args: argparse.Namespace, settings: dict[str, Any], target: Any, second
             batch=batch, key=key_fit, progress=not args.quiet, trainable=trainable,
             snapshots=min(settings["frames"], steps + 1),
         ), False  # fmt: skip
+    except dp.FitDivergedError as error:  # the Python API's advice does not fit here
+        raise RuntimeError(
+            f"the fit diverged at step {error.step} (its loss is not finite); lower --lr "
+            f"(it was {settings['lr']:g})"
+        ) from None
     except dp.FitInterrupted as stop:
         # Ctrl-C: write what the fit reached (a second Ctrl-C stops the writing).
         print(f"interrupted after {stop.step} steps; writing the results so far (Ctrl-C "
