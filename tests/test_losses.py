@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import diffprims as dp
-from diffprims._losses import restrict_to_pixels
+from diffprims._loss_checks import restrict_to_pixels
 
 from .helpers import pointwise_losses
 

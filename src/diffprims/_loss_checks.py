@@ -1,11 +1,15 @@
-"""What `fit` and `paint` check of a loss before they compile a step with it."""
+"""What `fit` and `paint` check of a loss before they compile a step with it, and its
+per-pixel maps sampled at a minibatch's pixels or resized with the target."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array
 
 from ._losses import AbstractLoss, Weighted
 from ._validate import describe
@@ -43,3 +47,20 @@ def check_loss_output(loss: AbstractLoss, pred: Any, target: Any) -> None:
             "`loss` must return a float scalar; got "
             f"{describe(out)}. Reduce it, e.g. with `jnp.mean`."
         )
+
+
+def restrict_to_pixels(loss: AbstractLoss, indices: Array) -> AbstractLoss:
+    """The loss seen on the flat pixel `indices` only: per-pixel maps are sampled."""
+    return map_weight_maps(loss, lambda w: w.reshape(-1, w.shape[-1])[indices])
+
+
+def map_weight_maps(loss: AbstractLoss, fn: Callable[[Array], Array]) -> AbstractLoss:
+    """`loss` with every `Weighted` map (in nested ones too) replaced by `fn(map)`."""
+
+    def one(node):
+        if not isinstance(node, Weighted):
+            return node
+        parts = fn(node.weights), map_weight_maps(node.loss, fn)
+        return eqx.tree_at(lambda w: (w.weights, w.loss), node, parts)
+
+    return jax.tree.map(one, loss, is_leaf=lambda node: isinstance(node, Weighted))

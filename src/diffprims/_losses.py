@@ -141,8 +141,7 @@ class AbstractPointwiseLoss(AbstractLoss):
 
 
 def _errors(loss: AbstractPointwiseLoss, pred: Array, target: Array) -> Array:
-    """`loss.pointwise`, checked: one error per element of `pred` (a reduced result
-    would change the mean's scale silently)."""
+    """`loss.pointwise`, checked: one error per element of `pred` (as documented)."""
     errors = loss.pointwise(pred, target)
     if getattr(errors, "shape", None) != pred.shape:
         raise ValueError(
@@ -384,17 +383,3 @@ def as_loss(loss: Any, name: str = "loss") -> AbstractLoss:
         f"`{name}` must be a loss `(pred, target) -> scalar` such as `dp.L2()`; got "
         f"{describe(loss)}.{hint}"
     )
-
-
-def restrict_to_pixels(loss: AbstractLoss, indices: Array) -> AbstractLoss:
-    """The loss seen on the flat pixel `indices` only: per-pixel maps are sampled (in
-    nested `Weighted` losses too)."""
-
-    def sample(node):
-        if isinstance(node, Weighted):
-            flat = node.weights.reshape(-1, node.weights.shape[-1])
-            inner = restrict_to_pixels(node.loss, indices)
-            return eqx.tree_at(lambda w: (w.weights, w.loss), node, (flat[indices], inner))
-        return node
-
-    return jax.tree.map(sample, loss, is_leaf=lambda node: isinstance(node, Weighted))

@@ -13,12 +13,11 @@ import numpy as np
 import optax
 
 from .._image import check_image
-from .._loss_checks import check_loss_output, check_weight_maps
+from .._loss_checks import check_loss_output, check_weight_maps, restrict_to_pixels
 from .._losses import (
     L2,
     AbstractLoss,
     as_loss,
-    restrict_to_pixels,
 )
 from .._model import AbstractModel, check_unbatched
 from .._validate import (

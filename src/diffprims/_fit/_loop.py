@@ -16,7 +16,8 @@ import numpy as np
 import optax
 from jaxtyping import Array, PRNGKeyArray
 
-from .._losses import AbstractLoss, restrict_to_pixels
+from .._loss_checks import restrict_to_pixels
+from .._losses import AbstractLoss
 from .._validate import trusted
 from ._canon import canonical_loss, canonical_optimizer, optimizer_update
 

@@ -44,12 +44,11 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._fit._driver import Driver
 from .._fit._result import FitResult
 from .._image import check_image
-from .._loss_checks import check_loss_output, check_weight_maps
+from .._loss_checks import check_loss_output, check_weight_maps, restrict_to_pixels
 from .._losses import (
     L2,
     AbstractLoss,
     as_loss,
-    restrict_to_pixels,
 )
 from .._shapes import MODES, AbstractShapes, Circles, Shortfall, check_shape_type, not_a_shape_type
 from .._validate import (

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from .._losses import Weighted
+from .._loss_checks import map_weight_maps
 
 #: The most pixels a painting of `n` shapes fits on: 512 x 512, or 1024 a shape (a
 #: shape of average size then covers 32 x 32 pixels or more), whichever is more.
@@ -50,14 +50,7 @@ def working_copy(target: Array, loss: Any, n: int) -> tuple[Array, Any]:
     """`target`, and `loss` with its per-pixel weight maps, at `working_shape`."""
     height, width = target.shape[:2]
     shape = working_shape(height, width, n)
-    if shape == target.shape[:2]:
+    if shape == (height, width):
         return target, loss
-
-    def shrink(node: Any) -> Any:
-        if not isinstance(node, Weighted):
-            return node
-        inner = jax.tree.map(shrink, node.loss, is_leaf=lambda x: isinstance(x, Weighted))
-        return Weighted(inner, _shrink(node.weights, shape))
-
-    loss = jax.tree.map(shrink, loss, is_leaf=lambda x: isinstance(x, Weighted))
+    loss = map_weight_maps(loss, lambda weights: _shrink(weights, shape))
     return jnp.clip(_shrink(target, shape), 0.0, 1.0), loss
