@@ -170,9 +170,8 @@ def check_loss_on(loss: AbstractLoss, target: Any, batch: int | None) -> None:
         raise ValueError(
             f"{error}. The loss works on whole images but not on the (P, C) values a "
             f"minibatch samples ({batch} pixels a step): an (H, W) map it holds is not "
-            "sampled along. Give "
-            "per-pixel maps as `dp.Weighted(loss, map)` (`fit` samples them at the drawn "
-            "pixels), or fit with `batch=None`."
+            "sampled along. Give per-pixel maps as `dp.Weighted(loss, map)` (`fit` samples "
+            "them at the drawn pixels), or fit with `batch=None`."
         ) from None
 
 

@@ -72,6 +72,8 @@ class Driver:
     - `show_psnr`: show `-10 log10(loss)` as PSNR (an L2 loss on images in `[0, 1]`).
     - `hint`: appended to the `FitInterrupted` message (how to resume).
     - `name`: what the caller calls the run in that message ("Fit", "Paint").
+    - `start_time`: when the run began (`time.perf_counter()`; default: now), for the
+      result's `seconds`.
     - `stop`: another thread's Ctrl-C flag (`ctrl_c_flag`), checked with its own: a run in
       a worker thread, which Python's signals never reach, stops when it is set. Its
       "dispatched" is set once a dispatch has finished (the programs are compiled).
@@ -81,7 +83,7 @@ class Driver:
                  steps: int | None, progress: bool = False, traced: bool = False,
                  checkpointer: Any = None, start: int = 0, losses: Any = None,
                  show_psnr: bool = False, hint: str = "", stop: dict | None = None,
-                 name: str = "Fit"):  # fmt: skip
+                 name: str = "Fit", start_time: float | None = None):  # fmt: skip
         self.make_result, self.state, self.steps = make_result, state, steps
         self.traced, self.checkpointer, self.show_psnr = traced, checkpointer, show_psnr
         # Checked here, where `fit` and `paint` both hand it over: "no" would be true.
@@ -89,7 +91,7 @@ class Driver:
         self.name = name
         self.done = start
         self.chunks = [] if losses is None else [losses]
-        self.start_time = time.perf_counter()
+        self.start_time = time.perf_counter() if start_time is None else start_time
         self.bar: Any = None
         self.info: dict[str, str] = {}
         self._exit = contextlib.ExitStack()

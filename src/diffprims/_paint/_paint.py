@@ -258,9 +258,8 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
     budget = Budget(plan, n, steps=steps, seconds=seconds, reserve=reserve, start=start_time)
     driver = Driver(
         painting.result, painting.state, steps=steps, progress=progress,
-        show_psnr=isinstance(loss, L2), stop=stop, name="Paint",
+        show_psnr=isinstance(loss, L2), stop=stop, name="Paint", start_time=start_time,
     )  # fmt: skip
-    driver.start_time = start_time  # `seconds` is the whole call's, setup included
     warm_up = painting.warm_up(plan, budget, steps_per_dispatch, seconds if solving else False)
     try:
         with driver:

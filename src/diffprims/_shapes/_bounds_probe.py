@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validate import trusted
+from ._build import placed
 from ._protocol import bounds, coverage
-from ._roles import COLOUR, OPACITY
 
 #: Probe shapes across the frame, from a few pixels to half the frame; their edge width
 #: (frame units) is a pixel of a 256-pixel image.
@@ -36,14 +36,9 @@ _LEAK = 1e-3
 @functools.partial(jax.jit, static_argnums=(0, 1))
 @trusted  # probe shapes only; the values are checked by the caller
 def _probe(cls: type, margin: float) -> tuple[Any, Any, Any]:
-    n = len(_SIZES)
-    shapes = cls(
-        raw_colours=COLOUR.raw(jnp.full((n, 3), 0.5)),
-        raw_opacities=OPACITY.raw(jnp.ones((n,))),
-        raw_background=COLOUR.raw(jnp.ones((3,))),
-        softness=1.0,
-        **cls.raw_geometry(jnp.asarray(_CENTRES), jnp.asarray(_SIZES), key=jax.random.key(0)),
-    )
+    colours, background = jnp.full((len(_SIZES), 3), 0.5), jnp.ones((3,))
+    shapes = placed(cls, jnp.asarray(_CENTRES), jnp.asarray(_SIZES), colours, background,
+                    key=jax.random.key(0), opacity=1.0, softness=1.0)  # fmt: skip
     x, y = jnp.meshgrid(jnp.asarray(_GRID), jnp.asarray(_GRID))
     points = jnp.stack([x.ravel(), y.ravel()], axis=-1)
     boxes = bounds(shapes)

@@ -171,6 +171,15 @@ def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, ch
         cols = jnp.clip((centres[:, 0] * height).astype(jnp.int32), 0, width - 1)
         colours = target[rows, cols]
         background = jnp.mean(target, axis=(0, 1))
+    return placed(cls, centres, sizes, colours, background, key=k_geom, opacity=opacity,
+                  softness=softness, compositing=compositing,
+                  learn_background=learn_background)  # fmt: skip
+
+
+def placed(cls, centres, sizes, colours, background, *, key, opacity, softness,
+           compositing="over", learn_background=True):  # fmt: skip
+    """A set of `cls` at `centres` and of about `sizes` (`random_geometry`), coloured."""
+    n = centres.shape[0]
     return cls(
         raw_colours=COLOUR.raw(colours),
         raw_opacities=jnp.full((n,), OPACITY.raw(opacity)),
@@ -179,7 +188,7 @@ def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, ch
         compositing=compositing,
         learn_background=bool(learn_background),
         raw_depths=initial_depths(n) if compositing == "depth" else None,
-        **cls.raw_geometry(centres, sizes, key=k_geom),
+        **cls.raw_geometry(centres, sizes, key=key),
     )
 
 
