@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import os
 import warnings
 from importlib import resources
@@ -28,6 +29,7 @@ from ._image_formats import (
 from ._validate import (
     check_bool,
     check_float_array,
+    check_not_empty,
     check_positive_int,
     check_scalar,
     check_values,
@@ -85,6 +87,7 @@ def psnr(image: Any, target: Any, *, max_value: float = 1.0) -> Float[Array, ""]
         raise ValueError(
             f"`image` and `target` must have the same shape; got {image.shape} and {target.shape}."
         )
+    check_not_empty(image, "image", "`psnr`")
     max_value = check_scalar(max_value, "max_value", lower=0.0)  # traced: checked when run
     if isinstance(max_value, float):
         return _psnr_compiled(image, target, max_value)
@@ -95,12 +98,16 @@ def _psnr(image: Any, target: Any, max_value: Any) -> Array:
     # At least float32 (half precision would round the error away); float64 kept.
     dtype = jnp.promote_types(jnp.result_type(image, target), jnp.float32)
     mse = jnp.mean(jnp.square(image.astype(dtype) - target.astype(dtype)))
+    # `max_value` in decibels on its own (a Python float's in float64): `max_value**2`
+    # overflowed float32 for 1e30 (PSNR inf) and vanished for 1e-30 (-inf).
+    log = math.log10 if isinstance(max_value, float) else jnp.log10
+    peak = 20.0 * log(max_value)
     # Equal images (mse 0) give inf, whose gradient would be 0 * inf = NaN: the double
     # `where` takes the value there with no gradient through `mse`, and keeps 0 out of
     # the differentiated branch, so the gradient is 0 (the same values everywhere).
     safe = jnp.where(mse > 0, mse, 1.0)
-    at_zero = 10.0 * jnp.log10(max_value**2 / jax.lax.stop_gradient(mse))
-    return jnp.where(mse > 0, 10.0 * jnp.log10(max_value**2 / safe), at_zero)
+    at_zero = peak - 10.0 * jnp.log10(jax.lax.stop_gradient(mse))
+    return jnp.where(mse > 0, peak - 10.0 * jnp.log10(safe), at_zero)
 
 
 # One compiled call: eagerly, its five small ops cost several times more.

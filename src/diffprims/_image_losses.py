@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dm_pix
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from ._image import blur, check_image
@@ -17,6 +21,11 @@ from ._validate import (
     runtime_check,
 )
 
+# The least `max_value` SSIM computes with, as a share of the largest pixel magnitude.
+_MIN_RELATIVE_MAX = 1e-6
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_PEAK = " It is the largest pixel value (1 for images in [0, 1]), and must fit in float32."
+
 
 class SSIM(AbstractLoss):
     """Structural dissimilarity: `1 - SSIM(pred, target)`, with dm-pix's SSIM.
@@ -28,7 +37,9 @@ class SSIM(AbstractLoss):
 
     **Arguments:**
 
-    - `max_value`: the largest pixel value (1 for images in `[0, 1]`).
+    - `max_value`: the largest pixel value (1 for images in `[0, 1]`), up to float32's
+      largest, 3.4e38. SSIM is computed on the images scaled to it, so any scale stays
+      finite; pixels over a million times `max_value` raise it to a millionth of theirs.
     - `filter_size`, `filter_sigma`: the Gaussian window.
 
     ```python
@@ -42,15 +53,17 @@ class SSIM(AbstractLoss):
     filter_sigma: float = 1.5
 
     def __check_init__(self):
-        check_scalar(self.max_value, "max_value", lower=0.0)
+        check_scalar(self.max_value, "max_value", lower=0.0, upper=_FLOAT32_MAX, hint=_PEAK)
         check_positive_int(self.filter_size, "filter_size")
         check_scalar(self.filter_sigma, "filter_sigma", lower=0.0)
 
     def __call__(self, pred, target):
-        pred, target = check_pair(pred, target)
+        pred, target = check_pair(pred, target, "`SSIM`")
         # Traced settings are checked here, where the check's result is used (in
         # `__check_init__` it was dropped, and `max_value=0` under jit gave garbage).
-        max_value = check_scalar(self.max_value, "max_value", lower=0.0)
+        max_value = check_scalar(
+            self.max_value, "max_value", lower=0.0, upper=_FLOAT32_MAX, hint=_PEAK
+        )
         filter_sigma = check_scalar(self.filter_sigma, "filter_sigma", lower=0.0)
         if pred.ndim != 3:
             raise ValueError(
@@ -69,10 +82,20 @@ class SSIM(AbstractLoss):
                 f"`SSIM` needs images of at least `filter_size` = {self.filter_size} pixels "
                 f"a side, with channels; got {describe(pred)}. {fix}"
             )
+        # SSIM is unchanged when the images and `max_value` are scaled alike: computed
+        # at `max_value` in [1, 2) its constants `(0.03 max_value) ** 2` and the products
+        # of means cannot overflow (`max_value=1e30` gave NaN, as did pixels of 1e20).
+        # Pixels over a million times `max_value` (which would) raise it to a millionth
+        # of the largest. A power of 2 scales exactly (XLA divides by a multiplication
+        # with the reciprocal, and 1 / 3e38 is flushed to 0).
+        largest = jnp.maximum(jnp.max(jnp.abs(pred)), jnp.max(jnp.abs(target)))
+        peak = jnp.maximum(max_value, _MIN_RELATIVE_MAX * largest)
+        exponent = jnp.frexp(jax.lax.stop_gradient(peak))[1] - 1
+        scaled_peak: Any = jnp.ldexp(peak, -exponent)  # an array (dm-pix says float)
         ssim = dm_pix.ssim(
-            pred,
-            target,
-            max_val=max_value,
+            jnp.ldexp(pred, -exponent),
+            jnp.ldexp(target, -exponent),
+            max_val=scaled_peak,
             filter_size=self.filter_size,
             filter_sigma=filter_sigma,
         )

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._validate import check_float_array, check_values, describe, is_traced
+from ._validate import check_float_array, check_not_empty, check_values, describe, is_traced
 
 LossLike = Callable[[Array, Array], Array]
 
@@ -136,7 +136,7 @@ class AbstractPointwiseLoss(AbstractLoss):
         """The per-element error, the shape of `pred`."""
 
     def __call__(self, pred: Array, target: Array) -> Float[Array, ""]:
-        pred, target = check_pair(pred, target)
+        pred, target = check_pair(pred, target, f"`{type(self).__name__}`")
         return jnp.mean(_errors(self, pred, target))
 
 
@@ -352,8 +352,9 @@ class Loss(AbstractLoss):
 FunctionLoss = Loss
 
 
-def check_pair(pred: Any, target: Any) -> tuple[Array, Array]:
-    """`pred` and `target` as float arrays of one shape (no silent broadcasting)."""
+def check_pair(pred: Any, target: Any, what: str = "A loss") -> tuple[Array, Array]:
+    """`pred` and `target` as float arrays of one shape (no silent broadcasting), with
+    at least one element (`what`, the loss, would average over none: NaN)."""
     pred = check_float_array(pred, "pred")
     target = check_float_array(target, "target")
     if pred.shape != target.shape:
@@ -362,6 +363,7 @@ def check_pair(pred: Any, target: Any) -> tuple[Array, Array]:
             f"{tuple(target.shape)}. Losses compare images (H, W, C) or sampled values "
             "(P, C) element by element and never broadcast."
         )
+    check_not_empty(pred, "pred", what)
     return pred, target
 
 

@@ -160,6 +160,20 @@ def check_float_array(
     return x.astype(jnp.float32) if jnp.finfo(x.dtype).bits < 32 else x
 
 
+def check_not_empty(x: Any, name: str, what: str) -> None:
+    """A `ValueError` when `x` holds no elements: `what` (a loss, a metric), a mean over
+    them, would be NaN. Shapes are static, so this works under `jit` too."""
+    shape = tuple(np.shape(x))
+    if 0 in shape:
+        channels = " It has no channels: give it at least one channel." if shape[-1] == 0 else ""
+        raise ValueError(
+            f"{what} needs at least one value to compare; got `{name}` of shape {shape}, "
+            f"which holds none (a mean over no values is NaN).{channels} Pass an (H, W, C) "
+            "image or (P, C) values with every axis >= 1, or skip the call when there is "
+            "nothing to compare."
+        )
+
+
 def upcast_floats(tree: Any) -> Any:
     """`tree` with its floating-point arrays in one dtype, at least float32: half
     precision (bfloat16, float16) as float32, as `check_float_array` upcasts inputs (a

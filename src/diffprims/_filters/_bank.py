@@ -24,7 +24,9 @@ from .._validate import (
 )
 from ._checks import (
     BORDERS,
+    check_bank_fits,
     check_border,
+    check_filtered,
     check_kernel,
     check_one_bank,
     check_peak,
@@ -103,6 +105,7 @@ class SeparableFilters(AbstractModel):
         horizontal = check_float_array(horizontal, "horizontal", hint=_HINT)
         self.vertical = check_values(vertical, "vertical", hint=_HINT)
         self.horizontal = check_values(horizontal, "horizontal", hint=_HINT)
+        check_bank_fits(self.vertical, self.horizontal, _HINT)
 
     def __check_init__(self):
         # Shapes only (cheap, and run on every construction): `batch_shape` reads a bank
@@ -249,7 +252,11 @@ class SeparableFilters(AbstractModel):
         A `SeparableFilters` whose `kernel()` is `self.kernel() / self.kernel().sum()`.
         """
         check_one_bank(self, "normalized", "b.normalized()")
-        kernel = self.kernel()
+        # Summed from the vectors scaled (exactly, by powers of 2) to at most 1: a kernel of
+        # 1e38 fits but its sum overflowed, and one of 1e-40 underflowed: both "sum to 0".
+        ev, eh = (jnp.frexp(jnp.max(jnp.abs(x)))[1] for x in (self.vertical, self.horizontal))
+        vertical = jnp.ldexp(self.vertical, -ev)
+        kernel = jnp.einsum("ri,rj->ij", vertical, jnp.ldexp(self.horizontal, -eh))
         total, magnitude = jnp.sum(kernel), jnp.sum(jnp.abs(kernel))
         message = (
             "`normalized` needs a kernel with a non-zero sum; got a kernel that sums to 0 "
@@ -261,9 +268,10 @@ class SeparableFilters(AbstractModel):
         if is_traced(vanishes):
             total = runtime_check(total, vanishes, message.format(got=""))
         elif bool(vanishes):
-            got = f"; sum {float(total):.3g}, sum |k| {float(magnitude):.3g}"
+            unit = 2.0 ** int(ev + eh)
+            got = f"; sum {float(total) * unit:.3g}, sum |k| {float(magnitude) * unit:.3g}"
             raise ValueError(message.format(got=got))
-        return SeparableFilters(self.vertical / total, self.horizontal)
+        return SeparableFilters(jnp.ldexp(vertical / total, -eh), self.horizontal)
 
     def apply(self, image: Any, *, border: str = "zero") -> Float[Array, "H W C"]:
         """Convolve an image with the kernel as `R` vertical and `R` horizontal 1D passes.
@@ -289,7 +297,7 @@ class SeparableFilters(AbstractModel):
 
         **Returns:**
 
-        The `(H, W, C)` filtered image.
+        The `(H, W, C)` filtered image (a `ValueError` eagerly where it overflows float32).
 
         ```python
         bank = dp.SeparableFilters.from_svd(dp.kernels.disk(31, normalize=True), rank=4)
@@ -298,7 +306,8 @@ class SeparableFilters(AbstractModel):
         """
         image = check_scene(image, "image", "`jax.vmap(bank.apply)(images)`")
         check_one_bank(self, "apply", "b.apply(image)")
-        return apply_passes(self.vertical, self.horizontal, image, BORDERS[check_border(border)])
+        out = apply_passes(self.vertical, self.horizontal, image, BORDERS[check_border(border)])
+        return check_filtered(out, image, self.vertical, self.horizontal)
 
     @classmethod
     def recommended_loss(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
@@ -118,4 +119,57 @@ def check_one_bank(bank: Any, action: str, call: str | None = None) -> None:
         f"`{action}` takes one bank; got a batch of {size} banks (`vertical` "
         f"{tuple(bank.vertical.shape)} and `horizontal` {tuple(bank.horizontal.shape)} have "
         f"leading axes {batch}). {way} one bank with `jax.tree.map(lambda x: x[0], banks)`."
+    )
+
+
+def check_bank_fits(vertical: Array, horizontal: Array, hint: str) -> None:
+    """A `ValueError` when a concrete bank's kernel `sum_r outer(vertical[r],
+    horizontal[r])` overflows its dtype: finite vectors of 1e30 made a kernel, a
+    rendering and a filtered image of inf. Traced or misshapen vectors are left alone
+    (the latter for `SeparableFilters.__check_init__` to name)."""
+    if is_traced(vertical) or is_traced(horizontal) or not (vertical.ndim == horizontal.ndim == 2):
+        return
+    if vertical.shape[0] != horizontal.shape[0] or 0 in vertical.shape + horizontal.shape:
+        return
+    v, h = np.abs(np.asarray(vertical, np.float64)), np.abs(np.asarray(horizontal, np.float64))
+    largest = float(jnp.finfo(jnp.result_type(vertical, horizontal)).max)
+    # `sum_r max|v_r| max|h_r|` bounds every entry and partial sum: most banks stop here.
+    if np.sum(v.max(axis=1) * h.max(axis=1)) <= largest:
+        return
+    if np.all(np.isfinite(np.asarray(jnp.einsum("ri,rj->ij", vertical, horizontal)))):
+        return
+    reach = float(np.max(np.einsum("ri,rj->ij", v, h)))
+    raise ValueError(
+        "`vertical` and `horizontal` must make a kernel that fits in "
+        f"{jnp.result_type(vertical, horizontal)} (entries of magnitude at most "
+        f"{largest:.3g}); got vectors as large as {v.max():.3g} and {h.max():.3g}, whose "
+        f"outer products reach {reach:.3g} and overflow to inf. Scale the vectors down: "
+        f"the kernel scales with each (`vertical * s` scales it by s).{hint}"
+    )
+
+
+def check_filtered(out: Array, image: Array, vertical: Array, horizontal: Array) -> Array:
+    """`out`, a bank's filtered image, or a `ValueError` when, concrete, it holds NaN or
+    inf: a finite image times a finite kernel that overflows its dtype (1e30 pixels under
+    a blur of 1e10) gave inf silently. Traced results are not checked."""
+    if is_traced(out) or bool(jnp.all(jnp.isfinite(out))):
+        return out
+    v, h = np.asarray(vertical, np.float64), np.asarray(horizontal, np.float64)
+    if not (np.all(np.isfinite(v)) and np.all(np.isfinite(h))):
+        raise ValueError(
+            "`apply` needs a bank of finite vectors; got NaN or inf in `vertical` or "
+            "`horizontal` (a bank made without its constructor, e.g. with "
+            "`eqx.tree_at`). Build it with `dp.SeparableFilters(vertical, horizontal)`, "
+            "which checks them."
+        )
+    pixel = float(np.max(np.abs(np.asarray(image, np.float64))))
+    mass = float(np.sum(np.abs(np.einsum("ri,rj->ij", v, h))))
+    count = int(np.sum(~np.isfinite(np.asarray(out))))
+    largest = float(jnp.finfo(out.dtype).max)
+    raise ValueError(
+        f"`apply` must give a filtered image that fits in {out.dtype} (magnitude at most "
+        f"{largest:.3g}); got {count} NaN/inf value(s): pixels as large as {pixel:.3g} "
+        f"under a kernel whose sum of |k| is {mass:.3g} overflow it. Filter in smaller "
+        "units (`bank.apply(image / s)` is the filtered image / s), scale the bank down "
+        "(`bank.normalized()` for a blur), or compute in float64 (`jax_enable_x64`)."
     )
