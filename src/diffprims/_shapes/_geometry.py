@@ -6,12 +6,21 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+#: Centres are clipped to this many frame units, far outside any frame, so that a
+#: point's offset from one, divided by a clamped size and squared (an ellipse's gradient
+#: divides by its radius squared), still fits float32. Unclipped, an ellipse centred at
+#: 1e19 overflowed to inf and its gradients came out NaN; clipped, a shape that far away
+#: gets a zero gradient for its centre. A clip per shape costs nothing beside the work
+#: per point (sample points, not parameters, are taken as they come).
+FAR = 1e6
+
 
 def to_local(
     points: Float[Array, "P 2"], centres: Float[Array, "N 2"], angles: Float[Array, " N"]
 ) -> Float[Array, "N P 2"]:
-    """Points in each shape's frame: translated to its centre, rotated by `-angle`."""
-    d = points[None, :, :] - centres[:, None, :]
+    """Points in each shape's frame: translated to its centre (clipped to `[-FAR, FAR]`),
+    rotated by `-angle`."""
+    d = points[None, :, :] - jnp.clip(centres, -FAR, FAR)[:, None, :]
     cos, sin = jnp.cos(angles)[:, None], jnp.sin(angles)[:, None]
     return jnp.stack([cos * d[..., 0] + sin * d[..., 1], cos * d[..., 1] - sin * d[..., 0]], -1)
 
