@@ -20,9 +20,6 @@ from jaxtyping import Array
 # Values clipped this far inside (0, 1) before the inverse sigmoid, so a colour or
 # opacity of exactly 0 or 1 gets a finite parameter.
 _EPS = 1e-6
-# Log values are `exp(min(raw, _LOG_MAX))`: exp(88) = 1.7e38 still fits float32. Beyond,
-# the value overflowed to inf and its gradient (0 * inf) was NaN.
-_LOG_MAX = 88.0
 _TRANSFORMS = ("linear", "log", "logit")
 #: The kinds of parameter a role can name; `paint` groups learning rates by kind.
 KINDS = ("position", "size", "angle", "geometry", "colour", "opacity", "depth")
@@ -43,8 +40,7 @@ class Role:
       geometric), `"colour"`, `"opacity"`, `"depth"`. `paint` picks learning rates by
       kind; `"position"` and `"size"` values are in frame units (image heights).
     - `transform`: `"linear"` (`value = scale * raw`), `"log"` (`value = exp(raw)`, for
-      positive sizes; a `raw` above 88 counts as 88, so the value stays finite) or
-      `"logit"` (`value = sigmoid(scale * raw)`, for `[0, 1]`).
+      positive sizes) or `"logit"` (`value = sigmoid(scale * raw)`, for `[0, 1]`).
     - `scale`: the factor of a linear or logit transform.
 
     Use the predefined roles [`diffprims.roles`][]: `POSITION`, `SIZE`, `ANGLE`,
@@ -71,7 +67,11 @@ class Role:
     def value(self, raw: Array) -> Array:
         """The value (frame units, radians, `[0, 1]`) of a stored parameter."""
         if self.transform == "log":
-            return jnp.exp(jnp.minimum(raw, _LOG_MAX))
+            # Not clipped: a stored size past 88 (a radius past 1.7e38, which only a fit that
+            # diverged reaches) overflows to inf and makes the loss NaN, which is how `fit`
+            # and `paint` see the divergence and say to lower the learning rate (clipped,
+            # a learning rate of 1e30 ran on to a garbage picture without a word).
+            return jnp.exp(raw)
         if self.transform == "logit":
             return jax.nn.sigmoid(self.scale * raw)
         return self.scale * raw
