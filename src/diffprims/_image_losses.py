@@ -72,15 +72,11 @@ class SSIM(AbstractLoss):
                 "loss when minibatching."
             )
         side = min(pred.shape[:2])
-        if side < self.filter_size or pred.shape[2] == 0:
-            fix = (
-                f"Pass a smaller window, e.g. `dp.SSIM(filter_size={side - 1 + side % 2})`."
-                if pred.shape[2]
-                else "Give it at least one channel."
-            )
+        if side < self.filter_size:  # empty images (no channels too): `check_pair`
             raise ValueError(
                 f"`SSIM` needs images of at least `filter_size` = {self.filter_size} pixels "
-                f"a side, with channels; got {describe(pred)}. {fix}"
+                f"a side; got {describe(pred)}. Pass a smaller window, e.g. "
+                f"`dp.SSIM(filter_size={side - 1 + side % 2})`."
             )
         # SSIM is unchanged when the images and `max_value` are scaled alike: computed
         # at `max_value` in [1, 2) its constants `(0.03 max_value) ** 2` and the products

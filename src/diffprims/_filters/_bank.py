@@ -32,6 +32,7 @@ from ._checks import (
     check_peak,
     check_scene,
     check_weight,
+    outer_sum,
 )
 from ._passes import apply_passes, sample_kernel
 
@@ -148,7 +149,7 @@ class SeparableFilters(AbstractModel):
     def kernel(self) -> Float[Array, "Kh Kw"]:
         """The 2D kernel `sum_r outer(vertical[r], horizontal[r])`, shape `(Kh, Kw)`."""
         check_one_bank(self, "kernel", "b.kernel()")
-        return jnp.einsum("ri,rj->ij", self.vertical, self.horizontal)
+        return outer_sum(self.vertical, self.horizontal)
 
     def render(self, points, *, pixel_size):
         """The kernel at sample points, as a one-channel image.
@@ -256,7 +257,7 @@ class SeparableFilters(AbstractModel):
         # 1e38 fits but its sum overflowed, and one of 1e-40 underflowed: both "sum to 0".
         ev, eh = (jnp.frexp(jnp.max(jnp.abs(x)))[1] for x in (self.vertical, self.horizontal))
         vertical = jnp.ldexp(self.vertical, -ev)
-        kernel = jnp.einsum("ri,rj->ij", vertical, jnp.ldexp(self.horizontal, -eh))
+        kernel = outer_sum(vertical, jnp.ldexp(self.horizontal, -eh))
         total, magnitude = jnp.sum(kernel), jnp.sum(jnp.abs(kernel))
         message = (
             "`normalized` needs a kernel with a non-zero sum; got a kernel that sums to 0 "

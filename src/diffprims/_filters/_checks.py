@@ -122,6 +122,11 @@ def check_one_bank(bank: Any, action: str, call: str | None = None) -> None:
     )
 
 
+def outer_sum(vertical: Array, horizontal: Array) -> Array:
+    """A bank's 2D kernel, `sum_r outer(vertical[r], horizontal[r])`."""
+    return jnp.einsum("ri,rj->ij", vertical, horizontal)
+
+
 def check_bank_fits(vertical: Array, horizontal: Array, hint: str) -> None:
     """A `ValueError` when a concrete bank's kernel `sum_r outer(vertical[r],
     horizontal[r])` overflows its dtype: finite vectors of 1e30 made a kernel, a
@@ -136,7 +141,7 @@ def check_bank_fits(vertical: Array, horizontal: Array, hint: str) -> None:
     # `sum_r max|v_r| max|h_r|` bounds every entry and partial sum: most banks stop here.
     if np.sum(v.max(axis=1) * h.max(axis=1)) <= largest:
         return
-    if np.all(np.isfinite(np.asarray(jnp.einsum("ri,rj->ij", vertical, horizontal)))):
+    if np.all(np.isfinite(np.asarray(outer_sum(vertical, horizontal)))):
         return
     reach = float(np.max(np.einsum("ri,rj->ij", v, h)))
     raise ValueError(
