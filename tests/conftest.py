@@ -6,6 +6,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # 161 s -> 135 s). What the tests check does not depend on them; benchmarks/ run with
 # them, as users do. Set in the environment so that command-line subprocesses get it too.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# XLA:CPU's fusion emitters and its code generation split across threads cost more
+# compile time than they save on these small programs (test_circles.py: 45 s -> 23 s of
+# compilation); the suite's two workers already keep both cores busy.
+_FAST_COMPILE = ["--xla_cpu_use_fusion_emitters=false", "--xla_cpu_parallel_codegen_split_count=1"]
+_flags = os.environ.get("XLA_FLAGS", "").split()
+os.environ["XLA_FLAGS"] = " ".join(_flags + [f for f in _FAST_COMPILE if f not in _flags])
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
