@@ -229,8 +229,14 @@ def test_damaged_and_foreign_images_are_value_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="folder"):
         dp.load_image(tmp_path)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a 32x32 "bomb"
-    with pytest.raises(ValueError, match="at most 100 pixels"):
+    with pytest.raises(ValueError, match="at most 200 pixels.*MAX_IMAGE_PIXELS = None"):
         dp.load_image(path)
+    # Pillow warns from MAX_IMAGE_PIXELS and refuses from twice that; in between (a
+    # 108 MP phone photo against 89 MP), the image is read, with no warning.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 600)
+    assert dp.load_image(path).shape[:2] == (32, 32)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    assert dp.load_image(path).shape[:2] == (32, 32)
 
 
 # -- fit and paint arguments ------------------------------------------------------------

@@ -161,7 +161,9 @@ def _read(path: Any, *, low_bytes: bool = False) -> tuple[Image.Image, str | Non
     name = os.fspath(path)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns from MAX_IMAGE_PIXELS (89 MP) and refuses from twice that: a
+            # 108 MP phone photo is in between, and is read.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path, formats=RASTER_FORMATS) as opened:
                 animated = bool(getattr(opened, "is_animated", False))  # at frame 0 still
                 low_tiles = low_byte_tiles(opened)
@@ -182,10 +184,12 @@ def _read(path: Any, *, low_bytes: bool = False) -> tuple[Image.Image, str | Non
             f"`path` must be a raster image file Pillow can read (PNG, JPEG, TIFF, ...); got "
             f"{name!r}, which is not one."
         ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except Image.DecompressionBombError as error:
         raise ValueError(
-            f"`path` must be an image of at most {Image.MAX_IMAGE_PIXELS} pixels; got "
-            f"{name!r}: {error}"
+            f"`path` must be an image of at most {_pixel_limit()} pixels (Pillow refuses "
+            f"larger ones as possible decompression bombs); got {name!r}: {error}. Scale "
+            "the photo down first or, for a file you trust, raise the limit in Python: "
+            "`PIL.Image.MAX_IMAGE_PIXELS = None`."
         ) from None
     except PermissionError:
         raise
@@ -194,6 +198,12 @@ def _read(path: Any, *, low_bytes: bool = False) -> tuple[Image.Image, str | Non
             f"`path` must be a readable image file; got {name!r}, which is damaged or "
             f"truncated ({error})."
         ) from None
+
+
+def _pixel_limit() -> int | str:
+    """The pixel count from which Pillow refuses to open an image."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return "any" if limit is None else 2 * int(limit)
 
 
 def _low_bytes(path: Any, high: Image.Image, raw: str) -> Image.Image | None:
