@@ -701,6 +701,18 @@ def test_seconds_budget_covers_the_command():
     assert _paint._paint_seconds(argparse.Namespace(seconds=None), now, 1.0) is None
 
 
+def test_a_run_that_spends_its_budget_compiling_says_so(capsys):
+    # A first run at a new size spends most of a short --seconds compiling and paints
+    # few steps: a line says so, and what makes the next run paint longer; the same
+    # command again (its programs compiled) says nothing.
+    image = write_picture("in.png", size=(27, 21))  # a size no other test compiles for
+    argv = ["paint", image, "-n", "4", "--seconds", "1", "-o"]
+    status, err = run([*argv, "first"], capsys)
+    assert status == 0 and "compiling took" in err and "--no-cache" in err, err
+    status, err = run([*argv, "again"], capsys)
+    assert status == 0 and "compiling took" not in err, err
+
+
 def test_the_write_reserve_grows_with_the_render_size(capsys):
     """Writing a 6000x4000 render took 9 s, all of it beyond a --seconds 5 budget that
     kept 1 s for writing: the reserve counts the render's pixels."""

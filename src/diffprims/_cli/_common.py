@@ -325,3 +325,22 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_compilation_cache_dir", os.fspath(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+_compiling = {"seconds": 0.0, "listening": False}
+
+
+def compile_seconds() -> float:
+    """Seconds XLA has spent compiling in this process since the first call (summed over
+    threads: `paint` compiles in two at once), from JAX's monitoring events."""
+    import jax
+
+    if not _compiling["listening"]:
+        _compiling["listening"] = True
+
+        def listen(event: str, duration_secs: float, **_: str | int) -> None:
+            if event == "/jax/core/compile/backend_compile_duration":
+                _compiling["seconds"] += duration_secs
+
+        jax.monitoring.register_event_duration_secs_listener(listen)
+    return _compiling["seconds"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _outputs
-from ._common import UsageError, enable_compilation_cache, write_json
+from ._common import UsageError, compile_seconds, enable_compilation_cache, write_json
 from ._paint_input import MAX_RENDER_SIZE as MAX_RENDER_SIZE, read_inputs, write_seconds
 from ._shape_spec import resolve_shape
 from ._signals import finish_writing
@@ -106,6 +106,7 @@ def run_paint(args: argparse.Namespace) -> int:
             _warn_of_slow_writing(args, reserve, render_shape)
         if not args.no_cache:
             enable_compilation_cache()
+        compiled_before = compile_seconds()
         seconds = _paint_seconds(args, started, reserve)
         result, interrupted = _fit(args, settings, target, seconds)
         with finish_writing(interrupted):
@@ -119,7 +120,30 @@ def run_paint(args: argparse.Namespace) -> int:
             f"({summary['seconds']:.1f} s); wrote {len(files)} files to {', '.join(shown)}",
             file=sys.stderr,
         )
+        _note_compiling(args, compile_seconds() - compiled_before, summary["steps"])
     return 130 if interrupted else 0
+
+
+def _note_compiling(args: argparse.Namespace, compiled: float, steps: int) -> None:
+    """A line when compiling took a quarter of `--seconds` or more (a first run, or a
+    new image size or shape count): the painting got fewer steps than the same command
+    will get again, its programs then found in the compilation cache."""
+    import jax
+
+    if args.seconds is None or compiled < 0.25 * args.seconds:
+        return
+    cached = not args.no_cache and bool(getattr(jax.config, "jax_compilation_cache_dir", None))
+    again = (
+        "they are now in the compilation cache, so the same command again paints for most "
+        "of its budget"
+        if cached
+        else "the compilation cache is off (--no-cache), so a new run compiles them again"
+    )
+    print(
+        f"compiling took {compiled:.1f} s (summed over threads) of --seconds "
+        f"{args.seconds:g}, so only {steps} steps ran: {again}",
+        file=sys.stderr,
+    )
 
 
 def _check_svg(args: argparse.Namespace, settings: dict[str, Any], files: dict) -> None:
