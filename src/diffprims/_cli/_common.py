@@ -323,7 +323,9 @@ def enable_compilation_cache() -> None:
     except OSError:
         return  # no cache: slower, not wrong
     jax.config.update("jax_compilation_cache_dir", os.fspath(folder))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    # Every program, however quick to compile: from 0.1 s, a run with its programs cached
+    # still compiled 1.3 s of small ones (9.1 s of wall time rather than 9.6 to 10.3).
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 

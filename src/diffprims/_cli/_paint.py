@@ -125,12 +125,13 @@ def run_paint(args: argparse.Namespace) -> int:
 
 
 def _note_compiling(args: argparse.Namespace, compiled: float, steps: int) -> None:
-    """A line when compiling took a quarter of `--seconds` or more (a first run, or a
-    new image size or shape count): the painting got fewer steps than the same command
-    will get again, its programs then found in the compilation cache."""
+    """A line when compiling took a quarter of `--seconds` or more, and 2 s or more (a
+    first run, or a new image size or shape count): the painting got fewer steps than
+    the same command will get again, its programs then found in the compilation cache."""
     import jax
 
-    if args.seconds is None or compiled < 0.25 * args.seconds:
+    # A run with every program cached still compiles about half a second of small ones.
+    if args.seconds is None or compiled < max(0.25 * args.seconds, 2.0):
         return
     cached = not args.no_cache and bool(getattr(jax.config, "jax_compilation_cache_dir", None))
     again = (
@@ -141,7 +142,7 @@ def _note_compiling(args: argparse.Namespace, compiled: float, steps: int) -> No
     )
     print(
         f"compiling took {compiled:.1f} s (summed over threads) of --seconds "
-        f"{args.seconds:g}, so only {steps} steps ran: {again}",
+        f"{args.seconds:g}, and the painting ran {steps} steps: {again}",
         file=sys.stderr,
     )
 
