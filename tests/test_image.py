@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.JpegImagePlugin import JpegImageFile
 
 import diffprims as dp
 
@@ -231,6 +232,53 @@ def test_size_and_square(tmp_path):
     assert dp.load_image(tmp_path / "wide.png", size=(7, 9)).shape == (7, 9, 3)
     assert dp.load_image(tmp_path / "wide.png", size=20, square=True).shape == (20, 20, 3)
     assert dp.load_image(tmp_path / "wide.png").shape == (50, 100, 3)
+
+
+@pytest.mark.parametrize(
+    "orientation, size, square, shape",
+    [(None, 96, False, (72, 96)), (6, 96, False, (96, 72)), (None, 64, True, (64, 64)),
+     (None, (50, 120), False, (50, 120))],
+)  # fmt: skip
+def test_a_large_jpeg_loaded_small_is_decoded_small(
+    tmp_path, monkeypatch, orientation, size, square, shape
+):
+    # A 12 MP photo loaded at 256 px took 1.1 s decoded whole, 0.1 s with Pillow's
+    # JPEG draft (a reduced DCT decode keeping twice the final size, then Lanczos).
+    y, x = np.mgrid[0:900, 0:1200] / 900.0
+    rgb = np.stack([np.sin(9 * x) * np.cos(7 * y), x * y, (x + y) % 0.3], -1)
+    picture = Image.fromarray((np.clip(0.5 + 0.5 * rgb, 0, 1) * 255).astype(np.uint8))
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation  # a quarter turn: the loaded picture is 900 x 1200
+    path = tmp_path / "photo.jpg"
+    picture.save(path, quality=95, exif=exif)
+    drafted = []
+    draft = JpegImageFile.draft
+    monkeypatch.setattr(
+        JpegImageFile, "draft", lambda self, *a: drafted.append(a[1]) or draft(self, *a)
+    )
+    small = np.asarray(dp.load_image(path, size=size, square=square))
+    assert small.shape == (*shape, 3)
+    assert drafted and min(drafted[0]) >= 2 * min(shape)  # twice the final size kept
+    monkeypatch.setattr(JpegImageFile, "draft", lambda self, *a: None)  # decoded whole
+    whole = np.asarray(dp.load_image(path, size=size, square=square))
+    assert not np.array_equal(small, whole)  # the draft did decode less
+    assert 10 * np.log10(1 / np.mean((small - whole) ** 2)) > 40  # and looks the same
+
+
+def test_a_small_or_png_picture_is_decoded_whole(tmp_path, monkeypatch):
+    drafted = []
+    draft = JpegImageFile.draft
+    monkeypatch.setattr(
+        JpegImageFile, "draft", lambda self, *a: drafted.append(a) or draft(self, *a)
+    )
+    picture = Image.fromarray(np.zeros((300, 400, 3), np.uint8))
+    picture.save(tmp_path / "a.png")
+    picture.save(tmp_path / "a.jpg")
+    dp.load_image(tmp_path / "a.png", size=32)  # not a JPEG
+    dp.load_image(tmp_path / "a.jpg", size=300)  # less than a halving to go
+    dp.load_image(tmp_path / "a.jpg")  # its own size
+    assert drafted == []
 
 
 def test_demo_image_is_bundled():
