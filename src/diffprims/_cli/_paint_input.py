@@ -17,10 +17,9 @@ MAX_RENDER_SIZE = 8192
 #: included)...
 WRITE_RESERVE = 1.0
 #: ... and per pixel of a render size that differs from the fit size: its render (compiled
-#: for that size), its PSNR and the PNG encoding. Measured on 2 cores, programs cached:
-#: 6000x4000 (24 MP) 4.3 s, 4032x3024 2.5 s (5-9 s and 3e-7 s a pixel before the tiled
-#: renderer stopped baking its pixel grid into the program).
-WRITE_SECONDS_PER_PIXEL = 1.5e-7
+#: for that size), its PSNR and the PNG encoding. Measured on 2 cores: 6000x4000 (24 MP)
+#: took 5-9 s (compiling 1-4 s of it, less once the program is in the cache).
+WRITE_SECONDS_PER_PIXEL = 3e-7
 
 
 def read_inputs(args: argparse.Namespace, source: Any) -> tuple[Any, tuple[int, int], Any]:
