@@ -705,7 +705,7 @@ def test_a_run_that_spends_its_budget_compiling_says_so(capsys):
     # A cold `paint -n 100 --seconds 8` compiled 10-12 s (summed over threads) and ran
     # 50-100 steps, the same command again 2100: a line says so when compiling took a
     # quarter of the budget and 2 s or more (a warm run still compiles ~0.5 s).
-    from diffprims._cli import _common, _paint
+    from diffprims._cli import _common
 
     # XLA's compile time in this process: a new program counts, a cached call does not.
     before = _common.compile_seconds()
@@ -719,7 +719,7 @@ def test_a_run_that_spends_its_budget_compiling_says_so(capsys):
         (8.0, 10.0, True), (8.0, 2.5, True), (8.0, 1.9, False), (2.0, 1.0, False),
         (60.0, 10.0, False), (None, 10.0, False),
     ]:  # fmt: skip
-        _paint._note_compiling(argparse.Namespace(seconds=seconds, no_cache=True), compiled, 70)
+        _common.note_compiling(argparse.Namespace(seconds=seconds, no_cache=True), compiled, 70)
         err = capsys.readouterr().err
         assert ("compiling took" in err) == said, (seconds, compiled, err)
         if said:
@@ -1066,3 +1066,25 @@ def test_a_diverged_fit_says_to_lower_the_rate(capsys):
     status, err = run(["paint", image, *FAST, "--fit", "--steps", 20, "--lr", "1e30"], capsys)
     assert status == 1 and "diverged at step" in err and "lower --lr (it was 1e+30)" in err
     assert "error.result" not in err and "optax.chain" not in err
+    assert not os.path.exists("out")  # its last finite model draws NaN: nothing to keep
+
+
+def test_a_fit_that_diverges_late_writes_its_last_finite_result(capsys, monkeypatch):
+    # A long run that diverged lost everything it had reached; now its outputs hold the
+    # last finite result (the status is still 1, and the line says so).
+    image = write_picture("in.png")
+    fit = dp.fit
+
+    def diverging(*args, **kwargs):
+        result = fit(*args, **kwargs)
+        raise dp.FitDivergedError("diverged", step=len(result.losses), result=result)
+
+    monkeypatch.setattr(dp, "fit", diverging)
+    status, err = run(["paint", image, *FAST, "--fit", "--steps", 6], capsys)
+    assert status == 1 and "diverged at step 6" in err and "last finite result" in err
+    summary = json.loads(Path("out/summary.json").read_text())
+    assert summary["diverged"] is True and summary["interrupted"] is False
+    assert summary["steps"] == 6 and math.isfinite(summary["psnr"])
+    assert sorted(os.listdir("out")) == sorted(
+        ["model.eqx", "progress.gif", "result.png", "result.svg", "shapes.json", "summary.json"]
+    )

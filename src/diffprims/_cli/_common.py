@@ -346,3 +346,26 @@ def compile_seconds() -> float:
 
         jax.monitoring.register_event_duration_secs_listener(listen)
     return _compiling["seconds"]
+
+
+def note_compiling(args: argparse.Namespace, compiled: float, steps: int) -> None:
+    """A line when compiling took a quarter of `--seconds` or more, and 2 s or more (a
+    first run, or a new image size or shape count): the painting got fewer steps than
+    the same command will get again, its programs then found in the compilation cache."""
+    import jax
+
+    # A run with every program cached still compiles about half a second of small ones.
+    if args.seconds is None or compiled < max(0.25 * args.seconds, 2.0):
+        return
+    cached = not args.no_cache and bool(getattr(jax.config, "jax_compilation_cache_dir", None))
+    again = (
+        "they are now in the compilation cache, so the same command again paints for most "
+        "of its budget"
+        if cached
+        else "the compilation cache is off (--no-cache), so a new run compiles them again"
+    )
+    print(
+        f"compiling took {compiled:.1f} s (summed over threads) of --seconds "
+        f"{args.seconds:g}, and the painting ran {steps} steps: {again}",
+        file=sys.stderr,
+    )

@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from . import _outputs
-from ._common import UsageError, compile_seconds, enable_compilation_cache, write_json
+from ._common import (
+    UsageError,
+    compile_seconds,
+    enable_compilation_cache,
+    note_compiling,
+    write_json,
+)
 from ._paint_input import MAX_RENDER_SIZE as MAX_RENDER_SIZE, read_inputs, write_seconds
 from ._shape_spec import resolve_shape
 from ._signals import finish_writing
@@ -108,10 +114,12 @@ def run_paint(args: argparse.Namespace) -> int:
             enable_compilation_cache()
         compiled_before = compile_seconds()
         seconds = _paint_seconds(args, started, reserve)
-        result, interrupted = _fit(args, settings, target, seconds)
+        result, interrupted, diverged = _fit(args, settings, target, seconds)
         with finish_writing(interrupted):
             summary = _write(args, settings, files, source, result, target, render_shape,
-                             reference, interrupted)  # fmt: skip
+                             reference, interrupted, diverged is not None)  # fmt: skip
+    if diverged is not None:  # after the files are written: status 1, one line
+        raise RuntimeError(diverged)
     if not args.quiet:
         shown = sorted({os.fspath(p.parent) for p in files})
         print(
@@ -120,31 +128,8 @@ def run_paint(args: argparse.Namespace) -> int:
             f"({summary['seconds']:.1f} s); wrote {len(files)} files to {', '.join(shown)}",
             file=sys.stderr,
         )
-        _note_compiling(args, compile_seconds() - compiled_before, summary["steps"])
+        note_compiling(args, compile_seconds() - compiled_before, summary["steps"])
     return 130 if interrupted else 0
-
-
-def _note_compiling(args: argparse.Namespace, compiled: float, steps: int) -> None:
-    """A line when compiling took a quarter of `--seconds` or more, and 2 s or more (a
-    first run, or a new image size or shape count): the painting got fewer steps than
-    the same command will get again, its programs then found in the compilation cache."""
-    import jax
-
-    # A run with every program cached still compiles about half a second of small ones.
-    if args.seconds is None or compiled < max(0.25 * args.seconds, 2.0):
-        return
-    cached = not args.no_cache and bool(getattr(jax.config, "jax_compilation_cache_dir", None))
-    again = (
-        "they are now in the compilation cache, so the same command again paints for most "
-        "of its budget"
-        if cached
-        else "the compilation cache is off (--no-cache), so a new run compiles them again"
-    )
-    print(
-        f"compiling took {compiled:.1f} s (summed over threads) of --seconds "
-        f"{args.seconds:g}, and the painting ran {steps} steps: {again}",
-        file=sys.stderr,
-    )
 
 
 def _check_svg(args: argparse.Namespace, settings: dict[str, Any], files: dict) -> None:
@@ -213,7 +198,9 @@ def _warn_of_slow_writing(args, reserve: float, render_shape: tuple[int, int]) -
 
 
 def _fit(args: argparse.Namespace, settings: dict[str, Any], target: Any, seconds: Any):
-    """`(result, interrupted)`: `dp.paint`'s recipe, or plain `dp.fit` with `--fit`."""
+    """`(result, interrupted, diverged)`: `dp.paint`'s recipe, or plain `dp.fit` with
+    `--fit`; `diverged` is None, or what to say of a fit that diverged (its result is
+    then the last finite one, written like any other)."""
     import jax
     import optax
 
@@ -228,7 +215,7 @@ def _fit(args: argparse.Namespace, settings: dict[str, Any], target: Any, second
                 steps=steps, softness=settings["softness"], lr=settings["lr"],
                 lr_geometry=settings["lr"], lr_colour=settings["lr"],
                 rounds=args.rounds or 8, restarts=args.restarts or 1, progress=not args.quiet,
-            ), False  # fmt: skip
+            ), False, None  # fmt: skip
         batch = args.batch if args.batch is not None else 0.1
         if batch is not None and round(batch * target.shape[0] * target.shape[1]) < 1:
             batch = None
@@ -237,17 +224,30 @@ def _fit(args: argparse.Namespace, settings: dict[str, Any], target: Any, second
             model, target, loss=dp.L2(), optimizer=optax.adam(settings["lr"]), steps=steps,
             batch=batch, key=key_fit, progress=not args.quiet, trainable=trainable,
             snapshots=min(settings["frames"], steps + 1),
-        ), False  # fmt: skip
+        ), False, None  # fmt: skip
     except dp.FitDivergedError as error:  # the Python API's advice does not fit here
-        raise RuntimeError(
+        said = (
             f"the fit diverged at step {error.step} (its loss is not finite); lower --lr "
             f"(it was {settings['lr']:g})"
-        ) from None
+        )
+        # A long run that diverges late keeps what it reached, the last finite result,
+        # where that still draws a finite picture (one step of a huge rate may not).
+        if not _draws_finite(error.result.model, target.shape[:2]):
+            raise RuntimeError(said) from None
+        return error.result, False, f"{said}; the outputs hold the last finite result"
     except dp.FitInterrupted as stop:
         # Ctrl-C: write what the fit reached (a second Ctrl-C stops the writing).
         print(f"interrupted after {stop.step} steps; writing the results so far (Ctrl-C "
               "again stops the writing)", file=sys.stderr)  # fmt: skip
-        return stop.result, True
+        return stop.result, True, None
+
+
+def _draws_finite(model: Any, shape: tuple[int, int]) -> bool:
+    import jax.numpy as jnp
+
+    from . import _pictures
+
+    return bool(jnp.all(jnp.isfinite(_pictures.render(model, shape))))
 
 
 def _start(args, settings, shape_type, target, key):
@@ -274,7 +274,7 @@ def _start(args, settings, shape_type, target, key):
 
 
 def _write(args, settings, files, source, result, target, render_shape, reference,
-           interrupted) -> dict:  # fmt: skip
+           interrupted, diverged) -> dict:  # fmt: skip
     """Write every file of `files` as a set; the summary."""
     import numpy as np
 
@@ -303,6 +303,7 @@ def _write(args, settings, files, source, result, target, render_shape, referenc
         "last_step_loss": float(losses[-1]) if losses.size else None,
         "steps": int(losses.shape[0]),
         "interrupted": interrupted,
+        "diverged": diverged,
         "seconds": round(float(result.seconds), 3),
         "shape": settings["shape_name"],
         "num_shapes": args.num_shapes,
