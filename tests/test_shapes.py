@@ -324,3 +324,20 @@ def test_a_batch_of_sets_is_refused_by_render_and_export(cls):
     # What the message offers: vmap for pictures, one member at a time for exports.
     assert jax.vmap(lambda m: m.render_image((8, 8)))(batch).shape == (3, 8, 8, 3)
     assert "<svg" in dp.to_svg(jax.tree.map(lambda x: x[0], batch), (8, 8))
+
+
+@pytest.mark.parametrize("shape_type", SHAPES, ids=ids)
+@pytest.mark.parametrize("aspect", [1.0, 2.0])
+def test_init_shrinks_many_shapes_to_cover_the_frame_as_200_do(shape_type, aspect):
+    """Past 200 shapes a square frame (400 a 2:1 one), `init`'s default sizes shrink so
+    that the shapes cover the frame about as often: large shapes that all overlap make
+    every pixel draw every shape. Up to there sizes are those of `size_range=(0.03, 0.12)`."""
+
+    def cover(n, **kwargs):
+        bounds = shape_type.init(n, key=jax.random.key(0), aspect=aspect, **kwargs).bounds()
+        return float(jnp.sum(jnp.prod(bounds[:, 2:] - bounds[:, :2], axis=1))) / aspect
+
+    pivot = int(200 * aspect)
+    assert 0.75 < cover(16 * pivot) / cover(pivot) < 1.33
+    assert cover(pivot // 4) == cover(pivot // 4, size_range=(0.03, 0.12))
+    assert cover(16 * pivot) < 0.1 * cover(16 * pivot, size_range=(0.03, 0.12))

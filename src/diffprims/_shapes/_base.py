@@ -17,7 +17,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._model import AbstractModel, check_unbatched
 from .._validate import check_grid_shape, check_indices, check_pixel_size, check_points
-from . import _build, _protocol, _render
+from . import _build, _protocol, _random, _render
 from ._roles import COLOUR, DEPTH, OPACITY, Role, declared_roles, parameter, role_metadata
 
 
@@ -298,7 +298,7 @@ class AbstractShapes(AbstractModel):
         key: PRNGKeyArray,
         target: Float[Array, "H W C"] | None = None,
         aspect: float = 1.0,
-        size_range: tuple[float, float] = (0.03, 0.12),
+        size_range: tuple[float, float] | None = None,
         opacity: float = 0.6,
         softness: float = 1.0,
         channels: int = 3,
@@ -317,7 +317,8 @@ class AbstractShapes(AbstractModel):
           mean colour.
         - `aspect`: the frame's width over height when no target is given.
         - `size_range`: shape sizes (e.g. radii) are drawn log-uniformly from this
-          range, in units of the image height.
+          range, in units of the image height. Default: `(0.03, 0.12)` times
+          `min(1, sqrt(200 * aspect / n))`: any number of shapes covers the frame ~3x.
         - `opacity`: the initial opacity of every shape, in (0, 1).
         - `softness`: the soft-edge width in pixels of the grid being rendered.
         - `channels`: colour channels when no target is given.
@@ -333,7 +334,7 @@ class AbstractShapes(AbstractModel):
         model = dp.Circles.init(200, key=jax.random.key(0), target=target)
         ```
         """
-        return _build.random_set(
+        return _random.random_set(
             cls, n, key=key, target=target, aspect=aspect, size_range=size_range,
             opacity=opacity, softness=softness, channels=channels, compositing=compositing,
             learn_background=learn_background,

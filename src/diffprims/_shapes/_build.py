@@ -14,9 +14,6 @@ from jaxtyping import Array
 from .._model import batch_message
 from .._validate import (
     check_float_array,
-    check_key,
-    check_positive_int,
-    check_scalar,
     check_values,
     describe,
     is_traced,
@@ -119,20 +116,6 @@ def _check_compositing(shapes: Any, n: int) -> None:
         )
 
 
-def _size_range(size_range: Any) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in size_range)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"`size_range` must be a pair (low, high) of numbers; got {size_range!r}."
-        ) from None
-    if not 0 < low <= high < np.inf:
-        raise ValueError(
-            f"`size_range` must be (low, high) with 0 < low <= high; got {size_range}."
-        )
-    return low, high
-
-
 def num_shapes(shapes) -> int:
     """`N`, from the colours `(N, C)`. A batch of sets (`jax.vmap` over a constructor)
     is a `ValueError`: its batch axis was silently taken for `N`."""
@@ -140,40 +123,6 @@ def num_shapes(shapes) -> int:
     if colours.ndim > 2:
         raise ValueError(batch_message(shapes, tuple(colours.shape[:-2]), "num_shapes"))
     return colours.shape[0]
-
-
-def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, channels,
-               compositing, learn_background):  # fmt: skip
-    """`AbstractShapes.init`: `n` shapes at random positions with random sizes."""
-    check_concrete(cls)
-    n = check_positive_int(n, "n")
-    key = check_key(key)
-    low, high = _size_range(size_range)
-    opacity = check_scalar(opacity, "opacity", lower=0.0, upper=1.0)
-    aspect = check_scalar(aspect, "aspect", lower=0.0, hint=" It is the frame's W / H.")
-    channels = check_positive_int(channels, "channels")
-    if target is not None:
-        from .._image import check_image
-
-        target = check_image(target, "target")
-        height, width, channels = target.shape
-        aspect = width / height
-    k_pos, k_size, k_geom, k_colour = jax.random.split(key, 4)
-    centres = jax.random.uniform(k_pos, (n, 2), jnp.float32) * jnp.array([aspect, 1.0])
-    sizes = jnp.exp(
-        jax.random.uniform(k_size, (n,), jnp.float32, minval=np.log(low), maxval=np.log(high))
-    )
-    if target is None:
-        colours = jax.random.uniform(k_colour, (n, channels), jnp.float32, minval=0.2, maxval=0.8)
-        background = jnp.full((channels,), 0.5)
-    else:
-        rows = jnp.clip((centres[:, 1] * height).astype(jnp.int32), 0, height - 1)
-        cols = jnp.clip((centres[:, 0] * height).astype(jnp.int32), 0, width - 1)
-        colours = target[rows, cols]
-        background = jnp.mean(target, axis=(0, 1))
-    return placed(cls, centres, sizes, colours, background, key=k_geom, opacity=opacity,
-                  softness=softness, compositing=compositing,
-                  learn_background=learn_background)  # fmt: skip
 
 
 def placed(cls, centres, sizes, colours, background, *, key, opacity, softness,

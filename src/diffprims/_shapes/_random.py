@@ -1,0 +1,70 @@
+"""Random shape sets: `AbstractShapes.init`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._validate import check_key, check_positive_int, check_scalar
+from ._build import placed
+from ._protocol import check_concrete
+
+#: `init`'s sizes when none are given, for up to `DEFAULT_SIZES_FOR` shapes a square frame.
+DEFAULT_SIZES = (0.03, 0.12)
+DEFAULT_SIZES_FOR = 200
+
+
+def _size_range(size_range: Any, n: int, aspect: float) -> tuple[float, float]:
+    if size_range is None:
+        # Shrink with the shapes' number so that they cover the frame about as often.
+        scale = min(1.0, math.sqrt(DEFAULT_SIZES_FOR * aspect / n))
+        return DEFAULT_SIZES[0] * scale, DEFAULT_SIZES[1] * scale
+    try:
+        low, high = (float(v) for v in size_range)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`size_range` must be a pair (low, high) of numbers; got {size_range!r}."
+        ) from None
+    if not 0 < low <= high < np.inf:
+        raise ValueError(
+            f"`size_range` must be (low, high) with 0 < low <= high; got {size_range}."
+        )
+    return low, high
+
+
+def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, channels,
+               compositing, learn_background):  # fmt: skip
+    """`AbstractShapes.init`: `n` shapes at random positions with random sizes."""
+    check_concrete(cls)
+    n = check_positive_int(n, "n")
+    key = check_key(key)
+    opacity = check_scalar(opacity, "opacity", lower=0.0, upper=1.0)
+    aspect = check_scalar(aspect, "aspect", lower=0.0, hint=" It is the frame's W / H.")
+    channels = check_positive_int(channels, "channels")
+    if target is not None:
+        from .._image import check_image
+
+        target = check_image(target, "target")
+        height, width, channels = target.shape
+        aspect = width / height
+    low, high = _size_range(size_range, n, aspect)
+    k_pos, k_size, k_geom, k_colour = jax.random.split(key, 4)
+    centres = jax.random.uniform(k_pos, (n, 2), jnp.float32) * jnp.array([aspect, 1.0])
+    sizes = jnp.exp(
+        jax.random.uniform(k_size, (n,), jnp.float32, minval=np.log(low), maxval=np.log(high))
+    )
+    if target is None:
+        colours = jax.random.uniform(k_colour, (n, channels), jnp.float32, minval=0.2, maxval=0.8)
+        background = jnp.full((channels,), 0.5)
+    else:
+        rows = jnp.clip((centres[:, 1] * height).astype(jnp.int32), 0, height - 1)
+        cols = jnp.clip((centres[:, 0] * height).astype(jnp.int32), 0, width - 1)
+        colours = target[rows, cols]
+        background = jnp.mean(target, axis=(0, 1))
+    return placed(cls, centres, sizes, colours, background, key=k_geom, opacity=opacity,
+                  softness=softness, compositing=compositing,
+                  learn_background=learn_background)  # fmt: skip
