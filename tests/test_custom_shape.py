@@ -588,3 +588,15 @@ def test_bounds_that_cut_shapes_off_are_named(jit):
     np.testing.assert_allclose(
         loose.render_image((40, 40)), circles.render_image((40, 40)), atol=1e-5
     )
+
+
+class _MarginlessCircles(dp.Circles):
+    """Soft-edged circles that claim their boxes need no margin for the soft edge."""
+
+    edge_margin = 0.0
+
+
+def test_a_margin_too_small_for_soft_edges_is_named():
+    model = _MarginlessCircles.init(12, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"grown by 0 edge widths \(`edge_margin`\)"):
+        model.render_image((40, 40))

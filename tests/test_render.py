@@ -204,6 +204,7 @@ def _model_stub(n, compositing):
     class Stub:
         num_shapes = n
         tight_bounds = True
+        edge_margin = 14.0
 
     stub = Stub()
     stub.compositing = compositing  # pyright: ignore[reportAttributeAccessIssue]
@@ -314,3 +315,13 @@ def test_tiled_under_forward_mode_names_the_fix():
     points = jnp.full((2, 2), 0.5)
     with pytest.raises(ValueError, match='method="scan"'):
         jax.jacfwd(lambda m: m.render(points, pixel_size=0.1, method="tiled"))(model)
+
+
+def test_culling_grows_bounds_by_the_types_edge_margin(getkey):
+    """Soft edges reach 14 edge widths past a box; a Gaussian's box already holds it all
+    (5.3 standard deviations), so its tiles list only the Gaussians that reach them."""
+    for cls, margin in [(dp.Circles, 14.0), (dp.Gaussians, 0.0)]:
+        model = _model(cls, getkey())
+        grown = _tiled.grown_bounds(model, 1 / 64)
+        expected = model.bounds() + margin * model.softness / 64 * jnp.asarray([-1, -1, 1, 1])
+        np.testing.assert_allclose(grown, expected, rtol=1e-6)

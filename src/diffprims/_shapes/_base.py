@@ -47,10 +47,12 @@ class AbstractShapes(AbstractModel):
     "Write your own shape" in the docs.
     """
 
-    #: Whether each shape's coverage is below 1e-6 outside its `bounds` grown by 14 edge
-    #: widths (`softness` pixels each), so the tiled renderer's culling changes nothing;
-    #: `method="auto"` uses the scan for shape types that set this to False.
+    #: Whether coverage is below 1e-6 outside `bounds` grown by `edge_margin` edge widths
+    #: (culling then changes nothing); if False, `method="auto"` uses the scan.
     tight_bounds: ClassVar[bool] = True
+    #: Edge widths (`softness` px) culling grows `bounds` by: 14 for a `soft_edge` (< 1e-6
+    #: there); 0 where coverage ignores the edge width and `bounds` hold it (`Gaussians`).
+    edge_margin: ClassVar[float] = 14.0
 
     # `eqx.field` itself (not `parameter`) so type checkers see fields without defaults.
     raw_colours: Float[Array, "N C"] = eqx.field(metadata=role_metadata(COLOUR))
@@ -88,9 +90,9 @@ class AbstractShapes(AbstractModel):
     def bounds(self) -> Float[Array, "N 4"]:
         """Axis-aligned boxes `(x_min, y_min, x_max, y_max)` holding each shape, `(N, 4)`.
 
-        Outside its box grown by 14 edge widths (`softness` pixels each) a shape's
-        coverage must be below 1e-6: the tiled renderer skips pixels a shape does not
-        touch. If your boxes are looser than that (or only approximate), set the class
+        Outside its box grown by `edge_margin` edge widths (`softness` pixels each) a
+        shape's coverage must be below 1e-6: the tiled renderer skips pixels a shape does
+        not touch. If your boxes are looser than that (or only approximate), set the class
         variable `tight_bounds = False` and `method="auto"` will use the scan.
         """
 
@@ -201,11 +203,9 @@ class AbstractShapes(AbstractModel):
 
     @property
     def depths(self) -> Float[Array, " N"]:
-        """Depth of each shape, `(N,)`: larger is nearer the viewer.
-
-        The learnable `raw_depths` under `compositing="depth"`; otherwise the fixed order
-        `0, 1, ..., N - 1` of "over" (additive compositing ignores it).
-        """
+        """Depth of each shape, `(N,)`, larger nearer the viewer: the learnable `raw_depths`
+        under `compositing="depth"`, else the fixed order `0, 1, ..., N - 1` of "over"
+        (additive compositing ignores it)."""
         if self.raw_depths is None:
             return jnp.arange(self.num_shapes, dtype=jnp.float32)
         return self.raw_depths
@@ -233,15 +233,14 @@ class AbstractShapes(AbstractModel):
 
         - `"scan"`: a fused `lax.scan` over shapes, every shape at every point.
         - `"tiled"`: neighbouring points share a list of the shapes whose bounds (grown
-          by 14 edge widths) reach them, and draw only those; the backward pass
+          by `edge_margin` edge widths) reach them, and draw only those; the backward pass
           recomputes instead of storing. Many times faster once shapes are small next to
           the frame (15-50x at 256^2 with 200 circles on CPU); first-order reverse mode
           only (`"scan"` for `jax.jvp`/`jacfwd`, `jax.grad` of `jax.grad`); not available
           for `compositing="depth"`.
         - `"auto"` (default): `"tiled"` from 8 shapes and 1024 points on, unless the
-          compositing is `"depth"`, the shape type sets `tight_bounds = False`, or the
-          call is differentiated in forward mode or twice (where it can be seen); else
-          `"scan"`.
+          compositing is `"depth"`, the type sets `tight_bounds = False`, or the call is
+          differentiated in forward mode or twice (where it can be seen); else `"scan"`.
         """
         # In the parameters' dtype, at least float32: float64 points on a float32 set (or
         # the reverse, under jax_enable_x64) would otherwise change the scan carry's dtype.
@@ -257,7 +256,7 @@ class AbstractShapes(AbstractModel):
         """Render on the full pixel grid of `shape = (H, W)`; see
         [`diffprims.AbstractModel.render_image`][].
 
-        `method` is as for `render`; the tiled path draws `8 x 8`-pixel tiles.
+        `method` is as for `render`; the tiled path draws tiles of `8 x 8` pixels or more.
 
         ```python
         image = model.render_image((256, 256))                 # fastest exact path

@@ -71,10 +71,11 @@ def check_tight_bounds(cls: type, cutoff: float) -> None:
     (cx, cy), (px, py) = _CENTRES[worst], where[worst]
     raise ValueError(
         f"{cls.__name__}.bounds() must hold each shape: the tiled renderer skips pixels "
-        f"outside the box grown by {cutoff:g} edge widths, and a probe shape at "
+        f"outside the box grown by {cutoff:g} edge widths (`edge_margin`), and a probe shape at "
         f"({cx:g}, {cy:g}) of size {_SIZES[worst]:g} covers {leaks[worst]:.3g} at "
         f"({px:.3g}, {py:.3g}), outside its box ({box}) (x_min, y_min, x_max, y_max). "
-        "Return boxes that hold the whole shape, or set the class variable "
-        '`tight_bounds = False` (method="auto" then renders it with the scan). See '
+        "Return boxes that hold the whole shape (with a soft edge, keep the default "
+        "`edge_margin = 14.0`), or set the class variable `tight_bounds = False` "
+        '(method="auto" then renders it with the scan). See '
         '"Write your own shape" in the docs.'
     )

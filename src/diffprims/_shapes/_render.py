@@ -127,7 +127,7 @@ def _use_tiles(model, num_points: int, method: str) -> bool:
             and num_points >= AUTO_MIN_POINTS
         )
     if tiles:  # a user type's boxes must not cut its shapes off (once per type)
-        check_tight_bounds(type(model), CUTOFF)
+        check_tight_bounds(type(model), float(type(model).edge_margin))
     return tiles
 
 

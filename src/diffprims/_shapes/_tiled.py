@@ -2,7 +2,7 @@
 
 Points are grouped (a `tile x tile` block of pixels for `render_image`; `group`
 neighbouring points along a snake path for `render`). Each group lists the shapes whose
-bounds, grown by `CUTOFF` edge widths, overlap its box, in index order. Groups are
+bounds, grown by the type's `edge_margin` edge widths, overlap its box, in index order. Groups are
 sorted by list length and run a chunk at a time. A chunk draws layer after layer, each
 group its own `k`-th listed shape, for as many layers as its fullest group lists: a loop
 whose length is known only at run time, so one compiled body serves every list length
@@ -35,8 +35,8 @@ from jaxtyping import Array, Float
 from ._compositing import group_step
 from ._protocol import bounds as checked_bounds
 
-#: Bounds are grown by this many edge widths: a soft edge's coverage there is
-#: sigmoid(-CUTOFF) < 1e-6, the most a culled shape could have added to a pixel.
+#: Soft edges' margin, `AbstractShapes.edge_margin`'s default: a soft edge's coverage
+#: this many edge widths out is sigmoid(-CUTOFF) < 1e-6, the most culling can drop.
 CUTOFF = 14.0
 #: (layer, point) pictures a chunk's backward sweep may store at once.
 CHUNK_PAIRS = 1 << 20
@@ -46,8 +46,8 @@ CHUNK_PAIRS = 1 << 20
 
 
 def grown_bounds(model, pixel_size) -> Float[Array, "N 4"]:
-    """Shape boxes grown by `CUTOFF` edge widths, without gradient."""
-    margin = CUTOFF * model.softness * pixel_size
+    """Shape boxes grown by the type's `edge_margin` edge widths, without gradient."""
+    margin = type(model).edge_margin * model.softness * pixel_size
     bounds = jax.lax.stop_gradient(checked_bounds(model))
     return bounds + jnp.asarray([-1.0, -1.0, 1.0, 1.0]) * jax.lax.stop_gradient(margin)
 
