@@ -486,7 +486,7 @@ def test_filter_reads_a_kernel_file(tmp_path, capsys, name):
         (np.zeros((3, 3)), "is zero everywhere"),
         (np.ones((3, 1026)), "each side must be at most 1025"),
         (np.array(["a", "b"]), "must hold a 2D array of real numbers"),
-        ("junk", "could not be read"),
+        ("junk", "is not a NumPy .npy file (it lacks NumPy's header)"),  # not "pickled data"
         (None, "no such file"),
         ("folder", "not a regular file"),
     ],
@@ -502,6 +502,19 @@ def test_bad_kernel_files_exit_2_with_one_line(tmp_path, capsys, content, messag
     status, err = run(["filter", "--kernel", path], capsys)
     assert status == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert message in err and not Path("out").exists()
+
+
+def test_a_csv_kernel_from_a_spreadsheet_is_read_and_a_misread_one_says_why(tmp_path, capsys):
+    # A spreadsheet's "CSV UTF-8" starts with a byte-order mark (it was refused: could
+    # not convert string '\ufeff1'); a table split by semicolons says what a .csv holds.
+    (tmp_path / "bom.csv").write_text("1,2,1\n2,4,2\n1,2,1\n", encoding="utf-8-sig")
+    status, err = run(["filter", "--kernel", tmp_path / "bom.csv", "--steps", 5], capsys)
+    assert status == 0, err
+    assert json.loads(Path("out/summary.json").read_text())["kernel_shape"] == [3, 3]
+    (tmp_path / "semi.csv").write_text("1;2\n3;4\n")
+    status, err = run(["filter", "--kernel", tmp_path / "semi.csv", "-o", "semi"], capsys)
+    assert status == 2 and err.count("\n") == 1
+    assert "could not be read" in err and "numbers separated by commas" in err
 
 
 def test_filter_never_returns_worse_than_its_exact_start(capsys):
@@ -668,6 +681,27 @@ def test_filter_sigterm_writes_results_and_unlocks(tmp_path):
     assert "interrupted after" in err
     assert {p.name for p in os.scandir("f")} == FILTER_FOLDER  # no lock, no temp folder
     assert json.loads(Path("f/summary.json").read_text())["interrupted"] is True
+
+
+def test_sigterm_while_the_results_are_written_still_exits_143(monkeypatch, capsys):
+    # The writing runs to its end (as after one Ctrl-C there), and the status says the
+    # run was stopped: it was 0, which a job scheduler takes for a run never signalled.
+    import diffprims._cli as cli
+    from diffprims._cli import _signals
+
+    def write(args):
+        with _signals.finish_writing():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # Python runs the handler between bytecodes
+        return 0
+
+    class Parser:
+        def parse_args(self, argv):
+            return argparse.Namespace(run=write, command="paint", debug=False)
+
+    monkeypatch.setattr(cli, "build_parser", Parser)
+    assert cli.main([]) == 143
+    assert "writing the results" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("budget", [["--fit", "--steps", "10000000"], ["--seconds", "600"]])

@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-    status = 143 if status == 130 and signals["terminated"] else status
+    # SIGTERM while the results were written let them finish (status 0): still 143, so
+    # that a job scheduler sees the run was stopped.
+    status = 143 if status in (0, 130) and signals["terminated"] else status
     if argv is None and status in (130, 143):
         # Interrupted, as the program: the results are written (or cleaned up) and the
         # locks gone. A Ctrl-C that landed while JAX had work in flight can leave its

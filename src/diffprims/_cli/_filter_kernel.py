@@ -74,16 +74,24 @@ def _kernel_file(spec: str, suffix: str, *, quiet: bool = False) -> Any:
                 if picture.shape[-1] == 4:  # straight colour, then alpha
                     kernel = kernel * picture[..., 3]
         elif suffix in ARRAY_FILES:
+            _check_numpy_file(spec, suffix)
             kernel = np.load(spec, allow_pickle=False)
         else:
             with warnings.catch_warnings():  # an empty file: said below, in words
                 warnings.filterwarnings("ignore", "loadtxt: input contained no data")
-                kernel = np.loadtxt(spec, delimiter="," if suffix == ".csv" else None, ndmin=2)
+                # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark.
+                kernel = np.loadtxt(spec, delimiter="," if suffix == ".csv" else None,
+                                    ndmin=2, encoding="utf-8-sig")  # fmt: skip
     except (OSError, ValueError) as error:
         reason = str(error)
         if "number of columns changed" in reason:  # NumPy's advice: "use `usecols`"
             reason = (reason.partition(";")[0] + "; every row must have the same number of "
                       "values (write 0 where the kernel is zero)")  # fmt: skip
+        elif "could not convert" in reason:
+            reason = reason.rstrip(".") + (
+                "; a .csv kernel holds numbers separated by commas (a .txt: by spaces), one "
+                "row of the kernel a line, with a point for decimals"
+            )
         raise UsageError(f"--kernel {spec!r} could not be read: {reason}") from None
     kernel = np.asarray(kernel)
     if suffix in TABLE_FILES and kernel.size == 0:
@@ -98,6 +106,19 @@ def _kernel_file(spec: str, suffix: str, *, quiet: bool = False) -> Any:
         )
     _check_side(spec, kernel.shape)
     return kernel.astype(np.float64)
+
+
+def _check_numpy_file(spec: str, suffix: str) -> None:
+    """A `UsageError` unless the file starts as NumPy's own files do (`numpy.save`'s header,
+    or a zip for `numpy.savez`): `np.load` takes anything else for a pickle and says so."""
+    with open(spec, "rb") as file:
+        start = file.read(6)
+    if not (start.startswith(b"\x93NUMPY") or start.startswith(b"PK")):
+        raise UsageError(
+            f"--kernel {spec!r} is not a NumPy {suffix} file (it lacks NumPy's header); "
+            "save the kernel with numpy.save(path, kernel), or write its numbers in a "
+            ".txt or .csv table"
+        )
 
 
 def _check_side(spec: str, shape: tuple[int, ...]) -> None:
