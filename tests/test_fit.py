@@ -177,10 +177,23 @@ def test_weighted_loss_with_minibatches(getkey):
     np.testing.assert_allclose(a.losses, b.losses, rtol=1e-6)
 
 
+@pytest.mark.parametrize(("height", "width", "stride"), [(21, 13, 2), (10, 7, 3), (12, 9, 3)])
+def test_stratified_sampling_draws_every_pixel_alike(height, width, stride):
+    """Where blocks are cut by the image's edge, every pixel is still as likely: the
+    last row and column were drawn up to `stride` times as often (the corner `stride^2`),
+    which biased the loss and its gradient towards the borders."""
+    keys = jax.random.split(jax.random.key(0), 4000)
+    draws = jax.vmap(lambda k: loop_module.stratified_indices(k, height, width, stride))(keys)
+    counts = np.bincount(np.asarray(draws).ravel(), minlength=height * width)
+    expected = draws.size / (height * width)
+    assert draws.shape[1] == -(-height // stride) * -(-width // stride)
+    assert np.all(np.abs(counts / expected - 1) < 0.2), (counts.min(), counts.max(), expected)
+
+
 def test_stratified_sampling(getkey):
     """One pixel from every block, and a stratified fit matches a uniform one's quality."""
-    indices = loop_module.stratified_indices(getkey(), 10, 7, 3)
-    rows, cols = np.asarray(indices) // 7, np.asarray(indices) % 7
+    indices = loop_module.stratified_indices(getkey(), 12, 9, 3)
+    rows, cols = np.asarray(indices) // 9, np.asarray(indices) % 9
     blocks = sorted(zip((rows // 3).tolist(), (cols // 3).tolist(), strict=True))
     assert blocks == [(r, c) for r in range(4) for c in range(3)]  # each block once
     picture = dp.Circles.init(3, key=getkey(), size_range=(0.15, 0.3), opacity=0.9)

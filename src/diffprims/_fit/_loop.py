@@ -75,17 +75,27 @@ def pixel_points(indices: Array, height: int, width: int) -> Array:
 
 
 def stratified_indices(key, height: int, width: int, stride: int) -> Array:
-    """Flat indices of one random pixel in every `stride x stride` block of the grid."""
+    """Flat indices of one random pixel in every `stride x stride` block of the grid,
+    every pixel as likely as any other.
+
+    A block cut by the image's bottom or right edge is drawn over its whole square, and
+    a draw past the edge takes a pixel of the whole image at random instead: each pixel
+    is then drawn with the same probability (`1 / stride^2` plus the same share of the
+    redrawn ones), so the mean loss over the samples is the image's, unbiased. (Clipped
+    onto the edge, the last row and column were drawn up to `stride` times as often.)
+    """
     rows, cols = np.arange(0, height, stride), np.arange(0, width, stride)
     grid_r, grid_c = np.meshgrid(rows, cols, indexing="ij")
     k_r, k_c = jax.random.split(key)
-    r = jnp.minimum(
-        grid_r + jax.random.randint(k_r, grid_r.shape, 0, stride, jnp.int32), height - 1
-    )
-    c = jnp.minimum(
-        grid_c + jax.random.randint(k_c, grid_c.shape, 0, stride, jnp.int32), width - 1
-    )
-    return (r * width + c).reshape(-1)
+    r = grid_r + jax.random.randint(k_r, grid_r.shape, 0, stride, jnp.int32)
+    c = grid_c + jax.random.randint(k_c, grid_c.shape, 0, stride, jnp.int32)
+    indices = (r * width + c).reshape(-1)
+    if height % stride == 0 and width % stride == 0:
+        return indices
+    past_edge = ((r >= height) | (c >= width)).reshape(-1)
+    k_any = jax.random.fold_in(key, 1)  # where no block is cut, the draws are as before
+    anywhere = jax.random.randint(k_any, indices.shape, 0, height * width, jnp.int32)
+    return jnp.where(past_edge, anywhere, indices)
 
 
 def sample_indices(sampler: tuple[str, int], key, height: int, width: int) -> Array:
