@@ -600,3 +600,19 @@ def test_a_margin_too_small_for_soft_edges_is_named():
     model = _MarginlessCircles.init(12, key=jax.random.key(0))
     with pytest.raises(ValueError, match=r"grown by 0 edge widths \(`edge_margin`\)"):
         model.render_image((40, 40))
+
+
+class _DistanceCircles(dp.Circles):
+    """Circles whose coverage is the signed distance itself (`dp.soft_edge` forgotten)."""
+
+    def coverage(self, points, edge_width):
+        offsets = points[None, :, :] - self.centres[:, None, :]
+        return (self.radii[:, None] - jnp.linalg.norm(offsets, axis=-1)) / edge_width
+
+
+@pytest.mark.parametrize("n", [3, 12])  # the scan, the tiled renderer
+def test_coverage_outside_0_1_is_named(n):
+    # It rendered values of +-2e7 and `fit` ran on to a loss of 5e11, in silence.
+    model = _DistanceCircles.init(n, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"_DistanceCircles\.coverage.*in \[0, 1\].*soft_edge"):
+        jax.jit(lambda m: m.render_image((40, 40)))(model)

@@ -85,7 +85,7 @@ def stratified_indices(key, height: int, width: int, stride: int) -> Array:
     onto the edge, the last row and column were drawn up to `stride` times as often.)
     """
     rows, cols = np.arange(0, height, stride), np.arange(0, width, stride)
-    grid_r, grid_c = np.meshgrid(rows, cols, indexing="ij")
+    grid_r, grid_c = (jnp.asarray(g) for g in np.meshgrid(rows, cols, indexing="ij"))
     k_r, k_c = jax.random.split(key)
     r = grid_r + jax.random.randint(k_r, grid_r.shape, 0, stride, jnp.int32)
     c = grid_c + jax.random.randint(k_c, grid_c.shape, 0, stride, jnp.int32)

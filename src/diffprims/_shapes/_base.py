@@ -259,7 +259,7 @@ class AbstractShapes(AbstractModel):
         `method` is as for `render`; the tiled path draws tiles of `8 x 8` pixels or more.
 
         ```python
-        image = model.render_image((256, 256))                 # fastest exact path
+        image = model.render_image((256, 256))                 # the fastest path
         image = model.render_image((256, 256), method="scan")  # the reference loop
         ```
         """

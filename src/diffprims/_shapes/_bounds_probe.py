@@ -1,4 +1,5 @@
-"""A user shape type's `bounds()` checked against its `coverage` before tiles trust it.
+"""A user shape type's `coverage` checked to lie in [0, 1], and its `bounds()` against its
+`coverage` before tiles trust them.
 
 The tiled renderer skips every pixel outside a shape's box grown by `CUTOFF` edge
 widths. A box too small (a radius where a diameter was meant, x and y swapped, min and
@@ -35,7 +36,7 @@ _LEAK = 1e-3
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 @trusted  # probe shapes only; the values are checked by the caller
-def _probe(cls: type, margin: float) -> tuple[Any, Any, Any]:
+def _probe(cls: type, margin: float) -> tuple[Any, ...]:
     colours, background = jnp.full((len(_SIZES), 3), 0.5), jnp.ones((3,))
     shapes = placed(cls, jnp.asarray(_CENTRES), jnp.asarray(_SIZES), colours, background,
                     key=jax.random.key(0), opacity=1.0, softness=1.0)  # fmt: skip
@@ -49,20 +50,37 @@ def _probe(cls: type, margin: float) -> tuple[Any, Any, Any]:
         & (points[None, :, 0] <= grown[:, None, 2])
         & (points[None, :, 1] <= grown[:, None, 3])
     )
-    leak = jnp.where(inside, 0.0, coverage(shapes, points, _EDGE))
-    return boxes, jnp.max(leak, axis=1), points[jnp.argmax(leak, axis=1)]
+    cover = coverage(shapes, points, _EDGE)
+    leak = jnp.where(inside, 0.0, cover)
+    low, high = jnp.argmin(cover), jnp.argmax(cover)
+    extremes = (cover.ravel()[low], points[low % len(points)], cover.ravel()[high],
+                points[high % len(points)])  # fmt: skip
+    return boxes, jnp.max(leak, axis=1), points[jnp.argmax(leak, axis=1)], extremes
 
 
 @functools.cache
-def check_tight_bounds(cls: type, cutoff: float) -> None:
-    """A `ValueError` if a shape type from outside the library declares tight bounds
-    (`tight_bounds = True`, the default) that cut its probe shapes off; once per type."""
+def check_user_type(cls: type, cutoff: float, tiled: bool) -> None:
+    """A `ValueError` if a shape type from outside the library gives coverage outside
+    `[0, 1]` or (`tiled`) declares tight bounds that cut its probe shapes off; once per
+    type and path."""
     ours = cls.__module__.split(".")[0] == "diffprims"
-    if ours or not cls.tight_bounds or not hasattr(cls, "raw_geometry"):
+    if ours or not hasattr(cls, "raw_geometry"):
         return
     try:  # compiled, it runs on concrete values even inside a user's `jit` or `grad`
-        boxes, leaks, where = jax.device_get(_probe.lower(cls, cutoff * _EDGE).compile()())
+        probed = jax.device_get(_probe.lower(cls, cutoff * _EDGE).compile()())
     except (TypeError, ValueError):  # a method's own error: the render names it, with its N
+        return
+    boxes, leaks, where, (low, at_low, high, at_high) = probed
+    if low < -_LEAK or high > 1 + _LEAK:
+        value, (px, py) = (low, at_low) if low < -_LEAK else (high, at_high)
+        raise ValueError(
+            f"{cls.__name__}.coverage(points, edge_width) must return values in [0, 1] (how "
+            f"much of each point a shape covers); a probe shape gives {value:.3g} at "
+            f"({px:.3g}, {py:.3g}). Pass a signed distance through "
+            "`dp.soft_edge(distance, edge_width)` (a sigmoid, in [0, 1]) rather than "
+            'returning the distance itself. See "Write your own shape" in the docs.'
+        )
+    if not (tiled and cls.tight_bounds):
         return
     worst = int(np.argmax(leaks))
     if not leaks[worst] > _LEAK:

@@ -19,7 +19,7 @@ from .._derivatives import differentiating, differentiation_order
 from .._model import pixel_centres
 from .._validate import is_eager, upcast_floats
 from . import _compositing
-from ._bounds_probe import check_tight_bounds
+from ._bounds_probe import check_user_type
 from ._tiled import CUTOFF, render_image_tiled, render_points_tiled
 
 __all__ = [
@@ -77,7 +77,7 @@ def check_method(method: Any, model) -> str:
     if method not in METHODS:
         raise ValueError(
             f"`method` must be one of {METHODS}; got {method!r}. Leave it at 'auto' to let "
-            "diffprims pick the fastest exact path."
+            "diffprims pick the fastest path (the scan's values up to edge tails under 1e-6)."
         )
     if method == "tiled" and model.compositing == "depth":
         raise ValueError(
@@ -126,8 +126,9 @@ def _use_tiles(model, num_points: int, method: str) -> bool:
             and model.num_shapes >= AUTO_MIN_SHAPES
             and num_points >= AUTO_MIN_POINTS
         )
-    if tiles:  # a user type's boxes must not cut its shapes off (once per type)
-        check_tight_bounds(type(model), float(type(model).edge_margin))
+    # A user type's coverage must be in [0, 1], and its boxes must not cut its shapes
+    # off where tiles trust them (probed once per type).
+    check_user_type(type(model), float(type(model).edge_margin), tiles)
     return tiles
 
 
