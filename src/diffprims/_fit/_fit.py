@@ -81,7 +81,8 @@ def fit(
     - `sampling`: how `batch` pixels are drawn. `"uniform"`: independently (with
       replacement). `"stratified"`: the grid is cut into square blocks of about
       `1 / batch` pixels and each step takes one random pixel from every block, so each
-      step sees the whole picture evenly (lower-variance gradients at the same cost).
+      step sees the whole picture evenly (lower-variance gradients at the same cost;
+      every pixel equally likely, also in blocks the image's edge cuts).
     - `steps_per_dispatch`: steps run per compiled call (also how often the progress
       bar updates).
     - `progress`: `True` to show a progress bar with the current loss.
