@@ -325,3 +325,18 @@ def test_culling_grows_bounds_by_the_types_edge_margin(getkey):
         grown = _tiled.grown_bounds(model, 1 / 64)
         expected = model.bounds() + margin * model.softness / 64 * jnp.asarray([-1, -1, 1, 1])
         np.testing.assert_allclose(grown, expected, rtol=1e-6)
+
+
+def test_counting_each_tiles_shapes_holds_no_tile_by_shape_table():
+    """Tiles are sorted by how many shapes reach them; counted all at once, that held a
+    (tiles x shapes) table: 262 MB for 16k circles at 512 x 512, 3.4 GB for 50k at 1024
+    x 1024. Counted in blocks of tiles, the same counts."""
+    boxes = jax.random.uniform(jax.random.key(0), (300, 2))
+    boxes = jnp.concatenate([boxes, boxes + 0.05], axis=1)
+    bounds = jax.random.uniform(jax.random.key(1), (20000, 2))
+    bounds = jnp.concatenate([bounds, bounds + 0.02], axis=1)
+    at_once = jnp.sum(_tiled.overlaps(boxes, bounds), axis=1)
+    np.testing.assert_array_equal(_tiled.list_lengths(boxes, bounds), at_once)
+    model = dp.Circles.init(16000, key=jax.random.key(2))
+    program = jax.jit(lambda m: m.render_image((512, 512))).lower(model).compile()
+    assert program.memory_analysis().temp_size_in_bytes < 64e6

@@ -186,10 +186,12 @@ def render_grid_eager(model, shape: tuple[int, int], method: str = "auto"):
 
 def image_tile(shape: tuple[int, int], num_shapes: int) -> int:
     """Tile side for `render_image`: 8 pixels, larger when counting overlaps would cost
-    more than drawing (very many tiles times very many shapes)."""
+    more than drawing (over 2^30 tile-shape pairs). Small tiles draw least: a jitted
+    gradient of 50k circles at 512^2 took 4.2 s on 8-pixel tiles, 11.3 s on 16 (which
+    a bound of 2^26 pairs chose, when counting held all pairs in memory at once)."""
     tile = 8
     while tile < 64 and math.ceil(shape[0] / tile) * math.ceil(shape[1] / tile) * num_shapes > (
-        1 << 26
+        1 << 30
     ):
         tile *= 2
     return tile

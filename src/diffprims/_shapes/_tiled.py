@@ -66,10 +66,22 @@ def overlaps(cells: Float[Array, "M 4"], bounds: Float[Array, "N 4"]) -> Array:
     )
 
 
+def list_lengths(boxes, bounds, block: int = 64) -> Array:
+    """`(G,)` how many shapes each group's box overlaps; past `2^22` (group, shape) pairs
+    `block` boxes at a time: all at once held a `(G, N)` table (3.4 GB for 50k shapes on
+    8-pixel tiles at 1024^2)."""
+    groups = boxes.shape[0]
+    if groups * bounds.shape[0] <= 1 << 22:  # small: at once, without a loop
+        return jnp.sum(overlaps(boxes, bounds), axis=1, dtype=jnp.int32)
+    blocks = jnp.pad(boxes, ((0, -groups % block), (0, 0))).reshape(-1, block, 4)
+    count = lambda b: jnp.sum(overlaps(b, bounds), axis=1, dtype=jnp.int32)  # noqa: E731
+    return jax.lax.map(count, blocks).reshape(-1)[:groups]
+
+
 def group_order(boxes, bounds, chunk: int) -> Array:
     """`(J, chunk)` group indices, fullest list first, padded with `G` (no group)."""
     groups = boxes.shape[0]
-    counts = jnp.sum(overlaps(boxes, bounds), axis=1, dtype=jnp.int32)
+    counts = list_lengths(boxes, bounds)
     order = jnp.argsort(-counts, stable=True).astype(jnp.int32)
     num_chunks = -(-groups // chunk)
     order = jnp.pad(order, (0, num_chunks * chunk - groups), constant_values=groups)
