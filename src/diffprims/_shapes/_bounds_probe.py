@@ -1,12 +1,13 @@
 """A user shape type's `coverage` checked to lie in [0, 1], and its `bounds()` against its
 `coverage` before tiles trust them.
 
-The tiled renderer skips every pixel outside a shape's box grown by `CUTOFF` edge
-widths. A box too small (a radius where a diameter was meant, x and y swapped, min and
-max swapped) would cut the shape off in silence, so the first time a shape type from
-outside the library takes the tiled path, a few probe shapes are drawn on a grid wider
-than the frame and their coverage outside the grown boxes must be negligible. Types of
-this library are tested instead (their first render pays nothing).
+The tiled renderer skips every pixel outside a shape's box grown by its type's
+`edge_margin` edge widths. A box too small (a radius where a diameter was meant, x and y
+swapped, min and max swapped) would cut the shape off in silence, so the first time a
+shape type from outside the library renders, a few probe shapes are drawn on a grid
+wider than the frame: their coverage must lie in [0, 1] and, where the tiled path takes
+the type, be negligible outside the grown boxes. Types of this library are tested
+instead (their first render pays nothing).
 """
 
 from __future__ import annotations

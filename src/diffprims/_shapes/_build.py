@@ -1,4 +1,5 @@
-"""Building shape sets: checks of a set's fields, random sets, sets from given values."""
+"""Building shape sets: checks of a set's fields, sets at given places and values (random
+ones: `_random`)."""
 
 from __future__ import annotations
 
