@@ -19,6 +19,7 @@ from .._model import AbstractModel, check_unbatched
 from .._validate import check_grid_shape, check_indices, check_pixel_size, check_points
 from . import _build, _protocol, _random, _render
 from ._roles import COLOUR, DEPTH, OPACITY, Role, declared_roles, parameter, role_metadata
+from ._tiled import CUTOFF
 
 
 class AbstractShapes(AbstractModel):
@@ -52,7 +53,7 @@ class AbstractShapes(AbstractModel):
     tight_bounds: ClassVar[bool] = True
     #: Edge widths (`softness` px) culling grows `bounds` by: 14 for a `soft_edge` (< 1e-6
     #: there); 0 where coverage ignores the edge width and `bounds` hold it (`Gaussians`).
-    edge_margin: ClassVar[float] = 14.0
+    edge_margin: ClassVar[float] = CUTOFF
 
     # `eqx.field` itself (not `parameter`) so type checkers see fields without defaults.
     raw_colours: Float[Array, "N C"] = eqx.field(metadata=role_metadata(COLOUR))

@@ -20,10 +20,9 @@ from .._model import pixel_centres
 from .._validate import is_eager, upcast_floats
 from . import _compositing
 from ._bounds_probe import check_user_type
-from ._tiled import CUTOFF, render_image_tiled, render_points_tiled
+from ._tiled import render_image_tiled, render_points_tiled
 
 __all__ = [
-    "CUTOFF",
     "check_method",
     "render_grid",
     "render_grid_eager",
