@@ -70,11 +70,11 @@ def list_lengths(boxes, bounds, block: int = 64) -> Array:
     """`(G,)` how many shapes each group's box overlaps; past `2^22` (group, shape) pairs
     `block` boxes at a time: all at once held a `(G, N)` table (3.4 GB for 50k shapes on
     8-pixel tiles at 1024^2)."""
+    count = lambda b: jnp.sum(overlaps(b, bounds), axis=1, dtype=jnp.int32)  # noqa: E731
     groups = boxes.shape[0]
     if groups * bounds.shape[0] <= 1 << 22:  # small: at once, without a loop
-        return jnp.sum(overlaps(boxes, bounds), axis=1, dtype=jnp.int32)
+        return count(boxes)
     blocks = jnp.pad(boxes, ((0, -groups % block), (0, 0))).reshape(-1, block, 4)
-    count = lambda b: jnp.sum(overlaps(b, bounds), axis=1, dtype=jnp.int32)  # noqa: E731
     return jax.lax.map(count, blocks).reshape(-1)[:groups]
 
 
