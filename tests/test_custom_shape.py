@@ -616,3 +616,11 @@ def test_coverage_outside_0_1_is_named(n):
     model = _DistanceCircles.init(n, key=jax.random.key(0))
     with pytest.raises(ValueError, match=r"_DistanceCircles\.coverage.*in \[0, 1\].*soft_edge"):
         jax.jit(lambda m: m.render_image((40, 40)))(model)
+
+
+@pytest.mark.parametrize("margin", [-1.0, "14", None, float("nan")])
+def test_an_edge_margin_that_is_no_width_is_named(margin):
+    kind = type("_OddMargin", (dp.Circles,), {"edge_margin": margin})
+    model = kind.init(12, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"_OddMargin\.edge_margin must be a number"):
+        model.render_image((40, 40))

@@ -127,8 +127,20 @@ def _use_tiles(model, num_points: int, method: str) -> bool:
         )
     # A user type's coverage must be in [0, 1], and its boxes must not cut its shapes
     # off where tiles trust them (probed once per type).
-    check_user_type(type(model), float(type(model).edge_margin), tiles)
+    check_user_type(type(model), _edge_margin(type(model)), tiles)
     return tiles
+
+
+def _edge_margin(cls: type) -> float:
+    """`cls.edge_margin`, checked: a number of edge widths >= 0."""
+    margin = cls.edge_margin
+    if isinstance(margin, bool) or not isinstance(margin, int | float) or not margin >= 0:
+        raise ValueError(
+            f"{cls.__name__}.edge_margin must be a number of edge widths >= 0 by which the "
+            f"tiled renderer grows each box (14.0, the default, for a soft edge); got "
+            f"{margin!r}."
+        )
+    return float(margin)
 
 
 def render_points(model, points, pixel_size, method: str = "auto"):
