@@ -5,7 +5,11 @@ one `fit()` for all of them. Images are `(H, W, C)` float in `[0, 1]` everywhere
 functions are unbatched (batch with `jax.vmap`).
 """
 
-from . import kernels as kernels, roles as roles
+from . import (
+    _loading as _loading,  # first: when loading began (`diffprims paint --seconds`)
+    kernels as kernels,
+    roles as roles,
+)
 from ._errors import (
     CheckpointError as CheckpointError,
     FitDivergedError as FitDivergedError,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
+from .. import _loading
 from ._common import UsageError as UsageError
 from ._parser import build_parser as build_parser
 from ._signals import terminate_as_interrupt
@@ -23,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    # `--seconds` covers the whole command: as the program, from when `diffprims` (and
+    # JAX with it) began to load, a second or two on a cold start; called from Python,
+    # from now (the caller loaded it for its own reasons).
+    args.started = _loading.STARTED if argv is None else time.perf_counter()
     if argv is not None:
         args.no_cache = True
     with terminate_as_interrupt() as signals:

@@ -92,8 +92,7 @@ def run_paint(args: argparse.Namespace) -> int:
     """Run `diffprims paint`; returns the exit status (130 after Ctrl-C)."""
     import diffprims as dp
 
-    started = time.perf_counter()
-
+    started = getattr(args, "started", None) or time.perf_counter()
     settings = check_arguments(args)
     folder_files = {name: kind for name, kind in FOLDER_FILES.items()
                     if kind != "svg" or settings["svg"]}  # fmt: skip
