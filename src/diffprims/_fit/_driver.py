@@ -143,12 +143,17 @@ class Driver:
         try:
             self.state, values = run(self.state, *args)
             first = self.done
-            self.chunks.append(values[:steps])
-            self.done += steps
             if is_traced(values):
+                self.chunks.append(values[:steps])
+                self.done += steps
                 self.traced = True
                 return self.state
-            host = np.asarray(values[:steps])  # waits for the dispatch
+            # The dispatch's values, cut to `steps` on the host: sliced on the device, each
+            # new length compiled a program (0.03 to 0.2 s each; a paint's rounds end on
+            # several). Until they arrive the whole is kept; `losses` cuts at `done`.
+            self.chunks.append(values)
+            self.done += steps
+            host = np.asarray(values)[:steps]  # waits for the dispatch
             self.chunks[-1] = host  # the history is kept (and joined) on the host
             self._stop["dispatched"] = True
         finally:
