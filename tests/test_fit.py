@@ -177,7 +177,10 @@ def test_weighted_loss_with_minibatches(getkey):
     np.testing.assert_allclose(a.losses, b.losses, rtol=1e-6)
 
 
-@pytest.mark.parametrize(("height", "width", "stride"), [(21, 13, 2), (10, 7, 3), (12, 9, 3)])
+@pytest.mark.parametrize(
+    ("height", "width", "stride"),
+    [(21, 13, 2), (10, 7, 3), (12, 9, 3), (9, 7, (1, 2)), (8, 10, (2, 3))],
+)
 def test_stratified_sampling_draws_every_pixel_alike(height, width, stride):
     """Where blocks are cut by the image's edge, every pixel is still as likely: the
     last row and column were drawn up to `stride` times as often (the corner `stride^2`),
@@ -186,8 +189,26 @@ def test_stratified_sampling_draws_every_pixel_alike(height, width, stride):
     draws = jax.vmap(lambda k: loop_module.stratified_indices(k, height, width, stride))(keys)
     counts = np.bincount(np.asarray(draws).ravel(), minlength=height * width)
     expected = draws.size / (height * width)
-    assert draws.shape[1] == -(-height // stride) * -(-width // stride)
+    down, across = (stride, stride) if isinstance(stride, int) else stride
+    assert draws.shape[1] == -(-height // down) * -(-width // across)
     assert np.all(np.abs(counts / expected - 1) < 0.2), (counts.min(), counts.max(), expected)
+
+
+@pytest.mark.parametrize("batch", [0.45, 0.5, 0.6, 0.3, 0.25, 0.1, 0.03, 2048, 1000, 300])
+def test_stratified_sampling_draws_about_the_pixels_asked_for(batch):
+    # Square blocks of a side `round(sqrt(1 / batch))` drew every pixel for 0.45 and 0.6
+    # (2.2 and 1.7 times the pixels asked for) and a quarter of them for 0.3; oblong
+    # blocks keep each step within about 1.2 times of `batch` (the edge's part blocks).
+    target = jnp.full((64, 64, 3), 0.5)
+    model = dp.Circles.init(2, key=jax.random.key(0), target=target)
+    seen = []
+    loss = dp.Loss(
+        lambda pred, goal: (seen.append(pred.shape[0]), jnp.mean((pred - goal) ** 2))[1]
+    )
+    dp.fit(model, target, loss=loss, steps=1, batch=batch, sampling="stratified",
+           key=jax.random.key(1))  # fmt: skip
+    asked = batch * 64 * 64 if isinstance(batch, float) else batch
+    assert 1 / 1.2 <= seen[-1] / asked <= 1.2, (seen, asked)
 
 
 def test_stratified_sampling(getkey):

@@ -191,6 +191,51 @@ def test_a_fixed_background_stays_fixed_under_weight_decay(photo, cls, trainable
     )
 
 
+def test_a_model_with_nothing_to_train_is_named(photo):
+    # A model whose only array is an integer one failed deep in the step loop ("Need
+    # at least one array to stack"); `trainable=False` already said what was wrong.
+    class Level(dp.AbstractModel):
+        level: jax.Array
+
+        @property
+        def num_channels(self):
+            return 3
+
+        def render(self, points, *, pixel_size):
+            return jnp.zeros((points.shape[0], 3)) + self.level / 10
+
+    for run in (lambda m: dp.fit(m, photo, steps=2), jax.jit(lambda m: dp.fit(m, photo, steps=2))):
+        with pytest.raises(ValueError, match="no floating-point parameter to train"):
+            run(Level(jnp.ones(3, jnp.int32)))
+
+
+def test_a_user_render_of_the_wrong_layout_is_named(photo):
+    # `render` returning `(C, P)`: `render_image` reshaped it into a scrambled picture
+    # and a full-image fit trained on it; a minibatched fit said only that `pred` and
+    # `target` differ in shape.
+    class Ramp(dp.AbstractModel):
+        w: jax.Array
+
+        @property
+        def num_channels(self):
+            return 3
+
+        def render(self, points, *, pixel_size):
+            return (points @ self.w).T
+
+    model = Ramp(jnp.eye(2, 3))
+    for run in (
+        lambda: model.render_image((4, 4)),
+        lambda: jax.jit(lambda m: m.render_image((4, 4)))(model),
+        lambda: dp.fit(model, photo, steps=2),
+        lambda: dp.fit(model, photo, steps=2, batch=0.5, key=jax.random.key(0)),
+    ):
+        with pytest.raises(
+            ValueError, match=r"Ramp.render` must return an array of shape `\(P, C\)`"
+        ):
+            run()
+
+
 def test_trainable_as_a_function_and_bad_specs(photo):
     model = dp.Circles.init(4, key=jax.random.key(0), target=photo)
     fitted = dp.fit(model, photo, steps=5, trainable=lambda leaf: leaf.ndim == 1).model

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._validate import check_grid_shape, run_checks
+from ._validate import check_grid_shape, describe, run_checks
 
 
 def pixel_centres(shape: tuple[int, int]) -> Float[Array, "H W 2"]:
@@ -121,8 +121,21 @@ class AbstractModel(eqx.Module):
         height, width = check_grid_shape(shape)
         check_unbatched(self, "render_image")
         points = pixel_centres((height, width)).reshape(-1, 2)
-        values = self.render(points, pixel_size=1.0 / height)
+        values = check_rendered(self, self.render(points, pixel_size=1.0 / height), len(points))
         return values.reshape(height, width, -1)
+
+
+def check_rendered(model: Any, values: Any, count: int) -> Any:
+    """`values`, checked to be what `model.render` promises at `count` points: `(P, C)`
+    (a `(C, P)` array reshaped into a scrambled image, and fit trained on it)."""
+    expected = (count, model.num_channels)
+    if tuple(getattr(values, "shape", ())) != expected:
+        raise ValueError(
+            f"`{type(model).__name__}.render` must return an array of shape `(P, C)`, a row "
+            f"per point and a column per channel (`num_channels`): {expected} here; got "
+            f"{describe(values)}. Return `values.T` if it is `(C, P)`."
+        )
+    return values
 
 
 def batch_shape(model: Any, accepts: Callable[[Any], Any] = run_checks) -> tuple[int, ...]:

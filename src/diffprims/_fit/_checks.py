@@ -134,8 +134,20 @@ def sampler_for(batch: Any, sampling: Any, shape: tuple[int, ...]) -> tuple[Any,
         return None, None
     if sampling == "uniform":
         return ("uniform", batch), batch
-    stride = max(1, round(float(np.sqrt(height * width / batch))))
-    return ("stratified", stride), -(-height // stride) * -(-width // stride)
+    down, across = block_shape(height * width / batch)
+    stride = down if down == across else (down, across)
+    return ("stratified", stride), -(-height // down) * -(-width // across)
+
+
+def block_shape(area: float) -> tuple[int, int]:
+    """`(rows, cols)` of the stratified sampler's blocks: whole pixels whose product is
+    nearest `area` (in ratio), as square as that allows. Square blocks alone (a side of
+    `round(sqrt(area))`) drew every pixel for `batch=0.45` and 0.6 (2.2 and 1.7 times
+    the pixels asked for), a quarter of them for 0.3; oblong ones draw a half, a third.
+    """
+    side = float(np.sqrt(max(area, 1.0)))
+    shapes = {(down, max(1, round(area / down))) for down in (max(1, int(side)), int(side) + 1)}
+    return min(shapes, key=lambda s: (abs(np.log(s[0] * s[1] / area)), abs(s[0] - s[1])))
 
 
 def check_fit_key(key: Any, batch: int | None, resume: Any = None) -> Any:
@@ -228,6 +240,13 @@ def partition_trainable(model: AbstractModel, trainable: Any) -> tuple[Any, Any]
         held, arrays = eqx.partition(arrays, fixed)
         rest = eqx.combine(held, rest)
     if trainable is None:
+        if not jax.tree.leaves(arrays):
+            raise ValueError(
+                f"the model ({type(model).__name__}) has no floating-point parameter to "
+                "train: `fit` trains its float arrays (integer and boolean arrays, and "
+                "fixed parameters, stay as they are). Store what should train as float "
+                "arrays."
+            )
         return arrays, rest
     if isinstance(trainable, bool):
         trainable = jax.tree.map(lambda _: trainable, arrays)

@@ -79,10 +79,11 @@ def fit(
     - `batch`: `None` for the whole image each step; a float in `(0, 1]` for that
       fraction of the pixels, sampled afresh every step; an int for that many pixels.
     - `sampling`: how `batch` pixels are drawn. `"uniform"`: independently (with
-      replacement). `"stratified"`: the grid is cut into square blocks of about
-      `1 / batch` pixels and each step takes one random pixel from every block, so each
-      step sees the whole picture evenly (lower-variance gradients at the same cost;
-      every pixel equally likely, also in blocks the image's edge cuts).
+      replacement). `"stratified"`: the grid is cut into blocks of about `1 / batch`
+      pixels (whole pixels a side, as square as the area allows: `batch=0.5` takes
+      blocks of 1 x 2, 0.1 of 3 x 3) and each step takes one random pixel from every
+      block, so each step sees the whole picture evenly (lower-variance gradients at the
+      same cost; every pixel equally likely, also in blocks the image's edge cuts).
     - `steps_per_dispatch`: steps run per compiled call (also how often the progress
       bar updates).
     - `progress`: `True` to show a progress bar with the current loss.

@@ -45,7 +45,7 @@ CURRENT = f"jax {jax.__version__}, equinox {eqx.__version__}, optax {optax.__ver
 
 def fit_identity(
     static: Any, loss: Any, optimizer: Any, params: Any, opt_state: Any, target: Any,
-    sampler: tuple[str, int] | None,
+    sampler: tuple[str, Any] | None,
 ) -> dict[str, str | None]:  # fmt: skip
     """The header fields naming this fit's model settings, loss and optimizer."""
     update = getattr(optimizer, "update", None)

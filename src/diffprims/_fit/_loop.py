@@ -18,6 +18,7 @@ from jaxtyping import Array, PRNGKeyArray
 
 from .._loss_checks import restrict_to_pixels
 from .._losses import AbstractLoss
+from .._model import check_rendered
 from .._validate import trusted
 from ._canon import canonical_loss, canonical_optimizer, optimizer_update
 
@@ -54,7 +55,7 @@ class Problem(eqx.Module):
     loss: AbstractLoss
     optimizer: optax.GradientTransformation
     key: PRNGKeyArray
-    sampler: tuple[str, int] | None = eqx.field(static=True)
+    sampler: tuple[str, Any] | None = eqx.field(static=True)
     render: Any = PointRender()
 
 
@@ -74,23 +75,25 @@ def pixel_points(indices: Array, height: int, width: int) -> Array:
     return jnp.stack([(cols + 0.5) / height, (rows + 0.5) / height], axis=-1)
 
 
-def stratified_indices(key, height: int, width: int, stride: int) -> Array:
-    """Flat indices of one random pixel in every `stride x stride` block of the grid,
-    every pixel as likely as any other.
+def stratified_indices(key, height: int, width: int, stride: int | tuple[int, int]) -> Array:
+    """Flat indices of one random pixel in every `stride x stride` block of the grid
+    (`(rows, cols)` for oblong blocks), every pixel as likely as any other.
 
-    A block cut by the image's bottom or right edge is drawn over its whole square, and
-    a draw past the edge takes a pixel of the whole image at random instead: each pixel
-    is then drawn with the same probability (`1 / stride^2` plus the same share of the
-    redrawn ones), so the mean loss over the samples is the image's, unbiased. (Clipped
-    onto the edge, the last row and column were drawn up to `stride` times as often.)
+    A block cut by the image's bottom or right edge is drawn over its whole rectangle,
+    and a draw past the edge takes a pixel of the whole image at random instead: each
+    pixel is then drawn with the same probability (one over the block's area plus the
+    same share of the redrawn ones), so the mean loss over the samples is the image's,
+    unbiased. (Clipped onto the edge, the last row and column were drawn up to `stride`
+    times as often.)
     """
-    rows, cols = np.arange(0, height, stride), np.arange(0, width, stride)
+    down, across = (stride, stride) if isinstance(stride, int) else stride
+    rows, cols = np.arange(0, height, down), np.arange(0, width, across)
     grid_r, grid_c = (jnp.asarray(g) for g in np.meshgrid(rows, cols, indexing="ij"))
     k_r, k_c = jax.random.split(key)
-    r = grid_r + jax.random.randint(k_r, grid_r.shape, 0, stride, jnp.int32)
-    c = grid_c + jax.random.randint(k_c, grid_c.shape, 0, stride, jnp.int32)
+    r = grid_r + jax.random.randint(k_r, grid_r.shape, 0, down, jnp.int32)
+    c = grid_c + jax.random.randint(k_c, grid_c.shape, 0, across, jnp.int32)
     indices = (r * width + c).reshape(-1)
-    if height % stride == 0 and width % stride == 0:
+    if height % down == 0 and width % across == 0:
         return indices
     past_edge = ((r >= height) | (c >= width)).reshape(-1)
     k_any = jax.random.fold_in(key, 1)  # where no block is cut, the draws are as before
@@ -98,7 +101,7 @@ def stratified_indices(key, height: int, width: int, stride: int) -> Array:
     return jnp.where(past_edge, anywhere, indices)
 
 
-def sample_indices(sampler: tuple[str, int], key, height: int, width: int) -> Array:
+def sample_indices(sampler: tuple[str, Any], key, height: int, width: int) -> Array:
     kind, size = sampler
     if kind == "uniform":
         # With replacement: O(batch) per step, where a permutation is O(H W log HW).
@@ -115,6 +118,7 @@ def objective(params: Any, static: Any, problem: Problem, key) -> Array:
         return loss(problem.render.image(model, (height, width)), target)
     indices = sample_indices(problem.sampler, key, height, width)
     pred = problem.render(model, pixel_points(indices, height, width), 1.0 / height)
+    pred = check_rendered(model, pred, indices.shape[0])
     goal = target.reshape(-1, channels)[indices]
     return restrict_to_pixels(loss, indices)(pred, goal)
 
@@ -197,7 +201,7 @@ def loss_call(loss, pred, goal, indices):
     return loss(pred, goal) if indices is None else restrict_to_pixels(loss, indices)(pred, goal)
 
 
-def loss_args(sampler: tuple[str, int] | None, target: Any) -> tuple[Any, Any, Any]:
+def loss_args(sampler: tuple[str, Any] | None, target: Any) -> tuple[Any, Any, Any]:
     """The abstract `(pred, goal, indices)` each step passes to `loss_call`."""
     height, width, channels = target.shape
     if sampler is None:
@@ -209,7 +213,7 @@ def loss_args(sampler: tuple[str, int] | None, target: Any) -> tuple[Any, Any, A
 
 
 @functools.lru_cache(maxsize=256)
-def _sample_count(sampler: tuple[str, int], height: int, width: int) -> int:
+def _sample_count(sampler: tuple[str, Any], height: int, width: int) -> int:
     shape = jax.eval_shape(lambda: sample_indices(sampler, jax.random.key(0), height, width))
     return shape.shape[0]
 
