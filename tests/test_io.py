@@ -352,6 +352,33 @@ def test_gif_of_models_with_different_numbers_of_shapes(tmp_path):
         assert gif.n_frames == 3
 
 
+def test_gif_of_a_user_model_holding_a_function(tmp_path):
+    # Snapshots were stacked leaf by leaf, the MLP's activation function too: a raw
+    # "stack requires ndarray or scalar arguments" from `jnp.stack`.
+    class Field(dp.AbstractModel):
+        mlp: eqx.nn.MLP
+
+        @property
+        def num_channels(self):
+            return 3
+
+        def render(self, points, *, pixel_size):
+            return jax.nn.sigmoid(jax.vmap(self.mlp)(points))
+
+    field = Field(eqx.nn.MLP(2, 3, 8, 1, key=jax.random.key(0)))
+    models = [eqx.tree_at(lambda m: m.mlp.layers[-1].bias, field, jnp.full(3, b))
+              for b in (-2.0, 0.0, 2.0)]  # fmt: skip
+    path = dp.save_gif(tmp_path / "field.gif", models, (8, 8), seconds_per_frame=0.1)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 3
+        means = []
+        for frame in range(3):
+            gif.seek(frame)
+            means.append(np.asarray(gif.convert("RGB"), np.float32).mean() / 255)
+    expected = [float(jnp.mean(m.render_image((8, 8)))) for m in models]
+    np.testing.assert_allclose(means, expected, atol=0.02)
+
+
 @pytest.mark.parametrize("channels", [1, 3, 4])
 def test_gif_frames_show_every_channel(tmp_path, channels):
     """Grey as grey, RGB as it is, RGBA over white as `load_image` shows transparency

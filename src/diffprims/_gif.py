@@ -49,7 +49,13 @@ def _frames(models: list[AbstractModel], shape: tuple[int, int]) -> list[np.ndar
     for start in range(0, len(models), BATCH):
         batch = models[start : start + BATCH]
         padded = batch + [batch[-1]] * (BATCH - len(batch))
-        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *padded)
+        # Array leaves stacked; the rest (a user model's activation function, a Python
+        # number) is the same in every model (`signature` says so), kept as it is.
+        arrays = [eqx.filter(m, eqx.is_array) for m in padded]
+        stacked = eqx.combine(
+            jax.tree.map(lambda *xs: jnp.stack(xs), *arrays),
+            eqx.filter(padded[0], eqx.is_array, inverse=True),
+        )
         frames.extend(np.asarray(_render_batch(stacked, shape))[: len(batch)])
     return frames
 
