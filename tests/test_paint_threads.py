@@ -161,3 +161,38 @@ def test_ctrl_c_on_one_painting_says_paint(getkey, monkeypatch):
     with pytest.raises(dp.FitInterrupted, match="^Paint interrupted after") as info:
         dp.paint(_target(getkey()), 4, key=getkey(), steps=10**6, rounds=1)
     assert info.value.result.model.num_shapes == 4
+
+
+@pytest.mark.parametrize("where", ["removal", "solve"])
+def test_ctrl_c_after_the_last_dispatch_stops_the_paint(getkey, monkeypatch, where):
+    # The flag a first Ctrl-C sets was read only before a dispatch: one that came while
+    # the spare shapes were removed or the colours solved (minutes with thousands of
+    # shapes) was dropped, and the run ended as if never stopped (`diffprims paint`
+    # exited 0 after 68 s more).
+    from diffprims._paint import _rounds
+
+    if where == "removal":
+        remove = _rounds.remove
+
+        sent = threading.Event()
+
+        def remove_then_interrupt(*args, **kwargs):
+            out = remove(*args, **kwargs)
+            if not sent.is_set():  # once: a second Ctrl-C raises at once anyway
+                sent.set()
+                signal.raise_signal(signal.SIGINT)
+            return out
+
+        monkeypatch.setattr(_rounds, "remove", remove_then_interrupt)
+    else:
+        solve = _rounds.Painting.solve
+
+        def solve_then_interrupt(self, *args, **kwargs):
+            solve(self, *args, **kwargs)
+            signal.raise_signal(signal.SIGINT)
+
+        monkeypatch.setattr(_rounds.Painting, "solve", solve_then_interrupt)
+    with pytest.raises(dp.FitInterrupted, match="^Paint interrupted after") as info:
+        # One step: the removals (and cycles) that follow get none, as with `--steps 1`.
+        dp.paint(_target(getkey()), 4, key=getkey(), steps=1, rounds=1)
+    assert info.value.result.model.num_shapes == 4

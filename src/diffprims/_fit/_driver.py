@@ -137,8 +137,7 @@ class Driver:
         Checks for Ctrl-C before, and for divergence after; saves a checkpoint and
         updates the progress bar. Returns the new state.
         """
-        if self._flag["stop"] or self._stop["stop"]:
-            raise KeyboardInterrupt
+        self.check_stop()
         self._flag["busy"] = True
         try:
             self.state, values = run(self.state, *args)
@@ -166,6 +165,27 @@ class Driver:
             self.checkpointer.save(self.state, self.losses, self.done, self.done == self.steps)
         self._show(float(np.min(host[-1])) if steps else None, steps)
         return self.state
+
+    def check_stop(self) -> None:
+        """`KeyboardInterrupt` (a `FitInterrupted` once the driver is left) if a Ctrl-C
+        came since the last dispatch: checked before each, and by callers between their
+        own compiled steps (paint's removals and colour solve, after the last dispatch,
+        ran on and the run ended as if never stopped)."""
+        if self._flag["stop"] or self._stop["stop"]:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """A compiled call outside `dispatch` (paint's seeding, removal, colour solve): a
+        second Ctrl-C meanwhile waits for it to return (as during a dispatch), then stops
+        the run; the first is checked after it (`check_stop`)."""
+        self.check_stop()
+        self._flag["busy"] = True
+        try:
+            yield
+        finally:
+            self._flag["busy"] = False
+        self.check_stop()
 
     def describe(self, **info: str) -> None:
         """Extra fields for the progress bar (e.g. `round="3/8"`)."""

@@ -265,7 +265,8 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
         with driver:
             _run_rounds(painting, driver, plan, budget, steps_per_dispatch)
             if solving:
-                painting.solve(driver, seconds)
+                with driver.busy():  # a Ctrl-C after the last dispatch stops it here
+                    painting.solve(driver, seconds)
         return driver.finish()
     finally:
         # Joined, not left running: a thread inside an XLA compile when the interpreter

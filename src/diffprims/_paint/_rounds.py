@@ -184,10 +184,11 @@ class Painting:
                   rounds: int, last: bool) -> None:  # fmt: skip
         """Seed the round's shapes, then fit every shape so far for the round's budget."""
         problem = self._problem(round_)
-        if round_.removed:
-            self._remove(driver, round_)
-        else:
-            self._seed(driver, round_, problem.target)
+        with driver.busy():  # a Ctrl-C meanwhile stops the paint after it
+            if round_.removed:
+                self._remove(driver, round_)
+            else:
+                self._seed(driver, round_, problem.target)
         budget.begin(round_.index)
         driver.describe(round=f"{round_.index + 1}/{rounds}")
         size = self._dispatch_size(budget, most)
