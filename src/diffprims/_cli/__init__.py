@@ -9,7 +9,7 @@ import time
 from .. import _loading
 from ._common import UsageError as UsageError
 from ._parser import build_parser as build_parser
-from ._signals import terminate_as_interrupt
+from ._signals import pressed_while_writing, terminate_as_interrupt
 
 _build_parser = build_parser  # the name the tests and docs scripts use
 
@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-    # SIGTERM while the results were written let them finish (status 0): still 143, so
-    # that a job scheduler sees the run was stopped.
+    # Ctrl-C or SIGTERM while the results were written let them finish (status 0):
+    # still 130 or 143, so that a script or a job scheduler sees the run was stopped.
+    status = 130 if status == 0 and pressed_while_writing() else status
     status = 143 if status in (0, 130) and signals["terminated"] else status
     if argv is None and status in (130, 143):
         # Interrupted, as the program: the results are written (or cleaned up) and the

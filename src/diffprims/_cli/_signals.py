@@ -10,10 +10,19 @@ import sys
 import threading
 from collections.abc import Iterator
 
+# Set by a first Ctrl-C (or SIGTERM) that lets the writing finish: the run then still
+# exits as interrupted (130), so that a script running the command sees it was stopped.
+_PRESSED_WHILE_WRITING = threading.Event()
+
 # Set by the Ctrl-C that stops the writing. Its `KeyboardInterrupt` can land where Python
 # swallows it (in a garbage-collection callback of JAX's: "Exception ignored in ..."),
 # and the writing then finished; `write_all` checks this before it puts files in place.
 _STOP_WRITING = threading.Event()
+
+
+def pressed_while_writing() -> bool:
+    """Whether a first Ctrl-C came while the results were written (they were finished)."""
+    return _PRESSED_WHILE_WRITING.is_set()
 
 
 def raise_if_writing_stopped() -> None:
@@ -42,9 +51,11 @@ def finish_writing(interrupted: bool = False) -> Iterator[None]:
         if pressed["count"] > 1:
             _STOP_WRITING.set()
             raise KeyboardInterrupt
-        print("writing the results; press Ctrl-C again to stop", file=sys.stderr)
+        _PRESSED_WHILE_WRITING.set()
+        print("writing the results; Ctrl-C again stops the writing", file=sys.stderr)
 
     _STOP_WRITING.clear()
+    _PRESSED_WHILE_WRITING.clear()
     signal.signal(signal.SIGINT, handler)
     try:
         yield
