@@ -487,6 +487,7 @@ def test_filter_reads_a_kernel_file(tmp_path, capsys, name):
         (np.ones((3, 1026)), "each side must be at most 1025"),
         (np.array(["a", "b"]), "must hold a 2D array of real numbers"),
         ("junk", "is not a NumPy .npy file (it lacks NumPy's header)"),  # not "pickled data"
+        ("npz", "is a NumPy .npz archive (numpy.savez), not a .npy array"),  # not "(1,) of <U1"
         (None, "no such file"),
         ("folder", "not a regular file"),
     ],
@@ -495,6 +496,9 @@ def test_bad_kernel_files_exit_2_with_one_line(tmp_path, capsys, content, messag
     path = tmp_path / "k.npy"
     if isinstance(content, str) and content == "folder":  # exists, but is no file
         path.mkdir()
+    elif isinstance(content, str) and content == "npz":
+        with open(path, "wb") as file:  # an archive under a .npy name
+            np.savez(file, kernel=np.ones((3, 3)))
     elif isinstance(content, str):
         path.write_text(content)
     elif content is not None:
@@ -702,6 +706,27 @@ def test_sigterm_while_the_results_are_written_still_exits_143(monkeypatch, caps
     monkeypatch.setattr(cli, "build_parser", Parser)
     assert cli.main([]) == 143
     assert "writing the results" in capsys.readouterr().err
+
+
+def test_a_cache_folder_it_cannot_write_is_left_alone(tmp_path):
+    # A cache folder made by another user (`sudo diffprims ...`): JAX warned twice for
+    # each program it could not write (94 lines on stderr under `-q`). Run in a fresh
+    # process: the cache is a process-wide JAX setting. Root may write anywhere, so
+    # the folder's permission is what `os.access` is made to say.
+    code = (
+        "import os, jax\n"
+        "from diffprims._cli import _common\n"
+        "folder = os.fspath(_common.cache_folder())\n"
+        "real = os.access\n"
+        "os.access = lambda path, mode, **kw: os.fspath(path) != folder and real(path, mode)\n"
+        "_common.enable_compilation_cache()\n"
+        "print('cache:', jax.config.jax_compilation_cache_dir)\n"
+    )
+    env = dict(os.environ, HOME=os.fspath(tmp_path), XDG_CACHE_HOME="")
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True)  # fmt: skip
+    assert out.stdout.strip() == "cache: None", out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("budget", [["--fit", "--steps", "10000000"], ["--seconds", "600"]])

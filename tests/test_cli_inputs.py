@@ -110,6 +110,19 @@ def test_symlinked_outputs_are_written_through():
     assert sorted(os.listdir()) == ["dangling.svg", "link.png", "real"]
 
 
+@pytest.mark.skipif(os.name == "nt", reason="POSIX symbolic links")
+def test_an_output_that_is_a_looping_link_is_refused(capsys):
+    # It "did not exist" (`exists()` follows links), so no --force was asked for, and
+    # the link was replaced by a plain file.
+    image = _picture("in.png")
+    os.symlink("loop2.png", "loop1.png")
+    os.symlink("loop1.png", "loop2.png")
+    for extra in ([], ["--force"]):
+        status, err = _run(["paint", image, *FAST, "-o", "loop1.png", *extra], capsys)
+        assert status == 2 and "'loop1.png' is a symbolic link that loops" in err, err
+        assert os.path.islink("loop1.png") and os.readlink("loop1.png") == "loop2.png"
+
+
 @pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
 def test_an_overwritten_output_keeps_its_permissions(capsys):
     """`--force` over a private (0600) result left it 0644: the staged file now takes

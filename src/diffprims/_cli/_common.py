@@ -322,6 +322,12 @@ def enable_compilation_cache() -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         return  # no cache: slower, not wrong
+    if not os.access(folder, os.W_OK | os.X_OK):
+        # A folder left by another user (`sudo diffprims ...`): JAX warned twice for each
+        # of the ~50 programs it could not write, under `-q` too.
+        return
+    # Any other failure to write an entry (a full disk) is as harmless: not a warning each.
+    warnings.filterwarnings("ignore", message="Error writing persistent compilation cache")
     jax.config.update("jax_compilation_cache_dir", os.fspath(folder))
     # Every program, however quick to compile: from 0.1 s, a run with its programs cached
     # still compiled 1.3 s of small ones (9.1 s of wall time rather than 9.6 to 10.3).

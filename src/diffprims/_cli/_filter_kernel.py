@@ -109,11 +109,17 @@ def _kernel_file(spec: str, suffix: str, *, quiet: bool = False) -> Any:
 
 
 def _check_numpy_file(spec: str, suffix: str) -> None:
-    """A `UsageError` unless the file starts as NumPy's own files do (`numpy.save`'s header,
-    or a zip for `numpy.savez`): `np.load` takes anything else for a pickle and says so."""
+    """A `UsageError` unless the file starts as `numpy.save`'s do: `np.load` takes anything
+    else for a pickle and says so, and an archive of `numpy.savez` (a zip) came back as
+    an archive, its array unread ("got shape (1,) of <U1")."""
     with open(spec, "rb") as file:
         start = file.read(6)
-    if not (start.startswith(b"\x93NUMPY") or start.startswith(b"PK")):
+    if start.startswith(b"PK"):
+        raise UsageError(
+            f"--kernel {spec!r} is a NumPy .npz archive (numpy.savez), not a .npy array; "
+            "save the kernel alone with numpy.save(path, kernel)"
+        )
+    if not start.startswith(b"\x93NUMPY"):
         raise UsageError(
             f"--kernel {spec!r} is not a NumPy {suffix} file (it lacks NumPy's header); "
             "save the kernel with numpy.save(path, kernel), or write its numbers in a "

@@ -11,6 +11,7 @@ run that fails or is stopped while writing leaves no half set.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -109,6 +110,11 @@ def _same_file(path: Path, source: str) -> bool:
 
 
 def _check_places(files: dict[Path, str], *, force: bool) -> None:
+    for path in files:
+        if _loops(path):  # it "does not exist", and was replaced by a plain file
+            raise UsageError(f"-o: {os.fspath(path)!r} is a symbolic link that loops "
+                             "(it leads back to itself); remove it or choose another "
+                             "output")  # fmt: skip
     existing = [os.fspath(p) for p in files if p.exists()]
     folders = [p for p in files if p.is_dir()]
     if folders:
@@ -241,6 +247,17 @@ def write_all(files: dict[Path, str], write: Callable[[Path, str], None]) -> Non
     finally:
         for temp in staging.values():
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def _loops(path: Path) -> bool:
+    """Whether `path` is a symbolic link whose chain of links never ends."""
+    if not path.is_symlink():
+        return False
+    try:
+        os.path.realpath(path, strict=True)
+    except OSError as error:
+        return error.errno == errno.ELOOP
+    return False
 
 
 def _destination(path: Path) -> Path:
