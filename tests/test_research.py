@@ -336,6 +336,11 @@ def test_filtered_scene_trains_the_bank_only(photo):
     result = dp.fit(model, exact, steps=50, optimizer=optimizer, trainable=model.trainable())
     np.testing.assert_array_equal(result.model.image, photo)
     assert float(result.losses[-1]) < float(result.losses[0])
+    # Without `trainable` too, weight decay included: the scene is never the optimizer's
+    # (adamw moved it by 0.025 in 5 steps).
+    decayed = dp.fit(model, exact, steps=5, optimizer=optax.adamw(1e-2, weight_decay=0.5))
+    np.testing.assert_array_equal(decayed.model.image, photo)
+    assert not np.array_equal(decayed.model.bank.vertical, model.bank.vertical)
     with pytest.raises(ValueError, match="scene's size"):
         model.render_image((8, 8))
 

@@ -25,9 +25,8 @@ class Filtered(AbstractModel):
     (for instance `jax.scipy.signal.convolve2d` with the target kernel, channel by
     channel) and every step runs the bank's `2R` separable passes.
 
-    Only the bank trains: the scene is held fixed (its gradient is stopped). With an
-    optimizer that decays weights, pass `trainable=model.trainable()` to `fit` so the
-    scene is not decayed either.
+    Only the bank trains: the scene is held fixed (its gradient is stopped, and `fit`
+    never hands it to the optimizer, so weight decay leaves it as it is too).
 
     **Arguments:**
 
@@ -43,7 +42,7 @@ class Filtered(AbstractModel):
     convolve = lambda channel: jax.scipy.signal.convolve2d(channel, kernel, mode="same")
     exact = jax.vmap(convolve, in_axes=2, out_axes=2)(scene)
     model = dp.Filtered(dp.SeparableFilters.from_svd(kernel, rank=3), scene)
-    result = dp.fit(model, exact, steps=500, trainable=model.trainable())
+    result = dp.fit(model, exact, steps=500)
     bank = result.model.bank
     ```
     """
@@ -87,6 +86,12 @@ class Filtered(AbstractModel):
         """A filter spec for `fit(..., trainable=...)` that trains the bank only."""
         spec = jax.tree.map(lambda _: False, self)
         return eqx.tree_at(lambda m: m.bank, spec, jax.tree.map(lambda _: True, self.bank))
+
+    def _fixed_parameters(self) -> Any:
+        """The scene: an optimizer that decays weights (`optax.adamw`) moved it, and the
+        fitted bank was judged against another picture."""
+        spec = jax.tree.map(lambda _: False, self)
+        return eqx.tree_at(lambda m: m.image, spec, True)
 
     def filtered(self) -> Float[Array, "H W C"]:
         """The filtered scene, `(H, W, C)`."""
