@@ -194,6 +194,11 @@ def disk(
     alike; under `jax.jit` a traced `radius` (and the all-zero case) can only be checked
     when the compiled function runs, so the error comes from `eqx.error_if` then.
 
+    The kernel is a step function of `radius` (each sample is in or out), so
+    `jax.grad` with respect to it is 0, antialiased or not: to learn a bokeh's size,
+    fit a model whose edge is soft (a `dp.Circles` of one shape, rendered on the
+    kernel's grid) or search over `radius`.
+
     **Returns:**
 
     A `(Kh, Kw)` float32 kernel.
@@ -236,7 +241,8 @@ def polygon(
       small to cover a pixel centre) raises a `ValueError`.
 
     `radius` and `rotation` may be scalar arrays, checked as in
-    [`diffprims.kernels.disk`][] (at once when concrete, at run time when traced).
+    [`diffprims.kernels.disk`][] (at once when concrete, at run time when traced); as
+    there, the kernel is a step function of them (a gradient of 0).
 
     **Returns:**
 
