@@ -39,7 +39,7 @@ class AbstractShapes(AbstractModel):
             image = (1 - a) * image + a * colours[i]
         ```
 
-    - `"additive"`: `background + sum_i a_i colours[i]` (order independent);
+    - `"additive"`: `background + sum_i a_i colours[i]` (order free; over 1 if it sums so);
     - `"depth"`: a learnable soft depth order (`raw_depths`; larger is nearer).
 
     A new shape type subclasses this, declares its geometry as array fields with a
