@@ -120,9 +120,22 @@ def test_paint_takes_a_weighted_loss(getkey):
         (dict(prune=1.0), ValueError, "prune"),
         (dict(key=0), TypeError, "key"),
         (dict(target=np.zeros((8, 8, 3), np.uint8)), TypeError, "float"),
+        # Unchecked, "False" ran the solve; the others failed from inside the seeding's
+        # trace, a second into the paint ("could not convert string to float: 'a'").
+        (dict(solve_colours="False"), TypeError, "`solve_colours` must be True or False"),
+        (dict(softness="a"), TypeError, "`softness`"),
+        (dict(softness=0.0), ValueError, "`softness` must be > 0"),
+        (dict(method="foo"), ValueError, "`method` must be one of"),
+        (dict(method="tiled", compositing="depth"), ValueError, "cannot render"),
     ],
 )
-def test_paint_errors_are_clear(kwargs, error, match, getkey):
+def test_paint_errors_are_clear(kwargs, error, match, getkey, monkeypatch):
+    from diffprims._paint import _paint
+
+    def no_paint(*args, **kwargs):
+        raise AssertionError("painted before checking its arguments")
+
+    monkeypatch.setattr(_paint, "_paint_once", no_paint)
     args = dict(target=np.zeros((8, 8, 3), np.float32), n=3, key=getkey(), steps=2)
     args.update(kwargs)
     target, n = args.pop("target"), args.pop("n")

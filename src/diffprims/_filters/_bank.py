@@ -211,7 +211,8 @@ class SeparableFilters(AbstractModel):
         **Returns:**
 
         A `SeparableFilters` with `rank` passes; at full rank its kernel equals `kernel`
-        up to float32 rounding.
+        up to float32 rounding. Under `jax.grad` in `kernel` it is NaN where singular
+        values repeat (a box, any exactly separable kernel: the SVD's own derivative).
 
         ```python
         bank = dp.SeparableFilters.from_svd(dp.kernels.disk(50), rank=4)
@@ -291,7 +292,7 @@ class SeparableFilters(AbstractModel):
           HDR or negative; half precision is computed in float32). NaN or inf pixels are
           refused (`ValueError`; under `jax.jit` they are not checked, and each turns a
           whole tile, the kernel's size rounded up to 32 pixels a side, to NaN). Batch with
-          `jax.vmap(bank.apply)(images)`.
+          `jax.vmap(bank.apply)(images)`; jit with `eqx.filter_jit(bank.apply)`.
         - `border`: how the image continues past its edges: `"zero"` (zero padding, the
           default), `"edge"` (repeat the edge pixel), `"reflect"` (mirror about the edge
           pixel), `"symmetric"` (mirror including it) or `"wrap"` (periodic).

@@ -35,6 +35,7 @@ fit's driver, so `paint` gets its progress bar, Ctrl-C and divergence handling.
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import jax
@@ -51,6 +52,7 @@ from .._losses import (
     as_loss,
 )
 from .._shapes import MODES, AbstractShapes, Circles, Shortfall, check_shape_type, not_a_shape_type
+from .._shapes._render import check_method
 from .._validate import (
     check_bool,
     check_key,
@@ -121,7 +123,8 @@ def paint(
       proportion to their step share. Overrides `steps`. Every piece runs at least
       once, so the first call in a process, which compiles for about 4 s on a CPU (the
       programs needed after the first round in a second thread), takes about 6 s with
-      `seconds=3`; from about `seconds=8`, and in later calls, it keeps to the budget.
+      `seconds=3`; from about `seconds=8`, and in later calls of the same `n`, image
+      size and shape type (another compiles anew), it keeps to the budget.
     - `steps`: total optimizer steps when no `seconds` is given (default 1500).
     - `rounds`: the number of progressive rounds (1 places all shapes at once).
     - `restarts`: independent runs (see `threads`); the one with the lowest squared
@@ -197,7 +200,7 @@ def paint(
     target, n, key, steps = _check(
         target, n, key, shape, seconds, steps, rounds, restarts, stride, steps_per_dispatch,
         compositing, opacity, prune, coarse, grow, lr, lr_geometry, lr_colour, anneal, extra,
-        cycles, threads,
+        cycles, threads, softness, solve_colours, method,
     )  # fmt: skip
     loss = as_loss(L2() if loss is None else loss)
     # The placement, pruning and colour solve minimise the same weighted squared error as
@@ -292,7 +295,7 @@ def _run_rounds(painting: Painting, driver: Driver, plan: list, budget: Budget, 
 
 def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_dispatch,
            compositing, opacity, prune, coarse, grow, lr, lr_geo, lr_colour, anneal,
-           extra, cycles, threads):  # fmt: skip
+           extra, cycles, threads, softness, solve_colours, method):  # fmt: skip
     """`paint`'s arguments checked: `(target, n, key, steps)` (steps None with seconds)."""
     _check_eager(target=target, key=key, seconds=seconds, opacity=opacity, lr=lr,
                  lr_geometry=lr_geo, lr_colour=lr_colour)  # fmt: skip
@@ -331,6 +334,11 @@ def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_
     check_positive_int(cycles, "cycles", minimum=0)
     if threads is not None:
         check_bool(threads, "threads")
+    check_bool(solve_colours, "solve_colours")  # "False" ran the solve
+    if not check_scalar(softness, "softness") > 0:  # here, not from inside the seeding
+        raise ValueError(f"`softness` must be > 0 (pixels of edge); got {softness}.")
+    if method is not None:  # here, not from inside the seeding's trace
+        check_method(method, SimpleNamespace(compositing=compositing))
     for name, value in (("lr", lr), ("lr_geometry", lr_geo), ("lr_colour", lr_colour)):
         check_scalar(value, name, lower=0.0)
     if not 0 <= anneal <= 1:
