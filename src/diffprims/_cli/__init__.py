@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
 
     Run as the program (`argv` None: the `diffprims` script, `python -m diffprims`), it
     keeps compiled programs in JAX's persistent compilation cache in a per-user folder
-    (`--no-cache` turns that off). Called with a list from Python (a test, a script),
-    it leaves the calling process's JAX settings alone. SIGTERM does what Ctrl-C would
+    (`--no-cache` turns that off), and `--seconds` counts from when `diffprims` began to
+    load. Called with a list from Python (a test, a script), it leaves the calling
+    process's JAX settings alone and counts from the call. SIGTERM does what Ctrl-C would
     (the results so far are written) and the status is then 143, not 130.
     """
     parser = build_parser()
