@@ -248,7 +248,7 @@ class AbstractShapes(AbstractModel):
         check_unbatched(self, "render")
         points = check_points(points).astype(jnp.promote_types(self.raw_colours.dtype, "f4"))
         points, pixel_size = check_pixel_size(points, pixel_size)
-        method = _render.check_method(method, self)
+        method = _render.check_method(method, self.compositing)
         return _render.render_points_eager(self, points, pixel_size, method)
 
     def render_image(
@@ -266,7 +266,7 @@ class AbstractShapes(AbstractModel):
         """
         check_unbatched(self, "render_image")
         shape = check_grid_shape(shape)
-        method = _render.check_method(method, self)
+        method = _render.check_method(method, self.compositing)
         return _render.render_grid_eager(self, shape, method)
 
     # -- sub-sets and construction -------------------------------------------------

@@ -71,14 +71,14 @@ def render_scan(model, points: Float[Array, "P 2"], pixel_size) -> Float[Array, 
 # -- path choice ------------------------------------------------------------------------
 
 
-def check_method(method: Any, model) -> str:
-    """`method` validated against the model: one of `METHODS`."""
+def check_method(method: Any, compositing: str) -> str:
+    """`method` validated against a set's `compositing`: one of `METHODS`."""
     if method not in METHODS:
         raise ValueError(
             f"`method` must be one of {METHODS}; got {method!r}. Leave it at 'auto' to let "
             "diffprims pick the fastest path (the scan's values up to edge tails under 1e-6)."
         )
-    if method == "tiled" and model.compositing == "depth":
+    if method == "tiled" and compositing == "depth":
         raise ValueError(
             'method="tiled" cannot render compositing="depth": its soft depth weights let '
             "a far-away shape's faint edge outweigh the shapes under a pixel, so culling "
@@ -93,7 +93,7 @@ def fit_method(method: Any, model) -> str | None:
     renderer's hand-written backward pass is first-order only), else the default."""
     if method is None:
         return "scan" if differentiating() else None
-    return check_method(method, model)
+    return check_method(method, model.compositing)
 
 
 def _first_order_only() -> bool:
