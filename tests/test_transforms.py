@@ -105,6 +105,14 @@ def test_a_chain_member_that_refuses_the_value_another_needs_says_which():
         dp.fit(MODEL, TARGET, optimizer=optimizer, steps=2)
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_an_optimizer_that_needs_parameters_of_its_own_type_says_so(jit):
+    optimizer = optax.lookahead(optax.adam(1e-2), sync_period=2, slow_step_size=0.5)
+    run = lambda m: dp.fit(m, TARGET, optimizer=optimizer, steps=2).losses  # noqa: E731
+    with pytest.raises(TypeError, match=r"update failed on it.*'fast'.*LookaheadParams"):
+        (jax.jit(run) if jit else run)(MODEL)
+
+
 def test_lbfgs_fits_differentiate_in_forward_mode_only():
     """As `fit` and the research tutorial say: `optax.lbfgs`'s line search is a
     `while_loop`, which JAX differentiates in forward mode only."""

@@ -161,6 +161,19 @@ def optimizer_update(optimizer: Any, grads, opt_state, params, value, value_fn) 
     refuses a name from inside (a wrapper, or `optax.chain`, which passes every name to
     each such member) is called again without that name; if another transformation
     then lacks it, a `TypeError` says which to fix."""
+    try:
+        return _update(optimizer, grads, opt_state, params, value, value_fn)
+    except AttributeError as error:  # e.g. optax.lookahead reading `params.fast`
+        raise TypeError(
+            "`optimizer` must update the model's parameters as they are: `fit` gives "
+            "`optimizer.update` the model (its trainable leaves) as `params`; got an "
+            f"optimizer whose update failed on it with AttributeError: {error}. "
+            "Optimizers that need parameters of a type of their own (`optax.lookahead` "
+            "needs `LookaheadParams`) cannot be used with `fit`."
+        ) from error
+
+
+def _update(optimizer: Any, grads, opt_state, params, value, value_fn) -> Any:
     if not isinstance(optimizer, optax.GradientTransformationExtraArgs):
         return optimizer.update(grads, opt_state, params)
     extra = _accepted(optimizer.update, dict(value=value, grad=grads, value_fn=value_fn))
