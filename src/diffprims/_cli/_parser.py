@@ -26,12 +26,12 @@ By default paints with diffprims.paint's recipe (progressive rounds, pruning,
 colours in closed form); --fit runs plain gradient descent from random shapes.
 
 -o takes a folder (default: out; end it with / when its name has a dot, as
-run.v2/), which receives result.png (at the input's
-resolution, or --render-size), result.svg (unless the shape type has no SVG form),
-progress.gif, shapes.json (the shapes as a readable list), model.eqx (reload with
+run.v2/), which receives result.png (at the input's resolution, or
+--render-size), result.svg (unless the shape type has no SVG form), progress.gif,
+shapes.json (the shapes as a readable list), model.eqx (reload with
 diffprims.load) and summary.json; or file names, as many as you like, the format
-from the extension: .png .jpg .svg .gif .json .eqx. Nothing is overwritten without
---force.
+from the extension: .png .jpg .svg .gif .json .eqx. Nothing is overwritten
+without --force.
 
 --shape module:ClassName paints with a shape type of your own (a subclass of
 diffprims.AbstractShapes), e.g. --shape rings:Rings for the class Rings in
@@ -152,9 +152,9 @@ def _add_paint(commands) -> None:
                        help="edge width in pixels (default: 0.5; 1 with --fit)")  # fmt: skip
     paint.add_argument("--gif", choices=("progress", "shapes"), default="progress",
                        help="the animation: the picture as the fit ran (progress: one "
-                       "frame per round, the 5 extra rounds included, then the final "
-                       "picture; or per snapshot with --fit) or the shapes added one by "
-                       "one (shapes)")  # fmt: skip
+                       "frame per round, the 5 extra rounds included, the last frame the "
+                       "final picture; or per snapshot with --fit) or the shapes added "
+                       "one by one (shapes)")  # fmt: skip
     paint.add_argument("--frames", type=types.int_up_to(MAX_FRAMES), default=None,
                        help=f"frames of the animation (default: 40, at most {MAX_FRAMES}), "
                        "with --fit or --gif shapes")  # fmt: skip
@@ -180,9 +180,9 @@ def _add_filter(commands) -> None:
         "filter",
         help="approximate a 2D kernel with R separable passes",
         description=(
-            "Fit a bank of R separable passes (R pairs of 1D filters) to a 2D kernel, "
-            "starting from its truncated SVD, with a loss that penalises negative "
-            "values (no ringing)."
+            "Fit a bank of R separable passes (R pairs of 1D filters) to a 2D kernel,\n"
+            "starting from its truncated SVD, with a loss that penalises negative values\n"
+            "(no ringing)."
         ),
         epilog=FILTER_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
