@@ -133,7 +133,8 @@ class AbstractPointwiseLoss(AbstractLoss):
 
     @abc.abstractmethod
     def pointwise(self, pred: Array, target: Array) -> Array:
-        """The per-element error, the shape of `pred`."""
+        """The per-element error of `pred` against `target` (same shape), the shape of
+        `pred`."""
 
     def __call__(self, pred: Array, target: Array) -> Float[Array, ""]:
         pred, target = check_pair(pred, target, f"`{type(self).__name__}`")

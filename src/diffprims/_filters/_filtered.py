@@ -120,7 +120,8 @@ class Filtered(AbstractModel):
     def render(
         self, points: Float[Array, "P 2"], *, pixel_size: float | Float[Array, ""]
     ) -> Float[Array, "P C"]:
-        """The filtered scene at the pixels holding `points` (nearest pixel)."""
+        """The filtered scene at the pixels holding `points` (nearest pixel); `pixel_size`
+        is ignored (the scene's own grid fixes the resolution)."""
         del pixel_size  # the scene's own grid fixes the resolution
         points = check_points(points)
         check_unbatched(self, "render")

@@ -42,6 +42,8 @@ class AbstractShapes(AbstractModel):
     - `"additive"`: `background + sum_i a_i colours[i]` (order free; over 1 if it sums so);
     - `"depth"`: a learnable soft depth order (`raw_depths`; larger is nearer).
 
+    Build sets with `init` or a type's `from_values`; the constructor takes the stored
+    `raw_*` fields, `softness`, `compositing` and `learn_background` (as for `init`).
     A new shape type subclasses this, declares its geometry as array fields with a
     leading axis `N` and a [`diffprims.Role`][] each (`dp.parameter(dp.roles.POSITION)`),
     and implements `coverage`, `bounds`, `random_geometry` and `svg_geometry`; see
@@ -104,10 +106,9 @@ class AbstractShapes(AbstractModel):
     ) -> dict[str, Array]:
         """Geometry for `N` shapes at `centres` `(N, 2)` of about `sizes` `(N,)`.
 
-        A `@classmethod`, used by `init` and `paint`. Returns a dict from field name to
-        the field's *value* (positions in frame units, sizes > 0, angles in radians),
-        leading axis `N` (a `per_shape=False` field: its declared shape), converted to
-        its stored parameter by the field's declared [`diffprims.Role`][].
+        A `@classmethod` (used by `init`, `paint`); other random choices (angles, aspects)
+        from `key`. Returns a dict: field name -> *value* (frame units, sizes > 0, radians),
+        axis `N` first (`per_shape=False`: its declared shape), stored by its [`diffprims.Role`][].
         """
 
     @abc.abstractmethod
@@ -216,7 +217,8 @@ class AbstractShapes(AbstractModel):
     def alphas(
         self, points: Float[Array, "P 2"], *, pixel_size: float | Float[Array, ""]
     ) -> Float[Array, "N P"]:
-        """Opacity times coverage of every shape at every point, `(N, P)`."""
+        """Opacity times coverage of every shape at each of `points` `(P, 2)`, `(N, P)`:
+        soft edges `softness * pixel_size` wide (`pixel_size`: a pixel, frame units)."""
         edge_width = self.softness * pixel_size
         return self.opacities[:, None] * _protocol.coverage(self, points, edge_width)
 
@@ -255,9 +257,8 @@ class AbstractShapes(AbstractModel):
         self, shape: tuple[int, int], *, method: str = "auto"
     ) -> Float[Array, "H W C"]:
         """Render on the full pixel grid of `shape = (H, W)`; see
-        [`diffprims.AbstractModel.render_image`][].
-
-        `method` is as for `render`; the tiled path draws tiles of `8 x 8` pixels or more.
+        [`diffprims.AbstractModel.render_image`][]. `method` is as for `render`; the tiled
+        path draws tiles of `8 x 8` pixels or more.
 
         ```python
         image = model.render_image((256, 256))                 # the fastest path
@@ -373,9 +374,8 @@ class AbstractShapes(AbstractModel):
         - `colours`, `opacities`, `background`, `softness`, `options`: as for
           [`diffprims.Circles.from_values`][].
         """
-        return _build.from_geometry(
-            cls, geometry, colours, opacities, background, softness, options
-        )
+        args = (geometry, colours, opacities, background, softness, options)
+        return _build.from_geometry(cls, *args)
 
     def with_compositing(self, mode: str, *, learn_background: bool | None = None):
         """This set with another compositing mode (and optionally background learning).

@@ -86,6 +86,7 @@ class Circles(AbstractShapes):
 
     @classmethod
     def random_geometry(cls, centres, sizes, *, key: PRNGKeyArray) -> dict[str, Array]:
+        """Circles of radius `sizes` at `centres` (nothing random: `key` is unused)."""
         del key
         return {"raw_centres": centres, "raw_radii": sizes}
 

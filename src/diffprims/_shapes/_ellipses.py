@@ -78,6 +78,8 @@ class Ellipses(AbstractShapes):
 
     @classmethod
     def random_geometry(cls, centres, sizes, *, key: PRNGKeyArray) -> dict[str, Array]:
+        """Ellipses of the area of discs of radius `sizes`: aspect ratios within e^+-1 and
+        angles uniform, drawn with `key`."""
         k_aspect, k_angle = jax.random.split(key)
         stretch = jnp.exp(
             jax.random.uniform(k_aspect, sizes.shape, jnp.float32, minval=-0.5, maxval=0.5)

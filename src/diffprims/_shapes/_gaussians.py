@@ -102,6 +102,8 @@ class Gaussians(AbstractShapes):
 
     @classmethod
     def random_geometry(cls, centres, sizes, *, key: PRNGKeyArray) -> dict[str, Array]:
+        """Gaussians of scales about 0.7 `sizes`: aspect ratios within e^+-0.6 and angles
+        uniform, drawn with `key`."""
         k_aspect, k_angle = jax.random.split(key)
         stretch = jnp.exp(
             jax.random.uniform(k_aspect, sizes.shape, jnp.float32, minval=-0.3, maxval=0.3)

@@ -106,7 +106,8 @@ class Layers(AbstractModel):
     def render(
         self, points: Float[Array, "P 2"], *, pixel_size: float | Float[Array, ""]
     ) -> Float[Array, "P C"]:
-        """Composite every layer at `points`; see [`diffprims.AbstractModel.render`][]."""
+        """Composite every layer at `points`, soft edges scaled by `pixel_size`; see
+        [`diffprims.AbstractModel.render`][]."""
         check_unbatched(self, "render")
         model = upcast_floats(self)  # half-precision parameters render in float32
         points = check_points(points).astype(model.layers[0].raw_colours.dtype)

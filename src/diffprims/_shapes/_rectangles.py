@@ -71,6 +71,8 @@ class Rectangles(AbstractShapes):
 
     @classmethod
     def random_geometry(cls, centres, sizes, *, key: PRNGKeyArray) -> dict[str, Array]:
+        """Rectangles of half-sizes about 0.9 `sizes`: aspect ratios within e^+-1 and angles
+        uniform, drawn with `key`."""
         k_aspect, k_angle = jax.random.split(key)
         stretch = jnp.exp(
             jax.random.uniform(k_aspect, sizes.shape, jnp.float32, minval=-0.5, maxval=0.5)

@@ -65,7 +65,7 @@ class Role:
             raise ValueError(f"`scale` must be > 0; got {self.scale!r}.")
 
     def value(self, raw: Array) -> Array:
-        """The value (frame units, radians, `[0, 1]`) of a stored parameter."""
+        """The value (frame units, radians, `[0, 1]`) of `raw`, a stored parameter."""
         if self.transform == "log":
             # Not clipped: a stored size past 88 (a radius past 1.7e38, which only a fit that
             # diverged reaches) overflows to inf and makes the loss NaN, which is how `fit`

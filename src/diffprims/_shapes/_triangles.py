@@ -69,6 +69,8 @@ class Triangles(AbstractShapes):
 
     @classmethod
     def random_geometry(cls, centres, sizes, *, key: PRNGKeyArray) -> dict[str, Array]:
+        """Near-equilateral triangles of the area of discs of radius `sizes`, turned at
+        random and each corner jittered, drawn with `key`."""
         k_angle, k_jitter = jax.random.split(key)
         angles = jax.random.uniform(k_angle, sizes.shape, jnp.float32, maxval=2 * jnp.pi)[:, None]
         angles = angles + jnp.array([0.0, 2.0, 4.0]) * jnp.pi / 3
