@@ -236,6 +236,16 @@ def test_resume_refuses_another_loss_optimizer_or_model_settings(tmp_path, optio
     assert "resume=False" in str(info.value)
 
 
+def test_resume_refuses_another_starting_model(tmp_path):
+    # A sweep over seeds sharing one path continued the first seed's fit for every seed.
+    path = tmp_path / "fit.ckpt"
+    _fit(checkpoint=path)
+    other = dp.Circles.init(3, key=jax.random.key(7), target=TARGET)
+    with pytest.raises(dp.CheckpointError, match="started from another model"):
+        _fit(model=other, resume=path)
+    assert_bit_identical(_fit(resume=path), _fit())  # the same start resumes
+
+
 def test_resume_refuses_another_loss_weight(tmp_path):
     path = tmp_path / "fit.ckpt"
     _small_fit(path, loss=2.0 * dp.L2())
@@ -291,17 +301,37 @@ def test_resume_names_sampling_when_it_differs(tmp_path):
         _small_fit(None, steps=6, resume=path, sampling="stratified")
 
 
-def test_resume_accepts_a_checkpoint_without_the_identity_fields(tmp_path):
-    """Checkpoints written before the model/loss/optimizer prints still resume."""
-    path = tmp_path / "fit.ckpt"
-    _small_fit(path)
+def _edit_header(path, edit) -> None:
+    """Rewrite a checkpoint's header with `edit(header)`, its checksum made anew."""
     header_line, _, payload = path.read_bytes().split(b"\n", 2)
     header = json.loads(header_line)
-    for field in ("model_settings", "loss", "optimizer", "identity_versions"):
-        del header[field]
+    edit(header)
     line = json.dumps(header).encode() + b"\n"
     path.write_bytes(line + hashlib.sha256(line + payload).hexdigest().encode() + b"\n" + payload)
+
+
+def test_resume_accepts_a_checkpoint_without_the_identity_fields(tmp_path):
+    """Checkpoints written before the model/loss/optimizer prints, the starting model and
+    the x64 setting were recorded still resume."""
+    path = tmp_path / "fit.ckpt"
+    _small_fit(path)
+    fields = ("model_settings", "loss", "optimizer", "identity_versions", "start_sha256", "x64")
+
+    def drop(header):
+        for field in fields:
+            del header[field]
+
+    _edit_header(path, drop)
     _small_fit(None, steps=6, resume=path)
+
+
+def test_resume_across_an_x64_switch_says_so(tmp_path):
+    # It blamed the optimizer, whose traced print depends on the setting.
+    path = tmp_path / "fit.ckpt"
+    _small_fit(path)
+    _edit_header(path, lambda header: header.update(x64=not header["x64"]))
+    with pytest.raises(dp.CheckpointError, match=r"jax_enable_x64` True; this process has"):
+        _small_fit(None, steps=6, resume=path)
 
 
 def test_resume_refuses_other_frozen_parameters(tmp_path):

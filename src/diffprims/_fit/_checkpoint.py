@@ -62,6 +62,17 @@ def target_fingerprint(target: Array) -> str:
     return digest.hexdigest()
 
 
+def start_fingerprint(params: Any) -> str:
+    """SHA-256 of the starting model's trainable arrays (their paths, dtypes and bytes): a
+    resume from another start (a sweep over seeds sharing one path) continued the first."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if eqx.is_array_like(leaf):
+            digest.update(jax.tree_util.keystr(path).encode())
+            digest.update(target_fingerprint(leaf).encode())
+    return digest.hexdigest()
+
+
 def _key_record(key: PRNGKeyArray) -> dict[str, Any]:
     return {
         "impl": str(jax.random.key_impl(key)),
@@ -141,6 +152,10 @@ def _read_checked(path: str | os.PathLike, name: str, fit_info: dict[str, Any]):
             continue  # a fit without snapshots may continue one with them
         if field in FIELDS or not compared(field, header, expected):
             continue  # checked after the arrays' structure, the plainer message
+        if field == "start_sha256":
+            continue  # last: a model of another size says so by its arrays first
+        if field == "x64" and field not in header:
+            continue  # written before the setting was recorded
         if header.get(field) != expected:
             raise CheckpointError(_mismatch(name, field, expected, header.get(field)))
     return header, payload
@@ -203,6 +218,20 @@ def _mismatch(name: str, field: str, expected: Any, got: Any) -> str:
             "cannot continue the saved ones. Resume with the original `steps` and "
             "`snapshots`, or with `snapshots=None` to fit for longer."
         )
+    if field == "x64":
+        return (
+            f"{name} was written with `jax_enable_x64` {got}; this process has it {expected} "
+            "(it changes the dtypes a fit computes in). Set "
+            f'`jax.config.update("jax_enable_x64", {got})` before fitting to resume it, or '
+            "start afresh: `resume=False` (or another `checkpoint` path)."
+        )
+    if field == "start_sha256":
+        return (
+            f"{name} was written by a fit that started from another model (its parameters "
+            "differ), so resuming it would not continue this fit. Pass the model that fit "
+            "started from (not its result), or start afresh: `resume=False` (or another "
+            "`checkpoint` path, one per run when you sweep over starting models)."
+        )
     if field in FIELDS:
         return (
             f"{name} was written with a different {FIELDS[field]} (got SHA-256 "
@@ -257,6 +286,9 @@ def load_checkpoint(
             "this fit). Pass a model of the same type and size and the same optimizer."
         )
     _check_identity(header, name, fit_info, tuple(FIELDS))
+    start = header.get("start_sha256")  # none in checkpoints written before it was
+    if start is not None and start != fit_info.get("start_sha256"):
+        raise CheckpointError(_mismatch(name, "start_sha256", None, start))
     step = int(header["step"])
     if step > steps:
         raise CheckpointError(

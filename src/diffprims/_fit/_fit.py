@@ -20,7 +20,7 @@ from .._losses import L2
 from .._model import AbstractModel
 from .._validate import check_bool, check_positive_int, inside_trace, is_traced
 from . import _checks
-from ._checkpoint import Checkpointer, load_checkpoint, target_fingerprint
+from ._checkpoint import Checkpointer, load_checkpoint, start_fingerprint, target_fingerprint
 from ._driver import Driver
 from ._identity import fit_identity
 from ._loop import LoopState, PointRender, Problem, run_steps
@@ -99,15 +99,17 @@ def fit(
       `steps_per_dispatch`); default every dispatch. The last step is always saved, and
       so is the state reached when Ctrl-C stops the fit.
     - `resume`: a checkpoint file to continue from, or `True` to continue from
-      `checkpoint` if that file exists (else start afresh). Pass the same model, target,
-      loss, optimizer, batch and key as the fit that wrote it (`key=None` takes the
-      checkpoint's); the result is bit-identical to a fit that was never interrupted, and
-      `steps` may be raised to fit for longer (without `snapshots`: their steps depend on
-      `steps`). A corrupt checkpoint or one written by a
-      different fit raises [`diffprims.CheckpointError`][]: the checkpoint records the
-      model's settings, the loss (with its weights) and the optimizer by what they
-      compute, so a fresh `optax.adam(1e-2)` resumes one written with another, and
-      `optax.adam(0.5)` (or another rate given to `optax.inject_hyperparams`) is refused.
+      `checkpoint` if that file exists (else start afresh). Pass the same model (the one
+      the fit started from, not its result), target, loss, optimizer, batch and key as
+      the fit that wrote it (`key=None` takes the checkpoint's); the result is
+      bit-identical to a fit that was never interrupted, and `steps` may be raised to fit
+      for longer (without `snapshots`: their steps depend on `steps`); `steps` equal to
+      the checkpoint's step returns its model without a step. A corrupt checkpoint or one
+      written by a different fit raises [`diffprims.CheckpointError`][]: the checkpoint
+      records the starting model's parameters and settings, the loss (with its weights)
+      and the optimizer by what they compute, so a fresh `optax.adam(1e-2)` resumes one
+      written with another, and `optax.adam(0.5)` (or another rate given to
+      `optax.inject_hyperparams`) is refused.
     - `trainable`: which parameters train, as an equinox filter spec: a pytree of bools
       matching the model (or a prefix of it), or a function `leaf -> bool`. The others
       get exactly zero updates (the optimizer never sees them, so no weight decay
@@ -266,8 +268,10 @@ def _resume(static, loss, optimizer, sampler, target, state, key, key_given, ste
     start, saved_losses, checkpointer = 0, None, None
     fit_info = {  # compared in this order: `sampling` changes the batch's pixel count too
         "model": type(static).__qualname__,
+        "x64": bool(jax.config.read("jax_enable_x64")),  # changes every traced print below
         "target_shape": list(target.shape),
         "target_sha256": target_fingerprint(target),
+        "start_sha256": start_fingerprint(state.params),
         "sampling": sampling,
         "batch": batch,
         "snapshot_steps": list(snap_steps),

@@ -16,8 +16,8 @@ class FitResult(eqx.Module):
     - `model`: the fitted model (same type as the one passed in).
     - `losses`: `(steps,)` loss at every step (each evaluated before that step's update;
       on the sampled pixels when minibatching).
-    - `seconds`: wall time of the whole fit, compilation included (NaN under `vmap`/`jit`,
-      where it cannot be measured).
+    - `seconds`: wall time of the call, compilation included (of a resumed fit: since the
+      resume); NaN under `vmap`/`jit`, where it cannot be measured.
     - `snapshots`: with `fit(..., snapshots=k)`, a tuple of `k` models taken at evenly
       spaced steps (the first is the model passed in, the last the fitted one); render
       any of them at any size, or write them all with [`diffprims.save_gif`][].
