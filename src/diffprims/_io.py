@@ -43,6 +43,7 @@ from ._io_tree import (
     public_name,
     read_leaves,
     rebuild,
+    unavailable_dtype,
 )
 from ._model import batch_shape
 from ._validate import describe, is_traced, run_checks
@@ -124,7 +125,11 @@ def _loadable_batch(model: Any) -> tuple[int, ...]:
             return batch
         raise ValueError(
             f"`save` needs a model that its constructor accepts (`load` rebuilds it with "
-            f"the constructor); {type(model).__name__}(...) refuses this one: {error}"
+            f"the constructor); {type(model).__name__}(...) refuses this one: {error}. "
+            "A model holding `equinox.nn` layers (built from sizes, not from their arrays) "
+            "cannot be rebuilt so: save it with `eqx.tree_serialise_leaves(path, model)` "
+            "and read it into a model of the same structure with "
+            "`eqx.tree_deserialise_leaves(path, like)`."
         ) from None
 
 
@@ -140,10 +145,11 @@ def save(path: str | os.PathLike, model: Any) -> Path:
     **Arguments:**
 
     - `path`: the file to write (folders are created).
-    - `model`: any diffprims model, or any `eqx.Module` of arrays, numbers and strings.
-      A batch of models (`jax.vmap` over a constructor: a leading axis on every array)
-      is saved as one, and loads as the same batch. A model that its constructor
-      refuses (so that `load` would too) is refused with a `ValueError`.
+    - `model`: any diffprims model, or any `eqx.Module` of arrays, numbers and strings
+      whose constructor takes its fields (not `equinox.nn` layers: save a model holding
+      them with `eqx.tree_serialise_leaves`). A batch of models (`jax.vmap` over a
+      constructor: a leading axis on every array) is saved as one, and loads as the same
+      batch. A model its constructor refuses (as `load` would) raises a `ValueError`.
 
     **Returns:**
 
@@ -302,6 +308,9 @@ def load(path: str | os.PathLike, like: Any = None, *, classes: Any = ()) -> Any
     if held > len(payload):
         raise _fail(path, f"its header describes {held} bytes of arrays but the file holds "
                           f"{len(payload)} (truncated or damaged)")  # fmt: skip
+    wide = unavailable_dtype(spec.arrays)
+    if wide is not None:  # saved under `jax_enable_x64`: not a damaged file
+        raise LoadError(f"Cannot load the model file {os.fspath(path)!r}: {wide}")
     members = [jax.ShapeDtypeStruct(a.shape[len(batch) :], a.dtype) for a in spec.arrays]
     try:
         template = eqx.filter_eval_shape(build, spec.tree, members)

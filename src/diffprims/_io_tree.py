@@ -13,6 +13,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.dtypes import canonicalize_dtype
 
 from ._validate import describe
 
@@ -344,3 +345,15 @@ def read_leaves(payload: bytes, template: Any) -> Any:
     if extra:
         raise ValueError(f"the payload has {extra} bytes after the last record")
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def unavailable_dtype(arrays: list[jax.ShapeDtypeStruct]) -> str | None:
+    """Why this process cannot hold the arrays (64-bit types without `jax_enable_x64`)."""
+    wide = next((a.dtype for a in arrays if canonicalize_dtype(a.dtype) != a.dtype), None)
+    if wide is None:
+        return None
+    return (
+        f"it holds {np.dtype(wide).name} arrays (saved with `jax_enable_x64`), which this "
+        'process cannot hold (64-bit types are off). Call `jax.config.update("jax_enable_x64", '
+        "True)` before loading it, or save a float32 copy where it was made."
+    )
