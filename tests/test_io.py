@@ -212,6 +212,20 @@ def test_header_batch_is_checked(tmp_path):
             dp.load(tmp_path / "bad.eqx")
 
 
+def test_a_float64_file_in_a_32_bit_process_says_so(tmp_path):
+    # It said the file was damaged ("does not hold a valid model (or is truncated)").
+    path = tmp_path / "wide.eqx"
+    with jax.enable_x64(True):
+        model = dp.Circles.init(2, key=jax.random.key(0))
+        model = jax.tree.map(
+            lambda x: x.astype(jnp.float64) if eqx.is_inexact_array(x) else x, model
+        )
+        dp.save(path, model)
+        assert dp.load(path).raw_radii.dtype == jnp.float64
+    with pytest.raises(dp.LoadError, match=r"float64 arrays \(saved with `jax_enable_x64`"):
+        dp.load(path)
+
+
 def test_save_refuses_what_load_would_refuse(tmp_path):
     model = dp.Circles.init(3, key=jax.random.key(0))
     broken = eqx.tree_at(lambda m: m.raw_opacities, model, jnp.zeros((5,)))
@@ -318,6 +332,21 @@ def test_gif_has_one_frame_per_snapshot(tmp_path, small, frames):
     # The last frame is the fitted model (up to the GIF palette).
     assert float(dp.psnr(last, result.model.render_image((20, 30)))) > 25.0
     assert [p.name for p in tmp_path.iterdir()] == ["p.gif"]
+
+
+def test_gif_of_traced_or_batched_snapshots_says_what_to_pass(tmp_path, small):
+    model, target = small
+    path = tmp_path / "a.gif"
+
+    def traced(t):
+        return dp.save_gif(path, dp.fit(model, t, steps=2, snapshots=2).snapshots, (8, 8))
+
+    with pytest.raises(TypeError, match="needs concrete models.*outside it"):
+        jax.jit(traced)(target)  # was NumPy's TracerArrayConversionError
+    batched = jax.vmap(lambda t: dp.fit(model, t, steps=2, snapshots=2))(jnp.stack([target] * 2))
+    with pytest.raises(ValueError, match=r"a batch of 2 models in each.*x\[i\]"):
+        dp.save_gif(path, batched.snapshots, (8, 8))  # was "call render_image under vmap"
+    assert not path.exists()
 
 
 def test_gif_errors(tmp_path, small):

@@ -204,3 +204,16 @@ def test_take_needs_a_non_empty_list_of_shapes(indices):
     assert "model.take(jnp.array([i]))" in str(info.value)
     with pytest.raises(ValueError, match="non-empty 1D"):
         jax.jit(lambda m: m.take(indices).raw_centres)(model)
+
+
+def test_a_raw_key_as_a_numpy_array_is_a_key():
+    # `np.asarray(jax.random.PRNGKey(0))` (a raw key read back from a file) was refused
+    # where the same key as a JAX array was taken.
+    raw = jax.random.key_data(KEY)
+    expected = dp.Circles.init(3, key=raw, target=TARGET)
+    got = dp.Circles.init(3, key=np.asarray(raw), target=TARGET)
+    np.testing.assert_array_equal(got.raw_centres, expected.raw_centres)
+    fitted = dp.fit(MODEL, TARGET, steps=2, batch=0.5, key=np.asarray(raw))
+    np.testing.assert_array_equal(
+        fitted.losses, dp.fit(MODEL, TARGET, steps=2, batch=0.5, key=raw).losses
+    )

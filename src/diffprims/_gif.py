@@ -16,8 +16,15 @@ from PIL import Image
 from ._files import atomic_write
 from ._fit._canon import signature
 from ._image import to_uint8
-from ._model import AbstractModel
-from ._validate import check_bool, check_grid_shape, check_scalar, check_suffix, describe
+from ._model import AbstractModel, batch_shape
+from ._validate import (
+    check_bool,
+    check_grid_shape,
+    check_scalar,
+    check_suffix,
+    describe,
+    is_traced,
+)
 
 #: Frames rendered per compiled call (a batch under `vmap`; the last one is padded).
 BATCH = 8
@@ -128,6 +135,18 @@ def _check_snapshots(snapshots: Any) -> list[AbstractModel]:
         raise ValueError(
             "`snapshots` must be a non-empty list or tuple of models, such as the "
             f"`snapshots` of `fit(..., snapshots=30)`; got {got}."
+        )
+    if any(is_traced(leaf) for leaf in jax.tree.leaves(frames)):
+        raise TypeError(
+            "`save_gif` needs concrete models; got snapshots traced under jit/vmap. Return "
+            "them from the transformed function and call `save_gif` outside it."
+        )
+    batch = batch_shape(frames[0])
+    if batch:  # the snapshots of a `jax.vmap`-ed fit: each a batch of models
+        raise ValueError(
+            f"`snapshots` must be models, one per frame; got a batch of {batch[0]} models "
+            "in each (the snapshots of a `jax.vmap`-ed fit?). Pick one run's: "
+            "`[jax.tree.map(lambda x: x[i], m) for m in snapshots]`."
         )
     _check_channels(frames)
     return frames

@@ -250,6 +250,8 @@ def check_key(key: Any, name: str = "key") -> Array:
             return key
         if key.dtype == jnp.uint32 and key.shape == (2,):
             return jax.random.wrap_key_data(key)
+    if isinstance(key, np.ndarray) and key.dtype == np.uint32 and key.shape == (2,):
+        return jax.random.wrap_key_data(jnp.asarray(key))  # a raw key read back from a file
     raise TypeError(
         f"`{name}` must be a PRNG key such as `jax.random.key(0)`; got {describe(key)}."
     )
