@@ -200,6 +200,25 @@ class Transposed(UserCircles):
         return super().coverage(points, edge_width).T
 
 
+class WideCoverage(UserCircles):
+    """A float64 constant in `coverage`: under `jax_enable_x64` its output is float64."""
+
+    def coverage(self, points, edge_width):
+        return super().coverage(points, edge_width) * np.float64(1.0)
+
+
+@pytest.mark.parametrize("method", ["scan", "tiled"])
+def test_a_coverage_wider_than_the_set_renders_under_x64(method):
+    # It failed in the renderers' loops ("carry input and carry output must have equal
+    # types"), naming neither the class nor `coverage`.
+    with jax.enable_x64(True):
+        model = WideCoverage.init(12, key=jax.random.key(0))
+        image = model.render_image((32, 32), method=method)
+        assert image.dtype == jnp.float32
+        grads = jax.grad(lambda m: jnp.sum(m.render_image((32, 32), method=method)))(model)
+        assert np.all(np.isfinite(grads.raw_centres))
+
+
 class FlatBounds(UserCircles):
     def bounds(self):
         return super().bounds().reshape(-1)

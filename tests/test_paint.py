@@ -300,6 +300,18 @@ def test_a_bug_in_a_loss_is_not_blamed_on_whole_images():
     with pytest.raises(ValueError, match="whole images"):
         dp.paint(target, 4, key=jax.random.key(0), steps=4, loss=dp.SSIM())
 
+    class Reduced(dp.AbstractPointwiseLoss):  # fails on whole images too: said as it is
+        def pointwise(self, pred, target):
+            return jnp.mean((pred - target) ** 2)
+
+    def with_numpy(pred, target):
+        return np.mean(np.asarray(pred - target) ** 2)
+
+    for loss, said in ((Reduced(), "unreduced"), (with_numpy, "traced array")):
+        with pytest.raises(ValueError, match=said) as info:
+            dp.paint(target, 4, key=jax.random.key(0), steps=4, loss=loss)
+        assert "whole images" not in str(info.value)
+
 
 def test_a_large_target_is_painted_from_a_smaller_copy(monkeypatch):
     # Scaled down: "large" is above 24 x 16 pixels here (512 x 512 in the library).

@@ -134,7 +134,9 @@ def coverage(shapes: Any, points: Array, edge_width: Any) -> Array:
             f"(N, P) = {expected}: one row per shape, one column per point; got shape "
             f"{got}.{flipped}{_GUIDE}"
         )
-    return out
+    # In the points' dtype (the set's, at least float32): a float64 constant in a user's
+    # coverage under `jax_enable_x64` changed the renderers' carry dtype mid-loop.
+    return out.astype(points.dtype) if jnp.issubdtype(points.dtype, jnp.floating) else out
 
 
 def bounds(shapes: Any) -> Array:
