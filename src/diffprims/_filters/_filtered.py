@@ -42,7 +42,8 @@ class Filtered(AbstractModel):
     convolve = lambda channel: jax.scipy.signal.convolve2d(channel, kernel, mode="same")
     exact = jax.vmap(convolve, in_axes=2, out_axes=2)(scene)
     model = dp.Filtered(dp.SeparableFilters.from_svd(kernel, rank=3), scene)
-    result = dp.fit(model, exact, steps=500)
+    optimizer = dp.SeparableFilters.recommended_optimizer(peak=float(kernel.max()))
+    result = dp.fit(model, exact, optimizer=optimizer, steps=500)
     bank = result.model.bank
     ```
     """

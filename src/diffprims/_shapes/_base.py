@@ -50,8 +50,8 @@ class AbstractShapes(AbstractModel):
     "Write your own shape" in the docs.
     """
 
-    #: Whether coverage is below 1e-6 outside `bounds` grown by `edge_margin` edge widths
-    #: (culling then changes nothing); if False, `method="auto"` uses the scan.
+    #: Whether coverage is < 1e-6 outside `bounds` grown by `edge_margin` edge widths (culling
+    #: changes nothing); if False, "auto" renders with the scan ("tiled" still culls by them).
     tight_bounds: ClassVar[bool] = True
     #: Edge widths (`softness` px) culling grows `bounds` by: 14 for a `soft_edge` (< 1e-6
     #: there); 0 where coverage ignores the edge width and `bounds` hold it (`Gaussians`).
@@ -122,16 +122,16 @@ class AbstractShapes(AbstractModel):
 
         **Returns:**
 
-        `N` strings (back to front), each the SVG markup of one shape in frame units
-        (`y` 0→1 top to bottom, `x` 0→W/H), with no colour or opacity: `to_svg` wraps
-        each in a group that sets `fill` and `color` to the shape's colour (use
-        `currentColor` for strokes and gradient stops) and its opacity. For a soft
-        edge, add `filter="url(#soft-edge)"` to the element when `edge_width > 0`: a
-        Gaussian blur with standard deviation `1.6 * edge_width` that `to_svg` defines
-        (close to the sigmoid for shapes much larger than `w`), or draw the edge
-        exactly, as `Circles` does with a radial gradient. Called on concrete arrays,
-        outside `jit`. A type with no SVG form raises `NotImplementedError` here, and
-        `to_svg` reports a `TypeError` naming it.
+        `N` strings (back to front), each one shape in frame units (`y` 0→1 downwards, `x`
+        0→W/H) with no colour or opacity: `to_svg` wraps each in a group setting `fill`
+        and `color` (use `currentColor` for strokes and gradient stops) and `opacity`.
+        For a soft edge (`edge_width > 0`) add `filter="url(#soft-edge)"`, a Gaussian blur
+        of standard deviation `1.6 * edge_width` that `to_svg` defines (near the sigmoid
+        for shapes much larger than `w`), to an element with no `transform` (or to a `<g>`
+        around one: the filter's region is in canvas units); or draw the edge exactly, as
+        `Circles` does with a radial gradient. Called on concrete arrays, outside `jit`.
+        A type with no SVG form raises `NotImplementedError`, and `to_svg` a `TypeError`
+        naming it.
 
         ```python
         def svg_geometry(self, edge_width):

@@ -107,7 +107,7 @@ class Circles(AbstractShapes):
         **Arguments:**
 
         - `centres`: `(N, 2)` centres `(x, y)` in the diffprims frame.
-        - `radii`: `(N,)` radii > 0 in units of the image height.
+        - `radii`: `(N,)` radii >= 0 in units of the image height (0 is stored as 1e-30).
         - `colours`: `(N, C)` colours in `[0, 1]`.
         - `opacities`: `(N,)` opacities in `[0, 1]`.
         - `background`: background colour in `[0, 1]`, `(C,)` or a scalar grey.
