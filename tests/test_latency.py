@@ -54,6 +54,26 @@ def test_eager_render_compiles_once(compiles):
     assert first.shape == again.shape == (32, 32, 3)
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: jax.grad(lambda m: jnp.sum(m.render_image((32, 32))))(m).raw_centres,
+        lambda m: jax.grad(lambda p: jnp.sum(m.render(p, pixel_size=0.03)))(jnp.full((9, 2), 0.4)),
+        lambda m: jax.vmap(lambda m: m.render_image((32, 32)))(jax.tree.map(lambda x: x[None], m)),
+        lambda m: jax.jacfwd(lambda c: m.render(c, pixel_size=0.03))(jnp.full((3, 2), 0.4)),
+    ],
+    ids=["grad", "grad-points", "vmap", "jacfwd"],
+)
+def test_eager_grad_and_vmap_of_a_render_compile_once(compiles, call):
+    # Traced inline under an eager grad or vmap, the renderer's loops compiled anew every
+    # call (1.4 s a gradient at 256^2).
+    first = call(_model())
+    compiles.clear()
+    again = call(_model(1))
+    assert compiles == []
+    assert first.shape == again.shape
+
+
 def test_render_inside_jit_traces_inline(compiles):
     model = _model()
     out = jax.jit(lambda m: m.render_image((32, 32)))(model)

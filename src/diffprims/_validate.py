@@ -53,12 +53,6 @@ def inside_trace() -> bool:
     return is_traced(jnp.zeros(()))
 
 
-def is_eager(*trees: Any) -> bool:
-    """Whether nothing in `trees` is traced and we are not inside a trace: a call that
-    may run one cached compiled program instead of JAX's op-by-op dispatch."""
-    return not any(is_traced(x) for x in jax.tree.leaves(trees)) and not inside_trace()
-
-
 def describe(x: Any) -> str:
     """A short description of a value for error messages: dtype and shape."""
     if hasattr(x, "shape") and hasattr(x, "dtype"):

@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._model import AbstractModel, batch_shape, check_unbatched
-from .._validate import check_pixel_size, check_points, describe, is_eager, upcast_floats
+from .._validate import check_pixel_size, check_points, describe, inside_trace, upcast_floats
 from ._base import AbstractShapes
 from ._build import fields_spec
 from ._compositing import composite
@@ -112,7 +112,7 @@ class Layers(AbstractModel):
         model = upcast_floats(self)  # half-precision parameters render in float32
         points = check_points(points).astype(model.layers[0].raw_colours.dtype)
         points, pixel_size = check_pixel_size(points, pixel_size)
-        if is_eager(model, points, pixel_size):
+        if not inside_trace():  # also under an eager grad/vmap: it compiled every call
             # One cached compiled program, as for a shape set (`_render`); a pixel size
             # passed as an array is not a new compile.
             return _render_compiled(model, points, jnp.asarray(pixel_size, points.dtype))

@@ -17,7 +17,7 @@ from jaxtyping import Array, Float
 
 from .._derivatives import differentiating, differentiation_order
 from .._model import pixel_centres
-from .._validate import is_eager, upcast_floats
+from .._validate import inside_trace, upcast_floats
 from . import _compositing
 from ._bounds_probe import check_user_type
 from ._tiled import render_image_tiled, render_points_tiled
@@ -160,9 +160,9 @@ def render_grid(model, shape: tuple[int, int], method: str = "auto"):
 
 
 # -- eager calls ------------------------------------------------------------------------
-# Called outside any trace, `render`/`render_image` run one compiled program, cached by
+# Called outside a `jit`, `render`/`render_image` run one compiled program, cached by
 # equinox on the model's structure and the shapes (the same call eagerly op by op costs
-# ~200x more). Under a user's jit/vmap/grad they trace inline, as before.
+# ~200x more), also under an eager `jax.grad`/`jax.vmap`. Inside a `jit` they trace inline.
 
 
 @eqx.filter_jit
@@ -176,23 +176,31 @@ def _grid_compiled(model, shape, method):
 
 
 def render_points_eager(model, points, pixel_size, method: str = "auto"):
-    """`render_points` through the compiled cache when called eagerly (half-precision
+    """`render_points` through the compiled cache unless inside a `jit` (half-precision
     parameters in float32)."""
     model = upcast_floats(model)
-    if not is_eager(model, points, pixel_size):
+    if inside_trace():
         return render_points(model, points, pixel_size, method)
     # An array, so each pixel size is not a new compile (equinox keys on Python scalars).
     pixel_size = jnp.asarray(pixel_size, points.dtype)
-    return _points_compiled(model, points, pixel_size, method)
+    return _points_compiled(model, points, pixel_size, _resolved(model, points.shape[0], method))
 
 
 def render_grid_eager(model, shape: tuple[int, int], method: str = "auto"):
-    """`render_grid` through the compiled cache when called eagerly (half-precision
+    """`render_grid` through the compiled cache unless inside a `jit` (half-precision
     parameters in float32)."""
     model = upcast_floats(model)
-    if not is_eager(model):
+    if inside_trace():
         return render_grid(model, shape, method)
-    return _grid_compiled(model, shape, method)
+    return _grid_compiled(model, shape, _resolved(model, shape[0] * shape[1], method))
+
+
+def _resolved(model, num_points: int, method: str) -> str:
+    """"tiled" or "scan", chosen here: under an eager `jax.grad`, `jax.vmap` or
+    `jax.jacfwd` the call still runs one cached program (traced inline, it compiled
+    anew every call: 1.4 s a gradient at 256^2), and the derivative around it is seen
+    here, where the compiled program's cached trace would not see it again."""
+    return "tiled" if _use_tiles(model, num_points, method) else "scan"
 
 
 def image_tile(shape: tuple[int, int], num_shapes: int) -> int:
