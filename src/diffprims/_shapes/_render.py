@@ -196,7 +196,7 @@ def render_grid_eager(model, shape: tuple[int, int], method: str = "auto"):
 
 
 def _resolved(model, num_points: int, method: str) -> str:
-    """"tiled" or "scan", chosen here: under an eager `jax.grad`, `jax.vmap` or
+    """The method, "tiled" or "scan", chosen here: under an eager `jax.grad`, `jax.vmap` or
     `jax.jacfwd` the call still runs one cached program (traced inline, it compiled
     anew every call: 1.4 s a gradient at 256^2), and the derivative around it is seen
     here, where the compiled program's cached trace would not see it again."""
