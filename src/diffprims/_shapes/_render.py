@@ -49,11 +49,19 @@ POINT_CHUNK = 32
 IMAGE_CHUNK = 16
 
 
+#: (shape, point) pairs past which the scan's gradient keeps one picture per block of
+#: shapes, not per shape (64 MB of float32 RGB pictures).
+REMAT_PAIRS = 1 << 22
+
+
 def render_scan(model, points: Float[Array, "P 2"], pixel_size) -> Float[Array, "P C"]:
     """The naive loop: a fused `lax.scan` over every shape, in index order.
 
     A fused scan measured faster than the closed-form transmittance product on CPU (it
     never materialises `N x P` arrays), and it is the reference every path must equal.
+    Its gradient stores the picture behind every shape; past `REMAT_PAIRS` (shape,
+    point) pairs only every block's of about `sqrt(N)` shapes (each block redrawn in
+    the backward pass), or 1000 circles at 512^2 planned 9 GB ("depth": 12 GB).
     """
     per_shape, rest = model.partition_shapes()
     mode, background = model.compositing, model.background
@@ -63,8 +71,19 @@ def render_scan(model, points: Float[Array, "P 2"], pixel_size) -> Float[Array, 
         alpha = one.alphas(points, pixel_size=pixel_size)[0]
         return _compositing.step(mode, state, alpha, one.colours[0], one.depths[0]), None
 
-    start = _compositing.start(mode, background, points.shape[0])
-    state, _ = jax.lax.scan(draw, start, per_shape)
+    def scan(state, shapes):
+        return jax.lax.scan(draw, state, shapes)[0]
+
+    state = _compositing.start(mode, background, points.shape[0])
+    n = model.num_shapes
+    whole = 0  # shapes drawn in checkpointed blocks
+    if n * points.shape[0] > REMAT_PAIRS and n >= 4:
+        block = math.isqrt(n)
+        whole = n - n % block
+        blocks = jax.tree.map(lambda x: x[:whole].reshape(-1, block, *x.shape[1:]), per_shape)
+        step = jax.checkpoint(scan)  # a block's pictures are redrawn, not stored
+        state = jax.lax.scan(lambda s, b: (step(s, b), None), state, blocks)[0]
+    state = scan(state, jax.tree.map(lambda x: x[whole:], per_shape))
     return _compositing.finish(mode, state, background)
 
 
@@ -205,12 +224,15 @@ def _resolved(model, num_points: int, method: str) -> str:
 
 def image_tile(shape: tuple[int, int], num_shapes: int) -> int:
     """Tile side for `render_image`: 8 pixels, larger when counting overlaps would cost
-    more than drawing (over 2^30 tile-shape pairs). Small tiles draw least: a jitted
-    gradient of 50k circles at 512^2 took 4.2 s on 8-pixel tiles, 11.3 s on 16 (which
-    a bound of 2^26 pairs chose, when counting held all pairs in memory at once)."""
+    more than drawing: over 2^30 tile-shape pairs, or 2^29 with fewer shapes than tiles
+    (where small tiles save less drawing). A jitted gradient of 50k circles at 512^2
+    took 4.2 s on 8-pixel tiles, 11.3 s on 16, at 1024^2 11.7 s and 13.5 s; 9000
+    circles of 4 to 16 pixels at 2048^2 13.2 s on 8, 8.1 s on 16."""
+    tiles = math.ceil(shape[0] / 8) * math.ceil(shape[1] / 8)
+    limit = 1 << (29 if num_shapes < tiles else 30)
     tile = 8
-    while tile < 64 and math.ceil(shape[0] / tile) * math.ceil(shape[1] / tile) * num_shapes > (
-        1 << 30
+    while (
+        tile < 64 and math.ceil(shape[0] / tile) * math.ceil(shape[1] / tile) * num_shapes > limit
     ):
         tile *= 2
     return tile
