@@ -59,9 +59,10 @@ def render_scan(model, points: Float[Array, "P 2"], pixel_size) -> Float[Array, 
 
     A fused scan measured faster than the closed-form transmittance product on CPU (it
     never materialises `N x P` arrays), and it is the reference every path must equal.
-    Its gradient stores the picture behind every shape; past `REMAT_PAIRS` (shape,
-    point) pairs only every block's of about `sqrt(N)` shapes (each block redrawn in
-    the backward pass), or 1000 circles at 512^2 planned 9 GB ("depth": 12 GB).
+    Its gradient stores the picture behind every shape, or past `REMAT_PAIRS` (shape,
+    point) pairs only the picture behind every block of about `sqrt(N)` shapes, each
+    block redrawn in the backward pass (stored per shape, 1000 circles at 512^2 planned
+    9 GB of temporaries, "depth" 12 GB; by block 0.4 GB).
     """
     per_shape, rest = model.partition_shapes()
     mode, background = model.compositing, model.background
