@@ -429,6 +429,11 @@ def _fit_cases() -> list[Case]:
             lambda: fit(checkpoint="unused.ckpt", checkpoint_every=0),
             names=("`checkpoint_every`",),
         ),
+        Case(
+            "fit-checkpoint-every-without-checkpoint",  # was ignored: nothing written
+            lambda: fit(checkpoint_every=4),
+            names=("`checkpoint_every`", "`checkpoint=None`"),
+        ),
         Case("fit-checkpoint-not-path", lambda: fit(checkpoint=123), names=("`checkpoint`",)),
         Case("fit-resume-true-without-checkpoint", lambda: fit(resume=True), names=("`resume",)),
         Case(

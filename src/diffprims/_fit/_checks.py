@@ -190,6 +190,11 @@ def check_loss_on(loss: AbstractLoss, target: Any, batch: int | None) -> None:
 def check_checkpointing(checkpoint: Any, checkpoint_every: Any, resume: Any) -> int | None:
     if checkpoint_every is not None:
         checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+        if checkpoint is None:  # it was ignored: no checkpoint was written
+            raise ValueError(
+                "`checkpoint_every` sets how often `checkpoint` is written, but got "
+                "`checkpoint=None`; pass `checkpoint=PATH` too, or drop `checkpoint_every`."
+            )
     if resume is True and checkpoint is None:
         raise ValueError(
             "`resume=True` continues from `checkpoint`, but got `checkpoint=None`; pass "

@@ -94,8 +94,8 @@ def fit(
       snapshots are the same step (`FitResult.snapshot_steps` says which were taken).
     - `checkpoint`: a file to save the fit's state to (model, optimizer state, step, key
       and losses; written atomically, no pickle), so a long fit survives interruption.
-    - `checkpoint_every`: save once at least this many steps have passed since the last
-      save (checked at the end of each dispatch, so use a multiple of
+    - `checkpoint_every`: with `checkpoint`, save once at least this many steps have
+      passed since the last save (checked at the end of each dispatch, so use a multiple of
       `steps_per_dispatch`); default every dispatch. The last step is always saved, and
       so is the state reached when Ctrl-C stops the fit.
     - `resume`: a checkpoint file to continue from, or `True` to continue from
