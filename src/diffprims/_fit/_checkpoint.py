@@ -62,17 +62,6 @@ def target_fingerprint(target: Array) -> str:
     return digest.hexdigest()
 
 
-def start_fingerprint(params: Any) -> str:
-    """SHA-256 of the starting model's trainable arrays (their paths, dtypes and bytes): a
-    resume from another start (a sweep over seeds sharing one path) continued the first."""
-    digest = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        if eqx.is_array_like(leaf):
-            digest.update(jax.tree_util.keystr(path).encode())
-            digest.update(target_fingerprint(leaf).encode())
-    return digest.hexdigest()
-
-
 def _key_record(key: PRNGKeyArray) -> dict[str, Any]:
     return {
         "impl": str(jax.random.key_impl(key)),

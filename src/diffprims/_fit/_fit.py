@@ -20,9 +20,9 @@ from .._losses import L2
 from .._model import AbstractModel
 from .._validate import check_bool, check_positive_int, inside_trace, is_traced
 from . import _checks
-from ._checkpoint import Checkpointer, load_checkpoint, start_fingerprint, target_fingerprint
+from ._checkpoint import Checkpointer, load_checkpoint, target_fingerprint
 from ._driver import Driver
-from ._identity import fit_identity
+from ._identity import fit_identity, start_fingerprint
 from ._loop import LoopState, PointRender, Problem, run_steps
 from ._result import FitResult
 

@@ -71,6 +71,12 @@ def fit_identity(
     }
 
 
+def start_fingerprint(params: Any) -> str:
+    """SHA-256 of the starting model's trainable arrays: a resume from another start (a
+    sweep over seeds sharing one path) continued the first."""
+    return _digest("start", params)
+
+
 def _hyperparameters(opt_state: Any) -> str | None:
     """SHA-256 of the settings `optax.inject_hyperparams` keeps in a fresh `opt_state`
     (None without any): the update's print sees them only as inputs, and a resume with
