@@ -58,12 +58,19 @@ def fits(target) -> None:
 
     first = seconds(lambda: run(optax.adam(1e-2)))
     fresh = seconds(lambda: run(optax.adam(1e-2)))
+    rates = [seconds(lambda: run(optax.adam(lr))) for lr in (3e-2, 3e-3)]
+    warmup = optax.warmup_cosine_decay_schedule(0.0, 2e-2, 20, 200)
+    scheduled = seconds(lambda: run(optax.adamw(warmup, weight_decay=1e-4)))
+    other = seconds(lambda: run(optax.adamw(warmup, weight_decay=1e-3)))
     optimizer = optax.adam(1e-2)
     run(optimizer)
     warm = min(seconds(lambda: run(optimizer)) for _ in range(2))
     print(f"fit (README example, 200 steps, batch 0.1): first {first:.2f} s, warm {warm:.2f} s"
           f" (+{first - warm:.2f} s, bar +4 s); fresh optax.adam(1e-2) {fresh:.2f} s"
-          f" (+{fresh - warm:.2f} s, bar +1 s)")  # fmt: skip
+          f" (+{fresh - warm:.2f} s, bar +1 s); optax.adam(3e-2), (3e-3): "
+          f"{rates[0]:.2f} s, {rates[1]:.2f} s (+{max(rates) - warm:.2f} s at most);"
+          f" adamw with a warm-up cosine schedule: first {scheduled:.2f} s, another weight"
+          f" decay {other:.2f} s (+{other - warm:.2f} s)")  # fmt: skip
 
 
 def paints(target, budgets) -> None:

@@ -196,3 +196,48 @@ def test_ctrl_c_after_the_last_dispatch_stops_the_paint(getkey, monkeypatch, whe
         # One step: the removals (and cycles) that follow get none, as with `--steps 1`.
         dp.paint(_target(getkey()), 4, key=getkey(), steps=1, rounds=1)
     assert info.value.result.model.num_shapes == 4
+
+
+def test_compile_caches_are_safe_to_share_between_threads():
+    # paint's restarts (and a user's threads) look up fit's caches of optimizers and
+    # losses at once: unlocked, one thread's eviction between another's lookup and
+    # move-to-front raised KeyError (107 in 5 s).
+    import sys
+    import threading
+    import time
+
+    from diffprims._fit import _canon
+
+    cache, keys = _canon._Cache(), [object() for _ in range(_canon.CACHE_SIZE)]
+    for i, key in enumerate(keys):
+        cache.get(("old", i), key, lambda: None)
+    errors, stop = [], threading.Event()
+
+    def reread():  # each hit is the least recently used entry
+        i = 0
+        while not stop.is_set():
+            try:
+                cache.get(("old", i % len(keys)), keys[i % len(keys)], lambda: None)
+            except KeyError as error:
+                errors.append(error)
+            i += 1
+
+    def insert():  # each insert evicts the oldest entry
+        j = 0
+        while not stop.is_set():
+            cache.get(("new", j), object(), lambda: None)
+            j += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    threads = [threading.Thread(target=f) for f in (reread, insert)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        sys.setswitchinterval(interval)
+    assert errors == []

@@ -217,3 +217,50 @@ def test_a_raw_key_as_a_numpy_array_is_a_key():
     np.testing.assert_array_equal(
         fitted.losses, dp.fit(MODEL, TARGET, steps=2, batch=0.5, key=raw).losses
     )
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        optax.adam(3e-2),
+        optax.adamw(1e-2, b1=0.8, weight_decay=1e-3),
+        optax.sgd(optax.warmup_cosine_decay_schedule(0.0, 0.3, 3, 20), momentum=0.9),
+        optax.chain(optax.clip_by_global_norm(0.5), optax.lion(1e-3)),
+        optax.chain(optax.adam(1e-2), optax.contrib.reduce_on_plateau(patience=1)),
+        optax.inject_hyperparams(optax.rmsprop)(learning_rate=1e-2),
+        optax.masked(optax.adam(1e-2), {"a": True, "b": False}),
+    ],
+    ids=["adam", "adamw", "schedule", "clip-lion", "plateau", "inject", "masked"],
+)
+def test_a_lifted_update_computes_the_optimizers_update(optimizer):
+    # fit's step runs an optimizer's update with its float settings as inputs (one
+    # compile for a learning-rate sweep): the same numbers as the update itself.
+    from diffprims._fit._lifted import lift
+
+    params = {"a": jnp.array([0.5, -1.0, 2.0]), "b": jnp.array([[1.0, 3.0]])}
+    grads = {"a": jnp.array([0.3, -0.1, 0.2]), "b": jnp.array([[-0.5, 0.25]])}
+    state = optimizer.init(params)
+    lifted = lift(optimizer, params, state)
+    assert lifted is not None
+    for _ in range(4):
+        value = jnp.asarray(1.5, jnp.float32)
+        got, got_state = lifted(grads, state, params, value)
+        want, state = optimizer.update(grads, state, params, value=value)
+        close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6)  # noqa: E731
+        jax.tree.map(close, (got, got_state), (want, state))
+        grads = jax.tree.map(lambda g: -0.7 * g, grads)
+
+
+def test_updates_that_cannot_be_lifted_are_left_alone():
+    from diffprims._fit._lifted import lift
+
+    params = {"a": jnp.ones(3)}
+    lbfgs = optax.lbfgs()  # calls the objective again (its line search)
+    assert lift(lbfgs, params, lbfgs.init(params)) is None
+
+    def traced(lr):  # a learning rate under vmap: the update closes over a tracer
+        adam = optax.adam(lr)
+        assert lift(adam, params, adam.init(params)) is None
+        return lr
+
+    jax.vmap(traced)(jnp.array([1e-2, 2e-2]))

@@ -19,6 +19,7 @@ import collections
 import hashlib
 import inspect
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +42,9 @@ def without_addresses(text: str) -> str:
     return _ADDRESS.sub("", text)
 
 
-def _abstract(tree: Any) -> Any:
+def abstract(tree: Any) -> Any:
+    """`tree` with its arrays replaced by their shapes and dtypes (weak types kept)."""
+
     def leaf(x):
         if hasattr(x, "shape") and hasattr(x, "dtype"):
             weak = bool(getattr(getattr(x, "aval", None), "weak_type", False))
@@ -79,10 +82,21 @@ def fingerprint(
     must not share a compiled step.
     """
     try:
-        closed, out = jax.make_jaxpr(fn, return_shape=True)(*_abstract(args))
+        closed, out = jax.make_jaxpr(fn, return_shape=True)(*abstract(args))
+    except Exception:
+        return None
+    return program_print(closed, (args, out), portable=portable, exact=exact)
+
+
+def program_print(
+    closed: ClosedJaxpr, trees: Any, *, portable: bool = False, exact: bool = True
+) -> str | None:
+    """`fingerprint`'s SHA-256 of a traced program: its text, the structures of
+    `trees` (what goes in and out) and the values of its constants, nested ones too."""
+    try:
         text = str(closed.jaxpr)
         digest = hashlib.sha256((_ADDRESS.sub("", text) if portable else text).encode())
-        for tree in (args, out):
+        for tree in trees:
             digest.update(_ADDRESS.sub("", str(jax.tree.structure(tree))).encode())
         consts, complete = _constants(closed)
         if exact and not complete:
@@ -120,31 +134,47 @@ def _constants(closed: Any) -> tuple[list, bool]:
     return found, complete
 
 
+class Memo:
+    """A least-recently-used map of at most `CACHE_SIZE` entries, safe to share between
+    threads (`paint` runs its restarts in threads; so may a user's sweep)."""
+
+    def __init__(self) -> None:
+        self._items: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def lookup(self, key: Any) -> Any:
+        """The value at `key` (now the most recently used), or None."""
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def setdefault(self, key: Any, value: Any) -> Any:
+        """The value at `key`, stored as `value` if there is none (the oldest entry
+        dropped past `CACHE_SIZE`)."""
+        with self._lock:
+            value = self._items.setdefault(key, value)
+            self._items.move_to_end(key)
+            while len(self._items) > CACHE_SIZE:
+                self._items.popitem(last=False)
+            return value
+
+
 class _Cache:
     """`(identity, signature) -> canonical object`, and `fingerprint -> canonical`."""
 
     def __init__(self) -> None:
-        self.seen: collections.OrderedDict[tuple, tuple[Any, Any]] = collections.OrderedDict()
-        self.by_print: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self.seen = Memo()  # values (obj, canonical): holding obj keeps its id unused
+        self.by_print = Memo()
 
     def get(self, ident: tuple, obj: Any, make_print: Callable[[], str | None]) -> Any:
-        hit = self.seen.get(ident)
-        if hit is not None:  # the strong reference in `hit` keeps ids from being reused
-            self.seen.move_to_end(ident)
+        hit = self.seen.lookup(ident)
+        if hit is not None:
             return hit[1]
-        printed = make_print()
+        printed = make_print()  # outside the locks: tracing takes a while
         canonical = obj if printed is None else self.by_print.setdefault(printed, obj)
-        if printed is not None:
-            self.by_print.move_to_end(printed)
-            _trim(self.by_print)
-        self.seen[ident] = (obj, canonical)
-        _trim(self.seen)
-        return canonical
-
-
-def _trim(cache: collections.OrderedDict) -> None:
-    while len(cache) > CACHE_SIZE:
-        cache.popitem(last=False)
+        return self.seen.setdefault(ident, (obj, canonical))[1]
 
 
 _OPTIMIZERS = _Cache()

@@ -153,10 +153,12 @@ def fit(
     `adamw`, `rmsprop`, ...) a small `eps_root` whenever a fit is differentiated: its
     `sqrt` of the squared gradients has an infinite derivative at zero, so one parameter
     whose gradient is exactly zero (a shape off the canvas, a hidden or frozen one) makes
-    the whole derivative NaN; the default optimizer has it. Sweeps over a learning rate
-    without `jax.vmap` compile the step loop once per value (the rate is a constant of
-    the program); `optax.inject_hyperparams(optax.adam)(learning_rate=lr)` makes it an
-    input, compiled once.
+    the whole derivative NaN; the default optimizer has it. A sweep over learning rates
+    (betas, a schedule's settings) in a Python loop compiles the step loop once: the
+    float settings of an optimizer's update are inputs of the compiled step, not part
+    of it (where they sit inside a nested `jax.jit` or `lax.cond` of the update, or
+    with `optax.lbfgs`, each value compiles anew; `optax.inject_hyperparams` makes a
+    setting an input there too).
     Not in reverse mode with an optimizer that loops a number of times known only at
     run time: `optax.lbfgs`'s line search is a `lax.while_loop`, which JAX cannot
     differentiate in reverse mode, so `jax.grad` (or `jax.vjp`) of a fit with it raises

@@ -13,7 +13,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jaxtyping import Array, PRNGKeyArray
 
 from .._loss_checks import restrict_to_pixels
@@ -21,6 +20,7 @@ from .._losses import AbstractLoss
 from .._model import check_rendered
 from .._validate import trusted
 from ._canon import canonical_loss, canonical_optimizer, optimizer_update
+from ._lifted import LiftedUpdate, lifted
 
 
 class PointRender(eqx.Module):
@@ -53,7 +53,7 @@ class Problem(eqx.Module):
 
     target: Array
     loss: AbstractLoss
-    optimizer: optax.GradientTransformation
+    optimizer: Any  # an optax.GradientTransformation (in the step: a LiftedUpdate)
     key: PRNGKeyArray
     sampler: tuple[str, Any] | None = eqx.field(static=True)
     render: Any = PointRender()
@@ -152,10 +152,13 @@ def _loss_dtype() -> Any:
 def _real_step(static, problem, update_scale, state: LoopState, index) -> tuple[Any, Array]:
     step_key = jax.random.fold_in(problem.key, index)
     value, grads = jax.value_and_grad(objective)(state.params, static, problem, step_key)
-    updates, new_state = optimizer_update(
-        problem.optimizer, grads, state.opt_state, state.params, value,
-        lambda params: objective(params, static, problem, step_key),  # this step's pixels
-    )  # fmt: skip
+    if isinstance(problem.optimizer, LiftedUpdate):
+        updates, new_state = problem.optimizer(grads, state.opt_state, state.params, value)
+    else:
+        updates, new_state = optimizer_update(
+            problem.optimizer, grads, state.opt_state, state.params, value,
+            lambda params: objective(params, static, problem, step_key),  # this step's pixels
+        )  # fmt: skip
     if update_scale is not None:
         updates = jax.tree.map(lambda u: update_scale * u, updates)
     # In the old dtypes, as `optax.apply_updates` keeps them: a float64 learning rate (a
@@ -219,8 +222,11 @@ def _sample_count(sampler: tuple[str, Any], height: int, width: int) -> int:
 
 
 def _canonical_problem(problem: Problem, state: LoopState) -> Problem:
-    """`problem` with its optimizer and loss swapped for the first equal ones seen."""
-    optimizer = canonical_optimizer(problem.optimizer, state.params, state.opt_state)
+    """`problem` with its optimizer lifted (its float settings as leaves: `_lifted`) or
+    else swapped for the first equal one seen, and its loss for the first equal one."""
+    optimizer = lifted(problem.optimizer, state.params, state.opt_state)
+    if optimizer is None:
+        optimizer = canonical_optimizer(problem.optimizer, state.params, state.opt_state)
     loss = canonical_loss(problem.loss, loss_call, *loss_args(problem.sampler, problem.target))
     if optimizer is problem.optimizer and loss is problem.loss:
         return problem
