@@ -75,6 +75,41 @@ def test_a_new_file_gets_the_mode_open_gives(tmp_path):
     finally:
         os.umask(umask)
     assert os.stat(path).st_mode & 0o777 == 0o644
+    assert os.listdir(tmp_path) == ["a.txt"]  # nothing left of finding that mode
+
+
+def test_writing_a_new_file_leaves_the_process_umask_alone(tmp_path):
+    # The new file's mode was read by setting the umask to 0 and back: a file another
+    # thread created meanwhile got 0666 under a 0077 umask (72 of 20000 in a race).
+    import stat
+    import sys
+    import threading
+
+    umask, interval = os.umask(0o077), sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    stop, wrong = threading.Event(), []
+
+    def write_new_files():
+        i = 0
+        while not stop.is_set():
+            atomic_write(tmp_path / f"new{i}.txt", _text("x"))
+            i += 1
+
+    writer = threading.Thread(target=write_new_files)
+    writer.start()
+    try:
+        for i in range(4000):
+            other = tmp_path / f"other{i}"
+            other.write_text("private")
+            if stat.S_IMODE(os.stat(other).st_mode) != 0o600:
+                wrong.append(other)
+            other.unlink()
+    finally:
+        stop.set()
+        writer.join()
+        os.umask(umask)
+        sys.setswitchinterval(interval)
+    assert wrong == []
 
 
 def test_a_symlink_is_written_through(tmp_path):

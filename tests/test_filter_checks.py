@@ -335,3 +335,26 @@ def test_a_closed_over_image_is_checked_under_jit():
         eqx.filter_jit(lambda b: b.apply(bad))(bank)
     # A traced image (an argument of jit) is not checked, as `apply` says.
     assert eqx.filter_jit(lambda b, x: b.apply(x))(bank, image).shape == (16, 16, 3)
+
+
+@pytest.mark.parametrize("make", [dp.kernels.box, dp.kernels.disk, dp.kernels.gaussian,
+                                  dp.kernels.polygon])  # fmt: skip
+@pytest.mark.parametrize("size", [10**6, (9000, 9000), (1, 10**8)])
+def test_a_kernel_too_large_to_build_is_refused_with_its_size(make, size):
+    # box(10**6) asked XLA for 4 TB and failed deep inside with RESOURCE_EXHAUSTED.
+    with pytest.raises(ValueError, match=r"`size` must give a kernel of at most .* GB\)"):
+        make(size)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda big: dp.SeparableFilters.from_svd(big, 1),
+        lambda big: dp.psnr(big[..., None], big[..., None]),
+    ],
+)
+def test_float64_values_beyond_float32_are_refused_as_such(call):
+    # 1e300 turned into inf in JAX's float32 (with NumPy's overflow warning) and was
+    # then refused as "NaN/inf" input, which it was not.
+    with pytest.raises(ValueError, match=r"must fit in float32 .* up to 1e\+300"):
+        call(np.full((4, 4), 1e300))

@@ -104,9 +104,24 @@ def replaced_mode(path: str | os.PathLike) -> int:
         return stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
         # mkstemp makes the file private (0600); give it the mode a plain `open` would.
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return _new_file_mode(Path(path).parent)
+
+
+def _new_file_mode(folder: Path) -> int:
+    """The mode a plain `open` gives a new file in `folder`: a file created there with
+    0666, which the kernel masks by the umask (and a default ACL). Reading the umask by
+    setting it (`os.umask`) would change it for the whole process for a moment, and a
+    file another thread created then got no umask (0666 where 0600 was asked for)."""
+    probe = folder / f".diffprims-mode-{os.urandom(6).hex()}"
+    try:
+        handle = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except OSError:
+        return 0o644  # not seen: the common default
+    try:
+        return stat.S_IMODE(os.fstat(handle).st_mode)
+    finally:
+        os.close(handle)
+        os.unlink(probe)
 
 
 def _sync(path: str | os.PathLike) -> None:

@@ -27,13 +27,28 @@ _SUPERSAMPLE = 16
 _BLOCK = 2**21
 
 
+# The most pixels a kernel maker builds: 8192 x 8192 (256 MB in float32). Past it the
+# kernel (and the sub-pixel samples of `disk`/`polygon`) ran out of memory deep in XLA
+# (`box(10**6)` asked for 4 TB); no separable bank of such a kernel is practical.
+MAX_PIXELS = 2**26
+
+
 def _check_size(size: Any) -> tuple[int, int]:
     if isinstance(size, tuple | list):
         if len(size) != 2:
             raise ValueError(f"`size` must be an int or a pair (Kh, Kw); got {size!r}.")
-        return check_positive_int(size[0], "size[0]"), check_positive_int(size[1], "size[1]")
-    size = check_positive_int(size, "size")
-    return size, size
+        shape = check_positive_int(size[0], "size[0]"), check_positive_int(size[1], "size[1]")
+    else:
+        side = check_positive_int(size, "size")
+        shape = side, side
+    if shape[0] * shape[1] > MAX_PIXELS:
+        raise ValueError(
+            f"`size` must give a kernel of at most {MAX_PIXELS} pixels (8192 x 8192, 256 "
+            f"MB in float32); got {size!r}, a {shape[0]} x {shape[1]} kernel of "
+            f"{shape[0] * shape[1]:.3g} pixels ({4 * shape[0] * shape[1] / 1e9:.3g} GB). "
+            "Give a smaller size (a kernel's size in pixels, not in image units)."
+        )
+    return shape
 
 
 def _flag(value: Any, name: str) -> bool:
