@@ -391,3 +391,36 @@ def test_a_loss_holding_its_own_map_is_told_to_use_weighted():
     with pytest.raises(ValueError, match=r"works on whole images.*dp\.Weighted\(loss, map\)"):
         dp.fit(model, target, loss=loss, steps=2, batch=0.1, key=jax.random.key(0))
     dp.fit(model, target, loss=loss, steps=2)  # whole images: fine
+
+
+def test_each_step_samples_other_pixels():
+    # With the same pixels every step, a `batch` fit would fit one fixed part of the
+    # image. Frozen parameters (a learning rate of 0): only the pixels change the loss.
+    target = jax.random.uniform(jax.random.key(3), (16, 16, 3))
+    model = dp.Circles.init(4, key=jax.random.key(1), target=target)
+    losses = dp.fit(model, target, optimizer=optax.sgd(0.0), steps=12, batch=0.1,
+                    key=jax.random.key(2)).losses  # fmt: skip
+    assert len(np.unique(np.asarray(losses))) == 12
+
+
+def test_a_fit_stays_stopped_after_its_first_non_finite_step():
+    # A loss that is NaN only on the steps whose sample holds the one bright pixel:
+    # later steps would be finite again, and the fit must not carry on from there.
+    target = jnp.full((16, 16, 3), 0.5).at[3, 5].set(1.0)
+    model = dp.Circles.init(4, key=jax.random.key(1), target=target)
+
+    def loss(pred, goal):
+        return jnp.where(jnp.any(goal > 0.9), jnp.nan, jnp.mean((pred - goal) ** 2))
+
+    def run(target):
+        return dp.fit(model, target, loss=loss, steps=30, batch=0.1, key=jax.random.key(0))
+
+    result = jax.jit(run)(target)
+    losses = np.asarray(result.losses)
+    first = int(np.argmax(np.isnan(losses)))
+    assert bool(result.diverged) and 0 < first < 25
+    assert np.all(np.isnan(losses[first:]))
+    with pytest.raises(dp.FitDivergedError) as info:
+        run(target)
+    stopped = dp.fit(model, target, loss=loss, steps=first, batch=0.1, key=jax.random.key(0))
+    assert tree_allclose(info.value.result.model, stopped.model, atol=0)

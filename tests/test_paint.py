@@ -387,3 +387,23 @@ def test_seconds_is_the_whole_call(monkeypatch):
     start = time.perf_counter()
     result = dp.paint(jnp.full((8, 8, 3), 0.5), 2, key=jax.random.key(0), steps=4)
     assert 0.5 <= result.seconds <= time.perf_counter() - start
+
+
+def test_the_bounded_solve_starts_from_the_better_of_its_solution_and_the_colours(
+    monkeypatch,
+):
+    # Without projected-gradient steps after it, the clipped solution of the normal
+    # equations alone can be far worse than the colours the fit ended with.
+    from diffprims._paint import _solve
+
+    monkeypatch.setattr(_solve, "BOUNDED_STEPS", 0)
+    gram = jnp.array([[1.0, 0.999], [0.999, 1.0]])
+    rhs = gram @ jnp.array([[3.0], [-2.9]])  # the optimum is far outside [0, 1]
+    current = jnp.array([[0.1], [0.0]])
+
+    def error(x):
+        return float(jnp.sum(x * (gram @ x)) - 2 * jnp.sum(rhs * x))
+
+    clipped = jnp.clip(jnp.linalg.solve(gram, rhs), 0, 1)
+    assert error(clipped) > error(current) + 0.5  # the case the guard is for
+    assert error(_solve._bounded_solve(gram, rhs, current, 1e-3)) <= error(current) + 1e-6

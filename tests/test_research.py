@@ -402,3 +402,19 @@ def test_filtered_refuses_bad_input(photo):
         dp.Filtered(bank, photo[..., 0])
     with pytest.raises(ValueError, match="border"):
         dp.Filtered(bank, photo, border="mirror")
+
+
+def test_layers_draw_the_bottom_layers_background_and_learn_only_it():
+    # Which layer's background shows could not be seen: every test stacked layers
+    # with the same background.
+    def layer(background, x):
+        return dp.Circles.from_values(
+            [[x, 0.2]], [0.05], [[0.5, 0.5, 0.5]], [1.0], background=background
+        )
+
+    layers = dp.Layers([layer(0.0, 0.2), layer(1.0, 0.8)])
+    corner = layers.render_image((16, 16))[-1, -1]  # no shape covers it
+    np.testing.assert_allclose(corner, 0.0, atol=1e-5)
+    grads = jax.grad(lambda m: jnp.sum(m.render_image((8, 8))))(layers)
+    assert float(jnp.abs(grads[0].raw_background).sum()) > 0
+    assert float(jnp.abs(grads[1].raw_background).sum()) == 0
