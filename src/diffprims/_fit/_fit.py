@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._losses import L2
 from .._model import AbstractModel
@@ -26,10 +26,12 @@ from ._identity import fit_identity, start_fingerprint
 from ._loop import LoopState, PointRender, Problem, run_steps
 from ._result import FitResult
 
+M = TypeVar("M", bound=AbstractModel)
+
 
 def fit(
-    model: AbstractModel,
-    target: Float[Array, "H W C"],
+    model: M,
+    target: Float[ArrayLike, "H W C"],
     *,
     loss: Any = None,
     optimizer: optax.GradientTransformation | None = None,
@@ -40,12 +42,12 @@ def fit(
     steps_per_dispatch: int = 100,
     progress: bool = False,
     snapshots: int | None = None,
-    checkpoint: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int | None = None,
-    resume: str | os.PathLike | bool | None = None,
+    resume: str | os.PathLike[str] | bool | None = None,
     trainable: Any = None,
     method: str | None = None,
-) -> FitResult:
+) -> FitResult[M]:
     """Fit any model of the protocol to a target by gradient descent with optax.
 
     Each step renders the model (on the full pixel grid, or on `batch` randomly sampled
@@ -167,8 +169,8 @@ def fit(
     mode works: `jax.jacfwd` or `jax.jvp` (one pass per input, fine for a few
     hyperparameters); or fit with a fixed-step optimizer such as `optax.adam`.
     """
-    model = _checks.check_model(model)
-    target = _checks.check_target(target, model)
+    model = cast(M, _checks.check_model(model))  # the same model, checked
+    target = cast(Array, _checks.check_target(target, model))
     steps = check_positive_int(steps, "steps")
     steps_per_dispatch = check_positive_int(steps_per_dispatch, "steps_per_dispatch")
     progress = check_bool(progress, "progress")
@@ -205,7 +207,7 @@ def fit(
     problem = Problem(target, loss, optimizer, key, sampler, PointRender(method))  # pyright: ignore[reportArgumentType]
     hint = f"; resume with `fit(..., resume={os.fspath(checkpoint)!r})`" if checkpoint else ""
 
-    def run(problem: Problem) -> FitResult:
+    def run(problem: Problem) -> FitResult[M]:
         driver = Driver(
             _result_maker(static, snap_steps), state, steps=steps, progress=progress,
             traced=traced, checkpointer=checkpointer, start=start, losses=saved_losses,

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 import equinox as eqx
 from jaxtyping import Array, Bool, Float
 
 from .._model import AbstractModel
 
+#: The type of the fitted model: `fit(model, ...)` returns a `FitResult[type(model)]`.
+Model = TypeVar("Model", bound=AbstractModel, covariant=True)
 
-class FitResult(eqx.Module):
-    """What [`diffprims.fit`][] returns.
+
+class FitResult(eqx.Module, Generic[Model]):
+    """What [`diffprims.fit`][] (and [`diffprims.paint`][]) returns.
+
+    Generic in the model's type for type checkers: `dp.fit(circles, ...)` is a
+    `FitResult[dp.Circles]`, so `result.model` is a `dp.Circles`.
 
     **Attributes:**
 
@@ -25,10 +33,11 @@ class FitResult(eqx.Module):
     - `snapshot_steps`: the number of steps each snapshot had taken, e.g.
       `(0, 500, 1000)`.
     - `diverged`: whether the fit stopped early because its loss or parameters became
-      NaN/inf (a bool array). Eagerly `fit` raises [`diffprims.FitDivergedError`][]
-      instead, so this is only ever True on `error.result`; under `jax.jit`/`jax.vmap`
-      it is how a diverged fit shows (per member under `vmap`): the model is the last
-      finite one and `losses` is NaN from the diverged step on.
+      NaN/inf (a bool array from `fit`, a Python bool from `paint`). Eagerly `fit`
+      raises [`diffprims.FitDivergedError`][] instead, so this is only ever True on
+      `error.result`; under `jax.jit`/`jax.vmap` it is how a diverged fit shows (per
+      member under `vmap`): the model is the last finite one and `losses` is NaN from
+      the diverged step on.
 
     ```python
     results = jax.vmap(lambda lr: dp.fit(model, target, optimizer=optax.adam(lr)))(rates)
@@ -36,9 +45,9 @@ class FitResult(eqx.Module):
     ```
     """
 
-    model: AbstractModel
+    model: Model
     losses: Float[Array, " steps"]
     seconds: float | Float[Array, ""]
-    snapshots: tuple[AbstractModel, ...] = ()
+    snapshots: tuple[Model, ...] = ()
     snapshot_steps: tuple[int, ...] = eqx.field(static=True, default=())
     diverged: bool | Bool[Array, ""] = False

@@ -39,17 +39,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from typing_extensions import TypeVar
 
 from .._fit._driver import Driver
 from .._fit._result import FitResult
 from .._image import check_image
 from .._loss_checks import check_loss_output, check_weight_maps, restrict_to_pixels
-from .._losses import (
-    L2,
-    AbstractLoss,
-    as_loss,
-)
+from .._losses import L2, AbstractLoss, as_loss
 from .._shapes import MODES, AbstractShapes, Circles, Shortfall, check_shape_type, not_a_shape_type
 from .._shapes._render import check_method
 from .._validate import (
@@ -68,13 +65,15 @@ from ._solve import check_solve_memory, solve_reserve, squared_error_weights
 from ._threads import best_of_threads
 from ._working import working_copy
 
+S = TypeVar("S", bound=AbstractShapes, default=Circles)  # `shape`'s type, Circles by default
+
 
 def paint(
-    target: Float[Array, "H W C"],
+    target: Float[ArrayLike, "H W C"],
     n: int,
     *,
     key: PRNGKeyArray,
-    shape: type[AbstractShapes] = Circles,
+    shape: type[S] = Circles,
     seconds: float | None = None,
     steps: int | None = None,
     rounds: int = 8,
@@ -99,7 +98,7 @@ def paint(
     method: str | None = None,
     steps_per_dispatch: int = 50,
     progress: bool = False,
-) -> FitResult:
+) -> FitResult[S]:
     """Approximate `target` with `n` shapes: initialisation and fit with our best defaults.
 
     Shapes are added in `rounds` (each round puts new shapes where the picture is most
