@@ -194,9 +194,9 @@ def _check_seconds(seconds_per_frame: Any, hold_last: Any) -> tuple[float, float
 
 
 def save_gif(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     snapshots: Sequence[AbstractModel],
-    shape: tuple[int, int],
+    shape: tuple[int, ...],
     *,
     seconds_per_frame: float = 0.1,
     hold_last: float = 1.0,

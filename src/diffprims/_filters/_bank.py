@@ -151,7 +151,9 @@ class SeparableFilters(AbstractModel):
         check_one_bank(self, "kernel", "b.kernel()")
         return outer_sum(self.vertical, self.horizontal)
 
-    def render(self, points, *, pixel_size):
+    def render(
+        self, points: Float[Array, "P 2"], *, pixel_size: float | Float[Array, ""]
+    ) -> Float[Array, "P C"]:
         """The kernel at sample points, as a one-channel image.
 
         The kernel is the `(Kh, Kw)` image of the diffprims frame: kernel pixel `(i, j)`
@@ -172,7 +174,7 @@ class SeparableFilters(AbstractModel):
         check_one_bank(self, "render", "b.render(points, pixel_size=s)")
         return sample_kernel(self.vertical, self.horizontal, check_points(points))
 
-    def render_image(self, shape):
+    def render_image(self, shape: tuple[int, ...]) -> Float[Array, "H W C"]:
         """The kernel on the pixel grid `shape = (H, W)`, as an `(H, W, 1)` image.
 
         On the kernel's own grid (`shape == bank.shape`) this is `bank.kernel()[..., None]`;

@@ -107,7 +107,7 @@ class Filtered(AbstractModel):
                 "the target from the same scene (or resize both alike)."
             )
 
-    def render_image(self, shape: tuple[int, int]) -> Float[Array, "H W C"]:
+    def render_image(self, shape: tuple[int, ...]) -> Float[Array, "H W C"]:
         """The filtered scene; `shape` must be the scene's `(H, W)`."""
         shape = check_grid_shape(shape)
         check_unbatched(self, "render_image")

@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
+from typing_extensions import Self
 
 from .._model import AbstractModel, check_unbatched
 from .._validate import check_grid_shape, check_indices, check_pixel_size, check_points
@@ -42,12 +43,11 @@ class AbstractShapes(AbstractModel):
     - `"additive"`: `background + sum_i a_i colours[i]` (order free; over 1 if it sums so);
     - `"depth"`: a learnable soft depth order (`raw_depths`; larger is nearer).
 
-    Build sets with `init` or a type's `from_values`; the constructor takes the stored
-    `raw_*` fields, `softness`, `compositing` and `learn_background` (as for `init`).
-    A new shape type subclasses this, declares its geometry as array fields with a
-    leading axis `N` and a [`diffprims.Role`][] each (`dp.parameter(dp.roles.POSITION)`),
-    and implements `coverage`, `bounds`, `random_geometry` and `svg_geometry`; see
-    "Write your own shape" in the docs.
+    Build sets with `init` or a type's `from_values`; the constructor takes the stored `raw_*`
+    fields, `softness`, `compositing` and `learn_background` (as for `init`). A new shape type
+    subclasses this, declares its geometry as array fields with a leading axis `N` and a
+    [`diffprims.Role`][] each (`dp.parameter(dp.roles.POSITION)`), and implements `coverage`,
+    `bounds`, `random_geometry` and `svg_geometry`; see "Write your own shape" in the docs.
     """
 
     #: Whether coverage is < 1e-6 outside `bounds` grown by `edge_margin` edge widths (culling
@@ -254,7 +254,7 @@ class AbstractShapes(AbstractModel):
         return _render.render_points_eager(self, points, pixel_size, method)
 
     def render_image(
-        self, shape: tuple[int, int], *, method: str = "auto"
+        self, shape: tuple[int, ...], *, method: str = "auto"
     ) -> Float[Array, "H W C"]:
         """Render on the full pixel grid of `shape = (H, W)`; see
         [`diffprims.AbstractModel.render_image`][]. `method` is as for `render`; the tiled
@@ -285,7 +285,7 @@ class AbstractShapes(AbstractModel):
         """
         return eqx.partition(self, _build.per_shape_spec(self))
 
-    def take(self, indices: Array) -> AbstractShapes:
+    def take(self, indices: Int[ArrayLike, " K"]) -> Self:
         """The sub-set of shapes at `indices` (in that order), same background."""
         indices = check_indices(indices, self.num_shapes)
         per_shape, rest = self.partition_shapes()
@@ -297,7 +297,7 @@ class AbstractShapes(AbstractModel):
         n: int,
         *,
         key: PRNGKeyArray,
-        target: Float[Array, "H W C"] | None = None,
+        target: Float[ArrayLike, "H W C"] | None = None,
         aspect: float = 1.0,
         size_range: tuple[float, float] | None = None,
         opacity: float = 0.6,
@@ -305,7 +305,7 @@ class AbstractShapes(AbstractModel):
         channels: int = 3,
         compositing: str = "over",
         learn_background: bool = True,
-    ):
+    ) -> Self:
         """`n` shapes at random positions with random sizes.
 
         **Arguments:**
@@ -360,7 +360,7 @@ class AbstractShapes(AbstractModel):
         background: Any = 1.0,
         softness: float = 1.0,
         **options: Any,
-    ):
+    ) -> Self:
         """Build a set from given (constrained) values; the body of a `from_values`.
 
         **Arguments:**
@@ -377,7 +377,7 @@ class AbstractShapes(AbstractModel):
         args = (geometry, colours, opacities, background, softness, options)
         return _build.from_geometry(cls, *args)
 
-    def with_compositing(self, mode: str, *, learn_background: bool | None = None):
+    def with_compositing(self, mode: str, *, learn_background: bool | None = None) -> Self:
         """This set with another compositing mode (and optionally background learning).
 
         Switching to "depth" gives every shape a learnable depth that starts in the

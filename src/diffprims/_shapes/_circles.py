@@ -50,11 +50,13 @@ class Circles(AbstractShapes):
         """Radii (> 0) in units of the image height, `(N,)`."""
         return SIZE.value(self.raw_radii)
 
-    def coverage(self, points, edge_width):
+    def coverage(
+        self, points: Float[Array, "P 2"], edge_width: float | Float[Array, ""]
+    ) -> Float[Array, "N P"]:
         distance = safe_norm(points[None, :, :] - self.centres[:, None, :])
         return soft_edge(distance - self.radii[:, None], edge_width)
 
-    def bounds(self):
+    def bounds(self) -> Float[Array, "N 4"]:
         radii = self.radii[:, None]
         return jnp.concatenate([self.centres - radii, self.centres + radii], axis=-1)
 
@@ -85,7 +87,9 @@ class Circles(AbstractShapes):
         return elements
 
     @classmethod
-    def random_geometry(cls, centres, sizes, *, key: PRNGKeyArray) -> dict[str, Array]:
+    def random_geometry(
+        cls, centres: Float[Array, "N 2"], sizes: Float[Array, " N"], *, key: PRNGKeyArray
+    ) -> dict[str, Array]:
         """Circles of radius `sizes` at `centres` (nothing random: `key` is unused)."""
         del key
         return {"raw_centres": centres, "raw_radii": sizes}

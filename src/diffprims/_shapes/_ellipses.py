@@ -46,7 +46,9 @@ class Ellipses(AbstractShapes):
         """Rotation angles in radians, `(N,)`."""
         return ANGLE.value(self.raw_angles)
 
-    def coverage(self, points, edge_width):
+    def coverage(
+        self, points: Float[Array, "P 2"], edge_width: float | Float[Array, ""]
+    ) -> Float[Array, "N P"]:
         local = to_local(points, self.centres, self.angles)
         # Radii far below a pixel are clamped: (local / r**2) would overflow float32 and
         # turn the gradient NaN as a radius shrinks to 0 (coverage is ~0 there anyway).
@@ -60,7 +62,7 @@ class Ellipses(AbstractShapes):
         outside_box = jnp.max(jnp.abs(local) - radii, axis=-1)
         return soft_edge(jnp.maximum((level - 1.0) * level / grad, outside_box), edge_width)
 
-    def bounds(self):
+    def bounds(self) -> Float[Array, "N 4"]:
         return box(self.centres, rotated_ellipse_extent(self.radii, self.angles))
 
     def svg_geometry(self, edge_width: float) -> list[str]:
@@ -77,7 +79,9 @@ class Ellipses(AbstractShapes):
         ]
 
     @classmethod
-    def random_geometry(cls, centres, sizes, *, key: PRNGKeyArray) -> dict[str, Array]:
+    def random_geometry(
+        cls, centres: Float[Array, "N 2"], sizes: Float[Array, " N"], *, key: PRNGKeyArray
+    ) -> dict[str, Array]:
         """Ellipses of the area of discs of radius `sizes`: aspect ratios within e^+-1 and
         angles uniform, drawn with `key`."""
         k_aspect, k_angle = jax.random.split(key)

@@ -58,7 +58,9 @@ class Gaussians(AbstractShapes):
         """Rotation angles in radians, `(N,)`."""
         return ANGLE.value(self.raw_angles)
 
-    def coverage(self, points, edge_width):
+    def coverage(
+        self, points: Float[Array, "P 2"], edge_width: float | Float[Array, ""]
+    ) -> Float[Array, "N P"]:
         del edge_width
         # Scales clamped far below a pixel: at 1e-20, q * q overflowed float32 and the
         # gradient came out NaN (the coverage is 0 at any point off the centre anyway).
@@ -66,7 +68,7 @@ class Gaussians(AbstractShapes):
         q = to_local(points, self.centres, self.angles) / scales[:, None, :]
         return jnp.exp(-0.5 * jnp.sum(q * q, axis=-1))
 
-    def bounds(self):
+    def bounds(self) -> Float[Array, "N 4"]:
         return box(self.centres, _REACH * rotated_ellipse_extent(self.scales, self.angles))
 
     def svg_geometry(self, edge_width: float) -> list[str]:
@@ -101,7 +103,9 @@ class Gaussians(AbstractShapes):
         return elements
 
     @classmethod
-    def random_geometry(cls, centres, sizes, *, key: PRNGKeyArray) -> dict[str, Array]:
+    def random_geometry(
+        cls, centres: Float[Array, "N 2"], sizes: Float[Array, " N"], *, key: PRNGKeyArray
+    ) -> dict[str, Array]:
         """Gaussians of scales about 0.7 `sizes`: aspect ratios within e^+-0.6 and angles
         uniform, drawn with `key`."""
         k_aspect, k_angle = jax.random.split(key)

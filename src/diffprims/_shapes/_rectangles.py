@@ -46,14 +46,16 @@ class Rectangles(AbstractShapes):
         """Rotation angles in radians, `(N,)`."""
         return ANGLE.value(self.raw_angles)
 
-    def coverage(self, points, edge_width):
+    def coverage(
+        self, points: Float[Array, "P 2"], edge_width: float | Float[Array, ""]
+    ) -> Float[Array, "N P"]:
         local = to_local(points, self.centres, self.angles)
         q = jnp.abs(local) - self.half_sizes[:, None, :]
         outside = safe_norm(jnp.maximum(q, 0.0))
         inside = jnp.minimum(jnp.max(q, axis=-1), 0.0)
         return soft_edge(outside + inside, edge_width)
 
-    def bounds(self):
+    def bounds(self) -> Float[Array, "N 4"]:
         return box(self.centres, rotated_extent(self.half_sizes, self.angles))
 
     def svg_geometry(self, edge_width: float) -> list[str]:
@@ -70,7 +72,9 @@ class Rectangles(AbstractShapes):
         ]
 
     @classmethod
-    def random_geometry(cls, centres, sizes, *, key: PRNGKeyArray) -> dict[str, Array]:
+    def random_geometry(
+        cls, centres: Float[Array, "N 2"], sizes: Float[Array, " N"], *, key: PRNGKeyArray
+    ) -> dict[str, Array]:
         """Rectangles of half-sizes about 0.9 `sizes`: aspect ratios within e^+-1 and angles
         uniform, drawn with `key`."""
         k_aspect, k_angle = jax.random.split(key)

@@ -39,7 +39,7 @@ def _hex(colour: np.ndarray) -> str:
 
 
 def to_svg(
-    model: AbstractShapes | Layers, shape: tuple[int, int], *, soft_edges: bool = True
+    model: AbstractShapes | Layers, shape: tuple[int, ...], *, soft_edges: bool = True
 ) -> str:
     """The shape set as an SVG document (a string).
 
@@ -176,7 +176,10 @@ def _shape_groups(model: AbstractShapes, edge_width: float, prefix: str) -> list
 
 
 def save_svg(
-    path: str | os.PathLike, model: AbstractShapes | Layers, shape: tuple[int, int], **kwargs: Any
+    path: str | os.PathLike[str],
+    model: AbstractShapes | Layers,
+    shape: tuple[int, ...],
+    **kwargs: Any,
 ) -> Path:
     """Write [`diffprims.to_svg`][]`(model, shape, **kwargs)` to `path` atomically.
 

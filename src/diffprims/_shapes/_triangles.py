@@ -37,7 +37,9 @@ class Triangles(AbstractShapes):
         """Vertices `(x, y)` in the diffprims frame, `(N, 3, 2)`."""
         return POSITION.value(self.raw_vertices)
 
-    def coverage(self, points, edge_width):
+    def coverage(
+        self, points: Float[Array, "P 2"], edge_width: float | Float[Array, ""]
+    ) -> Float[Array, "N P"]:
         v = self.vertices
         edges = jnp.roll(v, -1, axis=1) - v  # (N, 3, 2)
         lengths = jnp.sqrt(jnp.sum(edges * edges, -1) + 1e-12)
@@ -56,7 +58,7 @@ class Triangles(AbstractShapes):
         box = jnp.max(jnp.maximum(low - points[None], points[None] - high), axis=-1)
         return soft_edge(jnp.maximum(distances, box), edge_width)
 
-    def bounds(self):
+    def bounds(self) -> Float[Array, "N 4"]:
         v = self.vertices
         return jnp.concatenate([v.min(axis=1), v.max(axis=1)], axis=-1)
 
@@ -68,7 +70,9 @@ class Triangles(AbstractShapes):
         ]
 
     @classmethod
-    def random_geometry(cls, centres, sizes, *, key: PRNGKeyArray) -> dict[str, Array]:
+    def random_geometry(
+        cls, centres: Float[Array, "N 2"], sizes: Float[Array, " N"], *, key: PRNGKeyArray
+    ) -> dict[str, Array]:
         """Near-equilateral triangles of the area of discs of radius `sizes`, turned at
         random and each corner jittered, drawn with `key`."""
         k_angle, k_jitter = jax.random.split(key)
