@@ -256,7 +256,7 @@ def _resize(pixels: np.ndarray, new: tuple[int, int]) -> np.ndarray:
 
 
 def load_image(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     size: int | tuple[int, int] | None = None,
     *,
     square: bool = False,
@@ -358,7 +358,7 @@ def to_uint8(image: Any) -> np.ndarray:
     return pixels[..., 0] if pixels.shape[-1] == 1 else pixels
 
 
-def save_image(path: str | os.PathLike, image: Any) -> Path:
+def save_image(path: str | os.PathLike[str], image: Any) -> Path:
     """Write an `(H, W, C)` float image in `[0, 1]` to `path` atomically.
 
     The format follows the suffix (`.png`, `.jpg`, ...). Values are clipped to

@@ -8,7 +8,7 @@ import dm_pix
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from ._image import blur, check_image
 from ._losses import AbstractLoss, check_pair
@@ -57,7 +57,7 @@ class SSIM(AbstractLoss):
         check_positive_int(self.filter_size, "filter_size")
         check_scalar(self.filter_sigma, "filter_sigma", lower=0.0)
 
-    def __call__(self, pred, target):
+    def __call__(self, pred: ArrayLike, target: ArrayLike) -> Float[Array, ""]:
         pred, target = check_pair(pred, target, "`SSIM`")
         # Traced settings are checked here, where the check's result is used (in
         # `__check_init__` it was dropped, and `max_value=0` under jit gave garbage).
@@ -88,7 +88,7 @@ class SSIM(AbstractLoss):
         peak = jnp.maximum(max_value, _MIN_RELATIVE_MAX * largest)
         exponent = jnp.frexp(jax.lax.stop_gradient(peak))[1] - 1
         scaled_peak: Any = jnp.ldexp(peak, -exponent)  # an array (dm-pix says float)
-        ssim = dm_pix.ssim(
+        ssim: Any = dm_pix.ssim(  # an array (dm-pix says float or NumPy too)
             jnp.ldexp(pred, -exponent),
             jnp.ldexp(target, -exponent),
             max_val=scaled_peak,
@@ -99,7 +99,7 @@ class SSIM(AbstractLoss):
 
 
 def edge_weights(
-    target: Float[Array, "H W C"], *, strength: float = 4.0, sigma: float = 1.0
+    target: Float[ArrayLike, "H W C"], *, strength: float = 4.0, sigma: float = 1.0
 ) -> Float[Array, "H W 1"]:
     """A per-pixel weight map that stresses edges, for [`diffprims.Weighted`][].
 

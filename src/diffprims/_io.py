@@ -45,7 +45,7 @@ from ._io_tree import (
     rebuild,
     unavailable_dtype,
 )
-from ._model import batch_shape
+from ._model import Loaded, batch_shape
 from ._validate import describe, is_traced, run_checks
 
 _MAGIC = b"diffprims-model\n"
@@ -133,7 +133,7 @@ def _loadable_batch(model: Any) -> tuple[int, ...]:
         ) from None
 
 
-def save(path: str | os.PathLike, model: Any) -> Path:
+def save(path: str | os.PathLike[str], model: Any) -> Path:
     """Write a model's parameters and structure to `path`, atomically.
 
     The file is a one-line JSON header (the model's class, its static fields such as
@@ -256,7 +256,7 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
     return _read_file(path)[0]
 
 
-def load(path: str | os.PathLike, like: Any = None, *, classes: Any = ()) -> Any:
+def load(path: str | os.PathLike[str], like: Loaded | None = None, *, classes: Any = ()) -> Loaded:
     """Read a model written by [`diffprims.save`][].
 
     The file is checked whole before anything is built from it: its SHA-256, its header

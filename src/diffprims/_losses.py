@@ -12,7 +12,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from ._validate import check_float_array, check_not_empty, check_values, describe, is_traced
 
@@ -136,7 +136,7 @@ class AbstractPointwiseLoss(AbstractLoss):
         """The per-element error of `pred` against `target` (same shape), the shape of
         `pred`."""
 
-    def __call__(self, pred: Array, target: Array) -> Float[Array, ""]:
+    def __call__(self, pred: ArrayLike, target: ArrayLike) -> Float[Array, ""]:
         pred, target = check_pair(pred, target, f"`{type(self).__name__}`")
         return jnp.mean(_errors(self, pred, target))
 
@@ -156,14 +156,14 @@ def _errors(loss: AbstractPointwiseLoss, pred: Array, target: Array) -> Array:
 class L2(AbstractPointwiseLoss):
     """Mean squared error: `mean((pred - target) ** 2)`."""
 
-    def pointwise(self, pred, target):
+    def pointwise(self, pred: Array, target: Array) -> Array:
         return jnp.square(pred - target)
 
 
 class L1(AbstractPointwiseLoss):
     """Mean absolute error: `mean(|pred - target|)`. Its gradient at an exact match is 0."""
 
-    def pointwise(self, pred, target):
+    def pointwise(self, pred: Array, target: Array) -> Array:
         return _abs(pred - target)
 
 
@@ -177,7 +177,7 @@ class NonNegative(AbstractPointwiseLoss):
     [`diffprims.SeparableFilters`][] for the trade-off with [`diffprims.KeepZeros`][]).
     """
 
-    def pointwise(self, pred, target):
+    def pointwise(self, pred: Array, target: Array) -> Array:
         del target
         return jnp.maximum(-pred, 0.0)
 
@@ -192,7 +192,7 @@ class KeepZeros(AbstractPointwiseLoss):
     [`diffprims.SeparableFilters`][]).
     """
 
-    def pointwise(self, pred, target):
+    def pointwise(self, pred: Array, target: Array) -> Array:
         return jnp.where(target == 0, _abs(pred), 0.0)
 
 
@@ -234,7 +234,7 @@ class Weighted(AbstractPointwiseLoss):
         self.loss = loss
         self.weights = weights
 
-    def pointwise(self, pred, target):
+    def pointwise(self, pred: Array, target: Array) -> Array:
         weights = self.weights
         if (
             weights.ndim != pred.ndim
@@ -274,7 +274,7 @@ class Sum(AbstractLoss):
             raise ValueError("`Sum` takes at least one loss; got none.")
         self.terms = tuple(as_loss(term, "terms") for term in terms)
 
-    def __call__(self, pred, target):
+    def __call__(self, pred: Array, target: Array) -> Float[Array, ""]:
         values = [term(pred, target) for term in self.terms]
         # Started from the first term, not `jnp.zeros(())`: a float64 zero (under
         # jax_enable_x64) would promote a float32 loss. (`terms` is never empty.)
@@ -299,7 +299,7 @@ class Scaled(AbstractLoss):
         self.weight = weight.astype(jnp.float32) if not is_traced(weight) else weight
         self.loss = as_loss(loss, "loss")
 
-    def __call__(self, pred, target):
+    def __call__(self, pred: Array, target: Array) -> Float[Array, ""]:
         return self.weight * self.loss(pred, target)
 
 
@@ -344,7 +344,7 @@ class Loss(AbstractLoss):
         else:
             self.fn, self.arrays = fn, None
 
-    def __call__(self, pred, target):
+    def __call__(self, pred: Array, target: Array) -> Float[Array, ""]:
         fn = self.fn if self.arrays is None else eqx.combine(self.arrays, self.fn)
         return fn(pred, target)
 

@@ -10,11 +10,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
+from typing_extensions import TypeVar
 
 from ._validate import check_grid_shape, describe, run_checks
 
+#: What `dp.load(path, like=m)` returns: a model of `m`'s type (without `like`: `Any`).
+Loaded = TypeVar("Loaded", bound=eqx.Module, default=Any)
 
-def pixel_centres(shape: tuple[int, int]) -> Float[Array, "H W 2"]:
+
+def pixel_centres(shape: tuple[int, ...]) -> Float[Array, "H W 2"]:
     """The centres of the pixels of an `(H, W)` grid, in the diffprims frame.
 
     The frame is resolution independent: `y` runs from 0 (top) to 1 (bottom) and `x`
@@ -106,7 +110,7 @@ class AbstractModel(eqx.Module):
         tied to one grid (a filter bank's kernel, a filtered scene) override this."""
         del shape
 
-    def render_image(self, shape: tuple[int, int]) -> Float[Array, "H W C"]:
+    def render_image(self, shape: tuple[int, ...]) -> Float[Array, "H W C"]:
         """Render the model on the full pixel grid of `shape = (H, W)`.
 
         **Arguments:**
