@@ -156,3 +156,12 @@ def test_take_selects_shapes_in_order(getkey):
     sub = model.take(jnp.array([4, 1]))
     np.testing.assert_array_equal(sub.centres, model.centres[jnp.array([4, 1])])
     np.testing.assert_array_equal(sub.background, model.background)
+
+
+def test_values_written_as_python_ints_are_numbers_and_int_arrays_are_refused():
+    # `[[0, 0, 0]]` (black) was refused as "an int64 array" with advice for uint8 images.
+    circles = dp.Circles.from_values([[0.5, 0.5]], [0.25], [[0, 0, 0]], [1], background=1)
+    np.testing.assert_allclose(circles.colours, 0.0, atol=1e-6)
+    assert circles.render_image((8, 8)).dtype == jnp.float32
+    with pytest.raises(TypeError, match="divide uint8 images by 255"):
+        dp.Circles.from_values([[0.5, 0.5]], [0.25], np.zeros((1, 3), np.uint8), [1.0])

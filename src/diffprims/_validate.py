@@ -133,6 +133,8 @@ def check_float_array(
     """
     if isinstance(x, list | tuple):
         x = np.asarray(x)
+        if x.dtype.kind in "iu":  # numbers written as Python ints: `[[0, 0, 0]]` is black
+            x = x.astype(np.float32)
     if not hasattr(x, "dtype") or not hasattr(x, "shape"):
         if isinstance(x, float | int) and not isinstance(x, bool):
             x = np.asarray(x, dtype=np.float32)

@@ -111,7 +111,9 @@ class Circles(AbstractShapes):
         **Arguments:**
 
         - `centres`: `(N, 2)` centres `(x, y)` in the diffprims frame.
-        - `radii`: `(N,)` radii >= 0 in units of the image height (0 is stored as 1e-30).
+        - `radii`: `(N,)` radii >= 0 in units of the image height (0 is stored as 1e-30:
+          a soft dot half covered at the centre, the limit of a shrinking soft disc;
+          an opacity of 0 hides a shape).
         - `colours`: `(N, C)` colours in `[0, 1]`.
         - `opacities`: `(N,)` opacities in `[0, 1]`.
         - `background`: background colour in `[0, 1]`, `(C,)` or a scalar grey.
@@ -127,7 +129,7 @@ class Circles(AbstractShapes):
         return cls.from_geometry(
             {
                 "raw_centres": ("centres", centres, (2,)),
-                "raw_radii": ("radii", radii, (), True),  # radius 0: an invisible circle
+                "raw_radii": ("radii", radii, (), True),  # radius 0: stored as 1e-30
             },
             colours,
             opacities,

@@ -44,7 +44,8 @@ class Triangles(AbstractShapes):
         edges = jnp.roll(v, -1, axis=1) - v  # (N, 3, 2)
         lengths = jnp.sqrt(jnp.sum(edges * edges, -1) + 1e-12)
         area2 = edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0]
-        # Outward normals for either winding; a degenerate triangle covers nothing.
+        # Outward normals for either winding; a degenerate (flat) triangle draws as a soft
+        # line half covered along its segment, the limit of a thinning sliver.
         sign = jnp.where(area2 >= 0, 1.0, -1.0)[:, None]
         normals = sign[..., None] * jnp.stack([edges[..., 1], -edges[..., 0]], -1)
         normals = normals / lengths[..., None]
