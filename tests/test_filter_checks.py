@@ -358,3 +358,16 @@ def test_float64_values_beyond_float32_are_refused_as_such(call):
     # then refused as "NaN/inf" input, which it was not.
     with pytest.raises(ValueError, match=r"must fit in float32 .* up to 1e\+300"):
         call(np.full((4, 4), 1e300))
+
+
+def test_filtered_names_swapped_arguments_and_a_model_for_a_scene():
+    # Both read "`image` must be a float array; got SeparableFilters / Circles".
+    bank = dp.SeparableFilters.from_svd(dp.kernels.disk(5), 1)
+    scene = jnp.full((8, 8, 3), 0.5)
+    with pytest.raises(TypeError, match="takes the bank first"):
+        dp.Filtered(scene, bank)
+    circles = dp.Circles.init(3, key=jax.random.key(0), target=scene)
+    with pytest.raises(TypeError, match=r"pass `model.render_image\(\(H, W\)\)`"):
+        dp.Filtered(bank, circles)
+    with pytest.raises(TypeError, match="`bank` must be a `dp.SeparableFilters`"):
+        dp.Filtered(circles, scene)

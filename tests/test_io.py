@@ -679,3 +679,28 @@ def test_gif_identical_frames_in_a_row_are_one_frame_within_the_longest_delay(tm
 
     assert delays(tmp_path / "a.gif") == [655350]
     assert delays(tmp_path / "b.gif") == [655350, 300000]
+
+
+def test_a_model_holding_an_mlp_gets_the_advice_that_saves_it(tmp_path):
+    # An MLP keeps its activation function: `save` named the function but not the way
+    # to save such a model, and `load` of the file that way wrote said to save again.
+    class Field(dp.AbstractModel):
+        mlp: eqx.nn.MLP
+
+        @property
+        def num_channels(self):
+            return 3
+
+        def render(self, points, *, pixel_size):
+            return jax.nn.sigmoid(jax.vmap(self.mlp)(points))
+
+    field = Field(eqx.nn.MLP(2, 3, 8, 1, key=jax.random.key(0)))
+    with pytest.raises(TypeError, match=r"activation.*eqx\.tree_serialise_leaves\(path, model\)"):
+        dp.save(tmp_path / "field.eqx", field)
+    path = tmp_path / "leaves.eqx"
+    eqx.tree_serialise_leaves(path, field)
+    with pytest.raises(dp.LoadError, match=r"NumPy records.*eqx\.tree_deserialise_leaves") as info:
+        dp.load(path, like=field)
+    assert "save the model again" not in str(info.value)
+    loaded = eqx.tree_deserialise_leaves(path, field)  # the advice works
+    np.testing.assert_array_equal(loaded.render_image((4, 4)), field.render_image((4, 4)))

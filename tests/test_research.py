@@ -137,8 +137,11 @@ def test_fit_method_is_checked(photo):
     with pytest.raises(ValueError, match="must be one of"):
         dp.fit(model, photo, steps=1, method="fast")
     kernel = dp.kernels.disk(5)
-    with pytest.raises(TypeError, match="one way to render"):
+    with pytest.raises(TypeError, match="renders one way"):
         dp.fit(dp.SeparableFilters.from_svd(kernel, 1), kernel[..., None], steps=1, method="scan")
+    # A user's model around a shape set: the advice is to pick the renderer inside.
+    with pytest.raises(TypeError, match=r"inner\.render\(points, .*method='scan'\)"):
+        dp.fit(_Gain(model, jnp.ones(())), photo, steps=1, method="scan")
 
 
 # -- trainable= ----------------------------------------------------------------------------
@@ -418,3 +421,65 @@ def test_layers_draw_the_bottom_layers_background_and_learn_only_it():
     grads = jax.grad(lambda m: jnp.sum(m.render_image((8, 8))))(layers)
     assert float(jnp.abs(grads[0].raw_background).sum()) > 0
     assert float(jnp.abs(grads[1].raw_background).sum()) == 0
+
+
+class _Gain(dp.AbstractModel):
+    """A user's model around a built-in one: a learned gain on its picture."""
+
+    inner: dp.AbstractModel
+    gain: jax.Array
+
+    @property
+    def num_channels(self) -> int:
+        return self.inner.num_channels
+
+    def render(self, points, *, pixel_size):
+        return self.inner.render(points, pixel_size=pixel_size) * self.gain
+
+
+@pytest.mark.parametrize("nesting", [1, 2])
+def test_fixed_parameters_stay_fixed_inside_a_users_model(photo, nesting):
+    # Only the outermost model was asked what it fixes: weight decay moved the
+    # background of a `learn_background=False` set, or a `Filtered`'s scene, inside a
+    # user's model.
+    target = photo[:16, :16]
+    circles = dp.Circles.init(5, key=jax.random.key(0), target=target, learn_background=False)
+    bank = dp.SeparableFilters.from_svd(dp.kernels.disk(5, normalize=True), rank=2)
+    filtered = dp.Filtered(bank, target)
+    optimizer = optax.adamw(1e-2, weight_decay=0.1)
+    for inner, fixed in [(circles, lambda m: m.raw_background), (filtered, lambda m: m.image)]:
+        model = inner
+        for _ in range(nesting):
+            model = _Gain(model, jnp.ones(()))
+        fitted = dp.fit(model, target, steps=5, optimizer=optimizer).model
+        for _ in range(nesting):
+            fitted = fitted.inner
+        np.testing.assert_array_equal(fixed(fitted), fixed(inner))
+        trained = (lambda m: m.raw_colours) if inner is circles else (lambda m: m.bank.vertical)
+        assert float(jnp.abs(trained(fitted) - trained(inner)).max()) > 0  # the rest trains
+
+
+@pytest.mark.parametrize("wrong", ["transposed", "flat"])
+def test_a_users_render_image_of_the_wrong_shape_is_named_not_the_loss(photo, wrong):
+    class Picture(_Gain):
+        def render_image(self, shape):
+            image = self.inner.render_image(shape) * self.gain
+            return jnp.swapaxes(image, 0, 1) if wrong == "transposed" else image.reshape(-1, 3)
+
+    target = photo[:12, :8]
+    model = Picture(dp.Circles.init(3, key=jax.random.key(0), target=target), jnp.ones(()))
+    with pytest.raises(ValueError, match=r"`Picture.render_image\(\(H, W\)\)` must return"):
+        dp.fit(model, target, steps=2)
+
+
+def test_a_num_channels_that_is_an_array_is_refused_with_the_fix(photo):
+    # Read inside the compiled step, an array there became a tracer: JAX's
+    # TracerBoolConversionError from deep inside the step.
+    class Grey(_Gain):
+        @property
+        def num_channels(self):
+            return jnp.asarray(3)
+
+    model = Grey(dp.Circles.init(3, key=jax.random.key(0), target=photo), jnp.ones(()))
+    with pytest.raises(TypeError, match=r"`Grey.num_channels` must be a Python int"):
+        dp.fit(model, photo, steps=2)

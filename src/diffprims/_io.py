@@ -15,7 +15,6 @@ are read; and the loaded model is rebuilt by its constructor, so every check run
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import math
@@ -32,52 +31,26 @@ from ._errors import LoadError
 from ._files import CHECKSUM_LINE, atomic_write, checksum_line, open_regular, read_line
 from ._io_tree import (
     MAX_NDIM,
+    SERIALISE_LEAVES,
     ClassMismatchError,
     Spec,
     UnknownClassError,
     allowed_classes,
     build,
     changed_class_advice,
+    encode,
     missing_classes,
     parse,
-    public_name,
     read_leaves,
     rebuild,
     unavailable_dtype,
 )
 from ._model import Loaded, batch_shape
-from ._validate import describe, is_traced, run_checks
+from ._validate import describe, run_checks
 
 _MAGIC = b"diffprims-model\n"
 _FORMAT_VERSION = 2
 _MAX_HEADER = 16 * 2**20  # bytes; a header grows with the number of fields, never with N
-
-
-def _encode(node: Any, where: str) -> Any:
-    """The structure of a model as JSON: classes, static values, array shapes."""
-    if isinstance(node, eqx.Module):
-        cls = type(node)
-        fields = {
-            field.name: _encode(getattr(node, field.name), f"{where}.{field.name}")
-            for field in dataclasses.fields(node)
-            if field.init
-        }
-        return {"module": public_name(cls), "fields": fields}
-    if eqx.is_array(node):
-        if is_traced(node):
-            raise TypeError(f"`save` needs a concrete model; {where} is traced under jit/vmap.")
-        return {"array": list(node.shape), "dtype": str(node.dtype)}
-    if node is None or isinstance(node, bool | int | float | str):
-        if isinstance(node, float) and not math.isfinite(node):
-            raise ValueError(f"`save` needs finite numbers; {where} is {node!r}.")
-        return {"value": node}
-    if isinstance(node, tuple | list):
-        kind = "tuple" if isinstance(node, tuple) else "list"
-        return {kind: [_encode(item, f"{where}[{i}]") for i, item in enumerate(node)]}
-    raise TypeError(
-        f"`save` can store eqx.Modules of arrays, numbers, strings and tuples; {where} is "
-        f"{describe(node)}."
-    )
 
 
 def _non_finite(model: Any) -> str | None:
@@ -127,9 +100,7 @@ def _loadable_batch(model: Any) -> tuple[int, ...]:
             f"`save` needs a model that its constructor accepts (`load` rebuilds it with "
             f"the constructor); {type(model).__name__}(...) refuses this one: {error}. "
             "A model holding `equinox.nn` layers (built from sizes, not from their arrays) "
-            "cannot be rebuilt so: save it with `eqx.tree_serialise_leaves(path, model)` "
-            "and read it into a model of the same structure with "
-            "`eqx.tree_deserialise_leaves(path, like)`."
+            f"cannot be rebuilt so: {SERIALISE_LEAVES}"
         ) from None
 
 
@@ -164,7 +135,7 @@ def save(path: str | os.PathLike[str], model: Any) -> Path:
         raise TypeError(f"`save` needs a diffprims model (an eqx.Module); got {describe(model)}.")
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"`path` must be a file path; got {describe(path)}.")
-    tree = _encode(model, type(model).__name__)
+    tree = encode(model, type(model).__name__)
     bad = _non_finite(model)
     if bad is not None:
         raise ValueError(
@@ -192,11 +163,12 @@ def save(path: str | os.PathLike[str], model: Any) -> Path:
     return atomic_write(path, write)
 
 
-def _fail(path: Any, what: str, spec: Spec | None = None) -> LoadError:
-    """A `LoadError` naming the file and what is wrong with it; for a file holding the
-    caller's classes (in `spec`), that one of them may have changed since it was saved."""
+def _fail(path: Any, what: str, spec: Spec | None = None, advice: str | None = None) -> LoadError:
+    """A `LoadError` naming the file and what is wrong with it, and `advice`: by default,
+    for a file holding the caller's classes (in `spec`), that one of them may have
+    changed since it was saved, else to save the model again."""
     what = what.rstrip().rstrip(".")  # `what` may end in a constructor's full stop
-    advice = changed_class_advice(spec.tree) if spec is not None else None
+    advice = advice or (changed_class_advice(spec.tree) if spec is not None else None)
     advice = advice or (
         "Expected a model file written by `diffprims.save`; save the model again, or use "
         "an older copy."
@@ -210,10 +182,10 @@ def _read_file(path: Any) -> tuple[dict[str, Any], bytes]:
     with file:
         start = file.read(len(_MAGIC))
         if start != _MAGIC or size == len(_MAGIC):
-            raise _fail(path, _not_a_model(start, size))
+            raise _not_a_model(path, start, size)
         line = read_line(file, _MAX_HEADER)
         if line is None:
-            raise _fail(path, _not_a_model(start, size))
+            raise _not_a_model(path, start, size)
         try:
             header = json.loads(line)
         except (ValueError, RecursionError):
@@ -240,15 +212,22 @@ def _read_file(path: Any) -> tuple[dict[str, Any], bytes]:
     return header, payload
 
 
-def _not_a_model(start: bytes, size: int) -> str:
+def _not_a_model(path: Any, start: bytes, size: int) -> LoadError:
     """Why a file whose first two lines cannot be read is no model file, in words."""
     if size == 0:
-        return "it is empty (0 bytes)"
+        return _fail(path, "it is empty (0 bytes)")
     if _MAGIC.startswith(start) or (start == _MAGIC and size <= _MAX_HEADER + len(_MAGIC)):
-        return f"it is truncated or damaged (the file ends after {size} bytes, in its header)"
+        what = f"it is truncated or damaged (the file ends after {size} bytes, in its header)"
+        return _fail(path, what)
+    if start.startswith(b"\x93NUMPY"):  # NumPy records from the first byte
+        return _fail(
+            path, "it holds NumPy records, as `eqx.tree_serialise_leaves` writes, not a "
+            "`diffprims.save` header", advice="Read it with `eqx.tree_deserialise_leaves"
+            "(path, like)`, `like` a model of the structure it was saved from.",
+        )  # fmt: skip
     if start != _MAGIC:
-        return "it is not a diffprims model file (no `diffprims-model` line)"
-    return f"its header is damaged (no line end in {_MAX_HEADER} bytes)"
+        return _fail(path, "it is not a diffprims model file (no `diffprims-model` line)")
+    return _fail(path, f"its header is damaged (no line end in {_MAX_HEADER} bytes)")
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:

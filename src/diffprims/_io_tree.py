@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.dtypes import canonicalize_dtype
 
-from ._validate import describe
+from ._validate import describe, is_traced
 
 MAX_DEPTH = 64
 MAX_NDIM = 32
@@ -356,4 +356,39 @@ def unavailable_dtype(arrays: list[jax.ShapeDtypeStruct]) -> str | None:
         f"it holds {np.dtype(wide).name} arrays (saved with `jax_enable_x64`), which this "
         'process cannot hold (64-bit types are off). Call `jax.config.update("jax_enable_x64", '
         "True)` before loading it, or save a float32 copy where it was made."
+    )
+
+
+#: How to save and load a model `load` cannot rebuild by its constructors.
+SERIALISE_LEAVES = (
+    "save it with `eqx.tree_serialise_leaves(path, model)` and read it into a model of "
+    "the same structure with `eqx.tree_deserialise_leaves(path, like)`."
+)
+
+
+def encode(node: Any, where: str) -> Any:
+    """The structure of a model as JSON: classes, static values, array shapes."""
+    if isinstance(node, eqx.Module):
+        cls = type(node)
+        fields = {
+            field.name: encode(getattr(node, field.name), f"{where}.{field.name}")
+            for field in dataclasses.fields(node)
+            if field.init
+        }
+        return {"module": public_name(cls), "fields": fields}
+    if eqx.is_array(node):
+        if is_traced(node):
+            raise TypeError(f"`save` needs a concrete model; {where} is traced under jit/vmap.")
+        return {"array": list(node.shape), "dtype": str(node.dtype)}
+    if node is None or isinstance(node, bool | int | float | str):
+        if isinstance(node, float) and not math.isfinite(node):
+            raise ValueError(f"`save` needs finite numbers; {where} is {node!r}.")
+        return {"value": node}
+    if isinstance(node, tuple | list):
+        kind = "tuple" if isinstance(node, tuple) else "list"
+        return {kind: [encode(item, f"{where}[{i}]") for i, item in enumerate(node)]}
+    raise TypeError(
+        f"`save` can store eqx.Modules of arrays, numbers, strings and tuples; {where} is "
+        f"{describe(node)}. A model holding functions (an `eqx.nn.MLP`'s activation) "
+        f"cannot be rebuilt from a file: {SERIALISE_LEAVES}"
     )

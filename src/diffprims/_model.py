@@ -93,7 +93,9 @@ class AbstractModel(eqx.Module):
             return None
         raise TypeError(
             f"`method` picks a shape set's renderer; got method={method!r} for a "
-            f"{type(self).__name__}, which has one way to render. Leave `method` unset."
+            f"{type(self).__name__}, which renders one way: its own `render`. Leave "
+            "`method` unset; if that `render` draws a shape set inside, pick the set's "
+            f"renderer there (`inner.render(points, pixel_size=pixel_size, method={method!r})`)."
         )
 
     def _fixed_parameters(self) -> Any:
@@ -129,6 +131,41 @@ class AbstractModel(eqx.Module):
         return values.reshape(height, width, -1)
 
 
+def fixed_parameters(model: AbstractModel) -> Any:
+    """A filter spec shaped like `model`, True at the leaves that it, or any model nested
+    in it (a shape set inside a user's model), fixes (`_fixed_parameters`); None when
+    none does. A user's wrapper around `Circles(learn_background=False)` or a
+    `Filtered` had those trained: only the outermost model was asked."""
+    spec = model._fixed_parameters()
+    nested = jax.tree_util.tree_leaves_with_path(
+        model, is_leaf=lambda x: x is not model and isinstance(x, AbstractModel)
+    )
+    for path, inner in nested:
+        inner_spec = fixed_parameters(inner) if isinstance(inner, AbstractModel) else None
+        if inner_spec is None:
+            continue
+        if spec is None:
+            spec = jax.tree.map(lambda _: False, model)
+        where = lambda tree, path=path: _at(tree, path)  # noqa: E731
+        merged = jax.tree.map(lambda a, b: a or b, where(spec), inner_spec)
+        spec = eqx.tree_at(where, spec, merged)
+    return spec
+
+
+def _at(tree: Any, path: tuple) -> Any:
+    """The node of `tree` at a key path of `jax.tree_util`."""
+    for key in path:
+        if isinstance(key, jax.tree_util.GetAttrKey):
+            tree = getattr(tree, key.name)
+        elif isinstance(key, jax.tree_util.SequenceKey):
+            tree = tree[key.idx]
+        elif isinstance(key, jax.tree_util.DictKey):
+            tree = tree[key.key]
+        else:  # a pytree node without named children
+            tree = jax.tree_util.tree_flatten(tree, is_leaf=lambda x: x is not tree)[0][key.key]
+    return tree
+
+
 def check_rendered(model: Any, values: Any, count: int) -> Any:
     """`values`, checked to be what `model.render` promises at `count` points: `(P, C)`
     (a `(C, P)` array reshaped into a scrambled image, and fit trained on it)."""
@@ -140,6 +177,20 @@ def check_rendered(model: Any, values: Any, count: int) -> Any:
             f"{describe(values)}. Return `values.T` if it is `(C, P)`."
         )
     return values
+
+
+def check_rendered_image(model: Any, image: Any, shape: tuple[int, int]) -> Any:
+    """`image`, checked to be what `model.render_image(shape)` promises: `(H, W, C)` (a
+    transposed or flat picture was blamed on the loss, as a `pred` of another shape)."""
+    expected = (*shape, model.num_channels)
+    if tuple(getattr(image, "shape", ())) != expected:
+        raise ValueError(
+            f"`{type(model).__name__}.render_image((H, W))` must return an `(H, W, C)` "
+            f"image: {expected} here; got {describe(image)}. Rows run down the image "
+            "(`H`) and columns across (`W`): reshape a flat `(H*W, C)` result with "
+            "`.reshape(H, W, C)`, or use `jnp.swapaxes(image, 0, 1)` for a `(W, H, C)` one."
+        )
+    return image
 
 
 def batch_shape(model: Any, accepts: Callable[[Any], Any] = run_checks) -> tuple[int, ...]:

@@ -72,6 +72,21 @@ class Filtered(AbstractModel):
         check_border(self.border)
 
     def __init__(self, bank: Any, image: Any, *, border: str = "zero"):
+        if isinstance(image, SeparableFilters) and not isinstance(bank, SeparableFilters):
+            raise TypeError(
+                f"`Filtered(bank, image)` takes the bank first; got a {describe(bank)} "
+                "then a bank. Swap them: `dp.Filtered(bank, image)`."
+            )
+        if not isinstance(bank, SeparableFilters):
+            raise TypeError(f"`bank` must be a `dp.SeparableFilters`; got {describe(bank)}.")
+        if isinstance(image, AbstractModel):
+            raise TypeError(
+                f"`image` must be the (H, W, C) scene to filter; got a model "
+                f"({type(image).__name__}). `Filtered` holds its scene fixed: pass "
+                "`model.render_image((H, W))`. To train a model seen through a bank, "
+                "write a model whose `render_image` returns `bank.apply(inner.render_image("
+                "shape))` (see the research tutorial)."
+            )
         self.bank = bank
         self.image = check_scene(
             image, "image", "`jax.vmap(lambda x: dp.Filtered(bank, x))(images)`"

@@ -19,7 +19,7 @@ from .._losses import (
     AbstractLoss,
     as_loss,
 )
-from .._model import AbstractModel, check_unbatched
+from .._model import AbstractModel, check_unbatched, fixed_parameters
 from .._validate import (
     check_key,
     check_not_traced,
@@ -45,6 +45,14 @@ def check_model(model: Any) -> AbstractModel:
             f"got {describe(model)}."
         )
     check_unbatched(model, "fit")
+    channels = model.num_channels
+    if not isinstance(channels, int | np.integer) or isinstance(channels, bool):
+        # Read inside the compiled step, an array here is traced and cannot size a shape.
+        raise TypeError(
+            f"`{type(model).__name__}.num_channels` must be a Python int, the number of "
+            f"colour channels (a static size); got {describe(channels)}. Return an int, "
+            "e.g. `self.colours.shape[-1]` or `int(...)` of a concrete value."
+        )
     return upcast_floats(model)  # half-precision parameters fit in float32
 
 
@@ -238,9 +246,9 @@ def snapshot_steps(snapshots: Any, steps: int) -> tuple[int, ...]:
 
 def partition_trainable(model: AbstractModel, trainable: Any) -> tuple[Any, Any]:
     """`(params, static)`: the floating-point leaves `trainable` selects, and the rest
-    (the model's fixed parameters always among the rest)."""
+    (the fixed parameters of the model and of models nested in it always among the rest)."""
     arrays, rest = eqx.partition(model, eqx.is_inexact_array)
-    fixed = model._fixed_parameters()
+    fixed = fixed_parameters(model)
     if fixed is not None:
         held, arrays = eqx.partition(arrays, fixed)
         rest = eqx.combine(held, rest)

@@ -17,7 +17,7 @@ from jaxtyping import Array, PRNGKeyArray
 
 from .._loss_checks import restrict_to_pixels
 from .._losses import AbstractLoss
-from .._model import check_rendered
+from .._model import check_rendered, check_rendered_image
 from .._validate import trusted
 from ._canon import canonical_loss, canonical_optimizer, optimizer_update
 from ._lifted import LiftedUpdate, lifted
@@ -115,7 +115,8 @@ def objective(params: Any, static: Any, problem: Problem, key) -> Array:
     target, loss = problem.target, problem.loss
     height, width, channels = target.shape
     if problem.sampler is None:
-        return loss(problem.render.image(model, (height, width)), target)
+        image = problem.render.image(model, (height, width))
+        return loss(check_rendered_image(model, image, (height, width)), target)
     indices = sample_indices(problem.sampler, key, height, width)
     pred = problem.render(model, pixel_points(indices, height, width), 1.0 / height)
     pred = check_rendered(model, pred, indices.shape[0])
