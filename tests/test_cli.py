@@ -1173,3 +1173,53 @@ def test_a_fit_that_diverges_late_writes_its_last_finite_result(capsys, monkeypa
     assert sorted(os.listdir("out")) == sorted(
         ["model.eqx", "progress.gif", "result.png", "result.svg", "shapes.json", "summary.json"]
     )
+
+
+def test_the_cache_folder_follows_xdg_cache_home(tmp_path, monkeypatch):
+    from diffprims._cli import _common
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("XDG_CACHE_HOME", os.fspath(tmp_path / "xdg"))
+    assert _common.cache_folder() == tmp_path / "xdg" / "diffprims" / "jax"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the rule: absolute only
+    monkeypatch.setenv("HOME", os.fspath(tmp_path))
+    assert _common.cache_folder() == tmp_path / ".cache" / "diffprims" / "jax"
+
+
+def test_output_and_kernel_names_the_system_refuses_are_usage_errors(tmp_path, capsys):
+    # A name over 255 bytes: OSError ENAMETOOLONG from `Path.exists`, status 1 "failed".
+    long = os.fspath(tmp_path / ("t" * 300))
+    assert main(["filter", "--kernel", "disk:5", "-o", long]) == 2
+    assert main(["filter", "--kernel", long + ".npy"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 2 and "failed" not in err
+
+
+def test_a_cache_folder_that_cannot_be_made_is_named_not_blamed_on_no_cache(
+    tmp_path, monkeypatch, capsys
+):
+    import argparse
+
+    from diffprims._cli import _common
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(_common, "cache_folder", lambda: blocker / "diffprims" / "jax")
+    monkeypatch.setitem(_common._cache_off, "why", "it is not set up")
+    _common.enable_compilation_cache()  # cannot make the folder: no cache, no error
+    args = argparse.Namespace(seconds=2.0, no_cache=False)
+    _common.note_compiling(args, compiled=5.0, steps=10)
+    err = capsys.readouterr().err
+    assert "cannot be made" in err and "a-file" in err and "--no-cache" not in err
+
+
+def test_json_keeps_file_names_that_are_not_utf8_as_escapes(tmp_path):
+    # `caf\xe9.png` was written as a lone surrogate, which JSON readers turn into U+FFFD.
+    import json
+
+    from diffprims._cli._common import write_json
+
+    name = os.fsdecode(b"caf\xe9.png")
+    write_json(tmp_path / "s.json", {"image": name, "files": ["été.png"]})
+    data = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))
+    assert data == {"image": "caf\\xe9.png", "files": ["été.png"]}

@@ -9,6 +9,7 @@ import signal
 import warnings
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -343,3 +344,35 @@ def test_a_ctrl_c_swallowed_while_writing_still_stops_the_writing(tmp_path):
     with finish_writing(interrupted=True):  # the next writing is not stopped by it
         write_all(files, lambda path, kind: path.write_bytes(b"x"))
     assert all(p.exists() for p in files)
+
+
+class _ClosedPipe:
+    """stderr whose reader left: every write raises, as `2>&1 | head -1` does."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def isatty(self):
+        return False
+
+
+@pytest.mark.parametrize("stderr", [None, _ClosedPipe()], ids=["closed", "broken-pipe"])
+def test_a_stderr_nobody_reads_does_not_stop_the_run(monkeypatch, stderr):
+    # The first status line or progress update raised (BrokenPipeError; with `2>&-`,
+    # tqdm's AttributeError on None) and the run ended with status 1, nothing written.
+    monkeypatch.setattr("sys.stderr", stderr)
+    status = main(["filter", "--kernel", "disk:5", "--rank", "1", "--steps", "20", "-o", "f"])
+    assert status == 0 and {p.name for p in Path("f").iterdir()} == FILTER_FILES
+
+
+@pytest.mark.parametrize("stderr", [None, _ClosedPipe()], ids=["closed", "broken-pipe"])
+def test_a_fit_with_a_progress_bar_survives_a_stderr_nobody_reads(monkeypatch, stderr):
+    # pythonw and daemons run with `sys.stderr = None`; the bar is only a view.
+    target = jnp.full((8, 8, 3), 0.5)
+    model = dp.Circles.init(3, key=jax.random.key(0), target=target)
+    monkeypatch.setattr("sys.stderr", stderr)
+    result = dp.fit(model, target, steps=6, steps_per_dispatch=2, progress=True)
+    assert result.losses.shape == (6,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -10,6 +11,7 @@ from .. import _loading
 from ._common import UsageError as UsageError
 from ._parser import build_parser as build_parser
 from ._signals import pressed_while_writing, terminate_as_interrupt
+from ._streams import tolerant_stderr
 
 _build_parser = build_parser  # the name the tests and docs scripts use
 
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args.started = _loading.STARTED if argv is None else time.perf_counter()
     if argv is not None:
         args.no_cache = True
-    with terminate_as_interrupt() as signals:
+    with terminate_as_interrupt() as signals, tolerant_stderr():
         try:
             status = args.run(args)
         except UsageError as error:
@@ -60,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         # locks gone. A Ctrl-C that landed while JAX had work in flight can leave its
         # runtime unable to shut down (a segfault at exit in about 1 run in 3 with two
         # quick Ctrl-Cs during paint), so leave without the interpreter's teardown.
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError, AttributeError):  # closed, gone
+                stream.flush()
         os._exit(status)
     return status

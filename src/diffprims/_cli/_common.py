@@ -275,9 +275,17 @@ def read_image_channels(path: str | os.PathLike, *, what: str = "IMAGE", quiet: 
 
 
 def _strict(data: Any) -> Any:
-    """`data` with NaN and infinities as None: strict JSON has no such numbers."""
+    """`data` with NaN and infinities as None: strict JSON has no such numbers; and the
+    bytes of a file name that are not UTF-8 as `\\xNN` escapes (Python reads them as
+    lone surrogates, which JSON readers turn into U+FFFD: the name was lost)."""
     if isinstance(data, float) and not math.isfinite(data):
         return None
+    if isinstance(data, str):
+        try:
+            raw = data.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no file name decodes to
+            raw = data.encode("utf-8", "backslashreplace")
+        return raw.decode("utf-8", "backslashreplace")
     if isinstance(data, dict):
         return {key: _strict(value) for key, value in data.items()}
     if isinstance(data, list | tuple):
@@ -301,8 +309,9 @@ def cache_folder() -> Path:
         base = Path.home() / "AppData" / "Local"
     elif sys.platform == "darwin":
         base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path.home() / ".cache"
+    else:  # the XDG base directory rule: an absolute $XDG_CACHE_HOME, else ~/.cache
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
     return base / "diffprims" / "jax"
 
 
@@ -320,11 +329,15 @@ def enable_compilation_cache() -> None:
     folder = cache_folder()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return  # no cache: slower, not wrong
+    except OSError as error:  # no cache: slower, not wrong
+        _cache_off["why"] = f"the cache folder {os.fspath(folder)!r} cannot be made: " + (
+            error.strerror or str(error)
+        )
+        return
     if not os.access(folder, os.W_OK | os.X_OK):
         # A folder left by another user (`sudo diffprims ...`): JAX warned twice for each
         # of the ~50 programs it could not write, under `-q` too.
+        _cache_off["why"] = f"this user cannot write the cache folder {os.fspath(folder)!r}"
         return
     # Any other failure to write an entry (a full disk) is as harmless: not a warning each.
     warnings.filterwarnings("ignore", message="Error writing persistent compilation cache")
@@ -336,6 +349,7 @@ def enable_compilation_cache() -> None:
 
 
 _compiling = {"seconds": 0.0, "listening": False}
+_cache_off = {"why": "it is not set up"}  # why the cache is off, when it is
 
 
 def compile_seconds() -> float:
@@ -364,11 +378,12 @@ def note_compiling(args: argparse.Namespace, compiled: float, steps: int) -> Non
     if args.seconds is None or compiled < max(0.25 * args.seconds, 2.0):
         return
     cached = not args.no_cache and bool(getattr(jax.config, "jax_compilation_cache_dir", None))
+    off = "--no-cache" if args.no_cache else _cache_off["why"]
     again = (
         "they are now in the compilation cache, so the same command again paints for most "
         "of its budget"
         if cached
-        else "the compilation cache is off (--no-cache), so a new run compiles them again"
+        else f"the compilation cache is off ({off}), so a new run compiles them again"
     )
     print(
         f"compiling took {compiled:.1f} s (summed over threads) of --seconds "

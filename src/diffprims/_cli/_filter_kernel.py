@@ -62,8 +62,12 @@ def _kernel_file(spec: str, suffix: str, *, quiet: bool = False) -> Any:
     transparent pixel is 0 whatever its colour)."""
     import numpy as np
 
-    if not Path(spec).is_file():
-        what = "not a regular file" if Path(spec).exists() else "no such file"
+    try:
+        regular, exists = Path(spec).is_file(), Path(spec).exists()
+    except OSError as error:  # a name the system refuses (longer than 255 bytes, ...)
+        raise UsageError(f"--kernel {spec!r:.80}: {error.strerror or error}") from None
+    if not regular:
+        what = "not a regular file" if exists else "no such file"
         raise UsageError(f"--kernel {spec!r}: {what} (a kernel file, or NAME:SIZE)")
     try:
         if suffix in PICTURE_FILES:

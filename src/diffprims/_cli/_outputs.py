@@ -48,6 +48,14 @@ def plan(
     folders), is a folder and gets `folder_files` (name -> format); otherwise the
     extension names the format. No file may be one of `inputs` (`check_inputs`).
     """
+    try:
+        return _plan(specs, folder_files, force=force, formats=formats, inputs=inputs)
+    except OSError as error:  # a name the system refuses (longer than 255 bytes, ...)
+        where = f" {error.filename!r:.80}" if error.filename else ""
+        raise UsageError(f"-o: cannot use{where}: {error.strerror or error}") from None
+
+
+def _plan(specs, folder_files, *, force, formats, inputs) -> dict[Path, str]:
     files: dict[Path, str] = {}
     seen: set[str] = set()  # real paths: `a/x.png` and `a/../a/x.png` are one file
     for spec in specs:
