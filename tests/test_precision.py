@@ -16,6 +16,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import diffprims as dp
@@ -136,3 +137,19 @@ def test_float32_and_float64_parameters_render_together_under_x64(method):
         points = model.render(jnp.full((3, 2), 0.5), pixel_size=0.1, method=method)
         assert image.dtype == points.dtype == jnp.float64
         np.testing.assert_allclose(image, single.render_image((8, 8), method=method), atol=1e-6)
+
+
+def test_a_float64_fit_gives_its_optimizer_the_float64_loss():
+    # The optimizer's update was traced with a float32 `value`, and a float64 fit's loss
+    # reached it rounded (`reduce_on_plateau` saw plateaus float64 did not have).
+    def update(updates, state, params=None, *, value, **extra):
+        below_float32 = value - value.astype(jnp.float32).astype(value.dtype)
+        return jax.tree.map(lambda g: jnp.zeros_like(g) + 1e6 * below_float32, updates), state
+
+    optimizer = optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
+    with jax.enable_x64(True):
+        image = jnp.linspace(0.0, 1.0, 8 * 8 * 3, dtype=jnp.float64).reshape(8, 8, 3)
+        model = _cast(dp.Circles.init(3, key=jax.random.key(0), target=image), jnp.float64)
+        result = dp.fit(model, image, optimizer=optimizer, steps=2)
+        assert result.losses.dtype == jnp.float64
+        assert float(jnp.abs(result.model.raw_radii - model.raw_radii).max()) > 0

@@ -62,25 +62,28 @@ class LiftedUpdate(eqx.Module):
         if tree != self.program.in_tree:  # the cache's key is these structures: a bug
             raise AssertionError(f"lifted update for {self.program.in_tree}, got {tree}")
         inputs = self.program.jaxpr.invars[len(self.values) :]
-        # Only `value` can differ (traced as float32, as `update_fingerprint` does).
+        # Only `value` may differ: a loss that returns a weakly typed or another float.
         dtypes = [getattr(v.aval, "dtype") for v in inputs]  # noqa: B009 (AbstractValue)
         leaves = [jnp.asarray(x, dtype) for x, dtype in zip(leaves, dtypes, strict=True)]
         outputs = jaxpr_as_fun(ClosedJaxpr(self.program.jaxpr, []))(*self.values, *leaves)
         return jax.tree.unflatten(self.program.out_tree, outputs)
 
 
-def lifted(optimizer: Any, params: Any, opt_state: Any) -> LiftedUpdate | None:
+def lifted(optimizer: Any, params: Any, opt_state: Any, value: Any) -> LiftedUpdate | None:
     """`lift`, traced once per optimizer object and structures."""
-    ident = (id(optimizer), signature((params, opt_state)))
+    ident = (id(optimizer), signature((params, opt_state, value)))
     hit = _LIFTED.lookup(ident)
     if hit is None:
-        hit = _LIFTED.setdefault(ident, (optimizer, lift(optimizer, params, opt_state)))
+        made = lift(optimizer, params, opt_state, value)
+        hit = _LIFTED.setdefault(ident, (optimizer, made))
     return hit[1]
 
 
-def lift(optimizer: Any, params: Any, opt_state: Any) -> LiftedUpdate | None:
+def lift(optimizer: Any, params: Any, opt_state: Any, value: Any = None) -> LiftedUpdate | None:
     """`optimizer`'s update on these shapes with its float constants lifted, or None
-    where that cannot be done (see the module's docstring)."""
+    where that cannot be done (see the module's docstring). `value` is the step's loss
+    (its shape and dtype; default a float32 scalar): a float64 fit's optimizer must see
+    the float64 loss, not one rounded to float32."""
     if getattr(optimizer, "update", None) is None:
         return None
     calls_objective = []
@@ -92,7 +95,8 @@ def lift(optimizer: Any, params: Any, opt_state: Any) -> LiftedUpdate | None:
 
         return optimizer_update(optimizer, grads, state, params, value, value_fn)
 
-    args = (params, opt_state, params, jax.ShapeDtypeStruct((), jnp.float32))
+    value = jax.ShapeDtypeStruct((), jnp.float32) if value is None else value
+    args = (params, opt_state, params, jax.ShapeDtypeStruct(value.shape, value.dtype))
     try:
         closed, out = jax.make_jaxpr(update, return_shape=True)(*abstract(args))
         consts = [np.asarray(c) for c in closed.consts]  # fails on traced values

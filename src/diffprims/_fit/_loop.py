@@ -19,7 +19,7 @@ from .._loss_checks import restrict_to_pixels
 from .._losses import AbstractLoss
 from .._model import check_rendered, check_rendered_image
 from .._validate import trusted
-from ._canon import canonical_loss, canonical_optimizer, optimizer_update
+from ._canon import Memo, canonical_loss, canonical_optimizer, optimizer_update, signature
 from ._lifted import LiftedUpdate, lifted
 
 
@@ -216,6 +216,27 @@ def loss_args(sampler: tuple[str, Any] | None, target: Any) -> tuple[Any, Any, A
     return pred, pred, jax.ShapeDtypeStruct((count,), jnp.int32)
 
 
+_VALUES = Memo()
+
+
+def loss_value(loss: Any, args: tuple) -> Any:
+    """The shape and dtype of the loss each step computes (float64 in a float64 fit),
+    traced once per loss structure and arguments; None when it cannot be traced here."""
+    leaves, treedef = jax.tree.flatten(loss)
+    ident = (treedef, signature(leaves), signature(args))
+    try:
+        hit = _VALUES.lookup(ident)
+    except TypeError:  # an unhashable static field
+        return None
+    if hit is None:
+        try:
+            shape = jax.eval_shape(lambda d, *a: loss_call(d, *a), loss, *args)
+        except Exception:  # the step will raise it, with its own message
+            return None
+        hit = _VALUES.setdefault(ident, (jax.ShapeDtypeStruct(shape.shape, shape.dtype),))
+    return hit[0]
+
+
 @functools.lru_cache(maxsize=256)
 def _sample_count(sampler: tuple[str, Any], height: int, width: int) -> int:
     shape = jax.eval_shape(lambda: sample_indices(sampler, jax.random.key(0), height, width))
@@ -225,10 +246,12 @@ def _sample_count(sampler: tuple[str, Any], height: int, width: int) -> int:
 def _canonical_problem(problem: Problem, state: LoopState) -> Problem:
     """`problem` with its optimizer lifted (its float settings as leaves: `_lifted`) or
     else swapped for the first equal one seen, and its loss for the first equal one."""
-    optimizer = lifted(problem.optimizer, state.params, state.opt_state)
+    args = loss_args(problem.sampler, problem.target)
+    loss = canonical_loss(problem.loss, loss_call, *args)
+    value = loss_value(loss, args)  # the dtype the optimizer is given the loss in
+    optimizer = lifted(problem.optimizer, state.params, state.opt_state, value)
     if optimizer is None:
         optimizer = canonical_optimizer(problem.optimizer, state.params, state.opt_state)
-    loss = canonical_loss(problem.loss, loss_call, *loss_args(problem.sampler, problem.target))
     if optimizer is problem.optimizer and loss is problem.loss:
         return problem
     return eqx.tree_at(lambda p: (p.optimizer, p.loss), problem, (optimizer, loss))
