@@ -96,6 +96,7 @@ def cli(budget: float) -> None:
         os.mkdir(home)
         env = dict(os.environ, HOME=home, USERPROFILE=home)
         env.pop("JAX_COMPILATION_CACHE_DIR", None)  # it would win over the home folder's
+        env.pop("XDG_CACHE_HOME", None)  # so would this, on Linux
         for label in ("first (empty compilation cache)", "again (cache warm)"):
             command = [exe, "paint", dp.demo_image_path().as_posix(), "-n", "100",
                        "--size", "256", "--seconds", str(budget), "-q",
