@@ -306,3 +306,30 @@ def test_paint_compiles_its_later_programs_in_the_warm_up(compiles, monkeypatch)
     assert later.isdisjoint(compiles)
     assert "jit(add)" in compiles  # the seeding, compiled on this thread
     assert result.model.num_shapes == 9
+
+
+def test_fit_with_method_auto_shares_the_unset_methods_program(compiles):
+    # "auto" and unset render alike outside a derivative: "auto" compiled its own step.
+    target = jnp.full((21, 17, 3), 0.5)  # a size no other test compiles for
+    model = dp.Circles.init(4, key=jax.random.key(0), target=target)
+    unset = dp.fit(model, target, steps=3)
+    compiles.clear()
+    auto = dp.fit(model, target, steps=3, method="auto")
+    assert not [n for n in compiles if "run_steps" in n]
+    np.testing.assert_array_equal(auto.losses, unset.losses)
+
+
+def test_paint_step_budgets_near_each_other_share_a_dispatch_length():
+    # The dispatch length (static: a new one compiles the step loop, 1.5 s) was the
+    # longest round's step count exactly: steps=40 gave 10, 48 gave 12. Rounded up to a
+    # power of two, as fit's, a sweep over nearby budgets compiles once.
+    from diffprims._paint._schedule import Budget, plan_rounds
+
+    plan = plan_rounds(6, 2, coarse=3.0, grow=0.6, aspect=1.0)
+
+    def length(steps):
+        budget = Budget(plan, 6, steps=steps, seconds=None, reserve=0.0, start=0.0)
+        return budget.dispatch_size(50, 100)
+
+    lengths = {length(steps) for steps in range(40, 49)}
+    assert len(lengths) == 1 and lengths.pop() in (16, 32)

@@ -160,7 +160,11 @@ class Budget:
         if self.steps is None:
             return max(1, min(most, DISPATCH_SAMPLES // samples))
         ends = [max(1, round(self.steps * float(c))) for c in np.cumsum(self.share)]
-        return max(1, min(most, int(max(np.diff([0, *ends])))))
+        # Rounded up to a power of two, as `fit` does: the length is static, and `steps=40`
+        # then `48` compiled the step loop again (1.5 s); the steps past a round's end
+        # are skipped (a `lax.cond`), so the rounding costs nothing.
+        longest = int(max(np.diff([0, *ends])))
+        return max(1, min(most, 1 << max(longest - 1, 0).bit_length()))
 
     def progress(self) -> float:
         """How far through this round we are, in [0, 1]."""

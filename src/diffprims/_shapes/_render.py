@@ -108,10 +108,11 @@ def check_method(method: Any, compositing: str) -> str:
 
 
 def fit_method(method: Any, model) -> str | None:
-    """`fit`'s renderer for a shape set: `method` checked; unset, "scan" when the fit
-    itself is being differentiated (second order, or forward over reverse: the tiled
-    renderer's hand-written backward pass is first-order only), else the default."""
-    if method is None:
+    """`fit`'s renderer for a shape set: `method` checked; unset or "auto", "scan" when
+    the fit itself is being differentiated (second order, or forward over reverse: the
+    tiled renderer's hand-written backward pass is first-order only), else the default
+    (None: "auto" and unset share one compiled step)."""
+    if method is None or (isinstance(method, str) and method == "auto"):
         return "scan" if differentiating() else None
     return check_method(method, model.compositing)
 
