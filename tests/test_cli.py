@@ -1175,17 +1175,6 @@ def test_a_fit_that_diverges_late_writes_its_last_finite_result(capsys, monkeypa
     )
 
 
-def test_the_cache_folder_follows_xdg_cache_home(tmp_path, monkeypatch):
-    from diffprims._cli import _common
-
-    monkeypatch.setattr(sys, "platform", "linux")
-    monkeypatch.setenv("XDG_CACHE_HOME", os.fspath(tmp_path / "xdg"))
-    assert _common.cache_folder() == tmp_path / "xdg" / "diffprims" / "jax"
-    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the rule: absolute only
-    monkeypatch.setenv("HOME", os.fspath(tmp_path))
-    assert _common.cache_folder() == tmp_path / ".cache" / "diffprims" / "jax"
-
-
 def test_output_and_kernel_names_the_system_refuses_are_usage_errors(tmp_path, capsys):
     # A name over 255 bytes: OSError ENAMETOOLONG from `Path.exists`, status 1 "failed".
     long = os.fspath(tmp_path / ("t" * 300))

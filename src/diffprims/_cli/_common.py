@@ -309,9 +309,8 @@ def cache_folder() -> Path:
         base = Path.home() / "AppData" / "Local"
     elif sys.platform == "darwin":
         base = Path.home() / "Library" / "Caches"
-    else:  # the XDG base directory rule: an absolute $XDG_CACHE_HOME, else ~/.cache
-        xdg = os.environ.get("XDG_CACHE_HOME", "")
-        base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    else:
+        base = Path.home() / ".cache"
     return base / "diffprims" / "jax"
 
 

@@ -40,8 +40,8 @@ packages.
 
 PSNR is measured against the image at the fit size (--size); while painting, on
 the sampled pixels. The command line keeps compiled programs in a per-user cache
-folder (~/.cache/diffprims/jax or $XDG_CACHE_HOME/diffprims/jax; on macOS
-~/Library/Caches/diffprims/jax): --no-cache turns it off.
+folder (~/.cache/diffprims/jax; on macOS ~/Library/Caches/diffprims/jax):
+--no-cache turns it off.
 """
 
 FILTER_EPILOG = f"""\
