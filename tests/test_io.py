@@ -381,20 +381,23 @@ def test_gif_of_models_with_different_numbers_of_shapes(tmp_path):
         assert gif.n_frames == 3
 
 
+class _Field(dp.AbstractModel):
+    """A user's neural field: an `eqx.nn.MLP`, which keeps its activation function."""
+
+    mlp: eqx.nn.MLP
+
+    @property
+    def num_channels(self):
+        return 3
+
+    def render(self, points, *, pixel_size):
+        return jax.nn.sigmoid(jax.vmap(self.mlp)(points))
+
+
 def test_gif_of_a_user_model_holding_a_function(tmp_path):
     # Snapshots were stacked leaf by leaf, the MLP's activation function too: a raw
     # "stack requires ndarray or scalar arguments" from `jnp.stack`.
-    class Field(dp.AbstractModel):
-        mlp: eqx.nn.MLP
-
-        @property
-        def num_channels(self):
-            return 3
-
-        def render(self, points, *, pixel_size):
-            return jax.nn.sigmoid(jax.vmap(self.mlp)(points))
-
-    field = Field(eqx.nn.MLP(2, 3, 8, 1, key=jax.random.key(0)))
+    field = _Field(eqx.nn.MLP(2, 3, 8, 1, key=jax.random.key(0)))
     models = [eqx.tree_at(lambda m: m.mlp.layers[-1].bias, field, jnp.full(3, b))
               for b in (-2.0, 0.0, 2.0)]  # fmt: skip
     path = dp.save_gif(tmp_path / "field.gif", models, (8, 8), seconds_per_frame=0.1)
@@ -684,17 +687,7 @@ def test_gif_identical_frames_in_a_row_are_one_frame_within_the_longest_delay(tm
 def test_a_model_holding_an_mlp_gets_the_advice_that_saves_it(tmp_path):
     # An MLP keeps its activation function: `save` named the function but not the way
     # to save such a model, and `load` of the file that way wrote said to save again.
-    class Field(dp.AbstractModel):
-        mlp: eqx.nn.MLP
-
-        @property
-        def num_channels(self):
-            return 3
-
-        def render(self, points, *, pixel_size):
-            return jax.nn.sigmoid(jax.vmap(self.mlp)(points))
-
-    field = Field(eqx.nn.MLP(2, 3, 8, 1, key=jax.random.key(0)))
+    field = _Field(eqx.nn.MLP(2, 3, 8, 1, key=jax.random.key(0)))
     with pytest.raises(TypeError, match=r"activation.*eqx\.tree_serialise_leaves\(path, model\)"):
         dp.save(tmp_path / "field.eqx", field)
     path = tmp_path / "leaves.eqx"
