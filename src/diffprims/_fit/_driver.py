@@ -196,19 +196,21 @@ class Driver:
     def _show(self, latest: float | None, steps: int) -> None:
         if not self.progress or self.traced:
             return
+        if sys.stderr is None:  # no stderr at all (pythonw, `2>&-`): nothing to show
+            self.progress = False
+            return
         try:
             self._draw(latest, steps)
         except (OSError, ValueError, AttributeError):
-            # stderr closed, gone (None under pythonw, `2>&-`) or a pipe its reader left
-            # (`2>&1 | head -1`): the bar is only a view, so the fit goes on without it.
+            # stderr closed, a pipe its reader left (`2>&1 | head -1`), or a stream
+            # object without what tqdm asks of it: the bar is only a view, so the fit
+            # goes on without it.
             self.progress, self.bar = False, None
 
     def _draw(self, latest: float | None, steps: int) -> None:
         if self.bar is None:
             from tqdm.auto import tqdm
 
-            if sys.stderr is None:
-                raise AttributeError("no stderr")
             # Created at the steps done so far: the first dispatch includes compiling,
             # and counting its steps as one update showed rates of 10^5 steps/s. Into a
             # file or a pipe, a refresh every few seconds (one per dispatch, 150 a
