@@ -7,12 +7,12 @@ from typing import Any
 import dm_pix
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._image import blur, check_image
 from ._losses import AbstractLoss, check_pair
 from ._validate import (
+    FLOAT32_MAX,
     check_not_traced,
     check_positive_int,
     check_scalar,
@@ -23,7 +23,6 @@ from ._validate import (
 
 # The least `max_value` SSIM computes with, as a share of the largest pixel magnitude.
 _MIN_RELATIVE_MAX = 1e-6
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _PEAK = " It is the largest pixel value (1 for images in [0, 1]), and must fit in float32."
 
 
@@ -53,7 +52,7 @@ class SSIM(AbstractLoss):
     filter_sigma: float = 1.5
 
     def __check_init__(self):
-        check_scalar(self.max_value, "max_value", lower=0.0, upper=_FLOAT32_MAX, hint=_PEAK)
+        check_scalar(self.max_value, "max_value", lower=0.0, upper=FLOAT32_MAX, hint=_PEAK)
         check_positive_int(self.filter_size, "filter_size")
         check_scalar(self.filter_sigma, "filter_sigma", lower=0.0)
 
@@ -62,7 +61,7 @@ class SSIM(AbstractLoss):
         # Traced settings are checked here, where the check's result is used (in
         # `__check_init__` it was dropped, and `max_value=0` under jit gave garbage).
         max_value = check_scalar(
-            self.max_value, "max_value", lower=0.0, upper=_FLOAT32_MAX, hint=_PEAK
+            self.max_value, "max_value", lower=0.0, upper=FLOAT32_MAX, hint=_PEAK
         )
         filter_sigma = check_scalar(self.filter_sigma, "filter_sigma", lower=0.0)
         if pred.ndim != 3:

@@ -14,7 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._validate import check_float_array, check_not_empty, check_values, describe, is_traced
+from ._validate import (
+    FLOAT32_MAX,
+    check_float_array,
+    check_not_empty,
+    check_values,
+    describe,
+    is_traced,
+)
 
 LossLike = Callable[[Array, Array], Array]
 
@@ -85,9 +92,6 @@ class AbstractLoss(eqx.Module):
         return self + (-as_loss(other, "the right-hand side of `-`"))
 
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
 def _as_weight(value: Any, name: str) -> Array:
     """A weight as a float array: an integer one (NumPy, JAX) counts, as a Python int
     does; bools do not. A concrete one must fit in float32 (1e39 became inf, and was
@@ -102,10 +106,10 @@ def _as_weight(value: Any, name: str) -> Array:
         if (
             exact is not None
             and np.all(np.isfinite(exact))
-            and np.any(np.abs(exact) > _FLOAT32_MAX)
+            and np.any(np.abs(exact) > FLOAT32_MAX)
         ):
             raise ValueError(
-                f"`{name}` must fit in float32 (magnitude at most {_FLOAT32_MAX:.3g}); got "
+                f"`{name}` must fit in float32 (magnitude at most {FLOAT32_MAX:.3g}); got "
                 f"{exact.tolist()}."
             )
     return check_float_array(value, name)

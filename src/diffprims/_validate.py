@@ -158,19 +158,22 @@ def check_float_array(
     return x.astype(jnp.float32) if jnp.finfo(x.dtype).bits < 32 else x
 
 
+#: The largest float32: a larger finite number becomes inf where JAX computes in float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _check_fits_default_float(x: Any, name: str, hint: str) -> None:
     """A `ValueError` for a NumPy float64 array with finite values beyond float32's range
     when JAX works in float32 (no `jax_enable_x64`): `jnp.asarray` turns them into inf
     (with NumPy's overflow warning), which a later check would call non-finite input."""
     if not isinstance(x, np.ndarray) or canonicalize_dtype(x.dtype) == x.dtype:
         return  # not NumPy's, or a dtype JAX keeps (float32; float64 under x64)
-    limit = float(np.finfo(np.float32).max)
     with np.errstate(invalid="ignore"):
-        beyond = np.isfinite(x) & (np.abs(x) > limit)
+        beyond = np.isfinite(x) & (np.abs(x) > FLOAT32_MAX)
     if beyond.any():
         raise ValueError(
-            f"`{name}` must fit in float32 (|values| <= {limit:.3g}; JAX computes in float32 "
-            f"unless `jax_enable_x64` is set); got {int(beyond.sum())} finite float64 "
+            f"`{name}` must fit in float32 (|values| <= {FLOAT32_MAX:.3g}; JAX computes in "
+            f"float32 unless `jax_enable_x64` is set); got {int(beyond.sum())} finite float64 "
             f"value(s) beyond that, up to {float(np.abs(x[beyond]).max()):.3g}. Rescale it "
             f"(e.g. divide by its largest absolute value) or enable float64.{hint}"
         )
