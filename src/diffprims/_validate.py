@@ -158,14 +158,12 @@ def check_float_array(
     return x.astype(jnp.float32) if jnp.finfo(x.dtype).bits < 32 else x
 
 
-#: The largest float32: a larger finite number becomes inf where JAX computes in float32.
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_MAX = float(np.finfo(np.float32).max)  #: larger finite numbers become inf there
 
 
 def _check_fits_default_float(x: Any, name: str, hint: str) -> None:
     """A `ValueError` for a NumPy float64 array with finite values beyond float32's range
-    when JAX works in float32 (no `jax_enable_x64`): `jnp.asarray` turns them into inf
-    (with NumPy's overflow warning), which a later check would call non-finite input."""
+    when JAX works in float32 (no x64): made inf, they were called non-finite input."""
     if not isinstance(x, np.ndarray) or canonicalize_dtype(x.dtype) == x.dtype:
         return  # not NumPy's, or a dtype JAX keeps (float32; float64 under x64)
     with np.errstate(invalid="ignore"):
