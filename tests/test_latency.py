@@ -308,6 +308,68 @@ def test_paint_compiles_its_later_programs_in_the_warm_up(compiles, monkeypatch)
     assert result.model.num_shapes == 9
 
 
+def _solves(monkeypatch) -> list[int]:
+    from diffprims._paint._rounds import Painting
+
+    calls, solve = [], Painting.solve
+    monkeypatch.setattr(Painting, "solve", lambda self, *a: calls.append(1) or solve(self, *a))
+    return calls
+
+
+@pytest.mark.parametrize("in_time", [False, True])
+def test_paint_with_seconds_skips_a_solve_not_compiled_in_time(monkeypatch, in_time):
+    # A cold first call waited past its budget for the solve's compile (0.8 s at 200
+    # shapes, for a few hundredths of a dB): with `seconds`, the warm-up compiles it only
+    # while a second is left, and the solve runs only if compiled when the rounds end.
+    from diffprims._paint import _rounds
+
+    monkeypatch.setattr(_rounds, "SOLVE_COMPILE_SECONDS", -1e9 if in_time else 1e9)
+    if in_time:  # the warm-up joined before the rounds: its solve is compiled by then
+        warm_up = _rounds.Painting.warm_up
+        monkeypatch.setattr(_rounds.Painting, "warm_up", lambda *a: _joined(warm_up(*a)))
+    calls = _solves(monkeypatch)
+    target = jnp.full((12, 14, 3), 0.4)
+    result = dp.paint(target, 4, key=jax.random.key(0), seconds=0.5)
+    assert calls == ([1] if in_time else [])
+    assert result.model.num_shapes == 4
+    calls.clear()
+    dp.paint(target, 4, key=jax.random.key(0), steps=8)  # a step budget always solves
+    assert calls == [1]
+
+
+def _joined(thread):
+    thread.join()
+    return thread
+
+
+def test_compile_later_gets_a_model_shaped_as_the_paintings_result():
+    # The command line compiles its renders of the result in paint's warm-up thread
+    # (they compiled after the painting: 1.3 s of a cold `--seconds 8`).
+    from diffprims._paint._later import compile_later
+
+    seen = []
+    target = jnp.full((13, 11, 3), 0.3)
+    with compile_later(seen.append):
+        result = dp.paint(target, 5, key=jax.random.key(0), steps=12)
+    dp.paint(target, 5, key=jax.random.key(1), steps=12)  # outside the block: not called
+    (model,) = seen
+    assert jax.tree.structure(model) == jax.tree.structure(result.model)
+    shapes = lambda m: [np.shape(x) for x in jax.tree.leaves(m)]  # noqa: E731
+    assert shapes(model) == shapes(result.model) and model.num_shapes == 5
+
+
+def test_paint_command_renders_with_programs_compiled_while_painting(compiles, tmp_path):
+    from diffprims._cli import main
+
+    image = tmp_path / "in.png"
+    dp.save_image(image, np.full((38, 46, 3), 0.5, np.float32))  # sizes no other test uses
+    compiles.clear()
+    argv = ["paint", str(image), "-n", "5", "--steps", "12", "--size", "23", "-q"]
+    assert main([*argv, "-o", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "progress.gif").exists()
+    assert not {"jit(render)", "jit(_render_each)"} & set(compiles)
+
+
 def test_fit_with_method_auto_shares_the_unset_methods_program(compiles):
     # "auto" and unset render alike outside a derivative: "auto" compiled its own step.
     target = jnp.full((21, 17, 3), 0.5)  # a size no other test compiles for

@@ -40,9 +40,6 @@ MAX_FRAMES = 1000
 MAX_RESTARTS = 64
 #: The animation's frames are rendered together: at most this much memory for them.
 MAX_GIF_BYTES = 4 * 2**30
-#: Rounds after paint's `--rounds`: one removes the spare shapes (paint places 30 % more
-#: than asked for), then `dp.paint`'s two cycles each add spares and remove them again.
-EXTRA_ROUNDS = 1 + 2 * 2
 
 #: Options of one mode only (the option, its `args` name, the mode it belongs to).
 _MODE_ONLY = (
@@ -113,7 +110,10 @@ def run_paint(args: argparse.Namespace) -> int:
             enable_compilation_cache()
         compiled_before = compile_seconds()
         seconds = _paint_seconds(args, started, reserve)
-        result, interrupted, diverged = _fit(args, settings, target, seconds)
+        from ._pictures import renders_ahead
+
+        ahead = renders_ahead(args, settings, files, fit_shape, render_shape, reference)
+        result, interrupted, diverged = _fit(args, settings, target, seconds, ahead)
         with finish_writing(interrupted):
             summary = _write(args, settings, files, source, result, target, render_shape,
                              reference, interrupted, diverged is not None)  # fmt: skip
@@ -196,25 +196,30 @@ def _warn_of_slow_writing(args, reserve: float, render_shape: tuple[int, int]) -
     )
 
 
-def _fit(args: argparse.Namespace, settings: dict[str, Any], target: Any, seconds: Any):
-    """`(result, interrupted, diverged)`: `dp.paint`'s recipe, or plain `dp.fit` with
-    `--fit`; `diverged` is None, or what to say of a fit that diverged (its result is
-    then the last finite one, written like any other)."""
+def _fit(args: argparse.Namespace, settings: dict[str, Any], target: Any, seconds: Any,
+         ahead: Any):  # fmt: skip
+    """`(result, interrupted, diverged)`: `dp.paint`'s recipe (compiling `ahead`, the
+    outputs' renders, in its warm-up thread), or plain `dp.fit` with `--fit`; `diverged`
+    is None, or what to say of a fit that diverged (its result is then the last finite
+    one, written like any other)."""
     import jax
     import optax
 
     import diffprims as dp
+    from diffprims._paint._later import compile_later
 
     key_init, key_fit = jax.random.split(jax.random.key(args.seed))
     shape_type, steps = settings["shape_type"], settings["steps"]
     try:
         if not args.fit:
-            return dp.paint(
-                target, args.num_shapes, key=key_fit, shape=shape_type, seconds=seconds,
-                steps=steps, softness=settings["softness"], lr=settings["lr"],
-                lr_geometry=settings["lr"], lr_colour=settings["lr"],
-                rounds=args.rounds or 8, restarts=args.restarts or 1, progress=not args.quiet,
-            ), False, None  # fmt: skip
+            with compile_later(ahead):
+                return dp.paint(
+                    target, args.num_shapes, key=key_fit, shape=shape_type, seconds=seconds,
+                    steps=steps, softness=settings["softness"], lr=settings["lr"],
+                    lr_geometry=settings["lr"], lr_colour=settings["lr"],
+                    rounds=args.rounds or 8, restarts=args.restarts or 1,
+                    progress=not args.quiet,
+                ), False, None  # fmt: skip
         batch = args.batch if args.batch is not None else 0.1
         if batch is not None and round(batch * target.shape[0] * target.shape[1]) < 1:
             batch = None
@@ -285,7 +290,8 @@ def _write(args, settings, files, source, result, target, render_shape, referenc
     fit_shape = (int(target.shape[0]), int(target.shape[1]))
     # The animation's frames end with the final picture at the fit size: one compiled
     # (and persistently cached) program for both.
-    frames = _frames(args, settings, result, fit_shape) if "gif" in files.values() else None
+    gif = "gif" in files.values()
+    frames = _pictures.frames(args, settings, result, fit_shape) if gif else None
     at_fit = frames[-1] if frames is not None else np.asarray(_pictures.render(fitted, fit_shape))
     image = at_fit if reference is None else np.asarray(_pictures.render(fitted, render_shape))
     losses = np.asarray(result.losses)
@@ -360,22 +366,9 @@ def _write_svg(path: Path, model: Any, shape: tuple[int, int], edges: str) -> No
         raise UsageError(f"cannot write {path.name}: {str(error).rstrip('.')}") from None
 
 
-def frame_count(args: argparse.Namespace, settings: dict[str, Any]) -> int:
-    """The most frames the animation can have: the batch its frames are rendered in.
-
-    With `--fit`, one per snapshot (at most one per step and the start) and the final
-    picture; with `--gif shapes`, `--frames` (at most one per shape and the background);
-    else one per round of `dp.paint` (`--rounds`, at most one per shape, and the
-    `EXTRA_ROUNDS`) and the final picture.
-    """
-    if args.gif == "shapes":
-        return min(settings["frames"], args.num_shapes + 1)
-    if args.fit:
-        return min(settings["frames"], settings["steps"] + 1) + 1
-    return min(args.rounds or 8, args.num_shapes) + EXTRA_ROUNDS + 1
-
-
 def _check_gif_memory(args, settings, fit_shape: tuple[int, int]) -> None:
+    from ._pictures import frame_count
+
     count = frame_count(args, settings)
     need = count * fit_shape[0] * fit_shape[1] * 3 * 4
     if need > MAX_GIF_BYTES:
@@ -385,12 +378,3 @@ def _check_gif_memory(args, settings, fit_shape: tuple[int, int]) -> None:
             f"{need / 2**30:.1f} GiB (at most {MAX_GIF_BYTES / 2**30:.0f}); use fewer "
             f"{option}, a smaller --size, or outputs without a .gif"
         )
-
-
-def _frames(args, settings, result, fit_shape) -> Any:
-    from . import _pictures
-
-    if args.gif == "shapes":
-        return _pictures.shape_frames(result.model, settings["frames"], fit_shape)
-    most = frame_count(args, settings)
-    return _pictures.progress_frames(list(result.snapshots), result.model, fit_shape, most=most)

@@ -3,7 +3,9 @@ as a readable JSON list."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -48,23 +50,45 @@ def progress_frames(
 
     The batch is padded to `most` models, so a run stopped early (fewer snapshots) reuses
     the program a full run compiled (and cached) instead of compiling another. `most` is
-    the frames a full run can have (`_paint.frame_count`), never a user's bare `--frames`:
+    the frames a full run can have (`frame_count`), never a user's bare `--frames`:
     each padded model is rendered too.
     """
     if snapshots and _same(snapshots[-1], final):
         snapshots = snapshots[:-1]
     models = [*snapshots, final]
     padded = models + [final] * max(0, most - len(models))
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *padded)
-    return np.asarray(_render_each(stacked, shape))[: len(models)]
+    return np.asarray(_render_each(_stacked(padded), shape))[: len(models)]
+
+
+def _stacked(models: list[Any]) -> Any:
+    # On the host: `jnp.stack` compiled a program per field on a cold first run.
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *models)
 
 
 def shape_frames(model: Any, frames: int, shape: tuple[int, int]) -> np.ndarray:
     """The shapes added one by one (in drawing order): `frames` pictures ending with the
     whole set, `(F, H, W, C)`."""
-    n = model.num_shapes
-    counts = np.unique(np.round(np.linspace(0, n, max(2, min(frames, n + 1)))).astype(np.int32))
-    return np.asarray(_render_first(model, jnp.asarray(counts), shape))
+    return np.asarray(_render_first(model, _counts(model.num_shapes, frames), shape))
+
+
+def _counts(n: int, frames: int) -> np.ndarray:
+    return np.unique(np.round(np.linspace(0, n, max(2, min(frames, n + 1)))).astype(np.int32))
+
+
+def compile_renders(model: Any, fit_shape: tuple[int, int], render_shape: tuple[int, int] | None,
+                    gif: str | None, frames: int) -> None:  # fmt: skip
+    """Compile what the outputs of a painting like `model` will render (its final
+    picture at `fit_shape` and, unless None, at `render_shape`; with `gif` "progress",
+    `frames` pictures in one batch, with "shapes" `frames` pictures of the first shapes):
+    run ahead, in `paint`'s warm-up thread."""
+    if gif == "shapes":
+        _render_first.lower(model, _counts(model.num_shapes, frames), fit_shape).compile()
+    elif gif is not None:
+        _render_each.lower(_stacked([model] * frames), fit_shape).compile()
+    else:
+        render.lower(model, fit_shape).compile()
+    if render_shape is not None:
+        render.lower(model, render_shape).compile()
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -177,3 +201,42 @@ def _hex(colour: np.ndarray) -> str:
     if levels.size == 1:
         levels = np.repeat(levels, 3)
     return "#" + "".join(f"{v:02x}" for v in levels[:3])
+
+
+#: Rounds after paint's `--rounds`: one removes the spare shapes (paint places 30 % more
+#: than asked for), then `dp.paint`'s two cycles each add spares and remove them again.
+EXTRA_ROUNDS = 1 + 2 * 2
+
+
+def frame_count(args: argparse.Namespace, settings: dict[str, Any]) -> int:
+    """The most frames the animation can have: the batch its frames are rendered in.
+
+    With `--fit`, one per snapshot (at most one per step and the start) and the final
+    picture; with `--gif shapes`, `--frames` (at most one per shape and the background);
+    else one per round of `dp.paint` (`--rounds`, at most one per shape, and the
+    `EXTRA_ROUNDS`) and the final picture.
+    """
+    if args.gif == "shapes":
+        return min(settings["frames"], args.num_shapes + 1)
+    if args.fit:
+        return min(settings["frames"], settings["steps"] + 1) + 1
+    return min(args.rounds or 8, args.num_shapes) + EXTRA_ROUNDS + 1
+
+
+def frames(args: argparse.Namespace, settings: dict[str, Any], result: Any,
+           fit_shape: tuple[int, int]) -> np.ndarray:  # fmt: skip
+    """The animation's frames, `(F, H, W, C)`."""
+    if args.gif == "shapes":
+        return shape_frames(result.model, settings["frames"], fit_shape)
+    most = frame_count(args, settings)
+    return progress_frames(list(result.snapshots), result.model, fit_shape, most=most)
+
+
+def renders_ahead(args, settings, files, fit_shape, render_shape, reference) -> Any:
+    """`compile_renders` for what `diffprims paint` will write, given a model."""
+    gif = args.gif if "gif" in files.values() else None
+    count = settings["frames"] if gif == "shapes" else frame_count(args, settings)
+    return functools.partial(
+        compile_renders, fit_shape=fit_shape, gif=gif, frames=count,
+        render_shape=None if reference is None else render_shape,
+    )  # fmt: skip

@@ -167,7 +167,8 @@ def paint(
       better of the clipped least-squares solution and the current colours, then
       projected-gradient steps, so never worse than the fit's own colours; weighted by
       the loss's per-pixel weights for `dp.Weighted(dp.L2(), weights)`; skipped for
-      losses that are not squared errors).
+      losses that are not squared errors). With `seconds`, skipped when its program
+      is not compiled by the end of the rounds (a cold first call with a short budget).
     - `method`: the renderer for the sampled pixels and for the error maps that place
       new shapes, as in [`diffprims.AbstractShapes.render`][]. By default "auto" (the tiled, culled
       renderer from 8 shapes on: it compiles as fast as "scan" and steps 4x faster at
@@ -265,15 +266,15 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
     try:
         with driver:
             _run_rounds(painting, driver, plan, budget, steps_per_dispatch)
-            if solving:
+            # With `seconds`, only if compiled by now (a cold call waited past its budget).
+            if solving and (seconds is None or painting.solve_ready.is_set()):
                 with driver.busy():  # a Ctrl-C after the last dispatch stops it here
                     painting.solve(driver, seconds)
         return driver.finish()
     finally:
         # Joined, not left running: a thread inside an XLA compile when the interpreter
-        # exits (a paint that raised, then the script's end) aborted the process. At the
-        # end of a paint it is done (the rounds needed its programs); after an error it
-        # finishes the one compile under way.
+        # exits (a paint that raised, then the script's end) aborted the process. After an
+        # error it finishes the one compile under way.
         painting.warm_stop.set()
         warm_up.join()
 

@@ -11,6 +11,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array
 
@@ -19,9 +20,10 @@ from .._fit._loop import LoopState, Problem, run_steps
 from .._fit._result import FitResult
 from .._image import blur
 from .._validate import trusted
+from ._later import later_tasks
 from ._placement import Seeding, add, remove
 from ._schedule import Budget, Round
-from ._solve import solve_colours, solve_stride
+from ._solve import SOLVE_COMPILE_SECONDS, solve_colours, solve_stride
 
 _GROUPS = {"position": "position", "colour": "colour", "opacity": "colour", "depth": "colour"}
 
@@ -105,6 +107,15 @@ def _keep_active(model, active: Array, keep: int):
     return model.take(jnp.sort(jnp.argsort(~active, stable=True)[:keep]))
 
 
+def _on_result_like(task, painting: Painting) -> object:
+    """`task` on zeros shaped as `painting`'s result (its `keep` shapes)."""
+    models, keep = painting.models(painting.state), painting.knobs["keep"]
+    if keep < painting.active.shape[-1]:
+        models = eqx.filter_eval_shape(_keep_active, models, painting.active, keep)
+    zeros = lambda x: np.zeros(x.shape, x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else x  # noqa: E731
+    return task(jax.tree.map(zeros, models))
+
+
 class Painting:
     """The state of one `paint` call between rounds (host side)."""
 
@@ -123,6 +134,7 @@ class Painting:
         self.knobs = knobs  # stride, level, fine, method, prune, opacity, anneal, most, keep
         self.rounds_done: list[tuple[int, Any]] = []  # (steps so far, models)
         self.warm_stop = threading.Event()  # set when the painting ends: `warm_up` stops
+        self.solve_ready = threading.Event()  # set when `warm_up` compiled the solve
 
     def _fold(self, keys, r):
         if self.restarts == 1:
@@ -223,35 +235,64 @@ class Painting:
     def warm_up(self, plan: list[Round], budget: Budget, most: int,
                 solve: float | None | bool) -> threading.Thread:  # fmt: skip
         """Compile the programs the rounds will need after the seeding (the step loop, the
-        removal, the colour solve with `solve`'s seconds unless False, the kept shapes) in a
-        thread, while this one compiles the seeding; returns the (started) thread.
+        removal, the kept shapes, the colour solve with `solve`'s seconds unless False) in
+        a thread, while this one compiles the seeding; returns the (started) thread.
 
         XLA compiles without the GIL, so on a CPU of two cores or more these compile
         beside the seeding and the first steps (a cold `paint(seconds=3)` ran 5.8 s, its
         budget spent before its first step: 4.4 s of compiling, one program after the
         other). Compiled programs are cached by their inputs' shapes, so the rounds find
-        them there; any failure is left for the round that needs the program to report.
+        them there. The solve is compiled only while a `seconds` budget has a second
+        left for it (else `paint` skips it rather than wait). Last, the caller's own
+        programs (`compile_later`: the command line's renders of the result).
         """
-        models, stop = self.models(self.state), self.warm_stop
+        models = self.models(self.state)
         params = eqx.filter(models, eqx.is_inexact_array)
         removal = next((r for r in plan if r.removed), None)
         single = self.restarts == 1  # the batched solve is `vmap`ped: not compiled ahead
+        args = (models, self.target, self.weights)
+
+        def steps() -> None:
+            # Every step masked (past `total`): compiles the loop, runs no step.
+            start, fresh = jnp.int32(0), self._fresh_state(params)
+            problem, size = self._problem(plan[0]), self._dispatch_size(budget, most)
+            _steps(fresh, self.static, problem, jnp.float32(1.0), start, start, size)
+
+        def removing(removed: int) -> None:
+            level = max(1, self.knobs["level"] // 2)
+            remove.lower(*args, self.active, removed, level).compile()
+
+        def keeping() -> None:
+            _keep_active.lower(models, self.active, self.knobs["keep"]).compile()
+
+        def solving() -> None:
+            left = budget.seconds_left()
+            if left is not None and left < SOLVE_COMPILE_SECONDS:
+                return  # it would be compiled after the budget: `paint` skips it
+            try:
+                solver = self._solver(solve)
+                solver.func.lower(*args, **solver.keywords).compile()
+            finally:  # compiled, or failed: `solve` compiles it again to report why
+                self.solve_ready.set()
+
+        tasks = [steps]
+        if removal is not None:
+            tasks.append(functools.partial(removing, removal.removed))
+        if self.knobs["keep"] < self.active.shape[-1] and single:
+            tasks.append(keeping)
+        if solve is not False and single:
+            tasks.append(solving)
+        else:
+            self.solve_ready.set()  # not compiled ahead: `solve` compiles it
+        if single:  # the caller's programs (`compile_later`), on a model like the result
+            tasks += [functools.partial(_on_result_like, task, self) for task in later_tasks()]
 
         def compile_all() -> None:
-            with contextlib.suppress(Exception):
-                # Every step masked (past `total`): compiles the loop, runs no step.
-                start, fresh = jnp.int32(0), self._fresh_state(params)
-                problem, size = self._problem(plan[0]), self._dispatch_size(budget, most)
-                _steps(fresh, self.static, problem, jnp.float32(1.0), start, start, size)
-                args = (models, self.target, self.weights)
-                if removal is not None and not stop.is_set():
-                    level = max(1, self.knobs["level"] // 2)
-                    remove.lower(*args, self.active, removal.removed, level).compile()
-                if solve is not False and single and not stop.is_set():
-                    solver = self._solver(solve)
-                    solver.func.lower(*args, **solver.keywords).compile()
-                if self.knobs["keep"] < self.active.shape[-1] and single and not stop.is_set():
-                    _keep_active.lower(models, self.active, self.knobs["keep"]).compile()
+            for task in tasks:
+                if self.warm_stop.is_set():
+                    break
+                with contextlib.suppress(Exception):  # left for the program's call to report
+                    task()
 
         thread = threading.Thread(target=compile_all, name="diffprims-warm-up", daemon=True)
         thread.start()

@@ -123,12 +123,18 @@ class Budget:
             weights[-1] = self.final / (1 - self.final) * weights[:-1].sum()
         self.share = weights / weights.sum()
 
+    def seconds_left(self) -> float | None:
+        """With `seconds`, the time left until the rounds end (None with `steps`)."""
+        if self.seconds is None:
+            return None
+        return self.seconds - self.reserve - (time.perf_counter() - self.start)
+
     def dispatches_left(self) -> float | None:
         """With `seconds`, how many more dispatches of the last measured length fit in
         the time left (None before one is measured, or with `steps`)."""
-        if self.seconds is None or not self.dispatch:
+        left = self.seconds_left()
+        if left is None or not self.dispatch:
             return None
-        left = self.seconds - self.reserve - (time.perf_counter() - self.start)
         return max(left, 0.0) / self.dispatch
 
     def round_overhead(self) -> float:

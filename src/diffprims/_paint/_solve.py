@@ -67,6 +67,12 @@ def check_solve_memory(n: int, restarts: int, extra: float = 0.0) -> None:
         )
 
 
+# About what the solve's compile takes on a 2-core CPU (0.35 s to 0.85 s at 100 to 200
+# shapes, a loaded machine): with less than this left of a `seconds` budget it is not
+# compiled ahead, and `paint` skips the solve rather than wait for it.
+SOLVE_COMPILE_SECONDS = 1.0
+
+
 def solve_reserve(seconds: float | None, n: int, pixels: int, restarts: int = 1) -> float:
     """Seconds of a `seconds` budget kept for the final solve: its estimated time, at
     most a tenth of the budget (0 without a budget)."""
