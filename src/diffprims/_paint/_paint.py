@@ -39,6 +39,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from typing_extensions import TypeVar
 
@@ -59,7 +60,7 @@ from .._validate import (
     is_traced,
 )
 from ._placement import blank
-from ._rounds import Painting, paint_optimizer
+from ._rounds import Painting, paint_optimizer, split_keys
 from ._schedule import Budget, affordable_cycles, plan_rounds, with_removal
 from ._solve import check_solve_memory, solve_reserve, squared_error_weights
 from ._threads import best_of_threads
@@ -118,11 +119,9 @@ def paint(
     - `shape`: any [`diffprims.AbstractShapes`][] subclass (`dp.Circles`,
       `dp.Ellipses`, `dp.Triangles`, `dp.Rectangles`, `dp.Gaussians`, your own).
     - `seconds`: wall-time budget in seconds, compilation included; rounds share it in
-      proportion to their step share. Overrides `steps`. Every piece runs at least
-      once, so the first call in a process, which compiles for about 4 s on a CPU (the
-      programs needed after the first round in a second thread), takes about 6 s with
-      `seconds=3`; from about `seconds=8`, and in later calls of the same `n`, image
-      size and shape type (another compiles anew), it keeps to the budget.
+      proportion to their step share. Overrides `steps`. The first call in a process (or
+      of another `n`, image size or shape type) compiles for 4 to 6 s on a 2-core CPU,
+      which a short budget cannot hold; later calls keep to it.
     - `steps`: total optimizer steps when no `seconds` is given (default 1500).
     - `rounds`: the number of progressive rounds (1 places all shapes at once).
     - `restarts`: independent runs (see `threads`); the one with the lowest squared
@@ -202,8 +201,7 @@ def paint(
         cycles, threads, softness, solve_colours, method,
     )  # fmt: skip
     loss = as_loss(L2() if loss is None else loss)
-    # The placement, pruning and colour solve minimise the same weighted squared error as
-    # the fit when the loss is one; for other losses, plain squared error (and no solve).
+    # The placement, pruning and colour solve minimise the fit's weighted squared error.
     _check_loss(loss, target, stride)
     target, loss = working_copy(target, loss, n)  # a large photo: a smaller copy
     knobs: dict[str, Any] = dict(
@@ -214,16 +212,16 @@ def paint(
         solve_colours=solve_colours, extra=extra, cycles=cycles,
         method=method, steps_per_dispatch=steps_per_dispatch, start_time=start_time,
     )  # fmt: skip
-    k_blank, *run_keys = jax.random.split(key, restarts + 1)
+    k_blank, run_keys = split_keys(key, restarts)
     if restarts > 1 and (jax.default_backend() == "cpu" if threads is None else threads):
         return best_of_threads(
             lambda run_key, stop, bar: _paint_once(
                 target, n, k_blank, run_key[None], progress=bar, stop=stop, running=restarts,
                 **knobs
             ),
-            run_keys, target, progress=progress,
+            list(run_keys), target, progress=progress,
         )  # fmt: skip
-    return _paint_once(target, n, k_blank, jnp.stack(run_keys), progress=progress, **knobs)
+    return _paint_once(target, n, k_blank, run_keys, progress=progress, **knobs)
 
 
 def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, loss, stride,
@@ -237,11 +235,12 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
     height, width, _ = target.shape
     pixel_weights = squared_error_weights(loss, (height, width))
     solving = solve_colours and compositing != "depth" and pixel_weights is not None
+    if pixel_weights is None:  # not a squared error: plain squared error places shapes
+        pixel_weights = squared_error_weights(L2(), (height, width))
     # Over-complete: paint `slots` shapes, then remove the least useful down to `n`.
     slots = n + round(extra * n) if compositing != "depth" else n
     if solving:
         check_solve_memory(n, max(restarts, running), (slots - n) / n)
-    pixel_weights = jnp.ones((height, width)) if pixel_weights is None else pixel_weights
     rounds = min(rounds, n)
     plan = plan_rounds(slots, rounds, coarse=coarse, grow=grow, aspect=width / height)
     plan = with_removal(plan, n, cycles)
@@ -272,9 +271,8 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
                     painting.solve(driver, seconds)
         return driver.finish()
     finally:
-        # Joined, not left running: a thread inside an XLA compile when the interpreter
-        # exits (a paint that raised, then the script's end) aborted the process. After an
-        # error it finishes the one compile under way.
+        # Joined: a thread inside an XLA compile when the interpreter exits (a paint that
+        # raised, then the script's end) aborted the process.
         painting.warm_stop.set()
         warm_up.join()
 
@@ -386,7 +384,8 @@ def _check_loss(loss: AbstractLoss, target: Array, stride: int) -> None:
     count = -(-height // stride) * -(-width // stride)
     sample = jax.ShapeDtypeStruct((count, channels), target.dtype)
     try:
-        check_loss_output(restrict_to_pixels(loss, jnp.zeros((count,), jnp.int32)), sample, sample)
+        pixels = jax.device_put(np.zeros((count,), np.int32))  # `jnp.zeros` compiled
+        check_loss_output(restrict_to_pixels(loss, pixels), sample, sample)
     except ValueError as error:
         whole = jax.ShapeDtypeStruct(target.shape, target.dtype)
         try:

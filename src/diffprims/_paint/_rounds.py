@@ -107,6 +107,21 @@ def _keep_active(model, active: Array, keep: int):
     return model.take(jnp.sort(jnp.argsort(~active, stable=True)[:keep]))
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def split_keys(key, restarts: int):
+    """A key for the blank set and one per restart: one program (eagerly, three)."""
+    keys = jax.random.split(key, restarts + 1)
+    return keys[0], keys[1:]
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _fold_keys(keys, r, single: bool):
+    """Every restart's key folded with `r` (the first alone when `single`): one program
+    (eagerly, the fold and the pick compiled one each)."""
+    folded = jax.vmap(jax.random.fold_in, (0, None))(keys, r)
+    return folded[0] if single else folded
+
+
 def _on_result_like(task, painting: Painting) -> object:
     """`task` on zeros shaped as `painting`'s result (its `keep` shapes)."""
     models, keep = painting.models(painting.state), painting.knobs["keep"]
@@ -121,25 +136,25 @@ class Painting:
 
     def __init__(self, models, target, weights, keys, loss, optimizer, **knobs: Any):
         self.restarts = len(keys)
-        self.keys = keys[0] if self.restarts == 1 else keys
+        self.keys = keys  # one per restart
         n = models.num_shapes
+        # Made by NumPy and put on the device: eager `jnp.zeros` or `jnp.asarray` compiled
+        # a program each on a cold start (10 to 40 ms apiece, before the first step).
         if self.restarts == 1:
-            self.active = jnp.zeros((n,), bool)
+            self.active = jax.device_put(np.zeros((n,), bool))
         else:
             models = jax.vmap(lambda _: models)(keys)
-            self.active = jnp.zeros((self.restarts, n), bool)
+            self.active = jax.device_put(np.zeros((self.restarts, n), bool))
         params, self.static = eqx.partition(models, eqx.is_inexact_array)
-        self.state = LoopState(params, None, jnp.asarray(True))
+        self.state = LoopState(params, None, jax.device_put(np.asarray(True)))
         self.target, self.weights, self.loss, self.optimizer = target, weights, loss, optimizer
         self.knobs = knobs  # stride, level, fine, method, prune, opacity, anneal, most, keep
         self.rounds_done: list[tuple[int, Any]] = []  # (steps so far, models)
         self.warm_stop = threading.Event()  # set when the painting ends: `warm_up` stops
         self.solve_ready = threading.Event()  # set when `warm_up` compiled the solve
 
-    def _fold(self, keys, r):
-        if self.restarts == 1:
-            return jax.random.fold_in(keys, r)
-        return jax.vmap(jax.random.fold_in, (0, None))(keys, r)
+    def _fold(self, keys, r: int):
+        return _fold_keys(keys, np.int32(r), self.restarts == 1)
 
     def models(self, state: LoopState):
         return eqx.combine(state.params, self.static)
@@ -177,7 +192,7 @@ class Painting:
     def _fresh_state(self, params) -> LoopState:
         """The step loop's state at `params`, the optimizer (re)started, every restart ok."""
         init = self.optimizer.init if self.restarts == 1 else jax.vmap(self.optimizer.init)
-        ok = jnp.ones((self.restarts,), bool) if self.restarts > 1 else jnp.asarray(True)
+        ok = jax.device_put(np.ones((self.restarts,), bool) if self.restarts > 1 else np.True_)
         return LoopState(params, init(params), ok)
 
     def _problem(self, round_: Round) -> Problem:
@@ -284,14 +299,18 @@ class Painting:
             tasks.append(solving)
         else:
             self.solve_ready.set()  # not compiled ahead: `solve` compiles it
-        if single:  # the caller's programs (`compile_later`), on a model like the result
-            tasks += [functools.partial(_on_result_like, task, self) for task in later_tasks()]
+        # The caller's programs (`compile_later`), on a model like the result: run however
+        # the painting ends (its caller renders the result after a Ctrl-C too).
+        later = [functools.partial(_on_result_like, task, self) for task in later_tasks()]
 
         def compile_all() -> None:
             for task in tasks:
                 if self.warm_stop.is_set():
                     break
                 with contextlib.suppress(Exception):  # left for the program's call to report
+                    task()
+            for task in later if single else []:
+                with contextlib.suppress(Exception):
                     task()
 
         thread = threading.Thread(target=compile_all, name="diffprims-warm-up", daemon=True)

@@ -8,6 +8,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array
 
 from .._losses import L2, AbstractLoss, Scaled, Sum, Weighted
@@ -25,7 +26,7 @@ def squared_error_weights(loss: AbstractLoss, shape: tuple[int, int]) -> Array |
     these weights, so that they minimise the loss the fit minimises.
     """
     if isinstance(loss, L2):
-        return jnp.ones(shape, jnp.float32)
+        return jax.device_put(np.ones(shape, np.float32))  # `jnp.ones` compiled a program
     if isinstance(loss, Weighted) and isinstance(loss.loss, L2):
         return jnp.broadcast_to(jnp.mean(loss.weights, -1), shape)
     if isinstance(loss, Scaled):

@@ -72,9 +72,9 @@ class Role:
             # and `paint` see the divergence and say to lower the learning rate (clipped,
             # a learning rate of 1e30 ran on to a garbage picture without a word).
             return jnp.exp(raw)
-        if self.transform == "logit":
-            return jax.nn.sigmoid(self.scale * raw)
-        return self.scale * raw
+        # No product with a scale of 1: eagerly (an export), each op compiles a program.
+        scaled = raw if self.scale == 1.0 else self.scale * raw
+        return jax.nn.sigmoid(scaled) if self.transform == "logit" else scaled
 
     def raw(self, value: Any) -> Array:
         """The stored parameter of a value; the inverse of `value` (float32).
