@@ -285,8 +285,8 @@ def test_a_short_last_dispatch_compiles_nothing(compiles):
 
 
 def test_paint_compiles_its_later_programs_in_the_warm_up(compiles, monkeypatch):
-    # `Painting.warm_up` compiles the step loop, the removal, the colour solve and the
-    # kept shapes in a thread while the seeding compiles here (a cold `seconds=3` ran
+    # `Painting.warm_up` compiles the step loop, the removal and the colour solve in a
+    # thread while the seeding compiles here (a cold `seconds=3` ran
     # 5.8 s, compiling one program after the other). The thread is joined here so the
     # check is not a race: what it compiled must be what the rounds call, found in the
     # cache (`jax.log_compiles` logs this thread's compilations only).
@@ -302,7 +302,7 @@ def test_paint_compiles_its_later_programs_in_the_warm_up(compiles, monkeypatch)
     monkeypatch.setattr(Painting, "warm_up", joined)
     target = jnp.full((21, 17, 3), 0.6)  # a size no other test compiles for
     result = dp.paint(target, 9, key=jax.random.key(0), steps=60)
-    later = {f"jit({name})" for name in ("_run_steps", "remove", "solve_colours", "_keep_active")}
+    later = {f"jit({name})" for name in ("_run_steps", "remove", "solve_colours")}
     assert later.isdisjoint(compiles)
     assert "jit(add)" in compiles  # the seeding, compiled on this thread
     assert result.model.num_shapes == 9
