@@ -303,9 +303,23 @@ def test_paint_compiles_its_later_programs_in_the_warm_up(compiles, monkeypatch)
     target = jnp.full((21, 17, 3), 0.6)  # a size no other test compiles for
     result = dp.paint(target, 9, key=jax.random.key(0), steps=60)
     later = {f"jit({name})" for name in ("_run_steps", "remove", "solve_colours")}
-    assert later.isdisjoint(compiles)
+    assert later.isdisjoint(compiles), sorted(later & set(compiles))
     assert "jit(add)" in compiles  # the seeding, compiled on this thread
     assert result.model.num_shapes == 9
+
+
+@pytest.mark.parametrize("cls", [dp.Circles, dp.Ellipses])
+def test_init_is_one_compiled_program(compiles, cls):
+    # Eagerly, `init`'s dozens of small operations compiled one each: 2.3 s of the
+    # README example's first `init` in a process. Other numbers compile nothing more.
+    target = jnp.full((23, 29, 3), 0.25)  # a size no other test uses
+    keys = jax.random.key(0), jax.random.key(1)
+    compiles.clear()
+    cls.init(37, key=keys[0], target=target)
+    assert len(compiles) <= 1, compiles
+    compiles.clear()
+    cls.init(37, key=keys[1], target=target, opacity=0.3, size_range=(0.1, 0.2))
+    assert compiles == []
 
 
 def _solves(monkeypatch) -> list[int]:
@@ -342,6 +356,36 @@ def _joined(thread):
     return thread
 
 
+def test_paint_solves_with_any_budget_once_the_solve_is_compiled(monkeypatch):
+    # A solve compiled in this process is compiled again from JAX's cache at once: with
+    # a second or less left it was skipped all the same (3 of 3 warm `seconds=1` calls).
+    from diffprims._paint import _rounds
+
+    monkeypatch.setattr(_rounds, "SOLVE_COMPILE_SECONDS", 1e9)
+    warm_up = _rounds.Painting.warm_up
+    monkeypatch.setattr(_rounds.Painting, "warm_up", lambda *a: _joined(warm_up(*a)))
+    target = jnp.full((13, 15, 3), 0.35)  # a size no other test uses
+    dp.paint(target, 4, key=jax.random.key(0), steps=8)  # compiles the solve
+    calls = _solves(monkeypatch)
+    dp.paint(target, 4, key=jax.random.key(1), seconds=0.3)
+    assert calls == [1]
+
+
+def test_paint_returns_without_waiting_for_the_callers_compiles():
+    # The command line's renders (`compile_later`) are waited for where it writes, with
+    # Ctrl-C deferred: paint waited for them, and a Ctrl-C then lost every output.
+    import threading
+
+    from diffprims._paint._later import compile_later
+
+    released, seen = threading.Event(), []
+    with compile_later(lambda model: seen.append(released.wait(timeout=20))) as later:
+        dp.paint(jnp.full((11, 13, 3), 0.3), 4, key=jax.random.key(0), steps=8)
+    released.set()
+    later.wait()
+    assert seen == [True]
+
+
 def test_compile_later_gets_a_model_shaped_as_the_paintings_result():
     # The command line compiles its renders of the result in paint's warm-up thread
     # (they compiled after the painting: 1.3 s of a cold `--seconds 8`).
@@ -349,8 +393,9 @@ def test_compile_later_gets_a_model_shaped_as_the_paintings_result():
 
     seen = []
     target = jnp.full((13, 11, 3), 0.3)
-    with compile_later(seen.append):
+    with compile_later(seen.append) as later:
         result = dp.paint(target, 5, key=jax.random.key(0), steps=12)
+    later.wait()
     dp.paint(target, 5, key=jax.random.key(1), steps=12)  # outside the block: not called
     (model,) = seen
     assert jax.tree.structure(model) == jax.tree.structure(result.model)

@@ -136,14 +136,30 @@ def test_the_solve_memory_message_speaks_of_the_n_asked_for(getkey, monkeypatch)
     assert "n <= 7 with these spares" in str(info.value) and "extra=0" in str(info.value)
 
 
-def test_a_paint_that_raises_leaves_no_warm_up_thread_running(getkey):
+_DIVERGE_THEN_EXIT = """
+import jax, numpy as np, diffprims as dp
+target = np.full((13, 11, 3), 0.5, np.float32)
+target[3:8, 2:6] = 0.1
+try:
+    dp.paint(target, 9, key=jax.random.key(0), steps=60, lr=1e30, lr_geometry=1e30,
+             lr_colour=1e30)
+except dp.FitDivergedError:
+    print("diverged")
+"""
+
+
+def test_a_script_ending_after_a_paint_that_raised_exits_cleanly():
     # A daemon thread inside an XLA compile when the interpreter exited aborted the
     # process (rc 134, "FATAL: exception not rethrown") after a paint that diverged.
-    target = np.full((13, 11, 3), 0.5, np.float32)  # a size no other test uses
-    target[3:8, 2:6] = 0.1
-    with pytest.raises(dp.FitDivergedError):
-        dp.paint(target, 9, key=getkey(), steps=60, lr=1e30, lr_geometry=1e30, lr_colour=1e30)
-    assert not [t for t in threading.enumerate() if t.name == "diffprims-warm-up"]
+    # `paint` returns without waiting for compiles it no longer needs: they are joined
+    # at the interpreter's exit.
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _DIVERGE_THEN_EXIT], capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "diverged"
 
 
 def test_ctrl_c_on_one_painting_says_paint(getkey, monkeypatch):

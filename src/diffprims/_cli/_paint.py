@@ -110,11 +110,16 @@ def run_paint(args: argparse.Namespace) -> int:
             enable_compilation_cache()
         compiled_before = compile_seconds()
         seconds = _paint_seconds(args, started, reserve)
+        from diffprims._paint._later import compile_later
+
         from ._pictures import renders_ahead
 
+        # The outputs' renders compile in paint's warm-up thread while it paints.
         ahead = renders_ahead(args, settings, files, fit_shape, render_shape, reference)
-        result, interrupted, diverged = _fit(args, settings, target, seconds, ahead)
+        with compile_later(ahead) as later:
+            result, interrupted, diverged = _fit(args, settings, target, seconds)
         with finish_writing(interrupted):
+            later.wait()
             summary = _write(args, settings, files, source, result, target, render_shape,
                              reference, interrupted, diverged is not None)  # fmt: skip
     if diverged is not None:  # after the files are written: status 1, one line
@@ -196,30 +201,25 @@ def _warn_of_slow_writing(args, reserve: float, render_shape: tuple[int, int]) -
     )
 
 
-def _fit(args: argparse.Namespace, settings: dict[str, Any], target: Any, seconds: Any,
-         ahead: Any):  # fmt: skip
-    """`(result, interrupted, diverged)`: `dp.paint`'s recipe (compiling `ahead`, the
-    outputs' renders, in its warm-up thread), or plain `dp.fit` with `--fit`; `diverged`
-    is None, or what to say of a fit that diverged (its result is then the last finite
-    one, written like any other)."""
+def _fit(args: argparse.Namespace, settings: dict[str, Any], target: Any, seconds: Any):
+    """`(result, interrupted, diverged)`: `dp.paint`'s recipe, or plain `dp.fit` with
+    `--fit`; `diverged` is None, or what to say of a fit that diverged (its result is
+    then the last finite one, written like any other)."""
     import jax
     import optax
 
     import diffprims as dp
-    from diffprims._paint._later import compile_later
 
     key_init, key_fit = jax.random.split(jax.random.key(args.seed))
     shape_type, steps = settings["shape_type"], settings["steps"]
     try:
         if not args.fit:
-            with compile_later(ahead):
-                return dp.paint(
-                    target, args.num_shapes, key=key_fit, shape=shape_type, seconds=seconds,
-                    steps=steps, softness=settings["softness"], lr=settings["lr"],
-                    lr_geometry=settings["lr"], lr_colour=settings["lr"],
-                    rounds=args.rounds or 8, restarts=args.restarts or 1,
-                    progress=not args.quiet,
-                ), False, None  # fmt: skip
+            return dp.paint(
+                target, args.num_shapes, key=key_fit, shape=shape_type, seconds=seconds,
+                steps=steps, softness=settings["softness"], lr=settings["lr"],
+                lr_geometry=settings["lr"], lr_colour=settings["lr"],
+                rounds=args.rounds or 8, restarts=args.restarts or 1, progress=not args.quiet,
+            ), False, None  # fmt: skip
         batch = args.batch if args.batch is not None else 0.1
         if batch is not None and round(batch * target.shape[0] * target.shape[1]) < 1:
             batch = None

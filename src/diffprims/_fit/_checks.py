@@ -179,7 +179,7 @@ def check_loss_on(loss: AbstractLoss, target: Any, batch: int | None) -> None:
     try:
         check_loss_output(
             # What each step calls: per-pixel maps sampled at the batch's pixels.
-            loss if batch is None else restrict_to_pixels(loss, jnp.zeros((batch,), jnp.int32)),
+            loss if batch is None else restrict_to_pixels(loss, _no_pixels(batch)),
             jax.ShapeDtypeStruct(pred_shape, target.dtype),
             jax.ShapeDtypeStruct(pred_shape, target.dtype),
         )
@@ -282,3 +282,8 @@ def partition_trainable(model: AbstractModel, trainable: Any) -> tuple[Any, Any]
             "`trainable=None` to train every parameter."
         )
     return params, eqx.combine(frozen, rest)
+
+
+def _no_pixels(batch: int) -> jax.Array:
+    # Made by NumPy and put on the device: eagerly, `jnp.zeros` compiled two programs.
+    return jax.device_put(np.zeros((batch,), np.int32))

@@ -1,32 +1,69 @@
 """Programs the caller of `paint` will need after it, compiled in the painting's warm-up
-thread once its own are done."""
+thread once the painting's own are done."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-# Compiles of programs the caller of `paint` will need after it (the command line's
-# final renders), run by the painting's warm-up thread once its own are done: a cold
-# `diffprims paint` compiled them after the painting, 1.3 s of a `--seconds 8`.
-_LATER: contextvars.ContextVar[tuple[Callable[[Any], object], ...]] = contextvars.ContextVar(
-    "diffprims_compile_later", default=()
+
+class Later:
+    """Compiles the command line asks a `paint` for (its final renders: compiled after
+    the painting, they took 1.3 s of a cold `diffprims paint --seconds 8`), each task
+    called on a set like the painting's result, and the threads that run them."""
+
+    def __init__(self, tasks: tuple[Callable[[Any], object], ...]):
+        self.tasks = tasks
+        self.threads: list[threading.Thread] = []
+
+    def wait(self) -> None:
+        """Until the tasks are done (a bounded compile each)."""
+        for thread in self.threads:
+            thread.join()
+
+
+_LATER: contextvars.ContextVar[Later | None] = contextvars.ContextVar(
+    "diffprims_compile_later", default=None
 )
 
 
 @contextlib.contextmanager
-def compile_later(*tasks: Callable[[Any], object]) -> Iterator[None]:
-    """Within the block, a `paint` (one restart) also runs each of `tasks` on a model of
-    its result's structure (zeros) in its warm-up thread, after its own programs."""
-    token = _LATER.set(_LATER.get() + tasks)
+def compile_later(*tasks: Callable[[Any], object]) -> Iterator[Later]:
+    """Within the block, a `paint` of one restart also runs `tasks` in its warm-up
+    thread, after its own programs, however the painting ends; `Later.wait` after it."""
+    later = Later(tasks)
+    token = _LATER.set(later)
     try:
-        yield
+        yield later
     finally:
         _LATER.reset(token)
 
 
-def later_tasks() -> tuple[Callable[[Any], object], ...]:
-    """The tasks of the `compile_later` blocks around this call."""
+def current_later() -> Later | None:
+    """The innermost `compile_later` block's tasks around this call, if any."""
     return _LATER.get()
+
+
+# Warm-up threads still compiling: joined at exit (an interpreter that ends while a thread
+# is inside an XLA compile aborts the process). `paint` returns without waiting for the
+# compiles it no longer needs.
+_RUNNING: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+def run_in_background(target: Callable[[], None]) -> threading.Thread:
+    """`target` in a started daemon thread, joined at the interpreter's exit."""
+    thread = threading.Thread(target=target, name="diffprims-warm-up", daemon=True)
+    _RUNNING.add(thread)
+    thread.start()
+    return thread
+
+
+@atexit.register
+def _join_running() -> None:
+    for thread in list(_RUNNING):
+        thread.join()

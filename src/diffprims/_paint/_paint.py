@@ -166,8 +166,8 @@ def paint(
       better of the clipped least-squares solution and the current colours, then
       projected-gradient steps, so never worse than the fit's own colours; weighted by
       the loss's per-pixel weights for `dp.Weighted(dp.L2(), weights)`; skipped for
-      losses that are not squared errors). With `seconds`, skipped when its program
-      is not compiled by the end of the rounds (a cold first call with a short budget).
+      losses that are not squared errors). With `seconds` and one restart, skipped when
+      its program is not compiled by the end of the rounds (a cold first call).
     - `method`: the renderer for the sampled pixels and for the error maps that place
       new shapes, as in [`diffprims.AbstractShapes.render`][]. By default "auto" (the tiled, culled
       renderer from 8 shapes on: it compiles as fast as "scan" and steps 4x faster at
@@ -261,20 +261,21 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
         painting.result, painting.state, steps=steps, progress=progress,
         show_psnr=isinstance(loss, L2), stop=stop, name="Paint", start_time=start_time,
     )  # fmt: skip
-    warm_up = painting.warm_up(plan, budget, steps_per_dispatch, seconds if solving else False)
+    painting.warm_up(plan, budget, steps_per_dispatch, seconds if solving else False)
     try:
         with driver:
             _run_rounds(painting, driver, plan, budget, steps_per_dispatch)
+            painting.warm_stop.set()  # what is not compiled ahead by now is not needed
             # With `seconds`, only if compiled by now (a cold call waited past its budget).
             if solving and (seconds is None or painting.solve_ready.is_set()):
                 with driver.busy():  # a Ctrl-C after the last dispatch stops it here
                     painting.solve(driver, seconds)
         return driver.finish()
     finally:
-        # Joined: a thread inside an XLA compile when the interpreter exits (a paint that
-        # raised, then the script's end) aborted the process.
+        # Not for a solve or a caller's programs (`compile_later`) still compiling: the
+        # thread is joined at the interpreter's exit, if not before.
         painting.warm_stop.set()
-        warm_up.join()
+        painting.needed_done.wait()
 
 
 def _run_rounds(painting: Painting, driver: Driver, plan: list, budget: Budget, most: int):

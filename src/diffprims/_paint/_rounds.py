@@ -19,7 +19,7 @@ from .._fit._driver import Driver
 from .._fit._loop import LoopState, Problem, run_steps
 from .._fit._result import FitResult
 from .._image import blur
-from ._later import later_tasks
+from ._later import current_later, run_in_background
 from ._placement import Seeding, add, remove
 from ._schedule import Budget, Round
 from ._solve import SOLVE_COMPILE_SECONDS, solve_colours, solve_stride
@@ -121,6 +121,18 @@ def _fold_keys(keys, r, single: bool):
     return folded[0] if single else folded
 
 
+# The colour solves compiled in this process (`_solve_program`): compiled again, from
+# JAX's caches, however little of a budget is left.
+_SOLVES: set[tuple] = set()
+
+
+def _solve_program(solver: functools.partial, args: tuple) -> tuple:
+    """What identifies a compiled colour solve: its arguments' structure and shapes."""
+    leaves, structure = jax.tree.flatten(args)
+    shapes = tuple((np.shape(x), str(getattr(x, "dtype", type(x)))) for x in leaves)
+    return structure, shapes, tuple(sorted(solver.keywords.items()))
+
+
 def _on_result_like(task, painting: Painting) -> object:
     """`task` on a set like `painting`'s result (its `keep` shapes so far)."""
     models, keep = painting.models(painting.state), painting.knobs["keep"]
@@ -150,6 +162,7 @@ class Painting:
         self.rounds_done: list[tuple[int, Any]] = []  # (steps so far, models)
         self.warm_stop = threading.Event()  # set when the painting ends: `warm_up` stops
         self.solve_ready = threading.Event()  # set when `warm_up` compiled the solve
+        self.needed_done = threading.Event()  # set when `warm_up` is past the rounds' own
 
     def _fold(self, keys, r: int):
         return _fold_keys(keys, np.int32(r), self.restarts == 1)
@@ -255,9 +268,10 @@ class Painting:
         beside the seeding and the first steps (a cold `paint(seconds=3)` ran 5.8 s, its
         budget spent before its first step: 4.4 s of compiling, one program after the
         other). Compiled programs are cached by their inputs' shapes, so the rounds find
-        them there. The solve is compiled only while a `seconds` budget has a second
-        left for it (else `paint` skips it rather than wait). Last, the caller's own
-        programs (`compile_later`: the command line's renders of the result).
+        them there. The solve is compiled only if compiled in this process before, or
+        while a `seconds` budget has a second left for it (else `paint` skips it rather
+        than wait). Last, the caller's own programs (`compile_later`: the command line's
+        renders of the result), however the painting ended.
         """
         models = self.models(self.state)
         params = eqx.filter(models, eqx.is_inexact_array)
@@ -276,38 +290,46 @@ class Painting:
             remove.lower(*args, self.active, removed, level).compile()
 
         def solving() -> None:
+            solver = self._solver(solve)
+            program = _solve_program(solver, args)
             left = budget.seconds_left()
-            if left is not None and left < SOLVE_COMPILE_SECONDS:
-                return  # it would be compiled after the budget: `paint` skips it
-            try:
-                solver = self._solver(solve)
-                solver.func.lower(*args, **solver.keywords).compile()
-            finally:  # compiled, or failed: `solve` compiles it again to report why
-                self.solve_ready.set()
+            # Compiled in this process already, or a second left to compile it (else it
+            # would be ready after the budget, and `paint` skips it rather than wait).
+            if program in _SOLVES or left is None or left >= SOLVE_COMPILE_SECONDS:
+                try:
+                    solver.func.lower(*args, **solver.keywords).compile()
+                    _SOLVES.add(program)
+                finally:  # compiled, or failed: `solve` compiles it again to report why
+                    self.solve_ready.set()
 
-        tasks = [steps]
+        needed = [steps]
         if removal is not None:
-            tasks.append(functools.partial(removing, removal.removed))
-        if solve is not False and single:
-            tasks.append(solving)
-        else:
+            needed.append(functools.partial(removing, removal.removed))
+        if solve is False or not single:
             self.solve_ready.set()  # not compiled ahead: `solve` compiles it
-        # The caller's programs (`compile_later`), on a model like the result: run however
-        # the painting ends (its caller renders the result after a Ctrl-C too).
-        later = [functools.partial(_on_result_like, task, self) for task in later_tasks()]
+        later = current_later() if single else None
 
         def compile_all() -> None:
-            for task in tasks:
-                if self.warm_stop.is_set():
-                    break
-                with contextlib.suppress(Exception):  # left for the program's call to report
-                    task()
-            for task in later if single else []:
+            # What the rounds need, then (unless the painting ended: `warm_stop`) the
+            # solve, then the caller's programs (`compile_later`) however it ended.
+            try:
+                for task in needed:
+                    if self.warm_stop.is_set():
+                        break
+                    with contextlib.suppress(Exception):  # left for its call to report
+                        task()
+            finally:
+                self.needed_done.set()
+            if not self.solve_ready.is_set() and not self.warm_stop.is_set():
                 with contextlib.suppress(Exception):
-                    task()
+                    solving()
+            for task in later.tasks if later else ():
+                with contextlib.suppress(Exception):
+                    _on_result_like(task, self)
 
-        thread = threading.Thread(target=compile_all, name="diffprims-warm-up", daemon=True)
-        thread.start()
+        thread = run_in_background(compile_all)
+        if later:
+            later.threads.append(thread)
         return thread
 
     def result(self, state: LoopState, losses: Array, done: int) -> FitResult:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validate import check_key, check_positive_int, check_scalar
+from .._validate import check_key, check_positive_int, check_scalar, trusted
 from ._build import placed
 from ._protocol import check_concrete
 
@@ -52,15 +53,28 @@ def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, ch
         height, width, channels = target.shape
         aspect = width / height
     low, high = _size_range(size_range, n, aspect)
+    numbers = np.asarray([aspect, np.log(low), np.log(high), opacity], np.float32)
+    args = (cls, n, key, target, numbers, channels, float(softness), compositing,
+            bool(learn_background))  # fmt: skip
+    # Our own geometry as one compiled program (eagerly, its dozens of small operations
+    # compiled one each: 2.3 s of a first `init` in a process; the numbers go in as
+    # arrays, so other values compile nothing more). A user's runs eagerly, where its
+    # values are checked as they come (and NumPy in it is fine).
+    ours = all(getattr(cls, name).__func__.__module__.startswith("diffprims.")
+               for name in ("random_geometry", "raw_geometry"))  # fmt: skip
+    return _random_set_compiled(*args) if ours else _random_set(*args)
+
+
+def _random_set(cls, n, key, target, numbers, channels, softness, compositing, learn_background):
+    aspect, log_low, log_high, opacity = numbers
     k_pos, k_size, k_geom, k_colour = jax.random.split(key, 4)
-    centres = jax.random.uniform(k_pos, (n, 2), jnp.float32) * jnp.array([aspect, 1.0])
-    sizes = jnp.exp(
-        jax.random.uniform(k_size, (n,), jnp.float32, minval=np.log(low), maxval=np.log(high))
-    )
+    centres = jax.random.uniform(k_pos, (n, 2), jnp.float32) * jnp.stack([aspect, 1.0])
+    sizes = jnp.exp(jax.random.uniform(k_size, (n,), jnp.float32, minval=log_low, maxval=log_high))
     if target is None:
         colours = jax.random.uniform(k_colour, (n, channels), jnp.float32, minval=0.2, maxval=0.8)
         background = jnp.full((channels,), 0.5)
     else:
+        height, width, _ = target.shape
         rows = jnp.clip((centres[:, 1] * height).astype(jnp.int32), 0, height - 1)
         cols = jnp.clip((centres[:, 0] * height).astype(jnp.int32), 0, width - 1)
         colours = target[rows, cols]
@@ -68,3 +82,6 @@ def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, ch
     return placed(cls, centres, sizes, colours, background, key=k_geom, opacity=opacity,
                   softness=softness, compositing=compositing,
                   learn_background=learn_background)  # fmt: skip
+
+
+_random_set_compiled = eqx.filter_jit(trusted(_random_set))

@@ -72,8 +72,10 @@ class Role:
             # and `paint` see the divergence and say to lower the learning rate (clipped,
             # a learning rate of 1e30 ran on to a garbage picture without a word).
             return jnp.exp(raw)
-        # No product with a scale of 1: eagerly (an export), each op compiles a program.
-        scaled = raw if self.scale == 1.0 else self.scale * raw
+        # No product with a scale of 1 (a float JAX array: others are made float arrays
+        # by it): eagerly (an export), each operation compiles a program of its own.
+        plain = isinstance(raw, jax.Array) and jnp.issubdtype(raw.dtype, jnp.floating)
+        scaled = raw if self.scale == 1.0 and plain else self.scale * raw
         return jax.nn.sigmoid(scaled) if self.transform == "logit" else scaled
 
     def raw(self, value: Any) -> Array:
