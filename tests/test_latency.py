@@ -322,6 +322,30 @@ def test_init_is_one_compiled_program(compiles, cls):
     assert compiles == []
 
 
+def test_init_takes_traced_numbers():
+    # Compiled, init put its numbers in a NumPy array: a traced opacity or aspect failed.
+    key = jax.random.key(0)
+    jitted = jax.jit(lambda o: dp.Circles.init(4, key=key, opacity=o).opacities)(0.3)
+    np.testing.assert_allclose(jitted, dp.Circles.init(4, key=key, opacity=0.3).opacities)
+    grad = jax.grad(lambda o: dp.Circles.init(4, key=key, opacity=o).opacities.sum())(0.3)
+    assert grad == pytest.approx(4.0)
+    init = lambda a: dp.Circles.init(4, key=key, aspect=a, size_range=(0.1, 0.2))  # noqa: E731
+    centres = jax.jit(lambda a: init(a).centres)(2.0)
+    assert jnp.all(centres[:, 0] <= 2.0) and jnp.any(centres[:, 0] > 1.0)
+
+
+class _CheckedCircles(dp.Circles):
+    def __check_init__(self):  # a user's eager look at values
+        if float(jnp.max(self.radii)) > 10:
+            raise ValueError("too large")
+
+
+def test_init_of_a_users_type_runs_eagerly_as_before():
+    # Only our own types' init is one compiled program: a user's code may look at values.
+    model = _CheckedCircles.init(5, key=jax.random.key(0))
+    assert model.num_shapes == 5
+
+
 def _solves(monkeypatch) -> list[int]:
     from diffprims._paint._rounds import Painting
 

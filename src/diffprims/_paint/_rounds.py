@@ -250,9 +250,12 @@ class Painting:
     def solve(self, driver: Driver, seconds: float | None = None) -> None:
         """Colours and background by least squares for the fitted geometry (on fewer
         pixels for large images or a short `seconds` budget: `solve_stride`)."""
-        solve = self._solver(seconds)
-        solve = solve if self.restarts == 1 else jax.vmap(solve, (0, None, None))
-        models, _ = solve(self.models(driver.state), self.target, self.weights)
+        solver = self._solver(seconds)
+        solve = solver if self.restarts == 1 else jax.vmap(solver, (0, None, None))
+        args = (self.models(driver.state), self.target, self.weights)
+        models, _ = solve(*args)
+        if self.restarts == 1:  # compiled now (here or ahead): a later budget may use it
+            _SOLVES.add(_solve_program(solver, args))
         driver.state = eqx.tree_at(
             lambda s: s.params, driver.state, eqx.filter(models, eqx.is_inexact_array)
         )

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validate import check_key, check_positive_int, check_scalar, trusted
+from .._validate import check_key, check_positive_int, check_scalar, is_traced, trusted
 from ._build import placed
 from ._protocol import check_concrete
 
@@ -53,15 +53,16 @@ def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, ch
         height, width, channels = target.shape
         aspect = width / height
     low, high = _size_range(size_range, n, aspect)
-    numbers = np.asarray([aspect, np.log(low), np.log(high), opacity], np.float32)
+    numbers = [aspect, np.log(low), np.log(high), opacity]
+    traced = any(map(is_traced, numbers))  # under a user's jit/grad/vmap
+    numbers = jnp.stack(numbers) if traced else np.asarray(numbers, np.float32)
     args = (cls, n, key, target, numbers, channels, float(softness), compositing,
             bool(learn_background))  # fmt: skip
-    # Our own geometry as one compiled program (eagerly, its dozens of small operations
-    # compiled one each: 2.3 s of a first `init` in a process; the numbers go in as
-    # arrays, so other values compile nothing more). A user's runs eagerly, where its
-    # values are checked as they come (and NumPy in it is fine).
-    ours = all(getattr(cls, name).__func__.__module__.startswith("diffprims.")
-               for name in ("random_geometry", "raw_geometry"))  # fmt: skip
+    # Our own types as one compiled program (eagerly, its dozens of small operations
+    # compiled one each: 2.3 s of a first `init` in a process; the numbers go in as an
+    # array, so other values compile nothing more). A user's type runs eagerly, where its
+    # code may look at values (its checks, NumPy in `random_geometry`), as before.
+    ours = cls.__module__.startswith("diffprims.")
     return _random_set_compiled(*args) if ours else _random_set(*args)
 
 
