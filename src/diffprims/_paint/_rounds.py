@@ -161,7 +161,7 @@ class Painting:
         self.knobs = knobs  # stride, level, fine, method, prune, opacity, anneal, most, keep
         self.rounds_done: list[tuple[int, Any]] = []  # (steps so far, models)
         self.warm_stop = threading.Event()  # set when the painting ends: `warm_up` stops
-        self.solve_ready = threading.Event()  # set when `warm_up` compiled the solve
+        self.solve_ready = threading.Event()  # the solve compiled ahead (or not its job)
         self.needed_done = threading.Event()  # set when `warm_up` is past the rounds' own
 
     def _fold(self, keys, r: int):
@@ -264,8 +264,8 @@ class Painting:
     def warm_up(self, plan: list[Round], budget: Budget, most: int,
                 solve: float | None | bool) -> threading.Thread:  # fmt: skip
         """Compile the programs the rounds will need after the seeding (the step loop, the
-        removal, the colour solve with `solve`'s seconds unless False) in
-        a thread, while this one compiles the seeding; returns the (started) thread.
+        removal, the colour solve with `solve`'s seconds unless False) in a thread, while
+        this one compiles the seeding; returns the (started) thread.
 
         XLA compiles without the GIL, so on a CPU of two cores or more these compile
         beside the seeding and the first steps (a cold `paint(seconds=3)` ran 5.8 s, its
