@@ -9,6 +9,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array
 
 from ._losses import AbstractLoss, Weighted
@@ -52,6 +53,13 @@ def check_loss_output(loss: AbstractLoss, pred: Any, target: Any) -> None:
 def restrict_to_pixels(loss: AbstractLoss, indices: Array) -> AbstractLoss:
     """The loss seen on the flat pixel `indices` only: per-pixel maps are sampled."""
     return map_weight_maps(loss, lambda w: w.reshape(-1, w.shape[-1])[indices])
+
+
+def on_sampled_pixels(loss: AbstractLoss, count: int) -> AbstractLoss:
+    """The loss as a step on `count` sampled pixels sees it (all pixel 0: for checking
+    its output abstractly). The indices come from NumPy: eagerly, `jnp.zeros` compiled
+    two programs of a cold first call."""
+    return restrict_to_pixels(loss, jax.device_put(np.zeros((count,), np.int32)))
 
 
 def map_weight_maps(loss: AbstractLoss, fn: Callable[[Array], Array]) -> AbstractLoss:

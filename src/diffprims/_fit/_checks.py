@@ -13,7 +13,7 @@ import numpy as np
 import optax
 
 from .._image import check_image
-from .._loss_checks import check_loss_output, check_weight_maps, restrict_to_pixels
+from .._loss_checks import check_loss_output, check_weight_maps, on_sampled_pixels
 from .._losses import (
     L2,
     AbstractLoss,
@@ -179,7 +179,7 @@ def check_loss_on(loss: AbstractLoss, target: Any, batch: int | None) -> None:
     try:
         check_loss_output(
             # What each step calls: per-pixel maps sampled at the batch's pixels.
-            loss if batch is None else restrict_to_pixels(loss, _no_pixels(batch)),
+            loss if batch is None else on_sampled_pixels(loss, batch),
             jax.ShapeDtypeStruct(pred_shape, target.dtype),
             jax.ShapeDtypeStruct(pred_shape, target.dtype),
         )
@@ -282,8 +282,3 @@ def partition_trainable(model: AbstractModel, trainable: Any) -> tuple[Any, Any]
             "`trainable=None` to train every parameter."
         )
     return params, eqx.combine(frozen, rest)
-
-
-def _no_pixels(batch: int) -> jax.Array:
-    # Made by NumPy and put on the device: eagerly, `jnp.zeros` compiled two programs.
-    return jax.device_put(np.zeros((batch,), np.int32))

@@ -39,14 +39,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from typing_extensions import TypeVar
 
 from .._fit._driver import Driver
 from .._fit._result import FitResult
 from .._image import check_image
-from .._loss_checks import check_loss_output, check_weight_maps, restrict_to_pixels
+from .._loss_checks import check_loss_output, check_weight_maps, on_sampled_pixels
 from .._losses import L2, AbstractLoss, as_loss
 from .._shapes import MODES, AbstractShapes, Circles, Shortfall, check_shape_type, not_a_shape_type
 from .._shapes._render import check_method
@@ -385,8 +384,7 @@ def _check_loss(loss: AbstractLoss, target: Array, stride: int) -> None:
     count = -(-height // stride) * -(-width // stride)
     sample = jax.ShapeDtypeStruct((count, channels), target.dtype)
     try:
-        pixels = jax.device_put(np.zeros((count,), np.int32))  # `jnp.zeros` compiled
-        check_loss_output(restrict_to_pixels(loss, pixels), sample, sample)
+        check_loss_output(on_sampled_pixels(loss, count), sample, sample)
     except ValueError as error:
         whole = jax.ShapeDtypeStruct(target.shape, target.dtype)
         try:
