@@ -335,6 +335,10 @@ def test_init_takes_traced_numbers():
     init = lambda a: dp.Circles.init(4, key=key, aspect=a, size_range=(0.1, 0.2))  # noqa: E731
     centres = jax.jit(lambda a: init(a).centres)(2.0)
     assert jnp.all(centres[:, 0] <= 2.0) and jnp.any(centres[:, 0] > 1.0)
+    # Without a size range, the default one shrinks with n / aspect: it took a float.
+    radii = lambda a: dp.Circles.init(800, key=key, aspect=a).radii  # noqa: E731
+    np.testing.assert_allclose(jax.jit(radii)(2.0), radii(2.0), rtol=1e-6)
+    assert jax.grad(lambda a: radii(a).sum())(2.0) > 0  # larger frames, larger shapes
 
 
 class _CheckedCircles(dp.Circles):

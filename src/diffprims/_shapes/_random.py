@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import weakref
 from typing import Any
 
@@ -20,10 +19,12 @@ DEFAULT_SIZES = (0.03, 0.12)
 DEFAULT_SIZES_FOR = 200
 
 
-def _size_range(size_range: Any, n: int, aspect: float) -> tuple[float, float]:
+def _size_range(size_range: Any, n: int, aspect: Any) -> tuple[Any, Any]:
     if size_range is None:
-        # Shrink with the shapes' number so that they cover the frame about as often.
-        scale = min(1.0, math.sqrt(DEFAULT_SIZES_FOR * aspect / n))
+        # Shrink with the shapes' number so that they cover the frame about as often
+        # (a traced `aspect`, under a user's `jit` or `grad`, gives traced sizes).
+        xp = jnp if is_traced(aspect) else np
+        scale = xp.minimum(1.0, xp.sqrt(DEFAULT_SIZES_FOR * aspect / n))
         return DEFAULT_SIZES[0] * scale, DEFAULT_SIZES[1] * scale
     try:
         low, high = (float(v) for v in size_range)
@@ -54,8 +55,9 @@ def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, ch
         height, width, channels = target.shape
         aspect = width / height
     low, high = _size_range(size_range, n, aspect)
-    numbers = [aspect, np.log(low), np.log(high), opacity]
-    traced = any(map(is_traced, numbers))  # under a user's jit/grad/vmap
+    traced = any(map(is_traced, [aspect, low, opacity]))
+    xp = jnp if traced else np
+    numbers = [aspect, xp.log(low), xp.log(high), opacity]  # under a user's jit/grad/vmap
     numbers = jnp.stack(numbers) if traced else np.asarray(numbers, np.float32)
     args = (cls, n, key, target, numbers, channels, float(softness), compositing,
             bool(learn_background))  # fmt: skip
