@@ -43,6 +43,17 @@ def _model(key=0, grey=0.5):
     return dp.Circles.init(16, key=jax.random.key(key), target=jnp.full((32, 32, 3), grey))
 
 
+def test_render_image_with_any_softness_compiles_once(compiles):
+    # The set's `softness` is static: a training loop annealing it compiled every step.
+    model = _model()
+    model.render_image((32, 32), softness=jnp.asarray(2.0))
+    compiles.clear()
+    for softness in (0.5, 1.0, 3.0):
+        model.render_image((32, 32), softness=jnp.asarray(softness))
+        model.render_image((32, 32), softness=softness)  # a number too: made an array
+    assert compiles == []
+
+
 def test_eager_render_compiles_once(compiles):
     model = _model()
     first = model.render_image((32, 32))

@@ -1,5 +1,7 @@
 """The tiled renderer equals the naive scan: images, gradients, modes, vmap, overflow."""
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -382,3 +384,40 @@ def test_a_vmapped_tiled_render_equals_its_members_one_by_one():
         np.testing.assert_allclose(values[i], value, rtol=1e-6)
         for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grad), strict=True):
             np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("cls", shape_types(), ids=lambda c: c.__name__)
+@pytest.mark.parametrize("method", ["scan", "tiled"])
+def test_render_image_softness_draws_as_a_set_of_that_softness(cls, method, getkey):
+    # The field is static (another value compiles anew); the argument is this render's.
+    if method == "tiled" and not cls.tight_bounds:
+        pytest.skip("a type with loose bounds renders by the scan")
+    model = _model(cls, getkey(), softness=0.5)
+    for softness in (0.5, 2.0, 7.0):
+        want = dataclasses.replace(model, softness=softness).render_image(GRID, method=method)
+        got = model.render_image(GRID, method=method, softness=jnp.asarray(softness))
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_render_image_softness_is_differentiable_and_batches(getkey):
+    model, target = _model(dp.Circles, getkey()), jax.random.uniform(getkey(), (*GRID, 3))
+
+    @eqx.filter_jit
+    def loss(model, softness):
+        return jnp.mean((model.render_image(GRID, softness=softness) - target) ** 2)
+
+    grad = jax.grad(loss, argnums=1)(model, 1.5)
+    step = 1e-2
+    numeric = (loss(model, 1.5 + step) - loss(model, 1.5 - step)) / (2 * step)
+    assert grad == pytest.approx(float(numeric), rel=2e-2)
+    images = jax.vmap(lambda s: model.render_image(GRID, softness=s))(jnp.array([0.5, 3.0]))
+    np.testing.assert_allclose(images[1], model.render_image(GRID, softness=3.0), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "softness, error", [(0.0, ValueError), (-1.0, ValueError), (np.nan, ValueError),
+                        ("wide", TypeError), (np.ones(2), TypeError)],
+)  # fmt: skip
+def test_render_image_softness_checked(softness, error, getkey):
+    with pytest.raises(error, match=r"`softness` must be a finite number > 0.*in pixels"):
+        _model(dp.Circles, getkey()).render_image(GRID, softness=softness)

@@ -208,9 +208,8 @@ class AbstractShapes(AbstractModel):
         """Depth of each shape, `(N,)`, larger nearer the viewer: the learnable `raw_depths`
         under `compositing="depth"`, else the fixed order `0, 1, ..., N - 1` of "over"
         (additive compositing ignores it)."""
-        if self.raw_depths is None:
-            return jnp.arange(self.num_shapes, dtype=jnp.float32)
-        return self.raw_depths
+        depths = self.raw_depths  # None for "over" and "additive": the fixed order
+        return jnp.arange(self.num_shapes, dtype=jnp.float32) if depths is None else depths
 
     # -- rendering ------------------------------------------------------------------
 
@@ -223,11 +222,7 @@ class AbstractShapes(AbstractModel):
         return self.opacities[:, None] * _protocol.coverage(self, points, edge_width)
 
     def render(
-        self,
-        points: Float[Array, "P 2"],
-        *,
-        pixel_size: float | Float[Array, ""],
-        method: str = "auto",
+        self, points: Float[Array, "P 2"], *, pixel_size: float | Float[Array, ""], method="auto"
     ) -> Float[Array, "P C"]:
         """Composite the shapes at `points`; see [`diffprims.AbstractModel.render`][].
 
@@ -254,21 +249,25 @@ class AbstractShapes(AbstractModel):
         return _render.render_points_eager(self, points, pixel_size, method)
 
     def render_image(
-        self, shape: tuple[int, ...], *, method: str = "auto"
+        self, shape: tuple[int, ...], *, method: str = "auto", softness: Any = None
     ) -> Float[Array, "H W C"]:
         """Render on the full pixel grid of `shape = (H, W)`; see
         [`diffprims.AbstractModel.render_image`][]. `method` is as for `render`; the tiled
-        path draws tiles of `8 x 8` pixels or more.
+        path draws tiles of `8 x 8` pixels or more. `softness`, if given, is this render's
+        edge width in pixels instead of the set's own (a static field: a set with another
+        compiles anew); any value, traced too, is one compiled render: anneal it freely.
 
         ```python
         image = model.render_image((256, 256))                 # the fastest path
         image = model.render_image((256, 256), method="scan")  # the reference loop
+        image = model.render_image((256, 256), softness=jnp.asarray(3.0))  # wider edges
         ```
         """
         check_unbatched(self, "render_image")
         shape = check_grid_shape(shape)
         method = _render.check_method(method, self.compositing)
-        return _render.render_grid_eager(self, shape, method)
+        pixel_size = _render.grid_pixel_size(self, shape, softness)
+        return _render.render_grid_eager(self, shape, method, pixel_size)
 
     # -- sub-sets and construction -------------------------------------------------
 
@@ -287,9 +286,7 @@ class AbstractShapes(AbstractModel):
 
     def take(self, indices: Int[ArrayLike, " K"]) -> Self:
         """The sub-set of shapes at `indices` (in that order), same background."""
-        indices = check_indices(indices, self.num_shapes)
-        per_shape, rest = self.partition_shapes()
-        return eqx.combine(jax.tree.map(lambda x: x[indices], per_shape), rest)
+        return _build.take(self, check_indices(indices, self.num_shapes))
 
     @classmethod
     def init(

@@ -126,6 +126,12 @@ def num_shapes(shapes) -> int:
     return colours.shape[0]
 
 
+def take(shapes, indices):
+    """`AbstractShapes.take`: the shapes at (checked) `indices`, the rest as it is."""
+    per_shape, rest = shapes.partition_shapes()
+    return eqx.combine(jax.tree.map(lambda x: x[indices], per_shape), rest)
+
+
 def placed(cls, centres, sizes, colours, background, *, key, opacity, softness,
            compositing="over", learn_background=True):  # fmt: skip
     """A set of `cls` at `centres` and of about `sizes` (`random_geometry`), coloured."""

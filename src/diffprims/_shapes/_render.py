@@ -17,7 +17,7 @@ from jaxtyping import Array, Float
 
 from .._derivatives import differentiating, differentiation_order
 from .._model import pixel_centres
-from .._validate import inside_trace, upcast_floats
+from .._validate import check_scalar, inside_trace, upcast_floats
 from . import _compositing
 from ._bounds_probe import check_user_type
 from ._tiled import render_image_tiled, render_points_tiled
@@ -171,13 +171,16 @@ def render_points(model, points, pixel_size, method: str = "auto"):
     return render_scan(model, points, pixel_size)
 
 
-def render_grid(model, shape: tuple[int, int], method: str = "auto"):
-    """`AbstractShapes.render_image`: the scan or the tiled path on a pixel grid."""
+def render_grid(model, shape: tuple[int, int], method: str = "auto", pixel_size: Any = None):
+    """`AbstractShapes.render_image`: the scan or the tiled path on a pixel grid (edges
+    scaled by `pixel_size`, a pixel's `1 / H` by default)."""
     height, width = shape
     if _use_tiles(model, height * width, method):
-        return render_image_tiled(model, shape, image_tile(shape, model.num_shapes), IMAGE_CHUNK)
+        tile = image_tile(shape, model.num_shapes)
+        return render_image_tiled(model, shape, tile, IMAGE_CHUNK, pixel_size)
     points = pixel_centres(shape).reshape(-1, 2)
-    return render_scan(model, points, 1.0 / height).reshape(height, width, -1)
+    pixel_size = 1.0 / height if pixel_size is None else pixel_size
+    return render_scan(model, points, pixel_size).reshape(height, width, -1)
 
 
 # -- eager calls ------------------------------------------------------------------------
@@ -192,8 +195,8 @@ def _points_compiled(model, points, pixel_size, method):
 
 
 @eqx.filter_jit
-def _grid_compiled(model, shape, method):
-    return render_grid(model, shape, method)
+def _grid_compiled(model, shape, method, pixel_size):
+    return render_grid(model, shape, method, pixel_size)
 
 
 def render_points_eager(model, points, pixel_size, method: str = "auto"):
@@ -207,13 +210,27 @@ def render_points_eager(model, points, pixel_size, method: str = "auto"):
     return _points_compiled(model, points, pixel_size, _resolved(model, points.shape[0], method))
 
 
-def render_grid_eager(model, shape: tuple[int, int], method: str = "auto"):
+def render_grid_eager(model, shape: tuple[int, int], method: str = "auto", pixel_size=None):
     """`render_grid` through the compiled cache unless inside a `jit` (half-precision
     parameters in float32)."""
     model = upcast_floats(model)
     if inside_trace():
-        return render_grid(model, shape, method)
-    return _grid_compiled(model, shape, _resolved(model, shape[0] * shape[1], method))
+        return render_grid(model, shape, method, pixel_size)
+    method = _resolved(model, shape[0] * shape[1], method)
+    return _grid_compiled(model, shape, method, pixel_size)
+
+
+def grid_pixel_size(model, shape: tuple[int, int], softness: Any) -> Any:
+    """The pixel size that draws `model`'s edges `softness` pixels wide on a grid of
+    `shape` (None: its own `softness`), as an array: every value one compiled render."""
+    if softness is None:
+        return None
+    softness = check_scalar(softness, "softness", lower=0.0, hint=_SOFTNESS_HINT)
+    dtype = jnp.promote_types(model.raw_colours.dtype, "f4")
+    return jnp.asarray(softness, dtype) / (model.softness * shape[0])
+
+
+_SOFTNESS_HINT = " It is the soft edges' width in pixels for this render (None: the set's own)."
 
 
 def _resolved(model, num_points: int, method: str) -> str:
