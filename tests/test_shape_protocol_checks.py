@@ -204,3 +204,52 @@ def test_from_geometry_takes_a_shared_field_with_its_own_shape():
         _shared(jnp.full((2,), 0.05))
     with pytest.raises(ValueError, match=r"`width` must be > 0"):
         _shared(jnp.asarray(-0.05))
+
+
+class NaNCoverage(UserCircles):
+    def coverage(self, points, edge_width):  # 0 / 0 where a point sits on a centre, say
+        return super().coverage(points, edge_width) * jnp.nan
+
+
+def test_a_coverage_giving_nan_is_named_on_the_first_render():
+    # NaN compares False with 0 and 1: the range check let it pass, and the render was
+    # an image of NaN with no error.
+    model = NaNCoverage.init(6, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"NaNCoverage\.coverage.*gives NaN.*1e-20"):
+        model.render_image((16, 16))
+
+
+class TransposedBounds(UserCircles):
+    def bounds(self):
+        return super().bounds().T
+
+
+def test_transposed_bounds_are_named_as_such_for_any_number_of_shapes():
+    # The probe drew 4 shapes: a (4, N) box array of 4 probe shapes was (N, 4), and the
+    # type was told that its boxes were too small.
+    model = TransposedBounds.init(4, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"TransposedBounds\.bounds\(\) must return shape"):
+        model.render_image((16, 16))
+
+
+class BroadcastsWithOneShape(UserCircles):
+    """Right for one shape (as the renderers call it), wrong for several; and boxes at
+    half the radius, which the probe refuses on their own."""
+
+    def coverage(self, points, edge_width):
+        offsets = points[None, :, :] - self.centres[:, None, :]
+        distance = jnp.sqrt(jnp.sum(offsets**2, axis=-1) + 1e-20)
+        return dp.soft_edge(distance - self.radii[None, :], edge_width)
+
+    def bounds(self):
+        reach = 0.5 * self.radii[:, None]
+        return jnp.concatenate([self.centres - reach, self.centres + reach], axis=-1)
+
+
+def test_a_coverage_wrong_for_several_shapes_is_named_not_a_skipped_check():
+    # The probe's own error was taken for one the render would name, and the bounds
+    # check skipped: the tiled picture was silently wrong (0.24 from the scan's).
+    model = BroadcastsWithOneShape.init(20, key=jax.random.key(0), size_range=(0.1, 0.2))
+    pattern = r"BroadcastsWithOneShape\.coverage\(points, edge_width\) raised TypeError.*probe"
+    with pytest.raises(TypeError, match=pattern):
+        model.render_image((64, 64), method="tiled")

@@ -19,67 +19,124 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validate import trusted
+from .._validate import inside_trace, trusted
 from ._build import placed
-from ._protocol import bounds, coverage
+from ._protocol import _GUIDE, bounds, coverage
 
-#: Probe shapes across the frame, from a few pixels to half the frame; their edge width
-#: (frame units) is a pixel of a 256-pixel image.
-_CENTRES = np.array([[0.5, 0.5], [0.1, 0.2], [0.9, 0.7], [0.3, 0.8]], np.float32)
-_SIZES = np.array([0.3, 0.05, 0.15, 0.02], np.float32)
+#: Probe shapes across the frame, from a few pixels to half the frame (five: a `bounds`
+#: of shape `(4, N)` is not mistaken for `(N, 4)`); their edge width (frame units) is a
+#: pixel of a 256-pixel image.
+_CENTRES = np.array([[0.5, 0.5], [0.1, 0.2], [0.9, 0.7], [0.3, 0.8], [0.7, 0.25]], np.float32)
+_SIZES = np.array([0.3, 0.05, 0.15, 0.02, 0.08], np.float32)
 _EDGE = 1.0 / 256
-#: The grid the coverage is probed on: wider than the frame, a point every 2/3 pixel.
+#: The grid the coverage is probed on: wider than the frame, a point every 2/3 pixel,
+#: in blocks of `_BLOCK` points (a type's coverage may hold several values a point: all
+#: 147k points at once took 2 GB for a 64-pointed star).
 _GRID = np.linspace(-0.5, 1.5, 384, dtype=np.float32)
+_BLOCK = 4096
 #: Coverage above this outside a grown box is a box too small (the contract is 1e-6;
 #: the margin leaves room for float rounding in a user's distance).
 _LEAK = 1e-3
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-@trusted  # probe shapes only; the values are checked by the caller
-def _probe(cls: type, margin: float) -> tuple[Any, ...]:
+@functools.partial(jax.jit, static_argnums=0)
+@trusted  # probe shapes only; their values are checked by `init` and `paint`
+def _compiled_shapes(cls: type) -> Any:
+    return _shapes(cls)
+
+
+def _shapes(cls: type) -> Any:
     colours, background = jnp.full((len(_SIZES), 3), 0.5), jnp.ones((3,))
-    shapes = placed(cls, jnp.asarray(_CENTRES), jnp.asarray(_SIZES), colours, background,
-                    key=jax.random.key(0), opacity=1.0, softness=1.0)  # fmt: skip
+    return placed(cls, jnp.asarray(_CENTRES), jnp.asarray(_SIZES), colours, background,
+                  key=jax.random.key(0), opacity=1.0, softness=1.0)  # fmt: skip
+
+
+def _probe_shapes(cls: type) -> Any:
+    """The probe shapes, concrete (compiled, they are so inside a user's `jit` or `grad`
+    too); eagerly where the type's `random_geometry` needs values (as its `init` runs);
+    None where it cannot make them (`init` and `paint` say why)."""
+    try:
+        return _compiled_shapes.lower(cls).compile()()
+    except (TypeError, ValueError):
+        if inside_trace():
+            return None
+    try:
+        return trusted(_shapes)(cls)
+    except (TypeError, ValueError):
+        return None
+
+
+@functools.partial(jax.jit, static_argnums=1)
+@trusted  # probe shapes only; the values are checked by the caller
+def _probe(shapes: Any, margin: float) -> tuple[Any, ...]:
     x, y = jnp.meshgrid(jnp.asarray(_GRID), jnp.asarray(_GRID))
     points = jnp.stack([x.ravel(), y.ravel()], axis=-1)
     boxes = bounds(shapes)
     grown = boxes + margin * jnp.asarray([-1.0, -1.0, 1.0, 1.0])
-    inside = (
-        (points[None, :, 0] >= grown[:, None, 0])
-        & (points[None, :, 1] >= grown[:, None, 1])
-        & (points[None, :, 0] <= grown[:, None, 2])
-        & (points[None, :, 1] <= grown[:, None, 3])
-    )
-    cover = coverage(shapes, points, _EDGE)
-    leak = jnp.where(inside, 0.0, cover)
-    low, high = jnp.argmin(cover), jnp.argmax(cover)
-    extremes = (cover.ravel()[low], points[low % len(points)], cover.ravel()[high],
-                points[high % len(points)])  # fmt: skip
-    return boxes, jnp.max(leak, axis=1), points[jnp.argmax(leak, axis=1)], extremes
+
+    def block(points):  # per block: each shape's worst leak, the extremes, a NaN
+        inside = (
+            (points[None, :, 0] >= grown[:, None, 0])
+            & (points[None, :, 1] >= grown[:, None, 1])
+            & (points[None, :, 0] <= grown[:, None, 2])
+            & (points[None, :, 1] <= grown[:, None, 3])
+        )
+        cover = coverage(shapes, points, _EDGE)
+        leak = jnp.where(inside, 0.0, cover)
+        at = jnp.argmin(cover, axis=1), jnp.argmax(cover, axis=1), jnp.argmax(leak, axis=1)
+        values = cover.min(1), cover.max(1), leak.max(1), jnp.isnan(cover).any(1)
+        where = tuple(points[i] for i in (*at, jnp.argmax(jnp.isnan(cover), axis=1)))
+        return values, where  # (N,) each, (N, 2) each
+
+    (low, high, leak, nan), where = jax.lax.map(block, points.reshape(-1, _BLOCK, 2))
+    pick = jnp.argmin(low, 0), jnp.argmax(high, 0), jnp.argmax(leak, 0), jnp.argmax(nan, 0)
+    take = lambda v, b: v[b, jnp.arange(v.shape[1])]  # noqa: E731  # (K, N) -> (N,) at b
+    found = [take(v, b) for v, b in zip((low, high, leak, nan), pick, strict=True)]
+    places = [take(w, b) for w, b in zip(where, pick, strict=True)]
+    return boxes, found, places
 
 
 @functools.cache
 def check_user_type(cls: type, cutoff: float, tiled: bool) -> None:
     """A `ValueError` if a shape type from outside the library gives coverage outside
-    `[0, 1]` or (`tiled`) declares tight bounds that cut its probe shapes off; once per
-    type and path."""
+    `[0, 1]` (NaN too) or (`tiled`) declares tight bounds that cut its probe shapes off;
+    once per type and path. An error of its `coverage` or `bounds` on the probe shapes
+    is raised here, naming the method (a render draws one shape at a time, where a
+    mistake with several shapes need not show)."""
     ours = cls.__module__.split(".")[0] == "diffprims"
     if ours or not hasattr(cls, "raw_geometry"):
         return
-    try:  # compiled, it runs on concrete values even inside a user's `jit` or `grad`
-        probed = jax.device_get(_probe.lower(cls, cutoff * _EDGE).compile()())
-    except (TypeError, ValueError):  # a method's own error: the render names it, with its N
+    shapes = _probe_shapes(cls)
+    if shapes is None:
         return
-    boxes, leaks, where, (low, at_low, high, at_high) = probed
-    if low < -_LEAK or high > 1 + _LEAK:
-        value, (px, py) = (low, at_low) if low < -_LEAK else (high, at_high)
+    # Compiled, it runs on concrete values even inside a user's `jit` or `grad`.
+    try:
+        probed = jax.device_get(_probe.lower(shapes, cutoff * _EDGE).compile()(shapes))
+    except (TypeError, ValueError) as error:  # named by `_protocol`; say where it was met
+        kind = TypeError if isinstance(error, TypeError) else ValueError
+        raise kind(
+            f"{error} (Met on the {len(_SIZES)} probe shapes diffprims draws on the first "
+            f"render of a new shape type, to check its coverage and bounds.)"
+        ) from error
+    boxes, (low, high, leaks, nan), (at_low, at_high, where, at_nan) = probed
+    name = f"{cls.__name__}.coverage(points, edge_width)"
+    if np.any(nan):
+        i = int(np.argmax(nan))
         raise ValueError(
-            f"{cls.__name__}.coverage(points, edge_width) must return values in [0, 1] (how "
-            f"much of each point a shape covers); a probe shape gives {value:.3g} at "
-            f"({px:.3g}, {py:.3g}). Pass a signed distance through "
-            "`dp.soft_edge(distance, edge_width)` (a sigmoid, in [0, 1]) rather than "
-            'returning the distance itself. See "Write your own shape" in the docs.'
+            f"{name} must return values in [0, 1]; a probe shape at ({_CENTRES[i, 0]:g}, "
+            f"{_CENTRES[i, 1]:g}) of size {_SIZES[i]:g} gives NaN at "
+            f"({at_nan[i, 0]:.3g}, {at_nan[i, 1]:.3g}). Look for 0 / 0 or a square root "
+            "of 0 (at the centre, on an edge): `jnp.sqrt(squared + 1e-20)` stays finite, "
+            f"its gradient too.{_GUIDE}"
+        )
+    i, j = int(np.argmin(low)), int(np.argmax(high))
+    if low[i] < -_LEAK or high[j] > 1 + _LEAK:
+        value, (px, py) = (low[i], at_low[i]) if low[i] < -_LEAK else (high[j], at_high[j])
+        raise ValueError(
+            f"{name} must return values in [0, 1] (how much of each point a shape covers); "
+            f"a probe shape gives {value:.3g} at ({px:.3g}, {py:.3g}). Pass a signed "
+            "distance through `dp.soft_edge(distance, edge_width)` (a sigmoid, in [0, 1]) "
+            f"rather than returning the distance itself.{_GUIDE}"
         )
     if not (tiled and cls.tight_bounds):
         return
@@ -95,6 +152,6 @@ def check_user_type(cls: type, cutoff: float, tiled: bool) -> None:
         f"({px:.3g}, {py:.3g}), outside its box ({box}) (x_min, y_min, x_max, y_max). "
         "Return boxes that hold the whole shape (with a soft edge, keep the default "
         "`edge_margin = 14.0`), or set the class variable `tight_bounds = False` "
-        '(method="auto" then renders it with the scan). See '
-        '"Write your own shape" in the docs.'
+        '(method="auto" then renders it with the scan).'
+        f"{_GUIDE}"
     )
