@@ -84,7 +84,20 @@ def check_peak(peak: Any) -> float:
         "for a kernel whose largest lobe is negative, such as a Laplacian of Gaussian)."
     )
     check_not_traced(peak, "peak", "number", "the optimizer's step size and eps")
-    return float(check_scalar(peak, "peak", lower=0.0, hint=hint))
+    peak = float(check_scalar(peak, "peak", lower=0.0, hint=hint))
+    if not PEAK_RANGE[0] <= peak <= PEAK_RANGE[1]:
+        raise ValueError(
+            f"`peak` must be in [{PEAK_RANGE[0]:g}, {PEAK_RANGE[1]:g}] for a fit in float32 "
+            f"(its squared errors leave float32's range past that); got {peak:g}. Fit the "
+            "kernel at peak 1, `target / peak`, and scale the bank back: "
+            "`dp.SeparableFilters(bank.vertical * s, bank.horizontal * s)` with "
+            "`s = peak ** 0.5`."
+        )
+    return peak
+
+
+#: The kernel scales `fit` takes in float32 (measured: a disk fits alike from 1e-22 to 1e18).
+PEAK_RANGE = (1e-20, 1e18)
 
 
 def check_weight(weight: Any, name: str) -> Any:
