@@ -615,9 +615,9 @@ def _filter_cases() -> list[Case]:
             ("`kernel`",),
         ),
         Case(
-            "from-svd-kernel-int",
+            "from-svd-kernel-complex",
             lambda k: filters.from_svd(k, 1),
-            (jnp.ones((5, 5), jnp.int32),),
+            (jnp.ones((5, 5), jnp.complex64),),
             ("`kernel`",),
             jit=True,
         ),

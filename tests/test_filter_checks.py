@@ -371,3 +371,19 @@ def test_filtered_names_swapped_arguments_and_a_model_for_a_scene():
         dp.Filtered(bank, circles)
     with pytest.raises(TypeError, match="`bank` must be a `dp.SeparableFilters`"):
         dp.Filtered(circles, scene)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint8, np.bool_])
+def test_a_kernel_of_integers_or_a_mask_is_taken_as_floats(dtype):
+    # A list of ints was accepted and the same numbers as an int array refused (with the
+    # advice to divide an image by 255); a kernel of counts or a mask is a kernel.
+    kernel = np.array([[1, 0, 1], [0, 1, 0]], dtype)
+    bank = dp.SeparableFilters.from_svd(kernel, 2)
+    np.testing.assert_allclose(bank.kernel(), kernel.astype(np.float32), atol=1e-6)
+
+
+def test_a_ragged_kernel_is_named():
+    with pytest.raises(
+        ValueError, match=r"`kernel` must be an array; got a nested list whose rows"
+    ):
+        dp.SeparableFilters.from_svd([[1.0, 2.0], [3.0]], 1)

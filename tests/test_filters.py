@@ -376,7 +376,7 @@ def test_normalized_sums_to_one():
         (dp.kernels.disk(8), 2.5, TypeError, "rank"),
         (jnp.ones(8), 1, ValueError, "2D"),
         (jnp.ones((8, 8, 1)), 1, ValueError, "2D"),
-        (jnp.ones((8, 8), jnp.int32), 1, TypeError, "float"),
+        (jnp.ones((8, 8), jnp.complex64), 1, TypeError, "float"),  # ints: a mask, taken
         (jnp.ones((8, 8)).at[3, 3].set(jnp.nan), 1, ValueError, "finite"),
         (jnp.ones((8, 8)).at[3, 3].set(jnp.inf), 1, ValueError, "finite"),
     ],

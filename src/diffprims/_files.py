@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ._validate import describe
+
 
 def atomic_write(path: str | os.PathLike, write: Any, *, suffix: str = "") -> Path:
     """Write a file by `write(temp_path)` in the same folder, then rename it into place.
@@ -168,3 +170,17 @@ def checksum_line(header_line: bytes, payload: bytes) -> bytes:
     """The line that follows a file's header line: the SHA-256 of header and payload, so
     neither can change unnoticed (model files and checkpoints alike)."""
     return hashlib.sha256(header_line + payload).hexdigest().encode() + b"\n"
+
+
+def check_suffix(path: Any, suffix: str, writer: str, hint: str) -> None:
+    """That `path` is a file path ending in `suffix` (any case), for `writer`; `hint`
+    says what to use for other formats."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"`path` must be a file path ending in {suffix}; got {describe(path)}.")
+    got = Path(path).suffix
+    if got.lower() != suffix:
+        said = f"the suffix {got!r}" if got else "no suffix"
+        raise ValueError(
+            f"`path` must end in {suffix}: `{writer}` writes that format whatever the name; "
+            f"got {os.fspath(path)!r}, with {said}. Name the file with {suffix}, or {hint}."
+        )

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from ._files import atomic_write
+from ._files import atomic_write, check_suffix
 from ._fit._canon import signature
 from ._image import to_uint8
 from ._model import AbstractModel, batch_shape
@@ -21,7 +21,6 @@ from ._validate import (
     check_bool,
     check_grid_shape,
     check_scalar,
-    check_suffix,
     describe,
     is_traced,
 )

@@ -132,7 +132,13 @@ def check_float_array(
     float32, so the library computes in at least float32 whatever it is given.
     """
     if isinstance(x, list | tuple):
-        x = np.asarray(x)
+        try:
+            x = np.asarray(x)
+        except ValueError:  # NumPy's "setting an array element with a sequence"
+            raise ValueError(
+                f"`{name}` must be an array; got a nested {type(x).__name__} whose rows "
+                f"have different lengths (or hold other lists).{hint}"
+            ) from None
         if x.dtype.kind in "iu":  # numbers written as Python ints: `[[0, 0, 0]]` is black
             x = x.astype(np.float32)
     if not hasattr(x, "dtype") or not hasattr(x, "shape"):
@@ -381,20 +387,3 @@ def run_checks(tree: Any) -> None:
     elif isinstance(tree, tuple | list):
         for item in tree:
             run_checks(item)
-
-
-def check_suffix(path: Any, suffix: str, writer: str, hint: str) -> None:
-    """That `path` is a file path ending in `suffix` (any case), for `writer`; `hint`
-    says what to use for other formats."""
-    import os
-    from pathlib import Path
-
-    if not isinstance(path, str | os.PathLike):
-        raise TypeError(f"`path` must be a file path ending in {suffix}; got {describe(path)}.")
-    got = Path(path).suffix
-    if got.lower() != suffix:
-        said = f"the suffix {got!r}" if got else "no suffix"
-        raise ValueError(
-            f"`path` must end in {suffix}: `{writer}` writes that format whatever the name; "
-            f"got {os.fspath(path)!r}, with {said}. Name the file with {suffix}, or {hint}."
-        )

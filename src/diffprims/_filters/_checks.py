@@ -25,6 +25,8 @@ BORDERS = {"zero": "constant"} | {mode: mode for mode in ("edge", "reflect", "sy
 
 
 def check_kernel(kernel: Any, name: str = "kernel") -> Array:
+    if hasattr(kernel, "dtype") and np.dtype(kernel.dtype).kind in "biu":  # a mask, counts
+        kernel = kernel.astype(np.float32)  # (not an image: no 255 to divide by)
     kernel = check_float_array(
         kernel, name, hint=" A kernel is a 2D (Kh, Kw) array such as `dp.kernels.disk(50)`."
     )

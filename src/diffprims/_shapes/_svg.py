@@ -11,9 +11,9 @@ from typing import Any
 import equinox as eqx
 import numpy as np
 
-from .._files import atomic_write
+from .._files import atomic_write, check_suffix
 from .._model import check_unbatched
-from .._validate import check_bool, check_grid_shape, check_suffix, describe, is_traced
+from .._validate import check_bool, check_grid_shape, describe, is_traced
 from ._base import AbstractShapes
 from ._layers import Layers, flatten_layers
 from ._protocol import svg_geometry as checked_svg_geometry
