@@ -3,12 +3,14 @@ line (status 2, no warning, no traceback), and outputs that say what they are.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import warnings
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -376,3 +378,19 @@ def test_a_fit_with_a_progress_bar_survives_a_stderr_nobody_reads(monkeypatch, s
     monkeypatch.setattr("sys.stderr", stderr)
     result = dp.fit(model, target, steps=6, steps_per_dispatch=2, progress=True)
     assert result.losses.shape == (6,)
+
+
+class _Stars(dp.Circles):
+    points: int = eqx.field(static=True, default=5, kw_only=True)
+    label: object = eqx.field(static=True, default=(1, 2), kw_only=True)
+
+
+def test_shapes_json_writes_the_types_own_static_fields():
+    # A user's 6-pointed star was written as a 5-pointed one: static fields were lost.
+    from diffprims._cli._pictures import shapes_json
+
+    model = dataclasses.replace(_Stars.init(2, key=jax.random.key(0)), points=6)
+    data = json.loads(json.dumps(shapes_json(model, (10, 10))))
+    assert data["options"] == {"points": 6, "label": "(1, 2)"}
+    circles = shapes_json(dp.Circles.init(2, key=jax.random.key(0)), (10, 10))
+    assert circles["options"] == {}

@@ -253,3 +253,15 @@ def test_a_coverage_wrong_for_several_shapes_is_named_not_a_skipped_check():
     pattern = r"BroadcastsWithOneShape\.coverage\(points, edge_width\) raised TypeError.*probe"
     with pytest.raises(TypeError, match=pattern):
         model.render_image((64, 64), method="tiled")
+
+
+@pytest.mark.parametrize(
+    "entry, got",
+    [(("centres", [[0.5, 0.5]]), "a tuple of 2"), ([[0.5, 0.5]], "list"), ("centres", "str")],
+)
+def test_a_from_geometry_entry_of_the_wrong_form_is_named(entry, got):
+    # Was "not enough values to unpack (expected at least 3, got 2)", naming nothing.
+    geometry = {"raw_centres": entry, "raw_radii": ("radii", [0.1], ())}
+    pattern = rf"UserCircles\.from_geometry's entry for `raw_centres` must be a tuple.*{got}"
+    with pytest.raises(TypeError, match=pattern):
+        UserCircles.from_geometry(geometry, [[1.0, 0.0, 0.0]], [1.0])

@@ -156,9 +156,23 @@ def shapes_json(model: Any, fit_shape: tuple[int, int]) -> dict[str, Any]:
         "background": _hex(np.asarray(model.background, np.float64)),
         "softness": model.softness,
         "compositing": model.compositing,
+        "options": _options(model),
         "shared": shared,
         "shapes": shapes,
     }
+
+
+def _options(model: Any) -> dict[str, Any]:
+    """The type's own static fields (a user's star's number of points), as JSON has them
+    (else as their `repr`): without them, two sets of one type could not be told apart."""
+    common = {"softness", "compositing", "learn_background"}
+    options = {}
+    for field in dataclasses.fields(model):
+        if field.metadata.get("static", False) and field.name not in common:
+            value = getattr(model, field.name)
+            plain = isinstance(value, bool | int | float | str) or value is None
+            options[field.name] = value if plain else repr(value)
+    return options
 
 
 def _fields(model: Any, height: int) -> list[_Field]:

@@ -220,10 +220,27 @@ def _check_geometry_names(cls: type, geometry: dict[str, Any]) -> None:
         )  # fmt: skip
         raise ValueError(
             f"{cls.__name__}.from_geometry takes its geometry fields {sorted(fields)} "
-            f"(required: {required}) by field name; got {sorted(geometry)} ({wrong}). Give "
-            'each as `field: (argument name, value, trailing shape)`, e.g. `{"raw_radii": '
-            '("radii", radii, ())}`.'
+            f"(required: {required}) by field name; got {sorted(geometry)} ({wrong}).{_FORM}"
         )
+    for name, entry in geometry.items():  # unpacked below: a bare value said "not enough
+        if not (isinstance(entry, tuple) and len(entry) in (3, 4) and isinstance(entry[0], str)):
+            raise TypeError(  # values to unpack (expected at least 3, got 2)", naming nothing
+                f"{cls.__name__}.from_geometry's entry for `{name}` must be a tuple "
+                f"(argument name, value, trailing shape[, zero allowed]); got {_entry(entry)}."
+                f"{_FORM}"
+            )
+
+
+def _entry(entry: Any) -> str:
+    if isinstance(entry, tuple):
+        return f"a tuple of {len(entry)} starting with {describe(entry[0]) if entry else '()'}"
+    return describe(entry)
+
+
+_FORM = (
+    ' Give each as `field: (argument name, value, trailing shape)`, e.g. `{"raw_radii": '
+    '("radii", radii, ())}`.'
+)
 
 
 def _shared_value(cls: type, name: str, label: str, value: Any, shape: tuple[int, ...],
