@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jaxtyping import Array, Float
 
 import diffprims as dp
 
@@ -265,3 +266,18 @@ def test_a_from_geometry_entry_of_the_wrong_form_is_named(entry, got):
     pattern = rf"UserCircles\.from_geometry's entry for `raw_centres` must be a tuple.*{got}"
     with pytest.raises(TypeError, match=pattern):
         UserCircles.from_geometry(geometry, [[1.0, 0.0, 0.0]], [1.0])
+
+
+class _SharedGain(UserCircles):
+    raw_gain: Float[Array, ""] = dp.parameter(dp.roles.SIZE, per_shape=False)
+
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key):
+        values = super().random_geometry(centres, sizes, key=key)
+        return {**values, "raw_gain": jnp.full(sizes.shape, 0.3)}  # one per shape: wrong
+
+
+def test_a_shared_field_given_one_value_per_shape_is_named_by_init():
+    # init took it, and every render then said coverage must return (1, 64).
+    with pytest.raises(ValueError, match=r"must give `raw_gain`, a field shared.*\(2,\).*\(3,\)"):
+        _SharedGain.init(10, key=jax.random.key(0))

@@ -183,8 +183,43 @@ def random_geometry(cls: type, centres: Array, sizes: Array, key: Any) -> dict[s
                 f"{name} must give `{key_name}` a leading axis N = {n} (one row per "
                 f"centre); got shape {jnp.shape(value)}.{_GUIDE}"
             )
+    _check_shared_shapes(cls)
     roles = cls.parameter_roles()  # pyright: ignore[reportAttributeAccessIssue]
     return {k: _in_domain(name, k, roles[k].transform, v) for k, v in values.items()}
+
+
+@functools.cache
+def _check_shared_shapes(cls: type) -> None:
+    """A `ValueError` if `random_geometry` gives a field shared by every shape
+    (`per_shape=False`) a shape that changes with `N`: one value per shape there was
+    taken by `init`, and every render then blamed `coverage`. Asked abstractly, for 2
+    and 3 shapes, once per type (a method that is not traceable is not asked)."""
+    fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("static", False)]
+    shared = [
+        f.name for f in fields if f.name not in SHARED_FIELDS and not is_per_shape(cls, f.name)
+    ]
+    if not shared:
+        return
+    try:
+        two, three = (
+            jax.eval_shape(
+                lambda c, s: cls.random_geometry(c, s, key=jax.random.key(0)),  # pyright: ignore
+                jax.ShapeDtypeStruct((n, 2), jnp.float32),
+                jax.ShapeDtypeStruct((n,), jnp.float32),
+            )
+            for n in (2, 3)
+        )
+    except Exception:  # said where the method runs, as it runs
+        return
+    for field in shared:
+        shapes = [getattr(values.get(field), "shape", None) for values in (two, three)]
+        if shapes[0] != shapes[1]:
+            raise ValueError(
+                f"{cls.__name__}.random_geometry must give `{field}`, a field shared by every "
+                f"shape (`per_shape=False`), one value whatever the number of shapes; got "
+                f"shape {shapes[0]} for 2 shapes and {shapes[1]} for 3. Give it without a "
+                f"leading axis N.{_GUIDE}"
+            )
 
 
 _DOMAINS = {"log": "finite and > 0", "logit": "in [0, 1]", "linear": "finite"}
