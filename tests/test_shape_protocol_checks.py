@@ -281,3 +281,30 @@ def test_a_shared_field_given_one_value_per_shape_is_named_by_init():
     # init took it, and every render then said coverage must return (1, 64).
     with pytest.raises(ValueError, match=r"must give `raw_gain`, a field shared.*\(2,\).*\(3,\)"):
         _SharedGain.init(10, key=jax.random.key(0))
+
+
+class _NoEdgeWidth(UserCircles):
+    def coverage(self, points):  # pyright: ignore[reportIncompatibleMethodOverride]
+        return super().coverage(points, 0.01)
+
+
+class _BoundsWithArgument(UserCircles):
+    def bounds(self, edge_width):  # pyright: ignore[reportIncompatibleMethodOverride]
+        return super().bounds()
+
+
+class _NoKey(UserCircles):
+    @classmethod
+    def random_geometry(cls, centres, sizes):  # pyright: ignore[reportIncompatibleMethodOverride]
+        return {"raw_centres": centres, "raw_radii": sizes}
+
+
+@pytest.mark.parametrize(
+    "cls, method",
+    [(_NoEdgeWidth, "coverage"), (_BoundsWithArgument, "bounds"), (_NoKey, "random_geometry")],
+)
+def test_a_method_that_cannot_take_diffprims_arguments_is_named(cls, method):
+    # Was Python's "takes 2 positional arguments but 3 were given" from inside a render.
+    pattern = rf"{cls.__name__}\.{method} must be `def {method}\(.*its signature is"
+    with pytest.raises(TypeError, match=pattern):
+        cls.init(3, key=jax.random.key(0)).render_image((8, 8))

@@ -59,6 +59,7 @@ def check_concrete(cls: type) -> None:
             f"on the class to make the geometry of new shapes; got {got}. Add "
             f"`@classmethod` above it.{_GUIDE}"
         )
+    _check_signatures(cls)
     unset = [
         f.name
         for f in dataclasses.fields(cls)
@@ -74,6 +75,35 @@ def check_concrete(cls: type) -> None:
             "a default, `eqx.field(static=True, default=5)`; a subclass sets another."
             f"{_GUIDE}"
         )
+
+
+#: How diffprims calls each method (after `self`, or `cls` for `random_geometry`).
+_CALLS = {
+    "coverage": ("coverage(self, points, edge_width)", (0, 0), {}),
+    "bounds": ("bounds(self)", (), {}),
+    "random_geometry": ("random_geometry(cls, centres, sizes, *, key)", (0, 0), {"key": 0}),
+    "svg_geometry": ("svg_geometry(self, edge_width)", (0,), {}),
+}
+
+
+@functools.cache
+def _check_signatures(cls: type) -> None:
+    """A `TypeError` naming a method that cannot take the arguments diffprims gives it
+    (it was Python's "takes 2 positional arguments but 3 were given" from a render)."""
+    for name, (expected, args, kwargs) in _CALLS.items():
+        method = getattr(cls, name)
+        try:
+            signature = inspect.signature(method)
+        except (TypeError, ValueError):  # no signature to read (a builtin): not asked
+            continue
+        bound = () if name == "random_geometry" else (None,)  # `self` for the others
+        try:
+            signature.bind(*bound, *args, **kwargs)
+        except TypeError as error:
+            raise TypeError(
+                f"{cls.__name__}.{name} must be `def {expected}`: diffprims calls it so; "
+                f"its signature is {name}{signature} ({error}).{_GUIDE}"
+            ) from None
 
 
 def check_shape_type(cls: type) -> None:
