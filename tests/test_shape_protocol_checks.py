@@ -308,3 +308,12 @@ def test_a_method_that_cannot_take_diffprims_arguments_is_named(cls, method):
     pattern = rf"{cls.__name__}\.{method} must be `def {method}\(.*its signature is"
     with pytest.raises(TypeError, match=pattern):
         cls.init(3, key=jax.random.key(0)).render_image((8, 8))
+
+
+class _UndeclaredShared(UserCircles):
+    line: Float[Array, ""] = eqx.field(default_factory=lambda: jnp.asarray(0.1))
+
+
+def test_a_shared_value_without_a_declaration_is_told_how_to_declare_it():
+    with pytest.raises(ValueError, match=r"`line` must have leading axis N=4.*per_shape=False"):
+        _UndeclaredShared.init(4, key=jax.random.key(0))

@@ -58,9 +58,13 @@ def check_set(shapes: Any) -> None:
         if name == "raw_depths" or not is_per_shape(cls, name) or leaf is None:
             continue
         if jnp.shape(leaf)[:1] != (n,):
+            shared = "" if name in _declared(cls) else (
+                f" A value shared by every shape is declared so: `{name}: ... = "
+                "dp.parameter(role, per_shape=False)`."
+            )  # fmt: skip
             raise ValueError(
                 f"`{name}` must have leading axis N={n} (one row per shape of this {kind} "
-                f"set, as its colours have); got shape {jnp.shape(leaf)}."
+                f"set, as its colours have); got shape {jnp.shape(leaf)}.{shared}"
             )
     softness = shapes.softness
     if isinstance(softness, bool) or not (isinstance(softness, float | int) and softness > 0):
@@ -115,6 +119,11 @@ def _check_compositing(shapes: Any, n: int) -> None:
             f'`raw_depths` of a {kind} set is only used with compositing="depth"; got it with '
             f"{shapes.compositing!r}. Use `shapes.with_compositing(...)` to switch modes."
         )
+
+
+def _declared(cls: type) -> set[str]:
+    """The fields declared with `dp.parameter` (a role in their metadata)."""
+    return {f.name for f in dataclasses.fields(cls) if f.metadata.get("role") is not None}
 
 
 def num_shapes(shapes) -> int:
