@@ -378,8 +378,9 @@ def test_a_kernel_of_integers_or_a_mask_is_taken_as_floats(dtype):
     # A list of ints was accepted and the same numbers as an int array refused (with the
     # advice to divide an image by 255); a kernel of counts or a mask is a kernel.
     kernel = np.array([[1, 0, 1], [0, 1, 0]], dtype)
-    bank = dp.SeparableFilters.from_svd(kernel, 2)
-    np.testing.assert_allclose(bank.kernel(), kernel.astype(np.float32), atol=1e-6)
+    for given in (kernel, kernel.tolist()):  # a mask as a list of bools too
+        bank = dp.SeparableFilters.from_svd(given, 2)
+        np.testing.assert_allclose(bank.kernel(), kernel.astype(np.float32), atol=1e-6)
 
 
 def test_a_ragged_kernel_is_named():

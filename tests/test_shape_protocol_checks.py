@@ -317,3 +317,59 @@ class _UndeclaredShared(UserCircles):
 def test_a_shared_value_without_a_declaration_is_told_how_to_declare_it():
     with pytest.raises(ValueError, match=r"`line` must have leading axis N=4.*per_shape=False"):
         _UndeclaredShared.init(4, key=jax.random.key(0))
+
+
+class _AssertsOnValues(UserCircles):
+    def __check_init__(self):  # a plain assert on values: its shapes never reach 0.2
+        assert np.all(np.asarray(self.radii) < 0.2), "radii must be < 0.2"
+
+
+class _NaNPastItsSizes(UserCircles):
+    raw_k: Float[Array, " N"] = dp.parameter(dp.roles.GEOMETRY)
+
+    def coverage(self, points, edge_width):  # the NaN of a shape it cannot make shows here
+        return super().coverage(points, edge_width) + 0 * self.raw_k[:, None]
+
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key):  # defined for sizes under 0.2 only
+        return {"raw_centres": centres, "raw_radii": sizes, "raw_k": jnp.sqrt(0.04 - sizes**2)}
+
+
+@pytest.mark.parametrize("cls", [_AssertsOnValues, _NaNPastItsSizes])
+def test_probe_shapes_the_type_cannot_make_skip_the_probe(cls):
+    # The probe's largest shape (0.3) is outside what these types make: an AssertionError
+    # from its constructor, or a NaN geometry blamed on `coverage`, stopped the first render.
+    model = cls.init(20, key=jax.random.key(0), size_range=(0.01, 0.1))
+    assert jnp.all(jnp.isfinite(model.render_image((16, 16))))
+
+
+class _OwnError(ValueError):
+    pass
+
+
+class _RefusesOddCounts(UserCircles):
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key):
+        if centres.shape[0] % 2:
+            raise _OwnError("even n only")
+        return super().random_geometry(centres, sizes, key=key)
+
+
+def test_a_users_own_exception_class_comes_out_as_it_is():
+    # Naming the method made every ValueError a plain one: `except _OwnError` missed it.
+    with pytest.raises(_OwnError, match="even n only"):
+        _RefusesOddCounts.init(3, key=jax.random.key(0))
+
+
+class _GuardedCheck(UserCircles):
+    def __check_init__(self):  # a common pattern: values checked when they are values
+        if not isinstance(self.raw_radii, jax.core.Tracer) and np.any(self.radii > 0.1):
+            raise ValueError("radii must be <= 0.1")
+
+
+def test_init_runs_a_check_that_passes_over_tracers_on_the_values():
+    # Compiled, init saw tracers only: the check passed, and the shapes it refuses came
+    # back (the refusal came later, from a render or a save).
+    with pytest.raises(ValueError, match=r"radii must be <= 0.1"):
+        _GuardedCheck.init(50, key=jax.random.key(0), size_range=(0.05, 0.2))
+    assert _GuardedCheck.init(5, key=jax.random.key(0), size_range=(0.01, 0.1)).num_shapes == 5

@@ -139,7 +139,7 @@ def check_float_array(
                 f"`{name}` must be an array; got a nested {type(x).__name__} whose rows "
                 f"have different lengths (or hold other lists).{hint}"
             ) from None
-        if x.dtype.kind in "iu":  # numbers written as Python ints: `[[0, 0, 0]]` is black
+        if x.dtype.kind in "biu":  # numbers written as Python ints: `[[0, 0, 0]]` is black
             x = x.astype(np.float32)
     if not hasattr(x, "dtype") or not hasattr(x, "shape"):
         if isinstance(x, float | int) and not isinstance(x, bool):

@@ -57,12 +57,12 @@ def _probe_shapes(cls: type) -> Any:
     None where it cannot make them (`init` and `paint` say why)."""
     try:
         return _compiled_shapes.lower(cls).compile()()
-    except (TypeError, ValueError):
+    except Exception:  # a type's own checks may refuse shapes it never makes (an assert)
         if inside_trace():
             return None
     try:
         return trusted(_shapes)(cls)
-    except (TypeError, ValueError):
+    except Exception:
         return None
 
 
@@ -107,7 +107,9 @@ def check_user_type(cls: type, cutoff: float, tiled: bool) -> None:
     if ours or not hasattr(cls, "raw_geometry"):
         return
     shapes = _probe_shapes(cls)
-    if shapes is None:
+    # Probe shapes outside what the type can make (a geometry that is NaN at their size)
+    # say nothing of its coverage.
+    if shapes is None or not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(shapes)):
         return
     # Compiled, it runs on concrete values even inside a user's `jit` or `grad`.
     try:

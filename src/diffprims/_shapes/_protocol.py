@@ -307,8 +307,9 @@ def _traceable(name: str) -> Iterator[None]:
             f"JAX said: {type(error).__name__}: {first}{_GUIDE}"
         ) from error
     except (TypeError, ValueError) as error:  # its own mistake (shapes that do not broadcast)
-        kind = TypeError if isinstance(error, TypeError) else ValueError
-        raise kind(f"{name} raised {type(error).__name__}: {error}{_GUIDE}") from error
+        if type(error) not in (TypeError, ValueError):  # a class of its own: kept as it is
+            raise
+        raise type(error)(f"{name} raised {type(error).__name__}: {error}{_GUIDE}") from error
 
 
 def svg_geometry(shapes: Any, edge_width: float) -> list[str]:

@@ -10,7 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validate import check_key, check_positive_int, check_scalar, is_traced, trusted
+from .._validate import (
+    check_key,
+    check_positive_int,
+    check_scalar,
+    is_traced,
+    run_checks,
+    trusted,
+)
 from ._build import placed
 from ._protocol import check_concrete
 
@@ -85,9 +92,12 @@ def _user_set(cls, *args):
     """
     if cls not in _EAGER_TYPES:
         try:
-            return _random_set_checked(cls, *args)
+            model = _random_set_checked(cls, *args)
         except Exception:  # said below as eagerly, or not an error there
             pass
+        else:  # its checks again on the values (one may pass over a tracer, as traced)
+            run_checks(model)
+            return model
     model = _random_set(cls, *args)
     _EAGER_TYPES.add(cls)
     return model
