@@ -144,15 +144,28 @@ def take(shapes, indices):
 def placed(cls, centres, sizes, colours, background, *, key, opacity, softness,
            compositing="over", learn_background=True):  # fmt: skip
     """A set of `cls` at `centres` and of about `sizes` (`random_geometry`), coloured."""
-    n = centres.shape[0]
+    raw = appearance(colours, background, opacity)
+    return assembled(cls, centres, sizes, raw, key, softness, compositing, learn_background)
+
+
+def appearance(colours, background, opacity) -> tuple[Array, Array, Array]:
+    """`(raw_colours, raw_opacities, raw_background)`: `(N, C)` colours, one opacity for all."""
+    n = colours.shape[0]
+    return COLOUR.raw(colours), jnp.full((n,), OPACITY.raw(opacity)), COLOUR.raw(background)
+
+
+def assembled(cls, centres, sizes, raw, key, softness, compositing, learn_background):
+    """A set of `cls`: its geometry from `random_geometry` at `centres` and `sizes`, its
+    stored appearance `raw` (`appearance`); the part of `placed` that is the type's."""
+    raw_colours, raw_opacities, raw_background = raw
     return cls(
-        raw_colours=COLOUR.raw(colours),
-        raw_opacities=jnp.full((n,), OPACITY.raw(opacity)),
-        raw_background=COLOUR.raw(background),
+        raw_colours=raw_colours,
+        raw_opacities=raw_opacities,
+        raw_background=raw_background,
         softness=float(softness),
         compositing=compositing,
         learn_background=bool(learn_background),
-        raw_depths=initial_depths(n) if compositing == "depth" else None,
+        raw_depths=initial_depths(centres.shape[0]) if compositing == "depth" else None,
         **cls.raw_geometry(centres, sizes, key=key),
     )
 

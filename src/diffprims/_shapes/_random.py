@@ -18,7 +18,7 @@ from .._validate import (
     run_checks,
     trusted,
 )
-from ._build import placed
+from ._build import appearance, assembled
 from ._protocol import check_concrete
 
 #: `init`'s sizes when none are given, for up to `DEFAULT_SIZES_FOR` shapes a square frame.
@@ -66,24 +66,25 @@ def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, ch
     xp = jnp if traced else np
     numbers = [aspect, xp.log(low), xp.log(high), opacity]  # under a user's jit/grad/vmap
     numbers = jnp.stack(numbers) if traced else np.asarray(numbers, np.float32)
-    args = (cls, n, key, target, numbers, channels, float(softness), compositing,
-            bool(learn_background))  # fmt: skip
-    # One compiled program (eagerly, its dozens of small operations compiled one each:
-    # 2.3 s of a first `init` in a process; the numbers go in as an array, so other
-    # values compile nothing more). Our own types run trusted; a user's type keeps its
-    # value checks, and runs eagerly where its code needs values (see `_user_set`).
+    # Two compiled programs (eagerly, init's dozens of small operations compiled one
+    # each: 2.3 s of a first `init` in a process): what no shape type changes (positions,
+    # sizes, colours), shared by every type, and the type's part (its geometry and
+    # constructor). The numbers go in as an array, so other values compile nothing more.
+    parts = _common(n, key, target, numbers, channels)
+    options = (float(softness), compositing, bool(learn_background))
     if cls.__module__.startswith("diffprims."):
-        return _random_set_trusted(*args)
-    return _user_set(*args)
+        return _assembled_trusted(cls, *parts, *options)
+    return _user_set(cls, parts, options)
 
 
 #: User types whose `init` needs concrete values (NumPy in `random_geometry`, a
-#: `__check_init__` that looks at values): they run eagerly, as every user type once did.
+#: `__check_init__` that looks at values): their part runs eagerly, as user types once did.
 _EAGER_TYPES: weakref.WeakSet[type] = weakref.WeakSet()
 
 
-def _user_set(cls, *args):
-    """A user type's set, compiled as ours (2.0 s -> 0.6 s on a first `init`), or eagerly.
+def _user_set(cls, parts, options):
+    """A user type's set, its part compiled as ours is (a first `init` 2.0 s -> 0.6 s),
+    or eagerly.
 
     A compiled run that fails (a tracer where the type's code wants a value; a value
     check failing inside the program) runs again eagerly, which either works (the type
@@ -92,18 +93,21 @@ def _user_set(cls, *args):
     """
     if cls not in _EAGER_TYPES:
         try:
-            model = _random_set_checked(cls, *args)
+            model = _assembled_checked(cls, *parts, *options)
         except Exception:  # said below as eagerly, or not an error there
             pass
         else:  # its checks again on the values (one may pass over a tracer, as traced)
             run_checks(model)
             return model
-    model = _random_set(cls, *args)
+    model = assembled(cls, *parts, *options)
     _EAGER_TYPES.add(cls)
     return model
 
 
-def _random_set(cls, n, key, target, numbers, channels, softness, compositing, learn_background):
+@eqx.filter_jit
+@trusted  # made here from checked numbers
+def _common(n, key, target, numbers, channels):
+    """Positions, sizes, the stored appearance and the geometry's key: no type's code."""
     aspect, log_low, log_high, opacity = numbers
     k_pos, k_size, k_geom, k_colour = jax.random.split(key, 4)
     centres = jax.random.uniform(k_pos, (n, 2), jnp.float32) * jnp.stack([aspect, 1.0])
@@ -117,10 +121,8 @@ def _random_set(cls, n, key, target, numbers, channels, softness, compositing, l
         cols = jnp.clip((centres[:, 0] * height).astype(jnp.int32), 0, width - 1)
         colours = target[rows, cols]
         background = jnp.mean(target, axis=(0, 1))
-    return placed(cls, centres, sizes, colours, background, key=k_geom, opacity=opacity,
-                  softness=softness, compositing=compositing,
-                  learn_background=learn_background)  # fmt: skip
+    return centres, sizes, appearance(colours, background, opacity), k_geom
 
 
-_random_set_trusted = eqx.filter_jit(trusted(_random_set))
-_random_set_checked = eqx.filter_jit(_random_set)
+_assembled_trusted = eqx.filter_jit(trusted(assembled))
+_assembled_checked = eqx.filter_jit(assembled)
