@@ -175,11 +175,11 @@ def render_grid(model, shape: tuple[int, int], method: str = "auto", pixel_size:
     """`AbstractShapes.render_image`: the scan or the tiled path on a pixel grid (edges
     scaled by `pixel_size`, a pixel's `1 / H` by default)."""
     height, width = shape
+    pixel_size = 1.0 / height if pixel_size is None else pixel_size
     if _use_tiles(model, height * width, method):
         tile = image_tile(shape, model.num_shapes)
         return render_image_tiled(model, shape, tile, IMAGE_CHUNK, pixel_size)
     points = pixel_centres(shape).reshape(-1, 2)
-    pixel_size = 1.0 / height if pixel_size is None else pixel_size
     return render_scan(model, points, pixel_size).reshape(height, width, -1)
 
 

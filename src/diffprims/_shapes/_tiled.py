@@ -358,14 +358,14 @@ def tile_points(shape: tuple[int, int], tile: int) -> tuple[Array, Array]:
 
 
 def render_image_tiled(
-    model, shape: tuple[int, int], tile: int, chunk: int, pixel_size=None
+    model, shape: tuple[int, int], tile: int, chunk: int, pixel_size
 ) -> Float[Array, "H W C"]:
     """`render_image` by tiles of `tile x tile` pixels, each drawing only its shapes
-    (edges scaled by `pixel_size`, a pixel's by default)."""
+    (edges scaled by `pixel_size`: `1 / H` for the grid's own pixel)."""
     height, width = shape
     points, boxes = tile_points(shape, tile)
     dtype = model.raw_colours.dtype
-    args = (model, points.astype(dtype), 1.0 / height if pixel_size is None else pixel_size)
+    args = (model, points.astype(dtype), pixel_size)
     out = render_groups(args, boxes.astype(dtype), min(chunk, points.shape[0]))
     rows, cols = -(-height // tile), -(-width // tile)
     out = out.reshape(rows, cols, tile, tile, -1).transpose(0, 2, 1, 3, 4)
