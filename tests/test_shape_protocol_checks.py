@@ -373,3 +373,17 @@ def test_init_runs_a_check_that_passes_over_tracers_on_the_values():
     with pytest.raises(ValueError, match=r"radii must be <= 0.1"):
         _GuardedCheck.init(50, key=jax.random.key(0), size_range=(0.05, 0.2))
     assert _GuardedCheck.init(5, key=jax.random.key(0), size_range=(0.01, 0.1)).num_shapes == 5
+
+
+class _OwnErrorOnSeveral(UserCircles):
+    def coverage(self, points, edge_width):  # its own error, shown by the probe's 5 shapes
+        if self.raw_radii.shape[0] > 1:
+            raise _OwnError("one shape at a time")
+        return super().coverage(points, edge_width)
+
+
+def test_a_users_own_exception_class_comes_out_of_the_probe_as_it_is():
+    # The probe said where it met an error by raising a plain ValueError of its own.
+    model = _OwnErrorOnSeveral.init(3, key=jax.random.key(0))
+    with pytest.raises(_OwnError, match="one shape at a time"):
+        model.render_image((16, 16))

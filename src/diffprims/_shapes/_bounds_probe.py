@@ -115,8 +115,9 @@ def check_user_type(cls: type, cutoff: float, tiled: bool) -> None:
     try:
         probed = jax.device_get(_probe.lower(shapes, cutoff * _EDGE).compile()(shapes))
     except (TypeError, ValueError) as error:  # named by `_protocol`; say where it was met
-        kind = TypeError if isinstance(error, TypeError) else ValueError
-        raise kind(
+        if type(error) not in (TypeError, ValueError):  # a class of its own: kept as it is
+            raise
+        raise type(error)(
             f"{error} (Met on the {len(_SIZES)} probe shapes diffprims draws on the first "
             f"render of a new shape type, to check its coverage and bounds.)"
         ) from error
