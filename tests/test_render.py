@@ -414,6 +414,27 @@ def test_render_image_softness_is_differentiable_and_batches(getkey):
     np.testing.assert_allclose(images[1], model.render_image(GRID, softness=3.0), atol=1e-6)
 
 
+def test_layers_render_image_softness_draws_every_layer_that_wide(getkey):
+    # Each layer keeps its own softness; the argument sets them all for one render.
+    back = _model(dp.Rectangles, getkey(), softness=0.5)
+    front = _model(dp.Circles, getkey(), softness=2.0)
+    layers = dp.Layers([back, front])
+    np.testing.assert_array_equal(
+        layers.render_image(GRID, softness=None), layers.render_image(GRID)
+    )
+    for softness in (0.3, 1.0, 4.0):
+        alike = [dataclasses.replace(layer, softness=softness) for layer in (back, front)]
+        want = dp.Layers(alike).render_image(GRID)
+        np.testing.assert_allclose(layers.render_image(GRID, softness=softness), want, atol=1e-6)
+    images = jax.jit(jax.vmap(lambda s: layers.render_image(GRID, softness=s)))(
+        jnp.array([1.0, 3.0])
+    )
+    np.testing.assert_allclose(images[1], layers.render_image(GRID, softness=3.0), atol=1e-6)
+    assert np.isfinite(jax.grad(lambda s: layers.render_image(GRID, softness=s).sum())(1.0))
+    with pytest.raises(ValueError, match=r"`softness` must be a finite number > 0"):
+        layers.render_image(GRID, softness=-1.0)
+
+
 @pytest.mark.parametrize(
     "softness, error", [(0.0, ValueError), (-1.0, ValueError), (np.nan, ValueError),
                         ("wide", TypeError), (np.ones(2), TypeError)],

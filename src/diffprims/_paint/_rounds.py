@@ -183,7 +183,7 @@ class Painting:
         )  # fmt: skip
         models, self.active = add(
             self.models(driver.state), goal, self.weights, self.active, seeding,
-            self._fold(self.keys, round_.index),
+            self._fold(self.keys, 2 * round_.index),
         )  # fmt: skip
         self._restart(driver, models)
 
@@ -209,7 +209,9 @@ class Painting:
     def _problem(self, round_: Round) -> Problem:
         """What the round's steps fit: its (blurred) goal, edges and per-step keys."""
         goal = blur(self.target, round_.blur) if round_.blur > 0.05 else self.target
-        keys = self._fold(self.keys, 1000 + round_.index)
+        # Seeding folds in even numbers, steps odd ones: the streams never meet (with
+        # `1000 + index` for the steps, round 1000's seeding reused round 0's steps).
+        keys = self._fold(self.keys, 2 * round_.index + 1)
         render = ShapeRender(jnp.asarray(round_.edge_scale, jnp.float32), self.knobs["method"])
         sampler = ("stratified", self.knobs["stride"])
         return Problem(goal, self.loss, self.optimizer, keys, sampler, render)

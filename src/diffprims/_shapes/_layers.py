@@ -11,11 +11,19 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._model import AbstractModel, batch_shape, check_unbatched
-from .._validate import check_pixel_size, check_points, describe, inside_trace, upcast_floats
+from .._model import AbstractModel, batch_shape, check_unbatched, pixel_centres
+from .._validate import (
+    check_grid_shape,
+    check_pixel_size,
+    check_points,
+    describe,
+    inside_trace,
+    upcast_floats,
+)
 from ._base import AbstractShapes
 from ._build import fields_spec
 from ._compositing import composite
+from ._render import grid_pixel_size
 
 # (shape, point) pairs evaluated at once: bounds the memory of a render.
 _CHUNK_PAIRS = 1 << 22
@@ -118,6 +126,29 @@ class Layers(AbstractModel):
             return _render_compiled(model, points, jnp.asarray(pixel_size, points.dtype))
         return model._render_chunks(points, pixel_size)
 
+    def render_image(
+        self, shape: tuple[int, ...], *, softness: Any = None
+    ) -> Float[Array, "H W C"]:
+        """Render on the full pixel grid of `shape = (H, W)`; see
+        [`diffprims.AbstractModel.render_image`][]. `softness`, if given, draws every
+        layer's edges that many pixels wide for this render, whatever each layer's own
+        (as [`diffprims.AbstractShapes.render_image`][]: any value, traced too, is one
+        compiled render)."""
+        if softness is None:
+            return super().render_image(shape)
+        check_unbatched(self, "render_image")
+        height, width = check_grid_shape(shape)
+        model = upcast_floats(self)
+        points = pixel_centres((height, width)).reshape(-1, 2)
+        points = points.astype(model.layers[0].raw_colours.dtype)
+        # One pixel size a layer: each scales its own `softness` to the width asked for.
+        sizes = tuple(grid_pixel_size(layer, (height, width), softness) for layer in model.layers)
+        if inside_trace():
+            image = model._render_chunks(points, sizes)
+        else:
+            image = _render_compiled(model, points, sizes)
+        return image.reshape(height, width, -1)
+
     def _render_chunks(self, points: Array, pixel_size: Any) -> Array:
         num = points.shape[0]
         chunk = max(1, min(num, _CHUNK_PAIRS // max(self.num_shapes, 1)))
@@ -132,8 +163,10 @@ class Layers(AbstractModel):
 
     def _composite(self, points: Array, pixel_size: Any) -> Array:
         picture = jnp.broadcast_to(self.background, (points.shape[0], self.num_channels))
-        for layer in self.layers:
-            alphas = layer.alphas(points, pixel_size=pixel_size)
+        for index, layer in enumerate(self.layers):
+            # One pixel size for all, or one a layer (`render_image(softness=...)`).
+            size = pixel_size[index] if isinstance(pixel_size, tuple) else pixel_size
+            alphas = layer.alphas(points, pixel_size=size)
             picture = composite(layer.compositing, alphas, layer.colours, picture, layer.depths)
         return picture
 
@@ -202,7 +235,7 @@ class Layers(AbstractModel):
 
 
 @eqx.filter_jit
-def _render_compiled(layers: Layers, points: Array, pixel_size: Array) -> Array:
+def _render_compiled(layers: Layers, points: Array, pixel_size: Any) -> Array:
     return layers._render_chunks(points, pixel_size)
 
 
