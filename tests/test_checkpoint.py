@@ -236,6 +236,17 @@ def test_resume_refuses_another_loss_optimizer_or_model_settings(tmp_path, optio
     assert "resume=False" in str(info.value)
 
 
+def test_resume_with_another_chain_of_transformations_says_so(tmp_path):
+    # A recipe that gained a transformation (`recommended_optimizer` became a chain) has
+    # another optimizer state: the message says how that comes about.
+    path = tmp_path / "fit.ckpt"
+    _small_fit(path, optimizer=optax.adam(1e-2))
+    chained = optax.chain(optax.scale(1.0), optax.adam(1e-2))
+    with pytest.raises(dp.CheckpointError, match="different model or optimizer state") as info:
+        _small_fit(None, steps=6, resume=path, optimizer=chained)
+    assert "chain of optax transformations" in str(info.value)
+
+
 def test_resume_refuses_another_starting_model(tmp_path):
     # A sweep over seeds sharing one path continued the first seed's fit for every seed.
     path = tmp_path / "fit.ckpt"

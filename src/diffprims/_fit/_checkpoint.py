@@ -272,7 +272,10 @@ def load_checkpoint(
         )
         raise CheckpointError(
             f"{name} holds a different model or optimizer state: got {diff} (checkpoint vs "
-            "this fit). Pass a model of the same type and size and the same optimizer."
+            "this fit). Pass a model of the same type and size and the same optimizer "
+            "(the same chain of optax transformations: a recipe such as "
+            "`dp.recommended_optimizer` that changed with a diffprims upgrade changes the "
+            "state; rebuild the optimizer as the checkpoint's fit built it)."
         )
     _check_identity(header, name, fit_info, tuple(FIELDS))
     start = header.get("start_sha256")  # none in checkpoints written before it was
