@@ -24,6 +24,7 @@ from PIL import Image
 import diffprims as dp
 import diffprims._fit._driver as driver_module
 from diffprims._cli import main
+from diffprims._cli._filter_kernel import read_kernel
 
 
 @pytest.fixture(autouse=True)
@@ -438,6 +439,13 @@ def test_filter_end_to_end(tmp_path, capsys):
     fitted, svd = summary["fitted"], summary["svd"]
     assert fitted["min_over_max"] > svd["min_over_max"]  # the fit removes negative lobes
     assert 0 < fitted["relative_l2_error"] < 1
+    # The error of what vectors.npz holds, against the disk normalised as they are.
+    with np.load(out / "vectors.npz") as npz:
+        written = np.einsum("ri,rj->ij", npz["vertical"], npz["horizontal"])
+    disk = np.asarray(read_kernel("disk:9")[0], np.float64)
+    disk /= disk.sum()
+    want = np.linalg.norm(written - disk) / np.linalg.norm(disk)
+    assert summary["written_relative_l2_error"] == pytest.approx(want, rel=1e-4)
     with Image.open(out / "kernel.png") as picture:
         zoom = 256 // 9
         assert picture.size == ((9 * 3 + 4) * zoom, 9 * zoom)  # big enough to see

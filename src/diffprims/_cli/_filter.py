@@ -157,8 +157,10 @@ def run_filter(args: argparse.Namespace) -> int:
         with finish_writing(interrupted):
             bank, scale_note = _written(result.model, target, peak)
             summary, kernels = _summary(args, start, result, target, files, loss)
-            summary.update(kernel_peak=peak, weights=weights, weights_note=weights_note,
-                           interrupted=interrupted, kept=kept, normalized=scale_note is None,
+            error = _written_error(bank, target, peak, normalized=scale_note is None)
+            summary.update(written_relative_l2_error=error, kernel_peak=peak, weights=weights,
+                           weights_note=weights_note, interrupted=interrupted, kept=kept,
+                           normalized=scale_note is None,
                            vectors=OWN_SCALE_NOTE if scale_note else VECTORS_NOTE)  # fmt: skip
             _outputs.write_all(files, _writer(bank, image, kernels, summary))
     if scale_note is not None and not args.quiet:
@@ -281,6 +283,18 @@ def _written(bank: Any, target: Any, peak: float) -> tuple[Any, str | None]:
             "which keeps no brightness to normalise (divided by it, it would be amplified or "
             "negated)")  # fmt: skip
     return dp.SeparableFilters(bank.vertical * peak, bank.horizontal), note
+
+
+def _written_error(bank: Any, target: Any, peak: float, *, normalized: bool) -> float | None:
+    """The relative L2 error of the kernel the vectors written make, against the kernel
+    at the same scale: normalised, both summing to 1 (the fit's extra mass, from the
+    non-negativity term, then shows: 0.113 fitted, 0.121 written on a rotated Gaussian);
+    at its own scale, `peak` times the kernel fitted at peak 1."""
+    import numpy as np
+
+    written, goal = np.asarray(bank.kernel(), np.float64), np.asarray(target, np.float64)
+    goal = goal / goal.sum() if normalized else goal * peak
+    return _finite(float(np.linalg.norm(written - goal) / np.linalg.norm(goal)))
 
 
 def _total(kernel: Any) -> tuple[float, float]:
