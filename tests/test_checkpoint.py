@@ -305,6 +305,27 @@ def test_resume_with_fresh_but_equal_loss_and_optimizer(tmp_path):
     _small_fit(None, steps=6, resume=path, loss=2.0 * dp.L2())
 
 
+def _l1(p, t):
+    return jnp.mean(jnp.abs(p - t))
+
+
+def test_resume_with_the_same_loss_function_defined_elsewhere(tmp_path):
+    # A script's body moved into `main()`: the function's name gained `<locals>`, and
+    # the checkpoint was refused as written with a different loss.
+    def _l1(p, t):
+        return jnp.mean(jnp.abs(p - t))
+
+    def _l2(p, t):
+        return jnp.mean((p - t) ** 2)
+
+    path = tmp_path / "fit.ckpt"
+    _small_fit(path, loss=globals()["_l1"])
+    _small_fit(None, steps=6, resume=path, loss=_l1)
+    _small_fit(None, steps=6, resume=path, loss=lambda p, t: jnp.mean(jnp.abs(p - t)))
+    with pytest.raises(dp.CheckpointError, match="different loss"):
+        _small_fit(None, steps=6, resume=path, loss=_l2)
+
+
 def test_resume_names_sampling_when_it_differs(tmp_path):
     path = tmp_path / "fit.ckpt"
     _small_fit(path)

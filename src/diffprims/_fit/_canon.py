@@ -35,6 +35,9 @@ from jax.extend.core import ClosedJaxpr, Jaxpr
 CACHE_SIZE = 64
 # Object addresses in a printed structure: equal structures must print alike.
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+# A function's repr once its address is dropped, nested names included
+# (`<function main.<locals>.l1>`, `<function <lambda>>`).
+_FUNCTION = re.compile(r"<function (?:[^\s<>]|<[^\s<>]*>)*>")
 
 
 def without_addresses(text: str) -> str:
@@ -298,11 +301,25 @@ def loss_fingerprint(
 ) -> str | None:
     """The structure of `loss` (object addresses dropped: equal losses must have equal
     structures) and the program of `call(loss, *args)`, its array leaves abstract: what
-    a compiled step with this loss computes, whatever its weights' values."""
+    a compiled step with this loss computes, whatever its weights' values.
+
+    Where the program's text shows all it computes, the names of the functions in the
+    structure are dropped too: the same loss defined elsewhere (a script's body moved
+    into `main()`, `<function main.<locals>.l1>`) is the same loss. Where it cannot (a
+    `custom_jvp` rule, with `exact=False`), they are kept, to tell such losses apart."""
     shape = _ADDRESS.sub("", str(jax.tree.structure(loss)))
     dynamic, static = eqx.partition(loss, eqx.is_array)
-    printed = fingerprint(
-        lambda d, *a: call(eqx.combine(d, static), *a), dynamic, *args, portable=portable,
-        exact=exact,
-    )  # fmt: skip
+    # The arrays go in as a list: `dynamic`'s own structure names the functions again.
+    leaves, treedef = jax.tree.flatten(dynamic)
+
+    def with_loss(leaves, *a):
+        return call(eqx.combine(jax.tree.unflatten(treedef, leaves), static), *a)
+
+    def program(exact: bool) -> str | None:
+        return fingerprint(with_loss, leaves, *args, portable=portable, exact=exact)
+
+    printed = program(exact=True)
+    if printed is not None:
+        return f"{_FUNCTION.sub('<function>', shape)}|{printed}"
+    printed = None if exact else program(exact=False)
     return None if printed is None else f"{shape}|{printed}"
