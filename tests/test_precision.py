@@ -139,6 +139,18 @@ def test_float32_and_float64_parameters_render_together_under_x64(method):
         np.testing.assert_allclose(image, single.render_image((8, 8), method=method), atol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["scan", "tiled"])
+def test_a_float64_set_renders_its_grid_in_float64(method):
+    # The scan's grid points were float32 (`render` casts them): the image was 8e-9 off
+    # `render`'s, and float64 finite differences through it fell apart below 1e-4.
+    with jax.enable_x64(True):
+        image = jnp.linspace(0.0, 1.0, 16 * 16 * 3, dtype=jnp.float64).reshape(16, 16, 3)
+        model = _cast(dp.Circles.init(12, key=jax.random.key(0), target=image), jnp.float64)
+        points = dp.pixel_centres((16, 16)).reshape(-1, 2)
+        grid = model.render_image((16, 16), method=method).reshape(-1, 3)
+        np.testing.assert_array_equal(grid, model.render(points, pixel_size=1 / 16, method="scan"))
+
+
 def test_a_float64_fit_gives_its_optimizer_the_float64_loss():
     # The optimizer's update was traced with a float32 `value`, and a float64 fit's loss
     # reached it rounded (`reduce_on_plateau` saw plateaus float64 did not have).

@@ -179,7 +179,10 @@ def render_grid(model, shape: tuple[int, int], method: str = "auto", pixel_size:
     if _use_tiles(model, height * width, method):
         tile = image_tile(shape, model.num_shapes)
         return render_image_tiled(model, shape, tile, IMAGE_CHUNK, pixel_size)
-    points = pixel_centres(shape).reshape(-1, 2)
+    # In the parameters' precision, as `render` casts them: float32 points set the scan
+    # carry's dtype, and a float64 set's render (and finite differences) lost precision.
+    dtype = jnp.promote_types(model.raw_colours.dtype, "f4")
+    points = pixel_centres(shape).reshape(-1, 2).astype(dtype)
     return render_scan(model, points, pixel_size).reshape(height, width, -1)
 
 
