@@ -313,6 +313,7 @@ def test_divergence_under_jit_sets_the_flag():
     with pytest.raises(dp.FitDivergedError) as info:
         run(float("inf"))
     assert bool(info.value.result.diverged)
+    assert "learning rate that is NaN or inf" in str(info.value)  # not only the loss blamed
     assert not bool(run(1e-2).diverged)
 
 

@@ -233,10 +233,11 @@ class Driver:
         # finite at the model itself (a user shape's `coverage` at a point on its centre
         # gave NaN gradients there), which no learning rate fixes.
         cause = (
-            "At the first step nothing has grown yet: the loss or its gradient is not "
-            "finite at the starting model. Check them with `jax.grad` of the loss at that "
-            "model, and a custom shape's `coverage` at degenerate inputs (a point on a "
-            "shape's centre, a size near 0, a 0/0 or a sqrt of 0)."
+            "At the first step nothing has grown yet: the loss, its gradient or the "
+            "optimizer's first update is not finite at the starting model. Check the "
+            "optimizer's settings (a learning rate that is NaN or inf), `jax.grad` of the "
+            "loss at that model, and a custom shape's `coverage` at degenerate inputs (a "
+            "point on a shape's centre, a size near 0, a 0/0 or a sqrt of 0)."
             if bad == 0
             else "Lower the learning rate or clip the gradients "
             "(`optax.chain(optax.clip_by_global_norm(1.0), ...)`); if the loss was not "
