@@ -191,6 +191,22 @@ def test_hard_svg_edges_are_plain_fills(capsys):
     assert "Gradient" not in text and "filter" not in text
 
 
+def test_a_painting_renders_in_place_at_the_inputs_own_size(capsys):
+    # Fitted at 64 x 10 (the longer side 64 rounded the height of 150 x 1000 to 10, an
+    # aspect of 6.4 for 6.67), the painting drew its right-hand square 30 px off at
+    # 1000 px; the fit size now keeps the aspect ratio (60 x 9).
+    pixels = np.full((150, 1000, 3), 255, np.uint8)
+    pixels[30:120, 860:950] = (255, 0, 0)
+    Image.fromarray(pixels).save("pano.png")
+    status, err = run(["paint", "pano.png", "-n", 4, "--steps", 150, "--size", 64, "-q"], capsys)
+    assert status == 0, err
+    assert json.loads(Path("out/summary.json").read_text())["fit_size"] == "60x9"
+    red = np.asarray(Image.open("out/result.png").convert("RGB")).astype(int)
+    red = (red[..., 0] > 150) & (red[..., 1] < 100) & (red[..., 2] < 100)
+    columns = np.nonzero(red.any(axis=0))[0]
+    assert abs(columns.min() - 860) <= 12 and abs(columns.max() - 949) <= 12
+
+
 def test_paint_reports_progress_and_one_psnr(capsys):
     image = write_picture("in.png")
     status, err = run(["paint", image, *FAST[:-1], "--render-size", 64], capsys)

@@ -1,5 +1,6 @@
 """Image I/O and PSNR: any mode in, (H, W, 3) float32 in [0, 1] out; atomic writes."""
 
+import math
 import os
 
 import jax.numpy as jnp
@@ -9,6 +10,7 @@ from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 
 import diffprims as dp
+from diffprims._aspect import ASPECT_TOLERANCE, longer_side
 
 
 def _write(path, array, mode=None):
@@ -232,6 +234,31 @@ def test_size_and_square(tmp_path):
     assert dp.load_image(tmp_path / "wide.png", size=(7, 9)).shape == (7, 9, 3)
     assert dp.load_image(tmp_path / "wide.png", size=20, square=True).shape == (20, 20, 3)
     assert dp.load_image(tmp_path / "wide.png").shape == (50, 100, 3)
+    _write(tmp_path / "photo.png", np.zeros((200, 300, 3), np.uint8))  # 3:2
+    assert dp.load_image(tmp_path / "photo.png", size=256).shape == (170, 255, 3)  # not 171
+
+
+@pytest.mark.parametrize(
+    "height, width", [(4000, 6000), (2848, 4288), (1080, 1920), (150, 1000), (3, 500), (767, 1023),
+                      (4032, 3024), (1800, 4000), (999, 1000), (7, 11)],
+)  # fmt: skip
+@pytest.mark.parametrize("side", [16, 255, 256, 512])
+def test_a_size_keeps_the_aspect_ratio_as_near_as_whole_pixels_allow(height, width, side):
+    # Shapes live in a frame W / H wide: a copy at 256 x 171 of a 3:2 photo (1.497) put
+    # a fitted painting's right edge 12 px off at the photo's 6000 px.
+    rows, cols = longer_side(height, width, side)
+    short, long = sorted((rows, cols))
+    ratio = max(height, width) / min(height, width)
+    assert max(rows, cols) <= side and (rows <= cols) == (height <= width)
+    if ratio > side + 0.5:  # thinner than a pixel across at this size
+        assert (short, long) == (1, side)
+        return
+    assert short >= max(1, math.floor(0.9 * math.floor(side / ratio)))
+    miss = abs(long - short * ratio)
+    rounded = abs(round(side / ratio) * ratio - side)  # rounding the plain scale's way
+    assert miss <= max(ASPECT_TOLERANCE, rounded + 1e-9)
+    if (height, width) == (4000, 6000):
+        assert (rows, cols) == ((170, 255) if side == 256 else (rows, cols))
 
 
 @pytest.mark.parametrize(

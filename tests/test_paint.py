@@ -337,6 +337,17 @@ def test_a_large_target_is_painted_from_a_smaller_copy(monkeypatch):
     assert _psnr(result.model, target) > 20.0
 
 
+@pytest.mark.parametrize("height, width", [(4000, 6000), (3000, 4000), (2848, 4288), (1000, 4000)])
+def test_the_working_copy_keeps_the_targets_aspect_ratio(height, width):
+    # Painted in the copy's frame and rendered in the target's: 443 x 591 for 3000 x 4000
+    # (1.3341 for 1.3333) drew the right edge 2.3 px off at the photo's size.
+    from diffprims._paint._working import working_pixels, working_shape
+
+    rows, cols = working_shape(height, width, 200)
+    assert rows * cols <= working_pixels(200) and rows * cols >= 0.8 * working_pixels(200)
+    assert abs(cols / rows * height - width) * rows / height <= 0.15  # in the copy's pixels
+
+
 def test_working_copy_shrinks_every_weight_map():
     from diffprims._paint._working import working_copy
 

@@ -17,6 +17,7 @@ import numpy as np
 from jaxtyping import Array, Float
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ._aspect import longer_side
 from ._blur import blur as blur
 from ._files import atomic_write
 from ._image_formats import (
@@ -235,8 +236,8 @@ def _new_size(size: Any, width: int, height: int) -> tuple[int, int]:
     """`(W, H)` to resize to, from `size`: an int (the longer side) or `(H, W)`."""
     if isinstance(size, int | np.integer) and not isinstance(size, bool | np.bool_):
         side = check_positive_int(size, "size", maximum=2**16)
-        scale = side / max(width, height)
-        return max(1, round(width * scale)), max(1, round(height * scale))
+        rows, cols = longer_side(height, width, side)
+        return cols, rows
     if not (isinstance(size, tuple | list) and len(size) == 2):
         raise TypeError(
             f"`size` must be an int (the longer side) or a pair (H, W) of ints; got "
@@ -279,7 +280,9 @@ def load_image(
 
     - `path`: the file (PNG, JPEG, ...).
     - `size`: `None` keeps the size; an int scales the image so its longer side is
-      `size` (keeping the aspect ratio); `(H, W)` resizes to exactly that. Resizing is
+      `size` (up to 10 % less where that keeps the aspect ratio to 0.02 px: a 3:2 photo
+      at 256 is 255 x 170, so its shapes render in place at the photo's own size);
+      `(H, W)` resizes to exactly that. Resizing is
       Lanczos, in float (a JPEG far larger is first decoded at 1/2 to 1/8 of its size,
       at least twice the final one: a 12 MP photo at 256 px in 0.1 s rather than 1.1).
     - `square`: centre-crop to a square first (so `size=256` gives 256×256).

@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Any
 
+from .._aspect import longer_side
 from ._common import read_image
 
 #: `--render-size`'s cap, also the default render size's (the input's own size).
@@ -44,10 +45,7 @@ def read_inputs(args: argparse.Namespace, source: Any) -> tuple[Any, tuple[int, 
 
 def _fit_shape(size: int, height: int, width: int) -> tuple[int, int]:
     """`(H, W)` with the longer side `size`, as `dp.load_image(path, size)` makes it."""
-    from .._image import _new_size
-
-    cols, rows = _new_size(size, width, height)
-    return rows, cols
+    return longer_side(height, width, size)
 
 
 def _resized(pixels: Any, shape: tuple[int, int]) -> Any:
@@ -75,8 +73,7 @@ def _render_shape(args: argparse.Namespace, height: int, width: int) -> tuple[in
             )
     if side is None:
         return height, width
-    scale = side / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
+    return longer_side(height, width, side)
 
 
 def write_seconds(render_shape: tuple[int, int], fit_shape: tuple[int, int]) -> float:

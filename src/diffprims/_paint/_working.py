@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
+from .._aspect import faithful_shape
 from .._loss_checks import map_weight_maps
 
 #: The most pixels a painting of `n` shapes fits on: 512 x 512, or 1024 a shape (a
@@ -32,12 +33,17 @@ def working_pixels(n: int) -> int:
 
 
 def working_shape(height: int, width: int, n: int) -> tuple[int, int]:
-    """The `(H, W)` `paint` fits on: the target's, or smaller with the same aspect."""
+    """The `(H, W)` `paint` fits on: the target's, or smaller with the same aspect (as
+    near as whole pixels allow: the shapes are placed in the copy's frame and rendered
+    in the target's, `faithful_shape`)."""
     most = working_pixels(n)
     if height * width <= most:
         return height, width
-    scale = math.sqrt(most / (height * width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
+    short, long = sorted((height, width))
+    side = max(1, math.floor(math.sqrt(most * short / long)))
+    while side > 1 and math.prod(faithful_shape(height, width, side)) > most:
+        side -= 1
+    return faithful_shape(height, width, side)
 
 
 @functools.partial(jax.jit, static_argnums=1)
