@@ -467,6 +467,21 @@ def test_filter_end_to_end(tmp_path, capsys):
         assert picture.size == ((9 * 3 + 4) * zoom, 9 * zoom)  # big enough to see
 
 
+def test_force_over_a_folder_leaves_no_result_of_the_earlier_run(tmp_path, capsys):
+    # A run with --apply, then one without: its blurred.png (another kernel's) stayed.
+    image = write_picture(tmp_path / "in.png", "RGB")
+    out = tmp_path / "f"
+    first = ["filter", "--kernel", "disk:5", "--steps", 5, "--apply", image, "-o", out, "-q"]
+    assert run(first, capsys)[0] == 0
+    assert (out / "blurred.png").exists()
+    assert run(["filter", "--kernel", "box:3", "--steps", 5, "-o", out, "-q"], capsys)[0] == 2
+    assert (out / "blurred.png").exists()  # refused without --force: nothing touched
+    again = ["filter", "--kernel", "box:3", "--steps", 5, "-o", out, "-q", "--force"]
+    assert run(again, capsys)[0] == 0
+    assert {p.name for p in out.iterdir()} == {"kernel.png", "vectors.json", "vectors.npz",
+                                                "summary.json"}  # fmt: skip
+
+
 def write_kernel_files(folder):
     """An 9 x 21 ellipse (not square, which no NAME:SIZE kernel is) in every kernel format,
     and the kernel itself."""

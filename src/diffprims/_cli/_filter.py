@@ -147,7 +147,8 @@ def run_filter(args: argparse.Namespace) -> int:
     args.rank = _rank(args.rank, target.shape, quiet=args.quiet)
     folder = dict(FOLDER_FILES, **({"blurred.png": "blurred"} if args.apply else {}))
     files = _outputs.plan(args.output or ["out"], folder, force=args.force, formats={},
-                          inputs={"--kernel": args.kernel, "--apply": args.apply})  # fmt: skip
+                          inputs={"--kernel": args.kernel, "--apply": args.apply},
+                          other_names=("blurred.png",))  # fmt: skip
     image = None
     if args.apply is not None:
         image = read_image_channels(args.apply, what="--apply", quiet=args.quiet)

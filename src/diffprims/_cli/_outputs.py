@@ -33,6 +33,14 @@ LOCK_NAME = ".diffprims.lock"
 _SEPARATORS = tuple(sep for sep in (os.sep, os.altsep, "/") if sep)
 
 
+class Planned(dict[Path, str]):
+    """`path -> format` of the files to write, and `stale`: the command's results of an
+    earlier run in an `-o` folder that this run does not write (with `--force`: removed
+    when the new files are placed, so that a folder never mixes two runs' results)."""
+
+    stale: tuple[Path, ...] = ()
+
+
 def plan(
     specs: list[str],
     folder_files: dict[str, str],
@@ -40,23 +48,32 @@ def plan(
     force: bool,
     formats: dict[str, str] = FORMATS,
     inputs: dict[str, str | os.PathLike | None] | None = None,
-) -> dict[Path, str]:
+    other_names: tuple[str, ...] = (),
+) -> Planned:
     """`path -> format` of every file the `-o` arguments ask for; touches nothing.
 
     An `-o` that is an existing folder, or has no file extension of `formats` (the
     command's single-file formats, by extension; none for a command that writes only
     folders), is a folder and gets `folder_files` (name -> format); otherwise the
     extension names the format. No file may be one of `inputs` (`check_inputs`).
+    `other_names`: what the command writes into a folder in other runs (`blurred.png`
+    without `--apply`): with `force`, those in an `-o` folder are `stale`.
     """
     try:
-        return _plan(specs, folder_files, force=force, formats=formats, inputs=inputs)
+        files, folders = _plan(specs, folder_files, force=force, formats=formats, inputs=inputs)
+        if force:
+            names = [name for name in other_names if name not in folder_files]
+            found = (folder / name for folder in folders for name in names)
+            files.stale = tuple(path for path in found if path.is_file() or path.is_symlink())
+        return files
     except OSError as error:  # a name the system refuses (longer than 255 bytes, ...)
         where = f" {error.filename!r:.80}" if error.filename else ""
         raise UsageError(f"-o: cannot use{where}: {error.strerror or error}") from None
 
 
-def _plan(specs, folder_files, *, force, formats, inputs) -> dict[Path, str]:
-    files: dict[Path, str] = {}
+def _plan(specs, folder_files, *, force, formats, inputs) -> tuple[Planned, list[Path]]:
+    """`plan`'s files, and the `-o` folders."""
+    files, folders = Planned(), []
     seen: set[str] = set()  # real paths: `a/x.png` and `a/../a/x.png` are one file
     for spec in specs:
         if not spec:
@@ -69,6 +86,7 @@ def _plan(specs, folder_files, *, force, formats, inputs) -> dict[Path, str]:
             if suffix and not folder and not path.is_dir():
                 raise UsageError(_not_a_file_type(spec, path.suffix, formats, folder_files))
             new = {path / name: kind for name, kind in folder_files.items()}
+            folders.append(path)
         elif suffix in formats:
             new = {path: formats[suffix]}
         else:
@@ -80,7 +98,7 @@ def _plan(specs, folder_files, *, force, formats, inputs) -> dict[Path, str]:
         files.update(new)
     _check_inputs(files, inputs or {})
     _check_places(files, force=force)
-    return files
+    return files, folders
 
 
 def _not_a_file_type(spec: str, suffix: str, formats: dict[str, str], folder_files) -> str:
@@ -250,6 +268,9 @@ def write_all(files: dict[Path, str], write: Callable[[Path, str], None]) -> Non
             staged = staging[places[path].parent] / places[path].name
             os.chmod(staged, replaced_mode(places[path]))
             os.replace(staged, places[path])
+        for path in getattr(files, "stale", ()):  # an earlier run's, which this one replaces
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
         for parent in staging:
             sync_folder(parent)
     finally:

@@ -95,7 +95,7 @@ def run_paint(args: argparse.Namespace) -> int:
                     if kind != "svg" or settings["svg"]}  # fmt: skip
     source = args.image if args.image is not None else dp.demo_image_path()
     files = _outputs.plan(args.output or ["out"], folder_files, force=args.force,
-                          inputs={"IMAGE": source})  # fmt: skip
+                          inputs={"IMAGE": source}, other_names=tuple(FOLDER_FILES))  # fmt: skip
     _check_svg(args, settings, files)
     target, render_shape, reference = read_inputs(args, source)
     fit_shape = (int(target.shape[0]), int(target.shape[1]))
