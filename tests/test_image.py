@@ -40,7 +40,8 @@ def test_any_mode_becomes_rgb(tmp_path, mode):
 
 
 def _png16(path, samples, transparent=None):
-    """`samples` (H, W, 2|3|4) uint16 (grey + alpha, RGB, RGBA) as a 16-bit PNG, its rows
+    """`samples` (H, W, 1|2|3|4) uint16 (grey, grey + alpha, RGB, RGBA) as a 16-bit PNG
+    (`transparent`: a tRNS key, a grey value or an RGB triple), its rows
     filtered by each of PNG's five filters in turn (Sub, Average and Paeth reach back one
     whole 4-, 6- or 8-byte pixel)."""
     import struct
@@ -66,8 +67,11 @@ def _png16(path, samples, transparent=None):
             struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
         )
 
-    header = struct.pack(">IIBBBBB", width, height, 16, {2: 4, 3: 2, 4: 6}[channels], 0, 0, 0)
-    extra = chunk(b"tRNS", struct.pack(">HHH", *transparent)) if transparent else b""
+    header = struct.pack(
+        ">IIBBBBB", width, height, 16, {1: 0, 2: 4, 3: 2, 4: 6}[channels], 0, 0, 0
+    )
+    key = np.atleast_1d(transparent) if transparent is not None else None
+    extra = chunk(b"tRNS", struct.pack(f">{len(key)}H", *key)) if key is not None else b""
     body = (
         chunk(b"IHDR", header) + extra + chunk(b"IDAT", zlib.compress(data)) + chunk(b"IEND", b"")
     )
@@ -142,6 +146,42 @@ def test_sixteen_bit_transparent_colour_is_matched_at_16_bits(tmp_path):
     np.testing.assert_allclose(image[0, 0], [1000 / 65535, 1000 / 65535, 1001 / 65535], atol=1e-7)
     np.testing.assert_allclose(image[0, 1], 1.0)  # transparent: white
     np.testing.assert_allclose(image[1, 1], 0.0)
+
+
+def test_sixteen_bit_transparent_grey_is_matched_at_16_bits(tmp_path):
+    # Pillow's 8-bit conversion clamped every grey to white; the key was never seen.
+    samples = np.full((2, 2, 1), 5000, np.uint16)
+    samples[0, 0], samples[1, 1] = 60000, 5001
+    image = np.asarray(dp.load_image(_png16(tmp_path / "key.png", samples, 5000)))
+    np.testing.assert_allclose(image[0, 0], 60000 / 65535, atol=1e-7)
+    np.testing.assert_allclose(image[1, 1], 5001 / 65535, atol=1e-7)
+    np.testing.assert_allclose(image[0, 1], 1.0)  # transparent: white
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_command_line_keeps_a_16_bit_keyed_transparency(tmp_path, channels):
+    # `filter --apply` reads an image's own channels: through Pillow's RGBA conversion a
+    # keyed 16-bit grey came out white everywhere, a keyed colour never transparent.
+    from diffprims._cli._common import read_image_channels
+
+    samples = np.full((2, 2, channels), 5000, np.uint16)
+    samples[0, 0] = 60000
+    pixels = read_image_channels(_png16(tmp_path / "key.png", samples, [5000] * channels))
+    assert pixels.shape == (2, 2, 4)
+    np.testing.assert_allclose(pixels[..., 3], [[1, 0], [0, 0]])
+    np.testing.assert_allclose(pixels[0, 0, :3], 60000 / 65535, atol=1e-7)
+
+
+def test_a_16_bit_tiff_stored_plane_by_plane_is_refused(tmp_path):
+    # Pillow reads its planes as garbage (0.95 off); interleaved, it reads exactly.
+    tifffile = pytest.importorskip("tifffile")
+    samples = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5) * 1000
+    tifffile.imwrite(tmp_path / "planes.tif", samples, photometric="rgb", planarconfig="separate")
+    with pytest.raises(ValueError, match="16-bit TIFF stored plane by plane.*interleaved"):
+        dp.load_image(tmp_path / "planes.tif")
+    tifffile.imwrite(tmp_path / "pixels.tif", np.moveaxis(samples, 0, -1), photometric="rgb")
+    image = np.asarray(dp.load_image(tmp_path / "pixels.tif"))
+    np.testing.assert_allclose(image, np.moveaxis(samples, 0, -1) / 65535, atol=1e-7)
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".png", ".tif"])

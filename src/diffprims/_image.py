@@ -21,10 +21,15 @@ from ._aspect import longer_side
 from ._blur import blur as blur
 from ._files import atomic_write
 from ._image_formats import (
+    SIXTEEN_BIT,
+    Misread,
     cannot_hold,
+    check_planar,
     check_written,
     draft_for,
+    key_opacity,
     low_byte_tiles,
+    pixel_limit,
     raw_mode,
     sixteen_bit_colour,
 )
@@ -122,7 +127,6 @@ RASTER_FORMATS = (
     "PNG", "JPEG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "PPM", "TGA", "ICO", "JPEG2000",
     "PCX", "SGI", "QOI", "DDS", "AVIF",
 )  # fmt: skip
-_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
 def _to_float(picture: Image.Image, path: Any, low: Image.Image | None = None) -> np.ndarray:
@@ -132,7 +136,7 @@ def _to_float(picture: Image.Image, path: Any, low: Image.Image | None = None) -
     mode = picture.mode
     if low is not None:
         return sixteen_bit_colour(picture, low)
-    if mode in _SIXTEEN_BIT or mode in ("I", "F", "1"):
+    if mode in SIXTEEN_BIT or mode in ("I", "F", "1"):
         values = np.asarray(picture)
         if mode == "F":
             if not np.all(np.isfinite(values)):
@@ -145,9 +149,9 @@ def _to_float(picture: Image.Image, path: Any, low: Image.Image | None = None) -
             grey = values.astype(np.float32)
         elif mode == "I" and picture.info.get("uint32"):  # Pillow reads it as signed
             grey = values.view(np.uint32).astype(np.float64) / (2**32 - 1)
-        else:  # 16-bit, or 32-bit ints (a 16-bit PNG may read as "I")
-            peak = 65535.0 if mode in _SIXTEEN_BIT or values.max(initial=0) <= 65535 else 2**31 - 1
-            grey = values.astype(np.float64) / peak
+        else:  # 16-bit, or 32-bit ints (a 16-bit PNG may read as "I"); a tRNS key white
+            peak = 65535.0 if mode in SIXTEEN_BIT or values.max(initial=0) <= 65535 else 2**31 - 1
+            grey = np.where(key_opacity(picture, values)[..., 0] > 0, values / peak, 1.0)
         return np.repeat(np.asarray(grey, np.float32)[..., None], 3, axis=-1)
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in picture.info:
         rgba = np.asarray(picture.convert("RGBA"), dtype=np.float32) / 255.0
@@ -171,6 +175,7 @@ def _read(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path, formats=RASTER_FORMATS) as opened:
                 animated = bool(getattr(opened, "is_animated", False))  # at frame 0 still
+                check_planar(opened, name)
                 low_tiles = low_byte_tiles(opened)
                 deep = raw_mode(opened.tile[0]) if low_tiles else None  # before tiles change
                 if low_tiles and low_bytes:
@@ -193,24 +198,18 @@ def _read(
         ) from None
     except Image.DecompressionBombError as error:
         raise ValueError(
-            f"`path` must be an image of at most {_pixel_limit()} pixels (Pillow refuses "
+            f"`path` must be an image of at most {pixel_limit()} pixels (Pillow refuses "
             f"larger ones as possible decompression bombs); got {name!r}: {error}. Scale "
             "the photo down first or, for a file you trust, raise the limit in Python: "
             "`PIL.Image.MAX_IMAGE_PIXELS = None`."
         ) from None
-    except PermissionError:
+    except (PermissionError, Misread):
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ValueError(
             f"`path` must be a readable image file; got {name!r}, which is damaged or "
             f"truncated ({error})."
         ) from None
-
-
-def _pixel_limit() -> int | str:
-    """The pixel count from which Pillow refuses to open an image."""
-    limit = Image.MAX_IMAGE_PIXELS
-    return "any" if limit is None else 2 * int(limit)
 
 
 def _low_bytes(path: Any, high: Image.Image, raw: str) -> Image.Image | None:

@@ -84,14 +84,49 @@ def sixteen_bit_colour(high: Image.Image, low: Image.Image) -> np.ndarray:
     values = (np.asarray(high, np.uint16) << 8) | np.asarray(low, np.uint16)
     pixels = values.astype(np.float32) / 65535.0
     rgb = pixels[..., :3]
-    if high.mode == "RGBA":
-        opacity = pixels[..., 3:]
-    else:  # a tRNS colour, kept at 16 bits by Pillow, is transparent
-        key = high.info.get("transparency")
-        opacity = np.ones_like(rgb[..., :1])
-        if isinstance(key, tuple) and len(key) == 3:
-            opacity[np.all(values == np.asarray(key, np.uint16), axis=-1)] = 0.0
+    opacity = pixels[..., 3:] if high.mode == "RGBA" else key_opacity(high, values)
     return 1.0 + opacity * (rgb - 1.0)  # shown over white, as a viewer would
+
+
+def pixel_limit() -> int | str:
+    """The pixel count from which Pillow refuses to open an image."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return "any" if limit is None else 2 * int(limit)
+
+
+#: Pillow's modes of 16-bit grey.
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def key_opacity(picture: Image.Image, values: np.ndarray) -> np.ndarray:
+    """`(H, W, 1)` opacity of a 16-bit picture whose `values` (grey `(H, W)` or colour
+    `(H, W, 3)`, at full depth) may hold a PNG tRNS colour key, which Pillow keeps at
+    16 bits: 0 on the key, 1 elsewhere (8-bit conversions clamp or never match it)."""
+    key = picture.info.get("transparency")
+    grey = values.ndim == 2
+    opacity = np.ones((*values.shape[:2], 1), np.float32)
+    if grey and isinstance(key, int):
+        opacity[values == key] = 0.0
+    elif not grey and isinstance(key, tuple) and len(key) == 3:
+        opacity[np.all(values[..., :3] == np.asarray(key, np.uint16), axis=-1)] = 0.0
+    return opacity
+
+
+class Misread(ValueError):
+    """A file Pillow opens but would read wrong: its message says so (not "damaged")."""
+
+
+def check_planar(opened: Any, name: str) -> None:
+    """A `ValueError` for a 16-bit colour TIFF stored plane by plane, which Pillow reads
+    as garbage (as tifffile writes a `(3, H, W)` array)."""
+    tags = getattr(opened, "tag_v2", {})
+    bits = tags.get(258, ())
+    if tags.get(284) == 2 and 16 in (bits if isinstance(bits, tuple) else (bits,)):
+        raise Misread(
+            f"`path` must be an image Pillow reads right; got {name!r}, a 16-bit TIFF "
+            "stored plane by plane (PlanarConfiguration 2), which it misreads. Save it "
+            "interleaved (tifffile: `imwrite(path, image_hwc)`, or planarconfig='contig')."
+        )
 
 
 # EXIF orientations that turn a picture a quarter turn (width and height swap).

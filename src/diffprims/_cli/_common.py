@@ -258,18 +258,27 @@ def read_image_channels(path: str | os.PathLike, *, what: str = "IMAGE", quiet: 
     grey picture, `(H, W, 4)` (colour not premultiplied, then alpha) for one with
     transparency (a grey one with alpha too: a PNG holds no grey + alpha `save_image`
     writes), otherwise `(H, W, 3)`. Read as `read_image` reads it (its checks, errors
-    and warnings); alpha at 8 bits."""
+    and warnings); alpha at 8 bits (a 16-bit PNG's tRNS key at 16)."""
     import numpy as np
 
-    from .._image import _read
+    from .._image import _low_bytes, _read
+    from .._image_formats import SIXTEEN_BIT, key_opacity
 
     with regular_file(path, what) as real:
         colour = np.asarray(_load(real, None, what, shown=path, quiet=quiet), np.float32)
         try:
-            picture = _read(real)[0]
+            picture, deep, _ = _read(real)
         except (OSError, ValueError) as error:  # changed since it was read just now
             raise UsageError(str(error).rstrip(".").replace("`path`", what)) from None
-    if picture.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in picture.info:
+    keyed = "transparency" in picture.info
+    if keyed and (picture.mode in SIXTEEN_BIT or picture.mode == "I" or deep is not None):
+        # A 16-bit tRNS key (8-bit conversions miss it); `colour` is exact where opaque.
+        values = np.asarray(picture)
+        if deep is not None:
+            low = _low_bytes(real, picture, deep)
+            values = values.astype(np.uint16) << 8 | (0 if low is None else np.asarray(low))
+        return np.concatenate([colour, key_opacity(picture, values)], -1)  # grey too: RGBA
+    if picture.mode in ("RGBA", "LA", "PA", "RGBa", "La") or keyed:
         return np.asarray(picture.convert("RGBA"), np.float32) / 255.0
     return colour[..., :1] if picture.mode in GREY_MODES else colour
 
