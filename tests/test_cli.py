@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import numpy as np
 import pytest
@@ -1191,6 +1192,24 @@ def test_a_diverged_fit_says_to_lower_the_rate(capsys):
     assert status == 1 and "diverged at step" in err and "lower --lr (it was 1e+30)" in err
     assert "error.result" not in err and "optax.chain" not in err
     assert not os.path.exists("out")  # its last finite model draws NaN: nothing to keep
+
+
+def test_a_diverged_fit_whose_values_overflowed_writes_nothing(capsys, monkeypatch):
+    # Its stored parameters finite, its radii exp(raw) inf: the picture (one colour over
+    # everything) was finite, and the SVG was written with `nan` and `inf` in it.
+    image = write_picture("in.png")
+    fit = dp.fit
+
+    def overflowing(*args, **kwargs):
+        result = fit(*args, **kwargs)
+        model = eqx.tree_at(lambda m: m.raw_radii, result.model, result.model.raw_radii + 200.0)
+        result = eqx.tree_at(lambda r: r.model, result, model)
+        raise dp.FitDivergedError("diverged", step=len(result.losses), result=result)
+
+    monkeypatch.setattr(dp, "fit", overflowing)
+    status, err = run(["paint", image, *FAST, "--fit", "--steps", 6], capsys)
+    assert status == 1 and "diverged at step 6" in err
+    assert not os.path.exists("out")
 
 
 def test_a_fit_that_diverges_late_writes_its_last_finite_result(capsys, monkeypatch):

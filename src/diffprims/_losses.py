@@ -40,7 +40,8 @@ class AbstractLoss(eqx.Module):
     ```
 
     A loss is an `eqx.Module` that may hold arrays (weights, weight maps), so it is a
-    pytree, not a hashable function: `jax.jit(loss)` raises "unhashable type". Use
+    pytree: `jax.jit(loss)` of one that does (a sum, a scaled or weighted loss) raises
+    "unhashable type". Use
     `eqx.filter_jit(loss)`, or call the loss inside your own jitted function (it can be
     an argument of it, and `jax.vmap`ped over, like any pytree).
     """

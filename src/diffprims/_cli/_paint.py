@@ -235,7 +235,8 @@ def _fit(args: argparse.Namespace, settings: dict[str, Any], target: Any, second
             f"(it was {settings['lr']:g})"
         )
         # A long run that diverges late keeps what it reached, the last finite result,
-        # where that still draws a finite picture (one step of a huge rate may not).
+        # where that still draws a finite picture and has finite values (one step of a
+        # huge rate may not).
         if not _draws_finite(error.result.model, target.shape[:2]):
             raise RuntimeError(said) from None
         return error.result, False, f"{said}; the outputs hold the last finite result"
@@ -251,7 +252,8 @@ def _draws_finite(model: Any, shape: tuple[int, int]) -> bool:
 
     from . import _pictures
 
-    return bool(jnp.all(jnp.isfinite(_pictures.render(model, shape))))
+    finite = bool(jnp.all(jnp.isfinite(_pictures.render(model, shape))))
+    return finite and _pictures.values_finite(model)
 
 
 def _start(args, settings, shape_type, target, key):

@@ -162,6 +162,14 @@ def shapes_json(model: Any, fit_shape: tuple[int, int]) -> dict[str, Any]:
     }
 
 
+def values_finite(model: Any) -> bool:
+    """Whether every value the SVG and `shapes.json` write is finite: a radius whose
+    stored logarithm a huge step pushed past 88 is inf (its picture, one colour over
+    everything, is finite), and the SVG held `nan` and `inf`."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return all(np.isfinite(field.value).all() for field in _fields(model, 1))
+
+
 def _options(model: Any) -> dict[str, Any]:
     """The type's own static fields (a user's star's number of points), as JSON has them
     (else as their `repr`): without them, two sets of one type could not be told apart."""
