@@ -119,7 +119,7 @@ def fit(
       trains only positions and sizes. Default: every floating-point array.
     - `method`: the renderer of a shape set, as in [`diffprims.AbstractShapes.render`][]
       (default: its own, "auto"). Only for shape sets. The tiled renderer that "auto"
-      picks from 8 shapes on has a first-order reverse-mode gradient only, so a fit
+      picks from 8 shapes and 1024 points on has a first-order reverse-mode gradient only, so a fit
       that is itself differentiated (`jax.grad` or `jax.jacfwd` of its result) renders
       with "scan" when `method` is left unset (also inside `jax.jit(jax.grad(...))`).
       What it cannot see is a derivative of a `jax.jit`-ed function traced before
