@@ -168,9 +168,9 @@ def paint(
       losses that are not squared errors). With `seconds` and one restart, skipped when
       its program is not compiled by the end of the rounds (a cold first call).
     - `method`: the renderer for the sampled pixels and for the error maps that place
-      new shapes, as in [`diffprims.AbstractShapes.render`][]. By default "auto" (the tiled, culled
-      renderer from 8 shapes and 1024 pixels on: it compiles as fast as "scan" and steps 4x faster at
-      100 shapes).
+      new shapes, as in [`diffprims.AbstractShapes.render`][]. By default "auto" (the tiled,
+      culled renderer from 8 shapes and 1024 pixels on: it compiles as fast as "scan" and
+      steps 4x faster at 100 shapes).
     - `anneal`: over the last round the learning rates fall linearly to `1 - anneal`
       times their value.
     - `steps_per_dispatch`: steps per compiled call (the budget is checked between).
