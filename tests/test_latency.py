@@ -142,6 +142,24 @@ def test_a_sweep_over_learning_rates_compiles_once(compiles, make):
     np.testing.assert_array_equal(second.losses, _fit(make(3e-2)).losses)
 
 
+@pytest.mark.parametrize("transform", ["grad", "vmap"])
+def test_an_eager_transform_over_the_learning_rate_compiles_once(compiles, transform):
+    # `optax.adam(lr)` closing over a traced `lr` (research.md's `jax.grad(final_loss)`,
+    # no `jax.jit`) could not be lifted: every call compiled the step loop anew.
+    def final_loss(lr):
+        return _fit(optax.adam(lr)).losses[-1]
+
+    call = jax.grad(final_loss) if transform == "grad" else jax.vmap(final_loss)
+    rates = (
+        (lambda i: 1e-2 * i) if transform == "grad" else (lambda i: jnp.array([1e-2, 2e-2]) * i)
+    )
+    first = call(rates(1))
+    compiles.clear()
+    second = call(rates(2))
+    assert not [n for n in compiles if "run_steps" in n]
+    assert np.all(np.isfinite(second)) and not np.array_equal(first, second)
+
+
 def test_other_settings_do_compile(compiles):
     a = _fit(optax.adam(1e-2))
     compiles.clear()

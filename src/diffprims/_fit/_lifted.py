@@ -12,9 +12,9 @@ rates and runs each with its values.
 
 What cannot be lifted keeps the path of `_canon` (the whole program is the key): a
 literal inside a nested program (an inner `jax.jit`, a `lax.cond` branch), an update
-that calls the objective again (`optax.lbfgs`'s line search), one that closes over
-traced values (a `vmap` over the learning rate) or holds functions the print cannot
-show (a `custom_jvp`, a callback).
+that calls the objective again (`optax.lbfgs`'s line search) or holds functions the
+print cannot show (a `custom_jvp`, a callback). Values traced outside (an eager
+`jax.vmap` over the learning rate) are lifted as they are, for that trace only.
 """
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ def lifted(optimizer: Any, params: Any, opt_state: Any, value: Any) -> LiftedUpd
     hit = _LIFTED.lookup(ident)
     if hit is None:
         made = lift(optimizer, params, opt_state, value)
+        if made is not None and any(isinstance(v, jax.core.Tracer) for v in made.values):
+            return made  # valid in this trace only: never kept
         hit = _LIFTED.setdefault(ident, (optimizer, made))
     return hit[1]
 
@@ -99,7 +101,10 @@ def lift(optimizer: Any, params: Any, opt_state: Any, value: Any = None) -> Lift
     args = (params, opt_state, params, jax.ShapeDtypeStruct(value.shape, value.dtype))
     try:
         closed, out = jax.make_jaxpr(update, return_shape=True)(*abstract(args))
-        consts = [np.asarray(c) for c in closed.consts]  # fails on traced values
+        # A value traced outside (`optax.adam(lr)` under an eager `jax.grad` or `jax.vmap`
+        # over `lr`) stays a tracer: an input like any other, so the step is not compiled
+        # anew for each call, and the derivative flows through it.
+        consts = [c if isinstance(c, jax.core.Tracer) else np.asarray(c) for c in closed.consts]
     except Exception:
         return None
     if calls_objective or closed.jaxpr.effects:
