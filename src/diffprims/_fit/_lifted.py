@@ -28,6 +28,7 @@ import numpy as np
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, Var, jaxpr_as_fun
 from jaxtyping import Array
 
+from .._validate import is_traced
 from ._canon import Memo, abstract, optimizer_update, program_print, signature
 
 # (id(optimizer), structures) -> (optimizer, its LiftedUpdate or None); holding the
@@ -75,7 +76,7 @@ def lifted(optimizer: Any, params: Any, opt_state: Any, value: Any) -> LiftedUpd
     hit = _LIFTED.lookup(ident)
     if hit is None:
         made = lift(optimizer, params, opt_state, value)
-        if made is not None and any(isinstance(v, jax.core.Tracer) for v in made.values):
+        if made is not None and any(is_traced(v) for v in made.values):
             return made  # valid in this trace only: never kept
         hit = _LIFTED.setdefault(ident, (optimizer, made))
     return hit[1]
@@ -104,7 +105,7 @@ def lift(optimizer: Any, params: Any, opt_state: Any, value: Any = None) -> Lift
         # A value traced outside (`optax.adam(lr)` under an eager `jax.grad` or `jax.vmap`
         # over `lr`) stays a tracer: an input like any other, so the step is not compiled
         # anew for each call, and the derivative flows through it.
-        consts = [c if isinstance(c, jax.core.Tracer) else np.asarray(c) for c in closed.consts]
+        consts = [c if is_traced(c) else np.asarray(c) for c in closed.consts]
     except Exception:
         return None
     if calls_objective or closed.jaxpr.effects:
