@@ -45,6 +45,36 @@ def test_the_colour_solve_of_a_large_image_takes_one_pixel_per_block(getkey, mon
     assert np.isfinite(float(dp.psnr(result.model.render_image((30, 45)), target)))
 
 
+def test_a_timed_round_ends_with_the_steps_its_share_still_holds(monkeypatch):
+    # A round ran whole dispatches while half of one fitted: 50 steps of 1000 triangles
+    # (3 s) overran a 5 s budget by 4 s. Now the last dispatch runs what the time holds.
+    from diffprims._paint import _schedule
+
+    now = [0.0]
+    monkeypatch.setattr(_schedule.time, "perf_counter", lambda: now[0])
+    plan = _schedule.plan_rounds(20, 1, coarse=3.0, grow=0.6, aspect=1.0)
+    budget = _schedule.Budget(plan, 20, steps=None, seconds=10.0, reserve=0.0, start=0.0)
+    budget.dispatch_size(50, 64 * 64)
+    budget.begin(0)
+    lengths = []
+    while (length := budget.next_length(50)) > 0:
+        lengths.append(length)
+        budget.took(length)
+        now[0] += 3.0 if len(lengths) == 1 else 0.03 * length  # compiling, then 30 ms a step
+    assert lengths[:2] == [50, 50] and lengths[-1] < 50
+    assert abs(now[0] - 10.0) <= 0.01  # within half a step of the round's share
+
+
+def test_the_grids_that_place_shapes_follow_the_pixel_count():
+    # From the shorter side, 120 x 360 (fewer pixels than 256^2) scored every pixel.
+    from diffprims._paint._placement import grid_step
+
+    assert [grid_step(256, 256, 64), grid_step(256, 256, 128)] == [4, 2]
+    assert [grid_step(120, 360, 64), grid_step(120, 360, 128)] == [3, 2]
+    assert [grid_step(127, 127, 64), grid_step(128, 128, 64)] == [2, 2]
+    assert grid_step(2, 5000, 64) == 2 and grid_step(1, 1, 128) == 1
+
+
 def test_a_timed_dispatch_on_a_large_image_is_short():
     """With `seconds`, a dispatch renders about as many pixel samples as 50 steps at
     256 x 256: at 1536 x 1024 (98304 samples a step) 2 steps, not 50 (9 s, all of a
@@ -56,6 +86,10 @@ def test_a_timed_dispatch_on_a_large_image_is_short():
     assert timed.dispatch_size(50, 64 * 64) == 50
     assert timed.dispatch_size(50, 256 * 384) == 2
     assert timed.dispatch_size(50, 2000 * 2000) == 1
+    # and of many shapes: 50 steps of 1000 triangles took 3 s of a 5 s budget
+    assert timed.dispatch_size(50, 64 * 64, shapes=260) == 50
+    assert timed.dispatch_size(50, 64 * 64, shapes=1300) == 10
+    assert timed.dispatch_size(50, 32 * 32, shapes=1300) == 40
     counted = Budget(plan, 20, steps=1000, seconds=None, reserve=0.0, start=0.0)
     assert counted.dispatch_size(50, 256 * 384) == 50
 

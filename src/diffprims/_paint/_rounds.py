@@ -218,7 +218,8 @@ class Painting:
 
     def _dispatch_size(self, budget: Budget, most: int) -> int:
         (height, width), stride = self.target.shape[:2], self.knobs["stride"]
-        return budget.dispatch_size(most, -(-height // stride) * -(-width // stride))
+        samples = -(-height // stride) * -(-width // stride)
+        return budget.dispatch_size(most, samples, self.active.shape[-1])
 
     def run_round(self, driver: Driver, round_: Round, budget: Budget, most: int, *,
                   rounds: int, last: bool) -> None:  # fmt: skip

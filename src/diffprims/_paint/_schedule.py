@@ -17,10 +17,12 @@ FINAL_SHARE = 0.25
 # on six photos; from 5 s on, the cycles cost nothing.
 CYCLE_DISPATCHES = 2
 
-# With a `seconds` budget, a dispatch renders at most this many pixel samples: the
-# default 50 steps at 256 x 256 (4096 samples a step at stride 4). At 1536 x 1024 50
-# steps took 9 s, all of a round's share of `seconds=10` before the budget was checked.
+# With a `seconds` budget, a dispatch renders at most this many pixel samples times
+# shapes: the default 50 steps at 256 x 256 (4096 samples a step at stride 4) of 200
+# shapes and their 30 % spares. At 1536 x 1024 50 steps took 9 s, all of a round's share
+# of `seconds=10` before the budget was checked; 50 steps of 1000 triangles took 3 s.
 DISPATCH_SAMPLES = 50 * 4096
+DISPATCH_SHAPES = 260
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,8 +112,9 @@ class Budget:
         self.replan(plan)
         self.steps, self.seconds, self.reserve, self.start = steps, seconds, reserve, start
         self.done = 0
-        self.dispatch: float | None = None  # seconds of the last dispatch
+        self.dispatch: float | None = None  # seconds a step, in the last dispatch
         self.dispatches = 0  # dispatches measured so far
+        self.length = self.size = 1  # steps of the last dispatch; steps a full dispatch
         self.stepping, self.begun = 0.0, 0  # seconds in dispatches; rounds begun
 
     def replan(self, plan: list[Round]) -> None:
@@ -135,7 +138,7 @@ class Budget:
         left = self.seconds_left()
         if left is None or not self.dispatch:
             return None
-        return max(left, 0.0) / self.dispatch
+        return max(left, 0.0) / (self.dispatch * self.size)
 
     def round_overhead(self) -> float:
         """A round's time outside its dispatches so far (seeding, removal), in dispatches
@@ -143,7 +146,7 @@ class Budget:
         if not self.dispatch or not self.begun:
             return 0.0
         elapsed = time.perf_counter() - self.start
-        return max(0.0, elapsed - self.stepping) / self.begun / self.dispatch
+        return max(0.0, elapsed - self.stepping) / self.begun / (self.dispatch * self.size)
 
     def begin(self, r: int) -> None:
         """Start round `r`."""
@@ -158,13 +161,16 @@ class Budget:
             left = self.seconds - self.reserve - (time.perf_counter() - self.start)
             self.round_end = self.round_start + left * self.share[r] / self.share[r:].sum()
 
-    def dispatch_size(self, most: int, samples: int) -> int:
+    def dispatch_size(self, most: int, samples: int, shapes: int = DISPATCH_SHAPES) -> int:
         """Steps per compiled dispatch: `most`, or fewer when no round needs that many
         (one size for the whole paint, so the step loop compiles once). With `seconds`,
-        at most `DISPATCH_SAMPLES` pixel samples in all (`samples` a step), so that a
-        dispatch on a large image is not a large part of the budget."""
+        at most `DISPATCH_SAMPLES` pixel samples of `DISPATCH_SHAPES` shapes in all
+        (`samples` a step, `shapes` on the canvas at most), so that a dispatch on a
+        large image or of many shapes is not a large part of the budget."""
         if self.steps is None:
-            return max(1, min(most, DISPATCH_SAMPLES // samples))
+            work = DISPATCH_SAMPLES * DISPATCH_SHAPES // max(shapes, DISPATCH_SHAPES)
+            self.size = max(1, min(most, work // samples))
+            return self.size
         ends = [max(1, round(self.steps * float(c))) for c in np.cumsum(self.share)]
         # Rounded up to a power of two, as `fit` does: the length is static, and `steps=40`
         # then `48` compiled the step loop again (1.5 s); the steps past a round's end
@@ -184,10 +190,12 @@ class Budget:
     def next_length(self, most: int) -> int:
         """Steps for the next dispatch (0: the round is over).
 
-        With `seconds`, a dispatch runs only if half of one (the last one measured; the
-        first of the paint includes compilation and does not count) still fits in the
-        round's share, so each round ends within about half a dispatch of its share; a
-        round whose share is already spent (compilation ate it) only seeds its shapes.
+        With `seconds`, a dispatch runs as many steps as the round's share still holds
+        at the last measured time a step (the first dispatch of the paint includes
+        compilation and does not count), at most `most`: each round ends within about
+        half a step of its share (a whole dispatch of 1000 triangles overran a 5 s budget
+        by 4 s); a round whose share is already spent (compilation ate it) only seeds
+        its shapes.
         """
         if self.round_steps is not None:
             return max(0, min(most, self.round_steps - self.taken))
@@ -197,14 +205,16 @@ class Budget:
             self.stepping += now - self.chunk_start
             # The first dispatch of the paint includes compilation: not an estimate.
             if self.dispatches:
-                self.dispatch = now - self.chunk_start
+                self.dispatch = (now - self.chunk_start) / self.length  # a step's time
             self.dispatches += 1
         self.chunk_start = now
         if not self.dispatches:
-            return most
-        if self.dispatch is None:
-            return most if now < self.round_end else 0
-        return 0 if now + 0.5 * self.dispatch > self.round_end else most
+            self.length = most
+        elif self.dispatch is None:
+            self.length = most if now < self.round_end else 0
+        else:
+            self.length = min(most, max(0, round((self.round_end - now) / self.dispatch)))
+        return self.length
 
     def spent(self) -> bool:
         """Whether a `seconds` budget (less the time kept for the solve) is used up."""
