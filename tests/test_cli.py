@@ -481,6 +481,11 @@ def test_force_over_a_folder_leaves_no_result_of_the_earlier_run(tmp_path, capsy
     assert run(again, capsys)[0] == 0
     assert {p.name for p in out.iterdir()} == {"kernel.png", "vectors.json", "vectors.npz",
                                                 "summary.json"}  # fmt: skip
+    # a file the run reads is never an earlier result: a kernel picture named blurred.png
+    Image.fromarray(np.full((5, 5), 255, np.uint8)).save(out / "blurred.png")
+    reads = ["filter", "--kernel", out / "blurred.png", "--steps", 5, "-o", out, "-q", "--force"]
+    assert run(reads, capsys)[0] == 0
+    assert (out / "blurred.png").exists()
 
 
 def write_kernel_files(folder):

@@ -1,6 +1,5 @@
 """Image I/O and PSNR: any mode in, (H, W, 3) float32 in [0, 1] out; atomic writes."""
 
-import math
 import os
 
 import jax.numpy as jnp
@@ -285,20 +284,33 @@ def test_size_and_square(tmp_path):
 @pytest.mark.parametrize("side", [16, 255, 256, 512])
 def test_a_size_keeps_the_aspect_ratio_as_near_as_whole_pixels_allow(height, width, side):
     # Shapes live in a frame W / H wide: a copy at 256 x 171 of a 3:2 photo (1.497) put
-    # a fitted painting's right edge 12 px off at the photo's 6000 px.
+    # a fitted painting's right edge 12 px off at the photo's 6000 px. A smaller size
+    # only where it keeps the ratio to ASPECT_TOLERANCE px, else the sizes rounded.
     rows, cols = longer_side(height, width, side)
-    short, long = sorted((rows, cols))
+    scale = side / max(height, width)
+    plain = max(1, round(height * scale)), max(1, round(width * scale))
     ratio = max(height, width) / min(height, width)
+    short, long = sorted((rows, cols))
     assert max(rows, cols) <= side and (rows <= cols) == (height <= width)
-    if ratio > side + 0.5:  # thinner than a pixel across at this size
-        assert (short, long) == (1, side)
-        return
-    assert short >= max(1, math.floor(0.9 * math.floor(side / ratio)))
-    miss = abs(long - short * ratio)
-    rounded = abs(round(side / ratio) * ratio - side)  # rounding the plain scale's way
-    assert miss <= max(ASPECT_TOLERANCE, rounded + 1e-9)
-    if (height, width) == (4000, 6000):
-        assert (rows, cols) == ((170, 255) if side == 256 else (rows, cols))
+    if (rows, cols) != plain:
+        assert abs(long - short * ratio) <= ASPECT_TOLERANCE and long >= 0.9 * side
+    if (height, width) == (4000, 6000) and side == 256:
+        assert (rows, cols) == (170, 255)
+
+
+def test_a_size_never_keeps_the_aspect_ratio_worse_than_rounding():
+    rng = np.random.default_rng(0)
+    for height, width, side in zip(
+        *rng.integers(100, 6000, (2, 2000)), rng.choice([64, 256], 2000)
+    ):
+        rows, cols = longer_side(int(height), int(width), int(side))
+        scale = side / max(height, width)
+        plain = max(1, round(height * scale)), max(1, round(width * scale))
+        assert (
+            abs(cols / rows * height / width - 1)
+            <= abs(plain[1] / plain[0] * height / width - 1) + 1e-12
+        )
+        assert max(rows, cols) >= 0.9 * side
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,15 @@ import math
 ASPECT_TOLERANCE, ASPECT_SEARCH = 0.02, 0.1
 
 
-def faithful_shape(height: int, width: int, short_most: int) -> tuple[int, int]:
+def faithful_shape(
+    height: int, width: int, short_most: int, plain: tuple[int, int] | None = None
+) -> tuple[int, int]:
     """`(H, W)` of `height x width`'s aspect ratio with the shorter side at most
     `short_most`: the largest such side (down to 10 % less) whose longer side is within
-    `ASPECT_TOLERANCE` px of a whole number, else the one nearest a whole number.
+    `ASPECT_TOLERANCE` px of a whole number; else `plain` (the sizes rounded: a size
+    asked for is not cut for a ratio kept no better), or with `plain` None the side
+    whose longer one is nearest a whole number (paint's working copy, any size under
+    its pixel budget: its shapes are drawn at the target's size).
 
     Shapes are placed in a frame whose width is the image's W / H, so a model fitted
     to a copy whose aspect rounding changed (256 x 171 for a 3:2 photo: 1.497) draws its
@@ -21,14 +26,18 @@ def faithful_shape(height: int, width: int, short_most: int) -> tuple[int, int]:
     short, long = sorted((height, width))
     ratio = long / short
     top = max(1, short_most)
-    best, miss = top, math.inf
-    for side in range(top, max(1, math.ceil(top * (1 - ASPECT_SEARCH))) - 1, -1):
-        off = abs(max(1, round(side * ratio)) - side * ratio)
-        if off <= ASPECT_TOLERANCE:
-            best = side
-            break
-        if off < miss - 1e-9:
-            best, miss = side, off
+    # Down to 10 % less on the longer side (on the shorter one, a 10-pixel side at
+    # 5.7 : 1 cut the longer 11 %).
+    lower = (1 - ASPECT_SEARCH) * (max(plain) if plain else max(1, round(top * ratio)))
+    sides = [s for s in range(top, 0, -1) if max(1, round(s * ratio)) >= lower]
+    offs = [abs(max(1, round(s * ratio)) - s * ratio) for s in sides]
+    exact = [s for s, off in zip(sides, offs, strict=True) if off <= ASPECT_TOLERANCE]
+    if exact:
+        best = exact[0]
+    elif plain is not None:
+        return plain
+    else:
+        best = sides[min(range(len(sides)), key=offs.__getitem__)]
     other = max(1, round(best * ratio))
     return (best, other) if height <= width else (other, best)
 
@@ -39,10 +48,10 @@ def longer_side(height: int, width: int, side: int) -> tuple[int, int]:
     short, long = sorted((height, width))
     if long == side:
         return height, width
+    scale = side / long
+    plain = (max(1, round(height * scale)), max(1, round(width * scale)))
     ratio = long / short
     most = math.floor(side / ratio)  # the longest shorter side whose longer one rounds to
     while round((most + 1) * ratio) <= side:  # `side` or less
         most += 1
-    if most < 1:  # thinner than 1 : side: one pixel across
-        return (1, side) if height <= width else (side, 1)
-    return faithful_shape(height, width, most)
+    return faithful_shape(height, width, most, plain) if most >= 1 else plain

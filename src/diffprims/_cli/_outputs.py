@@ -64,7 +64,13 @@ def plan(
         if force:
             names = [name for name in other_names if name not in folder_files]
             found = (folder / name for folder in folders for name in names)
-            files.stale = tuple(path for path in found if path.is_file() or path.is_symlink())
+            # Never a file this run reads (a kernel picture named blurred.png in `-o`).
+            read = [os.fspath(given) for given in (inputs or {}).values() if given is not None]
+            files.stale = tuple(
+                path for path in found
+                if (path.is_file() or path.is_symlink())
+                and not any(_same_file(path, source) for source in read if os.path.isfile(source))
+            )  # fmt: skip
         return files
     except OSError as error:  # a name the system refuses (longer than 255 bytes, ...)
         where = f" {error.filename!r:.80}" if error.filename else ""
