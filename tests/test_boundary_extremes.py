@@ -89,6 +89,34 @@ def test_ssim_max_value_must_fit_in_float32():
         dp.SSIM(max_value=1e39)
 
 
+@pytest.mark.parametrize("setting, value", [("max_value", 0.0), ("filter_sigma", -1.0)])
+def test_ssim_settings_traced_into_a_fit_are_checked(setting, value):
+    # fit's steps run without checks: a traced max_value=0 fitted on silently.
+    target = jnp.linspace(0.0, 1.0, 16 * 16 * 3).reshape(16, 16, 3)
+    model = dp.Circles.init(3, key=jax.random.key(0), target=target)
+
+    @jax.jit
+    def losses(v):
+        ssim = dp.SSIM(filter_size=5, **{setting: v})
+        return dp.fit(model, target, loss=ssim, steps=2).losses
+
+    assert np.all(np.isfinite(losses(1.0)))
+    with pytest.raises(Exception, match=f"`{setting}` must be a finite number"):
+        jax.block_until_ready(losses(value))
+
+
+def test_a_function_minus_a_loss_is_a_loss():
+    pred, target = jnp.ones((4, 3)), jnp.zeros((4, 3))
+
+    def mean_error(p, t):
+        return jnp.mean(p - t)
+
+    assert float((mean_error - dp.L2())(pred, target)) == pytest.approx(0.0)
+    assert float((0 - dp.L2())(pred, target)) == pytest.approx(-1.0)
+    with pytest.raises(TypeError, match="left-hand side of `-`.* must be a loss"):
+        _ = "a" - dp.L2()
+
+
 @pytest.mark.parametrize("max_value", [1e-30, 1e30, 1e39])
 def test_psnr_is_finite_for_any_max_value(max_value):
     # max_value ** 2 overflowed (PSNR inf) or vanished (-inf) in float32.

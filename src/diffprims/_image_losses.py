@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import dm_pix
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
@@ -56,19 +57,30 @@ class SSIM(AbstractLoss):
         check_positive_int(self.filter_size, "filter_size")
         check_scalar(self.filter_sigma, "filter_sigma", lower=0.0)
 
+    def _checked(self) -> SSIM:
+        # Inside `fit`'s steps (trusted, checks dropped) a traced `max_value=0` ran on
+        # silently; concrete settings were checked when the loss was made.
+        if not (is_traced(self.max_value) or is_traced(self.filter_sigma)):
+            return self
+        settings = self._settings()
+        return eqx.tree_at(lambda s: (s.max_value, s.filter_sigma), self, settings)
+
+    def _settings(self) -> tuple[Any, Any]:
+        max_value = check_scalar(
+            self.max_value, "max_value", lower=0.0, upper=FLOAT32_MAX, hint=_PEAK
+        )
+        return max_value, check_scalar(self.filter_sigma, "filter_sigma", lower=0.0)
+
     def __call__(self, pred: ArrayLike, target: ArrayLike) -> Float[Array, ""]:
         pred, target = check_pair(pred, target, "`SSIM`")
         # Traced settings are checked here, where the check's result is used (in
         # `__check_init__` it was dropped, and `max_value=0` under jit gave garbage).
-        max_value = check_scalar(
-            self.max_value, "max_value", lower=0.0, upper=FLOAT32_MAX, hint=_PEAK
-        )
-        filter_sigma = check_scalar(self.filter_sigma, "filter_sigma", lower=0.0)
+        max_value, filter_sigma = self._settings()
         if pred.ndim != 3:
             raise ValueError(
                 f"`SSIM` compares whole images (H, W, C); got {describe(pred)}. It cannot "
-                "be evaluated on sampled pixels: fit with `batch=None`, or use a pointwise "
-                "loss when minibatching."
+                "be evaluated on sampled pixels: minibatching and `paint` need a pointwise "
+                "loss."
             )
         side = min(pred.shape[:2])
         if side < self.filter_size:  # empty images (no channels too): `check_pair`

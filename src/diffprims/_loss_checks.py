@@ -72,3 +72,13 @@ def map_weight_maps(loss: AbstractLoss, fn: Callable[[Array], Array]) -> Abstrac
         return eqx.tree_at(lambda w: (w.weights, w.loss), node, parts)
 
     return jax.tree.map(one, loss, is_leaf=lambda node: isinstance(node, Weighted))
+
+
+def with_checked_settings(loss: Any) -> Any:
+    """`loss` with every loss in it that checks its own traced settings (`_checked`:
+    SSIM's `max_value`) checked, for `fit` to call outside its trusted steps."""
+
+    def own(x: Any) -> bool:
+        return isinstance(x, AbstractLoss) and type(x)._checked is not AbstractLoss._checked
+
+    return jax.tree.map(lambda x: x._checked() if own(x) else x, loss, is_leaf=own)

@@ -92,6 +92,13 @@ class AbstractLoss(eqx.Module):
             return self
         return self + (-as_loss(other, "the right-hand side of `-`"))
 
+    def __rsub__(self, other: Any) -> AbstractLoss:  # `fn - loss`; `0 - loss` is `-loss`
+        minuend = 0 if _is_zero(other) else as_loss(other, "the left-hand side of `-`")
+        return minuend + (-self)
+
+    def _checked(self) -> AbstractLoss:  # its traced settings checked (fit's steps do not)
+        return self
+
 
 def _as_weight(value: Any, name: str) -> Array:
     """A weight as a float array: an integer one (NumPy, JAX) counts, as a Python int

@@ -188,10 +188,10 @@ def check_loss_on(loss: AbstractLoss, target: Any, batch: int | None) -> None:
             raise
         check_loss_on(loss, target, None)  # whole images fail too: that error is the one
         raise ValueError(
-            f"{error}. The loss works on whole images but not on the (P, C) values a "
-            f"minibatch samples ({batch} pixels a step): an (H, W) map it holds is not "
-            "sampled along. Give per-pixel maps as `dp.Weighted(loss, map)` (`fit` samples "
-            "them at the drawn pixels), or fit with `batch=None`."
+            f"{str(error).rstrip('.')}. The loss works on whole images but not on the "
+            f"(P, C) values a minibatch samples ({batch} pixels a step): fit with "
+            "`batch=None`, or, where it holds an (H, W) map, give the map as "
+            "`dp.Weighted(loss, map)` (`fit` samples it at the drawn pixels)."
         ) from None
 
 

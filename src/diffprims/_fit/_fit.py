@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._loss_checks import with_checked_settings
 from .._losses import L2
 from .._model import AbstractModel
 from .._validate import check_bool, check_positive_int, inside_trace, is_traced
@@ -175,7 +176,7 @@ def fit(
     steps_per_dispatch = check_positive_int(steps_per_dispatch, "steps_per_dispatch")
     progress = check_bool(progress, "progress")
     optimizer = _checks.check_optimizer(optimizer)
-    loss = _checks.check_loss(loss)
+    loss = with_checked_settings(_checks.check_loss(loss))  # traced settings too
     sampler, batch = _checks.sampler_for(batch, sampling, target.shape)
     key_given, key = key, _checks.check_fit_key(key, batch, resume)
     checkpoint_every = _checks.check_checkpointing(checkpoint, checkpoint_every, resume)
