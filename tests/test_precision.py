@@ -151,6 +151,15 @@ def test_a_float64_set_renders_its_grid_in_float64(method):
         np.testing.assert_array_equal(grid, model.render(points, pixel_size=1 / 16, method="scan"))
 
 
+def test_ssim_of_float32_images_is_float32_under_x64():
+    # dm-pix widened it to float64, and with it any sum holding it.
+    with jax.enable_x64(True):
+        image = jnp.linspace(0.0, 1.0, 16 * 16 * 3, dtype=jnp.float32).reshape(16, 16, 3)
+        assert dp.SSIM()(image, image * 0.5).dtype == jnp.float32
+        assert (dp.L2() + 0.1 * dp.SSIM())(image, image * 0.5).dtype == jnp.float32
+        assert dp.SSIM()(image.astype(jnp.float64), image).dtype == jnp.float64
+
+
 def test_a_float64_fit_gives_its_optimizer_the_float64_loss():
     # The optimizer's update was traced with a float32 `value`, and a float64 fit's loss
     # reached it rounded (`reduce_on_plateau` saw plateaus float64 did not have).

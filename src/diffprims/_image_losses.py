@@ -106,7 +106,8 @@ class SSIM(AbstractLoss):
             filter_size=self.filter_size,
             filter_sigma=filter_sigma,
         )
-        return 1.0 - ssim
+        # In the images' precision: dm-pix widens float32 to float64 under x64.
+        return (1.0 - ssim).astype(jnp.promote_types(pred.dtype, jnp.float32))
 
 
 def edge_weights(
