@@ -29,15 +29,18 @@ def faithful_shape(
     # Down to 10 % less on the longer side (on the shorter one, a 10-pixel side at
     # 5.7 : 1 cut the longer 11 %).
     lower = (1 - ASPECT_SEARCH) * (max(plain) if plain else max(1, round(top * ratio)))
-    sides = [s for s in range(top, 0, -1) if max(1, round(s * ratio)) >= lower]
-    offs = [abs(max(1, round(s * ratio)) - s * ratio) for s in sides]
-    exact = [s for s, off in zip(sides, offs, strict=True) if off <= ASPECT_TOLERANCE]
-    if exact:
-        best = exact[0]
-    elif plain is not None:
+    best, miss = top, math.inf
+    for side in range(top, 0, -1):  # only the window: a side of 65536 listed them all
+        other = max(1, round(side * ratio))
+        if other < lower:
+            break
+        off = abs(other - side * ratio)
+        if off <= ASPECT_TOLERANCE:
+            return (side, other) if height <= width else (other, side)
+        if off < miss:
+            best, miss = side, off
+    if plain is not None:
         return plain
-    else:
-        best = sides[min(range(len(sides)), key=offs.__getitem__)]
     other = max(1, round(best * ratio))
     return (best, other) if height <= width else (other, best)
 

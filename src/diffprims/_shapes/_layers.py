@@ -120,11 +120,7 @@ class Layers(AbstractModel):
         model = upcast_floats(self)  # half-precision parameters render in float32
         points = check_points(points).astype(model.layers[0].raw_colours.dtype)
         points, pixel_size = check_pixel_size(points, pixel_size)
-        if not inside_trace():  # also under an eager grad/vmap: it compiled every call
-            # One cached compiled program, as for a shape set (`_render`); a pixel size
-            # passed as an array is not a new compile.
-            return _render_compiled(model, points, jnp.asarray(pixel_size, points.dtype))
-        return model._render_chunks(points, pixel_size)
+        return _drawn(model, points, jnp.asarray(pixel_size, points.dtype))
 
     def render_image(
         self, shape: tuple[int, ...], *, softness: Any = None
@@ -143,11 +139,7 @@ class Layers(AbstractModel):
         points = points.astype(model.layers[0].raw_colours.dtype)
         # One pixel size a layer: each scales its own `softness` to the width asked for.
         sizes = tuple(grid_pixel_size(layer, (height, width), softness) for layer in model.layers)
-        if inside_trace():
-            image = model._render_chunks(points, sizes)
-        else:
-            image = _render_compiled(model, points, sizes)
-        return image.reshape(height, width, -1)
+        return _drawn(model, points, sizes).reshape(height, width, -1)
 
     def _render_chunks(self, points: Array, pixel_size: Any) -> Array:
         num = points.shape[0]
@@ -234,6 +226,15 @@ class Layers(AbstractModel):
 
     def __len__(self) -> int:
         return len(self.layers)
+
+
+def _drawn(layers: Layers, points: Array, pixel_size: Any) -> Array:
+    """Every layer composited at `points`: inside a trace inline; otherwise (also under
+    an eager grad/vmap, where it compiled every call) one cached compiled program, as
+    for a shape set (`_render`), the pixel sizes arrays so that each is no new compile."""
+    if inside_trace():
+        return layers._render_chunks(points, pixel_size)
+    return _render_compiled(layers, points, pixel_size)
 
 
 @eqx.filter_jit
