@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import diffprims as dp
-from diffprims._shapes import _render, _tiled
+from diffprims._shapes import _culling, _render, _tiled
 
 
 def timed(fn, *args, repeat: int) -> float:
@@ -64,10 +64,10 @@ def evaluated_pairs_image(model, shape) -> int:
     """Pairs the tiled render_image evaluates: per chunk, its longest list x its pixels."""
     tile = _render.image_tile(shape, model.num_shapes)
     points, boxes = _tiled.tile_points(shape, tile)
-    bounds = _tiled.grown_bounds(model, 1.0 / shape[0])
+    bounds = _culling.grown_bounds(model, 1.0 / shape[0])
     chunk = min(_render.IMAGE_CHUNK, len(points))
-    counts = np.asarray(jnp.sum(_tiled.overlaps(jnp.asarray(boxes), bounds), axis=1))
-    order = np.asarray(_tiled.group_order(jnp.asarray(boxes), bounds, chunk))
+    counts = np.asarray(jnp.sum(_culling.overlaps(jnp.asarray(boxes), bounds), axis=1))
+    order = np.asarray(_culling.group_order(jnp.asarray(boxes), bounds, chunk))
     longest = np.append(counts, 0)[order].max(axis=1)
     return int(longest.sum()) * chunk * points.shape[1]
 
@@ -183,6 +183,23 @@ def vmap_rows(n: int, members: int, repeat: int) -> list[dict]:
     ]
 
 
+def layers_rows(n: int, repeat: int) -> list[dict]:
+    """The same `n` circles as one set, then as `Layers` of two halves (each layer drawn
+    by its own tiled renderer over the picture below): full-image L2 gradient at 256^2.
+    The speed-up column is the set's time over this row's (about 1 where layers cost
+    what one set costs; before each layer tiled, 0.03)."""
+    shape = (256, 256)
+    model = circles(n, (0.02, 0.10), jax.random.key(n))
+    halves = [model.take(jnp.arange(n // 2)), model.take(jnp.arange(n // 2, n))]
+    target = jax.random.uniform(jax.random.key(4), (*shape, 3))
+    grad = jax.jit(jax.grad(lambda m: jnp.mean((m.render_image(shape) - target) ** 2)))
+    pairs = n * shape[0] * shape[1]
+    return [
+        dict(path=path, ms=timed(grad, m, repeat=repeat), memory=peak_bytes(grad, m), pairs=pairs)
+        for path, m in (("set", model), ("layers", dp.Layers(halves)))
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -209,6 +226,7 @@ def main() -> None:
             image_rows(model, (1024, 1024), repeat=2, run_scan=False),
         )
     show("128^2, 200 circles x 3 sets, tiled fwd+bwd: a loop, then vmap", vmap_rows(200, 3, 5))
+    show("256^2, 500 circles: one set, then two Layers of 250", layers_rows(500, 5))
     show("fit(): 200 circles on the 256^2 demo image, batch=0.1, ms per step", fit_rows(200))
     print(f"\nload average {os.getloadavg()[0]:.1f}")
 

@@ -137,7 +137,7 @@ def test_every_figure_and_table_comes_from_a_script():
 
 def test_tutorials_state_what_the_code_does():
     """Claims of the tutorials a review found wrong, read from the page and checked."""
-    from diffprims._shapes._tiled import CUTOFF
+    from diffprims._shapes._culling import CUTOFF
 
     def page(name):
         return " ".join((DOCS / "tutorials" / name).read_text().split())

@@ -19,8 +19,8 @@ from typing_extensions import Self
 from .._model import AbstractModel, check_unbatched
 from .._validate import check_grid_shape, check_indices, check_pixel_size, check_points
 from . import _build, _protocol, _random, _render
+from ._culling import CUTOFF
 from ._roles import COLOUR, DEPTH, OPACITY, Role, declared_roles, parameter, role_metadata
-from ._tiled import CUTOFF
 
 
 class AbstractShapes(AbstractModel):

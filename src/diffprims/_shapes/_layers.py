@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._model import AbstractModel, batch_shape, check_unbatched, pixel_centres
+from .._derivatives import differentiating
+from .._model import AbstractModel, batch_shape, check_unbatched
 from .._validate import (
     check_grid_shape,
     check_pixel_size,
@@ -22,11 +23,7 @@ from .._validate import (
 )
 from ._base import AbstractShapes
 from ._build import fields_spec
-from ._compositing import composite
-from ._render import grid_pixel_size
-
-# (shape, point) pairs evaluated at once: bounds the memory of a render.
-_CHUNK_PAIRS = 1 << 22
+from ._render import check_method, grid_pixel_size, render_grid, render_points, resolved_method
 
 
 class Layers(AbstractModel):
@@ -40,8 +37,9 @@ class Layers(AbstractModel):
     `Layers` is a model like any other: `fit` trains every layer at once (train some
     parts only with `fit(..., trainable=layers.trainable(...))`), and `to_svg`, `save`
     and `load` take it.
-    Rendering composites all layers in one closed-form pass over chunks of points (no
-    culling), so it costs about what the scan renderer costs.
+    Each layer is drawn by its own renderer (the tiled one where a set of its own would
+    take it) over the picture of the layers below it, so layers cost about what one set
+    of all their shapes costs.
 
     **Arguments:**
 
@@ -112,57 +110,53 @@ class Layers(AbstractModel):
         return self.layers[0].background
 
     def render(
-        self, points: Float[Array, "P 2"], *, pixel_size: float | Float[Array, ""]
+        self,
+        points: Float[Array, "P 2"],
+        *,
+        pixel_size: float | Float[Array, ""],
+        method: str = "auto",
     ) -> Float[Array, "P C"]:
         """Composite every layer at `points`, soft edges scaled by `pixel_size`; see
-        [`diffprims.AbstractModel.render`][]."""
+        [`diffprims.AbstractModel.render`][]. Each layer is drawn by its own renderer
+        over the picture below it; `method` is as for
+        [`diffprims.AbstractShapes.render`][], picked per layer when `"auto"`."""
         check_unbatched(self, "render")
         model = upcast_floats(self)  # half-precision parameters render in float32
         points = check_points(points).astype(model.layers[0].raw_colours.dtype)
         points, pixel_size = check_pixel_size(points, pixel_size)
-        return _drawn(model, points, jnp.asarray(pixel_size, points.dtype))
+        sizes = (jnp.asarray(pixel_size, points.dtype),) * len(self.layers)
+        return _drawn(model, points, sizes, self._methods(method, points.shape[0]))
 
     def render_image(
-        self, shape: tuple[int, ...], *, softness: Any = None
+        self, shape: tuple[int, ...], *, method: str = "auto", softness: Any = None
     ) -> Float[Array, "H W C"]:
         """Render on the full pixel grid of `shape = (H, W)`; see
-        [`diffprims.AbstractModel.render_image`][]. `softness`, if given, draws every
-        layer's edges that many pixels wide for this render, whatever each layer's own
-        (as [`diffprims.AbstractShapes.render_image`][]: any value, traced too, is one
-        compiled render)."""
-        if softness is None:
-            return super().render_image(shape)
+        [`diffprims.AbstractModel.render_image`][]. `method` is as for `render`.
+        `softness`, if given, draws every layer's edges that many pixels wide for this
+        render, whatever each layer's own (as [`diffprims.AbstractShapes.render_image`][]:
+        any value, traced too, is one compiled render)."""
         check_unbatched(self, "render_image")
         height, width = check_grid_shape(shape)
         model = upcast_floats(self)
-        points = pixel_centres((height, width)).reshape(-1, 2)
-        points = points.astype(model.layers[0].raw_colours.dtype)
         # One pixel size a layer: each scales its own `softness` to the width asked for.
         sizes = tuple(grid_pixel_size(layer, (height, width), softness) for layer in model.layers)
-        return _drawn(model, points, sizes).reshape(height, width, -1)
+        methods = self._methods(method, height * width)
+        return _drawn(model, (height, width), sizes, methods)
 
-    def _render_chunks(self, points: Array, pixel_size: Any) -> Array:
-        num = points.shape[0]
-        chunk = max(1, min(num, _CHUNK_PAIRS // max(self.num_shapes, 1)))
-        # Checkpointed, as the scan's blocks are: a gradient recomputes each chunk rather
-        # than keeping every chunk's alphas (shapes x pixels: 2 x 500 circles at 512^2
-        # planned 11 GB for the gradient, against 70 MB forward).
-        composite = jax.checkpoint(lambda p: self._composite(p, pixel_size))
-        if chunk == num:
-            return composite(points)
-        pieces = -(-num // chunk)
-        padded = jnp.pad(points, ((0, pieces * chunk - num), (0, 0)))
-        out = jax.lax.map(composite, padded.reshape(pieces, chunk, 2))
-        return out.reshape(pieces * chunk, -1)[:num]
+    def _methods(self, method: Any, num_points: int) -> tuple[str, ...]:
+        """Each layer's renderer, "scan" or "tiled", as a shape set picks it (checked
+        here, outside any compiled program, where an eager derivative can be seen)."""
+        return tuple(
+            resolved_method(layer, num_points, check_method(method, layer.compositing))
+            for layer in self.layers
+        )
 
-    def _composite(self, points: Array, pixel_size: Any) -> Array:
-        picture = jnp.broadcast_to(self.background, (points.shape[0], self.num_channels))
-        for index, layer in enumerate(self.layers):
-            # One pixel size for all, or one a layer (`render_image(softness=...)`).
-            size = pixel_size[index] if isinstance(pixel_size, tuple) else pixel_size
-            alphas = layer.alphas(points, pixel_size=size)
-            picture = composite(layer.compositing, alphas, layer.colours, picture, layer.depths)
-        return picture
+    def _fit_method(self, method: Any) -> str | None:
+        if method is None or (isinstance(method, str) and method == "auto"):
+            return "scan" if differentiating() else None
+        for layer in self.layers:
+            check_method(method, layer.compositing)
+        return method
 
     def trainable(self, *kinds: str, layers: Any = None) -> Any:
         """A filter spec for `fit(..., trainable=...)`: train only some parts of the layers.
@@ -228,18 +222,27 @@ class Layers(AbstractModel):
         return len(self.layers)
 
 
-def _drawn(layers: Layers, points: Array, pixel_size: Any) -> Array:
-    """Every layer composited at `points`: inside a trace inline; otherwise (also under
-    an eager grad/vmap, where it compiled every call) one cached compiled program, as
-    for a shape set (`_render`), the pixel sizes arrays so that each is no new compile."""
+def _drawn(layers: Layers, where: Any, pixel_sizes: tuple, methods: tuple) -> Array:
+    """Every layer drawn over the picture below, at points `(P, 2)` or on a grid `(H, W)`:
+    inside a trace inline; otherwise (also under an eager grad/vmap, where it compiled
+    every call) one cached compiled program, as for a shape set (`_render`)."""
     if inside_trace():
-        return layers._render_chunks(points, pixel_size)
-    return _render_compiled(layers, points, pixel_size)
+        return _stacked(layers, where, pixel_sizes, methods)
+    return _stacked_compiled(layers, where, pixel_sizes, methods)
 
 
-@eqx.filter_jit
-def _render_compiled(layers: Layers, points: Array, pixel_size: Any) -> Array:
-    return layers._render_chunks(points, pixel_size)
+def _stacked(layers: Layers, where: Any, pixel_sizes: tuple, methods: tuple) -> Array:
+    picture = None
+    for layer, size, method in zip(layers.layers, pixel_sizes, methods, strict=True):
+        if isinstance(where, tuple):
+            picture = render_grid(layer, where, method, size, below=picture)
+        else:
+            picture = render_points(layer, where, size, method, below=picture)
+    assert picture is not None
+    return picture
+
+
+_stacked_compiled = eqx.filter_jit(_stacked)
 
 
 def flatten_layers(model: Any) -> tuple[AbstractShapes, ...]:

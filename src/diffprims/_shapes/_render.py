@@ -54,8 +54,11 @@ IMAGE_CHUNK = 16
 REMAT_PAIRS = 1 << 22
 
 
-def render_scan(model, points: Float[Array, "P 2"], pixel_size) -> Float[Array, "P C"]:
-    """The naive loop: a fused `lax.scan` over every shape, in index order.
+def render_scan(
+    model, points: Float[Array, "P 2"], pixel_size, below: Array | None = None
+) -> Float[Array, "P C"]:
+    """The naive loop: a fused `lax.scan` over every shape, in index order, over the
+    set's background or, given, the picture `below` `(P, C)` (stacked layers).
 
     A fused scan measured faster than the closed-form transmittance product on CPU (it
     never materialises `N x P` arrays), and it is the reference every path must equal.
@@ -65,7 +68,8 @@ def render_scan(model, points: Float[Array, "P 2"], pixel_size) -> Float[Array, 
     9 GB of temporaries, "depth" 12 GB; by block 0.4 GB).
     """
     per_shape, rest = model.partition_shapes()
-    mode, background = model.compositing, model.background
+    mode = model.compositing
+    background = model.background if below is None else below
 
     def draw(state, shape):
         one = eqx.combine(jax.tree.map(lambda x: x[None], shape), rest)
@@ -164,26 +168,32 @@ def _edge_margin(cls: type) -> float:
     return float(margin)
 
 
-def render_points(model, points, pixel_size, method: str = "auto"):
-    """`AbstractShapes.render`: the scan or the tiled path at arbitrary points."""
+def render_points(model, points, pixel_size, method: str = "auto", below=None):
+    """`AbstractShapes.render`: the scan or the tiled path at arbitrary points, over the
+    set's background or the picture `below` `(P, C)`."""
     if _use_tiles(model, points.shape[0], method):
-        return render_points_tiled(model, points, pixel_size, POINT_GROUP, POINT_CHUNK)
-    return render_scan(model, points, pixel_size)
+        return render_points_tiled(model, points, pixel_size, POINT_GROUP, POINT_CHUNK, below)
+    return render_scan(model, points, pixel_size, below)
 
 
-def render_grid(model, shape: tuple[int, int], method: str = "auto", pixel_size: Any = None):
+def render_grid(
+    model, shape: tuple[int, int], method: str = "auto", pixel_size: Any = None, below=None
+):
     """`AbstractShapes.render_image`: the scan or the tiled path on a pixel grid (edges
-    scaled by `pixel_size`, a pixel's `1 / H` by default)."""
+    scaled by `pixel_size`, a pixel's `1 / H` by default), over the set's background or
+    the picture `below` `(H, W, C)`."""
     height, width = shape
     pixel_size = 1.0 / height if pixel_size is None else pixel_size
     if _use_tiles(model, height * width, method):
         tile = image_tile(shape, model.num_shapes)
-        return render_image_tiled(model, shape, tile, IMAGE_CHUNK, pixel_size)
+        return render_image_tiled(model, shape, tile, IMAGE_CHUNK, pixel_size, below)
     # In the parameters' precision, as `render` casts them: float32 points set the scan
     # carry's dtype, and a float64 set's render (and finite differences) lost precision.
     dtype = jnp.promote_types(model.raw_colours.dtype, "f4")
     points = pixel_centres(shape).reshape(-1, 2).astype(dtype)
-    return render_scan(model, points, pixel_size).reshape(height, width, -1)
+    if below is not None:
+        below = below.reshape(height * width, -1)
+    return render_scan(model, points, pixel_size, below).reshape(height, width, -1)
 
 
 # -- eager calls ------------------------------------------------------------------------
@@ -210,7 +220,8 @@ def render_points_eager(model, points, pixel_size, method: str = "auto"):
         return render_points(model, points, pixel_size, method)
     # An array, so each pixel size is not a new compile (equinox keys on Python scalars).
     pixel_size = jnp.asarray(pixel_size, points.dtype)
-    return _points_compiled(model, points, pixel_size, _resolved(model, points.shape[0], method))
+    method = resolved_method(model, points.shape[0], method)
+    return _points_compiled(model, points, pixel_size, method)
 
 
 def render_grid_eager(model, shape: tuple[int, int], method: str = "auto", pixel_size=None):
@@ -219,7 +230,7 @@ def render_grid_eager(model, shape: tuple[int, int], method: str = "auto", pixel
     model = upcast_floats(model)
     if inside_trace():
         return render_grid(model, shape, method, pixel_size)
-    method = _resolved(model, shape[0] * shape[1], method)
+    method = resolved_method(model, shape[0] * shape[1], method)
     return _grid_compiled(model, shape, method, pixel_size)
 
 
@@ -236,7 +247,7 @@ def grid_pixel_size(model, shape: tuple[int, int], softness: Any) -> Any:
 _SOFTNESS_HINT = " It is the soft edges' width in pixels for this render (None: the set's own)."
 
 
-def _resolved(model, num_points: int, method: str) -> str:
+def resolved_method(model, num_points: int, method: str) -> str:
     """The method, "tiled" or "scan", chosen here: under an eager `jax.grad`, `jax.vmap` or
     `jax.jacfwd` the call still runs one cached program (traced inline, it compiled
     anew every call: 1.4 s a gradient at 256^2), and the derivative around it is seen

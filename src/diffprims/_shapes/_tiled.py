@@ -1,15 +1,16 @@
 """The tiled renderer: shapes culled per group of neighbouring points.
 
 Points are grouped (a `tile x tile` block of pixels for `render_image`; `group` points
-along a snake path for `render`). Each group lists the shapes whose bounds, grown by the
-type's `edge_margin` edge widths, overlap its box, in index order. Groups are sorted by
-list length and run a chunk at a time. A chunk draws layer after layer, each group its
+along a snake path for `render`). Each group lists the shapes that reach it (`_culling`).
+Groups are sorted by list length and run a chunk at a time. A chunk draws layer after layer, each group its
 own `k`-th listed shape, for as many layers as its fullest group lists: a loop whose
 length is known only at run time, so one compiled body serves every list length and the
 program does not grow with the number of shapes (a ladder of fixed-capacity branches
 did, and its compile time dominated a first `fit`). Under `vmap` (on an accelerator; a
 CPU runs the members one by one) a chunk runs as long as its longest member needs
-(`_batch_max`), so the loops stay loops of one length.
+(`_culling._batch_max`), so the loops stay loops of one length. A chunk starts from the
+set's background, or from the picture below it (`Layers` draws each layer over the
+layers under it: the backward pass then returns that picture's cotangent).
 
 A custom VJP recomputes each chunk: a forward sweep stores the picture behind every
 layer, then a sweep from the front applies each layer's step VJP and scatters the drawn
@@ -29,110 +30,20 @@ from functools import partial
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax.custom_batching import custom_vmap, sequential_vmap
+from jax.custom_batching import sequential_vmap
 from jaxtyping import Array, Float
 
 from ._compositing import group_step
-from ._protocol import bounds as checked_bounds
+from ._culling import Lists, group_order, grown_bounds
 
-#: Soft edges' margin, `AbstractShapes.edge_margin`'s default: a soft edge's coverage
-#: this many edge widths out is sigmoid(-CUTOFF) < 1e-6, the most culling can drop.
-CUTOFF = 14.0
 #: (layer, point) pictures a chunk's backward sweep may store at once.
 CHUNK_PAIRS = 1 << 20
-
-
-# -- culling ----------------------------------------------------------------------------
-
-
-def grown_bounds(model, pixel_size) -> Float[Array, "N 4"]:
-    """Shape boxes grown by the type's `edge_margin` edge widths, without gradient."""
-    margin = type(model).edge_margin * model.softness * pixel_size
-    bounds = jax.lax.stop_gradient(checked_bounds(model))
-    return bounds + jnp.asarray([-1.0, -1.0, 1.0, 1.0]) * jax.lax.stop_gradient(margin)
-
-
-def overlaps(cells: Float[Array, "M 4"], bounds: Float[Array, "N 4"]) -> Array:
-    """`(M, N)` bool: cell box overlaps shape box (both `(x0, y0, x1, y1)`).
-
-    A shape with a NaN bound overlaps every cell: its NaN parameters then poison the
-    image as they do in the naive loop, and `fit` sees the divergence.
-    """
-    return jnp.any(jnp.isnan(bounds), axis=1)[None, :] | (
-        (bounds[None, :, 0] <= cells[:, None, 2])
-        & (bounds[None, :, 2] >= cells[:, None, 0])
-        & (bounds[None, :, 1] <= cells[:, None, 3])
-        & (bounds[None, :, 3] >= cells[:, None, 1])
-    )
-
-
-def list_lengths(boxes, bounds, block: int = 64) -> Array:
-    """`(G,)` how many shapes each group's box overlaps; past `2^22` (group, shape) pairs
-    `block` boxes at a time: all at once held a `(G, N)` table (3.4 GB for 50k shapes on
-    8-pixel tiles at 1024^2)."""
-    count = lambda b: jnp.sum(overlaps(b, bounds), axis=1, dtype=jnp.int32)  # noqa: E731
-    groups = boxes.shape[0]
-    if groups * bounds.shape[0] <= 1 << 22:  # small: at once, without a loop
-        return count(boxes)
-    blocks = jnp.pad(boxes, ((0, -groups % block), (0, 0))).reshape(-1, block, 4)
-    return jax.lax.map(count, blocks).reshape(-1)[:groups]
-
-
-def group_order(boxes, bounds, chunk: int) -> Array:
-    """`(J, chunk)` group indices, fullest list first, padded with `G` (no group)."""
-    groups = boxes.shape[0]
-    counts = list_lengths(boxes, bounds)
-    order = jnp.argsort(-counts, stable=True).astype(jnp.int32)
-    num_chunks = -(-groups // chunk)
-    order = jnp.pad(order, (0, num_chunks * chunk - groups), constant_values=groups)
-    return order.reshape(num_chunks, chunk)
 
 
 def block_size(points_per_chunk: int, num_shapes: int) -> int:
     """Layers a chunk's backward sweep stores at once: every layer where that fits in
     `CHUNK_PAIRS` pictures of a point, else as many as fit (at least 8)."""
     return max(1, min(num_shapes, max(8, CHUNK_PAIRS // max(points_per_chunk, 1))))
-
-
-@custom_vmap
-def _batch_max(x):
-    return x
-
-
-@_batch_max.def_vmap
-def _batch_max_vmap(axis_size, in_batched, x):
-    # Under vmap every member runs as many layers as the longest member needs (its extra
-    # layers draw nothing), so the loops' bounds stay unbatched: a batched bound makes
-    # every step of the loop select over its whole carry, the stored pictures included.
-    del axis_size, in_batched
-    return jnp.max(x, axis=0), False
-
-
-class _Lists(eqx.Module):
-    """Each group's overlapping shapes in index order: a table `(G, N)`, row `g` holding
-    group `g`'s shape indices then `N` (nothing) to the end, and the longest list."""
-
-    table: Array
-    longest: Array
-
-    @staticmethod
-    def of(boxes, bounds) -> _Lists:
-        hits = overlaps(boxes, bounds)
-        groups, n = hits.shape
-        slots = jnp.cumsum(hits, axis=1, dtype=jnp.int32) - 1
-        indices = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (groups, n))
-        rows = jnp.arange(groups)[:, None]
-        # A table lookup per layer: a binary search per group and layer cost 2x the draw.
-        table = (
-            jnp.full((groups, n), n, jnp.int32)
-            .at[rows, jnp.where(hits, slots, n)]
-            .set(indices, mode="drop")
-        )
-        return _Lists(table, _batch_max(jnp.max(slots[:, -1]) + 1))
-
-    def kth(self, k) -> Array:
-        """`(G,)` index of each group's `k`-th listed shape (from 0); `N` past its end."""
-        return jax.lax.dynamic_index_in_dim(self.table, k, axis=1, keepdims=False)
 
 
 # -- one layer of a chunk ---------------------------------------------------------------
@@ -154,23 +65,27 @@ def _layer(rows, rest, points, index, pixel_size, n):
     return jax.vmap(one)(rows, points, index)
 
 
-def _start(model, points):
+def _start(model, points, below):
+    """The picture behind the first shape: the set's background, or `below` `(G, S, C)`
+    (the layers under this set, drawn by `Layers`)."""
+    if below is not None:
+        return below
     background = model.background
     return jnp.broadcast_to(background, (*points.shape[:2], background.shape[-1]))
 
 
-def _draw_chunk(model, points, boxes, bounds, pixel_size):
+def _draw_chunk(model, points, boxes, bounds, pixel_size, below):
     """Composite each group's listed shapes at its points: `(G, S, C)`."""
     n, mode = model.num_shapes, model.compositing
     per_shape, rest = model.partition_shapes()
-    lists = _Lists.of(boxes, bounds)
+    lists = Lists.of(boxes, bounds)
 
     def draw(k, image):
         index = lists.kth(k)
         alpha, colour = _layer(_rows(per_shape, index, n), rest, points, index, pixel_size, n)
         return group_step(mode, image, alpha, colour)
 
-    return jax.lax.fori_loop(0, lists.longest, draw, _start(model, points))
+    return jax.lax.fori_loop(0, lists.longest, draw, _start(model, points, below))
 
 
 class _Split(eqx.Module):
@@ -193,13 +108,13 @@ class _Split(eqx.Module):
         return _layer(rows, rest, points, index, pixel_size, n)
 
 
-def _undraw_chunk(split: _Split, model, points, boxes, bounds, grad, block: int):
+def _undraw_chunk(split: _Split, model, points, boxes, bounds, grad, block: int, below):
     """Gradients of one chunk: per-shape rows (scattered), the rest, the points, and
-    the cotangent of the background picture `(G, S, C)`."""
+    the cotangent of the picture behind the first shape `(G, S, C)`."""
     n, mode = model.num_shapes, model.compositing
-    lists = _Lists.of(boxes, bounds)
+    lists = Lists.of(boxes, bounds)
     shape_diff, rest_diff = split.shapes[0], split.rest[0]
-    start, count = _start(model, points), lists.longest
+    start, count = _start(model, points, below), lists.longest
 
     def draw(k, image):
         index = lists.kth(k)
@@ -259,19 +174,21 @@ def _on_cpu_one_by_one(fn):
 @eqx.filter_custom_vjp
 def render_groups(args, boxes, chunk):
     """Tiled render of grouped points `(G, S, 2)` to `(G, S, C)`: `args = (model, points,
-    pixel_size)`; `boxes` `(G, 4)` hold each group's points, each group compositing only
-    the shapes whose grown bounds overlap its box (groups sorted fullest first, run
-    `chunk` at a time, each chunk for as many layers as its fullest group lists)."""
+    pixel_size, below)`; `boxes` `(G, 4)` hold each group's points, each group compositing
+    only the shapes whose grown bounds overlap its box (groups sorted fullest first, run
+    `chunk` at a time, each chunk for as many layers as its fullest group lists) over the
+    set's background, or over `below` `(G, S, C)` unless it is None."""
     return _on_cpu_one_by_one(lambda a, b: _draw_groups(a, b, chunk))(args, boxes)
 
 
 def _draw_groups(args, boxes, chunk):
-    model, points, pixel_size = args
+    model, points, pixel_size, below = args
     bounds = grown_bounds(model, pixel_size)
 
     def step(order):
         pts, box = _gather_groups(points, order), _gather_groups(boxes, order)
-        return _draw_chunk(model, pts, box, bounds, pixel_size)
+        under = None if below is None else _gather_groups(below, order)
+        return _draw_chunk(model, pts, box, bounds, pixel_size, under)
 
     orders = group_order(boxes, bounds, chunk)
     out = jax.lax.map(step, orders)
@@ -294,36 +211,37 @@ def _render_groups_bwd(residuals, grad, perturbed, args, boxes, chunk):
 
 
 def _undraw_groups(grad, args, boxes, chunk):
-    model, points, pixel_size = args
+    model, points, pixel_size, below = args
     bounds = grown_bounds(model, pixel_size)
     split = _Split.of(model, pixel_size)
     block = block_size(chunk * points.shape[1], model.num_shapes)
 
     def step(totals, order):
         pts, box = _gather_groups(points, order), _gather_groups(boxes, order)
+        under = None if below is None else _gather_groups(below, order)
         ct = jnp.where((order < points.shape[0])[:, None, None], _gather_groups(grad, order), 0)
         d_start, d_shapes, d_rest, d_points = _undraw_chunk(
-            split, model, pts, box, bounds, ct, block
+            split, model, pts, box, bounds, ct, block, under
         )
-        d_background = jnp.sum(d_start, axis=(0, 1))
-        return _add(totals, (d_shapes, d_rest, d_background)), d_points
+        return _add(totals, (d_shapes, d_rest)), (d_points, d_start)
 
     shape_diff, rest_diff = split.shapes[0], split.rest[0]
-    background = model.background
-    zeros = jax.tree.map(jnp.zeros_like, (shape_diff, rest_diff, background))
+    zeros = jax.tree.map(jnp.zeros_like, (shape_diff, rest_diff))
     orders = group_order(boxes, bounds, chunk)
-    (d_shapes, d_rest, d_background), d_points = jax.lax.scan(step, zeros, orders)
-    d_points = (
-        jnp.zeros_like(points)
-        .at[orders.reshape(-1)]
-        .add(d_points.reshape(-1, *points.shape[1:]), mode="drop")
+    (d_shapes, d_rest), (d_points, d_start) = jax.lax.scan(step, zeros, orders)
+    d_points, d_start = (
+        jnp.zeros_like(x).at[orders.reshape(-1)].add(d.reshape(-1, *x.shape[1:]), mode="drop")
+        for x, d in ((points, d_points), (grad, d_start))
     )
-    # The background reaches the picture through every chunk's first image.
-    d_shapes_bg, d_rest_bg = _background_vjp(split, d_background)
-    d_rest = _add(d_rest, d_rest_bg)
-    d_shapes = _add(d_shapes, d_shapes_bg)
+    d_below = None
+    if below is None:  # the background reaches the picture through every first image
+        d_shapes_bg, d_rest_bg = _background_vjp(split, jnp.sum(d_start, axis=(0, 1)))
+        d_rest = _add(d_rest, d_rest_bg)
+        d_shapes = _add(d_shapes, d_shapes_bg)
+    else:
+        d_below = d_start.astype(below.dtype)
     d_model = eqx.combine(d_shapes, d_rest[0])
-    return d_model, d_points, d_rest[1]
+    return d_model, d_points, d_rest[1], d_below
 
 
 def _background_vjp(split: _Split, d_background):
@@ -358,24 +276,30 @@ def tile_points(shape: tuple[int, int], tile: int) -> tuple[Array, Array]:
 
 
 def render_image_tiled(
-    model, shape: tuple[int, int], tile: int, chunk: int, pixel_size
+    model, shape: tuple[int, int], tile: int, chunk: int, pixel_size, below=None
 ) -> Float[Array, "H W C"]:
     """`render_image` by tiles of `tile x tile` pixels, each drawing only its shapes
-    (edges scaled by `pixel_size`: `1 / H` for the grid's own pixel)."""
+    (edges scaled by `pixel_size`: `1 / H` for the grid's own pixel), over the set's
+    background or the picture `below` `(H, W, C)`."""
     height, width = shape
     points, boxes = tile_points(shape, tile)
     dtype = model.raw_colours.dtype
-    args = (model, points.astype(dtype), pixel_size)
-    out = render_groups(args, boxes.astype(dtype), min(chunk, points.shape[0]))
     rows, cols = -(-height // tile), -(-width // tile)
+    if below is not None:  # into the tiles' layout: (rows, tile, cols, tile) -> (G, tile^2)
+        below = jnp.pad(below, ((0, rows * tile - height), (0, cols * tile - width), (0, 0)))
+        below = below.reshape(rows, tile, cols, tile, -1).transpose(0, 2, 1, 3, 4)
+        below = below.reshape(rows * cols, tile * tile, -1)
+    args = (model, points.astype(dtype), pixel_size, below)
+    out = render_groups(args, boxes.astype(dtype), min(chunk, points.shape[0]))
     out = out.reshape(rows, cols, tile, tile, -1).transpose(0, 2, 1, 3, 4)
     return out.reshape(rows * tile, cols * tile, -1)[:height, :width]
 
 
 def render_points_tiled(
-    model, points: Float[Array, "P 2"], pixel_size, group: int, chunk: int
+    model, points: Float[Array, "P 2"], pixel_size, group: int, chunk: int, below=None
 ) -> Float[Array, "P C"]:
-    """`render` at arbitrary points, `group` neighbouring points sharing one culling list.
+    """`render` at arbitrary points, `group` neighbouring points sharing one culling list,
+    over the set's background or the picture `below` `(P, C)`.
 
     Points are ordered along a snake path through a grid of cells over their bounding
     box (so consecutive points are close), cut into groups of `group`, and each group
@@ -395,6 +319,8 @@ def render_points_tiled(
     grouped = points[order].reshape(groups, group, 2)
     stopped = jax.lax.stop_gradient(grouped)
     boxes = jnp.concatenate([jnp.min(stopped, axis=1), jnp.max(stopped, axis=1)], axis=-1)
-    out = render_groups((model, grouped, pixel_size), boxes, min(chunk, groups))
+    if below is not None:
+        below = below[order].reshape(groups, group, -1)
+    out = render_groups((model, grouped, pixel_size, below), boxes, min(chunk, groups))
     out = out.reshape(groups * group, -1)
     return jnp.zeros((num, out.shape[-1]), out.dtype).at[order[:num]].set(out[:num])
