@@ -10,7 +10,14 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._base import AbstractShapes
-from ._geometry import box, rotated_ellipse_extent, safe_norm, soft_edge, to_local
+from ._geometry import (
+    box,
+    rotated_ellipse_extent,
+    rotated_svg,
+    safe_norm,
+    soft_edge,
+    to_local,
+)
 from ._roles import ANGLE, POSITION, SIZE, parameter
 
 
@@ -66,10 +73,14 @@ class Ellipses(AbstractShapes):
         return box(self.centres, rotated_ellipse_extent(self.radii, self.angles))
 
     def svg_geometry(self, edge_width: float) -> list[str]:
-        soft = ' filter="url(#soft-edge)"' if edge_width > 0 else ""
         return [
-            f'<ellipse cx="{x:.6g}" cy="{y:.6g}" rx="{a:.6g}" ry="{b:.6g}" '
-            f'transform="rotate({np.degrees(t):.6g} {x:.6g} {y:.6g})"{soft}/>'
+            rotated_svg(
+                f'<ellipse cx="{x:.6g}" cy="{y:.6g}" rx="{a:.6g}" ry="{b:.6g}"/>',
+                np.degrees(t),
+                x,
+                y,
+                edge_width,
+            )  # fmt: skip
             for (x, y), (a, b), t in zip(
                 np.asarray(self.centres),
                 np.asarray(self.radii),

@@ -58,3 +58,11 @@ def soft_edge(signed_distance: Array, width: float | Array) -> Array:
 def safe_norm(x: Array, axis: int = -1) -> Array:
     """Euclidean norm with a finite gradient at zero (a sample exactly at a centre)."""
     return jnp.sqrt(jnp.sum(x * x, axis=axis) + 1e-20)
+
+
+def rotated_svg(element: str, degrees: float, x: float, y: float, edge_width: float) -> str:
+    """An SVG element rotated by `degrees` about `(x, y)`, and blurred, for a soft edge,
+    by a group around it: the soft-edge filter's region is in canvas units, and on the
+    rotated element itself it turned with it, cutting off parts near the canvas's edges."""
+    rotated = f'{element[:-2]} transform="rotate({degrees:.6g} {x:.6g} {y:.6g})"/>'
+    return f'<g filter="url(#soft-edge)">{rotated}</g>' if edge_width > 0 else rotated

@@ -10,7 +10,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._base import AbstractShapes
-from ._geometry import box, rotated_extent, safe_norm, soft_edge, to_local
+from ._geometry import box, rotated_extent, rotated_svg, safe_norm, soft_edge, to_local
 from ._roles import ANGLE, POSITION, SIZE, parameter
 
 
@@ -59,10 +59,15 @@ class Rectangles(AbstractShapes):
         return box(self.centres, rotated_extent(self.half_sizes, self.angles))
 
     def svg_geometry(self, edge_width: float) -> list[str]:
-        soft = ' filter="url(#soft-edge)"' if edge_width > 0 else ""
         return [
-            f'<rect x="{x - w:.6g}" y="{y - h:.6g}" width="{2 * w:.6g}" height="{2 * h:.6g}" '
-            f'transform="rotate({np.degrees(t):.6g} {x:.6g} {y:.6g})"{soft}/>'
+            rotated_svg(
+                f'<rect x="{x - w:.6g}" y="{y - h:.6g}" width="{2 * w:.6g}" '
+                f'height="{2 * h:.6g}"/>',
+                np.degrees(t),
+                x,
+                y,
+                edge_width,
+            )  # fmt: skip
             for (x, y), (w, h), t in zip(
                 np.asarray(self.centres),
                 np.asarray(self.half_sizes),

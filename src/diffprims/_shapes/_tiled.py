@@ -2,15 +2,15 @@
 
 Points are grouped (a `tile x tile` block of pixels for `render_image`; `group` points
 along a snake path for `render`). Each group lists the shapes that reach it (`_culling`).
-Groups are sorted by list length and run a chunk at a time. A chunk draws layer after layer, each group its
-own `k`-th listed shape, for as many layers as its fullest group lists: a loop whose
-length is known only at run time, so one compiled body serves every list length and the
-program does not grow with the number of shapes (a ladder of fixed-capacity branches
-did, and its compile time dominated a first `fit`). Under `vmap` (on an accelerator; a
-CPU runs the members one by one) a chunk runs as long as its longest member needs
-(`_culling._batch_max`), so the loops stay loops of one length. A chunk starts from the
-set's background, or from the picture below it (`Layers` draws each layer over the
-layers under it: the backward pass then returns that picture's cotangent).
+Groups are sorted by list length and run a chunk at a time. A chunk draws layer after
+layer, each group its own `k`-th listed shape, for as many layers as its fullest group
+lists: a loop whose length is known only at run time, so one compiled body serves every
+list length and the program does not grow with the number of shapes (a ladder of
+fixed-capacity branches did, and its compile time dominated a first `fit`). Under `vmap`
+(on an accelerator; a CPU runs the members one by one) a chunk runs as long as its
+longest member needs (`_culling._batch_max`), so the loops stay loops of one length. A
+chunk starts from the set's background, or from the picture below it (`Layers` draws
+each layer over the layers under it; the backward pass returns that picture's cotangent).
 
 A custom VJP recomputes each chunk: a forward sweep stores the picture behind every
 layer, then a sweep from the front applies each layer's step VJP and scatters the drawn
