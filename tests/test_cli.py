@@ -468,6 +468,18 @@ def test_filter_end_to_end(tmp_path, capsys):
         assert picture.size == ((9 * 3 + 4) * zoom, 9 * zoom)  # big enough to see
 
 
+def test_kernel_picture_of_a_wide_flat_kernel_stays_small(tmp_path, capsys):
+    # Zoomed by its height alone, a 1 x 64 kernel drew a picture 50176 pixels wide
+    # (0.9 GB; 1 x 300: 231424 pixels, 3 GB).
+    np.save(tmp_path / "row.npy", np.hanning(66)[1:-1][None, :])
+    out = tmp_path / "out"
+    argv = ["filter", "--kernel", tmp_path / "row.npy", "--steps", 5, "-o", out, "-q"]
+    assert run(argv, capsys)[0] == 0
+    with Image.open(out / "kernel.png") as picture:
+        width, height = picture.size
+    assert width <= 2048 and height >= 8 and width == (64 * 3 + 4) * height
+
+
 def test_force_over_a_folder_leaves_no_result_of_the_earlier_run(tmp_path, capsys):
     # A run with --apply, then one without: its blurred.png (another kernel's) stayed.
     image = write_picture(tmp_path / "in.png", "RGB")

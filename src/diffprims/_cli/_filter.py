@@ -128,7 +128,9 @@ def _kernel_picture(kernels: list[Any]):
         panels.append(np.stack([np.maximum(positive, negative), positive, positive], axis=-1))
         panels.append(np.full((k.shape[0], 2, 3), 0.25, np.float32))
     picture = np.concatenate(panels[:-1], axis=1)
-    zoom = max(1, 256 // picture.shape[0])  # big enough to see: each value a square
+    # Big enough to see, each value a square, the width bounded: zoomed by the height
+    # alone, a 1 x 300 kernel made a picture 231424 pixels wide (3 GB to draw).
+    zoom = max(1, min(256 // picture.shape[0], 2048 // picture.shape[1]))
     return np.repeat(np.repeat(picture, zoom, axis=0), zoom, axis=1)
 
 
