@@ -229,6 +229,17 @@ def test_a_channels_first_image_is_refused_with_the_fix(filter_):
     filter_(jnp.full((16, 16, 3), -2.0))  # any range: scenes may be HDR or negative
 
 
+def test_a_short_image_of_many_channels_is_filtered_as_the_refusal_says():
+    # (3, 8, 8) is a channels-first RGB image or 3 rows of 8 channels: refused, and the
+    # refusal told only to move the axis, which filters other data (found by a review).
+    bank, image = bank_of(dp.kernels.disk(5)), jax.random.uniform(jax.random.key(0), (3, 8, 8))
+    with pytest.raises(ValueError, match=r"3 pixels tall with 8 channels.*x\[\.\.\., None\]"):
+        bank.apply(image)
+    each = jax.vmap(lambda x: bank.apply(x[..., None])[..., 0], in_axes=-1, out_axes=-1)(image)
+    alone = jnp.stack([bank.apply(image[..., c : c + 1])[..., 0] for c in range(8)], axis=-1)
+    np.testing.assert_allclose(each, alone, atol=1e-6)
+
+
 # --- what the docstrings claim --------------------------------------------------------------
 
 

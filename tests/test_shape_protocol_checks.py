@@ -220,6 +220,23 @@ def test_a_coverage_giving_nan_is_named_on_the_first_render():
         model.render_image((16, 16))
 
 
+class OutOfRangeInLayers(UserCircles):
+    def coverage(self, points, edge_width):  # a signed distance: soft_edge forgotten
+        offsets = points[None, :, :] - self.centres[:, None, :]
+        return jnp.sqrt(jnp.sum(offsets**2, axis=-1) + 1e-20) - self.radii[:, None]
+
+
+def test_a_user_type_is_checked_inside_layers_too():
+    # Layers composited each layer's alphas directly and never met the check: a coverage
+    # out of [0, 1] rendered and fitted with no error (found by a review).
+    layers = dp.Layers([dp.Circles.init(3, key=jax.random.key(1)),
+                        OutOfRangeInLayers.init(6, key=jax.random.key(0))])  # fmt: skip
+    with pytest.raises(ValueError, match=r"OutOfRangeInLayers\.coverage.*\[0, 1\]"):
+        layers.render_image((16, 16))
+    with pytest.raises(ValueError, match=r"OutOfRangeInLayers\.coverage.*\[0, 1\]"):
+        dp.fit(layers, jnp.zeros((16, 16, 3)), steps=2)
+
+
 class TransposedBounds(UserCircles):
     def bounds(self):
         return super().bounds().T

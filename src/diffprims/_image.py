@@ -59,7 +59,9 @@ def check_image(
     if looks_channels_first(image.shape) and image.shape[-1] != channels:
         raise ValueError(
             f"`{name}` looks channels-first, (C, H, W); got {describe(image)}. Images are "
-            f"(H, W, C): move the channel axis last with `jnp.moveaxis({name}, 0, -1)`."
+            f"(H, W, C): move the channel axis last with `jnp.moveaxis({name}, 0, -1)`. (An "
+            f"image {image.shape[0]} pixels tall with {image.shape[-1]} channels: pass a few "
+            "channels at a time, e.g. `jax.vmap` over the last axis of `x[..., None]`.)"
         )
     if channels is not None and image.shape[-1] != channels:
         raise ValueError(
@@ -71,8 +73,7 @@ def check_image(
 
 
 def looks_channels_first(shape: tuple[int, ...]) -> bool:
-    """Whether an image of `shape` is likely `(C, H, W)`: a first axis of 1, 3 or 4
-    (grey, RGB, RGBA) and a last axis longer than any colour count."""
+    """Whether `shape` is likely `(C, H, W)`: grey, RGB or RGBA first, over 4 last."""
     return len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] > 4
 
 
