@@ -89,8 +89,20 @@ def test_load_errors(tmp_path):
     (tmp_path / "junk.eqx").write_bytes(b"not a model at all")
     with pytest.raises(ValueError, match="model file written by"):
         dp.load(tmp_path / "junk.eqx")
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(
+        ValueError, match=r"holds `raw_colours`: \(3, 3\) float32 where `like` has \(4"
+    ):
         dp.load(path, like=dp.Circles.init(4, key=jax.random.key(0)))
+    # Only settings differ: the message named size and layout (found by a review).
+    with pytest.raises(ValueError, match=r"holds `softness` = 1\.0 where `like` has 2\.5"):
+        dp.load(path, like=dp.Circles.init(3, key=jax.random.key(0), softness=2.5))
+    layers = dp.save(tmp_path / "l.eqx", dp.Layers([model, model]))
+    with pytest.raises(
+        ValueError, match=r"`layers\[1\]\.compositing` = 'over' where `like` has 'a"
+    ):
+        dp.load(layers, like=dp.Layers([model, model.with_compositing("additive")]))
+    with pytest.raises(ValueError, match=r"holds `layers`: 2 items where `like` has 1"):
+        dp.load(layers, like=dp.Layers([model]))
     with pytest.raises(ValueError, match="of type Circles.*Pass a `like` of the file.s type"):
         dp.load(path, like=dp.Rectangles.init(3, key=jax.random.key(0)))
     with pytest.raises(TypeError, match="`path` must be a file path; got int 3"):

@@ -29,6 +29,7 @@ import numpy as np
 
 from ._errors import LoadError
 from ._files import CHECKSUM_LINE, atomic_write, checksum_line, open_regular, read_line
+from ._io_messages import difference, unknown_class
 from ._io_tree import (
     MAX_NDIM,
     SERIALISE_LEAVES,
@@ -306,8 +307,8 @@ def load(path: str | os.PathLike[str], like: Loaded | None = None, *, classes: A
         if jax.tree.structure(like) != jax.tree.structure(template) or shapes[0] != shapes[1]:
             raise LoadError(
                 f"{os.fspath(path)!r} does not match the structure of `like`: the file holds "
-                "a model of another size or layout. Pass a `like` of the same type, N and "
-                "channels, or no `like`."
+                f"{difference(like, template)}. Pass a `like` made with the file's settings "
+                "(or no `like`)."
             )
     try:
         model = read_leaves(payload, template if like is None else like)
@@ -330,36 +331,12 @@ def _parse(path: Any, header: dict[str, Any], allowed: dict[str, type]) -> Spec:
         spec.tree = parse(header.get("tree"), spec, allowed, "the model", 0)
     except UnknownClassError as error:
         missing = missing_classes(header.get("tree"), allowed) or [error.name]
-        raise LoadError(_unknown_class(path, missing, allowed)) from None
+        raise LoadError(unknown_class(path, missing, allowed)) from None
     except ClassMismatchError as error:  # the caller's class changed since the save
         raise LoadError(f"Cannot load the model file {os.fspath(path)!r}: {error}.") from None
     except ValueError as error:
         raise _fail(path, f"its header is damaged: {error}") from None
     return spec
-
-
-def _unknown_class(path: Any, names: list[str], allowed: dict[str, type]) -> str:
-    """What to do about a file naming classes that `load` was not given (all of them,
-    with those already passed in the `classes` to pass)."""
-    upgrade = [name for name in names if name.startswith("diffprims.")]
-    if upgrade:
-        return (
-            f"{os.fspath(path)!r} holds a `{upgrade[0]:.80}`, which this version of diffprims "
-            "does not have; upgrade diffprims to read it."
-        )
-    shorts = [name.rpartition(":")[2].rpartition(".")[2][:80] for name in names]
-    passed = [cls.__name__ for key, cls in allowed.items() if not key.startswith("diffprims.")]
-    listed = ", ".join(dict.fromkeys([*passed, *shorts]))
-    holds = ", ".join(
-        f"`{qualname:.80}` (from module `{module:.80}`)"
-        for module, _, qualname in (name.rpartition(":") for name in names[:8])
-    )
-    return (
-        f"{os.fspath(path)!r} holds {holds}, not a diffprims class. `load` "
-        "builds only diffprims classes and the classes you pass (a file cannot make it "
-        f"import or run anything else): import {', '.join(shorts[:8])} and pass "
-        f"{'it' if len(shorts) == 1 else 'them'}, `dp.load(path, classes=[{listed}])`."
-    )
 
 
 def _header_batch(path: Any, header: dict[str, Any], spec: Spec) -> tuple[int, ...]:
