@@ -183,6 +183,25 @@ def test_a_16_bit_tiff_stored_plane_by_plane_is_refused(tmp_path):
     np.testing.assert_allclose(image, np.moveaxis(samples, 0, -1) / 65535, atol=1e-7)
 
 
+def test_signed_and_float_colour_tiffs_are_refused_saying_why(tmp_path):
+    # A signed 16-bit TIFF lost its negative half (clipped to 0, the rest / 65535); a
+    # float RGB TIFF, which Pillow cannot read, was "not a raster image file".
+    tifffile = pytest.importorskip("tifffile")
+    signed = np.array([[-30000, 0], [100, 30000]], np.int16)
+    tifffile.imwrite(tmp_path / "signed.tif", signed)
+    with pytest.raises(ValueError, match=r"values >= 0.*down to -30000.*save it unsigned"):
+        dp.load_image(tmp_path / "signed.tif")
+    tifffile.imwrite(tmp_path / "positive.tif", np.abs(signed))  # signed, none below 0
+    np.testing.assert_allclose(dp.load_image(tmp_path / "positive.tif")[1, 1], 30000 / 65535)
+    tifffile.imwrite(
+        tmp_path / "float.tif", np.full((4, 4, 3), 0.5, np.float32), photometric="rgb"
+    )
+    with pytest.raises(ValueError, match=r"a TIFF in a pixel format Pillow does not read"):
+        dp.load_image(tmp_path / "float.tif")
+    tifffile.imwrite(tmp_path / "grey.tif", np.full((4, 4), 0.5, np.float32))
+    np.testing.assert_allclose(dp.load_image(tmp_path / "grey.tif"), 0.5)
+
+
 @pytest.mark.parametrize("suffix", [".gif", ".png", ".tif"])
 def test_several_frames_read_the_first_with_a_warning(tmp_path, suffix):
     red, blue = (Image.new("RGB", (4, 3), colour) for colour in ("red", "blue"))

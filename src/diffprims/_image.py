@@ -25,6 +25,7 @@ from ._image_formats import (
     Misread,
     cannot_hold,
     check_planar,
+    check_unsigned,
     check_written,
     draft_for,
     key_opacity,
@@ -32,6 +33,7 @@ from ._image_formats import (
     pixel_limit,
     raw_mode,
     sixteen_bit_colour,
+    unidentified,
 )
 from ._validate import (
     check_bool,
@@ -151,6 +153,7 @@ def _to_float(picture: Image.Image, path: Any, low: Image.Image | None = None) -
         elif mode == "I" and picture.info.get("uint32"):  # Pillow reads it as signed
             grey = values.view(np.uint32).astype(np.float64) / (2**32 - 1)
         else:  # 16-bit, or 32-bit ints (a 16-bit PNG may read as "I"); a tRNS key white
+            check_unsigned(values, path)
             peak = 65535.0 if mode in SIXTEEN_BIT or values.max(initial=0) <= 65535 else 2**31 - 1
             grey = np.where(key_opacity(picture, values)[..., 0] > 0, values / peak, 1.0)
         return np.repeat(np.asarray(grey, np.float32)[..., None], 3, axis=-1)
@@ -193,10 +196,7 @@ def _read(
     except IsADirectoryError:
         raise ValueError(f"`path` must be an image file; got {name!r}, a folder.") from None
     except UnidentifiedImageError:
-        raise ValueError(
-            f"`path` must be a raster image file Pillow can read (PNG, JPEG, TIFF, ...); got "
-            f"{name!r}, which is not one."
-        ) from None
+        raise ValueError(unidentified(name)) from None
     except Image.DecompressionBombError as error:
         raise ValueError(
             f"`path` must be an image of at most {pixel_limit()} pixels (Pillow refuses "
@@ -266,7 +266,7 @@ def load_image(
 
     Every mode Pillow reads becomes RGB at its own bit depth: 8- and 16-bit grey and
     colour (16-bit RGB, RGBA and grey + alpha PNGs at full precision, though Pillow reads
-    them at 8 bits), float TIFFs (values clipped to `[0, 1]`), palette images, and
+    them at 8 bits), float grey TIFFs (clipped to `[0, 1]`), palette images, and
     transparency shown over white. The EXIF orientation of a photo is applied. Only
     raster formats are read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...); a damaged or
     truncated file, or one too large to be an image (a decompression bomb), raises a

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import sys
 from typing import Any
 
@@ -152,3 +153,33 @@ def draft_for(opened: Image.Image, new_size: Any, *, square: bool) -> None:
     scale = 2.0 * max(new_width / cropped[0], new_height / cropped[1])
     if scale < 0.5:  # at least a halving: a draft would decode something smaller
         opened.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
+
+
+def unidentified(name: str) -> str:
+    """Why Pillow found no image in the file `name`: a TIFF in a pixel format Pillow does
+    not read (float or signed colour), or no image file at all."""
+    try:
+        with open(name, "rb") as file:
+            start = file.read(4)
+    except OSError:
+        start = b""
+    if start in (b"II*\0", b"MM\0*"):
+        return (
+            f"`path` must be an image Pillow can read; got {name!r}, a TIFF in a pixel format "
+            "Pillow does not read (float or signed colour, say). Save it as an 8- or 16-bit "
+            "PNG or TIFF (a float TIFF of one channel reads too)."
+        )
+    return (
+        f"`path` must be a raster image file Pillow can read (PNG, JPEG, TIFF, ...); got "
+        f"{name!r}, which is not one."
+    )
+
+
+def check_unsigned(values: np.ndarray, path: Any) -> None:
+    """Refuse integer pixels below 0 (a signed TIFF): an image holds light, 0 and up."""
+    if values.min(initial=0) < 0:
+        raise ValueError(
+            f"`path` must be an image of values >= 0; got {os.fspath(path)!r}, signed "
+            f"integers down to {values.min()}. Rescale it to 0 and up (e.g. 0 to 65535) "
+            "and save it unsigned."
+        )
