@@ -225,8 +225,9 @@ def _small_fit(path, model_options=(), **kwargs):
         (dict(model_options=dict(compositing="additive")), "different model settings"),
         (dict(model_options=dict(softness=5)), "different model settings"),
         (dict(model_options=dict(learn_background=False)), "different model settings"),
+        (dict(trainable=dp.Circles.init(3, key=KEY).trainable("colour")), "train: `trainable`"),
     ],
-    ids=["L1", "learning-rate", "compositing", "softness", "learn-background"],
+    ids=["L1", "learning-rate", "compositing", "softness", "learn-background", "trainable"],
 )
 def test_resume_refuses_another_loss_optimizer_or_model_settings(tmp_path, options, part):
     path = tmp_path / "fit.ckpt"

@@ -33,7 +33,7 @@ from ._identity import FIELDS, compared
 
 _HOW = {  # what each identity field covers
     "model_settings": "built alike: class, softness, compositing, learned background, "
-    "frozen parameters",
+    "which parameters train: `trainable`",
     "loss": "its kind, structure and weights",
     "optimizer": "its kind and settings, e.g. the learning rate",
     "hyperparameters": "the values given to `optax.inject_hyperparams`",
