@@ -211,6 +211,20 @@ def test_stratified_sampling_draws_about_the_pixels_asked_for(batch):
     assert 1 / 1.2 <= seen[-1] / asked <= 1.2, (seen, asked)
 
 
+def test_batch_as_a_concrete_jax_scalar_is_a_number(getkey):
+    # `jnp.minimum(0.1, 4096 / (H * W))` was refused as "not a fraction in (0, 1]";
+    # NumPy scalars and a JAX `steps` were taken (found by a review).
+    target = jnp.full((16, 16, 3), 0.5)
+    model, key = dp.Circles.init(2, key=getkey(), target=target), getkey()
+    want = dp.fit(model, target, steps=2, batch=0.5, key=key).losses
+    for batch in (jnp.float32(0.5), jnp.int32(128), jnp.minimum(0.5, 4096 / 256)):
+        np.testing.assert_array_equal(
+            dp.fit(model, target, steps=2, batch=batch, key=key).losses, want
+        )
+    with pytest.raises(ValueError, match=r"fraction of the pixels must be in \(0, 1\]; got 1.5"):
+        dp.fit(model, target, steps=2, batch=jnp.float32(1.5), key=key)
+
+
 def test_stratified_sampling(getkey):
     """One pixel from every block, and a stratified fit matches a uniform one's quality."""
     indices = loop_module.stratified_indices(getkey(), 12, 9, 3)

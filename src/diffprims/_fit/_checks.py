@@ -105,6 +105,8 @@ def _check_batch(batch: Any, num_pixels: int) -> int | None:
     if batch is None:
         return None
     check_not_traced(batch, "batch", "number", "how many pixels each step draws")
+    if isinstance(batch, jax.Array) and batch.ndim == 0:  # concrete: `jnp.minimum(...)`
+        batch = batch.item()
     if isinstance(batch, bool | np.bool_) or not isinstance(
         batch, int | float | np.integer | np.floating
     ):
