@@ -296,7 +296,9 @@ def test_layers_of_two_types_fit_save_load_and_export(photo, tmp_path):
         loaded.render_image((16, 16)), result.model.render_image((16, 16))
     )
     svg = dp.to_svg(loaded, (16, 16))
-    assert svg.count("<g fill=") == 10 and 'id="layer1-circle0"' in svg and "layer0-soft-edge" in svg
+    assert (
+        svg.count("<g fill=") == 10 and 'id="layer1-circle0"' in svg and "layer0-soft-edge" in svg
+    )
 
 
 def test_layers_refuse_bad_input(photo):

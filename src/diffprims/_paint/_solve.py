@@ -76,10 +76,10 @@ SOLVE_COMPILE_SECONDS = 1.0
 
 def solve_reserve(seconds: float | None, n: int, pixels: int, restarts: int = 1) -> float:
     """Seconds of a `seconds` budget kept for the final solve: its estimated time, at
-    most a tenth of the budget (0 without a budget)."""
+    most `SOLVE_SHARE` of the budget (0 without a budget)."""
     if seconds is None:
         return 0.0
-    return min(0.1 * seconds, solve_seconds(n, pixels, restarts, seconds))
+    return min(SOLVE_SHARE * seconds, solve_seconds(n, pixels, restarts, seconds))
 
 
 def solve_seconds(n: int, pixels: int, restarts: int = 1, seconds: float | None = None) -> float:
@@ -104,15 +104,22 @@ def _pixel_seconds(n: int) -> float:
 MAX_SOLVE_PIXELS = 512 * 512
 
 
+#: The most of a `seconds` budget the solve may take (by `solve_seconds`'s estimate):
+#: its reserve, and the share its stride is chosen to fit. The stride once fitted half
+#: of the budget while a tenth was kept: 1000 circles with `seconds=10` took 13.9 s
+#: under load, the solve 4.1 s of it.
+SOLVE_SHARE = 0.15
+
+
 def solve_stride(pixels: int, n: int = 0, seconds: float | None = None) -> int:
     """The solve's pixel stride for an image of `pixels` pixels: 1 up to 512 x 512, and
     with a `seconds` budget so short that the solve on every pixel would take more than
-    half of it (by `solve_seconds`'s estimate, less compilation), coarse enough to fit
-    (at 256 x 256 with 100 circles, `seconds=0.2` took 1.25 s warm, 0.55 s of it the
-    solve)."""
+    `SOLVE_SHARE` of it (by `solve_seconds`'s estimate, less compilation), coarse enough
+    to fit (at 256 x 256 with 100 circles, `seconds=0.2` took 1.25 s warm, 0.55 s of it
+    the solve)."""
     most = MAX_SOLVE_PIXELS
     if seconds is not None:
-        most = min(most, max(1.0, 0.5 * seconds / _pixel_seconds(n)))
+        most = min(most, max(1.0, SOLVE_SHARE * seconds / _pixel_seconds(n)))
     return max(1, math.ceil(math.sqrt(pixels / most)))
 
 
