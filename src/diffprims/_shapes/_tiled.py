@@ -223,23 +223,26 @@ def _undraw_groups(grad, args, boxes, chunk):
         d_start, d_shapes, d_rest, d_points = _undraw_chunk(
             split, model, pts, box, bounds, ct, block, under
         )
-        return _add(totals, (d_shapes, d_rest)), (d_points, d_start)
+        if below is None:  # the background: summed here, not kept per point
+            return _add(totals, (d_shapes, d_rest, jnp.sum(d_start, axis=(0, 1)))), (d_points,)
+        return _add(totals, (d_shapes, d_rest, None)), (d_points, d_start)
 
     shape_diff, rest_diff = split.shapes[0], split.rest[0]
-    zeros = jax.tree.map(jnp.zeros_like, (shape_diff, rest_diff))
+    background = model.background if below is None else None
+    zeros = jax.tree.map(jnp.zeros_like, (shape_diff, rest_diff, background))
     orders = group_order(boxes, bounds, chunk)
-    (d_shapes, d_rest), (d_points, d_start) = jax.lax.scan(step, zeros, orders)
-    d_points, d_start = (
+    (d_shapes, d_rest, d_background), per_point = jax.lax.scan(step, zeros, orders)
+    d_points, *d_start = (
         jnp.zeros_like(x).at[orders.reshape(-1)].add(d.reshape(-1, *x.shape[1:]), mode="drop")
-        for x, d in ((points, d_points), (grad, d_start))
+        for x, d in zip((points, grad), per_point)
     )
     d_below = None
     if below is None:  # the background reaches the picture through every first image
-        d_shapes_bg, d_rest_bg = _background_vjp(split, jnp.sum(d_start, axis=(0, 1)))
+        d_shapes_bg, d_rest_bg = _background_vjp(split, d_background)
         d_rest = _add(d_rest, d_rest_bg)
         d_shapes = _add(d_shapes, d_shapes_bg)
     else:
-        d_below = d_start.astype(below.dtype)
+        d_below = d_start[0].astype(below.dtype)
     d_model = eqx.combine(d_shapes, d_rest[0])
     return d_model, d_points, d_rest[1], d_below
 
