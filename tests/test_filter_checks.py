@@ -233,9 +233,12 @@ def test_a_short_image_of_many_channels_is_filtered_as_the_refusal_says():
     # (3, 8, 8) is a channels-first RGB image or 3 rows of 8 channels: refused, and the
     # refusal told only to move the axis, which filters other data (found by a review).
     bank, image = bank_of(dp.kernels.disk(5)), jax.random.uniform(jax.random.key(0), (3, 8, 8))
-    with pytest.raises(ValueError, match=r"3 pixels tall with 8 channels.*x\[\.\.\., None\]"):
+    with pytest.raises(
+        ValueError, match=r"3 pixels tall with 8 channels.*over axis 2 of `image\[\.\.\., None\]`"
+    ):
         bank.apply(image)
-    each = jax.vmap(lambda x: bank.apply(x[..., None])[..., 0], in_axes=-1, out_axes=-1)(image)
+    # As the message says (its first wording, "the last axis", ran into the refusal again).
+    each = jax.vmap(bank.apply, in_axes=2, out_axes=2)(image[..., None])[..., 0]
     alone = jnp.stack([bank.apply(image[..., c : c + 1])[..., 0] for c in range(8)], axis=-1)
     np.testing.assert_allclose(each, alone, atol=1e-6)
 

@@ -217,7 +217,7 @@ def test_batch_as_a_concrete_jax_scalar_is_a_number(getkey):
     target = jnp.full((16, 16, 3), 0.5)
     model, key = dp.Circles.init(2, key=getkey(), target=target), getkey()
     want = dp.fit(model, target, steps=2, batch=0.5, key=key).losses
-    for batch in (jnp.float32(0.5), jnp.int32(128), jnp.minimum(0.5, 4096 / 256)):
+    for batch in (jnp.float32(0.5), jnp.int32(128), jnp.minimum(0.5, 4096 / 256), np.array(0.5)):
         np.testing.assert_array_equal(
             dp.fit(model, target, steps=2, batch=batch, key=key).losses, want
         )

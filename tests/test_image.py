@@ -196,8 +196,11 @@ def test_signed_and_float_colour_tiffs_are_refused_saying_why(tmp_path):
     tifffile.imwrite(
         tmp_path / "float.tif", np.full((4, 4, 3), 0.5, np.float32), photometric="rgb"
     )
-    with pytest.raises(ValueError, match=r"a TIFF in a pixel format Pillow does not read"):
+    with pytest.raises(ValueError, match=r"a TIFF it cannot: damaged or truncated, or in a pixel"):
         dp.load_image(tmp_path / "float.tif")
+    (tmp_path / "cut.tif").write_bytes(b"II*\0" + bytes(20))  # a TIFF's start, then nothing
+    with pytest.raises(ValueError, match=r"damaged or truncated"):
+        dp.load_image(tmp_path / "cut.tif")
     tifffile.imwrite(tmp_path / "grey.tif", np.full((4, 4), 0.5, np.float32))
     np.testing.assert_allclose(dp.load_image(tmp_path / "grey.tif"), 0.5)
 

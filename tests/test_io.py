@@ -103,6 +103,9 @@ def test_load_errors(tmp_path):
         dp.load(layers, like=dp.Layers([model, model.with_compositing("additive")]))
     with pytest.raises(ValueError, match=r"holds `layers`: 2 items where `like` has 1"):
         dp.load(layers, like=dp.Layers([model]))
+    # A layer of another type: two models' reprs, cut off mid-field (found by a review).
+    with pytest.raises(ValueError, match=r"`layers\[1\]`: a Circles where `like` has an Ellipses"):
+        dp.load(layers, like=dp.Layers([model, dp.Ellipses.init(3, key=jax.random.key(0))]))
     with pytest.raises(ValueError, match="of type Circles.*Pass a `like` of the file.s type"):
         dp.load(path, like=dp.Rectangles.init(3, key=jax.random.key(0)))
     with pytest.raises(TypeError, match="`path` must be a file path; got int 3"):

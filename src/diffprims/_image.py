@@ -62,8 +62,8 @@ def check_image(
         raise ValueError(
             f"`{name}` looks channels-first, (C, H, W); got {describe(image)}. Images are "
             f"(H, W, C): move the channel axis last with `jnp.moveaxis({name}, 0, -1)`. (An "
-            f"image {image.shape[0]} pixels tall with {image.shape[-1]} channels: pass a few "
-            "channels at a time, e.g. `jax.vmap` over the last axis of `x[..., None]`.)"
+            f"image {image.shape[0]} pixels tall with {image.shape[-1]} channels: pass one "
+            f"channel at a time, e.g. `jax.vmap` over axis 2 of `{name}[..., None]`.)"
         )
     if channels is not None and image.shape[-1] != channels:
         raise ValueError(

@@ -165,9 +165,10 @@ def unidentified(name: str) -> str:
         start = b""
     if start in (b"II*\0", b"MM\0*"):
         return (
-            f"`path` must be an image Pillow can read; got {name!r}, a TIFF in a pixel format "
-            "Pillow does not read (float or signed colour, say). Save it as an 8- or 16-bit "
-            "PNG or TIFF (a float TIFF of one channel reads too)."
+            f"`path` must be an image Pillow can read; got {name!r}, a TIFF it cannot: "
+            "damaged or truncated, or in a pixel format Pillow does not read (float or "
+            "signed colour, say). Save it as an 8- or 16-bit PNG or TIFF (a float TIFF of "
+            "one channel reads too)."
         )
     return (
         f"`path` must be a raster image file Pillow can read (PNG, JPEG, TIFF, ...); got "

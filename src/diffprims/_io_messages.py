@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 
 from ._validate import describe
@@ -37,10 +38,16 @@ def unknown_class(path: Any, names: list[str], allowed: dict[str, type]) -> str:
 
 
 def difference(like: Any, held: Any, where: str = "") -> str:
-    """The first place where the file's model `held` differs from `like`, in words."""
+    """The first place where the file's model `held` (arrays as `jax.ShapeDtypeStruct`)
+    differs from `like`, in words."""
 
-    def what(x):
-        return f"{x.shape} {x.dtype}" if hasattr(x, "shape") else describe(x)
+    def what(x: Any) -> str:
+        if isinstance(x, jax.ShapeDtypeStruct) or eqx.is_array(x):
+            return f"{tuple(x.shape)} {x.dtype}"
+        if isinstance(x, eqx.Module):  # a model: its type, not its fields
+            name = type(x).__name__
+            return f"{'an' if name[:1] in 'AEIOU' else 'a'} {name}"
+        return describe(x)
 
     found = ""
     if isinstance(like, eqx.Module) and type(like) is type(held):
@@ -56,7 +63,7 @@ def difference(like: Any, held: Any, where: str = "") -> str:
             return f"`{where}`: {len(held)} items where `like` has {len(like)}"
         for i, (mine, theirs) in enumerate(zip(like, held, strict=True)):
             found = found or difference(mine, theirs, f"{where}[{i}]")
-    elif hasattr(held, "shape"):
+    elif isinstance(held, jax.ShapeDtypeStruct):
         leaf: Any = like
         mine = (jnp.shape(leaf), jnp.result_type(leaf)) if eqx.is_array_like(leaf) else None
         if mine != (held.shape, held.dtype):

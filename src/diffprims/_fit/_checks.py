@@ -105,7 +105,7 @@ def _check_batch(batch: Any, num_pixels: int) -> int | None:
     if batch is None:
         return None
     check_not_traced(batch, "batch", "number", "how many pixels each step draws")
-    if isinstance(batch, jax.Array) and batch.ndim == 0:  # concrete: `jnp.minimum(...)`
+    if isinstance(batch, jax.Array | np.ndarray) and batch.ndim == 0:  # `jnp.minimum(...)`
         batch = batch.item()
     if isinstance(batch, bool | np.bool_) or not isinstance(
         batch, int | float | np.integer | np.floating
