@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._derivatives import differentiating
 from .._model import AbstractModel, batch_shape, check_unbatched
 from .._validate import (
     check_grid_shape,
@@ -23,7 +22,14 @@ from .._validate import (
 )
 from ._base import AbstractShapes
 from ._build import fields_spec
-from ._render import check_method, grid_pixel_size, render_grid, render_points, resolved_method
+from ._render import (
+    check_method,
+    fit_method,
+    grid_pixel_size,
+    render_grid,
+    render_points,
+    resolved_method,
+)
 
 
 class Layers(AbstractModel):
@@ -152,11 +158,8 @@ class Layers(AbstractModel):
         )
 
     def _fit_method(self, method: Any) -> str | None:
-        if method is None or (isinstance(method, str) and method == "auto"):
-            return "scan" if differentiating() else None
-        for layer in self.layers:
-            check_method(method, layer.compositing)
-        return method
+        # As a set's, checked against every layer (all give the same choice).
+        return [fit_method(method, layer) for layer in self.layers][0]
 
     def trainable(self, *kinds: str, layers: Any = None) -> Any:
         """A filter spec for `fit(..., trainable=...)`: train only some parts of the layers.
