@@ -74,6 +74,13 @@ def check_solve_memory(n: int, restarts: int, extra: float = 0.0) -> None:
 SOLVE_COMPILE_SECONDS = 1.0
 
 
+#: The most of a `seconds` budget the solve may take (by `solve_seconds`'s estimate):
+#: its reserve, and the share its stride is chosen to fit. The stride once fitted half
+#: of the budget while a tenth was kept: 1000 circles with `seconds=10` took 13.9 s
+#: under load, the solve 4.1 s of it.
+SOLVE_SHARE = 0.15
+
+
 def solve_reserve(seconds: float | None, n: int, pixels: int, restarts: int = 1) -> float:
     """Seconds of a `seconds` budget kept for the final solve: its estimated time, at
     most `SOLVE_SHARE` of the budget (0 without a budget)."""
@@ -102,13 +109,6 @@ def _pixel_seconds(n: int) -> float:
 # it solves on at most about this many pixels (its time grows with them: 18 s warm at
 # 1536 x 1024 with 200 shapes on every pixel).
 MAX_SOLVE_PIXELS = 512 * 512
-
-
-#: The most of a `seconds` budget the solve may take (by `solve_seconds`'s estimate):
-#: its reserve, and the share its stride is chosen to fit. The stride once fitted half
-#: of the budget while a tenth was kept: 1000 circles with `seconds=10` took 13.9 s
-#: under load, the solve 4.1 s of it.
-SOLVE_SHARE = 0.15
 
 
 def solve_stride(pixels: int, n: int = 0, seconds: float | None = None) -> int:
