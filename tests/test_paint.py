@@ -153,22 +153,39 @@ def test_schedule_and_blur():
     assert float(blur(image, 3.0).std()) < float(image.std())
 
 
+@pytest.mark.parametrize("method", ["scan", "tiled"])
 @pytest.mark.parametrize("compositing", ["over", "additive"])
-def test_usefulness_is_the_error_each_shape_saves(compositing, getkey):
-    """`_usefulness` (one scan) equals removing each shape and re-rendering."""
-    target = jax.random.uniform(getkey(), (12, 12, 3))
-    weights = jax.random.uniform(getkey(), (12, 12), minval=0.5, maxval=4.0)
-    model = dp.Circles.init(5, key=getkey(), size_range=(0.2, 0.4), compositing=compositing)
-    useful = _usefulness(model, target, weights, 1)
+@pytest.mark.parametrize("shape_type", shape_types(), ids=lambda t: t.__name__)
+def test_usefulness_is_the_error_each_shape_saves(shape_type, compositing, method, getkey):
+    """`_usefulness` (one scan, or tiles visiting only the shapes that reach them)
+    equals removing each shape and re-rendering, on a grid not of whole tiles."""
+    target = jax.random.uniform(getkey(), (13, 11, 3))
+    weights = jax.random.uniform(getkey(), (13, 11), minval=0.5, maxval=4.0)
+    model = shape_type.init(6, key=getkey(), size_range=(0.1, 0.4), compositing=compositing)
+    useful = jax.jit(_usefulness, static_argnums=(3, 4))(model, target, weights, 1, method)
 
     def error(m):
-        squared = (m.render_image((12, 12), method="scan") - target) ** 2
+        squared = (m.render_image((13, 11), method="scan") - target) ** 2
         return jnp.sum(weights[..., None] * squared)
 
-    for i in range(5):
-        keep = jnp.array([j for j in range(5) if j != i])
-        expected = error(model.take(keep)) - error(model)
-        np.testing.assert_allclose(useful[i], expected, rtol=1e-4, atol=1e-4)
+    expected = [error(model.take(jnp.array([j for j in range(6) if j != i]))) for i in range(6)]
+    np.testing.assert_allclose(useful, jnp.stack(expected) - error(model), rtol=1e-4, atol=1e-4)
+
+
+def test_tiled_usefulness_in_blocks_and_batched(monkeypatch, getkey):
+    """Lists longer than a block of stored pictures (redrawn from the back), and restarts
+    batched with `vmap`, rank as the scan does."""
+    import diffprims._shapes._tiled as tiled
+
+    target = jax.random.uniform(getkey(), (24, 24, 3))
+    weights = jnp.ones((24, 24))
+    models = jax.vmap(lambda k: dp.Circles.init(40, key=k, size_range=(0.2, 0.5)))(
+        jax.random.split(getkey(), 2)
+    )
+    dense = jax.vmap(lambda m: _usefulness(m, target, weights, 1, "scan"))(models)
+    monkeypatch.setattr(tiled, "CHUNK_PAIRS", 1)  # blocks of 8 layers
+    tiles = jax.jit(jax.vmap(lambda m: _usefulness(m, target, weights, 1, "tiled")))(models)
+    np.testing.assert_allclose(tiles, dense, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("learn_background", [True, False])

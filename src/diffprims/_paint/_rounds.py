@@ -192,7 +192,7 @@ class Painting:
         level = max(1, self.knobs["level"] // 2)
         models, self.active = remove(
             self.models(driver.state), self.target, self.weights, self.active,
-            round_.removed, level,
+            round_.removed, level, self.knobs["method"],
         )  # fmt: skip
         self._restart(driver, models)
 
@@ -293,7 +293,7 @@ class Painting:
 
         def removing(removed: int) -> None:
             level = max(1, self.knobs["level"] // 2)
-            remove.lower(*args, self.active, removed, level).compile()
+            remove.lower(*args, self.active, removed, level, self.knobs["method"]).compile()
 
         def solving() -> None:
             solver = self._solver(solve)

@@ -121,10 +121,6 @@ def _undraw_chunk(split: _Split, model, points, boxes, bounds, grad, block: int,
         alpha, colour = split.layer(_rows(shape_diff, index, n), rest_diff, points, index, n)
         return group_step(mode, image, alpha, colour)
 
-    def store(k, carry):
-        image, behind, first = carry
-        return draw(k, image), behind.at[k - first].set(image), first
-
     def undraw(k, behind, carry):
         grad, d_shapes, d_rest, d_points = carry
         index = lists.kth(k)
@@ -136,19 +132,31 @@ def _undraw_chunk(split: _Split, model, points, boxes, bounds, grad, block: int,
         d_shapes = jax.tree.map(lambda t, d: t.at[index].add(d, mode="drop"), d_shapes, d_rows)
         return grad, d_shapes, _add(d_rest, d_r), d_points + d_p
 
+    zeros = (jax.tree.map(jnp.zeros_like, shape_diff), jax.tree.map(jnp.zeros_like, rest_diff))
+    carry = (grad, *zeros, jnp.zeros_like(points))
+    return sweep_from_front(draw, undraw, count, block, start, carry)
+
+
+def sweep_from_front(draw, visit, count, block: int, start, carry):
+    """`carry` through `visit(k, behind, carry)` for layers `k = count - 1, ..., 0` (front
+    to back), `behind` the picture under layer `k` (`draw(k, image)` draws it over
+    `image`, from `start`). The pictures are stored `block` layers at a time: blocks
+    from the front, each first redrawing the layers behind it (one block, no redraw,
+    unless the lists are long)."""
+
+    def store(k, stored):
+        image, behind, first = stored
+        return draw(k, image), behind.at[k - first].set(image), first
+
     def one_block(i, carry):
-        # Blocks from the front: redraw the layers behind this one, store its pictures,
-        # then sweep back through it. One block (no redraw) unless the lists are long.
         first = (-(-count // block) - 1 - i) * block
         last = jnp.minimum(count, first + block)
         image = jax.lax.fori_loop(0, first, draw, start)
         behind = jnp.zeros((block, *start.shape), start.dtype)
         _, behind, _ = jax.lax.fori_loop(first, last, store, (image, behind, first))
-        back = lambda j, c: undraw(last - 1 - j, behind[last - 1 - j - first], c)  # noqa: E731
+        back = lambda j, c: visit(last - 1 - j, behind[last - 1 - j - first], c)  # noqa: E731
         return jax.lax.fori_loop(0, last - first, back, carry)
 
-    zeros = (jax.tree.map(jnp.zeros_like, shape_diff), jax.tree.map(jnp.zeros_like, rest_diff))
-    carry = (grad, *zeros, jnp.zeros_like(points))
     return jax.lax.fori_loop(0, -(-count // block), one_block, carry)
 
 
@@ -278,6 +286,16 @@ def tile_points(shape: tuple[int, int], tile: int) -> tuple[Array, Array]:
     return points, boxes
 
 
+def to_tiles(image: Array, tile: int) -> Array:
+    """An `(H, W, ...)` array in the layout of `tile_points`: `(G, tile * tile, ...)`,
+    padded with zeros to whole tiles."""
+    height, width = image.shape[:2]
+    rows, cols = -(-height // tile), -(-width // tile)
+    pad = [(0, rows * tile - height), (0, cols * tile - width)] + [(0, 0)] * (image.ndim - 2)
+    tiles = jnp.pad(image, pad).reshape(rows, tile, cols, tile, *image.shape[2:])
+    return jnp.swapaxes(tiles, 1, 2).reshape(rows * cols, tile * tile, *image.shape[2:])
+
+
 def render_image_tiled(
     model, shape: tuple[int, int], tile: int, chunk: int, pixel_size, below=None
 ) -> Float[Array, "H W C"]:
@@ -288,10 +306,7 @@ def render_image_tiled(
     points, boxes = tile_points(shape, tile)
     dtype = model.raw_colours.dtype
     rows, cols = -(-height // tile), -(-width // tile)
-    if below is not None:  # into the tiles' layout: (rows, tile, cols, tile) -> (G, tile^2)
-        below = jnp.pad(below, ((0, rows * tile - height), (0, cols * tile - width), (0, 0)))
-        below = below.reshape(rows, tile, cols, tile, -1).transpose(0, 2, 1, 3, 4)
-        below = below.reshape(rows * cols, tile * tile, -1)
+    below = None if below is None else to_tiles(below, tile)
     args = (model, points.astype(dtype), pixel_size, below)
     out = render_groups(args, boxes.astype(dtype), min(chunk, points.shape[0]))
     out = out.reshape(rows, cols, tile, tile, -1).transpose(0, 2, 1, 3, 4)
