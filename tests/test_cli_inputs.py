@@ -196,3 +196,21 @@ def test_an_animated_input_is_said_in_one_line_once(capsys, command, quiet):
     note = "'anim.gif' holds several frames (an animation or a multi-page file): using the first"
     assert err.count(note) == (0 if quiet else 1)
     assert "UserWarning" not in err and (err == "") == quiet
+
+
+@pytest.mark.parametrize("size, fit", [(64, "100x1, 1 px"), (256, "200x2, 2 px")])
+def test_a_strip_is_painted_in_place_at_its_own_size(capsys, size, fit):
+    """A 1000 x 10 strip: rounded to the longer side, it was fitted at 256 x 3 (a frame
+    a quarter wider than the strip) or at 64 x 1 (a third as wide); the painting then
+    sat in the wrong place in result.png. Its fit keeps the ratio, and a fit one pixel
+    across is said."""
+    pixels = np.full((10, 1000, 3), 255, np.uint8)
+    pixels[:, 600:800] = (255, 0, 0)
+    Image.fromarray(pixels).save("strip.png")
+    argv = ["paint", "strip.png", "-n", "3", "--steps", "150", "--size", size, "-o", "out"]
+    status, err = _run(argv, capsys)
+    assert status == 0, err
+    assert f"fitted at {fit} high" in err
+    row = np.asarray(Image.open("out/result.png").convert("RGB"), int)[5]
+    red = np.nonzero((row[:, 0] > 200) & (row[:, 1] < 100))[0]
+    assert abs(red.min() - 600) <= 20 and abs(red.max() - 799) <= 20, (red.min(), red.max())

@@ -9,7 +9,7 @@ from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 
 import diffprims as dp
-from diffprims._aspect import ASPECT_TOLERANCE, longer_side
+from diffprims._aspect import ASPECT_TOLERANCE, CUT_WEIGHT, longer_side
 
 
 def _write(path, array, mode=None):
@@ -314,10 +314,31 @@ def test_a_size_keeps_the_aspect_ratio_as_near_as_whole_pixels_allow(height, wid
     ratio = max(height, width) / min(height, width)
     short, long = sorted((rows, cols))
     assert max(rows, cols) <= side and (rows <= cols) == (height <= width)
-    if (rows, cols) != plain:
-        assert abs(long - short * ratio) <= ASPECT_TOLERANCE and long >= 0.9 * side
+    if (rows, cols) != plain and long >= 0.9 * max(plain):
+        assert abs(long - short * ratio) <= ASPECT_TOLERANCE or _off(rows, cols, height, width) < (
+            _off(*plain, height, width)
+        )
+    elif (rows, cols) != plain:  # cut further only for a ratio kept far better
+        cut = CUT_WEIGHT * (1 - long / max(plain))
+        assert _off(rows, cols, height, width) + cut < _off(*plain, height, width)
     if (height, width) == (4000, 6000) and side == 256:
         assert (rows, cols) == (170, 255)
+
+
+def _off(rows, cols, height, width):
+    return abs(cols / rows * height / width - 1)
+
+
+@pytest.mark.parametrize(
+    "height, width, expected",
+    [(20, 4000, (1, 200)), (7, 1000, (1, 143)), (100, 1999, (12, 240)), (4000, 333, (252, 21))],
+)
+def test_a_very_wide_or_tall_image_is_not_squeezed_into_the_longer_side(height, width, expected):
+    # Rounded, 4000 x 20 at 256 px was 256 x 1: a frame 28 % wider than the photo's, so
+    # the painting rendered at the photo's size drew its right part off the edge.
+    assert longer_side(height, width, 256) == expected
+    rows, cols = expected
+    assert _off(rows, cols, height, width) <= 0.0011
 
 
 def test_a_size_never_keeps_the_aspect_ratio_worse_than_rounding():
@@ -328,11 +349,11 @@ def test_a_size_never_keeps_the_aspect_ratio_worse_than_rounding():
         rows, cols = longer_side(int(height), int(width), int(side))
         scale = side / max(height, width)
         plain = max(1, round(height * scale)), max(1, round(width * scale))
-        assert (
-            abs(cols / rows * height / width - 1)
-            <= abs(plain[1] / plain[0] * height / width - 1) + 1e-12
+        assert _off(rows, cols, height, width) <= _off(*plain, height, width) + 1e-12
+        cut = CUT_WEIGHT * (1 - max(rows, cols) / max(plain))
+        assert max(rows, cols) >= 0.9 * side or (
+            _off(rows, cols, height, width) + cut < _off(*plain, height, width)
         )
-        assert max(rows, cols) >= 0.9 * side
 
 
 @pytest.mark.parametrize(

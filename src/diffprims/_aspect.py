@@ -8,6 +8,12 @@ import math
 #: where the aspect ratio puts it (`faithful_shape`), and how much smaller it may be.
 ASPECT_TOLERANCE, ASPECT_SEARCH = 0.02, 0.1
 
+#: Where no size in the window keeps the ratio, a smaller one is taken when its relative
+#: ratio error plus this times the share of the longer side it cuts is less than the
+#: rounded size's error: 4000 x 20 at 256 px rounded to 256 x 1 (a ratio 28 % off, the
+#: painting's right part drawn off the edge), and 200 x 1 is exact.
+CUT_WEIGHT = 0.01
+
 
 def faithful_shape(
     height: int, width: int, short_most: int, plain: tuple[int, int] | None = None
@@ -15,7 +21,8 @@ def faithful_shape(
     """`(H, W)` of `height x width`'s aspect ratio with the shorter side at most
     `short_most`: the largest such side (down to 10 % less) whose longer side is within
     `ASPECT_TOLERANCE` px of a whole number; else `plain` (the sizes rounded: a size
-    asked for is not cut for a ratio kept no better), or with `plain` None the side
+    asked for is not cut for a ratio kept no better) unless a smaller size keeps the
+    ratio much better (`CUT_WEIGHT`), or with `plain` None the side
     whose longer one is nearest a whole number (paint's working copy, any size under
     its pixel budget: its shapes are drawn at the target's size).
 
@@ -40,9 +47,31 @@ def faithful_shape(
         if off < miss:
             best, miss = side, off
     if plain is not None:
-        return plain
+        return _least_off(height, width, top, plain)
     other = max(1, round(best * ratio))
     return (best, other) if height <= width else (other, best)
+
+
+def _least_off(height: int, width: int, top: int, plain: tuple[int, int]) -> tuple[int, int]:
+    """Of `plain` and every size with the shorter side at most `top`, the one whose
+    ratio error plus `CUT_WEIGHT` times the share of `plain`'s longer side it cuts is
+    least (`plain` on a tie)."""
+    short, long = sorted((height, width))
+    ratio, side = long / short, max(plain)
+
+    def error(short_side: int, long_side: int) -> float:
+        return abs(long_side / short_side / ratio - 1)
+
+    best, cost = plain, error(min(plain), side)
+    for short_side in range(top, 0, -1):
+        cut = CUT_WEIGHT * (1 - short_side * ratio / side)
+        if cut >= cost:  # smaller sides cut more: none can cost less
+            break
+        long_side = max(1, round(short_side * ratio))
+        if error(short_side, long_side) + cut < cost:
+            cost = error(short_side, long_side) + cut
+            best = (short_side, long_side) if height <= width else (long_side, short_side)
+    return best
 
 
 def longer_side(height: int, width: int, side: int) -> tuple[int, int]:

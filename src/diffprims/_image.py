@@ -280,8 +280,8 @@ def load_image(
 
     - `path`: the file (PNG, JPEG, ...).
     - `size`: `None` keeps the size; an int scales the image so its longer side is
-      `size` (up to 10 % less where that keeps the aspect ratio to 0.02 px: a 3:2 photo
-      at 256 is 255 x 170, so its shapes render in place at the photo's own size);
+      `size` (less where that keeps the aspect ratio: to 0.02 px up to 10 % less, a 3:2
+      photo at 256 is 255 x 170, so its shapes render in place at its own size);
       `(H, W)` resizes to exactly that. Resizing is
       Lanczos, in float (a JPEG far larger is first decoded at 1/2 to 1/8 of its size,
       at least twice the final one: a 12 MP photo at 256 px in 0.1 s rather than 1.1).

@@ -33,6 +33,7 @@ def read_inputs(args: argparse.Namespace, source: Any) -> tuple[Any, tuple[int, 
     full = np.asarray(read_image(source, quiet=args.quiet), np.float32)
     height, width = full.shape[:2]
     target = _resized(full, _fit_shape(args.size, height, width))
+    _note_thin_fit(args, (height, width), target.shape[:2])
     render_shape = _render_shape(args, height, width)
     if render_shape == target.shape[:2]:
         reference = None
@@ -43,8 +44,31 @@ def read_inputs(args: argparse.Namespace, source: Any) -> tuple[Any, tuple[int, 
     return jax.device_put(np.asarray(target, np.float32)), render_shape, reference
 
 
+#: A fit size whose shorter side is under this many pixels (and the input's is not) is
+#: said on stderr: a 4000 x 20 strip at `--size 256` is fitted from 200 x 1 pixels.
+THIN_FIT = 8
+
+
+def _note_thin_fit(args: argparse.Namespace, shape: tuple[int, int], fit: tuple[int, int]):
+    if args.quiet or min(fit) >= min(THIN_FIT, *shape):
+        return
+    (height, width), (rows, cols) = shape, fit
+    across = "high" if rows <= cols else "wide"
+    print(
+        f"the image is {width}x{height}: at --size {args.size} it is fitted at {cols}x{rows}, "
+        f"{min(fit)} px {across}, and detail across it is lost (a larger --size keeps more)",
+        file=sys.stderr,
+    )
+
+
 def _fit_shape(size: int, height: int, width: int) -> tuple[int, int]:
-    """`(H, W)` with the longer side `size`, as `dp.load_image(path, size)` makes it."""
+    """`(H, W)` with the longer side `size`, as `dp.load_image(path, size)` makes it;
+    longer where `size` would leave less than a pixel across (a strip of 4000 x 20 at
+    `--size 64` was fitted at 64 x 1, a frame of a third of its width: the painting
+    covered the left third of `result.png`)."""
+    short, long = sorted((height, width))
+    if long / short > size:  # one pixel across: the aspect ratio sets the longer side
+        size = min(round(long / short), long)
     return longer_side(height, width, size)
 
 
