@@ -878,14 +878,19 @@ def test_the_write_reserve_grows_with_the_render_size(capsys):
     assert small == _paint_input.WRITE_RESERVE
     assert small < _paint_input.write_seconds((256, 384), fit) < small + 0.1
     assert _paint_input.write_seconds((4000, 6000), fit) > 5.0
-    # Writing longer than half the budget is said (the command will take longer).
+    # Loading and writing that leave the painting less than its quarter of the budget
+    # are said (the command will take longer), with the time loading took.
     from diffprims._cli import _paint
 
-    for seconds, render in ((5.0, (4000, 6000)), (5.0, fit), (None, (4000, 6000))):
+    for seconds, spent, render in ((5.0, 0.5, (4000, 6000)), (5.0, 0.5, fit),
+                                   (None, 0.5, (4000, 6000)), (2.0, 1.2, fit)):  # fmt: skip
         args = argparse.Namespace(seconds=seconds)
-        _paint._warn_of_slow_writing(args, _paint_input.write_seconds(render, fit), render)
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "at 6000x4000 takes about" in err
+        reserve = _paint_input.write_seconds(render, fit)
+        _paint._warn_of_overrun(args, spent, reserve, render, fit)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and "at 6000x4000 takes about" in lines[0], lines
+    assert "--render-size" in lines[0] and "--render-size" not in lines[1]
+    assert lines[1].startswith("loading took 1.2 s") and "--seconds 2," in lines[1]
 
 
 def test_paint_decodes_the_image_once(capsys, monkeypatch):

@@ -105,7 +105,8 @@ def run_paint(args: argparse.Namespace) -> int:
     with _outputs.claimed(files, force=args.force):
         if not args.quiet:  # not before an output refused here: one line then
             print(_header(args, settings, source, fit_shape), file=sys.stderr)
-            _warn_of_slow_writing(args, reserve, render_shape)
+            spent = time.perf_counter() - started
+            _warn_of_overrun(args, spent, reserve, render_shape, fit_shape)
         if not args.no_cache:
             enable_compilation_cache()
         compiled_before = compile_seconds()
@@ -188,15 +189,17 @@ def _paint_seconds(args: argparse.Namespace, started: float, reserve: float) -> 
     return max(left, 0.25 * args.seconds)
 
 
-def _warn_of_slow_writing(args, reserve: float, render_shape: tuple[int, int]) -> None:
-    """A line when writing the render is likely to take more than half of `--seconds`:
-    the command will then take longer than asked."""
-    if args.seconds is None or reserve <= 0.5 * args.seconds:
+def _warn_of_overrun(args, spent: float, reserve: float, render_shape, fit_shape) -> None:
+    """A line when loading (`spent` seconds so far) and writing the results (`reserve`)
+    leave the painting less than its quarter of `--seconds` (`_paint_seconds`): the
+    command will then take longer than asked."""
+    if args.seconds is None or args.seconds - spent - reserve >= 0.25 * args.seconds:
         return
+    hint = " (a smaller --render-size writes faster)" if render_shape != fit_shape else ""
     print(
-        f"writing the results at {_size(render_shape)} takes about {reserve:.0f} s: the "
-        f"command will take longer than --seconds {args.seconds:g} (a smaller "
-        "--render-size writes faster)",
+        f"loading took {spent:.1f} s and writing the results at {_size(render_shape)} takes "
+        f"about {reserve:.1f} s: the command will take longer than --seconds "
+        f"{args.seconds:g}, the painting {0.25 * args.seconds:.2g} s of it{hint}",
         file=sys.stderr,
     )
 
