@@ -253,7 +253,7 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
         models, target, pixel_weights, run_keys, loss,
         paint_optimizer(float(lr), float(lr_geometry), float(lr_colour)),
         stride=min(stride, height, width), method=method or "auto", prune=prune,
-        level=grid_step(height, width, 64), fine=grid_step(height, width, 128),
+        fine=grid_step(height, width, 128),
         opacity=opacity, anneal=anneal, most=max(r.count for r in plan), keep=n,
     )  # fmt: skip
     reserve = solve_reserve(seconds, n, height * width, restarts) if solving else 0.0

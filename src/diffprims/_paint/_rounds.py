@@ -158,7 +158,7 @@ class Painting:
         params, self.static = eqx.partition(models, eqx.is_inexact_array)
         self.state = LoopState(params, None, jax.device_put(np.asarray(True)))
         self.target, self.weights, self.loss, self.optimizer = target, weights, loss, optimizer
-        self.knobs = knobs  # stride, level, fine, method, prune, opacity, anneal, most, keep
+        self.knobs = knobs  # stride, fine, method, prune, opacity, anneal, most, keep
         self.rounds_done: list[tuple[int, Any]] = []  # (steps so far, models)
         self.warm_stop = threading.Event()  # set when the painting ends: `warm_up` stops
         self.solve_ready = threading.Event()  # the solve compiled ahead (or not its job)
@@ -179,7 +179,7 @@ class Painting:
             size=jnp.asarray(round_.size, jnp.float32),
             opacity=jnp.asarray(knobs["opacity"], jnp.float32),
             prune=None if prune is None else jnp.int32(prune),
-            most=knobs["most"], level=knobs["level"], fine=knobs["fine"], method=knobs["method"],
+            most=knobs["most"], fine=knobs["fine"], method=knobs["method"],
         )  # fmt: skip
         models, self.active = add(
             self.models(driver.state), goal, self.weights, self.active, seeding,
@@ -189,7 +189,7 @@ class Painting:
 
     def _remove(self, driver: Driver, round_: Round) -> None:
         """Remove the round's count of least useful shapes; restart the optimizer."""
-        level = max(1, self.knobs["level"] // 2)
+        level = self.knobs["fine"]
         models, self.active = remove(
             self.models(driver.state), self.target, self.weights, self.active,
             round_.removed, level, self.knobs["method"],
@@ -292,7 +292,7 @@ class Painting:
             _steps(fresh, self.static, problem, jnp.float32(1.0), start, start, size)
 
         def removing(removed: int) -> None:
-            level = max(1, self.knobs["level"] // 2)
+            level = self.knobs["fine"]
             remove.lower(*args, self.active, removed, level, self.knobs["method"]).compile()
 
         def solving() -> None:
