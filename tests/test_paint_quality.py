@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import diffprims as dp
-from diffprims._paint._placement import remove, usefulness
+from diffprims._paint._placement import ranking, remove, usefulness
 from diffprims._paint._schedule import (
     CYCLE_DISPATCHES,
     FINAL_SHARE,
@@ -35,7 +35,9 @@ def test_remove_takes_out_the_least_useful_active_shapes(getkey):
     active = jnp.array([True, True, True, True, True, False])
     useful = usefulness(model, target, weights, 1)
     expected = set(np.argsort(np.where(active, useful, np.inf))[:2].tolist())
-    removed, now = remove(model, target, weights, active, 2, 1)
+    ranked = ranking(model, target, weights, active, 1)
+    np.testing.assert_allclose(ranked, np.where(active, useful, np.inf), rtol=1e-5)
+    removed, now = remove(model, active, ranked, 2)
     # The shapes kept come first, in their depth order; the removed ones are invisible.
     np.testing.assert_array_equal(now, [True] * 3 + [False] * 3)
     kept = jnp.array(sorted(set(np.nonzero(np.asarray(active))[0].tolist()) - expected))
@@ -48,7 +50,8 @@ def test_remove_takes_out_the_least_useful_active_shapes(getkey):
     np.testing.assert_allclose(removed.take(jnp.arange(3)).centres, model.take(kept).centres)
     # Every restart removes its own least useful shapes.
     both = jax.vmap(lambda _: model)(jnp.arange(2))
-    again, per_restart = remove(both, target, weights, jnp.stack([active, active]), 2, 1)
+    actives = jnp.stack([active, active])
+    again, per_restart = remove(both, actives, ranking(both, target, weights, actives, 1), 2)
     np.testing.assert_array_equal(per_restart[1], now)
     np.testing.assert_allclose(again.raw_centres[1], removed.raw_centres)
 

@@ -122,7 +122,7 @@ def paint(
       of another `n`, image size or shape type) compiles for 4 to 6 s on a 2-core CPU
       at 200 shapes (10 to 15 s at 1000 triangles), which a short budget cannot hold;
       later calls keep to it, but for the rounds' placing of shapes, which runs
-      whatever is left (about 0.2 s a round at 1000 shapes on 256^2).
+      whatever is left (about 0.05 s a round at 1000 shapes on 256^2).
     - `steps`: total optimizer steps when no `seconds` is given (default 1500).
     - `rounds`: the number of progressive rounds (1 places all shapes at once).
     - `restarts`: independent runs (see `threads`); the one with the lowest squared

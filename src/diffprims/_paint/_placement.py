@@ -208,9 +208,9 @@ def _seeds(model, target, weights, seeding: Seeding, key):
     return values
 
 
-def _dead(model, target, weights, active, seeding: Seeding) -> Array:
+def _dead(model, target, active, seeding: Seeding, useful: Array) -> Array:
     """Active shapes to re-seed: invisible, smaller than a pixel, off the canvas, or
-    among the `prune` least useful."""
+    among the `prune` least useful (`useful`: `ranking`'s, inactive shapes last)."""
     box = model.bounds()
     pixel = 1.0 / target.shape[0]
     aspect = target.shape[1] / target.shape[0]
@@ -221,26 +221,20 @@ def _dead(model, target, weights, active, seeding: Seeding) -> Array:
     )  # fmt: skip
     if seeding.prune is not None:
         n = model.num_shapes
-        # On the scores' grid, as `remove` ranks: drawn densely it took 0.1 s a round at
-        # N = 260, and the coarser grid of the error map was kept (+1.0 dB at 3 s); by
-        # tiles it costs a few ms, and the finer grid gains +0.16 dB mean at 3 s, +0.11
-        # at 20 s, +0.09 to +0.13 at 1800 steps (eight photos; hubble_deep_field +0.6).
-        useful = usefulness(model, target, weights, seeding.fine, seeding.method)
-        useful = jnp.where(active, useful, jnp.inf)
         order = jnp.arange(n, dtype=jnp.int32)  # int32 under jax_enable_x64 too
         ranks = jnp.zeros((n,), jnp.int32).at[jnp.argsort(useful)].set(order)
         dead = dead | ((ranks < seeding.prune) & jnp.isfinite(useful))
     return dead
 
 
-def add_shapes(model, target, weights, active, seeding: Seeding, key) -> tuple[Any, Array]:
+def add_shapes(model, target, weights, active, seeding: Seeding, key, useful) -> tuple[Any, Array]:
     """Activate shapes `start, ..., start + count - 1` where the (weighted) error is
     largest, and re-seed up to `most` dead active shapes the same way."""
     values = _seeds(model, target, weights, seeding, key)
     n, most = model.num_shapes, seeding.most
     # Slots past `count` point out of range (n) and are dropped by the scatter.
     slots = jnp.where(jnp.arange(most) < seeding.count, seeding.start + jnp.arange(most), n)
-    dead = _dead(model, target, weights, active, seeding)
+    dead = _dead(model, target, active, seeding, useful)
     slots = jnp.concatenate([slots, jnp.nonzero(dead, size=most, fill_value=n)[0]])
     if model.raw_depths is not None:
         top = jnp.max(jnp.where(active, model.raw_depths, -jnp.inf), initial=0.0)
@@ -277,29 +271,46 @@ def _hide(model, slots: Array):
 
 @eqx.filter_jit
 @trusted
-def remove(models, target, weights, active, count: int, level: int, method: str = "auto"):
-    """Remove (hide and deactivate) the `count` least useful active shapes of every
-    restart: those whose removal raises the weighted squared error least."""
+def ranking(models, target, weights, active, level: int, method: str = "auto") -> Array:
+    """`usefulness` of every restart's shapes in float32, inactive shapes `inf`: one
+    program that re-seeding and removal share (inlined in each, by tiles it compiled
+    twice, 1 s of CPU each on a cold first `paint`)."""
 
     def one(model, active):
-        useful = jnp.where(active, usefulness(model, target, weights, level, method), jnp.inf)
-        slots = jnp.argsort(useful)[:count]
-        model, active = _hide(model, slots), active.at[slots].set(False)
-        # The shapes kept first, in their depth order: later rounds add after them.
-        order = jnp.argsort(~active, stable=True)
-        return model.take(order), active[order]
+        useful = usefulness(model, target, weights, level, method).astype(jnp.float32)
+        return jnp.where(active, useful, jnp.inf)
 
     return one(models, active) if active.ndim == 1 else jax.vmap(one)(models, active)
 
 
 @eqx.filter_jit
 @trusted
-def add(models, target, weights, active, seeding: Seeding, keys):
-    """`add_shapes` for every restart (a leading axis on `models`, `active`, `keys`)."""
+def remove(models, active, useful, count: int):
+    """Remove (hide and deactivate) the `count` least useful active shapes of every
+    restart (`useful`: their `ranking`, the weighted squared error each one's removal
+    would add)."""
+
+    def one(model, active, useful):
+        slots = jnp.argsort(useful)[:count]
+        model, active = _hide(model, slots), active.at[slots].set(False)
+        # The shapes kept first, in their depth order: later rounds add after them.
+        order = jnp.argsort(~active, stable=True)
+        return model.take(order), active[order]
+
+    if active.ndim == 1:
+        return one(models, active, useful)
+    return jax.vmap(one)(models, active, useful)
+
+
+@eqx.filter_jit
+@trusted
+def add(models, target, weights, active, seeding: Seeding, keys, useful):
+    """`add_shapes` for every restart (a leading axis on `models`, `active`, `keys` and
+    `useful`, the shapes' `ranking` for re-seeding)."""
     if keys.ndim == 0:
-        return add_shapes(models, target, weights, active, seeding, keys)
-    return jax.vmap(lambda m, a, k: add_shapes(m, target, weights, a, seeding, k))(
-        models, active, keys
+        return add_shapes(models, target, weights, active, seeding, keys, useful)
+    return jax.vmap(lambda m, a, k, u: add_shapes(m, target, weights, a, seeding, k, u))(
+        models, active, keys, useful
     )
 
 

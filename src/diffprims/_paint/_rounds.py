@@ -20,7 +20,7 @@ from .._fit._loop import LoopState, Problem, run_steps
 from .._fit._result import FitResult
 from .._image import blur
 from ._later import current_later, run_in_background
-from ._placement import Seeding, add, remove
+from ._placement import Seeding, add, ranking, remove
 from ._schedule import Budget, Round
 from ._solve import SOLVE_COMPILE_SECONDS, solve_colours, solve_stride
 
@@ -155,6 +155,7 @@ class Painting:
         else:
             models = jax.vmap(lambda _: models)(keys)
             self.active = jax.device_put(np.zeros((self.restarts, n), bool))
+        self._unranked = jax.device_put(np.zeros(self.active.shape, np.float32))
         params, self.static = eqx.partition(models, eqx.is_inexact_array)
         self.state = LoopState(params, None, jax.device_put(np.asarray(True)))
         self.target, self.weights, self.loss, self.optimizer = target, weights, loss, optimizer
@@ -181,19 +182,25 @@ class Painting:
             prune=None if prune is None else jnp.int32(prune),
             most=knobs["most"], fine=knobs["fine"], method=knobs["method"],
         )  # fmt: skip
+        models = self.models(driver.state)
+        # Nothing to re-seed (the first round): no ranking, on a cold call's critical path.
+        useful = self._ranking(models, goal) if prune else self._unranked
         models, self.active = add(
-            self.models(driver.state), goal, self.weights, self.active, seeding,
-            self._fold(self.keys, 2 * round_.index),
+            models, goal, self.weights, self.active, seeding,
+            self._fold(self.keys, 2 * round_.index), useful,
         )  # fmt: skip
         self._restart(driver, models)
 
+    def _ranking(self, models, goal: Array) -> Array:
+        """How much each shape's removal would raise the weighted error of `goal`."""
+        knobs = self.knobs
+        return ranking(models, goal, self.weights, self.active, knobs["fine"], knobs["method"])
+
     def _remove(self, driver: Driver, round_: Round) -> None:
         """Remove the round's count of least useful shapes; restart the optimizer."""
-        level = self.knobs["fine"]
-        models, self.active = remove(
-            self.models(driver.state), self.target, self.weights, self.active,
-            round_.removed, level, self.knobs["method"],
-        )  # fmt: skip
+        models = self.models(driver.state)
+        useful = self._ranking(models, self.target)
+        models, self.active = remove(models, self.active, useful, round_.removed)
         self._restart(driver, models)
 
     def _restart(self, driver: Driver, models) -> None:
@@ -267,8 +274,9 @@ class Painting:
     def warm_up(self, plan: list[Round], budget: Budget, most: int,
                 solve: float | None | bool) -> threading.Thread:  # fmt: skip
         """Compile the programs the rounds will need after the seeding (the step loop, the
-        removal, the colour solve with `solve`'s seconds unless False) in a thread, while
-        this one compiles the seeding; returns the (started) thread.
+        shapes' ranking, the removal, the colour solve with `solve`'s seconds unless
+        False) in a thread, while this one compiles the seeding; returns the (started)
+        thread.
 
         XLA compiles without the GIL, so on a CPU of two cores or more these compile
         beside the seeding and the first steps (a cold `paint(seconds=3)` ran 5.8 s, its
@@ -291,9 +299,13 @@ class Painting:
             problem, size = self._problem(plan[0]), self._dispatch_size(budget, most)
             _steps(fresh, self.static, problem, jnp.float32(1.0), start, start, size)
 
+        def ranking_shapes() -> None:
+            knobs = self.knobs
+            ranking.lower(*args, self.active, knobs["fine"], knobs["method"]).compile()
+
         def removing(removed: int) -> None:
-            level = self.knobs["fine"]
-            remove.lower(*args, self.active, removed, level, self.knobs["method"]).compile()
+            useful = jax.ShapeDtypeStruct(self.active.shape, jnp.float32)
+            remove.lower(models, self.active, useful, removed).compile()
 
         def solving() -> None:
             solver = self._solver(solve)
@@ -309,6 +321,8 @@ class Painting:
                     self.solve_ready.set()
 
         needed = [steps]
+        if removal is not None or self.knobs["prune"]:
+            needed.append(ranking_shapes)  # re-seeding from the second round on
         if removal is not None:
             needed.append(functools.partial(removing, removal.removed))
         if solve is False or not single:

@@ -26,7 +26,6 @@ from ._tiled import (
     _rows,
     _start,
     block_size,
-    render_image_tiled,
     sweep_from_front,
     tile_points,
     to_tiles,
@@ -40,35 +39,35 @@ def removal_costs_tiled(
     each shape were removed, `(N,)`; tiles of `tile x tile` pixels, `chunk` at a time.
     "over" or "additive" compositing; edges of the grid's own pixel (`1 / H`)."""
     height, width, _ = goal.shape
-    pixel_size = jnp.asarray(1.0 / height, model.raw_colours.dtype)
-    picture = render_image_tiled(model, (height, width), tile, chunk, pixel_size)
+    dtype = jnp.promote_types(model.raw_colours.dtype, "f4")
+    pixel_size = jnp.asarray(1.0 / height, dtype)
     points, boxes = tile_points((height, width), tile)
-    dtype = picture.dtype
-    residual = to_tiles((goal - picture).astype(dtype), tile)
+    goal = to_tiles(goal.astype(dtype), tile)
     weights = to_tiles(weights.astype(dtype), tile)  # zero on the padding: not counted
-    args = (model, points.astype(dtype), boxes.astype(dtype), residual, weights, pixel_size)
+    args = (model, points.astype(dtype), boxes.astype(dtype), goal, weights, pixel_size)
     chunk = min(chunk, points.shape[0])
     return _on_cpu_one_by_one(lambda a: _costs(a, chunk))(args)
 
 
 def _costs(args, chunk: int):
-    model, points, boxes, residual, weights, pixel_size = args
+    model, points, boxes, goal, weights, pixel_size = args
     bounds = grown_bounds(model, pixel_size)
     block = block_size(chunk * points.shape[1], model.num_shapes)
 
     def step(costs, order):
         # Padding slots (index G) repeat the last group: their weights count as zero.
         real = (order < points.shape[0])[:, None]
-        pts, box, res = (_gather_groups(x, order) for x in (points, boxes, residual))
+        pts, box, aim = (_gather_groups(x, order) for x in (points, boxes, goal))
         wts = jnp.where(real, _gather_groups(weights, order), 0)
-        return _chunk_costs(model, pts, box, bounds, pixel_size, res, wts, block, costs), None
+        return _chunk_costs(model, pts, box, bounds, pixel_size, aim, wts, block, costs), None
 
-    zeros = jnp.zeros((model.num_shapes,), residual.dtype)
+    zeros = jnp.zeros((model.num_shapes,), goal.dtype)
     return jax.lax.scan(step, zeros, group_order(boxes, bounds, chunk))[0]
 
 
-def _chunk_costs(model, points, boxes, bounds, pixel_size, residual, weights, block, costs):
-    """`costs` plus what removing each shape costs at this chunk's points `(G, S, 2)`."""
+def _chunk_costs(model, points, boxes, bounds, pixel_size, goal, weights, block, costs):
+    """`costs` plus what removing each shape costs at this chunk's points `(G, S, 2)`
+    (the residual from the picture the sweep draws: no render of its own)."""
     n, mode = model.num_shapes, model.compositing
     per_shape, rest = model.partition_shapes()
     lists = Lists.of(boxes, bounds)
@@ -81,8 +80,9 @@ def _chunk_costs(model, points, boxes, bounds, pixel_size, residual, weights, bl
         _, alpha, colour = layer(k)
         return group_step(mode, image, alpha, colour)
 
-    def visit(k, behind, carry):
+    def visit(k, behind, picture, carry):
         costs, through = carry  # `through`: what the layers in front of `k` let through
+        residual = goal - picture
         index, alpha, colour = layer(k)
         if mode == "additive":
             change = alpha[..., None] * colour[:, None, :]
@@ -93,5 +93,5 @@ def _chunk_costs(model, points, boxes, bounds, pixel_size, residual, weights, bl
         return costs.at[index].add(grow, mode="drop"), through
 
     start = _start(model, points, None)
-    carry = (costs, jnp.ones(points.shape[:2], residual.dtype))
+    carry = (costs, jnp.ones(points.shape[:2], goal.dtype))
     return sweep_from_front(draw, visit, lists.longest, block, start, carry)[0]

@@ -121,7 +121,7 @@ def _undraw_chunk(split: _Split, model, points, boxes, bounds, grad, block: int,
         alpha, colour = split.layer(_rows(shape_diff, index, n), rest_diff, points, index, n)
         return group_step(mode, image, alpha, colour)
 
-    def undraw(k, behind, carry):
+    def undraw(k, behind, picture, carry):
         grad, d_shapes, d_rest, d_points = carry
         index = lists.kth(k)
         layer = partial(split.layer, index=index, n=n)
@@ -138,26 +138,31 @@ def _undraw_chunk(split: _Split, model, points, boxes, bounds, grad, block: int,
 
 
 def sweep_from_front(draw, visit, count, block: int, start, carry):
-    """`carry` through `visit(k, behind, carry)` for layers `k = count - 1, ..., 0` (front
-    to back), `behind` the picture under layer `k` (`draw(k, image)` draws it over
-    `image`, from `start`). The pictures are stored `block` layers at a time: blocks
-    from the front, each first redrawing the layers behind it (one block, no redraw,
-    unless the lists are long)."""
+    """`carry` through `visit(k, behind, picture, carry)` for layers `k = count - 1, ...,
+    0` (front to back), `behind` the picture under layer `k` and `picture` all `count`
+    layers' (`draw(k, image)` draws layer `k` over `image`, from `start`). The pictures
+    are stored `block` layers at a time: blocks from the front, each drawing the layers
+    behind it again (one block unless the lists are long). One loop draws and stores, so
+    the shapes' coverage is compiled twice (here and in `visit`), not three times."""
 
     def store(k, stored):
         image, behind, first = stored
-        return draw(k, image), behind.at[k - first].set(image), first
+        # Layers behind the block are drawn only; from `first` on, their pictures kept.
+        slot = jnp.clip(k - first, 0, block - 1)
+        kept = jnp.where(k >= first, image, jax.lax.dynamic_index_in_dim(behind, slot, 0, False))
+        return draw(k, image), jax.lax.dynamic_update_index_in_dim(behind, kept, slot, 0), first
 
-    def one_block(i, carry):
+    def one_block(i, state):
+        carry, picture = state
         first = (-(-count // block) - 1 - i) * block
         last = jnp.minimum(count, first + block)
-        image = jax.lax.fori_loop(0, first, draw, start)
         behind = jnp.zeros((block, *start.shape), start.dtype)
-        _, behind, _ = jax.lax.fori_loop(first, last, store, (image, behind, first))
-        back = lambda j, c: visit(last - 1 - j, behind[last - 1 - j - first], c)  # noqa: E731
-        return jax.lax.fori_loop(0, last - first, back, carry)
+        image, behind, _ = jax.lax.fori_loop(0, last, store, (start, behind, first))
+        picture = jnp.where(i == 0, image, picture)  # the front block draws every layer
+        back = lambda j, c: visit(last - 1 - j, behind[last - 1 - j - first], picture, c)  # noqa: E731
+        return jax.lax.fori_loop(0, last - first, back, carry), picture
 
-    return jax.lax.fori_loop(0, -(-count // block), one_block, carry)
+    return jax.lax.fori_loop(0, -(-count // block), one_block, (carry, start))[0]
 
 
 def _add(a, b):
