@@ -175,16 +175,16 @@ def test_extra_and_cycles_must_be_non_negative(kwargs, error, match, getkey):
 def test_the_colour_solve_on_the_kept_shapes_equals_the_solve_with_the_hidden_spares(getkey):
     """paint solves the colours of its kept shapes alone (hidden spares are zero rows of
     the matrix, 1.7x its products at 1300 slots for 1000): the same colours."""
+    from diffprims._paint._kept import gather, with_colours
     from diffprims._paint._placement import _hide
-    from diffprims._paint._rounds import _gather, _with_colours
 
     target = jax.random.uniform(getkey(), (20, 20, 3))
     model = dp.Circles.init(10, key=getkey(), size_range=(0.1, 0.3), opacity=0.8)
     model = _hide(model, jnp.array([2, 5, 7]))  # spares removed: invisible, off the canvas
     kept = np.array([0, 1, 3, 4, 6, 8, 9])
     whole, _ = _solve_colours(model, target, None, error=False)
-    alone, _ = _solve_colours(_gather(model, kept), target, None, error=False)
-    merged = _with_colours(model, alone, kept)
+    alone, _ = _solve_colours(gather(model, kept), target, None, error=False)
+    merged = with_colours(model, alone, kept)
     np.testing.assert_allclose(merged.colours[kept], whole.colours[kept], atol=2e-3)
     np.testing.assert_allclose(merged.background, whole.background, atol=1e-4)
     np.testing.assert_array_equal(merged.raw_colours[2], model.raw_colours[2])

@@ -19,6 +19,7 @@ from .._fit._driver import Driver
 from .._fit._loop import LoopState, Problem, run_steps
 from .._fit._result import FitResult
 from .._image import blur
+from ._kept import gather, keep_active, with_colours
 from ._later import current_later, run_in_background
 from ._placement import Seeding, add, ranking, remove
 from ._schedule import Budget, Round
@@ -96,29 +97,6 @@ def _restart_errors(models, target: Array) -> Array:
     return jax.vmap(image_error, (0, None))(models, target)
 
 
-def _keep_active(model, active: Array, keep: int):
-    """Painted with extra shapes: the snapshot's `keep` shapes still active, in depth
-    order (the first `keep` if interrupted before the removal round). A gather on the
-    host: compiled, it took 0.2 s of a cold first paint's budget."""
-    return _gather(model, np.sort(np.argsort(~np.asarray(active), kind="stable")[:keep]))
-
-
-def _gather(model, order: np.ndarray):
-    """The shapes of `model` at `order`, gathered on the host."""
-    per_shape, rest = model.partition_shapes()
-    per_shape = jax.tree.map(lambda x: jax.device_put(np.asarray(x)[order]), per_shape)
-    return eqx.combine(per_shape, rest)
-
-
-def _with_colours(model, solved, order: np.ndarray):
-    """`model` with the colours of `solved` (a set of its shapes at `order`) and its
-    background."""
-    colours = np.array(model.raw_colours)
-    colours[order] = np.asarray(solved.raw_colours)
-    parts = (jax.device_put(colours), solved.raw_background)
-    return eqx.tree_at(lambda m: (m.raw_colours, m.raw_background), model, parts)
-
-
 @functools.partial(jax.jit, static_argnums=1)
 def split_keys(key, restarts: int):
     """A key for the blank set and one per restart: one program (eagerly, three)."""
@@ -150,7 +128,7 @@ def _on_result_like(task, painting: Painting) -> object:
     """`task` on a set like `painting`'s result (its `keep` shapes so far)."""
     models, keep = painting.models(painting.state), painting.knobs["keep"]
     if keep < painting.active.shape[-1]:
-        models = _keep_active(models, painting.active, keep)
+        models = keep_active(models, painting.active, keep)
     return task(models)
 
 
@@ -289,9 +267,9 @@ class Painting:
         solver = self._solver(seconds)
         solve = solver if self.restarts == 1 else jax.vmap(solver, (0, None, None))
         models, kept = self.models(driver.state), self._kept()
-        args = (models if kept is None else _gather(models, kept), self.target, self.weights)
+        args = (models if kept is None else gather(models, kept), self.target, self.weights)
         solved, _ = solve(*args)
-        models = solved if kept is None else _with_colours(models, solved, kept)
+        models = solved if kept is None else with_colours(models, solved, kept)
         if self.restarts == 1:  # compiled now (here or ahead): a later budget may use it
             _SOLVES.add(_solve_program(solver, args))
         driver.state = eqx.tree_at(
@@ -338,7 +316,7 @@ class Painting:
         def solving() -> None:
             solver = self._solver(solve)
             # On the kept shapes, as `solve` takes them (with one restart).
-            kept = _gather(models, np.arange(self._solved_count()))
+            kept = gather(models, np.arange(self._solved_count()))
             args = (kept, self.target, self.weights)
             program = _solve_program(solver, args)
             left = budget.seconds_left()
@@ -399,7 +377,7 @@ class Painting:
             diverged = diverged[best]
         if self.knobs["keep"] < self.active.shape[-1]:
             active = self.active if self.restarts == 1 else self.active[best]
-            snapshots = [_keep_active(m, active, self.knobs["keep"]) for m in snapshots]
+            snapshots = [keep_active(m, active, self.knobs["keep"]) for m in snapshots]
         return FitResult(
             model=snapshots[-1],
             losses=losses,

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._compositing import group_step
+from ._compositing import group_step, through
 from ._culling import Lists, group_order, grown_bounds
 from ._tiled import (
     _gather_groups,
@@ -81,16 +81,16 @@ def _chunk_costs(model, points, boxes, bounds, pixel_size, goal, weights, block,
         return group_step(mode, image, alpha, colour)
 
     def visit(k, behind, picture, carry):
-        costs, through = carry  # `through`: what the layers in front of `k` let through
+        costs, front = carry  # `front`: what the layers in front of `k` let through
         residual = goal - picture
         index, alpha, colour = layer(k)
         if mode == "additive":
             change = alpha[..., None] * colour[:, None, :]
         else:
-            change = (alpha * through)[..., None] * (colour[:, None, :] - behind)
-            through = through * (1 - alpha)
+            change = (alpha * front)[..., None] * (colour[:, None, :] - behind)
+            front = through(front, alpha)
         grow = jnp.sum(weights[..., None] * (2 * residual + change) * change, axis=(1, 2))
-        return costs.at[index].add(grow, mode="drop"), through
+        return costs.at[index].add(grow, mode="drop"), front
 
     start = _start(model, points, None)
     carry = (costs, jnp.ones(points.shape[:2], goal.dtype))
