@@ -20,12 +20,12 @@ from jaxtyping import Array, Float
 from ._compositing import group_step, through
 from ._culling import Lists, group_order, grown_bounds
 from ._tiled import (
-    _gather_groups,
-    _layer,
-    _on_cpu_one_by_one,
-    _rows,
-    _start,
     block_size,
+    gather_groups,
+    layer_at,
+    on_cpu_one_by_one,
+    rows_at,
+    start_picture,
     sweep_from_front,
     tile_points,
     to_tiles,
@@ -46,7 +46,7 @@ def removal_costs_tiled(
     weights = to_tiles(weights.astype(dtype), tile)  # zero on the padding: not counted
     args = (model, points.astype(dtype), boxes.astype(dtype), goal, weights, pixel_size)
     chunk = min(chunk, points.shape[0])
-    return _on_cpu_one_by_one(lambda a: _costs(a, chunk))(args)
+    return on_cpu_one_by_one(lambda a: _costs(a, chunk))(args)
 
 
 def _costs(args, chunk: int):
@@ -57,8 +57,8 @@ def _costs(args, chunk: int):
     def step(costs, order):
         # Padding slots (index G) repeat the last group: their weights count as zero.
         real = (order < points.shape[0])[:, None]
-        pts, box, aim = (_gather_groups(x, order) for x in (points, boxes, goal))
-        wts = jnp.where(real, _gather_groups(weights, order), 0)
+        pts, box, aim = (gather_groups(x, order) for x in (points, boxes, goal))
+        wts = jnp.where(real, gather_groups(weights, order), 0)
         return _chunk_costs(model, pts, box, bounds, pixel_size, aim, wts, block, costs), None
 
     zeros = jnp.zeros((model.num_shapes,), goal.dtype)
@@ -74,7 +74,7 @@ def _chunk_costs(model, points, boxes, bounds, pixel_size, goal, weights, block,
 
     def layer(k):
         index = lists.kth(k)
-        return index, *_layer(_rows(per_shape, index, n), rest, points, index, pixel_size, n)
+        return index, *layer_at(rows_at(per_shape, index, n), rest, points, index, pixel_size, n)
 
     def draw(k, image):
         _, alpha, colour = layer(k)
@@ -92,6 +92,6 @@ def _chunk_costs(model, points, boxes, bounds, pixel_size, goal, weights, block,
         grow = jnp.sum(weights[..., None] * (2 * residual + change) * change, axis=(1, 2))
         return costs.at[index].add(grow, mode="drop"), front
 
-    start = _start(model, points, None)
+    start = start_picture(model, points, None)
     carry = (costs, jnp.ones(points.shape[:2], goal.dtype))
     return sweep_from_front(draw, visit, lists.longest, block, start, carry)[0]

@@ -49,12 +49,12 @@ def block_size(points_per_chunk: int, num_shapes: int) -> int:
 # -- one layer of a chunk ---------------------------------------------------------------
 
 
-def _rows(per_shape, index, n):
+def rows_at(per_shape, index, n):
     # `index` may be `n` (nothing drawn): read a valid row, the alpha is zeroed.
     return jax.tree.map(lambda x: x[jnp.minimum(index, n - 1)], per_shape)
 
 
-def _layer(rows, rest, points, index, pixel_size, n):
+def layer_at(rows, rest, points, index, pixel_size, n):
     """Alphas `(G, S)` and colours `(G, C)` of each group's shape in `rows`."""
 
     def one(row, pts, i):
@@ -65,7 +65,7 @@ def _layer(rows, rest, points, index, pixel_size, n):
     return jax.vmap(one)(rows, points, index)
 
 
-def _start(model, points, below):
+def start_picture(model, points, below):
     """The picture behind the first shape: the set's background, or `below` `(G, S, C)`
     (the layers under this set, drawn by `Layers`)."""
     if below is not None:
@@ -82,10 +82,10 @@ def _draw_chunk(model, points, boxes, bounds, pixel_size, below):
 
     def draw(k, image):
         index = lists.kth(k)
-        alpha, colour = _layer(_rows(per_shape, index, n), rest, points, index, pixel_size, n)
+        alpha, colour = layer_at(rows_at(per_shape, index, n), rest, points, index, pixel_size, n)
         return group_step(mode, image, alpha, colour)
 
-    return jax.lax.fori_loop(0, lists.longest, draw, _start(model, points, below))
+    return jax.lax.fori_loop(0, lists.longest, draw, start_picture(model, points, below))
 
 
 class _Split(eqx.Module):
@@ -104,8 +104,8 @@ class _Split(eqx.Module):
 
     def layer(self, shape_rows, rest_diff, points, index, n):
         rest, pixel_size = eqx.combine(rest_diff, self.rest[1])
-        rows = eqx.combine(shape_rows, _rows(self.shapes[1], index, n))
-        return _layer(rows, rest, points, index, pixel_size, n)
+        rows = eqx.combine(shape_rows, rows_at(self.shapes[1], index, n))
+        return layer_at(rows, rest, points, index, pixel_size, n)
 
 
 def _undraw_chunk(split: _Split, model, points, boxes, bounds, grad, block: int, below):
@@ -114,18 +114,20 @@ def _undraw_chunk(split: _Split, model, points, boxes, bounds, grad, block: int,
     n, mode = model.num_shapes, model.compositing
     lists = Lists.of(boxes, bounds)
     shape_diff, rest_diff = split.shapes[0], split.rest[0]
-    start, count = _start(model, points, below), lists.longest
+    start, count = start_picture(model, points, below), lists.longest
 
     def draw(k, image):
         index = lists.kth(k)
-        alpha, colour = split.layer(_rows(shape_diff, index, n), rest_diff, points, index, n)
+        alpha, colour = split.layer(rows_at(shape_diff, index, n), rest_diff, points, index, n)
         return group_step(mode, image, alpha, colour)
 
     def undraw(k, behind, picture, carry):
         grad, d_shapes, d_rest, d_points = carry
         index = lists.kth(k)
         layer = partial(split.layer, index=index, n=n)
-        (alpha, colour), layer_vjp = jax.vjp(layer, _rows(shape_diff, index, n), rest_diff, points)
+        (alpha, colour), layer_vjp = jax.vjp(
+            layer, rows_at(shape_diff, index, n), rest_diff, points
+        )
         _, step_vjp = jax.vjp(lambda *a: group_step(mode, *a), behind, alpha, colour)
         grad, d_alpha, d_colour = step_vjp(grad)
         d_rows, d_r, d_p = layer_vjp((d_alpha, d_colour))
@@ -172,12 +174,12 @@ def _add(a, b):
 # -- the tiled path ---------------------------------------------------------------------
 
 
-def _gather_groups(x, order):
+def gather_groups(x, order):
     """Rows `order` of `x` (the index `len(x)` gives a copy of the last row)."""
     return x[jnp.minimum(order, x.shape[0] - 1)]
 
 
-def _on_cpu_one_by_one(fn):
+def on_cpu_one_by_one(fn):
     """`fn`, run member by member under `jax.vmap` on a CPU (batched, a chunk's gathers
     and loops ran 3-6x slower than a loop: 16 x 200 circles at 128^2, forward 142 -> 39
     ms, gradient 666 -> 143 ms). Used in the custom VJP's passes, never differentiated."""
@@ -191,7 +193,7 @@ def render_groups(args, boxes, chunk):
     only the shapes whose grown bounds overlap its box (groups sorted fullest first, run
     `chunk` at a time, each chunk for as many layers as its fullest group lists) over the
     set's background, or over `below` `(G, S, C)` unless it is None."""
-    return _on_cpu_one_by_one(lambda a, b: _draw_groups(a, b, chunk))(args, boxes)
+    return on_cpu_one_by_one(lambda a, b: _draw_groups(a, b, chunk))(args, boxes)
 
 
 def _draw_groups(args, boxes, chunk):
@@ -199,8 +201,8 @@ def _draw_groups(args, boxes, chunk):
     bounds = grown_bounds(model, pixel_size)
 
     def step(order):
-        pts, box = _gather_groups(points, order), _gather_groups(boxes, order)
-        under = None if below is None else _gather_groups(below, order)
+        pts, box = gather_groups(points, order), gather_groups(boxes, order)
+        under = None if below is None else gather_groups(below, order)
         return _draw_chunk(model, pts, box, bounds, pixel_size, under)
 
     orders = group_order(boxes, bounds, chunk)
@@ -220,7 +222,7 @@ def _render_groups_fwd(perturbed, args, boxes, chunk):
 @render_groups.def_bwd
 def _render_groups_bwd(residuals, grad, perturbed, args, boxes, chunk):
     del residuals, perturbed
-    return _on_cpu_one_by_one(lambda g, a, b: _undraw_groups(g, a, b, chunk))(grad, args, boxes)
+    return on_cpu_one_by_one(lambda g, a, b: _undraw_groups(g, a, b, chunk))(grad, args, boxes)
 
 
 def _undraw_groups(grad, args, boxes, chunk):
@@ -230,9 +232,9 @@ def _undraw_groups(grad, args, boxes, chunk):
     block = block_size(chunk * points.shape[1], model.num_shapes)
 
     def step(totals, order):
-        pts, box = _gather_groups(points, order), _gather_groups(boxes, order)
-        under = None if below is None else _gather_groups(below, order)
-        ct = jnp.where((order < points.shape[0])[:, None, None], _gather_groups(grad, order), 0)
+        pts, box = gather_groups(points, order), gather_groups(boxes, order)
+        under = None if below is None else gather_groups(below, order)
+        ct = jnp.where((order < points.shape[0])[:, None, None], gather_groups(grad, order), 0)
         d_start, d_shapes, d_rest, d_points = _undraw_chunk(
             split, model, pts, box, bounds, ct, block, under
         )
