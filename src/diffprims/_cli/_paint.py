@@ -179,27 +179,34 @@ def _header(args, settings, source, fit_shape) -> str:
     )
 
 
+#: The least share of `--seconds` the painting gets, whatever loading and writing take.
+LEAST_PAINTING_SHARE = 0.25
+
+
 def _paint_seconds(args: argparse.Namespace, started: float, reserve: float) -> float | None:
     """`--seconds` covers the command, not only the painting: what is left of it after
     reading the image, less `reserve` for writing the outputs (`write_seconds`), and at
-    least a quarter of it."""
+    least `LEAST_PAINTING_SHARE` of it."""
     if args.seconds is None:
         return None
     left = args.seconds - (time.perf_counter() - started) - reserve
-    return max(left, 0.25 * args.seconds)
+    return max(left, LEAST_PAINTING_SHARE * args.seconds)
 
 
 def _warn_of_overrun(args, spent: float, reserve: float, render_shape, fit_shape) -> None:
     """A line when loading (`spent` seconds so far) and writing the results (`reserve`)
-    leave the painting less than its quarter of `--seconds` (`_paint_seconds`): the
+    leave the painting less than its least share of `--seconds` (`_paint_seconds`): the
     command will then take longer than asked."""
-    if args.seconds is None or args.seconds - spent - reserve >= 0.25 * args.seconds:
+    if args.seconds is None:
+        return
+    least = LEAST_PAINTING_SHARE * args.seconds
+    if args.seconds - spent - reserve >= least:
         return
     hint = " (a smaller --render-size writes faster)" if render_shape != fit_shape else ""
     print(
         f"loading took {spent:.1f} s and writing the results at {_size(render_shape)} takes "
         f"about {reserve:.1f} s: the command will take longer than --seconds "
-        f"{args.seconds:g}, the painting {0.25 * args.seconds:.2g} s of it{hint}",
+        f"{args.seconds:g}, the painting {least:.2g} s of it{hint}",
         file=sys.stderr,
     )
 
