@@ -19,7 +19,7 @@ from .._fit._driver import Driver
 from .._fit._loop import LoopState, Problem, run_steps
 from .._fit._result import FitResult
 from .._image import blur
-from ._kept import gather, keep_active, with_colours
+from ._kept import gather, keep_active, kept_order, with_colours
 from ._later import current_later, run_in_background
 from ._placement import Seeding, add, ranking, remove
 from ._schedule import Budget, Round
@@ -256,10 +256,8 @@ class Painting:
         """The kept shapes' indices when the solve can take them alone: one restart, its
         spare shapes removed (hidden shapes are zero rows of the solve's matrix: with
         1300 slots for 1000 kept, 1.7x its products and 2.2x its factorisation)."""
-        active = np.asarray(self.active)
-        if self.restarts > 1 or active.sum() != self.knobs["keep"]:
-            return None
-        return np.nonzero(active)[0]
+        active, keep = np.asarray(self.active), self.knobs["keep"]
+        return None if self.restarts > 1 or active.sum() != keep else kept_order(active, keep)
 
     def solve(self, driver: Driver, seconds: float | None = None) -> None:
         """Colours and background by least squares for the fitted geometry (on fewer
