@@ -307,3 +307,32 @@ def test_ssim_on_too_small_images_names_the_window_to_pass(shape, said):
     if len(shape) == 3 and shape[2]:  # the window it names works
         size = int(said.split("=")[1].split("\\")[0])
         assert jnp.isfinite(dp.SSIM(filter_size=size)(jnp.zeros(shape), jnp.ones(shape)))
+
+
+@pytest.mark.parametrize(
+    "build, text",
+    [
+        (
+            lambda: dp.L2() + 10.0 * dp.NonNegative() + 5.0 * dp.KeepZeros(),
+            "L2() + 10.0 * NonNegative() + 5.0 * KeepZeros()",
+        ),
+        (lambda: dp.L2() - 0.5 * dp.L1(), "L2() - 0.5 * L1()"),
+        (lambda: dp.L2() - dp.L1(), "L2() - L1()"),
+        (lambda: -(dp.L2() + dp.L1()), "-(L2() + L1())"),
+        (lambda: 2 * (3.0 * dp.L1()), "6.0 * L1()"),
+        (lambda: dp.L2() - (-dp.L1()), "L2() + 1.0 * L1()"),
+        (lambda: dp.L1() / 4, "0.25 * L1()"),
+        (lambda: 1e-4 * dp.L1() + 0.1 * dp.L2(), "0.0001 * L1() + 0.1 * L2()"),
+    ],
+)
+def test_a_composed_loss_prints_as_the_expression_that_built_it(build, text):
+    assert repr(build()) == str(build()) == text
+    assert f"'loss': {text}" in repr({"loss": build()})  # inside any printed pytree
+
+
+def test_a_loss_whose_weight_is_traced_or_batched_prints_as_equinox_prints_it():
+    batched = jax.vmap(lambda w: dp.L2() + w * dp.L1())(jnp.arange(3.0))
+    assert repr(batched) == "L2() + Scaled(weight=f32[3], loss=L1())"
+    printed = []
+    jax.jit(lambda w: printed.append(repr(w * dp.L1())) or w)(2.0)
+    assert printed[0].startswith("Scaled(weight=") and printed[0].endswith("loss=L1())")

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from ._loss_text import scaled_doc, sum_doc
 from ._validate import (
     FLOAT32_MAX,
     check_float_array,
@@ -40,14 +41,13 @@ class AbstractLoss(eqx.Module):
     ```
 
     A loss is an `eqx.Module` that may hold arrays (weights, weight maps), so it is a
-    pytree: `jax.jit(loss)` of one that does (a sum, a scaled or weighted loss) raises
-    "unhashable type". Use
+    pytree: `jax.jit(loss)` of one that does raises "unhashable type". Use
     `eqx.filter_jit(loss)`, or call the loss inside your own jitted function (it can be
-    an argument of it, and `jax.vmap`ped over, like any pytree).
+    an argument of it, and `jax.vmap`ped over, like any pytree). It prints as the
+    expression that built it (`L2() + 10.0 * NonNegative()`).
     """
 
-    # NumPy defers to the operators below: `np.array([1., 2.]) * loss` made an object
-    # array of two losses, where `loss * np.array(...)` raised.
+    # NumPy defers to `__mul__`: `np.array([1., 2.]) * loss` made an array of two losses.
     __array_ufunc__ = None
 
     @abc.abstractmethod
@@ -101,21 +101,16 @@ class AbstractLoss(eqx.Module):
 
 
 def _as_weight(value: Any, name: str) -> Array:
-    """A weight as a float array: an integer one (NumPy, JAX) counts, as a Python int
-    does; bools do not. A concrete one must fit in float32 (1e39 became inf, and was
-    then called "not finite")."""
+    """A weight as a float array: an integer one counts, as a Python int does, bools do
+    not. A concrete one must fit in float32 (1e39 became inf, then "not finite")."""
     if hasattr(value, "dtype") and jnp.issubdtype(value.dtype, jnp.integer):
         value = jnp.asarray(value, jnp.float32)
     if not is_traced(value) and not isinstance(value, bool):
         try:
             exact = np.asarray(value, np.float64)
         except (TypeError, ValueError):
-            exact = None  # not a number: `check_float_array` says so
-        if (
-            exact is not None
-            and np.all(np.isfinite(exact))
-            and np.any(np.abs(exact) > FLOAT32_MAX)
-        ):
+            exact = np.asarray(np.nan)  # not a number: `check_float_array` says so
+        if np.all(np.isfinite(exact)) and np.any(np.abs(exact) > FLOAT32_MAX):
             raise ValueError(
                 f"`{name}` must fit in float32 (magnitude at most {FLOAT32_MAX:.3g}); got "
                 f"{exact.tolist()}."
@@ -262,8 +257,7 @@ class Weighted(AbstractPointwiseLoss):
                 "they draw."
             )
         errors = _errors(self.loss, pred, target)
-        # At least float32, but no wider than the errors: float64 weights (under
-        # jax_enable_x64) would promote a float32 loss, as a float64 zero would in `Sum`.
+        # At least float32, no wider than the errors: float64 weights would promote.
         return weights.astype(jnp.promote_types(errors.dtype, jnp.float32)) * errors
 
 
@@ -288,9 +282,11 @@ class Sum(AbstractLoss):
 
     def __call__(self, pred: Array, target: Array) -> Float[Array, ""]:
         values = [term(pred, target) for term in self.terms]
-        # Started from the first term, not `jnp.zeros(())`: a float64 zero (under
-        # jax_enable_x64) would promote a float32 loss. (`terms` is never empty.)
+        # From the first term: a float64 zero (jax_enable_x64) would promote float32.
         return functools.reduce(operator.add, values)
+
+    def __pdoc__(self, **kwargs: Any) -> Any:  # prints `L2() + 10.0 * NonNegative()`
+        return sum_doc(self.terms, Scaled, kwargs)
 
 
 class Scaled(AbstractLoss):
@@ -313,6 +309,9 @@ class Scaled(AbstractLoss):
 
     def __call__(self, pred: Array, target: Array) -> Float[Array, ""]:
         return self.weight * self.loss(pred, target)
+
+    def __pdoc__(self, **kwargs: Any) -> Any:  # prints `10.0 * NonNegative()`
+        return scaled_doc(self, Scaled, kwargs)
 
 
 class Loss(AbstractLoss):

@@ -1,0 +1,70 @@
+"""How composed losses print: as the expression that built them.
+
+Printed as equinox prints any module, `L2() + 10.0 * NonNegative()` read
+`Sum(terms=(L2(), Scaled(weight=f32[], loss=NonNegative())))`: the one number a reader
+wants was hidden. `Sum` and `Scaled` give equinox's printer (wadler_lindig) a document
+of their own (`__pdoc__`), so `repr`, `print` and any printed pytree holding them show
+the expression. A weight that is not a concrete scalar (traced, or batched by `vmap`)
+prints as equinox prints it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import wadler_lindig as wl
+
+from ._validate import is_traced
+
+
+def weight_text(weight: Any) -> str | None:
+    """A concrete scalar weight as its shortest text (`10.0`, `0.0001`), else None."""
+    if is_traced(weight) or np.ndim(weight) != 0:
+        return None
+    return repr(float(str(np.asarray(weight)[()])))  # NumPy's shortest round trip
+
+
+def scaled_doc(loss: Any, scaled: type, kwargs: dict[str, Any]) -> Any:
+    """`w * inner` for `loss = scaled(w, inner)` (`scaled`: the class of `w * loss`),
+    nested products multiplied out (`-(0.5 * L1())` prints `-0.5 * L1()`); None where
+    the weight is not concrete (equinox then prints it)."""
+    weight, inner = _folded(loss, scaled)
+    return None if weight is None else _product(weight, inner, kwargs)
+
+
+def sum_doc(terms: tuple, scaled: type, kwargs: dict[str, Any]) -> Any:
+    """`a + b - 0.5 * c` for the terms of a sum (`scaled`: as for `scaled_doc`), or None
+    for one term."""
+    if len(terms) < 2:
+        return None
+    doc = wl.pdoc(terms[0], **kwargs)
+    for term in terms[1:]:
+        weight, inner = _folded(term, scaled)
+        if weight is not None and weight < 0:
+            doc = doc + wl.BreakDoc(" ") + wl.TextDoc("- ")
+            doc = doc + _product(-weight, inner, kwargs, plain_one=True)
+        else:
+            doc = doc + wl.BreakDoc(" ") + wl.TextDoc("+ ") + wl.pdoc(term, **kwargs)
+    return doc
+
+
+def _folded(loss: Any, scaled: type) -> tuple[Any, Any]:
+    """`(w, inner)` with `loss = w * inner` and `inner` no concrete product, w in
+    float32; `(None, loss)` for a loss whose outer weight is not concrete."""
+    weight = None
+    while isinstance(loss, scaled) and weight_text(loss.weight) is not None:
+        weight = np.float32(1 if weight is None else weight) * np.float32(loss.weight)
+        loss = loss.loss
+    return weight, loss
+
+
+def _product(weight: Any, inner: Any, kwargs: dict[str, Any], plain_one: bool = False) -> Any:
+    """`weight * inner` (brackets around a sum), `-inner` for -1, `inner` for 1 where
+    `plain_one` (a sum's `a - b`)."""
+    doc = wl.pdoc(inner, **kwargs)
+    if len(getattr(inner, "terms", ())) > 1:  # a sum of several terms
+        doc = wl.TextDoc("(") + doc + wl.TextDoc(")")
+    if weight == -1 or (weight == 1 and plain_one):
+        return wl.TextDoc("-" if weight < 0 else "") + doc
+    return wl.TextDoc(f"{weight_text(weight)} * ") + doc
