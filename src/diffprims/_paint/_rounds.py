@@ -243,10 +243,15 @@ class Painting:
         self.rounds_done.append((budget.done, self.models(driver.state)))
 
     def _solver(self, seconds: float | None):
-        """The colour solve, on fewer pixels for large images or a short `seconds`."""
+        """The colour solve, on fewer pixels for large images or a short `seconds`; None
+        where those would be too few (`solve_stride`)."""
         height, width = self.target.shape[:2]
         stride = solve_stride(height * width, self._solved_count(), seconds)
-        return functools.partial(solve_colours, stride=stride, error=False)
+        return (
+            None
+            if stride is None
+            else functools.partial(solve_colours, stride=stride, error=False)
+        )
 
     def _solved_count(self) -> int:
         """How many shapes the solve solves for: the `keep` kept (one restart), else all."""
@@ -263,11 +268,13 @@ class Painting:
         """Colours and background by least squares for the fitted geometry (on fewer
         pixels for large images or a short `seconds` budget: `solve_stride`)."""
         solver = self._solver(seconds)
+        if solver is None:
+            return
         solve = solver if self.restarts == 1 else jax.vmap(solver, (0, None, None))
-        models, kept = self.models(driver.state), self._kept()
-        args = (models if kept is None else gather(models, kept), self.target, self.weights)
+        fitted, kept = self.models(driver.state), self._kept()
+        args = (fitted if kept is None else gather(fitted, kept), self.target, self.weights)
         solved, _ = solve(*args)
-        models = solved if kept is None else with_colours(models, solved, kept)
+        models = solved if kept is None else with_colours(fitted, solved, kept)
         if self.restarts == 1:  # compiled now (here or ahead): a later budget may use it
             _SOLVES.add(_solve_program(solver, args))
         driver.state = eqx.tree_at(
@@ -313,6 +320,9 @@ class Painting:
 
         def solving() -> None:
             solver = self._solver(solve)
+            if solver is None:
+                self.solve_ready.set()
+                return
             # On the kept shapes, as `solve` takes them (with one restart).
             kept = gather(models, np.arange(self._solved_count()))
             args = (kept, self.target, self.weights)

@@ -81,28 +81,48 @@ SOLVE_COMPILE_SECONDS = 1.0
 SOLVE_SHARE = 0.15
 
 
+#: The fewest pixels per solved colour a solve on a pixel grid coarser than the image
+#: (`stride > 1`) takes; on fewer it fits the pixels it sees and not the others: 5000
+#: circles at 512^2 with `seconds=30` solved on 7500 pixels, and their painting fell
+#: from 23.8 to 19.8 dB. With too few, `paint` keeps the fitted colours.
+MIN_PIXELS_PER_COLOUR = 16
+#: Without a `seconds` budget, the longest solve `solve_seconds` allows (the pixel
+#: grid coarsened to fit): 5000 circles at 512^2 solved on every pixel for minutes.
+UNBUDGETED_SOLVE_SECONDS = 10.0
+
+
 def solve_reserve(seconds: float | None, n: int, pixels: int, restarts: int = 1) -> float:
     """Seconds of a `seconds` budget kept for the final solve: its estimated time, at
-    most `SOLVE_SHARE` of the budget (0 without a budget)."""
-    if seconds is None:
+    most `SOLVE_SHARE` of the budget (0 without a budget, or without a solve)."""
+    if seconds is None or solve_stride(pixels, n, seconds) is None:
         return 0.0
     return min(SOLVE_SHARE * seconds, solve_seconds(n, pixels, restarts, seconds))
 
 
 def solve_seconds(n: int, pixels: int, restarts: int = 1, seconds: float | None = None) -> float:
-    """A generous estimate of the colour solve's wall time on a CPU, compilation included:
-    `paint` keeps this much of a `seconds` budget for it. The solve evaluates every
-    shape at each of the pixels it solves on (`solve_stride`) and accumulates
-    `pixels * (n + 1)^2` products; measured on a 2-core CPU at 256 x 256: 0.72 s cold
-    (0.38 s warm) at n = 200, 1.57 s (1.17 s) at n = 1000; at 1536 x 1024 and n = 200,
-    on every pixel, 18 s warm (on a loaded machine; 0.9 s at 256 x 256 there)."""
-    solved = pixels / solve_stride(pixels, n, seconds) ** 2
-    return 0.8 + _pixel_seconds(n) * solved * restarts
+    """A generous estimate of the colour solve's wall time on a CPU, compilation included
+    (0 where there is none: `solve_stride`): `paint` keeps this much of a `seconds`
+    budget for it. The solve evaluates every shape at each of the pixels it solves on
+    and accumulates `pixels * (n + 1)^2` products, then solves `n + 1` equations;
+    measured on a 2-core CPU at 256 x 256: 0.72 s cold (0.38 s warm) at n = 200, 1.57 s
+    (1.17 s) at n = 1000; at 1536 x 1024 and n = 200, on every pixel, 18 s warm (on a
+    loaded machine; 0.9 s at 256 x 256 there)."""
+    stride = solve_stride(pixels, n, seconds)
+    if stride is None:
+        return 0.0
+    solved = pixels / stride**2
+    return 0.8 + (_equation_seconds(n) + _pixel_seconds(n) * solved) * restarts
 
 
 def _pixel_seconds(n: int) -> float:
     """The solve's estimated (generous) time per pixel it solves on, with `n` shapes."""
     return 2e-8 * (n + 1) + 2e-11 * (n + 1) ** 2
+
+
+def _equation_seconds(n: int) -> float:
+    """The estimated (generous) time of solving the `n + 1` equations, bounds included
+    (`_bounded_solve`; 3.1 s at n = 5000 on a loaded 2-core CPU, 0.07 s at 1000)."""
+    return 5e-11 * (n + 1) ** 3
 
 
 # The solve takes one pixel of every `stride x stride` block of larger images, so that
@@ -111,21 +131,19 @@ def _pixel_seconds(n: int) -> float:
 MAX_SOLVE_PIXELS = 512 * 512
 
 
-def solve_stride(pixels: int, n: int = 0, seconds: float | None = None) -> int:
-    """The solve's pixel stride for an image of `pixels` pixels: 1 up to 512 x 512, and
-    with a `seconds` budget so short that the solve on every pixel would take more than
-    `SOLVE_SHARE` of it (by `solve_seconds`'s estimate, less compilation), coarse enough
-    to fit (at 256 x 256 with 100 circles, `seconds=0.2` took 1.25 s warm, 0.55 s of it
-    the solve)."""
-    most = MAX_SOLVE_PIXELS
-    if seconds is not None:
-        most = min(most, max(1.0, SOLVE_SHARE * seconds / _pixel_seconds(n)))
-    return max(1, math.ceil(math.sqrt(pixels / most)))
-
-
-def _chunks(count: int, n: int) -> int:
-    """Pixels per chunk: the layer weights of a chunk take about `CHUNK_BYTES`."""
-    return max(1, min(count, CHUNK_BYTES // (16 * (n + 1))))
+def solve_stride(pixels: int, n: int = 0, seconds: float | None = None) -> int | None:
+    """The solve's pixel stride for an image of `pixels` pixels and `n` shapes: 1 up to
+    512 x 512, coarser where the solve on every pixel would take more than `SOLVE_SHARE`
+    of a `seconds` budget (by `solve_seconds`'s estimate, less compilation; at 256 x 256
+    with 100 circles, `seconds=0.2` took 1.25 s warm, 0.55 s of it the solve), or
+    `UNBUDGETED_SOLVE_SECONDS` without one. None, no solve, where that grid would hold
+    fewer than `MIN_PIXELS_PER_COLOUR` pixels a shape."""
+    allowed = SOLVE_SHARE * seconds if seconds is not None else UNBUDGETED_SOLVE_SECONDS
+    most = min(MAX_SOLVE_PIXELS, max(1.0, (allowed - _equation_seconds(n)) / _pixel_seconds(n)))
+    stride = max(1, math.ceil(math.sqrt(pixels / most)))
+    if stride > 1 and pixels / stride**2 < MIN_PIXELS_PER_COLOUR * (n + 1):
+        return None
+    return stride
 
 
 #: Projected-gradient steps after the clipped solve (each a `(k, k) @ (k, C)` product).
@@ -173,29 +191,20 @@ def solve_colours(model, target, pixel_weights=None, ridge: float = 1e-4, *,
     Solves the ridge-regularised normal equations of the layer weights (the picture is
     linear in the colours for "over" and "additive") on the grid of `target` (one pixel,
     the centre one, of every `stride x stride` block), each pixel's squared error
-    weighted by `pixel_weights` `(H, W)` if given, within `[0, 1]` (`_bounded_solve`);
-    returns the new model and its (weighted) mean squared error on those pixels (None
-    without `error`: a second pass over them). The pixels are taken in chunks, so memory is the
-    `(n+1)^2` matrix plus `CHUNK_BYTES`.
+    weighted by `pixel_weights` `(H, W)` if given, within `[0, 1]` (`_bounded_solve`).
+    With `stride > 1` the solved colours are kept only if they are no worse on another
+    pixel of every block (the corner one) than the colours the model has: a solve on
+    too few pixels fits those and not the others. Returns the new model and its
+    (weighted) mean squared error on the solve's pixels (None without `error`: a second
+    pass over them). The pixels are taken in chunks, so memory is the `(n+1)^2` matrix
+    plus `CHUNK_BYTES`.
     """
-    height, width, channels = target.shape
-    rows, cols = slice(stride // 2, None, stride), slice(stride // 2, None, stride)
-    points = pixel_centres((height, width))[rows, cols].reshape(-1, 2)
-    weights = None if pixel_weights is None else pixel_weights[rows, cols].reshape(-1)
-    flat = target[rows, cols].reshape(-1, channels)
-    count, n = points.shape[0], model.num_shapes
-    chunk = _chunks(count, n)
-    pad = -count % chunk
-    points = jnp.pad(points, ((0, pad), (0, 0)))
-    flat = jnp.pad(flat, ((0, pad), (0, 0)))
-    weights = jnp.ones((count,)) if weights is None else weights
-    weights = jnp.pad(weights.astype(jnp.float32), (0, pad))  # padding weighs nothing
-    valid = jnp.pad(jnp.ones((count,)), (0, pad))
-    parts = [x.reshape(-1, chunk, *x.shape[1:]) for x in (points, flat, weights, valid)]
+    n, channels = model.num_shapes, target.shape[-1]
+    parts, count = _grid(target, pixel_weights, stride, stride // 2, _chunks(target, stride, n))
     k = n + 1 if model.learn_background else n
 
     def layers_of(points_c):
-        alphas = model.alphas(points_c, pixel_size=1.0 / height)
+        alphas = model.alphas(points_c, pixel_size=1.0 / target.shape[0])
         return layer_weights(model.compositing, alphas)
 
     def accumulate(carry, part):
@@ -212,33 +221,55 @@ def solve_colours(model, target, pixel_weights=None, ridge: float = 1e-4, *,
 
     zeros = (jnp.zeros((k, k)), jnp.zeros((k, channels)), jnp.zeros((n,)))
     (gram, rhs, cover), _ = jax.lax.scan(accumulate, zeros, parts)
-    current = (
-        model.colours
-        if not model.learn_background
-        else jnp.concatenate([model.colours, model.background[None]], 0)
-    )
-    solved = _bounded_solve(gram, rhs, current, ridge)
+    before = jnp.concatenate([model.colours, model.background[None]], 0)
+    solved = _bounded_solve(gram, rhs, before if model.learn_background else before[:-1], ridge)
     if not model.learn_background:
         solved = jnp.concatenate([solved, model.background[None]], 0)
     # Shapes that cover nothing keep their colour.
     used = cover > 1e-3
     solved = solved.at[:-1].set(jnp.where(used[:, None], solved[:-1], model.colours))
 
+    def squared_error(parts, colours):
+        def add(total, part):
+            points_c, flat_c, weights_c, _ = part
+            squared = (layers_of(points_c).T @ colours - flat_c) ** 2
+            return total + jnp.sum(squared * weights_c[:, None]), None
+
+        return jax.lax.scan(add, jnp.zeros(()), parts)[0]
+
+    if stride > 1:  # checked on pixels it was not solved on
+        held_out, _ = _grid(target, pixel_weights, stride, 0, _chunks(target, stride, n))
+        worse = squared_error(held_out, solved) > squared_error(held_out, before)
+        solved = jnp.where(worse, before, solved)
     # A fixed background keeps its stored value (through `COLOUR.raw` it came back a
     # rounding error away).
     background = COLOUR.raw(solved[-1]) if model.learn_background else model.raw_background
     model = eqx.tree_at(
         lambda m: (m.raw_colours, m.raw_background), model, (COLOUR.raw(solved[:-1]), background)
     )
-    if not error:
-        return model, None
+    return model, squared_error(parts, solved) / (count * channels) if error else None
 
-    def squared_error(total, part):
-        points_c, flat_c, weights_c, valid_c = part
-        squared = (layers_of(points_c).T @ solved - flat_c) ** 2
-        return total + jnp.sum(
-            squared * (weights_c if pixel_weights is not None else valid_c)[:, None]
-        ), None
 
-    total, _ = jax.lax.scan(squared_error, jnp.zeros(()), parts)
-    return model, total / (count * channels)
+def _chunks(target: Array, stride: int, n: int) -> int:
+    """Pixels per chunk of a solve on every `stride`-th pixel of `target` with `n`
+    shapes: the layer weights of a chunk take about `CHUNK_BYTES`."""
+    count = -(-target.shape[0] // stride) * -(-target.shape[1] // stride)
+    return max(1, min(count, CHUNK_BYTES // (16 * (n + 1))))
+
+
+def _grid(target: Array, pixel_weights: Array | None, stride: int, offset: int, chunk: int):
+    """`(parts, count)`: the pixel centres, target values, weights and validity (1, 0
+    for padding) of one pixel of every `stride x stride` block (`offset` into it), in
+    chunks of `chunk` pixels (padded), and how many pixels there are."""
+    height, width, channels = target.shape
+    rows, cols = slice(offset, None, stride), slice(offset, None, stride)
+    points = pixel_centres((height, width))[rows, cols].reshape(-1, 2)
+    flat = target[rows, cols].reshape(-1, channels)
+    count = points.shape[0]
+    weights = jnp.ones((count,)) if pixel_weights is None else pixel_weights[rows, cols]
+    valid = jnp.ones((count,))
+    pad = -count % chunk
+    columns = (points, flat, weights.reshape(-1).astype(jnp.float32), valid)
+    # Padding weighs nothing.
+    columns = [jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)) for x in columns]
+    return [x.reshape(-1, chunk, *x.shape[1:]) for x in columns], count
