@@ -402,3 +402,13 @@ def test_a_ragged_kernel_is_named():
         ValueError, match=r"`kernel` must be an array; got a nested list whose rows"
     ):
         dp.SeparableFilters.from_svd([[1.0, 2.0], [3.0]], 1)
+
+
+@pytest.mark.parametrize("kernel", [np.full((5, 5), 1e-300), np.full((5, 5), 1e-42, np.float32)])
+def test_a_kernel_below_the_smallest_normal_float32_is_refused(kernel):
+    # It became an all-zero bank without a word (1e-300 in float64; 1e-42 in float32).
+    with pytest.raises(ValueError, match="smallest normal number") as info:
+        dp.SeparableFilters.from_svd(kernel, 1)
+    assert "Scale it first" in str(info.value)
+    bank = dp.SeparableFilters.from_svd(np.full((5, 5), 1e-30), 1)  # small, but normal
+    np.testing.assert_allclose(bank.kernel(), 1e-30, rtol=1e-5)

@@ -181,7 +181,27 @@ def run_filter(args: argparse.Namespace) -> int:
             f"{', '.join(args.output or ['out'])}",
             file=sys.stderr,
         )
+        _note_lobes(summary["fitted"]["min"], weights, float(target.min()))
     return 130 if interrupted else 0
+
+
+#: A fitted kernel's least value (at peak 1) below which the command says that the
+#: non-negativity penalty left lobes (a ring bokeh at rank 3 keeps -0.04 at weight 1).
+LOBE_NOTE = -1e-3
+
+
+def _note_lobes(fitted_min: float | None, weights: dict[str, float], target_min: float) -> None:
+    """Say on stderr when a non-negative kernel's fit kept negative lobes despite the
+    NONNEG weight (it removes them on most kernels, not all), and what to pass."""
+    non_negative = weights["non_negative"]
+    if fitted_min is None or fitted_min >= LOBE_NOTE or non_negative <= 0 or target_min < 0:
+        return
+    print(
+        f"note: the fitted kernel keeps negative lobes (min {fitted_min:.3g} at peak 1), "
+        f"which ring when applied; a larger NONNEG weight removes them, e.g. --weights "
+        f"{weights['l2']:g},{2 * non_negative:g},{weights['keep_zeros']:g}",
+        file=sys.stderr,
+    )
 
 
 def _rank(rank: int | None, shape: tuple[int, ...], *, quiet: bool) -> int:

@@ -56,7 +56,8 @@ meant for.
 The default loss is diffprims.SeparableFilters.recommended_loss(): L2 plus a
 penalty on negative values (weights 1,1,0), which removes the negative lobes that
 ring when the kernel is applied on most kernels (not all: summary.json gives the
-fitted min; raise the second weight to 2 if it is below 0); it leaves the corners
+fitted min, and the command says when it is below 0: raise the second weight to 2
+or 3 then); it leaves the corners
 outside a disk. For a kernel
 with negative values of its own (an edge detector) the default is 1,0,0, which
 keeps them. A ZEROS weight > 0 (e.g. --weights 1,3,0.3) also penalises non-zeros

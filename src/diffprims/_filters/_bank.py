@@ -63,10 +63,11 @@ class SeparableFilters(AbstractModel):
       kernels and ranks measured (disks of 50 and 16, a hexagon, a rotated elongated
       Gaussian, a slanted line; ranks 1 to 8), not on two: lobes of −0.6 % of the peak
       remain on the 50 × 50 disk at rank 3 and −0.4 % on the 16 × 16 disk at rank 2,
-      at any number of steps. `a = 2` clears those (at the same error) and every other
-      measured, for up to 1.5 times the error where the fit is near exact (0.0017 →
-      0.0025, the 16 × 16 disk at rank 5) and 16 % more on the Gaussian at rank 8.
-      Check `bank.kernel().min()`.
+      at any number of steps. `a = 2` clears those (at the same error), for up to 1.5
+      times the error where the fit is near exact (0.0017 → 0.0025, the 16 × 16 disk
+      at rank 5) and 16 % more on the Gaussian at rank 8. A ring bokeh of 41 at rank 3
+      needs `a = 3` (−4 % at 1, −2 % at 2): check `bank.kernel().min()` and raise `a`
+      while it is below 0; `a = 0` for a kernel meant to be signed (a Laplacian).
     - `b` (keep-zeros) clears the corners outside the disk (the "spill": the share of
       the kernel's mass where the target is zero). It costs accuracy faster: on the
       50 × 50 disk at rank 4, `a = 3, b = 0.3` gives spill 0.028 at error 0.162, and
@@ -116,8 +117,7 @@ class SeparableFilters(AbstractModel):
         check_bank_fits(self.vertical, self.horizontal, _HINT)
 
     def __check_init__(self):
-        # Shapes only (cheap, and run on every construction): `batch_shape` reads a bank
-        # whose arrays have extra leading axes as a batch of banks by these checks.
+        # Shapes only (cheap; `batch_shape` reads extra leading axes as a batch of banks).
         vertical, horizontal = jnp.shape(self.vertical), jnp.shape(self.horizontal)
         if (
             len(vertical) != 2
@@ -327,9 +327,10 @@ class SeparableFilters(AbstractModel):
         """The seed's loss `L2() + non_negative * NonNegative() + keep_zeros * KeepZeros()`.
 
         The defaults remove negative lobes (no ringing) at a small cost in accuracy on
-        most kernels, not all (raise `non_negative` to 2 where `bank.kernel().min()` is
-        below 0); raise `keep_zeros` to clear the corners of a disk. See
-        [`diffprims.SeparableFilters`][] for the trade-off.
+        most blur kernels, not all (raise `non_negative` while `bank.kernel().min()` is
+        below 0; `non_negative=0` for a kernel meant to be signed, a Laplacian or a
+        Gabor, whose lobes it would erase); raise `keep_zeros` to clear the corners of
+        a disk. See [`diffprims.SeparableFilters`][] for the trade-off.
 
         **Arguments:**
 

@@ -27,15 +27,37 @@ BORDERS = {"zero": "constant"} | {mode: mode for mode in ("edge", "reflect", "sy
 def check_kernel(kernel: Any, name: str = "kernel") -> Array:
     if hasattr(kernel, "dtype") and np.dtype(kernel.dtype).kind in "biu":  # a mask, counts
         kernel = kernel.astype(np.float32)  # (not an image: no 255 to divide by)
+    given = kernel
     kernel = check_float_array(
         kernel, name, hint=" A kernel is a 2D (Kh, Kw) array such as `dp.kernels.disk(50)`."
     )
+    _check_not_underflowing(given, kernel, name)
     if kernel.ndim != 2 or 0 in kernel.shape:
         extra = " Drop the channel axis with `kernel[..., 0]`." if kernel.ndim == 3 else ""
         raise ValueError(
             f"`{name}` must be a non-empty 2D (Kh, Kw) array; got {describe(kernel)}.{extra}"
         )
     return check_values(kernel, name)
+
+
+def _check_not_underflowing(given: Any, kernel: Array, name: str) -> None:
+    """A concrete kernel whose largest magnitude is below the smallest normal number of
+    the dtype it is computed in (a float64 kernel of 1e-300, float32 by default) would
+    be rounded to zero, or to a few bits, without a word: refused."""
+    if is_traced(given) or is_traced(kernel):
+        return
+    tiny = float(np.finfo(np.dtype(kernel.dtype)).tiny)
+    try:
+        largest = float(np.max(np.abs(np.asarray(given, np.float64))))
+    except (TypeError, ValueError):
+        return
+    if 0 < largest < tiny:
+        raise ValueError(
+            f"`{name}` must be representable in {np.dtype(kernel.dtype).name}: its largest "
+            f"magnitude is {largest:.3g}, below the smallest normal number {tiny:.3g}, "
+            "where it would be rounded to zero or to a few bits. Scale it first, e.g. "
+            f"`{name} / np.abs({name}).max()` (a kernel at peak 1, as `dp.kernels` makes)."
+        )
 
 
 def check_scene(image: Any, name: str, batched: str) -> Array:
