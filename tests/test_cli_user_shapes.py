@@ -33,6 +33,13 @@ class PlainRings(Rings):
         raise NotImplementedError("rings drawn only as pixels")
 
 
+class OneSvgElement(Rings):
+    """An SVG form of one element, whatever the number of shapes."""
+
+    def svg_geometry(self, edge_width):
+        return ['<circle cx="0.5" cy="0.5" r="0.1"/>']
+
+
 class NotAShape:
     pass
 
@@ -164,3 +171,15 @@ def test_an_error_inside_the_users_module_exits_1_and_debug_shows_it(tmp_path, c
     with pytest.raises(ImportError) as caught:
         main([str(a) for a in [*argv, "--debug"]])
     assert isinstance(caught.value.__cause__, ModuleNotFoundError)
+
+
+def test_an_svg_form_that_gives_the_wrong_count_stops_before_the_fit(tmp_path, capsys):
+    # Found when writing result.svg, after the fit: the whole painting was lost (exit 2,
+    # as for a usage error, and no traceback under --debug).
+    argv = ["paint", tmp_path / "in.png", "--shape", "user_shapes:OneSvgElement", *FAST]
+    status, err = run(argv, capsys)
+    assert status == 1 and err.count("\n") == 1, err
+    assert "OneSvgElement.svg_geometry() gave 1 element for 2 shapes" in err
+    assert "--debug" in err and not Path("out").exists()
+    with pytest.raises(ValueError, match="must give one per shape"):
+        main([str(a) for a in [*argv, "--debug"]])

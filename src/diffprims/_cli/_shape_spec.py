@@ -161,7 +161,9 @@ def _check_class(cls: Any, spec: str) -> None:
         raise UsageError(f"{named} is a shape set (a {name}), not a shape class: name the "
                          f"class itself, {spec.partition(':')[0]}:{name}")  # fmt: skip
     if shortfall == "object":
-        raise UsageError(f"{named} is a {type(cls).__name__}, not a class: {expected}")
+        kind = type(cls).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        raise UsageError(f"{named} is {article} {kind}, not a class: {expected}")
     if shortfall == "layers":
         raise UsageError(f"{named} is a container of shape sets ({cls.__name__}), not a "
                          f"shape type: paint paints with one type; {expected}")  # fmt: skip
@@ -185,6 +187,8 @@ def _has_svg(cls: type) -> bool:
     import jax
     import numpy as np
 
+    from .._shapes._protocol import svg_geometry as checked_svg_geometry
+
     abstract = jax.eval_shape(lambda: cls.init(2, key=jax.random.key(0)))  # pyright: ignore[reportAttributeAccessIssue]
     shapes: Any = jax.tree.map(lambda leaf: np.full(leaf.shape, 0.1, leaf.dtype), abstract)
     try:
@@ -192,4 +196,8 @@ def _has_svg(cls: type) -> bool:
         shapes.svg_geometry(0.01)
     except NotImplementedError:
         return False
+    # What it gives, checked now: a wrong answer found when writing result.svg lost the
+    # whole painting after its fit.
+    checked_svg_geometry(shapes, 0.0)
+    checked_svg_geometry(shapes, 0.01)
     return True

@@ -309,7 +309,8 @@ def _traceable(name: str) -> Iterator[None]:
     except (TypeError, ValueError) as error:  # its own mistake (shapes that do not broadcast)
         if type(error) not in (TypeError, ValueError):  # a class of its own: kept as it is
             raise
-        raise type(error)(f"{name} raised {type(error).__name__}: {error}{_GUIDE}") from error
+        said = str(error).rstrip(".")  # Python's messages end without a full stop
+        raise type(error)(f"{name} raised {type(error).__name__}: {said}.{_GUIDE}") from error
 
 
 def svg_geometry(shapes: Any, edge_width: float) -> list[str]:
@@ -334,7 +335,8 @@ def svg_geometry(shapes: Any, edge_width: float) -> list[str]:
         raise TypeError(f"{name} must return a list of {n} SVG strings; got {_shape_of(out)}.")
     if len(out) != n:
         raise ValueError(
-            f"{name} gave {len(out)} elements for {n} shapes; it must give one per shape."
+            f"{name} gave {len(out)} element{'' if len(out) == 1 else 's'} for {n} shapes; it "
+            "must give one per shape."
         )
     return list(out)
 
