@@ -625,3 +625,23 @@ def test_the_docstring_lobes_at_rank_3_and_their_cure():
 
     assert -8e-3 < low(1.0) < -4e-3
     assert low(2.0) > -1e-4
+
+
+@pytest.mark.parametrize("make", [lambda: dp.kernels.disk(20), lambda: dp.kernels.polygon(21, 6)])
+def test_the_gradient_through_from_svd_is_finite_where_discarded_values_repeat(make):
+    # A 0/1 disk has many singular values exactly 0: the whole SVD's derivative divides
+    # by their differences, and the gradient in the kernel was NaN everywhere.
+    with jax.enable_x64(True):
+        kernel = jnp.asarray(make(), jnp.float64)
+        weights = jax.random.normal(jax.random.key(0), kernel.shape, jnp.float64)
+        direction = jax.random.normal(jax.random.key(1), kernel.shape, jnp.float64)
+
+        def loss(k):
+            bank = dp.SeparableFilters.from_svd(k, 2)
+            return jnp.sum(bank.kernel() * weights) + jnp.sum(bank.vertical**2)
+
+        grad = jax.grad(loss)(kernel)
+        assert np.all(np.isfinite(np.asarray(grad)))
+        eps = 1e-6
+        central = (loss(kernel + eps * direction) - loss(kernel - eps * direction)) / (2 * eps)
+        np.testing.assert_allclose(float(jnp.vdot(grad, direction)), float(central), rtol=1e-5)

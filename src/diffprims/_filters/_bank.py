@@ -33,10 +33,9 @@ from ._checks import (
     outer_sum,
 )
 from ._passes import apply_passes, sample_kernel
+from ._svd import leading_svd
 
-# The border modes of `apply` (the CLI's tests compare their `--border` choices with it).
-_BORDERS = BORDERS
-
+_BORDERS = BORDERS  # `apply`'s border modes (the CLI's tests compare `--border` with it)
 # A kernel whose |sum| is at most this share of sum |k| sums to 0 up to float32 rounding.
 _ZERO_SUM = 1e-5
 
@@ -220,8 +219,8 @@ class SeparableFilters(AbstractModel):
         **Returns:**
 
         A `SeparableFilters` with `rank` passes; at full rank its kernel equals `kernel`
-        up to float32 rounding. Under `jax.grad` in `kernel` it is NaN where singular
-        values repeat (a box, any exactly separable kernel: the SVD's own derivative).
+        up to float32 rounding. Differentiable in `kernel` where its `rank` leading
+        singular values are positive and stand apart from each other and the rest.
 
         ```python
         bank = dp.SeparableFilters.from_svd(dp.kernels.disk(50), rank=4)
@@ -238,12 +237,13 @@ class SeparableFilters(AbstractModel):
         xp = jnp if is_traced(kernel) else np
         values = kernel if xp is jnp else np.asarray(kernel, np.float64)
         # A power of 4 near the largest magnitude is divided out before the SVD and its
-        # root (a power of 2: exact) multiplied back into the vectors: a singular value
-        # may exceed the dtype (5e38 for a 5 x 5 kernel of 1e38 in float32, cast to inf)
-        # where the vectors do not (1e19).
-        # `ldexp` scales exactly (under `jit`, XLA turned a division by `exp2` into 0).
+        # root multiplied back into the vectors (`ldexp`: exact, where XLA turned a
+        # division by `exp2` into 0): a singular value may exceed the dtype (5e38 for a
+        # 5 x 5 kernel of 1e38 in float32) where the vectors do not (1e19).
         half = xp.frexp(xp.max(xp.abs(values)))[1] // 2
-        u, s, vt = xp.linalg.svd(xp.ldexp(values, -2 * half), full_matrices=False)
+        scaled = xp.ldexp(values, -2 * half)
+        # Traced: a derivative of the leading triplets alone (finite for a 0/1 disk).
+        u, s, vt = leading_svd(scaled, rank) if xp is jnp else np.linalg.svd(scaled, False)
         root = xp.ldexp(xp.sqrt(s[:rank]), half)
         vertical, horizontal = u[:, :rank].T * root[:, None], vt[:rank] * root[:, None]
         sign = xp.where(xp.sum(vertical, axis=1, keepdims=True) < 0, -1.0, 1.0)
