@@ -59,6 +59,21 @@ def test_loose_bounds_use_scan(getkey):
     )
 
 
+@pytest.mark.parametrize("call", ["render_image", "render", "fit", "paint"])
+def test_asking_tiles_of_a_type_with_loose_bounds_is_refused(getkey, call):
+    # It drew each shape inside boxes the type said may not hold it, without a word.
+    model, target = _model(LooseCircles, getkey()), jnp.full((*GRID, 3), 0.5)
+    with pytest.raises(ValueError, match=r'method="tiled".*LooseCircles.*tight_bounds = False'):
+        if call == "render_image":
+            model.render_image(GRID, method="tiled")
+        elif call == "render":
+            model.render(jnp.zeros((4, 2)), pixel_size=0.1, method="tiled")
+        elif call == "fit":
+            dp.fit(model, target, steps=1, key=getkey(), method="tiled")
+        else:
+            dp.paint(target, 3, key=getkey(), steps=2, shape=LooseCircles, method="tiled")
+
+
 def test_every_shape_of_ours_has_tight_bounds():
     assert tight_types() == list(shape_types())
 

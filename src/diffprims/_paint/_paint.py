@@ -337,7 +337,7 @@ def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_
     if not check_scalar(softness, "softness") > 0:  # here, not from inside the seeding
         raise ValueError(f"`softness` must be > 0 (pixels of edge); got {softness}.")
     if method is not None:  # here, not from inside the seeding's trace
-        check_method(method, compositing)
+        check_method(method, compositing, shape)
     for name, value in (("lr", lr), ("lr_geometry", lr_geo), ("lr_colour", lr_colour)):
         check_scalar(value, name, lower=0.0)
     if not 0 <= anneal <= 1:

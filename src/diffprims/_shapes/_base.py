@@ -234,8 +234,8 @@ class AbstractShapes(AbstractModel):
           by `edge_margin` edge widths) reach them, and draw only those; the backward pass
           recomputes instead of storing. Many times faster once shapes are small next to
           the frame (15-50x at 256^2 with 200 circles on CPU); first-order reverse mode
-          only (`"scan"` for `jax.jvp`/`jacfwd`, `jax.grad` of `jax.grad`); not available
-          for `compositing="depth"`.
+          only (`"scan"` for `jax.jvp`/`jacfwd`/`linearize`, `jax.grad` of `jax.grad`); not
+          for `compositing="depth"`, nor for a type that sets `tight_bounds = False`.
         - `"auto"` (default): `"tiled"` from 8 shapes and 1024 points on, unless the
           compositing is `"depth"`, the type sets `tight_bounds = False`, or the call is
           differentiated in forward mode or twice (where it can be seen); else `"scan"`.
@@ -245,7 +245,7 @@ class AbstractShapes(AbstractModel):
         check_unbatched(self, "render")
         points = check_points(points).astype(jnp.promote_types(self.raw_colours.dtype, "f4"))
         points, pixel_size = check_pixel_size(points, pixel_size)
-        method = _render.check_method(method, self.compositing)
+        method = _render.check_method(method, self.compositing, type(self))
         return _render.render_points_eager(self, points, pixel_size, method)
 
     def render_image(
@@ -265,7 +265,7 @@ class AbstractShapes(AbstractModel):
         """
         check_unbatched(self, "render_image")
         shape = check_grid_shape(shape)
-        method = _render.check_method(method, self.compositing)
+        method = _render.check_method(method, self.compositing, type(self))
         pixel_size = _render.grid_pixel_size(self, shape, softness)
         return _render.render_grid_eager(self, shape, method, pixel_size)
 

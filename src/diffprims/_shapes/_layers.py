@@ -153,7 +153,9 @@ class Layers(AbstractModel):
         """Each layer's renderer, "scan" or "tiled", as a shape set picks it (checked
         here, outside any compiled program, where an eager derivative can be seen)."""
         return tuple(
-            resolved_method(layer, num_points, check_method(method, layer.compositing))
+            resolved_method(
+                layer, num_points, check_method(method, layer.compositing, type(layer))
+            )
             for layer in self.layers
         )
 

@@ -95,8 +95,9 @@ def render_scan(
 # -- path choice ------------------------------------------------------------------------
 
 
-def check_method(method: Any, compositing: str) -> str:
-    """`method` validated against a set's `compositing`: one of `METHODS`."""
+def check_method(method: Any, compositing: str, kind: type | None = None) -> str:
+    """`method` validated against a set's `compositing` and its type `kind` (whose
+    `tight_bounds` the tiled renderer needs): one of `METHODS`."""
     if method not in METHODS:
         raise ValueError(
             f"`method` must be one of {METHODS}; got {method!r}. Leave it at 'auto' to let "
@@ -108,6 +109,13 @@ def check_method(method: Any, compositing: str) -> str:
             "a far-away shape's faint edge outweigh the shapes under a pixel, so culling "
             'would change the image. Use method="scan" (or "auto").'
         )
+    if method == "tiled" and kind is not None and not kind.tight_bounds:
+        raise ValueError(
+            f'method="tiled" draws each shape only inside its `bounds()`; got the type '
+            f"{kind.__name__}, which sets `tight_bounds = False` (its boxes may not hold its "
+            'shapes). Use method="scan" (or "auto"), or set `tight_bounds = True` if its '
+            "boxes, grown by `edge_margin` edge widths, do hold them."
+        )
     return method
 
 
@@ -118,7 +126,7 @@ def fit_method(method: Any, model) -> str | None:
     (None: "auto" and unset share one compiled step)."""
     if method is None or (isinstance(method, str) and method == "auto"):
         return "scan" if differentiating() else None
-    return check_method(method, model.compositing)
+    return check_method(method, model.compositing, type(model))
 
 
 def _first_order_only() -> bool:
