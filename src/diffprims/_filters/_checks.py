@@ -37,7 +37,7 @@ def check_kernel(kernel: Any, name: str = "kernel") -> Array:
         raise ValueError(
             f"`{name}` must be a non-empty 2D (Kh, Kw) array; got {describe(kernel)}.{extra}"
         )
-    return check_values(kernel, name)
+    return check_values(kernel, name, hint=f" Replace them first, e.g. `jnp.nan_to_num({name})`.")
 
 
 def _check_not_underflowing(given: Any, kernel: Array, name: str) -> None:
