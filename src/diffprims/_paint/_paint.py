@@ -160,15 +160,15 @@ def paint(
       declared [`diffprims.Role`][] is a position, other geometry (sizes, angles, ...)
       and colours/opacities/depths.
     - `solve_colours`: finish by solving for the colours and background that minimise
-      the squared error on the whole image (every pixel up to 512 x 512, and with a
-      `seconds` budget too short for that, a regular subset of them) for the fitted
-      geometry, kept in `[0, 1]` (the
-      picture is linear in the colours for "over" and "additive" compositing: the
-      better of the clipped least-squares solution and the current colours, then
-      projected-gradient steps, so never worse than the fit's own colours; weighted by
-      the loss's per-pixel weights for `dp.Weighted(dp.L2(), weights)`; skipped for
-      losses that are not squared errors). With `seconds` and one restart, skipped when
-      its program is not compiled by the end of the rounds (a cold first call).
+      the squared error on the whole image for the fitted geometry, kept in `[0, 1]`
+      (the picture is linear in the colours for "over" and "additive": the better of
+      the clipped least-squares solution and the current colours, then projected
+      gradient steps; weighted by the loss's per-pixel weights for
+      `dp.Weighted(dp.L2(), weights)`; skipped for losses that are not squared errors).
+      On every pixel up to 512 x 512; on one pixel a block where that takes longer than
+      a share of `seconds` (or 10 s), kept only if no worse on another pixel a block,
+      and skipped under 16 pixels a shape (thousands of shapes on a short budget). With
+      `seconds` and one restart, skipped when not compiled by the end of the rounds.
     - `method`: the renderer for the sampled pixels and for the error maps that place
       new shapes, as in [`diffprims.AbstractShapes.render`][]. By default "auto" (the tiled,
       culled renderer from 8 shapes and 1024 pixels on: it compiles as fast as "scan" and
