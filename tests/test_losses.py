@@ -323,8 +323,13 @@ def test_ssim_on_too_small_images_names_the_window_to_pass(shape, said):
         (lambda: dp.L2() - (-dp.L1()), "L2() + 1.0 * L1()"),
         (lambda: dp.L1() / 4, "0.25 * L1()"),
         (lambda: 1e-4 * dp.L1() + 0.1 * dp.L2(), "0.0001 * L1() + 0.1 * L2()"),
+        # products that float32 cannot hold stay nested (they printed 0.0 and inf)
+        (lambda: 1e-30 * (1e-30 * dp.L2()), "1e-30 * 1e-30 * L2()"),
+        (lambda: dp.L2() - 1e20 * (1e20 * dp.L1()), "L2() - 1e+20 * 1e+20 * L1()"),
+        (lambda: dp.L2() + (-0.0) * dp.L1(), "L2() + 0.0 * L1()"),
     ],
 )
+@pytest.mark.filterwarnings("error")  # no overflow warning from printing
 def test_a_composed_loss_prints_as_the_expression_that_built_it(build, text):
     assert repr(build()) == str(build()) == text
     assert f"'loss': {text}" in repr({"loss": build()})  # inside any printed pytree

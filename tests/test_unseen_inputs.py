@@ -114,7 +114,7 @@ def test_a_budget_too_short_for_the_full_colour_solve_solves_on_fewer_pixels():
     steps on three photos)."""
     from diffprims._paint._solve import SOLVE_SHARE, solve_reserve, solve_stride
 
-    assert solve_stride(256 * 256, 130, 0.2) == 3
+    assert solve_stride(256 * 256, 130, 0.2) == 4  # its held-out check's pass counted
     assert solve_stride(256 * 256, 1000, 10.0) == solve_stride(256 * 256, 260, 2.3) == 2
     # 16384 pixels for 1301 colours: too few a shape, no solve (MIN_PIXELS_PER_COLOUR).
     assert solve_stride(256 * 256, 1300, 10.0) is None
@@ -142,3 +142,8 @@ def test_a_colour_solve_on_a_coarse_grid_never_worsens_the_picture(getkey):
     assert _solve.solve_reserve(30.0, 5000, 512 * 512) == 0.0
     assert _solve.solve_stride(512 * 512, 5000) is None  # steps: UNBUDGETED_SOLVE_SECONDS
     assert _solve.solve_stride(512 * 512, 200) == 1
+    # Batched restarts solve each painting's spare shapes too: the reserve counts what the
+    # solve will solve (it kept 0.75 s of 5 for 800 shapes, and 1040 then solved none).
+    assert _solve.solve_stride(256 * 256, 600, 5.0) == 2
+    assert _solve.solve_stride(256 * 256, 600, 5.0, 2) is None
+    assert _solve.solve_reserve(5.0, 600, 256 * 256, 2) == 0.0

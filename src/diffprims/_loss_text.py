@@ -22,7 +22,7 @@ def weight_text(weight: Any) -> str | None:
     """A concrete scalar weight as its shortest text (`10.0`, `0.0001`), else None."""
     if is_traced(weight) or np.ndim(weight) != 0:
         return None
-    return repr(float(str(np.asarray(weight)[()])))  # NumPy's shortest round trip
+    return repr(float(str(np.asarray(weight)[()])) + 0.0)  # NumPy's shortest; -0.0 is 0.0
 
 
 def scaled_doc(loss: Any, scaled: type, kwargs: dict[str, Any]) -> Any:
@@ -54,8 +54,12 @@ def _folded(loss: Any, scaled: type) -> tuple[Any, Any]:
     float32; `(None, loss)` for a loss whose outer weight is not concrete."""
     weight = None
     while isinstance(loss, scaled) and weight_text(loss.weight) is not None:
-        weight = np.float32(1 if weight is None else weight) * np.float32(loss.weight)
-        loss = loss.loss
+        exact = float(loss.weight) * (1.0 if weight is None else float(weight))
+        with np.errstate(all="ignore"):
+            product = np.float32(exact)
+        if not np.isfinite(product) or (product == 0) != (exact == 0):
+            break  # no float32 (1e20 * 1e20, 1e-30 * 1e-30): printed as it is nested
+        weight, loss = product, loss.loss
     return weight, loss
 
 

@@ -31,12 +31,12 @@ def check_kernel(kernel: Any, name: str = "kernel") -> Array:
     kernel = check_float_array(
         kernel, name, hint=" A kernel is a 2D (Kh, Kw) array such as `dp.kernels.disk(50)`."
     )
-    _check_not_underflowing(given, kernel, name)
     if kernel.ndim != 2 or 0 in kernel.shape:
         extra = " Drop the channel axis with `kernel[..., 0]`." if kernel.ndim == 3 else ""
         raise ValueError(
             f"`{name}` must be a non-empty 2D (Kh, Kw) array; got {describe(kernel)}.{extra}"
         )
+    _check_not_underflowing(given, kernel, name)
     return check_values(kernel, name, hint=f" Replace them first, e.g. `jnp.nan_to_num({name})`.")
 
 

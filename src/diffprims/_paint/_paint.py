@@ -242,8 +242,7 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
     slots = n + round(extra * n) if compositing != "depth" else n
     if solving:
         check_solve_memory(n, max(restarts, running), (slots - n) / n)
-    rounds = min(rounds, n)
-    plan = plan_rounds(slots, rounds, coarse=coarse, grow=grow, aspect=width / height)
+    plan = plan_rounds(slots, min(rounds, n), coarse=coarse, grow=grow, aspect=width / height)
     plan = with_removal(plan, n, cycles)
     models = blank(
         shape, slots, target, key=k_blank, softness=softness, compositing=compositing,
@@ -256,7 +255,8 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
         fine=grid_step(height, width, 128),
         opacity=opacity, anneal=anneal, most=max(r.count for r in plan), keep=n,
     )  # fmt: skip
-    reserve = solve_reserve(seconds, n, height * width, restarts) if solving else 0.0
+    solved = n if restarts == 1 else slots  # batched restarts solve their spare shapes too
+    reserve = solve_reserve(seconds, solved, height * width, restarts) if solving else 0.0
     budget = Budget(plan, n, steps=steps, seconds=seconds, reserve=reserve, start=start_time)
     driver = Driver(
         painting.result, painting.state, steps=steps, progress=progress,

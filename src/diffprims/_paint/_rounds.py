@@ -246,7 +246,7 @@ class Painting:
         """The colour solve, on fewer pixels for large images or a short `seconds`; None
         where those would be too few (`solve_stride`)."""
         height, width = self.target.shape[:2]
-        stride = solve_stride(height * width, self._solved_count(), seconds)
+        stride = solve_stride(height * width, self._solved_count(), seconds, self.restarts)
         return (
             None
             if stride is None

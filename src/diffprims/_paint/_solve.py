@@ -94,7 +94,7 @@ UNBUDGETED_SOLVE_SECONDS = 10.0
 def solve_reserve(seconds: float | None, n: int, pixels: int, restarts: int = 1) -> float:
     """Seconds of a `seconds` budget kept for the final solve: its estimated time, at
     most `SOLVE_SHARE` of the budget (0 without a budget, or without a solve)."""
-    if seconds is None or solve_stride(pixels, n, seconds) is None:
+    if seconds is None or solve_stride(pixels, n, seconds, restarts) is None:
         return 0.0
     return min(SOLVE_SHARE * seconds, solve_seconds(n, pixels, restarts, seconds))
 
@@ -107,16 +107,18 @@ def solve_seconds(n: int, pixels: int, restarts: int = 1, seconds: float | None 
     measured on a 2-core CPU at 256 x 256: 0.72 s cold (0.38 s warm) at n = 200, 1.57 s
     (1.17 s) at n = 1000; at 1536 x 1024 and n = 200, on every pixel, 18 s warm (on a
     loaded machine; 0.9 s at 256 x 256 there)."""
-    stride = solve_stride(pixels, n, seconds)
+    stride = solve_stride(pixels, n, seconds, restarts)
     if stride is None:
         return 0.0
     solved = pixels / stride**2
-    return 0.8 + (_equation_seconds(n) + _pixel_seconds(n) * solved) * restarts
+    return 0.8 + (_equation_seconds(n) + _pixel_seconds(n, stride > 1) * solved) * restarts
 
 
-def _pixel_seconds(n: int) -> float:
-    """The solve's estimated (generous) time per pixel it solves on, with `n` shapes."""
-    return 2e-8 * (n + 1) + 2e-11 * (n + 1) ** 2
+def _pixel_seconds(n: int, checked: bool = False) -> float:
+    """The solve's estimated (generous) time per pixel it solves on, with `n` shapes:
+    every shape drawn there, and `(n + 1)^2` products; with `checked` (a coarser grid),
+    every shape drawn on a second pixel too (the held-out check)."""
+    return (2 if checked else 1) * 2e-8 * (n + 1) + 2e-11 * (n + 1) ** 2
 
 
 def _equation_seconds(n: int) -> float:
@@ -131,16 +133,21 @@ def _equation_seconds(n: int) -> float:
 MAX_SOLVE_PIXELS = 512 * 512
 
 
-def solve_stride(pixels: int, n: int = 0, seconds: float | None = None) -> int | None:
-    """The solve's pixel stride for an image of `pixels` pixels and `n` shapes: 1 up to
-    512 x 512, coarser where the solve on every pixel would take more than `SOLVE_SHARE`
-    of a `seconds` budget (by `solve_seconds`'s estimate, less compilation; at 256 x 256
-    with 100 circles, `seconds=0.2` took 1.25 s warm, 0.55 s of it the solve), or
-    `UNBUDGETED_SOLVE_SECONDS` without one. None, no solve, where that grid would hold
-    fewer than `MIN_PIXELS_PER_COLOUR` pixels a shape."""
+def solve_stride(
+    pixels: int, n: int = 0, seconds: float | None = None, restarts: int = 1
+) -> int | None:
+    """The solve's pixel stride for an image of `pixels` pixels and `n` shapes (solved
+    for `restarts` paintings): 1 up to 512 x 512, coarser where the solve on every pixel
+    would take more than `SOLVE_SHARE` of a `seconds` budget (by `solve_seconds`'s
+    estimate, less compilation; at 256 x 256 with 100 circles, `seconds=0.2` took 1.25 s
+    warm, 0.55 s of it the solve), or `UNBUDGETED_SOLVE_SECONDS` without one. None, no
+    solve, where that grid would hold fewer than `MIN_PIXELS_PER_COLOUR` pixels a shape."""
     allowed = SOLVE_SHARE * seconds if seconds is not None else UNBUDGETED_SOLVE_SECONDS
-    most = min(MAX_SOLVE_PIXELS, max(1.0, (allowed - _equation_seconds(n)) / _pixel_seconds(n)))
-    stride = max(1, math.ceil(math.sqrt(pixels / most)))
+    allowed = allowed / restarts - _equation_seconds(n)  # each painting's share
+    stride = 1
+    for checked in (False, True):  # on a coarser grid, the check's pass counts too
+        most = min(MAX_SOLVE_PIXELS, max(1.0, allowed / _pixel_seconds(n, checked)))
+        stride = max(stride, math.ceil(math.sqrt(pixels / most)))
     if stride > 1 and pixels / stride**2 < MIN_PIXELS_PER_COLOUR * (n + 1):
         return None
     return stride
@@ -229,25 +236,28 @@ def solve_colours(model, target, pixel_weights=None, ridge: float = 1e-4, *,
     used = cover > 1e-3
     solved = solved.at[:-1].set(jnp.where(used[:, None], solved[:-1], model.colours))
 
-    def squared_error(parts, colours):
-        def add(total, part):
-            points_c, flat_c, weights_c, _ = part
-            squared = (layers_of(points_c).T @ colours - flat_c) ** 2
-            return total + jnp.sum(squared * weights_c[:, None]), None
+    def squared_errors(parts, *colours):
+        """The weighted squared error of each colour table on `parts`, in one pass."""
 
-        return jax.lax.scan(add, jnp.zeros(()), parts)[0]
+        def add(totals, part):
+            points_c, flat_c, weights_c, _ = part
+            layers = layers_of(points_c).T
+            return [t + jnp.sum((layers @ c - flat_c) ** 2 * weights_c[:, None])
+                    for t, c in zip(totals, colours)], None  # fmt: skip
+
+        return jax.lax.scan(add, [jnp.zeros(()) for _ in colours], parts)[0]
 
     if stride > 1:  # checked on pixels it was not solved on
         held_out, _ = _grid(target, pixel_weights, stride, 0, _chunks(target, stride, n))
-        worse = squared_error(held_out, solved) > squared_error(held_out, before)
-        solved = jnp.where(worse, before, solved)
+        after, fitted = squared_errors(held_out, solved, before)
+        solved = jnp.where(after > fitted, before, solved)
     # A fixed background keeps its stored value (through `COLOUR.raw` it came back a
     # rounding error away).
     background = COLOUR.raw(solved[-1]) if model.learn_background else model.raw_background
     model = eqx.tree_at(
         lambda m: (m.raw_colours, m.raw_background), model, (COLOUR.raw(solved[:-1]), background)
     )
-    return model, squared_error(parts, solved) / (count * channels) if error else None
+    return model, squared_errors(parts, solved)[0] / (count * channels) if error else None
 
 
 def _chunks(target: Array, stride: int, n: int) -> int:

@@ -309,8 +309,9 @@ def _traceable(name: str) -> Iterator[None]:
     except (TypeError, ValueError) as error:  # its own mistake (shapes that do not broadcast)
         if type(error) not in (TypeError, ValueError):  # a class of its own: kept as it is
             raise
-        said = str(error).rstrip(".")  # Python's messages end without a full stop
-        raise type(error)(f"{name} raised {type(error).__name__}: {said}.{_GUIDE}") from error
+        said = str(error)  # Python's own messages end without a full stop
+        said += "" if said.endswith((".", "?", "!")) else "."
+        raise type(error)(f"{name} raised {type(error).__name__}: {said}{_GUIDE}") from error
 
 
 def svg_geometry(shapes: Any, edge_width: float) -> list[str]:
