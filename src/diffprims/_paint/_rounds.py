@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import functools
 import threading
+import time
 from typing import Any
 
 import equinox as eqx
@@ -23,7 +24,7 @@ from ._kept import gather, keep_active, kept_order, with_colours
 from ._later import current_later, run_in_background
 from ._placement import Seeding, add, ranking, remove
 from ._schedule import Budget, Round
-from ._solve import SOLVE_COMPILE_SECONDS, solve_colours, solve_stride
+from ._solve import SOLVE_COMPILE_SECONDS, record_pace, solve_colours, solve_stride
 
 _GROUPS = {"position": "position", "colour": "colour", "opacity": "colour", "depth": "colour"}
 
@@ -139,8 +140,7 @@ class Painting:
         self.restarts = len(keys)
         self.keys = keys  # one per restart
         n = models.num_shapes
-        # Made by NumPy and put on the device: eager `jnp.zeros` or `jnp.asarray` compiled
-        # a program each on a cold start (10 to 40 ms apiece, before the first step).
+        # By NumPy: eager `jnp.zeros` compiled a program each on a cold start (10-40 ms).
         if self.restarts == 1:
             self.active = jax.device_put(np.zeros((n,), bool))
         else:
@@ -207,8 +207,7 @@ class Painting:
     def _problem(self, round_: Round) -> Problem:
         """What the round's steps fit: its (blurred) goal, edges and per-step keys."""
         goal = blur(self.target, round_.blur) if round_.blur > 0.05 else self.target
-        # Seeding folds in even numbers, steps odd ones: the streams never meet (with
-        # `1000 + index` for the steps, round 1000's seeding reused round 0's steps).
+        # Seeding folds in even numbers, steps odd ones: the streams never meet.
         keys = self._fold(self.keys, 2 * round_.index + 1)
         render = ShapeRender(jnp.asarray(round_.edge_scale, jnp.float32), self.knobs["method"])
         sampler = ("stratified", self.knobs["stride"])
@@ -246,7 +245,8 @@ class Painting:
         """The colour solve, on fewer pixels for large images or a short `seconds`; None
         where those would be too few (`solve_stride`)."""
         height, width = self.target.shape[:2]
-        stride = solve_stride(height * width, self._solved_count(), seconds, self.restarts)
+        count, kind = self._solved_count(), type(self.static)
+        stride = solve_stride(height * width, count, seconds, self.restarts, kind)
         return (
             None
             if stride is None
@@ -273,10 +273,15 @@ class Painting:
         solve = solver if self.restarts == 1 else jax.vmap(solver, (0, None, None))
         fitted, kept = self.models(driver.state), self._kept()
         args = (fitted if kept is None else gather(fitted, kept), self.target, self.weights)
-        solved, _ = solve(*args)
+        program, start = _solve_program(solver, args), time.perf_counter()
+        solved, _ = jax.block_until_ready(solve(*args))
+        if program in _SOLVES:  # compiled before: its time is the solve's pace
+            height, width = self.target.shape[:2]
+            count, stride = self._solved_count(), solver.keywords["stride"]
+            record_pace(type(fitted), count, height * width, stride, time.perf_counter() - start)
         models = solved if kept is None else with_colours(fitted, solved, kept)
         if self.restarts == 1:  # compiled now (here or ahead): a later budget may use it
-            _SOLVES.add(_solve_program(solver, args))
+            _SOLVES.add(program)
         driver.state = eqx.tree_at(
             lambda s: s.params, driver.state, eqx.filter(models, eqx.is_inexact_array)
         )
@@ -328,8 +333,7 @@ class Painting:
             args = (kept, self.target, self.weights)
             program = _solve_program(solver, args)
             left = budget.seconds_left()
-            # Compiled in this process already, or a second left to compile it (else it
-            # would be ready after the budget, and `paint` skips it rather than wait).
+            # Compiled already, or a second left to compile it (else `paint` skips it).
             if program in _SOLVES or left is None or left >= SOLVE_COMPILE_SECONDS:
                 try:
                     solver.func.lower(*args, **solver.keywords).compile()

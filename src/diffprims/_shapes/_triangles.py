@@ -49,15 +49,24 @@ class Triangles(AbstractShapes):
         sign = jnp.where(area2 >= 0, 1.0, -1.0)[:, None]
         normals = sign[..., None] * jnp.stack([edges[..., 1], -edges[..., 0]], -1)
         normals = normals / lengths[..., None]
-        offsets = points[None, None, :, :] - v[:, :, None, :]  # (N, 3, P, 2)
-        distances = jnp.max(jnp.sum(offsets * normals[:, :, None, :], -1), axis=1)
+        # Each edge line's signed distance `n . p - n . v`, one (N, P) plane at a time:
+        # through an (N, 3, P, 2) array of offsets, a step's gradient took 17 times a
+        # circle's (63 ms against 3.6 at 260 shapes and 4096 points).
+        levels = jnp.sum(normals * v, -1)  # (N, 3)
+        x, y = points[None, :, 0], points[None, :, 1]  # (1, P)
+
+        def line(i: int) -> Array:
+            return normals[:, i, 0, None] * x + normals[:, i, 1, None] * y - levels[:, i, None]
+
+        distances = jnp.maximum(jnp.maximum(line(0), line(1)), line(2))
         # Past a sharp corner the edge-line distance grows slowly. Outside the triangle's
         # box, the box's own signed distance (per axis, as culling measures) takes over,
         # so the soft tail ends CUTOFF edge widths past `bounds()`, as every shape's does.
         # Inside the box it is never larger than the triangle's: nothing changes there.
-        low, high = v.min(axis=1)[:, None, :], v.max(axis=1)[:, None, :]  # (N, 1, 2)
-        box = jnp.max(jnp.maximum(low - points[None], points[None] - high), axis=-1)
-        return soft_edge(jnp.maximum(distances, box), edge_width)
+        low, high = v.min(axis=1), v.max(axis=1)  # (N, 2)
+        box_x = jnp.maximum(low[:, 0, None] - x, x - high[:, 0, None])
+        box_y = jnp.maximum(low[:, 1, None] - y, y - high[:, 1, None])
+        return soft_edge(jnp.maximum(distances, jnp.maximum(box_x, box_y)), edge_width)
 
     def bounds(self) -> Float[Array, "N 4"]:
         v = self.vertices
