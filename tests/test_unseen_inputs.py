@@ -166,3 +166,9 @@ def test_the_solve_is_planned_at_the_pace_its_shape_type_last_solved(monkeypatch
     assert _solve.solve_reserve(3.0, 200, pixels, kind=dp.Triangles) <= reserve
     assert _solve.solve_stride(pixels, 200, 3.0, kind=dp.Circles) == before
     assert _solve.solve_stride(pixels, 200, kind=dp.Triangles) == _solve.solve_stride(pixels, 200)
+    # a solve timed under a passing load does not skip the type's solves for good
+    _solve.record_pace(dp.Triangles, 200, pixels, before, 100.0)
+    assert _solve.solve_stride(pixels, 200, 3.0, kind=dp.Triangles) is None
+    for _ in range(12):  # each skipped solve eases the pace towards 1
+        _solve.relax_pace(dp.Triangles)
+    assert _solve.solve_stride(pixels, 200, 3.0, kind=dp.Triangles) == before

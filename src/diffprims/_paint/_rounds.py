@@ -24,7 +24,7 @@ from ._kept import gather, keep_active, kept_order, with_colours
 from ._later import current_later, run_in_background
 from ._placement import Seeding, add, ranking, remove
 from ._schedule import Budget, Round
-from ._solve import SOLVE_COMPILE_SECONDS, record_pace, solve_colours, solve_stride
+from ._solve import SOLVE_COMPILE_SECONDS, record_pace, relax_pace, solve_colours, solve_stride
 
 _GROUPS = {"position": "position", "colour": "colour", "opacity": "colour", "depth": "colour"}
 
@@ -269,7 +269,7 @@ class Painting:
         pixels for large images or a short `seconds` budget: `solve_stride`)."""
         solver = self._solver(seconds)
         if solver is None:
-            return
+            return relax_pace(type(self.static))
         solve = solver if self.restarts == 1 else jax.vmap(solver, (0, None, None))
         fitted, kept = self.models(driver.state), self._kept()
         args = (fitted if kept is None else gather(fitted, kept), self.target, self.weights)

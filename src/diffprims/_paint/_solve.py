@@ -105,6 +105,13 @@ def record_pace(kind: type, n: int, pixels: int, stride: int, seconds: float) ->
     _PACE[kind] = min(max(pace, 0.5), 50.0)
 
 
+def relax_pace(kind: type) -> None:
+    """A solve of `kind` skipped: its recorded pace eases towards 1, so that one solve
+    timed under a passing load does not skip the type's solves for good."""
+    if kind in _PACE:
+        _PACE[kind] = max(1.0, 0.7 * _PACE[kind])
+
+
 def _pace(kind: type | None, seconds: float | None) -> float:
     """`kind`'s recorded pace with a `seconds` budget; 1 without one, where the same key
     and steps must give the same painting whatever ran before."""
