@@ -256,7 +256,7 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
         opacity=opacity, anneal=anneal, most=max(r.count for r in plan), keep=n,
     )  # fmt: skip
     solved = n if restarts == 1 else slots  # batched restarts solve their spare shapes too
-    reserve = solve_reserve(seconds, solved, height * width, restarts, shape) if solving else 0
+    reserve = solve_reserve(seconds, solved, height * width, restarts) if solving else 0.0
     budget = Budget(plan, n, steps=steps, seconds=seconds, reserve=reserve, start=start_time)
     driver = Driver(
         painting.result, painting.state, steps=steps, progress=progress,

@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import functools
 import threading
-import time
 from typing import Any
 
 import equinox as eqx
@@ -24,7 +23,7 @@ from ._kept import gather, keep_active, kept_order, with_colours
 from ._later import current_later, run_in_background
 from ._placement import Seeding, add, ranking, remove
 from ._schedule import Budget, Round
-from ._solve import SOLVE_COMPILE_SECONDS, record_pace, relax_pace, solve_colours, solve_stride
+from ._solve import SOLVE_COMPILE_SECONDS, solve_colours, solve_stride
 
 _GROUPS = {"position": "position", "colour": "colour", "opacity": "colour", "depth": "colour"}
 
@@ -245,8 +244,7 @@ class Painting:
         """The colour solve, on fewer pixels for large images or a short `seconds`; None
         where those would be too few (`solve_stride`)."""
         height, width = self.target.shape[:2]
-        count, kind = self._solved_count(), type(self.static)
-        stride = solve_stride(height * width, count, seconds, self.restarts, kind)
+        stride = solve_stride(height * width, self._solved_count(), seconds, self.restarts)
         return (
             None
             if stride is None
@@ -269,19 +267,14 @@ class Painting:
         pixels for large images or a short `seconds` budget: `solve_stride`)."""
         solver = self._solver(seconds)
         if solver is None:
-            return relax_pace(type(self.static))
+            return
         solve = solver if self.restarts == 1 else jax.vmap(solver, (0, None, None))
         fitted, kept = self.models(driver.state), self._kept()
         args = (fitted if kept is None else gather(fitted, kept), self.target, self.weights)
-        program, start = _solve_program(solver, args), time.perf_counter()
-        solved, _ = jax.block_until_ready(solve(*args))
-        if program in _SOLVES:  # compiled before: its time is the solve's pace
-            height, width = self.target.shape[:2]
-            count, stride = self._solved_count(), solver.keywords["stride"]
-            record_pace(type(fitted), count, height * width, stride, time.perf_counter() - start)
+        solved, _ = solve(*args)
         models = solved if kept is None else with_colours(fitted, solved, kept)
         if self.restarts == 1:  # compiled now (here or ahead): a later budget may use it
-            _SOLVES.add(program)
+            _SOLVES.add(_solve_program(solver, args))
         driver.state = eqx.tree_at(
             lambda s: s.params, driver.state, eqx.filter(models, eqx.is_inexact_array)
         )

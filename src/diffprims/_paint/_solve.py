@@ -91,47 +91,15 @@ MIN_PIXELS_PER_COLOUR = 16
 UNBUDGETED_SOLVE_SECONDS = 10.0
 
 
-#: How many times `_pixel_seconds` a shape type's last solve in this process took a
-#: pixel (triangles draw slower than circles: 200 on a 2048^2 photo solved for 3 s of a
-#: 3 s budget, 0.45 s kept for it); its next solves are planned with it.
-_PACE: dict[type, float] = {}
-
-
-def record_pace(kind: type, n: int, pixels: int, stride: int, seconds: float) -> None:
-    """Remember how fast a compiled solve of `n` shapes of type `kind` ran (`seconds` on
-    an image of `pixels` pixels, one of each `stride x stride` block)."""
-    per_pixel = _pixel_seconds(n, stride > 1) * pixels / stride**2
-    pace = (seconds - _equation_seconds(n)) / per_pixel
-    _PACE[kind] = min(max(pace, 0.5), 50.0)
-
-
-def relax_pace(kind: type) -> None:
-    """A solve of `kind` skipped: its recorded pace eases towards 1, so that one solve
-    timed under a passing load does not skip the type's solves for good."""
-    if kind in _PACE:
-        _PACE[kind] = max(1.0, 0.7 * _PACE[kind])
-
-
-def _pace(kind: type | None, seconds: float | None) -> float:
-    """`kind`'s recorded pace with a `seconds` budget; 1 without one, where the same key
-    and steps must give the same painting whatever ran before."""
-    return 1.0 if kind is None or seconds is None else _PACE.get(kind, 1.0)
-
-
-def solve_reserve(
-    seconds: float | None, n: int, pixels: int, restarts: int = 1, kind: type | None = None
-) -> float:
-    """Seconds of a `seconds` budget kept for the final solve of `n` shapes of type
-    `kind`: its estimated time, at most `SOLVE_SHARE` of the budget (0 without a budget,
-    or without a solve)."""
-    if seconds is None or solve_stride(pixels, n, seconds, restarts, kind) is None:
+def solve_reserve(seconds: float | None, n: int, pixels: int, restarts: int = 1) -> float:
+    """Seconds of a `seconds` budget kept for the final solve: its estimated time, at
+    most `SOLVE_SHARE` of the budget (0 without a budget, or without a solve)."""
+    if seconds is None or solve_stride(pixels, n, seconds, restarts) is None:
         return 0.0
-    return min(SOLVE_SHARE * seconds, solve_seconds(n, pixels, restarts, seconds, kind))
+    return min(SOLVE_SHARE * seconds, solve_seconds(n, pixels, restarts, seconds))
 
 
-def solve_seconds(
-    n: int, pixels: int, restarts: int = 1, seconds: float | None = None, kind: type | None = None
-) -> float:
+def solve_seconds(n: int, pixels: int, restarts: int = 1, seconds: float | None = None) -> float:
     """A generous estimate of the colour solve's wall time on a CPU, compilation included
     (0 where there is none: `solve_stride`): `paint` keeps this much of a `seconds`
     budget for it. The solve evaluates every shape at each of the pixels it solves on
@@ -139,11 +107,11 @@ def solve_seconds(
     measured on a 2-core CPU at 256 x 256: 0.72 s cold (0.38 s warm) at n = 200, 1.57 s
     (1.17 s) at n = 1000; at 1536 x 1024 and n = 200, on every pixel, 18 s warm (on a
     loaded machine; 0.9 s at 256 x 256 there)."""
-    stride = solve_stride(pixels, n, seconds, restarts, kind)
+    stride = solve_stride(pixels, n, seconds, restarts)
     if stride is None:
         return 0.0
-    per_pixel = _pixel_seconds(n, stride > 1) * _pace(kind, seconds)
-    return 0.8 + (_equation_seconds(n) + per_pixel * pixels / stride**2) * restarts
+    solved = pixels / stride**2
+    return 0.8 + (_equation_seconds(n) + _pixel_seconds(n, stride > 1) * solved) * restarts
 
 
 def _pixel_seconds(n: int, checked: bool = False) -> float:
@@ -166,26 +134,22 @@ MAX_SOLVE_PIXELS = 512 * 512
 
 
 def solve_stride(
-    pixels: int,
-    n: int = 0,
-    seconds: float | None = None,
-    restarts: int = 1,
-    kind: type | None = None,
+    pixels: int, n: int = 0, seconds: float | None = None, restarts: int = 1
 ) -> int | None:
-    """The solve's pixel stride for an image of `pixels` pixels and `n` shapes of type
-    `kind`, solved for `restarts` paintings: 1 up to 512 x 512, coarser where the solve on
-    every pixel would take more than `SOLVE_SHARE` of a `seconds` budget (by
-    `solve_seconds`'s estimate, less compilation, at the type's recorded pace; at 256 x
-    256 with 100 circles, `seconds=0.2` took 1.25 s warm, 0.55 s of it the solve), or
-    `UNBUDGETED_SOLVE_SECONDS` without one. None, no solve, where that grid would hold
-    fewer than `MIN_PIXELS_PER_COLOUR` pixels a shape."""
+    """The solve's pixel stride for an image of `pixels` pixels and `n` shapes, solved
+    for `restarts` paintings: 1 up to 512 x 512, coarser where the solve on every pixel
+    would take more than `SOLVE_SHARE` of a `seconds` budget (by `solve_seconds`'s
+    estimate, less compilation; at 256 x 256 with 100 circles, `seconds=0.2` took 1.25 s
+    warm, 0.55 s of it the solve), or `UNBUDGETED_SOLVE_SECONDS` without one. None, no
+    solve, where that grid would hold fewer than `MIN_PIXELS_PER_COLOUR` pixels a shape."""
     allowed = SOLVE_SHARE * seconds if seconds is not None else UNBUDGETED_SOLVE_SECONDS
     allowed = allowed / restarts - _equation_seconds(n)  # each painting's share
     stride = 1
     for checked in (False, True):  # on a coarser grid, the check's pass counts too
-        per_pixel = _pixel_seconds(n, checked) * _pace(kind, seconds)
-        most = min(MAX_SOLVE_PIXELS, max(1.0, allowed / per_pixel))
+        most = min(MAX_SOLVE_PIXELS, max(1.0, allowed / _pixel_seconds(n, checked)))
         stride = max(stride, math.ceil(math.sqrt(pixels / most)))
+        if stride == 1:  # every pixel fits: no check to count
+            break
     if stride > 1 and pixels / stride**2 < MIN_PIXELS_PER_COLOUR * (n + 1):
         return None
     return stride
