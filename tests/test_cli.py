@@ -772,11 +772,11 @@ def test_a_cache_folder_it_cannot_write_is_left_alone(tmp_path):
     # the folder's permission is what `os.access` is made to say.
     code = (
         "import os, jax\n"
-        "from diffprims._cli import _common\n"
-        "folder = os.fspath(_common.cache_folder())\n"
+        "from diffprims._cli import _cache\n"
+        "folder = os.fspath(_cache.cache_folder())\n"
         "real = os.access\n"
         "os.access = lambda path, mode, **kw: os.fspath(path) != folder and real(path, mode)\n"
-        "_common.enable_compilation_cache()\n"
+        "_cache.enable_compilation_cache()\n"
         "print('cache:', jax.config.jax_compilation_cache_dir)\n"
     )
     env = dict(os.environ, HOME=os.fspath(tmp_path), XDG_CACHE_HOME="")
@@ -847,21 +847,21 @@ def test_a_run_that_spends_its_budget_compiling_says_so(capsys):
     # A cold `paint -n 100 --seconds 8` compiled 10-12 s (summed over threads) and ran
     # 50-100 steps, the same command again 2100: a line says so when compiling took a
     # quarter of the budget and 2 s or more (a warm run still compiles ~0.5 s).
-    from diffprims._cli import _common
+    from diffprims._cli import _cache
 
     # XLA's compile time in this process: a new program counts, a cached call does not.
-    before = _common.compile_seconds()
+    before = _cache.compile_seconds()
     program = jax.jit(lambda x: jax.numpy.sin(x) * 3.0 + 1.0)
     program(jax.numpy.ones(37)).block_until_ready()
-    compiled = _common.compile_seconds()
+    compiled = _cache.compile_seconds()
     program(jax.numpy.ones(37)).block_until_ready()
-    assert compiled > before and _common.compile_seconds() == compiled
+    assert compiled > before and _cache.compile_seconds() == compiled
 
     for seconds, compiled, said in [
         (8.0, 10.0, True), (8.0, 2.5, True), (8.0, 1.9, False), (2.0, 1.0, False),
         (60.0, 10.0, False), (None, 10.0, False),
     ]:  # fmt: skip
-        _common.note_compiling(argparse.Namespace(seconds=seconds, no_cache=True), compiled, 70)
+        _cache.note_compiling(argparse.Namespace(seconds=seconds, no_cache=True), compiled, 70)
         err = capsys.readouterr().err
         assert ("compiling took" in err) == said, (seconds, compiled, err)
         if said:
@@ -1269,15 +1269,15 @@ def test_a_cache_folder_that_cannot_be_made_is_named_not_blamed_on_no_cache(
 ):
     import argparse
 
-    from diffprims._cli import _common
+    from diffprims._cli import _cache
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    monkeypatch.setattr(_common, "cache_folder", lambda: blocker / "diffprims" / "jax")
-    monkeypatch.setitem(_common._cache_off, "why", "it is not set up")
-    _common.enable_compilation_cache()  # cannot make the folder: no cache, no error
+    monkeypatch.setattr(_cache, "cache_folder", lambda: blocker / "diffprims" / "jax")
+    monkeypatch.setitem(_cache._cache_off, "why", "it is not set up")
+    _cache.enable_compilation_cache()  # cannot make the folder: no cache, no error
     args = argparse.Namespace(seconds=2.0, no_cache=False)
-    _common.note_compiling(args, compiled=5.0, steps=10)
+    _cache.note_compiling(args, compiled=5.0, steps=10)
     err = capsys.readouterr().err
     assert "cannot be made" in err and "a-file" in err and "--no-cache" not in err
 
@@ -1307,3 +1307,21 @@ def test_filter_says_when_the_fit_kept_negative_lobes(capsys, sides, noted):
     assert (lows < -1e-3) is noted and len(notes) == int(noted)
     if noted:
         assert "--weights 1,2,0" in notes[0] and f"{lows:.3g}" in notes[0]
+
+
+@pytest.mark.parametrize(
+    "settings, said",
+    [
+        (("/cache", 0.0), "now in the compilation cache, so the same command again paints"),
+        # A JAX_COMPILATION_CACHE_DIR of one's own keeps JAX's threshold of 1 s: the line
+        # promised a second run its budget, and paint's small programs compiled again.
+        (("/cache", 1.0), "keeps only the programs that took over 1 s to compile"),
+        ((None, 0.0), "the compilation cache is off"),
+    ],
+)
+def test_the_compiling_line_says_what_the_cache_keeps(capsys, monkeypatch, settings, said):
+    from diffprims._cli import _cache
+
+    monkeypatch.setattr(_cache, "cache_settings", lambda: settings)
+    _cache.note_compiling(argparse.Namespace(seconds=5.0, no_cache=False), 4.0, 50)
+    assert said in capsys.readouterr().err

@@ -10,13 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _outputs
-from ._common import (
-    UsageError,
-    compile_seconds,
-    enable_compilation_cache,
-    note_compiling,
-    write_json,
-)
+from ._cache import compile_seconds, enable_compilation_cache, note_compiling
+from ._common import UsageError, write_json
 from ._paint_input import MAX_RENDER_SIZE as MAX_RENDER_SIZE, read_inputs, write_seconds
 from ._shape_spec import resolve_shape
 from ._signals import finish_writing
