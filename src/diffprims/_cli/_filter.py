@@ -194,7 +194,8 @@ def _note_lobes(fitted_min: float | None, weights: dict[str, float], target_min:
     """Say on stderr when a non-negative kernel's fit kept negative lobes despite the
     NONNEG weight (it removes them on most kernels, not all), and what to pass."""
     non_negative = weights["non_negative"]
-    if fitted_min is None or fitted_min >= LOBE_NOTE or non_negative <= 0 or target_min < 0:
+    signed = target_min < -NEGATIVE  # as `_loss` tells a kernel with negative values
+    if fitted_min is None or fitted_min >= LOBE_NOTE or non_negative <= 0 or signed:
         return
     print(
         f"note: the fitted kernel keeps negative lobes (min {fitted_min:.3g} at peak 1), "

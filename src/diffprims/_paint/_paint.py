@@ -255,7 +255,7 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
         fine=grid_step(height, width, 128),
         opacity=opacity, anneal=anneal, most=max(r.count for r in plan), keep=n,
     )  # fmt: skip
-    solved = n if restarts == 1 else slots  # batched restarts solve their spare shapes too
+    solved = painting.solved_count()  # batched restarts solve their spare shapes too
     reserve = solve_reserve(seconds, solved, height * width, restarts) if solving else 0.0
     budget = Budget(plan, n, steps=steps, seconds=seconds, reserve=reserve, start=start_time)
     driver = Driver(

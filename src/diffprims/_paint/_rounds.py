@@ -244,14 +244,12 @@ class Painting:
         """The colour solve, on fewer pixels for large images or a short `seconds`; None
         where those would be too few (`solve_stride`)."""
         height, width = self.target.shape[:2]
-        stride = solve_stride(height * width, self._solved_count(), seconds, self.restarts)
-        return (
-            None
-            if stride is None
-            else functools.partial(solve_colours, stride=stride, error=False)
-        )
+        stride = solve_stride(height * width, self.solved_count(), seconds, self.restarts)
+        if stride is None:
+            return None
+        return functools.partial(solve_colours, stride=stride, error=False)
 
-    def _solved_count(self) -> int:
+    def solved_count(self) -> int:
         """How many shapes the solve solves for: the `keep` kept (one restart), else all."""
         return self.knobs["keep"] if self.restarts == 1 else self.active.shape[-1]
 
@@ -322,7 +320,7 @@ class Painting:
                 self.solve_ready.set()
                 return
             # On the kept shapes, as `solve` takes them (with one restart).
-            kept = gather(models, np.arange(self._solved_count()))
+            kept = gather(models, np.arange(self.solved_count()))
             args = (kept, self.target, self.weights)
             program = _solve_program(solver, args)
             left = budget.seconds_left()

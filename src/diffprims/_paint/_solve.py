@@ -209,7 +209,8 @@ def solve_colours(model, target, pixel_weights=None, ridge: float = 1e-4, *,
     plus `CHUNK_BYTES`.
     """
     n, channels = model.num_shapes, target.shape[-1]
-    parts, count = _grid(target, pixel_weights, stride, stride // 2, _chunks(target, stride, n))
+    chunk = _chunks(target, stride, n)
+    parts, count = _grid(target, pixel_weights, stride, stride // 2, chunk)
     k = n + 1 if model.learn_background else n
 
     def layers_of(points_c):
@@ -250,7 +251,7 @@ def solve_colours(model, target, pixel_weights=None, ridge: float = 1e-4, *,
         return jax.lax.scan(add, [jnp.zeros(()) for _ in colours], parts)[0]
 
     if stride > 1:  # checked on pixels it was not solved on
-        held_out, _ = _grid(target, pixel_weights, stride, 0, _chunks(target, stride, n))
+        held_out, _ = _grid(target, pixel_weights, stride, 0, chunk)
         after, fitted = squared_errors(held_out, solved, before)
         solved = jnp.where(after > fitted, before, solved)
     # A fixed background keeps its stored value (through `COLOUR.raw` it came back a
