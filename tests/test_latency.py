@@ -128,8 +128,12 @@ def test_a_sweep_over_short_step_counts_compiles_once(compiles):
         lambda lr: optax.adamw(lr, b1=0.8, weight_decay=lr),
         lambda lr: optax.sgd(optax.cosine_decay_schedule(lr, 10), momentum=0.9),
         lambda lr: optax.chain(optax.clip_by_global_norm(10 * lr), optax.lion(lr)),
+        # Settings inside a `lax.cond` branch or an inner `jax.jit` (2 s each before).
+        lambda lr: optax.MultiSteps(optax.adam(lr), every_k_schedule=round(200 * lr)),
+        lambda lr: optax.apply_if_finite(optax.adam(lr), max_consecutive_errors=3),
+        lambda lr: optax.chain(optax.adam(lr), optax.contrib.reduce_on_plateau(factor=10 * lr)),
     ],
-    ids=["adam", "adamw", "sgd-schedule", "chain"],
+    ids=["adam", "adamw", "sgd-schedule", "chain", "multisteps", "if-finite", "plateau"],
 )
 def test_a_sweep_over_learning_rates_compiles_once(compiles, make):
     # A new learning rate (betas, schedule, clip) is an input of the compiled step, not

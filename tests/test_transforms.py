@@ -229,16 +229,30 @@ def test_a_raw_key_as_a_numpy_array_is_a_key():
         optax.chain(optax.adam(1e-2), optax.contrib.reduce_on_plateau(patience=1)),
         optax.inject_hyperparams(optax.rmsprop)(learning_rate=1e-2),
         optax.masked(optax.adam(1e-2), {"a": True, "b": False}),
+        optax.MultiSteps(optax.adam(1e-2), every_k_schedule=2),  # a lax.cond
+        optax.apply_if_finite(optax.sgd(1e-1, momentum=0.5), 2),
+        optax.contrib.muon(1e-2),  # a lax.scan (Newton-Schulz iterations)
     ],
-    ids=["adam", "adamw", "schedule", "clip-lion", "plateau", "inject", "masked"],
+    ids=[
+        "adam",
+        "adamw",
+        "schedule",
+        "clip-lion",
+        "plateau",
+        "inject",
+        "masked",
+        "multisteps",
+        "if-finite",
+        "muon",
+    ],
 )
 def test_a_lifted_update_computes_the_optimizers_update(optimizer):
     # fit's step runs an optimizer's update with its float settings as inputs (one
     # compile for a learning-rate sweep): the same numbers as the update itself.
     from diffprims._fit._lifted import lift
 
-    params = {"a": jnp.array([0.5, -1.0, 2.0]), "b": jnp.array([[1.0, 3.0]])}
-    grads = {"a": jnp.array([0.3, -0.1, 0.2]), "b": jnp.array([[-0.5, 0.25]])}
+    params = {"a": jnp.array([0.5, -1.0, 2.0]), "b": jnp.array([[1.0, 3.0], [0.2, -0.4]])}
+    grads = {"a": jnp.array([0.3, -0.1, 0.2]), "b": jnp.array([[-0.5, 0.25], [0.1, 0.3]])}
     state = optimizer.init(params)
     lifted = lift(optimizer, params, state)
     assert lifted is not None

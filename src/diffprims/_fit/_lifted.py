@@ -1,19 +1,20 @@
-"""A new learning rate, the same compiled step: an optimizer's `update` whose float
+"""A new learning rate, the same compiled step: an optimizer's `update` whose numeric
 constants are inputs of the program rather than part of it.
 
 `optax.adam(1e-2)` and `optax.adam(3e-2)` trace to programs that differ only in the
-literals the learning rate became (so do two `adamw`s with other betas, or two cosine
-schedules with other peaks). `lift` traces an optimizer's `update` once on the step's
-shapes, turns every floating-point scalar literal at the top of that program, and every
-constant it captured, into an input, and returns a `LiftedUpdate`: the program, a
-static field equal to any other with the same print, beside those values, array leaves.
-The step loop, compiled with `filter_jit`, then compiles once for a sweep over learning
-rates and runs each with its values.
+literals the learning rate became (so do two `adamw`s with other betas, two cosine
+schedules with other peaks, two `MultiSteps` accumulating over other counts). `lift`
+traces an optimizer's `update` once on the step's shapes, turns every float or integer
+scalar literal of that program and of the programs nested in it (a `lax.cond` branch,
+as in `MultiSteps`, `apply_if_finite` and `reduce_on_plateau`; an inner `jax.jit`; a
+loop's body), and every constant captured, into an input, and returns a
+`LiftedUpdate`: the program, a static field equal to any other with the same print,
+beside those values, array leaves. The step loop, compiled with `filter_jit`, then
+compiles once for a sweep over learning rates and runs each with its values.
 
-What cannot be lifted keeps the path of `_canon` (the whole program is the key): a
-literal inside a nested program (an inner `jax.jit`, a `lax.cond` branch), an update
-that calls the objective again (`optax.lbfgs`'s line search) or holds functions the
-print cannot show (a `custom_jvp`, a callback). Values traced outside (an eager
+What cannot be lifted keeps the path of `_canon` (the whole program is the key): an
+update that calls the objective again (`optax.lbfgs`'s line search) or holds functions
+the print cannot show (a `custom_jvp`, a callback). Values traced outside (an eager
 `jax.vmap` over the learning rate) are lifted as they are, for that trace only.
 """
 
@@ -25,7 +26,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, Var, jaxpr_as_fun
+from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, jaxpr_as_fun
 from jaxtyping import Array
 
 from .._validate import is_traced
@@ -110,45 +111,159 @@ def lift(optimizer: Any, params: Any, opt_state: Any, value: Any = None) -> Lift
         return None
     if calls_objective or closed.jaxpr.effects:
         return None
-    jaxpr, literals = _lift_literals(closed.jaxpr)
+    settings = _settings(closed.jaxpr)
+    try:
+        jaxpr = _retraced(closed, settings, args)
+    except Exception:
+        return None
     printed = program_print(ClosedJaxpr(jaxpr, []), (args, out))
     if printed is None:
         return None
     program = Program(jaxpr, jax.tree.structure(args), jax.tree.structure(out), printed)
     # NumPy arrays: leaves `filter_jit` passes in as arguments. `jnp.asarray` ran an
     # eager conversion each, about 8 ms apiece on a busy first `paint` (0.5 s in all).
-    return LiftedUpdate(program, (*literals, *consts))
+    return LiftedUpdate(program, (*(v for v, _ in settings.values()), *consts))
 
 
-def _lift_literals(jaxpr: Jaxpr) -> tuple[Jaxpr, list[np.ndarray]]:
-    """`jaxpr` with each floating-point scalar literal of its equations, then each of
-    its constants, as its first inputs; and the literals' values in that order."""
-    # One input per occurrence: sharing inputs between equal values would make the
-    # program depend on coincidences (a clip of 0.1 beside lion's 1 - b1 = 0.1).
-    lifted, values, eqns = [], [], []
-    for eqn in jaxpr.eqns:
-        invars = []
-        for atom in eqn.invars:
-            value = _float_scalar(atom)
-            if value is not None:
-                atom = Var(atom.aval)
-                lifted.append(atom)
-                values.append(value)
-            invars.append(atom)
-        eqns.append(eqn.replace(invars=invars))
-    inputs = [*lifted, *jaxpr.constvars, *jaxpr.invars]
-    info = jaxpr.debug_info
-    names = [f"setting{i}" for i in range(len(lifted))]
-    names += [f"constant{i}" for i in range(len(jaxpr.constvars))]
-    names += list(info.arg_names or ("",) * len(jaxpr.invars))
-    info = info._replace(arg_names=tuple(names))
-    return Jaxpr((), inputs, jaxpr.outvars, eqns, jaxpr.effects, info), values
+def _settings(jaxpr: Jaxpr) -> dict[tuple, tuple[Any, jax.ShapeDtypeStruct]]:
+    """Every numeric scalar literal of `jaxpr` and of the programs nested in it (a
+    `lax.cond` branch, an inner `jax.jit`, a loop's body), and every constant of a
+    nested program: `key -> (value, abstract value)` in the order met, keyed by its
+    equation and operand (`(id(eqn), i)`) or program and place (`(id(closed), j)`).
+    One key per occurrence, not one per value: sharing inputs between equal values
+    would make the program depend on coincidences (a clip of 0.1 beside lion's
+    1 - b1 = 0.1)."""
+    found: dict[tuple, tuple[Any, jax.ShapeDtypeStruct]] = {}
+    todo = [jaxpr]
+    while todo:
+        for eqn in todo.pop(0).eqns:
+            for i, atom in enumerate(eqn.invars):
+                value = _scalar(atom)
+                if value is not None:
+                    weak = bool(getattr(atom.aval, "weak_type", False))
+                    aval = jax.ShapeDtypeStruct((), value.dtype, weak_type=weak)
+                    found.setdefault((id(eqn), i), (value, aval))
+            for closed in _nested(eqn):
+                for j, const in enumerate(closed.consts):
+                    value = const if is_traced(const) else np.asarray(const)
+                    aval = jax.ShapeDtypeStruct(np.shape(value), value.dtype)
+                    found.setdefault((id(closed), j), (value, aval))
+                todo.append(closed.jaxpr)
+    return found
 
 
-def _float_scalar(atom: Any) -> np.ndarray | None:
-    """The value of `atom` if it is a floating-point scalar literal, else None."""
+def _nested(eqn: Any) -> list[ClosedJaxpr]:
+    """The programs held in `eqn`'s parameters (an open one as closed over nothing)."""
+    found = []
+    for value in eqn.params.values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, ClosedJaxpr):
+                found.append(item)
+            elif isinstance(item, Jaxpr):
+                found.append(ClosedJaxpr(item, []))
+    return found
+
+
+def _scalar(atom: Any) -> np.ndarray | None:
+    """The value of `atom` if it is a float or integer scalar literal, else None."""
     aval = getattr(atom, "aval", None)
     dtype, shape = getattr(aval, "dtype", None), getattr(aval, "shape", None)
     if not isinstance(atom, Literal) or shape != () or dtype is None:
         return None
-    return np.asarray(atom.val, dtype) if jnp.issubdtype(dtype, jnp.floating) else None
+    numeric = jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+    return np.asarray(atom.val, dtype) if numeric else None
+
+
+def _retraced(closed: ClosedJaxpr, settings: dict, args: Any) -> Jaxpr:
+    """`closed` traced again with each value in `settings` read from an input, and
+    its constants as inputs: a program of `(*settings, *consts, *leaves of args)`.
+
+    Retracing, rather than editing the equations, lets JAX build the nested programs:
+    a branch or loop body run by `_evaluate` closes over the settings it reads, and
+    `lax.switch`/`while_loop`/`scan` make them operands as they do for any closure.
+    An inner `jax.jit` is evaluated in line."""
+    keys = list(settings)
+    n, m = len(keys), len(closed.consts)
+
+    def program(*inputs):
+        read = dict(zip(keys, inputs[:n], strict=True))
+        return _evaluate(closed.jaxpr, inputs[n : n + m], inputs[n + m :], read)
+
+    consts = [jax.ShapeDtypeStruct(np.shape(c), jnp.result_type(c)) for c in closed.consts]
+    avals = [aval for _, aval in settings.values()]
+    again = jax.make_jaxpr(program)(*avals, *consts, *jax.tree.leaves(abstract(args)))
+    if again.consts:  # nothing is closed over: every value came in as an input
+        raise ValueError("retraced update captured constants")
+    return again.jaxpr
+
+
+def _evaluate(jaxpr: Jaxpr, consts: Any, args: Any, read: dict) -> list:
+    """`jaxpr` on `consts` and `args`, its literals at the keys of `read` taken from
+    there, nested programs evaluated the same way (see `_retraced`)."""
+    env: dict[Any, Any] = {}
+    env.update(zip(jaxpr.constvars, consts, strict=True))
+    env.update(zip(jaxpr.invars, args, strict=True))
+
+    def get(eqn, i, atom):
+        if isinstance(atom, Literal):
+            return read.get((id(eqn), i), atom.val)
+        return env[atom]
+
+    for eqn in jaxpr.eqns:
+        ins = [get(eqn, i, atom) for i, atom in enumerate(eqn.invars)]
+        outs = _bind(eqn, ins, read)
+        if not eqn.primitive.multiple_results:
+            outs = [outs]
+        env.update(zip(eqn.outvars, outs, strict=True))
+    return [atom.val if isinstance(atom, Literal) else env[atom] for atom in jaxpr.outvars]
+
+
+def _bind(eqn: Any, ins: list, read: dict) -> Any:
+    """One equation on `ins`: a call, branch or loop through `_evaluate` (so its own
+    literals are read too), any other primitive bound as it was."""
+    name, params = eqn.primitive.name, eqn.params
+
+    def run(closed):
+        consts = [read.get((id(closed), j), c) for j, c in enumerate(closed.consts)]
+        return lambda *xs: _evaluate(closed.jaxpr, consts, xs, read)
+
+    if name in ("jit", "pjit", "closed_call", "core_call"):
+        return run(params.get("jaxpr") or params["call_jaxpr"])(*ins)
+    if name == "cond":
+        index, *ops = ins
+        return jax.lax.switch(index, [run(b) for b in params["branches"]], *ops)
+    if name == "while":
+        nc, nb = params["cond_nconsts"], params["body_nconsts"]
+        cond_consts, body_consts, init = ins[:nc], ins[nc : nc + nb], ins[nc + nb :]
+        cond, body = run(params["cond_jaxpr"]), run(params["body_jaxpr"])
+        return list(
+            jax.lax.while_loop(
+                lambda carry: cond(*cond_consts, *carry)[0],
+                lambda carry: tuple(body(*body_consts, *carry)),
+                tuple(init),
+            )
+        )
+    if name == "scan":
+        nc, nk = params["num_consts"], params["num_carry"]
+        consts, init, xs = ins[:nc], ins[nc : nc + nk], ins[nc + nk :]
+        body = run(params["jaxpr"])
+
+        def step(carry, x):
+            outs = body(*consts, *carry, *x)
+            return tuple(outs[:nk]), tuple(outs[nk:])
+
+        carry, ys = jax.lax.scan(
+            step,
+            tuple(init),
+            tuple(xs),
+            length=params["length"],
+            reverse=params["reverse"],
+            unroll=params["unroll"],
+        )
+        return [*carry, *ys]
+    bind_params = eqn.primitive.get_bind_params(params)
+    subfuns = []
+    if isinstance(bind_params, tuple):  # JAX before 0.8: (functions, parameters)
+        subfuns, bind_params = bind_params
+    with eqn.ctx.manager:
+        return eqn.primitive.bind(*subfuns, *ins, **bind_params)
