@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from .test_cli import write_picture
 
 
@@ -38,3 +40,21 @@ def test_two_quick_ctrl_cs_during_paint_exit_130(tmp_path, monkeypatch):
             process.kill()
         statuses.append((process.returncode, err[-500:]))
     assert all(status == 130 for status, _ in statuses), statuses
+
+
+def test_ctrl_c_while_the_program_loads_exits_130_without_a_traceback(tmp_path):
+    # Loading JAX takes a second or two; a Ctrl-C then printed a traceback from deep
+    # inside an import (`python -m diffprims` and the `diffprims` script alike).
+    env = dict(os.environ, JAX_PLATFORMS="cpu", HOME=str(tmp_path))
+    script = os.path.join(os.path.dirname(sys.executable), "diffprims")
+    for command in ([sys.executable, "-m", "diffprims"], [script]):
+        process = subprocess.Popen(
+            [*command, "paint", "--help"], stderr=subprocess.PIPE, text=True, env=env
+        )
+        time.sleep(0.5)  # importing: the package, JAX with it (a second or more)
+        if process.poll() is not None:
+            pytest.skip("the program loaded in under 0.5 s: no time to press Ctrl-C")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 130, (command, err)
+        assert "Traceback" not in err and "interrupted" in err, err

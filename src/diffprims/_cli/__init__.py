@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     process's JAX settings alone and counts from the call. SIGTERM does what Ctrl-C would
     (the results so far are written) and the status is then 143, not 130.
     """
+    _loading.loaded()  # Ctrl-C from here on stops the run cleanly (below)
     parser = build_parser()
     args = parser.parse_args(argv)
     # `--seconds` covers the whole command: as the program, from when `diffprims` (and
