@@ -1053,15 +1053,47 @@ def test_filter_default_rank_is_clamped_to_a_small_kernel(capsys, kernel, rank):
 
 
 def test_filter_apply_keeps_a_grey_image_grey(capsys):
-    # blurred.png of a grey picture was RGB; of a 16-bit grey one too.
+    # blurred.png of a grey picture was RGB; of a 16-bit grey one too (and 8-bit).
     write_picture("grey.png", "L")
     write_picture("grey16.png", "I;16")
-    for name in ("grey", "grey16"):
+    for name, mode in (("grey", "L"), ("grey16", "I;16")):
         argv = ["filter", "--kernel", "disk:5", "--rank", 1, "--steps", 2, "-q"]
         status, err = run([*argv, "--apply", f"{name}.png", "-o", name], capsys)
         assert status == 0, err
         with Image.open(f"{name}/blurred.png") as picture:
-            assert picture.mode == "L" and picture.size == (32, 24)
+            assert picture.mode == mode and picture.size == (32, 24)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_filter_apply_writes_a_16_bit_image_at_16_bits(capsys, channels):
+    # A 16-bit photo came back blurred at 8 bits: a smooth ramp in 256 steps.
+    from .test_image import _png16
+
+    ramp = np.linspace(0.0, 1.0, 40, dtype=np.float64)
+    samples = np.broadcast_to(ramp[None, :, None], (24, 40, channels)).copy()
+    if channels in (2, 4):
+        samples[..., -1] = 1.0
+    _png16(Path("deep.png"), np.round(samples * 65535).astype(np.uint16))
+    argv = ["filter", "--kernel", "box:3", "--rank", 1, "--steps", 2, "-q"]
+    status, err = run([*argv, "--apply", "deep.png"], capsys)
+    assert status == 0, err
+    assert json.loads(Path("out/summary.json").read_text())["blurred_bits"] == 16
+    with Image.open("out/blurred.png") as picture:  # grey + alpha is written RGBA
+        assert picture.mode == {1: "I;16", 2: "RGBA", 3: "RGB", 4: "RGBA"}[channels]
+    blurred = np.asarray(dp.load_image("out/blurred.png"), np.float64)
+    # A box blur keeps a linear ramp away from the edges: its values, not 8-bit steps.
+    inner = blurred[4:-4, 4:-4, 0]
+    assert np.abs(inner - ramp[None, 4:-4]).max() < 1e-4
+    assert np.any(np.round(inner * 65535) % 257 != 0)  # between two 8-bit levels
+
+
+def test_filter_apply_writes_an_8_bit_image_at_8_bits(capsys):
+    write_picture("rgb.png", "RGB")
+    argv = ["filter", "--kernel", "box:3", "--rank", 1, "--steps", 2, "-q", "--apply", "rgb.png"]
+    assert run(argv, capsys)[0] == 0
+    assert json.loads(Path("out/summary.json").read_text())["blurred_bits"] == 8
+    with Image.open("out/blurred.png") as picture:
+        assert picture.mode == "RGB"
 
 
 def test_filter_apply_blurs_an_rgba_image_with_premultiplied_alpha(capsys):

@@ -516,3 +516,32 @@ def test_square_must_be_a_bool():
     # "no" is true: it cropped.
     with pytest.raises(TypeError, match="`square` must be True or False"):
         dp.load_image(dp.demo_image_path(), square="no")  # pyright: ignore[reportArgumentType]
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_save_image_writes_16_bits(tmp_path, channels):
+    # Every sample to 1/65535 (8 bits: 1/255), read back by Pillow and `load_image`.
+    image = np.random.default_rng(channels).random((9, 13, channels)).astype(np.float32)
+    path = dp.save_image(tmp_path / "deep.png", image, bits=16)
+    with Image.open(path) as picture:
+        samples = np.asarray(picture) if channels == 1 else None
+        assert picture.mode == {1: "I;16", 3: "RGB", 4: "RGBA"}[channels]
+    if samples is not None:
+        np.testing.assert_array_equal(samples, np.round(image[..., 0] * 65535))
+    back = np.asarray(dp.load_image(path), np.float64)
+    want = np.repeat(image, 3, -1) if channels == 1 else image[..., :3]
+    if channels == 4:  # shown over white
+        want = 1.0 + image[..., 3:] * (image[..., :3] - 1.0)
+    assert np.abs(back - want).max() < 2e-5
+
+
+def test_save_image_16_bits_wants_a_png_and_8_or_16(tmp_path):
+    image = np.zeros((4, 4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"`bits=16` writes PNG files only.*\.png"):
+        dp.save_image(tmp_path / "a.jpg", image, bits=16)
+    with pytest.raises(ValueError, match="`bits` must be 8 or 16; got 12"):
+        dp.save_image(tmp_path / "a.png", image, bits=12)
+    for bits in (True, 8.0, "16"):
+        with pytest.raises(TypeError, match="`bits` must be the int 8 or 16"):
+            dp.save_image(tmp_path / "a.png", image, bits=bits)
+    assert not list(tmp_path.iterdir())

@@ -23,9 +23,9 @@ from ._image import (
     demo_image_path as demo_image_path,
     load_image as load_image,
     psnr as psnr,
-    save_image as save_image,
 )
 from ._image_losses import SSIM as SSIM, edge_weights as edge_weights
+from ._image_save import save_image as save_image
 from ._io import load as load, save as save
 from ._losses import (
     L1 as L1,

@@ -15,7 +15,7 @@ from PIL import Image
 
 from ._files import atomic_write, check_suffix
 from ._fit._canon import signature
-from ._image import to_uint8
+from ._image_save import to_uint8
 from ._model import AbstractModel, batch_shape
 from ._validate import (
     check_bool,

@@ -259,17 +259,35 @@ def read_image_channels(path: str | os.PathLike, *, what: str = "IMAGE", quiet: 
     transparency (a grey one with alpha too: a PNG holds no grey + alpha `save_image`
     writes), otherwise `(H, W, 3)`. Read as `read_image` reads it (its checks, errors
     and warnings); alpha at 8 bits (a 16-bit PNG's tRNS key at 16)."""
+    return read_image_and_bits(path, what=what, quiet=quiet)[0]
+
+
+def read_image_and_bits(path: str | os.PathLike, *, what: str = "IMAGE", quiet: bool = False):
+    """`read_image_channels`, and the bits a sample to write a result of it at: 16 where
+    the file holds more than 8 (a 16-bit PNG or TIFF, 32-bit or float samples), else 8."""
     import numpy as np
 
-    from .._image import _low_bytes, _read
-    from .._image_formats import SIXTEEN_BIT, key_opacity
+    from .._image import _read
+    from .._image_formats import SIXTEEN_BIT
 
-    with regular_file(path, what) as real:
+    with regular_file(path, what) as real:  # a pipe's copy lives in the block
         colour = np.asarray(_load(real, None, what, shown=path, quiet=quiet), np.float32)
         try:
             picture, deep, _ = _read(real)
         except (OSError, ValueError) as error:  # changed since it was read just now
             raise UsageError(str(error).rstrip(".").replace("`path`", what)) from None
+        bits = 16 if deep is not None or picture.mode in (*SIXTEEN_BIT, "I", "F") else 8
+        return _own_channels(picture, colour, deep, real), bits
+
+
+def _own_channels(picture: Any, colour: Any, deep: str | None, real: Any) -> Any:
+    """`read_image_and_bits`' image: `colour` as `load_image` read it, with `picture`'s
+    own channels (grey, or its alpha)."""
+    import numpy as np
+
+    from .._image import _low_bytes
+    from .._image_formats import SIXTEEN_BIT, key_opacity
+
     keyed = "transparency" in picture.info
     if keyed and (picture.mode in SIXTEEN_BIT or picture.mode == "I" or deep is not None):
         # A 16-bit tRNS key (8-bit conversions miss it); `colour` is exact where opaque.
@@ -278,6 +296,11 @@ def read_image_channels(path: str | os.PathLike, *, what: str = "IMAGE", quiet: 
             low = _low_bytes(real, picture, deep)
             values = values.astype(np.uint16) << 8 | (0 if low is None else np.asarray(low))
         return np.concatenate([colour, key_opacity(picture, values)], -1)  # grey too: RGBA
+    if deep is not None and picture.mode == "RGBA":  # 16-bit RGBA or grey + alpha
+        low = _low_bytes(real, picture, deep)
+        if low is not None:
+            values = np.asarray(picture).astype(np.uint16) << 8 | np.asarray(low)
+            return values.astype(np.float32) / 65535.0
     if picture.mode in ("RGBA", "LA", "PA", "RGBa", "La") or keyed:
         return np.asarray(picture.convert("RGBA"), np.float32) / 255.0
     return colour[..., :1] if picture.mode in GREY_MODES else colour

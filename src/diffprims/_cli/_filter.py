@@ -15,7 +15,7 @@ from ._common import (
     FLOAT32_RANGE,
     UsageError,
     in_float32_range,
-    read_image_channels,
+    read_image_and_bits,
     write_json,
 )
 from ._filter_kernel import (
@@ -151,9 +151,9 @@ def run_filter(args: argparse.Namespace) -> int:
     files = _outputs.plan(args.output or ["out"], folder, force=args.force, formats={},
                           inputs={"--kernel": args.kernel, "--apply": args.apply},
                           other_names=("blurred.png",))  # fmt: skip
-    image = None
-    if args.apply is not None:
-        image = read_image_channels(args.apply, what="--apply", quiet=args.quiet)
+    image, args.bits = None, 8
+    if args.apply is not None:  # blurred.png at the file's depth: 8 or 16 bits
+        image, args.bits = read_image_and_bits(args.apply, what="--apply", quiet=args.quiet)
     with _outputs.claimed(files, force=args.force):
         start = dp.SeparableFilters.from_svd(target, rank=args.rank)
         result, interrupted, kept = _fit(args, start, target, loss)
@@ -281,6 +281,7 @@ def _summary(args, start, result, target, files, loss) -> tuple[dict[str, Any], 
         "last_step_loss": _finite(float(losses[-1])) if losses.size else None,
         "seconds": round(float(result.seconds), 3),
         "border": (args.border or BORDERS[0]) if args.apply is not None else None,
+        "blurred_bits": args.bits if args.apply is not None else None,
         "svd": _stats(svd, goal), "fitted": _stats(fitted, goal),
         "kernel_sum": _finite(float(np.sum(bank.kernel()))),
         "files": sorted(os.fspath(p) for p in files),  # paths, as paint's summary
@@ -367,7 +368,9 @@ def _writer(bank: Any, image: Any, kernels: list[Any], summary: dict[str, Any]):
         elif kind == "npz":
             np.savez(path, **_vectors(bank))
         elif kind == "blurred":
-            dp.save_image(path, _blurred(bank, image, summary["border"]))
+            dp.save_image(
+                path, _blurred(bank, image, summary["border"]), bits=summary["blurred_bits"]
+            )
         else:
             write_json(path, summary)
 
