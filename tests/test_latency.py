@@ -530,3 +530,29 @@ def test_paint_step_budgets_near_each_other_share_a_dispatch_length():
 
     lengths = {length(steps) for steps in range(40, 49)}
     assert len(lengths) == 1 and lengths.pop() in (16, 32)
+
+
+def test_the_same_loss_or_optimizer_computing_something_else_is_traced_again(compiles):
+    # A bound method reading `self.weight`, and a schedule reading a global, changed
+    # between fits: the second fit reused the first's compiled step (and values).
+    class Curriculum:
+        weight = 1.0
+
+        def loss(self, pred, target):
+            return self.weight * jnp.mean((pred - target) ** 2)
+
+    curriculum = Curriculum()
+    first = _fit(optax.adam(1e-2), curriculum.loss)
+    curriculum.weight = 0.0
+    assert np.all(np.asarray(_fit(optax.adam(1e-2), curriculum.loss).losses) == 0.0)
+    curriculum.weight = 1.0  # what it computed first: that compiled step again
+    compiles.clear()
+    np.testing.assert_array_equal(_fit(optax.adam(1e-2), curriculum.loss).losses, first.losses)
+    assert not [n for n in compiles if "run_steps" in n]
+
+    rate = {"now": 1e-2}
+    optimizer = optax.sgd(lambda count: rate["now"])
+    moving = _fit(optimizer).losses
+    rate["now"] = 0.0
+    still = np.asarray(_fit(optimizer).losses)
+    assert not np.all(np.asarray(moving) == moving[0]) and np.all(still == still[0])

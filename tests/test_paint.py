@@ -290,22 +290,27 @@ def test_paint_snapshots_every_round(getkey):
 
 
 @pytest.mark.parametrize("restarts", [1, 2])
-def test_repeated_paint_traces_nothing(getkey, monkeypatch, restarts):
-    """A second paint of the same shapes reuses every compiled step loop without
-    tracing the optimizer again (each dispatch once re-traced it: a rebuilt optimizer
-    object missed `run_steps`' cache of equal ones)."""
-    from diffprims._fit import _canon
+def test_repeated_paint_traces_once_not_each_dispatch(getkey, monkeypatch, restarts):
+    """A second paint of the same shapes reuses every compiled step loop, tracing its
+    loss and optimizer once (a run checks they still compute what they did), not once a
+    dispatch (each dispatch re-traced the optimizer: a rebuilt optimizer object missed
+    `run_steps`' cache of equal ones)."""
+    from diffprims._fit import _canon, _lifted
 
     target, key = _target(getkey()), getkey()
-    kwargs = dict(key=key, steps=40, rounds=2, steps_per_dispatch=10, restarts=restarts)
-    dp.paint(target, 6, threads=False, **kwargs)
-    calls = []
-    original = _canon.fingerprint
-    monkeypatch.setattr(
-        _canon, "fingerprint", lambda *a, **k: calls.append(1) or original(*a, **k)
-    )
-    dp.paint(target, 6, threads=False, **kwargs)
-    assert calls == []
+    counts = []
+    for steps in (40, 80):  # 4 and 8 dispatches
+        kwargs = dict(key=key, steps=steps, rounds=2, steps_per_dispatch=10, restarts=restarts)
+        dp.paint(target, 6, threads=False, **kwargs)
+        calls = []
+        for module, name in ((_canon, "fingerprint"), (_lifted, "lift")):
+            original = getattr(module, name)
+            traced = lambda *a, _f=original, **k: calls.append(1) or _f(*a, **k)  # noqa: E731
+            monkeypatch.setattr(module, name, traced)
+        dp.paint(target, 6, threads=False, **kwargs)
+        monkeypatch.undo()
+        counts.append(len(calls))
+    assert counts[0] == counts[1] <= 2, counts
 
 
 def test_a_bug_in_a_loss_is_not_blamed_on_whole_images():

@@ -16,11 +16,14 @@ new compile, never a wrong program.
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import hashlib
 import inspect
+import itertools
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import equinox as eqx
@@ -164,20 +167,47 @@ class Memo:
             return value
 
 
+# The run (a `fit` or `paint` call: `one_run`) that identities are trusted within. The
+# same loss or optimizer object may compute something else in the next call (a bound
+# method reading `self.weight`, a schedule reading a global that changed), so each run
+# traces them again once; its later dispatches find them by identity.
+_RUN: contextvars.ContextVar[int | None] = contextvars.ContextVar("diffprims_run", default=None)
+_RUNS = itertools.count()
+
+
+@contextlib.contextmanager
+def one_run() -> Iterator[None]:
+    """Within the block, losses and optimizers are traced again on first use."""
+    token = _RUN.set(next(_RUNS))
+    try:
+        yield
+    finally:
+        _RUN.reset(token)
+
+
+def run_token() -> int | None:
+    """The innermost `one_run` block's number (None outside any)."""
+    return _RUN.get()
+
+
 class _Cache:
-    """`(identity, signature) -> canonical object`, and `fingerprint -> canonical`."""
+    """`(run, identity, signature) -> (canonical object, fingerprint)`, and
+    `fingerprint -> canonical`."""
 
     def __init__(self) -> None:
-        self.seen = Memo()  # values (obj, canonical): holding obj keeps its id unused
+        self.seen = Memo()  # values (obj, canonical, print): holding obj keeps its id
         self.by_print = Memo()
 
-    def get(self, ident: tuple, obj: Any, make_print: Callable[[], str | None]) -> Any:
+    def get(
+        self, ident: tuple, obj: Any, make_print: Callable[[], str | None]
+    ) -> tuple[Any, str | None]:
+        ident = (run_token(), ident)
         hit = self.seen.lookup(ident)
         if hit is not None:
-            return hit[1]
+            return hit[1], hit[2]
         printed = make_print()  # outside the locks: tracing takes a while
         canonical = obj if printed is None else self.by_print.setdefault(printed, obj)
-        return self.seen.setdefault(ident, (obj, canonical))[1]
+        return self.seen.setdefault(ident, (obj, canonical, printed))[1:]
 
 
 _OPTIMIZERS = _Cache()
@@ -266,10 +296,11 @@ def update_fingerprint(optimizer: Any, params: Any, opt_state: Any, **kwargs: An
     return fingerprint(update, params, opt_state, params, value, **kwargs)
 
 
-def canonical_optimizer(optimizer: Any, params: Any, opt_state: Any) -> Any:
-    """The first optimizer seen whose `update` traces to the same program on these shapes."""
+def canonical_optimizer(optimizer: Any, params: Any, opt_state: Any) -> tuple[Any, str | None]:
+    """The first optimizer seen whose `update` traces to the same program on these
+    shapes, and that program's fingerprint (None where it has none)."""
     if getattr(optimizer, "update", None) is None:
-        return optimizer
+        return optimizer, None
     ident = (id(optimizer), signature((params, opt_state)))
 
     def make_print():
@@ -278,10 +309,10 @@ def canonical_optimizer(optimizer: Any, params: Any, opt_state: Any) -> Any:
     return _OPTIMIZERS.get(ident, optimizer, make_print)
 
 
-def canonical_loss(loss: Any, call: Callable[..., Any], *args: Any) -> Any:
+def canonical_loss(loss: Any, call: Callable[..., Any], *args: Any) -> tuple[Any, str | None]:
     """`loss` rebuilt on the structure of the first loss seen that has the same leaves
     and traces to the same program in `call(loss, *args)` (the step's use of it; `args`
-    may be abstract).
+    may be abstract), and that program's fingerprint (None where it has none).
 
     Equinox compares static fields by `==`, so a function (`dp.Loss(fn)`) compares by
     identity; this finds the compiled step again for a fresh but equal function.
@@ -291,9 +322,9 @@ def canonical_loss(loss: Any, call: Callable[..., Any], *args: Any) -> Any:
     try:
         hash(ident)
     except TypeError:  # an unhashable static field: equinox could not cache it either
-        return loss
-    canonical = _LOSSES.get(ident, treedef, lambda: loss_fingerprint(loss, call, *args))
-    return loss if canonical is treedef else jax.tree.unflatten(canonical, leaves)
+        return loss, None
+    canonical, printed = _LOSSES.get(ident, treedef, lambda: loss_fingerprint(loss, call, *args))
+    return (loss if canonical is treedef else jax.tree.unflatten(canonical, leaves)), printed
 
 
 def loss_fingerprint(

@@ -24,6 +24,7 @@ import numpy as np
 
 from .._errors import FitDivergedError, FitInterrupted
 from .._validate import check_bool, is_traced
+from ._canon import one_run
 from ._result import FitResult
 
 
@@ -101,6 +102,9 @@ class Driver:
 
     def __enter__(self) -> Driver:
         self._flag = self._exit.enter_context(ctrl_c_flag(not self.traced))
+        # The loss and optimizer traced again once in this run: the same objects may
+        # compute something else than in the last (`_canon.one_run`).
+        self._exit.enter_context(one_run())
         return self
 
     def __exit__(self, kind, error, traceback) -> None:

@@ -30,11 +30,14 @@ from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, jaxpr_as_fun
 from jaxtyping import Array
 
 from .._validate import is_traced
-from ._canon import Memo, abstract, optimizer_update, program_print, signature
+from ._canon import Memo, abstract, optimizer_update, program_print, run_token, signature
 
-# (id(optimizer), structures) -> (optimizer, its LiftedUpdate or None); holding the
-# optimizer keeps its id from being reused while the entry lives.
+# (run, id(optimizer), structures) -> (optimizer, its LiftedUpdate or None); holding
+# the optimizer keeps its id from being reused while the entry lives.
 _LIFTED = Memo()
+# (update's text, settings, structures) -> its Program: each run traces its optimizer
+# again (`one_run`), and an unchanged one skips the second trace and the print.
+_PROGRAMS = Memo()
 
 
 class Program:
@@ -72,8 +75,8 @@ class LiftedUpdate(eqx.Module):
 
 
 def lifted(optimizer: Any, params: Any, opt_state: Any, value: Any) -> LiftedUpdate | None:
-    """`lift`, traced once per optimizer object and structures."""
-    ident = (id(optimizer), signature((params, opt_state, value)))
+    """`lift`, traced once per optimizer object and structures in a run (`one_run`)."""
+    ident = (run_token(), id(optimizer), signature((params, opt_state, value)))
     hit = _LIFTED.lookup(ident)
     if hit is None:
         made = lift(optimizer, params, opt_state, value)
@@ -112,14 +115,20 @@ def lift(optimizer: Any, params: Any, opt_state: Any, value: Any = None) -> Lift
     if calls_objective or closed.jaxpr.effects:
         return None
     settings = _settings(closed.jaxpr)
-    try:
-        jaxpr = _retraced(closed, settings, args)
-    except Exception:
-        return None
-    printed = program_print(ClosedJaxpr(jaxpr, []), (args, out))
-    if printed is None:
-        return None
-    program = Program(jaxpr, jax.tree.structure(args), jax.tree.structure(out), printed)
+    structures = (jax.tree.structure(args), jax.tree.structure(out))
+    avals = tuple((a.shape, a.dtype, a.weak_type) for _, a in settings.values())
+    shapes = tuple((np.shape(c), str(np.result_type(c))) for c in consts)
+    ident = (str(closed.jaxpr), avals, shapes, structures)
+    program = _PROGRAMS.lookup(ident)
+    if program is None:
+        try:
+            jaxpr = _retraced(closed, settings, args)
+        except Exception:
+            return None
+        printed = program_print(ClosedJaxpr(jaxpr, []), (args, out))
+        if printed is None:  # (never kept: a program the print cannot show in full)
+            return None
+        program = _PROGRAMS.setdefault(ident, Program(jaxpr, *structures, printed))
     # NumPy arrays: leaves `filter_jit` passes in as arguments. `jnp.asarray` ran an
     # eager conversion each, about 8 ms apiece on a busy first `paint` (0.5 s in all).
     return LiftedUpdate(program, (*(v for v, _ in settings.values()), *consts))

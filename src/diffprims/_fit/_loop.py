@@ -6,6 +6,7 @@ only through a render function, so it serves every model of the protocol.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -57,6 +58,10 @@ class Problem(eqx.Module):
     key: PRNGKeyArray
     sampler: tuple[str, Any] | None = eqx.field(static=True)
     render: Any = PointRender()
+    # What the loss and optimizer compute (`_canon`'s fingerprints): the compiled step's
+    # key, so the same object computing something else since (a bound method reading
+    # `self.weight`) compiles anew rather than reusing the old program.
+    computes: Any = eqx.field(static=True, default=None)
 
 
 class LoopState(eqx.Module):
@@ -247,14 +252,15 @@ def _canonical_problem(problem: Problem, state: LoopState) -> Problem:
     """`problem` with its optimizer lifted (its float settings as leaves: `_lifted`) or
     else swapped for the first equal one seen, and its loss for the first equal one."""
     args = loss_args(problem.sampler, problem.target)
-    loss = canonical_loss(problem.loss, loss_call, *args)
+    loss, loss_print = canonical_loss(problem.loss, loss_call, *args)
     value = loss_value(loss, args)  # the dtype the optimizer is given the loss in
-    optimizer = lifted(problem.optimizer, state.params, state.opt_state, value)
-    if optimizer is None:
-        optimizer = canonical_optimizer(problem.optimizer, state.params, state.opt_state)
-    if optimizer is problem.optimizer and loss is problem.loss:
-        return problem
-    return eqx.tree_at(lambda p: (p.optimizer, p.loss), problem, (optimizer, loss))
+    optimizer, update_print = lifted(problem.optimizer, state.params, state.opt_state, value), None
+    if optimizer is None:  # (a lifted update's program is static, compared by its print)
+        optimizer, update_print = canonical_optimizer(
+            problem.optimizer, state.params, state.opt_state
+        )
+    computes = (loss_print, update_print)
+    return dataclasses.replace(problem, loss=loss, optimizer=optimizer, computes=computes)
 
 
 @eqx.filter_jit
