@@ -429,3 +429,41 @@ def test_resume_tells_losses_with_custom_rules_apart(tmp_path):
         model, target, loss=dp.L2() + relu(1.0), steps=4, steps_per_dispatch=2, resume=path
     )
     assert same.losses.shape == (4,)
+
+
+def test_an_optimizer_state_holding_a_prng_key_is_checkpointed(tmp_path):
+    # optax.noisy_sgd keeps a typed key in its state: writing the checkpoint raised
+    # equinox's TreePathError (NumPy holds no key dtype), the fit's work lost.
+
+    target = jnp.full((12, 12, 3), 0.4)
+    model = dp.Circles.init(4, key=jax.random.key(0), target=target)
+    optimizer = optax.chain(optax.add_noise(0.1, 0.55, 0), optax.sgd(1e-2))
+    kwargs = dict(optimizer=optimizer, key=jax.random.key(1))
+    full = dp.fit(model, target, steps=6, **kwargs)
+    path = tmp_path / "noisy.eqx"
+    dp.fit(model, target, steps=3, checkpoint=path, **kwargs)
+    resumed = dp.fit(model, target, steps=6, resume=path, **kwargs)
+    np.testing.assert_array_equal(resumed.losses, full.losses)
+
+
+def test_a_user_model_holding_a_prng_key_is_checkpointed_and_refused_by_save(tmp_path):
+
+    class Keyed(dp.AbstractModel):
+        inner: dp.Circles
+        key: jax.Array
+
+        @property
+        def num_channels(self):
+            return 3
+
+        def render(self, points, *, pixel_size):
+            return self.inner.render(points, pixel_size=pixel_size)
+
+    target = jnp.full((12, 12, 3), 0.4)
+    model = Keyed(dp.Circles.init(4, key=jax.random.key(0), target=target), jax.random.key(3))
+    full = dp.fit(model, target, steps=4)
+    dp.fit(model, target, steps=2, checkpoint=tmp_path / "keyed.eqx")
+    resumed = dp.fit(model, target, steps=4, resume=tmp_path / "keyed.eqx")
+    np.testing.assert_array_equal(resumed.losses, full.losses)
+    with pytest.raises(TypeError, match=r"typed PRNG key at `model.key`.*key_data"):
+        dp.save(tmp_path / "keyed_model.eqx", model)

@@ -47,7 +47,7 @@ from ._io_tree import (
     unavailable_dtype,
 )
 from ._model import Loaded, batch_shape
-from ._validate import describe, run_checks
+from ._validate import describe, is_typed_key, run_checks
 
 _MAGIC = b"diffprims-model\n"
 _FORMAT_VERSION = 2
@@ -136,6 +136,16 @@ def save(path: str | os.PathLike[str], model: Any) -> Path:
         raise TypeError(f"`save` needs a diffprims model (an eqx.Module); got {describe(model)}.")
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"`path` must be a file path; got {describe(path)}.")
+    key = next(
+        (p for p, x in jax.tree_util.tree_flatten_with_path(model)[0] if is_typed_key(x)), None
+    )
+    if key is not None:
+        where = jax.tree_util.keystr(key)
+        raise TypeError(
+            f"`save` writes arrays NumPy holds; got a typed PRNG key at `model{where}`. "
+            "Keep its data in the model instead (`jax.random.key_data(key)`, uint32) and "
+            "wrap it back where it is used (`jax.random.wrap_key_data(data)`)."
+        )
     tree = encode(model, type(model).__name__)
     bad = _non_finite(model)
     if bad is not None:

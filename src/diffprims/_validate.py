@@ -21,6 +21,12 @@ def is_traced(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
 
 
+def is_typed_key(x: Any) -> bool:
+    """Whether `x` is a typed PRNG key array (`jax.random.key`), which NumPy cannot hold."""
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+
+
 # Set while the library traces its own compiled programs (paint's rounds, fit's step
 # loop), whose inputs were checked at the public boundary: there a traced check is
 # dropped. `eqx.error_if` is a host callback, and a program holding one is never

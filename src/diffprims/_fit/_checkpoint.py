@@ -29,6 +29,7 @@ from jaxtyping import Array, PRNGKeyArray
 
 from .._errors import CheckpointError
 from .._files import CHECKSUM_LINE, atomic_write, checksum_line, open_regular, read_line
+from .._validate import is_typed_key
 from ._identity import FIELDS, compared
 
 _HOW = {  # what each identity field covers
@@ -48,10 +49,30 @@ def _structure(tree: Any) -> list[str]:
     """One line per array leaf: its path, shape and dtype (what a checkpoint must match)."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return [
-        f"{jax.tree_util.keystr(path)}: {np.dtype(leaf.dtype).name}{list(jnp.shape(leaf))}"
+        f"{jax.tree_util.keystr(path)}: {_dtype_name(leaf)}{list(jnp.shape(leaf))}"
         for path, leaf in leaves
         if eqx.is_array_like(leaf) or isinstance(leaf, jax.ShapeDtypeStruct)
     ]
+
+
+def _dtype_name(leaf: Any) -> str:
+    return str(leaf.dtype) if is_typed_key(leaf) else np.dtype(leaf.dtype).name
+
+
+def _serialise(file: Any, leaf: Any) -> None:
+    """`eqx.tree_serialise_leaves`' writer, a typed PRNG key (in `optax.noisy_sgd`'s
+    state, say) written as its `key_data` (NumPy has no key dtype)."""
+    eqx.default_serialise_filter_spec(
+        file, jax.random.key_data(leaf) if is_typed_key(leaf) else leaf
+    )
+
+
+def _deserialise(file: Any, like: Any) -> Any:
+    """`_serialise`'s reader: a typed key read back as its data, wrapped like `like`."""
+    if not is_typed_key(like):
+        return eqx.default_deserialise_filter_spec(file, like)
+    data = eqx.default_deserialise_filter_spec(file, jax.random.key_data(like))
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(like))
 
 
 def target_fingerprint(target: Array) -> str:
@@ -82,7 +103,7 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint atomically (a temporary file renamed into place)."""
     buffer = io.BytesIO()
-    eqx.tree_serialise_leaves(buffer, (params, opt_state, losses, snapshots))
+    eqx.tree_serialise_leaves(buffer, (params, opt_state, losses, snapshots), _serialise)
     payload = buffer.getvalue()
     header = {
         "format": FORMAT,
@@ -305,7 +326,7 @@ def load_checkpoint(
     like = (params, opt_state, losses_like, saved_snapshots)
     try:
         params, opt_state, losses, saved_snapshots = eqx.tree_deserialise_leaves(
-            io.BytesIO(payload), like
+            io.BytesIO(payload), like, _deserialise
         )
     except Exception as error:  # a payload that hashes right but does not parse
         raise CheckpointError(f"{name} could not be read; got the error: {error}") from None

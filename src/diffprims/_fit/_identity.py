@@ -29,6 +29,7 @@ import jax
 import numpy as np
 import optax
 
+from .._validate import is_typed_key
 from ._canon import fingerprint, loss_fingerprint, update_fingerprint, without_addresses
 from ._loop import loss_args, loss_call
 
@@ -100,6 +101,9 @@ def _digest(text: str, tree: Any) -> str:
         if not eqx.is_array_like(leaf):
             digest.update(without_addresses(repr(leaf)).encode())
             continue
+        if is_typed_key(leaf):  # (NumPy has no key dtype: its data, and its kind)
+            digest.update(str(leaf.dtype).encode())
+            leaf = jax.random.key_data(leaf)
         value = np.ascontiguousarray(np.asarray(leaf))
         digest.update(f"{value.dtype.name}{value.shape}".encode())
         digest.update(value.tobytes())
