@@ -1357,3 +1357,19 @@ def test_the_compiling_line_says_what_the_cache_keeps(capsys, monkeypatch, setti
     monkeypatch.setattr(_cache, "cache_settings", lambda: settings)
     _cache.note_compiling(argparse.Namespace(seconds=5.0, no_cache=False), 4.0, 50)
     assert said in capsys.readouterr().err
+
+
+def test_filter_reads_an_unsigned_32_bit_tiff_kernel_as_unsigned(capsys, tmp_path):
+    # A uint32 TIFF disk at 2^32 - 1 was read as -1 everywhere (Pillow's signed "I"):
+    # the kernel negative, the default weights switched, the bank not normalised.
+    from .test_image import _grey_32_bit_tiff
+
+    values = np.array([0, 2**32 - 1, 2**32 - 1, 2**31, 0], np.uint32)
+    for sample_format in (None, 1):
+        path = _grey_32_bit_tiff(tmp_path / f"k{sample_format}.tif", values, sample_format)
+        out = tmp_path / f"out{sample_format}"
+        status, err = run(["filter", "--kernel", path, "--steps", 2, "-o", out], capsys)
+        assert status == 0, err
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["kernel_peak"] == 2**32 - 1 and summary["normalized"], summary
+        assert "negative" not in err

@@ -155,7 +155,11 @@ def _raw_picture(spec: str) -> Any:
         if picture.mode not in ("F", "I"):
             return None
         _check_side(spec, picture.size[::-1])
-        return np.asarray(picture, np.float64)
+        values = np.asarray(picture)
+        tags = getattr(picture, "tag_v2", {})  # a TIFF's samples: unsigned by default
+        if picture.mode == "I" and tags.get(339, 1) in (1, (1,)) and tags.get(258) in ((32,), 32):
+            values = values.view(np.uint32)  # Pillow reads 32-bit unsigned as signed
+        return values.astype(np.float64)
 
 
 def _named_kernel(spec: str) -> Any:
