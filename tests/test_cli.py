@@ -1373,3 +1373,54 @@ def test_filter_reads_an_unsigned_32_bit_tiff_kernel_as_unsigned(capsys, tmp_pat
         summary = json.loads((out / "summary.json").read_text())
         assert summary["kernel_peak"] == 2**32 - 1 and summary["normalized"], summary
         assert "negative" not in err
+
+
+def test_a_full_disk_is_said_with_the_output_folder(capsys, monkeypatch):
+    # "failed: OSError: [Errno 28] No space left on device", naming no file or folder.
+    import errno
+
+    write_picture("in.png", "RGB")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dp, "save_image", full)
+    argv = ["paint", "in.png", "-n", 2, "--steps", 2, "--size", 16, "-q", "-o", "results"]
+    status, err = run(argv, capsys)
+    assert status == 1 and "No space left on device" in err, err
+    assert "'results'" in err and "choose another folder with -o" in err
+    assert not Path("results").exists() or not list(Path("results").iterdir())
+
+
+def test_a_read_only_file_system_is_not_called_permission_denied(capsys, monkeypatch):
+    import types
+
+    write_picture("in.png", "RGB")
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    read_only = types.SimpleNamespace(f_flag=os.ST_RDONLY)
+    monkeypatch.setattr(os, "statvfs", lambda path: read_only, raising=False)
+    status, err = run(["paint", "in.png", "-n", 2, "--steps", 2, "-o", "x"], capsys)
+    assert status == 2 and "read-only file system" in err and "permission" not in err, err
+
+
+def test_a_ctrl_c_after_the_results_are_written_says_so(capsys, monkeypatch):
+    # "interrupted" alone read as if the writing had been stopped: the set was whole.
+    from diffprims._cli import _outputs
+
+    write_picture("in.png", "RGB")
+    original = _outputs.write_all
+
+    def then_ctrl_c(*args, **kwargs):
+        original(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_outputs, "write_all", then_ctrl_c)
+    argv = ["paint", "in.png", "-n", 2, "--steps", 2, "--size", 16, "-q", "-o", "done"]
+    status, err = run(argv, capsys)
+    assert status == 130 and "interrupted after the results were written" in err, err
+    assert (Path("done") / "summary.json").exists()
+    monkeypatch.setattr(
+        _outputs, "write_all", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)
+    )
+    status, err = run([*argv[:-1], "stopped"], capsys)
+    assert status == 130 and err.strip().endswith("interrupted"), err

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
 
 from .. import _loading
 from ._common import UsageError as UsageError
 from ._parser import build_parser as build_parser
-from ._signals import pressed_while_writing, terminate_as_interrupt
+from ._signals import (
+    pressed_while_writing,
+    results_written,
+    terminate_as_interrupt,
+    were_results_written,
+)
 from ._streams import tolerant_stderr
 
 _build_parser = build_parser  # the name the tests and docs scripts use
@@ -35,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args.started = _loading.STARTED if argv is None else time.perf_counter()
     if argv is not None:
         args.no_cache = True
+    results_written(False)
     with terminate_as_interrupt() as signals, tolerant_stderr():
         try:
             status = args.run(args)
@@ -43,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         except KeyboardInterrupt:
             stopped = "terminated" if signals["terminated"] else "interrupted"
+            if were_results_written():  # a Ctrl-C just after: the set is whole
+                stopped += " after the results were written"
             print(f"diffprims {args.command}: {stopped}", file=sys.stderr)
             status = 130
         except Exception as error:  # noqa: BLE001 - one line for the user, not a traceback
@@ -67,4 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(OSError, ValueError, AttributeError):  # closed, gone
                 stream.flush()
         os._exit(status)
+    if argv is None:
+        # Done, as the program: a Ctrl-C from here would land in the interpreter's
+        # teardown (JAX's exit hook printed "Exception ignored ... KeyboardInterrupt").
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     return status

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .._files import replaced_mode, sync_folder
 from ._common import UsageError
-from ._signals import raise_if_writing_stopped
+from ._signals import raise_if_writing_stopped, results_written
 
 #: File formats by extension.
 FORMATS = {
@@ -163,7 +163,11 @@ def _check_places(files: dict[Path, str], *, force: bool) -> None:
             raise UsageError(f"-o: cannot make the folder {os.fspath(parent)!r}: "
                              f"{os.fspath(place)!r} is a file")  # fmt: skip
         if not os.access(place, os.W_OK | os.X_OK):
-            raise UsageError(f"-o: cannot write to {os.fspath(place)!r} (permission denied)")
+            why = "permission denied"
+            with contextlib.suppress(OSError, AttributeError):  # (no statvfs on Windows)
+                if os.statvfs(place).f_flag & os.ST_RDONLY:
+                    why = "a read-only file system"
+            raise UsageError(f"-o: cannot write to {os.fspath(place)!r} ({why})")
 
 
 @contextlib.contextmanager
@@ -262,6 +266,19 @@ def write_all(files: dict[Path, str], write: Callable[[Path, str], None]) -> Non
     system). A file that is replaced keeps its permissions (a private 0600 result stays
     private), as the library's own atomic writes do."""
     places = {path: _destination(path) for path in files}
+    try:
+        _write_all(files, write, places)
+        results_written()
+    except OSError as error:  # a full disk, a quota, a folder gone: say where
+        where = os.fspath(next(iter(places.values())).parent)
+        raise OSError(
+            error.errno,
+            f"cannot write the results into {where!r}: {error.strerror or error}; no file "
+            "is left half-written. Free some space, or choose another folder with -o",
+        ) from None
+
+
+def _write_all(files: dict[Path, str], write: Callable[[Path, str], None], places) -> None:
     staging: dict[Path, Path] = {}
     try:
         for parent in sorted({p.parent for p in places.values()}):

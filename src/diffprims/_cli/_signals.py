@@ -20,6 +20,20 @@ _PRESSED_WHILE_WRITING = threading.Event()
 _STOP_WRITING = threading.Event()
 
 
+# Set once this run's results are all in place: a Ctrl-C after that says so.
+_WRITTEN = threading.Event()
+
+
+def results_written(done: bool = True) -> None:
+    """Note that the results are all in place (or, `done=False`, not yet)."""
+    _WRITTEN.set() if done else _WRITTEN.clear()
+
+
+def were_results_written() -> bool:
+    """Whether this run's results are all in place (`results_written`)."""
+    return _WRITTEN.is_set()
+
+
 def pressed_while_writing() -> bool:
     """Whether a first Ctrl-C came while the results were written (they were finished)."""
     return _PRESSED_WHILE_WRITING.is_set()
