@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -77,8 +78,14 @@ def main(argv: list[str] | None = None) -> int:
                 stream.flush()
         os._exit(status)
     if argv is None:
-        # Done, as the program: a Ctrl-C from here would land in the interpreter's
-        # teardown (JAX's exit hook printed "Exception ignored ... KeyboardInterrupt").
-        with contextlib.suppress(ValueError):  # not the main thread
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Done, as the program: a Ctrl-C in the interpreter's teardown landed in JAX's
+        # exit hook ("Exception ignored ... KeyboardInterrupt"). Exit hooks run last
+        # registered first, so this one runs before JAX's (and changes nothing for a
+        # caller that goes on: a test calling `main()`).
+        atexit.register(_ignore_ctrl_c)
     return status
+
+
+def _ignore_ctrl_c() -> None:
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
