@@ -1388,7 +1388,7 @@ def test_a_full_disk_is_said_with_the_output_folder(capsys, monkeypatch):
     argv = ["paint", "in.png", "-n", 2, "--steps", 2, "--size", 16, "-q", "-o", "results"]
     status, err = run(argv, capsys)
     assert status == 1 and "No space left on device" in err, err
-    assert "'results'" in err and "choose another folder with -o" in err
+    assert "results" in err and "choose another folder with -o" in err
     assert not Path("results").exists() or not list(Path("results").iterdir())
 
 
@@ -1424,3 +1424,22 @@ def test_a_ctrl_c_after_the_results_are_written_says_so(capsys, monkeypatch):
     )
     status, err = run([*argv[:-1], "stopped"], capsys)
     assert status == 130 and err.strip().endswith("interrupted"), err
+
+
+def test_a_failed_write_names_the_file_that_failed(capsys, monkeypatch):
+    # The first output's folder was named, whichever file could not be written.
+    import errno
+
+    write_picture("in.png", "RGB")
+    save_image = dp.save_image
+
+    def too_large(path, *args, **kwargs):
+        if Path(path).name == "r.png":
+            raise OSError(errno.EFBIG, "File too large")
+        return save_image(path, *args, **kwargs)
+
+    monkeypatch.setattr(dp, "save_image", too_large)
+    argv = ["paint", "in.png", "-n", 2, "--steps", 2, "--size", 16, "-q"]
+    status, err = run([*argv, "-o", "a/s.json", "-o", "b/r.png"], capsys)
+    assert status == 1 and "cannot write 'b/r.png': File too large" in err, err
+    assert not Path("a/s.json").exists()

@@ -266,28 +266,19 @@ def write_all(files: dict[Path, str], write: Callable[[Path, str], None]) -> Non
     system). A file that is replaced keeps its permissions (a private 0600 result stays
     private), as the library's own atomic writes do."""
     places = {path: _destination(path) for path in files}
-    try:
-        _write_all(files, write, places)
-        results_written()
-    except OSError as error:  # a full disk, a quota, a folder gone: say where
-        where = os.fspath(next(iter(places.values())).parent)
-        raise OSError(
-            error.errno,
-            f"cannot write the results into {where!r}: {error.strerror or error}; no file "
-            "is left half-written. Free some space, or choose another folder with -o",
-        ) from None
-
-
-def _write_all(files: dict[Path, str], write: Callable[[Path, str], None], places) -> None:
     staging: dict[Path, Path] = {}
+    at = next(iter(places.values())).parent  # what is being written: said on a failure
     try:
         for parent in sorted({p.parent for p in places.values()}):
+            at = parent
             parent.mkdir(parents=True, exist_ok=True)  # a dangling link's folder
             staging[parent] = Path(tempfile.mkdtemp(prefix=".diffprims-", dir=parent))
         for path, kind in files.items():
+            at = path
             write(staging[places[path].parent] / places[path].name, kind)
         raise_if_writing_stopped()  # a Ctrl-C whose exception was swallowed: none placed
         for path in files:
+            at = path
             staged = staging[places[path].parent] / places[path].name
             os.chmod(staged, replaced_mode(places[path]))
             os.replace(staged, places[path])
@@ -296,9 +287,16 @@ def _write_all(files: dict[Path, str], write: Callable[[Path, str], None], place
                 os.remove(path)
         for parent in staging:
             sync_folder(parent)
+    except OSError as error:  # a full disk, a quota, a folder gone: say where
+        raise OSError(
+            error.errno,
+            f"cannot write {os.fspath(at)!r}: {error.strerror or error}; no file is left "
+            "half-written. Free some space, or choose another folder with -o",
+        ) from error
     finally:
         for temp in staging.values():
             shutil.rmtree(temp, ignore_errors=True)
+    results_written()
 
 
 def _loops(path: Path) -> bool:

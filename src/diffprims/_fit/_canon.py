@@ -199,14 +199,21 @@ class _Cache:
         self.by_print = Memo()
 
     def get(
-        self, ident: tuple, obj: Any, make_print: Callable[[], str | None]
+        self, ident: tuple, obj: Any, make_print: Callable[..., str | None]
     ) -> tuple[Any, str | None]:
+        """`make_print(exact=...)`: the fingerprint; where the exact one cannot be had
+        (a `custom_jvp` rule), the loose one marks what the object computes in this run
+        (a changed weight it reads is a new key) without sharing it with another."""
         ident = (run_token(), ident)
         hit = self.seen.lookup(ident)
         if hit is not None:
             return hit[1], hit[2]
-        printed = make_print()  # outside the locks: tracing takes a while
-        canonical = obj if printed is None else self.by_print.setdefault(printed, obj)
+        printed = make_print(exact=True)  # outside the locks: tracing takes a while
+        if printed is not None:
+            canonical = self.by_print.setdefault(printed, obj)
+        else:
+            canonical, loose = obj, make_print(exact=False)
+            printed = None if loose is None else f"loose|{loose}"
         return self.seen.setdefault(ident, (obj, canonical, printed))[1:]
 
 
@@ -237,7 +244,8 @@ def optimizer_update(optimizer: Any, grads, opt_state, params, value, value_fn) 
 
 
 def _update(optimizer: Any, grads, opt_state, params, value, value_fn) -> Any:
-    if not isinstance(optimizer, optax.GradientTransformationExtraArgs):
+    extra_args = isinstance(optimizer, optax.GradientTransformationExtraArgs)
+    if not extra_args and not _takes_any_keyword(optimizer.update):
         return optimizer.update(grads, opt_state, params)
     extra = _accepted(optimizer.update, dict(value=value, grad=grads, value_fn=value_fn))
     dropped: list[str] = []
@@ -252,6 +260,17 @@ def _update(optimizer: Any, grads, opt_state, params, value, value_fn) -> Any:
                 raise
             del extra[refused]
             dropped.append(refused)
+
+
+def _takes_any_keyword(update: Callable) -> bool:
+    """Whether `update` has a `**kwargs` parameter (`optax.MultiSteps.update`, which
+    hands the loss `value` on to a `reduce_on_plateau` inside, though `MultiSteps` is
+    no `GradientTransformationExtraArgs`)."""
+    try:
+        parameters = inspect.signature(update).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def _accepted(update: Callable, extra: dict[str, Any]) -> dict[str, Any]:
@@ -303,8 +322,8 @@ def canonical_optimizer(optimizer: Any, params: Any, opt_state: Any) -> tuple[An
         return optimizer, None
     ident = (id(optimizer), signature((params, opt_state)))
 
-    def make_print():
-        return update_fingerprint(optimizer, params, opt_state)
+    def make_print(exact: bool):
+        return update_fingerprint(optimizer, params, opt_state, exact=exact)
 
     return _OPTIMIZERS.get(ident, optimizer, make_print)
 
@@ -323,7 +342,9 @@ def canonical_loss(loss: Any, call: Callable[..., Any], *args: Any) -> tuple[Any
         hash(ident)
     except TypeError:  # an unhashable static field: equinox could not cache it either
         return loss, None
-    canonical, printed = _LOSSES.get(ident, treedef, lambda: loss_fingerprint(loss, call, *args))
+    canonical, printed = _LOSSES.get(
+        ident, treedef, lambda exact: loss_fingerprint(loss, call, *args, exact=exact)
+    )
     return (loss if canonical is treedef else jax.tree.unflatten(canonical, leaves)), printed
 
 
