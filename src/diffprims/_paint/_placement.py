@@ -15,8 +15,7 @@ from jaxtyping import Array
 
 from .._model import pixel_centres
 from .._shapes import layer_weights
-from .._shapes._build import initial_depths
-from .._shapes._compositing import over_step
+from .._shapes._compositing import depth_spacing, initial_depths, over_step
 from .._shapes._removal import removal_costs_tiled
 from .._shapes._render import IMAGE_CHUNK, image_tile, resolved_method
 from .._shapes._roles import COLOUR, OPACITY, is_per_shape
@@ -238,7 +237,8 @@ def add_shapes(model, target, weights, active, seeding: Seeding, key, useful) ->
     slots = jnp.concatenate([slots, jnp.nonzero(dead, size=most, fill_value=n)[0]])
     if model.raw_depths is not None:
         top = jnp.max(jnp.where(active, model.raw_depths, -jnp.inf), initial=0.0)
-        values["raw_depths"] = top + 0.5 + 0.5 * jnp.arange(2 * most, dtype=jnp.float32)
+        spacing = depth_spacing(model.num_shapes)  # in front, as closely as `init` puts them
+        values["raw_depths"] = top + 0.5 + spacing * jnp.arange(2 * most, dtype=jnp.float32)
     names = _per_shape(model, values)
     new = [
         getattr(model, k).at[slots].set(values[k].astype(jnp.float32), mode="drop") for k in names

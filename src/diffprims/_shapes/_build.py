@@ -20,14 +20,9 @@ from .._validate import (
     is_traced,
     runtime_check,
 )
-from ._compositing import MODES
+from ._compositing import MODES, initial_depths
 from ._protocol import SHARED_FIELDS, check_concrete
 from ._roles import COLOUR, OPACITY, is_per_shape
-
-
-def initial_depths(n: int) -> Array:
-    """Learnable depths that start in index order, 0.5 apart (a gentle soft order)."""
-    return 0.5 * jnp.arange(n, dtype=jnp.float32)
 
 
 def check_set(shapes: Any) -> None:
