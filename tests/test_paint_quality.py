@@ -191,3 +191,30 @@ def test_the_colour_solve_on_the_kept_shapes_equals_the_solve_with_the_hidden_sp
     np.testing.assert_allclose(
         merged.render_image((20, 20)), whole.render_image((20, 20)), atol=1e-3
     )
+
+
+def test_a_warm_paint_sizes_its_first_dispatch_by_the_last_measured_pace():
+    # The first dispatch of every paint ran whole, compiling or not: 5000 shapes on 64^2
+    # took 1.5 s for `seconds=0.5` warm (32 steps of 42 ms).
+    from diffprims._paint import _schedule
+
+    plan = plan_rounds(10, 2, coarse=3.0, grow=0.6, aspect=1.0)
+    key = ("a compiled step loop", object())
+
+    def first_length():
+        budget = Budget(plan, 10, steps=None, seconds=0.5, reserve=0.0, start=time.perf_counter())
+        budget.begin(0)
+        budget.pace_from(key)
+        length = budget.next_length(32)
+        time.sleep(0.01 * length)  # the dispatch
+        budget.took(length)
+        budget.next_length(32)  # measures it
+        return length
+
+    assert first_length() == 32  # nothing known: a whole dispatch (it may compile)
+    assert 0.01 <= _schedule._PACES[key] < 0.03  # kept (an upper bound while cold)
+    _schedule._PACES[key] = 0.05
+    assert 1 <= first_length() <= 8  # its share of 0.5 s at 50 ms a step
+    assert 0.01 <= _schedule._PACES[key] < 0.03  # measured again
+    _schedule._PACES[key] = 10.0
+    assert first_length() == 1  # the paint's first dispatch runs at least one step

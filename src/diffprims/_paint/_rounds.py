@@ -229,6 +229,9 @@ class Painting:
         budget.begin(round_.index)
         driver.describe(round=f"{round_.index + 1}/{rounds}")
         size = self._dispatch_size(budget, most)
+        # What compiles the step loop: its last measured pace, for a warm first dispatch.
+        budget.pace_from((jax.tree.structure(self.static), self.active.shape,
+                          self.target.shape, size, *sorted(self.knobs.items())))  # fmt: skip
         while (length := budget.next_length(size)) > 0:
             # The last round anneals the learning rate linearly down to `1 - anneal`.
             scale = 1.0 - self.knobs["anneal"] * budget.progress() if last else 1.0
