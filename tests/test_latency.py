@@ -607,3 +607,17 @@ def test_another_count_of_snapshots_reuses_the_step_loop(compiles):
     np.testing.assert_array_equal(three.losses, four.losses)
     for a, b in ((three.snapshots[1], fit(7).snapshots[3]), (three.model, four.snapshots[-1])):
         np.testing.assert_array_equal(a.raw_centres, b.raw_centres)
+
+
+def test_an_update_taking_any_keyword_but_refusing_extras_still_runs():
+    # A plain GradientTransformation whose update takes **kwargs was given `value=`,
+    # `grad=`, `value_fn=` (for MultiSteps' sake) and one that refuses them failed.
+    sgd = optax.sgd(1e-2)
+
+    def update(updates, state, params=None, **options):
+        if options:
+            raise ValueError(f"unsupported options {sorted(options)}")
+        return sgd.update(updates, state, params)
+
+    strict = optax.GradientTransformation(sgd.init, update)
+    np.testing.assert_array_equal(_fit(strict).losses, _fit(optax.sgd(1e-2)).losses)

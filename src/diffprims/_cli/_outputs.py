@@ -267,7 +267,7 @@ def write_all(files: dict[Path, str], write: Callable[[Path, str], None]) -> Non
     private), as the library's own atomic writes do."""
     places = {path: _destination(path) for path in files}
     staging: dict[Path, Path] = {}
-    at = next(iter(places.values())).parent  # what is being written: said on a failure
+    at: str | Path = "the results"  # what is being written: said on a failure
     try:
         for parent in sorted({p.parent for p in places.values()}):
             at = parent
@@ -288,10 +288,11 @@ def write_all(files: dict[Path, str], write: Callable[[Path, str], None]) -> Non
         for parent in staging:
             sync_folder(parent)
     except OSError as error:  # a full disk, a quota, a folder gone: say where
+        full = error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+        advice = "Free some space, or choose" if full else "Choose"
         raise OSError(
-            error.errno,
             f"cannot write {os.fspath(at)!r}: {error.strerror or error}; no file is left "
-            "half-written. Free some space, or choose another folder with -o",
+            f"half-written. {advice} another folder with -o"
         ) from error
     finally:
         for temp in staging.values():

@@ -30,8 +30,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.extend.core import ClosedJaxpr, Jaxpr
+
+from ._update import optimizer_update
 
 #: Entries kept by each cache (optimizers, losses): a sweep over this many settings
 #: still hits; older ones are dropped (their compiled steps then compile again).
@@ -87,11 +88,23 @@ def fingerprint(
     but keep different states (`optax.sgd` and `optax.scale`) trace to one jaxpr, and
     must not share a compiled step.
     """
+    exact_print, loose_print = fingerprints(fn, *args, portable=portable)
+    return exact_print if exact else loose_print
+
+
+def fingerprints(
+    fn: Callable, *args: Any, portable: bool = False
+) -> tuple[str | None, str | None]:
+    """`fingerprint` exact and not, from one trace (the exact one None where the text
+    cannot show everything; the other then the print of what it does show)."""
     try:
         closed, out = jax.make_jaxpr(fn, return_shape=True)(*abstract(args))
     except Exception:
-        return None
-    return program_print(closed, (args, out), portable=portable, exact=exact)
+        return None, None
+    exact = program_print(closed, (args, out), portable=portable, exact=True)
+    if exact is not None:
+        return exact, exact
+    return None, program_print(closed, (args, out), portable=portable, exact=False)
 
 
 def program_print(
@@ -199,109 +212,25 @@ class _Cache:
         self.by_print = Memo()
 
     def get(
-        self, ident: tuple, obj: Any, make_print: Callable[..., str | None]
+        self, ident: tuple, obj: Any, make_print: Callable[[], tuple[str | None, bool]]
     ) -> tuple[Any, str | None]:
-        """`make_print(exact=...)`: the fingerprint; where the exact one cannot be had
-        (a `custom_jvp` rule), the loose one marks what the object computes in this run
-        (a changed weight it reads is a new key) without sharing it with another."""
+        """`make_print()`: the fingerprint and whether it is exact. A loose one (a
+        `custom_jvp` rule the text cannot show) marks what the object computes in this
+        run (a changed weight it reads is a new key) without sharing it with another."""
         ident = (run_token(), ident)
         hit = self.seen.lookup(ident)
         if hit is not None:
             return hit[1], hit[2]
-        printed = make_print(exact=True)  # outside the locks: tracing takes a while
-        if printed is not None:
+        printed, exact = make_print()  # outside the locks: tracing takes a while
+        if exact and printed is not None:
             canonical = self.by_print.setdefault(printed, obj)
         else:
-            canonical, loose = obj, make_print(exact=False)
-            printed = None if loose is None else f"loose|{loose}"
+            canonical, printed = obj, None if printed is None else f"loose|{printed}"
         return self.seen.setdefault(ident, (obj, canonical, printed))[1:]
 
 
 _OPTIMIZERS = _Cache()
 _LOSSES = _Cache()
-
-
-def optimizer_update(optimizer: Any, grads, opt_state, params, value, value_fn) -> Any:
-    """`optimizer.update`, given what optax's optimizers that need more than the gradient
-    take by name: the loss `value` (`contrib.reduce_on_plateau`), and a line search's
-    (`lbfgs`) `value_fn` of the parameters.
-
-    Only the names its `update` takes: a `GradientTransformationExtraArgs` of one's own
-    whose `update` has no `**extra_args` is given none it does not name. One that
-    refuses a name from inside (a wrapper, or `optax.chain`, which passes every name to
-    each such member) is called again without that name; if another transformation
-    then lacks it, a `TypeError` says which to fix."""
-    try:
-        return _update(optimizer, grads, opt_state, params, value, value_fn)
-    except AttributeError as error:  # e.g. optax.lookahead reading `params.fast`
-        raise TypeError(
-            "`optimizer` must update the model's parameters as they are: `fit` gives "
-            "`optimizer.update` the model (its trainable leaves) as `params`; got an "
-            f"optimizer whose update failed on it with AttributeError: {error}. "
-            "Optimizers that need parameters of a type of their own (`optax.lookahead` "
-            "needs `LookaheadParams`) cannot be used with `fit`."
-        ) from error
-
-
-def _update(optimizer: Any, grads, opt_state, params, value, value_fn) -> Any:
-    extra_args = isinstance(optimizer, optax.GradientTransformationExtraArgs)
-    if not extra_args and not _takes_any_keyword(optimizer.update):
-        return optimizer.update(grads, opt_state, params)
-    extra = _accepted(optimizer.update, dict(value=value, grad=grads, value_fn=value_fn))
-    dropped: list[str] = []
-    while True:
-        try:
-            return optimizer.update(grads, opt_state, params, **extra)
-        except TypeError as error:
-            refused = next((n for n in extra if _refuses(error, n)), None)
-            if refused is None and dropped:
-                raise TypeError(_refused_message(dropped, error)) from error
-            if refused is None:
-                raise
-            del extra[refused]
-            dropped.append(refused)
-
-
-def _takes_any_keyword(update: Callable) -> bool:
-    """Whether `update` has a `**kwargs` parameter (`optax.MultiSteps.update`, which
-    hands the loss `value` on to a `reduce_on_plateau` inside, though `MultiSteps` is
-    no `GradientTransformationExtraArgs`)."""
-    try:
-        parameters = inspect.signature(update).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.kind is p.VAR_KEYWORD for p in parameters)
-
-
-def _accepted(update: Callable, extra: dict[str, Any]) -> dict[str, Any]:
-    """The entries of `extra` that `update` takes by name (all if it takes `**kwargs` or
-    its signature cannot be read)."""
-    try:
-        parameters = inspect.signature(update).parameters.values()
-    except (TypeError, ValueError):
-        return extra
-    if any(p.kind is p.VAR_KEYWORD for p in parameters):
-        return extra
-    named = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return {name: arg for name, arg in extra.items() if name in named}
-
-
-def _refuses(error: TypeError, name: str) -> bool:
-    """Whether `error` is a function refusing the keyword argument `name`."""
-    return f"unexpected keyword argument '{name}'" in str(error)
-
-
-def _refused_message(dropped: list[str], error: TypeError) -> str:
-    names = ", ".join(f"`{name}=`" for name in dropped)
-    return (
-        "`optimizer` must give optax's extra arguments (`value=`, `grad=`, `value_fn=`) "
-        "to the transformations that need them, such as `optax.lbfgs` or "
-        "`optax.contrib.reduce_on_plateau`; got one holding a "
-        f"`GradientTransformationExtraArgs` whose `update` does not take {names}, and "
-        f"without them another part failed ({error}). Give that `update` an "
-        "`**extra_args` parameter, or build it as `optax.GradientTransformation(init, "
-        "update)`, to which `optax.chain` passes no extra arguments."
-    )
 
 
 def update_fingerprint(optimizer: Any, params: Any, opt_state: Any, **kwargs: Any) -> Any:
@@ -315,6 +244,17 @@ def update_fingerprint(optimizer: Any, params: Any, opt_state: Any, **kwargs: An
     return fingerprint(update, params, opt_state, params, value, **kwargs)
 
 
+def _update_prints(optimizer: Any, params: Any, opt_state: Any) -> tuple[str | None, bool]:
+    """`update_fingerprint`, exact where it can be, else loose; and whether exact."""
+
+    def update(g, s, p, value):
+        return optimizer_update(optimizer, g, s, p, value, lambda _: value)
+
+    value = jax.ShapeDtypeStruct((), jnp.float32)
+    exact, loose = fingerprints(update, params, opt_state, params, value)
+    return (exact, True) if exact is not None else (loose, False)
+
+
 def canonical_optimizer(optimizer: Any, params: Any, opt_state: Any) -> tuple[Any, str | None]:
     """The first optimizer seen whose `update` traces to the same program on these
     shapes, and that program's fingerprint (None where it has none)."""
@@ -322,10 +262,7 @@ def canonical_optimizer(optimizer: Any, params: Any, opt_state: Any) -> tuple[An
         return optimizer, None
     ident = (id(optimizer), signature((params, opt_state)))
 
-    def make_print(exact: bool):
-        return update_fingerprint(optimizer, params, opt_state, exact=exact)
-
-    return _OPTIMIZERS.get(ident, optimizer, make_print)
+    return _OPTIMIZERS.get(ident, optimizer, lambda: _update_prints(optimizer, params, opt_state))
 
 
 def canonical_loss(loss: Any, call: Callable[..., Any], *args: Any) -> tuple[Any, str | None]:
@@ -342,15 +279,21 @@ def canonical_loss(loss: Any, call: Callable[..., Any], *args: Any) -> tuple[Any
         hash(ident)
     except TypeError:  # an unhashable static field: equinox could not cache it either
         return loss, None
-    canonical, printed = _LOSSES.get(
-        ident, treedef, lambda exact: loss_fingerprint(loss, call, *args, exact=exact)
-    )
+    canonical, printed = _LOSSES.get(ident, treedef, lambda: loss_prints(loss, call, *args))
     return (loss if canonical is treedef else jax.tree.unflatten(canonical, leaves)), printed
 
 
 def loss_fingerprint(
     loss: Any, call: Callable[..., Any], *args: Any, portable: bool = False, exact: bool = True
 ) -> str | None:
+    """`loss_prints`' fingerprint; with `exact`, None where it is not exact."""
+    printed, is_exact = loss_prints(loss, call, *args, portable=portable)
+    return printed if is_exact or not exact else None
+
+
+def loss_prints(
+    loss: Any, call: Callable[..., Any], *args: Any, portable: bool = False
+) -> tuple[str | None, bool]:
     """The structure of `loss` (object addresses dropped: equal losses must have equal
     structures) and the program of `call(loss, *args)`, its array leaves abstract: what
     a compiled step with this loss computes, whatever its weights' values.
@@ -358,7 +301,7 @@ def loss_fingerprint(
     Where the program's text shows all it computes, the names of the functions in the
     structure are dropped too: the same loss defined elsewhere (a script's body moved
     into `main()`, `<function main.<locals>.l1>`) is the same loss. Where it cannot (a
-    `custom_jvp` rule, with `exact=False`), they are kept, to tell such losses apart."""
+    `custom_jvp` rule), they are kept, to tell such losses apart; and whether it could."""
     shape = _ADDRESS.sub("", str(jax.tree.structure(loss)))
     dynamic, static = eqx.partition(loss, eqx.is_array)
     # The arrays go in as a list: `dynamic`'s own structure names the functions again.
@@ -367,11 +310,7 @@ def loss_fingerprint(
     def with_loss(leaves, *a):
         return call(eqx.combine(jax.tree.unflatten(treedef, leaves), static), *a)
 
-    def program(exact: bool) -> str | None:
-        return fingerprint(with_loss, leaves, *args, portable=portable, exact=exact)
-
-    printed = program(exact=True)
-    if printed is not None:
-        return f"{_FUNCTION.sub('<function>', shape)}|{printed}"
-    printed = None if exact else program(exact=False)
-    return None if printed is None else f"{shape}|{printed}"
+    exact_print, loose_print = fingerprints(with_loss, leaves, *args, portable=portable)
+    if exact_print is not None:
+        return f"{_FUNCTION.sub('<function>', shape)}|{exact_print}", True
+    return (None if loose_print is None else f"{shape}|{loose_print}"), False

@@ -194,13 +194,7 @@ def fit(
             "Call `fit` outside `jax.jit`/`jax.vmap` to checkpoint it."
         )
     params = _checks.check_finite_model(params)
-    snaps = marks = None
-    if snap_steps:
-        # A power of two of slots, those past the count never taken: another count of
-        # snapshots reuses the compiled step loop (each compiled it anew, 1.2-1.9 s).
-        slots = 1 << (len(snap_steps) - 1).bit_length()
-        snaps = jax.tree.map(lambda p: jnp.repeat(p[None], slots, axis=0), params)
-        marks = jnp.asarray((*snap_steps, *(-1,) * (slots - len(snap_steps))), jnp.int32)
+    snaps, marks = _snapshot_slots(params, snap_steps)
     state = LoopState(params, optimizer.init(params), jnp.asarray(True), snaps)
     start, saved_losses, checkpointer = 0, None, None
     if checkpointing:
@@ -248,6 +242,17 @@ def _tiled_only_first_order(error: Exception) -> bool:
     return "forward-mode autodiff (jvp) to a custom_vjp" in message or (
         "Reverse-mode differentiation does not work for lax.while_loop" in message
     )
+
+
+def _snapshot_slots(params: Any, snap_steps: tuple[int, ...]) -> tuple[Any, Any]:
+    """The loop's snapshot slots (copies of `params`) and the step each is taken at, or
+    None for both. A power of two of slots, those past the count never taken (step -1):
+    another count of snapshots reuses the compiled loop (each compiled it anew, 1.2-1.9 s)."""
+    if not snap_steps:
+        return None, None
+    slots = 1 << (len(snap_steps) - 1).bit_length()
+    snaps = jax.tree.map(lambda p: jnp.repeat(p[None], slots, axis=0), params)
+    return snaps, jnp.asarray((*snap_steps, *(-1,) * (slots - len(snap_steps))), jnp.int32)
 
 
 def _result_maker(static: Any, snap_steps: tuple[int, ...]):

@@ -30,7 +30,8 @@ from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, jaxpr_as_fun
 from jaxtyping import Array
 
 from .._validate import is_traced
-from ._canon import Memo, abstract, optimizer_update, program_print, run_token, signature
+from ._canon import Memo, abstract, program_print, run_token, signature
+from ._update import optimizer_update
 
 # (run, id(optimizer), structures) -> (optimizer, its LiftedUpdate or None); holding
 # the optimizer keeps its id from being reused while the entry lives.

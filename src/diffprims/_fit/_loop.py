@@ -20,8 +20,9 @@ from .._loss_checks import restrict_to_pixels
 from .._losses import AbstractLoss
 from .._model import check_rendered, check_rendered_image
 from .._validate import trusted
-from ._canon import Memo, canonical_loss, canonical_optimizer, optimizer_update, signature
+from ._canon import Memo, canonical_loss, canonical_optimizer, signature
 from ._lifted import LiftedUpdate, lifted
+from ._update import optimizer_update
 
 
 class PointRender(eqx.Module):
