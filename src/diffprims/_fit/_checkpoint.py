@@ -55,6 +55,12 @@ def _structure(tree: Any) -> list[str]:
     ]
 
 
+def snapshot_slots(count: int) -> int:
+    """The snapshot slots of a fit taking `count` snapshots: a power of two, those past
+    the count never taken, so another count reuses the compiled loop."""
+    return 1 << (count - 1).bit_length()
+
+
 def _dtype_name(leaf: Any) -> str:
     return str(leaf.dtype) if is_typed_key(leaf) else np.dtype(leaf.dtype).name
 
@@ -277,7 +283,7 @@ def load_checkpoint(
     saved_snapshots = snapshots
     if snapshots is None and header.get("snapshot_steps"):
         # This fit keeps no snapshots: read the checkpoint's and drop them.
-        count = len(header["snapshot_steps"])
+        count = snapshot_slots(len(header["snapshot_steps"]))
         saved_snapshots = jax.tree.map(
             lambda p: jax.ShapeDtypeStruct((count, *np.shape(p)), p.dtype), params
         )

@@ -21,7 +21,7 @@ from .._losses import L2
 from .._model import AbstractModel
 from .._validate import check_bool, check_positive_int, inside_trace, is_traced
 from . import _checks
-from ._checkpoint import Checkpointer, load_checkpoint, target_fingerprint
+from ._checkpoint import Checkpointer, load_checkpoint, snapshot_slots, target_fingerprint
 from ._driver import Driver
 from ._identity import fit_identity, start_fingerprint
 from ._loop import LoopState, PointRender, Problem, run_steps
@@ -245,12 +245,12 @@ def _tiled_only_first_order(error: Exception) -> bool:
 
 
 def _snapshot_slots(params: Any, snap_steps: tuple[int, ...]) -> tuple[Any, Any]:
-    """The loop's snapshot slots (copies of `params`) and the step each is taken at, or
-    None for both. A power of two of slots, those past the count never taken (step -1):
-    another count of snapshots reuses the compiled loop (each compiled it anew, 1.2-1.9 s)."""
+    """The loop's snapshot slots (copies of `params`, `snapshot_slots` of them) and the
+    step each is taken at (-1: never), or None for both. Another count of snapshots
+    reuses the compiled loop (each count compiled it anew, 1.2-1.9 s)."""
     if not snap_steps:
         return None, None
-    slots = 1 << (len(snap_steps) - 1).bit_length()
+    slots = snapshot_slots(len(snap_steps))
     snaps = jax.tree.map(lambda p: jnp.repeat(p[None], slots, axis=0), params)
     return snaps, jnp.asarray((*snap_steps, *(-1,) * (slots - len(snap_steps))), jnp.int32)
 
