@@ -229,14 +229,14 @@ def test_compile_caches_are_safe_to_share_between_threads():
 
     cache, keys = _canon._Cache(), [object() for _ in range(_canon.CACHE_SIZE)]
     for i, key in enumerate(keys):
-        cache.get(("old", i), key, lambda: (None, False))
+        cache.get(("old", i), key, lambda: (None, None))
     errors, stop = [], threading.Event()
 
     def reread():  # each hit is the least recently used entry
         i = 0
         while not stop.is_set():
             try:
-                cache.get(("old", i % len(keys)), keys[i % len(keys)], lambda: (None, False))
+                cache.get(("old", i % len(keys)), keys[i % len(keys)], lambda: (None, None))
             except KeyError as error:
                 errors.append(error)
             i += 1
@@ -244,7 +244,7 @@ def test_compile_caches_are_safe_to_share_between_threads():
     def insert():  # each insert evicts the oldest entry
         j = 0
         while not stop.is_set():
-            cache.get(("new", j), object(), lambda: (None, False))
+            cache.get(("new", j), object(), lambda: (None, None))
             j += 1
 
     interval = sys.getswitchinterval()

@@ -141,16 +141,30 @@ def _constants(closed: Any) -> tuple[list, bool]:
         for eqn in todo.pop().eqns:
             name = eqn.primitive.name
             complete = complete and "custom" not in name and "callback" not in name
-            for value in eqn.params.values():
-                for item in value if isinstance(value, (tuple, list)) else (value,):
-                    if isinstance(item, ClosedJaxpr):
-                        found.extend(item.consts)
-                        todo.append(item.jaxpr)
-                    elif isinstance(item, Jaxpr):
-                        todo.append(item)
-                    elif inspect.isroutine(item) or hasattr(item, "call_wrapped"):
-                        complete = False  # a function, or jax's wrapper of one
+            for item in parameter_items(eqn):
+                if isinstance(item, ClosedJaxpr):
+                    found.extend(item.consts)
+                    todo.append(item.jaxpr)
+                elif isinstance(item, Jaxpr):
+                    todo.append(item)
+                elif inspect.isroutine(item) or hasattr(item, "call_wrapped"):
+                    complete = False  # a function, or jax's wrapper of one
     return found, complete
+
+
+def parameter_items(eqn: Any) -> Iterator[Any]:
+    """`eqn`'s parameters, those that are tuples or lists item by item."""
+    for value in eqn.params.values():
+        yield from value if isinstance(value, (tuple, list)) else (value,)
+
+
+def nested_programs(eqn: Any) -> list[ClosedJaxpr]:
+    """The programs held in `eqn`'s parameters (an open one as closed over nothing)."""
+    return [
+        item if isinstance(item, ClosedJaxpr) else ClosedJaxpr(item, [])
+        for item in parameter_items(eqn)
+        if isinstance(item, (ClosedJaxpr, Jaxpr))
+    ]
 
 
 class Memo:
@@ -212,20 +226,21 @@ class _Cache:
         self.by_print = Memo()
 
     def get(
-        self, ident: tuple, obj: Any, make_print: Callable[[], tuple[str | None, bool]]
+        self, ident: tuple, obj: Any, make_print: Callable[[], tuple[str | None, str | None]]
     ) -> tuple[Any, str | None]:
-        """`make_print()`: the fingerprint and whether it is exact. A loose one (a
-        `custom_jvp` rule the text cannot show) marks what the object computes in this
-        run (a changed weight it reads is a new key) without sharing it with another."""
+        """`make_print()`: the exact and loose fingerprints (`fingerprints`). Without an
+        exact one (a `custom_jvp` rule the text cannot show), the loose one marks what
+        the object computes in this run (a changed weight it reads is a new key) without
+        sharing it with another."""
         ident = (run_token(), ident)
         hit = self.seen.lookup(ident)
         if hit is not None:
             return hit[1], hit[2]
-        printed, exact = make_print()  # outside the locks: tracing takes a while
-        if exact and printed is not None:
-            canonical = self.by_print.setdefault(printed, obj)
+        exact, loose = make_print()  # outside the locks: tracing takes a while
+        if exact is not None:
+            canonical, printed = self.by_print.setdefault(exact, obj), exact
         else:
-            canonical, printed = obj, None if printed is None else f"loose|{printed}"
+            canonical, printed = obj, None if loose is None else f"loose|{loose}"
         return self.seen.setdefault(ident, (obj, canonical, printed))[1:]
 
 
@@ -233,26 +248,25 @@ _OPTIMIZERS = _Cache()
 _LOSSES = _Cache()
 
 
-def update_fingerprint(optimizer: Any, params: Any, opt_state: Any, **kwargs: Any) -> Any:
-    """`fingerprint` of what `optimizer_update` computes on these shapes (a constant
-    `value_fn`: the objective is not the optimizer's), or None."""
+def update_fingerprint(
+    optimizer: Any, params: Any, opt_state: Any, *, portable: bool = False, exact: bool = True
+) -> str | None:
+    """`fingerprint` of what `optimizer_update` computes on these shapes, or None."""
+    exact_print, loose_print = update_prints(optimizer, params, opt_state, portable=portable)
+    return exact_print if exact else loose_print
+
+
+def update_prints(
+    optimizer: Any, params: Any, opt_state: Any, *, portable: bool = False
+) -> tuple[str | None, str | None]:
+    """`fingerprints` of what `optimizer_update` computes on these shapes (a constant
+    `value_fn`: the objective is not the optimizer's), exact and loose, one trace."""
 
     def update(g, s, p, value):
         return optimizer_update(optimizer, g, s, p, value, lambda _: value)
 
     value = jax.ShapeDtypeStruct((), jnp.float32)
-    return fingerprint(update, params, opt_state, params, value, **kwargs)
-
-
-def _update_prints(optimizer: Any, params: Any, opt_state: Any) -> tuple[str | None, bool]:
-    """`update_fingerprint`, exact where it can be, else loose; and whether exact."""
-
-    def update(g, s, p, value):
-        return optimizer_update(optimizer, g, s, p, value, lambda _: value)
-
-    value = jax.ShapeDtypeStruct((), jnp.float32)
-    exact, loose = fingerprints(update, params, opt_state, params, value)
-    return (exact, True) if exact is not None else (loose, False)
+    return fingerprints(update, params, opt_state, params, value, portable=portable)
 
 
 def canonical_optimizer(optimizer: Any, params: Any, opt_state: Any) -> tuple[Any, str | None]:
@@ -262,7 +276,7 @@ def canonical_optimizer(optimizer: Any, params: Any, opt_state: Any) -> tuple[An
         return optimizer, None
     ident = (id(optimizer), signature((params, opt_state)))
 
-    return _OPTIMIZERS.get(ident, optimizer, lambda: _update_prints(optimizer, params, opt_state))
+    return _OPTIMIZERS.get(ident, optimizer, lambda: update_prints(optimizer, params, opt_state))
 
 
 def canonical_loss(loss: Any, call: Callable[..., Any], *args: Any) -> tuple[Any, str | None]:
@@ -286,14 +300,14 @@ def canonical_loss(loss: Any, call: Callable[..., Any], *args: Any) -> tuple[Any
 def loss_fingerprint(
     loss: Any, call: Callable[..., Any], *args: Any, portable: bool = False, exact: bool = True
 ) -> str | None:
-    """`loss_prints`' fingerprint; with `exact`, None where it is not exact."""
-    printed, is_exact = loss_prints(loss, call, *args, portable=portable)
-    return printed if is_exact or not exact else None
+    """`loss_prints`' exact fingerprint, or with `exact=False` the loose one."""
+    exact_print, loose_print = loss_prints(loss, call, *args, portable=portable)
+    return exact_print if exact else loose_print
 
 
 def loss_prints(
     loss: Any, call: Callable[..., Any], *args: Any, portable: bool = False
-) -> tuple[str | None, bool]:
+) -> tuple[str | None, str | None]:
     """The structure of `loss` (object addresses dropped: equal losses must have equal
     structures) and the program of `call(loss, *args)`, its array leaves abstract: what
     a compiled step with this loss computes, whatever its weights' values.
@@ -301,7 +315,8 @@ def loss_prints(
     Where the program's text shows all it computes, the names of the functions in the
     structure are dropped too: the same loss defined elsewhere (a script's body moved
     into `main()`, `<function main.<locals>.l1>`) is the same loss. Where it cannot (a
-    `custom_jvp` rule), they are kept, to tell such losses apart; and whether it could."""
+    `custom_jvp` rule), they are kept, to tell such losses apart: the loose print (the
+    exact one is then None; where it can be had, both are it)."""
     shape = _ADDRESS.sub("", str(jax.tree.structure(loss)))
     dynamic, static = eqx.partition(loss, eqx.is_array)
     # The arrays go in as a list: `dynamic`'s own structure names the functions again.
@@ -312,5 +327,6 @@ def loss_prints(
 
     exact_print, loose_print = fingerprints(with_loss, leaves, *args, portable=portable)
     if exact_print is not None:
-        return f"{_FUNCTION.sub('<function>', shape)}|{exact_print}", True
-    return (None if loose_print is None else f"{shape}|{loose_print}"), False
+        exact_print = f"{_FUNCTION.sub('<function>', shape)}|{exact_print}"
+        return exact_print, exact_print
+    return None, None if loose_print is None else f"{shape}|{loose_print}"
