@@ -30,7 +30,7 @@ from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, jaxpr_as_fun
 from jaxtyping import Array
 
 from .._validate import is_traced
-from ._canon import Memo, abstract, program_print, run_token, signature
+from ._canon import Memo, abstract, nested_programs, program_print, run_token, signature
 from ._update import optimizer_update
 
 # (run, id(optimizer), structures) -> (optimizer, its LiftedUpdate or None); holding
@@ -153,24 +153,12 @@ def _settings(jaxpr: Jaxpr) -> dict[tuple, tuple[Any, jax.ShapeDtypeStruct]]:
                     weak = bool(getattr(atom.aval, "weak_type", False))
                     aval = jax.ShapeDtypeStruct((), value.dtype, weak_type=weak)
                     found.setdefault((id(eqn), i), (value, aval))
-            for closed in _nested(eqn):
+            for closed in nested_programs(eqn):
                 for j, const in enumerate(closed.consts):
                     value = const if is_traced(const) else np.asarray(const)
                     aval = jax.ShapeDtypeStruct(np.shape(value), value.dtype)
                     found.setdefault((id(closed), j), (value, aval))
                 todo.append(closed.jaxpr)
-    return found
-
-
-def _nested(eqn: Any) -> list[ClosedJaxpr]:
-    """The programs held in `eqn`'s parameters (an open one as closed over nothing)."""
-    found = []
-    for value in eqn.params.values():
-        for item in value if isinstance(value, (tuple, list)) else (value,):
-            if isinstance(item, ClosedJaxpr):
-                found.append(item)
-            elif isinstance(item, Jaxpr):
-                found.append(ClosedJaxpr(item, []))
     return found
 
 
