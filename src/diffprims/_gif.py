@@ -15,7 +15,7 @@ from PIL import Image
 
 from ._files import atomic_write, check_suffix
 from ._fit._canon import signature
-from ._image_save import to_uint8
+from ._image_save import to_pixels
 from ._model import AbstractModel, batch_shape
 from ._validate import (
     check_bool,
@@ -253,7 +253,7 @@ def save_gif(
     loop = check_bool(loop, "loop")
     pictures = []
     for frame in _frames(frames_in, (height, width)):
-        picture = Image.fromarray(to_uint8(_over_white(frame)))
+        picture = Image.fromarray(to_pixels(_over_white(frame)))
         pictures.append(picture.convert("RGB") if picture.mode != "RGB" else picture)
     pictures = _quantize(pictures)
     # Pillow takes milliseconds and writes hundredths, rounding down: whole hundredths.

@@ -30,6 +30,7 @@ from ._image_formats import (
     raw_mode,
     sixteen_bit_colour,
     unidentified,
+    unsigned_32_bit,
 )
 from ._validate import (
     check_bool,
@@ -182,9 +183,7 @@ def _read(
                 if draft is not None:
                     draft(opened)
                 opened.load()
-                tags = getattr(opened, "tag_v2", {})  # 32-bit TIFF samples, unsigned (default)
-                unsigned = tags.get(339, 1) in (1, (1,))
-                opened.info["uint32"] = unsigned and tags.get(258) in ((32,), 32)
+                opened.info["uint32"] = unsigned_32_bit(opened)
                 return ImageOps.exif_transpose(opened), deep, animated
     except FileNotFoundError:
         raise FileNotFoundError(f"No image at {name!r}.") from None

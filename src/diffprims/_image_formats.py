@@ -83,8 +83,20 @@ def raw_mode(tile: Any) -> str:
     return tile[3] if isinstance(tile[3], str) else tile[3][0]
 
 
+def unsigned_32_bit(opened: Any) -> bool:
+    """Whether a picture's samples are 32-bit unsigned integers (a TIFF's, unsigned by
+    default), which Pillow reads as signed ("I")."""
+    tags = getattr(opened, "tag_v2", {})
+    return tags.get(339, 1) in (1, (1,)) and tags.get(258) in ((32,), 32)
+
+
+def sixteen_bit_values(high: Image.Image, low: Image.Image) -> np.ndarray:
+    """The 16-bit samples of a picture read as its high bytes and its low bytes."""
+    return (np.asarray(high, np.uint16) << 8) | np.asarray(low, np.uint16)
+
+
 def sixteen_bit_colour(high: Image.Image, low: Image.Image) -> np.ndarray:
-    values = (np.asarray(high, np.uint16) << 8) | np.asarray(low, np.uint16)
+    values = sixteen_bit_values(high, low)
     pixels = values.astype(np.float32) / 65535.0
     rgb = pixels[..., :3]
     opacity = pixels[..., 3:] if high.mode == "RGBA" else key_opacity(high, values)

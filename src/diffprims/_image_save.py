@@ -17,9 +17,9 @@ from ._image_formats import cannot_hold, check_written, png_16
 from ._validate import check_float_array, describe, is_traced
 
 
-def to_uint8(image: Any, bits: int = 8) -> np.ndarray:
-    """An `(H, W, C)` float image in [0, 1] as uint8 for writing (uint16 with `bits=16`;
-    values are clipped)."""
+def to_pixels(image: Any, bits: int = 8) -> np.ndarray:
+    """An `(H, W, C)` float image in [0, 1] as `bits`-bit samples for writing (uint8, or
+    uint16 with `bits=16`; values are clipped)."""
     image = check_float_array(image, "image")
     if is_traced(image):
         raise TypeError(
@@ -71,7 +71,7 @@ def save_image(path: str | os.PathLike[str], image: Any, *, bits: int = 8) -> Pa
         raise TypeError(f"`bits` must be the int 8 or 16; got {bits!r}.")
     if bits not in (8, 16):
         raise ValueError(f"`bits` must be 8 or 16; got {bits!r}.")
-    pixels = to_uint8(image, bits)
+    pixels = to_pixels(image, bits)
     name = os.fspath(path)
     suffix = Path(path).suffix.lower()
     fmt = Image.registered_extensions().get(suffix)

@@ -286,7 +286,7 @@ def _own_channels(picture: Any, colour: Any, deep: str | None, real: Any) -> Any
     import numpy as np
 
     from .._image import _low_bytes
-    from .._image_formats import SIXTEEN_BIT, key_opacity
+    from .._image_formats import SIXTEEN_BIT, key_opacity, sixteen_bit_values
 
     keyed = "transparency" in picture.info
     if keyed and (picture.mode in SIXTEEN_BIT or picture.mode == "I" or deep is not None):
@@ -299,8 +299,7 @@ def _own_channels(picture: Any, colour: Any, deep: str | None, real: Any) -> Any
     if deep is not None and picture.mode == "RGBA":  # 16-bit RGBA or grey + alpha
         low = _low_bytes(real, picture, deep)
         if low is not None:
-            values = np.asarray(picture).astype(np.uint16) << 8 | np.asarray(low)
-            return values.astype(np.float32) / 65535.0
+            return sixteen_bit_values(picture, low).astype(np.float32) / 65535.0
     if picture.mode in ("RGBA", "LA", "PA", "RGBa", "La") or keyed:
         return np.asarray(picture.convert("RGBA"), np.float32) / 255.0
     return colour[..., :1] if picture.mode in GREY_MODES else colour

@@ -144,6 +144,8 @@ def _raw_picture(spec: str) -> Any:
     import numpy as np
     from PIL import Image
 
+    from .._image_formats import unsigned_32_bit
+
     try:
         opened = Image.open(spec)
     except OSError:  # not a picture: `read_image_channels` says so as for any picture
@@ -156,8 +158,7 @@ def _raw_picture(spec: str) -> Any:
             return None
         _check_side(spec, picture.size[::-1])
         values = np.asarray(picture)
-        tags = getattr(picture, "tag_v2", {})  # a TIFF's samples: unsigned by default
-        if picture.mode == "I" and tags.get(339, 1) in (1, (1,)) and tags.get(258) in ((32,), 32):
+        if picture.mode == "I" and unsigned_32_bit(picture):
             values = values.view(np.uint32)  # Pillow reads 32-bit unsigned as signed
         return values.astype(np.float64)
 
