@@ -384,6 +384,38 @@ def test_numpy_in_a_traced_method_is_a_type_error_naming_it(cls, call, method):
         call(model)
 
 
+class CheckedByNumpy(UserCircles):
+    def __check_init__(self):
+        if np.any(np.asarray(self.raw_radii) > 1e6):
+            raise ValueError("radii too large")
+
+
+def test_a_constructor_reading_values_cannot_paint_and_says_so():
+    # `init` builds it eagerly, as the tutorial says; `paint` builds sets under `jit`:
+    # was JAX's TracerArrayConversionError from inside the library's shape check.
+    assert CheckedByNumpy.init(3, key=jax.random.key(0)).num_shapes == 3
+    pattern = r"CheckedByNumpy's constructor .*`__check_init__`.*eqx\.error_if"
+    with pytest.raises(TypeError, match=pattern):
+        dp.paint(jnp.full((8, 8, 3), 0.5), 4, key=jax.random.key(0), shape=CheckedByNumpy,
+                 steps=2)  # fmt: skip
+
+
+class NanAtCentre(UserCircles):
+    def coverage(self, points, edge_width):  # no `+ 1e-20`: 0 / 0 on a centre
+        offsets = points[None, :, :] - self.centres[:, None, :]
+        distance = jnp.sqrt(jnp.sum(offsets**2, axis=-1))
+        return dp.soft_edge(distance - self.radii[:, None], edge_width) * distance / distance
+
+
+@pytest.mark.parametrize("method", ["scan", "tiled"])
+def test_nan_coverage_on_a_centre_is_named_on_the_first_render(method):
+    # The probe's grid held no probe shape's centre: the first render passed, and
+    # `paint` (which seeds shapes on pixel centres) diverged mid-fit.
+    model = NanAtCentre.init(4, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"NanAtCentre\.coverage.* gives NaN at \(0\.5, 0\.5\)"):
+        model.render_image((16, 16), method=method)
+
+
 class Moved(UserCircles):
     pass
 

@@ -70,8 +70,14 @@ def _probe_shapes(cls: type) -> Any:
 @trusted  # probe shapes only; the values are checked by the caller
 def _probe(shapes: Any, margin: float) -> tuple[Any, ...]:
     x, y = jnp.meshgrid(jnp.asarray(_GRID), jnp.asarray(_GRID))
-    points = jnp.stack([x.ravel(), y.ravel()], axis=-1)
     boxes = bounds(shapes)
+    # And a block of the points a grid misses: the shapes' centres (where a distance is
+    # 0: `paint` seeds shapes on pixel centres) and their boxes' centres and corners.
+    corners = boxes[:, jnp.array([[0, 1], [2, 1], [0, 3], [2, 3]])].reshape(-1, 2)
+    special = jnp.concatenate([jnp.asarray(_CENTRES), (boxes[:, :2] + boxes[:, 2:]) / 2, corners])
+    points = jnp.concatenate(
+        [jnp.stack([x.ravel(), y.ravel()], axis=-1), jnp.resize(special, (_BLOCK, 2))]
+    )
     grown = boxes + margin * jnp.asarray([-1.0, -1.0, 1.0, 1.0])
 
     def block(points):  # per block: each shape's worst leak, the extremes, a NaN

@@ -117,7 +117,11 @@ def check_shape_type(cls: type) -> None:
 
     @trusted  # shapes only: no value is computed, so there is nothing to check
     def probe():
-        shapes = cls.init(2, key=jax.random.key(0))  # pyright: ignore[reportAttributeAccessIssue]
+        # `paint` builds sets inside compiled programs: a constructor that reads values
+        # (a `__check_init__` with NumPy) works eagerly, as `init`, but cannot paint.
+        with _traceable(f"{cls.__name__}'s constructor (its `__check_init__`, if any)",
+                        advice=_CONSTRUCTOR_ADVICE):  # fmt: skip
+            shapes = cls.init(2, key=jax.random.key(0))  # pyright: ignore[reportAttributeAccessIssue]
         return bounds(shapes), coverage(shapes, jnp.full((3, 2), 0.5), 0.01)
 
     jax.eval_shape(probe)
@@ -284,12 +288,20 @@ def _in_domain(name: str, field: str, transform: str, value: Any) -> Any:
     return value
 
 
+_CONSTRUCTOR_ADVICE = (
+    " `dp.paint` (and the command line) build sets inside compiled programs, where a "
+    "value check must be traced too: use `eqx.error_if` (or check in a function of your "
+    "own before calling `init`)."
+)
+
+
 @contextlib.contextmanager
-def _traceable(name: str) -> Iterator[None]:
+def _traceable(name: str, advice: str = "") -> Iterator[None]:
     """Reword JAX's errors for a method that converts traced values to numpy or Python.
 
     `coverage`, `bounds` and `random_geometry` run under `jit` (an eager `render_image`
-    too: it calls one compiled program), so their arguments are tracers.
+    too: it calls one compiled program), so their arguments are tracers. `advice` ends
+    the message.
     """
     try:
         yield
@@ -300,11 +312,12 @@ def _traceable(name: str) -> Iterator[None]:
         jax.errors.TracerIntegerConversionError,
     ) as error:
         first = str(error).strip().splitlines()[0]
+        first += "" if first.endswith((".", ":")) else "."
         raise TypeError(
             f"{name} is traced by JAX (diffprims calls it under `jit`, `grad` and "
             f"`vmap`, an eager `render_image` too), so it must compute with `jax.numpy` "
             f"and `jax.lax`: not `numpy`, `float(...)` or an `if` on an array's value. "
-            f"JAX said: {type(error).__name__}: {first}{_GUIDE}"
+            f"JAX said: {type(error).__name__}: {first}{advice}{_GUIDE}"
         ) from error
     except (TypeError, ValueError) as error:  # its own mistake (shapes that do not broadcast)
         if type(error) not in (TypeError, ValueError):  # a class of its own: kept as it is
