@@ -205,6 +205,9 @@ def test_a_first_ctrl_c_while_writing_a_finished_fit_lets_it_finish(monkeypatch,
         ),  # fmt: skip
         # '' is the current folder: "a suffix-less file".
         (["filter", "--kernel", ""], ["--kernel '' is empty: give NAME:SIZE[:ARG]"]),
+        # A folder was "a suffix-less file" (one named `my.kernels` "a .kernels file").
+        (["filter", "--kernel", "."], ["--kernel '.' is a folder; kernel files are"]),
+        (["filter", "--kernel", "my.kernels"], ["--kernel 'my.kernels' is a folder"]),
         # NumPy's advice: "use `usecols` to select a subset".
         (
             ["filter", "--kernel", "ragged.txt"],
@@ -227,6 +230,7 @@ def test_a_first_ctrl_c_while_writing_a_finished_fit_lets_it_finish(monkeypatch,
 )
 def test_messages_say_what_is_wrong(capsys, argv, words):
     Path("ragged.txt").write_text("1 2 3\n4 5\n")
+    Path("my.kernels").mkdir(exist_ok=True)
     assert "usecols" not in _refused(argv, capsys, *words)
 
 

@@ -39,8 +39,9 @@ def read_kernel(spec: str, *, quiet: bool = False) -> tuple[Any, float]:
     if suffix in ARRAY_FILES + TABLE_FILES + PICTURE_FILES:
         kernel = _kernel_file(spec, suffix, quiet=quiet)
     elif spec.partition(":")[0] not in NAMED and Path(spec).exists():
-        raise UsageError(f"--kernel {spec!r} is a {suffix or 'suffix-less'} file; kernel files "
-                         f"are {FILE_TYPES} (or give NAME:SIZE[:ARG], e.g. disk:50)")  # fmt: skip
+        what = "a folder" if Path(spec).is_dir() else f"a {suffix or 'suffix-less'} file"
+        raise UsageError(f"--kernel {spec!r} is {what}; kernel files are {FILE_TYPES} "
+                         "(or give NAME:SIZE[:ARG], e.g. disk:50)")  # fmt: skip
     else:
         kernel = _named_kernel(spec)
     peak = float(np.abs(kernel).max()) if np.all(np.isfinite(kernel)) else math.nan

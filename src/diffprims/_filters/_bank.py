@@ -299,9 +299,9 @@ class SeparableFilters(AbstractModel):
 
         - `image`: `(H, W, C)` float image (any finite range: kernels and images may be
           HDR or negative; half precision is computed in float32). NaN or inf pixels are
-          refused (`ValueError`; under `jax.jit` they are not checked, and each turns a
-          whole tile, the kernel's size rounded up to 32 pixels a side, to NaN). Batch with
-          `jax.vmap(bank.apply)(images)`; jit with `eqx.filter_jit(bank.apply)`.
+          refused (`ValueError`), not under `jit`, `vmap` or `grad` (traced): there each
+          turns a tile (the kernel's size rounded up to 32 pixels a side) to NaN. Batch
+          with `jax.vmap(bank.apply)(images)`; jit with `eqx.filter_jit(bank.apply)`.
         - `border`: how the image continues past its edges: `"zero"` (zero padding, the
           default), `"edge"` (repeat the edge pixel), `"reflect"` (mirror about the edge
           pixel), `"symmetric"` (mirror including it) or `"wrap"` (periodic).

@@ -71,7 +71,7 @@ def check_scene(image: Any, name: str, batched: str) -> Array:
             f"images. Filter a batch with {batched}."
         )
     image = check_image(image, name, check_range=False)
-    if is_traced(image):  # not checked under `jit` (see `SeparableFilters.apply`)
+    if is_traced(image):  # not checked under `jit`, `vmap` (see `SeparableFilters.apply`)
         return image
     # A concrete array is checked with NumPy, even inside a trace (a closed-over image):
     # there a JAX op on it would give a tracer, which `bool` cannot read.
