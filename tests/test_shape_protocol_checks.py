@@ -404,3 +404,15 @@ def test_a_users_own_exception_class_comes_out_of_the_probe_as_it_is():
     model = _OwnErrorOnSeveral.init(3, key=jax.random.key(0))
     with pytest.raises(_OwnError, match="one shape at a time"):
         model.render_image((16, 16))
+
+
+def test_layers_refusals_name_types_not_every_array():
+    # A nested Layers (or a module where a set belongs) printed its whole repr, cut off
+    # mid-array; a bare set passed as `layers` did the same.
+    circles = dp.Circles.init(3, key=jax.random.key(0))
+    with pytest.raises(TypeError, match=r"`layers\[0\]` is a Layers; Layers do not nest"):
+        dp.Layers([dp.Layers([circles]), circles])
+    with pytest.raises(TypeError, match=r"got L2 \(an equinox Module\)\.$"):
+        dp.Layers([circles, dp.L2()])
+    with pytest.raises(TypeError, match=r"got Circles .*`dp\.Layers\(\[shapes\]\)`"):
+        dp.Layers(circles)

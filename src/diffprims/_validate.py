@@ -64,6 +64,8 @@ def describe(x: Any) -> str:
     """A short description of a value for error messages: dtype and shape."""
     if hasattr(x, "shape") and hasattr(x, "dtype"):
         return f"{x.dtype} array of shape {tuple(x.shape)}"
+    if isinstance(x, eqx.Module):  # its repr lists every array it holds
+        return f"{type(x).__name__} (an equinox Module)"
     return f"{type(x).__name__} {x!r}"[:120]
 
 

@@ -63,8 +63,16 @@ class Layers(AbstractModel):
     def __init__(self, layers: Any):
         layers = tuple(layers) if isinstance(layers, list | tuple) else layers
         if not isinstance(layers, tuple) or not layers:
-            raise TypeError(f"`layers` must be a non-empty list of shape sets; got {layers!r}.")
+            one = " (one set: `dp.Layers([shapes])`)" if isinstance(layers, AbstractShapes) else ""
+            raise TypeError(
+                f"`layers` must be a non-empty list of shape sets; got {describe(layers)}{one}."
+            )
         for index, layer in enumerate(layers):
+            if isinstance(layer, Layers):  # its repr is every array of every layer
+                raise TypeError(
+                    f"`layers[{index}]` is a Layers; Layers do not nest: list its layers "
+                    f"with the others, `dp.Layers([*inner.layers, ...])`."
+                )
             if not isinstance(layer, AbstractShapes):
                 raise TypeError(
                     f"`layers[{index}]` must be a shape set such as `dp.Circles`; got "

@@ -58,7 +58,11 @@ def to_svg(
     which has the sigmoid's slope at the boundary (see
     [`diffprims.AbstractShapes.svg_geometry`][]). Rasterised at `shape` by an SVG
     renderer, a fitted set of circles matches `model.render_image(shape)` to about
-    45 dB PSNR; drawn larger, the edges keep their width in frame units.
+    45 dB PSNR; drawn larger, the edges keep their width in frame units. At 64 x 64:
+    circles 50 dB, rectangles 46 dB at `softness=0.25`, 36 at 1 and 26 at 4 (a blur is
+    no sigmoid far from the edge), and a depth set least (31 dB for circles, 25 for
+    triangles: nearest last is how the depth blend looks where one shape is far in
+    front, not where depths are close).
 
     **Arguments:**
 
