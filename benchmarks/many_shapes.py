@@ -2,9 +2,10 @@
 former settings in the same run.
 
 Each row fits the same number of shapes to the demo photo for the same steps (compiling
-excluded: a first call of 2 steps compiles) and prints the wall time and the PSNR, and
-the time as a ratio to the first row, the former defaults: shapes drawn as large as for
-200 (`size_range=(0.03, 0.12)`) and bounds grown by 14 edge widths whatever the type.
+excluded: the same fit run once before compiles what it runs) and prints the wall time
+and the PSNR, and the time as a ratio to the first row, the former defaults: shapes
+drawn as large as for 200 (`size_range=(0.03, 0.12)`) and bounds grown by 14 edge widths
+whatever the type.
 
     python benchmarks/many_shapes.py                     # 2000 Gaussians, 300 steps
     python benchmarks/many_shapes.py --shape Ellipses --n 1000 --steps 100
@@ -22,7 +23,9 @@ import diffprims as dp
 
 def _fit(cls, n, target, steps, **init):
     model = cls.init(n, key=jax.random.key(0), target=target, **init)
-    dp.fit(model, target, steps=2, key=jax.random.key(1))  # compile
+    # The same call: `fit` compiles a loop of `steps` rounded up to a power of two (at
+    # most `steps_per_dispatch`), so a shorter warm-up compiled another program.
+    dp.fit(model, target, steps=steps, key=jax.random.key(1))
     start = time.perf_counter()
     result = dp.fit(model, target, steps=steps, key=jax.random.key(1))
     jax.block_until_ready(result.model)
