@@ -77,7 +77,7 @@ class LiftedUpdate(eqx.Module):
 
 def lifted(optimizer: Any, params: Any, opt_state: Any, value: Any) -> LiftedUpdate | None:
     """`lift`, traced once per optimizer object and structures in a run (`one_run`)."""
-    ident = (run_token(), id(optimizer), signature((params, opt_state, value)))
+    ident = (run_token(optimizer), id(optimizer), signature((params, opt_state, value)))
     hit = _LIFTED.lookup(ident)
     if hit is None:
         made = lift(optimizer, params, opt_state, value)
