@@ -437,5 +437,40 @@ def test_a_fit_stays_stopped_after_its_first_non_finite_step():
     assert np.all(np.isnan(losses[first:]))
     with pytest.raises(dp.FitDivergedError) as info:
         run(target)
-    stopped = dp.fit(model, target, loss=loss, steps=first, batch=0.1, key=jax.random.key(0))
+    # A loss that is not finite condemns the parameters it was computed at: the fit goes
+    # back to those before the last update, whose loss was finite.
+    stopped = dp.fit(model, target, loss=loss, steps=first - 1, batch=0.1, key=jax.random.key(0))
     assert tree_allclose(info.value.result.model, stopped.model, atol=0)
+    assert tree_allclose(result.model, stopped.model, atol=0)  # under `jit` too
+
+
+class _Sqrt(dp.AbstractModel):
+    """A user model whose render is NaN once its parameter is negative."""
+
+    a: jax.Array
+
+    @property
+    def num_channels(self):
+        return 3
+
+    def render(self, points, *, pixel_size):
+        return jnp.ones((points.shape[0], 3)) * jnp.sqrt(self.a)
+
+
+def test_a_diverged_fit_returns_a_model_whose_loss_is_finite():
+    # The update that took `a` below 0 kept finite parameters whose render is NaN:
+    # `error.result.model` rendered NaN, and refitting from it (the message's advice)
+    # diverged at once; under `vmap` the diverged member rendered NaN too.
+    target = jnp.full((8, 8, 3), 0.25)
+    model = _Sqrt(jnp.asarray(1.0))
+    with pytest.raises(dp.FitDivergedError) as info:
+        dp.fit(model, target, steps=20, optimizer=optax.sgd(10.0))
+    assert float(info.value.result.model.a) == 1.0
+    assert "last model whose loss was finite" in str(info.value)
+    refit = dp.fit(info.value.result.model, target, steps=50, optimizer=optax.sgd(0.1))
+    assert abs(float(refit.model.a) ** 0.5 - 0.25) < 0.01  # renders the target
+    fits = jax.vmap(lambda lr: dp.fit(model, target, steps=20, optimizer=optax.sgd(lr)))(
+        jnp.array([0.1, 10.0])
+    )
+    assert np.asarray(fits.diverged).tolist() == [False, True]
+    assert float(fits.model.a[1]) == 1.0

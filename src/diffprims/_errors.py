@@ -14,8 +14,10 @@ class FitDivergedError(ValueError):
     **Attributes:**
 
     - `step`: the step that diverged (0-based).
-    - `result`: a [`diffprims.FitResult`][] with the last finite model (the one after
-      `step` updates) and the `step` finite losses before it.
+    - `result`: a [`diffprims.FitResult`][] with the last model whose loss was finite
+      (the one after `step` updates, or `step - 1` where the loss at that one was not
+      finite: a parameter the last update took out of a model's domain) and the `step`
+      finite losses before it.
 
     ```python
     try:

@@ -250,7 +250,7 @@ class Driver:
         )
         raise FitDivergedError(
             f"The fit diverged at step {bad}: the loss or the updated parameters became "
-            f"NaN/inf. `error.result` holds the last finite model (after {bad} steps). "
+            f"NaN/inf. `error.result` holds the last model whose loss was finite. "
             f"{cause}",
             step=bad,
             result=_with_seconds(result, self.seconds),

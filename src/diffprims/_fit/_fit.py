@@ -195,7 +195,7 @@ def fit(
         )
     params = _checks.check_finite_model(params)
     snaps, marks = _snapshot_slots(params, snap_steps)
-    state = LoopState(params, optimizer.init(params), jnp.asarray(True), snaps)
+    state = LoopState(params, optimizer.init(params), jnp.asarray(True), snaps, params)
     start, saved_losses, checkpointer = 0, None, None
     if checkpointing:
         state, start, saved_losses, key, checkpointer = _resume(
@@ -300,7 +300,7 @@ def _resume(static, loss, optimizer, sampler, target, state, key, key_given, ste
             key=None if key_given is None else key, steps=steps, fit_info=fit_info,
             snapshots=state.snaps,
         )  # fmt: skip
-        state = LoopState(params, opt_state, jnp.asarray(True), snaps)
+        state = LoopState(params, opt_state, jnp.asarray(True), snaps, params)
     if checkpoint is not None:
         checkpointer = Checkpointer(
             checkpoint, every=checkpoint_every, key=key, fit_info=fit_info,

@@ -66,13 +66,15 @@ class Problem(eqx.Module):
 
 
 class LoopState(eqx.Module):
-    """The carry of the step loop: parameters, optimizer state, the finite flag and
-    the snapshots `(k, ...)` (or None)."""
+    """The carry of the step loop: parameters, optimizer state, the finite flag, the
+    snapshots `(k, ...)` (or None) and the parameters before the last update (`previous`,
+    where a fit goes back to if the loss at `params` is not finite; None: it does not)."""
 
     params: Any
     opt_state: Any
     ok: Array
     snaps: Any = None
+    previous: Any = None
 
 
 def pixel_points(indices: Array, height: int, width: int) -> Array:
@@ -143,7 +145,8 @@ def _step(static, problem, total, update_scale, state: LoopState, index) -> tupl
     """One optimizer step, or none for the padding past `total` of a dispatch's last
     steps: a `lax.cond`, since a masked step cost a whole step (`paint(steps=300)`, whose
     rounds each end in a short dispatch: 2.83 -> 1.75 s; `steps=1500` 4.98 -> 4.87 s)."""
-    skipped = (state.params, state.opt_state, state.ok), jnp.full((), jnp.nan, _loss_dtype())
+    carried = (state.params, state.opt_state, state.ok, state.previous)
+    skipped = carried, jnp.full((), jnp.nan, _loss_dtype())
     return jax.lax.cond(
         index < total,
         lambda: _real_step(static, problem, update_scale, state, index),
@@ -173,14 +176,21 @@ def _real_step(static, problem, update_scale, state: LoopState, index) -> tuple[
     new_params = jax.tree.map(_like, eqx.apply_updates(state.params, updates), state.params)
     new_state = jax.tree.map(_like, new_state, state.opt_state)
     # The first step whose loss or new parameters are not finite stops the fit for good
-    # (`ok` stays False): the carry keeps the last finite state, losses read NaN.
+    # (`ok` stays False): the carry keeps the last parameters whose loss was finite (a
+    # loss that is not finite at `params` sends them back to `previous`: a user model's
+    # `sqrt` of a parameter the last update made negative), losses read NaN.
     ok = state.ok & jnp.isfinite(value) & _all_finite(new_params)
+    kept = state.params
+    if state.previous is not None:
+        back = state.ok & ~jnp.isfinite(value)
+        kept = jax.tree.map(lambda p, q: jnp.where(back, q, p), state.params, state.previous)
     params, opt_state = jax.tree.map(
         lambda new, old: jnp.where(ok, new, old),
         (new_params, new_state),
-        (state.params, state.opt_state),
+        (kept, state.opt_state),
     )
-    return (params, opt_state, ok), jnp.where(ok, value, jnp.nan).astype(_loss_dtype())
+    previous = None if state.previous is None else kept
+    return (params, opt_state, ok, previous), jnp.where(ok, value, jnp.nan).astype(_loss_dtype())
 
 
 def run_steps(
@@ -269,7 +279,8 @@ def _canonical_problem(problem: Problem, state: LoopState) -> Problem:
 def _run_steps(state, static, problem, first, total, length, snap_steps, update_scale):
 
     def body(carry: LoopState, index):
-        (params, opt_state, ok), value = _step(static, problem, total, update_scale, carry, index)
+        stepped, value = _step(static, problem, total, update_scale, carry, index)
+        params, opt_state, ok, previous = stepped
         snaps = carry.snaps
         if snaps is not None:
             # A masked write each step costs O(k x parameters), nothing next to a render.
@@ -279,6 +290,6 @@ def _run_steps(state, static, problem, first, total, length, snap_steps, update_
                 snaps,
                 params,
             )
-        return LoopState(params, opt_state, ok, snaps), value
+        return LoopState(params, opt_state, ok, snaps, previous), value
 
     return jax.lax.scan(body, state, first + jnp.arange(length))

@@ -204,7 +204,7 @@ class Painting:
         """The step loop's state at `params`, the optimizer (re)started, every restart ok."""
         init = _init_program(self.optimizer, self.restarts > 1)
         ok = jax.device_put(np.ones((self.restarts,), bool) if self.restarts > 1 else np.True_)
-        return LoopState(params, init(params), ok)
+        return LoopState(params, init(params), ok, previous=params)
 
     def _problem(self, round_: Round) -> Problem:
         """What the round's steps fit: its (blurred) goal, edges and per-step keys."""
