@@ -117,7 +117,8 @@ def fit(
       matching the model (or a prefix of it), or a function `leaf -> bool`. The others
       get exactly zero updates (the optimizer never sees them, so no weight decay
       either). Shape sets build readable specs: `model.trainable("position", "size")`
-      trains only positions and sizes. Default: every floating-point array.
+      trains only positions and sizes. Default: every floating-point array (and every
+      complex one, stepped along the conjugate of JAX's gradient, which descends).
     - `method`: the renderer of a shape set, as in [`diffprims.AbstractShapes.render`][]
       (default: its own, "auto"). Only for shape sets. The tiled renderer that "auto"
       picks from 8 shapes and 1024 points on has a first-order reverse-mode gradient only, so a fit

@@ -162,6 +162,9 @@ def _loss_dtype() -> Any:
 def _real_step(static, problem, update_scale, state: LoopState, index) -> tuple[Any, Array]:
     step_key = jax.random.fold_in(problem.key, index)
     value, grads = jax.value_and_grad(objective)(state.params, static, problem, step_key)
+    # For a complex parameter JAX gives the conjugate of the steepest ascent of a real loss:
+    # conjugated, optax's updates descend (unconjugated, sgd raised the loss 4x).
+    grads = jax.tree.map(lambda g: jnp.conj(g) if jnp.iscomplexobj(g) else g, grads)
     if isinstance(problem.optimizer, LiftedUpdate):
         updates, new_state = problem.optimizer(grads, state.opt_state, state.params, value)
     else:
