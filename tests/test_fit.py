@@ -500,3 +500,58 @@ def test_complex_parameters_descend(optimizer):
     model = _Fourier(jnp.full((9, 3), 0.01j, jnp.complex64))
     losses = np.asarray(dp.fit(model, target, steps=60, optimizer=optimizer).losses)
     assert losses[-1] < 0.3 * losses[0]
+
+
+class _Flat(dp.AbstractModel):
+    """A user model with no checks of its own: one colour everywhere."""
+
+    colour: jax.Array
+
+    @property
+    def num_channels(self):
+        return 3
+
+    def render(self, points, *, pixel_size):
+        return jnp.broadcast_to(self.colour, (points.shape[0], 3))
+
+
+class _NoPixelSize(_Flat):
+    def render(self, points):  # pyright: ignore[reportIncompatibleMethodOverride]
+        return super().render(points, pixel_size=None)
+
+
+class _Integers(_Flat):
+    def render(self, points, *, pixel_size):
+        return super().render(points, pixel_size=pixel_size).astype(jnp.int32)
+
+
+class _FourChannels(_Flat):
+    def render(self, points, *, pixel_size):
+        return jnp.ones((points.shape[0], 4)) * self.colour[0]
+
+
+@pytest.mark.parametrize(
+    "cls, error, pattern",
+    [
+        (_NoPixelSize, TypeError, r"_NoPixelSize\.render` must be `def render\(self, points, \*"),
+        (_Integers, TypeError, r"_Integers\.render` must return floats"),
+        (_FourChannels, ValueError, r"It has 4 channels: make `num_channels` and `render` agree"),
+    ],
+)
+def test_a_user_models_render_is_named_when_fit_cannot_use_it(cls, error, pattern):
+    # Were Python's own TypeError from inside the compiled step, "`pred` must be a float
+    # array" (the loss's argument), and "Return `values.T`" for a channel mismatch.
+    target = jnp.full((8, 8, 3), 0.5)
+    with pytest.raises(error, match=pattern):
+        dp.fit(cls(jnp.zeros(3)), target, steps=2)
+
+
+def test_a_batch_of_unchecked_user_models_is_refused_at_the_call():
+    # No check of its own refused the batch: it failed inside the user's render (a JAX
+    # shape error 25 frames deep). One member renders, so it is a batch.
+    batch = jax.vmap(_Flat)(jnp.zeros((4, 3)))
+    with pytest.raises(
+        ValueError, match=r"`fit` takes one model; got a _Flat that holds a batch of 4"
+    ):
+        dp.fit(batch, jnp.full((8, 8, 3), 0.5), steps=2)
+    assert dp.fit(_Flat(jnp.zeros(3)), jnp.full((8, 8, 3), 0.5), steps=2).losses.shape == (2,)

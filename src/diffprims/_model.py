@@ -169,12 +169,26 @@ def _at(tree: Any, path: tuple) -> Any:
 def check_rendered(model: Any, values: Any, count: int) -> Any:
     """`values`, checked to be what `model.render` promises at `count` points: `(P, C)`
     (a `(C, P)` array reshaped into a scrambled image, and fit trained on it)."""
-    expected = (count, model.num_channels)
-    if tuple(getattr(values, "shape", ())) != expected:
+    expected, name = (count, model.num_channels), f"`{type(model).__name__}.render`"
+    got = tuple(getattr(values, "shape", ()))
+    if got != expected:
+        if not hasattr(values, "shape"):
+            hint = " Return one array (`jnp.stack` or `jnp.concatenate` its parts)."
+        elif got == expected[::-1]:
+            hint = " Return `values.T`: it is `(C, P)`."
+        elif got[:1] == expected[:1] and len(got) == 2:
+            hint = f" It has {got[1]} channels: make `num_channels` and `render` agree."
+        else:
+            hint = ""
         raise ValueError(
-            f"`{type(model).__name__}.render` must return an array of shape `(P, C)`, a row "
-            f"per point and a column per channel (`num_channels`): {expected} here; got "
-            f"{describe(values)}. Return `values.T` if it is `(C, P)`."
+            f"{name} must return an array of shape `(P, C)`, a row per point and a column "
+            f"per channel (`num_channels`): {expected} here; got {describe(values)}.{hint}"
+        )
+    if not jnp.issubdtype(values.dtype, jnp.floating):
+        raise TypeError(
+            f"{name} must return floats (the picture's values, differentiable in the "
+            f"parameters); got {describe(values)}. Compute in floats: an integer or a "
+            "threshold has no gradient."
         )
     return values
 
@@ -211,7 +225,13 @@ def _batch_or_refusal(
     arrays = [leaf for leaf in jax.tree.leaves(model) if eqx.is_array(leaf)]
     refusal = _refusal(accepts, model, abstract=False) if arrays else None
     if refusal is None:
-        return (), None
+        if not (accepts is run_checks and _unchecked_user_batch(model, arrays)):
+            return (), None
+        # No check of its own refuses it: does it render as one model? If not, it is a
+        # batch when one member does (else its render's error is for the caller to say).
+        if _refusal(_renders_one, model, abstract=True) is None:
+            return (), None
+        accepts = _renders_one
     batch: tuple[int, ...] = ()
     while all(a.ndim > len(batch) for a in arrays) and (
         len({a.shape[len(batch)] for a in arrays}) == 1
@@ -221,6 +241,26 @@ def _batch_or_refusal(
         if _refusal(accepts, member, abstract=True) is None:
             return batch, None
     return (), refusal
+
+
+def _unchecked_user_batch(model: Any, arrays: list) -> bool:
+    """Whether `model` may be a batch that no check refuses: a model type from outside
+    diffprims with no `__check_init__`, whose arrays all share a leading axis."""
+    kind = type(model)
+    if kind.__module__.split(".")[0] == "diffprims" or any(
+        "__check_init__" in k.__dict__ for k in kind.__mro__
+    ):
+        return False
+    return bool(arrays) and arrays[0].ndim > 0 and len({a.shape[:1] for a in arrays}) == 1
+
+
+def _renders_one(model: Any) -> None:
+    """Accept a model whose `render` gives `(P, C)` at a few points (traced only): one
+    of a batch of user models with no checks of their own (`jax.vmap` over its
+    constructor) renders, the batch fails inside the user's code."""
+    run_checks(model)
+    points = jnp.full((3, 2), 0.5)
+    check_rendered(model, model.render(points, pixel_size=0.01), 3)
 
 
 def _refusal(accepts: Callable[[Any], Any], model: Any, *, abstract: bool) -> Exception | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ def check_model(model: Any) -> AbstractModel:
             f"got {describe(model)}."
         )
     check_unbatched(model, "fit")
+    _check_render_signature(model)
     channels = model.num_channels
     if not isinstance(channels, int | np.integer) or isinstance(channels, bool):
         # Read inside the compiled step, an array here is traced and cannot size a shape.
@@ -54,6 +56,23 @@ def check_model(model: Any) -> AbstractModel:
             "e.g. `self.colours.shape[-1]` or `int(...)` of a concrete value."
         )
     return upcast_floats(model)  # half-precision parameters fit in float32
+
+
+def _check_render_signature(model: AbstractModel) -> None:
+    """A `TypeError` if `fit` cannot call `model.render(points, pixel_size=...)` (a
+    `render(self, points)` failed inside the compiled step with Python's own message)."""
+    try:
+        signature = inspect.signature(model.render)
+    except (TypeError, ValueError):  # no signature to read: not asked
+        return
+    try:
+        signature.bind(None, pixel_size=1.0)
+    except TypeError as error:
+        raise TypeError(
+            f"`{type(model).__name__}.render` must be `def render(self, points, *, "
+            f"pixel_size)`: `fit` calls it so; its signature is render{signature} "
+            f"({error})."
+        ) from None
 
 
 def check_target(target: Any, model: AbstractModel) -> Any:
