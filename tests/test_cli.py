@@ -618,9 +618,9 @@ def test_filter_apply_continues_the_image_past_its_edges(capsys):
     assert float(np.asarray(dp.load_image("zero/blurred.png"))[0].mean()) < 0.7
     # --border offers exactly what SeparableFilters.apply supports.
     from diffprims._cli._filter import BORDERS
-    from diffprims._filters._bank import _BORDERS
+    from diffprims._filters._checks import BORDERS as APPLY_BORDERS
 
-    assert sorted(BORDERS) == sorted(_BORDERS) and BORDERS[0] == "reflect"
+    assert sorted(BORDERS) == sorted(APPLY_BORDERS) and BORDERS[0] == "reflect"
 
 
 def test_filter_vectors_are_the_normalised_bank(capsys):
@@ -1245,7 +1245,11 @@ def test_a_diverged_fit_says_to_lower_the_rate(capsys):
     status, err = run(["paint", image, *FAST, "--fit", "--steps", 20, "--lr", "1e30"], capsys)
     assert status == 1 and "diverged at step" in err and "lower --lr (it was 1e+30)" in err
     assert "error.result" not in err and "optax.chain" not in err
-    assert not os.path.exists("out")  # its last finite model draws NaN: nothing to keep
+    # The last model whose loss was finite (the start: the first update overflowed) and
+    # its progress, every frame finite, are written and marked.
+    summary = json.loads(Path("out/summary.json").read_text())
+    assert summary["diverged"] is True and np.isfinite(summary["psnr"])
+    assert Path("out/progress.gif").exists()
 
 
 def test_a_diverged_fit_whose_values_overflowed_writes_nothing(capsys, monkeypatch):

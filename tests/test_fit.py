@@ -464,8 +464,10 @@ def test_a_diverged_fit_returns_a_model_whose_loss_is_finite():
     target = jnp.full((8, 8, 3), 0.25)
     model = _Sqrt(jnp.asarray(1.0))
     with pytest.raises(dp.FitDivergedError) as info:
-        dp.fit(model, target, steps=20, optimizer=optax.sgd(10.0))
+        dp.fit(model, target, steps=20, optimizer=optax.sgd(10.0), snapshots=21)
     assert float(info.value.result.model.a) == 1.0
+    # The snapshot of the parameters sent back is rewritten too (a GIF drew NaN frames).
+    assert all(float(m.a) >= 0 for m in info.value.result.snapshots)
     assert "last model whose loss was finite" in str(info.value)
     refit = dp.fit(info.value.result.model, target, steps=50, optimizer=optax.sgd(0.1))
     assert abs(float(refit.model.a) ** 0.5 - 0.25) < 0.01  # renders the target

@@ -7,7 +7,6 @@ only through a render function, so it serves every model of the protocol.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import equinox as eqx
@@ -107,6 +106,16 @@ def stratified_indices(key, height: int, width: int, stride: int | tuple[int, in
     k_any = jax.random.fold_in(key, 1)  # where no block is cut, the draws are as before
     anywhere = jax.random.randint(k_any, indices.shape, 0, height * width, jnp.int32)
     return jnp.where(past_edge, anywhere, indices)
+
+
+def sample_count(sampler: tuple[str, Any], height: int, width: int) -> int:
+    """Pixels a step of `sampler` draws on an `(H, W)` grid: its size, or one a block
+    (blocks cut by the image's edge too)."""
+    kind, size = sampler
+    if kind == "uniform":
+        return size
+    down, across = (size, size) if isinstance(size, int | np.integer) else size
+    return -(-height // down) * -(-width // across)
 
 
 def sample_indices(sampler: tuple[str, Any], key, height: int, width: int) -> Array:
@@ -230,7 +239,7 @@ def loss_args(sampler: tuple[str, Any] | None, target: Any) -> tuple[Any, Any, A
     if sampler is None:
         pred = jax.ShapeDtypeStruct((height, width, channels), target.dtype)
         return pred, pred, None
-    count = _sample_count(sampler, height, width)
+    count = sample_count(sampler, height, width)
     pred = jax.ShapeDtypeStruct((count, channels), target.dtype)
     return pred, pred, jax.ShapeDtypeStruct((count,), jnp.int32)
 
@@ -254,12 +263,6 @@ def loss_value(loss: Any, args: tuple) -> Any:
             return None
         hit = _VALUES.setdefault(ident, (jax.ShapeDtypeStruct(shape.shape, shape.dtype),))
     return hit[0]
-
-
-@functools.lru_cache(maxsize=256)
-def _sample_count(sampler: tuple[str, Any], height: int, width: int) -> int:
-    shape = jax.eval_shape(lambda: sample_indices(sampler, jax.random.key(0), height, width))
-    return shape.shape[0]
 
 
 def _canonical_problem(problem: Problem, state: LoopState) -> Problem:
@@ -287,7 +290,9 @@ def _run_steps(state, static, problem, first, total, length, snap_steps, update_
         snaps = carry.snaps
         if snaps is not None:
             # A masked write each step costs O(k x parameters), nothing next to a render.
-            hit = snap_steps == index + 1
+            # The step that stops the fit also rewrites the snapshot of its parameters: a
+            # loss that is not finite there sent them back (`_real_step`).
+            hit = (snap_steps == index + 1) | ((snap_steps == index) & carry.ok & ~ok)
             snaps = jax.tree.map(
                 lambda s, p: jnp.where(hit.reshape((-1,) + (1,) * p.ndim), p[None], s),
                 snaps,
