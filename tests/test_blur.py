@@ -1,11 +1,11 @@
-"""`_image.blur`: a separable Gaussian, renormalised at the borders, as the dense one was."""
+"""`_blur.blur`: a separable Gaussian, renormalised at the borders, as the dense one was."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffprims._image import blur
+from diffprims._blur import blur
 
 
 def dense_blur(image, sigma):

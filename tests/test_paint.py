@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import diffprims as dp
-from diffprims._image import blur
+from diffprims._blur import blur
 from diffprims._paint._placement import usefulness as _usefulness
 from diffprims._paint._schedule import plan_rounds
 from diffprims._paint._solve import solve_colours as _solve_colours

@@ -17,7 +17,6 @@ from jaxtyping import Array, Float
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ._aspect import longer_side
-from ._blur import blur as blur
 from ._image_formats import (
     SIXTEEN_BIT,
     Misread,

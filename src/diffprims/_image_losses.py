@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ._image import blur, check_image
+from ._blur import blur
+from ._image import check_image
 from ._losses import AbstractLoss, check_pair
 from ._validate import (
     FLOAT32_MAX,

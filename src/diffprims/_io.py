@@ -241,11 +241,6 @@ def _not_a_model(path: Any, start: bytes, size: int) -> LoadError:
     return _fail(path, f"its header is damaged (no line end in {_MAX_HEADER} bytes)")
 
 
-def read_header(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON header of a file written by [`diffprims.save`][] (checked)."""
-    return _read_file(path)[0]
-
-
 def load(path: str | os.PathLike[str], like: Loaded | None = None, *, classes: Any = ()) -> Loaded:
     """Read a model written by [`diffprims.save`][].
 

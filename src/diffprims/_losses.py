@@ -360,10 +360,6 @@ class Loss(AbstractLoss):
         return fn(pred, target)
 
 
-#: The name of `Loss` before release 0.2.
-FunctionLoss = Loss
-
-
 def check_pair(pred: Any, target: Any, what: str = "A loss") -> tuple[Array, Array]:
     """`pred` and `target` as float arrays of one shape (no silent broadcasting), with
     at least one element (`what`, the loss, would average over none: NaN)."""

@@ -20,8 +20,6 @@ from ._signals import (
 )
 from ._streams import tolerant_stderr
 
-_build_parser = build_parser  # the name the tests and docs scripts use
-
 
 def main(argv: list[str] | None = None) -> int:
     """Run the `diffprims` command on `argv` (default `sys.argv[1:]`); return its exit status.

@@ -18,12 +18,7 @@ from ._common import (
     read_image_and_bits,
     write_json,
 )
-from ._filter_kernel import (
-    MAX_KERNEL as MAX_KERNEL,
-    MAX_SIDES as MAX_SIDES,
-    MIN_SIDES as MIN_SIDES,
-    read_kernel,
-)
+from ._filter_kernel import read_kernel
 from ._signals import finish_writing
 
 #: What `-o OUTDIR` receives (name -> format).

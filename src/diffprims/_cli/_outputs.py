@@ -55,7 +55,7 @@ def plan(
     An `-o` that is an existing folder, or has no file extension of `formats` (the
     command's single-file formats, by extension; none for a command that writes only
     folders), is a folder and gets `folder_files` (name -> format); otherwise the
-    extension names the format. No file may be one of `inputs` (`check_inputs`).
+    extension names the format. No file may be one of `inputs` (`_check_inputs`).
     `other_names`: what the command writes into a folder in other runs (`blurred.png`
     without `--apply`): with `force`, those in an `-o` folder are `stale`.
     """

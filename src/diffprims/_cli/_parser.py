@@ -7,7 +7,8 @@ from typing import Any
 
 from . import _common as types
 from ._common import Parser, shape_types
-from ._filter import BORDERS, DEFAULT_RANK, MAX_KERNEL, MAX_SIDES, MIN_SIDES, run_filter
+from ._filter import BORDERS, DEFAULT_RANK, run_filter
+from ._filter_kernel import MAX_KERNEL, MAX_SIDES, MIN_SIDES
 from ._paint import MAX_FRAMES, MAX_RENDER_SIZE, MAX_RESTARTS, MAX_SHAPES, MAX_SIZE, run_paint
 
 DESCRIPTION = """\

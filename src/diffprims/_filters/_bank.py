@@ -35,7 +35,6 @@ from ._checks import (
 from ._passes import apply_passes, sample_kernel
 from ._svd import leading_svd
 
-_BORDERS = BORDERS  # `apply`'s border modes (the CLI's tests compare `--border` with it)
 # A kernel whose |sum| is at most this share of sum |k| sums to 0 up to float32 rounding.
 _ZERO_SUM = 1e-5
 

@@ -3,7 +3,7 @@
 The step loop is compiled with `eqx.filter_jit`, whose cache keys on its static inputs.
 An optax optimizer is a pair of closures and `dp.Loss(fn)` holds a function, so a
 fresh `optax.adam(1e-2)` or a fresh `lambda` would be a new key, and a new compile,
-though it computes exactly what the last one did. `canonical_problem` traces the
+though it computes exactly what the last one did. `_loop._canonical_problem` traces the
 optimizer's `update` (and a loss holding functions) to a jaxpr on the shapes the step
 will use, fingerprints it (the jaxpr's text and the values of its constants), and hands
 back the first object seen with that fingerprint, so the compiled step is found again.

@@ -31,6 +31,7 @@ from .._validate import (
     runtime_check,
     upcast_floats,
 )
+from ._loop import sample_count
 
 # One object, so fits with the default optimizer reuse one compilation. `eps_root` keeps
 # the fit differentiable: Adam's `sqrt(nu)` has an infinite derivative at `nu = 0`, so a
@@ -164,8 +165,8 @@ def sampler_for(batch: Any, sampling: Any, shape: tuple[int, ...]) -> tuple[Any,
     if sampling == "uniform":
         return ("uniform", batch), batch
     down, across = block_shape(height * width / batch)
-    stride = down if down == across else (down, across)
-    return ("stratified", stride), -(-height // down) * -(-width // across)
+    sampler = ("stratified", down if down == across else (down, across))
+    return sampler, sample_count(sampler, height, width)
 
 
 def block_shape(area: float) -> tuple[int, int]:

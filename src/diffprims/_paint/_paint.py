@@ -43,6 +43,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from typing_extensions import TypeVar
 
 from .._fit._driver import Driver
+from .._fit._loop import sample_count
 from .._fit._result import FitResult
 from .._image import check_image
 from .._loss_checks import check_loss_output, check_weight_maps, on_sampled_pixels
@@ -382,8 +383,7 @@ def _check_loss(loss: AbstractLoss, target: Array, stride: int) -> None:
     """The loss must take the `(P, C)` pixel samples each step gives it."""
     height, width, channels = target.shape
     check_weight_maps(loss, (height, width))
-    stride = min(stride, height, width)
-    count = -(-height // stride) * -(-width // stride)
+    count = sample_count(("stratified", min(stride, height, width)), height, width)
     sample = jax.ShapeDtypeStruct((count, channels), target.dtype)
     try:
         check_loss_output(on_sampled_pixels(loss, count), sample, sample)

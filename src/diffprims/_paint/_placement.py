@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
+from .._fit._loop import pixel_points
 from .._model import pixel_centres
 from .._shapes import layer_weights
 from .._shapes._compositing import depth_spacing, initial_depths, over_step
@@ -200,7 +201,7 @@ def _seeds(model, target, weights, seeding: Seeding, key):
     picks = _pick(jnp.max(scores, 0), radii[best].reshape(-1), total)
     rows, cols = jnp.divmod(picks, width)
     size = best[rows, cols]
-    centres = jnp.stack([(cols + 0.5) / height, (rows + 0.5) / height], -1)
+    centres = pixel_points(picks, height, width)
     values = type(model).raw_geometry(centres, radii[size] / height, key=key)
     values["raw_colours"] = COLOUR.raw(colours[size, rows, cols])
     values["raw_opacities"] = jnp.full((total,), OPACITY.raw(seeding.opacity))

@@ -15,11 +15,11 @@ import numpy as np
 import optax
 from jaxtyping import Array
 
+from .._blur import blur
 from .._fit._canon import stable_across_runs
 from .._fit._driver import Driver
-from .._fit._loop import LoopState, Problem, run_steps
+from .._fit._loop import LoopState, Problem, run_steps, sample_count
 from .._fit._result import FitResult
-from .._image import blur
 from ._kept import gather, keep_active, kept_order, with_colours
 from ._later import current_later, run_in_background
 from ._placement import Seeding, add, ranking, remove
@@ -216,8 +216,7 @@ class Painting:
         return Problem(goal, self.loss, self.optimizer, keys, sampler, render)
 
     def _dispatch_size(self, budget: Budget, most: int) -> int:
-        (height, width), stride = self.target.shape[:2], self.knobs["stride"]
-        samples = -(-height // stride) * -(-width // stride)
+        samples = sample_count(("stratified", self.knobs["stride"]), *self.target.shape[:2])
         return budget.dispatch_size(most, samples, self.active.shape[-1])
 
     def run_round(self, driver: Driver, round_: Round, budget: Budget, most: int, *,

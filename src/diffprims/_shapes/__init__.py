@@ -5,7 +5,7 @@ from ._circles import Circles as Circles
 from ._compositing import MODES as MODES, layer_weights as layer_weights
 from ._ellipses import Ellipses as Ellipses
 from ._gaussians import Gaussians as Gaussians
-from ._geometry import safe_norm as safe_norm, soft_edge as soft_edge
+from ._geometry import soft_edge as soft_edge
 from ._kind import Shortfall as Shortfall, not_a_shape_type as not_a_shape_type
 from ._layers import Layers as Layers
 from ._protocol import check_shape_type as check_shape_type

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
@@ -12,6 +11,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._base import AbstractShapes
 from ._geometry import (
     box,
+    oriented_extents,
     rotated_ellipse_extent,
     rotated_svg,
     safe_norm,
@@ -95,12 +95,7 @@ class Ellipses(AbstractShapes):
     ) -> dict[str, Array]:
         """Ellipses of the area of discs of radius `sizes`: aspect ratios within e^+-1 and
         angles uniform, drawn with `key`."""
-        k_aspect, k_angle = jax.random.split(key)
-        stretch = jnp.exp(
-            jax.random.uniform(k_aspect, sizes.shape, jnp.float32, minval=-0.5, maxval=0.5)
-        )
-        radii = sizes[:, None] * jnp.stack([stretch, 1.0 / stretch], -1)
-        angles = jax.random.uniform(k_angle, sizes.shape, jnp.float32, maxval=jnp.pi)
+        radii, angles = oriented_extents(sizes, key, spread=0.5)
         return {
             "raw_centres": centres,
             "raw_radii": radii,

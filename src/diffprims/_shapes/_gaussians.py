@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._base import AbstractShapes
-from ._geometry import box, rotated_ellipse_extent, to_local
+from ._geometry import box, oriented_extents, rotated_ellipse_extent, to_local
 from ._roles import ANGLE, POSITION, SIZE, parameter
 
 # The SVG's gradients end at 3.5 standard deviations (coverage 2e-3 there).
@@ -108,12 +107,7 @@ class Gaussians(AbstractShapes):
     ) -> dict[str, Array]:
         """Gaussians of scales about 0.7 `sizes`: aspect ratios within e^+-0.6 and angles
         uniform, drawn with `key`."""
-        k_aspect, k_angle = jax.random.split(key)
-        stretch = jnp.exp(
-            jax.random.uniform(k_aspect, sizes.shape, jnp.float32, minval=-0.3, maxval=0.3)
-        )
-        scales = 0.7 * sizes[:, None] * jnp.stack([stretch, 1.0 / stretch], -1)
-        angles = jax.random.uniform(k_angle, sizes.shape, jnp.float32, maxval=jnp.pi)
+        scales, angles = oriented_extents(sizes, key, spread=0.3, scale=0.7)
         return {
             "raw_centres": centres,
             "raw_scales": scales,

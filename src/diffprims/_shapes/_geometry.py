@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -26,7 +28,8 @@ def to_local(
 
 
 def rotated_extent(half_sizes: Float[Array, "N 2"], angles: Float[Array, " N"]) -> Array:
-    """Half extents `(N, 2)` of the axis-aligned box around a rotated box or ellipse."""
+    """Half extents `(N, 2)` of the axis-aligned box around a rotated box (an ellipse's
+    tight box is `rotated_ellipse_extent`)."""
     cos, sin = jnp.abs(jnp.cos(angles)), jnp.abs(jnp.sin(angles))
     hx, hy = half_sizes[:, 0], half_sizes[:, 1]
     return jnp.stack([cos * hx + sin * hy, sin * hx + cos * hy], -1)
@@ -37,6 +40,18 @@ def rotated_ellipse_extent(radii: Float[Array, "N 2"], angles: Float[Array, " N"
     cos2, sin2 = jnp.cos(angles) ** 2, jnp.sin(angles) ** 2
     a2, b2 = radii[:, 0] ** 2, radii[:, 1] ** 2
     return jnp.sqrt(jnp.stack([a2 * cos2 + b2 * sin2, a2 * sin2 + b2 * cos2], -1))
+
+
+def oriented_extents(sizes: Array, key: Any, *, spread: float, scale: float = 1.0):
+    """`(extents, angles)` for the rotated types' `random_geometry`: `(N, 2)` extents
+    about `scale * sizes`, their aspect ratio within e^(+-2 spread), and angles uniform
+    in [0, pi), drawn with `key`."""
+    k_aspect, k_angle = jax.random.split(key)
+    stretch = jnp.exp(
+        jax.random.uniform(k_aspect, sizes.shape, jnp.float32, minval=-spread, maxval=spread)
+    )
+    extents = scale * sizes[:, None] * jnp.stack([stretch, 1.0 / stretch], -1)
+    return extents, jax.random.uniform(k_angle, sizes.shape, jnp.float32, maxval=jnp.pi)
 
 
 def box(centres: Array, half: Array) -> Array:

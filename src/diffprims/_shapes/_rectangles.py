@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._base import AbstractShapes
-from ._geometry import box, rotated_extent, rotated_svg, safe_norm, soft_edge, to_local
+from ._geometry import (
+    box,
+    oriented_extents,
+    rotated_extent,
+    rotated_svg,
+    safe_norm,
+    soft_edge,
+    to_local,
+)
 from ._roles import ANGLE, POSITION, SIZE, parameter
 
 
@@ -82,12 +89,7 @@ class Rectangles(AbstractShapes):
     ) -> dict[str, Array]:
         """Rectangles of half-sizes about 0.9 `sizes`: aspect ratios within e^+-1 and angles
         uniform, drawn with `key`."""
-        k_aspect, k_angle = jax.random.split(key)
-        stretch = jnp.exp(
-            jax.random.uniform(k_aspect, sizes.shape, jnp.float32, minval=-0.5, maxval=0.5)
-        )
-        half = 0.9 * sizes[:, None] * jnp.stack([stretch, 1.0 / stretch], -1)
-        angles = jax.random.uniform(k_angle, sizes.shape, jnp.float32, maxval=jnp.pi)
+        half, angles = oriented_extents(sizes, key, spread=0.5, scale=0.9)
         return {
             "raw_centres": centres,
             "raw_half_sizes": half,

@@ -22,15 +22,6 @@ from . import _compositing
 from ._bounds_probe import check_user_type
 from ._tiled import render_image_tiled, render_points_tiled
 
-__all__ = [
-    "check_method",
-    "render_grid",
-    "render_grid_eager",
-    "render_points",
-    "render_points_eager",
-    "render_scan",
-]
-
 #: Rendering paths a user can ask for; "auto" picks one per call (see `render_points`).
 METHODS = ("auto", "scan", "tiled")
 #: "auto" uses the tiled path from this many shapes and points on.

@@ -183,9 +183,11 @@ def save_svg(
     path: str | os.PathLike[str],
     model: AbstractShapes | Layers,
     shape: tuple[int, ...],
-    **kwargs: Any,
+    *,
+    soft_edges: bool = True,
 ) -> Path:
-    """Write [`diffprims.to_svg`][]`(model, shape, **kwargs)` to `path` atomically.
+    """Write [`diffprims.to_svg`][]`(model, shape, soft_edges=soft_edges)` to `path`
+    atomically.
 
     `path` must end in `.svg` (any case): another suffix raises a `ValueError` rather
     than an SVG under a raster's name.
@@ -200,7 +202,7 @@ def save_svg(
         "save_svg",
         "for a raster write `dp.save_image(path, model.render_image(shape))`",
     )
-    text = to_svg(model, shape, **kwargs)
+    text = to_svg(model, shape, soft_edges=soft_edges)
     return atomic_write(path, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
 
 
