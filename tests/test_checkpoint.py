@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -467,3 +468,31 @@ def test_a_user_model_holding_a_prng_key_is_checkpointed_and_refused_by_save(tmp
     np.testing.assert_array_equal(resumed.losses, full.losses)
     with pytest.raises(TypeError, match=r"typed PRNG key at `model.key`.*key_data"):
         dp.save(tmp_path / "keyed_model.eqx", model)
+
+
+class _Waves(dp.AbstractModel):
+    """A user model with a function among its settings (as `eqx.nn.MLP`'s activation)."""
+
+    weights: jax.Array
+    activation: Any = eqx.field(static=True)
+
+    @property
+    def num_channels(self):
+        return 3
+
+    def render(self, points, *, pixel_size):
+        return jax.nn.sigmoid(self.activation(points @ self.weights))
+
+
+def test_resume_tells_functions_in_a_user_models_settings_apart(tmp_path):
+    # Every `lambda` prints alike once addresses are dropped: a checkpoint of a fit with
+    # `sin(3 x)` resumed a fit with `sin(50 x)` without a word.
+    def make(freq):
+        return _Waves(jnp.full((2, 3), 0.1), lambda x: jnp.sin(freq * x))
+
+    target, path = jnp.full((8, 8, 3), 0.3), tmp_path / "fit.ckpt"
+    dp.fit(make(3.0), target, steps=4, checkpoint=path, steps_per_dispatch=2)
+    resumed = dp.fit(make(3.0), target, steps=6, checkpoint=path, resume=True)
+    assert resumed.losses.shape == (6,)
+    with pytest.raises(dp.CheckpointError, match="different model computation"):
+        dp.fit(make(50.0), target, steps=8, checkpoint=path, resume=True)

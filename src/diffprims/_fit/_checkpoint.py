@@ -38,6 +38,7 @@ _HOW = {  # what each identity field covers
     "loss": "its kind, structure and weights",
     "optimizer": "its kind and settings, e.g. the learning rate",
     "hyperparameters": "the values given to `optax.inject_hyperparams`",
+    "model_render": "what its `render` computes, functions in its settings included",
 }
 
 FORMAT = "diffprims-checkpoint"

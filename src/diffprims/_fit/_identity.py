@@ -11,7 +11,10 @@ continued as a different fit, the checkpoint records a SHA-256 of each:
   of its arrays (a `Scaled` weight, a `Weighted` map);
 - `optimizer`: what its `update` computes on this fit's parameters and state
   (`_canon.fingerprint`), so a fresh `optax.adam(1e-2)` matches and `optax.adam(0.5)`
-  does not.
+  does not;
+- `model_render`: what a model type from outside diffprims computes to render (its
+  settings may hold functions, whose printed form is the same for any constants they
+  close over: an activation `lambda x: jnp.sin(freq * x)`).
 
 The prints are of traced programs, whose text may change with the JAX, equinox or optax
 version: `identity_versions` is recorded with them, and prints from other versions are
@@ -39,6 +42,7 @@ FIELDS = {
     "loss": "loss",
     "optimizer": "optimizer",
     "hyperparameters": "set of optimizer hyperparameters",
+    "model_render": "model computation",
 }
 VERSIONS = "identity_versions"
 CURRENT = f"jax {jax.__version__}, equinox {eqx.__version__}, optax {optax.__version__}"
@@ -69,7 +73,22 @@ def fit_identity(
         "loss": None if loss_print is None else _digest(loss_print, loss),
         "optimizer": optimizer_print,
         "hyperparameters": _hyperparameters(opt_state),
+        "model_render": _render_print(static, params),
     }
+
+
+def _render_print(static: Any, params: Any) -> str | None:
+    """`fingerprint` of a model's `render` at a few points, for a model type from outside
+    diffprims (ours hold no functions: their settings are values, in `model_settings`)."""
+    model = eqx.combine(params, static)
+    if type(model).__module__.split(".")[0] == "diffprims":
+        return None
+    points = np.linspace(0.1, 0.9, 8, dtype=np.float32).reshape(4, 2)
+
+    def draw(params: Any) -> Any:
+        return eqx.combine(params, static).render(points, pixel_size=1.0 / 64)
+
+    return fingerprint(draw, params, portable=True, exact=False)
 
 
 def start_fingerprint(params: Any) -> str:
