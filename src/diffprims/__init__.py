@@ -56,4 +56,4 @@ from ._shapes import (
     to_svg as to_svg,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
