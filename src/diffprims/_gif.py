@@ -251,32 +251,32 @@ def save_gif(
         )
     seconds_per_frame, hold_last = _check_seconds(seconds_per_frame, hold_last)
     loop = check_bool(loop, "loop")
+    frames = list(_frames(frames_in, (height, width)))
+    return atomic_write(
+        path, lambda temp: write_frames(temp, frames, seconds_per_frame, hold_last, loop)
+    )
+
+
+def write_frames(path: Any, frames: Any, seconds_per_frame: float, hold_last: float,
+                 loop: bool) -> None:  # fmt: skip
+    """Frames `(H, W, C)` in `[0, 1]` (checked) as a GIF at `path` (not atomically: the
+    caller stages it), on one palette, repeated frames merged."""
     pictures = []
-    for frame in _frames(frames_in, (height, width)):
-        picture = Image.fromarray(to_pixels(_over_white(frame)))
+    for frame in frames:
+        picture = Image.fromarray(to_pixels(_over_white(np.asarray(frame))))
         pictures.append(picture.convert("RGB") if picture.mode != "RGB" else picture)
     pictures = _quantize(pictures)
     # Pillow takes milliseconds and writes hundredths, rounding down: whole hundredths.
     durations = [10 * round(seconds_per_frame * 100)] * len(pictures)
     durations[-1] = 10 * round(max(hold_last, seconds_per_frame) * 100)
     pictures, durations = _merge_repeats(pictures, durations)
-
     # `loop=0` repeats forever; no loop entry at all plays once (a count of 1 asks for
     # one repeat: twice in a browser).
     repeat = {"loop": 0} if loop else {}
-
-    def write(temp: str) -> None:
-        pictures[0].save(
-            temp,
-            format="GIF",
-            save_all=True,
-            append_images=pictures[1:],
-            duration=durations,
-            optimize=False,
-            **repeat,
-        )
-
-    return atomic_write(path, write)
+    pictures[0].save(
+        path, format="GIF", save_all=True, append_images=pictures[1:], duration=durations,
+        optimize=False, **repeat,
+    )  # fmt: skip
 
 
 def _merge_repeats(pictures: list, durations: list[int]) -> tuple[list, list[int]]:

@@ -99,22 +99,12 @@ def _same(a: Any, b: Any) -> bool:
     )
 
 
-def encode_gif(path: Path, frames: np.ndarray, *, seconds_per_frame: float = 0.1) -> None:
-    """Frames `(F, H, W, C)` in `[0, 1]` as a looping GIF with one palette for all."""
-    from PIL import Image
+def encode_gif(path: Path, frames: np.ndarray) -> None:
+    """Frames `(F, H, W, C)` in `[0, 1]` as a looping GIF, as `dp.save_gif` writes one:
+    a tenth of a second a frame, the finished picture held a second."""
+    from .._gif import write_frames
 
-    pixels = (np.clip(frames, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
-    if pixels.shape[-1] == 1:
-        pixels = np.repeat(pixels, 3, axis=-1)
-    pictures = [Image.fromarray(p[..., :3]) for p in pixels]
-    palette = pictures[-1].quantize(256, method=Image.Quantize.MEDIANCUT)
-    indexed = [p.quantize(palette=palette, dither=Image.Dither.NONE) for p in pictures]
-    durations = [round(seconds_per_frame * 1000)] * len(indexed)
-    durations[-1] = max(durations[-1], 1000)  # hold the finished picture
-    indexed[0].save(
-        path, format="GIF", save_all=True, append_images=indexed[1:], duration=durations,
-        loop=0, optimize=False,
-    )  # fmt: skip
+    write_frames(path, frames, seconds_per_frame=0.1, hold_last=1.0, loop=True)
 
 
 #: The fields `shapes_json` writes as `colour`, `opacity` and `background`.
