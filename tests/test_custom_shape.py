@@ -677,3 +677,17 @@ def test_an_edge_margin_that_is_no_width_is_named(margin):
     model = kind.init(12, key=jax.random.key(0))
     with pytest.raises(ValueError, match=r"_OddMargin\.edge_margin must be a number"):
         model.render_image((40, 40))
+
+
+class Unboxed(UserCircles):
+    tight_bounds = False
+
+    def bounds(self):  # boxes that say nothing: the scan renders them
+        return jnp.tile(jnp.array([-jnp.inf, -jnp.inf, jnp.inf, jnp.inf]), (self.num_shapes, 1))
+
+
+def test_unbounded_boxes_render_with_the_scan():
+    # The probe's points at the boxes' centres were (-inf + inf) / 2 = NaN: the first
+    # render blamed `coverage` for a NaN at (nan, nan).
+    image = Unboxed.init(5, key=jax.random.key(0)).render_image((16, 16))
+    assert bool(jnp.isfinite(image).all())

@@ -75,6 +75,7 @@ def _probe(shapes: Any, margin: float) -> tuple[Any, ...]:
     # 0: `paint` seeds shapes on pixel centres) and their boxes' centres and corners.
     corners = boxes[:, jnp.array([[0, 1], [2, 1], [0, 3], [2, 3]])].reshape(-1, 2)
     special = jnp.concatenate([jnp.asarray(_CENTRES), (boxes[:, :2] + boxes[:, 2:]) / 2, corners])
+    special = jnp.where(jnp.isfinite(special), special, 0.5)  # unbounded boxes (not tight)
     points = jnp.concatenate(
         [jnp.stack([x.ravel(), y.ravel()], axis=-1), jnp.resize(special, (_BLOCK, 2))]
     )
