@@ -496,3 +496,32 @@ def test_resume_tells_functions_in_a_user_models_settings_apart(tmp_path):
     assert resumed.losses.shape == (6,)
     with pytest.raises(dp.CheckpointError, match="different model computation"):
         dp.fit(make(50.0), target, steps=8, checkpoint=path, resume=True)
+
+
+class _Sqrt(dp.AbstractModel):
+    """A user model whose render is NaN once its parameter is negative."""
+
+    a: jax.Array
+
+    @property
+    def num_channels(self):
+        return 3
+
+    def render(self, points, *, pixel_size):
+        return jnp.ones((points.shape[0], 3)) * jnp.sqrt(self.a)
+
+
+def test_a_resume_that_diverges_at_once_goes_back_as_the_fit_would(tmp_path):
+    # The checkpoint after one step holds `a` < 0 (its loss not yet computed); resumed,
+    # the fit diverged there and went back to... that same model, whose render is NaN,
+    # where the uninterrupted fit returns the start (`a` = 1).
+    target, path, model = jnp.full((8, 8, 3), 0.25), tmp_path / "fit.ckpt", _Sqrt(jnp.asarray(1.0))
+    with pytest.raises(dp.FitDivergedError) as whole:
+        dp.fit(model, target, steps=20, optimizer=optax.sgd(10.0))
+    assert (
+        float(dp.fit(model, target, steps=1, optimizer=optax.sgd(10.0), checkpoint=path).model.a)
+        < 0
+    )
+    with pytest.raises(dp.FitDivergedError) as resumed:
+        dp.fit(model, target, steps=20, optimizer=optax.sgd(10.0), checkpoint=path, resume=True)
+    assert float(resumed.value.result.model.a) == float(whole.value.result.model.a) == 1.0

@@ -286,7 +286,7 @@ def test_checkpoint_round_trip(tmp_path_factory, cls, seed, n):
     save_checkpoint(path, params=params, opt_state=state, losses=losses, step=seed % 5,
                     key=key, fit_info=info)  # fmt: skip
     like_state = ({"count": jnp.int32(0)}, jax.tree.map(jnp.ones_like, params))
-    p, s, saved, step, k, _ = load_checkpoint(
+    p, s, saved, step, k, _, _ = load_checkpoint(
         path,
         params=jax.tree.map(jnp.zeros_like, params),
         opt_state=like_state,

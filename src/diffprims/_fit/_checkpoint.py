@@ -107,15 +107,20 @@ def save_checkpoint(
     key: PRNGKeyArray,
     fit_info: dict[str, Any],
     snapshots: Any = None,
+    previous: Any = None,
 ) -> Path:
-    """Write a checkpoint atomically (a temporary file renamed into place)."""
+    """Write a checkpoint atomically (a temporary file renamed into place). `previous`:
+    the parameters before the last update, where a resumed fit goes back to if the loss
+    at `params` is not finite (none: the payload reads as before they were kept)."""
     buffer = io.BytesIO()
-    eqx.tree_serialise_leaves(buffer, (params, opt_state, losses, snapshots), _serialise)
+    tree = (params, opt_state, losses, snapshots, previous)
+    eqx.tree_serialise_leaves(buffer, tree, _serialise)
     payload = buffer.getvalue()
     header = {
         "format": FORMAT,
         "version": VERSION,
         "step": int(step),
+        "previous": previous is not None,
         "key": _key_record(key),
         "structure": _structure((params, opt_state, snapshots)),
         # float64 under `jax_enable_x64` even for a float32 model.
@@ -273,8 +278,9 @@ def load_checkpoint(
     steps: int,
     fit_info: dict[str, Any],
     snapshots: Any = None,
-) -> tuple[Any, Any, Array, int, PRNGKeyArray, Any]:
-    """`(params, opt_state, losses, step, key, snapshots)` from a checkpoint of this fit.
+) -> tuple[Any, Any, Array, int, PRNGKeyArray, Any, Any]:
+    """`(params, opt_state, losses, step, key, snapshots, previous)` from a checkpoint of
+    this fit (`previous` None in one written before it was kept: then `params`).
 
     `params`/`opt_state`/`snapshots` give the structure to read into; `key` (or None to
     take the checkpoint's); `fit_info` must equal what the checkpoint recorded.
@@ -330,9 +336,10 @@ def load_checkpoint(
         )
     # Checkpoints written before the dtype was recorded hold float32 losses.
     losses_like = jax.ShapeDtypeStruct((step,), header.get("losses_dtype", "float32"))
-    like = (params, opt_state, losses_like, saved_snapshots)
+    like = (params, opt_state, losses_like, saved_snapshots,
+            params if header.get("previous") is True else None)  # fmt: skip
     try:
-        params, opt_state, losses, saved_snapshots = eqx.tree_deserialise_leaves(
+        params, opt_state, losses, saved_snapshots, previous = eqx.tree_deserialise_leaves(
             io.BytesIO(payload), like, _deserialise
         )
     except Exception as error:  # a payload that hashes right but does not parse
@@ -344,6 +351,7 @@ def load_checkpoint(
         step,
         saved_key,
         (snapshots if snapshots is None else saved_snapshots),
+        params if previous is None else previous,
     )
 
 
@@ -365,5 +373,6 @@ class Checkpointer:
         save_checkpoint(
             self.path, params=state.params, opt_state=state.opt_state, losses=losses(),
             step=done, key=self.key, fit_info=self.fit_info, snapshots=state.snaps,
+            previous=state.previous,
         )  # fmt: skip
         self.last_saved = done

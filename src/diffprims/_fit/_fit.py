@@ -296,12 +296,12 @@ def _resume(static, loss, optimizer, sampler, target, state, key, key_given, ste
     if resume in (None, False) and key_given is None:
         _checks.check_fit_key(None, batch)  # a fresh batched fit needs its key
     if resume not in (None, False):
-        params, opt_state, saved_losses, start, key, snaps = load_checkpoint(
+        params, opt_state, saved_losses, start, key, snaps, previous = load_checkpoint(
             resume, params=state.params, opt_state=state.opt_state,  # pyright: ignore
             key=None if key_given is None else key, steps=steps, fit_info=fit_info,
             snapshots=state.snaps,
         )  # fmt: skip
-        state = LoopState(params, opt_state, jnp.asarray(True), snaps, params)
+        state = LoopState(params, opt_state, jnp.asarray(True), snaps, previous)
     if checkpoint is not None:
         checkpointer = Checkpointer(
             checkpoint, every=checkpoint_every, key=key, fit_info=fit_info,
