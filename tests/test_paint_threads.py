@@ -260,3 +260,27 @@ def test_compile_caches_are_safe_to_share_between_threads():
             thread.join()
         sys.setswitchinterval(interval)
     assert errors == []
+
+
+def test_two_threads_painting_with_batched_restarts_both_finish():
+    # Both waited forever on their batched (`vmap`ped) colour solve (jax 0.10.2, CPU).
+    photo = dp.load_image(dp.demo_image_path(), size=128)
+    images = [photo[:64, :64], photo[64:, 64:]]
+
+    def paint(i):
+        return dp.paint(images[i], 50, key=jax.random.key(i), steps=200, restarts=2,
+                        threads=False)  # fmt: skip
+
+    serial = [paint(i) for i in range(2)]  # compiles, then the same work twice at once
+    results: dict[int, FitResult] = {}
+    workers = []
+    for _ in range(2):
+        workers = [threading.Thread(target=lambda i=i: results.update({i: paint(i)}),
+                                    daemon=True) for i in range(2)]  # fmt: skip
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+        assert not any(worker.is_alive() for worker in workers)
+        for i in range(2):
+            assert np.array_equal(results[i].model.raw_colours, serial[i].model.raw_colours)

@@ -118,6 +118,9 @@ def _fold_keys(keys, r, single: bool):
 # The colour solves compiled in this process (`_solve_program`): compiled again, from
 # JAX's caches, however little of a budget is left.
 _SOLVES: set[tuple] = set()
+# One batched (`vmap`ped) solve at a time: two threads painting with batched restarts
+# both waited forever on theirs (jax 0.10.2, CPU).
+_BATCHED_SOLVE = threading.Lock()
 
 
 def _solve_program(solver: functools.partial, args: tuple) -> tuple:
@@ -274,7 +277,8 @@ class Painting:
         solve = solver if self.restarts == 1 else jax.vmap(solver, (0, None, None))
         fitted, kept = self.models(driver.state), self._kept()
         args = (fitted if kept is None else gather(fitted, kept), self.target, self.weights)
-        solved, _ = solve(*args)
+        with _BATCHED_SOLVE if self.restarts > 1 else contextlib.nullcontext():
+            solved, _ = solve(*args)
         models = solved if kept is None else with_colours(fitted, solved, kept)
         if self.restarts == 1:  # compiled now (here or ahead): a later budget may use it
             _SOLVES.add(_solve_program(solver, args))
@@ -316,8 +320,8 @@ class Painting:
             ranking.lower(*args, self.active, knobs["fine"], knobs["method"]).compile()
 
         def removing(removed: int) -> None:
-            useful = jax.ShapeDtypeStruct(self.active.shape, jnp.float32)
-            remove.lower(models, self.active, useful, removed).compile()
+            # An array (`filter_jit` takes a ShapeDtypeStruct as a constant: it failed).
+            remove.lower(models, self.active, self._unranked, removed).compile()
 
         def solving() -> None:
             solver = self._solver(solve)
