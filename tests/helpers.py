@@ -53,3 +53,16 @@ def pointwise_losses():
 
 def random_points(key, count, aspect=1.0):
     return jax.random.uniform(key, (count, 2)) * jnp.array([aspect, 1.0])
+
+
+class SqrtModel(dp.AbstractModel):
+    """A user model whose render is NaN once its parameter is negative (divergence tests)."""
+
+    a: jax.Array
+
+    @property
+    def num_channels(self):
+        return 3
+
+    def render(self, points, *, pixel_size):
+        return jnp.ones((points.shape[0], 3)) * jnp.sqrt(self.a)

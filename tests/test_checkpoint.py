@@ -19,6 +19,8 @@ import diffprims as dp
 import diffprims._fit._checkpoint as checkpoint_module
 import diffprims._fit._fit as fit_module
 
+from .helpers import SqrtModel
+
 KEY = jax.random.key(0)
 TARGET = jax.random.uniform(jax.random.key(1), (6, 6, 3))
 STEPS, PER_DISPATCH = 12, 4
@@ -498,24 +500,15 @@ def test_resume_tells_functions_in_a_user_models_settings_apart(tmp_path):
         dp.fit(make(50.0), target, steps=8, checkpoint=path, resume=True)
 
 
-class _Sqrt(dp.AbstractModel):
-    """A user model whose render is NaN once its parameter is negative."""
-
-    a: jax.Array
-
-    @property
-    def num_channels(self):
-        return 3
-
-    def render(self, points, *, pixel_size):
-        return jnp.ones((points.shape[0], 3)) * jnp.sqrt(self.a)
-
-
 def test_a_resume_that_diverges_at_once_goes_back_as_the_fit_would(tmp_path):
     # The checkpoint after one step holds `a` < 0 (its loss not yet computed); resumed,
     # the fit diverged there and went back to... that same model, whose render is NaN,
     # where the uninterrupted fit returns the start (`a` = 1).
-    target, path, model = jnp.full((8, 8, 3), 0.25), tmp_path / "fit.ckpt", _Sqrt(jnp.asarray(1.0))
+    target, path, model = (
+        jnp.full((8, 8, 3), 0.25),
+        tmp_path / "fit.ckpt",
+        SqrtModel(jnp.asarray(1.0)),
+    )
     with pytest.raises(dp.FitDivergedError) as whole:
         dp.fit(model, target, steps=20, optimizer=optax.sgd(10.0))
     assert (

@@ -10,7 +10,7 @@ import pytest
 import diffprims as dp
 import diffprims._fit._loop as loop_module
 
-from .helpers import shape_types, tree_allclose
+from .helpers import SqrtModel, shape_types, tree_allclose
 
 OPTIMIZER = optax.adam(3e-2)
 
@@ -444,25 +444,12 @@ def test_a_fit_stays_stopped_after_its_first_non_finite_step():
     assert tree_allclose(result.model, stopped.model, atol=0)  # under `jit` too
 
 
-class _Sqrt(dp.AbstractModel):
-    """A user model whose render is NaN once its parameter is negative."""
-
-    a: jax.Array
-
-    @property
-    def num_channels(self):
-        return 3
-
-    def render(self, points, *, pixel_size):
-        return jnp.ones((points.shape[0], 3)) * jnp.sqrt(self.a)
-
-
 def test_a_diverged_fit_returns_a_model_whose_loss_is_finite():
     # The update that took `a` below 0 kept finite parameters whose render is NaN:
     # `error.result.model` rendered NaN, and refitting from it (the message's advice)
     # diverged at once; under `vmap` the diverged member rendered NaN too.
     target = jnp.full((8, 8, 3), 0.25)
-    model = _Sqrt(jnp.asarray(1.0))
+    model = SqrtModel(jnp.asarray(1.0))
     with pytest.raises(dp.FitDivergedError) as info:
         dp.fit(model, target, steps=20, optimizer=optax.sgd(10.0), snapshots=21)
     assert float(info.value.result.model.a) == 1.0
