@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.dtypes import canonicalize_dtype
 
+from ._model import is_diffprims
 from ._validate import describe, is_traced
 
 MAX_DEPTH = 64
@@ -217,10 +218,6 @@ def parse_module(node: dict, spec: Spec, allowed: dict[str, type], where: str, d
         for key, value in fields.items()
     }
     return Node(cls, parsed)
-
-
-def is_diffprims(cls: type) -> bool:
-    return cls.__module__.split(".")[0] == "diffprims"
 
 
 def _listed(names: list[str]) -> str:

@@ -243,13 +243,16 @@ def _batch_or_refusal(
     return (), refusal
 
 
+def is_diffprims(cls: type) -> bool:
+    """Whether `cls` is one of this library's types (else a user's)."""
+    return cls.__module__.split(".")[0] == "diffprims"
+
+
 def _unchecked_user_batch(model: Any, arrays: list) -> bool:
     """Whether `model` may be a batch that no check refuses: a model type from outside
     diffprims with no `__check_init__`, whose arrays all share a leading axis."""
     kind = type(model)
-    if kind.__module__.split(".")[0] == "diffprims" or any(
-        "__check_init__" in k.__dict__ for k in kind.__mro__
-    ):
+    if is_diffprims(kind) or any("__check_init__" in k.__dict__ for k in kind.__mro__):
         return False
     return bool(arrays) and arrays[0].ndim > 0 and len({a.shape[:1] for a in arrays}) == 1
 

@@ -32,6 +32,7 @@ import jax
 import numpy as np
 import optax
 
+from .._model import is_diffprims
 from .._validate import is_typed_key
 from ._canon import fingerprint, loss_fingerprint, update_fingerprint, without_addresses
 from ._loop import loss_args, loss_call
@@ -81,7 +82,7 @@ def _render_print(static: Any, params: Any) -> str | None:
     """`fingerprint` of a model's `render` at a few points, for a model type from outside
     diffprims (ours hold no functions: their settings are values, in `model_settings`)."""
     model = eqx.combine(params, static)
-    if type(model).__module__.split(".")[0] == "diffprims":
+    if is_diffprims(type(model)):
         return None
     points = np.linspace(0.1, 0.9, 8, dtype=np.float32).reshape(4, 2)
 

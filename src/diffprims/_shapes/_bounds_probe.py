@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._model import is_diffprims
 from .._validate import inside_trace, trusted
 from ._build import placed
 from ._protocol import _GUIDE, bounds, coverage
@@ -110,7 +111,7 @@ def check_user_type(cls: type, cutoff: float, tiled: bool) -> None:
     once per type and path. An error of its `coverage` or `bounds` on the probe shapes
     is raised here, naming the method (a render draws one shape at a time, where a
     mistake with several shapes need not show)."""
-    ours = cls.__module__.split(".")[0] == "diffprims"
+    ours = is_diffprims(cls)
     if ours or not hasattr(cls, "raw_geometry"):
         return
     shapes = _probe_shapes(cls)
