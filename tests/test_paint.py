@@ -1,5 +1,7 @@
 """dp.paint (initialisation, rounds, restarts, budgets) and the image losses."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -401,6 +403,22 @@ def test_the_colour_solve_never_spoils_a_plain_page(colour):
         for s in (True, False)
     ]
     assert psnrs[0] >= psnrs[1] - 0.01 and psnrs[0] > 80.0, psnrs
+
+
+def test_every_keyword_of_paint_is_a_setting():
+    # `paint` hands its keywords on as one record (`Settings.of(locals())`): a keyword
+    # added to the signature and not to the record would raise a KeyError at every call.
+    import inspect
+
+    from diffprims._paint._settings import Settings
+
+    keywords = [
+        name
+        for name, parameter in inspect.signature(dp.paint).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    fields = [field.name for field in dataclasses.fields(Settings)]
+    assert sorted(fields) == sorted(set(keywords) - {"key", "progress"})
 
 
 def test_seconds_is_the_whole_call(monkeypatch):

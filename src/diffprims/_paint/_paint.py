@@ -34,34 +34,24 @@ fit's driver, so `paint` gets its progress bar, Ctrl-C and divergence handling.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from typing_extensions import TypeVar
 
 from .._fit._driver import Driver
 from .._fit._loop import sample_count
 from .._fit._result import FitResult
-from .._image import check_image
 from .._loss_checks import check_loss_output, check_weight_maps, on_sampled_pixels
 from .._losses import L2, AbstractLoss, as_loss
-from .._shapes import MODES, AbstractShapes, Circles, Shortfall, check_shape_type, not_a_shape_type
-from .._shapes._render import check_method
-from .._validate import (
-    check_bool,
-    check_key,
-    check_positive_int,
-    check_scalar,
-    describe,
-    inside_trace,
-    is_traced,
-)
+from .._shapes import AbstractShapes, Circles
 from ._placement import blank, grid_step
 from ._rounds import Painting, paint_optimizer, split_keys
 from ._schedule import Budget, affordable_cycles, plan_rounds, with_removal
+from ._settings import Settings, check_settings
 from ._solve import check_solve_memory, solve_reserve, squared_error_weights
 from ._threads import best_of_threads
 from ._working import working_copy
@@ -197,64 +187,54 @@ def paint(
     ```
     """
     start_time = time.perf_counter()
-    target, n, key, steps = _check(
-        target, n, key, shape, seconds, steps, rounds, restarts, stride, steps_per_dispatch,
-        compositing, opacity, prune, coarse, grow, lr, lr_geometry, lr_colour, anneal, extra,
-        cycles, threads, softness, solve_colours, method,
-    )  # fmt: skip
+    target, n, key, settings = check_settings(target, n, key, Settings.of(locals()))
     loss = as_loss(L2() if loss is None else loss)
     # The placement, pruning and colour solve minimise the fit's weighted squared error.
     _check_loss(loss, target, stride)
     target, loss = working_copy(target, loss, n)  # a large photo: a smaller copy
-    knobs: dict[str, Any] = dict(
-        shape=shape, seconds=seconds, steps=steps, rounds=rounds, loss=loss, stride=stride,
-        coarse=coarse, softness=softness, opacity=opacity, grow=grow, prune=prune,
-        compositing=compositing, learn_background=learn_background, lr=lr,
-        lr_geometry=lr_geometry, lr_colour=lr_colour, anneal=anneal,
-        solve_colours=solve_colours, extra=extra, cycles=cycles,
-        method=method, steps_per_dispatch=steps_per_dispatch, start_time=start_time,
-    )  # fmt: skip
+    settings = dataclasses.replace(settings, loss=loss)
     k_blank, run_keys = split_keys(key, restarts)
     if restarts > 1 and (jax.default_backend() == "cpu" if threads is None else threads):
         return best_of_threads(
             lambda run_key, stop, bar: _paint_once(
-                target, n, k_blank, run_key[None], progress=bar, stop=stop, running=restarts,
-                **knobs
+                target, n, k_blank, run_key[None], settings, start_time=start_time,
+                progress=bar, stop=stop, running=restarts,
             ),
             list(run_keys), target, progress=progress, start_time=start_time,
         )  # fmt: skip
-    return _paint_once(target, n, k_blank, run_keys, progress=progress, **knobs)
+    return _paint_once(target, n, k_blank, run_keys, settings, start_time=start_time,
+                       progress=progress)  # fmt: skip
 
 
-def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, loss, stride,
-                coarse, softness, opacity, grow, prune, compositing, learn_background, lr,
-                lr_geometry, lr_colour, anneal, solve_colours, extra, cycles, method,
-                steps_per_dispatch, start_time, progress, stop=None,
-                running=1) -> FitResult:  # fmt: skip
+def _paint_once(target, n, k_blank, run_keys, settings: Settings, *, start_time, progress,
+                stop=None, running=1) -> FitResult:  # fmt: skip
     """One painting of `target`, its restarts (`run_keys`, one each) batched with `vmap`
     (`running`: how many paint at once in all, for the memory check)."""
+    s, loss, seconds, steps = settings, settings.loss, settings.seconds, settings.steps
     restarts = len(run_keys)
     height, width, _ = target.shape
     pixel_weights = squared_error_weights(loss, (height, width))
-    solving = solve_colours and compositing != "depth" and pixel_weights is not None
+    solving = s.solve_colours and s.compositing != "depth" and pixel_weights is not None
     if pixel_weights is None:  # not a squared error: plain squared error places shapes
         pixel_weights = squared_error_weights(L2(), (height, width))
     # Over-complete: paint `slots` shapes, then remove the least useful down to `n`.
-    slots = n + round(extra * n) if compositing != "depth" else n
+    slots = n + round(s.extra * n) if s.compositing != "depth" else n
     if solving:
         check_solve_memory(n, max(restarts, running), (slots - n) / n)
-    plan = plan_rounds(slots, min(rounds, n), coarse=coarse, grow=grow, aspect=width / height)
-    plan = with_removal(plan, n, cycles)
+    plan = plan_rounds(
+        slots, min(s.rounds, n), coarse=s.coarse, grow=s.grow, aspect=width / height
+    )
+    plan = with_removal(plan, n, s.cycles)
     models = blank(
-        shape, slots, target, key=k_blank, softness=softness, compositing=compositing,
-        learn_background=learn_background,
+        s.shape, slots, target, key=k_blank, softness=s.softness, compositing=s.compositing,
+        learn_background=s.learn_background,
     )  # fmt: skip
     painting = Painting(
         models, target, pixel_weights, run_keys, loss,
-        paint_optimizer(float(lr), float(lr_geometry), float(lr_colour)),
-        stride=min(stride, height, width), method=method or "auto", prune=prune,
+        paint_optimizer(float(s.lr), float(s.lr_geometry), float(s.lr_colour)),
+        stride=min(s.stride, height, width), method=s.method or "auto", prune=s.prune,
         fine=grid_step(height, width, 128),
-        opacity=opacity, anneal=anneal, most=max(r.count for r in plan), keep=n,
+        opacity=s.opacity, anneal=s.anneal, most=max(r.count for r in plan), keep=n,
     )  # fmt: skip
     solved = painting.solved_count()  # batched restarts solve their spare shapes too
     reserve = solve_reserve(seconds, solved, height * width, restarts) if solving else 0.0
@@ -263,10 +243,10 @@ def _paint_once(target, n, k_blank, run_keys, *, shape, seconds, steps, rounds, 
         painting.result, painting.state, steps=steps, progress=progress,
         show_psnr=isinstance(loss, L2), stop=stop, name="Paint", start_time=start_time,
     )  # fmt: skip
-    painting.warm_up(plan, budget, steps_per_dispatch, seconds if solving else False)
+    painting.warm_up(plan, budget, s.steps_per_dispatch, seconds if solving else False)
     try:
         with driver:
-            _run_rounds(painting, driver, plan, budget, steps_per_dispatch)
+            _run_rounds(painting, driver, plan, budget, s.steps_per_dispatch)
             painting.warm_stop.set()  # what is not compiled ahead by now is not needed
             # With `seconds`, only if compiled by now (a cold call waited past its budget).
             if solving and (seconds is None or painting.solve_ready.is_set()):
@@ -291,92 +271,6 @@ def _run_rounds(painting: Painting, driver: Driver, plan: list, budget: Budget, 
             plan = affordable_cycles(plan, round_.index, left, overhead)
             budget.replan(plan)
         painting.run_round(driver, round_, budget, most, rounds=len(plan), last=round_ is plan[-1])
-
-
-def _check(target, n, key, shape, seconds, steps, rounds, restarts, stride, per_dispatch,
-           compositing, opacity, prune, coarse, grow, lr, lr_geo, lr_colour, anneal,
-           extra, cycles, threads, softness, solve_colours, method):  # fmt: skip
-    """`paint`'s arguments checked: `(target, n, key, steps)` (steps None with seconds)."""
-    _check_eager(target=target, key=key, seconds=seconds, opacity=opacity, lr=lr,
-                 lr_geometry=lr_geo, lr_colour=lr_colour)  # fmt: skip
-    shortfall = not_a_shape_type(shape)
-    if shortfall is not None:
-        raise TypeError(_shape_message(shape, shortfall))
-    check_shape_type(shape)
-    # A strong dtype: the blurred goals of early rounds are, and a weakly typed target
-    # (`jnp.full(..., 0.6)`) compiled the step loop twice.
-    target = check_image(target, "target")
-    target = jnp.asarray(target, target.dtype)
-    n = check_positive_int(n, "n")
-    key = check_key(key)
-    for name, value in (("rounds", rounds), ("restarts", restarts), ("stride", stride),
-                        ("steps_per_dispatch", per_dispatch)):  # fmt: skip
-        check_positive_int(value, name)
-    if compositing not in MODES:
-        raise ValueError(f"`compositing` must be one of {MODES}; got {compositing!r}.")
-    if seconds is not None:
-        check_scalar(seconds, "seconds", lower=0.0, hint=" It is a wall-time budget.")
-    else:
-        steps = 1500 if steps is None else check_positive_int(steps, "steps")
-    check_scalar(opacity, "opacity", lower=0.0, upper=1.0)
-    # Finite numbers first (a TypeError for strings), then the closed ranges.
-    prune, coarse, anneal = (
-        float(check_scalar(value, name))
-        for name, value in (("prune", prune), ("coarse", coarse), ("anneal", anneal))
-    )
-    if not 0 <= prune < 1:
-        raise ValueError(f"`prune` must be a fraction in [0, 1); got {prune}.")
-    if not coarse >= 0:
-        raise ValueError(f"`coarse` must be >= 0 (pixels of blur); got {coarse}.")
-    check_scalar(grow, "grow", lower=0.0)
-    if not float(check_scalar(extra, "extra")) >= 0:
-        raise ValueError(f"`extra` must be >= 0 (a fraction of `n`); got {extra}.")
-    check_positive_int(cycles, "cycles", minimum=0)
-    if threads is not None:
-        check_bool(threads, "threads")
-    check_bool(solve_colours, "solve_colours")  # "False" ran the solve
-    if not check_scalar(softness, "softness") > 0:  # here, not from inside the seeding
-        raise ValueError(f"`softness` must be > 0 (pixels of edge); got {softness}.")
-    if method is not None:  # here, not from inside the seeding's trace
-        check_method(method, compositing, shape)
-    for name, value in (("lr", lr), ("lr_geometry", lr_geo), ("lr_colour", lr_colour)):
-        check_scalar(value, name, lower=0.0)
-    if not 0 <= anneal <= 1:
-        raise ValueError(f"`anneal` must be in [0, 1]; got {anneal}.")
-    return target, n, key, (None if seconds is not None else steps)
-
-
-def _check_eager(**values: Any) -> None:
-    """A `TypeError` under `jit`/`vmap`/`grad`: rounds are planned on concrete values."""
-    names = [name for name, value in values.items() if any(map(is_traced, jax.tree.leaves(value)))]
-    if names or inside_trace():
-        got = f"a traced `{names[0]}`" if names else "a call inside a traced function"
-        raise TypeError(
-            "`paint` runs eagerly: between rounds it looks at the error map to decide where "
-            "shapes go, so it cannot run under `jax.jit`, `jax.vmap` or `jax.grad`; got "
-            f"{got}. Call it outside the transformation (`restarts=` already runs several "
-            "paintings batched), or use `dp.fit` on `shape.init(...)`, which works under "
-            "any transformation."
-        )
-
-
-def _shape_message(shape: Any, shortfall: Shortfall) -> str:
-    """Why `shape` is not a shape type (`not_a_shape_type`), and what to pass instead."""
-    expected = (
-        "`shape` must be a shape class, a subclass of `dp.AbstractShapes` such as `dp.Circles`"
-    )
-    if shortfall == "set":
-        name = type(shape).__name__
-        return f"{expected}, the class; got a shape set (a {name}). Pass `shape={name}`."
-    if shortfall == "layers":
-        return (
-            f"{expected}; got the class {shape.__name__}, a container that stacks shape sets "
-            "of other types, not a shape type. Paint with one type (e.g. `shape=dp.Circles`), "
-            "or build `dp.Layers([...])` from shape sets and train it with `dp.fit`."
-        )
-    if shortfall == "class":
-        return f"{expected}; got the class {shape.__name__}, which is not one."
-    return f"{expected} (the class itself); got {describe(shape)}."
 
 
 def _check_loss(loss: AbstractLoss, target: Array, stride: int) -> None:
