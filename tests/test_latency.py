@@ -107,6 +107,21 @@ def test_fresh_optimizer_and_loss_do_not_recompile(compiles):
     assert jnp.array_equal(a.losses, b.losses)
 
 
+@pytest.mark.parametrize("setting", ["max_value", "filter_sigma"])
+def test_a_sweep_over_ssim_settings_compiles_once(compiles, setting):
+    # They were Python floats: each value compiled a new step (2 to 4 s).
+    target = jnp.full((16, 16, 3), 0.25)
+
+    def fit(value):
+        loss = dp.L2() + dp.SSIM(filter_size=5, **{setting: value})
+        return dp.fit(_model(), target, loss=loss, steps=3)
+
+    fit(1.1)
+    compiles.clear()
+    fit(1.3)
+    assert not [n for n in compiles if "run_steps" in n]
+
+
 def test_a_sweep_over_short_step_counts_compiles_once(compiles):
     target = jnp.full((32, 32, 3), 0.25)
 

@@ -298,7 +298,9 @@ def test_pointwise_of_the_wrong_shape_is_named(wrap, jit):
         ((8, 100, 3), r"filter_size=7\)"),  # a whole image, already batch=None
         ((3, 3, 1), r"filter_size=3\)"),
         ((16, 16, 0), "at least one channel"),
-        ((100, 3), "cannot be evaluated on sampled pixels"),
+        ((100, 3), r"sampled pixels \(P, C\)"),
+        ((16, 16), r"image\[\.\.\., None\]"),
+        ((1, 16, 16, 3), "jax.vmap"),
     ],
 )
 def test_ssim_on_too_small_images_names_the_window_to_pass(shape, said):
@@ -341,3 +343,40 @@ def test_a_loss_whose_weight_is_traced_or_batched_prints_as_equinox_prints_it():
     printed = []
     jax.jit(lambda w: printed.append(repr(w * dp.L1())) or w)(2.0)
     assert printed[0].startswith("Scaled(weight=") and printed[0].endswith("loss=L1())")
+
+
+def test_non_negative_rests_at_exact_zeros():
+    # `maximum(-pred, 0)` has half a gradient at 0: Adam pushed exact zeros off zero.
+    zeros = jnp.zeros(4)
+    np.testing.assert_array_equal(jax.grad(lambda p: dp.NonNegative()(p, p))(zeros), 0.0)
+    np.testing.assert_allclose(jax.grad(lambda p: dp.NonNegative()(p, p))(-jnp.ones(4)), -0.25)
+    loss = dp.L2() + dp.NonNegative()
+    np.testing.assert_array_equal(jax.grad(lambda p: loss(p, zeros))(zeros), 0.0)
+
+
+@pytest.mark.parametrize(
+    "returned", [lambda p: jnp.sum(p > 0.5), lambda p: jnp.all(p > 0), lambda p: None]
+)
+@pytest.mark.parametrize(
+    "compose", [lambda fn: dp.L2() + 0.01 * dp.Loss(fn), lambda fn: dp.L2() + fn]
+)
+def test_a_term_that_is_not_a_float_scalar_is_refused_in_a_sum(returned, compose, getkey):
+    # Only the total was checked: an integer term (no gradient) was added to it silently.
+    target = jnp.full((8, 8, 3), 0.5)
+    model = dp.Circles.init(2, key=getkey(), target=target)
+    loss = compose(lambda pred, target: returned(pred))
+    with pytest.raises(ValueError, match="must return a float scalar; `<lambda>` returned"):
+        dp.fit(model, target, loss=loss, steps=1)
+
+
+def test_scalar_settings_print_as_numbers():
+    class Huber(dp.AbstractPointwiseLoss):
+        delta: jax.Array = eqx.field(converter=jnp.asarray, default=0.1)
+
+        def pointwise(self, pred, target):
+            return jnp.abs(pred - target)
+
+    assert repr(dp.SSIM()) == "SSIM(max_value=1.0, filter_size=11, filter_sigma=1.5)"
+    text = str(dp.L2() + 0.5 * Huber(0.05))  # L2() + 0.5 * test_...<locals>.Huber(...)
+    assert text.startswith("L2() + 0.5 * ") and text.endswith(".Huber(delta=0.05)")
+    assert "f32[4,4,1]" in repr(dp.Weighted(dp.L2(), jnp.ones((4, 4))))  # not a scalar

@@ -28,6 +28,14 @@ _MIN_RELATIVE_MAX = 1e-6
 _PEAK = " It is the largest pixel value (1 for images in [0, 1]), and must fit in float32."
 
 
+_SSIM_HINTS = {
+    2: "A grey image needs its channel axis (`image[..., None]`); sampled pixels (P, C), "
+    "which minibatching and `paint` give a loss, cannot be compared: they need a "
+    "pointwise loss.",
+    4: "For a batch of images, `jax.vmap` the loss over its first axis.",
+}
+
+
 class SSIM(AbstractLoss):
     """Structural dissimilarity: `1 - SSIM(pred, target)`, with dm-pix's SSIM.
 
@@ -49,14 +57,17 @@ class SSIM(AbstractLoss):
     ```
     """
 
-    max_value: float = 1.0
-    filter_size: int = 11
-    filter_sigma: float = 1.5
+    # Arrays, so that fits with other values reuse the compiled step (as a Python float
+    # each compiled one); `filter_size` sets the window's shape and stays a number.
+    max_value: Float[Array, ""]
+    filter_size: int
+    filter_sigma: Float[Array, ""]
 
-    def __check_init__(self):
-        check_scalar(self.max_value, "max_value", lower=0.0, upper=FLOAT32_MAX, hint=_PEAK)
-        check_positive_int(self.filter_size, "filter_size")
-        check_scalar(self.filter_sigma, "filter_sigma", lower=0.0)
+    def __init__(self, max_value: Any = 1.0, filter_size: int = 11, filter_sigma: Any = 1.5):
+        max_value = check_scalar(max_value, "max_value", lower=0.0, upper=FLOAT32_MAX, hint=_PEAK)
+        self.filter_size = check_positive_int(filter_size, "filter_size")
+        filter_sigma = check_scalar(filter_sigma, "filter_sigma", lower=0.0)
+        self.max_value, self.filter_sigma = _setting(max_value), _setting(filter_sigma)
 
     def _checked(self) -> SSIM:
         # Inside `fit`'s steps (trusted, checks dropped) a traced `max_value=0` ran on
@@ -78,11 +89,8 @@ class SSIM(AbstractLoss):
         # `__check_init__` it was dropped, and `max_value=0` under jit gave garbage).
         max_value, filter_sigma = self._settings()
         if pred.ndim != 3:
-            raise ValueError(
-                f"`SSIM` compares whole images (H, W, C); got {describe(pred)}. It cannot "
-                "be evaluated on sampled pixels: minibatching and `paint` need a pointwise "
-                "loss."
-            )
+            raise ValueError(f"`SSIM` compares whole images (H, W, C); got {describe(pred)}. "
+                             + _SSIM_HINTS.get(pred.ndim, _SSIM_HINTS[2]))  # fmt: skip
         side = min(pred.shape[:2])
         if side < self.filter_size:  # empty images (no channels too): `check_pair`
             raise ValueError(
@@ -109,6 +117,11 @@ class SSIM(AbstractLoss):
         )
         # In the images' precision: dm-pix widens float32 to float64 under x64.
         return (1.0 - ssim).astype(jnp.promote_types(pred.dtype, jnp.float32))
+
+
+def _setting(value: Any) -> Array:
+    """A checked number as a float32 array (a traced one as it is)."""
+    return value if is_traced(value) else jnp.asarray(value, jnp.float32)
 
 
 def edge_weights(

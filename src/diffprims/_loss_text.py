@@ -5,11 +5,14 @@ Printed as equinox prints any module, `L2() + 10.0 * NonNegative()` read
 wants was hidden. `Sum` and `Scaled` give equinox's printer (wadler_lindig) a document
 of their own (`__pdoc__`), so `repr`, `print` and any printed pytree holding them show
 the expression. A weight that is not a concrete scalar (traced, or batched by `vmap`)
-prints as equinox prints it.
+prints as equinox prints it. Every other loss prints as equinox prints it but for its
+concrete scalar settings, which print as numbers (`SSIM(max_value=1.0, ...)`, a user's
+`Huber(delta=0.05)`, where equinox prints `f32[]`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -72,3 +75,29 @@ def _product(weight: Any, inner: Any, kwargs: dict[str, Any], plain_one: bool = 
     if weight == -1 or (weight == 1 and plain_one):
         return wl.TextDoc("-" if weight < 0 else "") + doc
     return wl.TextDoc(f"{weight_text(weight)} * ") + doc
+
+
+def settings_doc(loss: Any, kwargs: dict[str, Any]) -> Any:
+    """`loss` as equinox prints a module, its concrete float scalars as numbers."""
+    pairs = [
+        (field.name, _as_number(getattr(loss, field.name)))
+        for field in dataclasses.fields(loss)
+        if field.repr
+        and not (kwargs["hide_defaults"] and getattr(loss, field.name) is field.default)
+    ]
+    name_kwargs = {**kwargs, "show_type_module": kwargs["show_dataclass_module"]}
+    return wl.bracketed(
+        begin=wl.pdoc(type(loss), **name_kwargs) + wl.TextDoc("("),
+        docs=wl.named_objs(pairs, **kwargs),
+        sep=wl.comma,
+        end=wl.TextDoc(")"),
+        indent=kwargs["indent"],
+    )
+
+
+def _as_number(value: Any) -> Any:
+    """A concrete float scalar array as a Python float (printed `1.5`), else `value`."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None or not np.issubdtype(dtype, np.floating) or weight_text(value) is None:
+        return value
+    return float(weight_text(value))  # pyright: ignore[reportArgumentType]

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._loss_text import scaled_doc, sum_doc
+from ._loss_text import scaled_doc, settings_doc, sum_doc
 from ._validate import (
     FLOAT32_MAX,
     check_float_array,
@@ -53,6 +53,9 @@ class AbstractLoss(eqx.Module):
     @abc.abstractmethod
     def __call__(self, pred: Array, target: Array) -> Float[Array, ""]:
         """The loss value, a scalar."""
+
+    def __pdoc__(self, **kwargs: Any) -> Any:  # `SSIM(max_value=1.0, ...)`, not `f32[]`
+        return settings_doc(self, kwargs)
 
     def __add__(self, other: Any) -> AbstractLoss:
         if _is_zero(other):  # `loss + 0`, as `0 + loss` (which `sum([...])` needs)
@@ -186,7 +189,9 @@ class NonNegative(AbstractPointwiseLoss):
 
     def pointwise(self, pred: Array, target: Array) -> Array:
         del target
-        return jnp.maximum(-pred, 0.0)
+        # Not `maximum(-pred, 0)`, whose gradient at 0 is half a step: a fit that reached
+        # exact zeros was pushed off them (as `_abs` keeps L1 at rest on a match).
+        return jnp.where(pred < 0, -pred, 0.0)
 
 
 class KeepZeros(AbstractPointwiseLoss):
@@ -357,7 +362,26 @@ class Loss(AbstractLoss):
 
     def __call__(self, pred: Array, target: Array) -> Float[Array, ""]:
         fn = self.fn if self.arrays is None else eqx.combine(self.arrays, self.fn)
-        return fn(pred, target)
+        out = fn(pred, target)
+        # Each term checked (when traced: no cost in the step), not only a sum's total,
+        # to which an integer term (a count, with no gradient) added silently.
+        value = out if hasattr(out, "dtype") else None
+        if not isinstance(out, float) and (
+            value is None
+            or jnp.shape(value) != ()
+            or not jnp.issubdtype(value.dtype, jnp.floating)
+        ):
+            raise ValueError(
+                f"A loss function must return a float scalar; `{_name(self.fn)}` returned "
+                f"{describe(out)}. Reduce it, e.g. with `jnp.mean` (an integer or boolean "
+                "has no gradient)."
+            )
+        return jnp.asarray(out) if isinstance(out, float) else out
+
+
+def _name(fn: Any) -> str:
+    """A function's name for messages (`<lambda>`, a module's class)."""
+    return getattr(fn, "__name__", None) or type(fn).__name__
 
 
 def check_pair(pred: Any, target: Any, what: str = "A loss") -> tuple[Array, Array]:
