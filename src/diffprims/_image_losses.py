@@ -12,7 +12,8 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ._blur import blur
 from ._image import check_image
-from ._losses import AbstractLoss, check_pair
+from ._loss_inputs import check_pair
+from ._losses import AbstractLoss
 from ._validate import (
     FLOAT32_MAX,
     check_not_traced,

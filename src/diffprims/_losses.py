@@ -14,11 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from ._loss_inputs import as_weight, check_pair, function_name, is_zero
 from ._loss_text import scaled_doc, settings_doc, sum_doc
 from ._validate import (
-    FLOAT32_MAX,
     check_float_array,
-    check_not_empty,
     check_values,
     describe,
     is_traced,
@@ -58,13 +57,13 @@ class AbstractLoss(eqx.Module):
         return settings_doc(self, kwargs)
 
     def __add__(self, other: Any) -> AbstractLoss:
-        if _is_zero(other):  # `loss + 0`, as `0 + loss` (which `sum([...])` needs)
+        if is_zero(other):  # `loss + 0`, as `0 + loss` (which `sum([...])` needs)
             return self
         other = as_loss(other, "the right-hand side of `+`")
         return Sum(_terms(self) + _terms(other))
 
     def __radd__(self, other: Any) -> AbstractLoss:
-        if _is_zero(other):  # lets `sum([...])` work
+        if is_zero(other):  # lets `sum([...])` work
             return self
         return Sum(_terms(as_loss(other, "the left-hand side of `+`")) + _terms(self))
 
@@ -80,8 +79,8 @@ class AbstractLoss(eqx.Module):
 
     def __truediv__(self, divisor: Any) -> AbstractLoss:
         if is_traced(divisor):
-            return Scaled(1.0 / _as_weight(divisor, "loss divisor"), self)
-        _as_weight(divisor, "loss divisor")  # its type and shape
+            return Scaled(1.0 / as_weight(divisor, "loss divisor"), self)
+        as_weight(divisor, "loss divisor")  # its type and shape
         exact = np.asarray(divisor, np.float64)  # before float32 rounds 1e-300 to 0
         if not np.all(exact != 0):
             raise ValueError(f"`loss divisor` must be non-zero; got {exact.tolist()}.")
@@ -91,41 +90,16 @@ class AbstractLoss(eqx.Module):
         return Scaled(-1.0, self)
 
     def __sub__(self, other: Any) -> AbstractLoss:
-        if _is_zero(other):  # as `loss + 0`
+        if is_zero(other):  # as `loss + 0`
             return self
         return self + (-as_loss(other, "the right-hand side of `-`"))
 
     def __rsub__(self, other: Any) -> AbstractLoss:  # `fn - loss`; `0 - loss` is `-loss`
-        minuend = 0 if _is_zero(other) else as_loss(other, "the left-hand side of `-`")
+        minuend = 0 if is_zero(other) else as_loss(other, "the left-hand side of `-`")
         return minuend + (-self)
 
     def _checked(self) -> AbstractLoss:  # its traced settings checked (fit's steps do not)
         return self
-
-
-def _as_weight(value: Any, name: str) -> Array:
-    """A weight as a float array: an integer one counts, as a Python int does, bools do
-    not. A concrete one must fit in float32 (1e39 became inf, then "not finite")."""
-    if hasattr(value, "dtype") and jnp.issubdtype(value.dtype, jnp.integer):
-        value = jnp.asarray(value, jnp.float32)
-    if not is_traced(value) and not isinstance(value, bool):
-        try:
-            exact = np.asarray(value, np.float64)
-        except (TypeError, ValueError):
-            exact = np.asarray(np.nan)  # not a number: `check_float_array` says so
-        if np.all(np.isfinite(exact)) and np.any(np.abs(exact) > FLOAT32_MAX):
-            raise ValueError(
-                f"`{name}` must fit in float32 (magnitude at most {FLOAT32_MAX:.3g}); got "
-                f"{exact.tolist()}."
-            )
-    return check_float_array(value, name)
-
-
-def _is_zero(x: Any) -> bool:
-    """A concrete scalar zero: Python's, NumPy's or JAX's (`loss + 0`, `sum([...])`)."""
-    if isinstance(x, bool) or is_traced(x) or np.ndim(x) != 0:
-        return False
-    return isinstance(x, int | float | np.number | jax.Array) and float(x) == 0
 
 
 def _abs(x: Array) -> Array:
@@ -305,7 +279,7 @@ class Scaled(AbstractLoss):
     loss: AbstractLoss
 
     def __init__(self, weight: Any, loss: AbstractLoss):
-        weight = _as_weight(weight, "loss weight")
+        weight = as_weight(weight, "loss weight")
         if weight.ndim != 0:
             raise ValueError(f"`loss weight` must be a scalar; got {describe(weight)}.")
         weight = check_values(weight, "loss weight")
@@ -372,31 +346,11 @@ class Loss(AbstractLoss):
             or not jnp.issubdtype(value.dtype, jnp.floating)
         ):
             raise ValueError(
-                f"A loss function must return a float scalar; `{_name(self.fn)}` returned "
+                f"A loss function must return a float scalar; `{function_name(self.fn)}` returned "
                 f"{describe(out)}. Reduce it, e.g. with `jnp.mean` (an integer or boolean "
                 "has no gradient)."
             )
         return jnp.asarray(out) if isinstance(out, float) else out
-
-
-def _name(fn: Any) -> str:
-    """A function's name for messages (`<lambda>`, a module's class)."""
-    return getattr(fn, "__name__", None) or type(fn).__name__
-
-
-def check_pair(pred: Any, target: Any, what: str = "A loss") -> tuple[Array, Array]:
-    """`pred` and `target` as float arrays of one shape (no silent broadcasting), with
-    at least one element (`what`, the loss, would average over none: NaN)."""
-    pred = check_float_array(pred, "pred")
-    target = check_float_array(target, "target")
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"`pred` and `target` must have the same shape; got {tuple(pred.shape)} and "
-            f"{tuple(target.shape)}. Losses compare images (H, W, C) or sampled values "
-            "(P, C) element by element and never broadcast."
-        )
-    check_not_empty(pred, "pred", what)
-    return pred, target
 
 
 def _terms(loss: AbstractLoss) -> tuple[AbstractLoss, ...]:

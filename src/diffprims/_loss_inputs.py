@@ -1,0 +1,57 @@
+"""What losses take: weights, the pair `(pred, target)`, functions' names for messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+
+from ._validate import FLOAT32_MAX, check_float_array, check_not_empty, is_traced
+
+
+def as_weight(value: Any, name: str) -> Array:
+    """A weight as a float array: an integer one counts, as a Python int does, bools do
+    not. A concrete one must fit in float32 (1e39 became inf, then "not finite")."""
+    if hasattr(value, "dtype") and jnp.issubdtype(value.dtype, jnp.integer):
+        value = jnp.asarray(value, jnp.float32)
+    if not is_traced(value) and not isinstance(value, bool):
+        try:
+            exact = np.asarray(value, np.float64)
+        except (TypeError, ValueError):
+            exact = np.asarray(np.nan)  # not a number: `check_float_array` says so
+        if np.all(np.isfinite(exact)) and np.any(np.abs(exact) > FLOAT32_MAX):
+            raise ValueError(
+                f"`{name}` must fit in float32 (magnitude at most {FLOAT32_MAX:.3g}); got "
+                f"{exact.tolist()}."
+            )
+    return check_float_array(value, name)
+
+
+def is_zero(x: Any) -> bool:
+    """A concrete scalar zero: Python's, NumPy's or JAX's (`loss + 0`, `sum([...])`)."""
+    if isinstance(x, bool) or is_traced(x) or np.ndim(x) != 0:
+        return False
+    return isinstance(x, int | float | np.number | jax.Array) and float(x) == 0
+
+
+def function_name(fn: Any) -> str:
+    """A function's name for messages (`<lambda>`, a module's class)."""
+    return getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def check_pair(pred: Any, target: Any, what: str = "A loss") -> tuple[Array, Array]:
+    """`pred` and `target` as float arrays of one shape (no silent broadcasting), with
+    at least one element (`what`, the loss, would average over none: NaN)."""
+    pred = check_float_array(pred, "pred")
+    target = check_float_array(target, "target")
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"`pred` and `target` must have the same shape; got {tuple(pred.shape)} and "
+            f"{tuple(target.shape)}. Losses compare images (H, W, C) or sampled values "
+            "(P, C) element by element and never broadcast."
+        )
+    check_not_empty(pred, "pred", what)
+    return pred, target
