@@ -393,6 +393,39 @@ def test_layers_trainable_errors(kwargs, error, match):
         model.trainable(*kinds, **kwargs)
 
 
+def test_a_selection_of_nothing_is_refused_where_it_is_made():
+    # `fit` said only "nothing would train", not that an "over" set has no depths.
+    model, _ = _layers()
+    circles = model.layers[1]
+    with pytest.raises(ValueError, match=r"trainable\('depth'\)` selects no.*with_compositing"):
+        circles.trainable("depth")
+    with pytest.raises(ValueError, match="kinds \\['colour', 'opacity', 'position', 'size'\\]"):
+        circles.trainable("angle")
+    assert any(jax.tree.leaves(circles.trainable("position", "angle")))  # generic code
+    depth = circles.with_compositing("depth")
+    assert jax.tree.leaves(depth.trainable("depth")).count(True) == 1
+    # In layers, a kind that one training layer has is enough.
+    layers = dp.Layers([dp.Ellipses.init(2, key=jax.random.key(0)), circles])
+    assert jax.tree.leaves(layers.trainable("angle")).count(True) == 1
+    with pytest.raises(ValueError, match="selects no parameter of the layers that train"):
+        layers.trainable("angle", layers=1)
+
+
+def test_layer_errors_name_the_layer():
+    model, target = _layers()
+    grey = dp.Circles.init(2, key=jax.random.key(0), channels=1)
+    with pytest.raises(ValueError, match=r"`layers\[1\]` has 1, `layers\[0\]` 3"):
+        dp.Layers([model.layers[0], grey])
+    depth = dp.Layers([model.layers[0], model.layers[1].with_compositing("depth")])
+    with pytest.raises(ValueError, match=r"^`layers\[1\]`: method=\"tiled\" cannot render"):
+        depth.render_image((8, 8), method="tiled")
+    with pytest.raises(ValueError, match=r"^`layers\[1\]`: method=\"tiled\" cannot render"):
+        dp.fit(depth, target, steps=1, method="tiled")
+    additive = dp.Layers([model.layers[0], model.layers[1].with_compositing("additive")])
+    with pytest.raises(ValueError, match=r"^`layers\[1\]`: SVG export draws"):
+        dp.to_svg(additive, (8, 8))
+
+
 def test_a_loss_holding_its_own_map_is_told_to_use_weighted():
     class MaskedL2(dp.AbstractPointwiseLoss):
         mask: jax.Array

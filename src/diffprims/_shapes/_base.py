@@ -18,7 +18,7 @@ from typing_extensions import Self
 
 from .._model import AbstractModel, check_unbatched
 from .._validate import check_grid_shape, check_indices, check_pixel_size, check_points
-from . import _build, _protocol, _random, _render
+from . import _build, _protocol, _random, _render, _specs
 from ._culling import CUTOFF
 from ._roles import COLOUR, DEPTH, OPACITY, Role, declared_roles, parameter, role_metadata
 
@@ -172,10 +172,10 @@ class AbstractShapes(AbstractModel):
         result = dp.fit(model, target, trainable=spec, steps=500)
         ```
         """
-        return _build.trainable_spec(self, kinds)
+        return _specs.trainable_spec(self, kinds)
 
     def _fixed_parameters(self) -> Any:  # `learn_background=False`: weight decay too
-        return None if self.learn_background else _build.fields_spec(self, ["raw_background"])
+        return None if self.learn_background else _specs.fields_spec(self, ["raw_background"])
 
     @property
     def num_shapes(self) -> int:
@@ -282,7 +282,7 @@ class AbstractShapes(AbstractModel):
         (the background). `equinox.combine(per_shape, rest)` gives the set back.
         Renderers scan over, or gather from, `per_shape`.
         """
-        return eqx.partition(self, _build.per_shape_spec(self))
+        return eqx.partition(self, _specs.per_shape_spec(self))
 
     def take(self, indices: Int[ArrayLike, " K"]) -> Self:
         """The sub-set of shapes at `indices` (in that order), same background."""

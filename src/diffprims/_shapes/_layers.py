@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import operator
+from collections.abc import Iterator
 from typing import Any
 
 import equinox as eqx
@@ -21,7 +23,6 @@ from .._validate import (
     upcast_floats,
 )
 from ._base import AbstractShapes
-from ._build import fields_spec
 from ._render import (
     check_method,
     fit_method,
@@ -30,6 +31,7 @@ from ._render import (
     render_points,
     resolved_method,
 )
+from ._specs import fields_spec, present_kinds, trainable_spec, unmatched_message
 
 
 class Layers(AbstractModel):
@@ -78,9 +80,14 @@ class Layers(AbstractModel):
                     f"`layers[{index}]` must be a shape set such as `dp.Circles`; got "
                     f"{describe(layer)}."
                 )
-        channels = {layer.num_channels for layer in layers}
-        if len(channels) != 1:
-            raise ValueError(f"every layer must have the same channels; got {sorted(channels)}.")
+        first = layers[0].num_channels
+        odd = next((i for i, layer in enumerate(layers) if layer.num_channels != first), None)
+        if odd is not None:
+            raise ValueError(
+                f"every layer must have the same channels; `layers[{odd}]` has "
+                f"{layers[odd].num_channels}, `layers[0]` {first}. Build every set for the "
+                "same image (the same `target` or `channels=`)."
+            )
         batches = [batch_shape(layer) for layer in layers]
         if len(set(batches)) > 1:  # else a deep broadcasting error when drawn or fitted
             got = ", ".join(
@@ -160,16 +167,20 @@ class Layers(AbstractModel):
     def _methods(self, method: Any, num_points: int) -> tuple[str, ...]:
         """Each layer's renderer, "scan" or "tiled", as a shape set picks it (checked
         here, outside any compiled program, where an eager derivative can be seen)."""
-        return tuple(
-            resolved_method(
-                layer, num_points, check_method(method, layer.compositing, type(layer))
-            )
-            for layer in self.layers
-        )
+        methods = []
+        for index, layer in enumerate(self.layers):
+            with naming_layer(index, len(self.layers)):
+                checked = check_method(method, layer.compositing, type(layer))
+            methods.append(resolved_method(layer, num_points, checked))
+        return tuple(methods)
 
     def _fit_method(self, method: Any) -> str | None:
         # As a set's, checked against every layer (all give the same choice).
-        return [fit_method(method, layer) for layer in self.layers][0]
+        methods = []
+        for index, layer in enumerate(self.layers):
+            with naming_layer(index, len(self.layers)):
+                methods.append(fit_method(method, layer))
+        return methods[0]
 
     def trainable(self, *kinds: str, layers: Any = None) -> Any:
         """A filter spec for `fit(..., trainable=...)`: train only some parts of the layers.
@@ -199,10 +210,13 @@ class Layers(AbstractModel):
         for index, layer in enumerate(self.layers):
             if index not in chosen:
                 specs.append(jax.tree.map(lambda _: False, layer))
-            elif kinds:
-                specs.append(layer.trainable(*kinds))
+            elif kinds:  # a kind some layers lack (angles of circles) is no error
+                specs.append(trainable_spec(layer, kinds, check=False))
             else:
                 specs.append(jax.tree.map(eqx.is_inexact_array, layer))
+        if kinds and not any(jax.tree.leaves(specs)):
+            present = sorted({k for i in chosen for k in present_kinds(self.layers[i])})
+            raise ValueError(unmatched_message(kinds, "the layers that train", present))
         spec = jax.tree.map(lambda _: False, self)
         return eqx.tree_at(lambda s: s.layers, spec, tuple(specs))
 
@@ -261,3 +275,14 @@ _stacked_compiled = eqx.filter_jit(_stacked)
 def flatten_layers(model: Any) -> tuple[AbstractShapes, ...]:
     """The shape sets of `model`, bottom first (a shape set is one layer)."""
     return model.layers if isinstance(model, Layers) else (model,)
+
+
+@contextlib.contextmanager
+def naming_layer(index: int, count: int) -> Iterator[None]:
+    """A `ValueError` about one of `count` layers says which (`layers[1]: ...`)."""
+    try:
+        yield
+    except ValueError as error:
+        if count == 1:
+            raise
+        raise ValueError(f"`layers[{index}]`: {error}") from None

@@ -15,7 +15,7 @@ from .._files import atomic_write, check_suffix
 from .._model import check_unbatched
 from .._validate import check_bool, check_grid_shape, describe, is_traced
 from ._base import AbstractShapes
-from ._layers import Layers, flatten_layers
+from ._layers import Layers, flatten_layers, naming_layer
 from ._protocol import svg_geometry as checked_svg_geometry
 
 # A sigmoid edge `sigmoid(-d / w)` is drawn as a hard edge blurred by a Gaussian of this
@@ -95,8 +95,9 @@ def to_svg(
     height, width = check_grid_shape(shape)
     soft_edges = check_bool(soft_edges, "soft_edges")
     layers = flatten_layers(model)
-    for layer in layers:
-        _check_exportable(layer)
+    for index, layer in enumerate(layers):
+        with naming_layer(index, len(layers)):
+            _check_exportable(layer)
     aspect = width / height
     lines = [
         # `xlink:` for shapes that reference their defs the SVG 1.1 way (`xlink:href`).
