@@ -82,3 +82,24 @@ def with_checked_settings(loss: Any) -> Any:
         return isinstance(x, AbstractLoss) and type(x)._checked is not AbstractLoss._checked
 
     return jax.tree.map(lambda x: x._checked() if own(x) else x, loss, is_leaf=own)
+
+
+def check_loss_on(
+    loss: AbstractLoss, target: Any, batch: int | None, advice: Callable[[str], str]
+) -> None:
+    """Evaluate `loss` abstractly on what each step gives it: whole images (`batch`
+    None) or `batch` sampled `(P, C)` values, per-pixel maps sampled along. One that
+    fails on the samples but works on whole images is refused with `advice(error)`."""
+    height, width, channels = target.shape
+    check_weight_maps(loss, (height, width))
+    shape = (height, width, channels) if batch is None else (batch, channels)
+    sample = jax.ShapeDtypeStruct(shape, target.dtype)
+    try:
+        # What each step calls: per-pixel maps sampled at the batch's pixels.
+        stepped = loss if batch is None else on_sampled_pixels(loss, batch)
+        check_loss_output(stepped, sample, sample)
+    except ValueError as error:
+        if batch is None or not str(error).startswith("`loss` failed"):
+            raise
+        check_loss_on(loss, target, None, advice)  # whole images fail too: that error it is
+        raise ValueError(advice(str(error))) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,6 @@ import numpy as np
 import optax
 
 from .._image import check_image
-from .._loss_checks import check_loss_output, check_weight_maps, on_sampled_pixels
 from .._losses import (
     L2,
     AbstractLoss,
@@ -193,28 +193,14 @@ def check_fit_key(key: Any, batch: int | None, resume: Any = None) -> Any:
     return check_key(key)
 
 
-def check_loss_on(loss: AbstractLoss, target: Any, batch: int | None) -> None:
-    """Evaluate the loss abstractly on what each step will give it."""
-    height, width, channels = target.shape
-    check_weight_maps(loss, (height, width))
-    pred_shape = (height, width, channels) if batch is None else (batch, channels)
-    try:
-        check_loss_output(
-            # What each step calls: per-pixel maps sampled at the batch's pixels.
-            loss if batch is None else on_sampled_pixels(loss, batch),
-            jax.ShapeDtypeStruct(pred_shape, target.dtype),
-            jax.ShapeDtypeStruct(pred_shape, target.dtype),
-        )
-    except ValueError as error:
-        if batch is None or not str(error).startswith("`loss` failed"):
-            raise
-        check_loss_on(loss, target, None)  # whole images fail too: that error is the one
-        raise ValueError(
-            f"{str(error).rstrip('.')}. The loss works on whole images but not on the "
-            f"(P, C) values a minibatch samples ({batch} pixels a step): fit with "
-            "`batch=None`, or, where it holds an (H, W) map, give the map as "
-            "`dp.Weighted(loss, map)` (`fit` samples it at the drawn pixels)."
-        ) from None
+def minibatch_advice(batch: int) -> Callable[[str], str]:
+    """`fit`'s word for a loss that works on whole images only (`check_loss_on`)."""
+    return lambda error: (
+        f"{error.rstrip('.')}. The loss works on whole images but not on the (P, C) values "
+        f"a minibatch samples ({batch} pixels a step): fit with `batch=None`, or, where it "
+        "holds an (H, W) map, give the map as `dp.Weighted(loss, map)` (`fit` samples it at "
+        "the drawn pixels)."
+    )
 
 
 def check_checkpointing(checkpoint: Any, checkpoint_every: Any, resume: Any) -> int | None:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._loss_checks import with_checked_settings
+from .._loss_checks import check_loss_on, with_checked_settings
 from .._losses import L2
 from .._model import AbstractModel
 from .._validate import check_bool, check_positive_int, inside_trace, is_traced
@@ -181,7 +181,8 @@ def fit(
     sampler, batch = _checks.sampler_for(batch, sampling, target.shape)
     key_given, key = key, _checks.check_fit_key(key, batch, resume)
     checkpoint_every = _checks.check_checkpointing(checkpoint, checkpoint_every, resume)
-    _checks.check_loss_on(loss, target, batch)
+    advice = _checks.minibatch_advice(batch) if batch is not None else str
+    check_loss_on(loss, target, batch, advice)
     snap_steps = _checks.snapshot_steps(snapshots, steps)
 
     params, static = _checks.partition_trainable(model, trainable)

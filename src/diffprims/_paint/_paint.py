@@ -45,7 +45,7 @@ from typing_extensions import TypeVar
 from .._fit._driver import Driver
 from .._fit._loop import sample_count
 from .._fit._result import FitResult
-from .._loss_checks import check_loss_output, check_weight_maps, on_sampled_pixels
+from .._loss_checks import check_loss_on
 from .._losses import L2, AbstractLoss, as_loss
 from .._shapes import AbstractShapes, Circles
 from ._placement import blank, grid_step
@@ -275,20 +275,10 @@ def _run_rounds(painting: Painting, driver: Driver, plan: list, budget: Budget, 
 
 def _check_loss(loss: AbstractLoss, target: Array, stride: int) -> None:
     """The loss must take the `(P, C)` pixel samples each step gives it."""
-    height, width, channels = target.shape
-    check_weight_maps(loss, (height, width))
+    height, width, _ = target.shape
     count = sample_count(("stratified", min(stride, height, width)), height, width)
-    sample = jax.ShapeDtypeStruct((count, channels), target.dtype)
-    try:
-        check_loss_output(on_sampled_pixels(loss, count), sample, sample)
-    except ValueError as error:
-        whole = jax.ShapeDtypeStruct(target.shape, target.dtype)
-        try:
-            check_loss_output(loss, whole, whole)
-        except ValueError:
-            raise error from None  # it fails on whole images too: a bug, said as it is
-        raise ValueError(
-            f"`loss` must work on sampled pixels (P, C): `paint` fits on one pixel per "
-            f"{stride}x{stride} block; a loss that needs whole images (SSIM, Sobel) cannot "
-            f"be used. {error}"
-        ) from None
+    check_loss_on(loss, target, count, lambda error: (
+        f"`loss` must work on sampled pixels (P, C): `paint` fits on one pixel per "
+        f"{stride}x{stride} block; a loss that needs whole images (SSIM, Sobel) cannot be "
+        f"used. {error}"
+    ))  # fmt: skip
