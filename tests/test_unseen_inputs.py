@@ -149,3 +149,24 @@ def test_a_colour_solve_on_a_coarse_grid_never_worsens_the_picture(getkey):
     assert _solve.solve_stride(256 * 256, 600, 5.0) == 2
     assert _solve.solve_stride(256 * 256, 600, 5.0, 2) is None
     assert _solve.solve_reserve(5.0, 600, 256 * 256, 2) == 0.0
+
+
+def test_big_endian_arrays_are_read_as_their_values(getkey):
+    # A FITS image (astropy) or a .npy written on another machine is big-endian, which
+    # JAX refuses: every entry point failed with "Dtype >f8 is not a valid JAX array type".
+    rng = np.random.default_rng(0)
+    image = rng.uniform(size=(12, 12, 3)).astype(np.float32)
+    kernel = np.outer(np.hanning(7), np.hanning(7)).astype(np.float32)
+    swapped = {name: a.astype(a.dtype.newbyteorder(">")) for name, a in
+               (("image", image), ("kernel", kernel))}  # fmt: skip
+    bank = dp.SeparableFilters.from_svd(kernel, 2)
+    for native, other in (
+        (bank.kernel(), dp.SeparableFilters.from_svd(swapped["kernel"], 2).kernel()),
+        (bank.apply(image), bank.apply(swapped["image"])),
+        (dp.psnr(image, 0.5 * image), dp.psnr(swapped["image"], 0.5 * image)),
+        (dp.edge_weights(image), dp.edge_weights(swapped["image"])),
+    ):
+        np.testing.assert_array_equal(native, other)
+    model = dp.Circles.init(3, key=getkey(), target=swapped["image"])
+    result = dp.fit(model, swapped["image"], steps=2)
+    assert np.isfinite(result.losses).all()

@@ -149,6 +149,9 @@ def check_float_array(
             ) from None
         if x.dtype.kind in "biu":  # numbers written as Python ints: `[[0, 0, 0]]` is black
             x = x.astype(np.float32)
+    if isinstance(x, np.ndarray | np.generic) and not x.dtype.isnative:
+        # Big-endian data (a FITS image, a .npy from another machine): JAX takes native.
+        x = x.astype(x.dtype.newbyteorder("="))
     if not hasattr(x, "dtype") or not hasattr(x, "shape"):
         if isinstance(x, float | int) and not isinstance(x, bool):
             x = np.asarray(x, dtype=np.float32)
