@@ -226,6 +226,7 @@ def test_a_first_ctrl_c_while_writing_a_finished_fit_lets_it_finish(monkeypatch,
         # Which option named the missing image?
         (["filter", "--apply", "none.png"], ["error: --apply: No image at 'none.png'"]),
         (["paint", "none.png"], ["error: IMAGE: No image at 'none.png'"]),
+        (["paint", "-"], ["No image at '-' (for standard input, give /dev/stdin)"]),
     ],
 )
 def test_messages_say_what_is_wrong(capsys, argv, words):

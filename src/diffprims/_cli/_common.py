@@ -246,6 +246,8 @@ def _load_image(path: str | os.PathLike, size: Any, what: str):
         message = str(error).rstrip(".") or type(error).__name__
         if "`path`" not in message:  # "No image at 'x'": which option gave it?
             message = f"{what}: {message}"
+        if os.fspath(path) == "-" and isinstance(error, FileNotFoundError):
+            message += " (for standard input, give /dev/stdin)"
         raise UsageError(message.replace("`path`", what)) from None
 
 
