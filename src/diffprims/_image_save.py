@@ -55,13 +55,13 @@ def save_image(path: str | os.PathLike[str], image: Any, *, bits: int = 8) -> Pa
     16-bit photo, say, which 8 bits would band). The file appears whole or not at all
     (it is written to a temporary file in the same folder and renamed).
 
-    `C` is 1 (grey), 3 (RGB) or 4 (RGBA); an `(H, W)` array is taken as grey. An image the format cannot hold is refused
-    with a `ValueError`, never changed silently (a BMP would lose the alpha, an ICO
-    shrink to 256 pixels, a GIF keep 256 colours); lossy formats (JPEG) change values
-    only by their compression. An RGBA image as JPEG (which has no
-    alpha channel) raises, and the message says how to drop the alpha
-    (`image[..., :3]`), composite it over white as `load_image` shows transparency,
-    or keep it by saving as PNG.
+    `C` is 1 (grey), 3 (RGB) or 4 (RGBA); an `(H, W)` array is taken as grey. An image
+    the format cannot hold is refused with a `ValueError`, never changed silently (a
+    BMP would lose the alpha, an ICO shrink to 256 pixels, a GIF keep 256 colours);
+    lossy formats (JPEG) change values only by their compression. An RGBA image as JPEG
+    (which has no alpha channel) raises, and the message says how to drop the alpha
+    (`image[..., :3]`), composite it over white as `load_image` shows transparency, or
+    keep it by saving as PNG.
 
     **Returns:**
 
