@@ -1,6 +1,7 @@
 """Losses: exact formulas, the algebra of `+` and `*`, per-pixel weights."""
 
 import itertools
+import re
 
 import equinox as eqx
 import jax
@@ -380,3 +381,28 @@ def test_scalar_settings_print_as_numbers():
     text = str(dp.L2() + 0.5 * Huber(0.05))  # L2() + 0.5 * test_...<locals>.Huber(...)
     assert text.startswith("L2() + 0.5 * ") and text.endswith(".Huber(delta=0.05)")
     assert "f32[4,4,1]" in repr(dp.Weighted(dp.L2(), jnp.ones((4, 4))))  # not a scalar
+
+
+@pytest.mark.parametrize(
+    "make, said",
+    [
+        (lambda m: 0.0 * dp.L2(), "its weight is 0"),
+        (lambda m: dp.Weighted(dp.L2(), 0 * m), "`Weighted` map is all zeros"),
+        (lambda m: 0 * dp.L1() + 3.0 * dp.Weighted(dp.L2(), 0 * m), "weight is 0; its `Weighted`"),
+    ],
+)
+def test_a_loss_that_is_zero_everywhere_is_refused_by_fit_and_paint(make, said, getkey):
+    # It ran, its loss 0 at every step, and changed nothing (an empty `Sum` is refused).
+    target = jnp.full((8, 8, 3), 0.5)
+    loss = make(jnp.ones((8, 8)))
+    model = dp.Circles.init(2, key=getkey(), target=target)
+    with pytest.raises(ValueError, match=f"is 0 whatever the prediction: .*{re.escape(said)}"):
+        dp.fit(model, target, loss=loss, steps=1)
+    with pytest.raises(ValueError, match="nothing would train"):
+        dp.paint(target, 2, key=getkey(), steps=2, loss=loss)
+    # One term that weighs something is enough; a traced weight is not looked at.
+    dp.fit(model, target, loss=dp.L2() + loss, steps=1)
+    losses = jax.vmap(lambda w: dp.fit(model, target, loss=w * dp.L2(), steps=1).losses)(
+        jnp.array([0.0, 1.0])
+    )
+    assert losses.shape == (2, 1)

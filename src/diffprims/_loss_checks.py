@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from ._losses import AbstractLoss, Weighted
-from ._validate import describe
+from ._losses import AbstractLoss, Scaled, Sum, Weighted
+from ._validate import describe, is_traced
 
 
 def check_weight_maps(loss: AbstractLoss, shape: tuple[int, int]) -> None:
@@ -92,6 +92,12 @@ def check_loss_on(
     fails on the samples but works on whole images is refused with `advice(error)`."""
     height, width, channels = target.shape
     check_weight_maps(loss, (height, width))
+    zero = weighs_nothing(loss)
+    if zero is not None:  # as an empty `Sum` is refused: a fit would change nothing
+        raise ValueError(
+            f"`loss` is 0 whatever the prediction: {zero}, so nothing would train. Give it "
+            "a weight that is not 0 (a map of zeros is often a mask read wrong)."
+        )
     shape = (height, width, channels) if batch is None else (batch, channels)
     sample = jax.ShapeDtypeStruct(shape, target.dtype)
     try:
@@ -103,3 +109,19 @@ def check_loss_on(
             raise
         check_loss_on(loss, target, None, advice)  # whole images fail too: that error it is
         raise ValueError(advice(str(error))) from None
+
+
+def weighs_nothing(loss: Any) -> str | None:
+    """Why `loss` is 0 for every input (a concrete weight of 0, a weight map of zeros,
+    in every term of a sum), else None (traced weights are not looked at)."""
+    if isinstance(loss, Sum):
+        reasons = [weighs_nothing(term) for term in loss.terms]
+        return None if None in reasons else "; ".join(dict.fromkeys(map(str, reasons)))
+    if isinstance(loss, Scaled):
+        weight = loss.weight
+        if not is_traced(weight) and np.ndim(weight) == 0 and float(weight) == 0:
+            return "its weight is 0"
+        return weighs_nothing(loss.loss)
+    if isinstance(loss, Weighted) and not is_traced(loss.weights):
+        return "its `Weighted` map is all zeros" if not np.any(np.asarray(loss.weights)) else None
+    return None
