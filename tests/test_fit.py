@@ -185,13 +185,38 @@ def test_stratified_sampling_draws_every_pixel_alike(height, width, stride):
     """Where blocks are cut by the image's edge, every pixel is still as likely: the
     last row and column were drawn up to `stride` times as often (the corner `stride^2`),
     which biased the loss and its gradient towards the borders."""
-    keys = jax.random.split(jax.random.key(0), 4000)
-    draws = jax.vmap(lambda k: loop_module.stratified_indices(k, height, width, stride))(keys)
-    counts = np.bincount(np.asarray(draws).ravel(), minlength=height * width)
-    expected = draws.size / (height * width)
     down, across = (stride, stride) if isinstance(stride, int) else stride
-    assert draws.shape[1] == -(-height // down) * -(-width // across)
-    assert np.all(np.abs(counts / expected - 1) < 0.2), (counts.min(), counts.max(), expected)
+    keys = jax.random.split(jax.random.key(0), 4000)
+    # Over keys at one step, and over the steps of one key (epochs of reshuffled orders).
+    for draws in (
+        jax.vmap(lambda k: loop_module.stratified_indices(k, height, width, stride, 5))(keys),
+        jax.vmap(lambda s: loop_module.stratified_indices(keys[0], height, width, stride, s))(
+            jnp.arange(4000)
+        ),
+    ):
+        counts = np.bincount(np.asarray(draws).ravel(), minlength=height * width)
+        expected = draws.size / (height * width)
+        assert draws.shape[1] == -(-height // down) * -(-width // across)
+        assert np.all(np.abs(counts / expected - 1) < 0.2), (counts.min(), counts.max())
+
+
+@pytest.mark.parametrize(("height", "width", "stride"), [(16, 16, 4), (8, 12, (2, 3))])
+def test_stratified_sampling_visits_every_pixel_once_an_epoch(height, width, stride):
+    # Random reshuffling: drawn independently each step, a block saw some pixels twice
+    # and others not at all in as many steps as it has pixels.
+    down, across = (stride, stride) if isinstance(stride, int) else stride
+    key = jax.random.key(3)
+    for epoch in range(2):
+        steps = jnp.arange(epoch * down * across, (epoch + 1) * down * across)
+        draws = jax.vmap(lambda s: loop_module.stratified_indices(key, height, width, stride, s))(
+            steps
+        )
+        counts = np.bincount(np.asarray(draws).ravel(), minlength=height * width)
+        np.testing.assert_array_equal(counts, 1)
+    # The epochs differ in their orders.
+    first, second = (loop_module.stratified_indices(key, height, width, stride, s)
+                     for s in (0, down * across))  # fmt: skip
+    assert not np.array_equal(first, second)
 
 
 @pytest.mark.parametrize("batch", [0.45, 0.5, 0.6, 0.3, 0.25, 0.1, 0.03, 2048, 1000, 300])

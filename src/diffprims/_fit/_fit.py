@@ -86,7 +86,8 @@ def fit(
       pixels (whole pixels a side, as square as the area allows: `batch=0.5` takes
       blocks of 1 x 2, 0.1 of 3 x 3) and each step takes one random pixel from every
       block, so each step sees the whole picture evenly (lower-variance gradients at the
-      same cost; every pixel equally likely, also in blocks the image's edge cuts).
+      same cost; every pixel equally likely, also in blocks the image's edge cuts); over
+      as many steps as a block has pixels, each of them once, in a random order.
     - `steps_per_dispatch`: steps run per compiled call (also how often the progress
       bar updates).
     - `progress`: `True` to show a progress bar with the current loss.

@@ -19,9 +19,10 @@ The recipe (each piece a knob of `paint`):
 - **coarse-to-fine**: early rounds fit a blurred target with wider soft edges, later
   rounds the sharp target with the model's own softness;
 - **stratified pixel sampling**: each step renders one random pixel of every
-  `stride x stride` block of the target (one compilation for the whole run, every
-  pixel's detail at a fraction of the cost of a full render); a target larger than
-  512 x 512 pixels is fitted from a smaller copy (`_working`);
+  `stride x stride` block of the target, each pixel of a block once in `stride^2` steps
+  (one compilation for the whole run, every pixel's detail at a fraction of the cost of
+  a full render); a target larger than 512 x 512 pixels is fitted from a smaller copy
+  (`_working`);
 - **random restarts**, each in its own thread on a CPU (batched with `jax.vmap` on an
   accelerator), keeping the best;
 - a **wall-time budget**: `seconds=T` spends T seconds in all, compilation included;
