@@ -107,8 +107,10 @@ def stratified_indices(
     rows, cols = np.arange(0, height, down), np.arange(0, width, across)
     grid_r, grid_c = (jnp.asarray(g) for g in np.meshgrid(rows, cols, indexing="ij"))
     k_order, k_shift = jax.random.split(jax.random.fold_in(key, step // area))
-    order = jax.random.permutation(k_order, area)
-    offset = (order[step % area] + jax.random.randint(k_shift, grid_r.shape, 0, area)) % area
+    # int32 throughout: under jax_enable_x64 a default int64 draw took other pixels.
+    order = jax.random.permutation(k_order, jnp.arange(area, dtype=jnp.int32))
+    shift = jax.random.randint(k_shift, grid_r.shape, 0, area, jnp.int32)
+    offset = (order[step % area] + shift) % area
     r, c = grid_r + offset // across, grid_c + offset % across
     indices = (r * width + c).reshape(-1)
     if height % down == 0 and width % across == 0:
