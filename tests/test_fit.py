@@ -219,6 +219,21 @@ def test_stratified_sampling_visits_every_pixel_once_an_epoch(height, width, str
     assert not np.array_equal(first, second)
 
 
+def test_large_stratified_blocks_are_drawn_anew_each_step():
+    # Permuting a 128 x 128 block every step took 125x the draws (`batch=4` on 256^2):
+    # blocks over `RESHUFFLED_AREA` pixels draw each step, unbiased as before.
+    assert 17 * 17 > loop_module.RESHUFFLED_AREA
+    keys = jax.random.split(jax.random.key(0), 20000)
+    draws = jax.vmap(lambda k: loop_module.stratified_indices(k, 40, 37, 17, 3))(keys)
+    counts = np.bincount(np.asarray(draws).ravel(), minlength=40 * 37)
+    assert np.all(np.abs(counts / (draws.size / (40 * 37)) - 1) < 0.5), (
+        counts.min(),
+        counts.max(),
+    )
+    steps = [loop_module.stratified_indices(keys[0], 40, 37, 17, s) for s in range(3)]
+    assert not np.array_equal(steps[0], steps[1]) and not np.array_equal(steps[1], steps[2])
+
+
 @pytest.mark.parametrize("batch", [0.45, 0.5, 0.6, 0.3, 0.25, 0.1, 0.03, 2048, 1000, 300])
 def test_stratified_sampling_draws_about_the_pixels_asked_for(batch):
     # Square blocks of a side `round(sqrt(1 / batch))` drew every pixel for 0.45 and 0.6
