@@ -501,6 +501,24 @@ def test_files_of_release_0_1_0_load(path):
     np.testing.assert_allclose(np.asarray(model.render_image((16, 16))), expected, atol=atol)
 
 
+def test_a_loss_whose_settings_were_numbers_loads():
+    # Saved when SSIM's `max_value` and `filter_sigma` were Python floats (float64
+    # records), since arrays: "holds float64[] where float32[] belongs".
+    loss = dp.load(DATA / "ssim_number_settings.eqx")
+    ssim = loss.terms[1].loss
+    assert str(loss) == "L2() + 0.5 * SSIM(max_value=2.0, filter_size=5, filter_sigma=1.25)"
+    assert ssim.max_value.dtype == ssim.filter_sigma.dtype == jnp.float32
+
+
+def test_only_numbers_become_array_settings_on_load(tmp_path):
+    # The cast above is for 0-d records: a (N,) float16 record is no float32 parameter.
+    model = dp.Circles.init(3, key=jax.random.key(0))
+    half = jax.tree.map(lambda x: x.astype(jnp.float16) if eqx.is_inexact_array(x) else x, model)
+    path = dp.save(tmp_path / "half.eqx", half)
+    with pytest.raises(dp.LoadError, match=r"holds `raw_colours`: \(3, 3\) float16 where"):
+        dp.load(path, like=model)
+
+
 def test_saved_files_name_public_types(tmp_path):
     for model in (
         dp.Circles.init(2, key=jax.random.key(0)),

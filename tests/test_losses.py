@@ -299,7 +299,7 @@ def test_pointwise_of_the_wrong_shape_is_named(wrap, jit):
         ((8, 100, 3), r"filter_size=7\)"),  # a whole image, already batch=None
         ((3, 3, 1), r"filter_size=3\)"),
         ((16, 16, 0), "at least one channel"),
-        ((100, 3), r"sampled pixels \(P, C\)"),
+        ((100, 3), r"Sampled pixels \(P, C\)"),
         ((16, 16), r"image\[\.\.\., None\]"),
         ((1, 16, 16, 3), "jax.vmap"),
     ],

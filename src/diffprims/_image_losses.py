@@ -30,9 +30,9 @@ _PEAK = " It is the largest pixel value (1 for images in [0, 1]), and must fit i
 
 
 _SSIM_HINTS = {
-    2: "A grey image needs its channel axis (`image[..., None]`); sampled pixels (P, C), "
-    "which minibatching and `paint` give a loss, cannot be compared: they need a "
-    "pointwise loss.",
+    2: "Sampled pixels (P, C), which minibatching and `paint` give a loss, cannot be "
+    "compared: they need a pointwise loss. (A grey image needs its channel axis, "
+    "`image[..., None]`.)",
     4: "For a batch of images, `jax.vmap` the loss over its first axis.",
 }
 
@@ -43,7 +43,9 @@ class SSIM(AbstractLoss):
     SSIM compares local means, contrasts and structure in Gaussian windows; `1 - SSIM`
     is 0 for identical images. It needs whole images `(H, W, C)` (at least
     `filter_size` pixels a side), so fit with `batch=None`; mix it with a pointwise
-    loss, e.g. `dp.L2() + 0.1 * dp.SSIM()`.
+    loss, e.g. `dp.L2() + 0.1 * dp.SSIM()`. Its settings are arrays (a sweep over them
+    compiles one step), so, as any loss holding arrays, it is not hashable: jit a
+    function of it with `eqx.filter_jit`, or close over it.
 
     **Arguments:**
 

@@ -307,7 +307,12 @@ def read_record(stream: io.BytesIO, like: Any, where: str) -> Any:
     wanted = None if scalar else np.dtype(like.dtype)
     if wanted is not None and _raw_bytes_of(dtype, wanted):
         dtype = wanted  # NumPy writes bfloat16 (and other ml_dtypes) as raw bytes
-    if dtype.hasobject or (not scalar and (shape != tuple(like.shape) or dtype != like.dtype)):
+    # A number saved before it became an array (SSIM's `max_value` before 0.2): cast.
+    kind = getattr(wanted, "kind", None)
+    setting = not scalar and shape == tuple(like.shape) == () and dtype.kind == "f" == kind
+    if dtype.hasobject or (
+        not scalar and (shape != tuple(like.shape) or (dtype != like.dtype and not setting))
+    ):
         expected = "a number" if scalar else f"{np.dtype(like.dtype).name}{list(like.shape)}"
         raise ValueError(f"{where} holds {dtype.name}{list(shape)} where {expected} belongs")
     if scalar and shape != ():
@@ -317,7 +322,9 @@ def read_record(stream: io.BytesIO, like: Any, where: str) -> Any:
     if len(data) != size:
         raise ValueError(f"{where} is cut short ({len(data)} of {size} bytes)")
     array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C").copy()
-    return type(like)(array.item()) if scalar else jnp.asarray(array)
+    return (
+        type(like)(array.item()) if scalar else jnp.asarray(array.astype(like.dtype, copy=False))
+    )
 
 
 def _raw_bytes_of(stored: np.dtype, wanted: np.dtype) -> bool:
