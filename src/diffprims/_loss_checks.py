@@ -107,7 +107,10 @@ def check_loss_on(
     except ValueError as error:
         if batch is None or not str(error).startswith("`loss` failed"):
             raise
-        check_loss_on(loss, target, None, advice)  # whole images fail too: that error it is
+        try:
+            check_loss_on(loss, target, None, advice)
+        except ValueError:  # whole images fail too: a bug, said as the steps would meet it
+            raise error from None
         raise ValueError(advice(str(error))) from None
 
 
