@@ -167,20 +167,20 @@ class Layers(AbstractModel):
     def _methods(self, method: Any, num_points: int) -> tuple[str, ...]:
         """Each layer's renderer, "scan" or "tiled", as a shape set picks it (checked
         here, outside any compiled program, where an eager derivative can be seen)."""
-        methods = []
-        for index, layer in enumerate(self.layers):
-            with naming_layer(index, len(self.layers)):
-                checked = check_method(method, layer.compositing, type(layer))
-            methods.append(resolved_method(layer, num_points, checked))
-        return tuple(methods)
+        checked = self._each(lambda layer: check_method(method, layer.compositing, type(layer)))
+        return tuple(map(resolved_method, self.layers, [num_points] * len(checked), checked))
 
     def _fit_method(self, method: Any) -> str | None:
         # As a set's, checked against every layer (all give the same choice).
-        methods = []
+        return self._each(lambda layer: fit_method(method, layer))[0]
+
+    def _each(self, fn: Any) -> list[Any]:
+        """`fn(layer)` for every layer; a `ValueError` says which layer it was of."""
+        out = []
         for index, layer in enumerate(self.layers):
             with naming_layer(index, len(self.layers)):
-                methods.append(fit_method(method, layer))
-        return methods[0]
+                out.append(fn(layer))
+        return out
 
     def trainable(self, *kinds: str, layers: Any = None) -> Any:
         """A filter spec for `fit(..., trainable=...)`: train only some parts of the layers.
