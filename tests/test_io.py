@@ -730,3 +730,19 @@ def test_a_model_holding_an_mlp_gets_the_advice_that_saves_it(tmp_path):
     assert "save the model again" not in str(info.value)
     loaded = eqx.tree_deserialise_leaves(path, field)  # the advice works
     np.testing.assert_array_equal(loaded.render_image((4, 4)), field.render_image((4, 4)))
+
+
+def test_a_result_of_a_traced_fit_saves(tmp_path):
+    # Under jit/vmap `seconds` is NaN by design, and `save` refused the whole result as
+    # "NaN/inf in `model.seconds` ... save the last finite model" (no fit had diverged).
+    target = jnp.full((8, 8, 3), 0.5)
+    model = dp.Circles.init(2, key=jax.random.key(0), target=0.3 * target)
+    results = jax.vmap(lambda lr: dp.fit(model, target, steps=3, optimizer=optax.adam(lr)))(
+        jnp.array([1e-2, 2e-2])
+    )
+    assert np.isnan(results.seconds).all()
+    loaded = dp.load(dp.save(tmp_path / "results.eqx", results), like=results)
+    np.testing.assert_array_equal(loaded.losses, results.losses)
+    broken = eqx.tree_at(lambda r: r.model.raw_radii, results, jnp.full((2, 2), jnp.nan))
+    with pytest.raises(ValueError, match=r"NaN/inf in `model\.model\.raw_radii`"):
+        dp.save(tmp_path / "broken.eqx", broken)

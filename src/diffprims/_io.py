@@ -29,6 +29,7 @@ import numpy as np
 
 from ._errors import LoadError
 from ._files import CHECKSUM_LINE, atomic_write, checksum_line, open_regular, read_line
+from ._fit._result import FitResult
 from ._io_messages import difference, unknown_class
 from ._io_tree import (
     MAX_NDIM,
@@ -55,10 +56,16 @@ _MAX_HEADER = 16 * 2**20  # bytes; a header grows with the number of fields, nev
 
 
 def _non_finite(model: Any) -> str | None:
-    """The path of the first float leaf with NaN/inf, or None."""
-    for path, leaf in jax.tree_util.tree_flatten_with_path(model)[0]:
-        if eqx.is_inexact_array(leaf) and not np.all(np.isfinite(np.asarray(leaf))):
-            return jax.tree_util.keystr(path)
+    """The path of the first float leaf with NaN/inf, or None. Of a fit's result, its
+    models only: under `jit`/`vmap` its `seconds` are NaN, and a diverged member's
+    losses from that step on."""
+    parts = [("", model)]
+    if isinstance(model, FitResult):
+        parts = [(".model", model.model), (".snapshots", model.snapshots)]
+    for prefix, part in parts:
+        for path, leaf in jax.tree_util.tree_flatten_with_path(part)[0]:
+            if eqx.is_inexact_array(leaf) and not np.all(np.isfinite(np.asarray(leaf))):
+                return prefix + jax.tree_util.keystr(path)
     return None
 
 
