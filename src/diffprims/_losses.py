@@ -283,7 +283,12 @@ class Scaled(AbstractLoss):
         if weight.ndim != 0:
             raise ValueError(f"`loss weight` must be a scalar; got {describe(weight)}.")
         weight = check_values(weight, "loss weight")
-        self.weight = weight.astype(jnp.float32) if not is_traced(weight) else weight
+        # float32, which a Python number (weakly typed) leaves a float32 loss in, even
+        # under jax_enable_x64; a float64 array stays float64, as it does when traced.
+        strong64 = weight.dtype == jnp.float64 and not getattr(weight, "weak_type", False)
+        if not is_traced(weight) and not strong64:
+            weight = weight.astype(jnp.float32)
+        self.weight = weight
         self.loss = as_loss(loss, "loss")
 
     def __call__(self, pred: Array, target: Array) -> Float[Array, ""]:

@@ -23,7 +23,8 @@ class FitResult(eqx.Module, Generic[Model]):
 
     - `model`: the fitted model (same type as the one passed in).
     - `losses`: `(steps,)` loss at every step (each evaluated before that step's update;
-      on the sampled pixels when minibatching).
+      on the sampled pixels when minibatching). A step whose update is not finite reads
+      NaN, its own loss too (a fit whose first update fails has no finite loss).
     - `seconds`: wall time of the call, compilation included (of a resumed fit: since the
       resume); NaN under `vmap`/`jit`, where it cannot be measured.
     - `snapshots`: with `fit(..., snapshots=k)`, a tuple of `k` models taken at evenly
