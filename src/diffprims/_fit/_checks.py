@@ -193,8 +193,9 @@ def check_fit_key(key: Any, batch: int | None, resume: Any = None) -> Any:
     return check_key(key)
 
 
-def minibatch_advice(batch: int) -> Callable[[str], str]:
-    """`fit`'s word for a loss that works on whole images only (`check_loss_on`)."""
+def minibatch_advice(batch: int | None) -> Callable[[str], str]:
+    """`fit`'s word for a loss that works on whole images only (`check_loss_on`, which
+    asks for it only with a `batch`)."""
     return lambda error: (
         f"{error.rstrip('.')}. The loss works on whole images but not on the (P, C) values "
         f"a minibatch samples ({batch} pixels a step): fit with `batch=None`, or, where it "

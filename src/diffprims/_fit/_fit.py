@@ -182,8 +182,7 @@ def fit(
     sampler, batch = _checks.sampler_for(batch, sampling, target.shape)
     key_given, key = key, _checks.check_fit_key(key, batch, resume)
     checkpoint_every = _checks.check_checkpointing(checkpoint, checkpoint_every, resume)
-    advice = _checks.minibatch_advice(batch) if batch is not None else str
-    check_loss_on(loss, target, batch, advice)
+    check_loss_on(loss, target, batch, _checks.minibatch_advice(batch))
     snap_steps = _checks.snapshot_steps(snapshots, steps)
 
     params, static = _checks.partition_trainable(model, trainable)

@@ -113,20 +113,22 @@ def stratified_indices(
     rows, cols = np.arange(0, height, down), np.arange(0, width, across)
     grid_r, grid_c = (jnp.asarray(g) for g in np.meshgrid(rows, cols, indexing="ij"))
     # int32 throughout: under jax_enable_x64 a default int64 draw took other pixels.
+    step_key = jax.random.fold_in(key, step)  # for what is drawn anew each step
     if area <= RESHUFFLED_AREA:
         k_order, k_shift = jax.random.split(jax.random.fold_in(key, step // area))
         order = jax.random.permutation(k_order, jnp.arange(area, dtype=jnp.int32))
         shift = jax.random.randint(k_shift, grid_r.shape, 0, area, jnp.int32)
         offset = (order[step % area] + shift) % area
     else:  # a step permuting a block of 128 x 128 took 6 ms, 125x its draws: drawn anew
-        k_step = jax.random.fold_in(jax.random.fold_in(key, step), 2)
-        offset = jax.random.randint(k_step, grid_r.shape, 0, area, jnp.int32)
+        offset = jax.random.randint(
+            jax.random.fold_in(step_key, 2), grid_r.shape, 0, area, jnp.int32
+        )
     r, c = grid_r + offset // across, grid_c + offset % across
     indices = (r * width + c).reshape(-1)
     if height % down == 0 and width % across == 0:
         return indices
     past_edge = ((r >= height) | (c >= width)).reshape(-1)
-    k_any = jax.random.fold_in(jax.random.fold_in(key, step), 1)  # a new draw each step
+    k_any = jax.random.fold_in(step_key, 1)
     anywhere = jax.random.randint(k_any, indices.shape, 0, height * width, jnp.int32)
     return jnp.where(past_edge, anywhere, indices)
 
