@@ -500,6 +500,40 @@ def test_resume_tells_functions_in_a_user_models_settings_apart(tmp_path):
         dp.fit(make(50.0), target, steps=8, checkpoint=path, resume=True)
 
 
+class _Channels(dp.AbstractModel):
+    """A user model with a set among its settings (which channels it draws)."""
+
+    weights: jax.Array
+    drawn: frozenset = eqx.field(static=True)
+
+    @property
+    def num_channels(self):
+        return 3
+
+    def render(self, points, *, pixel_size):
+        mask = jnp.asarray([c in self.drawn for c in range(3)], jnp.float32)
+        return jax.nn.sigmoid(points @ self.weights) * mask
+
+
+def test_resume_reads_a_set_setting_in_any_order(tmp_path):
+    # A set's order follows its items' hashes (for strings, `PYTHONHASHSEED`): the same
+    # settings printed in another order in the next process were refused as "different
+    # model settings". Here two equal sets that iterate in different orders.
+    first, second = frozenset([0, 2, 8]), frozenset([8, 2, 0])
+    assert first == second and list(first) != list(second)
+    target, path = jnp.full((8, 8, 3), 0.3), tmp_path / "fit.ckpt"
+    dp.fit(_Channels(jnp.full((2, 3), 0.1), first), target, steps=4, checkpoint=path)
+    resumed = dp.fit(
+        _Channels(jnp.full((2, 3), 0.1), second), target, steps=6, checkpoint=path, resume=True
+    )
+    assert resumed.losses.shape == (6,)
+    with pytest.raises(dp.CheckpointError, match="different model settings"):
+        dp.fit(
+            _Channels(jnp.full((2, 3), 0.1), frozenset([0, 2])), target, steps=8,
+            checkpoint=path, resume=True,
+        )  # fmt: skip
+
+
 def test_a_resume_that_diverges_at_once_goes_back_as_the_fit_would(tmp_path):
     # The checkpoint after one step holds `a` < 0 (its loss not yet computed); resumed,
     # the fit diverged there and went back to... that same model, whose render is NaN,

@@ -21,7 +21,6 @@ import contextvars
 import hashlib
 import inspect
 import itertools
-import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,21 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import ClosedJaxpr, Jaxpr
 
+from ._printed import FUNCTION, structure_text, without_addresses
 from ._update import optimizer_update
 
 #: Entries kept by each cache (optimizers, losses): a sweep over this many settings
 #: still hits; older ones are dropped (their compiled steps then compile again).
 CACHE_SIZE = 64
-# Object addresses in a printed structure: equal structures must print alike.
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-# A function's repr once its address is dropped, nested names included
-# (`<function main.<locals>.l1>`, `<function <lambda>>`).
-_FUNCTION = re.compile(r"<function (?:[^\s<>]|<[^\s<>]*>)*>")
-
-
-def without_addresses(text: str) -> str:
-    """`text` without object addresses (` at 0x...`), which differ from run to run."""
-    return _ADDRESS.sub("", text)
 
 
 def abstract(tree: Any) -> Any:
@@ -114,9 +104,9 @@ def program_print(
     `trees` (what goes in and out) and the values of its constants, nested ones too."""
     try:
         text = str(closed.jaxpr)
-        digest = hashlib.sha256((_ADDRESS.sub("", text) if portable else text).encode())
+        digest = hashlib.sha256((without_addresses(text) if portable else text).encode())
         for tree in trees:
-            digest.update(_ADDRESS.sub("", str(jax.tree.structure(tree))).encode())
+            digest.update(structure_text(tree).encode())
         consts, complete = _constants(closed)
         if exact and not complete:
             return None
@@ -332,7 +322,7 @@ def loss_prints(
     into `main()`, `<function main.<locals>.l1>`) is the same loss. Where it cannot (a
     `custom_jvp` rule), they are kept, to tell such losses apart: the loose print (the
     exact one is then None; where it can be had, both are it)."""
-    shape = _ADDRESS.sub("", str(jax.tree.structure(loss)))
+    shape = structure_text(loss)
     dynamic, static = eqx.partition(loss, eqx.is_array)
     # The arrays go in as a list: `dynamic`'s own structure names the functions again.
     leaves, treedef = jax.tree.flatten(dynamic)
@@ -342,6 +332,6 @@ def loss_prints(
 
     exact_print, loose_print = fingerprints(with_loss, leaves, *args, portable=portable)
     if exact_print is not None:
-        exact_print = f"{_FUNCTION.sub('<function>', shape)}|{exact_print}"
+        exact_print = f"{FUNCTION.sub('<function>', shape)}|{exact_print}"
         return exact_print, exact_print
     return None, None if loose_print is None else f"{shape}|{loose_print}"

@@ -34,8 +34,9 @@ import optax
 
 from .._model import is_diffprims
 from .._validate import is_typed_key
-from ._canon import fingerprint, loss_fingerprint, update_fingerprint, without_addresses
+from ._canon import fingerprint, loss_fingerprint, update_fingerprint
 from ._loop import loss_args, loss_call
+from ._printed import sets_sorted, structure_text, without_addresses
 
 #: The fields `fit_identity` adds to a checkpoint's header, and what each names.
 FIELDS = {
@@ -70,7 +71,7 @@ def fit_identity(
     )
     return {
         VERSIONS: CURRENT,
-        "model_settings": _digest(without_addresses(str(jax.tree.structure(static))), static),
+        "model_settings": _digest(structure_text(static), static),
         "loss": None if loss_print is None else _digest(loss_print, loss),
         "optimizer": optimizer_print,
         "hyperparameters": _hyperparameters(opt_state),
@@ -119,7 +120,7 @@ def _digest(text: str, tree: Any) -> str:
     digest = hashlib.sha256(text.encode())
     for leaf in jax.tree.leaves(tree):
         if not eqx.is_array_like(leaf):
-            digest.update(without_addresses(repr(leaf)).encode())
+            digest.update(without_addresses(sets_sorted(repr(leaf), leaf)).encode())
             continue
         if is_typed_key(leaf):  # (NumPy has no key dtype: its data, and its kind)
             digest.update(str(leaf.dtype).encode())
