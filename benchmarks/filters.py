@@ -16,8 +16,12 @@ how far the recommended optimizer's loss after 500 steps is from its loss after 
 steps and from the seed's gradient descent after 5000 steps (worst over ranks and
 weightings; a ratio near 1 means converged).
 
+And the issue's bar (rank 4: min/max >= -1e-3, error below NMF's) with the default loss
+on 32 kernels of other sizes and shapes (disks of 21 to 200 taps, polygons, a ring,
+a comet).
+
 Run: `python benchmarks/filters.py` (a few minutes on 2 busy CPU cores; `--quick` skips
-the other-kernels table).
+the other-kernels tables).
 """
 
 from __future__ import annotations
@@ -126,6 +130,74 @@ def convergence_table(long_steps):
         print(f"  {name:<24} {worst_long:11.4f} {worst_seed:12.4f} {worst_abs:14.2e}")
 
 
+def ellipse(size, centre, radii):
+    """An anti-aliased ellipse (16 x 16 samples a tap) in a `size` square, peak 1."""
+    sub = (np.arange(size * 16) + 0.5) / 16
+    y, x = np.meshgrid(sub, sub, indexing="ij")
+    inside = ((y - centre[0]) / radii[0]) ** 2 + ((x - centre[1]) / radii[1]) ** 2 <= 1
+    return jnp.asarray(inside.reshape(size, 16, size, 16).mean((1, 3)), jnp.float32)
+
+
+def comet(size=41):
+    """A bright head with a tail fading along the diagonal (a comet-shaped bokeh)."""
+    y, x = np.mgrid[0:size, 0:size] + 0.5
+    head = np.exp(-((y - 30) ** 2 + (x - 30) ** 2) / 8.0)
+    along, across = ((30 - y) + (30 - x)) / 2, (y - x) / np.sqrt(2)
+    width = 1 + np.maximum(along, 0) / 10
+    tail = np.where(along > 0, np.exp(-along / 10 - across**2 / (2 * width**2)), 0.0)
+    kernel = np.maximum(head, 0.6 * tail)
+    kernel[kernel < 1e-3] = 0
+    return jnp.asarray(kernel / kernel.max(), jnp.float32)
+
+
+def bar_table():
+    """The issue's bar with the default loss beyond the seed's disk: at rank 4, in
+    `recommended_steps`, min/max >= -1e-3 and an error below NMF's, on kernels of other
+    sizes and shapes (the default weight was chosen on these: it clears them all)."""
+    ring = dp.kernels.disk(41) - dp.kernels.disk(41, radius=12)
+    kernels = {f"disk {n}": dp.kernels.disk(n) for n in (21, 33, 40, 45, 48, 50, 52, 56, 64)}
+    kernels |= {f"disk {n}": dp.kernels.disk(n) for n in (80, 100, 128, 200)}
+    kernels |= {
+        "disk 21 anti-aliased": dp.kernels.disk(21, antialias=True),
+        "disk 64 anti-aliased": dp.kernels.disk(64, antialias=True),
+        "disk 100 anti-aliased": dp.kernels.disk(100, antialias=True),
+        "triangle 61": dp.kernels.polygon(61, 3),
+        "square 45": dp.kernels.polygon(45, 4),
+        "pentagon 61": dp.kernels.polygon(61, 5),
+        "hexagon 37": dp.kernels.polygon(37, 6),
+        "hexagon 101": dp.kernels.polygon(101, 6),
+        "hexagon 161": dp.kernels.polygon(161, 6),
+        "octagon 31": dp.kernels.polygon(31, 8),
+        "octagon 45 anti-aliased": dp.kernels.polygon(45, 8, antialias=True),
+        "octagon 75 anti-aliased": dp.kernels.polygon(75, 8, antialias=True),
+        "octagon 99": dp.kernels.polygon(99, 8),
+        "octagon 151": dp.kernels.polygon(151, 8),
+        "ring 41 (hole 12)": ring,
+        "disk 50x30": dp.kernels.disk((50, 30)),
+        "disk 24 off-centre in 41": ellipse(41, (16.0, 25.0), (12.0, 12.0)),
+        "ellipse 38x18 in 41": ellipse(41, (20.5, 20.5), (19.0, 9.0)),
+        "comet 41": comet(41),
+    }
+    print("default loss at rank 4 on other kernels: the bar is min/max >= -1e-3, error < NMF")
+    print(f"  {'kernel':<24} {'SVD':>7} {'NMF':>7} {'fitted':>7} {'min/max':>9}  bar")
+    held = 0
+    for name, target in kernels.items():
+        start = dp.SeparableFilters.from_svd(target, 4)
+        fitted = dp.fit(
+            start, target[..., None], loss=start.recommended_loss(),
+            optimizer=start.recommended_optimizer(), steps=start.recommended_steps,
+        ).model.kernel()  # fmt: skip
+        error, ratio, _ = metrics(fitted, target)
+        baseline = metrics(nmf(target, 4), target)[0]
+        ok = ratio >= -1e-3 and error < baseline
+        held += ok
+        print(
+            f"  {name:<24} {metrics(start.kernel(), target)[0]:7.4f} {baseline:7.4f} "
+            f"{error:7.4f} {ratio:+9.5f}  {'held' if ok else 'MISSED'}"
+        )
+    print(f"  held on {held} of {len(kernels)}")
+
+
 def direct_convolution(image, kernel):
     """2D convolution, zero padded, "same": one `conv_general_dilated` with the full kernel."""
     size_h, size_w = kernel.shape
@@ -201,6 +273,8 @@ def main():
     print()
     if not args.quick:
         convergence_table(args.long_steps)
+        print()
+        bar_table()
         print()
     speed_table(target, args.size, args.repeats)
 

@@ -646,7 +646,7 @@ def test_filter_summary_records_the_loss_weights_used(capsys):
     summary = json.loads(Path("out/summary.json").read_text())
     library = inspect.signature(dp.SeparableFilters.recommended_loss).parameters
     used = {"l2": 1.0, **{k: library[k].default for k in ("non_negative", "keep_zeros")}}
-    assert summary["weights"] == used == {"l2": 1, "non_negative": 1, "keep_zeros": 0}
+    assert summary["weights"] == used == {"l2": 1, "non_negative": 4, "keep_zeros": 0}
     argv = ["filter", "--kernel", "disk:5", "--rank", 1, "--steps", 2, "-q", "-o", "w"]
     status, err = run([*argv, "--weights", "1,3,0.3"], capsys)
     assert status == 0, err
@@ -657,7 +657,7 @@ def test_filter_summary_records_the_loss_weights_used(capsys):
 
     filt = build_parser()._subparsers._group_actions[0].choices["filter"]  # pyright: ignore
     text = " ".join(filt.format_help().split())
-    assert "the library's, 1,1,0" in text
+    assert "the library's, 1,4,0" in text
     assert "penalises negative values and non-zeros where the kernel is zero" not in text
     for option in ("--border", "reflect", "symmetric", "edge", "wrap", "zero"):
         assert option in text
@@ -1172,7 +1172,9 @@ def test_filter_normalises_a_kernel_with_negative_values_and_a_positive_sum(caps
     # A blur keeps the library's weights, and no note.
     status, err = run(["filter", "--kernel", "disk:5", "--steps", 5, "-o", "d"], capsys)
     summary = json.loads(Path("d/summary.json").read_text())
-    assert summary["weights"]["non_negative"] == 1 and summary["weights_note"] is None
+    library = inspect.signature(dp.SeparableFilters.recommended_loss).parameters
+    assert summary["weights"]["non_negative"] == library["non_negative"].default
+    assert summary["weights_note"] is None
     assert summary["normalized"] is True and "NONNEG" not in err
 
 
@@ -1332,11 +1334,12 @@ def test_json_keeps_file_names_that_are_not_utf8_as_escapes(tmp_path):
 
 @pytest.mark.parametrize("sides, noted", [(8, True), (0, False)])
 def test_filter_says_when_the_fit_kept_negative_lobes(capsys, sides, noted):
-    # The NONNEG weight 1 removes the lobes of most blur kernels, not all: an octagon at
-    # rank 4 kept -0.06 of its peak, and the command said nothing but min/max.
+    # A NONNEG weight too small for the kernel leaves lobes: an octagon at rank 4 kept
+    # -0.06 of its peak with weight 1 (the default once), and the command said nothing
+    # but min/max.
     kernel = dp.kernels.polygon(41, sides, antialias=True) if sides else dp.kernels.disk(15)
     np.save("k.npy", np.asarray(kernel))
-    status, err = run(["filter", "--kernel", "k.npy", "--rank", 4], capsys)
+    status, err = run(["filter", "--kernel", "k.npy", "--rank", 4, "--weights", "1,1,0"], capsys)
     assert status == 0, err
     lows = json.loads(Path("out/summary.json").read_text())["fitted"]["min"]
     notes = [line for line in err.splitlines() if "keeps negative lobes" in line]

@@ -156,9 +156,10 @@ class NonNegative(AbstractPointwiseLoss):
 
     Use it to keep a fitted kernel free of negative lobes (which ring when applied).
     Being linear in `pred` against the quadratic [`diffprims.L2`][], its weight is
-    relative to the kernel's scale: with a peak-1 kernel, `L2() + 1.0 * NonNegative()`
+    relative to the kernel's scale: with a peak-1 kernel, `L2() + 4.0 * NonNegative()`
     removes the lobes of a rank-4 disk at +5 % L2 error (see
-    [`diffprims.SeparableFilters`][] for the trade-off with [`diffprims.KeepZeros`][]).
+    [`diffprims.SeparableFilters`][] for the weight a kernel needs, and the trade-off
+    with [`diffprims.KeepZeros`][]).
     """
 
     def pointwise(self, pred: Array, target: Array) -> Array:

@@ -65,14 +65,15 @@ def _loss(weights: str | None, target: Any) -> tuple[Any, dict[str, float], str 
         note, low = None, float(target.min())
         if low < -NEGATIVE and used["non_negative"] > 0:
             note = (f"NONNEG weight 0: the kernel has negative values (min {low:.3g} at peak 1), "
-                    "which the default 1 would remove; set it with --weights")  # fmt: skip
+                    f"which the default {used['non_negative']:g} would remove; set it with "
+                    "--weights")  # fmt: skip
             used["non_negative"] = 0.0
         return dp.SeparableFilters.recommended_loss(**used), {"l2": 1.0, **used}, note
     try:
         l2, non_negative, keep_zeros = (float(w) for w in weights.split(","))
     except ValueError:
         raise UsageError(
-            f"--weights {weights!r} must be three numbers L2,NONNEG,ZEROS, e.g. 1,1,0"
+            f"--weights {weights!r} must be three numbers L2,NONNEG,ZEROS, e.g. 1,4,0"
         ) from None
     if not all(0 <= w < math.inf for w in (l2, non_negative, keep_zeros)):
         raise UsageError(f"--weights {weights!r} must be finite numbers >= 0")

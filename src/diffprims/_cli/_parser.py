@@ -55,10 +55,10 @@ is fitted scaled to peak 1 (its largest magnitude), the scale the loss weights a
 meant for.
 
 The default loss is diffprims.SeparableFilters.recommended_loss(): L2 plus a
-penalty on negative values (weights 1,1,0), which removes the negative lobes that
-ring when the kernel is applied on most kernels (not all: summary.json gives the
-fitted min, and the command says when it is below 0: raise the second weight to 2
-or 3 then); it leaves the corners
+penalty on negative values (weights 1,4,0), which removes the negative lobes that
+ring when the kernel is applied (on every blur kernel measured; summary.json gives
+the fitted min, and the command says when it is below 0: raise the second weight
+then); it leaves the corners
 outside a disk. For a kernel
 with negative values of its own (an edge detector) the default is 1,0,0, which
 keeps them. A ZEROS weight > 0 (e.g. --weights 1,3,0.3) also penalises non-zeros
@@ -201,7 +201,7 @@ def _add_filter(commands) -> None:
                       "for a smaller kernel)")  # fmt: skip
     filt.add_argument("--weights", default=None, metavar="L2,NONNEG,ZEROS",
                       help="loss weights of L2, negative values and non-zeros where the "
-                      "kernel is zero (default: the library's, 1,1,0; NONNEG 0 for a kernel "
+                      "kernel is zero (default: the library's, 1,4,0; NONNEG 0 for a kernel "
                       "with negative values)")  # fmt: skip
     filt.add_argument("--steps", type=types.int_up_to(types.MAX_INT32), default=500,
                       help="optimizer steps (default: 500)")  # fmt: skip

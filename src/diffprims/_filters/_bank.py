@@ -56,16 +56,16 @@ class SeparableFilters(AbstractModel):
     (as `dp.kernels` makes it), the weights trade accuracy for clean filtered images:
 
     - `a` (non-negativity) removes the negative lobes that ring when the kernel is
-      applied. `a = 1` drives them to zero (min above −1e-4 of the peak) for a small
-      cost in L2 error (0.150 → 0.157 on the 50 × 50 disk at rank 4) on 38 of 40
-      kernels and ranks measured (disks of 50 and 16, a hexagon, a rotated elongated
-      Gaussian, a slanted line; ranks 1 to 8), not on two: lobes of −0.6 % of the peak
-      remain on the 50 × 50 disk at rank 3 and −0.4 % on the 16 × 16 disk at rank 2,
-      at any number of steps. `a = 2` clears those (at the same error), for up to 1.5
-      times the error where the fit is near exact (0.0017 → 0.0025, the 16 × 16 disk
-      at rank 5) and 16 % more on the Gaussian at rank 8. A ring bokeh of 41 at rank 3
-      needs `a = 3` (−4 % at 1, −2 % at 2): check `bank.kernel().min()` and raise `a`
-      while it is below 0; `a = 0` for a kernel meant to be signed (a Laplacian).
+      applied, for a small cost in L2 error (0.150 → 0.157 on the 50 × 50 disk at rank
+      4). As an exact penalty it clears them (min above −1e-3 of the peak) once `a` is
+      over a weight that depends on the kernel. The default `a = 4` does at rank 4 on
+      the 32 kernels of `benchmarks/filters.py` (disks of 21 to 200 taps, polygons of 3
+      to 8 sides up to 161, a ring, a comet...), each closer than NMF; `a = 1` left
+      lobes of −0.16 % to −4.4 % on 21 of them (every hard disk of 40 to 200 taps but
+      the seed's 50), `a = 2` on 5, `a = 3` on 2. A fit near exact (an SVD start at
+      ~1e-7) ends further off with a larger `a` (its hinge kicks the taps at 0: the
+      16 × 16 disk at rank 5, 0.0017 at `a = 1`, 0.0065 at 4, NMF 0.0005): compare
+      the start's error. `a = 0` for a signed kernel (a Laplacian).
     - `b` (keep-zeros) clears the corners outside the disk (the "spill": the share of
       the kernel's mass where the target is zero). It costs accuracy faster: on the
       50 × 50 disk at rank 4, `a = 3, b = 0.3` gives spill 0.028 at error 0.162, and
@@ -321,15 +321,15 @@ class SeparableFilters(AbstractModel):
 
     @classmethod
     def recommended_loss(
-        cls, *, non_negative: float = 1.0, keep_zeros: float = 0.0, peak: float = 1.0
+        cls, *, non_negative: float = 4.0, keep_zeros: float = 0.0, peak: float = 1.0
     ) -> AbstractLoss:
         """The seed's loss `L2() + non_negative * NonNegative() + keep_zeros * KeepZeros()`.
 
         The defaults remove negative lobes (no ringing) at a small cost in accuracy on
-        most blur kernels, not all (raise `non_negative` while `bank.kernel().min()` is
-        below 0; `non_negative=0` for a kernel meant to be signed, a Laplacian or a
-        Gabor, whose lobes it would erase); raise `keep_zeros` to clear the corners of
-        a disk. See [`diffprims.SeparableFilters`][] for the trade-off.
+        the blur kernels measured, up to 200 taps (should `bank.kernel().min()` stay
+        below 0 on yours, raise `non_negative`; 0 for a signed kernel, a Laplacian or a
+        Gabor, whose lobes it would erase); raise `keep_zeros` to clear the corners of a
+        disk. See [`diffprims.SeparableFilters`][] for the trade-off.
 
         **Arguments:**
 
@@ -371,8 +371,9 @@ class SeparableFilters(AbstractModel):
         zeros (a Gaussian at rank 1) or with `non_negative=0`. Where it has zeros (a
         disk's corners), those taps dip below 0 and the hinge of
         [`diffprims.NonNegative`][], whose gradient does not shrink near 0, keeps kicking
-        them: `from_svd(disk(9), rank=9)` ends 500 steps at relative error 2e-3 (from
-        3e-7). Check the start's error before fitting it.
+        them: `from_svd(disk(9), rank=9)` ends 500 steps at relative error 4e-3 with the
+        default loss (2e-3 with `non_negative=1`; from 7e-8). Check the start's error
+        before fitting it.
 
         **Arguments:**
 
