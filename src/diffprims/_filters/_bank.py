@@ -67,13 +67,13 @@ class SeparableFilters(AbstractModel):
       16 × 16 disk at rank 5, 0.0017 at `a = 1`, 0.0065 at 4, NMF 0.0005): compare
       the start's error. `a = 0` for a signed kernel (a Laplacian).
     - `b` (keep-zeros) clears the corners outside the disk (the "spill": the share of
-      the kernel's mass where the target is zero). It costs accuracy faster: on the
-      50 × 50 disk at rank 4, `a = 3, b = 0.3` gives spill 0.028 at error 0.162, and
-      `a = b = 1` spill 0.019 at error 0.179, where the shape turns into a sum of boxes.
-    - Only the ratios matter (the loss can be scaled), so L2 keeps weight 1. Both
-      penalties are linear in the kernel and L2 quadratic, so the weights above are for
-      a kernel with peak 1; for another peak pass `peak=` to `recommended_loss` and
-      `recommended_optimizer` (or fit at peak 1 and use `bank.normalized()`).
+      the kernel's mass where the target is zero), at a higher cost: at rank 4, `a = 4,
+      b = 0.5` gives spill 0.018 to 0.029 at error 0.137 to 0.170 on disks of 21 to 128
+      (`b = 0.3`: 0.028 on the 50 × 50 disk, 0.031 to 0.033 at 40 and 64 taps), and
+      `a = b = 1` 0.019 at 0.179 on that disk, where it turns into a sum of boxes.
+    - Only the ratios matter, so L2 keeps weight 1. The penalties are linear in the
+      kernel and L2 quadratic: the weights above are for a kernel with peak 1; for
+      another, pass `peak=` to `recommended_loss` and `recommended_optimizer`.
 
     `benchmarks/filters.py` prints the whole trade-off (error, min/max, spill) per rank
     and weighting. [`diffprims.SeparableFilters.recommended_optimizer`][] converges in
