@@ -38,8 +38,8 @@ import optax
 import diffprims as dp
 
 RANKS = (1, 2, 4, 8)
-# (non_negative, keep_zeros) weights, L2 weight 1.
-WEIGHTINGS = ((1.0, 0.0), (3.0, 0.1), (3.0, 0.3), (3.0, 1.0), (1.0, 1.0), (0.0, 1.0))
+# (non_negative, keep_zeros) weights, L2 weight 1; the first is the default.
+WEIGHTINGS = ((4.0, 0.0), (1.0, 0.0), (3.0, 0.1), (3.0, 0.3), (4.0, 0.5), (1.0, 1.0), (0.0, 1.0))
 
 
 def metrics(kernel, target):

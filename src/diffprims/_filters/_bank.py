@@ -102,9 +102,10 @@ class SeparableFilters(AbstractModel):
     #: Kernels may be negative (an SVD has negative lobes), so `fit` accepts any finite target.
     value_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
     #: Steps after which [`diffprims.SeparableFilters.recommended_optimizer`][] has
-    #: converged (the loss within 1 % of its value after 5000 steps) on the kernels of
-    #: `benchmarks/filters.py`; not on all (a rotated Gaussian of 8 by 2 pixels at rank
-    #: 8: 26 % above, kernel error 0.0112 against 0.0100): compare a longer fit.
+    #: converged (the loss within 1 % of its value after 5000 steps) at rank 4 and on
+    #: the seed's disk; not on all kernels at rank 8 with the default loss (a 50 x 30
+    #: disk 2 % above, an ellipse 24 %, a comet 3.4 times, kernel error 0.024 against
+    #: 0.013; with `non_negative=1` 0.3 %, 3 %, 1.5 times): compare a longer fit.
     recommended_steps: ClassVar[int] = 500
 
     def __init__(self, vertical: Any, horizontal: Any):
@@ -357,12 +358,11 @@ class SeparableFilters(AbstractModel):
         """Adam with a cosine decay: converged within `recommended_steps = 500` steps.
 
         The learning rate falls from `learning_rate` to `learning_rate / 1000` over
-        `decay_steps` steps and stays there, so a longer fit only polishes. Measured by
-        `benchmarks/filters.py` from an SVD start at ranks 1, 2, 4 and 8: on the seed's
-        50 × 50 disk at six weightings, the loss after 500 steps is within 0.1 % of the
-        loss after 5000 steps and below that of 5000 steps of the seed's plain gradient
-        descent (lr 0.1); on anti-aliased and non-square disks, hexagons and a Gaussian,
-        within 0.6 % and 0.01 % of those.
+        `decay_steps` steps and stays there. Measured by `benchmarks/filters.py` from an
+        SVD start at ranks 1 to 8: on the seed's 50 × 50 disk at seven weightings, the
+        loss after 500 steps is within 0.1 % of the loss after 5000 steps and below that
+        of 5000 steps of the seed's plain gradient descent (lr 0.1); on anti-aliased and
+        non-square disks and hexagons within 2.2 % (a 50 × 30 disk at rank 8) and 0.24 %.
 
         An exact start (an SVD at full rank, a separable kernel at rank 1) has nothing to
         fit, and Adam does not keep it exact: its first steps have the learning rate's
