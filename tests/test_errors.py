@@ -969,3 +969,22 @@ def test_a_model_edited_into_inconsistent_shapes_is_refused_by_its_own_check(cal
     }[call]
     with pytest.raises(ValueError, match=r"own checks refuse: .*`raw_radii` must have leading"):
         run()
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [jax.random.split(jax.random.key(1), 3), jax.random.split(jax.random.PRNGKey(1), 3)],
+)
+def test_a_batch_of_keys_is_told_to_vmap(keys):
+    # "`key` must be a PRNG key ...; got key<fry> array of shape (3,)" said what, not how.
+    with pytest.raises(TypeError, match=r"batch of keys.*jax\.vmap"):
+        dp.Circles.init(2, key=keys)
+    with pytest.raises(TypeError, match="must be a PRNG key") as single:
+        dp.Circles.init(2, key=jnp.zeros(3))
+    assert "batch of keys" not in str(single.value)
+
+
+def test_a_grid_of_points_is_told_how_to_flatten_it():
+    # The hint pointed at `pixel_centres`, whose (H, W, 2) grid was the mistake.
+    with pytest.raises(ValueError, match=r"pixel_centres\(\(H, W\)\)\.reshape\(-1, 2\)"):
+        _model().render(dp.pixel_centres((4, 4)), pixel_size=0.25)

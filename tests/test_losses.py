@@ -312,6 +312,18 @@ def test_ssim_on_too_small_images_names_the_window_to_pass(shape, said):
         assert jnp.isfinite(dp.SSIM(filter_size=size)(jnp.zeros(shape), jnp.ones(shape)))
 
 
+def test_ssim_in_a_minibatched_fit_is_told_once_what_to_do():
+    # SSIM says why sampled pixels cannot be compared; `fit` added the same in its own
+    # words, and a `dp.Weighted` that cannot hold SSIM (not a pointwise loss).
+    model = dp.Circles.init(3, key=jax.random.key(0))
+    with pytest.raises(ValueError) as error:
+        dp.fit(model, jnp.full((16, 16, 3), 0.5), loss=dp.SSIM(), batch=0.5, steps=1,
+               key=jax.random.key(1))  # fmt: skip
+    said = str(error.value)
+    assert "pointwise loss" in said and "batch=None" in said
+    assert "Weighted" not in said and "whole images but not" not in said
+
+
 @pytest.mark.parametrize(
     "build, text",
     [

@@ -31,8 +31,8 @@ _PEAK = " It is the largest pixel value (1 for images in [0, 1]), and must fit i
 
 _SSIM_HINTS = {
     2: "Sampled pixels (P, C), which minibatching and `paint` give a loss, cannot be "
-    "compared: they need a pointwise loss. (A grey image needs its channel axis, "
-    "`image[..., None]`.)",
+    "compared: they need a pointwise loss; a grey image needs its channel axis, "
+    "`image[..., None]`.",
     4: "For a batch of images, `jax.vmap` the loss over its first axis.",
 }
 

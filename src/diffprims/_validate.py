@@ -273,7 +273,10 @@ def check_points(points: Any, name: str = "points") -> Array:
         name,
         ndim=2,
         last_dim=2,
-        hint=" Points are (P, 2) rows of (x, y); see `diffprims.pixel_centres`.",
+        hint=(
+            " Points are (P, 2) rows of (x, y): a grid's are "
+            "`dp.pixel_centres((H, W)).reshape(-1, 2)`."
+        ),
     )
 
 
@@ -286,8 +289,17 @@ def check_key(key: Any, name: str = "key") -> Array:
             return jax.random.wrap_key_data(key)
     if isinstance(key, np.ndarray) and key.dtype == np.uint32 and key.shape == (2,):
         return jax.random.wrap_key_data(jnp.asarray(key))  # a raw key read back from a file
+    shape = tuple(getattr(key, "shape", ()))
+    typed = jnp.issubdtype(getattr(key, "dtype", np.float32), jax.dtypes.prng_key)
+    many = len(shape) >= 1 and (typed or (len(shape) >= 2 and shape[-1] == 2))
+    hint = (
+        " That is a batch of keys, and this call takes one: map it over them, "
+        "`jax.vmap(lambda k: ...(key=k))(keys)`."
+        if many
+        else ""
+    )
     raise TypeError(
-        f"`{name}` must be a PRNG key such as `jax.random.key(0)`; got {describe(key)}."
+        f"`{name}` must be a PRNG key such as `jax.random.key(0)`; got {describe(key)}.{hint}"
     )
 
 
@@ -341,40 +353,6 @@ def check_scalar(
     ):
         raise ValueError(f"{message}; got {value!r}.{hint}")
     return number
-
-
-def check_indices(indices: Any, size: int, name: str = "indices") -> Array:
-    """Integer indices into an axis of length `size`, all in `[0, size)`."""
-    if not hasattr(indices, "dtype"):
-        indices = np.asarray(indices)
-    if not jnp.issubdtype(indices.dtype, jnp.integer):
-        raise TypeError(f"`{name}` must be an integer array; got {describe(indices)}.")
-    if indices.ndim != 1 or indices.shape[0] == 0:
-        raise ValueError(
-            f"`{name}` must be a non-empty 1D array of shape indices (a set holds at least "
-            f"one shape); got {describe(indices)}. For one shape, `model.take(jnp.array([i]))`."
-        )
-    message = f"`{name}` must lie in [0, {size}) for a set of {size} shapes"
-    if is_traced(indices):
-        return runtime_check(indices, jnp.any((indices < 0) | (indices >= size)), message + ".")
-    values = np.asarray(indices)
-    if values.size and (values.min() < 0 or values.max() >= size):
-        raise ValueError(f"{message}; got values in [{values.min()}, {values.max()}].")
-    return jnp.asarray(indices)
-
-
-def check_pixel_size(points: Array, pixel_size: Any) -> tuple[Array, Any]:
-    """`(points, pixel_size)` with `pixel_size` checked to be a finite number > 0.
-
-    Under `jit` the check rides on `points` (always used), so it cannot be optimised
-    away even by a model whose values do not depend on the pixel size.
-    """
-    hint = " It is the size of one pixel in frame units: 1 / H for an (H, W) grid."
-    checked = check_scalar(pixel_size, "pixel_size", lower=0.0, hint=hint)
-    if is_traced(checked):
-        bad = ~jnp.isfinite(pixel_size) | (pixel_size <= 0)
-        points = runtime_check(points, bad, f"`pixel_size` must be a finite number > 0.{hint}")
-    return points, checked
 
 
 def check_bool(value: Any, name: str) -> bool:

@@ -196,12 +196,18 @@ def check_fit_key(key: Any, batch: int | None, resume: Any = None) -> Any:
 def minibatch_advice(batch: int | None) -> Callable[[str], str]:
     """`fit`'s word for a loss that works on whole images only (`check_loss_on`, which
     asks for it only with a `batch`)."""
-    return lambda error: (
-        f"{error.rstrip('.')}. The loss works on whole images but not on the (P, C) values "
-        f"a minibatch samples ({batch} pixels a step): fit with `batch=None`, or, where it "
-        "holds an (H, W) map, give the map as `dp.Weighted(loss, map)` (`fit` samples it at "
-        "the drawn pixels)."
-    )
+
+    def advice(error: str) -> str:
+        if "pointwise loss" in error:  # the loss says why already (SSIM)
+            return f"{error.rstrip('.')}. Fit with `batch=None` (a step sampled {batch} pixels)."
+        return (
+            f"{error.rstrip('.')}. The loss works on whole images but not on the (P, C) "
+            f"values a minibatch samples ({batch} pixels a step): fit with `batch=None`, "
+            "or, where it holds an (H, W) map, give the map as `dp.Weighted(loss, map)` "
+            "(`fit` samples it at the drawn pixels)."
+        )
+
+    return advice
 
 
 def check_checkpointing(checkpoint: Any, checkpoint_every: Any, resume: Any) -> int | None:

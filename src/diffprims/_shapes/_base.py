@@ -17,8 +17,9 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 from typing_extensions import Self
 
 from .._model import AbstractModel, check_unbatched
-from .._validate import check_grid_shape, check_indices, check_pixel_size, check_points
+from .._validate import check_grid_shape, check_points
 from . import _build, _protocol, _random, _render, _specs
+from ._arguments import check_indices, check_pixel_size
 from ._culling import CUTOFF
 from ._roles import COLOUR, DEPTH, OPACITY, Role, declared_roles, parameter, role_metadata
 

@@ -16,12 +16,12 @@ from jaxtyping import Array, Float
 from .._model import AbstractModel, batch_shape, check_unbatched
 from .._validate import (
     check_grid_shape,
-    check_pixel_size,
     check_points,
     describe,
     inside_trace,
     upcast_floats,
 )
+from ._arguments import check_pixel_size
 from ._base import AbstractShapes
 from ._render import (
     check_method,
