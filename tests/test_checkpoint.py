@@ -534,6 +534,34 @@ def test_resume_reads_a_set_setting_in_any_order(tmp_path):
         )  # fmt: skip
 
 
+class _Palette(eqx.Module):
+    """Settings kept in a static field: a module whose print wraps once it is long."""
+
+    drawn: frozenset
+
+
+class _Painted(_Channels):
+    palette: _Palette = eqx.field(static=True, default=_Palette(frozenset()))
+
+
+def test_resume_reads_a_set_inside_a_module_setting_in_any_order(tmp_path):
+    # Equinox prints a long module over several lines, where the set's one-line print
+    # was not found to be sorted: the next process refused the checkpoint.
+    first, second = frozenset(range(0, 160, 8)), frozenset(reversed(range(0, 160, 8)))
+    assert first == second and list(first) != list(second)
+    assert "\n" in repr(_Palette(first))
+    target, path = jnp.full((8, 8, 3), 0.3), tmp_path / "fit.ckpt"
+
+    def model(drawn):
+        return _Painted(jnp.full((2, 3), 0.1), frozenset({0, 1, 2}), _Palette(drawn))
+
+    dp.fit(model(first), target, steps=4, checkpoint=path)
+    resumed = dp.fit(model(second), target, steps=6, checkpoint=path, resume=True)
+    assert resumed.losses.shape == (6,)
+    with pytest.raises(dp.CheckpointError, match="different model settings"):
+        dp.fit(model(first - {0}), target, steps=8, checkpoint=path, resume=True)
+
+
 def test_a_resume_that_diverges_at_once_goes_back_as_the_fit_would(tmp_path):
     # The checkpoint after one step holds `a` < 0 (its loss not yet computed); resumed,
     # the fit diverged there and went back to... that same model, whose render is NaN,

@@ -979,9 +979,10 @@ def test_a_batch_of_keys_is_told_to_vmap(keys):
     # "`key` must be a PRNG key ...; got key<fry> array of shape (3,)" said what, not how.
     with pytest.raises(TypeError, match=r"batch of keys.*jax\.vmap"):
         dp.Circles.init(2, key=keys)
-    with pytest.raises(TypeError, match="must be a PRNG key") as single:
-        dp.Circles.init(2, key=jnp.zeros(3))
-    assert "batch of keys" not in str(single.value)
+    for not_keys in (jnp.zeros(3), jnp.zeros((4, 2))):  # a float (P, 2) is no key batch
+        with pytest.raises(TypeError, match="must be a PRNG key") as single:
+            dp.Circles.init(2, key=not_keys)
+        assert "batch of keys" not in str(single.value)
 
 
 def test_a_grid_of_points_is_told_how_to_flatten_it():

@@ -291,7 +291,8 @@ def check_key(key: Any, name: str = "key") -> Array:
         return jax.random.wrap_key_data(jnp.asarray(key))  # a raw key read back from a file
     shape = tuple(getattr(key, "shape", ()))
     typed = jnp.issubdtype(getattr(key, "dtype", np.float32), jax.dtypes.prng_key)
-    many = len(shape) >= 1 and (typed or (len(shape) >= 2 and shape[-1] == 2))
+    raw = getattr(key, "dtype", None) == np.uint32 and len(shape) >= 2 and shape[-1] == 2
+    many = len(shape) >= 1 and (typed or raw)
     hint = (
         " That is a batch of keys, and this call takes one: map it over them, "
         "`jax.vmap(lambda k: ...(key=k))(keys)`."

@@ -113,7 +113,10 @@ def fit(
       records the starting model's parameters and settings, the loss (with its weights)
       and the optimizer by what they compute, so a fresh `optax.adam(1e-2)` resumes one
       written with another, and `optax.adam(0.5)` (or another rate given to
-      `optax.inject_hyperparams`) is refused.
+      `optax.inject_hyperparams`) is refused. Sets among settings compare by their
+      items, whatever their order; a loss that iterates over a set of strings computes
+      in another order in another process (`PYTHONHASHSEED`) and is refused there: keep
+      such settings sorted in a tuple.
     - `trainable`: which parameters train, as an equinox filter spec: a pytree of bools
       matching the model (or a prefix of it), or a function `leaf -> bool`. The others
       get exactly zero updates (the optimizer never sees them, so no weight decay

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -23,56 +22,66 @@ def without_addresses(text: str) -> str:
 
 
 def structure_text(tree: Any) -> str:
-    """`tree`'s printed structure, the same in every process: its settings' sets (the
-    static fields' values, printed in its node data) listed sorted."""
+    """`tree`'s printed structure, the same in every process.
+
+    `str` of its structure, which prints the static fields' values, unless these hold a
+    set: a set's order follows its items' hashes, which for strings change from process
+    to process (`PYTHONHASHSEED`), and a checkpoint of a model with a `frozenset`
+    setting was refused in the next process as having other settings. Then the print
+    is rebuilt node by node with every set sorted (`canonical`). A structure without
+    sets prints as it did (the headers of checkpoints written before match).
+    """
     structure = jax.tree.structure(tree)
     nodes, data = [structure], []
     while nodes:
         node = nodes.pop()
-        data.append(node.node_data())
-        nodes.extend(node.children())
-    return without_addresses(sets_sorted(str(structure), data))
+        data.append((node.node_data(), len(node.children())))
+        nodes.extend(reversed(node.children()))
+    if not any(_has_set(datum) for datum, _ in data):
+        return without_addresses(str(structure))
+    return without_addresses(" ".join(f"{canonical(d)}/{n}" for d, n in data))
 
 
 def sets_sorted(text: str, value: Any) -> str:
-    """`text`, a print of `value`, with the sets inside `value` printed in sorted order.
-
-    A set's order follows its items' hashes, which for strings change from process to
-    process (`PYTHONHASHSEED`): a checkpoint of a model with a `frozenset` setting was
-    refused in the next process as having other settings. A print that holds none is
-    returned as it is (the headers of checkpoints written before match)."""
-    for found in sorted(_sets_in(value), key=lambda s: -len(repr(s))):
-        text = text.replace(repr(found), _sorted_repr(found))
-    return text
+    """`text`, a print of `value`, or `canonical(value)` where `value` holds a set."""
+    return canonical(value) if _has_set(value) else text
 
 
-def _sets_in(value: Any, depth: int = 0) -> Iterator[set | frozenset]:
-    """The sets in `value`, through tuples, lists, dicts, sets and dataclasses."""
-    if depth > 32:
-        return
+def _has_set(value: Any, depth: int = 0) -> bool:
+    """Whether `value` holds a set, through tuples, lists, dicts and dataclasses (equinox
+    modules too)."""
+    if depth > 64:
+        return False
     if isinstance(value, set | frozenset):
-        yield value
-        items: Any = value
-    elif isinstance(value, tuple | list):
-        items = value
-    elif isinstance(value, dict):
-        items = [*value.keys(), *value.values()]
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        items = [getattr(value, f.name, None) for f in dataclasses.fields(value)]
-    else:
-        return
-    for item in items:
-        yield from _sets_in(item, depth + 1)
+        return True
+    keys = value.keys() if isinstance(value, dict) else ()
+    return any(_has_set(item, depth + 1) for item in [*keys, *_parts(value).values()])
 
 
-def _sorted_repr(value: Any) -> str:
-    """`repr(value)` with the items of its sets sorted by their own such prints."""
+def _parts(value: Any) -> dict[str, Any]:
+    """The parts of a container or dataclass that `canonical` prints, by name."""
+    if isinstance(value, tuple | list):
+        return {str(i): item for i, item in enumerate(value)}
+    if isinstance(value, dict):
+        return {canonical(key): item for key, item in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
+    return {}
+
+
+def canonical(value: Any, depth: int = 0) -> str:
+    """A print of `value` that names each container's type and lists a set's items
+    sorted (by their own prints): the same in every process. Other values print as
+    their `repr` (a set that only an object's own `repr` shows keeps its order)."""
+    if depth > 64:
+        return "..."
+    kind = type(value).__qualname__
     if isinstance(value, set | frozenset):
-        items = ", ".join(sorted(_sorted_repr(item) for item in value))
-        if isinstance(value, frozenset):
-            return f"frozenset({{{items}}})" if items else "frozenset()"
-        return f"{{{items}}}" if items else "set()"
-    if isinstance(value, tuple):
-        items = [_sorted_repr(item) for item in value]
-        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
-    return sets_sorted(repr(value), value)
+        return f"{kind}{{{', '.join(sorted(canonical(v, depth + 1) for v in value))}}}"
+    parts = _parts(value)
+    if not parts and not isinstance(value, tuple | list | dict):
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return f"{kind}()"
+        return repr(value)
+    items = ", ".join(f"{name}={canonical(part, depth + 1)}" for name, part in parts.items())
+    return f"{kind}({items})"
