@@ -346,7 +346,9 @@ def test_recommended_settings_are_scale_invariant(scale):
             target[..., None],
             loss=start.recommended_loss(non_negative=3.0, keep_zeros=0.3, peak=peak),
             optimizer=start.recommended_optimizer(peak=peak),
-            steps=100,
+            # Converged: at 100 steps, with the rate still high, taps bounce through the
+            # smoothed hinge's narrow quadratic and a 1e-7 change of scale moved them 1 %.
+            steps=start.recommended_steps,
         ).model.kernel()
 
     at_one, scaled = fitted(target, 1.0), fitted(target * scale, scale)
@@ -639,9 +641,9 @@ def test_from_svd_of_a_kernel_near_float32_max(jit):
     np.testing.assert_allclose(bank.kernel(), kernel, rtol=1e-5, atol=1e33)
 
 
-def test_the_docstring_lobes_at_rank_3_and_their_cure():
-    # SeparableFilters' docstring: a = 1 leaves lobes of -0.6 % of the peak on the 50 x 50
-    # disk at rank 3 (it said a = 1 drove them to zero), a = 2 clears them.
+def test_the_docs_lobes_at_rank_3_and_their_cure():
+    # The filters tutorial: a = 1 leaves lobes of -0.6 % of the peak on the 50 x 50 disk
+    # at rank 3 (a docstring once said a = 1 drove them to zero); the default clears them.
     target = dp.kernels.disk(50)
     start = dp.SeparableFilters.from_svd(target, 3)
 
@@ -652,7 +654,7 @@ def test_the_docstring_lobes_at_rank_3_and_their_cure():
         return float(fitted.min() / fitted.max())
 
     assert -8e-3 < low(1.0) < -4e-3
-    assert low(2.0) > -1e-4
+    assert low(4.0) > -1e-3
 
 
 @pytest.mark.parametrize("make", [lambda: dp.kernels.disk(20), lambda: dp.kernels.polygon(21, 6)])

@@ -367,6 +367,36 @@ def test_non_negative_rests_at_exact_zeros():
     np.testing.assert_array_equal(jax.grad(lambda p: loss(p, zeros))(zeros), 0.0)
 
 
+def test_smoothed_non_negative_is_a_huber_hinge():
+    # Quadratic on [-d, 0), linear below, 0 at and above 0: its gradient falls to 0 at 0
+    # (the plain hinge's jumps to -1), so Adam does not kick a fit resting at zeros.
+    d = 0.25
+    loss = dp.NonNegative(smoothing=d)
+    pred = jnp.array([-2.0, -0.5, -0.25, -0.1, 0.0, 0.3])
+    expected = np.where(pred < -d, -pred - d / 2, np.where(pred < 0, pred**2 / (2 * d), 0.0))
+    np.testing.assert_allclose(loss(pred, pred), expected.mean(), rtol=1e-6)
+    grads = jax.vmap(jax.grad(lambda p: loss.pointwise(p, p)))(pred)
+    np.testing.assert_allclose(grads, [-1.0, -1.0, -1.0, -0.4, 0.0, 0.0], rtol=1e-6)
+    edge = jax.vmap(jax.grad(lambda p: loss.pointwise(p, p)))(jnp.array([-d - 1e-4, -d + 1e-4]))
+    np.testing.assert_allclose(edge, [-1.0, -1.0], atol=1e-3)  # continuous at -d
+    assert repr(loss) == "NonNegative(smoothing=0.25)"
+    assert repr(dp.NonNegative(0)) == "NonNegative()"
+    assert hash(loss) == hash(dp.NonNegative(smoothing=0.25)) and loss != dp.NonNegative()
+    np.testing.assert_allclose(jax.jit(loss)(pred, pred), loss(pred, pred))
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "0.1", None, True, [0.1]])
+def test_non_negative_refuses_a_bad_smoothing(bad):
+    with pytest.raises((TypeError, ValueError), match="`smoothing` must be"):
+        dp.NonNegative(smoothing=bad)
+
+
+def test_non_negative_smoothing_is_static():
+    # A static setting (it picks the formula): a traced one is refused where it is made.
+    with pytest.raises(TypeError, match="concrete number"):
+        jax.jit(lambda d: dp.NonNegative(smoothing=d))(0.1)
+
+
 @pytest.mark.parametrize(
     "returned", [lambda p: jnp.sum(p > 0.5), lambda p: jnp.all(p > 0), lambda p: None]
 )

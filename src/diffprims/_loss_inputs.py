@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from ._validate import FLOAT32_MAX, check_float_array, check_not_empty, is_traced
+from ._validate import FLOAT32_MAX, check_float_array, check_not_empty, describe, is_traced
 
 
 def as_weight(value: Any, name: str) -> Array:
@@ -55,3 +56,17 @@ def check_pair(pred: Any, target: Any, what: str = "A loss") -> tuple[Array, Arr
         )
     check_not_empty(pred, "pred", what)
     return pred, target
+
+
+def static_number(value: Any, name: str) -> float:
+    """A loss's static setting (it picks the formula, so it cannot be traced): a
+    concrete real number >= 0, finite, as a Python float."""
+    kind = None if is_traced(value) else np.asarray(value).dtype
+    if kind is None or kind.kind not in "iuf" or np.ndim(value):
+        raise TypeError(
+            f"`{name}` must be a concrete number >= 0 (a static setting); got {describe(value)}."
+        )
+    number = float(np.asarray(value))
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"`{name}` must be a finite number >= 0; got {value!r}.")
+    return number

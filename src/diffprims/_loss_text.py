@@ -83,7 +83,7 @@ def settings_doc(loss: Any, kwargs: dict[str, Any]) -> Any:
         (field.name, _as_number(getattr(loss, field.name)))
         for field in dataclasses.fields(loss)
         if field.repr
-        and not (kwargs["hide_defaults"] and getattr(loss, field.name) is field.default)
+        and not (kwargs["hide_defaults"] and _is_default(getattr(loss, field.name), field))
     ]
     name_kwargs = {**kwargs, "show_type_module": kwargs["show_dataclass_module"]}
     return wl.bracketed(
@@ -93,6 +93,16 @@ def settings_doc(loss: Any, kwargs: dict[str, Any]) -> Any:
         end=wl.TextDoc(")"),
         indent=kwargs["indent"],
     )
+
+
+def _is_default(value: Any, field: dataclasses.Field) -> bool:
+    """Whether `value` is `field`'s default: the same object, or an equal Python number
+    (a setting a constructor checked and converted, `NonNegative(smoothing=0)`)."""
+    default = field.default
+    if value is default:
+        return True
+    numbers = (bool, int, float)
+    return type(value) in numbers and type(default) is type(value) and value == default
 
 
 def _as_number(value: Any) -> Any:

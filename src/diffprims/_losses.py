@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._loss_inputs import as_weight, check_pair, function_name, is_zero
+from ._loss_inputs import as_weight, check_pair, function_name, is_zero, static_number
 from ._loss_text import scaled_doc, settings_doc, sum_doc
 from ._validate import (
     check_float_array,
@@ -160,13 +160,30 @@ class NonNegative(AbstractPointwiseLoss):
     removes the lobes of a rank-4 disk at +5 % L2 error (see
     [`diffprims.SeparableFilters`][] for the weight a kernel needs, and the trade-off
     with [`diffprims.KeepZeros`][]).
+
+    **Arguments:**
+
+    - `smoothing`: a number `d >= 0` (a static setting). Above 0, values in `[-d, 0)`
+      are penalised `pred ** 2 / (2 d)` and values below `-d` by `-pred - d / 2`: the
+      penalty's gradient falls to 0 at 0 instead of jumping, so a fit that reaches
+      zeros (the corners of a disk) stays there instead of being kicked off them by
+      every step, at the price of negatives down to about `-d`.
     """
+
+    smoothing: float = eqx.field(static=True, default=0.0)
+
+    def __init__(self, smoothing: float = 0.0):
+        self.smoothing = static_number(smoothing, "smoothing")
 
     def pointwise(self, pred: Array, target: Array) -> Array:
         del target
         # Not `maximum(-pred, 0)`, whose gradient at 0 is half a step: a fit that reached
         # exact zeros was pushed off them (as `_abs` keeps L1 at rest on a match).
-        return jnp.where(pred < 0, -pred, 0.0)
+        if not self.smoothing:
+            return jnp.where(pred < 0, -pred, 0.0)
+        d = self.smoothing
+        quadratic = jnp.where(pred < 0, pred * pred / (2 * d), 0.0)
+        return jnp.where(pred < -d, -pred - d / 2, quadratic)
 
 
 class KeepZeros(AbstractPointwiseLoss):

@@ -82,7 +82,10 @@ def _loss(weights: str | None, target: Any) -> tuple[Any, dict[str, float], str 
     if l2 == non_negative == keep_zeros == 0:
         raise UsageError(f"--weights {weights!r}: at least one weight must be > 0 (all zero "
                          "is a loss that is always 0: the fit would change nothing)")  # fmt: skip
-    loss = l2 * dp.L2() + non_negative * dp.NonNegative() + keep_zeros * dp.KeepZeros()
+    from .._filters._recommended import SMOOTHING  # the library's hinge, at peak 1
+
+    non_negative_loss = non_negative * dp.NonNegative(smoothing=SMOOTHING)
+    loss = l2 * dp.L2() + non_negative_loss + keep_zeros * dp.KeepZeros()
     return loss, {"l2": l2, "non_negative": non_negative, "keep_zeros": keep_zeros}, None
 
 

@@ -60,12 +60,12 @@ class SeparableFilters(AbstractModel):
       4). As an exact penalty it clears them (min above −1e-3 of the peak) once `a` is
       over a weight that depends on the kernel. The default `a = 4` does at rank 4 on
       the 32 kernels of `benchmarks/filters.py` (disks of 21 to 200 taps, polygons of 3
-      to 8 sides up to 161, a ring, a comet...), each closer than NMF; `a = 1` left
-      lobes of −0.16 % to −4.4 % on 21 of them (every hard disk of 40 to 200 taps but
-      the seed's 50), `a = 2` on 5, `a = 3` on 2. A fit near exact (an SVD start at
-      ~1e-7) ends further off with a larger `a` (its hinge kicks the taps at 0: the
-      16 × 16 disk at rank 5, 0.0017 at `a = 1`, 0.0065 at 4, NMF 0.0005): compare
-      the start's error. `a = 0` for a signed kernel (a Laplacian).
+      to 8 sides up to 161, a ring, a comet...), each closer than NMF; `a = 1` (the
+      plain hinge) left lobes of −0.16 % to −4.4 % on 21 of them, `a = 2` on 5, `a = 3`
+      on 2. `recommended_loss` smooths the hinge over 3e-4 of the peak, so that a fit
+      near exact is not kicked off its zero taps at every step (the 16 × 16 disk at
+      rank 5 from an SVD start at 4e-8: 0.0007 after 500 steps, 0.0065 with the plain
+      hinge; NMF 0.0005). `a = 0` for a signed kernel (a Laplacian).
     - `b` (keep-zeros) clears the corners outside the disk (the "spill": the share of
       the kernel's mass where the target is zero), at a higher cost: at rank 4, `a = 4,
       b = 0.5` gives spill 0.018 to 0.029 at error 0.137 to 0.170 on disks of 21 to 128
@@ -103,9 +103,9 @@ class SeparableFilters(AbstractModel):
     value_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
     #: Steps after which [`diffprims.SeparableFilters.recommended_optimizer`][] has
     #: converged (the loss within 1 % of its value after 5000 steps) at rank 4 and on
-    #: the seed's disk; not on all kernels at rank 8 with the default loss (a 50 x 30
-    #: disk 2 % above, an ellipse 24 %, a comet 3.4 times, kernel error 0.024 against
-    #: 0.013; with `non_negative=1` 0.3 %, 3 %, 1.5 times): compare a longer fit.
+    #: the seed's disk; not on all kernels at rank 8 (an ellipse 9 % above, a comet 32 %,
+    #: kernel error 0.0134 against 0.0117), nor from a near-exact start (a loss near 0,
+    #: a large ratio, see `recommended_optimizer`): compare a longer fit.
     recommended_steps: ClassVar[int] = 500
 
     def __init__(self, vertical: Any, horizontal: Any):
@@ -324,7 +324,8 @@ class SeparableFilters(AbstractModel):
     def recommended_loss(
         cls, *, non_negative: float = 4.0, keep_zeros: float = 0.0, peak: float = 1.0
     ) -> AbstractLoss:
-        """The seed's loss `L2() + non_negative * NonNegative() + keep_zeros * KeepZeros()`.
+        """The seed's loss, `L2() + non_negative * NonNegative(smoothing=3e-4 * peak) +
+        keep_zeros * KeepZeros()` (the smoothing: see [`diffprims.SeparableFilters`][]).
 
         The defaults remove negative lobes (no ringing) at a small cost in accuracy on
         the blur kernels measured, up to 200 taps (should `bank.kernel().min()` stay
@@ -362,18 +363,15 @@ class SeparableFilters(AbstractModel):
         SVD start at ranks 1 to 8: on the seed's 50 × 50 disk at seven weightings, the
         loss after 500 steps is within 0.1 % of the loss after 5000 steps and below that
         of 5000 steps of the seed's plain gradient descent (lr 0.1); on anti-aliased and
-        non-square disks and hexagons within 2.2 % (a 50 × 30 disk at rank 8) and 0.24 %.
+        non-square disks and hexagons within 1.2 % (a 50 × 30 disk at rank 8) and 0.07 %.
 
         An exact start (an SVD at full rank, a separable kernel at rank 1) has nothing to
         fit, and Adam does not keep it exact: its first steps have the learning rate's
         size however small the gradient, so the loss first rises (to ~1e-4 at peak 1)
-        and comes back to float32 rounding as the rate decays, where the target has no
-        zeros (a Gaussian at rank 1) or with `non_negative=0`. Where it has zeros (a
-        disk's corners), those taps dip below 0 and the hinge of
-        [`diffprims.NonNegative`][], whose gradient does not shrink near 0, keeps kicking
-        them: `from_svd(disk(9), rank=9)` ends 500 steps at relative error 4e-3 with the
-        default loss (2e-3 with `non_negative=1`; from 7e-8). Check the start's error
-        before fitting it.
+        and comes back as the rate decays: `from_svd(disk(9), rank=9)` (7e-8) ends 500
+        steps at relative error 6e-4 with the recommended loss (4e-3 with the plain hinge
+        of `NonNegative()`, whose gradient does not shrink near 0 and kicks the zero taps
+        at every step), 3e-5 after 5000. Check the start's error before fitting it.
 
         **Arguments:**
 

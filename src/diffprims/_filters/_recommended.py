@@ -12,14 +12,21 @@ from .._losses import L2, AbstractLoss, KeepZeros, NonNegative
 from .._validate import check_positive_int, check_scalar
 from ._checks import check_peak, check_weight
 
+# `NonNegative`'s smoothing in the recommended loss, at peak 1: the plain hinge's
+# gradient, which does not shrink at 0, kicked a near-exact fit's zero taps at every
+# step (at non_negative=4 and rank 8, 500 steps: a comet 0.0244 against 0.0134 with it,
+# a 21-tap disk 0.0057 against 0.0032); it leaves negatives to about -2e-4 of the peak.
+SMOOTHING = 3e-4
+
 
 def recommended_loss(non_negative: Any, keep_zeros: Any, peak: Any) -> AbstractLoss:
-    """`L2() + a NonNegative() + b KeepZeros()`, the penalties scaled by `peak` (linear in
-    the kernel where L2 is quadratic: the weights mean the same at any scale)."""
+    """`L2() + a NonNegative(smoothing) + b KeepZeros()`, the penalties scaled by `peak`
+    (linear in the kernel where L2 is quadratic: the weights mean the same at any scale)."""
     non_negative = check_weight(non_negative, "non_negative")
     keep_zeros = check_weight(keep_zeros, "keep_zeros")
     peak = check_peak(peak)
-    return L2() + (non_negative * peak) * NonNegative() + (keep_zeros * peak) * KeepZeros()
+    smooth = NonNegative(smoothing=SMOOTHING * peak)
+    return L2() + (non_negative * peak) * smooth + (keep_zeros * peak) * KeepZeros()
 
 
 def recommended_optimizer(
