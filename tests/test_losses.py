@@ -380,12 +380,17 @@ def test_smoothed_non_negative_is_a_huber_hinge():
     edge = jax.vmap(jax.grad(lambda p: loss.pointwise(p, p)))(jnp.array([-d - 1e-4, -d + 1e-4]))
     np.testing.assert_allclose(edge, [-1.0, -1.0], atol=1e-3)  # continuous at -d
     assert repr(loss) == "NonNegative(smoothing=0.25)"
-    assert repr(dp.NonNegative(0)) == "NonNegative()"
+    assert repr(dp.NonNegative(0)) == "NonNegative()" == repr(dp.NonNegative(-0.0))
+    assert repr(dp.NonNegative(3e-4 * 1e-20)) == "NonNegative(smoothing=3e-24)"
     assert hash(loss) == hash(dp.NonNegative(smoothing=0.25)) and loss != dp.NonNegative()
     np.testing.assert_allclose(jax.jit(loss)(pred, pred), loss(pred, pred))
 
 
-@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "0.1", None, True, [0.1]])
+@pytest.mark.parametrize(
+    # 5e-39: 2 d underflows in float32 and every gradient was NaN; 1e300: a NaN loss.
+    "bad",
+    [-0.1, float("nan"), float("inf"), "0.1", None, True, [0.1], 5e-39, 1e300],
+)
 def test_non_negative_refuses_a_bad_smoothing(bad):
     with pytest.raises((TypeError, ValueError), match="`smoothing` must be"):
         dp.NonNegative(smoothing=bad)

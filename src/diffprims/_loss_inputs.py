@@ -66,7 +66,15 @@ def static_number(value: Any, name: str) -> float:
         raise TypeError(
             f"`{name}` must be a concrete number >= 0 (a static setting); got {describe(value)}."
         )
-    number = float(np.asarray(value))
+    number = float(np.asarray(value)) + 0.0  # -0.0 is 0.0 (one setting, one identity)
     if not (math.isfinite(number) and number >= 0):
         raise ValueError(f"`{name}` must be a finite number >= 0; got {value!r}.")
+    if number and not TINY <= number <= FLOAT32_MAX:  # 2 d underflowed: NaN gradients
+        raise ValueError(
+            f"`{name}` must be 0 or in float32's normal range [{TINY:.3g}, "
+            f"{FLOAT32_MAX:.3g}], where the loss computes; got {value!r}."
+        )
     return number
+
+
+TINY = float(np.finfo(np.float32).tiny)

@@ -106,7 +106,10 @@ def _is_default(value: Any, field: dataclasses.Field) -> bool:
 
 
 def _as_number(value: Any) -> Any:
-    """A concrete float scalar array as a Python float (printed `1.5`), else `value`."""
+    """A concrete float scalar array as a Python float (printed `1.5`), a Python float
+    at float32's shortest (`3e-24`, not `2.9999999999999996e-24`), else `value`."""
+    if type(value) is float and abs(value) <= np.finfo(np.float32).max:
+        return float(str(np.float32(value)))
     dtype = getattr(value, "dtype", None)
     if dtype is None or not np.issubdtype(dtype, np.floating) or weight_text(value) is None:
         return value

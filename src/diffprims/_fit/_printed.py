@@ -51,7 +51,7 @@ def _has_set(value: Any, depth: int = 0) -> bool:
     """Whether `value` holds a set, through tuples, lists, dicts and dataclasses (equinox
     modules too)."""
     if depth > 64:
-        return False
+        return True  # too deep to look: print it with `canonical`, which stops there
     if isinstance(value, set | frozenset):
         return True
     keys = value.keys() if isinstance(value, dict) else ()
@@ -74,7 +74,7 @@ def canonical(value: Any, depth: int = 0) -> str:
     sorted (by their own prints): the same in every process. Other values print as
     their `repr` (a set that only an object's own `repr` shows keeps its order)."""
     if depth > 64:
-        return "..."
+        return repr(value)
     kind = type(value).__qualname__
     if isinstance(value, set | frozenset):
         return f"{kind}{{{', '.join(sorted(canonical(v, depth + 1) for v in value))}}}"
