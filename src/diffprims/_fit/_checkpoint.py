@@ -259,7 +259,8 @@ def _mismatch(name: str, field: str, expected: Any, got: Any) -> str:
             f"{name} was written with a different {FIELDS[field]} (got SHA-256 "
             f"{str(got):.12}... there, {str(expected):.12}... here), so resuming it would "
             f"not continue this fit. Pass the same {FIELDS[field]} as the fit that wrote "
-            f"it ({_HOW[field]}), or start afresh: `resume=False` (or another `checkpoint` path)."
+            f"it ({_HOW[field]}), or start afresh: `resume=False` (or another `checkpoint` path). "
+            f"(An older diffprims may have recorded the same {FIELDS[field]} differently.)"
         )
     return (
         f"{name} belongs to a different fit: expected {field} {expected!r:.200} (this "
