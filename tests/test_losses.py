@@ -389,7 +389,19 @@ def test_smoothed_non_negative_is_a_huber_hinge():
 @pytest.mark.parametrize(
     # 5e-39: 2 d underflows in float32 and every gradient was NaN; 1e300: a NaN loss.
     "bad",
-    [-0.1, float("nan"), float("inf"), "0.1", None, True, [0.1], 5e-39, 1e300],
+    [
+        -0.1,
+        float("nan"),
+        float("inf"),
+        "0.1",
+        None,
+        True,
+        np.True_,
+        [0.1],
+        pytest.param(10**400, id="10**400"),
+        5e-39,
+        1e300,
+    ],
 )
 def test_non_negative_refuses_a_bad_smoothing(bad):
     with pytest.raises((TypeError, ValueError), match="`smoothing` must be"):

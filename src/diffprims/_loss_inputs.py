@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -10,7 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from ._validate import FLOAT32_MAX, check_float_array, check_not_empty, describe, is_traced
+from ._validate import (
+    FLOAT32_MAX,
+    check_float_array,
+    check_not_empty,
+    check_not_traced,
+    check_scalar,
+    is_traced,
+)
 
 
 def as_weight(value: Any, name: str) -> Array:
@@ -61,13 +67,10 @@ def check_pair(pred: Any, target: Any, what: str = "A loss") -> tuple[Array, Arr
 def static_number(value: Any, name: str) -> float:
     """A loss's static setting (it picks the formula, so it cannot be traced): a
     concrete real number >= 0, finite, as a Python float."""
-    kind = None if is_traced(value) else np.asarray(value).dtype
-    if kind is None or kind.kind not in "iuf" or np.ndim(value):
-        raise TypeError(
-            f"`{name}` must be a concrete number >= 0 (a static setting); got {describe(value)}."
-        )
-    number = float(np.asarray(value)) + 0.0  # -0.0 is 0.0 (one setting, one identity)
-    if not (math.isfinite(number) and number >= 0):
+    check_not_traced(value, name, "number >= 0", "which formula the loss computes")
+    # -0.0 is 0.0 (one setting, one identity)
+    number = float(np.asarray(check_scalar(value, name))) + 0.0
+    if number < 0:
         raise ValueError(f"`{name}` must be a finite number >= 0; got {value!r}.")
     if number and not TINY <= number <= FLOAT32_MAX:  # 2 d underflowed: NaN gradients
         raise ValueError(

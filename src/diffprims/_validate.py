@@ -323,7 +323,7 @@ def check_scalar(
         else (f" > {lower}" if lower is not None else (f" < {upper}" if upper is not None else ""))
     )
     message = f"`{name}` must be a finite number{bounds}"
-    if isinstance(value, bool) or not (
+    if isinstance(value, bool | np.bool_) or not (
         isinstance(value, int | float | np.integer | np.floating)
         or (hasattr(value, "dtype") and hasattr(value, "shape"))
     ):
@@ -346,7 +346,10 @@ def check_scalar(
         if bool(bad):
             raise ValueError(f"{message}; got {float(value)!r}.{hint}")
         return value
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int past float64 (10 ** 400)
+        raise ValueError(f"{message}; got an integer too large for a float.{hint}") from None
     if (
         not np.isfinite(number)
         or (lower is not None and number <= lower)
