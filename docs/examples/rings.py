@@ -1,5 +1,7 @@
 """Rings: a new shape type for diffprims in one short file."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,11 +51,23 @@ class Rings(dp.AbstractShapes):
         return {"raw_centres": centres, "raw_radii": sizes, "raw_widths": widths}
 
     def svg_geometry(self, edge_width):
-        soft = ' filter="url(#soft-edge)"' if edge_width > 0 else ""
-        return [
-            f'<circle cx="{x:.6g}" cy="{y:.6g}" r="{r:.6g}" fill="none" '
-            f'stroke="currentColor" stroke-width="{w:.6g}"{soft}/>'
+        # A ring is a stroked circle. Grown by `offset` (the points that far from it), it
+        # is a line `2 * offset` wider: `dp.svg_soft_edge` stacks such lines, each faint,
+        # into the soft edge the model draws.
+        def ring(x, y, r, w, offset):
+            if w + 2 * offset <= 0:
+                return None
+            return (
+                f'<circle cx="{x:.6g}" cy="{y:.6g}" r="{r:.6g}" fill="none" '
+                f'stroke="currentColor" stroke-width="{w + 2 * offset:.6g}"/>'
+            )
+
+        rings = [
+            functools.partial(ring, x, y, r, w)
             for (x, y), r, w in zip(
                 np.asarray(self.centres), np.asarray(self.radii), np.asarray(self.widths)
             )
         ]
+        if edge_width == 0:
+            return [ring(0.0) for ring in rings]
+        return [dp.svg_soft_edge(ring, edge_width, self.softness) for ring in rings]

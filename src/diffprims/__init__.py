@@ -53,6 +53,7 @@ from ._shapes import (
     parameter as parameter,
     save_svg as save_svg,
     soft_edge as soft_edge,
+    svg_soft_edge as svg_soft_edge,
     to_svg as to_svg,
 )
 

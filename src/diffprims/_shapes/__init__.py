@@ -12,4 +12,5 @@ from ._protocol import check_shape_type as check_shape_type
 from ._rectangles import Rectangles as Rectangles
 from ._roles import Role as Role, parameter as parameter
 from ._svg import save_svg as save_svg, to_svg as to_svg
+from ._svg_edges import svg_soft_edge as svg_soft_edge
 from ._triangles import Triangles as Triangles

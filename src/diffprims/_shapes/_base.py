@@ -126,19 +126,21 @@ class AbstractShapes(AbstractModel):
         `N` strings (back to front), each one shape in frame units (`y` 0→1 downwards, `x`
         0→W/H) with no colour or opacity: `to_svg` wraps each in a group setting `fill`
         and `color` (use `currentColor` for strokes and gradient stops) and `opacity`.
-        For a soft edge (`edge_width > 0`) add `filter="url(#soft-edge)"`, a Gaussian blur
-        of standard deviation `1.6 * edge_width` that `to_svg` defines (near the sigmoid
-        for shapes much larger than `w`), to an element with no `transform` (or to a `<g>`
-        around one: the filter's region is in canvas units); or draw the edge exactly, as
-        `Circles` does with a radial gradient. Called on concrete arrays, outside `jit`.
-        A type with no SVG form raises `NotImplementedError`, and `to_svg` a `TypeError`
-        naming it.
+        For a soft edge (`edge_width > 0`), draw the shape grown by a range of distances
+        with [`diffprims.svg_soft_edge`][] (as triangles, rectangles and ellipses do), or
+        add `filter="url(#soft-edge)"`, a blur `to_svg` defines (close for shapes many
+        `w` across; it rounds corners), to an element with no `transform` (or to a `<g>`
+        around one). Called on concrete arrays, outside `jit`. A type with no SVG form
+        raises `NotImplementedError`, and `to_svg` a `TypeError` naming it.
 
         ```python
         def svg_geometry(self, edge_width):
-            soft = ' filter="url(#soft-edge)"' if edge_width > 0 else ""
-            return [f'<circle cx="{x:.6g}" cy="{y:.6g}" r="{r:.6g}"{soft}/>'
-                    for (x, y), r in zip(np.asarray(self.centres), np.asarray(self.radii))]
+            def disc(x, y, r, t):  # grown by `t`
+                return None if r + t <= 0 else f'<circle cx="{x}" cy="{y}" r="{r + t}"/>'
+            discs = [functools.partial(disc, x, y, r) for (x, y), r in
+                     zip(np.asarray(self.centres).tolist(), np.asarray(self.radii).tolist())]
+            return [dp.svg_soft_edge(d, edge_width, self.softness) if edge_width else d(0.0)
+                    for d in discs]
         ```
         """
 

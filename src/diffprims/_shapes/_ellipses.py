@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax.numpy as jnp
@@ -73,18 +74,15 @@ class Ellipses(AbstractShapes):
         return box(self.centres, rotated_ellipse_extent(self.radii, self.angles))
 
     def svg_geometry(self, edge_width: float) -> list[str]:
+        softness = float(self.softness)
         return [
             rotated_svg(
-                f'<ellipse cx="{x:.6g}" cy="{y:.6g}" rx="{a:.6g}" ry="{b:.6g}"/>',
-                np.degrees(t),
-                x,
-                y,
-                edge_width,
+                functools.partial(_grown, x, y, a, b), np.degrees(t), x, y, edge_width, softness
             )  # fmt: skip
             for (x, y), (a, b), t in zip(
-                np.asarray(self.centres),
-                np.asarray(self.radii),
-                np.asarray(self.angles),
+                np.asarray(self.centres, np.float64),
+                np.asarray(self.radii, np.float64),
+                np.asarray(self.angles, np.float64),
                 strict=True,
             )
         ]
@@ -146,3 +144,25 @@ class Ellipses(AbstractShapes):
             softness=softness,
             **options,
         )
+
+
+def _grown(x: float, y: float, a: float, b: float, offset: float) -> str | None:
+    """The points of `coverage`'s distance at most `offset` from the ellipse (unturned)."""
+    if a + offset <= 0 or b + offset <= 0:
+        return None
+    if abs(offset) <= min(a, b):  # near enough the ellipse of radii grown by `offset`
+        return f'<ellipse cx="{x:.6g}" cy="{y:.6g}" rx="{a + offset:.6g}" ry="{b + offset:.6g}"/>'
+    # Further out (wide edges, thin ellipses), as a polygon: along a ray from the centre
+    # the first-order distance is linear, so each ray's reach is closed-form (at 3-pixel
+    # edges 32 dB from the model with the grown ellipses, 37 with this).
+    angle = np.linspace(0.0, 2.0 * np.pi, 36, endpoint=False)
+    ray = np.stack([np.cos(angle), np.sin(angle)], -1)
+    level = np.hypot(ray[:, 0] / a, ray[:, 1] / b)  # |local / r| a unit along the ray
+    slope = np.hypot(ray[:, 0] / a**2, ray[:, 1] / b**2)
+    reach = (1.0 + offset * slope / level) / level
+    with np.errstate(divide="ignore"):  # and within the box grown by `offset`
+        reach = np.minimum(reach, ((np.array([a, b]) + offset) / np.abs(ray)).min(-1))
+    if np.any(reach <= 0):
+        return None
+    points = np.array([x, y]) + reach[:, None] * ray
+    return '<polygon points="' + " ".join(f"{p:.5g},{q:.5g}" for p, q in points) + '"/>'

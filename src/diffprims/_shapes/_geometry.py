@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
+
+from ._svg_edges import svg_soft_edge
 
 #: Centres are clipped to this many frame units, far outside any frame, so that a
 #: point's offset from one, divided by a clamped size and squared (an ellipse's gradient
@@ -75,9 +78,15 @@ def safe_norm(x: Array, axis: int = -1) -> Array:
     return jnp.sqrt(jnp.sum(x * x, axis=axis) + 1e-20)
 
 
-def rotated_svg(element: str, degrees: float, x: float, y: float, edge_width: float) -> str:
-    """An SVG element rotated by `degrees` about `(x, y)`, and blurred, for a soft edge,
-    by a group around it: the soft-edge filter's region is in canvas units, and on the
-    rotated element itself it turned with it, cutting off parts near the canvas's edges."""
-    rotated = f'{element[:-2]} transform="rotate({degrees:.6g} {x:.6g} {y:.6g})"/>'
-    return f'<g filter="url(#soft-edge)">{rotated}</g>' if edge_width > 0 else rotated
+def rotated_svg(
+    outline: Callable[[float], str | None], degrees: float, x: float, y: float,
+    edge_width: float, softness: float,
+) -> str:  # fmt: skip
+    """A shape drawn by `outline(offset)` (an SVG element grown by `offset`, unturned),
+    turned by `degrees` about `(x, y)`: hard, or with its soft edge (`svg_soft_edge`)."""
+    turn = f'transform="rotate({degrees:.6g} {x:.6g} {y:.6g})"'
+    if edge_width > 0:
+        return f"<g {turn}>{svg_soft_edge(outline, edge_width, softness)}</g>"
+    element = outline(0.0)
+    assert element is not None
+    return f"{element[:-2]} {turn}/>"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax.numpy as jnp
@@ -66,19 +67,25 @@ class Rectangles(AbstractShapes):
         return box(self.centres, rotated_extent(self.half_sizes, self.angles))
 
     def svg_geometry(self, edge_width: float) -> list[str]:
+        def outline(x: float, y: float, w: float, h: float, offset: float) -> str | None:
+            # The points within `offset` of the rectangle: corners rounded when grown.
+            w, h = w + offset, h + offset
+            if w <= 0 or h <= 0:
+                return None
+            return (
+                f'<rect x="{x - w:.6g}" y="{y - h:.6g}" width="{2 * w:.6g}" '
+                f'height="{2 * h:.6g}" rx="{max(offset, 0.0):.6g}"/>'
+            )
+
+        softness = float(self.softness)
         return [
             rotated_svg(
-                f'<rect x="{x - w:.6g}" y="{y - h:.6g}" width="{2 * w:.6g}" '
-                f'height="{2 * h:.6g}"/>',
-                np.degrees(t),
-                x,
-                y,
-                edge_width,
+                functools.partial(outline, x, y, w, h), np.degrees(t), x, y, edge_width, softness
             )  # fmt: skip
             for (x, y), (w, h), t in zip(
-                np.asarray(self.centres),
-                np.asarray(self.half_sizes),
-                np.asarray(self.angles),
+                np.asarray(self.centres, np.float64),
+                np.asarray(self.half_sizes, np.float64),
+                np.asarray(self.angles, np.float64),
                 strict=True,
             )
         ]

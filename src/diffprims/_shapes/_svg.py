@@ -50,19 +50,19 @@ def to_svg(
     `compositing="depth"` are drawn nearest last (an approximation of the soft depth
     blend); additive sets cannot be exported.
 
-    Soft edges are approximated. Circles draw theirs with a radial gradient whose
-    stops sample the model's edge `sigmoid(-d / w)` (`w = softness / H`), linear
-    between stops (within 0.01 of the model); Gaussians, which have no edge, are drawn
-    with a radial gradient sampling their profile. Shape types without an exact form use a
-    Gaussian blur (`feGaussianBlur`) of the hard shape with standard deviation `1.6 w`,
-    which has the sigmoid's slope at the boundary (see
-    [`diffprims.AbstractShapes.svg_geometry`][]). Rasterised at `shape` by an SVG
-    renderer, a fitted set of circles matches `model.render_image(shape)` to about
-    45 dB PSNR; drawn larger, the edges keep their width in frame units. At 64 x 64:
-    circles 50 dB, rectangles 46 dB at `softness=0.25`, 36 at 1 and 26 at 4 (a blur is
-    no sigmoid far from the edge), and a depth set least (31 dB for circles, 25 for
-    triangles: nearest last is how the depth blend looks where one shape is far in
-    front, not where depths are close).
+    Soft edges are drawn as the model draws them, nearly: circles with a radial gradient
+    whose stops sample the model's edge `sigmoid(-d / w)` (`w = softness / H`), linear
+    between stops; Gaussians, which have no edge, with a radial gradient sampling their
+    profile; triangles, rectangles and ellipses as nested outlines a half pixel apart,
+    each the shape grown by a distance and faintly filled
+    ([`diffprims.svg_soft_edge`][]). Rasterised at `shape` by an SVG renderer (resvg),
+    fitted sets match `model.render_image(shape)` to 40 dB PSNR or more (circles about
+    50, Gaussians 45; triangles 39 to 43 at 60 x 150 pixels, 37 to 39 with 3-pixel
+    edges), the files a kilobyte or so a shape. A shape type of your own that uses the
+    blur filter (see [`diffprims.AbstractShapes.svg_geometry`][]) is close for shapes
+    many edge widths across, and rounds corners off. A depth set matches least (nearest
+    last is how the depth blend looks where one shape is far in front, not where depths
+    are close). Drawn larger, the edges keep their width in frame units.
 
     **Arguments:**
 
@@ -112,9 +112,11 @@ def to_svg(
         # Ids (gradients, the soft-edge filter) are made unique per layer.
         prefix = f"layer{index}-" if len(layers) > 1 else ""
         edge_width = layer.softness / height if soft_edges else 0.0
-        if soft_edges:
+        drawn = _shape_groups(layer, edge_width, prefix)
+        # The blur filter, where a shape uses it (`url(#soft-edge)`, quoted or not).
+        if soft_edges and any(f"#{prefix}soft-edge" in group for group in drawn):
             lines.append(_soft_edge_filter(prefix, edge_width, aspect))
-        groups += _shape_groups(layer, edge_width, prefix)
+        groups += drawn
     lines.append(f'<rect x="0" y="0" width="{aspect:.6g}" height="1" fill="{_hex(background)}"/>')
     lines += groups
     lines.append("</svg>")

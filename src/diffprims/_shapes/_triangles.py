@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -12,6 +13,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._base import AbstractShapes
 from ._geometry import soft_edge
 from ._roles import POSITION, parameter
+from ._svg_edges import clip_polygon, svg_soft_edge
 
 
 class Triangles(AbstractShapes):
@@ -73,10 +75,12 @@ class Triangles(AbstractShapes):
         return jnp.concatenate([v.min(axis=1), v.max(axis=1)], axis=-1)
 
     def svg_geometry(self, edge_width: float) -> list[str]:
-        soft = ' filter="url(#soft-edge)"' if edge_width > 0 else ""
+        vertices = np.asarray(self.vertices, np.float64)
+        if edge_width <= 0:
+            return [_polygon(tri) for tri in vertices]
         return [
-            '<polygon points="' + " ".join(f"{x:.6g},{y:.6g}" for x, y in tri) + '"' + soft + "/>"
-            for tri in np.asarray(self.vertices)
+            svg_soft_edge(functools.partial(_grown, tri), edge_width, float(self.softness))
+            for tri in vertices
         ]
 
     @classmethod
@@ -133,3 +137,24 @@ class Triangles(AbstractShapes):
             softness=softness,
             **options,
         )
+
+
+def _polygon(points: np.ndarray) -> str:
+    return '<polygon points="' + " ".join(f"{x:.6g},{y:.6g}" for x, y in points) + '"/>'
+
+
+def _grown(vertices: np.ndarray, offset: float) -> str | None:
+    """The points of `coverage`'s distance at most `offset` from the triangle `(3, 2)`:
+    its box grown by `offset`, cut by the three edge lines moved out by `offset` (sharp
+    corners, as the distance to the edge lines has), as a polygon; None if empty."""
+    edges = np.roll(vertices, -1, axis=0) - vertices
+    area2 = edges[0, 0] * edges[1, 1] - edges[0, 1] * edges[1, 0]
+    normals = np.where(area2 >= 0, 1.0, -1.0) * np.stack([edges[:, 1], -edges[:, 0]], -1)
+    normals /= np.sqrt(np.sum(normals * normals, -1, keepdims=True) + 1e-24)
+    (x0, y0), (x1, y1) = vertices.min(0) - offset, vertices.max(0) + offset
+    if x0 >= x1 or y0 >= y1:
+        return None
+    box = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+    planes = [(n, float(n @ v) + offset) for n, v in zip(normals, vertices, strict=True)]
+    polygon = clip_polygon(box, planes)
+    return None if polygon is None else _polygon(polygon)

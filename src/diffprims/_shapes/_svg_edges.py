@@ -1,0 +1,116 @@
+"""Soft edges in SVG drawn as nested outlines, each a little further out, faintly filled.
+
+A shape whose coverage is `sigmoid(-d / w)` of a signed distance `d` covers each point
+inside its outline moved out by `d`. So a stack of outlines at offsets `t_1 < ... < t_K`
+around the boundary, each drawn with its own opacity, gives every point the coverage of
+its distance band: the outlines keep the shape's own corners (a sharp one stays sharp, a
+sliver's faint middle stays faint), where a Gaussian blur of the hard outline rounds them
+off and dims small shapes (120 fitted triangles drawn at 60 x 150 pixels: 30.9 dB from
+the model with the blur, 41.4 with the outlines; 50 at `softness=3`: 13.8 and 38.6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+# Outlines from `-SPAN` to `SPAN` edge widths (the sigmoid is 0.982 and 0.018 there).
+SPAN = 4.0
+# Outlines at least half a pixel apart, or half an edge width for wide edges: the same
+# triangles 41.4 and 38.6 dB in 141 and 87 KB; a sixth of a pixel or a sixth of a width
+# apart, 42.0 and 39.3 in 377 and 243 KB; a pixel or a width apart, 38.9 and 31.5.
+# Each outline's `opacity` (rather than `fill-opacity`: 39.3 and 37.2 dB, resvg) also
+# fades a stroked outline.
+MIN_PIXELS_APART = 0.5
+PER_EDGE_WIDTH = 2.0
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def svg_soft_edge(
+    outline: Callable[[float], str | None], edge_width: float, softness: float
+) -> str:
+    """One shape's soft edge in SVG, as the model draws it: outlines of the shape moved out
+    (and in) by a range of distances, each filled with the opacity that gives the
+    points between it and the next the coverage `sigmoid(-d / edge_width)`.
+
+    For [`diffprims.AbstractShapes.svg_geometry`][]: a shape type that can draw itself
+    grown or shrunk by a distance gets its corners and small shapes right, where the blur
+    filter (`filter="url(#soft-edge)"`) rounds corners and dims shapes a few edge widths
+    across. The outlines are spaced by half a pixel or half an edge width, whichever is
+    more, over four edge widths each side of the boundary.
+
+    **Arguments:**
+
+    - `outline`: `outline(offset)`, the shape's outline moved out by `offset` (frame
+      units; negative moves it in) as SVG markup with no `opacity`, or `None`
+      where nothing is left (a shape thinner than twice `-offset`).
+    - `edge_width`: the edge width `svg_geometry` was given (frame units, `> 0`).
+    - `softness`: the same width in pixels of the SVG's nominal size (the set's
+      `softness`).
+
+    **Returns:**
+
+    The outlines' elements, one string, each with its `opacity` (a fill's or a stroke's).
+
+    ```python
+    def svg_geometry(self, edge_width):
+        def square(x, y, half):
+            return lambda t: (None if half + t <= 0 else
+                f'<rect x="{x - half - t:.6g}" y="{y - half - t:.6g}" '
+                f'width="{2 * (half + t):.6g}" height="{2 * (half + t):.6g}" '
+                f'rx="{max(t, 0.0):.6g}"/>')
+        return [dp.svg_soft_edge(square(x, y, h), edge_width, self.softness)
+                for (x, y), h in zip(np.asarray(self.centres), np.asarray(self.halves))]
+    ```
+    """
+    width, softness = float(edge_width), float(softness)
+    if not (width > 0 and softness > 0):
+        raise ValueError(
+            "`svg_soft_edge` draws a soft edge: it needs `edge_width > 0` and `softness > 0`; "
+            f"got {edge_width!r} and {softness!r}. For hard edges (`edge_width == 0`), "
+            "return the plain outline, `outline(0.0)`."
+        )
+    apart = max(MIN_PIXELS_APART, softness / PER_EDGE_WIDTH) / softness  # in edge widths
+    count = max(1, round(2 * SPAN / apart))
+    offsets = np.linspace(-SPAN, SPAN, count + 1)
+    # Points between outline k-1 and k get the coverage at the middle of that band...
+    covered = _sigmoid(-(offsets - SPAN / count))
+    # ...which the outlines k, k+1, ... around them give when drawn one over another.
+    beyond = np.append(covered[1:], 0.0)
+    opacities = 1.0 - (1.0 - covered) / (1.0 - beyond)
+    parts = []
+    for offset, opacity in zip(offsets, opacities, strict=True):
+        element = outline(float(offset) * width)
+        if element is None:
+            continue
+        element = element.strip()
+        if element.count("<") == 1 and element.endswith("/>"):  # one element: one more attribute
+            parts.append(f'{element[:-2].rstrip()} opacity="{opacity:.4f}"/>')
+        else:
+            parts.append(f'<g opacity="{opacity:.4f}">{element}</g>')
+    return "".join(parts)
+
+
+def clip_polygon(
+    polygon: np.ndarray, planes: Sequence[tuple[np.ndarray, float]]
+) -> np.ndarray | None:
+    """`polygon` `(V, 2)` cut to the half-planes `normal . p <= level` (Sutherland and
+    Hodgman), or None when nothing is left."""
+    points = [np.asarray(p, np.float64) for p in polygon]
+    for normal, level in planes:
+        kept = []
+        for i, a in enumerate(points):
+            b = points[(i + 1) % len(points)]
+            side_a, side_b = float(normal @ a) - level, float(normal @ b) - level
+            if side_a <= 0:
+                kept.append(a)
+            if (side_a <= 0) != (side_b <= 0):
+                kept.append(a + side_a / (side_a - side_b) * (b - a))
+        points = kept
+        if len(points) < 3:
+            return None
+    return np.stack(points)
