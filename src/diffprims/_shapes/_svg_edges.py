@@ -11,7 +11,7 @@ the model with the blur, 41.4 with the outlines; 50 at `softness=3`: 13.8 and 38
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
@@ -67,6 +67,27 @@ def svg_soft_edge(
                 for (x, y), h in zip(np.asarray(self.centres), np.asarray(self.halves))]
     ```
     """
+    parts = []
+    for offset, opacity in zip(*_outlines(edge_width, softness), strict=True):
+        element = outline(offset)
+        if element is None:
+            continue
+        element = element.strip()
+        if element.count("<") == 1 and element.endswith("/>"):  # one element: one more attribute
+            parts.append(f'{element[:-2].rstrip()} opacity="{opacity:.4f}"/>')
+        else:
+            parts.append(f'<g opacity="{opacity:.4f}">{element}</g>')
+    return "".join(parts)
+
+
+def outline_offsets(edge_width: float, softness: float) -> list[float]:
+    """The offsets `svg_soft_edge(outline, edge_width, softness)` calls `outline` at, in
+    order: a shape type can compute its outlines for all its shapes at once."""
+    return _outlines(edge_width, softness)[0]
+
+
+def _outlines(edge_width: float, softness: float) -> tuple[list[float], np.ndarray]:
+    """The outlines' offsets (frame units) and opacities."""
     width, softness = float(edge_width), float(softness)
     if not (width > 0 and softness > 0):
         raise ValueError(
@@ -82,35 +103,4 @@ def svg_soft_edge(
     # ...which the outlines k, k+1, ... around them give when drawn one over another.
     beyond = np.append(covered[1:], 0.0)
     opacities = 1.0 - (1.0 - covered) / (1.0 - beyond)
-    parts = []
-    for offset, opacity in zip(offsets, opacities, strict=True):
-        element = outline(float(offset) * width)
-        if element is None:
-            continue
-        element = element.strip()
-        if element.count("<") == 1 and element.endswith("/>"):  # one element: one more attribute
-            parts.append(f'{element[:-2].rstrip()} opacity="{opacity:.4f}"/>')
-        else:
-            parts.append(f'<g opacity="{opacity:.4f}">{element}</g>')
-    return "".join(parts)
-
-
-def clip_polygon(
-    polygon: np.ndarray, planes: Sequence[tuple[np.ndarray, float]]
-) -> np.ndarray | None:
-    """`polygon` `(V, 2)` cut to the half-planes `normal . p <= level` (Sutherland and
-    Hodgman), or None when nothing is left."""
-    points = [np.asarray(p, np.float64) for p in polygon]
-    for normal, level in planes:
-        kept = []
-        for i, a in enumerate(points):
-            b = points[(i + 1) % len(points)]
-            side_a, side_b = float(normal @ a) - level, float(normal @ b) - level
-            if side_a <= 0:
-                kept.append(a)
-            if (side_a <= 0) != (side_b <= 0):
-                kept.append(a + side_a / (side_a - side_b) * (b - a))
-        points = kept
-        if len(points) < 3:
-            return None
-    return np.stack(points)
+    return [float(offset) * width for offset in offsets], opacities

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -13,7 +12,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._base import AbstractShapes
 from ._geometry import soft_edge
 from ._roles import POSITION, parameter
-from ._svg_edges import clip_polygon, svg_soft_edge
+from ._svg_edges import outline_offsets, svg_soft_edge
 
 
 class Triangles(AbstractShapes):
@@ -78,9 +77,12 @@ class Triangles(AbstractShapes):
         vertices = np.asarray(self.vertices, np.float64)
         if edge_width <= 0:
             return [_polygon(tri) for tri in vertices]
+        softness = float(self.softness)
+        # Every outline of every triangle at once (one by one, 1000 took 1.7 s).
+        grown = {t: _grown(vertices, t) for t in outline_offsets(edge_width, softness)}
         return [
-            svg_soft_edge(functools.partial(_grown, tri), edge_width, float(self.softness))
-            for tri in vertices
+            svg_soft_edge(lambda t, i=i: grown[t][i], edge_width, softness)
+            for i in range(len(vertices))
         ]
 
     @classmethod
@@ -143,18 +145,38 @@ def _polygon(points: np.ndarray) -> str:
     return '<polygon points="' + " ".join(f"{x:.6g},{y:.6g}" for x, y in points) + '"/>'
 
 
-def _grown(vertices: np.ndarray, offset: float) -> str | None:
-    """The points of `coverage`'s distance at most `offset` from the triangle `(3, 2)`:
-    its box grown by `offset`, cut by the three edge lines moved out by `offset` (sharp
-    corners, as the distance to the edge lines has), as a polygon; None if empty."""
-    edges = np.roll(vertices, -1, axis=0) - vertices
-    area2 = edges[0, 0] * edges[1, 1] - edges[0, 1] * edges[1, 0]
-    normals = np.where(area2 >= 0, 1.0, -1.0) * np.stack([edges[:, 1], -edges[:, 0]], -1)
+def _grown(vertices: np.ndarray, offset: float) -> list[str | None]:
+    """For each triangle `(N, 3, 2)`, the points of `coverage`'s distance at most `offset`
+    from it: its box grown by `offset` cut by the three edge lines moved out by `offset`
+    (sharp corners, as the distance to the edge lines has), as a polygon; None if empty.
+
+    The polygon's corners are where two of the seven lines cross inside all seven.
+    """
+    edges = np.roll(vertices, -1, axis=1) - vertices
+    area2 = edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0]
+    sign = np.where(area2 >= 0, 1.0, -1.0)[:, None, None]
+    normals = sign * np.stack([edges[..., 1], -edges[..., 0]], -1)
     normals /= np.sqrt(np.sum(normals * normals, -1, keepdims=True) + 1e-24)
-    (x0, y0), (x1, y1) = vertices.min(0) - offset, vertices.max(0) + offset
-    if x0 >= x1 or y0 >= y1:
-        return None
-    box = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
-    planes = [(n, float(n @ v) + offset) for n, v in zip(normals, vertices, strict=True)]
-    polygon = clip_polygon(box, planes)
-    return None if polygon is None else _polygon(polygon)
+    levels = np.sum(normals * vertices, -1)  # (N, 3)
+    axes = np.array([[-1.0, 0.0], [0.0, -1.0], [1.0, 0.0], [0.0, 1.0]])
+    sides = np.concatenate([-vertices.min(1), vertices.max(1)], -1)  # (N, 4): the box
+    normals = np.concatenate([normals, np.broadcast_to(axes, (len(vertices), 4, 2))], 1)
+    levels = np.concatenate([levels, sides], 1) + offset  # (N, 7): normal . p <= level
+    i, j = np.triu_indices(7, 1)
+    a, b = normals[:, i], normals[:, j]  # (N, 21, 2)
+    det = a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+    crossing = np.abs(det) > 1e-12
+    li, lj = levels[:, i], levels[:, j]
+    corners = np.stack([li * b[..., 1] - lj * a[..., 1], a[..., 0] * lj - b[..., 0] * li], -1)
+    corners = corners / np.where(crossing, det, 1.0)[..., None]
+    slack = np.einsum("nkd,ncd->nck", normals, corners) - levels[:, None, :]  # (N, 21, 7)
+    inside = crossing & np.all(slack <= 1e-9, -1)
+    out: list[str | None] = []
+    for points, keep in zip(corners, inside, strict=True):
+        points = points[keep]
+        if len(points) < 3:
+            out.append(None)
+            continue
+        around = points - points.mean(0)
+        out.append(_polygon(points[np.argsort(np.arctan2(around[:, 1], around[:, 0]))]))
+    return out
