@@ -63,8 +63,11 @@ def svg_soft_edge(
                 f'<rect x="{x - half - t:.6g}" y="{y - half - t:.6g}" '
                 f'width="{2 * (half + t):.6g}" height="{2 * (half + t):.6g}" '
                 f'rx="{max(t, 0.0):.6g}"/>')
-        return [dp.svg_soft_edge(square(x, y, h), edge_width, self.softness)
-                for (x, y), h in zip(np.asarray(self.centres), np.asarray(self.halves))]
+        squares = [square(x, y, h) for (x, y), h in
+                   zip(np.asarray(self.centres), np.asarray(self.halves))]
+        if edge_width == 0:  # hard edges
+            return [s(0.0) for s in squares]
+        return [dp.svg_soft_edge(s, edge_width, self.softness) for s in squares]
     ```
     """
     parts = []
