@@ -243,8 +243,9 @@ def test_svg_soft_edge_stacks_outlines_to_the_sigmoid():
     # Outlines that vanish are left out; markup of several elements is grouped.
     assert dp.svg_soft_edge(lambda t: None if t < 0 else square(t), width, 0.5).count("<rect") == 5
     grouped = dp.svg_soft_edge(lambda t: f"{square(t)}{square(t)}", width, 0.5)
-    # Wide edges (3 pixels): outlines half a width apart.
+    # Wide edges (3 pixels): outlines half a width apart; under 0.22 pixels, the outline.
     assert dp.svg_soft_edge(square, width, 3.0).count("<rect") == 17
+    assert dp.svg_soft_edge(square, width, 0.1) == square(0.0)[:-2] + ' opacity="1.0000"/>'
     assert grouped.count("<g opacity=") == 9 and grouped.count("<rect") == 18
     with pytest.raises(ValueError, match="needs `edge_width > 0` and `softness > 0`; got 0.0"):
         dp.svg_soft_edge(square, 0.0, 0.5)
