@@ -4,6 +4,7 @@ import io
 import re
 import xml.etree.ElementTree as ET
 
+import equinox as eqx
 import jax
 import numpy as np
 import optax
@@ -195,6 +196,10 @@ def test_layers_keep_every_reference_of_a_shape_to_its_own_ids():
     np.testing.assert_array_equal(drawn, plain)
 
 
+# The shape types that draw soft SVG edges as outlines grown by a range of distances.
+GROWN_TYPES = [dp.Triangles, dp.Rectangles, dp.Ellipses]
+
+
 def _small_thin_set(cls, softness, rng):
     """60 small, thin shapes of `cls` (1 to 8 pixels at 40 x 64, slivers for triangles),
     as a fit leaves them on a small image: where a blurred hard outline was far off."""
@@ -234,18 +239,64 @@ def test_svg_soft_edge_stacks_outlines_to_the_sigmoid():
     stacked = dp.svg_soft_edge(square, width, 0.5)  # half a pixel: a width apart
     opacities = [float(o) for o in re.findall(r'opacity="([\d.]+)"', stacked)]
     offsets = np.linspace(-4, 4, len(opacities))  # in edge widths
-    assert len(opacities) == 9 and all(0 < o < 1 for o in opacities)
+    assert len(opacities) == 9 and all(0 < o <= 1 for o in opacities)
     # Drawn one over another, the outlines a point lies in give it the sigmoid of the
-    # middle of its distance band: 1 - prod(1 - opacity) over the outlines around it.
+    # middle of its distance band: 1 - prod(1 - opacity) over the outlines around it; the
+    # inside of the innermost is covered (0.99 left every shape see-through).
     covered = 1 - np.cumprod((1 - np.asarray(opacities))[::-1])[::-1]
     middle = offsets - (offsets[1] - offsets[0]) / 2
-    np.testing.assert_allclose(covered, 1 / (1 + np.exp(middle)), atol=1e-4)
+    np.testing.assert_allclose(covered[1:], 1 / (1 + np.exp(middle[1:])), atol=1e-4)
+    assert opacities[0] == 1.0
     # Outlines that vanish are left out; markup of several elements is grouped.
     assert dp.svg_soft_edge(lambda t: None if t < 0 else square(t), width, 0.5).count("<rect") == 5
     grouped = dp.svg_soft_edge(lambda t: f"{square(t)}{square(t)}", width, 0.5)
-    # Wide edges (3 pixels): outlines half a width apart; under 0.22 pixels, the outline.
+    # Wide edges (3 pixels): outlines half a width apart; under 0.175 pixels, the outline.
     assert dp.svg_soft_edge(square, width, 3.0).count("<rect") == 17
     assert dp.svg_soft_edge(square, width, 0.1) == square(0.0)[:-2] + ' opacity="1.0000"/>'
     assert grouped.count("<g opacity=") == 9 and grouped.count("<rect") == 18
-    with pytest.raises(ValueError, match="needs `edge_width > 0` and `softness > 0`; got 0.0"):
-        dp.svg_soft_edge(square, 0.0, 0.5)
+    # An outline with its own opacity keeps it, the outline's inside a group's.
+    faded = dp.svg_soft_edge(lambda t: square(t)[:-2] + ' opacity="0.5"/>', width, 0.5)
+    assert faded.count("<g opacity=") == 9 and faded.count('opacity="0.5"') == 9
+    ET.fromstring(f"<svg>{faded}</svg>")
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=r"`edge_width` must be a finite number > 0.0"):
+            dp.svg_soft_edge(square, bad, 0.5)
+        with pytest.raises(ValueError, match=r"`softness` must be a finite number > 0.0"):
+            dp.svg_soft_edge(square, width, bad)
+    for bad in (True, "0.01", None):
+        with pytest.raises(TypeError, match="`edge_width` must be a finite number"):
+            dp.svg_soft_edge(square, bad, 0.5)  # pyright: ignore[reportArgumentType]
+
+
+@pytest.mark.parametrize("cls", GROWN_TYPES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("soft_edges", [True, False])
+def test_shapes_of_size_zero_export(cls, soft_edges):
+    # A size that underflowed to 0 (a stored log size below about -104): hard edges
+    # raised a bare AssertionError, an ellipse's soft edge wrote "nan" coordinates.
+    model = cls.init(3, key=jax.random.key(0), softness=1.0)
+    field = "raw_vertices" if cls is dp.Triangles else "raw_half_sizes"
+    field = "raw_radii" if cls is dp.Ellipses else field
+    value = getattr(model, field)
+    if cls is dp.Triangles:  # every vertex of the first triangle at one point
+        value = value.at[0].set(value[0, 0])
+    else:
+        value = value.at[0].set(-200.0)
+    model = eqx.tree_at(lambda m: getattr(m, field), model, value)
+    svg = dp.to_svg(model, (32, 32), soft_edges=soft_edges)
+    assert "nan" not in svg and len(ET.fromstring(svg).findall(f"{SVG}g")) == 3
+    assert float(dp.psnr(rasterise(svg), model.render_image((32, 32)))) > 35.0
+
+
+def test_large_and_long_shapes_keep_their_inside_and_tips():
+    # The innermost outline had the sigmoid's 0.99: every shape's inside showed the
+    # background through (a black square over white at 4/255: 36 dB). A thin ellipse
+    # grown far past its short radius had its tips drawn pointed (33 dB).
+    black, one = np.zeros((1, 3)), np.ones(1)
+    square = dp.Rectangles.from_values([[0.5, 0.5]], [[2.0, 2.0]], [0.0], black, one,
+                                       background=1.0, softness=1.0)  # fmt: skip
+    drawn = rasterise(dp.to_svg(square, (16, 16)))
+    np.testing.assert_allclose(drawn, 0.0, atol=0.5 / 255)
+    thin = dp.Ellipses.from_values([[0.5, 0.5]], [[0.35, 0.01]], [0.0], black, one,
+                                   background=1.0, softness=1.0)  # fmt: skip
+    drawn = rasterise(dp.to_svg(thin, (128, 128)))
+    assert float(dp.psnr(drawn, thin.render_image((128, 128)))) > 40.0

@@ -148,21 +148,24 @@ class Ellipses(AbstractShapes):
 
 def _grown(x: float, y: float, a: float, b: float, offset: float) -> str | None:
     """The points of `coverage`'s distance at most `offset` from the ellipse (unturned)."""
-    if a + offset <= 0 or b + offset <= 0:
+    if not (a > 0 and b > 0) or a + offset <= 0 or b + offset <= 0:  # 0 radii: not drawn
         return None
     if abs(offset) <= min(a, b):  # near enough the ellipse of radii grown by `offset`
         return f'<ellipse cx="{x:.6g}" cy="{y:.6g}" rx="{a + offset:.6g}" ry="{b + offset:.6g}"/>'
     # Further out (wide edges, thin ellipses), as a polygon: along a ray from the centre
     # the first-order distance is linear, so each ray's reach is closed-form (at 3-pixel
-    # edges 32 dB from the model with the grown ellipses, 37 with this).
+    # edges 32 dB from the model with the grown ellipses, 37 with this). The rays are
+    # spread as the grown ellipse's points are, many near the tips (at even angles, a
+    # thin ellipse's tips were drawn pointed: 33 dB).
     angle = np.linspace(0.0, 2.0 * np.pi, 36, endpoint=False)
-    ray = np.stack([np.cos(angle), np.sin(angle)], -1)
+    ray = np.stack([(a + offset) * np.cos(angle), (b + offset) * np.sin(angle)], -1)
+    ray /= np.sqrt(np.sum(ray * ray, -1, keepdims=True))
     level = np.hypot(ray[:, 0] / a, ray[:, 1] / b)  # |local / r| a unit along the ray
     slope = np.hypot(ray[:, 0] / a**2, ray[:, 1] / b**2)
     reach = (1.0 + offset * slope / level) / level
     with np.errstate(divide="ignore"):  # and within the box grown by `offset`
         reach = np.minimum(reach, ((np.array([a, b]) + offset) / np.abs(ray)).min(-1))
-    if np.any(reach <= 0):
+    if not np.all(reach > 0):
         return None
     points = np.array([x, y]) + reach[:, None] * ray
     return '<polygon points="' + " ".join(f"{p:.5g},{q:.5g}" for p, q in points) + '"/>'

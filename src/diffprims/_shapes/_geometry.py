@@ -87,6 +87,5 @@ def rotated_svg(
     turn = f'transform="rotate({degrees:.6g} {x:.6g} {y:.6g})"'
     if edge_width > 0:
         return f"<g {turn}>{svg_soft_edge(outline, edge_width, softness)}</g>"
-    element = outline(0.0)
-    assert element is not None
-    return f"{element[:-2]} {turn}/>"
+    element = outline(0.0)  # None: nothing to draw (a size that underflowed to 0)
+    return "" if element is None else f"{element[:-2]} {turn}/>"

@@ -15,20 +15,22 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .._validate import check_scalar
+
 # Outlines from `-SPAN` to `SPAN` edge widths (the sigmoid is 0.982 and 0.018 there).
 SPAN = 4.0
-# Outlines at least half a pixel apart, or half an edge width for wide edges: the same
-# triangles 41.4 and 38.6 dB in 141 and 87 KB; a sixth of a pixel or a sixth of a width
-# apart, 42.0 and 39.3 in 377 and 243 KB; a pixel or a width apart, 38.9 and 31.5.
-# Each outline's `opacity` (rather than `fill-opacity`: 39.3 and 37.2 dB, resvg) also
-# fades a stroked outline.
+# Outlines half a pixel apart, or half an edge width for wide edges, and at most a width:
+# 120 fitted triangles 41.4 dB from the model in 141 KB, 50 at softness 3 38.6 dB in 87
+# KB; a sixth of a pixel or a width apart, 42.0 and 39.3 in 377 and 243 KB; a pixel or
+# a width apart, 38.9 and 31.5. At softness 0.25 to 0.4, half a pixel was two edge widths
+# or more (random sets 48.5 to 50.3 dB, 49.0 to 50.8 a width apart). Each outline's
+# `opacity` (rather than `fill-opacity`: 39.3 and 37.2 dB, resvg) also fades a stroke.
 MIN_PIXELS_APART = 0.5
 PER_EDGE_WIDTH = 2.0
-# Edges narrower than this many pixels (a 10-90 % ramp under a pixel) are drawn as the
-# one outline, hard: random triangles and ellipses at 0.1 and 0.2 pixels 36.0 to 50.4 dB
-# from the model with the outlines, 36.3 to 52.0 hard; at 0.25 and 0.35, 40.7 to 52.9
-# with the outlines, 33.6 to 50.2 hard.
-HARD_BELOW = 0.22
+# Edges narrower than this many pixels are drawn as the one outline, opaque, anti-aliased
+# by the renderer: random sets at softness 0.15 47.5 to 48.0 dB from the model, 46.6 to
+# 48.1 with outlines; at 0.2, 47.5 to 48.3 and 48.2 to 49.3.
+HARD_BELOW = 0.175
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -46,8 +48,8 @@ def svg_soft_edge(
     grown or shrunk by a distance gets its corners and small shapes right, where the blur
     filter (`filter="url(#soft-edge)"`) rounds corners and dims shapes a few edge widths
     across. The outlines are spaced by half a pixel or half an edge width, whichever is
-    more, over four edge widths each side of the boundary (for edges under 0.22 pixels,
-    only the outline itself, opaque: the renderer's anti-aliasing is closer).
+    more (at most a width), over four edge widths each side of the boundary (for edges
+    under 0.175 pixels, only the outline itself, opaque: anti-aliasing is closer).
 
     **Arguments:**
 
@@ -82,7 +84,8 @@ def svg_soft_edge(
         if element is None:
             continue
         element = element.strip()
-        if element.count("<") == 1 and element.endswith("/>"):  # one element: one more attribute
+        single = element.count("<") == 1 and element.endswith("/>")
+        if single and " opacity=" not in element:  # one element: one more attribute
             parts.append(f'{element[:-2].rstrip()} opacity="{opacity:.4f}"/>')
         else:
             parts.append(f'<g opacity="{opacity:.4f}">{element}</g>')
@@ -97,20 +100,20 @@ def outline_offsets(edge_width: float, softness: float) -> list[float]:
 
 def _outlines(edge_width: float, softness: float) -> tuple[list[float], np.ndarray]:
     """The outlines' offsets (frame units) and opacities."""
-    width, softness = float(edge_width), float(softness)
-    if not (width > 0 and softness > 0):
-        raise ValueError(
-            "`svg_soft_edge` draws a soft edge: it needs `edge_width > 0` and `softness > 0`; "
-            f"got {edge_width!r} and {softness!r}. For hard edges (`edge_width == 0`), "
-            "return the plain outline, `outline(0.0)`."
-        )
-    apart = max(MIN_PIXELS_APART, softness / PER_EDGE_WIDTH) / softness  # in edge widths
+    hint = " For hard edges (`edge_width == 0`), return the plain outline, `outline(0.0)`."
+    width = float(check_scalar(edge_width, "edge_width", lower=0.0, hint=hint))
+    softness = float(check_scalar(softness, "softness", lower=0.0))
+    pixels = min(max(MIN_PIXELS_APART, softness / PER_EDGE_WIDTH), softness)
+    apart = pixels / softness  # in edge widths
     if softness < HARD_BELOW:  # a hard edge, anti-aliased by the renderer
         return [0.0], np.ones(1)
     count = max(1, round(2 * SPAN / apart))
     offsets = np.linspace(-SPAN, SPAN, count + 1)
-    # Points between outline k-1 and k get the coverage at the middle of that band...
+    # Points between outline k-1 and k get the coverage at the middle of that band, and
+    # those inside the innermost full coverage (as the model: 0.99 left the whole inside
+    # of every shape see-through, a large shape's 4/255 from the model)...
     covered = _sigmoid(-(offsets - SPAN / count))
+    covered[0] = 1.0
     # ...which the outlines k, k+1, ... around them give when drawn one over another.
     beyond = np.append(covered[1:], 0.0)
     opacities = 1.0 - (1.0 - covered) / (1.0 - beyond)
