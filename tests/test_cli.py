@@ -893,6 +893,21 @@ def test_the_write_reserve_grows_with_the_render_size(capsys):
     assert lines[1].startswith("loading took 1.2 s") and "--seconds 2," in lines[1]
 
 
+def test_the_write_reserve_counts_the_svg_outlines():
+    """`paint -n 5000 --shape ellipses --softness 3 --seconds 15` ran 21 s: its SVG (17
+    outlines a shape) took 2.6 s to write and 1 s was kept for all the outputs."""
+    from diffprims._cli import _paint_input
+
+    fit, write = (64, 64), _paint_input.write_seconds
+    soft = write(fit, fit, (dp.Ellipses, True), 5000, 3.0)
+    assert soft == pytest.approx(_paint_input.WRITE_RESERVE + 5000 * 17 * 5e-5)
+    assert write(fit, fit, (dp.Ellipses, False), 5000, 3.0) < soft / 4  # one outline each
+    assert write(fit, fit, (dp.Circles, True), 5000, 3.0) < soft / 4  # a gradient each
+    assert write(fit, fit, None, 5000, 3.0) == _paint_input.WRITE_RESERVE  # no SVG
+    assert _paint_input.soft_svg("auto", 0.5) and not _paint_input.soft_svg("auto", 0.4)
+    assert _paint_input.soft_svg("soft", 0.1) and not _paint_input.soft_svg("hard", 3.0)
+
+
 def test_paint_decodes_the_image_once(capsys, monkeypatch):
     """The fit-size target and the render-size reference come from one decoding (each
     read of a large photo took a second, and a pipe can be read only once)."""

@@ -12,7 +12,7 @@ from typing import Any
 from . import _outputs
 from ._cache import compile_seconds, enable_compilation_cache, note_compiling
 from ._common import UsageError, write_json
-from ._paint_input import MAX_RENDER_SIZE as MAX_RENDER_SIZE, read_inputs, write_seconds
+from ._paint_input import MAX_RENDER_SIZE as MAX_RENDER_SIZE, read_inputs, soft_svg, write_seconds
 from ._shape_spec import resolve_shape
 from ._signals import finish_writing
 
@@ -96,7 +96,10 @@ def run_paint(args: argparse.Namespace) -> int:
     fit_shape = (int(target.shape[0]), int(target.shape[1]))
     if "gif" in files.values():
         _check_gif_memory(args, settings, fit_shape)
-    reserve = write_seconds(render_shape, fit_shape)
+    svg = "svg" in files.values()
+    soft = soft_svg(args.svg_edges, settings["softness"])
+    reserve = write_seconds(render_shape, fit_shape, svg and (settings["shape_type"], soft),
+                            args.num_shapes, settings["softness"])  # fmt: skip
     with _outputs.claimed(files, force=args.force):
         if not args.quiet:  # not before an output refused here: one line then
             print(_header(args, settings, source, fit_shape), file=sys.stderr)
@@ -364,11 +367,8 @@ def _settings(args, settings, fitted) -> dict[str, Any]:
 def _write_svg(path: Path, model: Any, shape: tuple[int, int], edges: str) -> None:
     import diffprims as dp
 
-    # Hard edges when asked, or when the soft edge is under half a pixel at this size.
-    fit_softness = float(model.softness)
-    soft = edges == "soft" or (edges == "auto" and fit_softness >= 0.5)
     try:
-        dp.save_svg(path, model, shape, soft_edges=soft)
+        dp.save_svg(path, model, shape, soft_edges=soft_svg(edges, float(model.softness)))
     except ValueError as error:  # e.g. additive compositing has no SVG form
         raise UsageError(f"cannot write {path.name}: {str(error).rstrip('.')}") from None
 

@@ -21,6 +21,10 @@ WRITE_RESERVE = 1.0
 #: for that size), its PSNR and the PNG encoding. Measured on 2 cores: 6000x4000 (24 MP)
 #: took 5-9 s (compiling 1-4 s of it, less once the program is in the cache).
 WRITE_SECONDS_PER_PIXEL = 3e-7
+#: ... and per outline in the SVG (a shape's soft edge is drawn as 9 to 17 outlines):
+#: 5000 ellipses at 3-pixel edges took 4 s (17 outlines each, many polygons), 5000
+#: triangles at 0.5 pixels 1.2 s (9), on 2 cores; `--seconds 15` ran 21 s.
+SVG_SECONDS_PER_OUTLINE = 5e-5
 
 
 def read_inputs(args: argparse.Namespace, source: Any) -> tuple[Any, tuple[int, int], Any]:
@@ -100,9 +104,28 @@ def _render_shape(args: argparse.Namespace, height: int, width: int) -> tuple[in
     return longer_side(height, width, side)
 
 
-def write_seconds(render_shape: tuple[int, int], fit_shape: tuple[int, int]) -> float:
-    """About how long writing the outputs takes: `WRITE_RESERVE`, and the render at
-    `render_shape` when that is not the fit size."""
-    if render_shape == fit_shape:
-        return WRITE_RESERVE
-    return WRITE_RESERVE + WRITE_SECONDS_PER_PIXEL * render_shape[0] * render_shape[1]
+def write_seconds(
+    render_shape: tuple[int, int], fit_shape: tuple[int, int],
+    svg: Any = None, num_shapes: int = 0, softness: float = 0.5,
+) -> float:  # fmt: skip
+    """About how long writing the outputs takes: `WRITE_RESERVE`, the render at
+    `render_shape` when that is not the fit size, and the SVG's outlines when `svg` is
+    `(shape type, soft edges)`: one a shape, or with soft edges as many as
+    `dp.svg_soft_edge` draws (a circle or a Gaussian draws one, with a gradient)."""
+    seconds = WRITE_RESERVE
+    if render_shape != fit_shape:
+        seconds += WRITE_SECONDS_PER_PIXEL * render_shape[0] * render_shape[1]
+    if svg:
+        from diffprims._shapes._svg_edges import outline_offsets
+
+        shape_type, soft = svg
+        one = not soft or shape_type.__name__ in ("Circles", "Gaussians")
+        outlines = 1 if one else len(outline_offsets(1.0, softness))
+        seconds += SVG_SECONDS_PER_OUTLINE * num_shapes * outlines
+    return seconds
+
+
+def soft_svg(edges: str, softness: float) -> bool:
+    """Whether `--svg-edges` draws soft edges: when asked, or by default (`auto`) unless
+    the edge is under half a pixel."""
+    return edges == "soft" or (edges == "auto" and softness >= 0.5)
