@@ -56,9 +56,10 @@ def to_svg(
     profile; triangles, rectangles and ellipses as nested outlines a half pixel apart,
     each the shape grown by a distance and faintly filled
     ([`diffprims.svg_soft_edge`][]). Rasterised at `shape` by an SVG renderer (resvg),
-    fitted sets match `model.render_image(shape)` to 40 dB PSNR or more (circles about
-    50, Gaussians 45; triangles 39 to 43 at 60 x 150 pixels, 37 to 39 with 3-pixel
-    edges), the files a kilobyte or so a shape. A shape type of your own that uses the
+    fitted sets match `model.render_image(shape)` to about 40 dB PSNR or better (circles
+    about 50, Gaussians 45; triangles, rectangles and ellipses 41 to 51 with the default
+    half-pixel edges, 37 to 41 with 3-pixel edges), in about a kilobyte a shape (up to 4
+    for thin ellipses with wide edges). A shape type of your own that uses the
     blur filter (see [`diffprims.AbstractShapes.svg_geometry`][]) is close for shapes
     many edge widths across, and rounds corners off. A depth set matches least (nearest
     last is how the depth blend looks where one shape is far in front, not where depths
