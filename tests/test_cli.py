@@ -192,6 +192,20 @@ def test_hard_svg_edges_are_plain_fills(capsys):
     assert "Gradient" not in text and "filter" not in text
 
 
+def test_svg_edges_are_soft_by_default_at_any_softness(capsys):
+    # `auto` drew hard edges under --softness 0.5 (when soft edges were a blur): 120
+    # triangles at --softness 0.3 on a 60 x 150 photo, 31.2 dB from result.png.
+    image = write_picture("in.png")
+    args = ["paint", image, *FAST, "--shape", "triangles", "-n", "4", "--softness", "0.3"]
+    status, err = run([*args, "-o", "a.svg", "-o", "a.png"], capsys)
+    assert status == 0, err
+    text = Path("a.svg").read_text()
+    assert text.count("<polygon") > 4 * 8  # each triangle grown by a range of distances
+    png = bytes(resvg_py.svg_to_bytes(svg_string=text))
+    drawn = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.float32) / 255
+    assert float(dp.psnr(drawn, dp.load_image("a.png"))) > 35.0
+
+
 def test_a_painting_renders_in_place_at_the_inputs_own_size(capsys):
     # Fitted at 64 x 10 (the longer side 64 rounded the height of 150 x 1000 to 10, an
     # aspect of 6.4 for 6.67), the painting drew its right-hand square 30 px off at
@@ -904,8 +918,6 @@ def test_the_write_reserve_counts_the_svg_outlines():
     assert write(fit, fit, (dp.Ellipses, False), 5000, 3.0) < soft / 4  # one outline each
     assert write(fit, fit, (dp.Circles, True), 5000, 3.0) < soft / 4  # a gradient each
     assert write(fit, fit, None, 5000, 3.0) == _paint_input.WRITE_RESERVE  # no SVG
-    assert _paint_input.soft_svg("auto", 0.5) and not _paint_input.soft_svg("auto", 0.4)
-    assert _paint_input.soft_svg("soft", 0.1) and not _paint_input.soft_svg("hard", 3.0)
 
 
 def test_paint_decodes_the_image_once(capsys, monkeypatch):

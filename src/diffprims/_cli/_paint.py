@@ -12,7 +12,7 @@ from typing import Any
 from . import _outputs
 from ._cache import compile_seconds, enable_compilation_cache, note_compiling
 from ._common import UsageError, write_json
-from ._paint_input import MAX_RENDER_SIZE as MAX_RENDER_SIZE, read_inputs, soft_svg, write_seconds
+from ._paint_input import MAX_RENDER_SIZE as MAX_RENDER_SIZE, read_inputs, write_seconds
 from ._shape_spec import resolve_shape
 from ._signals import finish_writing
 
@@ -97,7 +97,7 @@ def run_paint(args: argparse.Namespace) -> int:
     if "gif" in files.values():
         _check_gif_memory(args, settings, fit_shape)
     svg = "svg" in files.values()
-    soft = soft_svg(args.svg_edges, settings["softness"])
+    soft = args.svg_edges != "hard"  # `auto`: soft (`to_svg` draws edges under 0.175 px hard)
     reserve = write_seconds(render_shape, fit_shape, svg and (settings["shape_type"], soft),
                             args.num_shapes, settings["softness"])  # fmt: skip
     with _outputs.claimed(files, force=args.force):
@@ -368,7 +368,7 @@ def _write_svg(path: Path, model: Any, shape: tuple[int, int], edges: str) -> No
     import diffprims as dp
 
     try:
-        dp.save_svg(path, model, shape, soft_edges=soft_svg(edges, float(model.softness)))
+        dp.save_svg(path, model, shape, soft_edges=edges != "hard")
     except ValueError as error:  # e.g. additive compositing has no SVG form
         raise UsageError(f"cannot write {path.name}: {str(error).rstrip('.')}") from None
 

@@ -123,9 +123,3 @@ def write_seconds(
         outlines = 1 if one else len(outline_offsets(1.0, softness))
         seconds += SVG_SECONDS_PER_OUTLINE * num_shapes * outlines
     return seconds
-
-
-def soft_svg(edges: str, softness: float) -> bool:
-    """Whether `--svg-edges` draws soft edges: when asked, or by default (`auto`) unless
-    the edge is under half a pixel."""
-    return edges == "soft" or (edges == "auto" and softness >= 0.5)

@@ -164,7 +164,7 @@ def _add_paint(commands) -> None:
                        "with --fit or --gif shapes")  # fmt: skip
     paint.add_argument("--svg-edges", choices=("auto", "soft", "hard"), default="auto",
                        help="soft edges as the model draws them, or hard edges with plain "
-                       "fills (smaller files); auto: soft unless --softness < 0.5")  # fmt: skip
+                       "fills (smaller files); auto: soft")  # fmt: skip
     paint.add_argument("--seed", type=types.seed, default=0, help="random seed (default: 0)")
     paint.add_argument("-o", "--output", action="append", default=None, metavar="OUT",
                        help="a folder (default: out) or a file (.png .jpg .svg .gif .json "
