@@ -57,7 +57,7 @@ def to_svg(
     each the shape grown by a distance and faintly filled
     ([`diffprims.svg_soft_edge`][]). Rasterised at `shape` by an SVG renderer (resvg),
     fitted sets match `model.render_image(shape)` to about 40 dB PSNR or better (circles
-    about 50, Gaussians 45; triangles, rectangles and ellipses 41 to 51 with the default
+    about 50, Gaussians 45; triangles, rectangles and ellipses 41 to 56 with the default
     half-pixel edges, 37 to 41 with 3-pixel edges), in about a kilobyte a shape (up to 4
     for thin ellipses with wide edges). A shape type of your own that uses the
     blur filter (see [`diffprims.AbstractShapes.svg_geometry`][]) is close for shapes
