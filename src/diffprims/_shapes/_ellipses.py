@@ -168,4 +168,4 @@ def _grown(x: float, y: float, a: float, b: float, offset: float) -> str | None:
     if not np.all(reach > 0):
         return None
     points = np.array([x, y]) + reach[:, None] * ray
-    return '<polygon points="' + " ".join(f"{p:.5g},{q:.5g}" for p, q in points) + '"/>'
+    return '<polygon points="' + " ".join(f"{p:.6g},{q:.6g}" for p, q in points) + '"/>'

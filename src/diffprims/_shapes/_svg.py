@@ -53,13 +53,13 @@ def to_svg(
     Soft edges are drawn as the model draws them, nearly: circles with a radial gradient
     whose stops sample the model's edge `sigmoid(-d / w)` (`w = softness / H`), linear
     between stops; Gaussians, which have no edge, with a radial gradient sampling their
-    profile; triangles, rectangles and ellipses as nested outlines a half pixel apart,
-    each the shape grown by a distance and faintly filled
+    profile; triangles, rectangles and ellipses as nested outlines half a pixel or half
+    an edge width apart, each the shape grown by a distance and faintly filled
     ([`diffprims.svg_soft_edge`][]). Rasterised at `shape` by an SVG renderer (resvg),
     fitted sets match `model.render_image(shape)` to about 40 dB PSNR or better (circles
     about 50, Gaussians 45; triangles, rectangles and ellipses 41 to 56 with the default
-    half-pixel edges, 37 to 41 with 3-pixel edges), in about a kilobyte a shape (up to 4
-    for thin ellipses with wide edges). A shape type of your own that uses the
+    half-pixel edges, 37 to 41 with 3-pixel edges), in 1 to 2 KB a shape (up to 4 for
+    thin ellipses with wide edges). A shape type of your own that uses the
     blur filter (see [`diffprims.AbstractShapes.svg_geometry`][]) is close for shapes
     many edge widths across, and rounds corners off. A depth set matches least (nearest
     last is how the depth blend looks where one shape is far in front, not where depths
@@ -71,8 +71,9 @@ def to_svg(
       1 (grey) or 3 (RGB) channels.
     - `shape`: the nominal `(H, W)` in pixels; use the shape of the image it was fitted
       to (or any other: the frame keeps its aspect ratio).
-    - `soft_edges`: `False` draws hard (anti-aliased) edges and no blur filter: smaller
-      and faster to draw, but sharper than the model renders (about 22 dB from it).
+    - `soft_edges`: `False` draws hard (anti-aliased) edges, one outline a shape:
+      smaller and faster to draw, but sharper than the model renders (31 to 39 dB from
+      it at half-pixel edges, less with wider ones).
 
     **Returns:**
 
