@@ -907,7 +907,7 @@ def test_the_write_reserve_grows_with_the_render_size(capsys):
     assert lines[1].startswith("loading took 1.2 s") and "--seconds 2," in lines[1]
 
 
-def test_the_write_reserve_counts_the_svg_outlines():
+def test_the_write_reserve_counts_the_svg_outlines(capsys):
     """`paint -n 5000 --shape ellipses --softness 3 --seconds 15` ran 21 s: its SVG (17
     outlines a shape) took 2.6 s to write and 1 s was kept for all the outputs."""
     from diffprims._cli import _paint_input
@@ -918,6 +918,14 @@ def test_the_write_reserve_counts_the_svg_outlines():
     assert write(fit, fit, (dp.Ellipses, False), 5000, 3.0) < soft / 4  # one outline each
     assert write(fit, fit, (dp.Circles, True), 5000, 3.0) < soft / 4  # a gradient each
     assert write(fit, fit, None, 5000, 3.0) == _paint_input.WRITE_RESERVE  # no SVG
+    # When the SVG is what overruns a budget, the line says how to write it faster.
+    from diffprims._cli import _paint
+
+    _paint._warn_of_overrun(argparse.Namespace(seconds=5.0), 0.5, soft, fit, fit)
+    _paint._warn_of_overrun(argparse.Namespace(seconds=2.0), 1.2, write(fit, fit), fit, fit)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[0].endswith("(--svg-edges hard writes the SVG faster)")
+    assert "--svg-edges" not in lines[1]
 
 
 def test_paint_decodes_the_image_once(capsys, monkeypatch):

@@ -200,7 +200,10 @@ def _warn_of_overrun(args, spent: float, reserve: float, render_shape, fit_shape
     least = LEAST_PAINTING_SHARE * args.seconds
     if args.seconds - spent - reserve >= least:
         return
-    hint = " (a smaller --render-size writes faster)" if render_shape != fit_shape else ""
+    hints = ["a smaller --render-size writes faster"] if render_shape != fit_shape else []
+    if reserve - write_seconds(render_shape, fit_shape) >= 1.0:  # the SVG's soft edges
+        hints.append("--svg-edges hard writes the SVG faster")
+    hint = f" ({'; '.join(hints)})" if hints else ""
     print(
         f"loading took {spent:.1f} s and writing the results at {_size(render_shape)} takes "
         f"about {reserve:.1f} s: the command will take longer than --seconds "
