@@ -116,10 +116,11 @@ def write_seconds(
     if render_shape != fit_shape:
         seconds += WRITE_SECONDS_PER_PIXEL * render_shape[0] * render_shape[1]
     if svg:
+        from diffprims._shapes import Circles, Gaussians
         from diffprims._shapes._svg_edges import outline_offsets
 
         shape_type, soft = svg
-        one = not soft or shape_type.__name__ in ("Circles", "Gaussians")
+        one = not soft or issubclass(shape_type, Circles | Gaussians)
         outlines = 1 if one else len(outline_offsets(1.0, softness))
         seconds += SVG_SECONDS_PER_OUTLINE * num_shapes * outlines
     return seconds

@@ -20,6 +20,7 @@ from ._geometry import (
     to_local,
 )
 from ._roles import ANGLE, POSITION, SIZE, parameter
+from ._svg_edges import svg_polygon
 
 
 class Ellipses(AbstractShapes):
@@ -168,4 +169,4 @@ def _grown(x: float, y: float, a: float, b: float, offset: float) -> str | None:
     if not np.all(reach > 0):
         return None
     points = np.array([x, y]) + reach[:, None] * ray
-    return '<polygon points="' + " ".join(f"{p:.6g},{q:.6g}" for p, q in points) + '"/>'
+    return svg_polygon(points)

@@ -118,3 +118,8 @@ def _outlines(edge_width: float, softness: float) -> tuple[list[float], np.ndarr
     beyond = np.append(covered[1:], 0.0)
     opacities = 1.0 - (1.0 - covered) / (1.0 - beyond)
     return [float(offset) * width for offset in offsets], opacities
+
+
+def svg_polygon(points: np.ndarray) -> str:
+    """An SVG `<polygon>` through `points` `(V, 2)` (frame units)."""
+    return '<polygon points="' + " ".join(f"{x:.6g},{y:.6g}" for x, y in points) + '"/>'

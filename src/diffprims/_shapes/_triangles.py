@@ -12,7 +12,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._base import AbstractShapes
 from ._geometry import soft_edge
 from ._roles import POSITION, parameter
-from ._svg_edges import outline_offsets, svg_soft_edge
+from ._svg_edges import outline_offsets, svg_polygon, svg_soft_edge
 
 
 class Triangles(AbstractShapes):
@@ -42,18 +42,10 @@ class Triangles(AbstractShapes):
         self, points: Float[Array, "P 2"], edge_width: float | Float[Array, ""]
     ) -> Float[Array, "N P"]:
         v = self.vertices
-        edges = jnp.roll(v, -1, axis=1) - v  # (N, 3, 2)
-        lengths = jnp.sqrt(jnp.sum(edges * edges, -1) + 1e-12)
-        area2 = edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0]
-        # Outward normals for either winding; a degenerate (flat) triangle draws as a soft
-        # line half covered along its segment, the limit of a thinning sliver.
-        sign = jnp.where(area2 >= 0, 1.0, -1.0)[:, None]
-        normals = sign[..., None] * jnp.stack([edges[..., 1], -edges[..., 0]], -1)
-        normals = normals / lengths[..., None]
+        normals, levels = _edge_lines(v)
         # Each edge line's signed distance `n . p - n . v`, one (N, P) plane at a time:
         # through an (N, 3, P, 2) array of offsets, a step's gradient took 17 times a
         # circle's (63 ms against 3.6 at 260 shapes and 4096 points).
-        levels = jnp.sum(normals * v, -1)  # (N, 3)
         x, y = points[None, :, 0], points[None, :, 1]  # (1, P)
 
         def line(i: int) -> Array:
@@ -76,10 +68,17 @@ class Triangles(AbstractShapes):
     def svg_geometry(self, edge_width: float) -> list[str]:
         vertices = np.asarray(self.vertices, np.float64)
         if edge_width <= 0:
-            return [_polygon(tri) for tri in vertices]
+            return [svg_polygon(tri) for tri in vertices]
         softness = float(self.softness)
+        # The seven lines that bound each triangle's outlines: its edges (as `coverage`
+        # measures them) and its box's sides, `normal . p <= level`.
+        normals, levels = (np.asarray(x, np.float64) for x in _edge_lines(self.vertices))
+        axes = np.array([[-1.0, 0.0], [0.0, -1.0], [1.0, 0.0], [0.0, 1.0]])
+        normals = np.concatenate([normals, np.broadcast_to(axes, (len(vertices), 4, 2))], 1)
+        levels = np.concatenate([levels, -vertices.min(1), vertices.max(1)], 1)
         # Every outline of every triangle at once (one by one, 1000 took 1.7 s).
-        grown = {t: _grown(vertices, t) for t in outline_offsets(edge_width, softness)}
+        offsets = outline_offsets(edge_width, softness)
+        grown = {t: _grown(normals, levels + t) for t in offsets}
         return [
             svg_soft_edge(lambda t, i=i: grown[t][i], edge_width, softness)
             for i in range(len(vertices))
@@ -141,27 +140,29 @@ class Triangles(AbstractShapes):
         )
 
 
-def _polygon(points: np.ndarray) -> str:
-    return '<polygon points="' + " ".join(f"{x:.6g},{y:.6g}" for x, y in points) + '"/>'
+def _edge_lines(v: Array) -> tuple[Array, Array]:
+    """The edge lines of triangles `v` `(N, 3, 2)`: unit outward normals `(N, 3, 2)` (for
+    either winding) and levels `(N, 3)`, the signed distance to line k being
+    `normals[:, k] . p - levels[:, k]`."""
+    edges = jnp.roll(v, -1, axis=1) - v  # (N, 3, 2)
+    lengths = jnp.sqrt(jnp.sum(edges * edges, -1) + 1e-12)
+    area2 = edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0]
+    # Outward normals for either winding; a degenerate (flat) triangle draws as a soft
+    # line half covered along its segment, the limit of a thinning sliver.
+    sign = jnp.where(area2 >= 0, 1.0, -1.0)[:, None]
+    normals = sign[..., None] * jnp.stack([edges[..., 1], -edges[..., 0]], -1)
+    normals = normals / lengths[..., None]
+    return normals, jnp.sum(normals * v, -1)
 
 
-def _grown(vertices: np.ndarray, offset: float) -> list[str | None]:
-    """For each triangle `(N, 3, 2)`, the points of `coverage`'s distance at most `offset`
-    from it: its box grown by `offset` cut by the three edge lines moved out by `offset`
-    (sharp corners, as the distance to the edge lines has), as a polygon; None if empty.
+def _grown(normals: np.ndarray, levels: np.ndarray) -> list[str | None]:
+    """For each triangle, the polygon where `normals . p <= levels` for its seven lines
+    `(N, 7, 2)`, `(N, 7)` (the edge lines and box sides moved out by an offset: the
+    points of `coverage`'s distance at most that offset, with sharp corners as the
+    distance to the edge lines has), or None if empty.
 
     The polygon's corners are where two of the seven lines cross inside all seven.
     """
-    edges = np.roll(vertices, -1, axis=1) - vertices
-    area2 = edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0]
-    sign = np.where(area2 >= 0, 1.0, -1.0)[:, None, None]
-    normals = sign * np.stack([edges[..., 1], -edges[..., 0]], -1)
-    normals /= np.sqrt(np.sum(normals * normals, -1, keepdims=True) + 1e-24)
-    levels = np.sum(normals * vertices, -1)  # (N, 3)
-    axes = np.array([[-1.0, 0.0], [0.0, -1.0], [1.0, 0.0], [0.0, 1.0]])
-    sides = np.concatenate([-vertices.min(1), vertices.max(1)], -1)  # (N, 4): the box
-    normals = np.concatenate([normals, np.broadcast_to(axes, (len(vertices), 4, 2))], 1)
-    levels = np.concatenate([levels, sides], 1) + offset  # (N, 7): normal . p <= level
     i, j = np.triu_indices(7, 1)
     a, b = normals[:, i], normals[:, j]  # (N, 21, 2)
     det = a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
@@ -178,5 +179,5 @@ def _grown(vertices: np.ndarray, offset: float) -> list[str | None]:
             out.append(None)
             continue
         around = points - points.mean(0)
-        out.append(_polygon(points[np.argsort(np.arctan2(around[:, 1], around[:, 0]))]))
+        out.append(svg_polygon(points[np.argsort(np.arctan2(around[:, 1], around[:, 0]))]))
     return out
