@@ -150,12 +150,39 @@ def comet(size=41):
     return jnp.asarray(kernel / kernel.max(), jnp.float32)
 
 
-def bar_table():
-    """The issue's bar with the default loss beyond the seed's disk: at rank 4, in
-    `recommended_steps`, min/max >= -1e-3 and an error below NMF's, on kernels of other
-    sizes and shapes (the default weight was chosen on these: it clears them all)."""
+def recommended_bank(target, rank, loss=None):
+    """`(kept, candidates)`: the SVD and NMF starts, their fits (`recommended_steps` of
+    the recommended optimizer each) and the lowest of those polished by L-BFGS (200
+    steps), by name ("svd", "nmf", "fit", "fit from NMF", "polished"), and the name of
+    the one of lowest loss: what `diffprims filter` keeps (a fit where it ties its start)."""
+    loss = loss or dp.SeparableFilters.recommended_loss()
+    goal = target[..., None]
+    value = lambda bank: float(loss(bank.kernel()[..., None], goal))  # noqa: E731
+    starts = {"svd": dp.SeparableFilters.from_svd(target, rank)}
+    if float(target.min()) >= 0:  # a signed kernel has no NMF
+        starts["nmf"] = dp.SeparableFilters.from_nmf(target, rank)
+    candidates = {
+        "fit" if name == "svd" else "fit from NMF": dp.fit(
+            start, goal, loss=loss, optimizer=start.recommended_optimizer(),
+            steps=start.recommended_steps,
+        ).model
+        for name, start in starts.items()
+    }  # fmt: skip
+    candidates |= starts
+    lowest = candidates[min(candidates, key=lambda name: value(candidates[name]))]
+    candidates["polished"] = dp.fit(
+        lowest, goal, loss=loss, optimizer=optax.lbfgs(), steps=200
+    ).model
+    return min(candidates, key=lambda name: value(candidates[name])), candidates
+
+
+def bar_kernels():
+    """The kernels of the bar table: the 32 the default weight was chosen on, and the
+    small disks added later (where the SVD start alone fell short)."""
     ring = dp.kernels.disk(41) - dp.kernels.disk(41, radius=12)
-    kernels = {f"disk {n}": dp.kernels.disk(n) for n in (21, 33, 40, 45, 48, 50, 52, 56, 64)}
+    kernels = {f"disk {n}": dp.kernels.disk(n) for n in (5, 7, 9, 11, 13, 15, 17, 19)}
+    kernels |= {f"disk {n} anti-aliased": dp.kernels.disk(n, antialias=True) for n in (9, 13, 17)}
+    kernels |= {f"disk {n}": dp.kernels.disk(n) for n in (21, 33, 40, 45, 48, 50, 52, 56, 64)}
     kernels |= {f"disk {n}": dp.kernels.disk(n) for n in (80, 100, 128, 200)}
     kernels |= {
         "disk 21 anti-aliased": dp.kernels.disk(21, antialias=True),
@@ -178,24 +205,60 @@ def bar_table():
         "ellipse 38x18 in 41": ellipse(41, (20.5, 20.5), (19.0, 9.0)),
         "comet 41": comet(41),
     }
-    print("default loss at rank 4 on other kernels: the bar is min/max >= -1e-3, error < NMF")
-    print(f"  {'kernel':<24} {'SVD':>7} {'NMF':>7} {'fitted':>7} {'min/max':>9}  bar")
-    held = 0
-    for name, target in kernels.items():
-        start = dp.SeparableFilters.from_svd(target, 4)
-        fitted = dp.fit(
-            start, target[..., None], loss=start.recommended_loss(),
-            optimizer=start.recommended_optimizer(), steps=start.recommended_steps,
-        ).model.kernel()  # fmt: skip
-        error, ratio, _ = metrics(fitted, target)
-        baseline = metrics(nmf(target, 4), target)[0]
-        ok = ratio >= -1e-3 and error < baseline
-        held += ok
+    return kernels
+
+
+def bar_rows(rank):
+    """Per kernel of `bar_kernels` (those with `rank <= min(Kh, Kw)`): its name, the
+    relative errors of each candidate of `recommended_bank` and of the NMF baseline, the
+    kept one's name, error and min/max, and whether the fit from the SVD alone (the
+    issue's recipe) and the kept bank hold the bar: "held", "tie" (within 1e-4 of the
+    NMF's error) or "MISSED"."""
+    for name, target in bar_kernels().items():
+        if rank > min(target.shape):
+            continue
+        kept, banks = recommended_bank(target, rank)
+        errors = {key: metrics(bank.kernel(), target) for key, bank in banks.items()}
+        baseline = metrics(nmf(target, rank), target)[0]
+
+        def verdict(error, ratio):
+            if ratio < -1e-3:
+                return "MISSED"
+            if error < baseline or max(error, baseline) < 1e-4:
+                return "held"
+            return "tie" if error <= baseline * (1 + 1e-4) else "MISSED"
+
+        yield {
+            "name": name, "nmf": baseline, "kept": kept,
+            "errors": {key: e[0] for key, e in errors.items()}, "ratio": errors[kept][1],
+            "svd_fit": verdict(*errors["fit"][:2]), "bar": verdict(*errors[kept][:2]),
+        }  # fmt: skip
+
+
+def bar_table(ranks=(4,)):
+    """The issue's bar with the default loss beyond the seed's disk: at rank 4 (and the
+    other `ranks`), min/max >= -1e-3 and an error below NMF's, on kernels of other sizes
+    and shapes, for the fit from the SVD alone and for `recommended_bank`."""
+    for rank in ranks:
+        print(f"default loss at rank {rank} on other kernels: the bar is min/max >= -1e-3, "
+              "error < NMF's (or both exact, under 1e-4)")  # fmt: skip
         print(
-            f"  {name:<24} {metrics(start.kernel(), target)[0]:7.4f} {baseline:7.4f} "
-            f"{error:7.4f} {ratio:+9.5f}  {'held' if ok else 'MISSED'}"
+            f"  {'kernel':<24} {'SVD':>7} {'NMF':>7} {'SVD fit':>7} {'NMF fit':>7} "
+            f"{'kept':>7} {'min/max':>9}  {'kept':<12}  SVD fit alone / kept"
         )
-    print(f"  held on {held} of {len(kernels)}")
+        counts = {}
+        for row in bar_rows(rank):
+            e = row["errors"]
+            print(
+                f"  {row['name']:<24} {e['svd']:7.4f} {row['nmf']:7.4f} {e['fit']:7.4f} "
+                f"{e.get('fit from NMF', float('nan')):7.4f} {e[row['kept']]:7.4f} "
+                f"{row['ratio']:+9.5f}  {row['kept']:<12}  {row['svd_fit']} / {row['bar']}"
+            )
+            for key in ("svd_fit", "bar"):
+                counts[key, row[key]] = counts.get((key, row[key]), 0) + 1
+        for key, label in (("svd_fit", "the fit from the SVD alone"), ("bar", "kept")):
+            print(f"  {label}: " + ", ".join(
+                f"{counts.get((key, v), 0)} {v}" for v in ("held", "tie", "MISSED")))  # fmt: skip
 
 
 def direct_convolution(image, kernel):
@@ -265,16 +328,23 @@ def main():
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="skip the other-kernels table")
+    parser.add_argument(
+        "--bar-ranks", type=int, nargs="+", default=[4], help="ranks of the other-kernels bar"
+    )
+    parser.add_argument("--bar-only", action="store_true", help="print the bar table alone")
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     target = dp.kernels.disk(50)
+    if args.bar_only:
+        bar_table(args.bar_ranks)
+        return
     accuracy_table(target, args.long_steps)
     print()
     if not args.quick:
         convergence_table(args.long_steps)
         print()
-        bar_table()
+        bar_table(args.bar_ranks)
         print()
     speed_table(target, args.size, args.repeats)
 

@@ -18,6 +18,7 @@ from ._common import (
     read_image_and_bits,
     write_json,
 )
+from ._filter_fit import KEPT_NOTE, fit_bank
 from ._filter_kernel import read_kernel
 from ._signals import finish_writing
 
@@ -155,14 +156,14 @@ def run_filter(args: argparse.Namespace) -> int:
         image, args.bits = read_image_and_bits(args.apply, what="--apply", quiet=args.quiet)
     with _outputs.claimed(files, force=args.force):
         start = dp.SeparableFilters.from_svd(target, rank=args.rank)
-        result, interrupted, kept = _fit(args, start, target, loss)
+        result, interrupted, kept, polished = fit_bank(args, start, target, loss, NEGATIVE)
         with finish_writing(interrupted):
             bank, scale_note = _written(result.model, target, peak)
             summary, kernels = _summary(args, start, result, target, files, loss)
             error = _written_error(bank, target, peak, normalized=scale_note is None)
             summary.update(written_relative_l2_error=error, kernel_peak=peak, weights=weights,
                            weights_note=weights_note, interrupted=interrupted, kept=kept,
-                           normalized=scale_note is None,
+                           polished=polished, normalized=scale_note is None,
                            vectors=OWN_SCALE_NOTE if scale_note else VECTORS_NOTE)  # fmt: skip
             _outputs.write_all(files, _writer(bank, image, kernels, summary))
     if scale_note is not None and not args.quiet:
@@ -175,7 +176,7 @@ def run_filter(args: argparse.Namespace) -> int:
             f"(SVD {_shown(svd_stats['relative_l2_error'])}), min/max "
             f"{_shown(fit_stats['min_over_max'], '+.3f')} "
             f"(SVD {_shown(svd_stats['min_over_max'], '+.3f')}); "
-            f"{'kept the SVD start, which the fit did not improve on; ' if kept == 'svd' else ''}"
+            f"{KEPT_NOTE.get(kept, '')}"
             f"wrote {', '.join(sorted({p.name for p in files}))} to "
             f"{', '.join(args.output or ['out'])}",
             file=sys.stderr,
@@ -225,40 +226,6 @@ def _rank(rank: int | None, shape: tuple[int, ...], *, quiet: bool) -> int:
 
 def _shown(value: float | None, spec: str = ".3f") -> str:
     return "n/a" if value is None else format(value, spec)
-
-
-def _fit(args: argparse.Namespace, start: Any, target: Any, loss: Any) -> tuple[Any, bool, str]:
-    """`(result, interrupted, kept)`: the fit from the SVD start, or where Ctrl-C stopped
-    it; `kept` says which bank the result holds, "fitted" or "svd" (`_better_of`)."""
-    import diffprims as dp
-
-    try:
-        result = dp.fit(
-            start, target[..., None], loss=loss, steps=args.steps, progress=not args.quiet,
-            optimizer=dp.SeparableFilters.recommended_optimizer(),
-        )  # fmt: skip
-    except dp.FitInterrupted as stop:
-        # Ctrl-C: write what the fit reached (a second Ctrl-C stops the writing).
-        print(f"interrupted after {stop.step} steps; writing the results so far (Ctrl-C "
-              "again stops the writing)", file=sys.stderr)  # fmt: skip
-        return stop.result, True, "fitted"
-    result, kept = _better_of(start, result, target, loss)
-    return result, False, kept
-
-
-def _better_of(start: Any, result: Any, target: Any, loss: Any) -> tuple[Any, str]:
-    """`(result, kept)`: `result`, or the SVD start in its place ("svd") when the start's
-    loss on the whole kernel is lower: an exact start (rank >= the kernel's rank) has
-    nothing left to gain, and Adam's first steps plus the non-negativity hinge only push
-    it away (relative error 3e-7 -> 2e-3 on a disk), so the command never returns worse
-    than its start."""
-    import equinox as eqx
-
-    goal = target[..., None]
-    fitted = float(loss(result.model.render_image(target.shape), goal))
-    if float(loss(start.render_image(target.shape), goal)) <= fitted:
-        return eqx.tree_at(lambda r: r.model, result, start), "svd"
-    return result, "fitted"
 
 
 def _summary(args, start, result, target, files, loss) -> tuple[dict[str, Any], list[Any]]:

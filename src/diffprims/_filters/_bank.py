@@ -6,7 +6,6 @@ import math
 from typing import Any, ClassVar
 
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jaxtyping import Array, Float
 
@@ -29,11 +28,13 @@ from ._checks import (
     check_filtered,
     check_kernel,
     check_one_bank,
+    check_rank,
     check_scene,
     outer_sum,
 )
+from ._nmf import NMF_ITERATIONS, nmf_vectors
 from ._passes import apply_passes, sample_kernel
-from ._svd import leading_svd
+from ._svd import svd_vectors
 
 # A kernel whose |sum| is at most this share of sum |k| sums to 0 up to float32 rounding.
 _ZERO_SUM = 1e-5
@@ -77,18 +78,16 @@ class SeparableFilters(AbstractModel):
 
     `benchmarks/filters.py` prints the whole trade-off (error, min/max, spill) per rank
     and weighting. [`diffprims.SeparableFilters.recommended_optimizer`][] converges in
-    500 steps.
+    500 steps. Fit from [`diffprims.SeparableFilters.from_nmf`][] too and keep the lower
+    loss: either may end lower (and a start may beat its fit), see the filters tutorial.
 
     ```python
     target = dp.kernels.disk(50)
     bank = dp.SeparableFilters.from_svd(target, rank=4)
     result = dp.fit(bank, target[..., None], loss=bank.recommended_loss(),
                     optimizer=bank.recommended_optimizer(), steps=bank.recommended_steps)
-    blurred = result.model.normalized().apply(image, border="reflect")  # image (H, W, C)
+    blurred = result.model.normalized().apply(image, border="reflect")  # mirrored edges
     ```
-
-    `border="reflect"` mirrors a photo past its edges; the default zero padding darkens
-    them (a blur mixes in the black outside).
 
     **Arguments:**
 
@@ -227,27 +226,33 @@ class SeparableFilters(AbstractModel):
         ```
         """
         kernel = check_kernel(kernel)
-        rank = check_positive_int(rank, "rank")
-        if rank > min(kernel.shape):
-            raise ValueError(
-                f"`rank` must be at most min(Kh, Kw) = {min(kernel.shape)} for a kernel of "
-                f"shape {tuple(kernel.shape)}; got {rank}. A higher rank adds nothing."
-            )
-        # float64 on the host: exact to float32 rounding even for large kernels.
-        xp = jnp if is_traced(kernel) else np
-        values = kernel if xp is jnp else np.asarray(kernel, np.float64)
-        # A power of 4 near the largest magnitude is divided out before the SVD and its
-        # root multiplied back into the vectors (`ldexp`: exact, where XLA turned a
-        # division by `exp2` into 0): a singular value may exceed the dtype (5e38 for a
-        # 5 x 5 kernel of 1e38 in float32) where the vectors do not (1e19).
-        half = xp.frexp(xp.max(xp.abs(values)))[1] // 2
-        scaled = xp.ldexp(values, -2 * half)
-        # Traced: a derivative of the leading triplets alone (finite for a 0/1 disk).
-        u, s, vt = leading_svd(scaled, rank) if xp is jnp else np.linalg.svd(scaled, False)
-        root = xp.ldexp(xp.sqrt(s[:rank]), half)
-        vertical, horizontal = u[:, :rank].T * root[:, None], vt[:rank] * root[:, None]
-        sign = xp.where(xp.sum(vertical, axis=1, keepdims=True) < 0, -1.0, 1.0)
-        vertical, horizontal = sign * vertical, sign * horizontal
+        vertical, horizontal = svd_vectors(kernel, check_rank(kernel, rank))
+        return cls(vertical.astype(kernel.dtype), horizontal.astype(kernel.dtype))
+
+    @classmethod
+    def from_nmf(
+        cls, kernel: Any, rank: int, *, iterations: int = NMF_ITERATIONS
+    ) -> SeparableFilters:
+        """A non-negative rank-`R` bank: a non-negative matrix factorisation of `kernel`.
+
+        Every vector is `>= 0` (no negative lobe), at a larger L2 error than
+        [`diffprims.SeparableFilters.from_svd`][]: Lee and Seung's multiplicative updates
+        from the NNDSVDa start, deterministic (no key), under `jit`, `vmap`, `grad` too.
+        A start for [`diffprims.fit`][] beside the SVD's: the fit from the SVD usually
+        ends closer, not always (a 17-tap disk at rank 4: 0.117; from here 0.115). Keep
+        the lowest loss of both starts and fits, as `diffprims filter` does.
+
+        **Arguments:**
+
+        - `kernel`: `(Kh, Kw)` finite non-negative float array (below `-1e-6` of its
+          peak: `ValueError`; start a signed kernel with `from_svd`).
+        - `rank`: the number of passes, `1 <= rank <= min(Kh, Kw)`.
+        - `iterations`: multiplicative updates (default 1000).
+        """
+        kernel = check_kernel(kernel)
+        rank = check_rank(kernel, rank)
+        iterations = check_positive_int(iterations, "iterations")
+        vertical, horizontal = nmf_vectors(kernel, rank, iterations)
         return cls(vertical.astype(kernel.dtype), horizontal.astype(kernel.dtype))
 
     def normalized(self) -> SeparableFilters:
@@ -365,13 +370,10 @@ class SeparableFilters(AbstractModel):
         of 5000 steps of the seed's plain gradient descent (lr 0.1); on anti-aliased and
         non-square disks and hexagons within 1.2 % (a 50 × 30 disk at rank 8) and 0.07 %.
 
-        An exact start (an SVD at full rank, a separable kernel at rank 1) has nothing to
-        fit, and Adam does not keep it exact: its first steps have the learning rate's
-        size however small the gradient, so the loss first rises (to ~1e-4 at peak 1)
-        and comes back as the rate decays: `from_svd(disk(9), rank=9)` (7e-8) ends 500
-        steps at relative error 6e-4 with the recommended loss (4e-3 with the plain hinge
-        of `NonNegative()`, whose gradient does not shrink near 0 and kicks the zero taps
-        at every step), 3e-5 after 5000. Check the start's error before fitting it.
+        Adam's first steps have the learning rate's size however small the gradient:
+        an exact `from_svd(disk(21), rank=8)` (7e-8) ends at 3e-3, NMF's 8e-4. Keep a
+        start where it is lower, and finish with L-BFGS (the filters tutorial's "Two
+        starts"; `diffprims filter` does).
 
         **Arguments:**
 

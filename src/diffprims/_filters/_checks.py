@@ -13,6 +13,7 @@ from .._model import batch_shape
 from .._validate import (
     check_float_array,
     check_not_traced,
+    check_positive_int,
     check_scalar,
     check_values,
     describe,
@@ -38,6 +39,17 @@ def check_kernel(kernel: Any, name: str = "kernel") -> Array:
         )
     _check_not_underflowing(given, kernel, name)
     return check_values(kernel, name, hint=f" Replace them first, e.g. `jnp.nan_to_num({name})`.")
+
+
+def check_rank(kernel: Array, rank: Any) -> int:
+    """`rank` as an int in `[1, min(Kh, Kw)]`."""
+    rank = check_positive_int(rank, "rank")
+    if rank > min(kernel.shape):
+        raise ValueError(
+            f"`rank` must be at most min(Kh, Kw) = {min(kernel.shape)} for a kernel of "
+            f"shape {tuple(kernel.shape)}; got {rank}. A higher rank adds nothing."
+        )
+    return rank
 
 
 def _check_not_underflowing(given: Any, kernel: Array, name: str) -> None:

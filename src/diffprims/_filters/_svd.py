@@ -11,10 +11,14 @@ formulas restricted to their columns.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array
+
+from .._validate import is_traced
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -51,3 +55,23 @@ def _leading_svd_jvp(rank: int, primals: tuple, tangents: tuple):
         dv = dv + (dau - v @ (v.T @ dau)) * inverse[None, :]
     ds = jnp.diagonal(dp[:rank])
     return (u[:, :rank], kept, vt[:rank]), (du, ds, dv.T)
+
+
+def svd_vectors(kernel: Array, rank: int) -> tuple[Any, Any]:
+    """`(vertical (R, Kh), horizontal (R, Kw))`: `sqrt(s_r)` times the `r`-th singular
+    vectors, signed so that each vertical vector sums to `>= 0`."""
+    # float64 on the host: exact to float32 rounding even for large kernels.
+    xp = jnp if is_traced(kernel) else np
+    values = kernel if xp is jnp else np.asarray(kernel, np.float64)
+    # A power of 4 near the largest magnitude is divided out before the SVD and its
+    # root multiplied back into the vectors (`ldexp`: exact, where XLA turned a
+    # division by `exp2` into 0): a singular value may exceed the dtype (5e38 for a
+    # 5 x 5 kernel of 1e38 in float32) where the vectors do not (1e19).
+    half = xp.frexp(xp.max(xp.abs(values)))[1] // 2
+    scaled = xp.ldexp(values, -2 * half)
+    # Traced: a derivative of the leading triplets alone (finite for a 0/1 disk).
+    u, s, vt = leading_svd(scaled, rank) if xp is jnp else np.linalg.svd(scaled, False)
+    root = xp.ldexp(xp.sqrt(s[:rank]), half)
+    vertical, horizontal = u[:, :rank].T * root[:, None], vt[:rank] * root[:, None]
+    sign = xp.where(xp.sum(vertical, axis=1, keepdims=True) < 0, -1.0, 1.0)
+    return sign * vertical, sign * horizontal

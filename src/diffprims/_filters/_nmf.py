@@ -1,0 +1,87 @@
+"""A non-negative start for a filter bank: NMF of the kernel, started from its SVD.
+
+The kernel `K ~= W H` with `W (Kh, R) >= 0` and `H (R, Kw) >= 0`, by Lee and Seung's
+multiplicative updates from the NNDSVDa start (Boutsidis and Gallopoulos, 2008: each
+singular pair's larger non-negative half, zeros filled with the kernel's mean), so the
+result is deterministic and needs no key. Computed in float64 NumPy for a concrete
+kernel (no compilation: a first call took 1.5 to 2 s to compile the loop in JAX), with
+`jax.lax.fori_loop` in the kernel's dtype under `jit`, `vmap` and `grad`. NMF has many
+optima: where singular values repeat (a disk's do, nearly), the two SVDs may pick other
+vectors for them, and the two paths other optima (a 17-tap disk at rank 4: relative
+errors 0.1156 and 0.1152).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._validate import is_traced
+from ._svd import leading_svd
+
+#: Multiplicative updates from the NNDSVDa start (error at rank 8 on a 17-tap disk:
+#: 0.026 after 100, 0.006 after 300, 0.0018 after 1000; the fit that follows does the rest).
+NMF_ITERATIONS = 1000
+
+#: Negative values of a kernel (relative to its peak) that `from_nmf` takes for rounding.
+NEGATIVE = 1e-6
+
+
+def _norm(x: Any, axis: int, xp: Any) -> Any:
+    # 0 where `x` is all zeros, with a finite derivative there (sqrt's is infinite at 0).
+    squares = xp.sum(x * x, axis=axis)
+    return xp.where(squares > 0, xp.sqrt(xp.where(squares > 0, squares, 1.0)), 0.0)
+
+
+def nndsvda(kernel: Any, rank: int, xp: Any) -> tuple[Any, Any]:
+    """`(W, H)`, non-negative, from the `rank` leading singular pairs of `kernel`."""
+    u, s, vt = leading_svd(kernel, rank) if xp is jnp else np.linalg.svd(kernel, False)
+    u, s, vt = u[:, :rank], s[:rank], vt[:rank]
+    pu, nu, pv, nv = (xp.maximum(x, 0.0) for x in (u, -u, vt, -vt))
+    positive = _norm(pu, 0, xp) * _norm(pv, 1, xp)
+    negative = _norm(nu, 0, xp) * _norm(nv, 1, xp)
+    take = positive >= negative  # each pair's larger half (the first pair is all one sign)
+    a, b = xp.where(take, pu, nu), xp.where(take[:, None], pv, nv)
+    scale = xp.sqrt(s * xp.maximum(positive, negative))
+    w = a / xp.maximum(_norm(a, 0, xp), 1e-30) * scale
+    h = b / xp.maximum(_norm(b, 1, xp), 1e-30)[:, None] * scale[:, None]
+    fill = xp.mean(kernel)  # NNDSVDa: a zero never moves under multiplicative updates
+    return xp.where(w > 0, w, fill), xp.where(h > 0, h, fill)
+
+
+def _update(kernel: Any, w: Any, h: Any) -> tuple[Any, Any]:
+    h = h * (w.T @ kernel) / (w.T @ w @ h + 1e-12)
+    w = w * (kernel @ h.T) / (w @ h @ h.T + 1e-12)
+    return w, h
+
+
+def nmf_vectors(kernel: Any, rank: int, iterations: int) -> tuple[Any, Any]:
+    """`(vertical (R, Kh), horizontal (R, Kw))`, non-negative, each pass's two vectors of
+    equal norm. A concrete kernel with values below `-NEGATIVE` of its peak is refused;
+    smaller negatives (rounding), and under a trace any, count as 0."""
+    xp = jnp if is_traced(kernel) else np
+    values = kernel if xp is jnp else np.asarray(kernel, np.float64)
+    peak = xp.max(xp.abs(values))
+    if xp is np and values.min() < -NEGATIVE * peak:
+        raise ValueError(
+            "`kernel` must be non-negative for `from_nmf` (a non-negative factorisation); "
+            f"got a least value of {values.min():.3g} at peak {peak:.3g}. Start a signed "
+            "kernel (a Laplacian, a Gabor) with `dp.SeparableFilters.from_svd(kernel, rank)`."
+        )
+    # At peak 1/4 to 1 (a power of 4 divided out exactly, its root multiplied back into
+    # the vectors, as `svd_vectors` does): kernels of 1e-30 or 1e30 alike.
+    half = xp.frexp(peak)[1] // 2
+    values = xp.maximum(xp.ldexp(values, -2 * half), 0.0)
+    w, h = nndsvda(values, rank, xp)
+    if xp is jnp:
+        w, h = jax.lax.fori_loop(0, iterations, lambda _, wh: _update(values, *wh), (w, h))
+    else:
+        for _ in range(iterations):
+            w, h = _update(values, w, h)
+    # Balance each pass (the product is unchanged): both vectors at the same scale.
+    balance = xp.sqrt(xp.maximum(_norm(h, 1, xp), 1e-30) / xp.maximum(_norm(w, 0, xp), 1e-30))
+    unit = xp.ldexp(1.0, half)
+    return (w * balance).T * unit, h / balance[:, None] * unit
