@@ -159,7 +159,7 @@ def recommended_bank(target, rank, loss=None):
     goal = target[..., None]
     value = lambda bank: float(loss(bank.kernel()[..., None], goal))  # noqa: E731
     starts = {"svd": dp.SeparableFilters.from_svd(target, rank)}
-    if float(target.min()) >= 0:  # a signed kernel has no NMF
+    if float(target.min()) >= -1e-6 * float(jnp.abs(target).max()):  # (as the command)
         starts["nmf"] = dp.SeparableFilters.from_nmf(target, rank)
     candidates = {
         "fit" if name == "svd" else "fit from NMF": dp.fit(

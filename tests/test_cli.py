@@ -735,10 +735,43 @@ def test_filter_ctrl_c_writes_results_so_far_and_exits_130(monkeypatch, capsys):
     argv = ["filter", "--kernel", "disk:5", "--rank", 1, "--steps", 100000, "-q"]
     status, err = run(argv, capsys)
     assert status == 130, err
-    assert "interrupted after" in err and "writing the results so far" in err
+    assert "interrupted in the fit from the SVD start after" in err
+    assert "writing the results so far" in err
     assert {p.name for p in os.scandir("out")} == FILTER_FOLDER
     summary = json.loads(Path("out/summary.json").read_text())
     assert summary["interrupted"] is True and 1 <= summary["steps"] < 100000
+
+
+@pytest.mark.parametrize(
+    "where, said, polished",
+    [(8, "the fit from the NMF start after 200 steps", False),
+     (12, "the L-BFGS polish after 100 steps", True)],
+)  # fmt: skip
+def test_filter_ctrl_c_after_the_first_fit_keeps_the_lowest_so_far(
+    monkeypatch, capsys, where, said, polished
+):
+    # A 17-tap disk at rank 4, 5 dispatches a fit: 1-5 from the SVD, 6-10 from the NMF,
+    # 11-12 the polish. What is written is the lowest reached.
+    _interrupt_dispatch(monkeypatch, where)
+    status, err = run(["filter", "--kernel", "disk:17", "--rank", 4, "-q"], capsys)
+    assert status == 130 and f"interrupted in {said};" in err, err
+    summary = json.loads(Path("out/summary.json").read_text())
+    # (the NMF start or its fit, whichever is lower: after 200 steps, the start)
+    assert summary["interrupted"] is True and summary["kept"] in ("nmf", "fitted_from_nmf")
+    assert summary["polished"] is polished and summary["fitted"]["relative_l2_error"] < 0.1157
+
+
+def test_filter_ctrl_c_in_the_nmf_start_writes_the_fit_from_the_svd(monkeypatch, capsys):
+    import diffprims as dp
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dp.SeparableFilters, "from_nmf", interrupted)
+    status, err = run(["filter", "--kernel", "disk:17", "--rank", 4, "-q"], capsys)
+    assert status == 130 and "interrupted in the NMF start;" in err, err
+    summary = json.loads(Path("out/summary.json").read_text())
+    assert summary["interrupted"] is True and summary["kept"] == "fitted"
 
 
 def signal_once_fitting(argv, signum, home, *, wait, header=None):
@@ -777,7 +810,7 @@ def test_filter_sigterm_writes_results_and_unlocks(tmp_path):
     argv = ["filter", "--kernel", "disk:5", "--rank", 1, "--steps", 10**9, "-o", "f"]
     status, err = signal_once_fitting(argv, signal.SIGTERM, tmp_path, wait=0.5)
     assert status == 143, err[-2000:]
-    assert "interrupted after" in err
+    assert "interrupted in the fit from the SVD start after" in err
     assert {p.name for p in os.scandir("f")} == FILTER_FOLDER  # no lock, no temp folder
     assert json.loads(Path("f/summary.json").read_text())["interrupted"] is True
 

@@ -18,7 +18,7 @@ from ._common import (
     read_image_and_bits,
     write_json,
 )
-from ._filter_fit import KEPT_NOTE, fit_bank
+from ._filter_fit import fit_bank, kept_note
 from ._filter_kernel import read_kernel
 from ._signals import finish_writing
 
@@ -176,7 +176,7 @@ def run_filter(args: argparse.Namespace) -> int:
             f"(SVD {_shown(svd_stats['relative_l2_error'])}), min/max "
             f"{_shown(fit_stats['min_over_max'], '+.3f')} "
             f"(SVD {_shown(svd_stats['min_over_max'], '+.3f')}); "
-            f"{KEPT_NOTE.get(kept, '')}"
+            f"{kept_note(kept, polished)}"
             f"wrote {', '.join(sorted({p.name for p in files}))} to "
             f"{', '.join(args.output or ['out'])}",
             file=sys.stderr,

@@ -4,21 +4,35 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 #: What the command's last line says of the bank kept, where it is not the SVD's fit.
 KEPT_NOTE = {
-    "svd": "kept the SVD start, which the fits did not improve on; ",
-    "nmf": "kept the NMF start, which the fits did not improve on; ",
-    "fitted_from_nmf": "kept the fit from the NMF start, lower than the SVD's; ",
+    "svd": "kept the SVD start, which the fits did not improve on",
+    "nmf": "kept the NMF start, which the fits did not improve on",
+    "fitted_from_nmf": "kept the fit from the NMF start, lower than the SVD's",
 }
-
 
 #: L-BFGS steps that polish the kept bank: Adam's steps keep the learning rate's size
 #: however small the gradient, so its fits stop a little short (a 13-tap anti-aliased disk
-#: at rank 4: 0.01460, NMF's 0.01457, polished 0.01457; the comet at rank 8: 0.0122 ->
-#: 0.0117).
+#: at rank 4: 0.01465 from the SVD, 0.01462 from the NMF, polished 0.01457, a 2000-update
+#: NMF 0.01457; the comet at rank 8: 0.0122 -> 0.0117).
 POLISH_STEPS = 200
+
+#: What was running, for the line a Ctrl-C prints.
+PHASES = {
+    "svd": "the fit from the SVD start", "nmf start": "the NMF start",
+    "nmf": "the fit from the NMF start", "polish": "the L-BFGS polish",
+}  # fmt: skip
+
+
+def kept_note(kept: str, polished: bool) -> str:
+    """The last line's words on the bank written ("" for the SVD's fit unpolished)."""
+    said = KEPT_NOTE.get(kept, "")
+    if polished:
+        said = f"{said}, then polished by L-BFGS" if said else "polished the fit by L-BFGS"
+    return f"{said}; " if said else ""
 
 
 def fit_bank(
@@ -27,60 +41,80 @@ def fit_bank(
     """`(result, interrupted, kept, polished)`: the lowest loss on the whole kernel of
     the SVD start, the fit from it and, for a non-negative kernel, its NMF and the fit
     from that (`kept` says which: "svd", "fitted", "nmf" or "fitted_from_nmf"), then
-    polished by L-BFGS where that lowers it (`polished`); `result.losses` are those of
-    the fit kept (of the first for a start), `result.seconds` all the fits' time.
+    polished by L-BFGS where that lowers it (`polished`). `result.losses` are those of
+    the fit the bank comes from (a start's: its own fit's), `result.seconds` the wall
+    time of all of it, the NMF included.
 
     Either fit may end the lower (the NMF's on a 17-tap disk at rank 4: 0.1151 against
     0.1171; the SVD's on most kernels), and a start may be lower than its fit: an exact
     SVD (at a rank the kernel has), which Adam's first steps, the learning rate's size
-    however small the gradient, only push away (3e-7 -> 2e-3 on a disk). After Ctrl-C,
-    the lowest of what was reached."""
+    however small the gradient, only push away (7e-8 -> 3e-3 on a 21-tap disk at rank
+    8). After Ctrl-C (in a fit or in the NMF), the lowest of what was reached."""
     import equinox as eqx
     import optax
 
     import diffprims as dp
 
+    began, goal = time.perf_counter(), target[..., None]
+    adam = dp.SeparableFilters.recommended_optimizer()
+
     def fit(bank: Any, optimizer: Any, steps: int) -> Any:
-        return dp.fit(bank, target[..., None], loss=loss, steps=steps, optimizer=optimizer,
+        return dp.fit(bank, goal, loss=loss, steps=steps, optimizer=optimizer,
                       progress=not args.quiet)  # fmt: skip
 
-    starts = {"svd": start}
-    if float(target.min()) >= -negative:  # (a signed kernel has no NMF)
-        starts["nmf"] = dp.SeparableFilters.from_nmf(target, args.rank)
-    results: dict[str, Any] = {}
-    kept = name = ""
+    # Each start is a candidate in its own fit's place (its losses, its steps).
+    starts: dict[str, Any] = {"svd": start}
+    fits: dict[str, Any] = {}  # by start, and "polish"
+    running, interrupted = "svd", True
     try:
-        for name, bank in starts.items():
-            name = "fitted" if name == "svd" else f"fitted_from_{name}"
-            results[name] = fit(bank, dp.SeparableFilters.recommended_optimizer(), args.steps)
-        kept, name = _lowest(starts, results, target, loss), "polished"
-        results[name] = fit(results[kept].model, optax.lbfgs(), min(POLISH_STEPS, args.steps))
+        fits["svd"] = fit(start, adam, args.steps)
+        if float(target.min()) >= -negative:  # (a signed kernel has no NMF)
+            running = "nmf start"
+            starts["nmf"] = dp.SeparableFilters.from_nmf(target, args.rank)
+            running = "nmf"
+            fits["nmf"] = fit(starts["nmf"], adam, args.steps)
+        running = "polish"
+        bank = _candidates(starts, fits)[_lowest(starts, fits, goal, loss)].model
+        fits["polish"] = fit(bank, optax.lbfgs(), min(POLISH_STEPS, args.steps))
         interrupted = False
-    except dp.FitInterrupted as stop:
-        # Ctrl-C: write what the fit reached (a second Ctrl-C stops the writing).
-        print(f"interrupted after {stop.step} steps; writing the results so far (Ctrl-C "
+    except (dp.FitInterrupted, KeyboardInterrupt) as stop:
+        # Ctrl-C: write the lowest reached (a second Ctrl-C stops the writing).
+        if "svd" not in fits and not isinstance(stop, dp.FitInterrupted):
+            raise  # nothing reached yet: stopped as before any fit
+        after = ""
+        if isinstance(stop, dp.FitInterrupted):
+            fits[running], after = stop.result, f" after {stop.step} steps"
+        print(f"interrupted in {PHASES[running]}{after}; writing the results so far (Ctrl-C "
               "again stops the writing)", file=sys.stderr)  # fmt: skip
-        results[name], interrupted = stop.result, True
-    best = _lowest(starts, results, target, loss)
-    # The losses (and steps) of the Adam fit or start the kept bank comes from, the time
-    # of all the fits.
-    source = kept if best == "polished" else best
-    seconds = sum(float(r.seconds) for name, r in results.items() if name not in starts)
-    result = eqx.tree_at(
-        lambda r: (r.model, r.seconds), results[source], (results[best].model, seconds)
+    polish = fits.pop("polish", None)
+    kept = _lowest(starts, fits, goal, loss)
+    result = _candidates(starts, fits)[kept]
+    polished = polish is not None and _value(polish.model, goal, loss) < _value(
+        result.model, goal, loss
     )
-    return result, interrupted, source, best == "polished"
+    if polish is not None and polished:
+        result = eqx.tree_at(lambda r: r.model, result, polish.model)
+    result = eqx.tree_at(lambda r: r.seconds, result, time.perf_counter() - began)
+    return result, interrupted, kept, polished
 
 
-def _lowest(starts: dict[str, Any], results: dict[str, Any], target: Any, loss: Any) -> str:
-    """The name of the lowest loss on the whole kernel among `results` and the starts
-    (which it adds to `results`, each in the first result's place); a fit where it ties
-    its start."""
+def _value(bank: Any, goal: Any, loss: Any) -> float:
+    return float(loss(bank.render_image(goal.shape[:2]), goal))
+
+
+def _candidates(starts: dict[str, Any], fits: dict[str, Any]) -> dict[str, Any]:
+    """The fits' results by name ("fitted", "fitted_from_nmf"), then the starts ("svd",
+    "nmf"), each in its own fit's result (in the SVD fit's if its own never ran)."""
     import equinox as eqx
 
-    goal = target[..., None]
-    value = lambda bank: float(loss(bank.render_image(target.shape), goal))  # noqa: E731
-    first = next(iter(results.values()))
+    named = {("fitted" if s == "svd" else f"fitted_from_{s}"): r for s, r in fits.items()}
     for name, bank in starts.items():
-        results.setdefault(name, eqx.tree_at(lambda r: r.model, first, bank))
-    return min(results, key=lambda name: value(results[name].model))
+        place = fits.get(name, fits["svd"])
+        named[name] = eqx.tree_at(lambda r: r.model, place, bank)
+    return named
+
+
+def _lowest(starts: dict[str, Any], fits: dict[str, Any], goal: Any, loss: Any) -> str:
+    """The name of the lowest loss among the candidates; a fit where it ties its start."""
+    named = _candidates(starts, fits)
+    return min(named, key=lambda name: _value(named[name].model, goal, loss))

@@ -185,8 +185,9 @@ def _add_filter(commands) -> None:
         help="approximate a 2D kernel with R separable passes",
         description=(
             "Fit a bank of R separable passes (R pairs of 1D filters) to a 2D kernel,\n"
-            "starting from its truncated SVD, with a loss that penalises negative values\n"
-            "(no ringing)."
+            "from its truncated SVD and (no negative value) its non-negative factorisation,\n"
+            "with a loss that penalises negative values (no ringing); the lowest of the\n"
+            "starts and the fits is kept and polished by L-BFGS."
         ),
         epilog=FILTER_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

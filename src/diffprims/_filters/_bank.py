@@ -235,17 +235,17 @@ class SeparableFilters(AbstractModel):
     ) -> SeparableFilters:
         """A non-negative rank-`R` bank: a non-negative matrix factorisation of `kernel`.
 
-        Every vector is `>= 0` (no negative lobe), at a larger L2 error than
-        [`diffprims.SeparableFilters.from_svd`][]: Lee and Seung's multiplicative updates
-        from the NNDSVDa start, deterministic (no key), under `jit`, `vmap`, `grad` too.
-        A start for [`diffprims.fit`][] beside the SVD's: the fit from the SVD usually
-        ends closer, not always (a 17-tap disk at rank 4: 0.117; from here 0.115). Keep
-        the lowest loss of both starts and fits, as `diffprims filter` does.
+        Every vector `>= 0` (no lobe), further than [`diffprims.SeparableFilters.from_svd`][]:
+        multiplicative updates from NNDSVDa, deterministic, under `jit`/`vmap`/`grad` too.
+        The fit from the SVD usually ends closer, not always (a 17-tap disk at rank 4:
+        0.117, from here 0.115): keep the lowest of both starts and fits (as `diffprims
+        filter` does).
 
         **Arguments:**
 
-        - `kernel`: `(Kh, Kw)` finite non-negative float array (below `-1e-6` of its
-          peak: `ValueError`; start a signed kernel with `from_svd`).
+        - `kernel`: `(Kh, Kw)` finite, `>= 0` (below `-1e-6` of its peak: `ValueError`;
+          traced: as 0). Eager float64 and float32 under `jit` may find other optima where
+          singular values repeat (a 9-tap disk at rank 4: 0.0014 and 0.0006).
         - `rank`: the number of passes, `1 <= rank <= min(Kh, Kw)`.
         - `iterations`: multiplicative updates (default 1000).
         """

@@ -29,11 +29,18 @@ NMF_ITERATIONS = 1000
 #: Negative values of a kernel (relative to its peak) that `from_nmf` takes for rounding.
 NEGATIVE = 1e-6
 
+#: The least value of a factor's entry (the kernel at peak 1/4 to 1): far below what a
+#: kernel's float32 vectors resolve, far above float32's smallest normal number.
+FLOOR = 1e-30
+
+
+def _root(x: Any, xp: Any) -> Any:
+    # `sqrt(x)` for `x >= 0`, with a finite derivative at 0 (sqrt's is infinite there).
+    return xp.where(x > 0, xp.sqrt(xp.where(x > 0, x, 1.0)), 0.0)
+
 
 def _norm(x: Any, axis: int, xp: Any) -> Any:
-    # 0 where `x` is all zeros, with a finite derivative there (sqrt's is infinite at 0).
-    squares = xp.sum(x * x, axis=axis)
-    return xp.where(squares > 0, xp.sqrt(xp.where(squares > 0, squares, 1.0)), 0.0)
+    return _root(xp.sum(x * x, axis=axis), xp)
 
 
 def nndsvda(kernel: Any, rank: int, xp: Any) -> tuple[Any, Any]:
@@ -45,16 +52,20 @@ def nndsvda(kernel: Any, rank: int, xp: Any) -> tuple[Any, Any]:
     negative = _norm(nu, 0, xp) * _norm(nv, 1, xp)
     take = positive >= negative  # each pair's larger half (the first pair is all one sign)
     a, b = xp.where(take, pu, nu), xp.where(take[:, None], pv, nv)
-    scale = xp.sqrt(s * xp.maximum(positive, negative))
+    scale = _root(s * xp.maximum(positive, negative), xp)
     w = a / xp.maximum(_norm(a, 0, xp), 1e-30) * scale
     h = b / xp.maximum(_norm(b, 1, xp), 1e-30)[:, None] * scale[:, None]
     fill = xp.mean(kernel)  # NNDSVDa: a zero never moves under multiplicative updates
     return xp.where(w > 0, w, fill), xp.where(h > 0, h, fill)
 
 
-def _update(kernel: Any, w: Any, h: Any) -> tuple[Any, Any]:
-    h = h * (w.T @ kernel) / (w.T @ w @ h + 1e-12)
-    w = w * (kernel @ h.T) / (w @ h @ h.T + 1e-12)
+def _update(kernel: Any, w: Any, h: Any, xp: Any) -> tuple[Any, Any]:
+    # `(w.T @ w) @ h`, not `w.T @ (w @ h)`: a (R, R) product, never a (Kh, Kw) one
+    # (1000 updates of a 1025-tap kernel: 1.6 -> 0.6 s). The floor keeps entries that
+    # decay towards 0 off it: at exactly 0 the derivative of the ratio is inf * 0 (NaN
+    # gradients under `jax.grad` after 800 updates of a 3 x 200 kernel).
+    h = xp.maximum(h * (w.T @ kernel) / ((w.T @ w) @ h + 1e-12), FLOOR)
+    w = xp.maximum(w * (kernel @ h.T) / (w @ (h @ h.T) + 1e-12), FLOOR)
     return w, h
 
 
@@ -77,10 +88,12 @@ def nmf_vectors(kernel: Any, rank: int, iterations: int) -> tuple[Any, Any]:
     values = xp.maximum(xp.ldexp(values, -2 * half), 0.0)
     w, h = nndsvda(values, rank, xp)
     if xp is jnp:
-        w, h = jax.lax.fori_loop(0, iterations, lambda _, wh: _update(values, *wh), (w, h))
+        w, h = jax.lax.fori_loop(
+            0, iterations, lambda _, wh: _update(values, wh[0], wh[1], jnp), (w, h)
+        )
     else:
         for _ in range(iterations):
-            w, h = _update(values, w, h)
+            w, h = _update(values, w, h, xp)
     # Balance each pass (the product is unchanged): both vectors at the same scale.
     balance = xp.sqrt(xp.maximum(_norm(h, 1, xp), 1e-30) / xp.maximum(_norm(w, 0, xp), 1e-30))
     unit = xp.ldexp(1.0, half)
