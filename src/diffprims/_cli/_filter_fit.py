@@ -65,6 +65,7 @@ def fit_bank(
     # Each start is a candidate in its own fit's place (its losses, its steps).
     starts: dict[str, Any] = {"svd": start}
     fits: dict[str, Any] = {}  # by start, and "polish"
+    values: dict[str, float] = {}  # the candidates' losses (each a pass on the kernel)
     running, interrupted = "svd", True
     try:
         fits["svd"] = fit(start, adam, args.steps)
@@ -74,7 +75,7 @@ def fit_bank(
             running = "nmf"
             fits["nmf"] = fit(starts["nmf"], adam, args.steps)
         running = "polish"
-        bank = _candidates(starts, fits)[_lowest(starts, fits, goal, loss)].model
+        bank = _candidates(starts, fits)[_lowest(starts, fits, goal, loss, values)].model
         fits["polish"] = fit(bank, optax.lbfgs(), min(POLISH_STEPS, args.steps))
         interrupted = False
     except (dp.FitInterrupted, KeyboardInterrupt) as stop:
@@ -87,11 +88,9 @@ def fit_bank(
         print(f"interrupted in {PHASES[running]}{after}; writing the results so far (Ctrl-C "
               "again stops the writing)", file=sys.stderr)  # fmt: skip
     polish = fits.pop("polish", None)
-    kept = _lowest(starts, fits, goal, loss)
+    kept = _lowest(starts, fits, goal, loss, values)
     result = _candidates(starts, fits)[kept]
-    polished = polish is not None and _value(polish.model, goal, loss) < _value(
-        result.model, goal, loss
-    )
+    polished = polish is not None and _value(polish.model, goal, loss) < values[kept]
     if polish is not None and polished:
         result = eqx.tree_at(lambda r: r.model, result, polish.model)
     result = eqx.tree_at(lambda r: r.seconds, result, time.perf_counter() - began)
@@ -114,7 +113,13 @@ def _candidates(starts: dict[str, Any], fits: dict[str, Any]) -> dict[str, Any]:
     return named
 
 
-def _lowest(starts: dict[str, Any], fits: dict[str, Any], goal: Any, loss: Any) -> str:
-    """The name of the lowest loss among the candidates; a fit where it ties its start."""
+def _lowest(
+    starts: dict[str, Any], fits: dict[str, Any], goal: Any, loss: Any, values: dict[str, float]
+) -> str:
+    """The name of the lowest loss among the candidates (a fit where it ties its start),
+    their losses kept in `values` (a candidate's stays the same: the polish is apart)."""
     named = _candidates(starts, fits)
-    return min(named, key=lambda name: _value(named[name].model, goal, loss))
+    for name, result in named.items():
+        if name not in values:
+            values[name] = _value(result.model, goal, loss)
+    return min(named, key=values.__getitem__)
