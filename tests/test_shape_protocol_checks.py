@@ -416,3 +416,56 @@ def test_layers_refusals_name_types_not_every_array():
         dp.Layers([circles, dp.L2()])
     with pytest.raises(TypeError, match=r"got Circles .*`dp\.Layers\(\[shapes\]\)`"):
         dp.Layers(circles)
+
+
+class _ForgetsRadii(UserCircles):
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key):
+        return {"raw_centres": centres}
+
+
+class _NumpyGeometry(UserCircles):
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key):
+        return {"raw_centres": np.asarray(centres), "raw_radii": sizes}
+
+
+@pytest.mark.parametrize(
+    "cls, error, said",
+    [(_ForgetsRadii, ValueError, r"_ForgetsRadii\.random_geometry must return the geometry"),
+     (_NumpyGeometry, TypeError, r"_NumpyGeometry\.random_geometry is traced by JAX")],
+)  # fmt: skip
+def test_paint_names_random_geometry_not_the_constructor(cls, error, said):
+    # paint said "...'s constructor (its __check_init__, if any) raised ValueError: ...
+    # random_geometry must return ...", and the docs pointer twice.
+    with pytest.raises(error, match=f"^{said}") as info:
+        _paint(cls)
+    assert "constructor" not in str(info.value)
+    assert str(info.value).count("Write your own shape") == 1
+
+
+@pytest.mark.parametrize("cls", [dp.Circles, UserCircles])
+def test_a_geometry_field_of_the_wrong_trailing_shape_is_refused_by_the_constructor(cls):
+    # Centres of shape (N,) were accepted (and saved), then rendered to an IndexError
+    # from deep inside JAX.
+    fields = dict(
+        raw_colours=jnp.zeros((2, 3)), raw_opacities=jnp.zeros(2),
+        raw_background=jnp.zeros(3), softness=1.0, raw_radii=jnp.zeros(2),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"`raw_centres` of a \w+ set must have shape \(N, 2\)"):
+        cls(raw_centres=jnp.zeros((2,)), **fields)
+    with pytest.raises(ValueError, match=r"shape \(N, 2\) as its annotation declares; got"):
+        cls(raw_centres=jnp.zeros((2, 3)), **fields)
+    cls(raw_centres=jnp.zeros((2, 2)), **fields)  # as declared
+
+
+def test_an_integer_parameter_tells_a_user_type_how_to_build_from_values():
+    fields = dict(
+        raw_colours=jnp.zeros((2, 3), jnp.int32), raw_opacities=jnp.zeros(2),
+        raw_background=jnp.zeros(3), softness=1.0, raw_radii=jnp.zeros(2),
+        raw_centres=jnp.zeros((2, 2)),
+    )  # fmt: skip
+    with pytest.raises(TypeError, match=r"or from given values with `from_values`"):
+        dp.Circles(**fields)
+    with pytest.raises(TypeError, match=r"`from_geometry\(geometry, colours, opacities\)`"):
+        UserCircles(**fields)  # (it has no `from_values` of its own)

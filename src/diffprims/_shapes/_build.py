@@ -4,6 +4,7 @@ ones: `_random`)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import equinox as eqx
@@ -61,6 +62,13 @@ def check_set(shapes: Any) -> None:
                 f"`{name}` must have leading axis N={n} (one row per shape of this {kind} "
                 f"set, as its colours have); got shape {jnp.shape(leaf)}.{shared}"
             )
+        trailing = declared_trailing(cls, name)
+        if trailing is not None and jnp.shape(leaf)[1:] != trailing:
+            # (a centre of shape (N,) rendered to an IndexError deep inside JAX)
+            raise ValueError(
+                f"`{name}` of a {kind} set must have shape (N, {', '.join(map(str, trailing))})"
+                f" as its annotation declares; got shape {jnp.shape(leaf)}."
+            )
     softness = shapes.softness
     if isinstance(softness, bool) or not (isinstance(softness, float | int) and softness > 0):
         raise ValueError(
@@ -90,7 +98,8 @@ def _check_parameter(cls: type, name: str, leaf: Any) -> None:
     if not jnp.issubdtype(leaf.dtype, jnp.floating):
         raise TypeError(
             f"`{name}` of {cls.__name__} must be a float array (parameters are trained by "
-            f"`fit`); got {describe(leaf)}. Build shape sets with `init` or `from_values`."
+            f"`fit`); got {describe(leaf)}. Build shape sets with `init`, "
+            f"{_given_values(cls)}."
         )
 
 
@@ -348,3 +357,34 @@ def with_compositing(shapes: Any, mode: str, learn_background: bool | None) -> A
         depths = initial_depths(shapes.num_shapes) if depths is None else depths
     learn = shapes.learn_background if learn_background is None else bool(learn_background)
     return dataclasses.replace(shapes, compositing=mode, learn_background=learn, raw_depths=depths)
+
+
+def _given_values(cls: type) -> str:
+    """How to build a set of `cls` from given values: its `from_values`, or (a type
+    with none, as a user's) `from_geometry`, from which one is written."""
+    if hasattr(cls, "from_values"):
+        return "or from given values with `from_values`"
+    return (
+        "or from given values with `from_geometry(geometry, colours, opacities)` (the body "
+        "of the `from_values` the built-in types have)"
+    )
+
+
+def declared_trailing(cls: type, name: str) -> tuple[int, ...] | None:
+    """The trailing shape a field's jaxtyping annotation declares after its leading `N`
+    (`Float[Array, "N 2"]`: `(2,)`; `"N"`: `()`), or None where it declares no fixed one
+    (a named or variadic axis, no annotation)."""
+    for klass in cls.__mro__:
+        annotation = vars(klass).get("__annotations__", {}).get(name)
+        if annotation is not None:
+            break
+    else:
+        return None
+    dims = getattr(annotation, "dim_str", None)  # an evaluated jaxtyping type
+    if dims is None:  # a string (`from __future__ import annotations`)
+        found = re.search(r"""\[\s*\w+\s*,\s*["']([^"']*)["']\s*\]""", str(annotation))
+        dims = found.group(1) if found else None
+    tokens = dims.split() if isinstance(dims, str) else []
+    if not tokens or not all(t.isdigit() for t in tokens[1:]):
+        return None
+    return tuple(int(t) for t in tokens[1:])

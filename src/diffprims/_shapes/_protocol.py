@@ -323,6 +323,8 @@ def _traceable(name: str, advice: str = "") -> Iterator[None]:
     except (TypeError, ValueError) as error:  # its own mistake (shapes that do not broadcast)
         if type(error) not in (TypeError, ValueError):  # a class of its own: kept as it is
             raise
+        if str(error).endswith(_GUIDE):  # worded by a check within (random_geometry's)
+            raise
         said = str(error)  # Python's own messages end without a full stop
         said += "" if said.endswith((".", "?", "!")) else "."
         raise type(error)(f"{name} raised {type(error).__name__}: {said}{_GUIDE}") from error
