@@ -152,7 +152,7 @@ def comet(size=41):
 
 def recommended_bank(target, rank, loss=None):
     """`(kept, candidates)`: the SVD and NMF starts, their fits (`recommended_steps` of
-    the recommended optimizer each) and the lowest of those polished by L-BFGS (200
+    the recommended optimizer each) and the lowest of those polished by L-BFGS (100
     steps), by name ("svd", "nmf", "fit", "fit from NMF", "polished"), and the name of
     the one of lowest loss: what `diffprims filter` keeps (a fit where it ties its start)."""
     loss = loss or dp.SeparableFilters.recommended_loss()
@@ -171,7 +171,7 @@ def recommended_bank(target, rank, loss=None):
     candidates |= starts
     lowest = candidates[min(candidates, key=lambda name: value(candidates[name]))]
     candidates["polished"] = dp.fit(
-        lowest, goal, loss=loss, optimizer=optax.lbfgs(), steps=200
+        lowest, goal, loss=loss, optimizer=optax.lbfgs(), steps=100
     ).model
     return min(candidates, key=lambda name: value(candidates[name])), candidates
 

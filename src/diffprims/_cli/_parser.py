@@ -206,7 +206,7 @@ def _add_filter(commands) -> None:
                       "with negative values)")  # fmt: skip
     filt.add_argument("--steps", type=types.int_up_to(types.MAX_INT32), default=500,
                       help="optimizer steps of each fit, from the SVD and from the NMF "
-                           "(default: 500; then at most 200 of L-BFGS)")  # fmt: skip
+                           "(default: 500; then at most 100 of L-BFGS)")  # fmt: skip
     filt.add_argument("--apply", default=None, metavar="IMAGE",
                       help="blur this image with the fitted bank, write blurred.png")  # fmt: skip
     filt.add_argument("--border", choices=BORDERS, default=None,
