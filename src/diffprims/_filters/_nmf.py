@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validate import is_traced
-from ._svd import leading_svd
+from ._svd import leading_svd, unit_scaled
 
 #: Multiplicative updates from the NNDSVDa start (error at rank 8 on a 17-tap disk:
 #: 0.026 after 100, 0.006 after 300, 0.0018 after 1000; the fit that follows does the rest).
@@ -73,19 +72,17 @@ def nmf_vectors(kernel: Any, rank: int, iterations: int) -> tuple[Any, Any]:
     """`(vertical (R, Kh), horizontal (R, Kw))`, non-negative, each pass's two vectors of
     equal norm. A concrete kernel with values below `-NEGATIVE` of its peak is refused;
     smaller negatives (rounding), and under a trace any, count as 0."""
-    xp = jnp if is_traced(kernel) else np
-    values = kernel if xp is jnp else np.asarray(kernel, np.float64)
-    peak = xp.max(xp.abs(values))
-    if xp is np and values.min() < -NEGATIVE * peak:
+    # At peak 1/4 to 1, as `svd_vectors` computes: kernels of 1e-30 or 1e30 alike.
+    xp, values, half = unit_scaled(kernel)
+    if xp is np and values.min() < -NEGATIVE * np.abs(values).max():
+        peak = float(np.abs(np.asarray(kernel, np.float64)).max())
+        least = float(np.asarray(kernel, np.float64).min())
         raise ValueError(
             "`kernel` must be non-negative for `from_nmf` (a non-negative factorisation); "
-            f"got a least value of {values.min():.3g} at peak {peak:.3g}. Start a signed "
+            f"got a least value of {least:.3g} at peak {peak:.3g}. Start a signed "
             "kernel (a Laplacian, a Gabor) with `dp.SeparableFilters.from_svd(kernel, rank)`."
         )
-    # At peak 1/4 to 1 (a power of 4 divided out exactly, its root multiplied back into
-    # the vectors, as `svd_vectors` does): kernels of 1e-30 or 1e30 alike.
-    half = xp.frexp(peak)[1] // 2
-    values = xp.maximum(xp.ldexp(values, -2 * half), 0.0)
+    values = xp.maximum(values, 0.0)
     w, h = nndsvda(values, rank, xp)
     if xp is jnp:
         w, h = jax.lax.fori_loop(

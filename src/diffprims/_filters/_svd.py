@@ -57,18 +57,23 @@ def _leading_svd_jvp(rank: int, primals: tuple, tangents: tuple):
     return (u[:, :rank], kept, vt[:rank]), (du, ds, dv.T)
 
 
+def unit_scaled(kernel: Array) -> tuple[Any, Any, Any]:
+    """`(xp, scaled, half)`: the kernel divided by `4 ** half`, a power of 4 near its
+    largest magnitude (its peak then 1/4 to 1), in float64 NumPy when concrete (exact
+    to float32 rounding even for large kernels), else traced (`xp` is `jnp`). Multiply
+    a factor's vectors by `2 ** half` (`ldexp`: exact, where XLA turned a division by
+    `exp2` into 0) to undo it: a singular value may exceed the dtype (5e38 for a 5 x 5
+    kernel of 1e38 in float32) where the vectors do not (1e19)."""
+    xp = jnp if is_traced(kernel) else np
+    values = kernel if xp is jnp else np.asarray(kernel, np.float64)
+    half = xp.frexp(xp.max(xp.abs(values)))[1] // 2
+    return xp, xp.ldexp(values, -2 * half), half
+
+
 def svd_vectors(kernel: Array, rank: int) -> tuple[Any, Any]:
     """`(vertical (R, Kh), horizontal (R, Kw))`: `sqrt(s_r)` times the `r`-th singular
     vectors, signed so that each vertical vector sums to `>= 0`."""
-    # float64 on the host: exact to float32 rounding even for large kernels.
-    xp = jnp if is_traced(kernel) else np
-    values = kernel if xp is jnp else np.asarray(kernel, np.float64)
-    # A power of 4 near the largest magnitude is divided out before the SVD and its
-    # root multiplied back into the vectors (`ldexp`: exact, where XLA turned a
-    # division by `exp2` into 0): a singular value may exceed the dtype (5e38 for a
-    # 5 x 5 kernel of 1e38 in float32) where the vectors do not (1e19).
-    half = xp.frexp(xp.max(xp.abs(values)))[1] // 2
-    scaled = xp.ldexp(values, -2 * half)
+    xp, scaled, half = unit_scaled(kernel)
     # Traced: a derivative of the leading triplets alone (finite for a 0/1 disk).
     u, s, vt = leading_svd(scaled, rank) if xp is jnp else np.linalg.svd(scaled, False)
     root = xp.ldexp(xp.sqrt(s[:rank]), half)
