@@ -18,7 +18,7 @@ from ._common import (
     read_image_and_bits,
     write_json,
 )
-from ._filter_fit import fit_bank, kept_note
+from ._filter_fit import NEGATIVE, fit_bank, kept_note
 from ._filter_kernel import read_kernel
 from ._signals import finish_writing
 
@@ -46,9 +46,6 @@ OWN_SCALE_NOTE = (
 #: one summing to 0 (an edge detector) or less keeps no brightness, and divided by its
 #: sum it would be amplified (by 4.5x for a Sobel fitted to sum 0.22) or negated.
 NORMALIZE_MIN = 1e-3
-#: A kernel with a value below -NEGATIVE of its peak has negative lobes of its own,
-#: which the default loss keeps: its NONNEG weight is 0 (the library's applies otherwise).
-NEGATIVE = 1e-6
 #: The peaks a kernel written at its own scale may have: its vectors, `peak` times those
 #: of the bank fitted at peak 1, are float32, whose normal numbers span 1.2e-38 to 3.4e38;
 #: the margin covers the vectors' own values (1e300 overflowed to inf after the fit).
@@ -156,7 +153,7 @@ def run_filter(args: argparse.Namespace) -> int:
         image, args.bits = read_image_and_bits(args.apply, what="--apply", quiet=args.quiet)
     with _outputs.claimed(files, force=args.force):
         start = dp.SeparableFilters.from_svd(target, rank=args.rank)
-        result, interrupted, kept, polished = fit_bank(args, start, target, loss, NEGATIVE)
+        result, interrupted, kept, polished = fit_bank(args, start, target, loss)
         with finish_writing(interrupted):
             bank, scale_note = _written(result.model, target, peak)
             summary, kernels = _summary(args, start, result, target, files, loss)

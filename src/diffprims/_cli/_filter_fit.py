@@ -7,6 +7,11 @@ import sys
 import time
 from typing import Any
 
+#: A kernel with a value below -NEGATIVE of its peak has negative lobes of its own,
+#: which the default loss keeps (its NONNEG weight is 0; the library's applies
+#: otherwise), and no NMF start (`from_nmf` refuses it, at the same threshold).
+NEGATIVE = 1e-6
+
 #: What the command's last line says of the bank kept, where it is not the SVD's fit.
 KEPT_NOTE = {
     "svd": "kept the SVD start, which the fits did not improve on",
@@ -36,7 +41,7 @@ def kept_note(kept: str, polished: bool) -> str:
 
 
 def fit_bank(
-    args: argparse.Namespace, start: Any, target: Any, loss: Any, negative: float
+    args: argparse.Namespace, start: Any, target: Any, loss: Any
 ) -> tuple[Any, bool, str, bool]:
     """`(result, interrupted, kept, polished)`: the lowest loss on the whole kernel of
     the SVD start, the fit from it and, for a non-negative kernel, its NMF and the fit
@@ -69,7 +74,7 @@ def fit_bank(
     running, interrupted = "svd", True
     try:
         fits["svd"] = fit(start, adam, args.steps)
-        if float(target.min()) >= -negative:  # (a signed kernel has no NMF)
+        if float(target.min()) >= -NEGATIVE:  # (a signed kernel has no NMF)
             running = "nmf start"
             starts["nmf"] = dp.SeparableFilters.from_nmf(target, args.rank)
             running = "nmf"
