@@ -103,10 +103,10 @@ def _outlines(edge_width: float, softness: float) -> tuple[list[float], np.ndarr
     hint = " For hard edges (`edge_width == 0`), return the plain outline, `outline(0.0)`."
     width = float(check_scalar(edge_width, "edge_width", lower=0.0, hint=hint))
     softness = float(check_scalar(softness, "softness", lower=0.0))
-    pixels = min(max(MIN_PIXELS_APART, softness / PER_EDGE_WIDTH), softness)
-    apart = pixels / softness  # in edge widths
     if softness < HARD_BELOW:  # a hard edge, anti-aliased by the renderer
         return [0.0], np.ones(1)
+    pixels = min(max(MIN_PIXELS_APART, softness / PER_EDGE_WIDTH), softness)
+    apart = pixels / softness  # in edge widths
     count = max(1, round(2 * SPAN / apart))
     offsets = np.linspace(-SPAN, SPAN, count + 1)
     # Points between outline k-1 and k get the coverage at the middle of that band, and
