@@ -330,14 +330,23 @@ def test_one_model_with_as_many_shapes_as_channels_is_not_a_batch():
     assert result.model.raw_colours.shape == (3, 3)
 
 
-@pytest.mark.parametrize("progress", ["yes", 1, None])
-def test_progress_must_be_a_bool(progress):
+@pytest.mark.parametrize("progress", ["", " ", 1, None])
+def test_progress_must_be_a_bool_or_a_label(progress):
     model = dp.Circles.init(2, key=jax.random.key(0))
     target = jnp.full((8, 8, 3), 0.5)
-    with pytest.raises(TypeError, match="`progress` must be True or False"):
+    with pytest.raises(TypeError, match="`progress` must be True, False or a label"):
         dp.fit(model, target, steps=2, progress=progress)
-    with pytest.raises(TypeError, match="`progress` must be True or False"):
+    with pytest.raises(TypeError, match="`progress` must be True, False or a label"):
         dp.paint(target, 2, key=jax.random.key(0), steps=2, progress=progress)
+
+
+def test_progress_label_names_the_bar(capsys):
+    model = dp.Circles.init(2, key=jax.random.key(0))
+    target = jnp.full((8, 8, 3), 0.5)
+    dp.fit(model, target, steps=4, steps_per_dispatch=2, progress="from the SVD")
+    dp.paint(target, 2, key=jax.random.key(0), steps=4, progress="painting")
+    shown = capsys.readouterr().err
+    assert "from the SVD" in shown and "painting" in shown
 
 
 def test_nan_model_raises_under_jit():

@@ -367,6 +367,21 @@ def check_bool(value: Any, name: str) -> bool:
     return bool(value)
 
 
+def check_progress(value: Any) -> bool | str:
+    """`progress` as `fit` and `paint` take it: a bool, or a label for the bar (a
+    non-empty string: on and labelled), else a `TypeError` (a string such as "no" would
+    otherwise count as true)."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise TypeError("`progress` must be True, False or a label for the bar (a "
+                            "non-empty string); got an empty string.")  # fmt: skip
+        return value
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"`progress` must be True, False or a label for the bar (a "
+                        f"string); got {describe(value)}.")  # fmt: skip
+    return bool(value)
+
+
 def run_checks(tree: Any) -> None:
     """Run the `__check_init__` of every module in `tree` (as its constructor did): for
     models made without their constructor (`jax.vmap`, `tree_at`, a file's records)."""

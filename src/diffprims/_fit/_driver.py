@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import FitDivergedError, FitInterrupted
-from .._validate import check_bool, is_traced
+from .._validate import check_progress, is_traced
 from ._canon import one_run
 from ._result import FitResult
 
@@ -66,7 +66,8 @@ class Driver:
       `done` steps with loss history `losses` (used on Ctrl-C, divergence and at the end).
     - `state`: the caller's initial state (any pytree); `dispatch` replaces it.
     - `steps`: the planned number of steps (the bar's total), or None when unknown.
-    - `progress`: show a progress bar (never under a trace).
+    - `progress`: show a progress bar (never under a trace); a string shows it with that
+      label.
     - `traced`: whether the inputs are traced (no host-side checks, no bar, no Ctrl-C);
       a dispatch whose losses come back traced turns it on too.
     - `checkpointer`: optional `save(state, losses, done, final)` hook.
@@ -82,14 +83,16 @@ class Driver:
     """
 
     def __init__(self, make_result: Callable[[Any, Any, int], FitResult], state: Any, *,
-                 steps: int | None, progress: bool = False, traced: bool = False,
+                 steps: int | None, progress: bool | str = False, traced: bool = False,
                  checkpointer: Any = None, start: int = 0, losses: Any = None,
                  show_psnr: bool = False, hint: str = "", stop: dict | None = None,
                  name: str = "Fit", start_time: float | None = None):  # fmt: skip
         self.make_result, self.state, self.steps = make_result, state, steps
         self.traced, self.checkpointer, self.show_psnr = traced, checkpointer, show_psnr
         # Checked here, where `fit` and `paint` both hand it over: "no" would be true.
-        self.progress, self.hint = check_bool(progress, "progress"), hint
+        progress = check_progress(progress)
+        self.label = progress if isinstance(progress, str) else None
+        self.progress, self.hint = bool(progress), hint
         self.name = name
         self.done = start
         self.chunks = [] if losses is None else [losses]
@@ -220,7 +223,7 @@ class Driver:
             # file or a pipe, a refresh every few seconds (one per dispatch, 150 a
             # second, made 89 kB of log in 8 s).
             interval = 0.1 if sys.stderr.isatty() else 5.0
-            self.bar = tqdm(total=self.steps, initial=self.done, unit="step",
+            self.bar = tqdm(total=self.steps, initial=self.done, unit="step", desc=self.label,
                             dynamic_ncols=True, mininterval=interval)  # fmt: skip
         else:
             self.bar.update(steps)

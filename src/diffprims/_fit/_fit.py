@@ -19,7 +19,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from .._loss_checks import check_loss_on, with_checked_settings
 from .._losses import L2
 from .._model import AbstractModel
-from .._validate import check_bool, check_positive_int, inside_trace, is_traced
+from .._validate import check_positive_int, check_progress, inside_trace, is_traced
 from . import _checks
 from ._checkpoint import Checkpointer, load_checkpoint, snapshot_slots, target_fingerprint
 from ._driver import Driver
@@ -41,7 +41,7 @@ def fit(
     batch: float | int | None = None,
     sampling: str = "uniform",
     steps_per_dispatch: int = 100,
-    progress: bool = False,
+    progress: bool | str = False,
     snapshots: int | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int | None = None,
@@ -90,7 +90,8 @@ def fit(
       as many steps as a block has pixels, each of them once, in a random order.
     - `steps_per_dispatch`: steps run per compiled call (also how often the progress
       bar updates).
-    - `progress`: `True` to show a progress bar with the current loss.
+    - `progress`: `True` to show a progress bar with the current loss; a string shows it
+      labelled (`progress="from the SVD"`: which of several fits is running).
     - `snapshots`: keep this many models at evenly spaced steps (including the start and
       the end) in `FitResult.snapshots`, for a progress animation
       ([`diffprims.save_gif`][]). Models, not images: render them at any size. At most
@@ -179,7 +180,7 @@ def fit(
     target = cast(Array, _checks.check_target(target, model))
     steps = check_positive_int(steps, "steps")
     steps_per_dispatch = check_positive_int(steps_per_dispatch, "steps_per_dispatch")
-    progress = check_bool(progress, "progress")
+    progress = check_progress(progress)
     optimizer = _checks.check_optimizer(optimizer)
     loss = with_checked_settings(_checks.check_loss(loss))  # traced settings too
     sampler, batch = _checks.sampler_for(batch, sampling, target.shape)

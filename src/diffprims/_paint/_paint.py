@@ -89,7 +89,7 @@ def paint(
     cycles: int = 2,
     method: str | None = None,
     steps_per_dispatch: int = 50,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> FitResult[S]:
     """Approximate `target` with `n` shapes: initialisation and fit with our best defaults.
 
@@ -169,7 +169,7 @@ def paint(
       times their value.
     - `steps_per_dispatch`: steps per compiled call (the budget is checked between).
     - `progress`: show a progress bar (steps, round, loss and PSNR on the sampled
-      pixels).
+      pixels); a string shows it labelled.
 
     **Raises:**
 

@@ -21,8 +21,10 @@ from .._fit._result import FitResult
 from ._rounds import image_error
 
 
-def best_of_threads(run: Callable[[Array, dict, bool], FitResult], keys: Sequence[Array],
-                    target: Array, *, progress: bool, start_time: float) -> FitResult:  # fmt: skip
+def best_of_threads(
+    run: Callable[[Array, dict, bool | str], FitResult], keys: Sequence[Array], target: Array,
+    *, progress: bool | str, start_time: float,
+) -> FitResult:  # fmt: skip
     """`run(key, stop, progress)` for every key, each in its own thread; the result whose
     model has the lowest squared error on `target` (only the first shows `progress`),
     its `seconds` the wall time since `start_time`, the ranking included.
