@@ -7,6 +7,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import diffprims as dp
@@ -322,6 +323,80 @@ def test_ssim_in_a_minibatched_fit_is_told_once_what_to_do():
     said = str(error.value)
     assert "pointwise loss" in said and "batch=None" in said
     assert "Weighted" not in said and "whole images but not" not in said
+
+
+class _RolledL2(dp.AbstractPointwiseLoss):
+    # "pointwise" by its type, yet each error is a neighbour's (wrong on samples)
+    def pointwise(self, pred, target):
+        return jnp.square(jnp.roll(pred, 1, axis=0) - target)
+
+
+class _Huber(dp.AbstractPointwiseLoss):
+    def pointwise(self, pred, target):
+        return optax.huber_loss(pred, target, delta=0.1)
+
+
+def _vertical_edges(pred, target):
+    return jnp.mean(jnp.square(jnp.diff(pred, axis=0) - jnp.diff(target, axis=0)))
+
+
+def _by_position(pred, target):  # a vignette: weights from the index along the first axis
+    ramp = jnp.linspace(0.0, 1.0, pred.shape[0])[:, None]
+    return jnp.mean(ramp * jnp.square(pred - target))
+
+
+def _luma(pred, target):
+    return jnp.mean(((pred - target) @ jnp.array([0.299, 0.587, 0.114])) ** 2)
+
+
+def _worst_channel(pred, target):
+    return jnp.mean(jnp.max(jnp.abs(pred - target), axis=-1))
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        dp.Loss(_vertical_edges),
+        dp.L2() + 0.5 * dp.Loss(_by_position),
+        dp.Weighted(_RolledL2(), jnp.ones((16, 16))),
+        dp.Loss(lambda p, q: jnp.mean(jnp.square(jnp.cumsum(p - q, axis=0)))),
+    ],
+)
+@pytest.mark.parametrize("jitted", [False, True])
+def test_a_loss_that_compares_samples_with_each_other_is_refused_on_samples(loss, jitted):
+    # It runs on (P, C) values without an error, and would fit noise: refused up front by
+    # a minibatched fit and by paint, eagerly and under jit; on whole images it fits.
+    target = jnp.full((16, 16, 3), 0.5).at[4:9, 3:12].set(0.9)
+    model = dp.Circles.init(3, key=jax.random.key(0), target=target)
+
+    def minibatched(t):
+        return dp.fit(model, t, loss=loss, batch=0.5, steps=2, key=jax.random.key(1)).losses
+
+    run = jax.jit(minibatched) if jitted else minibatched
+    with pytest.raises(ValueError, match="another order") as error:
+        run(target)
+    assert "batch=None" in str(error.value)
+    with pytest.raises(ValueError, match="another order.*neighbouring pixels"):
+        dp.paint(target, 3, loss=loss, steps=2, key=jax.random.key(0))
+    assert jnp.all(jnp.isfinite(dp.fit(model, target, loss=loss, steps=2).losses))
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        dp.Loss(_luma),
+        dp.L2() + 3.0 * dp.Loss(_worst_channel),
+        dp.Weighted(_Huber(), jnp.linspace(0.0, 1.0, 256).reshape(16, 16)),
+        dp.Loss(lambda p, q: jnp.sum(jnp.abs(p - q)) / p.size),
+        dp.Loss(lambda p, q: jnp.median(jnp.abs(p - q))),
+    ],
+)
+def test_a_loss_over_pixels_in_any_order_fits_on_samples(loss):
+    target = jnp.full((16, 16, 3), 0.5).at[4:9, 3:12].set(0.9)
+    model = dp.Circles.init(3, key=jax.random.key(0), target=target)
+    result = dp.fit(model, target, loss=loss, batch=0.5, steps=3, key=jax.random.key(1))
+    assert jnp.all(jnp.isfinite(result.losses))
+    assert jnp.isfinite(dp.paint(target, 3, loss=loss, steps=3, key=jax.random.key(0)).losses[-1])
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from ._losses import AbstractLoss, Scaled, Sum, Weighted
+from ._losses import AbstractLoss, AbstractPointwiseLoss, Scaled, Sum, Weighted
 from ._validate import describe, is_traced
 
 
@@ -112,6 +112,54 @@ def check_loss_on(
         except ValueError:  # whole images fail too: a bug, said as the steps would meet it
             raise error from None
         raise ValueError(advice(str(error))) from None
+    if batch is not None:
+        problem = sample_order_matters(loss, shape, target.dtype)
+        if problem is not None:
+            raise ValueError(advice(problem))
+
+
+def sample_order_matters(loss: AbstractLoss, shape: tuple, dtype: Any) -> str | None:
+    """Why `loss` cannot be fitted on `shape` `(P, C)` sampled values, if it changes
+    when the samples are put in another order, else None.
+
+    A loss that runs on `(P, C)` values can still be one that needs whole images: a
+    difference along the first axis (an edge or gradient loss) compares unrelated
+    samples as if they were neighbouring pixels, without any error. A loss that is a
+    mean or sum over pixels does not depend on their order. Tried on fixed random
+    values, evaluated now (also under a trace); only the library's own pointwise
+    losses, which cannot depend on it, are not tried, nor a loss with traced settings."""
+    if _pointwise_by_construction(loss) or any(map(is_traced, jax.tree.leaves(loss))):
+        return None
+    random = np.random.default_rng(0)
+    pred, target = (random.uniform(0.05, 0.95, shape).astype(dtype) for _ in range(2))
+    order = random.permutation(shape[0])
+    try:
+        with jax.ensure_compile_time_eval():  # under a trace, evaluated all the same
+            stepped = on_sampled_pixels(loss, shape[0])
+            before = float(stepped(jnp.asarray(pred), jnp.asarray(target)))
+            after = float(stepped(jnp.asarray(pred[order]), jnp.asarray(target[order])))
+    except Exception:  # not concrete after all (a tracer it closes over): not tried
+        return None
+    if not (np.isfinite(before) and np.isfinite(after)):
+        return None
+    if abs(before - after) <= 1e-4 * max(abs(before), abs(after)) + 1e-12:
+        return None
+    return (
+        f"`loss` changed when the same sampled pixels came in another order ({before:.6g} "
+        f"against {after:.6g}), so it compares samples with each other (a difference along "
+        "the first axis, an edge or a blur), and samples drawn across the image are not "
+        "neighbouring pixels."
+    )
+
+
+def _pointwise_by_construction(loss: Any) -> bool:
+    """Whether every loss in `loss` is one of the library's own pointwise losses (or a
+    sum, scaling or weighting of them)."""
+    if isinstance(loss, Sum):
+        return all(map(_pointwise_by_construction, loss.terms))
+    if isinstance(loss, Scaled | Weighted):
+        return _pointwise_by_construction(loss.loss)
+    return isinstance(loss, AbstractPointwiseLoss) and type(loss).__module__ == "diffprims._losses"
 
 
 def weighs_nothing(loss: Any) -> str | None:

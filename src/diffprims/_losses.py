@@ -30,7 +30,9 @@ class AbstractLoss(eqx.Module):
     """A loss: called as `loss(pred, target) -> scalar`.
 
     `pred` and `target` have the same shape: a whole image `(H, W, C)`, or `(P, C)`
-    values at sampled pixels when [`diffprims.fit`][] minibatches. Losses compose:
+    values at sampled pixels when [`diffprims.fit`][] minibatches (in no particular
+    order: a loss that depends on their order, such as a difference along the first
+    axis, is refused there). Losses compose:
     `a + b` and `w * a` are losses too, and any plain function with the same signature
     can join a sum (`dp.L2() + my_loss`).
 
