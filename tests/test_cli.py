@@ -561,12 +561,23 @@ def test_filter_reads_a_kernel_file(tmp_path, capsys, name):
         ("npz", "is a NumPy .npz archive (numpy.savez), not a .npy array"),  # not "(1,) of <U1"
         (None, "no such file"),
         ("folder", "not a regular file"),
+        ("fifo", "not a regular file"),  # (opened, it waited for a writer for ever)
+        # A damaged header: NumPy raised tokenize's TokenError ("failed: TokenError").
+        ((b"(3, 3)", b"(99999"), "its NumPy header is damaged"),
+        ((b"(3, 3)", b"(99999, 99999)"), "could not be read"),  # 80 GB claimed, none read
     ],
 )
 def test_bad_kernel_files_exit_2_with_one_line(tmp_path, capsys, content, message):
     path = tmp_path / "k.npy"
     if isinstance(content, str) and content == "folder":  # exists, but is no file
         path.mkdir()
+    elif isinstance(content, str) and content == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no named pipes here")
+        os.mkfifo(path)
+    elif isinstance(content, tuple):  # a header edited after numpy.save
+        np.save(path, np.ones((3, 3)))
+        path.write_bytes(path.read_bytes().replace(*content))
     elif isinstance(content, str) and content == "npz":
         with open(path, "wb") as file:  # an archive under a .npy name
             np.savez(file, kernel=np.ones((3, 3)))

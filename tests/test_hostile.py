@@ -383,3 +383,20 @@ def test_paint_divergence_sets_the_flag(small, restarts):
         dp.paint(target, 4, key=jax.random.key(0), steps=40, restarts=restarts, **rates)
     assert info.value.result.diverged is True
     assert dp.paint(target, 4, key=jax.random.key(0), steps=4).diverged is False
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_named_pipe_is_refused_before_it_is_opened(small, tmp_path):
+    # Opening a pipe for reading waits for a writer: each of these hung for ever.
+    model, target = small
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with pytest.raises(dp.LoadError, match="not a regular file"):
+        dp.load(pipe)
+    with pytest.raises(dp.CheckpointError, match="not a regular file"):
+        dp.fit(model, target, steps=2, resume=pipe)
+    with pytest.raises(ValueError, match="a device, pipe or socket"):
+        dp.load_image(pipe)
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ValueError, match="a device, pipe or socket"):
+            dp.load_image("/dev/zero")

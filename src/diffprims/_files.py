@@ -136,9 +136,24 @@ def _sync(path: str | os.PathLike) -> None:
         os.close(handle)
 
 
+def special_file(path: Any) -> bool:
+    """Whether `path` names a device, pipe or socket (not a regular file or folder; a
+    missing path is not special: whoever opens it says it is missing)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, TypeError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def open_regular(path: str | os.PathLike, what: str, error: type[Exception]) -> tuple[Any, int]:
     """`(binary file, size in bytes)` of a regular file, else `error` (devices, folders
     and pipes are refused: their reads need not end)."""
+    if special_file(path):  # before opening: a named pipe waits for a writer, for ever
+        raise error(
+            f"{what} {os.fspath(path)!r} is not a regular file (a device, folder or pipe); "
+            "pass the path of a file."
+        )
     try:
         file = open(path, "rb")  # noqa: SIM115 (returned to the caller, who closes it)
     except IsADirectoryError:

@@ -17,6 +17,7 @@ from jaxtyping import Array, Float
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ._aspect import longer_side
+from ._files import special_file
 from ._image_formats import (
     SIXTEEN_BIT,
     Misread,
@@ -167,6 +168,11 @@ def _read(
     read with `_LOW_BYTES`' raw mode); and whether the file holds more frames. `draft`,
     if given, is called with the opened file before it is decoded (`draft_for`)."""
     name = os.fspath(path)
+    if special_file(path):  # opening a named pipe waits for a writer, for ever if none comes
+        raise ValueError(
+            f"`path` must be an image file; got {name!r}, a device, pipe or socket (its "
+            "reads need not end). Save the image to a file and pass that."
+        )
     try:
         with warnings.catch_warnings():
             # Pillow warns from MAX_IMAGE_PIXELS (89 MP) and refuses from twice that: a

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
+from tokenize import TokenError
 from typing import Any
 
 from ._common import UsageError, read_image_channels
@@ -80,15 +81,20 @@ def _kernel_file(spec: str, suffix: str, *, quiet: bool = False) -> Any:
                     kernel = kernel * picture[..., 3]
         elif suffix in ARRAY_FILES:
             _check_numpy_file(spec, suffix)
-            kernel = np.load(spec, allow_pickle=False)
+            # Mapped, not read: a header that claims (99999, 99999) allocates nothing
+            # before `_check_side` refuses it.
+            kernel = np.load(spec, allow_pickle=False, mmap_mode="r")
         else:
             with warnings.catch_warnings():  # an empty file: said below, in words
                 warnings.filterwarnings("ignore", "loadtxt: input contained no data")
                 # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark.
                 kernel = np.loadtxt(spec, delimiter="," if suffix == ".csv" else None,
                                     ndmin=2, encoding="utf-8-sig")  # fmt: skip
-    except (OSError, ValueError) as error:
-        reason = str(error)
+    except (OSError, ValueError, SyntaxError, TokenError, MemoryError) as error:
+        # (A .npy header is read as a Python literal: a damaged one raises the last two.)
+        reason = str(error) or type(error).__name__
+        if isinstance(error, SyntaxError | TokenError):
+            reason = "its NumPy header is damaged (save the kernel again with numpy.save)"
         if "number of columns changed" in reason:  # NumPy's advice: "use `usecols`"
             reason = (reason.partition(";")[0] + "; every row must have the same number of "
                       "values (write 0 where the kernel is zero)")  # fmt: skip
