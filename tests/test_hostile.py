@@ -329,7 +329,17 @@ PAINT_BAD = {
     "coarse-inf": dict(coarse=float("inf")),
     "prune-str": dict(prune="0.1"),
     "seconds-bool": dict(seconds=True),
+    "seconds-1e308": dict(seconds=1e308),  # past float32: it overflowed the plan, 10 s on
+    "restarts-million": dict(restarts=10**6),  # a thread each: out of memory, minutes on
+    "restarts-65": dict(restarts=65),
 }
+
+
+def test_paint_and_the_command_line_take_as_many_restarts():
+    from diffprims._cli._paint import MAX_RESTARTS as CLI
+    from diffprims._paint._settings import MAX_RESTARTS
+
+    assert CLI == MAX_RESTARTS
 
 
 @pytest.mark.parametrize("kwargs", PAINT_BAD.values(), ids=PAINT_BAD.keys())

@@ -82,12 +82,13 @@ def check_not_traced(value: Any, name: str, kind: str, sets: str) -> None:
 
 
 def check_positive_int(
-    value: Any, name: str, *, minimum: int = 1, maximum: int = 2**31 - 1
+    value: Any, name: str, *, minimum: int = 1, maximum: int = 2**31 - 1, why: str = ""
 ) -> int:
     """`value` as a Python int in `[minimum, maximum]`, else a `ValueError`/`TypeError`.
 
     NumPy integers are accepted; bools, floats and strings are not. The default maximum
-    is the largest int32 (step counts and sizes become int32 inside JAX).
+    is the largest int32 (step counts and sizes become int32 inside JAX); `why` says
+    the reason for another (it follows the bound in the message).
     """
     check_not_traced(value, name, "int", "a size or a loop's length")
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
@@ -103,8 +104,9 @@ def check_positive_int(
     if value < minimum:
         raise ValueError(f"`{name}` must be an int >= {minimum}; got {value}.")
     if value > maximum:
+        why = why or ("JAX counts in int32" if maximum == 2**31 - 1 else "")
         raise ValueError(
-            f"`{name}` must be an int <= {maximum} (JAX counts in int32); got {value}."
+            f"`{name}` must be an int <= {maximum}{f' ({why})' if why else ''}; got {value}."
         )
     return value
 

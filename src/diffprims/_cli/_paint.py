@@ -31,7 +31,8 @@ MAX_SHAPES = 10_000
 MAX_SIZE = 4096
 #: `--frames` and `--rounds`: each frame of the animation is one render at the fit size.
 MAX_FRAMES = 1000
-#: `--restarts`: each restart is a whole painting in memory (and a thread on a CPU).
+#: `--restarts`: each restart is a whole painting in memory (and a thread on a CPU); as
+#: `dp.paint`'s (`_paint._settings.MAX_RESTARTS`, not imported: `--help` loads no JAX).
 MAX_RESTARTS = 64
 #: The animation's frames are rendered together: at most this much memory for them.
 MAX_GIF_BYTES = 4 * 2**30

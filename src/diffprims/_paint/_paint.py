@@ -117,8 +117,8 @@ def paint(
       whatever is left (about 0.05 s a round at 1000 shapes on 256^2).
     - `steps`: total optimizer steps when no `seconds` is given (default 1500).
     - `rounds`: the number of progressive rounds (1 places all shapes at once).
-    - `restarts`: independent runs (see `threads`); the one with the lowest squared
-      error on the full image is returned.
+    - `restarts`: independent runs (see `threads`), at most 64; the one with the lowest
+      squared error on the full image is returned.
     - `threads`: run each restart in its own thread rather than batched with
       `jax.vmap` (None: threads on a CPU, where one painting keeps one core busy, so
       restarts up to the number of cores take about the time of one, each with the

@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
 from .._image import check_image
@@ -21,6 +22,9 @@ from .._validate import (
     inside_trace,
     is_traced,
 )
+
+#: The most `restarts`: each is a whole painting in memory (and a thread on a CPU).
+MAX_RESTARTS = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,13 +80,19 @@ def check_settings(
     target = jnp.asarray(target, target.dtype)
     n = check_positive_int(n, "n")
     key = check_key(key)
-    for name in ("rounds", "restarts", "stride", "steps_per_dispatch"):
+    for name in ("rounds", "stride", "steps_per_dispatch"):
         check_positive_int(getattr(s, name), name)
+    # Each restart is a whole painting in memory, and a thread on a CPU: a million of
+    # them ran out of memory in threads, minutes on, without a word.
+    check_positive_int(s.restarts, "restarts", maximum=MAX_RESTARTS,
+                       why="each restart is a whole painting in memory")  # fmt: skip
     if s.compositing not in MODES:
         raise ValueError(f"`compositing` must be one of {MODES}; got {s.compositing!r}.")
     steps = None
     if s.seconds is not None:
-        check_scalar(s.seconds, "seconds", lower=0.0, hint=" It is a wall-time budget.")
+        # At most float32's largest (as the command line): 1e308 overflowed the plan.
+        check_scalar(s.seconds, "seconds", lower=0.0, upper=float(np.finfo(np.float32).max),
+                     hint=" It is a wall-time budget.")  # fmt: skip
     else:
         steps = 1500 if s.steps is None else check_positive_int(s.steps, "steps")
     check_scalar(s.opacity, "opacity", lower=0.0, upper=1.0)
