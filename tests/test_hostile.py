@@ -51,6 +51,8 @@ HOSTILE_HEADERS = {
     "bool-dim": lambda h: _fields(h)["raw_centres"].update(array=[True, 2]),
     "bad-dtype": lambda h: _fields(h)["raw_centres"].update(dtype="object"),
     "softness-negative": lambda h: _fields(h)["softness"].update(value=-5),
+    # loaded, then OverflowError on the first render
+    "softness-huge-int": lambda h: _fields(h)["softness"].update(value=10**400),
     "compositing-bogus": lambda h: _fields(h)["compositing"].update(value="bogus"),
     "abstract-class": lambda h: h["tree"].update(module="diffprims.AbstractShapes"),
     "foreign-module": lambda h: h["tree"].update(module="equinox.nn._linear:Linear"),
@@ -410,3 +412,37 @@ def test_a_named_pipe_is_refused_before_it_is_opened(small, tmp_path):
     if os.path.exists("/dev/zero"):
         with pytest.raises(ValueError, match="a device, pipe or socket"):
             dp.load_image("/dev/zero")
+
+
+@pytest.mark.parametrize(
+    "softness", [10**400, float("inf"), -1, 0], ids=["int-1e400", "inf", "negative", "zero"]
+)
+def test_softness_out_of_range_is_a_value_error_everywhere(softness):
+    # An int too large for a float raised OverflowError from inside the builders.
+    key = jax.random.key(0)
+    model = dp.Circles.init(2, key=key)
+    values = (model.centres, model.radii, model.colours, model.opacities)
+    for build in (
+        lambda: dp.Circles.init(2, key=key, softness=softness),
+        lambda: dp.Circles.from_values(*values, softness=softness),
+        lambda: dp.Ellipses.init(2, key=key, softness=softness),
+        lambda: dp.Circles(
+            raw_centres=model.raw_centres, raw_radii=model.raw_radii,
+            raw_colours=model.raw_colours, raw_opacities=model.raw_opacities,
+            raw_background=model.raw_background, softness=softness,
+        ),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match="`softness`.* must be a finite float > 0"):
+            build()
+
+
+def test_a_traced_softness_says_it_is_static_and_where_a_traced_one_goes():
+    model = dp.Circles.init(2, key=jax.random.key(0))
+    values = (model.centres, model.radii, model.colours, model.opacities)
+    with pytest.raises(TypeError, match=r"static.*render_image\(shape, softness=\.\.\.\)"):
+        jax.jit(lambda s: dp.Circles.from_values(*values, softness=s).render_image((8, 8)))(1.0)
+    with pytest.raises(TypeError, match="static"):
+        jax.jit(lambda s: dp.Circles.init(2, key=jax.random.key(0), softness=s).radii)(1.0)
+    # The documented way: a traced edge width at render time.
+    widths = jax.vmap(lambda s: model.render_image((8, 8), softness=s))(jnp.array([0.5, 2.0]))
+    assert widths.shape == (2, 8, 8, 3) and bool(jnp.all(jnp.isfinite(widths)))

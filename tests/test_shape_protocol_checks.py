@@ -106,7 +106,7 @@ def test_a_static_setting_and_an_array_parameter_are_accepted():
         ),
         ({"raw_background": jnp.zeros(2)}, r"background must have shape \(3,\).*this UserCircles"),
         ({"raw_radii": jnp.zeros(2)}, r"`raw_radii` must have leading axis N=3.*this UserCircles"),
-        ({"softness": -1.0}, r"`softness` of a UserCircles set must be a float > 0"),
+        ({"softness": -1.0}, r"`softness` of a UserCircles set must be a finite float > 0"),
         ({"compositing": "under"}, r"`compositing` of a UserCircles set must be one of"),
         ({"raw_depths": jnp.zeros(3)}, r"`raw_depths` of a UserCircles set is only used with"),
     ],

@@ -18,7 +18,7 @@ from .._validate import (
     run_checks,
     trusted,
 )
-from ._build import appearance, assembled
+from ._build import appearance, assembled, static_softness
 from ._protocol import check_concrete
 
 #: `init`'s sizes when none are given, for up to `DEFAULT_SIZES_FOR` shapes a square frame.
@@ -71,7 +71,7 @@ def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, ch
     # sizes, colours), shared by every type, and the type's part (its geometry and
     # constructor). The numbers go in as an array, so other values compile nothing more.
     parts = _common(n, key, target, numbers, channels)
-    options = (float(softness), compositing, bool(learn_background))
+    options = (static_softness(softness), compositing, bool(learn_background))
     if cls.__module__.startswith("diffprims."):
         return _assembled_trusted(cls, *parts, *options)
     return _user_set(cls, parts, options)
