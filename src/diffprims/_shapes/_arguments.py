@@ -43,3 +43,38 @@ def check_pixel_size(points: Array, pixel_size: Any) -> tuple[Array, Any]:
         bad = ~jnp.isfinite(pixel_size) | (pixel_size <= 0)
         points = runtime_check(points, bad, f"`pixel_size` must be a finite number > 0.{hint}")
     return points, checked
+
+
+def static_softness(softness: Any) -> float:
+    """`softness` as the set stores it: a Python float, finite and > 0. It is static
+    (part of the set's structure, as a compiled render sees it), so a traced value is a
+    `TypeError`; an int too large for a float a `ValueError` (not an `OverflowError`)."""
+    if is_traced(softness):
+        raise TypeError(
+            "`softness` is a static setting of a shape set (the compiled render depends on "
+            "it), so it must be a Python float, not a traced value. To render with a traced "
+            "or learned edge width, pass it at render time: "
+            "`model.render_image(shape, softness=...)`."
+        )
+    if isinstance(softness, bool | np.bool_) or not isinstance(
+        softness, int | float | np.integer | np.floating
+    ):
+        raise TypeError(f"`softness` must be a float > 0 (pixels); got {describe(softness)}.")
+    if not 0 < as_float(softness) < float("inf"):
+        raise ValueError(
+            f"`softness` must be a finite float > 0 (pixels); got {shown_number(softness)}."
+        )
+    return float(softness)
+
+
+def shown_number(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else f"{type(value).__name__} of {len(text)} digits"
+
+
+def as_float(number: Any) -> float:
+    """`float(number)`, inf for an int too large for a float (10**400)."""
+    try:
+        return float(number)
+    except OverflowError:
+        return float("inf")

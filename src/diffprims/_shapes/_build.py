@@ -21,6 +21,7 @@ from .._validate import (
     is_traced,
     runtime_check,
 )
+from ._arguments import as_float, shown_number, static_softness
 from ._compositing import MODES, initial_depths
 from ._protocol import SHARED_FIELDS, check_concrete
 from ._roles import COLOUR, OPACITY, is_per_shape
@@ -71,11 +72,11 @@ def check_set(shapes: Any) -> None:
             )
     softness = shapes.softness
     if isinstance(softness, bool) or not (
-        isinstance(softness, float | int) and 0 < _as_float(softness) < float("inf")
+        isinstance(softness, float | int) and 0 < as_float(softness) < float("inf")
     ):
         raise ValueError(
             f"`softness` of a {kind} set must be a finite float > 0 (pixels); got "
-            f"{_shown(softness)}."
+            f"{shown_number(softness)}."
         )
     if not isinstance(shapes.learn_background, bool | np.bool_):
         raise TypeError(
@@ -83,41 +84,6 @@ def check_set(shapes: Any) -> None:
             f"{describe(shapes.learn_background)}."
         )
     _check_compositing(shapes, n)
-
-
-def static_softness(softness: Any) -> float:
-    """`softness` as the set stores it: a Python float, finite and > 0. It is static
-    (part of the set's structure, as a compiled render sees it), so a traced value is a
-    `TypeError`; an int too large for a float a `ValueError` (not an `OverflowError`)."""
-    if is_traced(softness):
-        raise TypeError(
-            "`softness` is a static setting of a shape set (the compiled render depends on "
-            "it), so it must be a Python float, not a traced value. To render with a traced "
-            "or learned edge width, pass it at render time: "
-            "`model.render_image(shape, softness=...)`."
-        )
-    if isinstance(softness, bool | np.bool_) or not isinstance(
-        softness, int | float | np.integer | np.floating
-    ):
-        raise TypeError(f"`softness` must be a float > 0 (pixels); got {describe(softness)}.")
-    if not 0 < _as_float(softness) < float("inf"):
-        raise ValueError(
-            f"`softness` must be a finite float > 0 (pixels); got {_shown(softness)}."
-        )
-    return float(softness)
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 24 else f"{type(value).__name__} of {len(text)} digits"
-
-
-def _as_float(number: Any) -> float:
-    """`float(number)`, inf for an int too large for a float (10**400)."""
-    try:
-        return float(number)
-    except OverflowError:
-        return float("inf")
 
 
 def _check_parameter(cls: type, name: str, leaf: Any) -> None:

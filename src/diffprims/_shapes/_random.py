@@ -18,7 +18,8 @@ from .._validate import (
     run_checks,
     trusted,
 )
-from ._build import appearance, assembled, static_softness
+from ._arguments import static_softness
+from ._build import appearance, assembled
 from ._protocol import check_concrete
 
 #: `init`'s sizes when none are given, for up to `DEFAULT_SIZES_FOR` shapes a square frame.
