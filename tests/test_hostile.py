@@ -446,3 +446,17 @@ def test_a_traced_softness_says_it_is_static_and_where_a_traced_one_goes():
     # The documented way: a traced edge width at render time.
     widths = jax.vmap(lambda s: model.render_image((8, 8), softness=s))(jnp.array([0.5, 2.0]))
     assert widths.shape == (2, 8, 8, 3) and bool(jnp.all(jnp.isfinite(widths)))
+
+
+def test_sizes_no_device_holds_say_what_needed_the_memory():
+    # They were XLA's bare "RESOURCE_EXHAUSTED: Out of memory allocating ... bytes".
+    model = dp.Circles.init(3, key=jax.random.key(0))
+    with pytest.raises(MemoryError, match=r"Rendering a 1000000 x 1000000 image needs more"):
+        model.render_image((10**6, 10**6))
+    with pytest.raises(ValueError, match=r"Making 1000000000 shapes of 10000 channels.*fewer"):
+        dp.Circles.init(10**9, key=jax.random.key(0), channels=10**4)
+    # Other errors pass as they are.
+    from diffprims._errors import memory_for
+
+    with pytest.raises(RuntimeError, match="other"), memory_for("x", "y"):
+        raise RuntimeError("other")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -81,3 +84,26 @@ class CheckpointError(LoadError):
 
     A [`diffprims.LoadError`][] (so a `ValueError`).
     """
+
+
+class OutOfMemoryError(MemoryError, ValueError):
+    """A compiled call the device cannot hold (XLA's `RESOURCE_EXHAUSTED`), said in
+    terms of what was asked; a `ValueError` too, as the size asked for is the input."""
+
+
+@contextlib.contextmanager
+def memory_for(what: str, hint: str) -> Iterator[None]:
+    """Turn the device running out of memory inside the block into an `OutOfMemoryError`
+    that says `what` needed it (how much, where XLA says) and `hint`: how to ask for
+    less. Every other error passes as it is."""
+    try:
+        yield
+    except Exception as error:  # jax.errors.JaxRuntimeError, whose module has moved
+        text = str(error)
+        if "RESOURCE_EXHAUSTED" not in text:
+            raise
+        needed = re.search(r"allocating (\d+) bytes", text)
+        size = f" ({int(needed[1]) / 2**30:.3g} GiB in one piece)" if needed else ""
+        raise OutOfMemoryError(
+            f"{what} needs more memory than this device has{size}. {hint}"
+        ) from None

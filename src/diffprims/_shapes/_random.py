@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._errors import memory_for
 from .._validate import (
     check_key,
     check_positive_int,
@@ -71,7 +72,8 @@ def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, ch
     # each: 2.3 s of a first `init` in a process): what no shape type changes (positions,
     # sizes, colours), shared by every type, and the type's part (its geometry and
     # constructor). The numbers go in as an array, so other values compile nothing more.
-    parts = _common(n, key, target, numbers, channels)
+    with memory_for(f"Making {n} shapes of {channels} channels", "Ask for fewer."):
+        parts = _common(n, key, target, numbers, channels)
     options = (static_softness(softness), compositing, bool(learn_background))
     if cls.__module__.startswith("diffprims."):
         return _assembled_trusted(cls, *parts, *options)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._derivatives import differentiating, differentiation_order
+from .._errors import memory_for
 from .._model import pixel_centres
 from .._validate import check_scalar, inside_trace, upcast_floats
 from . import _compositing
@@ -220,7 +221,8 @@ def render_points_eager(model, points, pixel_size, method: str = "auto"):
     # An array, so each pixel size is not a new compile (equinox keys on Python scalars).
     pixel_size = jnp.asarray(pixel_size, points.dtype)
     method = resolved_method(model, points.shape[0], method)
-    return _points_compiled(model, points, pixel_size, method)
+    with memory_for(f"Rendering {points.shape[0]} points", "Render fewer points a call."):
+        return _points_compiled(model, points, pixel_size, method)
 
 
 def render_grid_eager(model, shape: tuple[int, int], method: str = "auto", pixel_size=None):
@@ -230,7 +232,14 @@ def render_grid_eager(model, shape: tuple[int, int], method: str = "auto", pixel
     if inside_trace():
         return render_grid(model, shape, method, pixel_size)
     method = resolved_method(model, shape[0] * shape[1], method)
-    return _grid_compiled(model, shape, method, pixel_size)
+    with memory_for(f"Rendering a {shape[0]} x {shape[1]} image", _SMALLER):
+        return _grid_compiled(model, shape, method, pixel_size)
+
+
+_SMALLER = (
+    "Render a smaller image, or the image in parts: `model.render(points)` on the pixel "
+    "centres of each part (`dp.pixel_centres`)."
+)
 
 
 def grid_pixel_size(model, shape: tuple[int, int], softness: Any) -> Any:
