@@ -460,3 +460,14 @@ def test_sizes_no_device_holds_say_what_needed_the_memory():
 
     with pytest.raises(RuntimeError, match="other"), memory_for("x", "y"):
         raise RuntimeError("other")
+
+
+def test_load_image_refuses_an_output_larger_than_pillow_opens(tmp_path):
+    # A 1-pixel PNG at size=2**16 (within `size`'s bound) was 51 GB of float32: killed.
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tmp_path / "one.png")
+    Image.fromarray(np.zeros((2, 600, 3), np.uint8)).save(tmp_path / "wide.png")
+    for size in (2**16, (20000, 20000)):
+        with pytest.raises(ValueError, match=r"`size` asks for a .* at most \d+ pixels"):
+            dp.load_image(tmp_path / "one.png", size=size)
+    # The bound is on what comes out: a panorama 2**16 wide is 14 million pixels.
+    assert dp.load_image(tmp_path / "wide.png", size=2**16).shape == (218, 65400, 3)

@@ -246,6 +246,19 @@ def _new_size(size: Any, width: int, height: int) -> tuple[int, int]:
     return cols, rows
 
 
+def _check_output_pixels(new: tuple[int, int]) -> None:
+    """A `ValueError` if resizing to `new` (W, H) asks for more pixels than Pillow opens
+    (a 1-pixel PNG at `size=2**16` was 51 GB of float32, and the process was killed)."""
+    limit, (cols, rows) = pixel_limit(), new
+    if limit != "any" and rows * cols > int(limit):
+        raise ValueError(
+            f"`size` asks for a {rows} x {cols} image ({rows * cols} pixels, "
+            f"{rows * cols * 12 / 2**30:.3g} GiB as float32 RGB); at most {limit} pixels, "
+            "Pillow's limit for an image. Ask for a smaller `size` or, if you mean it, "
+            "raise the limit: `PIL.Image.MAX_IMAGE_PIXELS = None`."
+        )
+
+
 def _resize(pixels: np.ndarray, new: tuple[int, int]) -> np.ndarray:
     """Lanczos resize of a float `(H, W, C)` array, channel by channel, in float."""
     channels = [
@@ -318,9 +331,11 @@ def load_image(
         left, top = (picture.width - side) // 2, (picture.height - side) // 2
         picture = picture.crop((left, top, left + side, top + side))
         low = low.crop((left, top, left + side, top + side)) if low is not None else None
+    new = None if size is None else _new_size(size, picture.width, picture.height)
+    if new is not None:
+        _check_output_pixels(new)
     pixels = _to_float(picture, path, low)
-    if size is not None:
-        new = _new_size(size, picture.width, picture.height)
+    if new is not None:
         if new != picture.size:
             pixels = _resize(pixels, new)
     # `device_put`: `jnp.asarray` of a NumPy array compiles a program for each new size.
