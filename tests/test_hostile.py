@@ -471,3 +471,20 @@ def test_load_image_refuses_an_output_larger_than_pillow_opens(tmp_path):
             dp.load_image(tmp_path / "one.png", size=size)
     # The bound is on what comes out: a panorama 2**16 wide is 14 million pixels.
     assert dp.load_image(tmp_path / "wide.png", size=2**16).shape == (218, 65400, 3)
+
+
+def test_snapshots_have_a_memory_plan(monkeypatch):
+    # 10**9 was killed at 24 GB building the list of steps; 10**6 ran 100x slower.
+    model = dp.Circles.init(4, key=jax.random.key(0))
+    target = jnp.full((8, 8, 3), 0.5)
+    with pytest.raises(ValueError, match=r"`snapshots` must be an int <= 65536 \(each is a copy"):
+        dp.fit(model, target, steps=10**9, key=jax.random.key(0), snapshots=10**9)
+    from diffprims._fit import _fit as fit_module
+
+    copy = 4 * 9 * 4  # bytes of 4 circles' parameters (centres, radii, colours, opacities)
+    copy += 3 * 4  # the background
+    monkeypatch.setattr(fit_module, "SNAPSHOT_BYTES", 100 * copy)
+    with pytest.raises(ValueError, match=r"keeps 128 copies .* ask for at most 64 snapshots"):
+        dp.fit(model, target, steps=200, key=jax.random.key(0), snapshots=100)
+    result = dp.fit(model, target, steps=200, key=jax.random.key(0), snapshots=64)
+    assert len(result.snapshots) == 64

@@ -253,7 +253,10 @@ def snapshot_steps(snapshots: Any, steps: int) -> tuple[int, ...]:
     is clipped to `steps + 1`, one snapshot per step, so no two are the same."""
     if snapshots is None:
         return ()
-    k = min(check_positive_int(snapshots, "snapshots"), steps + 1)
+    # Each is a copy of the parameters that every step writes through (10**6 ran 100x
+    # slower, 10**9 was killed building the list of steps): see also `SNAPSHOT_BYTES`.
+    why = "each is a copy of the parameters, kept in memory and written every step"
+    k = min(check_positive_int(snapshots, "snapshots", maximum=2**16, why=why), steps + 1)
     if k == 1:
         return (steps,)
     return tuple(round(j * steps / (k - 1)) for j in range(k))

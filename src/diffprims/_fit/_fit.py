@@ -97,6 +97,8 @@ def fit(
       ([`diffprims.save_gif`][]). Models, not images: render them at any size. At most
       `steps + 1` (one per step): a larger count is clipped to that, so no two
       snapshots are the same step (`FitResult.snapshot_steps` says which were taken).
+      Each is a copy of the trained parameters in memory: at most 65536, in at most
+      1 GiB (counted in powers of two: 1000 snapshots take 1024 copies).
     - `checkpoint`: a file to save the fit's state to (model, optimizer state, step, key
       and losses; written atomically, no pickle), so a long fit survives interruption.
     - `checkpoint_every`: with `checkpoint`, save once at least this many steps have
@@ -250,6 +252,15 @@ def _tiled_only_first_order(error: Exception) -> bool:
     )
 
 
+#: The most memory a fit's snapshots may take.
+SNAPSHOT_BYTES = 2**30
+
+
+def _most_slots(copy: int) -> int:
+    """The most snapshots whose slots (a power of two) of `copy` bytes each fit."""
+    return 1 << max(0, (SNAPSHOT_BYTES // max(copy, 1)).bit_length() - 1)
+
+
 def _snapshot_slots(params: Any, snap_steps: tuple[int, ...]) -> tuple[Any, Any]:
     """The loop's snapshot slots (copies of `params`, `snapshot_slots` of them) and the
     step each is taken at (-1: never), or None for both. Another count of snapshots
@@ -257,6 +268,15 @@ def _snapshot_slots(params: Any, snap_steps: tuple[int, ...]) -> tuple[Any, Any]
     if not snap_steps:
         return None, None
     slots = snapshot_slots(len(snap_steps))
+    copy = sum(jnp.size(p) * jnp.result_type(p).itemsize for p in jax.tree.leaves(params))
+    if slots * copy > SNAPSHOT_BYTES:  # 10**9 snapshots: killed at 24 GB
+        raise ValueError(
+            f"`snapshots={len(snap_steps)}` keeps {slots} copies of the trained parameters "
+            f"(a power of two), {slots * copy / 2**30:.3g} GiB, past the "
+            f"{SNAPSHOT_BYTES // 2**30} GiB `fit` keeps for them (and every step writes "
+            f"through them); ask for at most {_most_slots(copy)} snapshots, or "
+            "save the fit to disk as it goes with `checkpoint=`."
+        )
     snaps = jax.tree.map(lambda p: jnp.repeat(p[None], slots, axis=0), params)
     return snaps, jnp.asarray((*snap_steps, *(-1,) * (slots - len(snap_steps))), jnp.int32)
 
