@@ -111,7 +111,7 @@ def paint(
       `dp.Ellipses`, `dp.Triangles`, `dp.Rectangles`, `dp.Gaussians`, your own).
     - `seconds`: wall-time budget in seconds, compilation included; rounds share it in
       proportion to their step share. Overrides `steps`. The first call in a process (or
-      of another `n`, image size or shape type) compiles for 4 to 6 s on a 2-core CPU
+      of another `n`, image size or shape type) compiles for 4 to 8 s on a 2-core CPU
       at 200 shapes (10 to 15 s at 1000 triangles), which a short budget cannot hold;
       later calls keep to it, but for the rounds' placing of shapes, which runs
       whatever is left (about 0.05 s a round at 1000 shapes on 256^2).
