@@ -261,12 +261,13 @@ def test_an_exact_start_behaves_as_recommended_optimizer_says():
     disk = dp.kernels.disk(9)
     peak, final, _ = fitted(disk, 9, non_negative=0.0)
     assert 1e-6 < peak < 1e-3 and final < 1e-12
-    # Zeros in the target: the plain NonNegative hinge kicks them at every step (4e-3
-    # after 500 steps); the recommended loss's smoothed hinge lets it come back (6e-4).
-    _, _, error = fitted(disk, 9, loss=dp.L2() + 4.0 * dp.NonNegative())
-    assert 2e-3 < error < 8e-3
+    # Zeros in the target: the plain NonNegative hinge kicks them at every step (3e-3 to
+    # 4e-3 after 500 steps); the recommended loss's smoothed hinge lets it come back
+    # closer (6e-4 to 1.7e-3: the last digits of Adam's path differ between machines).
+    _, _, plain = fitted(disk, 9, loss=dp.L2() + 4.0 * dp.NonNegative())
+    assert 2e-3 < plain < 8e-3
     _, _, error = fitted(disk, 9)
-    assert 1e-4 < error < 1.5e-3
+    assert 1e-4 < error < min(plain, 3e-3)
 
 
 def test_docstring_examples_blur_with_a_reflected_border():
