@@ -149,22 +149,20 @@ def special_file(path: Any) -> bool:
 def open_regular(path: str | os.PathLike, what: str, error: type[Exception]) -> tuple[Any, int]:
     """`(binary file, size in bytes)` of a regular file, else `error` (devices, folders
     and pipes are refused: their reads need not end)."""
+    not_regular = (
+        f"{what} {os.fspath(path)!r} is not a regular file (a device, folder or pipe); "
+        "pass the path of a file."
+    )
     if special_file(path):  # before opening: a named pipe waits for a writer, for ever
-        raise error(
-            f"{what} {os.fspath(path)!r} is not a regular file (a device, folder or pipe); "
-            "pass the path of a file."
-        )
+        raise error(not_regular)
     try:
         file = open(path, "rb")  # noqa: SIM115 (returned to the caller, who closes it)
     except IsADirectoryError:
         raise error(f"{what} {os.fspath(path)!r} is a folder; pass the path of a file.") from None
     info = os.fstat(file.fileno())
-    if not stat.S_ISREG(info.st_mode):
+    if not stat.S_ISREG(info.st_mode):  # (replaced since it was looked at)
         file.close()
-        raise error(
-            f"{what} {os.fspath(path)!r} is not a regular file (a device, folder or pipe); "
-            "pass the path of a file."
-        )
+        raise error(not_regular)
     return file, info.st_size
 
 
