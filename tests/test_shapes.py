@@ -1,6 +1,10 @@
 """Shape types beyond circles, compositing modes, learnable depth and background."""
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 
 import equinox as eqx
 import jax
@@ -108,6 +112,72 @@ def test_triangle_winding_does_not_matter(getkey):
     b = dp.Triangles.from_values(vertices[:, ::-1], colours, opacities)
     points = jax.random.uniform(getkey(), (400, 2))
     np.testing.assert_allclose(a.coverage(points, 0.01), b.coverage(points, 0.01), atol=1e-5)
+
+
+FLAT_TRIANGLES = {
+    "horizontal": [[0.2, 0.3], [0.8, 0.3], [0.5, 0.3]],
+    "diagonal": [[0.1, 0.1], [0.7, 0.7], [0.3, 0.3]],
+    "two-equal": [[0.13, 0.37], [0.71, 0.59], [0.71, 0.59]],
+    "point": [[0.4, 0.4]] * 3,
+}
+
+
+_DRAW_FLAT = """
+import json, sys, jax, jax.numpy as jnp, numpy as np, diffprims as dp
+points = jnp.array([[0.5, 0.3], [0.4, 0.3], [0.4, 0.4], [0.5, 0.45], [0.3, 0.3]])
+tiled = jax.jit(lambda m: m.render_image((32, 32), method="tiled"))
+coverage = jax.jit(lambda m: m.coverage(points, 0.01))
+for name, vertices in json.loads(sys.argv[1]).items():
+    model = dp.Triangles.from_values([vertices], [[1.0] * 3], [1.0], background=0.0, softness=0.3)
+    scan = model.render_image((32, 32), method="scan")
+    assert float(scan.max()) > 0.2, (name, float(scan.max()))  # the line (or dot) is drawn
+    np.testing.assert_allclose(tiled(model), scan, atol=1e-5, err_msg=name)
+    eager = model.coverage(points, 0.01)
+    np.testing.assert_allclose(coverage(model), eager, atol=1e-5, err_msg=name)
+"""
+
+
+def test_a_flat_triangle_draws_the_same_line_every_way():
+    """A flat triangle is a soft line (a point: a soft dot), whatever the renderer and
+    with or without `jit`. Its winding came from the sign of a rounding residue that
+    XLA's fusion computed differently in two places, and one program drew nothing where
+    another drew the line (scan max 1e-6, tiled 0.42). Run as users run it, with XLA's
+    optimisations (the suite turns them off, and with them the fusion)."""
+    unset = ("JAX_DISABLE_MOST_OPTIMIZATIONS", "XLA_FLAGS")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    script = [sys.executable, "-c", _DRAW_FLAT, json.dumps(FLAT_TRIANGLES)]
+    run = subprocess.run(script, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+AXIS_ALIGNED = {
+    "horizontal-edge": [[0.2, 0.8], [0.8, 0.8], [0.5, 0.2]],  # the class's own example
+    "vertical-edge": [[0.2, 0.2], [0.2, 0.8], [0.7, 0.5]],
+}
+
+
+@pytest.mark.parametrize("method", ["scan", "tiled"])
+@pytest.mark.parametrize("vertices", AXIS_ALIGNED.values(), ids=AXIS_ALIGNED.keys())
+def test_a_triangle_with_an_axis_aligned_edge_has_the_true_gradient(vertices, method):
+    """Along a horizontal or vertical edge the box's distance equalled the edge line's,
+    and the maximum of the two split the gradient between them: an image's gradient was
+    a tenth off finite differences, and scan and tiled picked different sides."""
+    with jax.enable_x64(True):
+        model = dp.Triangles.from_values([vertices], [[1.0, 0.2, 0.3]], [0.9], background=0.0)
+        model = jax.tree.map(
+            lambda x: x.astype(jnp.float64) if eqx.is_inexact_array(x) else x, model
+        )
+        grey = jnp.full((16, 16, 3), 0.5)
+
+        def loss(raw):
+            image = eqx.tree_at(lambda m: m.raw_vertices, model, raw).render_image(
+                (16, 16), method=method
+            )
+            return jnp.mean((image - grey) ** 2)
+
+        jax.test_util.check_grads(
+            loss, (model.raw_vertices,), order=1, modes=["rev"], eps=1e-6, atol=1e-7, rtol=1e-5
+        )
 
 
 def test_degenerate_shapes_have_finite_gradients():

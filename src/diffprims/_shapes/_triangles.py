@@ -14,6 +14,11 @@ from ._geometry import soft_edge
 from ._roles import POSITION, parameter
 from ._svg_edges import outline_offsets, svg_polygon, svg_soft_edge
 
+# How far (in edge widths) the box of `coverage` sits outside the triangle: enough to
+# never tie an edge's line, and small enough that the tail is still below 1e-6 at
+# CUTOFF edge widths past `bounds()` (sigmoid(-13.99) = 8.4e-7).
+_BOX_MARGIN = 0.01
+
 
 class Triangles(AbstractShapes):
     """`N` soft triangles given by their three vertices (either winding).
@@ -42,24 +47,32 @@ class Triangles(AbstractShapes):
         self, points: Float[Array, "P 2"], edge_width: float | Float[Array, ""]
     ) -> Float[Array, "N P"]:
         v = self.vertices
-        normals, levels = _edge_lines(v)
-        # Each edge line's signed distance `n . p - n . v`, one (N, P) plane at a time:
+        sign, units, levels = _edge_lines(self.raw_vertices)
+        # Each edge line's signed distance `s (u . p - u . v)`, one (N, P) plane at a time:
         # through an (N, 3, P, 2) array of offsets, a step's gradient took 17 times a
-        # circle's (63 ms against 3.6 at 260 shapes and 4096 points).
+        # circle's (63 ms against 3.6 at 260 shapes and 4096 points). The winding's sign
+        # `s` multiplies each whole line, so a program that computes it twice (XLA fuses
+        # freely) cannot pair one sign's normal with the other's level.
         x, y = points[None, :, 0], points[None, :, 1]  # (1, P)
 
         def line(i: int) -> Array:
-            return normals[:, i, 0, None] * x + normals[:, i, 1, None] * y - levels[:, i, None]
+            return sign * (
+                units[:, i, 0, None] * x + units[:, i, 1, None] * y - levels[:, i, None]
+            )
 
         distances = jnp.maximum(jnp.maximum(line(0), line(1)), line(2))
         # Past a sharp corner the edge-line distance grows slowly. Outside the triangle's
         # box, the box's own signed distance (per axis, as culling measures) takes over,
         # so the soft tail ends CUTOFF edge widths past `bounds()`, as every shape's does.
-        # Inside the box it is never larger than the triangle's: nothing changes there.
+        # The box sits `_BOX_MARGIN` edge widths outside the triangle: along a horizontal
+        # or vertical edge it would equal that edge's line exactly, and a maximum of two
+        # equal terms takes half the gradient of each (the box's is wrong there). Inside
+        # the box it is smaller than the triangle's distance: nothing changes there.
         low, high = v.min(axis=1), v.max(axis=1)  # (N, 2)
         box_x = jnp.maximum(low[:, 0, None] - x, x - high[:, 0, None])
         box_y = jnp.maximum(low[:, 1, None] - y, y - high[:, 1, None])
-        return soft_edge(jnp.maximum(distances, jnp.maximum(box_x, box_y)), edge_width)
+        box = jnp.maximum(box_x, box_y) - _BOX_MARGIN * edge_width
+        return soft_edge(jnp.maximum(distances, box), edge_width)
 
     def bounds(self) -> Float[Array, "N 4"]:
         v = self.vertices
@@ -72,10 +85,12 @@ class Triangles(AbstractShapes):
         softness = float(self.softness)
         # The seven lines that bound each triangle's outlines: its edges (as `coverage`
         # measures them) and its box's sides, `normal . p <= level`.
-        normals, levels = (np.asarray(x, np.float64) for x in _edge_lines(self.vertices))
+        sign, units, levels = (np.asarray(x, np.float64) for x in _edge_lines(self.raw_vertices))
+        normals, levels = sign[..., None] * units, sign * levels
         axes = np.array([[-1.0, 0.0], [0.0, -1.0], [1.0, 0.0], [0.0, 1.0]])
         normals = np.concatenate([normals, np.broadcast_to(axes, (len(vertices), 4, 2))], 1)
-        levels = np.concatenate([levels, -vertices.min(1), vertices.max(1)], 1)
+        box = np.concatenate([-vertices.min(1), vertices.max(1)], 1) + _BOX_MARGIN * edge_width
+        levels = np.concatenate([levels, box], 1)
         # Every outline of every triangle at once (one by one, 1000 took 1.7 s).
         offsets = outline_offsets(edge_width, softness)
         grown = {t: _grown(normals, levels + t) for t in offsets}
@@ -140,19 +155,23 @@ class Triangles(AbstractShapes):
         )
 
 
-def _edge_lines(v: Array) -> tuple[Array, Array]:
-    """The edge lines of triangles `v` `(N, 3, 2)`: unit outward normals `(N, 3, 2)` (for
-    either winding) and levels `(N, 3)`, the signed distance to line k being
-    `normals[:, k] . p - levels[:, k]`."""
-    edges = jnp.roll(v, -1, axis=1) - v  # (N, 3, 2)
+def _edge_lines(raw_vertices: Array) -> tuple[Array, Array, Array]:
+    """The edge lines of triangles stored as `raw_vertices` `(N, 3, 2)`: the winding's
+    sign `(N, 1)`, unit normals `(N, 3, 2)` (outward for an anticlockwise one) and levels
+    `(N, 3)`; the signed distance to line k is `sign * (units[:, k] . p - levels[:, k])`.
+    """
+    v = POSITION.value(raw_vertices)
+    # Edges differenced before scaling: XLA may fuse `scale * raw` into the subtraction
+    # (a fused multiply-add) and leave a rounding residue in an edge between two equal
+    # coordinates, which gave a flat triangle a random winding.
+    edges = POSITION.value(jnp.roll(raw_vertices, -1, axis=1) - raw_vertices)  # (N, 3, 2)
     lengths = jnp.sqrt(jnp.sum(edges * edges, -1) + 1e-12)
     area2 = edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0]
-    # Outward normals for either winding; a degenerate (flat) triangle draws as a soft
-    # line half covered along its segment, the limit of a thinning sliver.
+    # A degenerate (flat) triangle draws as a soft line half covered along its segment,
+    # the limit of a thinning sliver, with either sign.
     sign = jnp.where(area2 >= 0, 1.0, -1.0)[:, None]
-    normals = sign[..., None] * jnp.stack([edges[..., 1], -edges[..., 0]], -1)
-    normals = normals / lengths[..., None]
-    return normals, jnp.sum(normals * v, -1)
+    units = jnp.stack([edges[..., 1], -edges[..., 0]], -1) / lengths[..., None]
+    return sign, units, jnp.sum(units * v, -1)
 
 
 def _grown(normals: np.ndarray, levels: np.ndarray) -> list[str | None]:
