@@ -302,6 +302,43 @@ def _shape_cases(cls: type) -> list[Case]:
             ("`pixel_size`",),
             jit=True,
         ),
+        # NaN in, NaN out, silently: the render of a NaN parameter or point.
+        Case(
+            "render-points-nan",
+            lambda m, p: m.render(p, pixel_size=0.1),
+            (model, points.at[2, 0].set(jnp.nan)),
+            ("`points`", "finite"),
+            jit=True,
+        ),
+        Case(
+            "render-model-nan",
+            lambda m: m.render(points, pixel_size=0.1),
+            (
+                eqx.tree_at(
+                    lambda m: m.raw_colours, model, model.raw_colours.at[0, 0].set(jnp.nan)
+                ),
+            ),
+            ("finite parameters",),
+            jit=True,
+        ),
+        Case(
+            "render-image-model-inf",
+            lambda m: m.render_image((4, 4)),
+            (
+                eqx.tree_at(
+                    lambda m: m.raw_opacities, model, model.raw_opacities.at[1].set(jnp.inf)
+                ),
+            ),
+            ("finite parameters",),
+            jit=True,
+        ),
+        Case(
+            "render-image-softness-nan",
+            lambda m, s: m.render_image((4, 4), softness=s),
+            (model, jnp.float32(jnp.nan)),
+            ("`softness`",),
+            jit=True,
+        ),
         Case(
             "render-image-zero-height",
             lambda m: m.render_image((0, 4)),
@@ -989,3 +1026,27 @@ def test_a_grid_of_points_is_told_how_to_flatten_it():
     # The hint pointed at `pixel_centres`, whose (H, W, 2) grid was the mistake.
     with pytest.raises(ValueError, match=r"pixel_centres\(\(H, W\)\)\.reshape\(-1, 2\)"):
         _model().render(dp.pixel_centres((4, 4)), pixel_size=0.25)
+
+
+def test_a_layer_with_nan_parameters_is_refused_eagerly_and_under_jit():
+    # Rendered NaN silently, as a shape set did; the message names the layer's field.
+    layers = dp.Layers([_model(dp.Circles), _model(dp.Gaussians)])
+    bad = eqx.tree_at(
+        lambda m: m.layers[1].raw_colours,
+        layers,
+        layers.layers[1].raw_colours.at[0, 0].set(jnp.nan),
+    )
+    with pytest.raises(ValueError, match=r"finite parameters.*`model\.layers\[1\]\.raw_colours`"):
+        bad.render_image((4, 4))
+    with pytest.raises(eqx.EquinoxRuntimeError, match="finite parameters"):
+        jax.block_until_ready(
+            eqx.filter_jit(lambda m: m.render(jnp.full((3, 2), 0.5), pixel_size=0.25))(bad)
+        )
+
+
+def test_a_gif_of_a_nan_snapshot_is_refused_by_name(tmp_path):
+    model = _model(dp.Circles)
+    bad = eqx.tree_at(lambda m: m.raw_radii, model, model.raw_radii.at[0].set(jnp.nan))
+    with pytest.raises(ValueError, match=r"`snapshots\[1\]` must have finite.*`model\.raw_radii`"):
+        dp.save_gif(tmp_path / "a.gif", [model, bad], (8, 8))
+    assert not (tmp_path / "a.gif").exists()

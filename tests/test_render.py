@@ -174,11 +174,16 @@ def test_empty_tiles_and_shapes_off_frame(getkey):
 
 
 def test_nan_shape_poisons_like_scan(getkey):
+    # Inside `fit` and `paint` (which stop on a NaN loss) both renderers must show a
+    # diverged shape alike; `render` and `render_image` refuse such a model.
     model = _model(dp.Circles, getkey())
     model = eqx.tree_at(lambda m: m.raw_centres, model, model.raw_centres.at[3, 0].set(jnp.nan))
-    scan = model.render_image(GRID, method="scan")
-    tiled = model.render_image(GRID, method="tiled")
+    scan = _render.render_grid(model, GRID, "scan", None)
+    tiled = _render.render_grid(model, GRID, "tiled", None)
+    assert bool(jnp.any(jnp.isnan(scan)))
     np.testing.assert_array_equal(jnp.isnan(tiled), jnp.isnan(scan))
+    with pytest.raises(ValueError, match="finite parameters"):
+        model.render_image(GRID, method="tiled")
 
 
 def test_additive_compositing(getkey):

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ._files import atomic_write, check_suffix
+from ._finite import non_finite_flag
 from ._fit._canon import signature
 from ._image_save import to_pixels
 from ._model import AbstractModel, batch_shape
@@ -23,6 +24,7 @@ from ._validate import (
     check_scalar,
     describe,
     is_traced,
+    trusted,
 )
 
 #: Frames rendered per compiled call (a batch under `vmap`; the last one is padded).
@@ -34,11 +36,13 @@ MIN_SECONDS = 0.02
 
 
 @eqx.filter_jit
+@trusted  # the models are checked finite by `_check_snapshots`
 def _render(model: AbstractModel, shape: tuple[int, int]):
     return model.render_image(shape)
 
 
 @eqx.filter_jit
+@trusted
 def _render_batch(models: AbstractModel, shape: tuple[int, int]):
     return eqx.filter_vmap(lambda m: m.render_image(shape))(models)
 
@@ -148,6 +152,9 @@ def _check_snapshots(snapshots: Any) -> list[AbstractModel]:
             "`[jax.tree.map(lambda x: x[i], m) for m in snapshots]`."
         )
     _check_channels(frames)
+    for index, frame in enumerate(frames):  # each would draw a frame of NaN
+        requirement = f"`snapshots[{index}]` must have finite parameters to be drawn"
+        non_finite_flag(frame, requirement, "Save the frames before it.")
     return frames
 
 

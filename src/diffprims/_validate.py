@@ -245,8 +245,10 @@ def check_values(
     range_text = f" and in [{lower}, {upper}]" if np.isfinite([lower, upper]).any() else ""
     message = f"`{name}` must be finite{range_text}"
     if is_traced(x):
-        bad_range = (x < lower) | (x > upper)
         x = runtime_check(x, ~jnp.all(jnp.isfinite(x)), f"{message}; got NaN or inf.{hint}")
+        if not range_text:
+            return x
+        bad_range = (x < lower) | (x > upper)
         return runtime_check(x, jnp.any(bad_range), f"{message}; got values outside.{hint}")
     # A concrete array is checked now with NumPy, even inside a trace (where JAX ops on
     # constants would give tracers).
@@ -269,17 +271,13 @@ def check_values(
 
 
 def check_points(points: Any, name: str = "points") -> Array:
-    """Sample points: a `(P, 2)` float array of `(x, y)` in the diffprims frame."""
-    return check_float_array(
-        points,
-        name,
-        ndim=2,
-        last_dim=2,
-        hint=(
-            " Points are (P, 2) rows of (x, y): a grid's are "
-            "`dp.pixel_centres((H, W)).reshape(-1, 2)`."
-        ),
+    """Sample points: a finite `(P, 2)` float array of `(x, y)` in the diffprims frame
+    (a NaN point renders NaN silently); checked now, or under `jit` when it runs."""
+    hint = (
+        " Points are (P, 2) rows of (x, y): a grid's: `dp.pixel_centres((H, W)).reshape(-1, 2)`."
     )
+    points = check_float_array(points, name, ndim=2, last_dim=2, hint=hint)
+    return check_values(points, name, hint=hint)
 
 
 def check_key(key: Any, name: str = "key") -> Array:

@@ -15,15 +15,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._shapes._roles import is_per_shape
+from .._validate import trusted
 
 
 @eqx.filter_jit
+@trusted  # models from a fit or a file, checked there
 def render(model: Any, shape: tuple[int, int]):
     """`model.render_image(shape)`, compiled once per structure and size."""
     return model.render_image(shape)
 
 
 @eqx.filter_jit
+@trusted
 def _render_each(models: Any, shape: tuple[int, int]):
     # `lax.map`, not `vmap`: the renderer compiles once for one model (the tiled
     # renderer's culling under `vmap` compiles slower and runs no faster).
@@ -31,12 +34,15 @@ def _render_each(models: Any, shape: tuple[int, int]):
 
 
 @eqx.filter_jit
+@trusted
 def _render_first(model: Any, counts: Any, shape: tuple[int, int]):
     """The set drawn with only its first `k` shapes, for every `k` in `counts`."""
     index = jnp.arange(model.num_shapes)
 
     def first(k):
-        hidden = jnp.where(index < k, model.raw_opacities, -jnp.inf)
+        # Opacity exactly 0 (sigmoid of -3e4), from a finite parameter: a model's
+        # parameters must be finite to be drawn.
+        hidden = jnp.where(index < k, model.raw_opacities, -1e4)
         return eqx.tree_at(lambda m: m.raw_opacities, model, hidden).render_image(shape)
 
     return jax.lax.map(first, counts)

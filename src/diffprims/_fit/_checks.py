@@ -10,10 +10,10 @@ from typing import Any
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._finite import non_finite_flag
 from .._image import check_image
 from .._losses import (
     L2,
@@ -27,7 +27,6 @@ from .._validate import (
     check_positive_int,
     check_values,
     describe,
-    is_traced,
     runtime_check,
     upcast_floats,
 )
@@ -105,19 +104,11 @@ def check_finite_model(params: Any) -> Any:
     """`params`, checked finite: concrete leaves now, traced ones with `eqx.error_if`
     (under `jit` a NaN model raises when the fit runs, instead of fitting NaN)."""
     fix = "Build it with finite values, or take `error.result.model` from a diverged fit."
-    traced = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        if is_traced(leaf):
-            traced.append(leaf)
-        elif not np.all(np.isfinite(np.asarray(leaf))):
-            raise ValueError(
-                f"`model` must have finite parameters; got NaN/inf in "
-                f"`model{jax.tree_util.keystr(path)}` ({describe(leaf)}). {fix}"
-            )
-    if not traced:
-        return params
-    bad = ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in traced]))
-    return runtime_check(params, bad, f"`model` must have finite parameters; got NaN/inf. {fix}")
+    requirement = "`model` must have finite parameters"
+    bad = non_finite_flag(params, requirement, fix)
+    return (
+        params if bad is None else runtime_check(params, bad, f"{requirement}; got NaN/inf. {fix}")
+    )
 
 
 def _check_batch(batch: Any, num_pixels: int) -> int | None:

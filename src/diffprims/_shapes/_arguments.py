@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
+from .._finite import non_finite_flag
 from .._validate import check_scalar, describe, is_traced, runtime_check
 
 
@@ -78,3 +79,22 @@ def as_float(number: Any) -> float:
         return float(number)
     except OverflowError:
         return float("inf")
+
+
+_NEEDS_FINITE = "Rendering needs a model with finite parameters"
+_FINITE_FIX = "Build it with finite values, or take `error.result.model` from a diverged fit."
+
+
+def check_finite_model(model: Any) -> Array | None:
+    """Refuse a model with concrete NaN/inf parameters now (its render would be NaN
+    there, silently); the flag of its traced ones for `checked_render`, or None."""
+    return non_finite_flag(model, _NEEDS_FINITE, _FINITE_FIX)
+
+
+def checked_render(out: Array, bad: Array | None) -> Array:
+    """`out`, a render, with the traced parameters' check riding on it (always used)."""
+    return (
+        out
+        if bad is None
+        else runtime_check(out, bad, f"{_NEEDS_FINITE}; got NaN/inf. {_FINITE_FIX}")
+    )

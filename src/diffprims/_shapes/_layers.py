@@ -21,10 +21,11 @@ from .._validate import (
     inside_trace,
     upcast_floats,
 )
-from ._arguments import check_pixel_size
+from ._arguments import check_finite_model, check_pixel_size, checked_render
 from ._base import AbstractShapes
 from ._render import (
     check_method,
+    checked_grid,
     fit_method,
     grid_pixel_size,
     render_grid,
@@ -253,9 +254,15 @@ def _drawn(layers: Layers, where: Any, pixel_sizes: tuple, methods: tuple) -> Ar
     """Every layer drawn over the picture below, at points `(P, 2)` or on a grid `(H, W)`:
     inside a trace inline; otherwise (also under an eager grad/vmap, where it compiled
     every call) one cached compiled program, as for a shape set (`_render`)."""
-    if inside_trace():
-        return _stacked(layers, where, pixel_sizes, methods)
-    return _stacked_compiled(layers, where, pixel_sizes, methods)
+    bad = check_finite_model(layers)
+    if not inside_trace():
+        return _stacked_compiled(layers, where, pixel_sizes, methods)
+    out = _stacked(layers, where, pixel_sizes, methods)
+    return (
+        checked_grid(out, bad, pixel_sizes)
+        if isinstance(where, tuple)
+        else checked_render(out, bad)
+    )
 
 
 def _stacked(layers: Layers, where: Any, pixel_sizes: tuple, methods: tuple) -> Array:

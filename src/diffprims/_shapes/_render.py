@@ -18,8 +18,9 @@ from jaxtyping import Array, Float
 from .._derivatives import differentiating, differentiation_order
 from .._errors import memory_for
 from .._model import pixel_centres
-from .._validate import check_scalar, inside_trace, upcast_floats
+from .._validate import check_scalar, inside_trace, is_traced, runtime_check, upcast_floats
 from . import _compositing
+from ._arguments import check_finite_model, checked_render
 from ._bounds_probe import check_user_type
 from ._tiled import render_image_tiled, render_points_tiled
 
@@ -215,9 +216,10 @@ def _grid_compiled(model, shape, method, pixel_size):
 def render_points_eager(model, points, pixel_size, method: str = "auto"):
     """`render_points` through the compiled cache unless inside a `jit` (half-precision
     parameters in float32)."""
+    bad = check_finite_model(model)
     model = upcast_floats(model)
     if inside_trace():
-        return render_points(model, points, pixel_size, method)
+        return checked_render(render_points(model, points, pixel_size, method), bad)
     # An array, so each pixel size is not a new compile (equinox keys on Python scalars).
     pixel_size = jnp.asarray(pixel_size, points.dtype)
     method = resolved_method(model, points.shape[0], method)
@@ -228,12 +230,27 @@ def render_points_eager(model, points, pixel_size, method: str = "auto"):
 def render_grid_eager(model, shape: tuple[int, int], method: str = "auto", pixel_size=None):
     """`render_grid` through the compiled cache unless inside a `jit` (half-precision
     parameters in float32)."""
+    bad = check_finite_model(model)
     model = upcast_floats(model)
     if inside_trace():
-        return render_grid(model, shape, method, pixel_size)
+        return checked_grid(render_grid(model, shape, method, pixel_size), bad, (pixel_size,))
     method = resolved_method(model, shape[0] * shape[1], method)
     with memory_for(f"Rendering a {shape[0]} x {shape[1]} image", _SMALLER):
         return _grid_compiled(model, shape, method, pixel_size)
+
+
+def checked_grid(out: Array, bad: Array | None, pixel_sizes: tuple) -> Array:
+    """`out`, a traced render on a grid, with the checks of the parameters (`bad`, from
+    `check_finite_model`) and of a traced `softness` riding on it: on `out`, as a type
+    without soft edges (Gaussians) never uses the pixel size, and a check on that was
+    dropped with it."""
+    out = checked_render(out, bad)
+    traced = [size for size in pixel_sizes if size is not None and is_traced(size)]
+    if not traced:
+        return out
+    sizes = jnp.stack(traced)
+    bad_size = jnp.any(~jnp.isfinite(sizes) | (sizes <= 0))
+    return runtime_check(out, bad_size, f"`softness` must be a finite number > 0.{_SOFTNESS_HINT}")
 
 
 _SMALLER = (
