@@ -337,13 +337,6 @@ PAINT_BAD = {
 }
 
 
-def test_paint_and_the_command_line_take_as_many_restarts():
-    from diffprims._cli._paint import MAX_RESTARTS as CLI
-    from diffprims._paint._settings import MAX_RESTARTS
-
-    assert CLI == MAX_RESTARTS
-
-
 @pytest.mark.parametrize("kwargs", PAINT_BAD.values(), ids=PAINT_BAD.keys())
 def test_paint_arguments(small, kwargs):
     _, target = small

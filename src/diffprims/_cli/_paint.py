@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._paint._settings import MAX_RESTARTS as MAX_RESTARTS  # `--restarts`, as `dp.paint`
 from . import _outputs
 from ._cache import compile_seconds, enable_compilation_cache, note_compiling
 from ._common import UsageError, write_json
@@ -31,9 +32,6 @@ MAX_SHAPES = 10_000
 MAX_SIZE = 4096
 #: `--frames` and `--rounds`: each frame of the animation is one render at the fit size.
 MAX_FRAMES = 1000
-#: `--restarts`: each restart is a whole painting in memory (and a thread on a CPU); as
-#: `dp.paint`'s (`_paint._settings.MAX_RESTARTS`, not imported: `--help` loads no JAX).
-MAX_RESTARTS = 64
 #: The animation's frames are rendered together: at most this much memory for them.
 MAX_GIF_BYTES = 4 * 2**30
 

@@ -211,7 +211,7 @@ class Painting:
 
     def _problem(self, round_: Round) -> Problem:
         """What the round's steps fit: its (blurred) goal, edges and per-step keys."""
-        goal = blur(self.target, round_.blur) if round_.blur > 0.05 else self.target
+        goal = blur(self.target, round_.blur) if round_.blurred else self.target
         # Seeding folds in even numbers, steps odd ones: the streams never meet.
         keys = self._fold(self.keys, 2 * round_.index + 1)
         render = ShapeRender(jnp.asarray(round_.edge_scale, jnp.float32), self.knobs["method"])
@@ -232,7 +232,7 @@ class Painting:
             else:
                 self._seed(driver, round_, problem.target)
         budget.begin(round_.index)
-        driver.describe(round=f"{round_.index + 1}/{rounds}")
+        driver.describe(round=f"{round_.index + 1}/{rounds}{' blurred' * round_.blurred}")
         size = self._dispatch_size(budget, most)
         # What compiles the step loop: its last measured pace, for a warm first dispatch.
         budget.pace_from((jax.tree.structure(self.static), self.active.shape,

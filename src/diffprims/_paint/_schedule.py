@@ -39,6 +39,11 @@ class Round:
     removed: int = 0  # shapes removed at its start (the least useful)
     cycle: bool = False  # adds a cycle's spare shapes (after the first removal)
 
+    @property
+    def blurred(self) -> bool:
+        """Whether the round fits a blurred target (its loss is against that)."""
+        return self.blur > 0.05
+
 
 def with_removal(plan: list[Round], keep: int, cycles: int = 0) -> list[Round]:
     """`plan`, then a round that removes the least useful shapes down to `keep` and fits
