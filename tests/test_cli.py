@@ -391,6 +391,8 @@ def test_paint_help_lists_every_option():
         ([], "required"),
         (["filter", "--kernel", "blob:5"], "NAME:SIZE"),
         (["filter", "--kernel", "disk:x"], "SIZE"),
+        (["filter", "--kernel", "disk:9:3"], "a disk takes only a SIZE (disk:9)"),
+        (["filter", "--kernel", "box:9:2"], "a box takes only a SIZE (box:9)"),
         (["filter", "--kernel", "disk:5", "--rank", "9"], "rank"),
         (["filter", "--weights", "1,2"], "--weights"),
         (["filter", "--weights", "nan,1,1"], "finite"),

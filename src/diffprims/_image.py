@@ -47,7 +47,8 @@ def check_image(
     image: Any, name: str = "image", *, channels: int | None = None, check_range: bool = True
 ) -> Float[Array, "H W C"]:
     """`image` as an `(H, W, C)` float array in `[0, 1]`, or a clear error."""
-    hint = " Images are (H, W, C) float in [0, 1]; load files with `dp.load_image`."
+    values = "float in [0, 1]" if check_range else "float (any range)"
+    hint = f" Images are (H, W, C) {values}; load files with `dp.load_image`."
     image = check_float_array(image, name, hint=hint)
     if image.ndim != 3 or 0 in image.shape:
         extra = " Add a channel axis with `x[..., None]`." if image.ndim == 2 else ""

@@ -178,6 +178,8 @@ def _named_kernel(spec: str) -> Any:
 
     name, _, rest = spec.partition(":")
     parts = rest.split(":") if rest else []
+    if name in NAMED and not NAMED[name] and len(parts) == 2:
+        raise UsageError(f"--kernel {spec!r}: a {name} takes only a SIZE ({name}:{parts[0]})")
     if name not in NAMED or not 1 <= len(parts) <= 1 + NAMED[name]:
         raise UsageError(
             f"--kernel {spec!r} is not NAME:SIZE[:ARG] (use disk:50, polygon:51:6 (sides), "
