@@ -643,6 +643,28 @@ def test_bounds_that_cut_shapes_off_are_named(jit):
     )
 
 
+class _EagerHalfBoxes(_HalfBoxes):
+    """Half boxes of a type whose `random_geometry` needs values (NumPy), as allowed."""
+
+    @classmethod
+    def random_geometry(cls, centres, sizes, *, key):
+        return {"raw_centres": np.asarray(centres), "raw_radii": np.asarray(sizes)}
+
+
+@pytest.mark.parametrize("first", ["jit", "fit"])
+def test_bounds_of_a_type_made_eagerly_are_checked_inside_a_trace_too(first):
+    # Inside a trace its probe shapes were not made, the check was skipped, and the skip
+    # cached: tiled renders then cut the shapes off in silence (0.44 from the scan).
+    model = _EagerHalfBoxes.init(12, key=jax.random.key(0))
+    target = jnp.full((40, 40, 3), 0.5)
+    run = {
+        "jit": lambda: jax.jit(lambda m: m.render_image((40, 40), method="tiled"))(model),
+        "fit": lambda: dp.fit(model, target, steps=2, key=jax.random.key(1), batch=1.0),
+    }[first]
+    with pytest.raises(ValueError, match=r"_EagerHalfBoxes\.bounds\(\) must hold each shape"):
+        run()
+
+
 class _MarginlessCircles(dp.Circles):
     """Soft-edged circles that claim their boxes need no margin for the soft edge."""
 

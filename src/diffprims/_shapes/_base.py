@@ -52,7 +52,7 @@ class AbstractShapes(AbstractModel):
     """
 
     #: Whether coverage is < 1e-6 outside `bounds` grown by `edge_margin` edge widths (culling
-    #: changes nothing); if False, "auto" renders with the scan ("tiled" still culls by them).
+    #: changes nothing); if False, "auto" renders with the scan and "tiled" is refused.
     tight_bounds: ClassVar[bool] = True
     #: Edge widths (`softness` px) culling grows `bounds` by: 14 for a `soft_edge` (< 1e-6
     #: there); 0 where coverage ignores the edge width and `bounds` hold it (`Gaussians`).

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._model import is_diffprims
-from .._validate import inside_trace, trusted
+from .._validate import trusted
 from ._build import placed
 from ._protocol import _GUIDE, bounds, coverage
 
@@ -54,15 +54,16 @@ def _shapes(cls: type) -> Any:
 
 def _probe_shapes(cls: type) -> Any:
     """The probe shapes, concrete (compiled, they are so inside a user's `jit` or `grad`
-    too); eagerly where the type's `random_geometry` needs values (as its `init` runs);
-    None where it cannot make them (`init` and `paint` say why)."""
+    too); eagerly where the type's `random_geometry` needs values (as its `init` runs),
+    inside a trace too (its inputs are constants; skipped there, the check was skipped
+    for good, as it is cached); None where it cannot make them (`init` says why)."""
     try:
         return _compiled_shapes.lower(cls).compile()()
     except Exception:  # a type's own checks may refuse shapes it never makes (an assert)
-        if inside_trace():
-            return None
+        pass
     try:
-        return trusted(_shapes)(cls)
+        with jax.ensure_compile_time_eval():
+            return trusted(_shapes)(cls)
     except Exception:
         return None
 

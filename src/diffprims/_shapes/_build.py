@@ -298,6 +298,7 @@ def shape_values(**fields: tuple[Any, tuple[int, ...], float | None]) -> dict[st
         value = check_float_array(value, name, ndim=1 + len(trailing))
         if tuple(value.shape[1:]) != trailing or (n is not None and value.shape[0] != n):
             expected = ", ".join(str(d) for d in ("N" if n is None else n, *trailing))
+            expected += "," * (not trailing)  # a tuple of one: (2,)
             raise ValueError(f"`{name}` must have shape ({expected}); got {value.shape}.")
         n = value.shape[0]
         if n < 1:
