@@ -395,6 +395,27 @@ def test_a_module_with_weights_is_a_loss_whose_weights_get_gradients(photo):
     assert final_loss(weights) == first  # the traced fit left nothing behind
 
 
+@pytest.mark.parametrize("batch", [None, 0.5])
+def test_a_partial_holding_a_traced_weight_is_a_loss_under_jit_and_vmap(photo, batch):
+    # `fit`'s first check of the loss compiled it with the loss as the function: JAX
+    # compared two such losses with `==`, and a tracer inside them became a bool.
+    model = dp.Circles.init(3, key=jax.random.key(0), target=photo)
+
+    def huberish(pred, target, w):
+        return w * jnp.mean((pred - target) ** 2) + jnp.mean(jnp.abs(pred - target))
+
+    def final_loss(w):
+        loss = jax.tree_util.Partial(huberish, w=w)
+        fitted = dp.fit(model, photo, loss=loss, steps=3, batch=batch, key=jax.random.key(1))
+        return fitted.losses[-1]
+
+    weights = jnp.array([0.5, 2.0])
+    swept = jax.vmap(final_loss)(weights)
+    one_by_one = jnp.stack([final_loss(w) for w in weights])
+    np.testing.assert_allclose(swept, one_by_one, rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(final_loss)(weights[0]), one_by_one[0], rtol=1e-5)
+
+
 def test_paint_refuses_a_neighbourhood_loss_up_front(photo):
     with pytest.raises(ValueError, match="sampled pixels"):
         dp.paint(photo, 3, key=jax.random.key(0), steps=2, loss=dp.SSIM())

@@ -38,7 +38,10 @@ def check_weight_maps(loss: AbstractLoss, shape: tuple[int, int]) -> None:
 def check_loss_output(loss: AbstractLoss, pred: Any, target: Any) -> None:
     """Raise a clear error now if `loss` does not return a float scalar for these shapes."""
     try:
-        out = jax.eval_shape(loss, pred, target)
+        # Through a lambda: as the function itself, a loss holding a tracer (a
+        # `jax.tree_util.Partial` of a traced weight) was a cache key JAX compared with
+        # `==`, which turned the tracer into a bool and failed.
+        out = jax.eval_shape(lambda p, t: loss(p, t), pred, target)
     except Exception as error:  # the user's loss failed; say so plainly
         raise ValueError(
             f"`loss` failed on a prediction of shape {tuple(pred.shape)}; got the error: {error}"
