@@ -123,7 +123,8 @@ def _add_paint(commands) -> None:
                        help="optimizer steps in all (default: 1500; 2000 with --fit)")  # fmt: skip
     paint.add_argument("--seconds", type=types.positive_float, default=None, metavar="T",
                        help="finish in about T seconds (compiling, painting and writing the "
-                       "outputs), instead of a number of steps")  # fmt: skip
+                       "outputs; not under about 5 s on 2 cores), instead of a number of "
+                       "steps")  # fmt: skip
     paint.add_argument("--fit", action="store_true",
                        help="plain fit: gradient descent on N random shapes (no rounds, "
                        "no pruning; lower PSNR than the default recipe)")  # fmt: skip

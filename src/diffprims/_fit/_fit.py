@@ -55,7 +55,11 @@ def fit(
     pixel centres), evaluates `loss(pred, target)` and applies one optimizer update to
     every floating-point parameter of the model. The step is compiled once and run
     `steps_per_dispatch` times per call with `lax.scan`; a second fit with same-shaped
-    inputs (and the same loss structure and optimizer object) does not recompile.
+    inputs and the same loss structure does not recompile (a fresh optimizer of the same
+    kind, another learning rate, key, weight or number of steps included). What does:
+    another count of `snapshots` past a power of two (3 to 4, 5 to 8, ...: the slots they
+    are kept in), and `steps` below `steps_per_dispatch` past a power of two (a shorter
+    dispatch).
 
     **Arguments:**
 
@@ -263,8 +267,8 @@ def _most_slots(copy: int) -> int:
 
 def _snapshot_slots(params: Any, snap_steps: tuple[int, ...]) -> tuple[Any, Any]:
     """The loop's snapshot slots (copies of `params`, `snapshot_slots` of them) and the
-    step each is taken at (-1: never), or None for both. Another count of snapshots
-    reuses the compiled loop (each count compiled it anew, 1.2-1.9 s)."""
+    step each is taken at (-1: never), or None for both. Another count of snapshots in
+    the same power of two reuses the compiled loop (each count compiled it anew)."""
     if not snap_steps:
         return None, None
     slots = snapshot_slots(len(snap_steps))
