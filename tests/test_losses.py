@@ -265,6 +265,7 @@ def test_operators_agree_whatever_the_number_type():
     [
         (lambda: dp.L2() * 1e39, "must fit in float32"),
         (lambda: dp.L2() / 1e-300, "must fit in float32"),  # was "non-zero; got 0.0"
+        (lambda: 1e-46 * dp.L2(), "which float32 rounds to 0"),  # became 0 * L2()
         (lambda: dp.L2() / 0, "must be non-zero"),
         (lambda: dp.Sum([]), "at least one loss"),  # a loss always 0 was accepted
     ],

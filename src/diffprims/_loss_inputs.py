@@ -29,10 +29,16 @@ def as_weight(value: Any, name: str) -> Array:
             exact = np.asarray(value, np.float64)
         except (TypeError, ValueError):
             exact = np.asarray(np.nan)  # not a number: `check_float_array` says so
-        if np.all(np.isfinite(exact)) and np.any(np.abs(exact) > FLOAT32_MAX):
+        finite = np.all(np.isfinite(exact))
+        if finite and np.any(np.abs(exact) > FLOAT32_MAX):
             raise ValueError(
                 f"`{name}` must fit in float32 (magnitude at most {FLOAT32_MAX:.3g}); got "
                 f"{exact.tolist()}."
+            )
+        if finite and np.any((exact != 0) & (exact.astype(np.float32) == 0)):
+            raise ValueError(  # 1e-46 * L2() became 0 * L2(), and the term vanished
+                f"`{name}` must fit in float32 (0, or a magnitude at least 1.4e-45); got "
+                f"{exact.tolist()}, which float32 rounds to 0."
             )
     return check_float_array(value, name)
 
