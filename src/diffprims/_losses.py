@@ -391,8 +391,10 @@ def as_loss(loss: Any, name: str = "loss") -> AbstractLoss:
         return Loss(cast(LossLike, loss))
     hint = ""
     if isinstance(loss, type):
-        hint = " Did you mean `dp.L2()` (an instance) instead of `dp.L2`?"
+        cls = ("dp." if loss.__module__.startswith("diffprims") else "") + loss.__name__
+        hint = f" Did you mean `{cls}()` (an instance) instead of `{cls}`?"
+    named = name if name.isidentifier() else name.replace("`", "")  # no nested backticks
     raise TypeError(
-        f"`{name}` must be a loss `(pred, target) -> scalar` such as `dp.L2()`; got "
+        f"`{named}` must be a loss `(pred, target) -> scalar` such as `dp.L2()`; got "
         f"{describe(loss)}.{hint}"
     )
