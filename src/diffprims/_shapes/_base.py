@@ -42,7 +42,8 @@ class AbstractShapes(AbstractModel):
         ```
 
     - `"additive"`: `background + sum_i a_i colours[i]` (order free; over 1 if it sums so);
-    - `"depth"`: a learnable soft depth order (`raw_depths`; larger is nearer).
+    - `"depth"`: a soft z-buffer (`raw_depths`, larger nearer), not "over": colours mixed by
+      `a_i exp(depth_i)`, so a front shape hides as if opaque and its soft edge spreads.
 
     Build sets with `init` or a type's `from_values`; the constructor takes the stored `raw_*`
     fields, `softness`, `compositing` and `learn_background` (as for `init`). A new shape type
@@ -151,8 +152,7 @@ class AbstractShapes(AbstractModel):
         """The [`diffprims.Role`][] of every array field, by field name.
 
         Fields declared without [`diffprims.parameter`][] count as `dp.roles.GEOMETRY`
-        (stored as they are). `paint` picks learning rates from this, never from names.
-        """
+        (stored as they are). `paint` picks learning rates from this, never from names."""
         return declared_roles(cls)
 
     def trainable(self, *kinds: str) -> Any:
@@ -381,8 +381,8 @@ class AbstractShapes(AbstractModel):
         """This set with another compositing mode (and optionally background learning).
 
         Switching to "depth" gives every shape a learnable depth that starts in the
-        current order; switching from "depth" to "over" re-sorts the shapes back to
-        front by their learned depth, so a depth fit hands over to an "over" fit.
+        current order; from "depth" to "over" re-sorts the shapes back to front by their
+        learned depth (the order a depth fit found, not its picture: see `compositing`).
 
         **Arguments:**
 

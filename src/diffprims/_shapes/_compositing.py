@@ -8,8 +8,9 @@ given the shapes' alphas (opacity times coverage), colours and depths and a back
   `image = image + alpha * (colour - image)`. Closed form: layer `k` shows with weight
   `alpha_k * T_k`, `T_k` the transmittance of the layers in front of it.
 - "additive": `background + sum_k alpha_k colour_k`.
-- "depth": a soft depth order, `softmax(log alpha + depth)` mix of the colours, over the
-  background by the total transmittance.
+- "depth": a soft z-buffer, `softmax(log alpha + depth)` mix of the colours, over the
+  background by the total transmittance (not "over": the nearest shape takes the whole
+  coverage, and a near shape's soft edge outweighs a far shape that covers the point).
 """
 
 from __future__ import annotations

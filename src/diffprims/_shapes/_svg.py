@@ -61,9 +61,9 @@ def to_svg(
     half-pixel edges, 37 to 41 with 3-pixel edges), in 1 to 2 KB a shape (up to 4 for
     thin ellipses with wide edges). A shape type of your own that uses the
     blur filter (see [`diffprims.AbstractShapes.svg_geometry`][]) is close for shapes
-    many edge widths across, and rounds corners off. A depth set matches least (nearest
-    last is how the depth blend looks where one shape is far in front, not where depths
-    are close). Drawn larger, the edges keep their width in frame units.
+    many edge widths across, and rounds corners off. A depth set matches least: it is
+    drawn nearest last, "over", which its soft z-buffer is not (see
+    [`diffprims.AbstractShapes`][]). Drawn larger, the edges keep their width in frame units.
 
     **Arguments:**
 
