@@ -122,9 +122,8 @@ def _add_paint(commands) -> None:
     paint.add_argument("--steps", type=types.int_up_to(types.MAX_INT32), default=None,
                        help="optimizer steps in all (default: 1500; 2000 with --fit)")  # fmt: skip
     paint.add_argument("--seconds", type=types.positive_float, default=None, metavar="T",
-                       help="finish in about T seconds (compiling, painting and writing the "
-                       "outputs; not under about 5 s on 2 cores), instead of a number of "
-                       "steps")  # fmt: skip
+                       help="finish in about T seconds (compiling, painting, writing; not "
+                       "under about 5 s on 2 cores), instead of a number of steps")  # fmt: skip
     paint.add_argument("--fit", action="store_true",
                        help="plain fit: gradient descent on N random shapes (no rounds, "
                        "no pruning; lower PSNR than the default recipe)")  # fmt: skip
