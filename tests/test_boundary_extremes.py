@@ -113,7 +113,7 @@ def test_a_function_minus_a_loss_is_a_loss():
 
     assert float((mean_error - dp.L2())(pred, target)) == pytest.approx(0.0)
     assert float((0 - dp.L2())(pred, target)) == pytest.approx(-1.0)
-    with pytest.raises(TypeError, match="left-hand side of -` must be a loss"):
+    with pytest.raises(TypeError, match="left-hand side of `-` must be a loss"):
         _ = "a" - dp.L2()
 
 

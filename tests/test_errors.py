@@ -1050,3 +1050,17 @@ def test_a_gif_of_a_nan_snapshot_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match=r"`snapshots\[1\]` must have finite.*`model\.raw_radii`"):
         dp.save_gif(tmp_path / "a.gif", [model, bad], (8, 8))
     assert not (tmp_path / "a.gif").exists()
+
+
+def test_learn_background_must_be_a_bool():
+    # "no" counted as True: `bool(...)` ran before any check.
+    model = _model(dp.Circles)
+    for make in (
+        lambda: dp.Circles.init(2, key=KEY, learn_background="no"),
+        lambda: dp.Circles.from_values(
+            [[0.5, 0.5]], [0.1], [[1.0] * 3], [1.0], learn_background="no"
+        ),
+        lambda: model.with_compositing("depth", learn_background="no"),
+    ):
+        with pytest.raises(TypeError, match="`learn_background` must be True or False"):
+            make()

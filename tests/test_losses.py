@@ -129,7 +129,7 @@ def test_bad_compositions():
         dp.L2() * dp.L1()
     with pytest.raises(TypeError, match=r"dp\.L2\(\)"):
         dp.L2() + dp.L2  # the class, not an instance
-    with pytest.raises(TypeError, match=r"^`the right-hand side of \+` .* `dp\.L1\(\)` \(an in"):
+    with pytest.raises(TypeError, match=r"^the right-hand side of `\+` .* `dp\.L1\(\)` \(an in"):
         dp.L2() + dp.L1  # the class it was given, named (it said `dp.L2()` whatever it got)
     with pytest.raises(ValueError, match="weights"):
         dp.Weighted(dp.L2(), -jnp.ones((2, 2)))

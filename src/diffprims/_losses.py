@@ -393,8 +393,8 @@ def as_loss(loss: Any, name: str = "loss") -> AbstractLoss:
     if isinstance(loss, type):
         cls = ("dp." if loss.__module__.startswith("diffprims") else "") + loss.__name__
         hint = f" Did you mean `{cls}()` (an instance) instead of `{cls}`?"
-    named = name if name.isidentifier() else name.replace("`", "")  # no nested backticks
+    named = f"`{name}`" if name.isidentifier() else name  # no backticks in backticks
     raise TypeError(
-        f"`{named}` must be a loss `(pred, target) -> scalar` such as `dp.L2()`; got "
+        f"{named} must be a loss `(pred, target) -> scalar` such as `dp.L2()`; got "
         f"{describe(loss)}.{hint}"
     )

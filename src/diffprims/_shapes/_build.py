@@ -15,6 +15,7 @@ from jaxtyping import Array
 
 from .._model import batch_message
 from .._validate import (
+    check_bool,
     check_float_array,
     check_values,
     describe,
@@ -172,7 +173,7 @@ def assembled(cls, centres, sizes, raw, key, softness, compositing, learn_backgr
         raw_background=raw_background,
         softness=static_softness(softness),
         compositing=compositing,
-        learn_background=bool(learn_background),
+        learn_background=check_bool(learn_background, "learn_background"),
         raw_depths=initial_depths(centres.shape[0]) if compositing == "depth" else None,
         **cls.raw_geometry(centres, sizes, key=key),
     )
@@ -221,7 +222,7 @@ def from_geometry(cls, geometry, colours, opacities, background, softness, optio
         raw_background=raw_background,
         softness=static_softness(softness),
         compositing=compositing,
-        learn_background=bool(options.get("learn_background", True)),
+        learn_background=check_bool(options.get("learn_background", True), "learn_background"),
         raw_depths=depths,
         **raw,
     )
@@ -360,7 +361,11 @@ def with_compositing(shapes: Any, mode: str, learn_background: bool | None) -> A
     if mode == "depth":
         depths = shapes.raw_depths
         depths = initial_depths(shapes.num_shapes) if depths is None else depths
-    learn = shapes.learn_background if learn_background is None else bool(learn_background)
+    learn = (
+        shapes.learn_background
+        if learn_background is None
+        else check_bool(learn_background, "learn_background")
+    )
     return dataclasses.replace(shapes, compositing=mode, learn_background=learn, raw_depths=depths)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from .._errors import memory_for
 from .._validate import (
+    check_bool,
     check_key,
     check_positive_int,
     check_scalar,
@@ -74,7 +75,11 @@ def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, ch
     # constructor). The numbers go in as an array, so other values compile nothing more.
     with memory_for(f"Making {n} shapes of {channels} channels", "Ask for fewer."):
         parts = _common(n, key, target, numbers, channels)
-    options = (static_softness(softness), compositing, bool(learn_background))
+    options = (
+        static_softness(softness),
+        compositing,
+        check_bool(learn_background, "learn_background"),
+    )
     if cls.__module__.startswith("diffprims."):
         return _assembled_trusted(cls, *parts, *options)
     return _user_set(cls, parts, options)
