@@ -1,6 +1,12 @@
 import os
+import signal
 import subprocess
 import sys
+
+# Started as a background job of a non-interactive shell (`(cmd &)`, a CI step), the
+# suite inherits SIGINT ignored, and every command-line subprocess it sends Ctrl-C to
+# with it: those ran on until their timeouts. Ctrl-C is Python's default here.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The suite compiles thousands of small programs and runs each a few times: XLA's
