@@ -411,3 +411,18 @@ def test_init_shrinks_many_shapes_to_cover_the_frame_as_200_do(shape_type, aspec
     assert 0.75 < cover(16 * pivot) / cover(pivot) < 1.33
     assert cover(pivot // 4) == cover(pivot // 4, size_range=(0.03, 0.12))
     assert cover(16 * pivot) < 0.1 * cover(16 * pivot, size_range=(0.03, 0.12))
+
+
+@pytest.mark.parametrize("shape_type", SHAPES, ids=ids)
+@pytest.mark.parametrize("n", [20, 1000])
+def test_additive_init_starts_as_bright_as_its_target(shape_type, n):
+    """`init(target=..., compositing="additive")` scales its colours and background so
+    that the sum starts about as bright as the target: with the "over" start's colours
+    every pixel added about three shapes to the target's mean (1.8 times it at 1000
+    shapes), a start `fit` first had to undo."""
+    target = jax.random.uniform(jax.random.key(1), (48, 64, 3), minval=0.2, maxval=0.7)
+    model = shape_type.init(n, key=jax.random.key(0), target=target, compositing="additive")
+    mean = float(jnp.mean(model.render_image(target.shape[:2])))
+    assert abs(mean - float(jnp.mean(target))) < 0.15 * float(jnp.mean(target)), mean
+    plain = shape_type.init(n, key=jax.random.key(0), compositing="additive")
+    assert 0.35 < float(jnp.mean(plain.render_image((256, 256)))) < 0.65

@@ -65,18 +65,22 @@ def random_set(cls, n, *, key, target, aspect, size_range, opacity, softness, ch
         height, width, channels = target.shape
         aspect = width / height
     low, high = _size_range(size_range, n, aspect)
+    softness = static_softness(softness)
+    # The soft edges' width in frame units, where known (a Gaussian's has none).
+    edge = 0.0 if target is None or not cls.edge_margin else softness / target.shape[0]
     traced = any(map(is_traced, [aspect, low, opacity]))
     xp = jnp if traced else np
-    numbers = [aspect, xp.log(low), xp.log(high), opacity]  # under a user's jit/grad/vmap
+    numbers = [aspect, xp.log(low), xp.log(high), opacity, edge]  # under a user's jit/vmap
     numbers = jnp.stack(numbers) if traced else np.asarray(numbers, np.float32)
     # Two compiled programs (eagerly, init's dozens of small operations compiled one
     # each: 2.3 s of a first `init` in a process): what no shape type changes (positions,
     # sizes, colours), shared by every type, and the type's part (its geometry and
     # constructor). The numbers go in as an array, so other values compile nothing more.
+    additive = compositing == "additive"
     with memory_for(f"Making {n} shapes of {channels} channels", "Ask for fewer."):
-        parts = _common(n, key, target, numbers, channels)
+        parts = _common(n, key, target, numbers, channels, additive)
     options = (
-        static_softness(softness),
+        softness,
         compositing,
         check_bool(learn_background, "learn_background"),
     )
@@ -114,9 +118,9 @@ def _user_set(cls, parts, options):
 
 @eqx.filter_jit
 @trusted  # made here from checked numbers
-def _common(n, key, target, numbers, channels):
+def _common(n, key, target, numbers, channels, additive):
     """Positions, sizes, the stored appearance and the geometry's key: no type's code."""
-    aspect, log_low, log_high, opacity = numbers
+    aspect, log_low, log_high, opacity, edge = numbers
     k_pos, k_size, k_geom, k_colour = jax.random.split(key, 4)
     centres = jax.random.uniform(k_pos, (n, 2), jnp.float32) * jnp.stack([aspect, 1.0])
     sizes = jnp.exp(jax.random.uniform(k_size, (n,), jnp.float32, minval=log_low, maxval=log_high))
@@ -129,7 +133,22 @@ def _common(n, key, target, numbers, channels):
         cols = jnp.clip((centres[:, 0] * height).astype(jnp.int32), 0, width - 1)
         colours = target[rows, cols]
         background = jnp.mean(target, axis=(0, 1))
+    if additive:
+        colours, background = _additive_start(colours, background, sizes, numbers)
     return centres, sizes, appearance(colours, background, opacity), k_geom
+
+
+def _additive_start(colours, background, sizes, numbers):
+    """Colours and background whose additive picture starts about as bright as the
+    target (or the "over" picture): the shapes cover the frame `cover` times over (~3
+    by default; as discs of radius `size` with soft edges `edge` wide, which add
+    `pi^2 edge^2 / 3` to a disc's area), so their colours shrink by
+    `1 / (opacity * cover)` where that is over 1 (else the picture starts up to four
+    times too bright), and the background keeps what they leave."""
+    aspect, _, _, opacity, edge = numbers
+    cover = opacity * jnp.sum(jnp.pi * (sizes**2 + (jnp.pi * edge) ** 2 / 3)) / aspect
+    gain = 1.0 / jnp.maximum(cover, 1.0)
+    return colours * gain, background * jnp.maximum(1.0 - cover * gain, 0.0)
 
 
 _assembled_trusted = eqx.filter_jit(trusted(assembled))
