@@ -315,9 +315,7 @@ class AbstractShapes(AbstractModel):
         - `target`: optional `(H, W, C)` image in `[0, 1]`. When given, the frame's
           aspect ratio and channel count come from it, each shape starts with the colour
           of the target's pixel under its centre and the background with the target's
-          mean colour. With `compositing="additive"` the colours and the background are
-          scaled down so that the sum starts about as bright as the target (as 0.5 grey
-          without a target).
+          mean colour ("additive": both scaled down, so the sum starts as bright).
         - `aspect`: the frame's width over height when no target is given.
         - `size_range`: shape sizes (e.g. radii) are drawn log-uniformly from this
           range, in units of the image height. Default: `(0.03, 0.12)` times
