@@ -455,6 +455,21 @@ def test_sizes_no_device_holds_say_what_needed_the_memory():
         raise RuntimeError("other")
 
 
+def test_fit_and_paint_say_what_needed_the_memory(monkeypatch):
+    # XLA's bare error, as a device that runs out of memory mid-fit raises it.
+    def exhausted(*args, **kwargs):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 3221225472 bytes.")
+
+    target = jnp.full((12, 16, 3), 0.5)
+    model = dp.Circles.init(3, key=jax.random.key(0), target=target)
+    monkeypatch.setattr("diffprims._fit._fit.Driver.dispatch", exhausted)
+    with pytest.raises(MemoryError, match=r"Fitting this Circles to a 12 x 16 target.*3 GiB"):
+        dp.fit(model, target, steps=2)
+    monkeypatch.setattr("diffprims._paint._paint._paint_once", exhausted)
+    with pytest.raises(MemoryError, match=r"Painting 4 shapes on 12 x 16 pixels.*fewer shapes"):
+        dp.paint(target, 4, key=jax.random.key(0), steps=10)
+
+
 def test_load_image_refuses_an_output_larger_than_pillow_opens(tmp_path):
     # A 1-pixel PNG at size=2**16 (within `size`'s bound) was 51 GB of float32: killed.
     Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tmp_path / "one.png")

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._errors import memory_for
 from .._loss_checks import check_loss_on, with_checked_settings
 from .._losses import L2
 from .._model import AbstractModel
@@ -234,12 +235,23 @@ def fit(
         return driver.finish()
 
     try:
-        return run(problem)
+        with memory_for(_memory_what(model, target), _MEMORY_HINT):
+            return run(problem)
     except (TypeError, ValueError) as error:
         # Tracing met the tiled renderer's first-order backward: retrace with the scan.
         if not (method is None and _tiled_only_first_order(error)):
             raise
         return run(eqx.tree_at(lambda p: p.render, problem, PointRender("scan")))
+
+
+def _memory_what(model: Any, target: Any) -> str:
+    size = " x ".join(map(str, target.shape[:2]))
+    return f"Fitting this {type(model).__name__} to a {size} target"
+
+
+_MEMORY_HINT = (
+    "Fit on a sample of the pixels each step (`batch=0.1`), a smaller target, or a smaller model."
+)
 
 
 def _dispatch_length(steps: int, steps_per_dispatch: int) -> int:

@@ -43,6 +43,7 @@ import jax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from typing_extensions import TypeVar
 
+from .._errors import memory_for
 from .._fit._driver import Driver
 from .._fit._loop import sample_count
 from .._fit._result import FitResult
@@ -195,6 +196,16 @@ def paint(
     target, loss = working_copy(target, loss, n)  # a large photo: a smaller copy
     settings = dataclasses.replace(settings, loss=loss)
     k_blank, run_keys = split_keys(key, restarts)
+    height, width = target.shape[:2]
+    with memory_for(f"Painting {n} shapes on {height} x {width} pixels", _MEMORY_HINT):
+        return _paint_runs(target, n, k_blank, run_keys, settings, start_time, progress)
+
+
+_MEMORY_HINT = "Paint fewer shapes, fewer `restarts` at once, or a smaller image."
+
+
+def _paint_runs(target, n, k_blank, run_keys, settings, start_time, progress) -> FitResult:
+    restarts, threads = settings.restarts, settings.threads
     if restarts > 1 and (jax.default_backend() == "cpu" if threads is None else threads):
         return best_of_threads(
             lambda run_key, stop, bar: _paint_once(
