@@ -118,13 +118,18 @@ def test_resolution_independent(demo_fit):
 def test_compositing_modes():
     model = dp.Circles.init(6, key=jax.random.key(2), compositing="depth")
     depths = np.asarray(model.depths)
-    svg = dp.to_svg(model, (16, 16))
+    # It says that the SVG is not its render (a fitted painting 17 dB from it).
+    with pytest.warns(UserWarning, match=r'compositing="depth" "over".*with_compositing'):
+        svg = dp.to_svg(model, (16, 16))
     fills = [g.get("fill") for g in ET.fromstring(svg).findall(f"{SVG}g")]
     colours = np.round(np.asarray(model.colours) * 255).astype(int)
     expected = ["#{:02x}{:02x}{:02x}".format(*colours[i]) for i in np.argsort(depths)]
     assert fills == expected  # nearest drawn last
     with pytest.raises(ValueError, match="additive"):
         dp.to_svg(model.with_compositing("additive"), (16, 16))
+    # The "over" set the warning points to is drawn without one, in the depths' order.
+    over = dp.to_svg(model.with_compositing("over"), (16, 16))
+    assert [g.get("fill") for g in ET.fromstring(over).findall(f"{SVG}g")] == expected
 
 
 def test_grey_model():
