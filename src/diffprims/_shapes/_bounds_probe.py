@@ -25,19 +25,24 @@ from ._build import placed
 from ._protocol import _GUIDE, bounds, coverage
 
 #: Probe shapes across the frame, from a few pixels to half the frame (five: a `bounds`
-#: of shape `(4, N)` is not mistaken for `(N, 4)`); their edge width (frame units) is a
-#: pixel of a 256-pixel image.
+#: of shape `(4, N)` is not mistaken for `(N, 4)`), drawn with two edge widths (frame
+#: units): a pixel of a 256-pixel image, and of a 32-pixel one (or 8 pixels' softness),
+#: as culling grows the boxes by edge widths (a box padded by a fixed amount held its
+#: shape at the first and cut 0.06 off at the second).
 _CENTRES = np.array([[0.5, 0.5], [0.1, 0.2], [0.9, 0.7], [0.3, 0.8], [0.7, 0.25]], np.float32)
 _SIZES = np.array([0.3, 0.05, 0.15, 0.02, 0.08], np.float32)
-_EDGE = 1.0 / 256
+_EDGES = (1.0 / 256, 1.0 / 32)
 #: The grid the coverage is probed on: wider than the frame, a point every 2/3 pixel,
 #: in blocks of `_BLOCK` points (a type's coverage may hold several values a point: all
 #: 147k points at once took 2 GB for a 64-pointed star).
 _GRID = np.linspace(-0.5, 1.5, 384, dtype=np.float32)
 _BLOCK = 4096
+#: Coverage outside [0, 1] by more than this is a mistake (not float rounding).
+_RANGE = 1e-3
 #: Coverage above this outside a grown box is a box too small (the contract is 1e-6;
-#: the margin leaves room for float rounding in a user's distance).
-_LEAK = 1e-3
+#: the margin leaves room for float rounding in a user's distance; 1e-3 let a Gaussian
+#: cut at 4 sigma through, 6e-5 off the scan).
+_LEAK = 1e-5
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -70,7 +75,7 @@ def _probe_shapes(cls: type) -> Any:
 
 @functools.partial(jax.jit, static_argnums=1)
 @trusted  # probe shapes only; the values are checked by the caller
-def _probe(shapes: Any, margin: float) -> tuple[Any, ...]:
+def _probe(shapes: Any, cutoff: float) -> tuple[Any, ...]:
     x, y = jnp.meshgrid(jnp.asarray(_GRID), jnp.asarray(_GRID))
     boxes = bounds(shapes)
     # And a block of the points a grid misses: the shapes' centres (where a distance is
@@ -81,17 +86,21 @@ def _probe(shapes: Any, margin: float) -> tuple[Any, ...]:
     points = jnp.concatenate(
         [jnp.stack([x.ravel(), y.ravel()], axis=-1), jnp.resize(special, (_BLOCK, 2))]
     )
-    grown = boxes + margin * jnp.asarray([-1.0, -1.0, 1.0, 1.0])
 
     def block(points):  # per block: each shape's worst leak, the extremes, a NaN
-        inside = (
-            (points[None, :, 0] >= grown[:, None, 0])
-            & (points[None, :, 1] >= grown[:, None, 1])
-            & (points[None, :, 0] <= grown[:, None, 2])
-            & (points[None, :, 1] <= grown[:, None, 3])
-        )
-        cover = coverage(shapes, points, _EDGE)
-        leak = jnp.where(inside, 0.0, cover)
+        covers, leaks = [], []
+        for edge in _EDGES:  # the block's points once per edge width
+            grown = boxes + cutoff * edge * jnp.asarray([-1.0, -1.0, 1.0, 1.0])
+            inside = (
+                (points[None, :, 0] >= grown[:, None, 0])
+                & (points[None, :, 1] >= grown[:, None, 1])
+                & (points[None, :, 0] <= grown[:, None, 2])
+                & (points[None, :, 1] <= grown[:, None, 3])
+            )
+            covers.append(coverage(shapes, points, edge))
+            leaks.append(jnp.where(inside, 0.0, covers[-1]))
+        cover, leak = jnp.concatenate(covers, 1), jnp.concatenate(leaks, 1)
+        points = jnp.concatenate([points] * len(_EDGES))
         at = jnp.argmin(cover, axis=1), jnp.argmax(cover, axis=1), jnp.argmax(leak, axis=1)
         values = cover.min(1), cover.max(1), leak.max(1), jnp.isnan(cover).any(1)
         where = tuple(points[i] for i in (*at, jnp.argmax(jnp.isnan(cover), axis=1)))
@@ -122,7 +131,7 @@ def check_user_type(cls: type, cutoff: float, tiled: bool) -> None:
         return
     # Compiled, it runs on concrete values even inside a user's `jit` or `grad`.
     try:
-        probed = jax.device_get(_probe.lower(shapes, cutoff * _EDGE).compile()(shapes))
+        probed = jax.device_get(_probe.lower(shapes, cutoff).compile()(shapes))
     except (TypeError, ValueError) as error:  # named by `_protocol`; say where it was met
         if type(error) not in (TypeError, ValueError):  # a class of its own: kept as it is
             raise
@@ -142,8 +151,8 @@ def check_user_type(cls: type, cutoff: float, tiled: bool) -> None:
             f"its gradient too.{_GUIDE}"
         )
     i, j = int(np.argmin(low)), int(np.argmax(high))
-    if low[i] < -_LEAK or high[j] > 1 + _LEAK:
-        value, (px, py) = (low[i], at_low[i]) if low[i] < -_LEAK else (high[j], at_high[j])
+    if low[i] < -_RANGE or high[j] > 1 + _RANGE:
+        value, (px, py) = (low[i], at_low[i]) if low[i] < -_RANGE else (high[j], at_high[j])
         raise ValueError(
             f"{name} must return values in [0, 1] (how much of each point a shape covers); "
             f"a probe shape gives {value:.3g} at ({px:.3g}, {py:.3g}). Pass a signed "
@@ -161,7 +170,8 @@ def check_user_type(cls: type, cutoff: float, tiled: bool) -> None:
         f"{cls.__name__}.bounds() must hold each shape: the tiled renderer skips pixels "
         f"outside the box grown by {cutoff:g} edge widths (`edge_margin`), and a probe shape at "
         f"({cx:g}, {cy:g}) of size {_SIZES[worst]:g} covers {leaks[worst]:.3g} at "
-        f"({px:.3g}, {py:.3g}), outside its box ({box}) (x_min, y_min, x_max, y_max). "
+        f"({px:.3g}, {py:.3g}), outside its box ({box}) (x_min, y_min, x_max, y_max), with "
+        "edges 1/256 or 1/32 of the frame wide (coverage there must be under 1e-6). "
         "Return boxes that hold the whole shape (with a soft edge, keep the default "
         "`edge_margin = 14.0`), or set the class variable `tight_bounds = False` "
         '(method="auto" then renders it with the scan).'
