@@ -142,6 +142,16 @@ def test_resume_extends_a_finished_fit(tmp_path):
     assert_bit_identical(_fit(steps=STEPS, resume=path), _fit(steps=STEPS))
 
 
+def test_a_checkpoint_given_to_load_says_how_to_get_its_model(tmp_path):
+    # It said "not a diffprims model file ... save the model again, or use an older copy".
+    path = tmp_path / "fit.eqx"
+    done = _fit(checkpoint=path)
+    with pytest.raises(dp.LoadError, match=r"is a `fit` checkpoint.*resume=path.*dp\.save"):
+        dp.load(path)
+    # What the message says: resumed with as many steps as it holds, the model unchanged.
+    assert_bit_identical(done, _fit(resume=path))
+
+
 def test_resume_true_starts_fresh_then_continues(tmp_path):
     path = tmp_path / "fit.ckpt"
     first = _fit(checkpoint=path, resume=True)  # no file yet: a fresh fit

@@ -200,7 +200,7 @@ def _read_file(path: Any) -> tuple[dict[str, Any], bytes]:
     with file:
         start = file.read(len(_MAGIC))
         if start != _MAGIC or size == len(_MAGIC):
-            raise _not_a_model(path, start, size)
+            raise _not_a_model(path, start + file.read(256), size)
         line = read_line(file, _MAX_HEADER)
         if line is None:
             raise _not_a_model(path, start, size)
@@ -243,7 +243,14 @@ def _not_a_model(path: Any, start: bytes, size: int) -> LoadError:
             "`diffprims.save` header", advice="Read it with `eqx.tree_deserialise_leaves"
             "(path, like)`, `like` a model of the structure it was saved from.",
         )  # fmt: skip
-    if start != _MAGIC:
+    if start.startswith(b"{") and b'"diffprims-checkpoint"' in start:
+        return _fail(
+            path, "it is a `fit` checkpoint, not a model file", advice="Resume it with "
+            "the fit's own arguments, `dp.fit(model, target, ..., resume=path)` (with "
+            "`steps` as many as it holds, the result's `.model` is its model, unchanged); "
+            "`dp.save(path, result.model)` writes a model file.",
+        )  # fmt: skip
+    if not start.startswith(_MAGIC):
         return _fail(path, "it is not a diffprims model file (no `diffprims-model` line)")
     return _fail(path, f"its header is damaged (no line end in {_MAX_HEADER} bytes)")
 
