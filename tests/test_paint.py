@@ -130,6 +130,8 @@ def test_paint_takes_a_weighted_loss(getkey):
         (dict(softness=0.0), ValueError, "`softness` must be > 0"),
         (dict(method="foo"), ValueError, "`method` must be one of"),
         (dict(method="tiled", compositing="depth"), ValueError, "cannot render"),
+        # It was refused from inside the first compiled program, as "a Circles set's".
+        (dict(learn_background="no"), TypeError, "`learn_background` must be True or False"),
     ],
 )
 def test_paint_errors_are_clear(kwargs, error, match, getkey, monkeypatch):
@@ -144,6 +146,34 @@ def test_paint_errors_are_clear(kwargs, error, match, getkey, monkeypatch):
     target, n = args.pop("target"), args.pop("n")
     with pytest.raises(error, match=match):
         dp.paint(target, n, **args)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("softness", np.float64(0.5)),
+        ("softness", jnp.asarray(0.5)),
+        ("coarse", np.float64(3.0)),
+        ("rounds", jnp.asarray(8)),
+        ("stride", np.int64(4)),
+        ("opacity", np.asarray(0.7)),
+        ("prune", jnp.asarray(0.1)),
+        ("anneal", np.asarray(0.9)),
+        ("extra", jnp.asarray(0.3)),
+        ("restarts", jnp.asarray(1)),
+        ("cycles", np.int64(2)),
+        ("lr", jnp.asarray(1e-2)),
+        ("steps", np.int64(8)),
+    ],
+)
+def test_paint_takes_numpy_and_jax_scalars_as_numbers(name, value):
+    # Each passed the checks and failed deep inside: a traced `float()`, an unhashable
+    # plan key, a non-hashable static argument, `" blurred" * np.bool_`.
+    target = jax.random.uniform(jax.random.key(1), (12, 12, 3))
+    args = dict(key=jax.random.key(0), steps=8)
+    plain = dp.paint(target, 4, **{**args, name: value.item()})
+    given = dp.paint(target, 4, **{**args, name: value})
+    np.testing.assert_array_equal(given.model.raw_colours, plain.model.raw_colours)
 
 
 def test_schedule_and_blur():

@@ -192,10 +192,10 @@ def paint(
     target, n, key, settings = check_settings(target, n, key, Settings.of(locals()))
     loss = as_loss(L2() if loss is None else loss)
     # The placement, pruning and colour solve minimise the fit's weighted squared error.
-    _check_loss(loss, target, stride)
+    _check_loss(loss, target, settings.stride)
     target, loss = working_copy(target, loss, n)  # a large photo: a smaller copy
     settings = dataclasses.replace(settings, loss=loss)
-    k_blank, run_keys = split_keys(key, restarts)
+    k_blank, run_keys = split_keys(key, settings.restarts)
     height, width = target.shape[:2]
     with memory_for(f"Painting {n} shapes on {height} x {width} pixels", _MEMORY_HINT):
         return _paint_runs(target, n, k_blank, run_keys, settings, start_time, progress)

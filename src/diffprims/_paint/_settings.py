@@ -80,45 +80,57 @@ def check_settings(
     target = jnp.asarray(target, target.dtype)
     n = check_positive_int(n, "n")
     key = check_key(key)
-    for name in ("rounds", "stride", "steps_per_dispatch"):
-        check_positive_int(getattr(s, name), name)
+    # Every number kept as the Python number it was checked as: NumPy and JAX scalars
+    # (`np.float64(0.5)`, `jnp.int32(2)`) passed the checks and then failed deep inside
+    # (a hashed plan, a static argument, `float()` under a trace).
+    ints = {name: check_positive_int(getattr(s, name), name)
+            for name in ("rounds", "stride", "steps_per_dispatch")}  # fmt: skip
     # Each restart is a whole painting in memory, and a thread on a CPU: a million of
     # them ran out of memory in threads, minutes on, without a word.
-    check_positive_int(s.restarts, "restarts", maximum=MAX_RESTARTS,
-                       why="each restart is a whole painting in memory")  # fmt: skip
+    why = "each restart is a whole painting in memory"
+    ints["restarts"] = check_positive_int(s.restarts, "restarts", maximum=MAX_RESTARTS, why=why)
+    ints["cycles"] = check_positive_int(s.cycles, "cycles", minimum=0)
     if s.compositing not in MODES:
         raise ValueError(f"`compositing` must be one of {MODES}; got {s.compositing!r}.")
-    steps = None
+    steps, seconds = None, None
     if s.seconds is not None:
         # At most float32's largest (as the command line): 1e308 overflowed the plan.
-        check_scalar(s.seconds, "seconds", lower=0.0, upper=float(np.finfo(np.float32).max),
-                     hint=" It is a wall-time budget.")  # fmt: skip
+        seconds = float(check_scalar(s.seconds, "seconds", lower=0.0,
+                                     upper=float(np.finfo(np.float32).max),
+                                     hint=" It is a wall-time budget."))  # fmt: skip
     else:
         steps = 1500 if s.steps is None else check_positive_int(s.steps, "steps")
-    check_scalar(s.opacity, "opacity", lower=0.0, upper=1.0)
+    floats = {"opacity": float(check_scalar(s.opacity, "opacity", lower=0.0, upper=1.0))}
     # Finite numbers first (a TypeError for strings), then the closed ranges.
-    prune, coarse, anneal = (float(check_scalar(getattr(s, name), name))
-                             for name in ("prune", "coarse", "anneal"))  # fmt: skip
+    for name in ("prune", "coarse", "anneal", "extra", "softness", "grow"):
+        floats[name] = float(check_scalar(getattr(s, name), name))
+    for name in ("lr", "lr_geometry", "lr_colour"):
+        floats[name] = float(check_scalar(getattr(s, name), name, lower=0.0))
+    _check_ranges(**floats)
+    flags = {"solve_colours": check_bool(s.solve_colours, "solve_colours")}  # "False" ran it
+    if s.threads is not None:
+        flags["threads"] = check_bool(s.threads, "threads")
+    # Here, as `paint`'s argument, not from inside its first compiled program.
+    flags["learn_background"] = check_bool(s.learn_background, "learn_background")
+    if s.method is not None:  # here, not from inside the seeding's trace
+        check_method(s.method, s.compositing, s.shape)
+    checked = dataclasses.replace(s, steps=steps, seconds=seconds, **ints, **floats, **flags)
+    return target, n, key, checked
+
+
+def _check_ranges(*, prune, coarse, anneal, extra, softness, grow, **_) -> None:
     if not 0 <= prune < 1:
         raise ValueError(f"`prune` must be a fraction in [0, 1); got {prune}.")
     if not coarse >= 0:
         raise ValueError(f"`coarse` must be >= 0 (pixels of blur); got {coarse}.")
-    check_scalar(s.grow, "grow", lower=0.0)
-    if not float(check_scalar(s.extra, "extra")) >= 0:
-        raise ValueError(f"`extra` must be >= 0 (a fraction of `n`); got {s.extra}.")
-    check_positive_int(s.cycles, "cycles", minimum=0)
-    if s.threads is not None:
-        check_bool(s.threads, "threads")
-    check_bool(s.solve_colours, "solve_colours")  # "False" ran the solve
-    if not check_scalar(s.softness, "softness") > 0:  # here, not from inside the seeding
-        raise ValueError(f"`softness` must be > 0 (pixels of edge); got {s.softness}.")
-    if s.method is not None:  # here, not from inside the seeding's trace
-        check_method(s.method, s.compositing, s.shape)
-    for name in ("lr", "lr_geometry", "lr_colour"):
-        check_scalar(getattr(s, name), name, lower=0.0)
+    if not grow > 0:
+        raise ValueError(f"`grow` must be a finite number > 0; got {grow}.")
+    if not extra >= 0:
+        raise ValueError(f"`extra` must be >= 0 (a fraction of `n`); got {extra}.")
+    if not softness > 0:  # here, not from inside the seeding
+        raise ValueError(f"`softness` must be > 0 (pixels of edge); got {softness}.")
     if not 0 <= anneal <= 1:
         raise ValueError(f"`anneal` must be in [0, 1]; got {anneal}.")
-    return target, n, key, dataclasses.replace(s, steps=steps)
 
 
 def _check_eager(**values: Any) -> None:
