@@ -519,3 +519,18 @@ def test_paints_own_optimizer_is_traced_once_not_once_a_call(monkeypatch):
     again = dp.paint(target, 6, key=jax.random.key(0), steps=8, rounds=2, lr=3e-3)
     assert len(traces) == traced >= 1
     assert tree_allclose(first.model, again.model, atol=0)
+
+
+def test_anneal_lowers_the_last_rounds_rates_step_by_step():
+    # The scale was set once a dispatch: a last round of one dispatch (any `steps` up to
+    # about 200) never annealed, bit for bit the same with `anneal` 0 and 1.
+    target = jax.random.uniform(jax.random.key(1), (16, 16, 3))
+
+    def painted(anneal, per_dispatch=50):
+        return dp.paint(target, 6, key=jax.random.key(0), steps=40, anneal=anneal,
+                        steps_per_dispatch=per_dispatch).model  # fmt: skip
+
+    none, full = painted(0.0), painted(1.0)
+    assert not np.array_equal(none.raw_centres, full.raw_centres)
+    # A schedule of steps, not of dispatches: the same one in dispatches of 1 step.
+    np.testing.assert_allclose(painted(1.0, 1).raw_centres, full.raw_centres, atol=1e-5)

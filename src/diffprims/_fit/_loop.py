@@ -244,7 +244,8 @@ def run_steps(
     """`length` optimizer steps from step `first` (those at or past `total` do nothing).
 
     Returns the new state and the `(length,)` losses. `update_scale` (traced)
-    multiplies every update (a learning-rate schedule set from outside). Snapshot `j`
+    multiplies every update, or (`(length,)`) each step's (a learning-rate schedule set
+    from outside). Snapshot `j`
     holds the parameters after `snap_steps[j]` steps.
 
     Compiled once per structure and settings: a fresh optimizer or loss that computes
@@ -310,8 +311,9 @@ def _canonical_problem(problem: Problem, state: LoopState) -> Problem:
 @trusted
 def _run_steps(state, static, problem, first, total, length, snap_steps, update_scale):
 
-    def body(carry: LoopState, index):
-        stepped, value = _step(static, problem, total, update_scale, carry, index)
+    def body(carry: LoopState, step):
+        index, scale = step
+        stepped, value = _step(static, problem, total, scale, carry, index)
         params, opt_state, ok, previous = stepped
         snaps = carry.snaps
         if snaps is not None:
@@ -326,4 +328,6 @@ def _run_steps(state, static, problem, first, total, length, snap_steps, update_
             )
         return LoopState(params, opt_state, ok, snaps, previous), value
 
-    return jax.lax.scan(body, state, first + jnp.arange(length))
+    if update_scale is not None:  # one a step
+        update_scale = jnp.broadcast_to(update_scale, (length,))
+    return jax.lax.scan(body, state, (first + jnp.arange(length), update_scale))

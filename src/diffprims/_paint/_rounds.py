@@ -70,14 +70,13 @@ class ShapeRender(eqx.Module):
 
 
 def _steps(state, static, problem: Problem, lr_scale, first, count, size: int):
-    """`count` steps of fit's step loop, for every restart (`problem.key` holds one key
-    per restart, or one key).
+    """`count` steps of fit's step loop (`lr_scale` each step's learning-rate scale),
+    for every restart (`problem.key` holds one key per restart, or one key).
 
     Every dispatch runs one compiled program of `size` steps; those past `count` are
-    masked (they leave the state as it is), so a round's last, shorter dispatch does not
-    compile a new program. Shapes not placed yet are invisible and off the canvas, so
-    their gradients are exactly zero and Adam leaves them where they are. Losses come
-    back `(size,)`, or `(size, restarts)`.
+    masked, so a round's last, shorter dispatch compiles no new program. Shapes not
+    placed yet are invisible and off the canvas: their gradients are exactly zero and
+    Adam leaves them where they are. Losses come back `(size,)`, or `(size, restarts)`.
     """
 
     def one(state, key):
@@ -238,10 +237,11 @@ class Painting:
         budget.pace_from((jax.tree.structure(self.static), self.active.shape,
                           self.target.shape, size, *sorted(self.knobs.items())))  # fmt: skip
         while (length := budget.next_length(size)) > 0:
-            # The last round anneals the learning rate linearly down to `1 - anneal`.
-            scale = 1.0 - self.knobs["anneal"] * budget.progress() if last else 1.0
+            # The last round anneals the learning rates linearly to `1 - anneal`, each step.
+            progress = np.clip(budget.progress() + budget.step_progress() * np.arange(size), 0, 1)
+            scales = (1.0 - self.knobs["anneal"] * last * progress).astype(np.float32)
             driver.dispatch(
-                _steps, self.static, problem, jnp.float32(scale), jnp.int32(budget.taken),
+                _steps, self.static, problem, jnp.asarray(scales), jnp.int32(budget.taken),
                 jnp.int32(length), size, steps=length,
             )  # fmt: skip
             budget.took(length)
@@ -313,7 +313,7 @@ class Painting:
             # Every step masked (past `total`): compiles the loop, runs no step.
             start, fresh = jnp.int32(0), self._fresh_state(params)
             problem, size = self._problem(plan[0]), self._dispatch_size(budget, most)
-            _steps(fresh, self.static, problem, jnp.float32(1.0), start, start, size)
+            _steps(fresh, self.static, problem, jnp.ones((size,)), start, start, size)
 
         def ranking_shapes() -> None:
             knobs = self.knobs

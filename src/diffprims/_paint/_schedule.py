@@ -208,6 +208,13 @@ class Budget:
             fraction = self.taken / max(self.round_steps or 1, 1)
         return min(max(fraction, 0.0), 1.0)
 
+    def step_progress(self) -> float:
+        """How much of this round a step takes, as `progress` counts it (with `seconds`,
+        0 until a step's time is measured)."""
+        if self.round_end is not None:
+            return (self.dispatch or 0.0) / max(self.round_end - self.round_start, 1e-9)
+        return 1.0 / max(self.round_steps or 1, 1)
+
     def next_length(self, most: int) -> int:
         """Steps for the next dispatch (0: the round is over).
 
