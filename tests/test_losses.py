@@ -218,6 +218,25 @@ def test_float64_weights_keep_the_inputs_dtype(weights_shape, inner):
         assert loss(*wide).dtype == jnp.float64
 
 
+def test_dividing_a_loss_stores_the_weight_multiplying_by_the_reciprocal_would():
+    # Under jax_enable_x64, `L2() / 3` stored a float64 weight (a float32 loss came out
+    # float64) where `L2() * (1 / 3)` stored float32, both printed as `0.33333334 * L2()`.
+    with jax.enable_x64(True):
+        pred = jnp.full((2, 2, 3), 0.25, jnp.float32)
+        for divisor, reciprocal in [
+            (3, 1 / 3),
+            (3.0, 1 / 3),
+            (np.float64(3.0), np.float64(1 / 3)),
+            (np.float32(3.0), np.float32(1 / 3)),
+            (jnp.asarray(3.0), jnp.asarray(1 / 3)),
+        ]:
+            divided, multiplied = dp.L2() / divisor, dp.L2() * reciprocal
+            assert divided.weight.dtype == multiplied.weight.dtype, divisor
+            np.testing.assert_allclose(divided.weight, multiplied.weight, rtol=1e-7)
+            assert divided(pred, 0 * pred).dtype == multiplied(pred, 0 * pred).dtype
+        assert (dp.L2() / 3)(pred, 0 * pred).dtype == jnp.float32
+
+
 _P, _T = (jax.random.uniform(jax.random.key(i), (16, 16, 3)) for i in (10, 11))
 
 

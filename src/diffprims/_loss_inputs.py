@@ -43,6 +43,23 @@ def as_weight(value: Any, name: str) -> Array:
     return check_float_array(value, name)
 
 
+def reciprocal_weight(divisor: Any, name: str) -> Any:
+    """The weight `1 / divisor` stored as multiplying by the reciprocal would store it: a
+    Python number's (or a weakly typed array's) as a Python float (float32 in the loss),
+    an array's in its own dtype (`L2() / 3` was float64 under x64, `L2() * (1 / 3)`
+    float32). Concrete ones checked before float32 rounds them (1 / 1e-300 to inf)."""
+    if is_traced(divisor):
+        return 1.0 / as_weight(divisor, name)
+    as_weight(divisor, name)  # its type and shape
+    exact = np.asarray(divisor, np.float64)
+    if not np.all(exact != 0):
+        raise ValueError(f"`{name}` must be non-zero; got {exact.tolist()}.")
+    python = isinstance(divisor, int | float) and not isinstance(divisor, bool | np.generic)
+    if python or getattr(divisor, "weak_type", False):
+        return float(1.0 / exact)
+    return np.asarray(1.0 / exact, np.result_type(np.asarray(divisor).dtype, np.float32))
+
+
 def is_zero(x: Any) -> bool:
     """A concrete scalar zero: Python's, NumPy's or JAX's (`loss + 0`, `sum([...])`)."""
     if isinstance(x, bool) or is_traced(x) or np.ndim(x) != 0:

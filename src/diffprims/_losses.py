@@ -11,10 +11,16 @@ from typing import Any, cast
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._loss_inputs import as_weight, check_pair, function_name, is_zero, static_number
+from ._loss_inputs import (
+    as_weight,
+    check_pair,
+    function_name,
+    is_zero,
+    reciprocal_weight,
+    static_number,
+)
 from ._loss_text import scaled_doc, settings_doc, sum_doc
 from ._validate import (
     check_float_array,
@@ -80,13 +86,7 @@ class AbstractLoss(eqx.Module):
     __rmul__ = __mul__
 
     def __truediv__(self, divisor: Any) -> AbstractLoss:
-        if is_traced(divisor):
-            return Scaled(1.0 / as_weight(divisor, "loss divisor"), self)
-        as_weight(divisor, "loss divisor")  # its type and shape
-        exact = np.asarray(divisor, np.float64)  # before float32 rounds 1e-300 to 0
-        if not np.all(exact != 0):
-            raise ValueError(f"`loss divisor` must be non-zero; got {exact.tolist()}.")
-        return Scaled(1.0 / exact, self)
+        return Scaled(reciprocal_weight(divisor, "loss divisor"), self)
 
     def __neg__(self) -> AbstractLoss:
         return Scaled(-1.0, self)
