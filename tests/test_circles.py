@@ -165,3 +165,22 @@ def test_values_written_as_python_ints_are_numbers_and_int_arrays_are_refused():
     assert circles.render_image((8, 8)).dtype == jnp.float32
     with pytest.raises(TypeError, match="divide uint8 images by 255"):
         dp.Circles.from_values([[0.5, 0.5]], [0.25], np.zeros((1, 3), np.uint8), [1.0])
+
+
+@pytest.mark.parametrize("shape_type", shape_types(), ids=lambda t: t.__name__)
+def test_a_float64_set_gets_float64_depths(shape_type):
+    # They were float32: a float64 set switched to "depth" mixed dtypes, and a float64
+    # gradient check of its depths ran in float32.
+    with jax.enable_x64(True):
+        model = shape_type.init(3, key=jax.random.key(0))
+        wide = jax.tree.map(
+            lambda x: x.astype(jnp.float64) if eqx.is_inexact_array(x) else x, model
+        )
+        assert wide.depths.dtype == wide.with_compositing("depth").raw_depths.dtype == jnp.float64
+        assert (
+            model.depths.dtype == model.with_compositing("depth").raw_depths.dtype == jnp.float32
+        )
+        grads = eqx.filter_grad(lambda m: jnp.sum(m.render_image((4, 4))))(
+            wide.with_compositing("depth")
+        )
+        assert grads.raw_depths.dtype == jnp.float64

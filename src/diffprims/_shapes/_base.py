@@ -211,8 +211,8 @@ class AbstractShapes(AbstractModel):
         """Depth of each shape, `(N,)`, larger nearer the viewer: the learnable `raw_depths`
         under `compositing="depth"`, else the fixed order `0, 1, ..., N - 1` of "over"
         (additive compositing ignores it)."""
-        depths = self.raw_depths  # None for "over" and "additive": the fixed order
-        return jnp.arange(self.num_shapes, dtype=jnp.float32) if depths is None else depths
+        order = jnp.arange(self.num_shapes, dtype=jnp.result_type(self.raw_colours, "f4"))
+        return order if self.raw_depths is None else self.raw_depths  # None: a fixed order
 
     # -- rendering ------------------------------------------------------------------
 

@@ -359,8 +359,8 @@ def with_compositing(shapes: Any, mode: str, learn_background: bool | None) -> A
         shapes = shapes.take(jnp.argsort(shapes.depths))
     depths = None
     if mode == "depth":
-        depths = shapes.raw_depths
-        depths = initial_depths(shapes.num_shapes) if depths is None else depths
+        old = shapes.raw_depths
+        depths = initial_depths(shapes.num_shapes, shapes.raw_colours) if old is None else old
     learn = (
         shapes.learn_background
         if learn_background is None

@@ -36,10 +36,11 @@ def depth_spacing(n: int) -> float:
     return min(0.5, DEPTH_SPAN / max(n, 1))
 
 
-def initial_depths(n: int) -> Array:
+def initial_depths(n: int, like: Any = None) -> Array:
     """Learnable depths that start in index order, `depth_spacing(n)` apart (a gentle
-    soft order, spanning at most `DEPTH_SPAN`)."""
-    return depth_spacing(n) * jnp.arange(n, dtype=jnp.float32)
+    soft order, spanning at most `DEPTH_SPAN`): float32, or float64 `like` a float64 set's
+    colours."""
+    return depth_spacing(n) * jnp.arange(n, dtype=jnp.result_type(like, jnp.float32))
 
 
 def through(front: Array, alpha: Array) -> Array:
