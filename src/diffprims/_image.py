@@ -49,15 +49,14 @@ def check_image(
     """`image` as an `(H, W, C)` float array in `[0, 1]`, or a clear error."""
     values = "float in [0, 1]" if check_range else "float (any range)"
     hint = f" Images are (H, W, C) {values}; load files with `dp.load_image`."
-    image = check_float_array(image, name, hint=hint)
+    given, image = image, check_float_array(image, name, hint=hint)
+    got = describe(given if hasattr(given, "dtype") else image)  # as given: not float32
     if image.ndim != 3 or 0 in image.shape:
         extra = " Add a channel axis with `x[..., None]`." if image.ndim == 2 else ""
-        raise ValueError(
-            f"`{name}` must be a non-empty (H, W, C) image; got {describe(image)}.{extra}{hint}"
-        )
+        raise ValueError(f"`{name}` must be a non-empty (H, W, C) image; got {got}.{extra}{hint}")
     if looks_channels_first(image.shape) and image.shape[-1] != channels:
         raise ValueError(
-            f"`{name}` looks channels-first, (C, H, W); got {describe(image)}. Images are "
+            f"`{name}` looks channels-first, (C, H, W); got {got}. Images are "
             f"(H, W, C): move the channel axis last with `jnp.moveaxis({name}, 0, -1)`. (An "
             f"image {image.shape[0]} pixels tall with {image.shape[-1]} channels: pass one "
             f"channel at a time, e.g. `jax.vmap` over axis 2 of `{name}[..., None]`.)"
