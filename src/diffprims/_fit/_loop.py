@@ -245,8 +245,7 @@ def run_steps(
 
     Returns the new state and the `(length,)` losses. `update_scale` (traced)
     multiplies every update, or (`(length,)`) each step's (a learning-rate schedule set
-    from outside). Snapshot `j`
-    holds the parameters after `snap_steps[j]` steps.
+    from outside). Snapshot `j` holds the parameters after `snap_steps[j]` steps.
 
     Compiled once per structure and settings: a fresh optimizer or loss that computes
     what an earlier one did reuses its compiled loop (`_canon`).
