@@ -359,6 +359,22 @@ def test_nan_model_raises_under_jit():
         jax.block_until_ready(jax.jit(lambda m: dp.fit(m, target, steps=2).losses)(model))
 
 
+@pytest.mark.parametrize("layers", [False, True])
+def test_a_nan_in_a_frozen_parameter_is_refused_as_one_in_a_trained_one(layers):
+    # Frozen, it was a "divergence at step 0" eagerly, and no error at all under `jit`.
+    circles = dp.Circles.init(3, key=jax.random.key(0))
+    bad = eqx.tree_at(lambda m: m.raw_colours, circles, circles.raw_colours.at[0, 0].set(jnp.nan))
+    model = dp.Layers([bad, circles]) if layers else bad
+    trainable = model.trainable(layers=[1]) if layers else model.trainable("position")
+    target = jnp.full((8, 8, 3), 0.5)
+    where = r"layers\[0\]\.raw_colours" if layers else "raw_colours"
+    with pytest.raises(ValueError, match=rf"finite parameters; got NaN/inf in `model.{where}`"):
+        dp.fit(model, target, steps=2, trainable=trainable)
+    fitted = jax.jit(lambda m: dp.fit(m, target, steps=2, trainable=trainable).losses)
+    with pytest.raises(Exception, match="must have finite parameters"):
+        jax.block_until_ready(fitted(model))
+
+
 def test_divergence_under_jit_sets_the_flag():
     model = dp.Circles.init(3, key=jax.random.key(0))
     target = jnp.full((8, 8, 3), 0.5)

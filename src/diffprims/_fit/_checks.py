@@ -100,12 +100,14 @@ def check_loss(loss: Any) -> AbstractLoss:
     return as_loss(L2() if loss is None else loss)
 
 
-def check_finite_model(params: Any) -> Any:
-    """`params`, checked finite: concrete leaves now, traced ones with `eqx.error_if`
-    (under `jit` a NaN model raises when the fit runs, instead of fitting NaN)."""
+def check_finite_model(model: Any, params: Any) -> Any:
+    """`params` (the trainable part of `model`), with every float leaf of `model` checked
+    finite, frozen ones too (a NaN there was a "divergence" at step 0, or under `jit` no
+    error): concrete leaves now, traced ones with `eqx.error_if` on `params` (under
+    `jit` a NaN model raises when the fit runs, instead of fitting NaN)."""
     fix = "Build it with finite values, or take `error.result.model` from a diverged fit."
     requirement = "`model` must have finite parameters"
-    bad = non_finite_flag(params, requirement, fix)
+    bad = non_finite_flag(model, requirement, fix)
     return (
         params if bad is None else runtime_check(params, bad, f"{requirement}; got NaN/inf. {fix}")
     )

@@ -206,7 +206,7 @@ def fit(
             "`checkpoint`/`resume` need concrete values; got a fit traced under jit/vmap. "
             "Call `fit` outside `jax.jit`/`jax.vmap` to checkpoint it."
         )
-    params = _checks.check_finite_model(params)
+    params = _checks.check_finite_model(model, params)  # frozen leaves too
     snaps, marks = _snapshot_slots(params, snap_steps)
     state = LoopState(params, optimizer.init(params), jnp.asarray(True), snaps, params)
     start, saved_losses, checkpointer = 0, None, None
