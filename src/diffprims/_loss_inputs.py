@@ -51,13 +51,14 @@ def reciprocal_weight(divisor: Any, name: str) -> Any:
     if is_traced(divisor):
         return 1.0 / as_weight(divisor, name)
     as_weight(divisor, name)  # its type and shape
-    exact = np.asarray(divisor, np.float64)
+    given = np.asarray(divisor)
+    exact = given.astype(np.float64)
     if not np.all(exact != 0):
         raise ValueError(f"`{name}` must be non-zero; got {exact.tolist()}.")
     python = isinstance(divisor, int | float) and not isinstance(divisor, bool | np.generic)
     if python or getattr(divisor, "weak_type", False):
         return float(1.0 / exact)
-    return np.asarray(1.0 / exact, np.result_type(np.asarray(divisor).dtype, np.float32))
+    return np.asarray(1.0 / exact, np.result_type(given.dtype, np.float32))
 
 
 def is_zero(x: Any) -> bool:

@@ -234,14 +234,14 @@ def fit(
                 )  # fmt: skip
         return driver.finish()
 
-    try:
-        with memory_for(_memory_what(model, target), _MEMORY_HINT):
+    with memory_for(_memory_what(model, target), _MEMORY_HINT):  # the retry's too
+        try:
             return run(problem)
-    except (TypeError, ValueError) as error:
-        # Tracing met the tiled renderer's first-order backward: retrace with the scan.
-        if not (method is None and _tiled_only_first_order(error)):
-            raise
-        return run(eqx.tree_at(lambda p: p.render, problem, PointRender("scan")))
+        except (TypeError, ValueError) as error:
+            # Tracing met the tiled renderer's first-order backward: retrace with the scan.
+            if not (method is None and _tiled_only_first_order(error)):
+                raise
+            return run(eqx.tree_at(lambda p: p.render, problem, PointRender("scan")))
 
 
 def _memory_what(model: Any, target: Any) -> str:

@@ -102,9 +102,9 @@ def check_settings(
         steps = 1500 if s.steps is None else check_positive_int(s.steps, "steps")
     floats = {"opacity": float(check_scalar(s.opacity, "opacity", lower=0.0, upper=1.0))}
     # Finite numbers first (a TypeError for strings), then the closed ranges.
-    for name in ("prune", "coarse", "anneal", "extra", "softness", "grow"):
+    for name in ("prune", "coarse", "anneal", "extra", "softness"):
         floats[name] = float(check_scalar(getattr(s, name), name))
-    for name in ("lr", "lr_geometry", "lr_colour"):
+    for name in ("grow", "lr", "lr_geometry", "lr_colour"):
         floats[name] = float(check_scalar(getattr(s, name), name, lower=0.0))
     _check_ranges(**floats)
     flags = {"solve_colours": check_bool(s.solve_colours, "solve_colours")}  # "False" ran it
@@ -118,13 +118,11 @@ def check_settings(
     return target, n, key, checked
 
 
-def _check_ranges(*, prune, coarse, anneal, extra, softness, grow, **_) -> None:
+def _check_ranges(*, prune, coarse, anneal, extra, softness, **_) -> None:
     if not 0 <= prune < 1:
         raise ValueError(f"`prune` must be a fraction in [0, 1); got {prune}.")
     if not coarse >= 0:
         raise ValueError(f"`coarse` must be >= 0 (pixels of blur); got {coarse}.")
-    if not grow > 0:
-        raise ValueError(f"`grow` must be a finite number > 0; got {grow}.")
     if not extra >= 0:
         raise ValueError(f"`extra` must be >= 0 (a fraction of `n`); got {extra}.")
     if not softness > 0:  # here, not from inside the seeding

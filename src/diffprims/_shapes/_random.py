@@ -134,18 +134,17 @@ def _common(n, key, target, numbers, channels, additive):
         colours = target[rows, cols]
         background = jnp.mean(target, axis=(0, 1))
     if additive:
-        colours, background = _additive_start(colours, background, sizes, numbers)
+        colours, background = _additive_start(colours, background, sizes, aspect, opacity, edge)
     return centres, sizes, appearance(colours, background, opacity), k_geom
 
 
-def _additive_start(colours, background, sizes, numbers):
+def _additive_start(colours, background, sizes, aspect, opacity, edge):
     """Colours and background whose additive picture starts about as bright as the
     target (or the "over" picture): the shapes cover the frame `cover` times over (~3
     by default; as discs of radius `size` with soft edges `edge` wide, which add
     `pi^2 edge^2 / 3` to a disc's area), so their colours shrink by
     `1 / (opacity * cover)` where that is over 1 (else the picture starts up to four
     times too bright), and the background keeps what they leave."""
-    aspect, _, _, opacity, edge = numbers
     cover = opacity * jnp.sum(jnp.pi * (sizes**2 + (jnp.pi * edge) ** 2 / 3)) / aspect
     gain = 1.0 / jnp.maximum(cover, 1.0)
     return colours * gain, background * jnp.maximum(1.0 - cover * gain, 0.0)
